@@ -1,0 +1,237 @@
+//! Configuration types shared by the layers. Every one implements `Default`, and zero or empty
+//! fields fall back to the defaults, so `Config { only_this: x, ..Default::default() }` and a
+//! zeroed config both behave sensibly.
+
+use std::time::Duration;
+
+/// Default number of virtual nodes per physical node on the hash ring.
+pub const DEFAULT_VIRTUAL_NODES: usize = 150;
+/// Default number of shards.
+pub const DEFAULT_SHARD_COUNT: u32 = 1024;
+/// Default replication factor of a shard.
+pub const DEFAULT_REPLICATION_FACTOR: u32 = 1;
+/// Default JetStream stream name.
+pub const DEFAULT_STREAM_NAME: &str = "AETHER_EVENTS";
+/// Default event retention: 365 days.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// Default number of JetStream stream replicas.
+pub const DEFAULT_REPLICAS: usize = 1;
+
+/// Consistent hash ring settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashRingConfig {
+    /// Virtual nodes per physical node (0 means [`DEFAULT_VIRTUAL_NODES`]). More gives a more
+    /// even spread at the cost of memory and slower membership changes.
+    pub virtual_nodes: usize,
+}
+
+impl Default for HashRingConfig {
+    fn default() -> Self {
+        Self {
+            virtual_nodes: DEFAULT_VIRTUAL_NODES,
+        }
+    }
+}
+
+impl HashRingConfig {
+    /// Sets the virtual nodes per node.
+    pub fn virtual_nodes(mut self, n: usize) -> Self {
+        self.virtual_nodes = n;
+        self
+    }
+    /// The value in force, after the zero fallback.
+    pub fn effective_virtual_nodes(&self) -> usize {
+        if self.virtual_nodes == 0 {
+            DEFAULT_VIRTUAL_NODES
+        } else {
+            self.virtual_nodes
+        }
+    }
+}
+
+/// Shard settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardConfig {
+    /// Number of shards actors are spread over (0 means [`DEFAULT_SHARD_COUNT`]). Changing it
+    /// moves almost every actor, so pick it once per cluster.
+    pub shard_count: u32,
+    /// Nodes that hold each shard (0 means [`DEFAULT_REPLICATION_FACTOR`]).
+    pub replication_factor: u32,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        Self {
+            shard_count: DEFAULT_SHARD_COUNT,
+            replication_factor: DEFAULT_REPLICATION_FACTOR,
+        }
+    }
+}
+
+impl ShardConfig {
+    /// Sets the shard count.
+    pub fn shard_count(mut self, n: u32) -> Self {
+        self.shard_count = n;
+        self
+    }
+    /// Sets the replication factor.
+    pub fn replication_factor(mut self, n: u32) -> Self {
+        self.replication_factor = n;
+        self
+    }
+    /// The shard count in force.
+    pub fn effective_shard_count(&self) -> u32 {
+        if self.shard_count == 0 {
+            DEFAULT_SHARD_COUNT
+        } else {
+            self.shard_count
+        }
+    }
+    /// The replication factor in force.
+    pub fn effective_replication_factor(&self) -> u32 {
+        if self.replication_factor == 0 {
+            DEFAULT_REPLICATION_FACTOR
+        } else {
+            self.replication_factor
+        }
+    }
+}
+
+/// Where JetStream keeps a stream's messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageKind {
+    /// On disk (the default; what an event store wants).
+    #[default]
+    File,
+    /// In server memory (tests, caches).
+    Memory,
+}
+
+/// JetStream event store settings.
+///
+/// Retention is by limits only: events older than `max_age` expire; nothing is ever deleted or
+/// purged through Aether, and the stream denies deletes and purges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JetStreamConfig {
+    /// Base stream name (empty means [`DEFAULT_STREAM_NAME`]); prefixed by the namespace.
+    pub stream_name: String,
+    /// Optional namespace: stores in different namespaces use different streams and cannot see
+    /// each other's events.
+    pub namespace: Option<String>,
+    /// How long events are kept (zero means [`DEFAULT_MAX_AGE`]).
+    pub max_age: Duration,
+    /// Stream replicas (0 means [`DEFAULT_REPLICAS`]); 3 on a production cluster.
+    pub replicas: usize,
+    /// File or memory storage.
+    pub storage: StorageKind,
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        Self {
+            stream_name: DEFAULT_STREAM_NAME.to_string(),
+            namespace: None,
+            max_age: DEFAULT_MAX_AGE,
+            replicas: DEFAULT_REPLICAS,
+            storage: StorageKind::File,
+        }
+    }
+}
+
+impl JetStreamConfig {
+    /// Sets the base stream name.
+    pub fn stream_name(mut self, name: impl Into<String>) -> Self {
+        self.stream_name = name.into();
+        self
+    }
+    /// Sets the namespace.
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.namespace = Some(ns.into());
+        self
+    }
+    /// Sets the retention.
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+    /// Sets the replica count.
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas;
+        self
+    }
+    /// Sets the storage kind.
+    pub fn storage(mut self, storage: StorageKind) -> Self {
+        self.storage = storage;
+        self
+    }
+    /// The base stream name in force.
+    pub fn effective_stream_name(&self) -> &str {
+        if self.stream_name.is_empty() {
+            DEFAULT_STREAM_NAME
+        } else {
+            &self.stream_name
+        }
+    }
+    /// The retention in force.
+    pub fn effective_max_age(&self) -> Duration {
+        if self.max_age.is_zero() {
+            DEFAULT_MAX_AGE
+        } else {
+            self.max_age
+        }
+    }
+    /// The replica count in force.
+    pub fn effective_replicas(&self) -> usize {
+        if self.replicas == 0 {
+            DEFAULT_REPLICAS
+        } else {
+            self.replicas
+        }
+    }
+    /// The namespace in force (an empty string counts as none).
+    pub fn effective_namespace(&self) -> Option<&str> {
+        self.namespace.as_deref().filter(|n| !n.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_zero_fallbacks() {
+        assert_eq!(HashRingConfig::default().effective_virtual_nodes(), 150);
+        assert_eq!(
+            HashRingConfig { virtual_nodes: 0 }.effective_virtual_nodes(),
+            150
+        );
+        assert_eq!(
+            HashRingConfig::default()
+                .virtual_nodes(7)
+                .effective_virtual_nodes(),
+            7
+        );
+        let s = ShardConfig {
+            shard_count: 0,
+            replication_factor: 0,
+        };
+        assert_eq!(s.effective_shard_count(), 1024);
+        assert_eq!(s.effective_replication_factor(), 1);
+        assert_eq!(ShardConfig::default().shard_count, 1024);
+        let j = JetStreamConfig {
+            stream_name: String::new(),
+            namespace: Some(String::new()),
+            max_age: Duration::ZERO,
+            replicas: 0,
+            storage: StorageKind::File,
+        };
+        assert_eq!(j.effective_stream_name(), DEFAULT_STREAM_NAME);
+        assert_eq!(j.effective_max_age(), Duration::from_secs(365 * 86400));
+        assert_eq!(j.effective_replicas(), 1);
+        assert_eq!(j.effective_namespace(), None);
+        let j = JetStreamConfig::default().namespace("orders").replicas(3);
+        assert_eq!(j.effective_namespace(), Some("orders"));
+        assert_eq!(j.effective_replicas(), 3);
+    }
+}

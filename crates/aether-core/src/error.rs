@@ -1,0 +1,215 @@
+//! The workspace's error type.
+
+use std::fmt;
+
+/// A boxed error from a backend (NATS client, I/O), kept as the `source` of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A save was rejected because the actor's history already reached a version at or beyond the
+/// one attempted: someone else wrote first (optimistic concurrency).
+///
+/// Handling: reload the actor (or at least read `current_version`), re-decide, and save again
+/// with a version above `current_version`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "version conflict for actor {actor_id:?}: attempted version {attempted_version}, \
+     but the current version is {current_version}"
+)]
+pub struct VersionConflictError {
+    /// The actor whose history was written concurrently.
+    pub actor_id: String,
+    /// The version the rejected save tried to write.
+    pub attempted_version: u64,
+    /// The actor's latest version as the store saw it when it rejected the save.
+    pub current_version: u64,
+}
+
+/// Everything a store, bus or cluster operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Optimistic concurrency rejected the save.
+    ///
+    /// Handling: read [`VersionConflictError::current_version`], rebuild and retry.
+    #[error(transparent)]
+    VersionConflict(#[from] VersionConflictError),
+
+    /// The caller passed something no store accepts (empty actor id or event type, version 0,
+    /// an event of another actor in a batch, a malformed pattern...). Nothing was written.
+    ///
+    /// Handling: fix the input; retrying the same call fails the same way.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// The encoded message is larger than the backend accepts. Nothing was sent.
+    ///
+    /// Handling: make the payload smaller (or raise the server's `max_payload`).
+    #[error("payload of {size} bytes exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// Size of the encoded message.
+        size: usize,
+        /// The limit it exceeded.
+        limit: usize,
+    },
+
+    /// A value could not be encoded.
+    #[error("encoding failed: {0}")]
+    Encoding(String),
+
+    /// Bytes read from storage or the network are not what they should be.
+    ///
+    /// Handling: the data is malformed; replay with
+    /// [`EventStoreWithErrors`](crate::EventStoreWithErrors) to see which messages.
+    #[error("decoding failed: {0}")]
+    Decoding(String),
+
+    /// The backend could not be reached or did not answer in time. The operation may or may not
+    /// have taken effect (for a save: read the latest version before retrying).
+    ///
+    /// Handling: retry with backoff.
+    #[error("{context}: backend unavailable")]
+    Unavailable {
+        /// What was being done.
+        context: String,
+        /// The underlying cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The backend refused the operation for lack of permission.
+    ///
+    /// Handling: fix credentials or permissions; retrying will not help.
+    #[error("{context}: permission denied")]
+    PermissionDenied {
+        /// What was being done.
+        context: String,
+        /// The underlying cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A resource the operation needs (a stream, a bucket, an actor) does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+
+    /// The component was shut down; no further operations are possible.
+    #[error("closed: {0}")]
+    Closed(String),
+
+    /// Any other backend failure, with its cause.
+    #[error("{context}")]
+    Backend {
+        /// What was being done.
+        context: String,
+        /// The underlying cause.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// An [`Error::InvalidInput`] with the given message.
+    pub fn invalid(msg: impl fmt::Display) -> Self {
+        Self::InvalidInput(msg.to_string())
+    }
+
+    /// An [`Error::Backend`] wrapping `source`.
+    pub fn backend(context: impl fmt::Display, source: impl Into<BoxError>) -> Self {
+        Self::Backend {
+            context: context.to_string(),
+            source: source.into(),
+        }
+    }
+
+    /// An [`Error::Unavailable`] wrapping `source`.
+    pub fn unavailable(context: impl fmt::Display, source: impl Into<BoxError>) -> Self {
+        Self::Unavailable {
+            context: context.to_string(),
+            source: source.into(),
+        }
+    }
+
+    /// A [`VersionConflictError`] for `actor_id`.
+    pub fn version_conflict(
+        actor_id: impl Into<String>,
+        attempted_version: u64,
+        current_version: u64,
+    ) -> Self {
+        Self::VersionConflict(VersionConflictError {
+            actor_id: actor_id.into(),
+            attempted_version,
+            current_version,
+        })
+    }
+
+    /// Whether this is a [`Error::VersionConflict`].
+    pub fn is_version_conflict(&self) -> bool {
+        matches!(self, Self::VersionConflict(_))
+    }
+
+    /// The conflict details, when this is a [`Error::VersionConflict`].
+    pub fn as_version_conflict(&self) -> Option<&VersionConflictError> {
+        match self {
+            Self::VersionConflict(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying the same operation later can succeed: conflicts (after re-reading) and
+    /// unavailability. Invalid input, oversized payloads, decoding errors and permission errors
+    /// are not retryable.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::VersionConflict(_) | Self::Unavailable { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn conflict_display_names_actor_and_both_versions() {
+        let e = Error::version_conflict("order.7", 3, 5);
+        let s = e.to_string();
+        assert!(
+            s.contains("order.7") && s.contains('3') && s.contains('5'),
+            "{s}"
+        );
+        assert!(e.is_version_conflict());
+        assert!(e.is_retryable());
+        let c = e.as_version_conflict().unwrap();
+        assert_eq!((c.attempted_version, c.current_version), (3, 5));
+        match e {
+            Error::VersionConflict(VersionConflictError {
+                current_version, ..
+            }) => assert_eq!(current_version, 5),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn conflict_with_special_characters_and_huge_versions() {
+        let e = Error::version_conflict("a \"b\" ключ", u64::MAX, u64::MAX - 1);
+        let s = e.to_string();
+        assert!(s.contains(&u64::MAX.to_string()));
+        assert!(s.contains("ключ"));
+    }
+
+    #[test]
+    fn sources_are_kept_and_classification_holds() {
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow");
+        let e = Error::unavailable("reading latest version", io);
+        assert!(e.source().is_some());
+        assert!(e.is_retryable());
+        assert!(!e.is_version_conflict());
+        assert!(!Error::invalid("x").is_retryable());
+        assert!(!Error::PayloadTooLarge { size: 2, limit: 1 }.is_retryable());
+        let boxed: BoxError = Box::new(Error::version_conflict("a", 1, 1));
+        let back = boxed.downcast::<Error>().unwrap();
+        assert!(back.is_version_conflict());
+    }
+}

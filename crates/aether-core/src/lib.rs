@@ -1,0 +1,65 @@
+//! The foundation of Aether: the event model, errors, the append-only store and broadcaster
+//! traits, subscriptions, NATS-style patterns and shared configuration.
+//!
+//! This crate has no NATS code and no runtime: storage backends live in `aether-store`, buses
+//! in `aether-bus`, the cluster in `aether-cluster`; they all speak the types defined here, so
+//! an application depends only on the layers it uses.
+//!
+//! # Layout
+//! - [`Event`], [`Metadata`] and the metadata key constants: the immutable fact.
+//! - [`Snapshot`]: an actor's state at a version.
+//! - [`Error`], [`VersionConflictError`], [`Result`]: what can go wrong.
+//! - [`EventStore`], [`SnapshotStore`], [`EventStoreWithErrors`]: append-only storage (no update,
+//!   no delete; see [`store`] on immutability and versions).
+//! - [`EventBroadcaster`], [`Subscription`], [`SubscriptionFilter`], [`OverflowPolicy`]: pub/sub
+//!   with no silent loss.
+//! - [`pattern`]: `*` and `>` matching for namespaces and actor ids.
+//! - [`config`]: `HashRingConfig`, `ShardConfig`, `JetStreamConfig`.
+//!
+//! # Example
+//! ```
+//! use aether_core::{Error, Event};
+//!
+//! let event = Event::new("AccountOpened", "account-1", 1).with_field("owner", "Ada");
+//! event.validate()?;
+//!
+//! let conflict = Error::version_conflict("account-1", 1, 4);
+//! if let Some(c) = conflict.as_version_conflict() {
+//!     // reload and retry above the current version
+//!     assert_eq!(c.current_version, 4);
+//! }
+//! # Ok::<(), Error>(())
+//! ```
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![forbid(unsafe_code)]
+
+mod broadcaster;
+pub mod config;
+mod error;
+mod event;
+pub mod pattern;
+mod snapshot;
+pub mod store;
+mod subscription;
+
+pub use broadcaster::EventBroadcaster;
+pub use config::{HashRingConfig, JetStreamConfig, ShardConfig, StorageKind};
+pub use error::{BoxError, Error, Result, VersionConflictError};
+pub use event::{
+    Event, EventData, Metadata, EVENT_TYPE_EVENT_STORED, METADATA_CAUSATION_ID,
+    METADATA_CORRELATION_ID, METADATA_SPAN_ID, METADATA_TRACE_ID, METADATA_USER_ID,
+};
+pub use pattern::{is_wildcard_pattern, match_actor_pattern, match_namespace_pattern};
+pub use snapshot::Snapshot;
+pub use store::{
+    validate_batch, EventStore, EventStoreWithErrors, ReplayError, ReplayResult, SnapshotStore,
+};
+pub use subscription::{
+    Delivery, OverflowPolicy, SendOutcome, SubscribeOptions, Subscription, SubscriptionFilter,
+    SubscriptionSender, DEFAULT_SUBSCRIPTION_BUFFER,
+};

@@ -1,0 +1,220 @@
+//! Append-only store traits.
+//!
+//! # Immutability
+//! There is no update and no delete: by design, not by omission. Once an event is stored it is
+//! part of the actor's history for good, which is what makes the history a trustworthy audit
+//! trail and lets any number of readers rebuild the same state. A mistake is corrected by
+//! appending a new event that compensates for it (`DepositCorrected`, `OrderCancelled`), never
+//! by rewriting the old one.
+//!
+//! # Versions
+//! Each actor's events carry strictly increasing versions, starting at 1. A save succeeds only
+//! if its version is greater than the actor's latest version; otherwise it fails with
+//! [`Error::VersionConflict`](crate::Error::VersionConflict), which carries the current version
+//! so the caller can reload and retry. Versions need not be contiguous, but they never repeat.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::snapshot::Snapshot;
+
+/// Persists events, append-only, with optimistic concurrency per actor.
+///
+/// Implementations are thread-safe and usable as `Arc<dyn EventStore>`.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends one event.
+    ///
+    /// # Errors
+    /// - [`Error::InvalidInput`] if the event fails [`Event::validate`].
+    /// - [`Error::VersionConflict`] if `event.version` is not greater than the actor's latest.
+    /// - Backend errors ([`Error::Unavailable`], [`Error::PayloadTooLarge`], ...).
+    async fn save_event(&self, event: &Event) -> Result<()>;
+
+    /// Appends several events of one actor, all or nothing: readers see either all of them or
+    /// none. Versions must strictly increase within the batch and the first must be greater
+    /// than the actor's latest version. An empty batch does nothing.
+    ///
+    /// # Errors
+    /// As [`save_event`](Self::save_event); [`Error::InvalidInput`] also when an event belongs to
+    /// another actor or versions do not increase within the batch (see [`validate_batch`]).
+    async fn save_events(&self, actor_id: &str, events: &[Event]) -> Result<()>;
+
+    /// The actor's events with `version >= from_version`, in ascending version order. An
+    /// unknown actor has no events.
+    async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>>;
+
+    /// The actor's latest version, 0 when it has no events.
+    async fn get_latest_version(&self, actor_id: &str) -> Result<u64>;
+}
+
+/// An [`EventStore`] that also keeps snapshots.
+#[async_trait]
+pub trait SnapshotStore: EventStore {
+    /// Saves a snapshot. Snapshots are derived data; saving one never changes the events.
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()>;
+
+    /// The snapshot with the highest version for the actor, `Ok(None)` when there is none.
+    async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>>;
+}
+
+/// A stored message that could not be decoded as an event during replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayError {
+    /// Position of the message in the store (the stream sequence for JetStream).
+    pub sequence: u64,
+    /// The raw bytes as stored.
+    pub raw: Vec<u8>,
+    /// Why decoding failed.
+    pub error: String,
+}
+
+impl std::fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "malformed event at sequence {} ({} bytes): {}",
+            self.sequence,
+            self.raw.len(),
+            self.error
+        )
+    }
+}
+
+impl std::error::Error for ReplayError {}
+
+/// Everything a replay found: the events that decoded, and every message that did not.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplayResult {
+    /// Decoded events, in order.
+    pub events: Vec<Event>,
+    /// Malformed messages, in order.
+    pub errors: Vec<ReplayError>,
+}
+
+impl ReplayResult {
+    /// Whether any message was malformed.
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
+    }
+}
+
+/// An [`EventStore`] whose replay reports malformed messages instead of skipping them silently.
+#[async_trait]
+pub trait EventStoreWithErrors: EventStore {
+    /// Like [`EventStore::get_events`], but every message that failed to decode is returned in
+    /// [`ReplayResult::errors`] with its sequence, raw bytes and the decode error.
+    async fn get_events_with_errors(
+        &self,
+        actor_id: &str,
+        from_version: u64,
+    ) -> Result<ReplayResult>;
+}
+
+/// Checks a batch for [`EventStore::save_events`]: every event valid, all of `actor_id`, versions
+/// strictly increasing.
+///
+/// # Errors
+/// [`Error::InvalidInput`] describing the first problem.
+pub fn validate_batch(actor_id: &str, events: &[Event]) -> Result<()> {
+    if actor_id.is_empty() {
+        return Err(Error::invalid("actor id must not be empty"));
+    }
+    let mut prev = 0u64;
+    for (i, e) in events.iter().enumerate() {
+        e.validate()?;
+        if e.actor_id != actor_id {
+            return Err(Error::invalid(format!(
+                "event {i} of the batch belongs to actor {:?}, not {actor_id:?}",
+                e.actor_id
+            )));
+        }
+        if e.version <= prev {
+            return Err(Error::invalid(format!(
+                "versions must strictly increase within a batch: event {i} has version {} after {prev}",
+                e.version
+            )));
+        }
+        prev = e.version;
+    }
+    Ok(())
+}
+
+macro_rules! forward_event_store {
+    ($ty:ty) => {
+        #[async_trait]
+        impl<T: EventStore + ?Sized> EventStore for $ty {
+            async fn save_event(&self, event: &Event) -> Result<()> {
+                (**self).save_event(event).await
+            }
+            async fn save_events(&self, actor_id: &str, events: &[Event]) -> Result<()> {
+                (**self).save_events(actor_id, events).await
+            }
+            async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
+                (**self).get_events(actor_id, from_version).await
+            }
+            async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
+                (**self).get_latest_version(actor_id).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: SnapshotStore + ?Sized> SnapshotStore for $ty {
+            async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+                (**self).save_snapshot(snapshot).await
+            }
+            async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
+                (**self).get_latest_snapshot(actor_id).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: EventStoreWithErrors + ?Sized> EventStoreWithErrors for $ty {
+            async fn get_events_with_errors(
+                &self,
+                actor_id: &str,
+                from_version: u64,
+            ) -> Result<ReplayResult> {
+                (**self)
+                    .get_events_with_errors(actor_id, from_version)
+                    .await
+            }
+        }
+    };
+}
+
+forward_event_store!(Arc<T>);
+forward_event_store!(Box<T>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_validation() {
+        let ok = [Event::new("T", "a", 1), Event::new("T", "a", 3)];
+        assert!(validate_batch("a", &ok).is_ok());
+        assert!(validate_batch("a", &[]).is_ok());
+        assert!(validate_batch("", &[]).is_err());
+        let other = [Event::new("T", "a", 1), Event::new("T", "b", 2)];
+        assert!(validate_batch("a", &other).is_err());
+        let order = [Event::new("T", "a", 2), Event::new("T", "a", 2)];
+        assert!(validate_batch("a", &order).is_err());
+        let zero = [Event::new("T", "a", 0)];
+        assert!(validate_batch("a", &zero).is_err());
+    }
+
+    #[test]
+    fn replay_error_display() {
+        let e = ReplayError {
+            sequence: 9,
+            raw: b"{".to_vec(),
+            error: "EOF".into(),
+        };
+        assert!(e.to_string().contains("sequence 9"));
+        assert!(!ReplayResult::default().has_errors());
+    }
+}

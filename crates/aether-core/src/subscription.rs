@@ -1,0 +1,496 @@
+//! Subscriptions: what a subscriber receives, with a bounded buffer and an explicit overflow
+//! policy so that no event is ever lost without the subscriber being told.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::event::Event;
+use crate::pattern::{match_actor_pattern, match_namespace_pattern};
+
+/// Default number of events a subscription buffers before its overflow policy applies.
+pub const DEFAULT_SUBSCRIPTION_BUFFER: usize = 1024;
+
+/// Narrows a namespace subscription to some event types and/or actors.
+///
+/// An event passes when its type is one of `event_types` (any one; an empty list lets every
+/// type through) **and** its actor id matches `actor_pattern` (see
+/// [`match_actor_pattern`]; `None` lets every actor through).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionFilter {
+    /// Event types to deliver; empty means all.
+    pub event_types: Vec<String>,
+    /// Actor id pattern (`*` one token, `>` the rest); `None` means all actors.
+    pub actor_pattern: Option<String>,
+}
+
+impl SubscriptionFilter {
+    /// A filter that lets everything through.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an event type to deliver.
+    pub fn event_type(mut self, event_type: impl Into<String>) -> Self {
+        self.event_types.push(event_type.into());
+        self
+    }
+
+    /// Restricts delivery to actors matching `pattern`.
+    pub fn actor_pattern(mut self, pattern: impl Into<String>) -> Self {
+        self.actor_pattern = Some(pattern.into());
+        self
+    }
+
+    /// Whether the filter lets everything through.
+    pub fn is_empty(&self) -> bool {
+        self.event_types.is_empty() && self.actor_pattern.as_deref().is_none_or(str::is_empty)
+    }
+
+    /// Whether `event` passes the filter.
+    pub fn matches(&self, event: &Event) -> bool {
+        let type_ok =
+            self.event_types.is_empty() || self.event_types.iter().any(|t| *t == event.event_type);
+        let actor_ok = match self.actor_pattern.as_deref() {
+            None | Some("") => true,
+            Some(p) => match_actor_pattern(p, &event.actor_id),
+        };
+        type_ok && actor_ok
+    }
+}
+
+/// What a subscription does when its buffer is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// The publisher waits until the subscriber has room. Nothing is dropped; a slow subscriber
+    /// slows its publishers down.
+    #[default]
+    Backpressure,
+    /// The new event is dropped, counted, and the subscriber receives
+    /// [`Delivery::Lagged`] with the number of events it missed, at the point of the gap.
+    DropNewest,
+}
+
+/// How to subscribe: filter, buffer size and overflow policy.
+///
+/// ```
+/// use aether_core::{OverflowPolicy, SubscribeOptions, SubscriptionFilter};
+///
+/// let opts = SubscribeOptions::default()
+///     .filter(SubscriptionFilter::new().event_type("OrderPlaced"))
+///     .buffer_size(10_000)
+///     .overflow(OverflowPolicy::DropNewest);
+/// assert_eq!(opts.buffer_size, 10_000);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Which events of the matching namespaces to deliver.
+    pub filter: SubscriptionFilter,
+    /// Events buffered before the overflow policy applies (0 falls back to the default).
+    pub buffer_size: usize,
+    /// What happens when the buffer is full.
+    pub overflow: OverflowPolicy,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        Self {
+            filter: SubscriptionFilter::default(),
+            buffer_size: DEFAULT_SUBSCRIPTION_BUFFER,
+            overflow: OverflowPolicy::default(),
+        }
+    }
+}
+
+impl SubscribeOptions {
+    /// Sets the filter.
+    pub fn filter(mut self, filter: SubscriptionFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+    /// Sets the buffer size (0 means the default).
+    pub fn buffer_size(mut self, size: usize) -> Self {
+        self.buffer_size = size;
+        self
+    }
+    /// Sets the overflow policy.
+    pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
+        self.overflow = policy;
+        self
+    }
+    fn effective_buffer(&self) -> usize {
+        if self.buffer_size == 0 {
+            DEFAULT_SUBSCRIPTION_BUFFER
+        } else {
+            self.buffer_size
+        }
+    }
+}
+
+/// One item received from a [`Subscription`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// An event.
+    Event(Arc<Event>),
+    /// This many events were dropped here (only under [`OverflowPolicy::DropNewest`], or when the
+    /// transport itself reported loss).
+    Lagged(u64),
+}
+
+impl Delivery {
+    /// The event, if this is one.
+    pub fn into_event(self) -> Option<Arc<Event>> {
+        match self {
+            Delivery::Event(e) => Some(e),
+            Delivery::Lagged(_) => None,
+        }
+    }
+}
+
+/// Result of offering an event to a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The event is in the subscriber's buffer.
+    Delivered,
+    /// The buffer was full and the policy is [`OverflowPolicy::DropNewest`]: the event was
+    /// dropped and the subscriber will be told.
+    Dropped,
+    /// The subscription is gone.
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    pending_lag: AtomicU64,
+    dropped: AtomicU64,
+}
+
+type Item = (u64, Arc<Event>);
+
+/// The sending half of a subscription, held by a bus.
+///
+/// Cloning is cheap; every clone feeds the same subscriber.
+#[derive(Clone)]
+pub struct SubscriptionSender {
+    tx: mpsc::Sender<Item>,
+    shared: Arc<Shared>,
+    policy: OverflowPolicy,
+    pattern: Arc<str>,
+    filter: Arc<SubscriptionFilter>,
+}
+
+impl fmt::Debug for SubscriptionSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscriptionSender")
+            .field("pattern", &self.pattern)
+            .field("policy", &self.policy)
+            .field("closed", &self.tx.is_closed())
+            .finish()
+    }
+}
+
+impl SubscriptionSender {
+    /// The namespace pattern the subscription was made with.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// The subscription's filter.
+    pub fn filter(&self) -> &SubscriptionFilter {
+        &self.filter
+    }
+
+    /// The overflow policy.
+    pub fn policy(&self) -> OverflowPolicy {
+        self.policy
+    }
+
+    /// Whether an event published to `namespace` is for this subscription (pattern and filter).
+    pub fn wants(&self, namespace: &str, event: &Event) -> bool {
+        match_namespace_pattern(&self.pattern, namespace) && self.filter.matches(event)
+    }
+
+    /// Whether the subscriber has gone away.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Offers an event, applying the overflow policy. Under backpressure this waits for room.
+    pub async fn send(&self, event: Arc<Event>) -> SendOutcome {
+        match self.policy {
+            OverflowPolicy::Backpressure => match self.tx.reserve().await {
+                Ok(permit) => {
+                    let lag = self.shared.pending_lag.swap(0, Ordering::AcqRel);
+                    permit.send((lag, event));
+                    SendOutcome::Delivered
+                }
+                Err(_) => SendOutcome::Closed,
+            },
+            OverflowPolicy::DropNewest => self.try_send(event),
+        }
+    }
+
+    /// Offers an event without waiting: when the buffer is full the event is dropped and
+    /// counted, whatever the policy (for transports that must never block).
+    pub fn try_send(&self, event: Arc<Event>) -> SendOutcome {
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                let lag = self.shared.pending_lag.swap(0, Ordering::AcqRel);
+                permit.send((lag, event));
+                SendOutcome::Delivered
+            }
+            Err(mpsc::error::TrySendError::Full(())) => {
+                self.record_lag(1);
+                SendOutcome::Dropped
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => SendOutcome::Closed,
+        }
+    }
+
+    /// Records that `n` events meant for this subscriber were lost before reaching it (for
+    /// example reported by the transport); the subscriber receives [`Delivery::Lagged`].
+    pub fn record_lag(&self, n: u64) {
+        self.shared.pending_lag.fetch_add(n, Ordering::AcqRel);
+        self.shared.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A live subscription: receive with [`recv`](Self::recv); drop it (or call
+/// [`unsubscribe`](Self::unsubscribe)) to stop.
+pub struct Subscription {
+    rx: mpsc::Receiver<Item>,
+    shared: Arc<Shared>,
+    pattern: Arc<str>,
+    stashed: Option<Arc<Event>>,
+    guard: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("pattern", &self.pattern)
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// Creates a connected (sender, subscription) pair for a bus implementation.
+    pub fn channel(pattern: &str, options: SubscribeOptions) -> (SubscriptionSender, Subscription) {
+        let (tx, rx) = mpsc::channel(options.effective_buffer());
+        let shared = Arc::new(Shared::default());
+        let pattern: Arc<str> = Arc::from(pattern);
+        let sender = SubscriptionSender {
+            tx,
+            shared: shared.clone(),
+            policy: options.overflow,
+            pattern: pattern.clone(),
+            filter: Arc::new(options.filter),
+        };
+        let sub = Subscription {
+            rx,
+            shared,
+            pattern,
+            stashed: None,
+            guard: None,
+        };
+        (sender, sub)
+    }
+
+    /// Attaches a value dropped together with the subscription: a bus uses it to unregister
+    /// the subscription or stop a network subscriber.
+    pub fn with_guard(mut self, guard: impl Any + Send + Sync) -> Self {
+        self.guard = Some(Box::new(guard));
+        self
+    }
+
+    /// The namespace pattern subscribed to.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Total events dropped for this subscriber so far.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The next event or lag notice; `None` once the bus is gone and the buffer is drained.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        if let Some(ev) = self.stashed.take() {
+            return Some(Delivery::Event(ev));
+        }
+        match self.rx.try_recv() {
+            Ok(item) => return Some(self.unpack(item)),
+            Err(mpsc::error::TryRecvError::Empty | mpsc::error::TryRecvError::Disconnected) => {
+                // The buffer is empty, so every drop counted so far happened after everything
+                // already received: report it now, in order.
+                if let Some(lag) = self.take_lag() {
+                    return Some(Delivery::Lagged(lag));
+                }
+            }
+        }
+        match self.rx.recv().await {
+            Some(item) => Some(self.unpack(item)),
+            None => self.take_lag().map(Delivery::Lagged),
+        }
+    }
+
+    /// Like [`recv`](Self::recv) but without waiting: `None` when nothing is buffered.
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        if let Some(ev) = self.stashed.take() {
+            return Some(Delivery::Event(ev));
+        }
+        match self.rx.try_recv() {
+            Ok(item) => Some(self.unpack(item)),
+            Err(_) => self.take_lag().map(Delivery::Lagged),
+        }
+    }
+
+    /// Stops the subscription (the same as dropping it).
+    pub fn unsubscribe(self) {
+        drop(self);
+    }
+
+    fn take_lag(&self) -> Option<u64> {
+        match self.shared.pending_lag.swap(0, Ordering::AcqRel) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    fn unpack(&mut self, (lag, ev): Item) -> Delivery {
+        if lag > 0 {
+            self.stashed = Some(ev);
+            Delivery::Lagged(lag)
+        } else {
+            Delivery::Event(ev)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(v: u64) -> Arc<Event> {
+        Arc::new(Event::new("T", "a", v))
+    }
+
+    #[test]
+    fn filter_rules() {
+        let e = Event::new("OrderPlaced", "order.1", 1);
+        assert!(SubscriptionFilter::new().matches(&e));
+        assert!(SubscriptionFilter::new().is_empty());
+        assert!(SubscriptionFilter::new()
+            .event_type("X")
+            .event_type("OrderPlaced")
+            .matches(&e));
+        assert!(!SubscriptionFilter::new().event_type("X").matches(&e));
+        assert!(SubscriptionFilter::new()
+            .actor_pattern("order.*")
+            .matches(&e));
+        assert!(!SubscriptionFilter::new()
+            .actor_pattern("user.*")
+            .matches(&e));
+        assert!(!SubscriptionFilter::new()
+            .event_type("OrderPlaced")
+            .actor_pattern("user.>")
+            .matches(&e));
+        assert!(SubscriptionFilter::new().actor_pattern("").matches(&e));
+    }
+
+    #[tokio::test]
+    async fn drop_newest_reports_the_gap_in_order() {
+        let opts = SubscribeOptions::default()
+            .buffer_size(2)
+            .overflow(OverflowPolicy::DropNewest);
+        let (tx, mut rx) = Subscription::channel("ns", opts);
+        assert_eq!(tx.send(ev(1)).await, SendOutcome::Delivered);
+        assert_eq!(tx.send(ev(2)).await, SendOutcome::Delivered);
+        assert_eq!(tx.send(ev(3)).await, SendOutcome::Dropped);
+        assert_eq!(tx.send(ev(4)).await, SendOutcome::Dropped);
+        let got = |d: Option<Delivery>| match d {
+            Some(Delivery::Event(e)) => format!("e{}", e.version),
+            Some(Delivery::Lagged(n)) => format!("lag{n}"),
+            None => "none".into(),
+        };
+        assert_eq!(got(rx.recv().await), "e1");
+        assert_eq!(tx.send(ev(5)).await, SendOutcome::Delivered);
+        assert_eq!(got(rx.recv().await), "e2");
+        assert_eq!(got(rx.recv().await), "lag2");
+        assert_eq!(got(rx.recv().await), "e5");
+        assert_eq!(rx.dropped(), 2);
+        // trailing drops with nothing after them are still reported
+        assert_eq!(tx.send(ev(6)).await, SendOutcome::Delivered);
+        assert_eq!(tx.send(ev(7)).await, SendOutcome::Delivered);
+        assert_eq!(tx.send(ev(8)).await, SendOutcome::Dropped);
+        assert_eq!(got(rx.recv().await), "e6");
+        assert_eq!(got(rx.recv().await), "e7");
+        assert_eq!(got(rx.recv().await), "lag1");
+        drop(tx);
+        assert_eq!(got(rx.recv().await), "none");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn backpressure_loses_nothing() {
+        let (tx, mut rx) = Subscription::channel("ns", SubscribeOptions::default().buffer_size(1));
+        let producer = tokio::spawn(async move {
+            for v in 1..=1000 {
+                assert_eq!(tx.send(ev(v)).await, SendOutcome::Delivered);
+            }
+        });
+        let mut next = 1;
+        while let Some(d) = rx.recv().await {
+            match d {
+                Delivery::Event(e) => {
+                    assert_eq!(e.version, next);
+                    next += 1;
+                }
+                Delivery::Lagged(n) => panic!("lagged {n} under backpressure"),
+            }
+        }
+        producer.await.unwrap();
+        assert_eq!(next, 1001);
+        assert_eq!(rx.dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn closed_after_subscription_dropped() {
+        let (tx, rx) = Subscription::channel("ns", SubscribeOptions::default());
+        rx.unsubscribe();
+        assert!(tx.is_closed());
+        assert_eq!(tx.send(ev(1)).await, SendOutcome::Closed);
+        assert_eq!(tx.try_send(ev(1)), SendOutcome::Closed);
+    }
+
+    #[test]
+    fn guard_is_dropped_with_the_subscription() {
+        struct Flag(Arc<AtomicU64>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(1, Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(AtomicU64::new(0));
+        let (_tx, rx) = Subscription::channel("ns", SubscribeOptions::default());
+        let rx = rx.with_guard(Flag(flag.clone()));
+        assert_eq!(flag.load(Ordering::SeqCst), 0);
+        drop(rx);
+        assert_eq!(flag.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn sender_wants_checks_pattern_and_filter() {
+        let (tx, _rx) = Subscription::channel(
+            "prod.*",
+            SubscribeOptions::default().filter(SubscriptionFilter::new().event_type("A")),
+        );
+        assert!(tx.wants("prod.orders", &Event::new("A", "x", 1)));
+        assert!(!tx.wants("prod.orders", &Event::new("B", "x", 1)));
+        assert!(!tx.wants("dev.orders", &Event::new("A", "x", 1)));
+    }
+}

@@ -1,0 +1,1 @@
+//! The JetStream event store (feature `jetstream`).

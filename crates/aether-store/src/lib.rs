@@ -1,0 +1,50 @@
+//! Event stores for Aether.
+//!
+//! - [`InMemoryEventStore`]: thread-safe, embedded, the default; for tests, single-process
+//!   applications and as the reference behaviour every store must match.
+//! - `JetStreamEventStore` (feature `jetstream`): durable, on NATS JetStream, correct with any
+//!   number of writers on any number of machines.
+//!
+//! Both implement the append-only traits of `aether-core`: [`EventStore`](aether_core::EventStore),
+//! [`SnapshotStore`](aether_core::SnapshotStore) and
+//! [`EventStoreWithErrors`](aether_core::EventStoreWithErrors), and can publish an
+//! `EventStored` notification to a broadcaster after every successful save.
+//!
+//! # Example
+//! ```
+//! use aether_core::{Event, EventStore};
+//! use aether_store::InMemoryEventStore;
+//!
+//! # tokio_test_block(async {
+//! let store = InMemoryEventStore::new();
+//! store.save_event(&Event::new("Opened", "acc-1", 1)).await?;
+//! store.save_event(&Event::new("Deposited", "acc-1", 2).with_field("amount", 10)).await?;
+//! assert_eq!(store.get_latest_version("acc-1").await?, 2);
+//!
+//! // A stale writer is rejected with the current version.
+//! let err = store.save_event(&Event::new("Deposited", "acc-1", 2)).await.unwrap_err();
+//! assert_eq!(err.as_version_conflict().map(|c| c.current_version), Some(2));
+//! # Ok::<(), aether_core::Error>(())
+//! # });
+//! # fn tokio_test_block<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+//! # }
+//! ```
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![forbid(unsafe_code)]
+
+mod memory;
+mod notify;
+
+pub use memory::InMemoryEventStore;
+pub use notify::StoredNotifier;
+
+#[cfg(feature = "jetstream")]
+mod jetstream;
+#[cfg(feature = "jetstream")]
+pub use jetstream::*;

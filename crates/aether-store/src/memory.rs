@@ -1,0 +1,159 @@
+//! The embedded, thread-safe in-memory store.
+
+use std::sync::Arc;
+
+use aether_core::{
+    validate_batch, Error, Event, EventBroadcaster, EventStore, EventStoreWithErrors, ReplayResult,
+    Result, Snapshot, SnapshotStore,
+};
+use async_trait::async_trait;
+use dashmap::DashMap;
+
+use crate::notify::StoredNotifier;
+
+/// A thread-safe event store in process memory: the embedded default.
+///
+/// Each actor's check-and-append runs under that actor's map shard lock, with no `.await`
+/// inside, so concurrent saves of the same version give exactly one success and conflicts for
+/// the rest, while different actors rarely contend. Latest-version lookups are O(1).
+///
+/// Nothing survives the process: use the JetStream store for durability.
+#[derive(Debug, Default)]
+pub struct InMemoryEventStore {
+    actors: DashMap<String, Vec<Event>>,
+    snapshots: DashMap<String, Snapshot>,
+    notifier: Option<StoredNotifier>,
+}
+
+impl InMemoryEventStore {
+    /// An empty store with no broadcaster.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty store that publishes `EventStored` to `broadcaster` on `namespace` after every
+    /// successful save (never after a conflict).
+    pub fn with_broadcaster(
+        broadcaster: Arc<dyn EventBroadcaster>,
+        namespace: impl Into<String>,
+    ) -> Self {
+        Self {
+            notifier: Some(StoredNotifier::new(broadcaster, namespace)),
+            ..Self::default()
+        }
+    }
+
+    /// The notifier, if a broadcaster was given.
+    pub fn notifier(&self) -> Option<&StoredNotifier> {
+        self.notifier.as_ref()
+    }
+
+    /// Number of actors with at least one event.
+    pub fn actor_count(&self) -> usize {
+        self.actors.len()
+    }
+
+    /// Total number of stored events.
+    pub fn event_count(&self) -> usize {
+        self.actors.iter().map(|e| e.value().len()).sum()
+    }
+
+    fn latest(events: &[Event]) -> u64 {
+        events.last().map_or(0, |e| e.version)
+    }
+
+    async fn notify(&self, stored: &[Event]) {
+        if let Some(n) = &self.notifier {
+            n.notify_all(stored).await;
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryEventStore {
+    async fn save_event(&self, event: &Event) -> Result<()> {
+        event.validate()?;
+        {
+            let mut log = self.actors.entry(event.actor_id.clone()).or_default();
+            let current = Self::latest(&log);
+            if event.version <= current {
+                return Err(Error::version_conflict(
+                    event.actor_id.clone(),
+                    event.version,
+                    current,
+                ));
+            }
+            log.push(event.clone());
+        }
+        self.notify(std::slice::from_ref(event)).await;
+        Ok(())
+    }
+
+    async fn save_events(&self, actor_id: &str, events: &[Event]) -> Result<()> {
+        validate_batch(actor_id, events)?;
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        {
+            let mut log = self.actors.entry(actor_id.to_string()).or_default();
+            let current = Self::latest(&log);
+            if first.version <= current {
+                return Err(Error::version_conflict(actor_id, first.version, current));
+            }
+            log.extend_from_slice(events);
+        }
+        self.notify(events).await;
+        Ok(())
+    }
+
+    async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
+        Ok(match self.actors.get(actor_id) {
+            Some(log) => {
+                let start = log.partition_point(|e| e.version < from_version);
+                log[start..].to_vec()
+            }
+            None => Vec::new(),
+        })
+    }
+
+    async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
+        Ok(self
+            .actors
+            .get(actor_id)
+            .map_or(0, |log| Self::latest(&log)))
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for InMemoryEventStore {
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        snapshot.validate()?;
+        let mut slot = self
+            .snapshots
+            .entry(snapshot.actor_id.clone())
+            .or_insert_with(|| snapshot.clone());
+        if snapshot.version >= slot.version {
+            *slot = snapshot.clone();
+        }
+        Ok(())
+    }
+
+    async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
+        Ok(self.snapshots.get(actor_id).map(|s| s.clone()))
+    }
+}
+
+#[async_trait]
+impl EventStoreWithErrors for InMemoryEventStore {
+    async fn get_events_with_errors(
+        &self,
+        actor_id: &str,
+        from_version: u64,
+    ) -> Result<ReplayResult> {
+        // Events are kept decoded, so nothing here can be malformed.
+        Ok(ReplayResult {
+            events: self.get_events(actor_id, from_version).await?,
+            errors: Vec::new(),
+        })
+    }
+}
