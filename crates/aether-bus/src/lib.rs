@@ -1,1 +1,35 @@
-//! bus
+//! Event buses for Aether: publish events to namespaces, subscribe by namespace pattern and
+//! filter, and never lose an event without telling the subscriber.
+//!
+//! - [`EventBus`]: in-process, the embedded default.
+//! - `NatsEventBus` (feature `nats`): the same API and semantics across processes over NATS.
+//!
+//! Both implement [`EventBroadcaster`](aether_core::EventBroadcaster), count what they publish,
+//! deliver and drop ([`MetricsSnapshot`]), and share the subscriber table
+//! ([`SubscriberRegistry`]).
+//!
+//! # Layout
+//! - `local`: [`EventBus`].
+//! - `registry`: [`SubscriberRegistry`], delivery with overflow policies.
+//! - `metrics`: [`BusMetrics`], [`MetricsSnapshot`].
+//! - `nats` (feature `nats`): `NatsEventBus`.
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![forbid(unsafe_code)]
+
+mod local;
+mod metrics;
+mod registry;
+
+pub use local::EventBus;
+pub use metrics::{BusMetrics, MetricsSnapshot, NamespaceMetrics};
+pub use registry::{DispatchReport, SubscriberRegistry};
+
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(feature = "nats")]
+pub use nats::*;

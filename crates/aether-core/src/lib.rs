@@ -54,7 +54,10 @@ pub use event::{
     Event, EventData, Metadata, EVENT_TYPE_EVENT_STORED, METADATA_CAUSATION_ID,
     METADATA_CORRELATION_ID, METADATA_SPAN_ID, METADATA_TRACE_ID, METADATA_USER_ID,
 };
-pub use pattern::{is_wildcard_pattern, match_actor_pattern, match_namespace_pattern};
+pub use pattern::{
+    is_wildcard_pattern, match_actor_pattern, match_namespace_pattern, validate_namespace,
+    validate_pattern,
+};
 pub use snapshot::Snapshot;
 pub use store::{
     validate_batch, EventStore, EventStoreWithErrors, ReplayError, ReplayResult, SnapshotStore,

@@ -71,6 +71,30 @@ pub fn validate_pattern(pattern: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `namespace` can be published to: not empty, no empty tokens, and no wildcard
+/// tokens (a published event belongs to exactly one namespace).
+///
+/// # Errors
+/// [`Error::InvalidInput`] saying what is wrong.
+pub fn validate_namespace(namespace: &str) -> Result<()> {
+    if namespace.is_empty() {
+        return Err(Error::invalid("namespace must not be empty"));
+    }
+    for t in namespace.split('.') {
+        if t.is_empty() {
+            return Err(Error::invalid(format!(
+                "namespace {namespace:?} has an empty token"
+            )));
+        }
+        if t == SINGLE_TOKEN_WILDCARD || t == TAIL_WILDCARD {
+            return Err(Error::invalid(format!(
+                "namespace {namespace:?} contains a wildcard; publish to a concrete namespace"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn match_tokens(pattern: &str, name: &str) -> bool {
     if pattern.is_empty() {
         return false;
@@ -144,6 +168,16 @@ mod tests {
         assert!(!is_wildcard_pattern("a.b"));
         assert!(!is_wildcard_pattern("a*"));
         assert!(!is_wildcard_pattern(""));
+    }
+
+    #[test]
+    fn namespace_validation() {
+        assert!(validate_namespace("orders").is_ok());
+        assert!(validate_namespace("tenant-1.orders").is_ok());
+        assert!(validate_namespace("order*").is_ok());
+        for bad in ["", "a..b", "a.*", ">", ".a"] {
+            assert!(validate_namespace(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

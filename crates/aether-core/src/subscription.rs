@@ -234,6 +234,28 @@ impl SubscriptionSender {
         }
     }
 
+    /// Offers an event without waiting, honouring the policy: `Some(outcome)` when done, `None`
+    /// when the buffer is full under [`OverflowPolicy::Backpressure`] and the caller must
+    /// [`send`](Self::send) (wait) instead. Lets a bus deliver to many subscribers without an
+    /// `.await` on the fast path.
+    pub fn try_deliver(&self, event: &Arc<Event>) -> Option<SendOutcome> {
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                let lag = self.shared.pending_lag.swap(0, Ordering::AcqRel);
+                permit.send((lag, event.clone()));
+                Some(SendOutcome::Delivered)
+            }
+            Err(mpsc::error::TrySendError::Full(())) => match self.policy {
+                OverflowPolicy::Backpressure => None,
+                OverflowPolicy::DropNewest => {
+                    self.record_lag(1);
+                    Some(SendOutcome::Dropped)
+                }
+            },
+            Err(mpsc::error::TrySendError::Closed(())) => Some(SendOutcome::Closed),
+        }
+    }
+
     /// Offers an event without waiting: when the buffer is full the event is dropped and
     /// counted, whatever the policy (for transports that must never block).
     pub fn try_send(&self, event: Arc<Event>) -> SendOutcome {

@@ -1,0 +1,172 @@
+//! Bus counters: what was published, delivered and dropped, per namespace.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+/// Counters of one namespace (or of the whole bus).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NamespaceMetrics {
+    /// Events published to the namespace.
+    pub published: u64,
+    /// Deliveries into subscriber buffers (one event to three subscribers counts three).
+    pub delivered: u64,
+    /// Deliveries dropped because a subscriber's buffer was full (drop policy) or the transport
+    /// reported loss.
+    pub dropped: u64,
+}
+
+/// A point-in-time copy of a bus's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Totals over every namespace.
+    pub total: NamespaceMetrics,
+    /// Per namespace (namespaces as published, not patterns).
+    pub namespaces: BTreeMap<String, NamespaceMetrics>,
+    /// Subscriptions currently open.
+    pub active_subscriptions: u64,
+    /// Transport errors observed (for example NATS slow-consumer signals or failed publishes).
+    pub transport_errors: u64,
+}
+
+impl MetricsSnapshot {
+    /// Counters of one namespace (zero when nothing happened there).
+    pub fn namespace(&self, namespace: &str) -> NamespaceMetrics {
+        self.namespaces.get(namespace).copied().unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    published: AtomicU64,
+    delivered: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Counters {
+    fn load(&self) -> NamespaceMetrics {
+        NamespaceMetrics {
+            published: self.published.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Live, lock-free bus counters. Shared by the local and the NATS bus.
+#[derive(Debug, Default)]
+pub struct BusMetrics {
+    total: Counters,
+    namespaces: DashMap<String, Arc<Counters>>,
+    active_subscriptions: AtomicU64,
+    transport_errors: AtomicU64,
+}
+
+impl BusMetrics {
+    /// Fresh, zeroed counters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn ns(&self, namespace: &str) -> Arc<Counters> {
+        if let Some(c) = self.namespaces.get(namespace) {
+            return c.clone();
+        }
+        self.namespaces
+            .entry(namespace.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Counts one publish to `namespace`.
+    pub fn record_published(&self, namespace: &str) {
+        self.total.published.fetch_add(1, Ordering::Relaxed);
+        self.ns(namespace).published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` deliveries of events of `namespace`.
+    pub fn record_delivered(&self, namespace: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.total.delivered.fetch_add(n, Ordering::Relaxed);
+        self.ns(namespace).delivered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` dropped deliveries of events of `namespace`.
+    pub fn record_dropped(&self, namespace: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.total.dropped.fetch_add(n, Ordering::Relaxed);
+        self.ns(namespace).dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a transport error.
+    pub fn record_transport_error(&self) {
+        self.transport_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a new subscription.
+    pub fn subscription_opened(&self) {
+        self.active_subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a closed subscription.
+    pub fn subscription_closed(&self) {
+        // Saturating: a close is only counted once per open, but never wrap if misused.
+        let _ = self
+            .active_subscriptions
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    }
+
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            total: self.total.load(),
+            namespaces: self
+                .namespaces
+                .iter()
+                .map(|e| (e.key().clone(), e.value().load()))
+                .collect(),
+            active_subscriptions: self.active_subscriptions.load(Ordering::Relaxed),
+            transport_errors: self.transport_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_namespace_and_total() {
+        let m = BusMetrics::new();
+        m.record_published("a");
+        m.record_published("b");
+        m.record_delivered("a", 3);
+        m.record_dropped("b", 2);
+        m.subscription_opened();
+        m.subscription_opened();
+        m.subscription_closed();
+        m.subscription_closed();
+        m.subscription_closed();
+        m.record_transport_error();
+        let s = m.snapshot();
+        assert_eq!(
+            s.total,
+            NamespaceMetrics {
+                published: 2,
+                delivered: 3,
+                dropped: 2
+            }
+        );
+        assert_eq!(s.namespace("a").delivered, 3);
+        assert_eq!(s.namespace("b").dropped, 2);
+        assert_eq!(s.namespace("zzz"), NamespaceMetrics::default());
+        assert_eq!(s.active_subscriptions, 0);
+        assert_eq!(s.transport_errors, 1);
+    }
+}

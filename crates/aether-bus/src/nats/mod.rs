@@ -1,0 +1,1 @@
+//! The NATS event bus (feature `nats`).

@@ -1,0 +1,2 @@
+//! Placeholder, replaced by the full quickstart.
+fn main() {}
