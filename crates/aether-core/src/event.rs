@@ -399,4 +399,48 @@ mod tests {
         let ts: DateTime<Utc> = serde_json::from_value(note.data["timestamp"].clone()).unwrap();
         assert_eq!(ts, stored.timestamp);
     }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1.0e12f64..1.0e12).prop_map(Value::from),
+            ".*".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(".*", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_events_round_trip_losslessly(
+            event_type in ".+",
+            actor_id in ".+",
+            version in 1u64..,
+            secs in -62_000_000_000i64..250_000_000_000i64,
+            nanos in 0u32..1_000_000_000,
+            data in proptest::collection::btree_map(".*", json_value(), 0..6),
+            metadata in proptest::collection::btree_map(".*", ".*", 0..4),
+        ) {
+            let mut e = Event::new(event_type, actor_id, version)
+                .with_data(data.into_iter().collect());
+            e.metadata = metadata;
+            e.timestamp = Utc.timestamp_opt(secs, nanos).unwrap();
+            let back = Event::from_json_bytes(&e.to_json_bytes().unwrap()).unwrap();
+            proptest::prop_assert_eq!(back, e);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = Event::from_json_bytes(&bytes);
+        }
+    }
 }
