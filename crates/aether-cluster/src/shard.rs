@@ -1,0 +1,568 @@
+//! Shards: the unit of placement. Actors hash to shards; shards are assigned to nodes.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use aether_core::{Error, Result, ShardConfig};
+
+use crate::hash::{stable_hash64, stable_hash64_parts};
+
+/// The shard of `actor_id` among `shard_count` shards: `stable_hash64(actor_id) % shard_count`.
+///
+/// Part of the cluster protocol: every process, on every machine and after every restart,
+/// computes the same shard for the same actor (see [`stable_hash64`]). A `shard_count` of 0 is
+/// treated as 1.
+pub fn shard_for(actor_id: &str, shard_count: u32) -> u32 {
+    (stable_hash64(actor_id.as_bytes()) % u64::from(shard_count.max(1))) as u32
+}
+
+/// Which nodes hold which shards, and where actors go.
+///
+/// The table maps each shard (`0..shard_count`) to the nodes that hold it, primary first. In a
+/// cluster the leader computes it with [`rebalance`] and every node loads the agreed table with
+/// [`set_table`](Self::set_table); on its own a `ShardManager` is a plain, thread-safe table.
+///
+/// ```
+/// use aether_cluster::ShardManager;
+/// use aether_core::ShardConfig;
+///
+/// let shards = ShardManager::new(ShardConfig::default().shard_count(64));
+/// let shard = shards.get_shard("order-17");
+/// assert!(shard < 64);
+/// shards.rebalance(&["a".to_string(), "b".to_string()]);
+/// let owner = shards.get_shard_nodes(shard)[0].clone();
+/// assert_eq!(shards.place_actor("order-17", &["a".into(), "b".into()]), Some(owner));
+/// ```
+#[derive(Debug)]
+pub struct ShardManager {
+    shard_count: u32,
+    replication_factor: u32,
+    table: RwLock<Vec<Vec<String>>>,
+}
+
+/// One replica that changed hands in a rebalance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardMove {
+    /// The shard.
+    pub shard: u32,
+    /// The node that gave the replica up (`None`: the slot was empty, for example because its
+    /// node failed).
+    pub from: Option<String>,
+    /// The node that took it.
+    pub to: String,
+}
+
+impl Default for ShardManager {
+    fn default() -> Self {
+        Self::new(ShardConfig::default())
+    }
+}
+
+impl ShardManager {
+    /// An empty table (no shard assigned) with `config` (zero fields fall back to defaults).
+    pub fn new(config: ShardConfig) -> Self {
+        let shard_count = config.effective_shard_count();
+        Self {
+            shard_count,
+            replication_factor: config.effective_replication_factor(),
+            table: RwLock::new(vec![Vec::new(); shard_count as usize]),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Vec<Vec<String>>> {
+        // Writers replace whole rows, so a poisoned table is still consistent.
+        self.table.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Vec<Vec<String>>> {
+        self.table.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> u32 {
+        self.shard_count
+    }
+
+    /// Nodes each shard is kept on.
+    pub fn replication_factor(&self) -> u32 {
+        self.replication_factor
+    }
+
+    /// The shard of `actor_id` (see [`shard_for`]).
+    pub fn get_shard(&self, actor_id: &str) -> u32 {
+        shard_for(actor_id, self.shard_count)
+    }
+
+    /// The nodes holding `shard`, primary first; empty when unassigned or out of range.
+    pub fn get_shard_nodes(&self, shard: u32) -> Vec<String> {
+        self.read().get(shard as usize).cloned().unwrap_or_default()
+    }
+
+    /// The primary node of `shard`.
+    pub fn primary(&self, shard: u32) -> Option<String> {
+        self.read()
+            .get(shard as usize)
+            .and_then(|nodes| nodes.first().cloned())
+    }
+
+    /// Assigns `shard` to `nodes` (primary first; duplicates are dropped).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if `shard` is not below the shard count.
+    pub fn assign_shard(&self, shard: u32, nodes: Vec<String>) -> Result<()> {
+        let mut table = self.write();
+        let row = table.get_mut(shard as usize).ok_or_else(|| {
+            Error::invalid(format!(
+                "shard {shard} out of range (shard count {})",
+                self.shard_count
+            ))
+        })?;
+        let mut seen = BTreeSet::new();
+        *row = nodes
+            .into_iter()
+            .filter(|n| seen.insert(n.clone()))
+            .collect();
+        Ok(())
+    }
+
+    /// The node `actor_id` should run on, chosen among `available_nodes`: the first node of its
+    /// shard that is available; if none is (the shard is unassigned or its nodes are gone), the
+    /// available node with the highest rendezvous score for the shard, so the fallback is
+    /// stable too. `None` when no node is available.
+    pub fn place_actor(&self, actor_id: &str, available_nodes: &[String]) -> Option<String> {
+        let shard = self.get_shard(actor_id);
+        if let Some(n) = self
+            .read()
+            .get(shard as usize)
+            .and_then(|nodes| nodes.iter().find(|n| available_nodes.contains(n)))
+        {
+            return Some(n.clone());
+        }
+        available_nodes
+            .iter()
+            .max_by_key(|n| (rendezvous_score(shard, n), n.as_str()))
+            .cloned()
+    }
+
+    /// The shards `node` holds (as primary or replica), ascending.
+    pub fn shards_of(&self, node: &str) -> Vec<u32> {
+        self.read()
+            .iter()
+            .enumerate()
+            .filter(|(_, nodes)| nodes.iter().any(|n| n == node))
+            .map(|(s, _)| s as u32)
+            .collect()
+    }
+
+    /// Replicas per node.
+    pub fn loads(&self) -> HashMap<String, usize> {
+        let mut loads = HashMap::new();
+        for nodes in self.read().iter() {
+            for n in nodes {
+                *loads.entry(n.clone()).or_default() += 1;
+            }
+        }
+        loads
+    }
+
+    /// A copy of the whole table.
+    pub fn table(&self) -> Vec<Vec<String>> {
+        self.read().clone()
+    }
+
+    /// Replaces the whole table (for example with the one the leader published).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if it does not have one row per shard.
+    pub fn set_table(&self, table: Vec<Vec<String>>) -> Result<()> {
+        if table.len() != self.shard_count as usize {
+            return Err(Error::invalid(format!(
+                "assignment table has {} rows, the shard count is {}",
+                table.len(),
+                self.shard_count
+            )));
+        }
+        *self.write() = table;
+        Ok(())
+    }
+
+    /// Rebalances the table over `live_nodes` with [`rebalance`] and returns what moved.
+    pub fn rebalance(&self, live_nodes: &[String]) -> Vec<ShardMove> {
+        let mut table = self.write();
+        let next = rebalance(&table, live_nodes, self.replication_factor);
+        let moves = diff(&table, &next);
+        *table = next;
+        moves
+    }
+}
+
+/// The replicas in `next` that are not in `prev`.
+pub fn diff(prev: &[Vec<String>], next: &[Vec<String>]) -> Vec<ShardMove> {
+    let mut moves = Vec::new();
+    for (s, row) in next.iter().enumerate() {
+        let old = prev.get(s).map(Vec::as_slice).unwrap_or(&[]);
+        let mut gone = old.iter().filter(|n| !row.contains(n));
+        for n in row.iter().filter(|n| !old.contains(n)) {
+            moves.push(ShardMove {
+                shard: s as u32,
+                from: gone.next().cloned(),
+                to: n.clone(),
+            });
+        }
+    }
+    moves
+}
+
+/// Rendezvous (highest random weight) score of `node` for `shard`: a stable preference order
+/// of nodes per shard, used to break ties and fill empty slots deterministically.
+fn rendezvous_score(shard: u32, node: &str) -> u64 {
+    stable_hash64_parts(&[node.as_bytes(), b"/", &shard.to_be_bytes()])
+}
+
+/// Computes a balanced table over `live_nodes` that moves as few replicas as possible from
+/// `current`.
+///
+/// Each shard gets `min(replication_factor, live nodes)` distinct nodes. Every node ends with
+/// `floor` or `ceil` of `shards · replicas / nodes` replicas, and rebalancing a table again
+/// over the same nodes changes nothing. Only three kinds of replicas move:
+/// those on nodes that are no longer live, the excess of nodes above their share, and (to fill
+/// those slots) the nodes below it. A replica that can stay, stays; so a node joining takes
+/// about `1/n` of the shards, all from nodes above their new share, and a node leaving gives up
+/// exactly its own shards. Slots are filled by the under-loaded node with the highest
+/// rendezvous score for the shard, so the result depends only on the inputs.
+pub fn rebalance(
+    current: &[Vec<String>],
+    live_nodes: &[String],
+    replication_factor: u32,
+) -> Vec<Vec<String>> {
+    let live: Vec<&str> = {
+        let set: BTreeSet<&str> = live_nodes.iter().map(String::as_str).collect();
+        set.into_iter().collect()
+    };
+    let shards = current.len();
+    if live.is_empty() {
+        return vec![Vec::new(); shards];
+    }
+    let n = live.len();
+    let r = (replication_factor.max(1) as usize).min(n);
+    let index: HashMap<&str, usize> = live.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+
+    // Keep what can stay: live nodes, no duplicates, at most `r` per shard.
+    let mut next: Vec<Vec<usize>> = current
+        .iter()
+        .map(|row| {
+            let mut kept: Vec<usize> = Vec::with_capacity(r);
+            for node in row {
+                if let Some(&i) = index.get(node.as_str()) {
+                    if !kept.contains(&i) && kept.len() < r {
+                        kept.push(i);
+                    }
+                }
+            }
+            kept
+        })
+        .collect();
+    let mut load = vec![0usize; n];
+    for row in &next {
+        for &i in row {
+            load[i] += 1;
+        }
+    }
+
+    // Targets: `rem` nodes get one more than the others; give the extra to the nodes that
+    // already hold the most, so fewer replicas move.
+    let total = shards * r;
+    let (base, rem) = (total / n, total % n);
+    let mut by_load: Vec<usize> = (0..n).collect();
+    by_load.sort_by(|&a, &b| load[b].cmp(&load[a]).then_with(|| live[a].cmp(live[b])));
+    let mut target = vec![base; n];
+    for &i in by_load.iter().take(rem) {
+        target[i] += 1;
+    }
+
+    // Shed the excess of over-loaded nodes, from the shards where they rank lowest.
+    for i in 0..n {
+        if load[i] <= target[i] {
+            continue;
+        }
+        let mut held: Vec<usize> = (0..shards).filter(|&s| next[s].contains(&i)).collect();
+        held.sort_by_key(|&s| rendezvous_score(s as u32, live[i]));
+        for s in held {
+            if load[i] <= target[i] {
+                break;
+            }
+            next[s].retain(|&x| x != i);
+            load[i] -= 1;
+        }
+    }
+
+    // Fill the empty slots.
+    for (s, row) in next.iter_mut().enumerate() {
+        while row.len() < r {
+            let pick = |bound: bool| {
+                (0..n)
+                    .filter(|i| !row.contains(i) && (!bound || load[*i] < target[*i]))
+                    .max_by_key(|&i| {
+                        (
+                            std::cmp::Reverse(if bound { 0 } else { load[i] }),
+                            rendezvous_score(s as u32, live[i]),
+                        )
+                    })
+            };
+            // Distinct nodes per shard can leave an under-loaded node unable to take this
+            // shard; then the least loaded node that can, takes it.
+            let Some(i) = pick(true).or_else(|| pick(false)) else {
+                break;
+            };
+            row.push(i);
+            load[i] += 1;
+        }
+    }
+
+    // With replication, the distinct-node rule can force a slot onto a node already at its
+    // target. Repair by moving one replica at a time from a node above its target to one below:
+    // such a node holds fewer shards, so some shard has the first and not the second. Ending
+    // exactly on the targets also makes a second rebalance of the same members a no-op.
+    loop {
+        let Some(over) = (0..n).find(|&i| load[i] > target[i]) else {
+            break;
+        };
+        let Some(under) = (0..n).find(|&j| load[j] < target[j]) else {
+            break;
+        };
+        let Some(s) = (0..shards)
+            .filter(|&s| next[s].contains(&over) && !next[s].contains(&under))
+            .max_by_key(|&s| rendezvous_score(s as u32, live[under]))
+        else {
+            break;
+        };
+        for slot in next[s].iter_mut() {
+            if *slot == over {
+                *slot = under;
+            }
+        }
+        load[over] -= 1;
+        load[under] += 1;
+    }
+
+    next.into_iter()
+        .map(|row| row.into_iter().map(|i| live[i].to_string()).collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("node-{i}")).collect()
+    }
+
+    fn loads(table: &[Vec<String>]) -> HashMap<String, usize> {
+        let mut l = HashMap::new();
+        for row in table {
+            for n in row {
+                *l.entry(n.clone()).or_default() += 1;
+            }
+        }
+        l
+    }
+
+    #[test]
+    fn defaults() {
+        let m = ShardManager::default();
+        assert_eq!(m.shard_count(), 1024);
+        assert_eq!(m.replication_factor(), 1);
+        let z = ShardManager::new(ShardConfig {
+            shard_count: 0,
+            replication_factor: 0,
+        });
+        assert_eq!(z.shard_count(), 1024);
+        assert_eq!(z.replication_factor(), 1);
+    }
+
+    #[test]
+    fn get_shard_is_stable_and_in_range() {
+        let m = ShardManager::new(ShardConfig::default().shard_count(16));
+        for i in 0..1000 {
+            let id = format!("actor-{i}");
+            let s = m.get_shard(&id);
+            assert!(s < 16);
+            assert_eq!(s, m.get_shard(&id));
+            assert_eq!(s, shard_for(&id, 16));
+        }
+        // Pinned: the shard of an actor is part of the protocol between processes.
+        assert_eq!(
+            shard_for("actor-1", 1024),
+            (0x23d5_c1ee_6139_0535u64 % 1024) as u32
+        );
+        assert_eq!(shard_for("x", 0), 0);
+    }
+
+    #[test]
+    fn shards_spread_evenly() {
+        let mut counts = vec![0usize; 64];
+        for i in 0..64_000 {
+            counts[shard_for(&format!("a-{i}"), 64) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn assign_and_read_back() {
+        let m = ShardManager::new(ShardConfig::default().shard_count(8));
+        assert!(m.get_shard_nodes(3).is_empty());
+        assert!(m.get_shard_nodes(99).is_empty());
+        m.assign_shard(3, vec!["a".into(), "b".into(), "a".into()])
+            .unwrap();
+        assert_eq!(m.get_shard_nodes(3), ["a", "b"]);
+        assert_eq!(m.primary(3).as_deref(), Some("a"));
+        assert_eq!(m.shards_of("b"), [3]);
+        assert!(matches!(
+            m.assign_shard(8, vec!["a".into()]),
+            Err(Error::InvalidInput(_))
+        ));
+        m.assign_shard(3, vec!["c".into()]).unwrap();
+        assert_eq!(m.get_shard_nodes(3), ["c"]);
+        assert!(m.set_table(vec![Vec::new(); 3]).is_err());
+    }
+
+    #[test]
+    fn place_actor_prefers_the_shard_owner_and_falls_back_stably() {
+        let m = ShardManager::new(ShardConfig::default().shard_count(32));
+        let all = names(3);
+        assert_eq!(m.place_actor("a", &[]), None);
+        // Unassigned: a stable choice among the available nodes.
+        let p = m.place_actor("a", &all).unwrap();
+        assert_eq!(m.place_actor("a", &all), Some(p.clone()));
+        m.rebalance(&all);
+        let shard = m.get_shard("a");
+        let owner = m.primary(shard).unwrap();
+        assert_eq!(m.place_actor("a", &all).as_ref(), Some(&owner));
+        // The owner failed: another available node, never the failed one.
+        let rest: Vec<String> = all.iter().filter(|n| **n != owner).cloned().collect();
+        let fallback = m.place_actor("a", &rest).unwrap();
+        assert!(rest.contains(&fallback));
+    }
+
+    #[test]
+    fn rebalance_from_empty_is_balanced_and_deterministic() {
+        let m = ShardManager::default();
+        let moves = m.rebalance(&names(3));
+        assert_eq!(moves.len(), 1024);
+        assert!(moves.iter().all(|mv| mv.from.is_none()));
+        let l = m.loads();
+        assert!(l.values().all(|&c| c == 341 || c == 342), "{l:?}");
+        let again = rebalance(&vec![Vec::new(); 1024], &names(3), 1);
+        assert_eq!(again, m.table());
+        // Input order does not matter.
+        let mut rev = names(3);
+        rev.reverse();
+        assert_eq!(rebalance(&vec![Vec::new(); 1024], &rev, 1), m.table());
+    }
+
+    #[test]
+    fn rebalance_is_idempotent() {
+        let m = ShardManager::default();
+        m.rebalance(&names(5));
+        assert!(m.rebalance(&names(5)).is_empty());
+    }
+
+    #[test]
+    fn joining_node_takes_only_its_share() {
+        let m = ShardManager::default();
+        m.rebalance(&names(10));
+        let moves = m.rebalance(&names(11));
+        let new_load = m.loads()["node-10"];
+        // Every move goes to the new node, and only as many as it must hold.
+        assert!(moves.iter().all(|mv| mv.to == "node-10"));
+        assert_eq!(moves.len(), new_load);
+        assert!((93..=94).contains(&new_load), "{new_load}");
+        eprintln!(
+            "shards: 10 -> 11 nodes moved {} of 1024 shards ({:.2}%, ideal {:.2}%)",
+            moves.len(),
+            moves.len() as f64 / 10.24,
+            100.0 / 11.0
+        );
+        let l = m.loads();
+        assert!(l.values().all(|&c| c == 93 || c == 94), "{l:?}");
+    }
+
+    #[test]
+    fn leaving_node_gives_up_exactly_its_shards() {
+        let m = ShardManager::default();
+        m.rebalance(&names(4));
+        let gone = m.shards_of("node-2");
+        let before = m.table();
+        let live: Vec<String> = names(4).into_iter().filter(|n| n != "node-2").collect();
+        let moves = m.rebalance(&live);
+        assert_eq!(moves.len(), gone.len());
+        assert!(moves.iter().all(|mv| gone.contains(&mv.shard)));
+        for (s, row) in m.table().iter().enumerate() {
+            if !gone.contains(&(s as u32)) {
+                assert_eq!(row, &before[s]);
+            }
+        }
+        let l = m.loads();
+        assert!(l.values().all(|&c| c == 341 || c == 342), "{l:?}");
+    }
+
+    #[test]
+    fn replication_factor_is_tracked_and_capped_by_nodes() {
+        let m = ShardManager::new(
+            ShardConfig::default()
+                .shard_count(100)
+                .replication_factor(3),
+        );
+        assert_eq!(m.replication_factor(), 3);
+        m.rebalance(&names(2));
+        assert!(m.table().iter().all(|row| row.len() == 2));
+        m.rebalance(&names(5));
+        for row in m.table() {
+            assert_eq!(row.len(), 3);
+            let set: BTreeSet<_> = row.iter().collect();
+            assert_eq!(set.len(), 3);
+        }
+        let l = m.loads();
+        assert!(l.values().all(|&c| c == 60), "{l:?}");
+        // Losing one node re-replicates its replicas, plus the few swaps the distinct-node rule
+        // can need to even out the loads.
+        let held = m.shards_of("node-4").len();
+        let moves = m.rebalance(&names(4));
+        assert!(
+            moves.len() >= held && moves.len() <= held + held / 10,
+            "{} moves",
+            moves.len()
+        );
+        assert!(m.loads().values().all(|&c| c == 75));
+        assert!(moves.iter().all(|mv| mv.to != "node-4"));
+    }
+
+    #[test]
+    fn node_failures_are_handled() {
+        let m = ShardManager::new(ShardConfig::default().shard_count(64));
+        m.rebalance(&names(3));
+        m.rebalance(&["node-0".to_string()]);
+        assert!(m.table().iter().all(|row| row == &["node-0"]));
+        m.rebalance(&[]);
+        assert!(m.table().iter().all(Vec::is_empty));
+        assert_eq!(m.primary(0), None);
+    }
+
+    #[test]
+    fn diff_lists_new_replicas() {
+        let prev = vec![vec!["a".to_string()], vec!["b".to_string()]];
+        let next = vec![vec!["a".to_string()], vec!["c".to_string()]];
+        assert_eq!(
+            diff(&prev, &next),
+            [ShardMove {
+                shard: 1,
+                from: Some("b".into()),
+                to: "c".into()
+            }]
+        );
+    }
+}
