@@ -47,4 +47,7 @@ pub use notify::StoredNotifier;
 #[cfg(feature = "jetstream")]
 mod jetstream;
 #[cfg(feature = "jetstream")]
-pub use jetstream::*;
+pub use jetstream::{
+    decode_actor_id, encode_actor_id, sanitize_stream_name, JetStreamEventStore,
+    MAX_ACTOR_ID_BYTES,
+};

@@ -1,1 +1,27 @@
 //! The JetStream event store (feature `jetstream`).
+//!
+//! # Layout
+//! - [`JetStreamEventStore`] (`store`): the store and its read and write paths.
+//! - `setup`: the stream's configuration, creating it or attaching to an existing one.
+//! - `subject`: actor ids encoded into single subject tokens, stream-name sanitising.
+//! - `codec`: how a save is laid out in one message (headers, single event or batch).
+//! - `errors`: client errors sorted into typed [`aether_core::Error`] variants.
+//!
+//! # Why a batch is one message
+//! `save_events` must be all-or-nothing. NATS 2.12 added atomic multi-message publish
+//! (ADR-50), but older servers, Debian's 2.9 among them, have nothing like it, and a store that
+//! behaves differently per server version is hard to reason about. A batch is therefore one
+//! message holding a JSON array of events: JetStream appends a message atomically on every
+//! version, the expected-last-subject-sequence check covers the whole batch, and one
+//! acknowledgement settles it. The price: a batch must fit in the server's `max_payload`
+//! (1 MiB by default), and tools reading the stream directly must accept an array where they
+//! expect an event. Reads expand it into its events.
+
+mod codec;
+mod errors;
+mod setup;
+mod store;
+mod subject;
+
+pub use store::JetStreamEventStore;
+pub use subject::{decode_actor_id, encode_actor_id, sanitize_stream_name, MAX_ACTOR_ID_BYTES};

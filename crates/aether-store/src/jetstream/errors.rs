@@ -1,0 +1,144 @@
+//! Sorting `async-nats` errors into typed [`aether_core::Error`] variants.
+//!
+//! The client has one error type per operation; what callers need to know is the same for all
+//! of them: retry later ([`Error::Unavailable`]), fix permissions
+//! ([`Error::PermissionDenied`]), a resource is missing ([`Error::NotFound`]) or something else
+//! went wrong ([`Error::Backend`]). The cause is kept as the `source`.
+
+use std::error::Error as StdError;
+use std::fmt::Display;
+
+use aether_core::Error;
+use async_nats::jetstream::context::{RequestError as JsRequestError, RequestErrorKind};
+use async_nats::jetstream::ErrorCode;
+
+/// JetStream API error: stream not found.
+const STREAM_NOT_FOUND: ErrorCode = ErrorCode::STREAM_NOT_FOUND;
+
+/// Sorts any client error by walking its chain of causes.
+pub(crate) fn classify<E>(context: impl Display, err: E) -> Error
+where
+    E: StdError + Send + Sync + 'static,
+{
+    let context = context.to_string();
+    match kind_of(&err) {
+        Kind::Unavailable => Error::unavailable(context, err),
+        Kind::PermissionDenied => Error::PermissionDenied {
+            context,
+            source: Box::new(err),
+        },
+        Kind::NotFound => Error::NotFound(format!("{context}: {err}")),
+        Kind::Other => Error::backend(context, err),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Unavailable,
+    PermissionDenied,
+    NotFound,
+    Other,
+}
+
+fn kind_of(err: &(dyn StdError + 'static)) -> Kind {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(k) = kind_of_one(e) {
+            return k;
+        }
+        current = e.source();
+    }
+    Kind::Other
+}
+
+fn kind_of_one(e: &(dyn StdError + 'static)) -> Option<Kind> {
+    if let Some(api) = e.downcast_ref::<async_nats::jetstream::Error>() {
+        return Some(api_error_kind(api));
+    }
+    if let Some(req) = e.downcast_ref::<JsRequestError>() {
+        return match req.kind() {
+            RequestErrorKind::TimedOut | RequestErrorKind::NoResponders => Some(Kind::Unavailable),
+            RequestErrorKind::InvalidSubject | RequestErrorKind::Other => None,
+        };
+    }
+    if let Some(req) = e.downcast_ref::<async_nats::RequestError>() {
+        return match req.kind() {
+            async_nats::RequestErrorKind::TimedOut | async_nats::RequestErrorKind::NoResponders => {
+                Some(Kind::Unavailable)
+            }
+            _ => None,
+        };
+    }
+    if e.is::<std::io::Error>() || e.is::<tokio::time::error::Elapsed>() {
+        return Some(Kind::Unavailable);
+    }
+    // The per-operation error kinds all print a "timed out" kind for timeouts; errors without a
+    // typed cause are sorted by that wording as a last resort.
+    let text = e.to_string().to_ascii_lowercase();
+    if text.contains("timed out") || text.contains("broken pipe") || text.contains("disconnected")
+    {
+        return Some(Kind::Unavailable);
+    }
+    if text.contains("permission") || text.contains("authorization") {
+        return Some(Kind::PermissionDenied);
+    }
+    None
+}
+
+fn api_error_kind(api: &async_nats::jetstream::Error) -> Kind {
+    if api.error_code() == STREAM_NOT_FOUND || api.code() == 404 {
+        Kind::NotFound
+    } else if api.code() == 503 {
+        Kind::Unavailable
+    } else if api.code() == 403 {
+        Kind::PermissionDenied
+    } else {
+        Kind::Other
+    }
+}
+
+/// Whether the error is a JetStream API error with `code`.
+pub(crate) fn has_api_code(err: &(dyn StdError + 'static), code: ErrorCode) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(api) = e.downcast_ref::<async_nats::jetstream::Error>() {
+            if api.error_code() == code {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_and_no_responders_are_unavailable() {
+        let e = classify("reading", JsRequestError::new(RequestErrorKind::TimedOut));
+        assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+        assert!(e.to_string().contains("reading"));
+        let e = classify("x", JsRequestError::new(RequestErrorKind::NoResponders));
+        assert!(matches!(e, Error::Unavailable { .. }));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(matches!(classify("x", io), Error::Unavailable { .. }));
+    }
+
+    #[test]
+    fn wrapped_causes_are_found() {
+        let inner = JsRequestError::new(RequestErrorKind::TimedOut);
+        let outer = async_nats::jetstream::context::PublishError::with_source(
+            async_nats::jetstream::context::PublishErrorKind::Other,
+            inner,
+        );
+        assert!(matches!(classify("x", outer), Error::Unavailable { .. }));
+        let other = async_nats::jetstream::context::PublishError::new(
+            async_nats::jetstream::context::PublishErrorKind::Other,
+        );
+        let e = classify("publishing", other);
+        assert!(matches!(e, Error::Backend { .. }));
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}

@@ -1,0 +1,784 @@
+//! The store itself.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aether_core::{
+    validate_batch, Error, Event, EventBroadcaster, EventStore, EventStoreWithErrors,
+    JetStreamConfig, ReplayResult, Result, Snapshot, SnapshotStore,
+};
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::{PublishMessage, StreamMessage};
+use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::{Context, ErrorCode};
+use async_trait::async_trait;
+use dashmap::DashMap;
+use futures::StreamExt;
+
+use super::codec::{self, Encoded};
+use super::errors::{classify, has_api_code};
+use super::setup;
+use super::subject::{check_actor_id, Subjects};
+use crate::notify::StoredNotifier;
+
+/// How often a save is retried when the server rejects it because another writer appended an
+/// earlier version in the meantime (the attempted version is still above the current one).
+const MAX_PUBLISH_ATTEMPTS: usize = 16;
+/// Messages requested per pull while replaying.
+const REPLAY_BATCH: u64 = 1000;
+/// How long one pull may wait for messages the server said are pending.
+const REPLAY_PULL_EXPIRY: Duration = Duration::from_secs(5);
+/// Empty pulls in a row tolerated before a replay gives up.
+const REPLAY_MAX_EMPTY_PULLS: usize = 3;
+/// How long the server keeps a replay consumer whose reader vanished.
+const REPLAY_CONSUMER_INACTIVITY: Duration = Duration::from_secs(30);
+
+/// The actor's last stored message: its stream sequence and the last version in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Tip {
+    seq: u64,
+    version: u64,
+}
+
+/// A durable event store on NATS JetStream, correct with any number of writers on any number of
+/// machines.
+///
+/// - **Concurrency.** Every save is published with the `Nats-Expected-Last-Subject-Sequence`
+///   header set to the stream sequence of the actor's last message, so the server rejects a
+///   write based on a stale view; the rejection becomes [`Error::VersionConflict`] with the
+///   current version read fresh from the stream. A per-actor cache of the last (sequence,
+///   version) saves a read before each write; it is only ever a guess the server checks.
+/// - **Batches.** [`save_events`](EventStore::save_events) stores the whole batch in one message
+///   (a JSON array of events), so it is appended atomically on every server version: readers
+///   see all of the batch or none of it. The batch must fit in the server's `max_payload`.
+/// - **Subjects.** Events go to `<stream>.events.<actor>` and snapshots to
+///   `<stream>.snapshots.<actor>`, the actor id encoded by
+///   [`encode_actor_id`](super::encode_actor_id) into one wildcard-free token.
+/// - **Reads.** The latest version is one direct get of the actor's last message. Replays use a
+///   short-lived pull consumer filtered to the actor's subject, starting at the first message
+///   that holds `from_version` (found by a binary search of direct gets).
+/// - **Immutability.** The stream denies deletes and purges; events leave it only by age
+///   (`max_age`).
+///
+/// ```no_run
+/// use aether_core::{Event, EventStore, JetStreamConfig};
+/// use aether_store::JetStreamEventStore;
+///
+/// # async fn run() -> aether_core::Result<()> {
+/// let store =
+///     JetStreamEventStore::connect("nats://127.0.0.1:4222", JetStreamConfig::default().namespace("orders"))
+///         .await?;
+/// store.save_event(&Event::new("OrderPlaced", "order-1", 1)).await?;
+/// assert_eq!(store.get_latest_version("order-1").await?, 1);
+/// # Ok(())
+/// # }
+/// ```
+pub struct JetStreamEventStore {
+    client: async_nats::Client,
+    context: Context,
+    stream: Stream,
+    stream_name: String,
+    config: JetStreamConfig,
+    subjects: Subjects,
+    direct: bool,
+    cache: DashMap<String, Tip>,
+    cached_reads: bool,
+    malformed: AtomicU64,
+    notifier: Option<StoredNotifier>,
+}
+
+impl fmt::Debug for JetStreamEventStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JetStreamEventStore")
+            .field("stream_name", &self.stream_name)
+            .field("namespace", &self.namespace())
+            .field("direct_get", &self.direct)
+            .field("cached_actors", &self.cache.len())
+            .field("cached_reads", &self.cached_reads)
+            .field("malformed_events", &self.malformed_events())
+            .field("notifier", &self.notifier)
+            .finish()
+    }
+}
+
+enum PublishFailure {
+    /// The actor's last message is not the one the publish expected.
+    WrongLastSequence,
+    Other(Error),
+}
+
+impl JetStreamEventStore {
+    /// Opens the store on `client`, creating the stream if it is missing and attaching to it if
+    /// it exists.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when JetStream does not answer, [`Error::InvalidInput`] when a
+    /// stream of that name exists but captures other subjects, other backend errors as typed
+    /// variants.
+    pub async fn new(client: async_nats::Client, config: JetStreamConfig) -> Result<Self> {
+        Self::from_context(async_nats::jetstream::new(client), config).await
+    }
+
+    /// Opens the store with a namespace: the stream is `<namespace>_<stream_name>` (sanitised),
+    /// and stores in other namespaces cannot see its events.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub async fn with_namespace(
+        client: async_nats::Client,
+        stream_name: &str,
+        namespace: &str,
+    ) -> Result<Self> {
+        let config = JetStreamConfig::default()
+            .stream_name(stream_name)
+            .namespace(namespace);
+        Self::new(client, config).await
+    }
+
+    /// Opens the store on an existing JetStream context (to reuse its timeout, domain or API
+    /// prefix).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub async fn from_context(context: Context, config: JetStreamConfig) -> Result<Self> {
+        let stream_name = setup::stream_name_for(&config);
+        let subjects = Subjects::new(&stream_name);
+        let desired = setup::desired_config(&stream_name, &subjects, &config);
+        let stream = setup::ensure_stream(&context, desired).await?;
+        let direct = stream.cached_info().config.allow_direct;
+        Ok(Self {
+            client: context.client(),
+            context,
+            stream,
+            stream_name,
+            config,
+            subjects,
+            direct,
+            cache: DashMap::new(),
+            cached_reads: false,
+            malformed: AtomicU64::new(0),
+            notifier: None,
+        })
+    }
+
+    /// Connects to `url` and opens the store.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the server cannot be reached; otherwise as [`new`](Self::new).
+    pub async fn connect(url: &str, config: JetStreamConfig) -> Result<Self> {
+        let client = async_nats::connect(url)
+            .await
+            .map_err(|e| Error::unavailable(format!("connecting to NATS at {url}"), e))?;
+        Self::new(client, config).await
+    }
+
+    /// Publishes `EventStored` to `broadcaster` on `namespace` after every successful save (never
+    /// after a conflict or failure).
+    pub fn with_broadcaster(
+        mut self,
+        broadcaster: Arc<dyn EventBroadcaster>,
+        namespace: impl Into<String>,
+    ) -> Self {
+        self.notifier = Some(StoredNotifier::new(broadcaster, namespace));
+        self
+    }
+
+    /// Lets [`get_latest_version`](EventStore::get_latest_version) answer from the per-actor
+    /// cache when it knows the actor (off by default).
+    ///
+    /// Saves are checked by the server either way. With this on, the latest version can lag
+    /// behind writes made by other processes until this store writes or reads that actor's
+    /// history again; leave it off when several processes write the same actors.
+    pub fn with_cached_reads(mut self, on: bool) -> Self {
+        self.cached_reads = on;
+        self
+    }
+
+    /// The namespace the store was opened with, if any.
+    pub fn namespace(&self) -> Option<&str> {
+        self.config.effective_namespace()
+    }
+
+    /// The JetStream stream holding the events (namespace prefix included).
+    pub fn stream_name(&self) -> &str {
+        &self.stream_name
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &JetStreamConfig {
+        &self.config
+    }
+
+    /// The subject an actor's events are stored on.
+    pub fn event_subject(&self, actor_id: &str) -> String {
+        self.subjects.events(actor_id)
+    }
+
+    /// The subject an actor's snapshots are stored on.
+    pub fn snapshot_subject(&self, actor_id: &str) -> String {
+        self.subjects.snapshots(actor_id)
+    }
+
+    /// The notifier, if a broadcaster was given.
+    pub fn notifier(&self) -> Option<&StoredNotifier> {
+        self.notifier.as_ref()
+    }
+
+    /// How many malformed messages reads have met so far (skipped by
+    /// [`get_events`](EventStore::get_events), reported by
+    /// [`get_events_with_errors`](EventStoreWithErrors::get_events_with_errors)).
+    pub fn malformed_events(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// The latest version this store has seen for the actor, from memory, without asking the
+    /// server (`None` when the actor is not cached). May lag behind other writers.
+    pub fn cached_latest_version(&self, actor_id: &str) -> Option<u64> {
+        self.cache.get(actor_id).map(|t| t.version)
+    }
+
+    /// The stream's current info from the server (configuration and state).
+    ///
+    /// # Errors
+    /// Backend errors as typed variants.
+    pub async fn stream_info(&self) -> Result<async_nats::jetstream::stream::Info> {
+        self.stream
+            .get_info()
+            .await
+            .map_err(|e| classify(format!("reading info of stream {}", self.stream_name), e))
+    }
+
+    /// The JetStream context the store uses.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    // ---- writing ----
+
+    /// Records `tip` unless the cache already knows a later message (sequences only grow).
+    fn remember(&self, actor_id: &str, tip: Tip) {
+        self.cache
+            .entry(actor_id.to_string())
+            .and_modify(|t| {
+                if tip.seq > t.seq {
+                    *t = tip;
+                }
+            })
+            .or_insert(tip);
+    }
+
+    async fn append(&self, actor_id: &str, events: &[Event]) -> Result<()> {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(());
+        };
+        check_actor_id(actor_id)?;
+        let encoded = codec::encode_events(events)?;
+        codec::check_size(&encoded, self.client.server_info().max_payload)?;
+        let subject = self.subjects.events(actor_id);
+
+        let cached = self.cache.get(actor_id).map(|t| *t);
+        let mut from_cache = cached.is_some();
+        let mut tip = match cached {
+            Some(t) => t,
+            None => self.read_tip(actor_id, false).await?,
+        };
+        for _ in 0..MAX_PUBLISH_ATTEMPTS {
+            if first.version <= tip.version {
+                // The cache can only lag behind the server, so the conflict is real; report
+                // the server's current version rather than the cached one.
+                let current = if from_cache {
+                    self.read_tip(actor_id, true).await?.version.max(tip.version)
+                } else {
+                    tip.version
+                };
+                return Err(Error::version_conflict(actor_id, first.version, current));
+            }
+            match self.publish(&subject, &encoded, tip.seq).await {
+                Ok(seq) => {
+                    self.remember(
+                        actor_id,
+                        Tip {
+                            seq,
+                            version: last.version,
+                        },
+                    );
+                    if let Some(n) = &self.notifier {
+                        n.notify_all(events).await;
+                    }
+                    return Ok(());
+                }
+                Err(PublishFailure::WrongLastSequence) => {
+                    // Another writer appended since our view: re-read the truth from the
+                    // stream leader and decide again.
+                    tip = self.read_tip(actor_id, true).await?;
+                    from_cache = false;
+                    tracing::debug!(
+                        actor_id,
+                        current_version = tip.version,
+                        attempted_version = first.version,
+                        "expected last sequence was stale"
+                    );
+                }
+                Err(PublishFailure::Other(e)) => {
+                    // The outcome is unknown (a timeout may still have been stored): forget
+                    // what we knew so the next save asks the server.
+                    self.cache.remove(actor_id);
+                    return Err(e);
+                }
+            }
+        }
+        Err(Error::unavailable(
+            format!("saving events of actor {actor_id:?}"),
+            format!(
+                "the actor's history kept changing under {MAX_PUBLISH_ATTEMPTS} attempts to append"
+            ),
+        ))
+    }
+
+    async fn publish(
+        &self,
+        subject: &str,
+        encoded: &Encoded,
+        expected_seq: u64,
+    ) -> std::result::Result<u64, PublishFailure> {
+        let message = PublishMessage::build()
+            .payload(encoded.payload.clone())
+            .headers(encoded.headers.clone())
+            .expected_last_subject_sequence(expected_seq);
+        let context = || format!("publishing to {subject} on stream {}", self.stream_name);
+        let result = match self.context.send_publish(subject.to_string(), message).await {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(ack) => Ok(ack.sequence),
+            Err(e) => Err(match e.kind() {
+                PublishErrorKind::WrongLastSequence => PublishFailure::WrongLastSequence,
+                _ if has_api_code(&e, ErrorCode::STREAM_WRONG_LAST_SEQUENCE) => {
+                    PublishFailure::WrongLastSequence
+                }
+                PublishErrorKind::StreamNotFound => PublishFailure::Other(Error::NotFound(format!(
+                    "{}: no stream answered (stream {} missing or JetStream not ready)",
+                    context(),
+                    self.stream_name
+                ))),
+                PublishErrorKind::MaxPayloadExceeded => PublishFailure::Other(Error::PayloadTooLarge {
+                    size: codec::wire_size(&encoded.headers, encoded.payload.len()),
+                    limit: self.client.server_info().max_payload,
+                }),
+                PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+                    PublishFailure::Other(Error::unavailable(context(), e))
+                }
+                _ => PublishFailure::Other(classify(context(), e)),
+            }),
+        }
+    }
+
+    // ---- reading ----
+
+    /// The last message on `subject`, `None` when there is none. `leader` forces a read from the
+    /// stream leader (a direct get may be answered by a lagging replica).
+    async fn last_message(&self, subject: &str, leader: bool) -> Result<Option<StreamMessage>> {
+        let context = || {
+            format!(
+                "reading the last message of {subject} on stream {}",
+                self.stream_name
+            )
+        };
+        if self.direct && !leader {
+            match self.stream.direct_get_last_for_subject(subject).await {
+                Ok(m) => Ok(Some(m)),
+                Err(e) => match e.kind() {
+                    // async-nats reports "no message" as an error.
+                    DirectGetErrorKind::NotFound => Ok(None),
+                    DirectGetErrorKind::TimedOut => Err(Error::unavailable(context(), e)),
+                    _ if no_responders(&e) => Err(Error::NotFound(format!(
+                        "{}: no responders (stream {} missing or JetStream not ready)",
+                        context(),
+                        self.stream_name
+                    ))),
+                    _ => Err(classify(context(), e)),
+                },
+            }
+        } else {
+            match self.stream.get_last_raw_message_by_subject(subject).await {
+                Ok(m) => Ok(Some(m)),
+                Err(e) => match e.kind() {
+                    LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                    LastRawMessageErrorKind::JetStream(ref api)
+                        if api.error_code() == ErrorCode::NO_MESSAGE_FOUND =>
+                    {
+                        Ok(None)
+                    }
+                    _ => Err(classify(context(), e)),
+                },
+            }
+        }
+    }
+
+    /// Reads the actor's last (sequence, version) from the stream and caches it.
+    async fn read_tip(&self, actor_id: &str, leader: bool) -> Result<Tip> {
+        let subject = self.subjects.events(actor_id);
+        let Some(msg) = self.last_message(&subject, leader).await? else {
+            if leader {
+                self.cache.remove(actor_id);
+            }
+            return Ok(Tip::default());
+        };
+        let version = match codec::header_last_version(&msg.headers) {
+            Some(v) => v,
+            None => match codec::decode_message(actor_id, msg.sequence, &msg.payload) {
+                Ok(events) => events.last().map_or(0, |e| e.version),
+                Err(bad) => {
+                    // A message this store did not write sits last: the actor's version is the
+                    // last one among the messages that do decode.
+                    tracing::warn!(
+                        actor_id,
+                        sequence = bad.sequence,
+                        error = %bad.error,
+                        "the actor's last message is malformed; scanning its history for the latest version"
+                    );
+                    let replay = self.replay(actor_id, 0).await?;
+                    replay.events.iter().map(|e| e.version).max().unwrap_or(0)
+                }
+            },
+        };
+        let tip = Tip {
+            seq: msg.sequence,
+            version,
+        };
+        if leader {
+            // The leader's answer is authoritative, even over a later-looking cache entry
+            // (which can only come from a stream that was deleted and recreated).
+            self.cache.insert(actor_id.to_string(), tip);
+        } else {
+            self.remember(actor_id, tip);
+        }
+        Ok(tip)
+    }
+
+    /// The last version held by the first message on the actor's subject at or after `seq`.
+    async fn probe(&self, subject: &str, actor_id: &str, seq: u64) -> Option<(u64, u64)> {
+        let msg = self
+            .stream
+            .direct_get_next_for_subject(subject, Some(seq))
+            .await
+            .ok()?;
+        let version = match codec::header_last_version(&msg.headers) {
+            Some(v) => v,
+            None => codec::decode_message(actor_id, msg.sequence, &msg.payload)
+                .ok()?
+                .last()?
+                .version,
+        };
+        Some((msg.sequence, version))
+    }
+
+    /// The stream sequence to start a replay from: the first message of the actor whose last
+    /// version is at least `from_version`, found by binary search over stream sequences (a
+    /// message's versions grow with its sequence). Falls back to 1 when anything is unclear.
+    async fn start_sequence(&self, subject: &str, actor_id: &str, from_version: u64, tip: u64) -> u64 {
+        if from_version <= 1 || !self.direct {
+            return 1;
+        }
+        let (mut lo, mut hi) = (1u64, tip);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.probe(subject, actor_id, mid).await {
+                Some((_, version)) if version >= from_version => hi = mid,
+                Some((seq, _)) => lo = seq.max(mid) + 1,
+                None => return 1,
+            }
+        }
+        lo
+    }
+
+    /// Reads the actor's messages with versions from `from_version`, decoding what decodes and
+    /// collecting the rest as replay errors.
+    async fn replay(&self, actor_id: &str, from_version: u64) -> Result<ReplayResult> {
+        let mut result = ReplayResult::default();
+        check_actor_id(actor_id)?;
+        let subject = self.subjects.events(actor_id);
+        let Some(last) = self.last_message(&subject, false).await? else {
+            return Ok(result);
+        };
+        if codec::header_last_version(&last.headers).is_some_and(|v| v < from_version) {
+            return Ok(result);
+        }
+        let mut next_seq = self
+            .start_sequence(&subject, actor_id, from_version, last.sequence)
+            .await;
+        let context = || format!("replaying {subject} on stream {}", self.stream_name);
+        // Messages left to read, as the server counted them when the replay began; the replay
+        // returns the history as of its start.
+        let mut remaining: Option<u64> = None;
+        loop {
+            let consumer = self
+                .stream
+                .create_consumer(pull::Config {
+                    deliver_policy: if next_seq <= 1 {
+                        DeliverPolicy::All
+                    } else {
+                        DeliverPolicy::ByStartSequence {
+                            start_sequence: next_seq,
+                        }
+                    },
+                    ack_policy: AckPolicy::None,
+                    filter_subject: subject.clone(),
+                    inactive_threshold: REPLAY_CONSUMER_INACTIVITY,
+                    memory_storage: true,
+                    num_replicas: 1,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| classify(format!("{}: creating a consumer", context()), e))?;
+            let consumer_name = consumer.cached_info().name.clone();
+            let pending = consumer.cached_info().num_pending;
+            let left = *remaining.get_or_insert(pending);
+            let outcome = self
+                .drain(&consumer, actor_id, from_version, left, &mut result, &mut next_seq)
+                .await;
+            // Best effort: the server also removes it once idle.
+            if let Err(e) = self.stream.delete_consumer(&consumer_name).await {
+                tracing::debug!(error = %e, consumer = %consumer_name, "could not delete a replay consumer");
+            }
+            match outcome? {
+                Drained::Done => return Ok(result),
+                Drained::Gap(left) => {
+                    tracing::debug!(subject, next_seq, "gap in a replay; resuming with a new consumer");
+                    remaining = Some(left);
+                }
+            }
+        }
+    }
+
+    async fn drain(
+        &self,
+        consumer: &async_nats::jetstream::consumer::PullConsumer,
+        actor_id: &str,
+        from_version: u64,
+        mut left: u64,
+        result: &mut ReplayResult,
+        next_seq: &mut u64,
+    ) -> Result<Drained> {
+        let context = || format!("replaying actor {actor_id:?} on stream {}", self.stream_name);
+        let mut consumer_seq = 0u64;
+        let mut empty_pulls = 0;
+        while left > 0 {
+            let mut batch = consumer
+                .batch()
+                .max_messages(left.min(REPLAY_BATCH) as usize)
+                .expires(REPLAY_PULL_EXPIRY)
+                .messages()
+                .await
+                .map_err(|e| classify(context(), e))?;
+            let mut got = 0u64;
+            while let Some(msg) = batch.next().await {
+                let msg = msg.map_err(|e| classify(context(), BoxedCause(e)))?;
+                let info = msg.info().map_err(|e| classify(context(), BoxedCause(e)))?;
+                if info.consumer_sequence != consumer_seq + 1 {
+                    // A message was lost between server and client; start again after the
+                    // last one received so nothing is skipped or repeated.
+                    return Ok(Drained::Gap(left));
+                }
+                consumer_seq = info.consumer_sequence;
+                *next_seq = info.stream_sequence + 1;
+                let caught_up = info.pending == 0;
+                let sequence = info.stream_sequence;
+                got += 1;
+                left -= 1;
+                match codec::decode_message(actor_id, sequence, &msg.payload) {
+                    Ok(events) => result
+                        .events
+                        .extend(events.into_iter().filter(|e| e.version >= from_version)),
+                    Err(bad) => result.errors.push(bad),
+                }
+                if caught_up {
+                    left = 0;
+                }
+                if left == 0 {
+                    break;
+                }
+            }
+            if got == 0 {
+                empty_pulls += 1;
+                if empty_pulls >= REPLAY_MAX_EMPTY_PULLS {
+                    // Messages counted as pending never came: they may have aged out.
+                    let mut c = consumer.clone();
+                    let info = c.info().await.map_err(|e| classify(context(), e))?;
+                    if info.num_pending == 0 {
+                        break;
+                    }
+                    return Err(Error::unavailable(
+                        context(),
+                        format!("{} pending messages were not delivered", info.num_pending),
+                    ));
+                }
+            } else {
+                empty_pulls = 0;
+            }
+        }
+        Ok(Drained::Done)
+    }
+
+    fn count_malformed(&self, actor_id: &str, result: &ReplayResult) {
+        for bad in &result.errors {
+            self.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                actor_id,
+                stream = %self.stream_name,
+                sequence = bad.sequence,
+                bytes = bad.raw.len(),
+                error = %bad.error,
+                "skipping a malformed event message"
+            );
+        }
+    }
+}
+
+enum Drained {
+    Done,
+    /// Resume after a gap, with this many messages still to read.
+    Gap(u64),
+}
+
+/// Wraps the client's boxed errors so they can be classified and kept as a source.
+#[derive(Debug)]
+struct BoxedCause(async_nats::Error);
+
+impl fmt::Display for BoxedCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for BoxedCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+fn no_responders(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(r) = err.downcast_ref::<async_nats::RequestError>() {
+            if r.kind() == async_nats::RequestErrorKind::NoResponders {
+                return true;
+            }
+        }
+        current = err.source();
+    }
+    false
+}
+
+#[async_trait]
+impl EventStore for JetStreamEventStore {
+    async fn save_event(&self, event: &Event) -> Result<()> {
+        event.validate()?;
+        self.append(&event.actor_id, std::slice::from_ref(event))
+            .await
+    }
+
+    async fn save_events(&self, actor_id: &str, events: &[Event]) -> Result<()> {
+        validate_batch(actor_id, events)?;
+        self.append(actor_id, events).await
+    }
+
+    async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
+        let result = self.replay(actor_id, from_version).await?;
+        self.count_malformed(actor_id, &result);
+        Ok(result.events)
+    }
+
+    async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
+        check_actor_id(actor_id)?;
+        if self.cached_reads {
+            if let Some(v) = self.cached_latest_version(actor_id) {
+                return Ok(v);
+            }
+        }
+        Ok(self.read_tip(actor_id, false).await?.version)
+    }
+}
+
+#[async_trait]
+impl EventStoreWithErrors for JetStreamEventStore {
+    async fn get_events_with_errors(
+        &self,
+        actor_id: &str,
+        from_version: u64,
+    ) -> Result<ReplayResult> {
+        let result = self.replay(actor_id, from_version).await?;
+        self.malformed
+            .fetch_add(result.errors.len() as u64, Ordering::Relaxed);
+        Ok(result)
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for JetStreamEventStore {
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        snapshot.validate()?;
+        check_actor_id(&snapshot.actor_id)?;
+        let subject = self.subjects.snapshots(&snapshot.actor_id);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            codec::HEADER_LAST_VERSION,
+            snapshot.version.to_string().as_str(),
+        );
+        let encoded = Encoded {
+            payload: snapshot.to_json_bytes()?.into(),
+            headers,
+        };
+        codec::check_size(&encoded, self.client.server_info().max_payload)?;
+        let mut leader = false;
+        for _ in 0..MAX_PUBLISH_ATTEMPTS {
+            let last = self.last_message(&subject, leader).await?;
+            let (seq, version) = match &last {
+                Some(m) => (m.sequence, snapshot_version(m)),
+                None => (0, 0),
+            };
+            // Keep the highest version: an older snapshot arriving late is dropped.
+            if version > snapshot.version {
+                return Ok(());
+            }
+            match self.publish(&subject, &encoded, seq).await {
+                Ok(_) => return Ok(()),
+                Err(PublishFailure::WrongLastSequence) => leader = true,
+                Err(PublishFailure::Other(e)) => return Err(e),
+            }
+        }
+        Err(Error::unavailable(
+            format!("saving a snapshot of actor {:?}", snapshot.actor_id),
+            "snapshots kept changing under repeated attempts",
+        ))
+    }
+
+    async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
+        check_actor_id(actor_id)?;
+        let subject = self.subjects.snapshots(actor_id);
+        let Some(msg) = self.last_message(&subject, false).await? else {
+            return Ok(None);
+        };
+        match Snapshot::from_json_bytes(&msg.payload) {
+            Ok(s) if s.actor_id == actor_id => Ok(Some(s)),
+            Ok(s) => Err(Error::Decoding(format!(
+                "snapshot at sequence {} belongs to actor {:?}, not {actor_id:?}",
+                msg.sequence, s.actor_id
+            ))),
+            Err(e) => Err(Error::Decoding(format!(
+                "snapshot at sequence {} of actor {actor_id:?}: {e}",
+                msg.sequence
+            ))),
+        }
+    }
+}
+
+fn snapshot_version(msg: &StreamMessage) -> u64 {
+    codec::header_last_version(&msg.headers)
+        .or_else(|| Snapshot::from_json_bytes(&msg.payload).ok().map(|s| s.version))
+        .unwrap_or(0)
+}
