@@ -358,16 +358,6 @@ mod tests {
         (0..n).map(|i| format!("node-{i}")).collect()
     }
 
-    fn loads(table: &[Vec<String>]) -> HashMap<String, usize> {
-        let mut l = HashMap::new();
-        for row in table {
-            for n in row {
-                *l.entry(n.clone()).or_default() += 1;
-            }
-        }
-        l
-    }
-
     #[test]
     fn defaults() {
         let m = ShardManager::default();

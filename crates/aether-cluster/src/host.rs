@@ -1,0 +1,679 @@
+//! The actor runtime of one node: activation, message handling with optimistic concurrency,
+//! snapshots and passivation.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
+
+use aether_core::{Error, Event, Result, Snapshot, SnapshotStore};
+use dashmap::DashMap;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::config::ActorConfig;
+use crate::vm::{RuntimeModel, VMProvider, VMState, VirtualMachine};
+
+/// What handling a message came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handled<R> {
+    /// The actor handled it.
+    Reply {
+        /// The actor's answer.
+        reply: R,
+        /// The actor's version after the message.
+        version: u64,
+    },
+    /// This node does not own the actor's shard (any more): ask the current owner.
+    NotOwner,
+}
+
+/// Decides whether this node may serve an actor right now (it owns the actor's shard under
+/// the newest assignment it knows). Checked before every message and every retry.
+pub type Fence = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// One activation of an actor.
+#[derive(Debug)]
+pub struct ActorVm {
+    id: String,
+    actor_id: String,
+    state: AtomicU8,
+    version: AtomicU64,
+}
+
+impl ActorVm {
+    fn new(actor_id: &str) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            actor_id: actor_id.to_string(),
+            state: AtomicU8::new(VMState::Idle.to_u8()),
+            version: AtomicU64::new(0),
+        }
+    }
+
+    fn set_state(&self, s: VMState) {
+        self.state.store(s.to_u8(), Ordering::Release);
+    }
+
+    /// The actor's version as of the last handled message.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+}
+
+impl VirtualMachine for ActorVm {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn actor_id(&self) -> &str {
+        &self.actor_id
+    }
+    fn state(&self) -> VMState {
+        VMState::from_u8(self.state.load(Ordering::Acquire))
+    }
+}
+
+enum Outcome<M: RuntimeModel> {
+    Done(Result<Handled<M::Reply>>),
+    /// The actor was passivating when the message arrived: send it to the next activation.
+    Retry(M::Message),
+}
+
+struct Command<M: RuntimeModel> {
+    message: M::Message,
+    reply: oneshot::Sender<Outcome<M>>,
+}
+
+struct Cell<M: RuntimeModel> {
+    tx: mpsc::Sender<Command<M>>,
+    stop: Arc<Notify>,
+    vm: Arc<ActorVm>,
+    generation: u64,
+}
+
+struct Shared<M: RuntimeModel> {
+    model: Arc<M>,
+    store: Arc<dyn SnapshotStore>,
+    config: ActorConfig,
+    cells: DashMap<String, Cell<M>>,
+    fence: RwLock<Fence>,
+    generation: AtomicU64,
+}
+
+/// Runs the actors of one node: at most one activation per actor, each handling its messages
+/// one at a time in its own task.
+///
+/// - **Activation**: on an actor's first message, its state is rebuilt from its latest
+///   snapshot plus the events after it.
+/// - **Handling**: the model's `handle` decides the events; they are saved with the next
+///   versions; on a version conflict (someone else wrote) the actor reloads and decides again,
+///   at most [`ActorConfig::max_conflict_retries`] times.
+/// - **Fencing**: before each attempt the [`Fence`] must confirm the node still owns the actor;
+///   otherwise the answer is [`Handled::NotOwner`] and nothing is written.
+/// - **Passivation**: after [`ActorConfig::idle_timeout`] without messages, or on request, the
+///   actor stops (taking a snapshot if configured); its next message activates it again.
+pub struct ActorHost<M: RuntimeModel> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M: RuntimeModel> Clone for ActorHost<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<M: RuntimeModel> fmt::Debug for ActorHost<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActorHost")
+            .field("model", &self.shared.model.name())
+            .field("active", &self.shared.cells.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Loaded<S> {
+    state: S,
+    version: u64,
+    snapshot_version: u64,
+}
+
+impl<M: RuntimeModel> ActorHost<M> {
+    /// A host running `model` over `store`, serving every actor (no fence).
+    pub fn new(model: M, store: Arc<dyn SnapshotStore>, config: ActorConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                model: Arc::new(model),
+                store,
+                config,
+                cells: DashMap::new(),
+                fence: RwLock::new(Arc::new(|_: &str| true)),
+                generation: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &M {
+        &self.shared.model
+    }
+
+    /// Replaces the ownership check.
+    pub fn set_fence(&self, fence: Fence) {
+        *self.shared.fence.write().unwrap_or_else(|e| e.into_inner()) = fence;
+    }
+
+    /// Handles `message` on `actor_id`, activating the actor if needed.
+    ///
+    /// # Errors
+    /// The model's rejection; [`Error::VersionConflict`] if conflicts outlasted the retries;
+    /// store errors; [`Error::Closed`] if the actor stopped without answering.
+    pub async fn dispatch(&self, actor_id: &str, message: M::Message) -> Result<Handled<M::Reply>> {
+        if actor_id.is_empty() {
+            return Err(Error::invalid("actor id must not be empty"));
+        }
+        let mut message = message;
+        // A message meets a passivating actor at most a few times in a row; more means the
+        // actor cannot stay up (for example its store keeps failing).
+        for _ in 0..8 {
+            let (tx, generation) = {
+                let cell = self
+                    .shared
+                    .cells
+                    .entry(actor_id.to_string())
+                    .or_insert_with(|| self.spawn(actor_id));
+                (cell.tx.clone(), cell.generation)
+            };
+            let (reply_tx, reply_rx) = oneshot::channel();
+            let command = Command {
+                message,
+                reply: reply_tx,
+            };
+            match tx.send(command).await {
+                Ok(()) => match reply_rx.await {
+                    Ok(Outcome::Done(result)) => return result,
+                    Ok(Outcome::Retry(m)) => message = m,
+                    Err(_) => return Err(Error::Closed(format!("actor {actor_id} stopped"))),
+                },
+                Err(mpsc::error::SendError(command)) => {
+                    self.shared
+                        .cells
+                        .remove_if(actor_id, |_, c| c.generation == generation);
+                    message = command.message;
+                }
+            }
+        }
+        Err(Error::Closed(format!(
+            "actor {actor_id} kept passivating; message not handled"
+        )))
+    }
+
+    fn spawn(&self, actor_id: &str) -> Cell<M> {
+        let (tx, rx) = mpsc::channel(self.shared.config.effective_mailbox_capacity());
+        let stop = Arc::new(Notify::new());
+        let vm = Arc::new(ActorVm::new(actor_id));
+        let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(run_actor(
+            Arc::clone(&self.shared),
+            actor_id.to_string(),
+            Arc::clone(&vm),
+            generation,
+            Arc::clone(&stop),
+            rx,
+        ));
+        tracing::debug!(actor_id, vm = %vm.id, "actor activated");
+        Cell {
+            tx,
+            stop,
+            vm,
+            generation,
+        }
+    }
+
+    /// Asks `actor_id` to passivate; returns whether it was active.
+    pub fn passivate(&self, actor_id: &str) -> bool {
+        match self.shared.cells.get(actor_id) {
+            Some(cell) => {
+                cell.vm.set_state(VMState::Paused);
+                cell.stop.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Passivates every active actor for which `pred` holds; returns them.
+    pub fn passivate_where(&self, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let ids: Vec<String> = self
+            .shared
+            .cells
+            .iter()
+            .filter(|c| pred(c.key()))
+            .map(|c| c.key().clone())
+            .collect();
+        for id in &ids {
+            self.passivate(id);
+        }
+        ids
+    }
+
+    /// Passivates every actor.
+    pub fn passivate_all(&self) -> Vec<String> {
+        self.passivate_where(|_| true)
+    }
+
+    /// Whether `actor_id` is active here.
+    pub fn is_active(&self, actor_id: &str) -> bool {
+        self.shared.cells.contains_key(actor_id)
+    }
+
+    /// The active actors, sorted.
+    pub fn active_actors(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.shared.cells.iter().map(|c| c.key().clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// Number of active actors.
+    pub fn active_count(&self) -> usize {
+        self.shared.cells.len()
+    }
+
+    /// Rebuilds an actor's state and version from the store, the way activation does.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn load_state(&self, actor_id: &str) -> Result<(M::State, u64)> {
+        let l = load::<M>(&self.shared, actor_id).await?;
+        Ok((l.state, l.version))
+    }
+}
+
+impl<M: RuntimeModel> VMProvider for ActorHost<M> {
+    fn get_vm(&self, actor_id: &str) -> Option<Arc<dyn VirtualMachine>> {
+        self.shared
+            .cells
+            .get(actor_id)
+            .map(|c| Arc::clone(&c.vm) as Arc<dyn VirtualMachine>)
+    }
+
+    fn active_vms(&self) -> HashMap<String, Arc<dyn VirtualMachine>> {
+        self.shared
+            .cells
+            .iter()
+            .map(|c| {
+                (
+                    c.key().clone(),
+                    Arc::clone(&c.vm) as Arc<dyn VirtualMachine>,
+                )
+            })
+            .collect()
+    }
+}
+
+async fn run_actor<M: RuntimeModel>(
+    shared: Arc<Shared<M>>,
+    actor_id: String,
+    vm: Arc<ActorVm>,
+    generation: u64,
+    stop: Arc<Notify>,
+    mut rx: mpsc::Receiver<Command<M>>,
+) {
+    let mut loaded: Option<Loaded<M::State>> = None;
+    let idle = shared.config.idle_timeout;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = stop.notified() => None,
+            cmd = rx.recv() => cmd,
+            () = sleep_or_forever(idle) => None,
+        };
+        let Some(cmd) = next else { break };
+        vm.set_state(VMState::Running);
+        let result = handle(&shared, &actor_id, &mut loaded, &cmd.message).await;
+        if let Some(l) = &loaded {
+            vm.version.store(l.version, Ordering::Release);
+        }
+        vm.set_state(VMState::Idle);
+        let _ = cmd.reply.send(Outcome::Done(result));
+    }
+
+    // Leave the map first so new messages start a new activation, then hand back whatever
+    // was already queued here.
+    vm.set_state(VMState::Paused);
+    shared
+        .cells
+        .remove_if(&actor_id, |_, c| c.generation == generation);
+    rx.close();
+    while let Ok(cmd) = rx.try_recv() {
+        let _ = cmd.reply.send(Outcome::Retry(cmd.message));
+    }
+    if let Some(l) = &mut loaded {
+        if shared.config.snapshot_on_passivate && l.version > l.snapshot_version {
+            save_snapshot::<M>(&shared, &actor_id, l).await;
+        }
+    }
+    vm.set_state(VMState::Stopped);
+    tracing::debug!(actor_id, vm = %vm.id, "actor passivated");
+}
+
+async fn sleep_or_forever(d: std::time::Duration) {
+    if d.is_zero() {
+        std::future::pending::<()>().await;
+    } else {
+        tokio::time::sleep(d).await;
+    }
+}
+
+fn owns<M: RuntimeModel>(shared: &Shared<M>, actor_id: &str) -> bool {
+    let fence = Arc::clone(&shared.fence.read().unwrap_or_else(|e| e.into_inner()));
+    fence(actor_id)
+}
+
+async fn handle<M: RuntimeModel>(
+    shared: &Shared<M>,
+    actor_id: &str,
+    loaded: &mut Option<Loaded<M::State>>,
+    message: &M::Message,
+) -> Result<Handled<M::Reply>> {
+    let model = &shared.model;
+    let mut last_conflict = None;
+    for _ in 0..=shared.config.max_conflict_retries {
+        if !owns(shared, actor_id) {
+            return Ok(Handled::NotOwner);
+        }
+        let l = match loaded {
+            Some(l) => l,
+            None => loaded.insert(load::<M>(shared, actor_id).await?),
+        };
+        let decided = model.handle(actor_id, &l.state, message)?;
+        if decided.is_empty() {
+            return Ok(Handled::Reply {
+                reply: model.reply(&l.state, message),
+                version: l.version,
+            });
+        }
+        let events: Vec<Event> = decided
+            .into_iter()
+            .zip(l.version + 1..)
+            .map(|(ne, v)| Event::new(ne.event_type, actor_id, v).with_data(ne.data))
+            .collect();
+        let saved = match events.as_slice() {
+            [one] => shared.store.save_event(one).await,
+            many => shared.store.save_events(actor_id, many).await,
+        };
+        match saved {
+            Ok(()) => {
+                for e in &events {
+                    model.apply(&mut l.state, e);
+                    l.version = e.version;
+                }
+                let every = shared.config.snapshot_every;
+                if every > 0 && l.version - l.snapshot_version >= every {
+                    save_snapshot::<M>(shared, actor_id, l).await;
+                }
+                return Ok(Handled::Reply {
+                    reply: model.reply(&l.state, message),
+                    version: l.version,
+                });
+            }
+            Err(e) if e.is_version_conflict() => {
+                // Someone else wrote this actor (another activation during a handover): rebuild
+                // from the store and decide again.
+                tracing::debug!(actor_id, error = %e, "version conflict; reloading");
+                *loaded = None;
+                last_conflict = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_conflict.unwrap_or_else(|| Error::Closed("no attempt made".into())))
+}
+
+async fn load<M: RuntimeModel>(shared: &Shared<M>, actor_id: &str) -> Result<Loaded<M::State>> {
+    let model = &shared.model;
+    let (mut state, mut version) = match shared.store.get_latest_snapshot(actor_id).await? {
+        Some(snap) => match serde_json::from_value::<M::State>(Value::Object(snap.state)) {
+            Ok(s) => (s, snap.version),
+            Err(e) => {
+                // A snapshot is derived data: replaying everything gives the same state.
+                tracing::warn!(actor_id, error = %e, "ignoring undecodable snapshot");
+                (M::State::default(), 0)
+            }
+        },
+        None => (M::State::default(), 0),
+    };
+    let snapshot_version = version;
+    for e in shared.store.get_events(actor_id, version + 1).await? {
+        model.apply(&mut state, &e);
+        version = e.version;
+    }
+    Ok(Loaded {
+        state,
+        version,
+        snapshot_version,
+    })
+}
+
+async fn save_snapshot<M: RuntimeModel>(
+    shared: &Shared<M>,
+    actor_id: &str,
+    l: &mut Loaded<M::State>,
+) {
+    let state = match serde_json::to_value(&l.state) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            tracing::warn!(actor_id, "state is not a JSON object; not snapshotted");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(actor_id, error = %e, "state could not be encoded; not snapshotted");
+            return;
+        }
+    };
+    match shared
+        .store
+        .save_snapshot(&Snapshot::new(actor_id, l.version, state))
+        .await
+    {
+        Ok(()) => l.snapshot_version = l.version,
+        Err(e) => tracing::warn!(actor_id, error = %e, "snapshot failed"),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::vm::{NewEvent, RuntimeMessage};
+    use aether_core::EventStore;
+    use aether_store::InMemoryEventStore;
+    use serde::{Deserialize, Serialize};
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+    pub(crate) struct Account {
+        pub(crate) balance: i64,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(crate) enum Cmd {
+        Deposit(i64),
+        Get,
+        Fail,
+    }
+    impl RuntimeMessage for Cmd {}
+
+    pub(crate) struct Bank;
+    impl RuntimeModel for Bank {
+        type State = Account;
+        type Message = Cmd;
+        type Reply = i64;
+        fn name(&self) -> &str {
+            "bank"
+        }
+        fn handle(&self, _: &str, _: &Account, m: &Cmd) -> Result<Vec<NewEvent>> {
+            match m {
+                Cmd::Deposit(n) => Ok(vec![NewEvent::new("Deposited").with_field("amount", *n)]),
+                Cmd::Get => Ok(vec![]),
+                Cmd::Fail => Err(Error::invalid("rejected")),
+            }
+        }
+        fn apply(&self, s: &mut Account, e: &Event) {
+            s.balance += e.data.get("amount").and_then(Value::as_i64).unwrap_or(0);
+        }
+        fn reply(&self, s: &Account, _: &Cmd) -> i64 {
+            s.balance
+        }
+    }
+
+    fn host(store: Arc<InMemoryEventStore>, config: ActorConfig) -> ActorHost<Bank> {
+        ActorHost::new(Bank, store, config)
+    }
+
+    fn reply(h: Handled<i64>) -> (i64, u64) {
+        match h {
+            Handled::Reply { reply, version } => (reply, version),
+            Handled::NotOwner => panic!("not owner"),
+        }
+    }
+
+    #[tokio::test]
+    async fn activation_handling_and_rebuild() {
+        let store = Arc::new(InMemoryEventStore::new());
+        let h = host(Arc::clone(&store), ActorConfig::default().snapshot_every(3));
+        for i in 1..=5 {
+            let (bal, v) = reply(h.dispatch("acc", Cmd::Deposit(10)).await.unwrap());
+            assert_eq!((bal, v), (10 * i, i as u64));
+        }
+        assert!(h.is_active("acc"));
+        assert_eq!(store.get_latest_version("acc").await.unwrap(), 5);
+        let snap = store.get_latest_snapshot("acc").await.unwrap().unwrap();
+        assert_eq!(snap.version, 3);
+        assert!(matches!(
+            h.dispatch("acc", Cmd::Fail).await,
+            Err(Error::InvalidInput(_))
+        ));
+        // A second host (another node) rebuilds from snapshot + later events.
+        let other = host(Arc::clone(&store), ActorConfig::default());
+        assert_eq!(
+            reply(other.dispatch("acc", Cmd::Get).await.unwrap()),
+            (50, 5)
+        );
+        assert_eq!(
+            other.load_state("acc").await.unwrap(),
+            (Account { balance: 50 }, 5)
+        );
+        let vm = other.get_vm("acc").unwrap();
+        assert_eq!(vm.actor_id(), "acc");
+        assert_eq!(other.active_vms().len(), 1);
+        assert!(h.dispatch("", Cmd::Get).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn concurrent_hosts_resolve_conflicts_by_reloading() {
+        let store = Arc::new(InMemoryEventStore::new());
+        let a = host(
+            Arc::clone(&store),
+            ActorConfig::default().max_conflict_retries(50),
+        );
+        let b = host(
+            Arc::clone(&store),
+            ActorConfig::default().max_conflict_retries(50),
+        );
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let h = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                h.dispatch("shared", Cmd::Deposit(1)).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(store.get_latest_version("shared").await.unwrap(), 40);
+        let (state, _) = a.load_state("shared").await.unwrap();
+        assert_eq!(state.balance, 40);
+    }
+
+    #[tokio::test]
+    async fn fence_refuses_without_writing() {
+        let store = Arc::new(InMemoryEventStore::new());
+        let h = host(Arc::clone(&store), ActorConfig::default());
+        let owned = Arc::new(AtomicBool::new(true));
+        let o = Arc::clone(&owned);
+        h.set_fence(Arc::new(move |_| o.load(Ordering::SeqCst)));
+        reply(h.dispatch("x", Cmd::Deposit(1)).await.unwrap());
+        owned.store(false, Ordering::SeqCst);
+        assert_eq!(
+            h.dispatch("x", Cmd::Deposit(1)).await.unwrap(),
+            Handled::NotOwner
+        );
+        assert_eq!(store.get_latest_version("x").await.unwrap(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_actors_passivate_and_snapshot() {
+        let store = Arc::new(InMemoryEventStore::new());
+        let h = host(
+            Arc::clone(&store),
+            ActorConfig::default()
+                .idle_timeout(Duration::from_secs(30))
+                .snapshot_every(0),
+        );
+        reply(h.dispatch("p", Cmd::Deposit(7)).await.unwrap());
+        assert!(h.is_active("p"));
+        let vm = h.get_vm("p").unwrap();
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert!(h.is_active("p"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for _ in 0..100 {
+            if vm.state() == VMState::Stopped {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(!h.is_active("p"));
+        assert_eq!(vm.state(), VMState::Stopped);
+        assert_eq!(
+            store
+                .get_latest_snapshot("p")
+                .await
+                .unwrap()
+                .unwrap()
+                .version,
+            1
+        );
+        // Reactivates with a new machine and the same state.
+        assert_eq!(reply(h.dispatch("p", Cmd::Get).await.unwrap()), (7, 1));
+        assert_ne!(h.get_vm("p").unwrap().id(), vm.id());
+    }
+
+    #[tokio::test]
+    async fn explicit_passivation() {
+        let store = Arc::new(InMemoryEventStore::new());
+        let h = host(Arc::clone(&store), ActorConfig::default());
+        for id in ["a", "b", "c"] {
+            reply(h.dispatch(id, Cmd::Deposit(1)).await.unwrap());
+        }
+        assert_eq!(h.active_actors(), ["a", "b", "c"]);
+        assert!(h.passivate("a"));
+        assert!(!h.passivate("zzz"));
+        let gone = h.passivate_where(|id| id == "b");
+        assert_eq!(gone, ["b"]);
+        // Messages keep working through passivation.
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let h = h.clone();
+            tasks.push(tokio::spawn(async move {
+                h.dispatch("c", Cmd::Deposit(1)).await
+            }));
+        }
+        h.passivate_all();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(store.get_latest_version("c").await.unwrap(), 21);
+    }
+}
