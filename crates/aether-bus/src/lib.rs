@@ -26,10 +26,14 @@ mod metrics;
 mod registry;
 
 pub use local::EventBus;
-pub use metrics::{BusMetrics, MetricsSnapshot, NamespaceMetrics};
+pub use metrics::{BusMetrics, MetricsSnapshot, NamespaceCounters, NamespaceMetrics};
 pub use registry::{DispatchReport, SubscriberRegistry};
 
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "nats")]
-pub use nats::*;
+pub use nats::{
+    decode_namespace, namespace_subject, pattern_subject, validate_prefix, BusStreamConfig,
+    DurableEvent, DurableSubscription, NatsBusConfig, NatsEventBus, StartFrom, TransportMonitor,
+    DEFAULT_BUS_STREAM, DEFAULT_SUBJECT_PREFIX, HEADER_PUBLISHER, HEADER_SEQUENCE,
+};

@@ -82,9 +82,8 @@ impl EventBus {
 impl EventBroadcaster for EventBus {
     async fn publish(&self, namespace: &str, event: &Event) -> Result<()> {
         validate_namespace(namespace)?;
-        self.registry.metrics().record_published(namespace);
         self.registry
-            .dispatch(namespace, Arc::new(event.clone()))
+            .publish_local(namespace, Arc::new(event.clone()))
             .await;
         Ok(())
     }

@@ -38,14 +38,15 @@ impl MetricsSnapshot {
     }
 }
 
+/// Live counters of one namespace, looked up once and then updated without further lookups.
 #[derive(Debug, Default)]
-struct Counters {
+pub struct NamespaceCounters {
     published: AtomicU64,
     delivered: AtomicU64,
     dropped: AtomicU64,
 }
 
-impl Counters {
+impl NamespaceCounters {
     fn load(&self) -> NamespaceMetrics {
         NamespaceMetrics {
             published: self.published.load(Ordering::Relaxed),
@@ -58,8 +59,8 @@ impl Counters {
 /// Live, lock-free bus counters. Shared by the local and the NATS bus.
 #[derive(Debug, Default)]
 pub struct BusMetrics {
-    total: Counters,
-    namespaces: DashMap<String, Arc<Counters>>,
+    total: NamespaceCounters,
+    namespaces: DashMap<String, Arc<NamespaceCounters>, foldhash::fast::RandomState>,
     active_subscriptions: AtomicU64,
     transport_errors: AtomicU64,
 }
@@ -70,7 +71,8 @@ impl BusMetrics {
         Self::default()
     }
 
-    fn ns(&self, namespace: &str) -> Arc<Counters> {
+    /// The counters of `namespace`, created on first use.
+    pub fn counters(&self, namespace: &str) -> Arc<NamespaceCounters> {
         if let Some(c) = self.namespaces.get(namespace) {
             return c.clone();
         }
@@ -83,7 +85,9 @@ impl BusMetrics {
     /// Counts one publish to `namespace`.
     pub fn record_published(&self, namespace: &str) {
         self.total.published.fetch_add(1, Ordering::Relaxed);
-        self.ns(namespace).published.fetch_add(1, Ordering::Relaxed);
+        self.counters(namespace)
+            .published
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts `n` deliveries of events of `namespace`.
@@ -92,7 +96,9 @@ impl BusMetrics {
             return;
         }
         self.total.delivered.fetch_add(n, Ordering::Relaxed);
-        self.ns(namespace).delivered.fetch_add(n, Ordering::Relaxed);
+        self.counters(namespace)
+            .delivered
+            .fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts `n` dropped deliveries of events of `namespace`.
@@ -101,7 +107,27 @@ impl BusMetrics {
             return;
         }
         self.total.dropped.fetch_add(n, Ordering::Relaxed);
-        self.ns(namespace).dropped.fetch_add(n, Ordering::Relaxed);
+        self.counters(namespace)
+            .dropped
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one publish on an already looked-up namespace.
+    pub fn add_published(&self, counters: &NamespaceCounters) {
+        self.total.published.fetch_add(1, Ordering::Relaxed);
+        counters.published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts deliveries and drops on an already looked-up namespace.
+    pub fn add_dispatch(&self, counters: &NamespaceCounters, delivered: u64, dropped: u64) {
+        if delivered > 0 {
+            self.total.delivered.fetch_add(delivered, Ordering::Relaxed);
+            counters.delivered.fetch_add(delivered, Ordering::Relaxed);
+        }
+        if dropped > 0 {
+            self.total.dropped.fetch_add(dropped, Ordering::Relaxed);
+            counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
     }
 
     /// Counts a transport error.

@@ -9,7 +9,7 @@ use aether_core::{
 };
 use dashmap::DashMap;
 
-use crate::metrics::BusMetrics;
+use crate::metrics::{BusMetrics, NamespaceCounters};
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -29,7 +29,7 @@ pub struct DispatchReport {
 #[derive(Debug, Default)]
 struct Table {
     // Exact subscriptions are found by one hash lookup; only wildcard ones are scanned.
-    exact: DashMap<String, Vec<Entry>>,
+    exact: DashMap<String, Vec<Entry>, foldhash::fast::RandomState>,
     wildcard: RwLock<Vec<Entry>>,
     next_id: std::sync::atomic::AtomicU64,
 }
@@ -101,6 +101,22 @@ impl SubscriberRegistry {
     /// # Errors
     /// [`aether_core::Error::InvalidInput`] for a malformed pattern.
     pub fn subscribe(&self, pattern: &str, options: SubscribeOptions) -> Result<Subscription> {
+        self.subscribe_with_guard(pattern, options, ())
+            .map(|(_, sub)| sub)
+    }
+
+    /// Like [`subscribe`](Self::subscribe), and also returns a sender feeding the same
+    /// subscription (for a transport that delivers events arriving from elsewhere) and attaches
+    /// `guard`, dropped together with the subscription (to stop that transport's task).
+    ///
+    /// # Errors
+    /// [`aether_core::Error::InvalidInput`] for a malformed pattern.
+    pub fn subscribe_with_guard(
+        &self,
+        pattern: &str,
+        options: SubscribeOptions,
+        guard: impl std::any::Any + Send + Sync,
+    ) -> Result<(SubscriptionSender, Subscription)> {
         validate_pattern(pattern)?;
         if let Some(p) = options.filter.actor_pattern.as_deref() {
             if !p.is_empty() {
@@ -113,7 +129,10 @@ impl SubscriberRegistry {
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let wildcard = is_wildcard_pattern(pattern);
-        let entry = Entry { id, sender };
+        let entry = Entry {
+            id,
+            sender: sender.clone(),
+        };
         if wildcard {
             self.table
                 .wildcard
@@ -128,13 +147,38 @@ impl SubscriberRegistry {
                 .push(entry);
         }
         self.metrics.subscription_opened();
-        Ok(sub.with_guard(Unregister {
+        let unregister = Unregister {
             table: Arc::downgrade(&self.table),
             metrics: Arc::downgrade(&self.metrics),
             id,
             pattern: pattern.to_string(),
             wildcard,
-        }))
+        };
+        // Unregister first, then the caller's guard: the tuple drops in field order.
+        Ok((sender, sub.with_guard((unregister, guard))))
+    }
+
+    /// Removes every subscription (a bus shutting down): once their buffers are drained, their
+    /// `recv` returns `None`. Returns how many were removed.
+    pub fn clear(&self) -> usize {
+        let mut removed = 0;
+        self.table.exact.retain(|_, v| {
+            removed += v.len();
+            false
+        });
+        {
+            let mut w = self
+                .table
+                .wildcard
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            removed += w.len();
+            w.clear();
+        }
+        for _ in 0..removed {
+            self.metrics.subscription_closed();
+        }
+        removed
     }
 
     /// Number of open subscriptions.
@@ -172,11 +216,35 @@ impl SubscriberRegistry {
     /// Buffers with room are filled without waiting; subscribers under backpressure whose buffer
     /// is full are then awaited one by one, with no lock held.
     pub async fn dispatch(&self, namespace: &str, event: Arc<Event>) -> DispatchReport {
+        let counters = self.metrics.counters(namespace);
+        self.dispatch_counted(namespace, &counters, event).await
+    }
+
+    /// Counts a publish to `namespace` and delivers `event` to the local subscribers, with a
+    /// single metrics lookup.
+    pub async fn publish_local(&self, namespace: &str, event: Arc<Event>) -> DispatchReport {
+        let counters = self.metrics.counters(namespace);
+        self.metrics.add_published(&counters);
+        self.dispatch_counted(namespace, &counters, event).await
+    }
+
+    async fn dispatch_counted(
+        &self,
+        namespace: &str,
+        counters: &NamespaceCounters,
+        event: Arc<Event>,
+    ) -> DispatchReport {
         let mut report = DispatchReport::default();
         let mut waiting: Vec<SubscriptionSender> = Vec::new();
         let mut closed: Vec<(u64, bool, String)> = Vec::new();
         let mut offer = |e: &Entry, wildcard: bool, report: &mut DispatchReport| {
-            if !e.sender.wants(namespace, &event) {
+            // Exact entries are keyed by the namespace itself: only the filter is left to check.
+            let wanted = if wildcard {
+                e.sender.wants(namespace, &event)
+            } else {
+                e.sender.wants_event(&event)
+            };
+            if !wanted {
                 return;
             }
             match e.sender.try_deliver(&event) {
@@ -215,8 +283,8 @@ impl SubscriberRegistry {
                 self.metrics.subscription_closed();
             }
         }
-        self.metrics.record_delivered(namespace, report.delivered);
-        self.metrics.record_dropped(namespace, report.dropped);
+        self.metrics
+            .add_dispatch(counters, report.delivered, report.dropped);
         report
     }
 }

@@ -52,8 +52,7 @@ impl SubscriptionFilter {
 
     /// Whether `event` passes the filter.
     pub fn matches(&self, event: &Event) -> bool {
-        let type_ok =
-            self.event_types.is_empty() || self.event_types.iter().any(|t| *t == event.event_type);
+        let type_ok = self.event_types.is_empty() || self.event_types.contains(&event.event_type);
         let actor_ok = match self.actor_pattern.as_deref() {
             None | Some("") => true,
             Some(p) => match_actor_pattern(p, &event.actor_id),
@@ -181,6 +180,7 @@ pub struct SubscriptionSender {
     policy: OverflowPolicy,
     pattern: Arc<str>,
     filter: Arc<SubscriptionFilter>,
+    filter_is_empty: bool,
 }
 
 impl fmt::Debug for SubscriptionSender {
@@ -211,7 +211,22 @@ impl SubscriptionSender {
 
     /// Whether an event published to `namespace` is for this subscription (pattern and filter).
     pub fn wants(&self, namespace: &str, event: &Event) -> bool {
-        match_namespace_pattern(&self.pattern, namespace) && self.filter.matches(event)
+        match_namespace_pattern(&self.pattern, namespace) && self.wants_event(event)
+    }
+
+    /// Whether `event` passes the filter (the namespace already known to match).
+    pub fn wants_event(&self, event: &Event) -> bool {
+        self.filter_is_empty || self.filter.matches(event)
+    }
+
+    fn take_lag(&self) -> u64 {
+        // A plain load first: the read-modify-write is only needed when there is lag to hand
+        // over, which is rare.
+        if self.shared.pending_lag.load(Ordering::Acquire) == 0 {
+            0
+        } else {
+            self.shared.pending_lag.swap(0, Ordering::AcqRel)
+        }
     }
 
     /// Whether the subscriber has gone away.
@@ -224,7 +239,7 @@ impl SubscriptionSender {
         match self.policy {
             OverflowPolicy::Backpressure => match self.tx.reserve().await {
                 Ok(permit) => {
-                    let lag = self.shared.pending_lag.swap(0, Ordering::AcqRel);
+                    let lag = self.take_lag();
                     permit.send((lag, event));
                     SendOutcome::Delivered
                 }
@@ -241,7 +256,7 @@ impl SubscriptionSender {
     pub fn try_deliver(&self, event: &Arc<Event>) -> Option<SendOutcome> {
         match self.tx.try_reserve() {
             Ok(permit) => {
-                let lag = self.shared.pending_lag.swap(0, Ordering::AcqRel);
+                let lag = self.take_lag();
                 permit.send((lag, event.clone()));
                 Some(SendOutcome::Delivered)
             }
@@ -261,7 +276,7 @@ impl SubscriptionSender {
     pub fn try_send(&self, event: Arc<Event>) -> SendOutcome {
         match self.tx.try_reserve() {
             Ok(permit) => {
-                let lag = self.shared.pending_lag.swap(0, Ordering::AcqRel);
+                let lag = self.take_lag();
                 permit.send((lag, event));
                 SendOutcome::Delivered
             }
@@ -311,6 +326,7 @@ impl Subscription {
             shared: shared.clone(),
             policy: options.overflow,
             pattern: pattern.clone(),
+            filter_is_empty: options.filter.is_empty(),
             filter: Arc::new(options.filter),
         };
         let sub = Subscription {

@@ -8,6 +8,8 @@ use aether_core::{
 };
 use async_trait::async_trait;
 use dashmap::DashMap;
+// Fast, randomly seeded hashing: actor ids come from callers, so the seed must not be fixed.
+use foldhash::fast::RandomState;
 
 use crate::notify::StoredNotifier;
 
@@ -20,8 +22,8 @@ use crate::notify::StoredNotifier;
 /// Nothing survives the process: use the JetStream store for durability.
 #[derive(Debug, Default)]
 pub struct InMemoryEventStore {
-    actors: DashMap<String, Vec<Event>>,
-    snapshots: DashMap<String, Snapshot>,
+    actors: DashMap<String, Vec<Event>, RandomState>,
+    snapshots: DashMap<String, Snapshot, RandomState>,
     notifier: Option<StoredNotifier>,
 }
 
@@ -58,6 +60,24 @@ impl InMemoryEventStore {
         self.actors.iter().map(|e| e.value().len()).sum()
     }
 
+    /// The actor's latest version (0 when none), without going through the async trait: a
+    /// single map lookup.
+    pub fn latest_version(&self, actor_id: &str) -> u64 {
+        self.actors
+            .get(actor_id)
+            .map_or(0, |log| Self::latest(&log))
+    }
+
+    /// Runs `f` on the actor's log under its shard lock, creating the log if needed. The key is
+    /// only allocated when the actor is new.
+    fn with_log<R>(&self, actor_id: &str, f: impl FnOnce(&mut Vec<Event>) -> R) -> R {
+        if let Some(mut log) = self.actors.get_mut(actor_id) {
+            return f(&mut log);
+        }
+        let mut log = self.actors.entry(actor_id.to_string()).or_default();
+        f(&mut log)
+    }
+
     fn latest(events: &[Event]) -> u64 {
         events.last().map_or(0, |e| e.version)
     }
@@ -73,9 +93,8 @@ impl InMemoryEventStore {
 impl EventStore for InMemoryEventStore {
     async fn save_event(&self, event: &Event) -> Result<()> {
         event.validate()?;
-        {
-            let mut log = self.actors.entry(event.actor_id.clone()).or_default();
-            let current = Self::latest(&log);
+        self.with_log(&event.actor_id, |log| {
+            let current = Self::latest(log);
             if event.version <= current {
                 return Err(Error::version_conflict(
                     event.actor_id.clone(),
@@ -84,7 +103,8 @@ impl EventStore for InMemoryEventStore {
                 ));
             }
             log.push(event.clone());
-        }
+            Ok(())
+        })?;
         self.notify(std::slice::from_ref(event)).await;
         Ok(())
     }
@@ -94,14 +114,14 @@ impl EventStore for InMemoryEventStore {
         let Some(first) = events.first() else {
             return Ok(());
         };
-        {
-            let mut log = self.actors.entry(actor_id.to_string()).or_default();
-            let current = Self::latest(&log);
+        self.with_log(actor_id, |log| {
+            let current = Self::latest(log);
             if first.version <= current {
                 return Err(Error::version_conflict(actor_id, first.version, current));
             }
             log.extend_from_slice(events);
-        }
+            Ok(())
+        })?;
         self.notify(events).await;
         Ok(())
     }
