@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use aether_bus::{NatsBusConfig, NatsEventBus};
 use aether_core::{
-    Delivery, Error, Event, EventBroadcaster, OverflowPolicy, SubscribeOptions,
-    SubscriptionFilter,
+    Delivery, Error, Event, EventBroadcaster, OverflowPolicy, SubscribeOptions, SubscriptionFilter,
 };
 use aether_testkit::NatsServer;
 use nats_support::*;
@@ -123,19 +122,31 @@ async fn wildcard_subscribers_use_nats_wildcards() {
     let mut prod_all = subscriber.subscribe("prod.>").await.unwrap();
     let mut middle = subscriber.subscribe("*.orders").await.unwrap();
 
-    let published = ["prod", "prod.orders", "prod.orders.eu", "dev.orders", "orders"];
+    let published = [
+        "prod",
+        "prod.orders",
+        "prod.orders.eu",
+        "dev.orders",
+        "orders",
+    ];
     for (i, ns) in published.iter().enumerate() {
         publisher
             .publish(ns, &ev("E", ns, i as u64 + 1))
             .await
             .unwrap();
     }
-    publisher.publish("zz.end", &ev("End", "end", 1)).await.unwrap();
+    publisher
+        .publish("zz.end", &ev("End", "end", 1))
+        .await
+        .unwrap();
     publisher
         .publish("prod.end", &ev("End", "end", 1))
         .await
         .unwrap();
-    publisher.publish("end", &ev("End", "end", 1)).await.unwrap();
+    publisher
+        .publish("end", &ev("End", "end", 1))
+        .await
+        .unwrap();
     publisher
         .publish("end.orders", &ev("End", "end", 1))
         .await
@@ -309,11 +320,7 @@ async fn nats_slow_consumer_is_surfaced_as_lag_and_transport_errors() {
     let server = server();
     let publisher = bus(&server).await;
     // A tiny client-side buffer so that NATS itself drops messages.
-    let subscriber = bus_with(
-        &server,
-        NatsBusConfig::default().subscription_capacity(16),
-    )
-    .await;
+    let subscriber = bus_with(&server, NatsBusConfig::default().subscription_capacity(16)).await;
     let mut sub = subscriber
         .subscribe_with_options("slow", SubscribeOptions::default().buffer_size(1))
         .await
@@ -339,8 +346,7 @@ async fn nats_slow_consumer_is_surfaced_as_lag_and_transport_errors() {
             .await
             .unwrap();
         let mut found = None;
-        while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await
-        {
+        while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
             match d {
                 Delivery::Event(e) => {
                     received += 1;
@@ -356,8 +362,15 @@ async fn nats_slow_consumer_is_surfaced_as_lag_and_transport_errors() {
             break v;
         }
     };
-    assert!(lagged > 0, "expected NATS to drop messages for a 16-message buffer");
-    assert_eq!(received + lagged, seen_marker, "every message received or reported");
+    assert!(
+        lagged > 0,
+        "expected NATS to drop messages for a 16-message buffer"
+    );
+    assert_eq!(
+        received + lagged,
+        seen_marker,
+        "every message received or reported"
+    );
     assert!(subscriber.monitor().slow_consumer_events() > 0);
     assert!(subscriber.metrics().transport_errors > 0);
     assert_eq!(subscriber.metrics().namespace("slow").dropped, lagged);
@@ -446,10 +459,7 @@ async fn several_subscribers_to_one_namespace_each_get_every_event() {
         subs.push(publisher.subscribe("shared").await.unwrap());
     }
     for v in 1..=20 {
-        publisher
-            .publish("shared", &ev("E", "a", v))
-            .await
-            .unwrap();
+        publisher.publish("shared", &ev("E", "a", v)).await.unwrap();
     }
     for sub in &mut subs {
         for v in 1..=20 {
@@ -495,7 +505,9 @@ async fn large_payloads_arrive_and_oversized_ones_fail_typed() {
     let publisher = bus(&server).await;
     let subscriber = bus(&server).await;
     let mut sub = subscriber.subscribe("big").await.unwrap();
-    let blob: String = (0..100 * 1024).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let blob: String = (0..100 * 1024)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     let big = Event::new("Blob", "b", 1).with_field("blob", blob.clone());
     publisher.publish("big", &big).await.unwrap();
     let got = next_event(&mut sub).await;
@@ -589,7 +601,10 @@ async fn close_drains_subscriptions_and_rejects_further_use() {
         subscriber.publish("c", &ev("E", "x", 3)).await,
         Err(Error::Closed(_))
     ));
-    assert!(matches!(subscriber.subscribe("c").await, Err(Error::Closed(_))));
+    assert!(matches!(
+        subscriber.subscribe("c").await,
+        Err(Error::Closed(_))
+    ));
 }
 
 fn ev_like(rest: &[Delivery], version: u64) -> std::sync::Arc<Event> {

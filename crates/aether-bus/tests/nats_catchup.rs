@@ -168,10 +168,8 @@ async fn start_points_filters_and_live_subscribers_together() {
 
     // Closing the bus ends durable subscriptions.
     bus.close().await.unwrap();
-    let ended = tokio::time::timeout(DEADLINE, async {
-        while only_new.recv().await.is_some() {}
-    })
-    .await;
+    let ended =
+        tokio::time::timeout(DEADLINE, async { while only_new.recv().await.is_some() {} }).await;
     assert!(ended.is_ok());
 }
 

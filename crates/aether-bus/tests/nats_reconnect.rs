@@ -21,8 +21,7 @@ async fn probe_until_delivered(publisher: &NatsEventBus, sub: &mut Subscription)
         );
         // Publishing may fail while the client reconnects; it is retried with the next probe.
         let _ = publisher.publish("orders", &ev("Probe", "p", k)).await;
-        while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await
-        {
+        while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
             match d {
                 Delivery::Event(e) if e.event_type == "Probe" && e.version == k => return lagged,
                 Delivery::Event(_) => {}

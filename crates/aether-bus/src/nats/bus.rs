@@ -415,7 +415,10 @@ impl NatsEventBus {
 /// `Client::flush` only empties the socket buffer; the server handles a connection's
 /// operations in order, so a message the client sends to itself and gets back proves that
 /// every earlier operation (a SUB in particular) took effect.
-pub(crate) async fn round_trip(client: &Client, timeout: std::time::Duration) -> Result<(), RoundTripError> {
+pub(crate) async fn round_trip(
+    client: &Client,
+    timeout: std::time::Duration,
+) -> Result<(), RoundTripError> {
     let probe = async {
         let inbox = client.new_inbox();
         let mut sub = client

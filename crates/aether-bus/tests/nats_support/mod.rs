@@ -99,7 +99,9 @@ pub async fn server_subscriptions(http_port: u16) -> u64 {
             .expect("monitor request");
         let mut body = String::new();
         s.read_to_string(&mut body).expect("monitor response");
-        let at = body.find("\"subscriptions\":").expect("subscriptions in varz");
+        let at = body
+            .find("\"subscriptions\":")
+            .expect("subscriptions in varz");
         body[at + "\"subscriptions\":".len()..]
             .trim_start()
             .chars()
