@@ -179,3 +179,40 @@ async fn assert_live_got_6_to_11_once(live: &mut aether_core::Subscription, bus:
     }
     assert_nothing_before_marker(bus, "a", live).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_subscription_continues_after_a_server_restart() {
+    let mut server = server();
+    let bus = js_bus(&server).await;
+    let mut sub = bus
+        .subscribe_durable(">", StartFrom::Beginning, SubscriptionFilter::new())
+        .await
+        .unwrap();
+    for v in 1..=10 {
+        bus.publish("r", &ev("E", "x", v)).await.unwrap();
+    }
+    for v in 1..=10 {
+        assert_eq!(next_durable(&mut sub).await.event.version, v);
+    }
+    tokio::task::block_in_place(|| server.restart()).expect("restarting nats-server");
+    // Publishing works again once the client is back (the stream is on disk).
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut v = 11;
+    while v <= 20 {
+        match bus.publish("r", &ev("E", "x", v)).await {
+            Ok(()) => v += 1,
+            Err(e) => {
+                assert!(e.is_retryable(), "{e}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "publishing never recovered"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    // The same subscription goes on from where it was, with nothing twice and nothing missed.
+    for v in 11..=20 {
+        assert_eq!(next_durable(&mut sub).await.event.version, v);
+    }
+}

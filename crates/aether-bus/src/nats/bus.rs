@@ -99,7 +99,7 @@ pub(crate) struct Inner {
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) tasks: Arc<Tasks>,
     closed: AtomicBool,
-    monitor: TransportMonitor,
+    pub(crate) monitor: TransportMonitor,
 }
 
 impl Drop for Inner {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Weak};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use aether_core::{
     validate_pattern, Error, Event, Result, SubscriptionFilter, DEFAULT_SUBSCRIPTION_BUFFER,
@@ -157,6 +157,81 @@ fn deliver_policy(start: StartFrom) -> Result<consumer::DeliverPolicy> {
     })
 }
 
+/// What a durable subscription reads, so that it can open (and re-open) its consumer.
+struct Source {
+    js: jetstream::Context,
+    stream_name: String,
+    subject: String,
+    start: StartFrom,
+    timeout: Duration,
+}
+
+impl Source {
+    fn context(&self) -> String {
+        format!(
+            "reading {} from stream {:?}",
+            self.subject, self.stream_name
+        )
+    }
+
+    /// An ordered consumer starting after stream sequence `after`, or at the subscription's
+    /// start point when nothing was read yet.
+    async fn open(&self, after: Option<u64>) -> Result<consumer::pull::Ordered> {
+        let policy = match after {
+            Some(seq) => consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: seq + 1,
+            },
+            None => deliver_policy(self.start)?,
+        };
+        let context = self.context();
+        let create = async {
+            let stream = self
+                .js
+                .get_stream_no_info(&self.stream_name)
+                .await
+                .map_err(|e| Error::unavailable(&context, e))?;
+            let consumer = stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    filter_subject: self.subject.clone(),
+                    deliver_policy: policy,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Error::unavailable(&context, e))?;
+            consumer
+                .messages()
+                .await
+                .map_err(|e| Error::unavailable(&context, e))
+        };
+        match tokio::time::timeout(self.timeout, create).await {
+            Ok(r) => r,
+            Err(_) => Err(timeout_error(&context)),
+        }
+    }
+
+    /// The stream's last sequence (to turn [`StartFrom::New`] into an exact position that
+    /// survives re-opening).
+    async fn last_sequence(&self) -> Result<u64> {
+        let context = self.context();
+        let info = async {
+            let mut stream = self
+                .js
+                .get_stream(&self.stream_name)
+                .await
+                .map_err(|e| Error::unavailable(&context, e))?;
+            stream
+                .info()
+                .await
+                .map(|i| i.state.last_sequence)
+                .map_err(|e| Error::unavailable(&context, e))
+        };
+        match tokio::time::timeout(self.timeout, info).await {
+            Ok(r) => r,
+            Err(_) => Err(timeout_error(&context)),
+        }
+    }
+}
+
 impl NatsEventBus {
     /// Subscribes to the events of the namespaces matching `pattern` stored in the bus stream,
     /// starting at `start`, then continuing with new ones as they are published (by any bus
@@ -164,7 +239,10 @@ impl NatsEventBus {
     /// with its stream sequence for checkpointing.
     ///
     /// Needs [`NatsBusConfig::jetstream`]. Durable subscriptions are independent of live ones:
-    /// an event reaches both kinds.
+    /// an event reaches both kinds. After a reconnection the subscription re-opens its
+    /// consumer right after the last event it read (at once when the bus has a
+    /// [`TransportMonitor`](super::TransportMonitor) installed, otherwise when the consumer
+    /// notices missed heartbeats).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a malformed pattern or filter, or when the bus has no
@@ -189,32 +267,20 @@ impl NatsEventBus {
                 validate_pattern(p)?;
             }
         }
-        let context = format!(
-            "creating a durable subscription on {subject} in stream {:?}",
-            stream_config.stream_name
-        );
-        let create = async {
-            let stream = js
-                .get_stream_no_info(&stream_config.stream_name)
-                .await
-                .map_err(|e| Error::unavailable(&context, e))?;
-            let consumer = stream
-                .create_consumer(consumer::pull::OrderedConfig {
-                    filter_subject: subject.clone(),
-                    deliver_policy: deliver_policy(start)?,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| Error::unavailable(&context, e))?;
-            consumer
-                .messages()
-                .await
-                .map_err(|e| Error::unavailable(&context, e))
+        let source = Source {
+            js: js.clone(),
+            stream_name: stream_config.stream_name.clone(),
+            subject,
+            start,
+            timeout: inner.config.request_timeout,
         };
-        let messages = match tokio::time::timeout(inner.config.request_timeout, create).await {
-            Ok(r) => r?,
-            Err(_) => return Err(timeout_error(&context)),
+        // "New" is pinned to the current end of the stream, so that re-opening after a
+        // reconnection neither skips nor repeats anything.
+        let after = match start {
+            StartFrom::New => Some(source.last_sequence().await?),
+            _ => None,
         };
+        let messages = source.open(after).await?;
         let (tx, rx) = mpsc::channel(DEFAULT_SUBSCRIPTION_BUFFER);
         let (stop_tx, stop_rx) = oneshot::channel();
         inner.ctx.metrics.subscription_opened();
@@ -222,14 +288,24 @@ impl NatsEventBus {
             _stop: StopOnDrop(stop_tx),
             metrics: Arc::downgrade(&inner.ctx.metrics),
         };
+        let mut connections = inner.monitor.connections();
+        connections.mark_unchanged();
         inner.tasks.spawn(replay(
+            Replay {
+                source,
+                after,
+                tx,
+                pattern: pattern.to_string(),
+                filter,
+                ctx: inner.ctx.clone(),
+            },
             messages,
-            tx,
-            pattern.to_string(),
-            filter,
-            inner.ctx.clone(),
-            stop_rx,
-            inner.shutdown.subscribe(),
+            Signals {
+                stop: stop_rx,
+                shutdown: inner.shutdown.subscribe(),
+                connections,
+                watch_connections: true,
+            },
         ));
         Ok(DurableSubscription {
             rx,
@@ -240,81 +316,165 @@ impl NatsEventBus {
     }
 }
 
-/// Pause after a consumer error before reading again, so a persistent failure does not spin.
-const ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+/// Pause before re-opening a consumer after a failure, so a persistent failure does not spin.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between attempts to re-open a consumer.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
 
-async fn replay(
-    mut messages: consumer::pull::Ordered,
+struct Replay {
+    source: Source,
+    /// The last stream sequence read (delivered or skipped by the filter).
+    after: Option<u64>,
     tx: mpsc::Sender<DurableEvent>,
     pattern: String,
     filter: SubscriptionFilter,
     ctx: Arc<Ctx>,
-    mut stop: oneshot::Receiver<()>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = &mut stop => break,
-            _ = shutdown.wait_for(|s| *s) => break,
-            next = messages.next() => next,
-        };
-        let msg = match next {
-            None => {
-                tracing::warn!(pattern, "durable bus subscription ended by the server");
-                break;
-            }
-            Some(Err(e)) => {
-                ctx.metrics.record_transport_error();
-                tracing::warn!(pattern, error = %e, "durable bus subscription: consumer error, continuing");
-                tokio::select! {
-                    biased;
-                    _ = &mut stop => break,
-                    _ = shutdown.wait_for(|s| *s) => break,
-                    _ = tokio::time::sleep(ERROR_BACKOFF) => continue,
-                }
-            }
-            Some(Ok(m)) => m,
-        };
+}
+
+struct Signals {
+    stop: oneshot::Receiver<()>,
+    shutdown: watch::Receiver<bool>,
+    connections: watch::Receiver<u64>,
+    watch_connections: bool,
+}
+
+enum Step {
+    Message(Option<std::result::Result<Box<jetstream::Message>, consumer::pull::OrderedError>>),
+    Reconnected,
+    Stop,
+}
+
+impl Replay {
+    /// Handles one stored message; `false` when the subscriber is gone.
+    async fn handle(
+        &mut self,
+        msg: Box<jetstream::Message>,
+        signals: &mut Signals,
+    ) -> Option<bool> {
+        let ctx = &self.ctx;
         let sequence = match msg.info() {
             Ok(info) => info.stream_sequence,
             Err(e) => {
                 ctx.metrics.record_transport_error();
                 tracing::warn!(error = %e, "durable bus message without stream metadata; skipped");
-                continue;
+                return Some(true);
             }
         };
+        if self.after.is_some_and(|a| sequence <= a) {
+            // Already read before the consumer was re-opened.
+            return Some(true);
+        }
+        self.after = Some(sequence);
         let Some(namespace) = decode_namespace(&ctx.prefix, msg.subject.as_str()) else {
             ctx.metrics.record_transport_error();
             tracing::warn!(subject = %msg.subject, sequence, "stream message on a subject that is not an encoded namespace; skipped");
-            continue;
+            return Some(true);
         };
         let event = match Event::from_json_bytes(&msg.payload) {
             Ok(e) => e,
             Err(e) => {
                 ctx.metrics.record_transport_error();
                 tracing::warn!(namespace, sequence, error = %e, "undecodable event in the bus stream; skipped");
-                continue;
+                return Some(true);
             }
         };
-        if !aether_core::match_namespace_pattern(&pattern, &namespace) || !filter.matches(&event) {
-            continue;
+        if !aether_core::match_namespace_pattern(&self.pattern, &namespace)
+            || !self.filter.matches(&event)
+        {
+            return Some(true);
         }
+        let ns = namespace.clone();
         let item = DurableEvent {
             sequence,
             namespace,
             event: Arc::new(event),
         };
-        let ns = item.namespace.clone();
         let sent = tokio::select! {
             biased;
-            _ = &mut stop => break,
-            _ = shutdown.wait_for(|s| *s) => break,
-            r = tx.send(item) => r,
+            _ = &mut signals.stop => return None,
+            _ = signals.shutdown.wait_for(|s| *s) => return None,
+            r = self.tx.send(item) => r,
         };
         if sent.is_err() {
-            break;
+            return Some(false);
         }
         ctx.metrics.record_delivered(&ns, 1);
+        Some(true)
+    }
+
+    /// Re-opens the consumer after the last message read, retrying until it works or the
+    /// subscription stops.
+    async fn reopen(&self, signals: &mut Signals) -> Option<consumer::pull::Ordered> {
+        let mut backoff = RETRY_BACKOFF;
+        loop {
+            match self.source.open(self.after).await {
+                Ok(m) => return Some(m),
+                Err(e) => {
+                    self.ctx.metrics.record_transport_error();
+                    tracing::warn!(pattern = self.pattern, error = %e, "re-opening a durable bus subscription failed; retrying");
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = &mut signals.stop => return None,
+                _ = signals.shutdown.wait_for(|s| *s) => return None,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
+        }
+    }
+}
+
+async fn replay(mut r: Replay, mut messages: consumer::pull::Ordered, mut signals: Signals) {
+    loop {
+        let step = tokio::select! {
+            biased;
+            _ = &mut signals.stop => Step::Stop,
+            _ = signals.shutdown.wait_for(|s| *s) => Step::Stop,
+            changed = signals.connections.changed(), if signals.watch_connections => match changed {
+                Ok(()) => Step::Reconnected,
+                // The monitor is gone: rely on the consumer's own recovery from now on.
+                Err(_) => {
+                    signals.watch_connections = false;
+                    continue;
+                }
+            },
+            next = messages.next() => Step::Message(next.map(|r| r.map(Box::new))),
+        };
+        match step {
+            Step::Stop => break,
+            Step::Message(Some(Ok(msg))) => match r.handle(msg, &mut signals).await {
+                Some(true) => {}
+                Some(false) | None => break,
+            },
+            Step::Reconnected => {
+                tracing::debug!(pattern = r.pattern, after = ?r.after, "reconnected; re-opening the durable bus subscription");
+                drop(messages);
+                match r.reopen(&mut signals).await {
+                    Some(m) => messages = m,
+                    None => break,
+                }
+            }
+            Step::Message(Some(Err(e))) => {
+                r.ctx.metrics.record_transport_error();
+                tracing::warn!(pattern = r.pattern, error = %e, "durable bus subscription: consumer error; re-opening");
+                drop(messages);
+                match r.reopen(&mut signals).await {
+                    Some(m) => messages = m,
+                    None => break,
+                }
+            }
+            Step::Message(None) => {
+                tracing::warn!(
+                    pattern = r.pattern,
+                    "durable bus consumer ended; re-opening"
+                );
+                drop(messages);
+                match r.reopen(&mut signals).await {
+                    Some(m) => messages = m,
+                    None => break,
+                }
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_nats::ConnectOptions;
+use tokio::sync::watch;
 
 use crate::metrics::BusMetrics;
 
@@ -32,6 +33,9 @@ struct Counts {
 pub struct TransportMonitor {
     metrics: Arc<BusMetrics>,
     counts: Arc<Counts>,
+    /// Bumped on every (re)connection, so durable subscriptions can re-create their consumer
+    /// at once instead of waiting for missed heartbeats.
+    connected: Arc<watch::Sender<u64>>,
 }
 
 impl Default for TransportMonitor {
@@ -46,7 +50,13 @@ impl TransportMonitor {
         Self {
             metrics: Arc::new(BusMetrics::new()),
             counts: Arc::default(),
+            connected: Arc::new(watch::Sender::new(0)),
         }
+    }
+
+    /// Changes on every (re)connection the monitor observes.
+    pub(crate) fn connections(&self) -> watch::Receiver<u64> {
+        self.connected.subscribe()
     }
 
     pub(crate) fn metrics(&self) -> &Arc<BusMetrics> {
@@ -81,6 +91,7 @@ impl TransportMonitor {
             }
             async_nats::Event::Connected => {
                 self.counts.connects.fetch_add(1, Ordering::Relaxed);
+                self.connected.send_modify(|n| *n += 1);
                 tracing::debug!("NATS connection (re)established");
             }
             other => tracing::debug!(event = %other, "NATS connection event"),
