@@ -48,6 +48,5 @@ pub use notify::StoredNotifier;
 mod jetstream;
 #[cfg(feature = "jetstream")]
 pub use jetstream::{
-    decode_actor_id, encode_actor_id, sanitize_stream_name, JetStreamEventStore,
-    MAX_ACTOR_ID_BYTES,
+    decode_actor_id, encode_actor_id, sanitize_stream_name, JetStreamEventStore, MAX_ACTOR_ID_BYTES,
 };

@@ -57,7 +57,10 @@ async fn saves_and_replays_in_order_with_from_version() {
     let all = store.get_events("a", 0).await.unwrap();
     assert_eq!(versions(&all), [1, 2, 3, 4, 5]);
     assert_eq!(all[0], first, "stored events come back exactly");
-    assert_eq!(versions(&store.get_events("a", 3).await.unwrap()), [3, 4, 5]);
+    assert_eq!(
+        versions(&store.get_events("a", 3).await.unwrap()),
+        [3, 4, 5]
+    );
     assert!(store.get_events("a", 6).await.unwrap().is_empty());
     assert_eq!(store.get_latest_version("a").await.unwrap(), 5);
     assert_eq!(store.get_latest_version("b").await.unwrap(), 1);
@@ -110,7 +113,10 @@ async fn batches_are_all_or_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.as_version_conflict().unwrap().current_version, 3);
-    assert_eq!(versions(&store.get_events("a", 0).await.unwrap()), [1, 2, 3]);
+    assert_eq!(
+        versions(&store.get_events("a", 0).await.unwrap()),
+        [1, 2, 3]
+    );
 
     // Invalid batches are rejected before anything is sent.
     for bad in [
@@ -135,13 +141,19 @@ async fn batches_are_all_or_nothing() {
     );
     // from_version inside a batch
     assert_eq!(versions(&store.get_events("a", 6).await.unwrap()), [6, 9]);
-    assert_eq!(versions(&store.get_events("a", 2).await.unwrap()), [2, 3, 4, 5, 6, 9]);
+    assert_eq!(
+        versions(&store.get_events("a", 2).await.unwrap()),
+        [2, 3, 4, 5, 6, 9]
+    );
     assert_eq!(store.get_latest_version("a").await.unwrap(), 9);
 
     // A fresh store (cold cache) sees the same.
     let other = open(&server, JetStreamConfig::default()).await;
     assert_eq!(other.get_latest_version("a").await.unwrap(), 9);
-    let err = other.save_events("a", &[ev("a", 9), ev("a", 10)]).await.unwrap_err();
+    let err = other
+        .save_events("a", &[ev("a", 9), ev("a", 10)])
+        .await
+        .unwrap_err();
     assert_eq!(err.as_version_conflict().unwrap().current_version, 9);
 }
 
@@ -178,9 +190,15 @@ async fn racing_batches_never_interleave_or_split() {
         assert!(starts.contains(&start));
         assert_eq!(versions(chunk), [start, start + 1, start + 2]);
         let writer = &chunk[0].data["writer"];
-        assert!(chunk.iter().all(|e| &e.data["writer"] == writer), "batch {i} mixed writers");
+        assert!(
+            chunk.iter().all(|e| &e.data["writer"] == writer),
+            "batch {i} mixed writers"
+        );
     }
-    assert_eq!(versions(&events), (1..=events.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        versions(&events),
+        (1..=events.len() as u64).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -198,7 +216,10 @@ async fn eight_writers_on_eight_connections_never_duplicate_a_version() {
                 // Some writers skip versions, so a stale writer can still be ahead of the
                 // current version: that case must be retried by the store, not lost.
                 let attempt = latest + 1 + (w % 3);
-                match store.save_event(&ev("hot", attempt).with_field("w", w)).await {
+                match store
+                    .save_event(&ev("hot", attempt).with_field("w", w))
+                    .await
+                {
                     Ok(()) => {
                         won.push(attempt);
                         latest = attempt;
@@ -308,7 +329,10 @@ async fn ten_thousand_events_replay_complete_and_in_order() {
 
     let all = store.get_events("long", 0).await.unwrap();
     assert_eq!(all.len(), 10_001);
-    assert!(all.iter().zip(1..).all(|(e, v)| e.version == v && e.actor_id == "long"));
+    assert!(all
+        .iter()
+        .zip(1..)
+        .all(|(e, v)| e.version == v && e.actor_id == "long"));
     let tail = store.get_events("long", 9_000).await.unwrap();
     assert_eq!(versions(&tail), (9_000..=10_001).collect::<Vec<_>>());
     let last = store.get_events("long", 10_001).await.unwrap();
@@ -336,7 +360,11 @@ async fn malformed_messages_are_skipped_counted_and_reported() {
     let cold = open(&server, JetStreamConfig::default()).await;
     assert_eq!(cold.get_latest_version("a").await.unwrap(), 1);
     cold.save_event(&ev("a", 2)).await.unwrap();
-    assert!(cold.save_event(&ev("a", 2)).await.unwrap_err().is_version_conflict());
+    assert!(cold
+        .save_event(&ev("a", 2))
+        .await
+        .unwrap_err()
+        .is_version_conflict());
 
     // Another actor's event published on this actor's subject is not this actor's history.
     let foreign = ev("intruder", 3).to_json_bytes().unwrap();
@@ -384,9 +412,13 @@ async fn namespaces_are_isolated() {
     assert_eq!(plain.namespace(), None);
     assert_eq!(plain.stream_name(), "EVENTS");
 
-    a.save_event(&ev("shared", 1).with_field("tenant", "a")).await.unwrap();
+    a.save_event(&ev("shared", 1).with_field("tenant", "a"))
+        .await
+        .unwrap();
     a.save_event(&ev("shared", 2)).await.unwrap();
-    b.save_event(&ev("shared", 1).with_field("tenant", "b")).await.unwrap();
+    b.save_event(&ev("shared", 1).with_field("tenant", "b"))
+        .await
+        .unwrap();
 
     assert_eq!(a.get_latest_version("shared").await.unwrap(), 2);
     assert_eq!(b.get_latest_version("shared").await.unwrap(), 1);
@@ -430,7 +462,9 @@ async fn the_stream_is_immutable_and_retained_by_age() {
     // A second store with other settings attaches to the existing stream instead of failing.
     let other = open(
         &server,
-        config.max_age(Duration::from_secs(60)).storage(StorageKind::Memory),
+        config
+            .max_age(Duration::from_secs(60))
+            .storage(StorageKind::Memory),
     )
     .await;
     assert_eq!(other.get_latest_version("a").await.unwrap(), 1);
@@ -461,7 +495,18 @@ async fn the_stream_is_immutable_and_retained_by_age() {
 async fn any_actor_id_is_its_own_subject() {
     let server = start();
     let store = open(&server, JetStreamConfig::default()).await;
-    let ids = ["a", "a.b", "a.*", "a.>", "a b", "ключ", ">", "*", "a\tb\u{1}", "a.b.c"];
+    let ids = [
+        "a",
+        "a.b",
+        "a.*",
+        "a.>",
+        "a b",
+        "ключ",
+        ">",
+        "*",
+        "a\tb\u{1}",
+        "a.b.c",
+    ];
     for (i, id) in ids.iter().enumerate() {
         for v in 1..=(i as u64 + 1) {
             store
@@ -475,7 +520,9 @@ async fn any_actor_id_is_its_own_subject() {
         let events = fresh.get_events(id, 0).await.unwrap();
         assert_eq!(events.len(), i + 1, "actor {id:?}");
         assert!(
-            events.iter().all(|e| e.actor_id == *id && e.data["id"] == json!(id)),
+            events
+                .iter()
+                .all(|e| e.actor_id == *id && e.data["id"] == json!(id)),
             "actor {id:?} read another actor's events"
         );
         assert_eq!(fresh.get_latest_version(id).await.unwrap(), i as u64 + 1);
@@ -522,12 +569,10 @@ async fn event_stored_is_published_after_success_only() {
     }
 
     assert!(store.save_event(&ev("o-1", 1)).await.is_err());
-    assert!(
-        store
-            .save_events("o-1", &[ev("o-1", 1), ev("o-1", 2)])
-            .await
-            .is_err()
-    );
+    assert!(store
+        .save_events("o-1", &[ev("o-1", 1), ev("o-1", 2)])
+        .await
+        .is_err());
     assert!(sub.try_recv().is_none(), "no notification after a conflict");
 
     store

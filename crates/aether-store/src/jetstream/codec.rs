@@ -14,6 +14,9 @@ use aether_core::{Error, Event, ReplayError, Result};
 pub(crate) const HEADER_LAST_VERSION: &str = "Aether-Version";
 /// Header with the version of the first event in the message.
 pub(crate) const HEADER_FIRST_VERSION: &str = "Aether-First-Version";
+/// Header with the id of the last event in the message: lets a writer whose publish went
+/// unanswered recognise its own message.
+pub(crate) const HEADER_LAST_EVENT_ID: &str = "Aether-Last-Event-Id";
 /// Header with the number of events in the message.
 pub(crate) const HEADER_COUNT: &str = "Aether-Count";
 
@@ -39,6 +42,11 @@ pub(crate) fn encode_events(events: &[Event]) -> Result<Encoded> {
     headers.insert(HEADER_LAST_VERSION, last.version.to_string().as_str());
     headers.insert(HEADER_FIRST_VERSION, first.version.to_string().as_str());
     headers.insert(HEADER_COUNT, events.len().to_string().as_str());
+    // Ids are free-form; only header-safe ones travel in a header (readers fall back to the
+    // payload).
+    if !last.id.is_empty() && last.id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        headers.insert(HEADER_LAST_EVENT_ID, last.id.as_str());
+    }
     Ok(Encoded {
         payload: Bytes::from(payload),
         headers,
@@ -77,6 +85,13 @@ pub(crate) fn header_last_version(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(HEADER_LAST_VERSION)
         .and_then(|v| v.as_str().trim().parse().ok())
+}
+
+/// Reads the id of the last event of a stored message from its header.
+pub(crate) fn header_last_event_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(HEADER_LAST_EVENT_ID)
+        .map(|v| v.as_str().to_string())
 }
 
 /// Decodes the events of one stored message of `actor_id`.
@@ -176,8 +191,8 @@ mod tests {
 
     #[test]
     fn size_check_counts_headers() {
-        let enc = encode_events(&[Event::new("T", "a", 1).with_field("x", "y".repeat(500))])
-            .unwrap();
+        let enc =
+            encode_events(&[Event::new("T", "a", 1).with_field("x", "y".repeat(500))]).unwrap();
         let size = wire_size(&enc.headers, enc.payload.len());
         assert!(size > enc.payload.len());
         assert!(check_size(&enc, size).is_ok());

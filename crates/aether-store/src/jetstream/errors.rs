@@ -75,8 +75,7 @@ fn kind_of_one(e: &(dyn StdError + 'static)) -> Option<Kind> {
     // The per-operation error kinds all print a "timed out" kind for timeouts; errors without a
     // typed cause are sorted by that wording as a last resort.
     let text = e.to_string().to_ascii_lowercase();
-    if text.contains("timed out") || text.contains("broken pipe") || text.contains("disconnected")
-    {
+    if text.contains("timed out") || text.contains("broken pipe") || text.contains("disconnected") {
         return Some(Kind::Unavailable);
     }
     if text.contains("permission") || text.contains("authorization") {

@@ -27,6 +27,12 @@ use crate::notify::StoredNotifier;
 /// How often a save is retried when the server rejects it because another writer appended an
 /// earlier version in the meantime (the attempted version is still above the current one).
 const MAX_PUBLISH_ATTEMPTS: usize = 16;
+/// How often an operation that failed without an answer (timeout, lost connection) is retried
+/// before the error is returned. Reads are idempotent, and a save is safe to repeat because
+/// the server admits at most one publish per expected sequence.
+const MAX_TRANSIENT_RETRIES: u32 = 1;
+/// Wait before a retry (times the number of failures so far).
+const TRANSIENT_BACKOFF: Duration = Duration::from_millis(50);
 /// Messages requested per pull while replaying.
 const REPLAY_BATCH: u64 = 1000;
 /// How long one pull may wait for messages the server said are pending.
@@ -35,6 +41,13 @@ const REPLAY_PULL_EXPIRY: Duration = Duration::from_secs(5);
 const REPLAY_MAX_EMPTY_PULLS: usize = 3;
 /// How long the server keeps a replay consumer whose reader vanished.
 const REPLAY_CONSUMER_INACTIVITY: Duration = Duration::from_secs(30);
+
+/// What reading the actor's last message told: the tip and the id of the last event in it.
+#[derive(Debug, Clone, Default)]
+struct TipRead {
+    tip: Tip,
+    last_event_id: Option<String>,
+}
 
 /// The actor's last stored message: its stream sequence and the last version in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -283,20 +296,28 @@ impl JetStreamEventStore {
         let mut from_cache = cached.is_some();
         let mut tip = match cached {
             Some(t) => t,
-            None => self.read_tip(actor_id, false).await?,
+            None => self.read_tip(actor_id, false).await?.tip,
         };
+        // Set once a publish failed without an answer: it may have been stored after all, and
+        // then the actor's last message is ours.
+        let mut uncertain = false;
+        let mut transient_failures = 0;
         for _ in 0..MAX_PUBLISH_ATTEMPTS {
             if first.version <= tip.version {
-                // The cache can only lag behind the server, so the conflict is real; report
-                // the server's current version rather than the cached one.
-                let current = if from_cache {
-                    self.read_tip(actor_id, true).await?.version.max(tip.version)
-                } else {
-                    tip.version
-                };
-                return Err(Error::version_conflict(actor_id, first.version, current));
+                if from_cache {
+                    // Report the server's current version, not the cached one (and a cache
+                    // from before the stream was recreated must not refuse a valid save).
+                    tip = self.read_tip(actor_id, true).await?.tip;
+                    from_cache = false;
+                    continue;
+                }
+                return Err(Error::version_conflict(
+                    actor_id,
+                    first.version,
+                    tip.version,
+                ));
             }
-            match self.publish(&subject, &encoded, tip.seq).await {
+            let failure = match self.publish(&subject, &encoded, tip.seq).await {
                 Ok(seq) => {
                     self.remember(
                         actor_id,
@@ -305,30 +326,48 @@ impl JetStreamEventStore {
                             version: last.version,
                         },
                     );
-                    if let Some(n) = &self.notifier {
-                        n.notify_all(events).await;
-                    }
+                    self.notify(events).await;
                     return Ok(());
                 }
-                Err(PublishFailure::WrongLastSequence) => {
-                    // Another writer appended since our view: re-read the truth from the
-                    // stream leader and decide again.
-                    tip = self.read_tip(actor_id, true).await?;
-                    from_cache = false;
-                    tracing::debug!(
-                        actor_id,
-                        current_version = tip.version,
-                        attempted_version = first.version,
-                        "expected last sequence was stale"
-                    );
-                }
+                Err(PublishFailure::WrongLastSequence) => None,
                 Err(PublishFailure::Other(e)) => {
-                    // The outcome is unknown (a timeout may still have been stored): forget
-                    // what we knew so the next save asks the server.
-                    self.cache.remove(actor_id);
-                    return Err(e);
+                    // Retrying is safe: the expected sequence lets at most one of the attempts
+                    // in, and the event id below tells whether an earlier one got in.
+                    if e.is_retryable() && transient_failures < MAX_TRANSIENT_RETRIES {
+                        transient_failures += 1;
+                        uncertain = true;
+                        tracing::debug!(actor_id, error = %e, "publish failed without an answer; retrying");
+                        tokio::time::sleep(TRANSIENT_BACKOFF * transient_failures).await;
+                        Some(e)
+                    } else {
+                        // The outcome is unknown: forget what we knew so the next save asks
+                        // the server.
+                        self.cache.remove(actor_id);
+                        return Err(e);
+                    }
                 }
+            };
+            // Someone (maybe our own earlier attempt) appended since our view: re-read the
+            // truth from the stream leader and decide again.
+            let fresh = match self.read_tip(actor_id, true).await {
+                Ok(f) => f,
+                Err(e) => {
+                    self.cache.remove(actor_id);
+                    return Err(failure.unwrap_or(e));
+                }
+            };
+            if uncertain && fresh.last_event_id.as_deref() == Some(last.id.as_str()) {
+                self.notify(events).await;
+                return Ok(());
             }
+            tip = fresh.tip;
+            from_cache = false;
+            tracing::debug!(
+                actor_id,
+                current_version = tip.version,
+                attempted_version = first.version,
+                "expected last sequence was stale"
+            );
         }
         Err(Error::unavailable(
             format!("saving events of actor {actor_id:?}"),
@@ -336,6 +375,12 @@ impl JetStreamEventStore {
                 "the actor's history kept changing under {MAX_PUBLISH_ATTEMPTS} attempts to append"
             ),
         ))
+    }
+
+    async fn notify(&self, events: &[Event]) {
+        if let Some(n) = &self.notifier {
+            n.notify_all(events).await;
+        }
     }
 
     async fn publish(
@@ -349,7 +394,11 @@ impl JetStreamEventStore {
             .headers(encoded.headers.clone())
             .expected_last_subject_sequence(expected_seq);
         let context = || format!("publishing to {subject} on stream {}", self.stream_name);
-        let result = match self.context.send_publish(subject.to_string(), message).await {
+        let result = match self
+            .context
+            .send_publish(subject.to_string(), message)
+            .await
+        {
             Ok(ack) => ack.await,
             Err(e) => Err(e),
         };
@@ -360,15 +409,19 @@ impl JetStreamEventStore {
                 _ if has_api_code(&e, ErrorCode::STREAM_WRONG_LAST_SEQUENCE) => {
                     PublishFailure::WrongLastSequence
                 }
-                PublishErrorKind::StreamNotFound => PublishFailure::Other(Error::NotFound(format!(
-                    "{}: no stream answered (stream {} missing or JetStream not ready)",
-                    context(),
-                    self.stream_name
-                ))),
-                PublishErrorKind::MaxPayloadExceeded => PublishFailure::Other(Error::PayloadTooLarge {
-                    size: codec::wire_size(&encoded.headers, encoded.payload.len()),
-                    limit: self.client.server_info().max_payload,
-                }),
+                PublishErrorKind::StreamNotFound => {
+                    PublishFailure::Other(Error::NotFound(format!(
+                        "{}: no stream answered (stream {} missing or JetStream not ready)",
+                        context(),
+                        self.stream_name
+                    )))
+                }
+                PublishErrorKind::MaxPayloadExceeded => {
+                    PublishFailure::Other(Error::PayloadTooLarge {
+                        size: codec::wire_size(&encoded.headers, encoded.payload.len()),
+                        limit: self.client.server_info().max_payload,
+                    })
+                }
                 PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
                     PublishFailure::Other(Error::unavailable(context(), e))
                 }
@@ -382,6 +435,33 @@ impl JetStreamEventStore {
     /// The last message on `subject`, `None` when there is none. `leader` forces a read from the
     /// stream leader (a direct get may be answered by a lagging replica).
     async fn last_message(&self, subject: &str, leader: bool) -> Result<Option<StreamMessage>> {
+        let mut failures = 0;
+        loop {
+            match self.last_message_once(subject, leader).await {
+                Err(e) if e.is_retryable() && failures < MAX_TRANSIENT_RETRIES => {
+                    // Older servers let a direct get for a deleted stream time out instead of
+                    // answering "no responders": ask the JetStream API whether it still exists.
+                    let connected =
+                        self.client.connection_state() == async_nats::connection::State::Connected;
+                    if connected {
+                        if let Err(missing @ Error::NotFound(_)) = self.stream_info().await {
+                            return Err(missing);
+                        }
+                    }
+                    failures += 1;
+                    tracing::debug!(subject, error = %e, "read failed without an answer; retrying");
+                    tokio::time::sleep(TRANSIENT_BACKOFF * failures).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn last_message_once(
+        &self,
+        subject: &str,
+        leader: bool,
+    ) -> Result<Option<StreamMessage>> {
         let context = || {
             format!(
                 "reading the last message of {subject} on stream {}",
@@ -395,6 +475,13 @@ impl JetStreamEventStore {
                     // async-nats reports "no message" as an error.
                     DirectGetErrorKind::NotFound => Ok(None),
                     DirectGetErrorKind::TimedOut => Err(Error::unavailable(context(), e)),
+                    DirectGetErrorKind::ErrorResponse(status, _) if status.as_u16() == 503 => {
+                        Err(Error::NotFound(format!(
+                            "{}: no responders (stream {} missing or JetStream not ready)",
+                            context(),
+                            self.stream_name
+                        )))
+                    }
                     _ if no_responders(&e) => Err(Error::NotFound(format!(
                         "{}: no responders (stream {} missing or JetStream not ready)",
                         context(),
@@ -420,18 +507,22 @@ impl JetStreamEventStore {
     }
 
     /// Reads the actor's last (sequence, version) from the stream and caches it.
-    async fn read_tip(&self, actor_id: &str, leader: bool) -> Result<Tip> {
+    async fn read_tip(&self, actor_id: &str, leader: bool) -> Result<TipRead> {
         let subject = self.subjects.events(actor_id);
         let Some(msg) = self.last_message(&subject, leader).await? else {
             if leader {
                 self.cache.remove(actor_id);
             }
-            return Ok(Tip::default());
+            return Ok(TipRead::default());
         };
-        let version = match codec::header_last_version(&msg.headers) {
-            Some(v) => v,
-            None => match codec::decode_message(actor_id, msg.sequence, &msg.payload) {
-                Ok(events) => events.last().map_or(0, |e| e.version),
+        let header_version = codec::header_last_version(&msg.headers);
+        let header_id = codec::header_last_event_id(&msg.headers);
+        let (version, last_event_id) = match (header_version, header_id) {
+            (Some(v), id) => (v, id),
+            (None, _) => match codec::decode_message(actor_id, msg.sequence, &msg.payload) {
+                Ok(events) => events
+                    .last()
+                    .map_or((0, None), |e| (e.version, Some(e.id.clone()))),
                 Err(bad) => {
                     // A message this store did not write sits last: the actor's version is the
                     // last one among the messages that do decode.
@@ -442,7 +533,10 @@ impl JetStreamEventStore {
                         "the actor's last message is malformed; scanning its history for the latest version"
                     );
                     let replay = self.replay(actor_id, 0).await?;
-                    replay.events.iter().map(|e| e.version).max().unwrap_or(0)
+                    (
+                        replay.events.iter().map(|e| e.version).max().unwrap_or(0),
+                        None,
+                    )
                 }
             },
         };
@@ -457,7 +551,7 @@ impl JetStreamEventStore {
         } else {
             self.remember(actor_id, tip);
         }
-        Ok(tip)
+        Ok(TipRead { tip, last_event_id })
     }
 
     /// The last version held by the first message on the actor's subject at or after `seq`.
@@ -469,10 +563,12 @@ impl JetStreamEventStore {
             .ok()?;
         let version = match codec::header_last_version(&msg.headers) {
             Some(v) => v,
-            None => codec::decode_message(actor_id, msg.sequence, &msg.payload)
-                .ok()?
-                .last()?
-                .version,
+            None => {
+                codec::decode_message(actor_id, msg.sequence, &msg.payload)
+                    .ok()?
+                    .last()?
+                    .version
+            }
         };
         Some((msg.sequence, version))
     }
@@ -480,7 +576,13 @@ impl JetStreamEventStore {
     /// The stream sequence to start a replay from: the first message of the actor whose last
     /// version is at least `from_version`, found by binary search over stream sequences (a
     /// message's versions grow with its sequence). Falls back to 1 when anything is unclear.
-    async fn start_sequence(&self, subject: &str, actor_id: &str, from_version: u64, tip: u64) -> u64 {
+    async fn start_sequence(
+        &self,
+        subject: &str,
+        actor_id: &str,
+        from_version: u64,
+        tip: u64,
+    ) -> u64 {
         if from_version <= 1 || !self.direct {
             return 1;
         }
@@ -539,7 +641,14 @@ impl JetStreamEventStore {
             let pending = consumer.cached_info().num_pending;
             let left = *remaining.get_or_insert(pending);
             let outcome = self
-                .drain(&consumer, actor_id, from_version, left, &mut result, &mut next_seq)
+                .drain(
+                    &consumer,
+                    actor_id,
+                    from_version,
+                    left,
+                    &mut result,
+                    &mut next_seq,
+                )
                 .await;
             // Best effort: the server also removes it once idle.
             if let Err(e) = self.stream.delete_consumer(&consumer_name).await {
@@ -548,7 +657,11 @@ impl JetStreamEventStore {
             match outcome? {
                 Drained::Done => return Ok(result),
                 Drained::Gap(left) => {
-                    tracing::debug!(subject, next_seq, "gap in a replay; resuming with a new consumer");
+                    tracing::debug!(
+                        subject,
+                        next_seq,
+                        "gap in a replay; resuming with a new consumer"
+                    );
                     remaining = Some(left);
                 }
             }
@@ -564,7 +677,12 @@ impl JetStreamEventStore {
         result: &mut ReplayResult,
         next_seq: &mut u64,
     ) -> Result<Drained> {
-        let context = || format!("replaying actor {actor_id:?} on stream {}", self.stream_name);
+        let context = || {
+            format!(
+                "replaying actor {actor_id:?} on stream {}",
+                self.stream_name
+            )
+        };
         let mut consumer_seq = 0u64;
         let mut empty_pulls = 0;
         while left > 0 {
@@ -700,7 +818,7 @@ impl EventStore for JetStreamEventStore {
                 return Ok(v);
             }
         }
-        Ok(self.read_tip(actor_id, false).await?.version)
+        Ok(self.read_tip(actor_id, false).await?.tip.version)
     }
 }
 
@@ -779,6 +897,10 @@ impl SnapshotStore for JetStreamEventStore {
 
 fn snapshot_version(msg: &StreamMessage) -> u64 {
     codec::header_last_version(&msg.headers)
-        .or_else(|| Snapshot::from_json_bytes(&msg.payload).ok().map(|s| s.version))
+        .or_else(|| {
+            Snapshot::from_json_bytes(&msg.payload)
+                .ok()
+                .map(|s| s.version)
+        })
         .unwrap_or(0)
 }

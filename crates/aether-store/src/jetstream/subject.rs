@@ -182,7 +182,9 @@ mod tests {
 
     #[test]
     fn tricky_ids_become_one_safe_token() {
-        for id in ["a.b", "a.*", "a.>", "a b", "ключ", ">", "*", "a\tb\n", "..", "a\0b"] {
+        for id in [
+            "a.b", "a.*", "a.>", "a b", "ключ", ">", "*", "a\tb\n", "..", "a\0b",
+        ] {
             let t = encode_actor_id(id);
             assert!(!t.is_empty());
             assert!(

@@ -1,0 +1,193 @@
+//! The JetStream store when things go wrong: restarts, crashes, oversized payloads, missing
+//! streams, unreachable servers.
+#![cfg(feature = "jetstream")]
+
+use std::time::Duration;
+
+use aether_core::{Error, Event, EventStore, JetStreamConfig, Snapshot, SnapshotStore};
+use aether_store::JetStreamEventStore;
+use aether_testkit::NatsServer;
+
+fn ev(actor: &str, v: u64) -> Event {
+    Event::new("Happened", actor, v).with_field("n", v)
+}
+
+fn versions(events: &[Event]) -> Vec<u64> {
+    events.iter().map(|e| e.version).collect()
+}
+
+async fn restart_keeps_history(mut server: NatsServer, crash: bool) {
+    let client = async_nats::connect(server.url()).await.unwrap();
+    // A short request timeout keeps the test fast: the client only notices the restart when a
+    // request goes unanswered, and the store retries that.
+    let context = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(1))
+        .build(client);
+    let store = JetStreamEventStore::from_context(context, JetStreamConfig::default())
+        .await
+        .unwrap();
+    for v in 1..=5 {
+        store.save_event(&ev("a", v)).await.unwrap();
+    }
+    store
+        .save_events("a", &[ev("a", 6), ev("a", 7)])
+        .await
+        .unwrap();
+    store
+        .save_snapshot(&Snapshot::new("a", 7, Default::default()))
+        .await
+        .unwrap();
+
+    if crash {
+        server.kill().unwrap();
+        server.start_again().unwrap();
+    } else {
+        server.restart().unwrap();
+    }
+
+    // Same store object, same connection: the first write after the restart succeeds (the
+    // client reconnects by itself), and everything acknowledged before it is still there.
+    store.save_event(&ev("a", 8)).await.unwrap();
+    assert_eq!(
+        versions(&store.get_events("a", 0).await.unwrap()),
+        [1, 2, 3, 4, 5, 6, 7, 8]
+    );
+    assert_eq!(
+        store
+            .get_latest_snapshot("a")
+            .await
+            .unwrap()
+            .map(|s| s.version),
+        Some(7)
+    );
+    assert!(store
+        .save_event(&ev("a", 8))
+        .await
+        .unwrap_err()
+        .is_version_conflict());
+    assert_eq!(store.get_latest_version("a").await.unwrap(), 8);
+}
+
+#[tokio::test]
+async fn a_store_survives_a_server_restart() {
+    restart_keeps_history(NatsServer::start().unwrap(), false).await;
+}
+
+#[tokio::test]
+async fn a_store_survives_a_server_crash_with_sync_always() {
+    let server = NatsServer::builder().sync_always(true).start().unwrap();
+    restart_keeps_history(server, true).await;
+}
+
+#[tokio::test]
+async fn oversized_payloads_are_refused_before_sending() {
+    let server = NatsServer::builder()
+        .max_payload(64 * 1024)
+        .start()
+        .unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    assert_eq!(client.server_info().max_payload, 64 * 1024);
+    let store = JetStreamEventStore::new(client, JetStreamConfig::default())
+        .await
+        .unwrap();
+    let big = "x".repeat(100 * 1024);
+
+    match store
+        .save_event(&ev("a", 1).with_field("blob", big.as_str()))
+        .await
+    {
+        Err(Error::PayloadTooLarge { size, limit }) => {
+            assert_eq!(limit, 64 * 1024);
+            assert!(size > 100 * 1024);
+        }
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    // A batch that only fits as a whole is refused as a whole.
+    let third = "y".repeat(30 * 1024);
+    let batch: Vec<Event> = (1..=3)
+        .map(|v| ev("a", v).with_field("blob", third.as_str()))
+        .collect();
+    let err = store.save_events("a", &batch).await.unwrap_err();
+    assert!(
+        matches!(err, Error::PayloadTooLarge { limit: 65536, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("65536"));
+    let err = store
+        .save_snapshot(&Snapshot::new(
+            "a",
+            1,
+            serde_json::json!({ "blob": big })
+                .as_object()
+                .cloned()
+                .unwrap(),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::PayloadTooLarge { .. }));
+
+    // Nothing was written; normal saves still work.
+    assert_eq!(store.get_latest_version("a").await.unwrap(), 0);
+    store.save_event(&ev("a", 1)).await.unwrap();
+    assert_eq!(store.get_latest_version("a").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_missing_stream_is_not_found() {
+    let server = NatsServer::start().unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    // Servers before 2.10 let a direct get on a deleted stream time out; keep that short.
+    let context = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(1))
+        .build(client.clone());
+    let store = JetStreamEventStore::from_context(context, JetStreamConfig::default())
+        .await
+        .unwrap();
+    store.save_event(&ev("a", 1)).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.delete_stream(store.stream_name()).await.unwrap();
+
+    let err = store.save_event(&ev("a", 2)).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    assert!(err.to_string().contains(store.stream_name()), "{err}");
+    let err = store.get_latest_version("b").await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    assert!(store.get_events("a", 0).await.is_err());
+
+    // Opening a store again recreates the stream.
+    let again = JetStreamEventStore::connect(&server.url(), JetStreamConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(again.get_latest_version("a").await.unwrap(), 0);
+    // The old store learns from the server that its cached view is gone.
+    store.save_event(&ev("a", 1)).await.unwrap();
+    assert_eq!(versions(&store.get_events("a", 0).await.unwrap()), [1]);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_gives_unavailable() {
+    let mut server = NatsServer::start().unwrap();
+    let url = server.url();
+    let client = async_nats::connect(&url).await.unwrap();
+    let context = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_millis(500))
+        .build(client);
+    let store = JetStreamEventStore::from_context(context, JetStreamConfig::default())
+        .await
+        .unwrap();
+    store.save_event(&ev("a", 1)).await.unwrap();
+    server.kill().unwrap();
+
+    let err = store.save_event(&ev("a", 2)).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    let err = store.get_latest_version("other").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    let err = store.get_events("a", 0).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+
+    let err = JetStreamEventStore::connect(&url, JetStreamConfig::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+}
