@@ -65,9 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let attempt = Event::new("Deposited", &account, 4).with_field("amount", 50);
     match store.save_event(&attempt).await {
         Err(e) if e.is_version_conflict() => {
-            let current = e
-                .as_version_conflict()
-                .map_or(0, |c| c.current_version);
+            let current = e.as_version_conflict().map_or(0, |c| c.current_version);
             println!("conflict: someone else wrote version {current}; retrying above it");
             let retry = Event::new("Deposited", &account, current + 1).with_field("amount", 50);
             store.save_event(&retry).await?;
@@ -89,7 +87,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // A snapshot lets the next load start from there.
     let version = events.last().map_or(0, |e| e.version);
-    let state = json!({ "balance": balance }).as_object().cloned().unwrap_or_default();
+    let state = json!({ "balance": balance })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     store
         .save_snapshot(&Snapshot::new(&account, version, state))
         .await?;
