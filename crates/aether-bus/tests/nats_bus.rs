@@ -5,7 +5,7 @@ mod nats_support;
 
 use std::time::Duration;
 
-use aether_bus::{NatsBusConfig, NatsEventBus};
+use aether_bus::{NatsBusConfig, NatsEventBus, TransportMonitor};
 use aether_core::{
     Delivery, Error, Event, EventBroadcaster, OverflowPolicy, SubscribeOptions, SubscriptionFilter,
 };
@@ -316,11 +316,31 @@ async fn high_throughput_with_drop_newest_reports_every_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_slow_consumer_is_surfaced_as_lag_and_transport_errors() {
-    const N: u64 = 2_000;
     let server = server();
     let publisher = bus(&server).await;
     // A tiny client-side buffer so that NATS itself drops messages.
     let subscriber = bus_with(&server, NatsBusConfig::default().subscription_capacity(16)).await;
+    check_slow_consumer(&publisher, &subscriber).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumers_are_surfaced_with_a_client_of_your_own() {
+    let server = server();
+    let publisher = bus(&server).await;
+    let monitor = TransportMonitor::new();
+    let client = monitor
+        .install(async_nats::ConnectOptions::new().subscription_capacity(16))
+        .connect(server.url())
+        .await
+        .unwrap();
+    let subscriber = NatsEventBus::with_monitor(client, NatsBusConfig::default(), monitor)
+        .await
+        .unwrap();
+    check_slow_consumer(&publisher, &subscriber).await;
+}
+
+async fn check_slow_consumer(publisher: &NatsEventBus, subscriber: &NatsEventBus) {
+    const N: u64 = 2_000;
     let mut sub = subscriber
         .subscribe_with_options("slow", SubscribeOptions::default().buffer_size(1))
         .await
@@ -371,7 +391,7 @@ async fn nats_slow_consumer_is_surfaced_as_lag_and_transport_errors() {
         seen_marker,
         "every message received or reported"
     );
-    assert!(subscriber.monitor().slow_consumer_events() > 0);
+    wait_for(|| async { subscriber.monitor().slow_consumer_events() > 0 }).await;
     assert!(subscriber.metrics().transport_errors > 0);
     assert_eq!(subscriber.metrics().namespace("slow").dropped, lagged);
 }
@@ -540,7 +560,8 @@ async fn subscribe_unsubscribe_lifecycle() {
     }
     assert_eq!(subscriber.metrics().active_subscriptions, 4);
     assert_eq!(subscriber.subscription_count(), 4);
-    assert_eq!(server_subscriptions(http).await, base + 4);
+    // The server's count settles once the bus's readiness probes are unsubscribed too.
+    wait_for(|| async { server_subscriptions(http).await == base + 4 }).await;
 
     let mut a = subs.remove(0);
     drop(subs);
@@ -596,7 +617,7 @@ async fn close_drains_subscriptions_and_rejects_further_use() {
     }
     assert!(seen <= 2);
     assert_eq!(subscriber.metrics().active_subscriptions, 0);
-    assert_eq!(server_subscriptions(http).await, base);
+    wait_for(|| async { server_subscriptions(http).await == base }).await;
     assert!(matches!(
         subscriber.publish("c", &ev("E", "x", 3)).await,
         Err(Error::Closed(_))

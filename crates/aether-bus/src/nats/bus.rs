@@ -430,7 +430,11 @@ pub(crate) async fn round_trip(
             .await
             .map_err(|e| RoundTripError(Error::unavailable("", e)))?;
         match sub.next().await {
-            Some(_) => Ok(()),
+            Some(_) => {
+                // Explicitly, so the probe is gone before later commands are processed.
+                let _ = sub.unsubscribe().await;
+                Ok(())
+            }
             None => Err(RoundTripError(Error::Closed("NATS connection".into()))),
         }
     };
