@@ -191,3 +191,52 @@ async fn an_unreachable_server_gives_unavailable() {
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_that_went_unanswered_is_stored_at_most_once() {
+    let mut server = NatsServer::start().unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let context = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_millis(300))
+        .build(client);
+    let store = std::sync::Arc::new(
+        JetStreamEventStore::from_context(context, JetStreamConfig::default())
+            .await
+            .unwrap(),
+    );
+    store.save_event(&ev("a", 1)).await.unwrap();
+
+    // The server stalls while the publish is in flight: the store cannot know whether it
+    // landed, retries, and must never store it twice.
+    server.pause().unwrap();
+    let event = ev("a", 2);
+    let task = {
+        let (store, event) = (store.clone(), event.clone());
+        tokio::spawn(async move { store.save_event(&event).await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.resume().unwrap();
+    let outcome = task.await.unwrap();
+
+    // Read on the same connection, behind the stalled publish.
+    let copies = |events: &[Event]| events.iter().filter(|e| e.id == event.id).count();
+    let stored = copies(&store.get_events("a", 0).await.unwrap());
+    match &outcome {
+        Ok(()) => assert_eq!(stored, 1),
+        Err(e) => {
+            assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+            assert!(stored <= 1);
+        }
+    }
+    // Saving the same event again either stores it now or finds it already there.
+    match store.save_event(&event).await {
+        Ok(()) => assert_eq!(stored, 0),
+        Err(e) => {
+            assert!(e.is_version_conflict(), "{e:?}");
+            assert_eq!(stored, 1);
+        }
+    }
+    let events = store.get_events("a", 0).await.unwrap();
+    assert_eq!(copies(&events), 1);
+    assert_eq!(versions(&events), [1, 2]);
+}
