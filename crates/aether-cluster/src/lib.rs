@@ -7,13 +7,25 @@
 )]
 #![forbid(unsafe_code)]
 
+mod assignment;
 mod config;
 mod hash;
 mod host;
+mod leader;
+mod membership;
+#[cfg(feature = "nats")]
+mod node;
 mod registry;
 mod ring;
+pub mod routing;
 mod shard;
 mod vm;
+
+pub use assignment::{Assignment, AssignmentTable, ASSIGNMENT_KEY};
+pub use leader::{LeaderLease, LeaseTracker, LEADER_KEY};
+pub use membership::{MemberInfo, MemberStatus, Membership, MembershipChange};
+#[cfg(feature = "nats")]
+pub use node::ClusterNode;
 
 pub use config::{
     ActorConfig, ClusterConfig, DEFAULT_CLUSTER_NAME, DEFAULT_FAILURE_TIMEOUT,

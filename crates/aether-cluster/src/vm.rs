@@ -78,7 +78,7 @@ pub trait VirtualMachine: Send + Sync + fmt::Debug {
 
 /// A message sent to an actor. It crosses the wire as itself (serde), never as a loose JSON
 /// map, so the receiving node gets the concrete type back.
-pub trait RuntimeMessage: Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait RuntimeMessage: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// A short name for logs and metrics; the Rust type name unless overridden.
     fn message_type(&self) -> &str {
         std::any::type_name::<Self>()

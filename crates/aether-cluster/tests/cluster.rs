@@ -1,0 +1,507 @@
+//! Cluster integration tests against a real `nats-server`: nodes in one process, each on its
+//! own connection, sharing one event store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aether_cluster::routing::{decode, encode, ActorRequest, ActorResponse, RemoteError};
+use aether_cluster::{
+    ActorConfig, ClusterConfig, ClusterNode, NewEvent, RuntimeMessage, RuntimeModel,
+};
+use aether_core::{Error, Event, EventStore, Result, ShardConfig};
+use aether_store::InMemoryEventStore;
+use aether_testkit::NatsServer;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct Account {
+    balance: i64,
+    deposits: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+enum Command {
+    Deposit { amount: i64 },
+    Withdraw { amount: i64 },
+    Balance,
+}
+
+impl RuntimeMessage for Command {}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Reply {
+    balance: i64,
+    deposits: u64,
+}
+
+struct Bank;
+
+impl RuntimeModel for Bank {
+    type State = Account;
+    type Message = Command;
+    type Reply = Reply;
+
+    fn name(&self) -> &str {
+        "bank"
+    }
+
+    fn handle(&self, _: &str, state: &Account, message: &Command) -> Result<Vec<NewEvent>> {
+        match message {
+            Command::Deposit { amount } => Ok(vec![
+                NewEvent::new("Deposited").with_field("amount", *amount)
+            ]),
+            Command::Withdraw { amount } if *amount > state.balance => {
+                Err(Error::invalid("insufficient funds"))
+            }
+            Command::Withdraw { amount } => Ok(vec![
+                NewEvent::new("Withdrawn").with_field("amount", *amount)
+            ]),
+            Command::Balance => Ok(Vec::new()),
+        }
+    }
+
+    fn apply(&self, state: &mut Account, event: &Event) {
+        let amount = event
+            .data
+            .get("amount")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0);
+        match event.event_type.as_str() {
+            "Deposited" => {
+                state.balance += amount;
+                state.deposits += 1;
+            }
+            "Withdrawn" => state.balance -= amount,
+            _ => {}
+        }
+    }
+
+    fn reply(&self, state: &Account, _: &Command) -> Reply {
+        Reply {
+            balance: state.balance,
+            deposits: state.deposits,
+        }
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn config(cluster: &str, node: &str) -> ClusterConfig {
+    ClusterConfig::default()
+        .cluster_name(cluster)
+        .node_id(node)
+        .heartbeat_interval(Duration::from_millis(100))
+        .failure_timeout(Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(3))
+        .send_timeout(Duration::from_secs(10))
+        .shards(ShardConfig::default().shard_count(128))
+        .memory_storage(true)
+}
+
+async fn start(
+    server: &NatsServer,
+    config: ClusterConfig,
+    store: &Arc<InMemoryEventStore>,
+) -> ClusterNode<Bank> {
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    ClusterNode::start(client, config, Bank, Arc::clone(store) as _)
+        .await
+        .expect("node starts")
+}
+
+async fn three_nodes(
+    cluster: &str,
+) -> (NatsServer, Arc<InMemoryEventStore>, Vec<ClusterNode<Bank>>) {
+    let server = NatsServer::start().expect("nats-server");
+    let store = Arc::new(InMemoryEventStore::new());
+    let mut nodes = Vec::new();
+    for id in ["a", "b", "c"] {
+        nodes.push(start(&server, config(cluster, id), &store).await);
+    }
+    for n in &nodes {
+        n.wait_for_members(&["a", "b", "c"], WAIT)
+            .await
+            .expect("cluster forms");
+    }
+    (server, store, nodes)
+}
+
+/// Polls `cond` until it holds or `WAIT` passes.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn same_epoch_everywhere(nodes: &[&ClusterNode<Bank>]) {
+    eventually("every node to hold the same assignment", || {
+        let first = nodes[0].assignment();
+        nodes
+            .iter()
+            .all(|n| n.assignment().epoch == first.epoch && n.assignment().table == first.table)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_form_a_cluster_agree_on_assignments_and_route_from_anywhere() {
+    let (_server, store, nodes) = three_nodes("form").await;
+    let refs: Vec<&ClusterNode<Bank>> = nodes.iter().collect();
+    same_epoch_everywhere(&refs).await;
+    eventually("exactly one leader", || {
+        nodes.iter().filter(|n| n.is_leader()).count() == 1
+    })
+    .await;
+    let leader = nodes
+        .iter()
+        .find(|n| n.is_leader())
+        .unwrap()
+        .node_id()
+        .to_string();
+    for n in &nodes {
+        // A node's own view may lag the leader's by a heartbeat.
+        eventually("every node to see all members", || {
+            n.members() == ["a", "b", "c"]
+        })
+        .await;
+        eventually("every node to know the leader", || {
+            n.leader().as_deref() == Some(leader.as_str())
+        })
+        .await;
+    }
+
+    // Balanced: 128 shards over 3 nodes.
+    let table = nodes[0].assignment();
+    let mut per_node = BTreeMap::new();
+    for id in ["a", "b", "c"] {
+        per_node.insert(id, table.primaries_of(id).len());
+    }
+    assert!(
+        per_node.values().all(|&c| c == 42 || c == 43),
+        "{per_node:?}"
+    );
+
+    // Route 30 actors from every node.
+    for i in 0..30 {
+        let actor = format!("account-{i}");
+        let from = &nodes[i % 3];
+        let r = from
+            .send(&actor, Command::Deposit { amount: 10 })
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            Reply {
+                balance: 10,
+                deposits: 1
+            }
+        );
+        let r = nodes[(i + 1) % 3]
+            .send(&actor, Command::Deposit { amount: 5 })
+            .await
+            .unwrap();
+        assert_eq!(r.balance, 15);
+        let r = nodes[(i + 2) % 3]
+            .send(&actor, Command::Balance)
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            Reply {
+                balance: 15,
+                deposits: 2
+            }
+        );
+        // Only the owner hosts it.
+        let owner = from.owner_of(&actor).unwrap();
+        for n in &nodes {
+            assert_eq!(
+                n.host().is_active(&actor),
+                n.node_id() == owner,
+                "{actor} on {}",
+                n.node_id()
+            );
+            assert_eq!(n.owner_of(&actor).as_deref(), Some(owner.as_str()));
+        }
+        assert_eq!(store.get_latest_version(&actor).await.unwrap(), 2);
+    }
+
+    // The actor's rejection crosses the wire as a typed error.
+    let err = nodes[0]
+        .send("account-0", Command::Withdraw { amount: 1000 })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidInput(ref m) if m.contains("insufficient")),
+        "{err:?}"
+    );
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_fails_over_and_its_actors_are_rebuilt_on_the_new_owner() {
+    let (_server, store, mut nodes) = three_nodes("failover").await;
+    eventually("a leader", || nodes.iter().any(|n| n.is_leader())).await;
+    // Kill the leader, the hardest case: the lease and the shards both have to move.
+    let victim_idx = nodes.iter().position(|n| n.is_leader()).unwrap();
+    let victim_id = nodes[victim_idx].node_id().to_string();
+
+    // Actors owned by the victim, with some history.
+    let mut theirs = Vec::new();
+    for i in 0.. {
+        let actor = format!("acct-{i}");
+        if nodes[0].owner_of(&actor).as_deref() == Some(victim_id.as_str()) {
+            theirs.push(actor);
+            if theirs.len() == 5 {
+                break;
+            }
+        }
+    }
+    for actor in &theirs {
+        for amount in [1, 2, 3] {
+            nodes[(victim_idx + 1) % 3]
+                .send(actor, Command::Deposit { amount })
+                .await
+                .unwrap();
+        }
+        assert!(nodes[victim_idx].host().is_active(actor));
+    }
+
+    let killed_at = Instant::now();
+    nodes.remove(victim_idx).kill().await;
+    let survivors: Vec<String> = nodes.iter().map(|n| n.node_id().to_string()).collect();
+    let survivor_refs: Vec<&str> = survivors.iter().map(String::as_str).collect();
+
+    // A message sent right away waits for the failover and is answered by the new owner,
+    // with the state rebuilt from the store.
+    let r = nodes[0]
+        .send(&theirs[0], Command::Deposit { amount: 4 })
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        Reply {
+            balance: 10,
+            deposits: 4
+        }
+    );
+    let answered_after = killed_at.elapsed();
+
+    for n in &nodes {
+        n.wait_for_members(&survivor_refs, WAIT).await.unwrap();
+    }
+    let reassigned_after = killed_at.elapsed();
+    eprintln!(
+        "failover: first reply after {answered_after:?}, all survivors on the new table after {reassigned_after:?} (failure timeout 1s)"
+    );
+    same_epoch_everywhere(&nodes.iter().collect::<Vec<_>>()).await;
+    eventually("a new leader among the survivors", || {
+        nodes.iter().filter(|n| n.is_leader()).count() == 1
+    })
+    .await;
+    assert!(nodes[0].assignment().table.term >= 2);
+
+    for actor in &theirs[1..] {
+        let new_owner = nodes[1].owner_of(actor).unwrap();
+        assert_ne!(new_owner, victim_id);
+        let r = nodes[1].send(actor, Command::Balance).await.unwrap();
+        assert_eq!(
+            r,
+            Reply {
+                balance: 6,
+                deposits: 3
+            }
+        );
+        let owner_node = nodes.iter().find(|n| n.node_id() == new_owner).unwrap();
+        assert!(owner_node.host().is_active(actor));
+    }
+    assert_eq!(store.get_latest_version(&theirs[0]).await.unwrap(), 4);
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_later_takes_its_share_and_the_old_owners_let_go() {
+    let server = NatsServer::start().expect("nats-server");
+    let store = Arc::new(InMemoryEventStore::new());
+    let a = start(&server, config("join", "a"), &store).await;
+    let b = start(&server, config("join", "b"), &store).await;
+    for n in [&a, &b] {
+        n.wait_for_members(&["a", "b"], WAIT).await.unwrap();
+    }
+    let actors: Vec<String> = (0..40).map(|i| format!("order-{i}")).collect();
+    for actor in &actors {
+        a.send(actor, Command::Deposit { amount: 7 }).await.unwrap();
+    }
+
+    let c = start(&server, config("join", "c"), &store).await;
+    for n in [&a, &b, &c] {
+        n.wait_for_members(&["a", "b", "c"], WAIT).await.unwrap();
+    }
+    same_epoch_everywhere(&[&a, &b, &c]).await;
+    let moved: Vec<&String> = actors
+        .iter()
+        .filter(|id| c.owner_of(id).as_deref() == Some("c"))
+        .collect();
+    assert!(!moved.is_empty(), "the newcomer owns some of 40 actors");
+    let share = c.assignment().primaries_of("c").len();
+    assert!(
+        (42..=43).contains(&share),
+        "newcomer holds {share} of 128 shards"
+    );
+
+    // The previous owners gave those actors up (fencing) ...
+    eventually("old owners to passivate moved actors", || {
+        moved
+            .iter()
+            .all(|id| !a.host().is_active(id) && !b.host().is_active(id))
+    })
+    .await;
+    // ... and the newcomer serves them with rebuilt state, whoever sends.
+    for id in &moved {
+        let r = b.send(id, Command::Deposit { amount: 1 }).await.unwrap();
+        assert_eq!(
+            r,
+            Reply {
+                balance: 8,
+                deposits: 2
+            }
+        );
+        assert!(c.host().is_active(id));
+    }
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_leave_hands_over_without_waiting_for_the_failure_timeout() {
+    let server = NatsServer::start().expect("nats-server");
+    let store = Arc::new(InMemoryEventStore::new());
+    // A long failure timeout: only the leave notice can make the handover fast.
+    let slow = |id: &str| config("leave", id).failure_timeout(Duration::from_secs(30));
+    let mut nodes = Vec::new();
+    for id in ["a", "b", "c"] {
+        nodes.push(start(&server, slow(id), &store).await);
+    }
+    for n in &nodes {
+        n.wait_for_members(&["a", "b", "c"], WAIT).await.unwrap();
+    }
+    eventually("a leader", || nodes.iter().any(|n| n.is_leader())).await;
+    // The leader leaves: both the lease and its shards move on.
+    let idx = nodes.iter().position(|n| n.is_leader()).unwrap();
+    let leaving = nodes.remove(idx);
+    let gone = leaving.node_id().to_string();
+    let started = Instant::now();
+    leaving.shutdown().await.unwrap();
+    let rest: Vec<String> = nodes.iter().map(|n| n.node_id().to_string()).collect();
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    for n in &nodes {
+        n.wait_for_members(&rest, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(!n.members().contains(&gone));
+    }
+    let took = started.elapsed();
+    eprintln!("clean leave of the leader handed over in {took:?} (failure timeout 30s)");
+    assert!(took < Duration::from_secs(15));
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_refuse_actors_they_do_not_own_and_survive_garbage() {
+    let (server, store, nodes) = three_nodes("fence").await;
+    let raw = async_nats::connect(server.url()).await.unwrap();
+    let actor = "fenced-1";
+    let owner = nodes[0].owner_of(actor).unwrap();
+    let other = nodes.iter().find(|n| n.node_id() != owner).unwrap();
+    let epoch = other.assignment().epoch;
+    let subject = format!("aether.cluster.fence.node.{}.actor", other.node_id());
+
+    // A request routed with a stale idea of ownership is refused, and nothing is written.
+    let request = ActorRequest {
+        actor_id: actor.to_string(),
+        shard: other.shard_of(actor),
+        epoch,
+        message: Command::Deposit { amount: 1 },
+    };
+    let msg = raw
+        .request(subject.clone(), encode(&request).unwrap().into())
+        .await
+        .unwrap();
+    match decode::<ActorResponse<Reply>>(&msg.payload).unwrap() {
+        ActorResponse::NotOwner { epoch: e, owner: o } => {
+            assert!(e >= epoch);
+            assert_eq!(o.as_deref(), Some(owner.as_str()));
+        }
+        other => panic!("expected NotOwner, got {other:?}"),
+    }
+    assert_eq!(store.get_latest_version(actor).await.unwrap(), 0);
+    assert!(!other.host().is_active(actor));
+
+    // Garbage and future versions get typed errors back, and the node keeps serving.
+    for payload in [
+        b"\xff\x00not json".to_vec(),
+        br#"{"v":99,"body":{}}"#.to_vec(),
+        br#"{"v":1,"body":{"actorId":5}}"#.to_vec(),
+    ] {
+        let msg = raw.request(subject.clone(), payload.into()).await.unwrap();
+        match decode::<ActorResponse<Reply>>(&msg.payload).unwrap() {
+            ActorResponse::Error {
+                error: RemoteError::Decoding { .. },
+            } => {}
+            other => panic!("expected a decoding error, got {other:?}"),
+        }
+    }
+    let r = other
+        .send(actor, Command::Deposit { amount: 3 })
+        .await
+        .unwrap();
+    assert_eq!(r.balance, 3);
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_actors_passivate_and_come_back_from_a_snapshot() {
+    let server = NatsServer::start().expect("nats-server");
+    let store = Arc::new(InMemoryEventStore::new());
+    let cfg = config("passivate", "solo").actors(
+        ActorConfig::default()
+            .idle_timeout(Duration::from_millis(200))
+            .snapshot_every(0),
+    );
+    let node = start(&server, cfg, &store).await;
+    node.wait_for_members(&["solo"], WAIT).await.unwrap();
+    for _ in 0..3 {
+        node.send("p-1", Command::Deposit { amount: 2 })
+            .await
+            .unwrap();
+    }
+    eventually("passivation", || !node.host().is_active("p-1")).await;
+    use aether_core::SnapshotStore;
+    eventually("a snapshot", || {
+        futures::executor::block_on(store.get_latest_snapshot("p-1"))
+            .unwrap()
+            .is_some_and(|s| s.version == 3)
+    })
+    .await;
+    let r = node.send("p-1", Command::Balance).await.unwrap();
+    assert_eq!(
+        r,
+        Reply {
+            balance: 6,
+            deposits: 3
+        }
+    );
+    node.shutdown().await.unwrap();
+}
