@@ -12,7 +12,9 @@
 //! - `local`: [`EventBus`].
 //! - `registry`: [`SubscriberRegistry`], delivery with overflow policies.
 //! - `metrics`: [`BusMetrics`], [`MetricsSnapshot`].
-//! - `nats` (feature `nats`): `NatsEventBus`.
+//! - `nats` (feature `nats`): `NatsEventBus` and its config, namespace <-> subject encoding,
+//!   `TransportMonitor` (the client's slow-consumer reports), durable catch-up from JetStream
+//!   (`subscribe_durable`, `DurableSubscription`). See `docs/bus.md`.
 #![warn(
     missing_docs,
     missing_debug_implementations,
