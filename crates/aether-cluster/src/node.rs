@@ -406,31 +406,44 @@ impl<M: RuntimeModel> Drop for ClusterNode<M> {
 }
 
 async fn open_bucket(client: &Client, config: &ClusterConfig) -> Result<kv::Store> {
+    use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
+
     let js = async_nats::jetstream::new(client.clone());
     let bucket = bucket_name(&config.cluster_name);
     if let Ok(store) = js.get_key_value(&bucket).await {
         return Ok(store);
     }
+    // The stream a key-value bucket is made of, created directly: the client's own
+    // `create_key_value` first reads account information in a form servers before 2.10 do not
+    // send. One value per key is enough (compare-and-set needs only the latest revision).
     let created = js
-        .create_key_value(kv::Config {
-            bucket: bucket.clone(),
-            description: format!("Aether cluster {}", config.cluster_name),
-            history: 1,
+        .create_stream(stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some(format!("Aether cluster {}", config.cluster_name)),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
             storage: if config.memory_storage {
-                async_nats::jetstream::stream::StorageType::Memory
+                StorageType::Memory
             } else {
-                async_nats::jetstream::stream::StorageType::File
+                StorageType::File
             },
+            allow_rollup: true,
+            deny_delete: true,
+            deny_purge: false,
+            allow_direct: true,
+            discard: DiscardPolicy::New,
+            num_replicas: 1,
             ..Default::default()
         })
         .await;
-    match created {
-        Ok(store) => Ok(store),
-        // Another node created it first.
-        Err(create_err) => js.get_key_value(&bucket).await.map_err(|_| {
-            Error::unavailable(format!("creating the cluster bucket {bucket}"), create_err)
-        }),
-    }
+    let created_err = created.err();
+    // Whether we or another node created it, it is now there (or the error says why not).
+    js.get_key_value(&bucket)
+        .await
+        .map_err(|get_err| match created_err {
+            Some(e) => Error::unavailable(format!("creating the cluster bucket {bucket}"), e),
+            None => Error::unavailable(format!("opening the cluster bucket {bucket}"), get_err),
+        })
 }
 
 enum Attempt<R> {
