@@ -89,7 +89,7 @@ mod elector {
         tracker: LeaseTracker,
         max_term_seen: u64,
         /// Our term and the lease revision of our last claim or renewal, while we lead.
-        held: Option<(u64, u64)>,
+        pub(crate) held: Option<(u64, u64)>,
         /// The leader as last seen.
         pub(crate) current: Option<String>,
     }
@@ -254,5 +254,124 @@ mod tests {
         let v = serde_json::to_value(&l).unwrap();
         assert_eq!(v["nodeId"], "a");
         assert_eq!(v["term"], 3);
+    }
+}
+
+#[cfg(all(test, feature = "nats"))]
+mod kv_tests {
+    use std::time::Duration;
+
+    use super::LeaderElector;
+    use crate::assignment::{AssignmentStore, AssignmentTable, CasOutcome};
+    use crate::config::ClusterConfig;
+    use crate::node::open_bucket;
+
+    async fn bucket(
+        server: &aether_testkit::NatsServer,
+        name: &str,
+    ) -> async_nats::jetstream::kv::Store {
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let config = ClusterConfig::default()
+            .cluster_name(name)
+            .memory_storage(true);
+        open_bucket(&client, &config).await.expect("bucket")
+    }
+
+    fn elector(
+        kv: async_nats::jetstream::kv::Store,
+        node: &str,
+        timeout: Duration,
+    ) -> LeaderElector {
+        LeaderElector::new(kv, node.to_string(), format!("{node}-inc"), timeout)
+    }
+
+    #[tokio::test]
+    async fn one_leader_at_a_time_and_takeover_after_expiry() {
+        let server = aether_testkit::NatsServer::start().expect("nats-server");
+        let timeout = Duration::from_millis(300);
+        let mut a = elector(bucket(&server, "lease").await, "a", timeout);
+        let mut b = elector(bucket(&server, "lease").await, "b", timeout);
+        let mut c = elector(bucket(&server, "lease").await, "c", timeout);
+
+        // Simultaneous contenders: exactly one wins.
+        let (ra, rb, rc) = tokio::join!(a.tick(0), b.tick(0), c.tick(0));
+        let terms: Vec<Option<u64>> = vec![ra.unwrap(), rb.unwrap(), rc.unwrap()];
+        assert_eq!(terms.iter().flatten().count(), 1, "{terms:?}");
+        assert_eq!(terms.iter().flatten().next(), Some(&1));
+        let (mut leader, mut others) = match terms.iter().position(Option::is_some) {
+            Some(0) => (a, vec![b, c]),
+            Some(1) => (b, vec![a, c]),
+            _ => (c, vec![a, b]),
+        };
+
+        // Renewing keeps the lease; the others never see it expire.
+        for _ in 0..6 {
+            assert_eq!(leader.tick(0).await.unwrap(), Some(1));
+            for o in &mut others {
+                assert_eq!(o.tick(0).await.unwrap(), None);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // The leader stops renewing: after the timeout exactly one other takes over, term 2.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let new_term = loop {
+            let (o0, o1) = others.split_at_mut(1);
+            let (r0, r1) = tokio::join!(o0[0].tick(0), o1[0].tick(0));
+            let won: Vec<u64> = [r0.unwrap(), r1.unwrap()].into_iter().flatten().collect();
+            assert!(won.len() <= 1, "two leaders: {won:?}");
+            if let Some(t) = won.first() {
+                break *t;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no takeover");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(new_term, 2);
+        // The old leader finds out on its next renewal.
+        assert_eq!(leader.tick(0).await.unwrap(), None);
+
+        // A clean resignation lets a successor in at once, with a higher term.
+        let mut successor = others.into_iter().find(|o| o.held.is_some()).unwrap();
+        successor.resign().await;
+        assert_eq!(leader.tick(0).await.unwrap(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn assignment_writes_are_compare_and_set() {
+        let server = aether_testkit::NatsServer::start().expect("nats-server");
+        let store_a = AssignmentStore::new(bucket(&server, "cas").await);
+        let store_b = AssignmentStore::new(bucket(&server, "cas").await);
+        assert!(store_a.load().await.unwrap().0.is_none());
+        let table = |leader: &str, term| AssignmentTable {
+            term,
+            leader: leader.into(),
+            ..AssignmentTable::empty(4, 1)
+        };
+        // Both think the table is absent: one write wins.
+        let (ta, tb) = (table("a", 1), table("b", 2));
+        let (wa, wb) = tokio::join!(store_a.write(&ta, 0), store_b.write(&tb, 0));
+        let outcomes = [wa.unwrap(), wb.unwrap()];
+        let written: Vec<u64> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                CasOutcome::Written(r) => Some(*r),
+                CasOutcome::Stale => None,
+            })
+            .collect();
+        assert_eq!(written.len(), 1, "{outcomes:?}");
+        let (current, rev) = store_a.load().await.unwrap();
+        let current = current.unwrap();
+        assert_eq!(current.epoch, written[0]);
+        assert_eq!(rev, written[0]);
+        // Both read the same revision: again only one write wins, and the epoch grows.
+        let (ta, tb) = (table("a", 5), table("b", 5));
+        let (wa, wb) = tokio::join!(store_a.write(&ta, rev), store_b.write(&tb, rev));
+        let wins = [wa.unwrap(), wb.unwrap()]
+            .iter()
+            .filter(|o| matches!(o, CasOutcome::Written(_)))
+            .count();
+        assert_eq!(wins, 1);
+        let (after, _) = store_b.load().await.unwrap();
+        assert!(after.unwrap().epoch > current.epoch);
     }
 }

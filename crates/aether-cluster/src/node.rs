@@ -405,7 +405,7 @@ impl<M: RuntimeModel> Drop for ClusterNode<M> {
     }
 }
 
-async fn open_bucket(client: &Client, config: &ClusterConfig) -> Result<kv::Store> {
+pub(crate) async fn open_bucket(client: &Client, config: &ClusterConfig) -> Result<kv::Store> {
     use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 
     let js = async_nats::jetstream::new(client.clone());
