@@ -1,0 +1,17 @@
+//! Reusable patterns for building applications on Aether, exercised by the runnable examples
+//! in this folder.
+//!
+//! # Layout
+//! - [`retry`]: ways to handle [`VersionConflict`](aether_core::Error::VersionConflict) under
+//!   optimistic concurrency: exponential backoff, conflict-aware retry, jitter, adaptive
+//!   backoff, an asynchronous retry queue and a circuit breaker. `examples/README.md` explains
+//!   when to pick which.
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![forbid(unsafe_code)]
+
+pub mod retry;

@@ -1,0 +1,2 @@
+//! Retry patterns for version conflicts (being written).
+fn main() {}
