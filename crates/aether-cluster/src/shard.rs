@@ -323,10 +323,7 @@ pub fn rebalance(
     // target. Repair by moving one replica at a time from a node above its target to one below:
     // such a node holds fewer shards, so some shard has the first and not the second. Ending
     // exactly on the targets also makes a second rebalance of the same members a no-op.
-    loop {
-        let Some(over) = (0..n).find(|&i| load[i] > target[i]) else {
-            break;
-        };
+    while let Some(over) = (0..n).find(|&i| load[i] > target[i]) {
         let Some(under) = (0..n).find(|&j| load[j] < target[j]) else {
             break;
         };
