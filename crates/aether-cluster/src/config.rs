@@ -109,7 +109,7 @@ pub struct ClusterConfig {
     pub send_timeout: Duration,
     /// Shard count and replication factor; every node of a cluster must use the same.
     pub shards: ShardConfig,
-    /// Hash ring settings of the member ring ([`ClusterNode::ring`](crate::ClusterNode)).
+    /// Hash ring settings of the ring of live members a node keeps (`ClusterNode::ring`).
     pub ring: HashRingConfig,
     /// The actor runtime.
     pub actors: ActorConfig,
