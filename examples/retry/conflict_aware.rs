@@ -84,13 +84,15 @@ fn gap(attempted: u64, current: u64) -> u64 {
     current.saturating_add(1).saturating_sub(attempted).max(1)
 }
 
-/// Passes each conflict on to the next attempt ([`Attempt::conflict`]) and sizes its wait by
-/// the conflict's gap.
+/// Learns from each conflict: retries at once when a single writer got in first, handing the
+/// conflict to that retry ([`Attempt::conflict`]), and waits longer the further behind the
+/// attempt was.
 ///
 /// The conflict carries the store's current version, so a command that only needs the next
 /// version (see [`next_version`](super::next_version)) or that keeps its state and can fetch
 /// just the newer events (`get_events(actor, known + 1)`) rebuilds without a full re-read.
-/// Commands that must see the full state simply ignore the hint and re-read.
+/// The version is only fresh right after the conflict, so a retry that had to wait gets no
+/// conflict and re-reads; commands that must see the full state can always ignore the hint.
 #[derive(Debug, Default)]
 pub struct ConflictAwareRetry {
     config: ConflictAwareConfig,
@@ -241,25 +243,26 @@ mod tests {
         assert_eq!(c.delay(2, &down, 0), Duration::from_millis(20));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_next_attempt_gets_the_conflict_and_skips_the_read() {
-        let store = Arc::new(InMemoryEventStore::new());
-        for v in 1..=3 {
-            store.save_event(&Event::new("T", "a", v)).await.unwrap();
-        }
-        let retry = ConflictAwareRetry::new(config());
+    /// Runs one call whose first attempt writes `first_version` (a stale view); later attempts
+    /// use [`next_version`]. Returns the stored version, the attempts seen and how many of
+    /// them had to read the store.
+    async fn stale_then_next(
+        store: &InMemoryEventStore,
+        retry: &ConflictAwareRetry,
+        first_version: u64,
+    ) -> (u64, Vec<Attempt>, u32) {
         let reads = Arc::new(AtomicU32::new(0));
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (r, s) = (reads.clone(), seen.clone());
         let version = retry
             .run(
-                &*store,
+                store,
                 move |store: &dyn EventStore, attempt: Attempt| -> DecideFuture<'_, u64> {
                     let (r, s) = (r.clone(), s.clone());
                     Box::pin(async move {
                         s.lock().unwrap().push(attempt.clone());
                         let version = if attempt.number == 1 {
-                            1 // a stale view: three versions behind
+                            first_version
                         } else {
                             if attempt.known_version("a").is_none() {
                                 r.fetch_add(1, Ordering::SeqCst);
@@ -272,14 +275,42 @@ mod tests {
             )
             .await
             .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        (version, seen, reads.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_behind_retries_at_once_with_the_conflict_and_skips_the_read() {
+        let store = InMemoryEventStore::new();
+        for v in 1..=3 {
+            store.save_event(&Event::new("T", "a", v)).await.unwrap();
+        }
+        let retry = ConflictAwareRetry::new(config());
+        let start = tokio::time::Instant::now();
+        // Read version 2, so tried 3: one writer got in first.
+        let (version, seen, reads) = stale_then_next(&store, &retry, 3).await;
         assert_eq!(version, 4);
-        assert_eq!(reads.load(Ordering::SeqCst), 0);
-        let seen = seen.lock().unwrap();
+        assert_eq!(reads, 0);
         assert_eq!(seen.len(), 2);
-        assert_eq!(
-            seen[1].conflict.as_ref().map(|c| c.current_version),
-            Some(3)
-        );
-        assert_eq!(retry.largest_gap(), 3);
+        assert_eq!(seen[1].known_version("a"), Some(3));
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!((retry.largest_gap(), retry.immediate_retries()), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn far_behind_waits_by_the_gap_and_then_re_reads() {
+        let store = InMemoryEventStore::new();
+        for v in 1..=3 {
+            store.save_event(&Event::new("T", "a", v)).await.unwrap();
+        }
+        let retry = ConflictAwareRetry::new(config());
+        let start = tokio::time::Instant::now();
+        // Read version 0, so tried 1: three writers got in first.
+        let (version, seen, reads) = stale_then_next(&store, &retry, 1).await;
+        assert_eq!(version, 4);
+        assert_eq!(reads, 1);
+        assert_eq!(seen[1].conflict, None);
+        assert_eq!(start.elapsed(), Duration::from_millis(30));
+        assert_eq!((retry.largest_gap(), retry.immediate_retries()), (3, 0));
     }
 }

@@ -85,9 +85,10 @@ pub type DecideFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Decision<T>>> 
 pub struct Attempt {
     /// 1 for the first try, 2 for the first retry, and so on.
     pub number: u32,
-    /// The conflict that made the previous attempt fail, when the pattern passes it on
-    /// ([`ConflictAwareRetry`] and [`RetryQueue`] do; the others leave it `None` so every retry
-    /// re-reads from the store).
+    /// The conflict that made the previous attempt fail, when it is still fresh: only
+    /// [`ConflictAwareRetry`] passes it on, and only to a retry that runs at once. After a
+    /// wait, other writers have likely moved the actor on again, so the attempt gets `None`
+    /// and re-reads from the store.
     pub conflict: Option<VersionConflictError>,
 }
 
@@ -432,12 +433,13 @@ pub trait RetryPolicy: Send + Sync {
 }
 
 /// The loop every blocking pattern shares. `delay` chooses the wait after a retryable failure
-/// of attempt `n`; `pass_conflict` decides whether the next attempt learns about the conflict.
+/// of attempt `n`; with `pass_fresh_conflict`, a retry that runs at once (zero wait) learns
+/// about the conflict, one that waited re-reads.
 pub(crate) async fn drive<T, F, D>(
     store: &dyn EventStore,
     mut command: F,
     max_attempts: u32,
-    pass_conflict: bool,
+    pass_fresh_conflict: bool,
     stats: &RetryStats,
     mut delay: D,
 ) -> Result<T, RetryError>
@@ -477,7 +479,7 @@ where
         }
         attempt = Attempt {
             number: number + 1,
-            conflict: if pass_conflict {
+            conflict: if pass_fresh_conflict && wait.is_zero() {
                 error.as_version_conflict().cloned()
             } else {
                 None

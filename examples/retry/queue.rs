@@ -330,9 +330,11 @@ fn settle<T: Send + 'static>(
                 let wait = config.jitter.delay(&config.retry.backoff, number, previous);
                 tracing::debug!(attempt = number, ?wait, error = %e, "queued command will retry");
                 job.previous = wait;
+                // The retry runs after a wait, when the conflict's version is likely stale: it
+                // re-reads.
                 job.attempt = Attempt {
                     number: number + 1,
-                    conflict: e.as_version_conflict().cloned(),
+                    conflict: None,
                 };
                 running.spawn(attempt(store.clone(), job, wait));
                 return;
@@ -520,6 +522,25 @@ mod tests {
             QueueError::Full
         );
         assert_eq!(first.await.unwrap(), 1);
+        queue.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_command_fails_its_receipt_and_the_queue_goes_on() {
+        let store = Arc::new(InMemoryEventStore::new());
+        let queue = RetryQueue::<u64>::start(store.clone(), QueueConfig::default()).unwrap();
+        let doomed = queue
+            .try_submit(|_: &dyn EventStore, _: Attempt| -> DecideFuture<'_, u64> {
+                Box::pin(async { panic!("a bug in the command") })
+            })
+            .unwrap();
+        let err = doomed.await.unwrap_err();
+        assert!(
+            matches!(err, RetryError::Failed(Error::Closed(_))),
+            "{err:?}"
+        );
+        let fine = queue.try_submit(increment("a")).unwrap();
+        assert_eq!(fine.await.unwrap(), 1);
         queue.shutdown().await;
     }
 
