@@ -7,9 +7,9 @@
 //! remembers between attempts:
 //!
 //! - [`SimpleRetry`]: exponential backoff between attempts, capped, with a maximum count.
-//! - [`ConflictAwareRetry`]: hands the conflict (and the store's current version) to the next
-//!   attempt so the command can rebuild without a full re-read, and sizes the wait by how far
-//!   behind the attempt was.
+//! - [`ConflictAwareRetry`]: sizes the wait by how far behind the attempt was, and when only
+//!   one writer got in first retries at once, handing the conflict (with the store's current
+//!   version) to that retry so the command can rebuild without a full re-read.
 //! - [`JitterRetry`]: randomised backoff ([`Jitter::Full`], [`Jitter::Equal`],
 //!   [`Jitter::Decorrelated`]) so callers that collided once do not collide again in lockstep.
 //! - [`AdaptiveRetry`]: backoff scaled by the conflict rate observed across all callers sharing
