@@ -1,6 +1,5 @@
 //! In-memory store: saves per second and latest-version lookups.
 
-use std::future::Future;
 use std::hint::black_box;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};

@@ -1,0 +1,314 @@
+//! JetStream store operations next to the raw async-nats calls they wrap (their floor), and
+//! next to the Go store's way of reading the latest version.
+//!
+//! Every group runs against one fresh `nats-server` started by aether-testkit.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aether_core::{Event, EventStore, JetStreamConfig};
+use aether_store::JetStreamEventStore;
+use aether_testkit::NatsServer;
+use async_nats::jetstream::{self, consumer, stream::Stream};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use futures::StreamExt;
+use tokio::runtime::Runtime;
+
+struct Env {
+    rt: Runtime,
+    _server: NatsServer,
+    js: jetstream::Context,
+    stream: Stream,
+    store: Arc<JetStreamEventStore>,
+}
+
+fn env() -> Env {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = NatsServer::start().expect("nats-server for benchmarks");
+    eprintln!(
+        "benchmarking against nats-server {} ({})",
+        server.version(),
+        server.binary().display()
+    );
+    let (js, stream, store) = rt.block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let store = JetStreamEventStore::new(client.clone(), JetStreamConfig::default())
+            .await
+            .expect("store");
+        let js = jetstream::new(client);
+        let stream = js.get_stream(store.stream_name()).await.expect("stream");
+        (js, stream, Arc::new(store))
+    });
+    Env {
+        rt,
+        _server: server,
+        js,
+        stream,
+        store,
+    }
+}
+
+fn event(actor: &str, v: u64) -> Event {
+    Event::new("Deposited", actor, v).with_field("amount", v)
+}
+
+/// Writes `n` events for `actor` quickly: pipelined raw publishes in the store's own message
+/// format (one event JSON per message, version header), so long histories take seconds.
+async fn seed_history(env_js: &jetstream::Context, store: &JetStreamEventStore, actor: &str, n: u64) {
+    let subject = store.event_subject(actor);
+    let mut v = 1;
+    while v <= n {
+        let mut acks = Vec::new();
+        for _ in 0..1000 {
+            if v > n {
+                break;
+            }
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Aether-Version", v.to_string().as_str());
+            headers.insert("Aether-First-Version", v.to_string().as_str());
+            headers.insert("Aether-Count", "1");
+            let payload = event(actor, v).to_json_bytes().expect("encode");
+            acks.push(
+                env_js
+                    .publish_with_headers(subject.clone(), headers, payload.into())
+                    .await
+                    .expect("publish"),
+            );
+            v += 1;
+        }
+        for a in acks {
+            a.await.expect("ack");
+        }
+    }
+}
+
+fn latest_version(c: &mut Criterion) {
+    let env = env();
+    let actor_10 = "latest-10";
+    env.rt.block_on(seed_history(&env.js, &env.store, actor_10, 10));
+    let subject = env.store.event_subject(actor_10);
+
+    let mut g = c.benchmark_group("js_get_latest_version_cold");
+    g.bench_function("aether", |b| {
+        b.to_async(&env.rt)
+            .iter(|| async { black_box(env.store.get_latest_version(actor_10).await.expect("latest")) })
+    });
+    g.bench_function("raw_direct_get", |b| {
+        b.to_async(&env.rt).iter(|| async {
+            black_box(
+                env.stream
+                    .direct_get_last_for_subject(subject.as_str())
+                    .await
+                    .expect("direct get"),
+            )
+        })
+    });
+    // What the Go store did: an ephemeral consumer delivering the last message, read one,
+    // then remove the consumer.
+    g.bench_function("go_style_consumer", |b| {
+        b.to_async(&env.rt).iter(|| async {
+            let c = env
+                .stream
+                .create_consumer(consumer::pull::Config {
+                    deliver_policy: consumer::DeliverPolicy::Last,
+                    filter_subject: subject.clone(),
+                    ack_policy: consumer::AckPolicy::None,
+                    inactive_threshold: Duration::from_secs(30),
+                    ..Default::default()
+                })
+                .await
+                .expect("consumer");
+            let name = c.cached_info().name.clone();
+            let mut msgs = c.fetch().max_messages(1).messages().await.expect("fetch");
+            let m = msgs.next().await.expect("one message").expect("message");
+            black_box(m.payload.len());
+            env.stream.delete_consumer(&name).await.expect("delete");
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("js_get_latest_version_by_history");
+    for n in [10u64, 1_000, 100_000] {
+        let actor = format!("history-{n}");
+        env.rt.block_on(seed_history(&env.js, &env.store, &actor, n));
+        g.bench_with_input(BenchmarkId::new("aether", n), &actor, |b, actor| {
+            b.to_async(&env.rt).iter(|| async {
+                let v = env.store.get_latest_version(actor).await.expect("latest");
+                assert_eq!(v, n);
+                black_box(v)
+            })
+        });
+    }
+    g.finish();
+
+    let warm = env.rt.block_on(async {
+        let client = async_nats::connect(env._server.url()).await.expect("connect");
+        let s = JetStreamEventStore::new(client, JetStreamConfig::default())
+            .await
+            .expect("store")
+            .with_cached_reads(true);
+        s.get_latest_version(actor_10).await.expect("prime");
+        s
+    });
+    let mut g = c.benchmark_group("js_get_latest_version_warm");
+    g.bench_function("aether", |b| {
+        b.iter(|| black_box(warm.cached_latest_version(black_box(actor_10))))
+    });
+    g.finish();
+}
+
+fn save(c: &mut Criterion) {
+    let env = env();
+    let next = AtomicU64::new(1);
+    let mut g = c.benchmark_group("js_save_event");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("aether", |b| {
+        b.to_async(&env.rt).iter(|| async {
+            let v = next.fetch_add(1, Ordering::Relaxed);
+            env.store.save_event(&event("saver", v)).await.expect("save");
+        })
+    });
+    let raw_subject = env.store.event_subject("raw-saver");
+    let payload = bytes_of(&event("raw-saver", 1));
+    g.bench_function("raw_publish_ack", |b| {
+        b.to_async(&env.rt).iter(|| async {
+            env.js
+                .publish(raw_subject.clone(), payload.clone())
+                .await
+                .expect("publish")
+                .await
+                .expect("ack");
+        })
+    });
+    g.finish();
+
+    // Many actors, many saves in flight at once.
+    const IN_FLIGHT: usize = 1000;
+    const ACTORS: usize = 100;
+    let mut g = c.benchmark_group("js_pipelined_appends");
+    g.throughput(Throughput::Elements(IN_FLIGHT as u64));
+    g.sample_size(20);
+    let round = AtomicU64::new(0);
+    g.bench_function("aether", |b| {
+        b.to_async(&env.rt).iter(|| async {
+            let r = round.fetch_add(1, Ordering::Relaxed);
+            // Each actor gets IN_FLIGHT / ACTORS saves per round, chained per actor.
+            let per_actor = (IN_FLIGHT / ACTORS) as u64;
+            let tasks = (0..ACTORS).map(|a| {
+                let store = env.store.clone();
+                async move {
+                    let actor = format!("pipe-{a}");
+                    for i in 0..per_actor {
+                        let v = r * per_actor + i + 1;
+                        store.save_event(&event(&actor, v)).await.expect("save");
+                    }
+                }
+            });
+            futures::future::join_all(tasks).await;
+        })
+    });
+    g.bench_function("raw_pipelined_publish", |b| {
+        b.to_async(&env.rt).iter(|| async {
+            let per_actor = IN_FLIGHT / ACTORS;
+            let tasks = (0..ACTORS).map(|a| {
+                let js = env.js.clone();
+                let subject = env.store.event_subject(&format!("rawpipe-{a}"));
+                let payload = payload.clone();
+                async move {
+                    for _ in 0..per_actor {
+                        js.publish(subject.clone(), payload.clone())
+                            .await
+                            .expect("publish")
+                            .await
+                            .expect("ack");
+                    }
+                }
+            });
+            futures::future::join_all(tasks).await;
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("js_save_10_events");
+    g.throughput(Throughput::Elements(10));
+    let batch_next = AtomicU64::new(1);
+    g.bench_function("aether_save_events", |b| {
+        b.to_async(&env.rt).iter(|| async {
+            let start = batch_next.fetch_add(10, Ordering::Relaxed);
+            let evs: Vec<Event> = (start..start + 10).map(|v| event("batcher", v)).collect();
+            env.store.save_events("batcher", &evs).await.expect("save batch");
+        })
+    });
+    let single_next = AtomicU64::new(1);
+    g.bench_function("aether_10x_save_event", |b| {
+        b.to_async(&env.rt).iter(|| async {
+            let start = single_next.fetch_add(10, Ordering::Relaxed);
+            for v in start..start + 10 {
+                env.store.save_event(&event("single", v)).await.expect("save");
+            }
+        })
+    });
+    g.finish();
+}
+
+fn bytes_of(e: &Event) -> bytes::Bytes {
+    bytes::Bytes::from(e.to_json_bytes().expect("encode"))
+}
+
+fn replay(c: &mut Criterion) {
+    let env = env();
+    const N: u64 = 10_000;
+    let actor = "replay-10k";
+    env.rt.block_on(seed_history(&env.js, &env.store, actor, N));
+    let subject = env.store.event_subject(actor);
+    let mut g = c.benchmark_group("js_replay_10k");
+    g.throughput(Throughput::Elements(N));
+    g.sample_size(10);
+    g.bench_function("aether", |b| {
+        b.to_async(&env.rt).iter(|| async {
+            let evs = env.store.get_events(actor, 0).await.expect("replay");
+            assert_eq!(evs.len() as u64, N);
+            black_box(evs)
+        })
+    });
+    g.bench_function("raw_ordered_consumer", |b| {
+        b.to_async(&env.rt).iter_custom(|iters| {
+            let stream = env.stream.clone();
+            let subject = subject.clone();
+            async move {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let c = stream
+                        .create_consumer(consumer::pull::OrderedConfig {
+                            filter_subject: subject.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .expect("consumer");
+                    let mut msgs = c.messages().await.expect("messages");
+                    let mut got = 0;
+                    while got < N {
+                        let m = msgs.next().await.expect("message").expect("ok");
+                        black_box(m.payload.len());
+                        got += 1;
+                    }
+                }
+                start.elapsed()
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    targets = latest_version, save, replay
+}
+criterion_main!(benches);
