@@ -60,7 +60,12 @@ fn event(actor: &str, v: u64) -> Event {
 
 /// Writes `n` events for `actor` quickly: pipelined raw publishes in the store's own message
 /// format (one event JSON per message, version header), so long histories take seconds.
-async fn seed_history(env_js: &jetstream::Context, store: &JetStreamEventStore, actor: &str, n: u64) {
+async fn seed_history(
+    env_js: &jetstream::Context,
+    store: &JetStreamEventStore,
+    actor: &str,
+    n: u64,
+) {
     let subject = store.event_subject(actor);
     let mut v = 1;
     while v <= n {
@@ -91,13 +96,20 @@ async fn seed_history(env_js: &jetstream::Context, store: &JetStreamEventStore, 
 fn latest_version(c: &mut Criterion) {
     let env = env();
     let actor_10 = "latest-10";
-    env.rt.block_on(seed_history(&env.js, &env.store, actor_10, 10));
+    env.rt
+        .block_on(seed_history(&env.js, &env.store, actor_10, 10));
     let subject = env.store.event_subject(actor_10);
 
     let mut g = c.benchmark_group("js_get_latest_version_cold");
     g.bench_function("aether", |b| {
-        b.to_async(&env.rt)
-            .iter(|| async { black_box(env.store.get_latest_version(actor_10).await.expect("latest")) })
+        b.to_async(&env.rt).iter(|| async {
+            black_box(
+                env.store
+                    .get_latest_version(actor_10)
+                    .await
+                    .expect("latest"),
+            )
+        })
     });
     g.bench_function("raw_direct_get", |b| {
         b.to_async(&env.rt).iter(|| async {
@@ -136,7 +148,8 @@ fn latest_version(c: &mut Criterion) {
     let mut g = c.benchmark_group("js_get_latest_version_by_history");
     for n in [10u64, 1_000, 100_000] {
         let actor = format!("history-{n}");
-        env.rt.block_on(seed_history(&env.js, &env.store, &actor, n));
+        env.rt
+            .block_on(seed_history(&env.js, &env.store, &actor, n));
         g.bench_with_input(BenchmarkId::new("aether", n), &actor, |b, actor| {
             b.to_async(&env.rt).iter(|| async {
                 let v = env.store.get_latest_version(actor).await.expect("latest");
@@ -148,7 +161,9 @@ fn latest_version(c: &mut Criterion) {
     g.finish();
 
     let warm = env.rt.block_on(async {
-        let client = async_nats::connect(env._server.url()).await.expect("connect");
+        let client = async_nats::connect(env._server.url())
+            .await
+            .expect("connect");
         let s = JetStreamEventStore::new(client, JetStreamConfig::default())
             .await
             .expect("store")
@@ -171,7 +186,10 @@ fn save(c: &mut Criterion) {
     g.bench_function("aether", |b| {
         b.to_async(&env.rt).iter(|| async {
             let v = next.fetch_add(1, Ordering::Relaxed);
-            env.store.save_event(&event("saver", v)).await.expect("save");
+            env.store
+                .save_event(&event("saver", v))
+                .await
+                .expect("save");
         })
     });
     let raw_subject = env.store.event_subject("raw-saver");
@@ -242,7 +260,10 @@ fn save(c: &mut Criterion) {
         b.to_async(&env.rt).iter(|| async {
             let start = batch_next.fetch_add(10, Ordering::Relaxed);
             let evs: Vec<Event> = (start..start + 10).map(|v| event("batcher", v)).collect();
-            env.store.save_events("batcher", &evs).await.expect("save batch");
+            env.store
+                .save_events("batcher", &evs)
+                .await
+                .expect("save batch");
         })
     });
     let single_next = AtomicU64::new(1);
@@ -250,7 +271,10 @@ fn save(c: &mut Criterion) {
         b.to_async(&env.rt).iter(|| async {
             let start = single_next.fetch_add(10, Ordering::Relaxed);
             for v in start..start + 10 {
-                env.store.save_event(&event("single", v)).await.expect("save");
+                env.store
+                    .save_event(&event("single", v))
+                    .await
+                    .expect("save");
             }
         })
     });

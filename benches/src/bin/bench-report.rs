@@ -61,48 +61,175 @@ const NBUS: &str = "cargo bench -p aether-benches --bench nats_bus";
 const RING: &str = "cargo bench -p aether-benches --bench cluster";
 
 const ROWS: &[Row] = &[
-    row("`get_latest_version`, JetStream, cache cold", "js_get_latest_version_cold", "aether",
-        Some(("raw direct get of the last message", "raw_direct_get")), Target::TimeAtMost(1.2), "≤ 1.2×", JS),
-    row("`get_latest_version` at 100 000 events", "js_get_latest_version_by_history", "aether/100000",
-        Some(("itself at 10 events", "aether/10")), Target::TimeAtMost(1.2), "flat (≤ 1.2×)", JS),
-    row("`get_latest_version` at 1 000 events", "js_get_latest_version_by_history", "aether/1000",
-        Some(("itself at 10 events", "aether/10")), Target::TimeAtMost(1.2), "flat (≤ 1.2×)", JS),
-    row("`get_latest_version`, JetStream, cache cold", "js_get_latest_version_cold", "aether",
-        Some(("the Go store's way: consumer with deliver-last", "go_style_consumer")), Target::SpeedupAtLeast(3.0), "≥ 3× faster", JS),
-    row("`get_latest_version`, cache warm", "js_get_latest_version_warm", "aether",
-        None, Target::AbsoluteNs(50.0), "≤ 50 ns (Go: ~630 ns)", JS),
-    row("`save_event` (server-side concurrency check)", "js_save_event", "aether",
-        Some(("raw JetStream publish + ack", "raw_publish_ack")), Target::TimeAtMost(1.2), "≤ 1.2×", JS),
-    row("appends across 100 actors, 1 000 in flight", "js_pipelined_appends", "aether",
-        Some(("raw pipelined JetStream publishes", "raw_pipelined_publish")), Target::ThroughputAtLeast(0.8), "≥ 0.8× throughput", JS),
-    row("`save_events` of 10 events", "js_save_10_events", "aether_save_events",
-        Some(("10 × `save_event`", "aether_10x_save_event")), Target::TimeAtMost(1.0), "faster", JS),
-    row("replay of a 10 000-event actor", "js_replay_10k", "aether",
-        Some(("raw ordered consumer on the subject", "raw_ordered_consumer")), Target::ThroughputAtLeast(0.8), "≥ 0.8× throughput", JS),
-    row("in-memory `save_event`", "memory_save_event", "aether",
-        None, Target::PerElementNs(1000.0, 1.0), "≥ 1 M saves/s", MEM),
-    row("in-memory `get_latest_version`", "memory_get_latest_version", "aether",
-        None, Target::AbsoluteNs(50.0), "≤ 50 ns", MEM),
-    row("hash ring `get_node`, 100 nodes × 150 vnodes", "ring_get_node", "aether",
-        Some(("`hashring` crate, same nodes and keys", "hashring_crate")), Target::TimeAtMost(1.0), "faster", RING),
-    row("shard lookup `get_shard`", "shard_get_shard", "aether",
-        None, Target::AbsoluteNs(50.0), "≤ 50 ns", RING),
-    row("local bus publish → 1 subscriber", "local_bus_1_subscriber", "aether",
-        Some(("tokio `broadcast`", "tokio_broadcast")), Target::ThroughputAtLeast(0.5), "≥ 0.5× throughput", BUS),
-    row("local bus publish → 10 subscribers", "local_bus_10_subscribers", "aether",
-        Some(("tokio `broadcast`", "tokio_broadcast")), Target::ThroughputAtLeast(0.5), "≥ 0.5× throughput", BUS),
-    row("local bus publish → 1 filtered subscriber", "local_bus_filtered", "aether",
-        Some(("tokio `broadcast` + filter", "tokio_broadcast")), Target::ThroughputAtLeast(0.5), "≥ 0.5× throughput", BUS),
-    row("NATS bus publish → remote subscriber", "nats_bus_publish_receive", "aether",
-        Some(("raw async-nats publish/subscribe", "raw_async_nats")), Target::ThroughputAtLeast(0.8), "≥ 0.8× throughput", NBUS),
+    row(
+        "`get_latest_version`, JetStream, cache cold",
+        "js_get_latest_version_cold",
+        "aether",
+        Some(("raw direct get of the last message", "raw_direct_get")),
+        Target::TimeAtMost(1.2),
+        "≤ 1.2×",
+        JS,
+    ),
+    row(
+        "`get_latest_version` at 100 000 events",
+        "js_get_latest_version_by_history",
+        "aether/100000",
+        Some(("itself at 10 events", "aether/10")),
+        Target::TimeAtMost(1.2),
+        "flat (≤ 1.2×)",
+        JS,
+    ),
+    row(
+        "`get_latest_version` at 1 000 events",
+        "js_get_latest_version_by_history",
+        "aether/1000",
+        Some(("itself at 10 events", "aether/10")),
+        Target::TimeAtMost(1.2),
+        "flat (≤ 1.2×)",
+        JS,
+    ),
+    row(
+        "`get_latest_version`, JetStream, cache cold",
+        "js_get_latest_version_cold",
+        "aether",
+        Some((
+            "the Go store's way: consumer with deliver-last",
+            "go_style_consumer",
+        )),
+        Target::SpeedupAtLeast(3.0),
+        "≥ 3× faster",
+        JS,
+    ),
+    row(
+        "`get_latest_version`, cache warm",
+        "js_get_latest_version_warm",
+        "aether",
+        None,
+        Target::AbsoluteNs(50.0),
+        "≤ 50 ns (Go: ~630 ns)",
+        JS,
+    ),
+    row(
+        "`save_event` (server-side concurrency check)",
+        "js_save_event",
+        "aether",
+        Some(("raw JetStream publish + ack", "raw_publish_ack")),
+        Target::TimeAtMost(1.2),
+        "≤ 1.2×",
+        JS,
+    ),
+    row(
+        "appends across 100 actors, 1 000 in flight",
+        "js_pipelined_appends",
+        "aether",
+        Some(("raw pipelined JetStream publishes", "raw_pipelined_publish")),
+        Target::ThroughputAtLeast(0.8),
+        "≥ 0.8× throughput",
+        JS,
+    ),
+    row(
+        "`save_events` of 10 events",
+        "js_save_10_events",
+        "aether_save_events",
+        Some(("10 × `save_event`", "aether_10x_save_event")),
+        Target::TimeAtMost(1.0),
+        "faster",
+        JS,
+    ),
+    row(
+        "replay of a 10 000-event actor",
+        "js_replay_10k",
+        "aether",
+        Some((
+            "raw ordered consumer on the subject",
+            "raw_ordered_consumer",
+        )),
+        Target::ThroughputAtLeast(0.8),
+        "≥ 0.8× throughput",
+        JS,
+    ),
+    row(
+        "in-memory `save_event`",
+        "memory_save_event",
+        "aether",
+        None,
+        Target::PerElementNs(1000.0, 1.0),
+        "≥ 1 M saves/s",
+        MEM,
+    ),
+    row(
+        "in-memory `get_latest_version`",
+        "memory_get_latest_version",
+        "aether",
+        None,
+        Target::AbsoluteNs(50.0),
+        "≤ 50 ns",
+        MEM,
+    ),
+    row(
+        "hash ring `get_node`, 100 nodes × 150 vnodes",
+        "ring_get_node",
+        "aether",
+        Some(("`hashring` crate, same nodes and keys", "hashring_crate")),
+        Target::TimeAtMost(1.0),
+        "faster",
+        RING,
+    ),
+    row(
+        "shard lookup `get_shard`",
+        "shard_get_shard",
+        "aether",
+        None,
+        Target::AbsoluteNs(50.0),
+        "≤ 50 ns",
+        RING,
+    ),
+    row(
+        "local bus publish → 1 subscriber",
+        "local_bus_1_subscriber",
+        "aether",
+        Some(("tokio `broadcast`", "tokio_broadcast")),
+        Target::ThroughputAtLeast(0.5),
+        "≥ 0.5× throughput",
+        BUS,
+    ),
+    row(
+        "local bus publish → 10 subscribers",
+        "local_bus_10_subscribers",
+        "aether",
+        Some(("tokio `broadcast`", "tokio_broadcast")),
+        Target::ThroughputAtLeast(0.5),
+        "≥ 0.5× throughput",
+        BUS,
+    ),
+    row(
+        "local bus publish → 1 filtered subscriber",
+        "local_bus_filtered",
+        "aether",
+        Some(("tokio `broadcast` + filter", "tokio_broadcast")),
+        Target::ThroughputAtLeast(0.5),
+        "≥ 0.5× throughput",
+        BUS,
+    ),
+    row(
+        "NATS bus publish → remote subscriber",
+        "nats_bus_publish_receive",
+        "aether",
+        Some(("raw async-nats publish/subscribe", "raw_async_nats")),
+        Target::ThroughputAtLeast(0.8),
+        "≥ 0.8× throughput",
+        NBUS,
+    ),
 ];
 
 /// Median time in ns of one benchmark, and its throughput elements per iteration.
 fn read(dir: &Path, group: &str, id: &str) -> Option<(f64, Option<f64>)> {
     let base = dir.join(group).join(id).join("new");
-    let est: Value = serde_json::from_str(&std::fs::read_to_string(base.join("estimates.json")).ok()?).ok()?;
+    let est: Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("estimates.json")).ok()?).ok()?;
     let median = est["median"]["point_estimate"].as_f64()?;
-    let bench: Value = serde_json::from_str(&std::fs::read_to_string(base.join("benchmark.json")).ok()?).ok()?;
+    let bench: Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("benchmark.json")).ok()?).ok()?;
     let elements = bench["throughput"]["Elements"].as_f64();
     Some((median, elements))
 }
@@ -141,7 +268,10 @@ fn main() {
     );
     let _ = writeln!(md, "- nats-server: {server}");
     let _ = writeln!(md, "- machine: {machine}\n");
-    let _ = writeln!(md, "| operation | Aether (median) | reference | reference (median) | ratio | target | met |");
+    let _ = writeln!(
+        md,
+        "| operation | Aether (median) | reference | reference (median) | ratio | target | met |"
+    );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|");
     let mut missing = Vec::new();
     for r in ROWS {
@@ -149,9 +279,15 @@ fn main() {
             missing.push(format!("{}/{}", r.group, r.aether));
             continue;
         };
-        let reference = r.reference.and_then(|(label, id)| read(&dir, r.group, id).map(|(t, _)| (label, t)));
+        let reference = r
+            .reference
+            .and_then(|(label, id)| read(&dir, r.group, id).map(|(t, _)| (label, t)));
         if r.reference.is_some() && reference.is_none() {
-            missing.push(format!("{}/{}", r.group, r.reference.map(|x| x.1).unwrap_or_default()));
+            missing.push(format!(
+                "{}/{}",
+                r.group,
+                r.reference.map(|x| x.1).unwrap_or_default()
+            ));
             continue;
         }
         let (ref_label, ref_time, ratio) = match reference {
@@ -175,7 +311,9 @@ fn main() {
         };
         let ratio_text = match (r.target, ratio) {
             (Target::SpeedupAtLeast(_), Some(x)) => format!("{:.2}× ({:.1}× faster)", x, 1.0 / x),
-            (Target::ThroughputAtLeast(_), Some(x)) => format!("{:.2}× ({:.2}× throughput)", x, 1.0 / x),
+            (Target::ThroughputAtLeast(_), Some(x)) => {
+                format!("{:.2}× ({:.2}× throughput)", x, 1.0 / x)
+            }
             (_, Some(x)) => format!("{x:.2}×"),
             (_, None) => "—".into(),
         };
@@ -213,7 +351,10 @@ fn main() {
         }
     }
     let _ = writeln!(md, "\n## Reproduce\n");
-    let _ = writeln!(md, "`scripts/bench` runs everything and rewrites this file. One group at a time:\n");
+    let _ = writeln!(
+        md,
+        "`scripts/bench` runs everything and rewrites this file. One group at a time:\n"
+    );
     let mut cmds: Vec<&str> = ROWS.iter().map(|r| r.reproduce).collect();
     cmds.dedup();
     cmds.sort();
@@ -221,7 +362,10 @@ fn main() {
     for c in cmds {
         let _ = writeln!(md, "- `{c}`");
     }
-    let _ = writeln!(md, "- `cargo run --release -p aether-benches --bin footprint` (memory)");
+    let _ = writeln!(
+        md,
+        "- `cargo run --release -p aether-benches --bin footprint` (memory)"
+    );
     if !missing.is_empty() {
         let _ = writeln!(md, "\nNot measured in this run: {}", missing.join(", "));
     }
