@@ -482,9 +482,10 @@ impl<M: RuntimeModel> Inner<M> {
                 return false;
             }
             *view = Arc::clone(&a);
-        }
-        if let Err(e) = self.shards.set_table(a.table.shards.clone()) {
-            tracing::warn!(error = %e, "shard table not applied");
+            // Under the view lock, so concurrent applies cannot leave an older table behind.
+            if let Err(e) = self.shards.set_table(a.table.shards.clone()) {
+                tracing::warn!(error = %e, "shard table not applied");
+            }
         }
         let lost = self
             .host
