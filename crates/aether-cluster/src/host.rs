@@ -32,6 +32,9 @@ pub enum Handled<R> {
 /// the newest assignment it knows). Checked before every message and every retry.
 pub type Fence = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// Called with the actor id when an activation ends.
+pub type PassivationHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// One activation of an actor.
 #[derive(Debug)]
 pub struct ActorVm {
@@ -97,6 +100,7 @@ struct Shared<M: RuntimeModel> {
     config: ActorConfig,
     cells: DashMap<String, Cell<M>>,
     fence: RwLock<Fence>,
+    on_passivate: RwLock<Option<PassivationHook>>,
     generation: AtomicU64,
 }
 
@@ -149,6 +153,7 @@ impl<M: RuntimeModel> ActorHost<M> {
                 config,
                 cells: DashMap::new(),
                 fence: RwLock::new(Arc::new(|_: &str| true)),
+                on_passivate: RwLock::new(None),
                 generation: AtomicU64::new(0),
             }),
         }
@@ -162,6 +167,15 @@ impl<M: RuntimeModel> ActorHost<M> {
     /// Replaces the ownership check.
     pub fn set_fence(&self, fence: Fence) {
         *self.shared.fence.write().unwrap_or_else(|e| e.into_inner()) = fence;
+    }
+
+    /// Sets what to call when an actor is passivated (idle, on request or losing its shard).
+    pub fn set_passivation_hook(&self, hook: PassivationHook) {
+        *self
+            .shared
+            .on_passivate
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     /// Handles `message` on `actor_id`, activating the actor if needed.
@@ -355,6 +369,14 @@ async fn run_actor<M: RuntimeModel>(
         }
     }
     vm.set_state(VMState::Stopped);
+    let hook = shared
+        .on_passivate
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(hook) = hook {
+        hook(&actor_id);
+    }
     tracing::debug!(actor_id, vm = %vm.id, "actor passivated");
 }
 

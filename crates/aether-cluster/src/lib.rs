@@ -74,7 +74,7 @@ pub use config::{
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_TIMEOUT,
 };
 pub use hash::stable_hash64;
-pub use host::{ActorHost, ActorVm, Fence, Handled};
+pub use host::{ActorHost, ActorVm, Fence, Handled, PassivationHook};
 pub use registry::DistributedVMRegistry;
 pub use ring::{BoundedLoadPlacer, ConsistentHashRing};
 pub use shard::{diff, rebalance, shard_for, ShardManager, ShardMove};

@@ -148,6 +148,16 @@ impl<M: RuntimeModel> ClusterNode<M> {
                 .is_some_and(|i| i.view().serves(&i.node_id, actor_id))
         }));
 
+        // The registry forgets local actors when they passivate.
+        let weak = Arc::downgrade(&inner);
+        inner
+            .host
+            .set_passivation_hook(Arc::new(move |actor_id: &str| {
+                if let Some(i) = weak.upgrade() {
+                    i.registry.unregister_if_on(actor_id, &i.node_id);
+                }
+            }));
+
         inner.refresh_view().await?;
         {
             let view = inner.view();
@@ -490,9 +500,10 @@ impl<M: RuntimeModel> Inner<M> {
         let lost = self
             .host
             .passivate_where(|actor| !a.serves(&self.node_id, actor));
-        for actor in &lost {
-            self.registry.unregister_if_on(actor, &self.node_id);
-        }
+        // Forget locations the new table contradicts (the passivation hook takes care of
+        // the local actors given up above once they have stopped).
+        self.registry
+            .retain(|actor, node| node == self.node_id || a.owner_of(actor) == Some(node));
         tracing::debug!(
             node = %self.node_id,
             epoch = a.epoch,

@@ -123,6 +123,11 @@ impl DistributedVMRegistry {
         actors
     }
 
+    /// Keeps only the locations for which `keep(actor, node)` holds.
+    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+        self.locations.retain(|a, n| keep(a, n));
+    }
+
     /// Number of actors with a known location.
     pub fn len(&self) -> usize {
         self.locations.len()
@@ -190,6 +195,9 @@ mod tests {
         assert!(r.unregister_if_on("b", "other"));
         assert_eq!(r.unregister("c").as_deref(), Some("other"));
         assert_eq!(r.len(), 1);
+        r.register("d", "x");
+        r.retain(|_, n| n != "x");
+        assert_eq!(r.node_of("d"), None);
         assert_eq!(r.local_node(), "me");
         assert!(format!("{r:?}").contains("me"));
     }

@@ -215,9 +215,13 @@ async fn three_nodes_form_a_cluster_agree_on_assignments_and_route_from_anywhere
                 deposits: 2
             }
         );
-        // Only the owner hosts it.
+        // Only the owner hosts it, and every node's registry knows where.
         let owner = from.owner_of(&actor).unwrap();
         for n in &nodes {
+            assert_eq!(
+                n.registry().node_of(&actor).as_deref(),
+                Some(owner.as_str())
+            );
             assert_eq!(
                 n.host().is_active(&actor),
                 n.node_id() == owner,
@@ -487,7 +491,10 @@ async fn idle_actors_passivate_and_come_back_from_a_snapshot() {
             .await
             .unwrap();
     }
+    assert_eq!(node.registry().local_actors(), ["p-1"]);
+    assert!(node.registry().get_vm("p-1").is_some());
     eventually("passivation", || !node.host().is_active("p-1")).await;
+    eventually("the registry to forget it", || node.registry().is_empty()).await;
     use aether_core::SnapshotStore;
     eventually("a snapshot", || {
         futures::executor::block_on(store.get_latest_snapshot("p-1"))
