@@ -540,6 +540,54 @@ mod tests {
     }
 
     #[test]
+    fn more_than_100_nodes() {
+        let m = ShardManager::default();
+        m.rebalance(&names(120));
+        let l = m.loads();
+        assert_eq!(l.len(), 120);
+        assert!(l.values().all(|&c| c == 8 || c == 9), "{l:?}");
+        let held = m.shards_of("node-77").len();
+        let live: Vec<String> = names(120).into_iter().filter(|n| n != "node-77").collect();
+        assert_eq!(m.rebalance(&live).len(), held);
+    }
+
+    #[test]
+    fn concurrent_readers_and_writers() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let m = Arc::new(ShardManager::new(ShardConfig::default().shard_count(256)));
+        m.rebalance(&names(3));
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|t| {
+                let m = Arc::clone(&m);
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) || n < 1000 {
+                        let id = format!("a-{t}-{n}");
+                        let shard = m.get_shard(&id);
+                        // Every row is always whole: a reader never sees a half-written table.
+                        assert!(!m.get_shard_nodes(shard).is_empty());
+                        assert!(m.place_actor(&id, &names(5)).is_some());
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        for round in 0..40 {
+            m.rebalance(&names(3 + round % 3));
+            m.assign_shard(round as u32, vec!["node-0".into()]).unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().expect("reader");
+        }
+        m.rebalance(&names(4));
+        assert!(m.rebalance(&names(4)).is_empty());
+    }
+
+    #[test]
     fn diff_lists_new_replicas() {
         let prev = vec![vec!["a".to_string()], vec!["b".to_string()]];
         let next = vec![vec!["a".to_string()], vec!["c".to_string()]];
