@@ -167,7 +167,9 @@ async fn start_points_filters_and_live_subscribers_together() {
     ));
 
     // Closing the bus ends durable subscriptions.
+    assert_eq!(bus.metrics().active_subscriptions, 5);
     bus.close().await.unwrap();
+    assert_eq!(bus.metrics().active_subscriptions, 0);
     let ended =
         tokio::time::timeout(DEADLINE, async { while only_new.recv().await.is_some() {} }).await;
     assert!(ended.is_ok());

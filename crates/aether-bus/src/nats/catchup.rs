@@ -1,6 +1,7 @@
 //! Durable delivery from the bus's JetStream stream: replay from a checkpoint, then live.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -63,17 +64,33 @@ pub struct DurableEvent {
     pub event: Arc<Event>,
 }
 
-/// Counts the subscription as closed when it is dropped.
+/// Counts a durable subscription as closed exactly once: when its task ends (bus closed) or
+/// when the subscriber drops it, whichever comes first.
+#[derive(Debug, Clone)]
+struct OpenCount {
+    counted: Arc<AtomicBool>,
+    metrics: Weak<BusMetrics>,
+}
+
+impl OpenCount {
+    fn close(&self) {
+        if !self.counted.swap(true, Ordering::AcqRel) {
+            if let Some(m) = self.metrics.upgrade() {
+                m.subscription_closed();
+            }
+        }
+    }
+}
+
+/// Stops the task and counts the subscription as closed when it is dropped.
 struct DurableGuard {
     _stop: StopOnDrop,
-    metrics: Weak<BusMetrics>,
+    open: OpenCount,
 }
 
 impl Drop for DurableGuard {
     fn drop(&mut self) {
-        if let Some(m) = self.metrics.upgrade() {
-            m.subscription_closed();
-        }
+        self.open.close();
     }
 }
 
@@ -284,9 +301,13 @@ impl NatsEventBus {
         let (tx, rx) = mpsc::channel(DEFAULT_SUBSCRIPTION_BUFFER);
         let (stop_tx, stop_rx) = oneshot::channel();
         inner.ctx.metrics.subscription_opened();
+        let open = OpenCount {
+            counted: Arc::new(AtomicBool::new(false)),
+            metrics: Arc::downgrade(&inner.ctx.metrics),
+        };
         let guard = DurableGuard {
             _stop: StopOnDrop(stop_tx),
-            metrics: Arc::downgrade(&inner.ctx.metrics),
+            open: open.clone(),
         };
         let mut connections = inner.monitor.connections();
         connections.mark_unchanged();
@@ -298,6 +319,7 @@ impl NatsEventBus {
                 pattern: pattern.to_string(),
                 filter,
                 ctx: inner.ctx.clone(),
+                open,
             },
             messages,
             Signals {
@@ -329,6 +351,7 @@ struct Replay {
     pattern: String,
     filter: SubscriptionFilter,
     ctx: Arc<Ctx>,
+    open: OpenCount,
 }
 
 struct Signals {
@@ -477,4 +500,5 @@ async fn replay(mut r: Replay, mut messages: consumer::pull::Ordered, mut signal
             }
         }
     }
+    r.open.close();
 }
