@@ -628,3 +628,22 @@ async fn the_store_is_usable_behind_trait_objects() {
     let snaps: Box<dyn SnapshotStore> = Box::new(open(&server, JetStreamConfig::default()).await);
     assert_eq!(snaps.get_events("a", 1).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn from_version_finds_its_start_in_long_interleaved_histories() {
+    let server = start();
+    let store = open(&server, JetStreamConfig::default()).await;
+    // 600 versions of `long` in batches of three, interleaved with another actor's events, so
+    // the actor's messages are spread over twice as many stream sequences.
+    for b in 0..200u64 {
+        let batch: Vec<Event> = (1..=3).map(|i| ev("long", b * 3 + i)).collect();
+        store.save_events("long", &batch).await.unwrap();
+        store.save_event(&ev("noise", b + 1)).await.unwrap();
+    }
+    for from in [1, 2, 299, 300, 301, 302, 450, 598, 599, 600] {
+        let got = versions(&store.get_events("long", from).await.unwrap());
+        assert_eq!(got, (from..=600).collect::<Vec<_>>(), "from_version {from}");
+    }
+    assert!(store.get_events("long", 601).await.unwrap().is_empty());
+    assert_eq!(store.get_events("noise", 150).await.unwrap().len(), 51);
+}

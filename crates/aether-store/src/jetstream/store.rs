@@ -33,6 +33,9 @@ const MAX_PUBLISH_ATTEMPTS: usize = 16;
 const MAX_TRANSIENT_RETRIES: u32 = 1;
 /// Wait before a retry (times the number of failures so far).
 const TRANSIENT_BACKOFF: Duration = Duration::from_millis(50);
+/// Histories shorter than this (by their last version) are replayed from the start rather than
+/// searched for the first wanted message.
+const SEARCH_MIN_HISTORY: u64 = 512;
 /// Messages requested per pull while replaying.
 const REPLAY_BATCH: u64 = 1000;
 /// How long one pull may wait for messages the server said are pending.
@@ -582,9 +585,19 @@ impl JetStreamEventStore {
         actor_id: &str,
         from_version: u64,
         tip: u64,
+        last_version: Option<u64>,
     ) -> u64 {
         if from_version <= 1 || !self.direct {
             return 1;
+        }
+        // Each probe costs a round trip, about as much as streaming a few hundred messages, so
+        // search only when the versions suggest a long history of which most can be skipped.
+        // Versions need not be contiguous: a wrong guess costs time, never correctness.
+        if let Some(last) = last_version {
+            let to_read = last.saturating_sub(from_version);
+            if last < SEARCH_MIN_HISTORY || to_read >= last / 2 {
+                return 1;
+            }
         }
         let (mut lo, mut hi) = (1u64, tip);
         while lo < hi {
@@ -611,7 +624,13 @@ impl JetStreamEventStore {
             return Ok(result);
         }
         let mut next_seq = self
-            .start_sequence(&subject, actor_id, from_version, last.sequence)
+            .start_sequence(
+                &subject,
+                actor_id,
+                from_version,
+                last.sequence,
+                codec::header_last_version(&last.headers),
+            )
             .await;
         let context = || format!("replaying {subject} on stream {}", self.stream_name);
         // Messages left to read, as the server counted them when the replay began; the replay
