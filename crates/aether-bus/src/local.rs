@@ -76,16 +76,25 @@ impl EventBus {
     pub fn subscription_count(&self) -> usize {
         self.registry.len()
     }
-}
 
-#[async_trait]
-impl EventBroadcaster for EventBus {
-    async fn publish(&self, namespace: &str, event: &Event) -> Result<()> {
+    /// Publishes `event` to `namespace` (see [`EventBroadcaster::publish`]). The inherent form
+    /// avoids the boxed future of the object-safe trait method on the hot path.
+    ///
+    /// # Errors
+    /// [`aether_core::Error::InvalidInput`] for an empty or wildcard namespace.
+    pub async fn publish(&self, namespace: &str, event: &Event) -> Result<()> {
         validate_namespace(namespace)?;
         self.registry
             .publish_local(namespace, Arc::new(event.clone()))
             .await;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl EventBroadcaster for EventBus {
+    async fn publish(&self, namespace: &str, event: &Event) -> Result<()> {
+        EventBus::publish(self, namespace, event).await
     }
 
     async fn subscribe_with_options(
