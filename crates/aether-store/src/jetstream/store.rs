@@ -218,6 +218,13 @@ impl JetStreamEventStore {
         self.config.effective_namespace()
     }
 
+    /// The name of the stream a store opened with `config` uses: the sanitised stream name,
+    /// prefixed with the sanitised namespace and `_` when there is one. Lets tools look the
+    /// stream up without opening a store (which would create it).
+    pub fn stream_name_for(config: &JetStreamConfig) -> String {
+        setup::stream_name_for(config)
+    }
+
     /// The JetStream stream holding the events (namespace prefix included).
     pub fn stream_name(&self) -> &str {
         &self.stream_name
