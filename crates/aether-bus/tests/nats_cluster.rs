@@ -37,12 +37,20 @@ async fn buses_on_different_servers_of_a_cluster() {
     let urls = cluster.url_list();
     let config = NatsBusConfig::default().jetstream(BusStreamConfig::default().replicas(3));
     let mut buses = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
     for url in &urls {
-        buses.push(
-            NatsEventBus::connect(url, config.clone())
-                .await
-                .expect("connecting"),
-        );
+        // Right after the cluster elects a leader, placing a replicated stream can still fail
+        // ("no suitable peers") until every server has reported in: retry, as the error says.
+        let bus = loop {
+            match NatsEventBus::connect(url, config.clone()).await {
+                Ok(b) => break b,
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("connecting: {e:?}"),
+            }
+        };
+        buses.push(bus);
     }
     let mut subs = Vec::new();
     for b in &buses {
