@@ -321,6 +321,11 @@ impl JetStreamEventStore {
                     from_cache = false;
                     continue;
                 }
+                if uncertain && self.history_holds(actor_id, first.version, &last.id).await {
+                    // An unanswered attempt went in, and others have written after it.
+                    self.notify(events).await;
+                    return Ok(());
+                }
                 return Err(Error::version_conflict(
                     actor_id,
                     first.version,
@@ -387,6 +392,18 @@ impl JetStreamEventStore {
         ))
     }
 
+    /// Whether the actor's history from `from_version` holds the event `event_id` (a read
+    /// failure counts as no).
+    async fn history_holds(&self, actor_id: &str, from_version: u64, event_id: &str) -> bool {
+        match self.replay(actor_id, from_version).await {
+            Ok(r) => r.events.iter().any(|e| e.id == event_id),
+            Err(e) => {
+                tracing::debug!(actor_id, error = %e, "could not check whether an unanswered save went in");
+                false
+            }
+        }
+    }
+
     async fn notify(&self, events: &[Event]) {
         if let Some(n) = &self.notifier {
             n.notify_all(events).await;
@@ -432,7 +449,9 @@ impl JetStreamEventStore {
                         limit: self.client.server_info().max_payload,
                     })
                 }
-                PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+                PublishErrorKind::TimedOut
+                | PublishErrorKind::BrokenPipe
+                | PublishErrorKind::MaxAckPending => {
                     PublishFailure::Other(Error::unavailable(context(), e))
                 }
                 _ => PublishFailure::Other(classify(context(), e)),
