@@ -1,5 +1,6 @@
 //! The NATS event bus against a real nats-server: delivery across buses, isolation, wildcards,
 //! filters, ordering, metadata, payload limits and the subscription lifecycle.
+#![cfg(feature = "nats")]
 
 mod nats_support;
 

@@ -1,5 +1,6 @@
 //! Durable delivery from JetStream: a subscriber that was down catches up from its checkpoint,
 //! then continues with live events, with no duplicates and no gaps.
+#![cfg(feature = "nats")]
 
 mod nats_support;
 

@@ -1,5 +1,6 @@
 //! The NATS bus on a three-server cluster: buses connected to different servers see each
 //! other's events, and a durable subscription reads a replicated bus stream.
+#![cfg(feature = "nats")]
 
 mod nats_support;
 

@@ -1,5 +1,6 @@
 //! The NATS bus across a server restart: subscriptions made before it keep receiving after
 //! it, and publishing works again, without the application doing anything.
+#![cfg(feature = "nats")]
 
 mod nats_support;
 
