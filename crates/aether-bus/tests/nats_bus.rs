@@ -30,7 +30,10 @@ async fn events_cross_between_three_buses_once_each() {
         let e = next_event(sub).await;
         assert_eq!((e.event_type.as_str(), e.version), ("OrderPlaced", 1));
     }
-    b.publish("orders", &ev("OrderShipped", "order-1", 2))
+    // Usable behind the trait object, like every bus.
+    let as_dyn: std::sync::Arc<dyn EventBroadcaster> = std::sync::Arc::new(b.clone());
+    as_dyn
+        .publish("orders", &ev("OrderShipped", "order-1", 2))
         .await
         .unwrap();
     for sub in [&mut on_a, &mut on_b, &mut on_c] {
