@@ -32,6 +32,28 @@ where
     }
 }
 
+/// Like [`classify`], for client errors that carry the JetStream API error in their kind
+/// rather than as a source.
+pub(crate) fn classify_api<E>(
+    context: impl Display,
+    api: Option<&async_nats::jetstream::Error>,
+    err: E,
+) -> Error
+where
+    E: StdError + Send + Sync + 'static,
+{
+    let context = context.to_string();
+    match api.map(api_error_kind) {
+        Some(Kind::Unavailable) => Error::unavailable(context, err),
+        Some(Kind::PermissionDenied) => Error::PermissionDenied {
+            context,
+            source: Box::new(err),
+        },
+        Some(Kind::NotFound) => Error::NotFound(format!("{context}: {err}")),
+        Some(Kind::Other) | None => classify(context, err),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Unavailable,
@@ -85,9 +107,14 @@ fn kind_of_one(e: &(dyn StdError + 'static)) -> Option<Kind> {
 }
 
 fn api_error_kind(api: &async_nats::jetstream::Error) -> Kind {
-    if api.error_code() == STREAM_NOT_FOUND || api.code() == 404 {
+    let code = api.error_code();
+    if code == STREAM_NOT_FOUND || api.code() == 404 {
         Kind::NotFound
-    } else if api.code() == 503 {
+    } else if api.code() == 503
+        // A cluster that is still forming or has lost peers: worth retrying.
+        || code == ErrorCode::CLUSTER_NOT_AVAILABLE
+        || code == ErrorCode::CLUSTER_NO_PEERS
+    {
         Kind::Unavailable
     } else if api.code() == 403 {
         Kind::PermissionDenied

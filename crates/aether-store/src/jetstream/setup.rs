@@ -5,7 +5,7 @@ use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::jetstream::{Context, ErrorCode};
 
-use super::errors::classify;
+use super::errors::classify_api;
 use super::subject::{sanitize_stream_name, Subjects};
 
 /// The stream name for a config: the sanitised base name, prefixed with the sanitised namespace
@@ -74,7 +74,17 @@ pub(crate) async fn ensure_stream(
                     Error::NotFound(format!("stream {name} vanished while being created"))
                 })?
             }
-            Err(e) => return Err(classify(format!("creating stream {name}"), e)),
+            Err(e) => {
+                let api = match e.kind() {
+                    CreateStreamErrorKind::JetStream(api) => Some(api),
+                    _ => None,
+                };
+                return Err(classify_api(
+                    format!("creating stream {name}"),
+                    api.as_ref(),
+                    e,
+                ));
+            }
         },
     };
     check_existing(&stream.cached_info().config, &desired)?;
@@ -90,7 +100,17 @@ async fn get(context: &Context, name: &str) -> Result<Option<stream::Stream>> {
         {
             Ok(None)
         }
-        Err(e) => Err(classify(format!("looking up stream {name}"), e)),
+        Err(e) => {
+            let api = match e.kind() {
+                GetStreamErrorKind::JetStream(api) => Some(api),
+                _ => None,
+            };
+            Err(classify_api(
+                format!("looking up stream {name}"),
+                api.as_ref(),
+                e,
+            ))
+        }
     }
 }
 

@@ -12,14 +12,16 @@ use aether_core::{
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::{PublishMessage, StreamMessage};
-use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::stream::{
+    ConsumerErrorKind, DirectGetErrorKind, LastRawMessageErrorKind, Stream,
+};
 use async_nats::jetstream::{Context, ErrorCode};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use futures::StreamExt;
 
 use super::codec::{self, Encoded};
-use super::errors::{classify, has_api_code};
+use super::errors::{classify, classify_api, has_api_code};
 use super::setup;
 use super::subject::{check_actor_id, Subjects};
 use crate::notify::StoredNotifier;
@@ -312,6 +314,7 @@ impl JetStreamEventStore {
         // then the actor's last message is ours.
         let mut uncertain = false;
         let mut transient_failures = 0;
+        let mut contended = 0;
         for _ in 0..MAX_PUBLISH_ATTEMPTS {
             if first.version <= tip.version {
                 if from_cache {
@@ -375,6 +378,13 @@ impl JetStreamEventStore {
                 self.notify(events).await;
                 return Ok(());
             }
+            if failure.is_none() && fresh.tip == tip {
+                // Rejected, yet the last message is the one we expected: another writer's
+                // append is still being replicated (clustered streams reject against pending
+                // writes). Give it a moment to land before deciding again.
+                contended += 1;
+                tokio::time::sleep(contention_backoff(contended)).await;
+            }
             tip = fresh.tip;
             from_cache = false;
             tracing::debug!(
@@ -433,7 +443,11 @@ impl JetStreamEventStore {
             Ok(ack) => Ok(ack.sequence),
             Err(e) => Err(match e.kind() {
                 PublishErrorKind::WrongLastSequence => PublishFailure::WrongLastSequence,
-                _ if has_api_code(&e, ErrorCode::STREAM_WRONG_LAST_SEQUENCE) => {
+                // Clustered streams answer with the "constant" variant of the error (10164),
+                // which the client does not sort as wrong-last-sequence.
+                _ if has_api_code(&e, ErrorCode::STREAM_WRONG_LAST_SEQUENCE)
+                    || has_api_code(&e, ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT) =>
+                {
                     PublishFailure::WrongLastSequence
                 }
                 PublishErrorKind::StreamNotFound => {
@@ -528,6 +542,9 @@ impl JetStreamEventStore {
                         if api.error_code() == ErrorCode::NO_MESSAGE_FOUND =>
                     {
                         Ok(None)
+                    }
+                    LastRawMessageErrorKind::JetStream(ref api) => {
+                        Err(classify_api(context(), Some(api), e))
                     }
                     _ => Err(classify(context(), e)),
                 },
@@ -681,7 +698,17 @@ impl JetStreamEventStore {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| classify(format!("{}: creating a consumer", context()), e))?;
+                .map_err(|e| {
+                    let api = match e.kind() {
+                        ConsumerErrorKind::JetStream(api) => Some(api),
+                        _ => None,
+                    };
+                    classify_api(
+                        format!("{}: creating a consumer", context()),
+                        api.as_ref(),
+                        e,
+                    )
+                })?;
             let consumer_name = consumer.cached_info().name.clone();
             let pending = consumer.cached_info().num_pending;
             let left = *remaining.get_or_insert(pending);
@@ -822,6 +849,18 @@ impl std::error::Error for BoxedCause {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(self.0.as_ref())
     }
+}
+
+/// Wait after the `n`th rejection that showed no new message: 1, 2, 4 ... ms up to 64 ms, with
+/// jitter so that contending writers spread out.
+fn contention_backoff(n: u32) -> Duration {
+    let base = 1u64 << n.min(6);
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    ) % (base * 1000);
+    Duration::from_micros(base * 1000 / 2 + jitter / 2)
 }
 
 fn no_responders(e: &(dyn std::error::Error + 'static)) -> bool {
