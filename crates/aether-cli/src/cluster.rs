@@ -1,0 +1,365 @@
+//! `aether cluster members` and `aether cluster shards`: a running cluster seen from outside.
+//!
+//! Read-only: the command never joins the cluster. It reads the leader lease and the
+//! assignment table from the cluster's key-value bucket and listens to the members'
+//! heartbeats for a moment.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aether_cluster::routing::{bucket_name, decode, Heartbeat, Subjects};
+use aether_cluster::{
+    Assignment, AssignmentTable, LeaderLease, ASSIGNMENT_KEY, DEFAULT_CLUSTER_NAME, LEADER_KEY,
+};
+use async_nats::jetstream::{self, kv};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use crate::connect::{jetstream_hint, ConnectArgs};
+use crate::error::{CliError, CliResult};
+use crate::output::{ranges, Painter, Table};
+
+/// `aether cluster ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClusterCommand {
+    /// Live members (from their heartbeats), the leader, and the shards each one owns.
+    Members(MembersArgs),
+    /// The shard table: epoch, leader, and which node owns which shards.
+    Shards(ShardsArgs),
+}
+
+/// Which cluster (shared).
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Name of the cluster.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_CLUSTER_NAME)]
+    pub cluster: String,
+    /// The connection.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Arguments of `aether cluster members`.
+#[derive(Debug, Clone, Args)]
+pub struct MembersArgs {
+    /// Which cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// How long to listen for heartbeats at most, in milliseconds (it stops earlier once every
+    /// member of the table has been heard).
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    pub listen: u64,
+}
+
+/// Arguments of `aether cluster shards`.
+#[derive(Debug, Clone, Args)]
+pub struct ShardsArgs {
+    /// Which cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Print every shard on its own line.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Runs a `cluster` subcommand.
+///
+/// # Errors
+/// Connection failures, an unknown cluster, undecodable bucket contents.
+pub async fn run(cmd: ClusterCommand) -> CliResult<()> {
+    match cmd {
+        ClusterCommand::Members(args) => members(args).await,
+        ClusterCommand::Shards(args) => shards(args).await,
+    }
+}
+
+/// What the cluster's bucket says.
+#[derive(Debug, Clone)]
+pub struct ClusterState {
+    /// The assignment table, if one was written.
+    pub assignment: Option<Assignment>,
+    /// The leader lease, if held.
+    pub leader: Option<LeaderLease>,
+}
+
+fn check_name(name: &str) -> CliResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::new(format!(
+            "invalid cluster name {name:?}: 1 to 64 letters, digits, '-' or '_'"
+        )))
+    }
+}
+
+/// Reads the leader lease and assignment table of cluster `name`.
+///
+/// # Errors
+/// An unknown cluster (no bucket), server failures, undecodable values.
+pub async fn read_state(client: &async_nats::Client, name: &str) -> CliResult<ClusterState> {
+    check_name(name)?;
+    let js = jetstream::new(client.clone());
+    let bucket = bucket_name(name);
+    let kv = open(&js, &bucket, name).await?;
+    let assignment = match entry(&kv, ASSIGNMENT_KEY, &bucket).await? {
+        Some((value, revision)) => {
+            let table: AssignmentTable = decode(&value).map_err(|e| {
+                CliError::new(format!(
+                    "the assignment table in {bucket} is unreadable: {e}"
+                ))
+            })?;
+            Some(Assignment {
+                epoch: revision,
+                table,
+            })
+        }
+        None => None,
+    };
+    let leader = match entry(&kv, LEADER_KEY, &bucket).await? {
+        Some((value, _)) => decode::<LeaderLease>(&value).ok(),
+        None => None,
+    };
+    Ok(ClusterState { assignment, leader })
+}
+
+async fn open(js: &jetstream::Context, bucket: &str, name: &str) -> CliResult<kv::Store> {
+    // Look for the bucket's stream first: asking for a missing bucket must not create one.
+    match js.get_stream(format!("KV_{bucket}")).await {
+        Ok(_) => {}
+        Err(e) => {
+            let text = e.to_string().to_lowercase();
+            if text.contains("not found") {
+                return Err(CliError::new(format!(
+                    "cluster {name} not found (no bucket {bucket}; has a node of it ever started?)"
+                )));
+            }
+            return Err(jetstream_hint(&format!("looking up cluster {name}"), &e));
+        }
+    }
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| jetstream_hint(&format!("opening bucket {bucket}"), &e))
+}
+
+async fn entry(kv: &kv::Store, key: &str, bucket: &str) -> CliResult<Option<(bytes::Bytes, u64)>> {
+    match kv.entry(key).await {
+        Ok(Some(e)) if e.operation == kv::Operation::Put => Ok(Some((e.value, e.revision))),
+        Ok(_) => Ok(None),
+        Err(e) => Err(jetstream_hint(&format!("reading {key} from {bucket}"), &e)),
+    }
+}
+
+/// A member as heard over a listening window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeardMember {
+    /// The node.
+    pub node_id: String,
+    /// Its incarnation.
+    pub incarnation: String,
+    /// Its last heartbeat sequence number.
+    pub seq: u64,
+    /// Milliseconds between the start of listening and its last heartbeat.
+    pub last_heard_ms: u64,
+}
+
+/// Listens to the heartbeats of cluster `name` for at most `window`, stopping early once
+/// every node in `expected` has been heard (plus a short grace for others).
+///
+/// # Errors
+/// The subscription failing.
+pub async fn listen(
+    client: &async_nats::Client,
+    name: &str,
+    expected: &[String],
+    window: Duration,
+) -> CliResult<BTreeMap<String, HeardMember>> {
+    let subject = Subjects::new(name).heartbeat();
+    let mut sub = client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|e| CliError::context(format!("subscribing to {subject}"), &e))?;
+    let started = Instant::now();
+    let mut deadline = started + window;
+    let mut heard: BTreeMap<String, HeardMember> = BTreeMap::new();
+    let mut grace_set = false;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, sub.next()).await {
+            Ok(Some(m)) => m,
+            Ok(None) | Err(_) => break,
+        };
+        let Ok(hb) = decode::<Heartbeat>(&msg.payload) else {
+            continue;
+        };
+        heard.insert(
+            hb.node_id.clone(),
+            HeardMember {
+                node_id: hb.node_id,
+                incarnation: hb.incarnation,
+                seq: hb.seq,
+                last_heard_ms: started.elapsed().as_millis() as u64,
+            },
+        );
+        if !grace_set && !expected.is_empty() && expected.iter().all(|n| heard.contains_key(n)) {
+            grace_set = true;
+            deadline = deadline.min(Instant::now() + Duration::from_millis(300));
+        }
+    }
+    Ok(heard)
+}
+
+async fn members(args: MembersArgs) -> CliResult<()> {
+    let name = &args.cluster.cluster;
+    let client = args.cluster.connect.connect().await?;
+    let state = read_state(&client, name).await?;
+    let expected: Vec<String> = state
+        .assignment
+        .as_ref()
+        .map(|a| a.table.members.clone())
+        .unwrap_or_default();
+    let heard = listen(
+        &client,
+        name,
+        &expected,
+        Duration::from_millis(args.listen.max(1)),
+    )
+    .await?;
+    print!(
+        "{}",
+        render_members(name, &state, &heard, Painter::stdout())
+    );
+    Ok(())
+}
+
+/// The members as a table: node, status, leader, shards owned, incarnation.
+pub fn render_members(
+    name: &str,
+    state: &ClusterState,
+    heard: &BTreeMap<String, HeardMember>,
+    painter: Painter,
+) -> String {
+    let mut nodes: Vec<String> = heard.keys().cloned().collect();
+    if let Some(a) = &state.assignment {
+        nodes.extend(a.table.members.iter().cloned());
+    }
+    nodes.sort();
+    nodes.dedup();
+    let leader = state.leader.as_ref().map(|l| l.node_id.as_str());
+    let mut out = format!(
+        "cluster {}: {} alive, leader {}\n",
+        painter.cyan(name),
+        heard.len(),
+        leader.unwrap_or("none")
+    );
+    let mut table = Table::new(&[
+        "NODE",
+        "STATUS",
+        "LEADER",
+        "SHARDS",
+        "INCARNATION",
+        "LAST HEARTBEAT",
+    ]);
+    for node in &nodes {
+        let h = heard.get(node);
+        let status = if h.is_some() {
+            painter.green("alive")
+        } else {
+            painter.red("silent")
+        };
+        let shards = state
+            .assignment
+            .as_ref()
+            .map(|a| a.primaries_of(node).len().to_string())
+            .unwrap_or_else(|| "-".into());
+        table.row(vec![
+            node.clone(),
+            status,
+            if leader == Some(node.as_str()) {
+                "yes".into()
+            } else {
+                String::new()
+            },
+            shards,
+            h.map(|h| h.incarnation.clone())
+                .unwrap_or_else(|| "-".into()),
+            h.map(|h| format!("seq {}", h.seq))
+                .unwrap_or_else(|| "not heard".into()),
+        ]);
+    }
+    if nodes.is_empty() {
+        out.push_str("no members heard and no assignment table\n");
+    } else {
+        out.push_str(&table.render(painter));
+    }
+    out
+}
+
+async fn shards(args: ShardsArgs) -> CliResult<()> {
+    let name = &args.cluster.cluster;
+    let client = args.cluster.connect.connect().await?;
+    let state = read_state(&client, name).await?;
+    let Some(assignment) = &state.assignment else {
+        return Err(CliError::new(format!(
+            "cluster {name} has no shard table yet (no leader has written one)"
+        )));
+    };
+    print!(
+        "{}",
+        render_shards(name, assignment, args.all, Painter::stdout())
+    );
+    Ok(())
+}
+
+/// The shard table: a header, one line per node with its shard count and ranges, and with
+/// `all` one line per shard.
+pub fn render_shards(name: &str, a: &Assignment, all: bool, painter: Painter) -> String {
+    let t = &a.table;
+    let mut out = format!(
+        "cluster {}: epoch {}, term {}, leader {}, {} shards, replication {}, members {}\n",
+        painter.cyan(name),
+        a.epoch,
+        t.term,
+        if t.leader.is_empty() {
+            "none"
+        } else {
+            &t.leader
+        },
+        t.shard_count,
+        t.replication_factor,
+        t.members.join(", ")
+    );
+    let mut owners: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut unassigned = Vec::new();
+    for (i, nodes) in t.shards.iter().enumerate() {
+        match nodes.first() {
+            Some(n) => owners.entry(n.clone()).or_default().push(i as u32),
+            None => unassigned.push(i as u32),
+        }
+    }
+    let mut table = Table::new(&["NODE", "SHARDS", "OWNED (PRIMARY)"]);
+    for (node, shards) in &owners {
+        table.row(vec![node.clone(), shards.len().to_string(), ranges(shards)]);
+    }
+    if !unassigned.is_empty() {
+        table.row(vec![
+            painter.yellow("(unassigned)"),
+            unassigned.len().to_string(),
+            ranges(&unassigned),
+        ]);
+    }
+    out.push_str(&table.render(painter));
+    if all {
+        let mut rows = Table::new(&["SHARD", "NODES (PRIMARY FIRST)"]);
+        for (i, nodes) in t.shards.iter().enumerate() {
+            rows.row(vec![i.to_string(), nodes.join(", ")]);
+        }
+        out.push('\n');
+        out.push_str(&rows.render(painter));
+    }
+    out
+}

@@ -1,0 +1,203 @@
+//! Connecting to NATS: the options every networked command shares, mapped onto
+//! `async_nats::ConnectOptions`, failing fast with one clear line instead of retrying forever.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, ServerAddr};
+use clap::Args;
+
+use crate::error::{chain, CliError, CliResult};
+
+/// The server used when neither `--nats` nor `NATS_URL` says otherwise.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// How long the first connection may take before the command gives up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Authentication and TLS options (shared by every networked command).
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuthArgs {
+    /// NATS credentials file (JWT and NKey seed), as made by `nsc`.
+    #[arg(long, value_name = "FILE")]
+    pub creds: Option<PathBuf>,
+    /// User name (with --password).
+    #[arg(long, requires = "password")]
+    pub user: Option<String>,
+    /// Password (with --user).
+    #[arg(long, requires = "user", env = "NATS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Authentication token.
+    #[arg(long, env = "NATS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) to trust; also requires TLS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// Where and how to connect (shared by every networked command).
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// NATS server URL (several: comma-separated).
+    #[arg(long, env = "NATS_URL", default_value = DEFAULT_NATS_URL, value_name = "URL")]
+    pub nats: String,
+    /// Authentication and TLS.
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+impl ConnectArgs {
+    /// Connects (see [`connect`]).
+    ///
+    /// # Errors
+    /// As [`connect`].
+    pub async fn connect(&self) -> CliResult<Client> {
+        connect(&self.nats, &self.auth).await
+    }
+}
+
+/// Checks every comma-separated address of `url`.
+///
+/// # Errors
+/// A one-line message naming the address that is not a NATS URL.
+pub fn parse_urls(url: &str) -> CliResult<Vec<ServerAddr>> {
+    let parts: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.is_empty() {
+        return Err(CliError::new("no NATS URL given (use --nats URL)"));
+    }
+    parts
+        .iter()
+        .map(|p| {
+            p.parse::<ServerAddr>()
+                .map_err(|e| CliError::new(format!("invalid NATS URL {p:?}: {e}")))
+        })
+        .collect()
+}
+
+/// Builds the client options from `auth`: credentials file, user and password, token, CA
+/// certificate (which also requires TLS), and a short connect timeout with a bounded number
+/// of reconnects.
+///
+/// # Errors
+/// An unreadable credentials or CA file.
+pub async fn options(auth: &AuthArgs) -> CliResult<ConnectOptions> {
+    let mut options = match &auth.creds {
+        Some(path) => ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| {
+                CliError::new(format!(
+                    "cannot read credentials file {}: {e}",
+                    path.display()
+                ))
+            })?,
+        None => ConnectOptions::new(),
+    };
+    if let (Some(user), Some(password)) = (&auth.user, &auth.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &auth.token {
+        options = options.token(token.clone());
+    }
+    if let Some(ca) = &auth.tls_ca {
+        if !ca.is_file() {
+            return Err(CliError::new(format!(
+                "CA certificate {} does not exist or is not a file",
+                ca.display()
+            )));
+        }
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    Ok(options
+        .name("aether-cli")
+        .connection_timeout(CONNECT_TIMEOUT)
+        .request_timeout(Some(Duration::from_secs(5)))
+        // A command that lost its server should fail rather than wait forever.
+        .max_reconnects(Some(10)))
+}
+
+/// Connects to `url` with `auth`, within [`CONNECT_TIMEOUT`].
+///
+/// # Errors
+/// A one-line message: bad URL, unreachable server, refused credentials, TLS failure.
+pub async fn connect(url: &str, auth: &AuthArgs) -> CliResult<Client> {
+    let addrs = parse_urls(url)?;
+    let options = options(auth).await?;
+    let shown = url.trim();
+    // The client's own timeout covers each attempt; this one covers DNS and the handshake
+    // with a server that accepts the connection and then says nothing.
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT + Duration::from_secs(1),
+        options.connect(addrs),
+    )
+    .await
+    {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(describe_connect_error(shown, auth, &e)),
+        Err(_) => Err(CliError::new(format!(
+            "cannot reach NATS at {shown}: no answer within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+fn describe_connect_error(url: &str, auth: &AuthArgs, e: &async_nats::ConnectError) -> CliError {
+    let detail = chain(e);
+    match e.kind() {
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+            let used = if auth.creds.is_some() {
+                "the credentials file"
+            } else if auth.user.is_some() {
+                "the user and password"
+            } else if auth.token.is_some() {
+                "the token"
+            } else {
+                "no credentials (try --user/--password, --token or --creds)"
+            };
+            CliError::new(format!(
+                "NATS at {url} refused the connection: authorization failed with {used}"
+            ))
+        }
+        ConnectErrorKind::TimedOut => CliError::new(format!(
+            "cannot reach NATS at {url}: timed out after {}s",
+            CONNECT_TIMEOUT.as_secs()
+        )),
+        ConnectErrorKind::Tls => CliError::new(format!("TLS with NATS at {url} failed: {detail}")),
+        ConnectErrorKind::ServerParse => {
+            CliError::new(format!("invalid NATS URL {url:?}: {detail}"))
+        }
+        _ => CliError::new(format!(
+            "cannot connect to NATS at {url}: {detail} (is the server running?)"
+        )),
+    }
+}
+
+/// Turns a JetStream "no responders" or timeout into a hint that JetStream may be off.
+pub(crate) fn jetstream_hint(what: &str, e: &(dyn std::error::Error + 'static)) -> CliError {
+    let detail = chain(e);
+    let lower = detail.to_lowercase();
+    if lower.contains("no responders") || lower.contains("timed out") {
+        CliError::new(format!(
+            "{what}: {detail} (is JetStream enabled on the server?)"
+        ))
+    } else {
+        CliError::new(format!("{what}: {detail}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked() {
+        assert_eq!(parse_urls("nats://a:1, nats://b:2").unwrap().len(), 2);
+        assert!(parse_urls("localhost:4222").is_ok());
+        let e = parse_urls("http://x:1").unwrap_err();
+        assert!(e.message().starts_with("invalid NATS URL"), "{e}");
+        assert!(parse_urls(" , ").is_err());
+    }
+}

@@ -1,0 +1,83 @@
+//! The error every command fails with: one line, already worded for the person at the
+//! terminal.
+
+use std::fmt;
+
+/// A command's failure, as one line of text (no trailing newline, no `error:` prefix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError {
+    message: String,
+}
+
+/// Result of a command.
+pub type CliResult<T> = std::result::Result<T, CliError>;
+
+impl CliError {
+    /// An error with this message (newlines are folded into spaces).
+    pub fn new(message: impl Into<String>) -> Self {
+        let message: String = message.into();
+        Self {
+            message: one_line(&message),
+        }
+    }
+
+    /// An error saying what was being done and why it failed, with the whole source chain.
+    pub fn context(what: impl fmt::Display, cause: &(dyn std::error::Error + 'static)) -> Self {
+        Self::new(format!("{what}: {}", chain(cause)))
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<aether_core::Error> for CliError {
+    fn from(e: aether_core::Error) -> Self {
+        Self::new(chain(&e))
+    }
+}
+
+/// The error and its sources, joined with `: `, skipping a source whose text the previous
+/// message already contains.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_one_line_with_their_sources() {
+        let e = CliError::new("a\nb\n\n  c");
+        assert_eq!(e.message(), "a b c");
+        let io = std::io::Error::new(std::io::ErrorKind::Other, "refused");
+        let core = aether_core::Error::unavailable("connecting", io);
+        let e = CliError::from(core);
+        assert!(e.message().contains("connecting"), "{e}");
+        assert!(e.message().contains("refused"), "{e}");
+    }
+}

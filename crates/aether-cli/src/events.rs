@@ -1,0 +1,137 @@
+//! `aether events ACTOR`: an actor's history from the JetStream event store, as a table or
+//! as JSON lines.
+
+use aether_core::config::DEFAULT_STREAM_NAME;
+use aether_core::{Event, EventStore, JetStreamConfig};
+use aether_store::JetStreamEventStore;
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::{self, stream::Stream, ErrorCode};
+use clap::Args;
+
+use crate::connect::{jetstream_hint, ConnectArgs};
+use crate::error::{CliError, CliResult};
+use crate::output::{Painter, Table};
+
+/// Which event stream to read (shared by `events` and `stats`).
+#[derive(Debug, Clone, Args)]
+pub struct StreamArgs {
+    /// Namespace of the store (the stream is `<namespace>_<stream>`, sanitised).
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Base name of the event stream.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_STREAM_NAME)]
+    pub stream: String,
+}
+
+impl StreamArgs {
+    /// The store configuration these options describe.
+    pub fn config(&self) -> JetStreamConfig {
+        let config = JetStreamConfig::default().stream_name(self.stream.clone());
+        match &self.namespace {
+            Some(ns) => config.namespace(ns.clone()),
+            None => config,
+        }
+    }
+
+    /// The JetStream stream name.
+    pub fn stream_name(&self) -> String {
+        JetStreamEventStore::stream_name_for(&self.config())
+    }
+}
+
+/// Arguments of `aether events`.
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// The actor whose history to print.
+    pub actor: String,
+    /// First version to print.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub from: u64,
+    /// Print one JSON event per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The stream.
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    /// The connection.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Looks the stream up without creating it.
+///
+/// # Errors
+/// "stream not found" (naming the namespace when one was given), or the server's failure.
+pub(crate) async fn find_stream(
+    context: &jetstream::Context,
+    args: &StreamArgs,
+) -> CliResult<Stream> {
+    let name = args.stream_name();
+    match context.get_stream(&name).await {
+        Ok(s) => Ok(s),
+        Err(e)
+            if matches!(e.kind(), GetStreamErrorKind::JetStream(ref api)
+                if api.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            Err(CliError::new(match &args.namespace {
+                Some(ns) => {
+                    format!("stream {name} not found (namespace {ns:?} has no event store)")
+                }
+                None => format!("stream {name} not found (no event store with this name)"),
+            }))
+        }
+        Err(e) => Err(jetstream_hint(&format!("looking up stream {name}"), &e)),
+    }
+}
+
+/// Runs `aether events`.
+///
+/// # Errors
+/// Connection failures, a missing stream, an actor with no events.
+pub async fn run(args: EventsArgs) -> CliResult<()> {
+    let client = args.connect.connect().await?;
+    let context = jetstream::new(client.clone());
+    find_stream(&context, &args.stream).await?;
+    let store = JetStreamEventStore::new(client, args.stream.config()).await?;
+    let name = store.stream_name().to_string();
+    let events = store.get_events(&args.actor, args.from).await?;
+    if events.is_empty() {
+        let latest = store.get_latest_version(&args.actor).await?;
+        return Err(CliError::new(if latest > 0 {
+            format!(
+                "actor {} has no events from version {} in stream {name} (latest version {latest})",
+                args.actor, args.from
+            )
+        } else {
+            format!("actor {} has no events in stream {name}", args.actor)
+        }));
+    }
+    if args.json {
+        let mut out = String::new();
+        for e in &events {
+            let line = serde_json::to_string(e)
+                .map_err(|err| CliError::new(format!("encoding event {}: {err}", e.id)))?;
+            out.push_str(&line);
+            out.push('\n');
+        }
+        print!("{out}");
+    } else {
+        print!("{}", render_table(&events, Painter::stdout()));
+    }
+    Ok(())
+}
+
+/// The events as a table: version, type, timestamp, data.
+pub fn render_table(events: &[Event], painter: Painter) -> String {
+    let mut table = Table::new(&["VERSION", "TYPE", "TIMESTAMP", "DATA"]);
+    for e in events {
+        table.row(vec![
+            e.version.to_string(),
+            e.event_type.clone(),
+            e.timestamp
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            serde_json::Value::Object(e.data.clone()).to_string(),
+        ]);
+    }
+    table.render(painter)
+}

@@ -1,0 +1,74 @@
+//! The `aether` command: a guided demo of Aether, and read-only tools for operators to look at
+//! event streams, live events and running clusters on NATS.
+//!
+//! The binary (`src/main.rs`) only parses the command line and prints the error; everything
+//! else lives here so tests can call it.
+//!
+//! # Layout
+//! - [`Cli`], [`Command`]: the command line (clap derive).
+//! - [`connect`]: the connection options every networked command shares, mapped to
+//!   `async_nats::ConnectOptions`, with a short connect timeout and one-line errors.
+//! - [`demo`]: `aether demo`, in process or over NATS.
+//! - [`events`], [`stats`], [`tail`], [`cluster`]: the inspection commands.
+//! - [`output`]: colours (only on a terminal, never with `NO_COLOR`), tables, progress bars.
+//! - [`CliError`]: the one-line error every command fails with.
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod connect;
+pub mod demo;
+mod error;
+pub mod events;
+pub mod output;
+pub mod stats;
+pub mod tail;
+
+use clap::{Parser, Subcommand};
+
+pub use error::{CliError, CliResult};
+
+/// Aether: distributed actors with event sourcing on NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(name = "aether", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a demo: bank-account actors on a three-node cluster, one node killed and its
+    /// actors rebuilt elsewhere (in process by default; on NATS with --nats or NATS_URL).
+    Demo(demo::DemoArgs),
+    /// Print an actor's history from the JetStream event store.
+    Events(events::EventsArgs),
+    /// Print live events from the NATS bus, one line each, until Ctrl-C.
+    Tail(tail::TailArgs),
+    /// Print the size and settings of an event stream.
+    Stats(stats::StatsArgs),
+    /// Look at a running cluster (read-only: never joins it).
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Whatever the command fails with, as one line.
+pub async fn run(cli: Cli) -> CliResult<()> {
+    match cli.command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Events(args) => events::run(args).await,
+        Command::Tail(args) => tail::run(args).await,
+        Command::Stats(args) => stats::run(args).await,
+        Command::Cluster(cmd) => cluster::run(cmd).await,
+    }
+}

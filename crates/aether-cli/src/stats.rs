@@ -1,0 +1,239 @@
+//! `aether stats`: an event stream's size and settings.
+//!
+//! Events are counted exactly, not estimated from the message count: a batch saved with
+//! `save_events` is one message holding several events. Counting reads the headers of every
+//! event message (never the payloads) through a short-lived ordered consumer; `--fast` skips
+//! it on very large streams.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::push::OrderedConfig;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::stream::{Info, StorageType};
+use async_nats::jetstream::{self, stream::Stream};
+use clap::Args;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::connect::{jetstream_hint, ConnectArgs};
+use crate::error::{CliError, CliResult};
+use crate::events::{find_stream, StreamArgs};
+use crate::output::{human_bytes, human_duration, Painter, Table};
+
+/// The header the store writes with the number of events in a message.
+const HEADER_COUNT: &str = "Aether-Count";
+/// How long counting waits for the next message before giving up.
+const COUNT_STALL: Duration = Duration::from_secs(5);
+
+/// Arguments of `aether stats`.
+#[derive(Debug, Clone, Args)]
+pub struct StatsArgs {
+    /// The stream.
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    /// Do not count events (reading every message's headers); show messages only.
+    #[arg(long)]
+    pub fast: bool,
+    /// The connection.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// What `aether stats` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStats {
+    /// The stream's name.
+    pub stream: String,
+    /// All messages (event and snapshot messages).
+    pub messages: u64,
+    /// Messages on event subjects.
+    pub event_messages: u64,
+    /// Events in them (`None` when not counted).
+    pub events: Option<u64>,
+    /// Distinct actors with events.
+    pub actors: u64,
+    /// Messages on snapshot subjects.
+    pub snapshot_messages: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+}
+
+/// Runs `aether stats`.
+///
+/// # Errors
+/// Connection failures, a missing stream, a failed count.
+pub async fn run(args: StatsArgs) -> CliResult<()> {
+    let client = args.connect.connect().await?;
+    let context = jetstream::new(client);
+    let mut stream = find_stream(&context, &args.stream).await?;
+    let name = args.stream.stream_name();
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| jetstream_hint(&format!("reading info of stream {name}"), &e))?
+        .clone();
+    let stats = collect(&stream, &info, !args.fast).await?;
+    print!("{}", render(&stats, &info, Painter::stdout()));
+    Ok(())
+}
+
+/// Counts actors, messages and (when `count_events`) events of the stream.
+///
+/// # Errors
+/// The server's failures, or a count that stalled.
+pub async fn collect(stream: &Stream, info: &Info, count_events: bool) -> CliResult<StreamStats> {
+    let name = info.config.name.clone();
+    let events_filter = format!("{name}.events.*");
+    let mut subjects = stream
+        .info_with_subjects(&events_filter)
+        .await
+        .map_err(|e| jetstream_hint(&format!("listing the actors of stream {name}"), &e))?;
+    let mut actors = 0u64;
+    let mut event_messages = 0u64;
+    while let Some((_, count)) = subjects
+        .try_next()
+        .await
+        .map_err(|e| jetstream_hint(&format!("listing the actors of stream {name}"), &e))?
+    {
+        actors += 1;
+        event_messages += count as u64;
+    }
+    let events = if !count_events {
+        None
+    } else if event_messages == 0 {
+        Some(0)
+    } else {
+        Some(count(stream, &events_filter, &name).await?)
+    };
+    Ok(StreamStats {
+        stream: name,
+        messages: info.state.messages,
+        event_messages,
+        events,
+        actors,
+        snapshot_messages: info.state.messages.saturating_sub(event_messages),
+        bytes: info.state.bytes,
+    })
+}
+
+/// Reads the headers of every event message and adds up their event counts.
+async fn count(stream: &Stream, filter: &str, name: &str) -> CliResult<u64> {
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: filter.to_string(),
+            deliver_policy: DeliverPolicy::All,
+            headers_only: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| jetstream_hint(&format!("counting the events of stream {name}"), &e))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| jetstream_hint(&format!("counting the events of stream {name}"), &e))?;
+    let mut events = 0u64;
+    loop {
+        let next = tokio::time::timeout(COUNT_STALL, messages.next())
+            .await
+            .map_err(|_| {
+                CliError::new(format!(
+                    "counting the events of stream {name}: no message for {}s (use --fast to skip counting)",
+                    COUNT_STALL.as_secs()
+                ))
+            })?;
+        let message = match next {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                return Err(jetstream_hint(
+                    &format!("counting the events of stream {name}"),
+                    &e,
+                ))
+            }
+            None => break,
+        };
+        events += message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(HEADER_COUNT))
+            .and_then(|v| v.as_str().trim().parse::<u64>().ok())
+            .unwrap_or(1);
+        match message.info() {
+            Ok(i) if i.pending == 0 => break,
+            Ok(_) => {}
+            Err(e) => {
+                return Err(CliError::new(format!(
+                    "counting the events of stream {name}: {e}"
+                )))
+            }
+        }
+    }
+    Ok(events)
+}
+
+fn format_time(t: &async_nats::jetstream::stream::Info, first: bool) -> String {
+    let (ts, seq) = if first {
+        (t.state.first_timestamp, t.state.first_sequence)
+    } else {
+        (t.state.last_timestamp, t.state.last_sequence)
+    };
+    if t.state.messages == 0 {
+        return "-".into();
+    }
+    let nanos = ts.unix_timestamp_nanos();
+    let secs = nanos.div_euclid(1_000_000_000) as i64;
+    let sub = nanos.rem_euclid(1_000_000_000) as u32;
+    let when = chrono::DateTime::from_timestamp(secs, sub)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ts.to_string());
+    format!("{when} (sequence {seq})")
+}
+
+/// The stats and settings as `key  value` lines.
+pub fn render(stats: &StreamStats, info: &Info, painter: Painter) -> String {
+    let c = &info.config;
+    let events = match stats.events {
+        Some(n) => format!(
+            "{n} in {} messages (a batch is one message; counted from message headers)",
+            stats.event_messages
+        ),
+        None => format!(
+            "not counted (--fast); {} event messages, a batch being one message",
+            stats.event_messages
+        ),
+    };
+    let retention = if c.max_age.is_zero() {
+        "forever (no max age)".to_string()
+    } else {
+        format!(
+            "events kept for {} ({:?} policy)",
+            human_duration(c.max_age),
+            c.retention
+        )
+    };
+    let storage = match c.storage {
+        StorageType::File => "file",
+        StorageType::Memory => "memory",
+    };
+    let mut t = Table::new::<&str>(&[]);
+    for (k, v) in [
+        ("stream", painter.cyan(&stats.stream)),
+        ("subjects", c.subjects.join(", ")),
+        ("messages", stats.messages.to_string()),
+        ("events", events),
+        ("actors", stats.actors.to_string()),
+        ("snapshots", stats.snapshot_messages.to_string()),
+        (
+            "bytes",
+            format!("{} ({})", stats.bytes, human_bytes(stats.bytes)),
+        ),
+        ("first", format_time(info, true)),
+        ("last", format_time(info, false)),
+        ("retention", retention),
+        ("replicas", c.num_replicas.to_string()),
+        ("storage", storage.to_string()),
+        ("deny delete", c.deny_delete.to_string()),
+        ("deny purge", c.deny_purge.to_string()),
+    ] {
+        t.row(vec![format!("{k}:"), v]);
+    }
+    t.render(painter)
+}

@@ -1,0 +1,104 @@
+//! `aether tail PATTERN`: live events from the NATS bus, one line each, until Ctrl-C.
+
+use aether_bus::{pattern_subject, NatsBusConfig, NatsEventBus, DEFAULT_SUBJECT_PREFIX};
+use aether_core::{validate_pattern, Delivery, Event, EventBroadcaster, SubscriptionFilter};
+use clap::Args;
+
+use crate::connect::ConnectArgs;
+use crate::error::{CliError, CliResult};
+use crate::output::Painter;
+
+/// Arguments of `aether tail`.
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// Namespace pattern: a namespace, or one with `*` (one token) and `>` (the rest), e.g.
+    /// `orders`, `tenant.*`, `>`.
+    pub pattern: String,
+    /// Only events of this type (repeat for several).
+    #[arg(long = "type", value_name = "T")]
+    pub types: Vec<String>,
+    /// Only actors matching this pattern (`*` and `>` as for namespaces).
+    #[arg(long, value_name = "PATTERN")]
+    pub actor: Option<String>,
+    /// Subject prefix of the bus.
+    #[arg(long, value_name = "P", default_value = DEFAULT_SUBJECT_PREFIX)]
+    pub prefix: String,
+    /// The connection.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Runs `aether tail` until Ctrl-C (exit 0) or until the connection is lost (an error).
+///
+/// # Errors
+/// Connection failures, a bad pattern or prefix.
+pub async fn run(args: TailArgs) -> CliResult<()> {
+    validate_pattern(&args.pattern)
+        .map_err(|e| CliError::new(format!("invalid namespace pattern {:?}: {e}", args.pattern)))?;
+    if let Some(actor) = &args.actor {
+        validate_pattern(actor)
+            .map_err(|e| CliError::new(format!("invalid actor pattern {actor:?}: {e}")))?;
+    }
+    let subject = pattern_subject(&args.prefix, &args.pattern)?;
+    let client = args.connect.connect().await?;
+    let bus = NatsEventBus::new(
+        client.clone(),
+        NatsBusConfig::default().subject_prefix(args.prefix.clone()),
+    )
+    .await?;
+    let mut filter = SubscriptionFilter::new();
+    for t in &args.types {
+        filter = filter.event_type(t.clone());
+    }
+    if let Some(actor) = &args.actor {
+        filter = filter.actor_pattern(actor.clone());
+    }
+    let mut subscription = bus.subscribe_with_filter(&args.pattern, filter).await?;
+    // The subscription is only live once the server has seen it.
+    client
+        .flush()
+        .await
+        .map_err(|e| CliError::context("subscribing on NATS", &e))?;
+    eprintln!("listening on {subject} (Ctrl-C to stop)");
+    let painter = Painter::stdout();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            signal = &mut ctrl_c => {
+                signal.map_err(|e| CliError::context("waiting for Ctrl-C", &e))?;
+                break;
+            }
+            delivery = subscription.recv() => match delivery {
+                Some(Delivery::Event(event)) => println!("{}", line(&event, painter)),
+                Some(Delivery::Lagged(n)) => {
+                    eprintln!("warning: {n} events were dropped before reaching this terminal");
+                }
+                None => {
+                    return Err(CliError::new(format!(
+                        "the subscription to {subject} ended: the connection to NATS was lost"
+                    )))
+                }
+            }
+        }
+    }
+    drop(subscription);
+    let _ = bus.close().await;
+    Ok(())
+}
+
+/// One event as one line: time, actor, version, type, data.
+pub fn line(event: &Event, painter: Painter) -> String {
+    format!(
+        "{} {} v{} {} {}",
+        painter.dim(
+            &event
+                .timestamp
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ),
+        painter.cyan(&event.actor_id),
+        event.version,
+        painter.bold(&event.event_type),
+        serde_json::Value::Object(event.data.clone())
+    )
+}
