@@ -6,6 +6,7 @@
 //!   optimistic concurrency: exponential backoff, conflict-aware retry, jitter, adaptive
 //!   backoff, an asynchronous retry queue and a circuit breaker. `examples/README.md` explains
 //!   when to pick which.
+//! - [`read_model`]: a checkpointed read model fed by durable `EventStored` delivery.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -14,4 +15,5 @@
 )]
 #![forbid(unsafe_code)]
 
+pub mod read_model;
 pub mod retry;

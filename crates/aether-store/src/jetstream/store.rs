@@ -102,7 +102,8 @@ pub struct JetStreamEventStore {
     config: JetStreamConfig,
     subjects: Subjects,
     direct: bool,
-    cache: DashMap<String, Tip>,
+    // Fast, randomly seeded hashing: the warm latest-version lookup is one map probe.
+    cache: DashMap<String, Tip, foldhash::fast::RandomState>,
     cached_reads: bool,
     malformed: AtomicU64,
     notifier: Option<StoredNotifier>,
@@ -175,7 +176,7 @@ impl JetStreamEventStore {
             config,
             subjects,
             direct,
-            cache: DashMap::new(),
+            cache: DashMap::default(),
             cached_reads: false,
             malformed: AtomicU64::new(0),
             notifier: None,
