@@ -15,6 +15,9 @@ use aether_bus::{DurableEvent, DurableSubscription, StartFrom};
 use aether_core::{Error, EventStore, EVENT_TYPE_EVENT_STORED};
 use serde_json::{json, Value};
 
+/// A saved checkpoint with the balances as of it.
+type Saved = (u64, BTreeMap<String, i64>);
+
 /// Where the projection keeps its state and checkpoint: one JSON file, replaced atomically
 /// (write to a temporary file, then rename), so a crash leaves either the old or the new
 /// state, never half of one.
@@ -34,7 +37,7 @@ impl ReadModelFile {
         &self.path
     }
 
-    fn load(&self) -> Result<Option<(u64, BTreeMap<String, i64>)>, Error> {
+    fn load(&self) -> Result<Option<Saved>, Error> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
