@@ -159,7 +159,7 @@ pub fn script(i: u32) -> (Vec<BankCommand>, i64) {
     } else {
         BankCommand::Deposit(5)
     };
-    let third = i64::from(i % 11);
+    let third = 1 + i64::from(i % 11);
     let expected = first + if i % 3 == 0 { -30 } else { 5 } + third;
     (
         vec![
@@ -552,6 +552,8 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
     let notices = Arc::new(AtomicU64::new(0));
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
 
+    // The NATS buses must outlive the steps: dropping one ends its subscriptions.
+    let mut buses: Vec<NatsEventBus> = Vec::new();
     let (mut cluster, prefix, mode): (Box<dyn DemoCluster>, String, String) = match &args.nats {
         None => {
             let bus = Arc::new(EventBus::new());
@@ -592,7 +594,8 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
                 .flush()
                 .await
                 .map_err(|e| CliError::context("subscribing to the bus", &e))?;
-            drop(bus);
+            buses.push(bus);
+            buses.push(listener);
             (
                 Box::new(c),
                 format!("account-{run_id}"),
@@ -602,8 +605,13 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
     };
 
     let result = steps(cluster.as_mut(), &args, &prefix, &counters, painter).await;
-    cluster.shutdown().await;
-    let mut summary = result?;
+    let mut summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            cluster.shutdown().await;
+            return Err(e);
+        }
+    };
 
     // Notices travel asynchronously; give the last ones a moment.
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -611,6 +619,10 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     summary.notices = notices.load(Ordering::Relaxed);
+    cluster.shutdown().await;
+    for bus in &buses {
+        let _ = bus.close().await;
+    }
     print!(
         "{}",
         render_summary(&summary, &mode, started.elapsed(), painter)

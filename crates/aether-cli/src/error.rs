@@ -74,7 +74,7 @@ mod tests {
     fn messages_are_one_line_with_their_sources() {
         let e = CliError::new("a\nb\n\n  c");
         assert_eq!(e.message(), "a b c");
-        let io = std::io::Error::new(std::io::ErrorKind::Other, "refused");
+        let io = std::io::Error::other("refused");
         let core = aether_core::Error::unavailable("connecting", io);
         let e = CliError::from(core);
         assert!(e.message().contains("connecting"), "{e}");

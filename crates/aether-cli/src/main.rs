@@ -49,13 +49,23 @@ fn clap_failure(e: clap::Error) -> ExitCode {
             }
         }
         _ => {
+            // The first paragraph is the message (with, for missing arguments, their names on
+            // the next lines); the usage and tips after it are left out.
             let text = e.render().to_string();
-            let first = text
+            let paragraph: Vec<&str> = text
+                .trim_start()
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid command line");
-            let first = first.trim().strip_prefix("error:").unwrap_or(first).trim();
-            eprintln!("error: {first} (see 'aether --help')");
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let joined = paragraph.join(" ");
+            let message = joined.strip_prefix("error:").unwrap_or(&joined).trim();
+            let message = if message.is_empty() {
+                "invalid command line"
+            } else {
+                message
+            };
+            eprintln!("error: {message} (see 'aether --help')");
             ExitCode::from(2)
         }
     }

@@ -63,7 +63,7 @@ pub struct StreamStats {
 /// Connection failures, a missing stream, a failed count.
 pub async fn run(args: StatsArgs) -> CliResult<()> {
     let client = args.connect.connect().await?;
-    let context = jetstream::new(client);
+    let context = jetstream::new(client.clone());
     let mut stream = find_stream(&context, &args.stream).await?;
     let name = args.stream.stream_name();
     let info = stream
@@ -71,7 +71,7 @@ pub async fn run(args: StatsArgs) -> CliResult<()> {
         .await
         .map_err(|e| jetstream_hint(&format!("reading info of stream {name}"), &e))?
         .clone();
-    let stats = collect(&stream, &info, !args.fast).await?;
+    let stats = collect(&client, &stream, &info, !args.fast).await?;
     print!("{}", render(&stats, &info, Painter::stdout()));
     Ok(())
 }
@@ -80,7 +80,12 @@ pub async fn run(args: StatsArgs) -> CliResult<()> {
 ///
 /// # Errors
 /// The server's failures, or a count that stalled.
-pub async fn collect(stream: &Stream, info: &Info, count_events: bool) -> CliResult<StreamStats> {
+pub async fn collect(
+    client: &async_nats::Client,
+    stream: &Stream,
+    info: &Info,
+    count_events: bool,
+) -> CliResult<StreamStats> {
     let name = info.config.name.clone();
     let events_filter = format!("{name}.events.*");
     let mut subjects = stream
@@ -102,7 +107,7 @@ pub async fn collect(stream: &Stream, info: &Info, count_events: bool) -> CliRes
     } else if event_messages == 0 {
         Some(0)
     } else {
-        Some(count(stream, &events_filter, &name).await?)
+        Some(count(client, stream, &events_filter, &name).await?)
     };
     Ok(StreamStats {
         stream: name,
@@ -116,9 +121,15 @@ pub async fn collect(stream: &Stream, info: &Info, count_events: bool) -> CliRes
 }
 
 /// Reads the headers of every event message and adds up their event counts.
-async fn count(stream: &Stream, filter: &str, name: &str) -> CliResult<u64> {
+async fn count(
+    client: &async_nats::Client,
+    stream: &Stream,
+    filter: &str,
+    name: &str,
+) -> CliResult<u64> {
     let consumer = stream
         .create_consumer(OrderedConfig {
+            deliver_subject: client.new_inbox(),
             filter_subject: filter.to_string(),
             deliver_policy: DeliverPolicy::All,
             headers_only: true,
@@ -202,12 +213,10 @@ pub fn render(stats: &StreamStats, info: &Info, painter: Painter) -> String {
     };
     let retention = if c.max_age.is_zero() {
         "forever (no max age)".to_string()
+    } else if c.max_age.as_secs() >= 86_400 && c.max_age.as_secs() % 86_400 == 0 {
+        format!("max age {} days", c.max_age.as_secs() / 86_400)
     } else {
-        format!(
-            "events kept for {} ({:?} policy)",
-            human_duration(c.max_age),
-            c.retention
-        )
+        format!("max age {}", human_duration(c.max_age))
     };
     let storage = match c.storage {
         StorageType::File => "file",

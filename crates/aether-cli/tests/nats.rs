@@ -1,0 +1,548 @@
+//! The `aether` binary against real nats-servers started by each test: the demo over NATS,
+//! events, stats, tail, cluster members and shards, and authentication.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command as StdCommand, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aether_bus::{NatsBusConfig, NatsEventBus};
+use aether_cli::demo::Bank;
+use aether_cluster::{ClusterConfig, ClusterNode};
+use aether_core::{Event, EventBroadcaster, EventStore, JetStreamConfig, SnapshotStore};
+use aether_store::{InMemoryEventStore, JetStreamEventStore};
+use aether_testkit::NatsServer;
+use assert_cmd::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_aether");
+
+fn aether() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("NATS_URL")
+        .env_remove("NATS_TOKEN")
+        .env_remove("NATS_PASSWORD")
+        .env("NO_COLOR", "1")
+        .timeout(Duration::from_secs(90));
+    cmd
+}
+
+/// Runs the binary off the async runtime, so the test's own NATS clients keep running.
+async fn run(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || aether().args(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn assert_one_line_error(out: &Output, contains: &str) {
+    assert!(!out.status.success(), "expected failure: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected, got {err:?}");
+    assert!(lines[0].starts_with("error: "), "{err:?}");
+    assert!(
+        lines[0].contains(contains),
+        "{err:?} should contain {contains:?}"
+    );
+}
+
+async fn store(url: &str, namespace: &str) -> JetStreamEventStore {
+    let client = async_nats::connect(url).await.unwrap();
+    JetStreamEventStore::new(client, JetStreamConfig::default().namespace(namespace))
+        .await
+        .unwrap()
+}
+
+/// Three actors: `a` with a single event then a batch of three, `b` with two, `c` with one.
+async fn write_sample(store: &JetStreamEventStore) {
+    store
+        .save_event(&Event::new("Opened", "a", 1).with_field("owner", "Ada"))
+        .await
+        .unwrap();
+    let batch: Vec<Event> = (2..=4)
+        .map(|v| Event::new("Deposited", "a", v).with_field("amount", v * 10))
+        .collect();
+    store.save_events("a", &batch).await.unwrap();
+    for v in 1..=2 {
+        store
+            .save_event(&Event::new("Noted", "b", v))
+            .await
+            .unwrap();
+    }
+    store
+        .save_event(&Event::new("Noted", "c", 1))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_over_nats() {
+    let server = NatsServer::start().unwrap();
+    let out = run(args(&["demo", "--actors", "30", "--nats", &server.url()])).await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("over NATS"), "{text}");
+    assert!(text.contains("events written:            180"), "{text}");
+    let verified = text
+        .lines()
+        .find(|l| l.starts_with("balances verified:"))
+        .unwrap();
+    let parts: Vec<&str> = verified.split_whitespace().collect();
+    assert_eq!(parts[2], parts[4], "{verified}");
+    // The events are in JetStream for `aether events`.
+    let account = text
+        .lines()
+        .find_map(|l| l.strip_prefix("look at one: aether events "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let out = run(args(&[
+        "events",
+        &account,
+        "--namespace",
+        "aether_demo",
+        "--nats",
+        &server.url(),
+    ]))
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("AccountOpened"), "{}", stdout(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_as_table_and_json_lines() {
+    let server = NatsServer::start().unwrap();
+    let url = server.url();
+    let s = store(&url, "shop").await;
+    write_sample(&s).await;
+
+    let out = run(args(&[
+        "events",
+        "a",
+        "--namespace",
+        "shop",
+        "--nats",
+        &url,
+    ]))
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(lines[0].starts_with("VERSION"), "{text}");
+    assert!(
+        lines[1].starts_with("1 ") && lines[1].contains("Opened"),
+        "{text}"
+    );
+    assert!(lines[1].contains(r#"{"owner":"Ada"}"#), "{text}");
+    assert!(
+        lines[4].starts_with("4 ") && lines[4].contains(r#"{"amount":40}"#),
+        "{text}"
+    );
+
+    let out = run(args(&[
+        "events",
+        "a",
+        "--from",
+        "3",
+        "--json",
+        "--namespace",
+        "shop",
+        "--nats",
+        &url,
+    ]))
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let events: Vec<Event> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].version, 3);
+    assert_eq!(events[1].event_type, "Deposited");
+    assert_eq!(events[1].actor_id, "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_errors() {
+    let server = NatsServer::start().unwrap();
+    let url = server.url();
+    let s = store(&url, "shop").await;
+    write_sample(&s).await;
+    let out = run(args(&[
+        "events",
+        "nobody",
+        "--namespace",
+        "shop",
+        "--nats",
+        &url,
+    ]))
+    .await;
+    assert_one_line_error(
+        &out,
+        "actor nobody has no events in stream shop_AETHER_EVENTS",
+    );
+    let out = run(args(&[
+        "events",
+        "a",
+        "--from",
+        "9",
+        "--namespace",
+        "shop",
+        "--nats",
+        &url,
+    ]))
+    .await;
+    assert_one_line_error(&out, "latest version 4");
+    let out = run(args(&[
+        "events",
+        "a",
+        "--namespace",
+        "nowhere",
+        "--nats",
+        &url,
+    ]))
+    .await;
+    assert_one_line_error(&out, "stream nowhere_AETHER_EVENTS not found");
+    let out = run(args(&["stats", "--stream", "OTHER", "--nats", &url])).await;
+    assert_one_line_error(&out, "stream OTHER not found");
+    // Read-only commands never create the stream they looked for.
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    assert!(js.get_stream("nowhere_AETHER_EVENTS").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_match_what_was_written() {
+    let server = NatsServer::start().unwrap();
+    let url = server.url();
+    let s = store(&url, "shop").await;
+    write_sample(&s).await;
+    let out = run(args(&["stats", "--namespace", "shop", "--nats", &url])).await;
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let value = |key: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(value("stream"), "shop_AETHER_EVENTS");
+    assert_eq!(value("messages"), "5");
+    assert!(value("events").starts_with("7 in 5 messages"), "{text}");
+    assert_eq!(value("actors"), "3");
+    assert_eq!(value("replicas"), "1");
+    assert_eq!(value("storage"), "file");
+    assert_eq!(value("deny delete"), "true");
+    assert_eq!(value("deny purge"), "true");
+    assert!(value("retention").contains("365 days"), "{text}");
+    let bytes = s.stream_info().await.unwrap().state.bytes;
+    assert!(value("bytes").starts_with(&bytes.to_string()), "{text}");
+}
+
+/// Reads a child's pipe line by line on a thread.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn interrupt(child: &Child) {
+    let status = StdCommand::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_live_events_until_ctrl_c() {
+    let server = NatsServer::start().unwrap();
+    let url = server.url();
+    let mut child = StdCommand::new(BIN)
+        .args([
+            "tail",
+            "orders.*",
+            "--type",
+            "OrderPlaced",
+            "--type",
+            "OrderShipped",
+            "--nats",
+            &url,
+        ])
+        .env("NO_COLOR", "1")
+        .env_remove("NATS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = lines_of(child.stderr.take().unwrap());
+    let out = lines_of(child.stdout.take().unwrap());
+    let ready = tokio::task::spawn_blocking(move || {
+        let line = err.recv_timeout(Duration::from_secs(20));
+        (line, err)
+    })
+    .await
+    .unwrap();
+    let (ready, _err) = ready;
+    let ready = ready.expect("tail never said it was listening");
+    assert!(
+        ready.starts_with("listening on aether.events.orders.*"),
+        "{ready}"
+    );
+
+    let bus = NatsEventBus::connect(&url, NatsBusConfig::default())
+        .await
+        .unwrap();
+    bus.publish(
+        "orders.eu",
+        &Event::new("OrderPlaced", "order-1", 1).with_field("total", 42),
+    )
+    .await
+    .unwrap();
+    bus.publish("orders.eu", &Event::new("Ignored", "order-1", 2))
+        .await
+        .unwrap();
+    bus.publish("payments", &Event::new("OrderPlaced", "order-9", 1))
+        .await
+        .unwrap();
+    bus.publish("orders.us", &Event::new("OrderShipped", "order-2", 2))
+        .await
+        .unwrap();
+    bus.client().flush().await.unwrap();
+
+    let got = tokio::task::spawn_blocking(move || {
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            match out.recv_timeout(Duration::from_secs(20)) {
+                Ok(l) => got.push(l),
+                Err(_) => break,
+            }
+        }
+        got
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].contains("order-1 v1 OrderPlaced {\"total\":42}"),
+        "{got:?}"
+    );
+    assert!(got[1].contains("order-2 v2 OrderShipped"), "{got:?}");
+
+    interrupt(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "tail should exit 0 on Ctrl-C: {status:?}");
+}
+
+async fn start_node(url: &str, cluster: &str, id: &str) -> ClusterNode<Bank> {
+    let client = async_nats::connect(url).await.unwrap();
+    let store: Arc<dyn SnapshotStore> = Arc::new(InMemoryEventStore::new());
+    let config = ClusterConfig::default()
+        .cluster_name(cluster)
+        .node_id(id)
+        .heartbeat_interval(Duration::from_millis(100))
+        .failure_timeout(Duration::from_secs(1))
+        .shards(aether_core::ShardConfig::default().shard_count(16))
+        .memory_storage(true);
+    ClusterNode::start(client, config, Bank, store)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_members_and_shards() {
+    let server = NatsServer::start().unwrap();
+    let url = server.url();
+    let a = start_node(&url, "shop", "node-a").await;
+    let b = start_node(&url, "shop", "node-b").await;
+    let table = a
+        .wait_for_members(&["node-a", "node-b"], Duration::from_secs(20))
+        .await
+        .unwrap();
+    b.wait_for_members(&["node-a", "node-b"], Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    let out = run(args(&[
+        "cluster",
+        "members",
+        "--cluster",
+        "shop",
+        "--nats",
+        &url,
+    ]))
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains("2 alive"), "{text}");
+    for node in ["node-a", "node-b"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(node))
+            .unwrap_or_else(|| panic!("{node} missing: {text}"));
+        assert!(line.contains("alive"), "{line}");
+        let owned = table.primaries_of(node).len().to_string();
+        assert!(
+            line.split_whitespace().any(|w| w == owned),
+            "{line} vs {owned}"
+        );
+    }
+    assert!(
+        text.contains(&format!("leader {}", table.table.leader)),
+        "{text}"
+    );
+
+    let out = run(args(&[
+        "cluster",
+        "shards",
+        "--cluster",
+        "shop",
+        "--all",
+        "--nats",
+        &url,
+    ]))
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains("16 shards"), "{text}");
+    assert!(text.contains("members node-a, node-b"), "{text}");
+    for shard in 0..16u32 {
+        let primary = table.primary(shard).unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{shard} ")) && l.contains(primary)),
+            "shard {shard} -> {primary}: {text}"
+        );
+    }
+
+    // The command never joined: the table still has exactly the two nodes.
+    assert_eq!(a.assignment().table.members, ["node-a", "node-b"]);
+
+    let out = run(args(&[
+        "cluster",
+        "members",
+        "--cluster",
+        "nope",
+        "--nats",
+        &url,
+    ]))
+    .await;
+    assert_one_line_error(&out, "cluster nope not found");
+    let out = run(args(&[
+        "cluster",
+        "shards",
+        "--cluster",
+        "bad name",
+        "--nats",
+        &url,
+    ]))
+    .await;
+    assert_one_line_error(&out, "invalid cluster name");
+
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password() {
+    let server = NatsServer::builder()
+        .user_password("ada", "s3cret")
+        .start()
+        .unwrap();
+    let url = server.url();
+    let client = async_nats::ConnectOptions::with_user_and_password("ada".into(), "s3cret".into())
+        .connect(&url)
+        .await
+        .unwrap();
+    let s = JetStreamEventStore::new(client, JetStreamConfig::default().namespace("auth"))
+        .await
+        .unwrap();
+    write_sample(&s).await;
+
+    let out = run(args(&[
+        "stats",
+        "--namespace",
+        "auth",
+        "--user",
+        "ada",
+        "--password",
+        "s3cret",
+        "--nats",
+        &url,
+    ]))
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("auth_AETHER_EVENTS"));
+    let out = run(args(&[
+        "stats",
+        "--namespace",
+        "auth",
+        "--user",
+        "ada",
+        "--password",
+        "wrong",
+        "--nats",
+        &url,
+    ]))
+    .await;
+    assert_one_line_error(&out, "authorization failed with the user and password");
+    let out = run(args(&["stats", "--namespace", "auth", "--nats", &url])).await;
+    assert_one_line_error(&out, "authorization failed with no credentials");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token() {
+    let server = NatsServer::builder().token("t0ken").start().unwrap();
+    let url = server.url();
+    let client = async_nats::ConnectOptions::with_token("t0ken".into())
+        .connect(&url)
+        .await
+        .unwrap();
+    let s = JetStreamEventStore::new(client, JetStreamConfig::default().namespace("auth"))
+        .await
+        .unwrap();
+    write_sample(&s).await;
+    let out = run(args(&[
+        "events",
+        "b",
+        "--namespace",
+        "auth",
+        "--token",
+        "t0ken",
+        "--nats",
+        &url,
+    ]))
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("Noted"));
+    let out = run(args(&[
+        "events",
+        "b",
+        "--namespace",
+        "auth",
+        "--token",
+        "nope",
+        "--nats",
+        &url,
+    ]))
+    .await;
+    assert_one_line_error(&out, "authorization failed with the token");
+}
