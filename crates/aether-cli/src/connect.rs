@@ -165,6 +165,16 @@ fn describe_connect_error(url: &str, auth: &AuthArgs, e: &async_nats::ConnectErr
             "cannot reach NATS at {url}: timed out after {}s",
             CONNECT_TIMEOUT.as_secs()
         )),
+        ConnectErrorKind::Tls | ConnectErrorKind::Io if auth.tls_ca.is_some() => {
+            CliError::new(format!(
+                "TLS with NATS at {url} failed: {detail} (does the server have TLS enabled, \
+                 signed by that CA?)"
+            ))
+        }
+        _ if detail.to_lowercase().contains("certificate") => CliError::new(format!(
+            "TLS with NATS at {url} failed: {detail} (pass the CA that signed the server's \
+             certificate with --tls-ca)"
+        )),
         ConnectErrorKind::Tls => CliError::new(format!("TLS with NATS at {url} failed: {detail}")),
         ConnectErrorKind::ServerParse => {
             CliError::new(format!("invalid NATS URL {url:?}: {detail}"))

@@ -546,3 +546,94 @@ async fn token() {
     .await;
     assert_one_line_error(&out, "authorization failed with the token");
 }
+
+/// Makes a CA and a server certificate for 127.0.0.1 signed by it, with the `openssl` tool.
+fn make_certs(dir: &std::path::Path) {
+    let sh = |args: &[&str]| {
+        let out = StdCommand::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl tool is needed for the TLS test");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    sh(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=aether-test-ca",
+    ]);
+    sh(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    sh(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let server = NatsServer::builder()
+        .extra_config(format!(
+            "tls {{ cert_file: {:?}, key_file: {:?} }}",
+            dir.path().join("server.pem"),
+            dir.path().join("server.key")
+        ))
+        .start()
+        .unwrap();
+    let url = server.url();
+    let ca = dir.path().join("ca.pem").to_string_lossy().into_owned();
+    // Connected over TLS: the answer is about the (missing) stream, not the connection.
+    let out = run(args(&["stats", "--tls-ca", &ca, "--nats", &url])).await;
+    assert_one_line_error(&out, "stream AETHER_EVENTS not found");
+    let out = run(args(&["stats", "--nats", &url])).await;
+    assert_one_line_error(&out, "TLS with NATS");
+    let out = run(args(&[
+        "stats",
+        "--tls-ca",
+        "/nonexistent/ca.pem",
+        "--nats",
+        &url,
+    ]))
+    .await;
+    assert_one_line_error(&out, "CA certificate /nonexistent/ca.pem does not exist");
+}
