@@ -3,10 +3,11 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use crossbeam_queue::ArrayQueue;
+use tokio::sync::Notify;
 
 use crate::event::Event;
 use crate::pattern::{match_actor_pattern, match_namespace_pattern};
@@ -162,21 +163,71 @@ pub enum SendOutcome {
     Closed,
 }
 
-#[derive(Debug, Default)]
-struct Shared {
-    pending_lag: AtomicU64,
+/// The buffer between a bus and one subscriber.
+///
+/// A bounded lock-free queue plus two [`Notify`]s: one wakes the subscriber when an event
+/// arrives, the other wakes publishers waiting for room under backpressure. Lag is tracked as a
+/// monotonic count of drops: each queued event carries the count as it was when the event was
+/// queued, so the subscriber learns of a gap exactly where it happened, with no
+/// read-modify-write on the hot path.
+#[derive(Debug)]
+struct Chan {
+    queue: ArrayQueue<Item>,
+    /// Drops so far (monotonic).
     dropped: AtomicU64,
+    /// Wakes the subscriber.
+    ready: Notify,
+    /// Wakes publishers waiting for room.
+    room: Notify,
+    /// Publishers currently waiting for room.
+    waiting: AtomicUsize,
+    receiver_gone: AtomicBool,
+    senders_gone: AtomicBool,
 }
 
+/// An event and the drop count when it was queued.
 type Item = (u64, Arc<Event>);
+
+impl Chan {
+    fn push(&self, event: Arc<Event>) -> std::result::Result<(), Arc<Event>> {
+        let dropped = self.dropped.load(Ordering::Acquire);
+        match self.queue.push((dropped, event)) {
+            Ok(()) => {
+                self.ready.notify_one();
+                Ok(())
+            }
+            Err((_, event)) => Err(event),
+        }
+    }
+
+    fn pop(&self) -> Option<Item> {
+        let item = self.queue.pop()?;
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.room.notify_one();
+        }
+        Some(item)
+    }
+}
+
+/// Marks the sending side closed when the last [`SubscriptionSender`] clone goes away.
+#[derive(Debug)]
+struct SenderHandle {
+    chan: Arc<Chan>,
+}
+
+impl Drop for SenderHandle {
+    fn drop(&mut self) {
+        self.chan.senders_gone.store(true, Ordering::Release);
+        self.chan.ready.notify_one();
+    }
+}
 
 /// The sending half of a subscription, held by a bus.
 ///
 /// Cloning is cheap; every clone feeds the same subscriber.
 #[derive(Clone)]
 pub struct SubscriptionSender {
-    tx: mpsc::Sender<Item>,
-    shared: Arc<Shared>,
+    handle: Arc<SenderHandle>,
     policy: OverflowPolicy,
     pattern: Arc<str>,
     filter: Arc<SubscriptionFilter>,
@@ -188,12 +239,16 @@ impl fmt::Debug for SubscriptionSender {
         f.debug_struct("SubscriptionSender")
             .field("pattern", &self.pattern)
             .field("policy", &self.policy)
-            .field("closed", &self.tx.is_closed())
+            .field("closed", &self.is_closed())
             .finish()
     }
 }
 
 impl SubscriptionSender {
+    fn chan(&self) -> &Chan {
+        &self.handle.chan
+    }
+
     /// The namespace pattern the subscription was made with.
     pub fn pattern(&self) -> &str {
         &self.pattern
@@ -219,33 +274,46 @@ impl SubscriptionSender {
         self.filter_is_empty || self.filter.matches(event)
     }
 
-    fn take_lag(&self) -> u64 {
-        // A plain load first: the read-modify-write is only needed when there is lag to hand
-        // over, which is rare.
-        if self.shared.pending_lag.load(Ordering::Acquire) == 0 {
-            0
-        } else {
-            self.shared.pending_lag.swap(0, Ordering::AcqRel)
-        }
-    }
-
     /// Whether the subscriber has gone away.
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.chan().receiver_gone.load(Ordering::Acquire)
     }
 
     /// Offers an event, applying the overflow policy. Under backpressure this waits for room.
     pub async fn send(&self, event: Arc<Event>) -> SendOutcome {
-        match self.policy {
-            OverflowPolicy::Backpressure => match self.tx.reserve().await {
-                Ok(permit) => {
-                    let lag = self.take_lag();
-                    permit.send((lag, event));
-                    SendOutcome::Delivered
+        if self.policy == OverflowPolicy::DropNewest {
+            return self.try_send(event);
+        }
+        let chan = self.chan();
+        let mut event = event;
+        loop {
+            if self.is_closed() {
+                return SendOutcome::Closed;
+            }
+            event = match chan.push(event) {
+                Ok(()) => return SendOutcome::Delivered,
+                Err(e) => e,
+            };
+            // Register for a wake-up before trying again, so a pop between the failed push
+            // and the wait cannot be missed.
+            let room = chan.room.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
+            chan.waiting.fetch_add(1, Ordering::AcqRel);
+            let retried = chan.push(event);
+            event = match retried {
+                Ok(()) => {
+                    chan.waiting.fetch_sub(1, Ordering::AcqRel);
+                    return SendOutcome::Delivered;
                 }
-                Err(_) => SendOutcome::Closed,
-            },
-            OverflowPolicy::DropNewest => self.try_send(event),
+                Err(e) => e,
+            };
+            if self.is_closed() {
+                chan.waiting.fetch_sub(1, Ordering::AcqRel);
+                return SendOutcome::Closed;
+            }
+            room.await;
+            chan.waiting.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -254,53 +322,51 @@ impl SubscriptionSender {
     /// [`send`](Self::send) (wait) instead. Lets a bus deliver to many subscribers without an
     /// `.await` on the fast path.
     pub fn try_deliver(&self, event: &Arc<Event>) -> Option<SendOutcome> {
-        match self.tx.try_reserve() {
-            Ok(permit) => {
-                let lag = self.take_lag();
-                permit.send((lag, event.clone()));
-                Some(SendOutcome::Delivered)
-            }
-            Err(mpsc::error::TrySendError::Full(())) => match self.policy {
+        if self.is_closed() {
+            return Some(SendOutcome::Closed);
+        }
+        match self.chan().push(event.clone()) {
+            Ok(()) => Some(SendOutcome::Delivered),
+            Err(_) => match self.policy {
                 OverflowPolicy::Backpressure => None,
                 OverflowPolicy::DropNewest => {
                     self.record_lag(1);
                     Some(SendOutcome::Dropped)
                 }
             },
-            Err(mpsc::error::TrySendError::Closed(())) => Some(SendOutcome::Closed),
         }
     }
 
     /// Offers an event without waiting: when the buffer is full the event is dropped and
     /// counted, whatever the policy (for transports that must never block).
     pub fn try_send(&self, event: Arc<Event>) -> SendOutcome {
-        match self.tx.try_reserve() {
-            Ok(permit) => {
-                let lag = self.take_lag();
-                permit.send((lag, event));
-                SendOutcome::Delivered
-            }
-            Err(mpsc::error::TrySendError::Full(())) => {
+        if self.is_closed() {
+            return SendOutcome::Closed;
+        }
+        match self.chan().push(event) {
+            Ok(()) => SendOutcome::Delivered,
+            Err(_) => {
                 self.record_lag(1);
                 SendOutcome::Dropped
             }
-            Err(mpsc::error::TrySendError::Closed(())) => SendOutcome::Closed,
         }
     }
 
     /// Records that `n` events meant for this subscriber were lost before reaching it (for
     /// example reported by the transport); the subscriber receives [`Delivery::Lagged`].
     pub fn record_lag(&self, n: u64) {
-        self.shared.pending_lag.fetch_add(n, Ordering::AcqRel);
-        self.shared.dropped.fetch_add(n, Ordering::Relaxed);
+        self.chan().dropped.fetch_add(n, Ordering::AcqRel);
+        // A subscriber waiting on an empty buffer must learn of the gap now.
+        self.chan().ready.notify_one();
     }
 }
 
 /// A live subscription: receive with [`recv`](Self::recv); drop it (or call
 /// [`unsubscribe`](Self::unsubscribe)) to stop.
 pub struct Subscription {
-    rx: mpsc::Receiver<Item>,
-    shared: Arc<Shared>,
+    chan: Arc<Chan>,
+    /// Drops already reported to this subscriber.
+    reported: u64,
     pattern: Arc<str>,
     stashed: Option<Arc<Event>>,
     guard: Option<Box<dyn Any + Send + Sync>>,
@@ -315,23 +381,39 @@ impl fmt::Debug for Subscription {
     }
 }
 
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.chan.receiver_gone.store(true, Ordering::Release);
+        // Publishers waiting for room must see that nobody will make any.
+        self.chan.room.notify_waiters();
+    }
+}
+
 impl Subscription {
     /// Creates a connected (sender, subscription) pair for a bus implementation.
+    ///
+    /// The buffer is allocated up front (`buffer_size` slots of two words each).
     pub fn channel(pattern: &str, options: SubscribeOptions) -> (SubscriptionSender, Subscription) {
-        let (tx, rx) = mpsc::channel(options.effective_buffer());
-        let shared = Arc::new(Shared::default());
+        let chan = Arc::new(Chan {
+            queue: ArrayQueue::new(options.effective_buffer()),
+            dropped: AtomicU64::new(0),
+            ready: Notify::new(),
+            room: Notify::new(),
+            waiting: AtomicUsize::new(0),
+            receiver_gone: AtomicBool::new(false),
+            senders_gone: AtomicBool::new(false),
+        });
         let pattern: Arc<str> = Arc::from(pattern);
         let sender = SubscriptionSender {
-            tx,
-            shared: shared.clone(),
+            handle: Arc::new(SenderHandle { chan: chan.clone() }),
             policy: options.overflow,
             pattern: pattern.clone(),
             filter_is_empty: options.filter.is_empty(),
             filter: Arc::new(options.filter),
         };
         let sub = Subscription {
-            rx,
-            shared,
+            chan,
+            reported: 0,
             pattern,
             stashed: None,
             guard: None,
@@ -353,27 +435,22 @@ impl Subscription {
 
     /// Total events dropped for this subscriber so far.
     pub fn dropped(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
+        self.chan.dropped.load(Ordering::Relaxed)
     }
 
     /// The next event or lag notice; `None` once the bus is gone and the buffer is drained.
     pub async fn recv(&mut self) -> Option<Delivery> {
-        if let Some(ev) = self.stashed.take() {
-            return Some(Delivery::Event(ev));
-        }
-        match self.rx.try_recv() {
-            Ok(item) => return Some(self.unpack(item)),
-            Err(mpsc::error::TryRecvError::Empty | mpsc::error::TryRecvError::Disconnected) => {
-                // The buffer is empty, so every drop counted so far happened after everything
-                // already received: report it now, in order.
-                if let Some(lag) = self.take_lag() {
-                    return Some(Delivery::Lagged(lag));
-                }
+        loop {
+            if let Some(d) = self.try_recv() {
+                return Some(d);
             }
-        }
-        match self.rx.recv().await {
-            Some(item) => Some(self.unpack(item)),
-            None => self.take_lag().map(Delivery::Lagged),
+            if self.chan.senders_gone.load(Ordering::Acquire) {
+                // The last sender may have pushed just before leaving.
+                return self.try_recv();
+            }
+            // A notification sent since the failed attempt is kept as a permit, so this
+            // cannot sleep through an event.
+            self.chan.ready.notified().await;
         }
     }
 
@@ -382,31 +459,35 @@ impl Subscription {
         if let Some(ev) = self.stashed.take() {
             return Some(Delivery::Event(ev));
         }
-        match self.rx.try_recv() {
-            Ok(item) => Some(self.unpack(item)),
-            Err(_) => self.take_lag().map(Delivery::Lagged),
+        match self.chan.pop() {
+            Some((dropped, ev)) => {
+                if dropped > self.reported {
+                    let lag = dropped - self.reported;
+                    self.reported = dropped;
+                    self.stashed = Some(ev);
+                    Some(Delivery::Lagged(lag))
+                } else {
+                    Some(Delivery::Event(ev))
+                }
+            }
+            None => {
+                // The buffer is empty, so every drop counted so far happened after everything
+                // already received: report it now, in order.
+                let dropped = self.chan.dropped.load(Ordering::Acquire);
+                if dropped > self.reported {
+                    let lag = dropped - self.reported;
+                    self.reported = dropped;
+                    Some(Delivery::Lagged(lag))
+                } else {
+                    None
+                }
+            }
         }
     }
 
     /// Stops the subscription (the same as dropping it).
     pub fn unsubscribe(self) {
         drop(self);
-    }
-
-    fn take_lag(&self) -> Option<u64> {
-        match self.shared.pending_lag.swap(0, Ordering::AcqRel) {
-            0 => None,
-            n => Some(n),
-        }
-    }
-
-    fn unpack(&mut self, (lag, ev): Item) -> Delivery {
-        if lag > 0 {
-            self.stashed = Some(ev);
-            Delivery::Lagged(lag)
-        } else {
-            Delivery::Event(ev)
-        }
     }
 }
 
