@@ -757,46 +757,20 @@ impl JetStreamEventStore {
             )
         };
         let mut consumer_seq = 0u64;
-        let mut empty_pulls = 0;
+        // A continuous pull stream keeps the next batch in flight while this one is decoded,
+        // instead of one round trip per batch.
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(REPLAY_BATCH as usize)
+            .expires(REPLAY_PULL_EXPIRY)
+            .messages()
+            .await
+            .map_err(|e| classify(context(), e))?;
+        let idle_limit = REPLAY_PULL_EXPIRY * REPLAY_MAX_EMPTY_PULLS as u32;
         while left > 0 {
-            let mut batch = consumer
-                .batch()
-                .max_messages(left.min(REPLAY_BATCH) as usize)
-                .expires(REPLAY_PULL_EXPIRY)
-                .messages()
-                .await
-                .map_err(|e| classify(context(), e))?;
-            let mut got = 0u64;
-            while let Some(msg) = batch.next().await {
-                let msg = msg.map_err(|e| classify(context(), BoxedCause(e)))?;
-                let info = msg.info().map_err(|e| classify(context(), BoxedCause(e)))?;
-                if info.consumer_sequence != consumer_seq + 1 {
-                    // A message was lost between server and client; start again after the
-                    // last one received so nothing is skipped or repeated.
-                    return Ok(Drained::Gap(left));
-                }
-                consumer_seq = info.consumer_sequence;
-                *next_seq = info.stream_sequence + 1;
-                let caught_up = info.pending == 0;
-                let sequence = info.stream_sequence;
-                got += 1;
-                left -= 1;
-                match codec::decode_message(actor_id, sequence, &msg.payload) {
-                    Ok(events) => result
-                        .events
-                        .extend(events.into_iter().filter(|e| e.version >= from_version)),
-                    Err(bad) => result.errors.push(bad),
-                }
-                if caught_up {
-                    left = 0;
-                }
-                if left == 0 {
-                    break;
-                }
-            }
-            if got == 0 {
-                empty_pulls += 1;
-                if empty_pulls >= REPLAY_MAX_EMPTY_PULLS {
+            let msg = match tokio::time::timeout(idle_limit, messages.next()).await {
+                Ok(Some(msg)) => msg.map_err(|e| classify(context(), e))?,
+                Ok(None) | Err(_) => {
                     // Messages counted as pending never came: they may have aged out.
                     let mut c = consumer.clone();
                     let info = c.info().await.map_err(|e| classify(context(), e))?;
@@ -808,8 +782,26 @@ impl JetStreamEventStore {
                         format!("{} pending messages were not delivered", info.num_pending),
                     ));
                 }
-            } else {
-                empty_pulls = 0;
+            };
+            let info = msg.info().map_err(|e| classify(context(), BoxedCause(e)))?;
+            if info.consumer_sequence != consumer_seq + 1 {
+                // A message was lost between server and client; start again after the last
+                // one received so nothing is skipped or repeated.
+                return Ok(Drained::Gap(left));
+            }
+            consumer_seq = info.consumer_sequence;
+            *next_seq = info.stream_sequence + 1;
+            let caught_up = info.pending == 0;
+            let sequence = info.stream_sequence;
+            left -= 1;
+            match codec::decode_message(actor_id, sequence, &msg.payload) {
+                Ok(events) => result
+                    .events
+                    .extend(events.into_iter().filter(|e| e.version >= from_version)),
+                Err(bad) => result.errors.push(bad),
+            }
+            if caught_up {
+                left = 0;
             }
         }
         Ok(Drained::Done)
