@@ -1,0 +1,312 @@
+//! The cluster layer under faults, with one node's NATS connection running through a proxy the
+//! test controls: the connection is cut and restored, then frozen (bytes held back, sockets
+//! kept open, like a stalled machine) for longer than the failure timeout and thawed. The other
+//! nodes declare the node failed and take its shards; when it comes back it must give them up,
+//! never leaving two nodes serving one shard, and no deposit may be lost or applied twice.
+//! Also: arbitrary bytes given to every cluster message decoder never panic.
+#![cfg(feature = "nats")]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aether_cluster::routing::{decode, ActorRequest, ActorResponse, Heartbeat, Leave, RemoteError};
+use aether_cluster::{
+    AssignmentTable, ClusterConfig, ClusterNode, LeaderLease, NewEvent, RuntimeMessage,
+    RuntimeModel,
+};
+use aether_core::{Error, Event, EventStore, Result, ShardConfig};
+use aether_store::InMemoryEventStore;
+use aether_testkit::NatsServer;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct Counter {
+    total: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+enum Command {
+    Add(i64),
+    Get,
+}
+
+impl RuntimeMessage for Command {}
+
+struct Model;
+
+impl RuntimeModel for Model {
+    type State = Counter;
+    type Message = Command;
+    type Reply = i64;
+
+    fn name(&self) -> &str {
+        "counter"
+    }
+
+    fn handle(&self, _: &str, _: &Counter, message: &Command) -> Result<Vec<NewEvent>> {
+        Ok(match message {
+            Command::Add(n) => vec![NewEvent::new("Added").with_field("n", *n)],
+            Command::Get => Vec::new(),
+        })
+    }
+
+    fn apply(&self, state: &mut Counter, event: &Event) {
+        state.total += event.data.get("n").and_then(|v| v.as_i64()).unwrap_or(0);
+    }
+
+    fn reply(&self, state: &Counter, _: &Command) -> i64 {
+        state.total
+    }
+}
+
+/// What the proxy does with the bytes of its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Open,
+    /// Close every connection and refuse new ones.
+    Cut,
+    /// Keep connections open but forward nothing.
+    Frozen,
+}
+
+/// A TCP proxy in front of the NATS server for one node.
+struct Proxy {
+    port: u16,
+    mode: watch::Sender<Mode>,
+}
+
+impl Proxy {
+    async fn start(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (mode, _) = watch::channel(Mode::Open);
+        let modes = mode.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if *modes.borrow() == Mode::Cut {
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pump(cr, sw, modes.subscribe()));
+                tokio::spawn(pump(sr, cw, modes.subscribe()));
+            }
+        });
+        Self { port, mode }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn set(&self, mode: Mode) {
+        self.mode.send_replace(mode);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: watch::Receiver<Mode>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = mode.wait_for(|m| *m == Mode::Cut) => return,
+        };
+        // Hold the bytes while frozen; drop the connection if cut meanwhile.
+        match mode.wait_for(|m| *m != Mode::Frozen).await {
+            Ok(m) if *m == Mode::Cut => return,
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+const FAILURE_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn config(node: &str) -> ClusterConfig {
+    ClusterConfig::default()
+        .cluster_name("faults")
+        .node_id(node)
+        .heartbeat_interval(Duration::from_millis(100))
+        .failure_timeout(FAILURE_TIMEOUT)
+        .request_timeout(Duration::from_secs(2))
+        .send_timeout(Duration::from_secs(8))
+        .shards(ShardConfig::default().shard_count(64))
+        .memory_storage(true)
+}
+
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every node holds the same table, every shard has exactly one primary, and each node's
+/// active actors are all of shards it owns.
+async fn one_owner_per_shard(nodes: &[&ClusterNode<Model>], members: &[&str]) {
+    eventually("all nodes to agree on a table of all members", || {
+        let first = nodes[0].assignment();
+        nodes.iter().all(|n| {
+            let a = n.assignment();
+            a.epoch == first.epoch && a.table == first.table && n.members() == members
+        }) && members.iter().all(|m| !first.primaries_of(m).is_empty())
+    })
+    .await;
+    let table = nodes[0].assignment();
+    let total: usize = members.iter().map(|m| table.primaries_of(m).len()).sum();
+    assert_eq!(total, 64, "every shard has exactly one primary");
+    eventually("each node to host only actors of its own shards", || {
+        nodes.iter().all(|n| {
+            let view = n.assignment();
+            n.host()
+                .active_actors()
+                .iter()
+                .all(|a| view.serves(n.node_id(), a))
+        })
+    })
+    .await;
+}
+
+/// Adds 1 to each actor through `via`, counting acknowledged and uncertain additions.
+async fn add_all(via: &ClusterNode<Model>, actors: &[String], ok: &mut [i64], unsure: &mut [i64]) {
+    for (i, a) in actors.iter().enumerate() {
+        match via.send(a, Command::Add(1)).await {
+            Ok(_) => ok[i] += 1,
+            Err(e) => {
+                assert!(e.is_retryable(), "{a}: {e:?}");
+                unsure[i] += 1;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_or_frozen_gives_up_its_shards_when_it_returns() {
+    let server = NatsServer::start().unwrap();
+    let store = Arc::new(InMemoryEventStore::new());
+    let proxy = Proxy::start(server.port()).await;
+    let mut nodes = Vec::new();
+    for (id, url) in [("a", server.url()), ("b", server.url()), ("c", proxy.url())] {
+        let client = async_nats::ConnectOptions::new()
+            .reconnect_delay_callback(|_| Duration::from_millis(100))
+            .connect(url)
+            .await
+            .unwrap();
+        nodes.push(
+            ClusterNode::start(client, config(id), Model, Arc::clone(&store) as _)
+                .await
+                .unwrap(),
+        );
+    }
+    let all = ["a", "b", "c"];
+    for n in &nodes {
+        n.wait_for_members(&all, WAIT).await.unwrap();
+    }
+    let refs: Vec<&ClusterNode<Model>> = nodes.iter().collect();
+    one_owner_per_shard(&refs, &all).await;
+
+    let actors: Vec<String> = (0..30).map(|i| format!("counter-{i}")).collect();
+    let mut ok = vec![0i64; actors.len()];
+    let mut unsure = vec![0i64; actors.len()];
+    // Activate every actor on its owner, c included.
+    add_all(&nodes[0], &actors, &mut ok, &mut unsure).await;
+    let on_c: Vec<&String> = actors
+        .iter()
+        .filter(|a| nodes[2].host().is_active(a))
+        .collect();
+    assert!(!on_c.is_empty(), "c hosts none of the test actors");
+
+    for mode in [Mode::Cut, Mode::Frozen] {
+        proxy.set(mode);
+        // a and b declare c failed and take its shards.
+        eventually("a and b to reassign c's shards", || {
+            nodes[..2].iter().all(|n| {
+                let view = n.assignment();
+                view.primaries_of("c").is_empty() && !view.primaries_of("a").is_empty()
+            })
+        })
+        .await;
+        // The actors c hosted are served by a or b meanwhile.
+        add_all(&nodes[1], &actors, &mut ok, &mut unsure).await;
+        proxy.set(Mode::Open);
+        // c comes back: it must see the newer table, drop what it no longer owns, and rejoin.
+        one_owner_per_shard(&refs, &all).await;
+        add_all(&nodes[2], &actors, &mut ok, &mut unsure).await;
+        eprintln!("{mode:?}: one owner per shard after c returned");
+    }
+
+    // No deposit lost or applied twice: each total is the acknowledged additions plus at most
+    // the uncertain ones, and the store holds one event per version.
+    for (i, a) in actors.iter().enumerate() {
+        let total = nodes[0].send(a, Command::Get).await.unwrap();
+        assert!(
+            total >= ok[i] && total <= ok[i] + unsure[i],
+            "{a}: total {total}, {} acknowledged, {} uncertain",
+            ok[i],
+            unsure[i]
+        );
+        let events = store.get_events(a, 0).await.unwrap();
+        assert_eq!(events.len() as i64, total, "{a}");
+        assert!(events.windows(2).all(|w| w[0].version < w[1].version));
+    }
+    for n in nodes {
+        n.kill().await;
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 512,
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    #[test]
+    fn cluster_decoders_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+        check_all(&bytes);
+    }
+
+    #[test]
+    fn cluster_decoders_never_panic_on_near_envelopes(
+        v in proptest::prelude::any::<i64>(),
+        body in "[\\[\\]{}\",:0-9a-zA-Z -]{0,80}",
+    ) {
+        check_all(format!("{{\"v\":{v},\"body\":{body}}}").as_bytes());
+        check_all(format!("{{\"v\":1,\"body\":{body}}}").as_bytes());
+    }
+}
+
+fn check_all(bytes: &[u8]) {
+    let errs = [
+        decode::<Heartbeat>(bytes).err(),
+        decode::<Leave>(bytes).err(),
+        decode::<ActorRequest<Command>>(bytes).err(),
+        decode::<ActorRequest<serde_json::Value>>(bytes).err(),
+        decode::<ActorResponse<i64>>(bytes).err(),
+        decode::<RemoteError>(bytes).err(),
+    ];
+    for e in errs.into_iter().flatten() {
+        // Typed, and convertible to the workspace error.
+        assert!(matches!(Error::from(e), Error::Decoding(_)));
+    }
+    let _ = serde_json::from_slice::<AssignmentTable>(bytes);
+    let _ = serde_json::from_slice::<LeaderLease>(bytes);
+}
