@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, ServerAddr};
 use clap::Args;
 
-use crate::error::{chain, CliError, CliResult};
+use crate::error::{chain, with_hint, CliError, CliResult};
 
 /// The server used when neither `--nats` nor `NATS_URL` says otherwise.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -185,17 +185,9 @@ fn describe_connect_error(url: &str, auth: &AuthArgs, e: &async_nats::ConnectErr
     }
 }
 
-/// Turns a JetStream "no responders" or timeout into a hint that JetStream may be off.
+/// A JetStream failure while doing `what`, with a hint when JetStream seems to be off.
 pub(crate) fn jetstream_hint(what: &str, e: &(dyn std::error::Error + 'static)) -> CliError {
-    let detail = chain(e);
-    let lower = detail.to_lowercase();
-    if lower.contains("no responders") || lower.contains("timed out") {
-        CliError::new(format!(
-            "{what}: {detail} (is JetStream enabled on the server?)"
-        ))
-    } else {
-        CliError::new(format!("{what}: {detail}"))
-    }
+    CliError::new(with_hint(format!("{what}: {}", chain(e))))
 }
 
 #[cfg(test)]

@@ -42,7 +42,21 @@ impl std::error::Error for CliError {}
 
 impl From<aether_core::Error> for CliError {
     fn from(e: aether_core::Error) -> Self {
-        Self::new(chain(&e))
+        Self::new(with_hint(chain(&e)))
+    }
+}
+
+/// Adds what to check to messages whose cause is usually the server's setup: JetStream
+/// requests nobody answers mean JetStream is off (or the account has none).
+pub(crate) fn with_hint(text: String) -> String {
+    let lower = text.to_lowercase();
+    if lower.contains("no responders")
+        || lower.contains("jetstream resource does not exist")
+        || lower.contains("jetstream not enabled")
+    {
+        format!("{text} (is JetStream enabled on the server?)")
+    } else {
+        text
     }
 }
 

@@ -2,7 +2,10 @@
 
 use aether_bus::{pattern_subject, NatsBusConfig, NatsEventBus, DEFAULT_SUBJECT_PREFIX};
 use aether_core::{validate_pattern, Delivery, Event, EventBroadcaster, SubscriptionFilter};
+use async_nats::connection::State;
 use clap::Args;
+use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::connect::ConnectArgs;
 use crate::error::{CliError, CliResult};
@@ -20,6 +23,9 @@ pub struct TailArgs {
     /// Only actors matching this pattern (`*` and `>` as for namespaces).
     #[arg(long, value_name = "PATTERN")]
     pub actor: Option<String>,
+    /// Give up (exit with an error) after the connection has been down this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub give_up_after: u64,
     /// Subject prefix of the bus.
     #[arg(long, value_name = "P", default_value = DEFAULT_SUBJECT_PREFIX)]
     pub prefix: String,
@@ -63,8 +69,36 @@ pub async fn run(args: TailArgs) -> CliResult<()> {
     let painter = Painter::stdout();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    // The client reconnects on its own; a server gone for good must end the command rather
+    // than leave it silent forever.
+    let give_up = Duration::from_secs(args.give_up_after.max(1));
+    let mut check = tokio::time::interval(Duration::from_millis(250));
+    let mut down_since: Option<Instant> = None;
+    let mut warned = false;
     loop {
         tokio::select! {
+            _ = check.tick() => {
+                if client.connection_state() == State::Connected {
+                    if warned {
+                        eprintln!("reconnected");
+                    }
+                    down_since = None;
+                    warned = false;
+                } else {
+                    let since = *down_since.get_or_insert_with(Instant::now);
+                    if !warned {
+                        eprintln!("warning: connection to NATS lost; reconnecting");
+                        warned = true;
+                    }
+                    if since.elapsed() >= give_up {
+                        return Err(CliError::new(format!(
+                            "lost the connection to NATS at {} and could not reconnect within {}s",
+                            args.connect.nats.trim(),
+                            give_up.as_secs()
+                        )));
+                    }
+                }
+            }
             signal = &mut ctrl_c => {
                 signal.map_err(|e| CliError::context("waiting for Ctrl-C", &e))?;
                 break;

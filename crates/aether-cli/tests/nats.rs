@@ -637,3 +637,41 @@ async fn tls_with_a_ca_file() {
     .await;
     assert_one_line_error(&out, "CA certificate /nonexistent/ca.pem does not exist");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_gives_up_when_the_server_is_gone() {
+    let mut server = NatsServer::start().unwrap();
+    let url = server.url();
+    let mut child = StdCommand::new(BIN)
+        .args(["tail", ">", "--give-up-after", "2", "--nats", &url])
+        .env("NO_COLOR", "1")
+        .env_remove("NATS_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = lines_of(child.stderr.take().unwrap());
+    let (ready, err) = tokio::task::spawn_blocking(move || {
+        let line = err.recv_timeout(Duration::from_secs(20));
+        (line, err)
+    })
+    .await
+    .unwrap();
+    assert!(ready.unwrap().starts_with("listening on"));
+    server.kill().unwrap();
+    let (status, rest) = tokio::task::spawn_blocking(move || {
+        let mut rest = Vec::new();
+        while let Ok(l) = err.recv_timeout(Duration::from_secs(30)) {
+            rest.push(l);
+        }
+        (child.wait().unwrap(), rest)
+    })
+    .await
+    .unwrap();
+    assert!(!status.success());
+    let last = rest.last().cloned().unwrap_or_default();
+    assert!(
+        last.starts_with("error: lost the connection to NATS"),
+        "{rest:?}"
+    );
+}
