@@ -115,7 +115,7 @@ impl Table {
         let mut widths = vec![0usize; columns];
         for row in std::iter::once(&self.header).chain(&self.rows) {
             for (i, cell) in row.iter().enumerate() {
-                widths[i] = widths[i].max(cell.chars().count());
+                widths[i] = widths[i].max(visible_len(cell));
             }
         }
         let line = |row: &[String], bold: bool| {
@@ -126,7 +126,8 @@ impl Table {
                 let padded = if last {
                     cell.to_string()
                 } else {
-                    format!("{cell:<width$}  ")
+                    let pad = width.saturating_sub(visible_len(cell)) + 2;
+                    format!("{cell}{}", " ".repeat(pad))
                 };
                 out.push_str(&if bold { painter.bold(&padded) } else { padded });
             }
@@ -141,6 +142,25 @@ impl Table {
         }
         out
     }
+}
+
+/// The width of `text` on screen: characters, less the ANSI style sequences.
+fn visible_len(text: &str) -> usize {
+    let mut n = 0;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, ending with a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// A progress bar on stderr for `len` steps, hidden when stderr is not a terminal.
@@ -234,6 +254,13 @@ mod tests {
         let text = t.render(Painter::plain());
         assert_eq!(text, "a      long header\nvalue  x\nv\n");
         assert_eq!(t.len(), 2);
+        let coloured = Painter { enabled: true };
+        let mut t = Table::new(&["a", "b"]);
+        t.row(vec![coloured.green("ok"), "x".into()]);
+        t.row(vec!["long".into(), "y".into()]);
+        let text = t.render(Painter::plain());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(visible_len(lines[1]), visible_len(lines[2]), "{text:?}");
     }
 
     #[test]
