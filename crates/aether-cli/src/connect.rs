@@ -39,7 +39,7 @@ pub struct AuthArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
     /// NATS server URL (several: comma-separated).
-    #[arg(long, env = "NATS_URL", default_value = DEFAULT_NATS_URL, value_name = "URL")]
+    #[arg(long, env = "NATS_URL", hide_env_values = true, default_value = DEFAULT_NATS_URL, value_name = "URL")]
     pub nats: String,
     /// Authentication and TLS.
     #[command(flatten)]

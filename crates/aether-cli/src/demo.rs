@@ -56,7 +56,7 @@ pub struct DemoArgs {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub actors: u32,
     /// Run over this NATS server (JetStream enabled) instead of in process.
-    #[arg(long, env = "NATS_URL", value_name = "URL")]
+    #[arg(long, env = "NATS_URL", hide_env_values = true, value_name = "URL")]
     pub nats: Option<String>,
     /// Authentication and TLS (with --nats).
     #[command(flatten)]

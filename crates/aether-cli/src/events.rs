@@ -95,6 +95,13 @@ pub async fn run(args: EventsArgs) -> CliResult<()> {
     let store = JetStreamEventStore::new(client, args.stream.config()).await?;
     let name = store.stream_name().to_string();
     let events = store.get_events(&args.actor, args.from).await?;
+    let malformed = store.malformed_events();
+    if malformed > 0 {
+        eprintln!(
+            "warning: {malformed} message(s) of {} could not be decoded and were skipped",
+            args.actor
+        );
+    }
     if events.is_empty() {
         let latest = store.get_latest_version(&args.actor).await?;
         return Err(CliError::new(if latest > 0 {

@@ -35,7 +35,21 @@ pub use error::{CliError, CliResult};
 
 /// Aether: distributed actors with event sourcing on NATS JetStream.
 #[derive(Debug, Parser)]
-#[command(name = "aether", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "aether",
+    version,
+    propagate_version = true,
+    after_help = "Examples:
+  aether demo                                   the demo in process, no server needed
+  aether demo --nats nats://127.0.0.1:4222      the same on NATS JetStream
+  aether events account-0001 --namespace orders an actor's history
+  aether tail 'orders.>' --type Deposited       live events until Ctrl-C
+  aether stats --namespace orders               size and settings of a stream
+  aether cluster members --cluster aether       live members of a cluster
+
+Networked commands read NATS_URL (default nats://127.0.0.1:4222); colours only on a
+terminal, never with NO_COLOR set."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
