@@ -21,6 +21,11 @@
 use aether_core::{validate_namespace, validate_pattern, Error, Result};
 
 const SINGLE: &str = "*";
+/// Longest subject the bus publishes or subscribes to. A subject travels in the protocol line
+/// of every publish and subscription, which the server limits (`max_control_line`, 4 KiB by
+/// default) and answers by closing the whole connection when exceeded; longer namespaces are
+/// refused up front instead.
+const MAX_SUBJECT_BYTES: usize = 2048;
 const TAIL: &str = ">";
 
 fn is_plain(b: u8) -> bool {
@@ -101,7 +106,7 @@ pub fn validate_prefix(prefix: &str) -> Result<()> {
 ///
 /// # Errors
 /// [`Error::InvalidInput`] when the namespace is not publishable (empty, empty tokens,
-/// wildcard tokens; see [`validate_namespace`]).
+/// wildcard tokens; see [`validate_namespace`]) or its subject would be longer than 2048 bytes.
 pub fn namespace_subject(prefix: &str, namespace: &str) -> Result<String> {
     validate_namespace(namespace)?;
     let mut s = String::with_capacity(prefix.len() + 1 + namespace.len() * 3);
@@ -110,13 +115,25 @@ pub fn namespace_subject(prefix: &str, namespace: &str) -> Result<String> {
         s.push('.');
         encode_token(t, &mut s);
     }
-    Ok(s)
+    check_length(s, "namespace")
+}
+
+fn check_length(subject: String, what: &str) -> Result<String> {
+    if subject.len() > MAX_SUBJECT_BYTES {
+        return Err(Error::invalid(format!(
+            "{what} too long: its subject would be {} bytes; at most {MAX_SUBJECT_BYTES} are \
+             accepted (the server limits the protocol line a subject travels in)",
+            subject.len()
+        )));
+    }
+    Ok(subject)
 }
 
 /// The subject (possibly with NATS wildcards) to subscribe to for `pattern`.
 ///
 /// # Errors
-/// [`Error::InvalidInput`] for a malformed pattern (see [`validate_pattern`]).
+/// [`Error::InvalidInput`] for a malformed pattern (see [`validate_pattern`]) or one whose
+/// subject would be longer than 2048 bytes.
 pub fn pattern_subject(prefix: &str, pattern: &str) -> Result<String> {
     validate_pattern(pattern)?;
     let mut s = String::with_capacity(prefix.len() + 1 + pattern.len() * 3);
@@ -129,7 +146,7 @@ pub fn pattern_subject(prefix: &str, pattern: &str) -> Result<String> {
             encode_token(t, &mut s);
         }
     }
-    Ok(s)
+    check_length(s, "pattern")
 }
 
 /// The namespace a subject carries, or `None` when the subject is not under `prefix` or is not
@@ -152,6 +169,18 @@ mod tests {
     use proptest::prelude::*;
 
     const P: &str = "aether.events";
+
+    #[test]
+    fn overlong_namespaces_and_patterns_are_refused() {
+        let ok = "n".repeat(MAX_SUBJECT_BYTES - P.len() - 1);
+        assert_eq!(namespace_subject(P, &ok).unwrap().len(), MAX_SUBJECT_BYTES);
+        let long = "n".repeat(10 * 1024);
+        for r in [namespace_subject(P, &long), pattern_subject(P, &long)] {
+            assert!(matches!(r, Err(Error::InvalidInput(ref m)) if m.contains("too long")));
+        }
+        // Encoding triples non-ASCII bytes: the limit is on the subject, not the input.
+        assert!(namespace_subject(P, &"é".repeat(400)).is_err());
+    }
 
     /// NATS subject matching, written from the protocol's rules, to check what a subscription
     /// subject would really receive on the server.
