@@ -361,3 +361,87 @@ proptest::proptest! {
         let _ = aether_bus::pattern_subject("aether.events", &subject);
     }
 }
+
+#[tokio::test]
+async fn hostile_namespaces_are_isolated_or_refused() {
+    let server = NatsServer::start().unwrap();
+    let publisher = NatsEventBus::connect(&server.url(), NatsBusConfig::default())
+        .await
+        .unwrap();
+    let receiver = NatsEventBus::connect(&server.url(), NatsBusConfig::default())
+        .await
+        .unwrap();
+    let long = "n".repeat(10 * 1024);
+    let namespaces = [
+        "a.b",
+        "a.*",
+        "a.>",
+        "a b",
+        "a\tb",
+        "a\0b",
+        "a%2Eb",
+        "ключ",
+        "$JS.API",
+        "_INBOX.x",
+        "a..b",
+        ".a",
+        "a.",
+        "",
+        "*",
+        ">",
+        long.as_str(),
+    ];
+    // An exact subscription per namespace the bus accepts, on another process's bus.
+    let mut subs = Vec::new();
+    for ns in namespaces {
+        match receiver.subscribe(ns).await {
+            Ok(sub) => subs.push((ns, sub)),
+            Err(e) => {
+                assert!(
+                    matches!(e, aether_core::Error::InvalidInput(_)),
+                    "{ns:?}: {e:?}"
+                );
+            }
+        }
+    }
+    let mut published = Vec::new();
+    for ns in namespaces {
+        let event = Event::new("T", "x", 1).with_field("ns", ns);
+        match publisher.publish(ns, &event).await {
+            Ok(()) => published.push(ns),
+            Err(e) => assert!(
+                matches!(
+                    e,
+                    aether_core::Error::InvalidInput(_)
+                        | aether_core::Error::PayloadTooLarge { .. }
+                ),
+                "{ns:?}: {e:?}"
+            ),
+        }
+    }
+    eprintln!(
+        "accepted for publishing: {} of {}; subscribable exactly: {}",
+        published.len(),
+        namespaces.len(),
+        subs.len()
+    );
+    // Each exact subscriber receives the event of its own namespace and nothing else.
+    for (ns, sub) in &mut subs {
+        let mut got = Vec::new();
+        while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(300), sub.recv()).await {
+            if let Delivery::Event(e) = d {
+                got.push(e.data["ns"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        // A pattern subscription (`*`, `>`, `a.*`, `a.>`) legitimately matches several.
+        let pattern = ns.split('.').any(|t| t == "*" || t == ">");
+        if !pattern {
+            let want: Vec<String> = published
+                .iter()
+                .filter(|p| *p == ns)
+                .map(|p| p.to_string())
+                .collect();
+            assert_eq!(got, want, "exact subscriber of {ns:?}");
+        }
+    }
+}
