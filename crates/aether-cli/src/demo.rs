@@ -797,8 +797,13 @@ async fn steps(
         counters.conflicts.load(Ordering::Relaxed) - conflicts_before
     );
 
-    // 4. Kill a node.
-    let victim = NODES[1].to_string();
+    // 4. Kill the node with the most accounts, so the failover has the most to show.
+    let victim = summary
+        .before
+        .iter()
+        .max_by_key(|(node, count)| (**count, std::cmp::Reverse((*node).clone())))
+        .map(|(node, _)| node.clone())
+        .unwrap_or_else(|| NODES[1].to_string());
     let victims: Vec<(u32, String)> = ids
         .iter()
         .enumerate()
