@@ -71,7 +71,8 @@ async fn soak_with_a_crash_in_the_middle() {
     }
     let actors = actor_names("soak", ACTORS);
     let started = Instant::now();
-    let load = Load::start(stores.clone(), actors.clone());
+    // Each writer owns its actors, as when actors are spread over the nodes of a cluster.
+    let load = Load::start_with(stores.clone(), actors.clone(), true);
 
     tokio::time::sleep(Duration::from_secs(secs / 2)).await;
     let before = load.acked();

@@ -65,6 +65,17 @@ impl Load {
     /// next version it believes in. Conflicts make it adopt the current version; other errors
     /// make it forget what it knew and ask again.
     pub fn start(stores: Vec<Arc<JetStreamEventStore>>, actors: Vec<String>) -> Self {
+        Self::start_with(stores, actors, false)
+    }
+
+    /// Like [`start`](Self::start), but with `partitioned` each writer only writes the actors
+    /// whose index modulo the number of writers is its own (no contention between writers).
+    pub fn start_with(
+        stores: Vec<Arc<JetStreamEventStore>>,
+        actors: Vec<String>,
+        partitioned: bool,
+    ) -> Self {
+        let writers = stores.len();
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -76,7 +87,18 @@ impl Load {
                 let stop = stop.clone();
                 let acked = acked.clone();
                 let failed = failed.clone();
-                let actors = actors.clone();
+                let actors: Arc<Vec<String>> = if partitioned {
+                    Arc::new(
+                        actors
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| i % writers == w)
+                            .map(|(_, a)| a.clone())
+                            .collect(),
+                    )
+                } else {
+                    actors.clone()
+                };
                 tokio::spawn(
                     async move { write_loop(w, store, &actors, &stop, &acked, &failed).await },
                 )
