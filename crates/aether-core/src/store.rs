@@ -10,7 +10,7 @@
 //! # Versions
 //! Each actor's events carry strictly increasing versions, starting at 1. A save succeeds only
 //! if its version is greater than the actor's latest version; otherwise it fails with
-//! [`Error::VersionConflict`](crate::Error::VersionConflict), which carries the current version
+//! [`Error::VersionConflict`], which carries the current version
 //! so the caller can reload and retry. Versions need not be contiguous, but they never repeat.
 
 use std::sync::Arc;
