@@ -84,18 +84,7 @@ pub struct ClusterState {
 }
 
 fn check_name(name: &str) -> CliResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(CliError::new(format!(
-            "invalid cluster name {name:?}: 1 to 64 letters, digits, '-' or '_'"
-        )))
-    }
+    Ok(aether_cluster::validate_name("cluster name", name)?)
 }
 
 /// Reads the leader lease and assignment table of cluster `name`.

@@ -455,7 +455,7 @@ async fn cluster_members_and_shards() {
         &url,
     ]))
     .await;
-    assert_one_line_error(&out, "invalid cluster name");
+    assert_one_line_error(&out, "must be 1 to 64 letters");
 
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();

@@ -226,8 +226,12 @@ fn nonzero(d: Duration, default: Duration) -> Duration {
     }
 }
 
-/// Checks a cluster name or node id: 1 to 64 letters, digits, `-` or `_`.
-pub(crate) fn validate_name(what: &str, name: &str) -> Result<()> {
+/// Checks a cluster name or node id: 1 to 64 letters, digits, `-` or `_` (they become parts
+/// of NATS subjects and key-value bucket names). `what` names the value in the error.
+///
+/// # Errors
+/// [`Error::InvalidInput`] saying what is allowed.
+pub fn validate_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

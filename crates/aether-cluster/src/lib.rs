@@ -70,7 +70,7 @@ pub use membership::{MemberInfo, MemberStatus, Membership, MembershipChange};
 pub use node::ClusterNode;
 
 pub use config::{
-    ActorConfig, ClusterConfig, DEFAULT_CLUSTER_NAME, DEFAULT_FAILURE_TIMEOUT,
+    validate_name, ActorConfig, ClusterConfig, DEFAULT_CLUSTER_NAME, DEFAULT_FAILURE_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_TIMEOUT,
 };
 pub use hash::stable_hash64;
