@@ -268,6 +268,10 @@ async fn bus_requires_and_checks_credentials() {
                 .await
                 .unwrap_err();
             assert!(chain(&err).contains("authorization"), "{err:?}");
+            assert!(
+                matches!(err, aether_core::Error::PermissionDenied { .. }) && !err.is_retryable(),
+                "refused credentials must be a permission error: {err:?}"
+            );
         }
     }
 }

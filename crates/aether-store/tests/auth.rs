@@ -75,6 +75,10 @@ async fn user_and_password_are_required_and_checked() {
         .await
         .unwrap_err();
     assert!(
+        matches!(err, Error::PermissionDenied { .. }) && !err.is_retryable(),
+        "refused credentials must be a permission error: {err:?}"
+    );
+    assert!(
         chain(&err).contains("authorization"),
         "the error does not say why: {err:?}"
     );

@@ -262,11 +262,17 @@ impl NatsEventBus {
         config: NatsBusConfig,
     ) -> Result<Self> {
         let monitor = TransportMonitor::new();
-        let client = monitor
-            .install(options)
-            .connect(url)
-            .await
-            .map_err(|e| Error::unavailable(format!("connecting to NATS at {url}"), e))?;
+        let client = monitor.install(options).connect(url).await.map_err(|e| {
+            let context = format!("connecting to NATS at {url}");
+            // Refused credentials will be refused again: not worth retrying.
+            match e.kind() {
+                async_nats::ConnectErrorKind::AuthorizationViolation => Error::PermissionDenied {
+                    context,
+                    source: Box::new(e),
+                },
+                _ => Error::unavailable(context, e),
+            }
+        })?;
         Self::with_monitor(client, config, monitor).await
     }
 

@@ -15,6 +15,19 @@ use async_nats::jetstream::ErrorCode;
 /// JetStream API error: stream not found.
 const STREAM_NOT_FOUND: ErrorCode = ErrorCode::STREAM_NOT_FOUND;
 
+/// Sorts a failed connection: refused credentials are [`Error::PermissionDenied`] (retrying
+/// cannot help), anything else [`Error::Unavailable`].
+pub(crate) fn connect_error(url: &str, err: async_nats::ConnectError) -> Error {
+    let context = format!("connecting to NATS at {url}");
+    match err.kind() {
+        async_nats::ConnectErrorKind::AuthorizationViolation => Error::PermissionDenied {
+            context,
+            source: Box::new(err),
+        },
+        _ => Error::unavailable(context, err),
+    }
+}
+
 /// Sorts any client error by walking its chain of causes.
 pub(crate) fn classify<E>(context: impl Display, err: E) -> Error
 where

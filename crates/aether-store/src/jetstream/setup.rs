@@ -8,6 +8,10 @@ use async_nats::jetstream::{Context, ErrorCode};
 use super::errors::classify_api;
 use super::subject::{sanitize_stream_name, Subjects};
 
+/// Longest stream name the store accepts: the server stores each stream in a directory named
+/// after it, and file names are limited to 255 bytes.
+pub(crate) const MAX_STREAM_NAME_BYTES: usize = 255;
+
 /// The stream name for a config: the sanitised base name, prefixed with the sanitised namespace
 /// and `_` when there is one.
 pub(crate) fn stream_name_for(config: &JetStreamConfig) -> String {

@@ -21,7 +21,7 @@ use dashmap::DashMap;
 use futures::StreamExt;
 
 use super::codec::{self, Encoded};
-use super::errors::{classify, classify_api, has_api_code};
+use super::errors::{classify, classify_api, connect_error, has_api_code};
 use super::setup;
 use super::subject::{check_actor_id, Subjects};
 use crate::notify::StoredNotifier;
@@ -164,6 +164,16 @@ impl JetStreamEventStore {
     /// As [`new`](Self::new).
     pub async fn from_context(context: Context, config: JetStreamConfig) -> Result<Self> {
         let stream_name = setup::stream_name_for(&config);
+        // The server keeps a stream in a directory of that name, so names are limited; say so
+        // plainly instead of letting the request fail obscurely.
+        if stream_name.len() > setup::MAX_STREAM_NAME_BYTES {
+            return Err(Error::invalid(format!(
+                "stream name for namespace {:?} would be {} bytes; the limit is {} (use a shorter namespace or stream name)",
+                config.effective_namespace().unwrap_or(""),
+                stream_name.len(),
+                setup::MAX_STREAM_NAME_BYTES
+            )));
+        }
         let subjects = Subjects::new(&stream_name);
         let desired = setup::desired_config(&stream_name, &subjects, &config);
         let stream = setup::ensure_stream(&context, desired).await?;
@@ -190,7 +200,7 @@ impl JetStreamEventStore {
     pub async fn connect(url: &str, config: JetStreamConfig) -> Result<Self> {
         let client = async_nats::connect(url)
             .await
-            .map_err(|e| Error::unavailable(format!("connecting to NATS at {url}"), e))?;
+            .map_err(|e| connect_error(url, e))?;
         Self::new(client, config).await
     }
 
