@@ -177,6 +177,17 @@ impl JetStreamEventStore {
         let subjects = Subjects::new(&stream_name);
         let desired = setup::desired_config(&stream_name, &subjects, &config);
         let stream = setup::ensure_stream(&context, desired).await?;
+        if config.effective_replicas() > 1 {
+            let version = context.client().server_info().version;
+            if server_older_than(&version, 2, 11) {
+                tracing::warn!(
+                    server_version = %version,
+                    stream = %stream_name,
+                    "replicated event streams on nats-server before 2.11 can lose acknowledged \
+                     writes or accept one version twice across leader changes; upgrade the servers"
+                );
+            }
+        }
         let direct = stream.cached_info().config.allow_direct;
         Ok(Self {
             client: context.client(),
@@ -990,4 +1001,32 @@ fn snapshot_version(msg: &StreamMessage) -> u64 {
                 .map(|s| s.version)
         })
         .unwrap_or(0)
+}
+
+/// Whether a server version string (`2.9.10`, `2.12.0-RC.1`) is older than `major.minor`.
+fn server_older_than(version: &str, major: u32, minor: u32) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    match (parts.next(), parts.next()) {
+        (Some(a), Some(b)) => (a, b) < (major, minor),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::server_older_than;
+
+    #[test]
+    fn compares_server_versions() {
+        assert!(server_older_than("2.9.10", 2, 11));
+        assert!(server_older_than("2.10.22", 2, 11));
+        assert!(!server_older_than("2.11.0", 2, 11));
+        assert!(!server_older_than("2.15.1", 2, 11));
+        assert!(!server_older_than("v3.0.0-beta", 2, 11));
+        assert!(!server_older_than("garbage", 2, 11));
+    }
 }
