@@ -473,11 +473,10 @@ impl JetStreamEventStore {
                     PublishFailure::WrongLastSequence
                 }
                 PublishErrorKind::StreamNotFound => {
-                    PublishFailure::Other(Error::NotFound(format!(
-                        "{}: no stream answered (stream {} missing or JetStream not ready)",
-                        context(),
-                        self.stream_name
-                    )))
+                    return Err(PublishFailure::Other(
+                        self.missing_or_unavailable(context(), "no stream answered")
+                            .await,
+                    ));
                 }
                 PublishErrorKind::MaxPayloadExceeded => {
                     PublishFailure::Other(Error::PayloadTooLarge {
@@ -541,17 +540,13 @@ impl JetStreamEventStore {
                     DirectGetErrorKind::NotFound => Ok(None),
                     DirectGetErrorKind::TimedOut => Err(Error::unavailable(context(), e)),
                     DirectGetErrorKind::ErrorResponse(status, _) if status.as_u16() == 503 => {
-                        Err(Error::NotFound(format!(
-                            "{}: no responders (stream {} missing or JetStream not ready)",
-                            context(),
-                            self.stream_name
-                        )))
+                        Err(self
+                            .missing_or_unavailable(context(), "no responders")
+                            .await)
                     }
-                    _ if no_responders(&e) => Err(Error::NotFound(format!(
-                        "{}: no responders (stream {} missing or JetStream not ready)",
-                        context(),
-                        self.stream_name
-                    ))),
+                    _ if no_responders(&e) => Err(self
+                        .missing_or_unavailable(context(), "no responders")
+                        .await),
                     _ => Err(classify(context(), e)),
                 },
             }
@@ -571,6 +566,33 @@ impl JetStreamEventStore {
                     _ => Err(classify(context(), e)),
                 },
             }
+        }
+    }
+
+    /// Nobody answered for the stream: either it is gone (`NotFound`), or it exists and has no
+    /// leader for the moment, as during an election in a cluster (`Unavailable`, retryable).
+    /// Asks the JetStream API, on this error path only, which of the two it is.
+    async fn missing_or_unavailable(&self, context: String, what: &str) -> Error {
+        match self.context.get_stream(&self.stream_name).await {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    async_nats::jetstream::context::GetStreamErrorKind::JetStream(ref api)
+                        if api.error_code() == ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                Error::NotFound(format!(
+                    "{context}: {what}; stream {} does not exist",
+                    self.stream_name
+                ))
+            }
+            _ => Error::unavailable(
+                context,
+                format!(
+                    "{what}; stream {} exists but did not answer (no leader yet, or JetStream not ready)",
+                    self.stream_name
+                ),
+            ),
         }
     }
 
