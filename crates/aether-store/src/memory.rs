@@ -3,26 +3,68 @@
 use std::sync::Arc;
 
 use aether_core::{
-    validate_batch, Error, Event, EventBroadcaster, EventStore, EventStoreWithErrors, ReplayResult,
-    Result, Snapshot, SnapshotStore,
+    validate_batch, Error, Event, EventBroadcaster, EventStore, EventStoreWithErrors, Metadata,
+    ReplayResult, Result, Snapshot, SnapshotStore,
 };
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 // Fast, randomly seeded hashing: actor ids come from callers, so the seed must not be fixed.
 use foldhash::fast::RandomState;
 
 use crate::notify::StoredNotifier;
 
+/// An event as kept in memory: the payload as its JSON text and no copy of the actor id (the
+/// map key), which takes a fraction of the memory of a decoded [`Event`] (whose payload map
+/// allocates a whole B-tree node even for one field).
+#[derive(Debug)]
+struct Stored {
+    id: Box<str>,
+    event_type: Box<str>,
+    version: u64,
+    timestamp: DateTime<Utc>,
+    data: Box<str>,
+    metadata: Option<Box<Metadata>>,
+}
+
+impl Stored {
+    fn from_event(e: &Event) -> Result<Self> {
+        Ok(Self {
+            id: e.id.as_str().into(),
+            event_type: e.event_type.as_str().into(),
+            version: e.version,
+            timestamp: e.timestamp,
+            data: serde_json::to_string(&e.data)
+                .map_err(|err| Error::Encoding(err.to_string()))?
+                .into_boxed_str(),
+            metadata: (!e.metadata.is_empty()).then(|| Box::new(e.metadata.clone())),
+        })
+    }
+
+    fn to_event(&self, actor_id: &str) -> Result<Event> {
+        Ok(Event {
+            id: self.id.to_string(),
+            event_type: self.event_type.to_string(),
+            actor_id: actor_id.to_string(),
+            version: self.version,
+            data: serde_json::from_str(&self.data).map_err(|e| Error::Decoding(e.to_string()))?,
+            timestamp: self.timestamp,
+            metadata: self.metadata.as_deref().cloned().unwrap_or_default(),
+        })
+    }
+}
+
 /// A thread-safe event store in process memory: the embedded default.
 ///
 /// Each actor's check-and-append runs under that actor's map shard lock, with no `.await`
 /// inside, so concurrent saves of the same version give exactly one success and conflicts for
 /// the rest, while different actors rarely contend. Latest-version lookups are O(1).
+/// Events are kept compactly (payload as JSON text) and decoded on read.
 ///
 /// Nothing survives the process: use the JetStream store for durability.
 #[derive(Debug, Default)]
 pub struct InMemoryEventStore {
-    actors: DashMap<String, Vec<Event>, RandomState>,
+    actors: DashMap<String, Vec<Stored>, RandomState>,
     snapshots: DashMap<String, Snapshot, RandomState>,
     notifier: Option<StoredNotifier>,
 }
@@ -70,7 +112,7 @@ impl InMemoryEventStore {
 
     /// Runs `f` on the actor's log under its shard lock, creating the log if needed. The key is
     /// only allocated when the actor is new.
-    fn with_log<R>(&self, actor_id: &str, f: impl FnOnce(&mut Vec<Event>) -> R) -> R {
+    fn with_log<R>(&self, actor_id: &str, f: impl FnOnce(&mut Vec<Stored>) -> R) -> R {
         if let Some(mut log) = self.actors.get_mut(actor_id) {
             return f(&mut log);
         }
@@ -78,7 +120,7 @@ impl InMemoryEventStore {
         f(&mut log)
     }
 
-    fn latest(events: &[Event]) -> u64 {
+    fn latest(events: &[Stored]) -> u64 {
         events.last().map_or(0, |e| e.version)
     }
 
@@ -93,6 +135,7 @@ impl InMemoryEventStore {
 impl EventStore for InMemoryEventStore {
     async fn save_event(&self, event: &Event) -> Result<()> {
         event.validate()?;
+        let stored = Stored::from_event(event)?;
         self.with_log(&event.actor_id, |log| {
             let current = Self::latest(log);
             if event.version <= current {
@@ -102,7 +145,7 @@ impl EventStore for InMemoryEventStore {
                     current,
                 ));
             }
-            log.push(event.clone());
+            log.push(stored);
             Ok(())
         })?;
         self.notify(std::slice::from_ref(event)).await;
@@ -114,12 +157,16 @@ impl EventStore for InMemoryEventStore {
         let Some(first) = events.first() else {
             return Ok(());
         };
+        let stored = events
+            .iter()
+            .map(Stored::from_event)
+            .collect::<Result<Vec<_>>>()?;
         self.with_log(actor_id, |log| {
             let current = Self::latest(log);
             if first.version <= current {
                 return Err(Error::version_conflict(actor_id, first.version, current));
             }
-            log.extend_from_slice(events);
+            log.extend(stored);
             Ok(())
         })?;
         self.notify(events).await;
@@ -130,7 +177,10 @@ impl EventStore for InMemoryEventStore {
         Ok(match self.actors.get(actor_id) {
             Some(log) => {
                 let start = log.partition_point(|e| e.version < from_version);
-                log[start..].to_vec()
+                log[start..]
+                    .iter()
+                    .map(|e| e.to_event(actor_id))
+                    .collect::<Result<Vec<_>>>()?
             }
             None => Vec::new(),
         })
