@@ -26,7 +26,7 @@ fn publish_receive(c: &mut Criterion) {
         .map(|v| Event::new("Deposited", "acc-1", v).with_field("amount", v))
         .collect();
 
-    let (publisher, mut sub, raw_pub, mut raw_sub) = rt.block_on(async {
+    let (publisher, sub, raw_pub, raw_sub) = rt.block_on(async {
         let config = NatsBusConfig::default().subscription_capacity(65_536);
         let publisher = NatsEventBus::connect(&server.url(), config.clone())
             .await
@@ -52,7 +52,12 @@ fn publish_receive(c: &mut Criterion) {
         // Keep the receiving bus and client alive for the whole run.
         std::mem::forget(receiver);
         std::mem::forget(raw_recv);
-        (publisher, sub, raw_pub, raw_sub)
+        (
+            publisher,
+            tokio::sync::Mutex::new(sub),
+            raw_pub,
+            tokio::sync::Mutex::new(raw_sub),
+        )
     });
 
     let mut g = c.benchmark_group("nats_bus_publish_receive");
@@ -62,8 +67,9 @@ fn publish_receive(c: &mut Criterion) {
         b.to_async(&rt).iter(|| {
             let publisher = &publisher;
             let events = &events;
-            let sub = &mut sub;
+            let sub = &sub;
             async move {
+                let mut sub = sub.lock().await;
                 for e in events {
                     publisher.publish("bank", e).await.expect("publish");
                 }
@@ -85,8 +91,9 @@ fn publish_receive(c: &mut Criterion) {
         b.to_async(&rt).iter(|| {
             let raw_pub = &raw_pub;
             let events = &events;
-            let raw_sub = &mut raw_sub;
+            let raw_sub = &raw_sub;
             async move {
+                let mut raw_sub = raw_sub.lock().await;
                 for e in events {
                     let bytes = e.to_json_bytes().expect("encode");
                     raw_pub
