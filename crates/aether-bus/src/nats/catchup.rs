@@ -342,6 +342,10 @@ impl NatsEventBus {
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between attempts to re-open a consumer.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a durable subscription may sit without a message before it checks whether the
+/// stream holds messages it has not read. An ordered consumer on a server that died can go
+/// quiet without reporting an error; this catches that.
+const IDLE_CHECK: Duration = Duration::from_secs(3);
 
 struct Replay {
     source: Source,
@@ -364,6 +368,7 @@ struct Signals {
 enum Step {
     Message(Option<std::result::Result<Box<jetstream::Message>, consumer::pull::OrderedError>>),
     Reconnected,
+    Idle,
     Stop,
 }
 
@@ -463,6 +468,7 @@ async fn replay(mut r: Replay, mut messages: consumer::pull::Ordered, mut signal
                 }
             },
             next = messages.next() => Step::Message(next.map(|r| r.map(Box::new))),
+            _ = tokio::time::sleep(IDLE_CHECK) => Step::Idle,
         };
         match step {
             Step::Stop => break,
@@ -470,6 +476,23 @@ async fn replay(mut r: Replay, mut messages: consumer::pull::Ordered, mut signal
                 Some(true) => {}
                 Some(false) | None => break,
             },
+            Step::Idle => {
+                // Quiet is normal; quiet while the stream moved past what we read may be a
+                // consumer that lost its server. Re-opening after `after` is always safe:
+                // anything already read is skipped.
+                let behind = match r.source.last_sequence().await {
+                    Ok(last) => last > r.after.unwrap_or(0),
+                    Err(_) => false,
+                };
+                if behind {
+                    tracing::debug!(pattern = r.pattern, after = ?r.after, "durable bus subscription idle while the stream moved on; re-opening");
+                    drop(messages);
+                    match r.reopen(&mut signals).await {
+                        Some(m) => messages = m,
+                        None => break,
+                    }
+                }
+            }
             Step::Reconnected => {
                 tracing::debug!(pattern = r.pattern, after = ?r.after, "reconnected; re-opening the durable bus subscription");
                 drop(messages);
