@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use aether_core::EventStore;
 
-use super::{
-    drive, Attempt, DecideFuture, RetryConfig, RetryError, RetryPolicy, RetryStats, StatsSnapshot,
-};
+use super::{drive, Attempt, DecideFuture, RetryConfig, RetryError, RetryStats, StatsSnapshot};
 
 /// An exponentially weighted moving average of the conflict rate, shared by every caller that
 /// holds it and updated without locks.
@@ -234,23 +232,7 @@ impl AdaptiveRetry {
     }
 }
 
-impl RetryPolicy for AdaptiveRetry {
-    fn run<'s, T, F>(
-        &'s self,
-        store: &'s dyn EventStore,
-        command: F,
-    ) -> impl Future<Output = Result<T, RetryError>> + Send + 's
-    where
-        T: Send + 's,
-        F: for<'a> FnMut(&'a dyn EventStore, Attempt) -> DecideFuture<'a, T> + Send + 's,
-    {
-        AdaptiveRetry::run(self, store, command)
-    }
-
-    fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
-    }
-}
+super::impl_retry_policy!(AdaptiveRetry);
 
 #[cfg(test)]
 mod tests {

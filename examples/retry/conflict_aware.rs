@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use aether_core::{Error, EventStore};
 
-use super::{
-    drive, Attempt, DecideFuture, RetryConfig, RetryError, RetryPolicy, RetryStats, StatsSnapshot,
-};
+use super::{drive, Attempt, DecideFuture, RetryConfig, RetryError, RetryStats, StatsSnapshot};
 
 /// Configuration of [`ConflictAwareRetry`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,23 +174,7 @@ impl ConflictAwareRetry {
     }
 }
 
-impl RetryPolicy for ConflictAwareRetry {
-    fn run<'s, T, F>(
-        &'s self,
-        store: &'s dyn EventStore,
-        command: F,
-    ) -> impl Future<Output = Result<T, RetryError>> + Send + 's
-    where
-        T: Send + 's,
-        F: for<'a> FnMut(&'a dyn EventStore, Attempt) -> DecideFuture<'a, T> + Send + 's,
-    {
-        ConflictAwareRetry::run(self, store, command)
-    }
-
-    fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
-    }
-}
+super::impl_retry_policy!(ConflictAwareRetry);
 
 #[cfg(test)]
 mod tests {

@@ -6,8 +6,7 @@ use std::time::Duration;
 use aether_core::EventStore;
 
 use super::{
-    drive, Attempt, Backoff, DecideFuture, RetryConfig, RetryError, RetryPolicy, RetryStats,
-    StatsSnapshot,
+    drive, Attempt, Backoff, DecideFuture, RetryConfig, RetryError, RetryStats, StatsSnapshot,
 };
 
 /// How [`JitterRetry`] randomises its waits. With `e = backoff.delay(retry)`:
@@ -129,23 +128,7 @@ impl JitterRetry {
     }
 }
 
-impl RetryPolicy for JitterRetry {
-    fn run<'s, T, F>(
-        &'s self,
-        store: &'s dyn EventStore,
-        command: F,
-    ) -> impl Future<Output = Result<T, RetryError>> + Send + 's
-    where
-        T: Send + 's,
-        F: for<'a> FnMut(&'a dyn EventStore, Attempt) -> DecideFuture<'a, T> + Send + 's,
-    {
-        JitterRetry::run(self, store, command)
-    }
-
-    fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
-    }
-}
+super::impl_retry_policy!(JitterRetry);
 
 #[cfg(test)]
 mod tests {

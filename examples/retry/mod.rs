@@ -432,6 +432,36 @@ pub trait RetryPolicy: Send + Sync {
     fn stats(&self) -> StatsSnapshot;
 }
 
+/// Implements [`RetryPolicy`] for a pattern that has an inherent `run` with the trait's
+/// signature and a `stats: RetryStats` field.
+macro_rules! impl_retry_policy {
+    ($ty:ty) => {
+        impl $crate::retry::RetryPolicy for $ty {
+            fn run<'s, T, F>(
+                &'s self,
+                store: &'s dyn aether_core::EventStore,
+                command: F,
+            ) -> impl std::future::Future<Output = Result<T, $crate::retry::RetryError>> + Send + 's
+            where
+                T: Send + 's,
+                F: for<'a> FnMut(
+                        &'a dyn aether_core::EventStore,
+                        $crate::retry::Attempt,
+                    ) -> $crate::retry::DecideFuture<'a, T>
+                    + Send
+                    + 's,
+            {
+                <$ty>::run(self, store, command)
+            }
+
+            fn stats(&self) -> $crate::retry::StatsSnapshot {
+                self.stats.snapshot()
+            }
+        }
+    };
+}
+pub(crate) use impl_retry_policy;
+
 /// The loop every blocking pattern shares. `delay` chooses the wait after a retryable failure
 /// of attempt `n`; with `pass_fresh_conflict`, a retry that runs at once (zero wait) learns
 /// about the conflict, one that waited re-reads.

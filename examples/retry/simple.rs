@@ -4,9 +4,7 @@ use std::future::Future;
 
 use aether_core::EventStore;
 
-use super::{
-    drive, Attempt, DecideFuture, RetryConfig, RetryError, RetryPolicy, RetryStats, StatsSnapshot,
-};
+use super::{drive, Attempt, DecideFuture, RetryConfig, RetryError, RetryStats, StatsSnapshot};
 
 /// Runs a command; on a retryable failure waits `base`, `2·base`, `4·base`... (capped) and runs
 /// it again from scratch, up to [`RetryConfig::max_attempts`] attempts.
@@ -72,23 +70,7 @@ impl SimpleRetry {
     }
 }
 
-impl RetryPolicy for SimpleRetry {
-    fn run<'s, T, F>(
-        &'s self,
-        store: &'s dyn EventStore,
-        command: F,
-    ) -> impl Future<Output = Result<T, RetryError>> + Send + 's
-    where
-        T: Send + 's,
-        F: for<'a> FnMut(&'a dyn EventStore, Attempt) -> DecideFuture<'a, T> + Send + 's,
-    {
-        SimpleRetry::run(self, store, command)
-    }
-
-    fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
-    }
-}
+super::impl_retry_policy!(SimpleRetry);
 
 #[cfg(test)]
 mod tests {
