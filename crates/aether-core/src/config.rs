@@ -125,6 +125,14 @@ pub struct JetStreamConfig {
     pub replicas: usize,
     /// File or memory storage.
     pub storage: StorageKind,
+    /// Accept `replicas > 1` on servers older than nats-server 2.11 (off by default).
+    ///
+    /// Before 2.11 a new stream leader checks the expected last subject sequence against what
+    /// it has applied rather than against its whole log, and replicas can diverge across a
+    /// leader change: acknowledged events can be lost and one version accepted twice. The
+    /// JetStream store therefore refuses a replicated stream on such servers unless this is
+    /// set; set it only to run on an old cluster knowingly, until it is upgraded.
+    pub allow_replication_on_old_servers: bool,
 }
 
 impl Default for JetStreamConfig {
@@ -135,6 +143,7 @@ impl Default for JetStreamConfig {
             max_age: DEFAULT_MAX_AGE,
             replicas: DEFAULT_REPLICAS,
             storage: StorageKind::File,
+            allow_replication_on_old_servers: false,
         }
     }
 }
@@ -163,6 +172,11 @@ impl JetStreamConfig {
     /// Sets the storage kind.
     pub fn storage(mut self, storage: StorageKind) -> Self {
         self.storage = storage;
+        self
+    }
+    /// Sets [`allow_replication_on_old_servers`](Self::allow_replication_on_old_servers).
+    pub fn allow_replication_on_old_servers(mut self, allow: bool) -> Self {
+        self.allow_replication_on_old_servers = allow;
         self
     }
     /// The base stream name in force.
@@ -225,6 +239,7 @@ mod tests {
             max_age: Duration::ZERO,
             replicas: 0,
             storage: StorageKind::File,
+            allow_replication_on_old_servers: false,
         };
         assert_eq!(j.effective_stream_name(), DEFAULT_STREAM_NAME);
         assert_eq!(j.effective_max_age(), Duration::from_secs(365 * 86400));

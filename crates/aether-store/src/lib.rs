@@ -50,3 +50,7 @@ mod jetstream;
 pub use jetstream::{
     decode_actor_id, encode_actor_id, sanitize_stream_name, JetStreamEventStore, MAX_ACTOR_ID_BYTES,
 };
+/// Collects the permission violations NATS reports asynchronously, so the JetStream store can
+/// report a refused operation as [`aether_core::Error::PermissionDenied`].
+#[cfg(feature = "jetstream")]
+pub use aether_nats::PermissionWatch;

@@ -109,10 +109,10 @@ async fn token_is_required_and_checked() {
 }
 
 /// `admin` may do anything; `tenant` may not touch the `secret` namespace: neither its stream's
-/// subjects nor the JetStream API for its stream.
+/// subjects nor the JetStream API for its stream. `reader` may read the `secret` namespace but
+/// not publish to its subjects.
 fn permissions_config() -> String {
-    let stream =
-        JetStreamEventStore::stream_name_for(&JetStreamConfig::default().namespace("secret"));
+    let stream = secret_stream();
     format!(
         r#"
 authorization {{
@@ -122,10 +122,34 @@ authorization {{
         publish: {{ deny: ["{stream}.>", "$JS.API.*.*.{stream}", "$JS.API.*.*.{stream}.>", "$JS.API.DIRECT.GET.{stream}", "$JS.API.DIRECT.GET.{stream}.>"] }}
         subscribe: {{ deny: ["{stream}.>"] }}
     }} }}
+    {{ user: reader, password: reader, permissions: {{
+        publish: {{ deny: ["{stream}.>"] }}
+    }} }}
   ]
 }}
 "#
     )
+}
+
+fn secret_stream() -> String {
+    JetStreamEventStore::stream_name_for(&JetStreamConfig::default().namespace("secret"))
+}
+
+fn as_user(name: &str) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::with_user_and_password(name.into(), name.into())
+}
+
+/// Asserts `err` is a permission error that names a subject of the secret stream.
+fn assert_denied(err: &Error, what: &str) {
+    assert!(
+        matches!(err, Error::PermissionDenied { .. }) && !err.is_retryable(),
+        "{what}: expected PermissionDenied, got {err:?}"
+    );
+    let text = chain(err);
+    assert!(
+        text.contains(&secret_stream().to_lowercase()) && text.contains("permissions violation"),
+        "{what}: the error does not name the refused subject: {text}"
+    );
 }
 
 #[tokio::test]
@@ -135,49 +159,72 @@ async fn denied_namespace_cannot_be_read_or_written() {
         .start()
         .unwrap();
     let url = server.url();
-    let admin = connect(
+    let secret = JetStreamEventStore::connect_with_options(
         &url,
-        async_nats::ConnectOptions::with_user_and_password("admin".into(), "admin".into()),
+        as_user("admin"),
+        JetStreamConfig::default().namespace("secret"),
     )
     .await
     .unwrap();
-    let secret = store_with(admin.clone(), "secret").await.unwrap();
     secret
         .save_event(&Event::new("T", "vault", 1).with_field("pin", 1234))
         .await
         .unwrap();
-    let tenant = connect(
+
+    // The tenant's own namespace works.
+    let own = JetStreamEventStore::connect_with_options(
         &url,
-        async_nats::ConnectOptions::with_user_and_password("tenant".into(), "tenant".into()),
+        as_user("tenant"),
+        JetStreamConfig::default().namespace("mine"),
     )
     .await
     .unwrap();
-
-    // The tenant's own namespace works.
-    let own = store_with(tenant.clone(), "mine").await.unwrap();
     own.save_event(&Event::new("T", "vault", 1)).await.unwrap();
     assert_eq!(own.get_events("vault", 0).await.unwrap().len(), 1);
 
-    // Opening the denied namespace fails with an error, not a store.
+    // Opening the denied namespace is refused, as a permission error naming the subject.
     let started = std::time::Instant::now();
-    let err = store_with(tenant.clone(), "secret").await.unwrap_err();
+    let err = JetStreamEventStore::connect_with_options(
+        &url,
+        as_user("tenant"),
+        JetStreamConfig::default().namespace("secret"),
+    )
+    .await
+    .unwrap_err();
     eprintln!(
-        "opening a denied namespace: {err} / {err:?} after {:?}",
+        "opening a denied namespace: {err:?} after {:?}",
         started.elapsed()
     );
-    assert!(
-        matches!(
-            err,
-            Error::PermissionDenied { .. } | Error::Unavailable { .. } | Error::Backend { .. }
-        ),
-        "{err:?}"
-    );
+    assert_denied(&err, "opening the denied namespace");
+
+    // A reader may read the namespace, and its writes are refused as permission errors.
+    let reader = JetStreamEventStore::connect_with_options(
+        &url,
+        as_user("reader"),
+        JetStreamConfig::default().namespace("secret"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reader.get_events("vault", 0).await.unwrap().len(), 1);
+    assert_eq!(reader.get_latest_version("vault").await.unwrap(), 1);
+    let started = std::time::Instant::now();
+    let err = reader
+        .save_event(&Event::new("T", "vault", 2))
+        .await
+        .unwrap_err();
+    eprintln!("a denied save: {err:?} after {:?}", started.elapsed());
+    assert_denied(&err, "saving to the denied namespace");
+    let err = reader
+        .save_snapshot(&aether_core::Snapshot::new("vault", 1, Default::default()))
+        .await
+        .unwrap_err();
+    assert_denied(&err, "saving a snapshot to the denied namespace");
 
     // Nothing of it leaked and nothing was written: the admin still sees exactly one event.
     assert_eq!(secret.get_events("vault", 0).await.unwrap().len(), 1);
     assert_eq!(secret.stream_info().await.unwrap().state.messages, 1);
-
-    let _ = SnapshotStore::get_latest_snapshot(&secret, "vault")
+    assert!(SnapshotStore::get_latest_snapshot(&secret, "vault")
         .await
-        .unwrap();
+        .unwrap()
+        .is_none());
 }

@@ -482,6 +482,7 @@ async fn the_stream_is_immutable_and_retained_by_age() {
             max_age: Duration::ZERO,
             replicas: 0,
             storage: StorageKind::Memory,
+            allow_replication_on_old_servers: false,
         },
     )
     .await;

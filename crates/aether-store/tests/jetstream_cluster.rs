@@ -27,8 +27,13 @@ async fn open(url: &str, config: JetStreamConfig) -> JetStreamEventStore {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writers_on_different_servers_share_one_replicated_history() {
-    let cluster = tokio::task::block_in_place(|| NatsCluster::start(3)).expect("cluster");
-    let config = JetStreamConfig::default().replicas(3);
+    let mut cluster = tokio::task::block_in_place(|| NatsCluster::start(3)).expect("cluster");
+    let mut config = JetStreamConfig::default().replicas(3);
+    if !cluster.server(0).version().at_least(2, 11) {
+        // Replicated streams are refused on servers with the leader-change bug fixed in 2.11
+        // (see tests/faults_cluster.rs); sharing one history still works when accepted.
+        config = config.allow_replication_on_old_servers(true);
+    }
     let mut stores = Vec::new();
     for url in cluster.url_list() {
         stores.push(open(&url, config.clone()).await);
@@ -75,4 +80,34 @@ async fn writers_on_different_servers_share_one_replicated_history() {
             .collect();
         assert_eq!(stored, won, "every server serves the same, exact history");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_streams_are_refused_on_servers_older_than_2_11() {
+    let mut cluster = tokio::task::block_in_place(|| NatsCluster::start(3)).expect("cluster");
+    let url = &cluster.url_list()[0];
+    let config = JetStreamConfig::default().namespace("r3").replicas(3);
+    let version = cluster.server(0).version();
+    if version.at_least(2, 11) {
+        let store = open(url, config).await;
+        assert_eq!(store.stream_info().await.unwrap().config.num_replicas, 3);
+        return;
+    }
+    let err = JetStreamEventStore::connect(url, config.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidInput(_)) && !err.is_retryable(),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("2.11") && text.contains("allow_replication_on_old_servers"),
+        "the refusal does not say what to do: {text}"
+    );
+    // Nothing was created by the refused attempt; one replica stays available.
+    let single = open(url, JetStreamConfig::default().namespace("r1")).await;
+    assert_eq!(single.stream_info().await.unwrap().config.num_replicas, 1);
+    let accepted = open(url, config.allow_replication_on_old_servers(true)).await;
+    assert_eq!(accepted.stream_info().await.unwrap().config.num_replicas, 3);
 }

@@ -9,24 +9,12 @@ use std::error::Error as StdError;
 use std::fmt::Display;
 
 use aether_core::Error;
+use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
 use async_nats::jetstream::context::{RequestError as JsRequestError, RequestErrorKind};
 use async_nats::jetstream::ErrorCode;
 
 /// JetStream API error: stream not found.
 const STREAM_NOT_FOUND: ErrorCode = ErrorCode::STREAM_NOT_FOUND;
-
-/// Sorts a failed connection: refused credentials are [`Error::PermissionDenied`] (retrying
-/// cannot help), anything else [`Error::Unavailable`].
-pub(crate) fn connect_error(url: &str, err: async_nats::ConnectError) -> Error {
-    let context = format!("connecting to NATS at {url}");
-    match err.kind() {
-        async_nats::ConnectErrorKind::AuthorizationViolation => Error::PermissionDenied {
-            context,
-            source: Box::new(err),
-        },
-        _ => Error::unavailable(context, err),
-    }
-}
 
 /// Sorts any client error by walking its chain of causes.
 pub(crate) fn classify<E>(context: impl Display, err: E) -> Error
@@ -104,6 +92,17 @@ fn kind_of_one(e: &(dyn StdError + 'static)) -> Option<Kind> {
             _ => None,
         };
     }
+    if let Some(m) = e.downcast_ref::<pull::MessagesError>() {
+        // The replay consumer went away with the server holding it, or the stream has no
+        // leader for the moment: a new consumer on a live server will do.
+        return match m.kind() {
+            MessagesErrorKind::MissingHeartbeat
+            | MessagesErrorKind::ConsumerDeleted
+            | MessagesErrorKind::NoResponders
+            | MessagesErrorKind::Pull => Some(Kind::Unavailable),
+            _ => None,
+        };
+    }
     if e.is::<std::io::Error>() || e.is::<tokio::time::error::Elapsed>() {
         return Some(Kind::Unavailable);
     }
@@ -163,6 +162,23 @@ mod tests {
         assert!(matches!(e, Error::Unavailable { .. }));
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         assert!(matches!(classify("x", io), Error::Unavailable { .. }));
+    }
+
+    #[test]
+    fn a_lost_replay_consumer_is_unavailable() {
+        for kind in [
+            MessagesErrorKind::MissingHeartbeat,
+            MessagesErrorKind::ConsumerDeleted,
+            MessagesErrorKind::NoResponders,
+        ] {
+            let e = classify("replaying", pull::MessagesError::new(kind));
+            assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+        }
+        let e = classify(
+            "replaying",
+            pull::MessagesError::new(MessagesErrorKind::PushBasedConsumer),
+        );
+        assert!(matches!(e, Error::Backend { .. }), "{e:?}");
     }
 
     #[test]

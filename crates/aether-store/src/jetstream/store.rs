@@ -3,12 +3,13 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aether_core::{
     validate_batch, Error, Event, EventBroadcaster, EventStore, EventStoreWithErrors,
     JetStreamConfig, ReplayResult, Result, Snapshot, SnapshotStore,
 };
+use aether_nats::{connect_error, PermissionWatch};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::{PublishMessage, StreamMessage};
@@ -21,7 +22,7 @@ use dashmap::DashMap;
 use futures::StreamExt;
 
 use super::codec::{self, Encoded};
-use super::errors::{classify, classify_api, connect_error, has_api_code};
+use super::errors::{classify, classify_api, has_api_code};
 use super::setup;
 use super::subject::{check_actor_id, Subjects};
 use crate::notify::StoredNotifier;
@@ -44,6 +45,9 @@ const REPLAY_BATCH: u64 = 1000;
 const REPLAY_PULL_EXPIRY: Duration = Duration::from_secs(5);
 /// Empty pulls in a row tolerated before a replay gives up.
 const REPLAY_MAX_EMPTY_PULLS: usize = 3;
+/// How often a replay resumes with a new consumer after losing one to a failed server (the
+/// wait doubles each time from 100 ms: about 3 s in all, longer than an election takes).
+const MAX_REPLAY_RESUMES: u32 = 5;
 /// How long the server keeps a replay consumer whose reader vanished.
 const REPLAY_CONSUMER_INACTIVITY: Duration = Duration::from_secs(30);
 
@@ -80,6 +84,11 @@ struct Tip {
 ///   that holds `from_version` (found by a binary search of direct gets).
 /// - **Immutability.** The stream denies deletes and purges; events leave it only by age
 ///   (`max_age`).
+/// - **Replication.** `replicas > 1` needs nats-server 2.11 or later; older servers are refused
+///   (see [`JetStreamConfig::allow_replication_on_old_servers`]).
+/// - **Permissions.** NATS never answers a request its permissions refuse. With a
+///   [`PermissionWatch`] (installed by [`connect`](Self::connect)), such an operation fails
+///   with [`Error::PermissionDenied`] naming the refused subject once it times out.
 ///
 /// ```no_run
 /// use aether_core::{Event, EventStore, JetStreamConfig};
@@ -107,6 +116,7 @@ pub struct JetStreamEventStore {
     cached_reads: bool,
     malformed: AtomicU64,
     notifier: Option<StoredNotifier>,
+    permissions: Option<PermissionWatch>,
 }
 
 impl fmt::Debug for JetStreamEventStore {
@@ -174,12 +184,18 @@ impl JetStreamEventStore {
                 setup::MAX_STREAM_NAME_BYTES
             )));
         }
-        let subjects = Subjects::new(&stream_name);
-        let desired = setup::desired_config(&stream_name, &subjects, &config);
-        let stream = setup::ensure_stream(&context, desired).await?;
         if config.effective_replicas() > 1 {
             let version = context.client().server_info().version;
             if server_older_than(&version, 2, 11) {
+                if !config.allow_replication_on_old_servers {
+                    return Err(Error::invalid(format!(
+                        "a replicated event stream ({} replicas) needs nats-server 2.11 or later; \
+                         this server is {version}, on which a leader change can lose acknowledged \
+                         events or accept one version twice. Upgrade the servers, use one \
+                         replica, or set allow_replication_on_old_servers to accept the risk",
+                        config.effective_replicas()
+                    )));
+                }
                 tracing::warn!(
                     server_version = %version,
                     stream = %stream_name,
@@ -188,6 +204,9 @@ impl JetStreamEventStore {
                 );
             }
         }
+        let subjects = Subjects::new(&stream_name);
+        let desired = setup::desired_config(&stream_name, &subjects, &config);
+        let stream = setup::ensure_stream(&context, desired).await?;
         let direct = stream.cached_info().config.allow_direct;
         Ok(Self {
             client: context.client(),
@@ -201,6 +220,7 @@ impl JetStreamEventStore {
             cached_reads: false,
             malformed: AtomicU64::new(0),
             notifier: None,
+            permissions: None,
         })
     }
 
@@ -209,10 +229,48 @@ impl JetStreamEventStore {
     /// # Errors
     /// [`Error::Unavailable`] when the server cannot be reached; otherwise as [`new`](Self::new).
     pub async fn connect(url: &str, config: JetStreamConfig) -> Result<Self> {
-        let client = async_nats::connect(url)
+        Self::connect_with_options(url, async_nats::ConnectOptions::new(), config).await
+    }
+
+    /// Like [`connect`](Self::connect) with your own connect options (credentials, TLS,
+    /// reconnect policy...).
+    ///
+    /// The store installs a [`PermissionWatch`] as the connection's event callback (replacing
+    /// any set in `options`), so that an operation the server's permissions refuse fails with
+    /// [`Error::PermissionDenied`] naming the refused subject, rather than as a timeout.
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] when the server refuses the credentials or the user may not
+    /// use the stream; otherwise as [`connect`](Self::connect).
+    pub async fn connect_with_options(
+        url: &str,
+        options: async_nats::ConnectOptions,
+        config: JetStreamConfig,
+    ) -> Result<Self> {
+        let watch = PermissionWatch::new();
+        let client = watch
+            .install(options)
+            .connect(url)
             .await
             .map_err(|e| connect_error(url, e))?;
-        Self::new(client, config).await
+        let started = Instant::now();
+        let stream_name = setup::stream_name_for(&config);
+        match Self::new(client, config).await {
+            Ok(store) => Ok(store.with_permission_watch(watch)),
+            Err(e) => Err(explain_denial(Some(&watch), &stream_name, started, e)),
+        }
+    }
+
+    /// Uses `watch` to tell refused operations from slow ones: when an operation gets no answer
+    /// in time and the server reported a permission violation on one of this store's subjects
+    /// meanwhile, the operation fails with [`Error::PermissionDenied`] instead of
+    /// [`Error::Unavailable`]. NATS reports violations only to the event callback given at
+    /// connect time, so `watch` must be installed on this store's client
+    /// ([`PermissionWatch::install`]); [`connect`](Self::connect) and
+    /// [`connect_with_options`](Self::connect_with_options) do this themselves.
+    pub fn with_permission_watch(mut self, watch: PermissionWatch) -> Self {
+        self.permissions = Some(watch);
+        self
     }
 
     /// Publishes `EventStored` to `broadcaster` on `namespace` after every successful save (never
@@ -303,6 +361,26 @@ impl JetStreamEventStore {
         &self.context
     }
 
+    /// The permission error explaining `err`, if it is a timeout and the server refused one of
+    /// the stream's subjects since `started`.
+    fn denial_since(&self, started: Instant, err: &Error) -> Option<Error> {
+        let watch = self.permissions.as_ref()?;
+        let Error::Unavailable { context, .. } = err else {
+            return None;
+        };
+        watch
+            .find_since(started, |_, subject| {
+                names_stream(subject, &self.stream_name)
+            })
+            .map(|v| v.to_error(context.clone()))
+    }
+
+    /// `result`, with a timeout explained by a permission violation turned into
+    /// [`Error::PermissionDenied`] (see [`with_permission_watch`](Self::with_permission_watch)).
+    fn explained<T>(&self, started: Instant, result: Result<T>) -> Result<T> {
+        result.map_err(|e| explain_denial(self.permissions.as_ref(), &self.stream_name, started, e))
+    }
+
     // ---- writing ----
 
     /// Records `tip` unless the cache already knows a later message (sequences only grow).
@@ -325,6 +403,7 @@ impl JetStreamEventStore {
         let encoded = codec::encode_events(events)?;
         codec::check_size(&encoded, self.client.server_info().max_payload)?;
         let subject = self.subjects.events(actor_id);
+        let started = Instant::now();
 
         let cached = self.cache.get(actor_id).map(|t| *t);
         let mut from_cache = cached.is_some();
@@ -373,6 +452,10 @@ impl JetStreamEventStore {
                 Err(PublishFailure::Other(e)) => {
                     // Retrying is safe: the expected sequence lets at most one of the attempts
                     // in, and the event id below tells whether an earlier one got in.
+                    if let Some(denied) = self.denial_since(started, &e) {
+                        // Refused by the server's permissions: retrying cannot help.
+                        return Err(denied);
+                    }
                     if e.is_retryable() && transient_failures < MAX_TRANSIENT_RETRIES {
                         transient_failures += 1;
                         uncertain = true;
@@ -723,8 +806,11 @@ impl JetStreamEventStore {
         // Messages left to read, as the server counted them when the replay began; the replay
         // returns the history as of its start.
         let mut remaining: Option<u64> = None;
+        // A replay consumer lives on one server: when that server goes (a failover), the
+        // replay resumes after the last message received with a new consumer.
+        let mut resumes = 0u32;
         loop {
-            let consumer = self
+            let created = self
                 .stream
                 .create_consumer(pull::Config {
                     deliver_policy: if next_seq <= 1 {
@@ -752,34 +838,55 @@ impl JetStreamEventStore {
                         api.as_ref(),
                         e,
                     )
-                })?;
+                });
+            let consumer = match created {
+                Ok(c) => c,
+                Err(e) if e.is_retryable() && resumes < MAX_REPLAY_RESUMES => {
+                    resumes += 1;
+                    tracing::debug!(subject, error = %e, "could not create a replay consumer; retrying");
+                    tokio::time::sleep(TRANSIENT_BACKOFF * (1 << resumes)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let consumer_name = consumer.cached_info().name.clone();
             let pending = consumer.cached_info().num_pending;
-            let left = *remaining.get_or_insert(pending);
+            let mut left = *remaining.get_or_insert(pending);
             let outcome = self
                 .drain(
                     &consumer,
                     actor_id,
                     from_version,
-                    left,
+                    &mut left,
                     &mut result,
                     &mut next_seq,
                 )
                 .await;
+            remaining = Some(left);
             // Best effort: the server also removes it once idle.
             if let Err(e) = self.stream.delete_consumer(&consumer_name).await {
                 tracing::debug!(error = %e, consumer = %consumer_name, "could not delete a replay consumer");
             }
-            match outcome? {
-                Drained::Done => return Ok(result),
-                Drained::Gap(left) => {
+            match outcome {
+                Ok(Drained::Done) => return Ok(result),
+                Ok(Drained::Gap) => {
                     tracing::debug!(
                         subject,
                         next_seq,
                         "gap in a replay; resuming with a new consumer"
                     );
-                    remaining = Some(left);
                 }
+                Err(e) if e.is_retryable() && resumes < MAX_REPLAY_RESUMES => {
+                    resumes += 1;
+                    tracing::debug!(
+                        subject,
+                        next_seq,
+                        error = %e,
+                        "replay consumer lost; resuming with a new consumer"
+                    );
+                    tokio::time::sleep(TRANSIENT_BACKOFF * (1 << resumes)).await;
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -789,7 +896,7 @@ impl JetStreamEventStore {
         consumer: &async_nats::jetstream::consumer::PullConsumer,
         actor_id: &str,
         from_version: u64,
-        mut left: u64,
+        left: &mut u64,
         result: &mut ReplayResult,
         next_seq: &mut u64,
     ) -> Result<Drained> {
@@ -810,7 +917,7 @@ impl JetStreamEventStore {
             .await
             .map_err(|e| classify(context(), e))?;
         let idle_limit = REPLAY_PULL_EXPIRY * REPLAY_MAX_EMPTY_PULLS as u32;
-        while left > 0 {
+        while *left > 0 {
             let msg = match tokio::time::timeout(idle_limit, messages.next()).await {
                 Ok(Some(msg)) => msg.map_err(|e| classify(context(), e))?,
                 Ok(None) | Err(_) => {
@@ -830,13 +937,13 @@ impl JetStreamEventStore {
             if info.consumer_sequence != consumer_seq + 1 {
                 // A message was lost between server and client; start again after the last
                 // one received so nothing is skipped or repeated.
-                return Ok(Drained::Gap(left));
+                return Ok(Drained::Gap);
             }
             consumer_seq = info.consumer_sequence;
             *next_seq = info.stream_sequence + 1;
             let caught_up = info.pending == 0;
             let sequence = info.stream_sequence;
-            left -= 1;
+            *left -= 1;
             match codec::decode_message(actor_id, sequence, &msg.payload) {
                 Ok(events) => result
                     .events
@@ -844,7 +951,7 @@ impl JetStreamEventStore {
                 Err(bad) => result.errors.push(bad),
             }
             if caught_up {
-                left = 0;
+                *left = 0;
             }
         }
         Ok(Drained::Done)
@@ -867,8 +974,8 @@ impl JetStreamEventStore {
 
 enum Drained {
     Done,
-    /// Resume after a gap, with this many messages still to read.
-    Gap(u64),
+    /// Resume after a gap.
+    Gap,
 }
 
 /// Wraps the client's boxed errors so they can be classified and kept as a source.
@@ -916,17 +1023,24 @@ fn no_responders(e: &(dyn std::error::Error + 'static)) -> bool {
 impl EventStore for JetStreamEventStore {
     async fn save_event(&self, event: &Event) -> Result<()> {
         event.validate()?;
-        self.append(&event.actor_id, std::slice::from_ref(event))
-            .await
+        let started = Instant::now();
+        let result = self
+            .append(&event.actor_id, std::slice::from_ref(event))
+            .await;
+        self.explained(started, result)
     }
 
     async fn save_events(&self, actor_id: &str, events: &[Event]) -> Result<()> {
         validate_batch(actor_id, events)?;
-        self.append(actor_id, events).await
+        let started = Instant::now();
+        let result = self.append(actor_id, events).await;
+        self.explained(started, result)
     }
 
     async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
-        let result = self.replay(actor_id, from_version).await?;
+        let started = Instant::now();
+        let result = self.replay(actor_id, from_version).await;
+        let result = self.explained(started, result)?;
         self.count_malformed(actor_id, &result);
         Ok(result.events)
     }
@@ -938,7 +1052,9 @@ impl EventStore for JetStreamEventStore {
                 return Ok(v);
             }
         }
-        Ok(self.read_tip(actor_id, false).await?.tip.version)
+        let started = Instant::now();
+        let result = self.read_tip(actor_id, false).await;
+        Ok(self.explained(started, result)?.tip.version)
     }
 }
 
@@ -949,7 +1065,9 @@ impl EventStoreWithErrors for JetStreamEventStore {
         actor_id: &str,
         from_version: u64,
     ) -> Result<ReplayResult> {
-        let result = self.replay(actor_id, from_version).await?;
+        let started = Instant::now();
+        let result = self.replay(actor_id, from_version).await;
+        let result = self.explained(started, result)?;
         self.malformed
             .fetch_add(result.errors.len() as u64, Ordering::Relaxed);
         Ok(result)
@@ -959,6 +1077,20 @@ impl EventStoreWithErrors for JetStreamEventStore {
 #[async_trait]
 impl SnapshotStore for JetStreamEventStore {
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        let started = Instant::now();
+        let result = self.store_snapshot(snapshot).await;
+        self.explained(started, result)
+    }
+
+    async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
+        let started = Instant::now();
+        let result = self.load_snapshot(actor_id).await;
+        self.explained(started, result)
+    }
+}
+
+impl JetStreamEventStore {
+    async fn store_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         snapshot.validate()?;
         check_actor_id(&snapshot.actor_id)?;
         let subject = self.subjects.snapshots(&snapshot.actor_id);
@@ -995,7 +1127,7 @@ impl SnapshotStore for JetStreamEventStore {
         ))
     }
 
-    async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
+    async fn load_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
         check_actor_id(actor_id)?;
         let subject = self.subjects.snapshots(actor_id);
         let Some(msg) = self.last_message(&subject, false).await? else {
@@ -1013,6 +1145,34 @@ impl SnapshotStore for JetStreamEventStore {
             ))),
         }
     }
+}
+
+/// `err`, or the permission error that explains it: an operation that got no answer in time
+/// while the server reported refusing one of the stream's subjects (its data subjects
+/// `<stream>.…` or a JetStream API subject naming the stream) since the operation began.
+fn explain_denial(
+    watch: Option<&PermissionWatch>,
+    stream_name: &str,
+    since: Instant,
+    err: Error,
+) -> Error {
+    let Some(watch) = watch else {
+        return err;
+    };
+    let Error::Unavailable { context, source } = err else {
+        return err;
+    };
+    match watch.find_since(since, |_, subject| names_stream(subject, stream_name)) {
+        Some(violation) => violation.to_error(context),
+        None => Error::Unavailable { context, source },
+    }
+}
+
+/// Whether `subject` is one of the stream's own (`<stream>.…`) or a JetStream API subject
+/// naming it (`$JS.API.STREAM.INFO.<stream>`, `$JS.API.DIRECT.GET.<stream>.…`): stream names
+/// hold no dots, so a whole token equal to the name is the stream.
+fn names_stream(subject: &str, stream_name: &str) -> bool {
+    subject.split('.').any(|token| token == stream_name)
 }
 
 fn snapshot_version(msg: &StreamMessage) -> u64 {

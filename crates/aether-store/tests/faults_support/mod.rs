@@ -246,15 +246,8 @@ pub async fn read_all(store: &JetStreamEventStore, actor: &str) -> Vec<Event> {
     loop {
         match store.get_events(actor, 0).await {
             Ok(events) => return events,
-            Err(e) if Instant::now() < deadline => {
-                // KNOWN ISSUE: right after a failover a replay can fail with "no responders"
-                // from its consumer, reported as `Backend` rather than `Unavailable`. Reads are
-                // idempotent, so every error is retried here; the unexpected ones are shown.
-                if !e.is_retryable() {
-                    eprintln!(
-                        "replay of {actor} failed with a non-retryable error, retrying: {e:?}"
-                    );
-                }
+            // Right after a failover a replay may find no leader yet: that must be retryable.
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("replay of {actor} kept failing: {e:?}"),
