@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use aether_core::Error;
 use async_nats::ConnectOptions;
 use dashmap::DashMap;
+use tokio::sync::watch;
 
 /// At most this many distinct denied subjects are remembered; a connection denied on an
 /// unbounded number of subjects (wildcard-heavy traffic) must not grow memory without bound.
@@ -119,10 +120,22 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     seen: DashMap<(Operation, String), Instant>,
     total: AtomicU64,
+    /// Bumped after every record, to wake [`PermissionWatch::wait_for`].
+    recorded: watch::Sender<u64>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            seen: DashMap::new(),
+            total: AtomicU64::new(0),
+            recorded: watch::Sender::new(0),
+        }
+    }
 }
 
 /// Collects the permission violations a NATS connection reports, by operation and subject.
@@ -174,6 +187,7 @@ impl PermissionWatch {
         }
         seen.insert((operation, subject.into()), Instant::now());
         self.inner.total.fetch_add(1, Ordering::Relaxed);
+        self.inner.recorded.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Violations reported so far (every report, repeats included).
@@ -223,6 +237,31 @@ impl PermissionWatch {
                 subject: e.key().1.clone(),
                 at: *e.value(),
             })
+    }
+
+    /// Resolves with the first violation reported at or after `since` whose subject satisfies
+    /// `relevant`; pending for ever when none comes. Race it against a request whose subjects
+    /// `relevant` names exactly, to fail at once instead of waiting for the request's timeout:
+    /// the server refused a subject, so the request on it will never be answered.
+    pub async fn wait_for(
+        &self,
+        since: Instant,
+        relevant: impl Fn(Operation, &str) -> bool,
+    ) -> PermissionViolation {
+        // Subscribing before looking means a report recorded in between is either seen by the
+        // look or wakes the wait.
+        let mut changes = self.inner.recorded.subscribe();
+        loop {
+            if self.violations() > 0 {
+                if let Some(v) = self.find_since(since, &relevant) {
+                    return v;
+                }
+            }
+            if changes.changed().await.is_err() {
+                // The sender lives as long as `self`; this cannot happen while we hold it.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
@@ -289,6 +328,33 @@ mod tests {
         assert!(!err.is_retryable());
         let source = std::error::Error::source(&err).unwrap().to_string();
         assert!(source.contains("\"a.b\""), "{source}");
+    }
+
+    #[tokio::test]
+    async fn wait_for_wakes_on_a_relevant_report_only() {
+        let watch = PermissionWatch::new();
+        let since = Instant::now();
+        watch.record(Operation::Publish, "other.x");
+        let waiting = tokio::spawn({
+            let watch = watch.clone();
+            async move { watch.wait_for(since, |_, s| s == "mine.x").await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "woke for an unrelated subject");
+        watch.record(Operation::Publish, "mine.x");
+        let v = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(v.subject, "mine.x");
+        // A report from before `since` does not count.
+        let later = Instant::now() + Duration::from_millis(1);
+        let stale = tokio::time::timeout(
+            Duration::from_millis(50),
+            watch.wait_for(later, |_, s| s == "mine.x"),
+        )
+        .await;
+        assert!(stale.is_err());
     }
 
     #[test]

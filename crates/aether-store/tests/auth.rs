@@ -131,6 +131,10 @@ authorization {{
     )
 }
 
+/// The JetStream request timeout of a store opened with `connect_with_options`: an error that
+/// comes sooner was not a timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn secret_stream() -> String {
     JetStreamEventStore::stream_name_for(&JetStreamConfig::default().namespace("secret"))
 }
@@ -191,11 +195,13 @@ async fn denied_namespace_cannot_be_read_or_written() {
     )
     .await
     .unwrap_err();
-    eprintln!(
-        "opening a denied namespace: {err:?} after {:?}",
-        started.elapsed()
-    );
+    let took = started.elapsed();
+    eprintln!("opening a denied namespace: {err:?} after {took:?}");
     assert_denied(&err, "opening the denied namespace");
+    assert!(
+        took < REQUEST_TIMEOUT,
+        "opening waited for its timeout ({took:?})"
+    );
 
     // A reader may read the namespace, and its writes are refused as permission errors.
     let reader = JetStreamEventStore::connect_with_options(
@@ -207,13 +213,34 @@ async fn denied_namespace_cannot_be_read_or_written() {
     .unwrap();
     assert_eq!(reader.get_events("vault", 0).await.unwrap().len(), 1);
     assert_eq!(reader.get_latest_version("vault").await.unwrap(), 1);
+    // Reads of the same actor running while the save is refused are not failed by it.
+    let reader = std::sync::Arc::new(reader);
+    let reads: Vec<_> = (0..4)
+        .map(|_| {
+            let reader = reader.clone();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    assert_eq!(reader.get_events("vault", 0).await.unwrap().len(), 1);
+                }
+            })
+        })
+        .collect();
     let started = std::time::Instant::now();
     let err = reader
         .save_event(&Event::new("T", "vault", 2))
         .await
         .unwrap_err();
-    eprintln!("a denied save: {err:?} after {:?}", started.elapsed());
+    let took = started.elapsed();
+    eprintln!("a denied save: {err:?} after {took:?}");
     assert_denied(&err, "saving to the denied namespace");
+    // The refusal is reported when the server says so, not when the request times out.
+    assert!(
+        took < REQUEST_TIMEOUT,
+        "the denied save waited for its timeout ({took:?})"
+    );
+    for r in reads {
+        r.await.unwrap();
+    }
     let err = reader
         .save_snapshot(&aether_core::Snapshot::new("vault", 1, Default::default()))
         .await

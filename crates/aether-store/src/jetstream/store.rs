@@ -9,7 +9,7 @@ use aether_core::{
     validate_batch, Error, Event, EventBroadcaster, EventStore, EventStoreWithErrors,
     JetStreamConfig, ReplayResult, Result, Snapshot, SnapshotStore,
 };
-use aether_nats::{connect_error, PermissionWatch};
+use aether_nats::{connect_error, Operation, PermissionWatch};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::{PublishMessage, StreamMessage};
@@ -88,7 +88,8 @@ struct Tip {
 ///   (see [`JetStreamConfig::allow_replication_on_old_servers`]).
 /// - **Permissions.** NATS never answers a request its permissions refuse. With a
 ///   [`PermissionWatch`] (installed by [`connect`](Self::connect)), such an operation fails
-///   with [`Error::PermissionDenied`] naming the refused subject once it times out.
+///   with [`Error::PermissionDenied`] naming the refused subject as soon as the server reports
+///   the refusal.
 ///
 /// ```no_run
 /// use aether_core::{Event, EventStore, JetStreamConfig};
@@ -253,18 +254,21 @@ impl JetStreamEventStore {
             .connect(url)
             .await
             .map_err(|e| connect_error(url, e))?;
-        let started = Instant::now();
         let stream_name = setup::stream_name_for(&config);
-        match Self::new(client, config).await {
-            Ok(store) => Ok(store.with_permission_watch(watch)),
-            Err(e) => Err(explain_denial(Some(&watch), &stream_name, started, e)),
-        }
+        let opened = guarded(
+            Some(&watch),
+            || format!("opening stream {stream_name}"),
+            |subject| dooms(subject, &stream_name, None, false),
+            Self::new(client, config),
+        )
+        .await?;
+        Ok(opened.with_permission_watch(watch))
     }
 
-    /// Uses `watch` to tell refused operations from slow ones: when an operation gets no answer
-    /// in time and the server reported a permission violation on one of this store's subjects
-    /// meanwhile, the operation fails with [`Error::PermissionDenied`] instead of
-    /// [`Error::Unavailable`]. NATS reports violations only to the event callback given at
+    /// Uses `watch` to tell refused operations from slow ones: when the server reports refusing
+    /// a subject an operation uses, the operation fails at once with
+    /// [`Error::PermissionDenied`] naming the subject, instead of waiting for its timeout and
+    /// reporting [`Error::Unavailable`]. NATS reports violations only to the event callback given at
     /// connect time, so `watch` must be installed on this store's client
     /// ([`PermissionWatch::install`]); [`connect`](Self::connect) and
     /// [`connect_with_options`](Self::connect_with_options) do this themselves.
@@ -361,24 +365,24 @@ impl JetStreamEventStore {
         &self.context
     }
 
-    /// The permission error explaining `err`, if it is a timeout and the server refused one of
-    /// the stream's subjects since `started`.
-    fn denial_since(&self, started: Instant, err: &Error) -> Option<Error> {
-        let watch = self.permissions.as_ref()?;
-        let Error::Unavailable { context, .. } = err else {
-            return None;
-        };
-        watch
-            .find_since(started, |_, subject| {
-                names_stream(subject, &self.stream_name)
-            })
-            .map(|v| v.to_error(context.clone()))
-    }
-
-    /// `result`, with a timeout explained by a permission violation turned into
-    /// [`Error::PermissionDenied`] (see [`with_permission_watch`](Self::with_permission_watch)).
-    fn explained<T>(&self, started: Instant, result: Result<T>) -> Result<T> {
-        result.map_err(|e| explain_denial(self.permissions.as_ref(), &self.stream_name, started, e))
+    /// Runs `op` on behalf of `actor_id` (or the whole stream) under the permission watch (see
+    /// [`guarded`]).
+    async fn guard<T>(
+        &self,
+        actor_id: Option<&str>,
+        writes: bool,
+        what: impl FnOnce() -> String,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let subjects = actor_id.map(|a| (self.subjects.events(a), self.subjects.snapshots(a)));
+        let own = subjects.as_ref().map(|(e, s)| (e.as_str(), s.as_str()));
+        guarded(
+            self.permissions.as_ref(),
+            what,
+            |subject| dooms(subject, &self.stream_name, own, writes),
+            op,
+        )
+        .await
     }
 
     // ---- writing ----
@@ -403,7 +407,6 @@ impl JetStreamEventStore {
         let encoded = codec::encode_events(events)?;
         codec::check_size(&encoded, self.client.server_info().max_payload)?;
         let subject = self.subjects.events(actor_id);
-        let started = Instant::now();
 
         let cached = self.cache.get(actor_id).map(|t| *t);
         let mut from_cache = cached.is_some();
@@ -452,10 +455,6 @@ impl JetStreamEventStore {
                 Err(PublishFailure::Other(e)) => {
                     // Retrying is safe: the expected sequence lets at most one of the attempts
                     // in, and the event id below tells whether an earlier one got in.
-                    if let Some(denied) = self.denial_since(started, &e) {
-                        // Refused by the server's permissions: retrying cannot help.
-                        return Err(denied);
-                    }
                     if e.is_retryable() && transient_failures < MAX_TRANSIENT_RETRIES {
                         transient_failures += 1;
                         uncertain = true;
@@ -1023,24 +1022,36 @@ fn no_responders(e: &(dyn std::error::Error + 'static)) -> bool {
 impl EventStore for JetStreamEventStore {
     async fn save_event(&self, event: &Event) -> Result<()> {
         event.validate()?;
-        let started = Instant::now();
-        let result = self
-            .append(&event.actor_id, std::slice::from_ref(event))
-            .await;
-        self.explained(started, result)
+        let actor_id = event.actor_id.as_str();
+        self.guard(
+            Some(actor_id),
+            true,
+            || format!("saving an event of actor {actor_id:?}"),
+            self.append(actor_id, std::slice::from_ref(event)),
+        )
+        .await
     }
 
     async fn save_events(&self, actor_id: &str, events: &[Event]) -> Result<()> {
         validate_batch(actor_id, events)?;
-        let started = Instant::now();
-        let result = self.append(actor_id, events).await;
-        self.explained(started, result)
+        self.guard(
+            Some(actor_id),
+            true,
+            || format!("saving events of actor {actor_id:?}"),
+            self.append(actor_id, events),
+        )
+        .await
     }
 
     async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
-        let started = Instant::now();
-        let result = self.replay(actor_id, from_version).await;
-        let result = self.explained(started, result)?;
+        let result = self
+            .guard(
+                Some(actor_id),
+                false,
+                || format!("replaying actor {actor_id:?}"),
+                self.replay(actor_id, from_version),
+            )
+            .await?;
         self.count_malformed(actor_id, &result);
         Ok(result.events)
     }
@@ -1052,9 +1063,15 @@ impl EventStore for JetStreamEventStore {
                 return Ok(v);
             }
         }
-        let started = Instant::now();
-        let result = self.read_tip(actor_id, false).await;
-        Ok(self.explained(started, result)?.tip.version)
+        let read = self
+            .guard(
+                Some(actor_id),
+                false,
+                || format!("reading the latest version of actor {actor_id:?}"),
+                self.read_tip(actor_id, false),
+            )
+            .await?;
+        Ok(read.tip.version)
     }
 }
 
@@ -1065,9 +1082,14 @@ impl EventStoreWithErrors for JetStreamEventStore {
         actor_id: &str,
         from_version: u64,
     ) -> Result<ReplayResult> {
-        let started = Instant::now();
-        let result = self.replay(actor_id, from_version).await;
-        let result = self.explained(started, result)?;
+        let result = self
+            .guard(
+                Some(actor_id),
+                false,
+                || format!("replaying actor {actor_id:?}"),
+                self.replay(actor_id, from_version),
+            )
+            .await?;
         self.malformed
             .fetch_add(result.errors.len() as u64, Ordering::Relaxed);
         Ok(result)
@@ -1077,15 +1099,24 @@ impl EventStoreWithErrors for JetStreamEventStore {
 #[async_trait]
 impl SnapshotStore for JetStreamEventStore {
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
-        let started = Instant::now();
-        let result = self.store_snapshot(snapshot).await;
-        self.explained(started, result)
+        let actor_id = snapshot.actor_id.as_str();
+        self.guard(
+            Some(actor_id),
+            true,
+            || format!("saving a snapshot of actor {actor_id:?}"),
+            self.store_snapshot(snapshot),
+        )
+        .await
     }
 
     async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
-        let started = Instant::now();
-        let result = self.load_snapshot(actor_id).await;
-        self.explained(started, result)
+        self.guard(
+            Some(actor_id),
+            false,
+            || format!("reading the latest snapshot of actor {actor_id:?}"),
+            self.load_snapshot(actor_id),
+        )
+        .await
     }
 }
 
@@ -1147,32 +1178,65 @@ impl JetStreamEventStore {
     }
 }
 
-/// `err`, or the permission error that explains it: an operation that got no answer in time
-/// while the server reported refusing one of the stream's subjects (its data subjects
-/// `<stream>.…` or a JetStream API subject naming the stream) since the operation began.
-fn explain_denial(
+/// Runs `op` while watching for the server refusing a subject it depends on (`dooms`).
+///
+/// NATS never answers a refused request, so without this the operation would wait for its
+/// timeout and report `Unavailable`. A report on a subject the operation itself uses means
+/// that request will never be answered: the operation stops at once with
+/// [`Error::PermissionDenied`]. A timeout that a report explains after the fact (it arrived
+/// between the race and the timeout) is turned into the same error.
+async fn guarded<T>(
     watch: Option<&PermissionWatch>,
-    stream_name: &str,
-    since: Instant,
-    err: Error,
-) -> Error {
+    what: impl FnOnce() -> String,
+    dooms: impl Fn(&str) -> bool,
+    op: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     let Some(watch) = watch else {
-        return err;
+        return op.await;
     };
-    let Error::Unavailable { context, source } = err else {
-        return err;
-    };
-    match watch.find_since(since, |_, subject| names_stream(subject, stream_name)) {
-        Some(violation) => violation.to_error(context),
-        None => Error::Unavailable { context, source },
+    let started = Instant::now();
+    let relevant = |_: Operation, subject: &str| dooms(subject);
+    tokio::select! {
+        biased;
+        result = op => result.map_err(|e| match e {
+            Error::Unavailable { context, source } => match watch.find_since(started, relevant) {
+                Some(violation) => violation.to_error(context),
+                None => Error::Unavailable { context, source },
+            },
+            other => other,
+        }),
+        violation = watch.wait_for(started, relevant) => Err(violation.to_error(what())),
     }
 }
 
-/// Whether `subject` is one of the stream's own (`<stream>.…`) or a JetStream API subject
-/// naming it (`$JS.API.STREAM.INFO.<stream>`, `$JS.API.DIRECT.GET.<stream>.…`): stream names
-/// hold no dots, so a whole token equal to the name is the stream.
-fn names_stream(subject: &str, stream_name: &str) -> bool {
-    subject.split('.').any(|token| token == stream_name)
+/// Whether the server refusing `subject` means an operation of this stream, on the actor with
+/// the data subjects `own` (events, snapshots) or on the whole stream (`None`), can never be
+/// answered: the actor's own subjects when the operation `writes` (a read never publishes to
+/// them, so a concurrent refused save must not fail it), and JetStream API subjects naming the stream that are
+/// either about the actor's subjects or about no data subject at all (stream info, message
+/// gets, pulls). Deleting a replay consumer is best effort, so refusing it is not fatal.
+fn dooms(subject: &str, stream_name: &str, own: Option<(&str, &str)>, writes: bool) -> bool {
+    if let (true, Some((events, snapshots))) = (writes, own) {
+        if subject == events || subject == snapshots {
+            return true;
+        }
+    }
+    // Stream names hold no dots, so a whole token equal to the name is the stream.
+    if !subject.starts_with("$JS.API.") || !subject.split('.').any(|t| t == stream_name) {
+        return false;
+    }
+    if subject.starts_with("$JS.API.CONSUMER.DELETE.") {
+        return false;
+    }
+    let data = [".events.", ".snapshots."].iter().find_map(|kind| {
+        subject
+            .find(&format!(".{stream_name}{kind}"))
+            .map(|i| &subject[i + 1..])
+    });
+    match (data, own) {
+        (None, _) | (Some(_), None) => true,
+        (Some(data), Some((events, snapshots))) => data == events || data == snapshots,
+    }
 }
 
 fn snapshot_version(msg: &StreamMessage) -> u64 {
@@ -1210,5 +1274,48 @@ mod version_tests {
         assert!(!server_older_than("2.15.1", 2, 11));
         assert!(!server_older_than("v3.0.0-beta", 2, 11));
         assert!(!server_older_than("garbage", 2, 11));
+    }
+}
+
+#[cfg(test)]
+mod permission_tests {
+    use super::dooms;
+
+    const OWN: Option<(&str, &str)> = Some(("S.events.QQ", "S.snapshots.QQ"));
+
+    #[test]
+    fn an_operation_is_doomed_only_by_subjects_it_uses() {
+        // The actor's own data subjects, and API calls about them or about the whole stream.
+        for subject in [
+            "S.events.QQ",
+            "S.snapshots.QQ",
+            "$JS.API.STREAM.INFO.S",
+            "$JS.API.STREAM.MSG.GET.S",
+            "$JS.API.DIRECT.GET.S.S.events.QQ",
+            "$JS.API.CONSUMER.CREATE.S.abc.S.events.QQ",
+            "$JS.API.CONSUMER.MSG.NEXT.S.abc",
+        ] {
+            assert!(dooms(subject, "S", OWN, true), "{subject}");
+        }
+        // Another actor, another stream, a best-effort delete, an inbox.
+        for subject in [
+            "S.events.RR",
+            "$JS.API.DIRECT.GET.S.S.events.RR",
+            "$JS.API.CONSUMER.CREATE.S.abc.S.snapshots.RR",
+            "$JS.API.STREAM.INFO.T",
+            "$JS.API.STREAM.INFO.SS",
+            "$JS.API.CONSUMER.DELETE.S.abc",
+            "_INBOX.x.y",
+            "T.events.QQ",
+        ] {
+            assert!(!dooms(subject, "S", OWN, true), "{subject}");
+        }
+        // A read never publishes to the data subjects: a refused save does not doom it.
+        assert!(!dooms("S.events.QQ", "S", OWN, false));
+        assert!(dooms("$JS.API.DIRECT.GET.S.S.events.QQ", "S", OWN, false));
+        // Opening the stream: any API subject naming it, no data subject.
+        assert!(dooms("$JS.API.STREAM.CREATE.S", "S", None, false));
+        assert!(dooms("$JS.API.DIRECT.GET.S.S.events.RR", "S", None, false));
+        assert!(!dooms("S.events.QQ", "S", None, false));
     }
 }
