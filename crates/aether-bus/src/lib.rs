@@ -13,7 +13,8 @@
 //! - `registry`: [`SubscriberRegistry`], delivery with overflow policies.
 //! - `metrics`: [`BusMetrics`], [`MetricsSnapshot`].
 //! - `nats` (feature `nats`): `NatsEventBus` and its config, namespace <-> subject encoding,
-//!   `TransportMonitor` (the client's slow-consumer reports), durable catch-up from JetStream
+//!   `TransportMonitor` (the client's slow-consumer reports and the server's permission
+//!   violations), durable catch-up from JetStream
 //!   (`subscribe_durable`, `DurableSubscription`). See `docs/bus.md`.
 #![warn(
     missing_docs,
@@ -37,5 +38,11 @@ mod nats;
 pub use nats::{
     decode_namespace, namespace_subject, pattern_subject, validate_prefix, BusStreamConfig,
     DurableEvent, DurableSubscription, NatsBusConfig, NatsEventBus, StartFrom, TransportMonitor,
-    DEFAULT_BUS_STREAM, DEFAULT_SUBJECT_PREFIX, HEADER_PUBLISHER, HEADER_SEQUENCE,
+    DEFAULT_BUS_STREAM, DEFAULT_SUBJECT_PREFIX, DENIED_PUBLISH_MEMORY, HEADER_PUBLISHER,
+    HEADER_SEQUENCE,
 };
+
+/// The permission violations a [`TransportMonitor`] records
+/// ([`TransportMonitor::permissions`]), re-exported so that callers need no direct dependency.
+#[cfg(feature = "nats")]
+pub use aether_nats::{Operation, PermissionViolation, PermissionWatch};

@@ -28,7 +28,13 @@ pub struct MetricsSnapshot {
     /// Subscriptions currently open.
     pub active_subscriptions: u64,
     /// Transport errors observed (for example NATS slow-consumer signals or failed publishes).
+    /// Permission violations are not transport errors: they are counted in
+    /// [`permission_errors`](Self::permission_errors) only.
     pub transport_errors: u64,
+    /// Permission violations the NATS server reported for the bus's connection: publishes and
+    /// subscriptions it refused (each report once). Operations the bus refuses itself because
+    /// of an earlier report never reach the server and are not counted again.
+    pub permission_errors: u64,
 }
 
 impl MetricsSnapshot {
@@ -63,6 +69,7 @@ pub struct BusMetrics {
     namespaces: DashMap<String, Arc<NamespaceCounters>, foldhash::fast::RandomState>,
     active_subscriptions: AtomicU64,
     transport_errors: AtomicU64,
+    permission_errors: AtomicU64,
 }
 
 impl BusMetrics {
@@ -135,6 +142,11 @@ impl BusMetrics {
         self.transport_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a permission violation reported by the server.
+    pub fn record_permission_error(&self) {
+        self.permission_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a new subscription.
     pub fn subscription_opened(&self) {
         self.active_subscriptions.fetch_add(1, Ordering::Relaxed);
@@ -159,6 +171,7 @@ impl BusMetrics {
                 .collect(),
             active_subscriptions: self.active_subscriptions.load(Ordering::Relaxed),
             transport_errors: self.transport_errors.load(Ordering::Relaxed),
+            permission_errors: self.permission_errors.load(Ordering::Relaxed),
         }
     }
 }
@@ -180,6 +193,8 @@ mod tests {
         m.subscription_closed();
         m.subscription_closed();
         m.record_transport_error();
+        m.record_permission_error();
+        m.record_permission_error();
         let s = m.snapshot();
         assert_eq!(
             s.total,
@@ -194,5 +209,6 @@ mod tests {
         assert_eq!(s.namespace("zzz"), NamespaceMetrics::default());
         assert_eq!(s.active_subscriptions, 0);
         assert_eq!(s.transport_errors, 1);
+        assert_eq!(s.permission_errors, 2);
     }
 }

@@ -4,11 +4,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aether_core::{
     Error, Event, EventBroadcaster, Result, SendOutcome, SubscribeOptions, Subscription,
     SubscriptionSender,
 };
+use aether_nats::{Operation, PermissionWatch};
 use async_nats::jetstream;
 use async_nats::{Client, ConnectOptions, HeaderMap};
 use async_trait::async_trait;
@@ -29,6 +31,18 @@ pub const HEADER_PUBLISHER: &str = "Aether-Publisher";
 /// Header carrying the publisher's sequence number within the message's namespace
 /// (1, 2, 3, ... per publisher and namespace), used to detect lost messages.
 pub const HEADER_SEQUENCE: &str = "Aether-Seq";
+
+/// How long a publish refusal reported by the server makes further publishes to the same
+/// subject fail at once. Bounded because the server's permissions may be reloaded: after this
+/// long the next publish is sent again (and refused again, and remembered again, if nothing
+/// changed).
+pub const DENIED_PUBLISH_MEMORY: Duration = Duration::from_secs(30);
+
+/// How long `subscribe` waits, after the server has processed the subscription, for the
+/// refusal to be recorded. The server reports the refusal before it answers the round trip
+/// that follows, so the report is already read by then; this only covers the hop to the task
+/// that records it. Every successful subscription pays it once.
+pub(crate) const SUBSCRIBE_PERMISSION_GRACE: Duration = Duration::from_millis(5);
 
 /// Bytes of the header block the bus adds, as NATS counts them against `max_payload`.
 fn header_wire_len(publisher: &str, seq: u64) -> usize {
@@ -133,6 +147,15 @@ impl Drop for Inner {
 ///   counted as dropped, and the client's slow-consumer signal is counted in
 ///   [`transport_errors`](crate::MetricsSnapshot::transport_errors) (see
 ///   [`TransportMonitor`]).
+/// - **No silent refusal.** NATS never answers a publish or subscription it refuses for lack
+///   of permission: it drops it and reports a permissions violation asynchronously. The bus
+///   (with a [`TransportMonitor`] installed, as [`connect`](Self::connect) does) records those
+///   reports by subject: a subscription to a refused subject fails with
+///   [`Error::PermissionDenied`] naming it, publishes to a subject refused in the last
+///   [`DENIED_PUBLISH_MEMORY`] fail with it, and so do acknowledged (JetStream) publishes and
+///   durable subscriptions the server refused. The very first publish to a refused subject
+///   over core NATS returns `Ok`: nothing comes back before it returns. Every report is
+///   counted in [`permission_errors`](crate::MetricsSnapshot::permission_errors).
 /// - **Reconnection.** The NATS client reconnects and resubscribes by itself; subscriptions
 ///   keep receiving after a server restart without being made again. Messages published while
 ///   a subscriber's connection was down are lost for it, and reported as lag when the next
@@ -147,7 +170,12 @@ impl Drop for Inner {
 /// # Security
 /// Wildcard subscriptions (`*`, `>`) cross namespaces. They are for trusted, cross-cutting
 /// consumers (audit, metrics); isolate tenants with exact namespaces, and on a shared NATS
-/// server with NATS permissions on `<prefix>.<namespace>` subjects.
+/// server with NATS permissions on `<prefix>.<namespace>` subjects
+/// ([`subject_for`](Self::subject_for) gives a namespace's subject). The bus's own checks are
+/// for reporting, not enforcement: the server is what refuses. A durable subscription reads
+/// the stream through the JetStream API, which subject permissions do not cover; the bus
+/// refuses one on a pattern its connection may not subscribe to live, but only denying the
+/// JetStream API of the bus stream keeps another client from reading it.
 ///
 /// # Example
 /// ```no_run
@@ -245,7 +273,8 @@ impl NatsEventBus {
     /// client's per-subscription buffer set from [`NatsBusConfig::subscription_capacity`].
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when the server cannot be reached; as [`new`](Self::new).
+    /// [`Error::Unavailable`] when the server cannot be reached;
+    /// [`Error::PermissionDenied`] when it refuses the credentials; as [`new`](Self::new).
     pub async fn connect(url: &str, config: NatsBusConfig) -> Result<Self> {
         let options = ConnectOptions::new().subscription_capacity(config.subscription_capacity);
         Self::connect_with_options(url, options, config).await
@@ -262,17 +291,11 @@ impl NatsEventBus {
         config: NatsBusConfig,
     ) -> Result<Self> {
         let monitor = TransportMonitor::new();
-        let client = monitor.install(options).connect(url).await.map_err(|e| {
-            let context = format!("connecting to NATS at {url}");
-            // Refused credentials will be refused again: not worth retrying.
-            match e.kind() {
-                async_nats::ConnectErrorKind::AuthorizationViolation => Error::PermissionDenied {
-                    context,
-                    source: Box::new(e),
-                },
-                _ => Error::unavailable(context, e),
-            }
-        })?;
+        let client = monitor
+            .install(options)
+            .connect(url)
+            .await
+            .map_err(|e| aether_nats::connect_error(url, e))?;
         Self::with_monitor(client, config, monitor).await
     }
 
@@ -297,7 +320,8 @@ impl NatsEventBus {
         &self.inner.config
     }
 
-    /// The monitor counting this bus's NATS connection events.
+    /// The monitor counting this bus's NATS connection events; its
+    /// [`permissions`](TransportMonitor::permissions) are the refusals the server reported.
     pub fn monitor(&self) -> &TransportMonitor {
         &self.inner.monitor
     }
@@ -390,27 +414,37 @@ impl NatsEventBus {
                 Ok(())
             }
             Some(js) => {
-                let ack = match js.publish_with_headers(subject, headers, payload).await {
-                    Ok(ack) => ack,
-                    Err(e) => {
+                let context = context();
+                let refused = subject.clone();
+                // A refused publish gets no acknowledgement: without the guard it would wait
+                // for the timeout and look like an unavailable server.
+                let acked = inner
+                    .monitor
+                    .guard(
+                        &context,
+                        inner.config.request_timeout,
+                        |op, s| op == Operation::Publish && s == refused,
+                        async {
+                            let ack = js
+                                .publish_with_headers(subject, headers, payload)
+                                .await
+                                .map_err(|e| Error::unavailable(&context, e))?;
+                            // The message is on its way: the number is used even if the ack
+                            // fails.
+                            *last = seq;
+                            drop(last);
+                            ack.await
+                                .map(drop)
+                                .map_err(|e| Error::unavailable(&context, e))
+                        },
+                    )
+                    .await;
+                if let Err(e) = &acked {
+                    if !matches!(e, Error::PermissionDenied { .. }) {
                         inner.ctx.metrics.record_transport_error();
-                        return Err(Error::unavailable(context(), e));
-                    }
-                };
-                // The message is on its way: the number is used even if the ack fails.
-                *last = seq;
-                drop(last);
-                match tokio::time::timeout(inner.config.request_timeout, ack).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => {
-                        inner.ctx.metrics.record_transport_error();
-                        Err(Error::unavailable(context(), e))
-                    }
-                    Err(_) => {
-                        inner.ctx.metrics.record_transport_error();
-                        Err(timeout_error(&context()))
                     }
                 }
+                acked
             }
         }
     }
@@ -483,9 +517,29 @@ fn map_publish_error(
 
 #[async_trait]
 impl EventBroadcaster for NatsEventBus {
+    /// Publishes `event` to `namespace`: to this bus's matching subscribers directly, and to
+    /// NATS (through JetStream, acknowledged, when the bus has a stream).
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] (its source names the refused subject) when the server
+    /// refused a publish to the namespace's subject within the last [`DENIED_PUBLISH_MEMORY`],
+    /// or refused this acknowledged publish. Over core NATS a publish is fire-and-forget: the
+    /// server reports a refusal only after the publish returned, so **the first publish to a
+    /// refused subject returns `Ok`** (the event reaches nobody on NATS, but this bus's own
+    /// subscribers receive it) and the ones after the report arrives fail. Needs a
+    /// [`TransportMonitor`] installed (as [`NatsEventBus::connect`] does).
+    /// [`Error::PayloadTooLarge`], [`Error::InvalidInput`], [`Error::Unavailable`],
+    /// [`Error::Closed`] as their names say.
     async fn publish(&self, namespace: &str, event: &Event) -> Result<()> {
         self.check_open()?;
         let subject = namespace_subject(&self.inner.ctx.prefix, namespace)?;
+        if let Some(v) = self.inner.monitor.permissions().denied_within(
+            Operation::Publish,
+            &subject,
+            DENIED_PUBLISH_MEMORY,
+        ) {
+            return Err(v.to_error(format!("publishing to namespace {namespace:?}")));
+        }
         let payload = Bytes::from(event.to_json_bytes()?);
         self.send(namespace, subject, payload).await?;
         self.inner.ctx.metrics.record_published(namespace);
@@ -510,16 +564,7 @@ impl EventBroadcaster for NatsEventBus {
                 aether_core::validate_pattern(p)?;
             }
         }
-        let nats_sub = inner
-            .client
-            .subscribe(subject.clone())
-            .await
-            .map_err(|e| Error::unavailable(format!("subscribing to {subject}"), e))?;
-        // Live on the server before returning, so that events published after `subscribe`
-        // returns are not missed.
-        round_trip(&inner.client, inner.config.request_timeout)
-            .await
-            .map_err(|e| e.in_context(&format!("subscribing to {subject}")))?;
+        let (nats_sub, since) = self.subscribe_checked(&subject).await?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (sender, sub) =
             inner
@@ -531,8 +576,86 @@ impl EventBroadcaster for NatsEventBus {
             inner.ctx.clone(),
             stop_rx,
             inner.shutdown.subscribe(),
+            Refusals {
+                watch: inner.monitor.permissions().clone(),
+                signal: inner.monitor.violation_signal(),
+                subject,
+                since,
+            },
         ));
         Ok(sub)
+    }
+}
+
+impl NatsEventBus {
+    /// Subscribes to `subject` on NATS and waits until the server has processed it, so that
+    /// nothing published afterwards is missed; fails with [`Error::PermissionDenied`] when the
+    /// server refused it. Returns the subscription and when it was made.
+    pub(crate) async fn subscribe_checked(
+        &self,
+        subject: &str,
+    ) -> Result<(async_nats::Subscriber, Instant)> {
+        let inner = &self.inner;
+        let context = format!("subscribing to {subject}");
+        let signal = inner.monitor.violation_signal();
+        let since = Instant::now();
+        let mut nats_sub = inner
+            .client
+            .subscribe(subject.to_string())
+            .await
+            .map_err(|e| Error::unavailable(&context, e))?;
+        // The server handles a connection's operations in order and reports a refused
+        // subscription at once, so the refusal (if any) is read before the round trip's answer.
+        let flushed = inner
+            .monitor
+            .violation_during(
+                signal,
+                since,
+                |op, s| op == Operation::Subscribe && s == subject,
+                round_trip(&inner.client, inner.config.request_timeout),
+                SUBSCRIBE_PERMISSION_GRACE,
+            )
+            .await;
+        match flushed {
+            Ok(Ok(())) => Ok((nats_sub, since)),
+            Ok(Err(e)) => Err(e.in_context(&context)),
+            Err(v) => {
+                if let Err(e) = nats_sub.unsubscribe().await {
+                    tracing::debug!(error = %e, "unsubscribing a refused bus subscription");
+                }
+                Err(v.to_error(context))
+            }
+        }
+    }
+}
+
+/// What a live subscription needs to notice that the server refused its subject later (its
+/// permissions were reloaded): the server then drops the subscription and reports it, and
+/// nothing more arrives.
+pub(crate) struct Refusals {
+    watch: PermissionWatch,
+    signal: watch::Receiver<u64>,
+    subject: String,
+    /// Reports from before this were already dealt with.
+    since: Instant,
+}
+
+impl Refusals {
+    /// Logs a refusal of this subscription's subject reported since the last call.
+    fn check(&mut self) {
+        let subject = self.subject.as_str();
+        if let Some(v) = self.watch.find_since(self.since, |op, s| {
+            op == Operation::Subscribe && s == subject
+        }) {
+            self.since = v.at + Duration::from_nanos(1);
+            // `Subscription` has no way to carry an error to the subscriber, so the log (and
+            // the `permission_errors` count the monitor already made) is what reports it.
+            tracing::error!(
+                subject,
+                "the NATS server refused a live bus subscription (permissions changed?): it \
+                 receives nothing more from other processes"
+            );
+        }
     }
 }
 
@@ -636,13 +759,22 @@ async fn forward(
     ctx: Arc<Ctx>,
     mut stop: oneshot::Receiver<()>,
     mut shutdown: watch::Receiver<bool>,
+    mut refusals: Refusals,
 ) {
     let mut gaps = GapTracker::default();
+    let mut watching = true;
     loop {
         let msg = tokio::select! {
             biased;
             _ = &mut stop => break,
             _ = shutdown.wait_for(|s| *s) => break,
+            changed = refusals.signal.changed(), if watching => {
+                match changed {
+                    Ok(()) => refusals.check(),
+                    Err(_) => watching = false,
+                }
+                continue;
+            }
             msg = nats_sub.next() => match msg {
                 Some(m) => m,
                 None => break,

@@ -13,8 +13,9 @@ use async_nats::Client;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::bus::{timeout_error, Ctx, NatsEventBus, StopOnDrop};
+use super::bus::{Ctx, NatsEventBus, StopOnDrop};
 use super::config::{BusStreamConfig, NatsBusConfig, StartFrom};
+use super::monitor::TransportMonitor;
 use super::subject::{decode_namespace, pattern_subject};
 use crate::metrics::BusMetrics;
 
@@ -181,6 +182,9 @@ struct Source {
     subject: String,
     start: StartFrom,
     timeout: Duration,
+    /// Turns a JetStream request the server refused into a permission error at once, instead
+    /// of a timeout.
+    monitor: TransportMonitor,
 }
 
 impl Source {
@@ -189,6 +193,14 @@ impl Source {
             "reading {} from stream {:?}",
             self.subject, self.stream_name
         )
+    }
+
+    /// Whether a refused publish to `subject` concerns a request of this subscription: a
+    /// JetStream API call on its stream.
+    fn is_own_request(&self, operation: aether_nats::Operation, subject: &str) -> bool {
+        operation == aether_nats::Operation::Publish
+            && subject.starts_with("$JS.")
+            && subject.split('.').any(|t| t == self.stream_name)
     }
 
     /// An ordered consumer starting after stream sequence `after`, or at the subscription's
@@ -220,10 +232,14 @@ impl Source {
                 .await
                 .map_err(|e| Error::unavailable(&context, e))
         };
-        match tokio::time::timeout(self.timeout, create).await {
-            Ok(r) => r,
-            Err(_) => Err(timeout_error(&context)),
-        }
+        self.monitor
+            .guard(
+                &context,
+                self.timeout,
+                |op, s| self.is_own_request(op, s),
+                create,
+            )
+            .await
     }
 
     /// The stream's last sequence (to turn [`StartFrom::New`] into an exact position that
@@ -242,10 +258,14 @@ impl Source {
                 .map(|i| i.state.last_sequence)
                 .map_err(|e| Error::unavailable(&context, e))
         };
-        match tokio::time::timeout(self.timeout, info).await {
-            Ok(r) => r,
-            Err(_) => Err(timeout_error(&context)),
-        }
+        self.monitor
+            .guard(
+                &context,
+                self.timeout,
+                |op, s| self.is_own_request(op, s),
+                info,
+            )
+            .await
     }
 }
 
@@ -261,10 +281,18 @@ impl NatsEventBus {
     /// [`TransportMonitor`](super::TransportMonitor) installed, otherwise when the consumer
     /// notices missed heartbeats).
     ///
+    /// The pattern is first subscribed to live and at once unsubscribed (one round trip), so
+    /// that a connection the server does not let subscribe to the pattern's subject gets
+    /// [`Error::PermissionDenied`] here too: the stream is read through the JetStream API,
+    /// which subject permissions do not cover. This is a consistency check, not a protection;
+    /// deny the JetStream API of the bus stream to keep a client from reading it.
+    ///
     /// # Errors
     /// [`Error::InvalidInput`] for a malformed pattern or filter, or when the bus has no
-    /// JetStream stream; [`Error::Unavailable`] when the consumer cannot be created;
-    /// [`Error::Closed`] after [`close`](Self::close).
+    /// JetStream stream; [`Error::PermissionDenied`] when the server refuses the live
+    /// subscription or a JetStream request of this one (naming the refused subject);
+    /// [`Error::Unavailable`] when the consumer cannot be created; [`Error::Closed`] after
+    /// [`close`](Self::close).
     pub async fn subscribe_durable(
         &self,
         pattern: &str,
@@ -284,12 +312,17 @@ impl NatsEventBus {
                 validate_pattern(p)?;
             }
         }
+        let (mut probe, _) = self.subscribe_checked(&subject).await?;
+        if let Err(e) = probe.unsubscribe().await {
+            tracing::debug!(error = %e, "unsubscribing the permission probe of a durable subscription");
+        }
         let source = Source {
             js: js.clone(),
             stream_name: stream_config.stream_name.clone(),
             subject,
             start,
             timeout: inner.config.request_timeout,
+            monitor: inner.monitor.clone(),
         };
         // "New" is pinned to the current end of the stream, so that re-opening after a
         // reconnection neither skips nor repeats anything.

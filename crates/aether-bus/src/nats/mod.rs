@@ -5,7 +5,8 @@
 //! - `subject`: namespace <-> subject encoding ([`namespace_subject`], [`pattern_subject`],
 //!   [`decode_namespace`]).
 //! - `catchup`: [`NatsEventBus::subscribe_durable`], [`DurableSubscription`].
-//! - `monitor`: [`TransportMonitor`], the NATS client's slow-consumer and error reports.
+//! - `monitor`: [`TransportMonitor`], the NATS client's slow-consumer and error reports and
+//!   the server's permission violations.
 //! - `config`: [`NatsBusConfig`], [`BusStreamConfig`], [`StartFrom`].
 
 mod bus;
@@ -14,7 +15,7 @@ mod config;
 mod monitor;
 mod subject;
 
-pub use bus::{NatsEventBus, HEADER_PUBLISHER, HEADER_SEQUENCE};
+pub use bus::{NatsEventBus, DENIED_PUBLISH_MEMORY, HEADER_PUBLISHER, HEADER_SEQUENCE};
 pub use catchup::{DurableEvent, DurableSubscription};
 pub use config::{
     BusStreamConfig, NatsBusConfig, StartFrom, DEFAULT_BUS_STREAM, DEFAULT_SUBJECT_PREFIX,
