@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use aether_nats::PermissionWatch;
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, ServerAddr};
 use clap::Args;
 
@@ -44,15 +45,44 @@ pub struct ConnectArgs {
     /// Authentication and TLS.
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// Collects the server's permission violations on the connection made by
+    /// [`connect`](Self::connect), so the command can say what was refused.
+    #[arg(skip)]
+    pub permissions: PermissionWatch,
 }
 
 impl ConnectArgs {
-    /// Connects (see [`connect`]).
+    /// Connects (see [`connect`]), with [`permissions`](Self::permissions) watching the
+    /// connection.
     ///
     /// # Errors
     /// As [`connect`].
     pub async fn connect(&self) -> CliResult<Client> {
-        connect(&self.nats, &self.auth).await
+        connect_watched(&self.nats, &self.auth, Some(&self.permissions)).await
+    }
+}
+
+/// Runs a command's work, failing it with one clear line as soon as the server reports refusing
+/// it something: NATS never answers a refused request, so without this the command would wait
+/// for its timeout and report a vague failure.
+///
+/// # Errors
+/// The work's own error, or the refusal.
+pub async fn refusals_fail<T>(
+    permissions: &PermissionWatch,
+    work: impl std::future::Future<Output = CliResult<T>>,
+) -> CliResult<T> {
+    let started = std::time::Instant::now();
+    tokio::select! {
+        biased;
+        result = work => result,
+        refused = permissions.wait_for(started, |_, subject| {
+            // Replay consumers are deleted on a best-effort basis; refusing that harms nothing.
+            !subject.starts_with("$JS.API.CONSUMER.DELETE.")
+        }) => Err(CliError::new(format!(
+            "permission denied: the server refused {} to {:?} for this user (check its NATS permissions)",
+            refused.operation, refused.subject
+        ))),
     }
 }
 
@@ -124,8 +154,19 @@ pub async fn options(auth: &AuthArgs) -> CliResult<ConnectOptions> {
 /// # Errors
 /// A one-line message: bad URL, unreachable server, refused credentials, TLS failure.
 pub async fn connect(url: &str, auth: &AuthArgs) -> CliResult<Client> {
+    connect_watched(url, auth, None).await
+}
+
+async fn connect_watched(
+    url: &str,
+    auth: &AuthArgs,
+    permissions: Option<&PermissionWatch>,
+) -> CliResult<Client> {
     let addrs = parse_urls(url)?;
-    let options = options(auth).await?;
+    let mut options = options(auth).await?;
+    if let Some(watch) = permissions {
+        options = watch.install(options);
+    }
     let shown = url.trim();
     // The client's own timeout covers each attempt; this one covers DNS and the handshake
     // with a server that accepts the connection and then says nothing.

@@ -78,11 +78,29 @@ pub enum Command {
 /// # Errors
 /// Whatever the command fails with, as one line.
 pub async fn run(cli: Cli) -> CliResult<()> {
-    match cli.command {
-        Command::Demo(args) => demo::run(args).await,
-        Command::Events(args) => events::run(args).await,
-        Command::Tail(args) => tail::run(args).await,
-        Command::Stats(args) => stats::run(args).await,
-        Command::Cluster(cmd) => cluster::run(cmd).await,
+    // Commands that connect with the shared options fail at once, with the refused subject,
+    // when the server's permissions refuse them something.
+    let permissions = match &cli.command {
+        Command::Demo(_) => None,
+        Command::Events(args) => Some(args.connect.permissions.clone()),
+        Command::Tail(args) => Some(args.connect.permissions.clone()),
+        Command::Stats(args) => Some(args.connect.permissions.clone()),
+        Command::Cluster(
+            cluster::ClusterCommand::Members(cluster::MembersArgs { cluster, .. })
+            | cluster::ClusterCommand::Shards(cluster::ShardsArgs { cluster, .. }),
+        ) => Some(cluster.connect.permissions.clone()),
+    };
+    let work = async move {
+        match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Events(args) => events::run(args).await,
+            Command::Tail(args) => tail::run(args).await,
+            Command::Stats(args) => stats::run(args).await,
+            Command::Cluster(cmd) => cluster::run(cmd).await,
+        }
+    };
+    match permissions {
+        Some(watch) => connect::refusals_fail(&watch, work).await,
+        None => work.await,
     }
 }

@@ -509,6 +509,62 @@ async fn user_and_password() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_permissions_are_one_clear_line() {
+    let secret =
+        JetStreamEventStore::stream_name_for(&JetStreamConfig::default().namespace("secret"));
+    let server = NatsServer::builder()
+        .extra_config(format!(
+            r#"
+authorization {{
+  users = [
+    {{ user: admin, password: admin }}
+    {{ user: tenant, password: tenant, permissions: {{
+        publish: {{ deny: ["{secret}.>", "$JS.API.*.*.{secret}", "$JS.API.*.*.{secret}.>", "$JS.API.DIRECT.GET.{secret}.>", "aether.events.secret"] }}
+        subscribe: {{ deny: ["{secret}.>", "aether.events.secret"] }}
+    }} }}
+  ]
+}}
+"#
+        ))
+        .start()
+        .unwrap();
+    let url = server.url();
+    let admin = JetStreamEventStore::connect_with_options(
+        &url,
+        async_nats::ConnectOptions::with_user_and_password("admin".into(), "admin".into()),
+        JetStreamConfig::default().namespace("secret"),
+    )
+    .await
+    .unwrap();
+    write_sample(&admin).await;
+    let as_tenant = |rest: &[&str]| {
+        let mut all = args(rest);
+        all.extend(args(&[
+            "--user",
+            "tenant",
+            "--password",
+            "tenant",
+            "--nats",
+            &url,
+        ]));
+        all
+    };
+    for command in [
+        as_tenant(&["events", "a", "--namespace", "secret"]),
+        as_tenant(&["stats", "--namespace", "secret"]),
+        as_tenant(&["tail", "secret", "--give-up-after", "2"]),
+    ] {
+        let started = std::time::Instant::now();
+        let out = run(command.clone()).await;
+        let took = started.elapsed();
+        eprintln!("{command:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        assert_one_line_error(&out, "permission denied");
+        // Said when the server refuses, not after a request timeout (5 s).
+        assert!(took < Duration::from_secs(5), "{command:?} took {took:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token() {
     let server = NatsServer::builder().token("t0ken").start().unwrap();
     let url = server.url();
