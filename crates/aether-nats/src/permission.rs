@@ -190,6 +190,13 @@ impl PermissionWatch {
         self.inner.recorded.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// A receiver that changes after every recorded violation, for a long-lived task that
+    /// checks [`find_since`](Self::find_since) whenever it changes (one-off operations use
+    /// [`wait_for`](Self::wait_for)).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.recorded.subscribe()
+    }
+
     /// Violations reported so far (every report, repeats included).
     pub fn violations(&self) -> u64 {
         self.inner.total.load(Ordering::Relaxed)
@@ -250,7 +257,7 @@ impl PermissionWatch {
     ) -> PermissionViolation {
         // Subscribing before looking means a report recorded in between is either seen by the
         // look or wakes the wait.
-        let mut changes = self.inner.recorded.subscribe();
+        let mut changes = self.changes();
         loop {
             if self.violations() > 0 {
                 if let Some(v) = self.find_since(since, &relevant) {

@@ -50,9 +50,6 @@ pub struct TransportMonitor {
     /// at once instead of waiting for missed heartbeats.
     connected: Arc<watch::Sender<u64>>,
     permissions: PermissionWatch,
-    /// Bumped on every permission violation, so that an operation waiting for an answer can
-    /// stop waiting as soon as the server reports that it refused it.
-    violations: Arc<watch::Sender<u64>>,
 }
 
 impl Default for TransportMonitor {
@@ -69,7 +66,6 @@ impl TransportMonitor {
             counts: Arc::default(),
             connected: Arc::new(watch::Sender::new(0)),
             permissions: PermissionWatch::new(),
-            violations: Arc::new(watch::Sender::new(0)),
         }
     }
 
@@ -79,9 +75,10 @@ impl TransportMonitor {
         &self.permissions
     }
 
-    /// Changes on every permission violation the monitor observes.
+    /// Changes on every permission violation the monitor observes, so that an operation
+    /// waiting for an answer can stop waiting as soon as the server reports that it refused it.
     pub(crate) fn violation_signal(&self) -> watch::Receiver<u64> {
-        self.violations.subscribe()
+        self.permissions.changes()
     }
 
     /// Runs `op`, an operation that waits for an answer from the server (a JetStream request
@@ -190,16 +187,25 @@ impl TransportMonitor {
                      by the client; subscribers will see the gap as lag"
                 );
             }
-            async_nats::Event::ServerError(_) if self.permissions.observe(event) => {
-                // Logged by the watch, with the operation and subject.
-                self.counts.errors.fetch_add(1, Ordering::Relaxed);
-                self.metrics.record_permission_error();
-                self.violations.send_modify(|n| *n += 1);
-            }
             async_nats::Event::ServerError(e) => {
+                let refused = match e {
+                    async_nats::ServerError::Other(text) => PermissionViolation::parse(text),
+                    _ => None,
+                };
                 self.counts.errors.fetch_add(1, Ordering::Relaxed);
-                self.metrics.record_transport_error();
-                tracing::warn!(error = %e, "NATS server error");
+                match refused {
+                    Some((operation, subject)) => {
+                        // Counted before it is recorded: recording wakes whoever waits for
+                        // the refusal, and they may look at the metrics next.
+                        self.metrics.record_permission_error();
+                        tracing::warn!(%operation, subject, "NATS refused an operation: permissions violation");
+                        self.permissions.record(operation, subject);
+                    }
+                    None => {
+                        self.metrics.record_transport_error();
+                        tracing::warn!(error = %e, "NATS server error");
+                    }
+                }
             }
             async_nats::Event::ClientError(e) => {
                 self.counts.errors.fetch_add(1, Ordering::Relaxed);
