@@ -862,10 +862,15 @@ impl JetStreamEventStore {
                 )
                 .await;
             remaining = Some(left);
-            // Best effort: the server also removes it once idle.
-            if let Err(e) = self.stream.delete_consumer(&consumer_name).await {
-                tracing::debug!(error = %e, consumer = %consumer_name, "could not delete a replay consumer");
-            }
+            // Best effort, off the caller's path: the server also removes it once idle, and
+            // waiting for the answer would add a round trip to every replay (or a whole request
+            // timeout for a user who may not delete consumers).
+            let stream = self.stream.clone();
+            tokio::spawn(async move {
+                if let Err(e) = stream.delete_consumer(&consumer_name).await {
+                    tracing::debug!(error = %e, consumer = %consumer_name, "could not delete a replay consumer");
+                }
+            });
             match outcome {
                 Ok(Drained::Done) => return Ok(result),
                 Ok(Drained::Gap) => {
