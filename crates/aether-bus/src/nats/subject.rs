@@ -63,8 +63,10 @@ fn decode_token(token: &str) -> Option<String> {
             let hi = hex_value(*bytes.get(i + 1)?)?;
             let lo = hex_value(*bytes.get(i + 2)?)?;
             let v = (hi << 4) | lo;
-            // Only the canonical form decodes, so decoding is the exact inverse of encoding.
-            if is_plain(v) {
+            // Only the canonical form decodes, so decoding is the exact inverse of encoding. A
+            // token never holds a `.` (namespaces are split on it before encoding), so `%2E`
+            // would make `a%2Eb` a second subject of the namespace `a.b`.
+            if is_plain(v) || v == b'.' {
                 return None;
             }
             out.push(v);
@@ -76,7 +78,9 @@ fn decode_token(token: &str) -> Option<String> {
             return None;
         }
     }
-    if out.is_empty() {
+    // A lone `*` or `>` is a wildcard, never a publishable namespace token, so no namespace
+    // encodes to `%2A` or `%3E` alone.
+    if out.is_empty() || out == b"*" || out == b">" {
         return None;
     }
     String::from_utf8(out).ok()
@@ -209,6 +213,24 @@ mod tests {
         !s.is_empty()
             && s.split('.').all(|t| !t.is_empty())
             && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+    }
+
+    #[test]
+    fn only_subjects_of_publishable_namespaces_decode() {
+        // Found by the `namespace_subject` fuzz target: `%2E` decoded to a dot, so
+        // `a%2Eb` and `a.b` both read as the namespace `a.b`.
+        assert_eq!(decode_namespace(P, "aether.events.a%2Eb"), None);
+        assert_eq!(
+            decode_namespace(P, "aether.events.a.b").as_deref(),
+            Some("a.b")
+        );
+        for wildcard in ["aether.events.%2A", "aether.events.x.%3E"] {
+            assert_eq!(decode_namespace(P, wildcard), None, "{wildcard}");
+        }
+        assert_eq!(
+            decode_namespace(P, "aether.events.%2Ax").as_deref(),
+            Some("*x")
+        );
     }
 
     #[test]
