@@ -46,3 +46,10 @@ pub use nats::{
 /// ([`TransportMonitor::permissions`]), re-exported so that callers need no direct dependency.
 #[cfg(feature = "nats")]
 pub use aether_nats::{Operation, PermissionViolation, PermissionWatch};
+
+/// The per-subscription bookkeeping of incoming messages, reachable only with the `fuzzing`
+/// feature so that the fuzz targets can drive it with arbitrary headers. Not part of the
+/// supported API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use nats::fuzzing;

@@ -54,3 +54,9 @@ pub use jetstream::{
 /// report a refused operation as [`aether_core::Error::PermissionDenied`].
 #[cfg(feature = "jetstream")]
 pub use aether_nats::PermissionWatch;
+
+/// The stored-message codec, reachable only with the `fuzzing` feature so that the fuzz targets
+/// can feed it bytes without a NATS server. Not part of the supported API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use jetstream::fuzzing;

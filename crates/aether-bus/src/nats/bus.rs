@@ -664,7 +664,7 @@ pub(crate) struct StopOnDrop(#[allow(dead_code)] pub(crate) oneshot::Sender<()>)
 
 /// Most (publisher, namespace) pairs a subscription remembers for gap detection; beyond it the
 /// memory is reset (a gap spanning the reset goes unnoticed).
-const MAX_TRACKED_SOURCES: usize = 65_536;
+pub(crate) const MAX_TRACKED_SOURCES: usize = 65_536;
 
 /// Gap detection: the last sequence seen per (publisher, namespace).
 #[derive(Debug, Default)]
@@ -693,6 +693,13 @@ impl GapTracker {
                 0
             }
         }
+    }
+
+    /// How many (publisher, namespace) pairs are remembered: the fuzz targets check it stays
+    /// bounded whatever the headers say.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn tracked(&self) -> usize {
+        self.last.len()
     }
 }
 

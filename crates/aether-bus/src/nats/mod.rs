@@ -15,6 +15,9 @@ mod config;
 mod monitor;
 mod subject;
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+
 pub use bus::{NatsEventBus, DENIED_PUBLISH_MEMORY, HEADER_PUBLISHER, HEADER_SEQUENCE};
 pub use catchup::{DurableEvent, DurableSubscription};
 pub use config::{

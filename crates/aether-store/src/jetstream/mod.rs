@@ -23,5 +23,8 @@ mod setup;
 mod store;
 mod subject;
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+
 pub use store::JetStreamEventStore;
 pub use subject::{decode_actor_id, encode_actor_id, sanitize_stream_name, MAX_ACTOR_ID_BYTES};
