@@ -557,7 +557,10 @@ authorization {{
         let started = std::time::Instant::now();
         let out = run(command.clone()).await;
         let took = started.elapsed();
-        eprintln!("{command:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        eprintln!(
+            "{command:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
         assert_one_line_error(&out, "permission denied");
         // Said when the server refuses, not after a request timeout (5 s).
         assert!(took < Duration::from_secs(5), "{command:?} took {took:?}");

@@ -46,14 +46,14 @@ pub use notify::StoredNotifier;
 
 #[cfg(feature = "jetstream")]
 mod jetstream;
-#[cfg(feature = "jetstream")]
-pub use jetstream::{
-    decode_actor_id, encode_actor_id, sanitize_stream_name, JetStreamEventStore, MAX_ACTOR_ID_BYTES,
-};
 /// Collects the permission violations NATS reports asynchronously, so the JetStream store can
 /// report a refused operation as [`aether_core::Error::PermissionDenied`].
 #[cfg(feature = "jetstream")]
 pub use aether_nats::PermissionWatch;
+#[cfg(feature = "jetstream")]
+pub use jetstream::{
+    decode_actor_id, encode_actor_id, sanitize_stream_name, JetStreamEventStore, MAX_ACTOR_ID_BYTES,
+};
 
 /// The stored-message codec, reachable only with the `fuzzing` feature so that the fuzz targets
 /// can feed it bytes without a NATS server. Not part of the supported API.
