@@ -1,10 +1,56 @@
-//! Resident memory per stored event in the in-memory store at 1 M events, compared with the
-//! events' JSON size. Prints a JSON array of rows for `bench-report`.
+//! Memory figures for `bench-report`, printed as a JSON array of rows:
+//! - resident memory per stored event in the in-memory store at 1 M events, compared with the
+//!   events' JSON size;
+//! - heap bytes per actor in the JetStream store's version cache (the only per-actor state the
+//!   store keeps), against a nats-server the program starts itself.
 //!
 //! Run with `cargo run --release -p aether-benches --bin footprint`.
 
-use aether_core::{Event, EventStore};
-use aether_store::InMemoryEventStore;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aether_core::{Event, EventStore, JetStreamConfig, StorageKind};
+use aether_store::{InMemoryEventStore, JetStreamEventStore};
+
+/// The system allocator, counting the bytes currently allocated: unlike resident memory, the
+/// count does not depend on what the allocator keeps cached, so small differences show.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only a counter is updated.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_add(new_size, Ordering::Relaxed);
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 fn resident_bytes() -> u64 {
     // /proc/self/statm: size resident shared text lib data dt, in pages.
@@ -18,6 +64,80 @@ fn resident_bytes() -> u64 {
 }
 
 fn main() {
+    let mut rows = vec![in_memory_store()];
+    match jetstream_cache() {
+        Ok(row) => rows.push(row),
+        Err(e) => {
+            eprintln!("JetStream version cache not measured: {e}");
+            std::process::exit(1);
+        }
+    }
+    println!("{}", serde_json::Value::Array(rows));
+}
+
+/// Heap bytes per actor in the JetStream store's version cache: the growth of live heap bytes
+/// between two points of a run that caches more actors, divided by the actors added (the
+/// client's own buffers are warmed up before the first point).
+fn jetstream_cache() -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    const WARM: u64 = 2_000;
+    const ACTORS: u64 = 20_000;
+    let server = aether_testkit::NatsServer::start()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (before, after, cached) = rt.block_on(async {
+        let client = async_nats::connect(server.url()).await?;
+        let store = JetStreamEventStore::new(
+            client,
+            JetStreamConfig::default()
+                .namespace("footprint")
+                .storage(StorageKind::Memory),
+        )
+        .await?;
+        let save = |i: u64| {
+            let store = &store;
+            async move {
+                store
+                    .save_event(&Event::new("Opened", format!("account-{i}"), 1))
+                    .await
+            }
+        };
+        for i in 0..WARM {
+            save(i).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = LIVE.load(Ordering::Relaxed);
+        for i in WARM..WARM + ACTORS {
+            save(i).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = LIVE.load(Ordering::Relaxed);
+        let cached = (0..WARM + ACTORS)
+            .filter(|i| {
+                store
+                    .cached_latest_version(&format!("account-{i}"))
+                    .is_some()
+            })
+            .count();
+        Ok::<_, Box<dyn std::error::Error>>((before, after, cached))
+    })?;
+    if cached as u64 != WARM + ACTORS {
+        return Err(format!("expected {} cached actors, found {cached}", WARM + ACTORS).into());
+    }
+    let per_actor = after.saturating_sub(before) as f64 / ACTORS as f64;
+    Ok(serde_json::json!({
+        "measure": format!(
+            "JetStream store, heap bytes per cached actor ({} actors, ids like \"account-12345\")",
+            WARM + ACTORS
+        ),
+        "value": format!("{per_actor:.0} B"),
+        "target": "reported (no target)",
+        "met": "—",
+    }))
+}
+
+fn in_memory_store() -> serde_json::Value {
     const EVENTS: u64 = 1_000_000;
     const ACTORS: u64 = 10_000;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -41,12 +161,11 @@ fn main() {
     let per_event = (after.saturating_sub(before)) as f64 / EVENTS as f64;
     let json_per_event = json_bytes as f64 / EVENTS as f64;
     let ratio = per_event / json_per_event;
-    let rows = serde_json::json!([{
+    drop(store);
+    serde_json::json!({
         "measure": format!("in-memory store, resident bytes per event at {EVENTS} events ({ACTORS} actors)"),
         "value": format!("{per_event:.0} B (JSON {json_per_event:.0} B, {ratio:.2}×)"),
         "target": "≤ 2× the JSON size",
         "met": if ratio <= 2.0 { "yes" } else { "**no**" },
-    }]);
-    println!("{rows}");
-    drop(store);
+    })
 }
