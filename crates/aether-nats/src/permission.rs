@@ -204,6 +204,11 @@ impl PermissionWatch {
 
     /// The latest violation of `operation` on exactly `subject`, if any was reported.
     pub fn denied(&self, operation: Operation, subject: &str) -> Option<PermissionViolation> {
+        // Checked on hot paths (every bus publish): skip the key allocation while nothing was
+        // ever refused.
+        if self.violations() == 0 {
+            return None;
+        }
         self.inner
             .seen
             .get(&(operation, subject.to_string()))

@@ -543,11 +543,14 @@ impl EventBroadcaster for NatsEventBus {
         let payload = Bytes::from(event.to_json_bytes()?);
         self.send(namespace, subject, payload).await?;
         self.inner.ctx.metrics.record_published(namespace);
-        // Local subscribers get it here, once; NATS's echo of it is skipped.
-        self.inner
-            .registry
-            .dispatch(namespace, Arc::new(event.clone()))
-            .await;
+        // Local subscribers get it here, once; NATS's echo of it is skipped. The copy is made
+        // only when someone here may want it.
+        if self.inner.registry.has_subscribers_for(namespace) {
+            self.inner
+                .registry
+                .dispatch(namespace, Arc::new(event.clone()))
+                .await;
+        }
         Ok(())
     }
 
