@@ -670,39 +670,52 @@ pub(crate) struct StopOnDrop(#[allow(dead_code)] pub(crate) oneshot::Sender<()>)
 pub(crate) const MAX_TRACKED_SOURCES: usize = 65_536;
 
 /// Gap detection: the last sequence seen per (publisher, namespace).
+///
+/// Nested by publisher so that a message from a known pair is looked up by `&str`, without
+/// allocating a key: this runs for every message a subscription receives.
 #[derive(Debug, Default)]
 pub(crate) struct GapTracker {
-    last: HashMap<(String, String), u64>,
+    last: HashMap<
+        String,
+        HashMap<String, u64, foldhash::fast::RandomState>,
+        foldhash::fast::RandomState,
+    >,
+    /// (publisher, namespace) pairs in `last`.
+    pairs: usize,
 }
 
 impl GapTracker {
     /// Records `seq` from `publisher` in `namespace`; returns how many messages before it were
     /// never seen.
     pub(crate) fn observe(&mut self, publisher: &str, namespace: &str, seq: u64) -> u64 {
-        if self.last.len() >= MAX_TRACKED_SOURCES {
+        if let Some(last) = self
+            .last
+            .get_mut(publisher)
+            .and_then(|per_namespace| per_namespace.get_mut(namespace))
+        {
+            let missed = seq.saturating_sub(*last).saturating_sub(1);
+            if seq > *last {
+                *last = seq;
+            }
+            return missed;
+        }
+        if self.pairs >= MAX_TRACKED_SOURCES {
             self.last.clear();
+            self.pairs = 0;
         }
-        let key = (publisher.to_string(), namespace.to_string());
-        match self.last.get_mut(&key) {
-            Some(last) => {
-                let missed = seq.saturating_sub(*last).saturating_sub(1);
-                if seq > *last {
-                    *last = seq;
-                }
-                missed
-            }
-            None => {
-                self.last.insert(key, seq);
-                0
-            }
-        }
+        self.last
+            .entry(publisher.to_string())
+            .or_default()
+            .insert(namespace.to_string(), seq);
+        self.pairs += 1;
+        0
     }
 
     /// How many (publisher, namespace) pairs are remembered: the fuzz targets check it stays
     /// bounded whatever the headers say.
     #[cfg(feature = "fuzzing")]
     pub(crate) fn tracked(&self) -> usize {
-        self.last.len()
+        self.pairs
     }
 }
 
@@ -842,5 +855,15 @@ mod tests {
         assert_eq!(g.observe("p", "a", 10), 0, "a repeat is not a gap");
         assert_eq!(g.observe("p", "a", 8), 0, "a late message is not a gap");
         assert_eq!(g.observe("p", "a", 11), 0);
+        // Memory stays bounded however many publishers and namespaces show up.
+        for i in 0..MAX_TRACKED_SOURCES + 10 {
+            g.observe(&format!("p{}", i % 7), &i.to_string(), 1);
+            assert!(g.pairs <= MAX_TRACKED_SOURCES);
+        }
+        assert_eq!(
+            g.last.values().map(|m| m.len()).sum::<usize>(),
+            g.pairs,
+            "the pair count matches the map"
+        );
     }
 }
