@@ -782,6 +782,17 @@ impl JetStreamEventStore {
 
     /// Reads the actor's messages with versions from `from_version`, decoding what decodes and
     /// collecting the rest as replay errors.
+    /// [`replay`](Self::replay) under the permission watch, as the public reads run it.
+    async fn guarded_replay(&self, actor_id: &str, from_version: u64) -> Result<ReplayResult> {
+        self.guard(
+            Some(actor_id),
+            false,
+            || format!("replaying actor {actor_id:?}"),
+            self.replay(actor_id, from_version),
+        )
+        .await
+    }
+
     async fn replay(&self, actor_id: &str, from_version: u64) -> Result<ReplayResult> {
         let mut result = ReplayResult::default();
         check_actor_id(actor_id)?;
@@ -1049,14 +1060,7 @@ impl EventStore for JetStreamEventStore {
     }
 
     async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
-        let result = self
-            .guard(
-                Some(actor_id),
-                false,
-                || format!("replaying actor {actor_id:?}"),
-                self.replay(actor_id, from_version),
-            )
-            .await?;
+        let result = self.guarded_replay(actor_id, from_version).await?;
         self.count_malformed(actor_id, &result);
         Ok(result.events)
     }
@@ -1087,14 +1091,7 @@ impl EventStoreWithErrors for JetStreamEventStore {
         actor_id: &str,
         from_version: u64,
     ) -> Result<ReplayResult> {
-        let result = self
-            .guard(
-                Some(actor_id),
-                false,
-                || format!("replaying actor {actor_id:?}"),
-                self.replay(actor_id, from_version),
-            )
-            .await?;
+        let result = self.guarded_replay(actor_id, from_version).await?;
         self.malformed
             .fetch_add(result.errors.len() as u64, Ordering::Relaxed);
         Ok(result)
