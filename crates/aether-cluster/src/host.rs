@@ -1,12 +1,12 @@
 //! The actor runtime of one node: activation, message handling with optimistic concurrency,
 //! snapshots and passivation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 
-use aether_core::{Error, Event, Result, Snapshot, SnapshotStore};
+use aether_core::{Error, Event, Result, Snapshot, SnapshotStore, METADATA_MESSAGE_ID};
 use dashmap::DashMap;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -84,6 +84,7 @@ enum Outcome<M: RuntimeModel> {
 
 struct Command<M: RuntimeModel> {
     message: M::Message,
+    message_id: Option<Arc<str>>,
     reply: oneshot::Sender<Outcome<M>>,
 }
 
@@ -141,6 +142,48 @@ struct Loaded<S> {
     state: S,
     version: u64,
     snapshot_version: u64,
+    /// Ids of the messages behind the actor's recent events.
+    recent: RecentIds,
+}
+
+/// How many events before a snapshot activation reads for their message ids only, so that a
+/// message applied just before a snapshot is still recognised when its sender retries it.
+const MESSAGE_ID_LOOKBACK: u64 = 32;
+
+/// How many message ids an activation remembers.
+const RECENT_IDS: usize = 1024;
+
+/// The ids of the messages an actor applied most recently, oldest first, bounded.
+#[derive(Default)]
+struct RecentIds {
+    order: VecDeque<Arc<str>>,
+    set: HashSet<Arc<str>>,
+}
+
+impl RecentIds {
+    fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
+    }
+
+    fn record(&mut self, id: &str) {
+        if self.set.contains(id) {
+            return;
+        }
+        let id: Arc<str> = Arc::from(id);
+        self.order.push_back(Arc::clone(&id));
+        self.set.insert(id);
+        while self.order.len() > RECENT_IDS {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn record_event(&mut self, e: &Event) {
+        if let Some(id) = e.metadata_value(METADATA_MESSAGE_ID) {
+            self.record(id);
+        }
+    }
 }
 
 impl<M: RuntimeModel> ActorHost<M> {
@@ -184,6 +227,29 @@ impl<M: RuntimeModel> ActorHost<M> {
     /// The model's rejection; [`Error::VersionConflict`] if conflicts outlasted the retries;
     /// store errors; [`Error::Closed`] if the actor stopped without answering.
     pub async fn dispatch(&self, actor_id: &str, message: M::Message) -> Result<Handled<M::Reply>> {
+        self.dispatch_with_id(actor_id, None, message).await
+    }
+
+    /// Handles `message` on `actor_id` at most once per `message_id`.
+    ///
+    /// The events the message causes carry the id in their metadata
+    /// ([`METADATA_MESSAGE_ID`]). When the same id arrives again (a sender retrying after a
+    /// lost reply, possibly on a new owner after a failover) and the actor's recent events
+    /// carry it, the message is not decided again: the answer is
+    /// [`RuntimeModel::reply`] on the current state. "Recent" is every event this activation
+    /// saw, back to [`MESSAGE_ID_LOOKBACK`] events before the snapshot it started from, and at
+    /// most the last 1024 ids. A message that caused no events leaves no trace and is simply
+    /// handled again, which changes nothing.
+    ///
+    /// # Errors
+    /// As [`dispatch`](Self::dispatch).
+    pub async fn dispatch_with_id(
+        &self,
+        actor_id: &str,
+        message_id: Option<&str>,
+        message: M::Message,
+    ) -> Result<Handled<M::Reply>> {
+        let message_id: Option<Arc<str>> = message_id.map(Arc::from);
         if actor_id.is_empty() {
             return Err(Error::invalid("actor id must not be empty"));
         }
@@ -202,6 +268,7 @@ impl<M: RuntimeModel> ActorHost<M> {
             let (reply_tx, reply_rx) = oneshot::channel();
             let command = Command {
                 message,
+                message_id: message_id.clone(),
                 reply: reply_tx,
             };
             match tx.send(command).await {
@@ -345,7 +412,14 @@ async fn run_actor<M: RuntimeModel>(
         };
         let Some(cmd) = next else { break };
         vm.set_state(VMState::Running);
-        let result = handle(&shared, &actor_id, &mut loaded, &cmd.message).await;
+        let result = handle(
+            &shared,
+            &actor_id,
+            &mut loaded,
+            &cmd.message,
+            cmd.message_id.as_deref(),
+        )
+        .await;
         if let Some(l) = &loaded {
             vm.version.store(l.version, Ordering::Release);
         }
@@ -398,6 +472,7 @@ async fn handle<M: RuntimeModel>(
     actor_id: &str,
     loaded: &mut Option<Loaded<M::State>>,
     message: &M::Message,
+    message_id: Option<&str>,
 ) -> Result<Handled<M::Reply>> {
     let model = &shared.model;
     let mut last_conflict = None;
@@ -409,6 +484,17 @@ async fn handle<M: RuntimeModel>(
             Some(l) => l,
             None => loaded.insert(load::<M>(shared, actor_id).await?),
         };
+        if let Some(id) = message_id {
+            if l.recent.contains(id) {
+                // Applied before (the sender retried after losing the reply): answer from
+                // the current state without deciding again.
+                tracing::debug!(actor_id, message_id = id, "message already applied");
+                return Ok(Handled::Reply {
+                    reply: model.reply(&l.state, message),
+                    version: l.version,
+                });
+            }
+        }
         let decided = model.handle(actor_id, &l.state, message)?;
         if decided.is_empty() {
             return Ok(Handled::Reply {
@@ -419,7 +505,13 @@ async fn handle<M: RuntimeModel>(
         let events: Vec<Event> = decided
             .into_iter()
             .zip(l.version + 1..)
-            .map(|(ne, v)| Event::new(ne.event_type, actor_id, v).with_data(ne.data))
+            .map(|(ne, v)| {
+                let e = Event::new(ne.event_type, actor_id, v).with_data(ne.data);
+                match message_id {
+                    Some(id) => e.with_metadata(METADATA_MESSAGE_ID, id),
+                    None => e,
+                }
+            })
             .collect();
         let saved = match events.as_slice() {
             [one] => shared.store.save_event(one).await,
@@ -430,6 +522,9 @@ async fn handle<M: RuntimeModel>(
                 for e in &events {
                     model.apply(&mut l.state, e);
                     l.version = e.version;
+                }
+                if let Some(id) = message_id {
+                    l.recent.record(id);
                 }
                 let every = shared.config.snapshot_every;
                 if every > 0 && l.version - l.snapshot_version >= every {
@@ -467,14 +562,23 @@ async fn load<M: RuntimeModel>(shared: &Shared<M>, actor_id: &str) -> Result<Loa
         None => (M::State::default(), 0),
     };
     let snapshot_version = version;
-    for e in shared.store.get_events(actor_id, version + 1).await? {
-        model.apply(&mut state, &e);
-        version = e.version;
+    let mut recent = RecentIds::default();
+    // Read a few events before the snapshot for their message ids only.
+    let from = (snapshot_version + 1)
+        .saturating_sub(MESSAGE_ID_LOOKBACK)
+        .max(1);
+    for e in shared.store.get_events(actor_id, from).await? {
+        recent.record_event(&e);
+        if e.version > snapshot_version {
+            model.apply(&mut state, &e);
+            version = e.version;
+        }
     }
     Ok(Loaded {
         state,
         version,
         snapshot_version,
+        recent,
     })
 }
 
@@ -559,6 +663,61 @@ pub(crate) mod tests {
             Handled::Reply { reply, version } => (reply, version),
             Handled::NotOwner => panic!("not owner"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_message_id_is_applied_once_even_on_another_activation() {
+        let store = Arc::new(InMemoryEventStore::new());
+        let h = host(Arc::clone(&store), ActorConfig::default().snapshot_every(2));
+        let first = h.dispatch_with_id("acc", Some("m-1"), Cmd::Deposit(10));
+        assert_eq!(reply(first.await.unwrap()), (10, 1));
+        // The retry of the same message is answered from the state, not applied again.
+        let again = h.dispatch_with_id("acc", Some("m-1"), Cmd::Deposit(10));
+        assert_eq!(reply(again.await.unwrap()), (10, 1));
+        let e = &store.get_events("acc", 1).await.unwrap()[0];
+        assert_eq!(e.metadata_value(METADATA_MESSAGE_ID), Some("m-1"));
+        // Messages without an id are applied every time.
+        assert_eq!(
+            reply(h.dispatch("acc", Cmd::Deposit(1)).await.unwrap()),
+            (11, 2)
+        );
+        assert_eq!(
+            reply(h.dispatch("acc", Cmd::Deposit(1)).await.unwrap()),
+            (12, 3)
+        );
+        // A snapshot was taken at version 2, after m-1; another node (a new owner after a
+        // failover) still recognises the id from the events it reads behind the snapshot.
+        assert_eq!(
+            store
+                .get_latest_snapshot("acc")
+                .await
+                .unwrap()
+                .unwrap()
+                .version,
+            2
+        );
+        let other = host(Arc::clone(&store), ActorConfig::default());
+        let retried = other.dispatch_with_id("acc", Some("m-1"), Cmd::Deposit(10));
+        assert_eq!(reply(retried.await.unwrap()), (12, 3));
+        let fresh = other.dispatch_with_id("acc", Some("m-2"), Cmd::Deposit(10));
+        assert_eq!(reply(fresh.await.unwrap()), (22, 4));
+        assert_eq!(store.get_latest_version("acc").await.unwrap(), 4);
+    }
+
+    #[test]
+    fn recent_ids_are_bounded() {
+        let mut r = RecentIds::default();
+        for i in 0..RECENT_IDS + 10 {
+            r.record(&format!("m-{i}"));
+        }
+        r.record("m-2000");
+        assert_eq!(r.order.len(), RECENT_IDS);
+        assert_eq!(r.set.len(), RECENT_IDS);
+        assert!(!r.contains("m-0"));
+        assert!(!r.contains("m-10"));
+        assert!(r.contains("m-11"));
+        assert!(r.contains("m-2000"));
+        assert!(r.contains(&format!("m-{}", RECENT_IDS + 9)));
     }
 
     #[tokio::test]

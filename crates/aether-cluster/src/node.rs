@@ -281,16 +281,25 @@ impl<M: RuntimeModel> ClusterNode<M> {
     ///
     /// Routes by the newest assignment table this node knows: handled here when this node owns
     /// the actor's shard, else sent to the owner over NATS request/reply. While the owner is
-    /// unknown, unreachable (no responders) or says it is not the owner any more, `send`
-    /// refreshes the table and retries with backoff, for up to
-    /// [`ClusterConfig::send_timeout`]; those cases mean the message was not handled, so the
-    /// retry cannot duplicate it.
+    /// unknown, unreachable (no responders, or no answer within
+    /// [`ClusterConfig::request_timeout`], as when it died during a failover) or says it is
+    /// not the owner any more, `send` waits for the assignment table to change (at most a
+    /// short backoff), refreshes it and routes again, to whichever node owns the actor then,
+    /// until [`ClusterConfig::send_timeout`] runs out.
+    ///
+    /// Every attempt carries the same message id, and the owner records it in the metadata of
+    /// the events the message causes ([`aether_core::METADATA_MESSAGE_ID`]). A retry of a
+    /// message whose request timed out after it was applied (the reply was lost, or the owner
+    /// died right after saving) is therefore not applied again, on the old owner or on the new
+    /// one: it is answered from the actor's current state (see
+    /// [`ActorHost::dispatch_with_id`]). What a retry can still do twice is
+    /// handle a message that caused no events (harmless: it changed nothing).
     ///
     /// # Errors
     /// - the actor's rejection ([`Error::InvalidInput`]) or a store error, from the owner;
-    /// - [`Error::Unavailable`] when no owner answered in time. After a request timeout the
-    ///   message may or may not have been handled (it is not retried, so it is never handled
-    ///   twice by this call).
+    /// - [`Error::Unavailable`] when no owner answered within the send timeout. The message
+    ///   may or may not have been applied then; sending it again through `send` is a new
+    ///   message with a new id.
     pub async fn send(&self, actor_id: &str, message: M::Message) -> Result<M::Reply> {
         self.inner.send(actor_id, message).await
     }
@@ -534,12 +543,18 @@ impl<M: RuntimeModel> Inner<M> {
         let deadline = Instant::now() + send_timeout;
         let max_backoff = self.config.effective_heartbeat_interval();
         let mut backoff = Duration::from_millis(10).min(max_backoff);
+        let message_id = uuid::Uuid::new_v4().simple().to_string();
+        let mut table_changed = self.view_tx.subscribe();
         loop {
             let view = self.view();
             let attempt = match view.owner_of(actor_id) {
                 None => Attempt::Retry("no node owns the actor's shard yet".into()),
                 Some(owner) if owner == self.node_id => {
-                    match self.host.dispatch(actor_id, message.clone()).await {
+                    match self
+                        .host
+                        .dispatch_with_id(actor_id, Some(&message_id), message.clone())
+                        .await
+                    {
                         Ok(Handled::Reply { reply, .. }) => {
                             self.registry.register(actor_id, &self.node_id);
                             Attempt::Done(Ok(reply))
@@ -548,19 +563,26 @@ impl<M: RuntimeModel> Inner<M> {
                         Err(e) => Attempt::Done(Err(e)),
                     }
                 }
-                Some(owner) => self.send_remote(owner, actor_id, &view, &message).await,
+                Some(owner) => {
+                    self.send_remote(owner, actor_id, &view, &message_id, &message, deadline)
+                        .await
+                }
             };
             match attempt {
                 Attempt::Done(r) => return r,
                 Attempt::Retry(reason) => {
-                    if Instant::now() + backoff > deadline {
+                    if Instant::now() >= deadline {
                         return Err(Error::unavailable(
                             format!("sending to actor {actor_id}"),
                             format!("no owner answered within {send_timeout:?}: {reason}"),
                         ));
                     }
                     tracing::debug!(actor_id, reason = %reason, "retrying send");
-                    tokio::time::sleep(backoff).await;
+                    // Wait for the table to change (the failover we are waiting for), but
+                    // no longer than the backoff: the owner may just have been slow.
+                    table_changed.mark_unchanged();
+                    let wake = (Instant::now() + backoff).min(deadline);
+                    let _ = tokio::time::timeout_at(wake, table_changed.changed()).await;
                     backoff = (backoff * 2).min(max_backoff);
                     if let Err(e) = self.refresh_view().await {
                         tracing::debug!(error = %e, "assignment refresh failed");
@@ -575,19 +597,27 @@ impl<M: RuntimeModel> Inner<M> {
         owner: &str,
         actor_id: &str,
         view: &Assignment,
+        message_id: &str,
         message: &M::Message,
+        deadline: Instant,
     ) -> Attempt<M::Reply> {
         let request = ActorRequest {
             actor_id: actor_id.to_string(),
             shard: view.shard_of(actor_id),
             epoch: view.epoch,
+            message_id: Some(message_id.to_string()),
             message,
         };
         let payload = match encode(&request) {
             Ok(p) => Bytes::from(p),
             Err(e) => return Attempt::Done(Err(e)),
         };
-        let timeout = self.config.effective_request_timeout();
+        // Never wait past the send's own deadline; a request needs some time to be answered.
+        let timeout = self
+            .config
+            .effective_request_timeout()
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(50));
         let response = self
             .client
             .send_request(
@@ -612,6 +642,12 @@ impl<M: RuntimeModel> Inner<M> {
             },
             Err(e) if e.kind() == RequestErrorKind::NoResponders => {
                 Attempt::Retry(format!("{owner} is not serving requests"))
+            }
+            // The owner may be dead (its failover not yet decided) or just slow. The message
+            // may have been applied; the retry carries the same id, so it is not applied
+            // twice.
+            Err(e) if e.kind() == RequestErrorKind::TimedOut => {
+                Attempt::Retry(format!("{owner} did not answer within {timeout:?}"))
             }
             Err(e) => Attempt::Done(Err(Error::unavailable(
                 format!("request to actor {actor_id} on node {owner}"),
@@ -659,7 +695,11 @@ impl<M: RuntimeModel> Inner<M> {
                 owner: view.owner_of(&req.actor_id).map(str::to_string),
             };
         }
-        match self.host.dispatch(&req.actor_id, req.message).await {
+        match self
+            .host
+            .dispatch_with_id(&req.actor_id, req.message_id.as_deref(), req.message)
+            .await
+        {
             Ok(Handled::Reply { reply, version }) => {
                 self.registry.register(&req.actor_id, &self.node_id);
                 ActorResponse::Reply { reply, version }

@@ -113,6 +113,10 @@ pub struct ActorRequest<M> {
     /// The assignment epoch the sender routed with: a receiver that knows an older one
     /// refreshes before deciding whether it owns the shard.
     pub epoch: u64,
+    /// Identifies this message across retries: the owner applies a message with an id it has
+    /// already applied at most once (absent in requests from older nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
     /// The application's message.
     pub message: M,
 }
@@ -260,11 +264,20 @@ mod tests {
     }
 
     #[test]
+    fn a_request_without_a_message_id_from_an_older_node_decodes() {
+        let old = br#"{"v":1,"body":{"actorId":"a","shard":1,"epoch":2,"message":"Close"}}"#;
+        let req: ActorRequest<Msg> = decode(old).unwrap();
+        assert_eq!(req.message_id, None);
+        assert_eq!(req.message, Msg::Close);
+    }
+
+    #[test]
     fn requests_round_trip_as_concrete_types() {
         let req = ActorRequest {
             actor_id: "acc-1".into(),
             shard: 7,
             epoch: 42,
+            message_id: Some("m-1".into()),
             message: Msg::Deposit { amount: 5 },
         };
         let bytes = encode(&req).unwrap();

@@ -435,6 +435,7 @@ async fn nodes_refuse_actors_they_do_not_own_and_survive_garbage() {
         actor_id: actor.to_string(),
         shard: other.shard_of(actor),
         epoch,
+        message_id: None,
         message: Command::Deposit { amount: 1 },
     };
     let msg = raw
@@ -511,4 +512,103 @@ async fn idle_actors_passivate_and_come_back_from_a_snapshot() {
         }
     );
     node.shutdown().await.unwrap();
+}
+
+/// Two CPU-bound processes that keep both cores of a small machine busy while they live.
+struct CpuLoad(Vec<std::process::Child>);
+
+impl CpuLoad {
+    fn start(processes: usize) -> Self {
+        Self(
+            (0..processes)
+                .map(|_| {
+                    std::process::Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("sh starts")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_during_failover_is_answered_by_the_new_owner_on_a_loaded_machine_twenty_times() {
+    let server = NatsServer::start().expect("nats-server");
+    let _load = CpuLoad::start(2);
+    for round in 0..20 {
+        let cluster = format!("loaded-{round}");
+        let store = Arc::new(InMemoryEventStore::new());
+        let mut nodes = Vec::new();
+        for id in ["a", "b", "c"] {
+            let config = config(&cluster, id).request_timeout(Duration::from_millis(1500));
+            nodes.push(start(&server, config, &store).await);
+        }
+        for n in &nodes {
+            n.wait_for_members(&["a", "b", "c"], WAIT)
+                .await
+                .expect("cluster forms");
+        }
+        // Alternate between killing the leader and killing a follower.
+        eventually("a leader", || nodes.iter().any(|n| n.is_leader())).await;
+        let victim_idx = match nodes.iter().position(|n| n.is_leader()) {
+            Some(l) if round % 2 == 0 => l,
+            Some(l) => (l + 1) % 3,
+            None => 0,
+        };
+        let victim_id = nodes[victim_idx].node_id().to_string();
+        let actor = (0..)
+            .map(|i| format!("acct-{round}-{i}"))
+            .find(|a| nodes[0].owner_of(a).as_deref() == Some(victim_id.as_str()))
+            .unwrap();
+        let sender = (victim_idx + 1) % 3;
+        for amount in [1, 2] {
+            nodes[sender]
+                .send(&actor, Command::Deposit { amount })
+                .await
+                .unwrap();
+        }
+        nodes.remove(victim_idx).kill().await;
+        // In half the rounds the dead owner's subject still has a listener that never
+        // answers, as when a process hangs instead of exiting: the request times out.
+        let zombie = if round >= 10 {
+            let raw = async_nats::connect(server.url()).await.unwrap();
+            let subject = format!("aether.cluster.{cluster}.node.{victim_id}.actor");
+            let sub = raw.subscribe(subject).await.unwrap();
+            raw.flush().await.unwrap();
+            // A request round trip proves the server has registered the subscription.
+            let _ = raw.request("no-such-subject-ping", "".into()).await;
+            Some((raw, sub))
+        } else {
+            None
+        };
+        // Sent at once to the dead owner: answered by the new one within the send timeout,
+        // and applied exactly once.
+        let r = nodes[0]
+            .send(&actor, Command::Deposit { amount: 4 })
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(
+            r,
+            Reply {
+                balance: 7,
+                deposits: 3
+            },
+            "round {round}"
+        );
+        assert_eq!(store.get_latest_version(&actor).await.unwrap(), 3);
+        drop(zombie);
+        for n in nodes {
+            n.shutdown().await.unwrap();
+        }
+    }
 }

@@ -29,6 +29,10 @@ pub const METADATA_USER_ID: &str = "userId";
 pub const METADATA_TRACE_ID: &str = "traceId";
 /// Metadata key of the distributed-tracing span id.
 pub const METADATA_SPAN_ID: &str = "spanId";
+/// Metadata key: the id of the message (command) whose handling produced the event. A runtime
+/// that sees this id again in an actor's recent events knows the message was already applied
+/// and does not apply it twice when a sender retries it.
+pub const METADATA_MESSAGE_ID: &str = "messageId";
 
 /// Event type of the notification a store publishes after it persisted an event.
 ///
