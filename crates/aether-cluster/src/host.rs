@@ -1,7 +1,7 @@
 //! The actor runtime of one node: activation, message handling with optimistic concurrency,
 //! snapshots and passivation.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::ActorConfig;
-use crate::vm::{RuntimeModel, VMProvider, VMState, VirtualMachine};
+use crate::vm::{RuntimeModel, VMState, VirtualMachine};
 
 /// What handling a message came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,11 +37,10 @@ pub type PassivationHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// One activation of an actor.
 #[derive(Debug)]
-pub struct ActorVm {
+pub(crate) struct ActorVm {
     id: String,
     actor_id: String,
     state: AtomicU8,
-    version: AtomicU64,
 }
 
 impl ActorVm {
@@ -50,17 +49,11 @@ impl ActorVm {
             id: uuid::Uuid::new_v4().to_string(),
             actor_id: actor_id.to_string(),
             state: AtomicU8::new(VMState::Idle.to_u8()),
-            version: AtomicU64::new(0),
         }
     }
 
     fn set_state(&self, s: VMState) {
         self.state.store(s.to_u8(), Ordering::Release);
-    }
-
-    /// The actor's version as of the last handled message.
-    pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
     }
 }
 
@@ -356,6 +349,12 @@ impl<M: RuntimeModel> ActorHost<M> {
         v
     }
 
+    /// The current activation of `actor_id`, if any.
+    #[cfg(test)]
+    fn activation(&self, actor_id: &str) -> Option<Arc<ActorVm>> {
+        self.shared.cells.get(actor_id).map(|c| Arc::clone(&c.vm))
+    }
+
     /// Number of active actors.
     pub fn active_count(&self) -> usize {
         self.shared.cells.len()
@@ -368,28 +367,6 @@ impl<M: RuntimeModel> ActorHost<M> {
     pub async fn load_state(&self, actor_id: &str) -> Result<(M::State, u64)> {
         let l = load::<M>(&self.shared, actor_id).await?;
         Ok((l.state, l.version))
-    }
-}
-
-impl<M: RuntimeModel> VMProvider for ActorHost<M> {
-    fn get_vm(&self, actor_id: &str) -> Option<Arc<dyn VirtualMachine>> {
-        self.shared
-            .cells
-            .get(actor_id)
-            .map(|c| Arc::clone(&c.vm) as Arc<dyn VirtualMachine>)
-    }
-
-    fn active_vms(&self) -> HashMap<String, Arc<dyn VirtualMachine>> {
-        self.shared
-            .cells
-            .iter()
-            .map(|c| {
-                (
-                    c.key().clone(),
-                    Arc::clone(&c.vm) as Arc<dyn VirtualMachine>,
-                )
-            })
-            .collect()
     }
 }
 
@@ -420,9 +397,6 @@ async fn run_actor<M: RuntimeModel>(
             cmd.message_id.as_deref(),
         )
         .await;
-        if let Some(l) = &loaded {
-            vm.version.store(l.version, Ordering::Release);
-        }
         vm.set_state(VMState::Idle);
         let _ = cmd.reply.send(Outcome::Done(result));
     }
@@ -746,9 +720,7 @@ pub(crate) mod tests {
             other.load_state("acc").await.unwrap(),
             (Account { balance: 50 }, 5)
         );
-        let vm = other.get_vm("acc").unwrap();
-        assert_eq!(vm.actor_id(), "acc");
-        assert_eq!(other.active_vms().len(), 1);
+        assert_eq!(other.active_actors(), ["acc"]);
         assert!(h.dispatch("", Cmd::Get).await.is_err());
     }
 
@@ -805,7 +777,7 @@ pub(crate) mod tests {
         );
         reply(h.dispatch("p", Cmd::Deposit(7)).await.unwrap());
         assert!(h.is_active("p"));
-        let vm = h.get_vm("p").unwrap();
+        let vm = h.activation("p").unwrap();
         tokio::time::sleep(Duration::from_secs(29)).await;
         assert!(h.is_active("p"));
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -828,7 +800,7 @@ pub(crate) mod tests {
         );
         // Reactivates with a new machine and the same state.
         assert_eq!(reply(h.dispatch("p", Cmd::Get).await.unwrap()), (7, 1));
-        assert_ne!(h.get_vm("p").unwrap().id(), vm.id());
+        assert_ne!(h.activation("p").unwrap().id(), vm.id());
     }
 
     #[tokio::test]

@@ -1,46 +1,82 @@
-//! The cluster layer of Aether: nodes that find each other over NATS, own shards, host actors
-//! ("virtual machines") and route messages to whichever node owns an actor. When a node goes
-//! away, its actors come back on another node, rebuilt from their events.
+//! The cluster layer of Aether: nodes that find each other, own shards, host actors and route
+//! messages to whichever node owns an actor. When a node goes away, its actors come back on
+//! another node, rebuilt from their events.
 //!
-//! Placement logic (ring, shards, registry, actor runtime) works without NATS; the node itself
-//! is behind the `nats` feature. The protocol is described in `docs/cluster.md`.
+//! The node's protocol logic is an I/O-free core; the same node runs over NATS (feature
+//! `nats`) or, with no server at all, over an in-process network. The protocol is described
+//! in `docs/cluster.md`.
 //!
 //! # Layout
-//! - [`stable_hash64`]: the documented hash every placement decision uses.
-//! - [`ConsistentHashRing`], [`BoundedLoadPlacer`]: consistent hashing with virtual nodes, and
-//!   bounded-load placement.
-//! - [`ShardManager`], [`shard_for`], [`rebalance`]: actors hash to shards; shards are spread
-//!   over nodes, moving only what must move.
-//! - [`VirtualMachine`], [`VMState`], [`RuntimeModel`], [`RuntimeMessage`], [`VMProvider`]: the
-//!   contracts between the cluster and the application's actors.
+//! - [`ClusterNode`]: a member of a cluster, the public face. It drives an I/O-free core
+//!   (`core`: membership, leader lease, assignment table and fencing decisions as one state
+//!   machine, inputs in, actions out) over a transport: NATS ([`ClusterNode::start`], feature
+//!   `nats`) or an in-process [`LocalNetwork`] ([`ClusterNode::start_local`]), and routes
+//!   messages to actors.
+//! - [`RuntimeModel`], [`RuntimeMessage`], [`NewEvent`]: the contract between the cluster and
+//!   the application's actors.
 //! - [`ActorHost`]: runs actors: activation from snapshot + events, optimistic concurrency,
-//!   fencing, passivation.
-//! - [`DistributedVMRegistry`]: which node hosts which actor.
-//! - [`Membership`], [`LeaseTracker`], [`Assignment`]: the pure logic of membership, leader
-//!   lease expiry and the assignment table.
+//!   at-most-once per message id, fencing, passivation.
+//! - [`Assignment`], [`AssignmentTable`], [`LeaderLease`], [`Membership`]: the data of the
+//!   protocol (what the bucket holds, what a node knows of its peers).
+//! - [`stable_hash64`], [`shard_for`], [`rebalance`], [`diff`]: actors hash to shards; shards
+//!   are spread over nodes, moving only what must move. [`ConsistentHashRing`] and
+//!   [`ShardManager`] are placement utilities for applications (the node does not use them).
 //! - [`routing`]: the versioned wire format and subjects.
-//! - `ClusterNode` (feature `nats`): ties it all together over NATS and JetStream key-value.
 //!
 //! # Example
+//! Three nodes in one process, no server: an actor answers from whichever node owns it.
 //! ```
-//! use aether_cluster::{ConsistentHashRing, ShardManager};
-//! use aether_core::ShardConfig;
+//! use std::sync::Arc;
+//! use aether_cluster::{ClusterConfig, ClusterNode, LocalNetwork, NewEvent, RuntimeMessage, RuntimeModel};
+//! use aether_core::{Event, Result};
+//! use aether_store::InMemoryEventStore;
+//! use serde::{Deserialize, Serialize};
 //!
-//! let ring = ConsistentHashRing::new();
-//! for node in ["node-a", "node-b", "node-c"] {
-//!     ring.add_node(node);
+//! #[derive(Clone, Serialize, Deserialize)]
+//! struct Add(i64);
+//! impl RuntimeMessage for Add {}
+//!
+//! struct Counter;
+//! impl RuntimeModel for Counter {
+//!     type State = serde_json::Map<String, serde_json::Value>;
+//!     type Message = Add;
+//!     type Reply = i64;
+//!     fn name(&self) -> &str { "counter" }
+//!     fn handle(&self, _: &str, _: &Self::State, m: &Add) -> Result<Vec<NewEvent>> {
+//!         Ok(vec![NewEvent::new("Added").with_field("n", m.0)])
+//!     }
+//!     fn apply(&self, s: &mut Self::State, e: &Event) {
+//!         let n = s.get("n").and_then(|v| v.as_i64()).unwrap_or(0);
+//!         let add = e.data.get("n").and_then(|v| v.as_i64()).unwrap_or(0);
+//!         s.insert("n".into(), (n + add).into());
+//!     }
+//!     fn reply(&self, s: &Self::State, _: &Add) -> i64 {
+//!         s.get("n").and_then(|v| v.as_i64()).unwrap_or(0)
+//!     }
 //! }
-//! let owner = ring.get_node("user-42").expect("ring is not empty");
 //!
-//! let shards = ShardManager::new(ShardConfig::default());
-//! let nodes: Vec<String> = ring.nodes();
-//! shards.rebalance(&nodes);
-//! let shard = shards.get_shard("user-42");
-//! assert_eq!(shards.get_shard_nodes(shard).len(), 1);
-//! assert!(nodes.iter().any(|n| n.as_str() == owner.as_ref()));
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<()> {
+//! let network = LocalNetwork::new();
+//! let store = Arc::new(InMemoryEventStore::new());
+//! let mut nodes = Vec::new();
+//! for id in ["a", "b", "c"] {
+//!     let config = ClusterConfig::default().cluster_name("demo").node_id(id);
+//!     nodes.push(ClusterNode::start_local(&network, config, Counter, store.clone()).await?);
+//! }
+//! for n in &nodes {
+//!     n.wait_for_members(&["a", "b", "c"], std::time::Duration::from_secs(30)).await?;
+//! }
+//! assert_eq!(nodes[0].send("counter-1", Add(2)).await?, 2);
+//! assert_eq!(nodes[1].send("counter-1", Add(3)).await?, 5);
+//! for n in nodes {
+//!     n.shutdown().await?;
+//! }
+//! # Ok(())
+//! # }
 //! ```
 //!
-//! A running cluster (three nodes, routing and failover) is in `examples/cluster.rs`.
+//! A cluster over NATS (three nodes, routing and failover) is in `examples/cluster.rs`.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -51,31 +87,31 @@
 
 mod assignment;
 mod config;
+mod core;
 mod hash;
 mod host;
 mod leader;
 mod membership;
-#[cfg(feature = "nats")]
 mod node;
-mod registry;
+#[cfg(test)]
+mod node_tests;
 mod ring;
 pub mod routing;
 mod shard;
+mod transport;
 mod vm;
 
 pub use assignment::{Assignment, AssignmentTable, ASSIGNMENT_KEY};
-pub use leader::{LeaderLease, LeaseTracker, LEADER_KEY};
-pub use membership::{MemberInfo, MemberStatus, Membership, MembershipChange};
-#[cfg(feature = "nats")]
-pub use node::ClusterNode;
-
 pub use config::{
     validate_name, ActorConfig, ClusterConfig, DEFAULT_CLUSTER_NAME, DEFAULT_FAILURE_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_TIMEOUT,
 };
 pub use hash::stable_hash64;
-pub use host::{ActorHost, ActorVm, Fence, Handled, PassivationHook};
-pub use registry::DistributedVMRegistry;
+pub use host::{ActorHost, Fence, Handled, PassivationHook};
+pub use leader::{LeaderLease, LEADER_KEY};
+pub use membership::{MemberInfo, MemberStatus, Membership, MembershipChange};
+pub use node::ClusterNode;
 pub use ring::{BoundedLoadPlacer, ConsistentHashRing};
 pub use shard::{diff, rebalance, shard_for, ShardManager, ShardMove};
-pub use vm::{NewEvent, RuntimeMessage, RuntimeModel, VMProvider, VMState, VirtualMachine};
+pub use transport::LocalNetwork;
+pub use vm::{NewEvent, RuntimeMessage, RuntimeModel, VMState, VirtualMachine};

@@ -6,9 +6,7 @@
 //! [`VirtualMachine`] per active actor; [`VMProvider`] lets other components look them up
 //! without depending on the runtime that hosts them.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 
 use aether_core::{Event, EventData, Result};
 use serde::de::DeserializeOwned;
@@ -147,23 +145,6 @@ pub trait RuntimeModel: Send + Sync + 'static {
 
     /// The answer to `message`, given the state after its events were applied.
     fn reply(&self, state: &Self::State, message: &Self::Message) -> Self::Reply;
-}
-
-/// Access to active virtual machines without depending on what hosts them.
-pub trait VMProvider: Send + Sync {
-    /// The machine running `actor_id` here, if it is active.
-    fn get_vm(&self, actor_id: &str) -> Option<Arc<dyn VirtualMachine>>;
-    /// Every active machine, by actor id.
-    fn active_vms(&self) -> HashMap<String, Arc<dyn VirtualMachine>>;
-}
-
-impl<T: VMProvider + ?Sized> VMProvider for Arc<T> {
-    fn get_vm(&self, actor_id: &str) -> Option<Arc<dyn VirtualMachine>> {
-        (**self).get_vm(actor_id)
-    }
-    fn active_vms(&self) -> HashMap<String, Arc<dyn VirtualMachine>> {
-        (**self).active_vms()
-    }
 }
 
 #[cfg(test)]

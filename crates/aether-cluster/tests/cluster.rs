@@ -215,13 +215,9 @@ async fn three_nodes_form_a_cluster_agree_on_assignments_and_route_from_anywhere
                 deposits: 2
             }
         );
-        // Only the owner hosts it, and every node's registry knows where.
+        // Only the owner hosts it, and every node knows where.
         let owner = from.owner_of(&actor).unwrap();
         for n in &nodes {
-            assert_eq!(
-                n.registry().node_of(&actor).as_deref(),
-                Some(owner.as_str())
-            );
             assert_eq!(
                 n.host().is_active(&actor),
                 n.node_id() == owner,
@@ -492,10 +488,9 @@ async fn idle_actors_passivate_and_come_back_from_a_snapshot() {
             .await
             .unwrap();
     }
-    assert_eq!(node.registry().local_actors(), ["p-1"]);
-    assert!(node.registry().get_vm("p-1").is_some());
+    assert_eq!(node.host().active_actors(), ["p-1"]);
     eventually("passivation", || !node.host().is_active("p-1")).await;
-    eventually("the registry to forget it", || node.registry().is_empty()).await;
+    assert_eq!(node.host().active_count(), 0);
     use aether_core::SnapshotStore;
     eventually("a snapshot", || {
         futures::executor::block_on(store.get_latest_snapshot("p-1"))

@@ -1,0 +1,252 @@
+//! Whole nodes on an in-process network and a paused clock: heartbeats, failure detection,
+//! leader change, failover, rejoin and fencing, with no server, in milliseconds of real time.
+//! (`tests/cluster.rs` runs the same protocol over a real nats-server.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aether_core::EventStore;
+use aether_store::InMemoryEventStore;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::host::tests::{Bank, Cmd};
+use crate::routing::{decode, encode, ActorRequest, ActorResponse};
+use crate::transport::{RequestFailure, Transport};
+use crate::{ClusterConfig, ClusterNode, LocalNetwork};
+
+const HEARTBEAT: Duration = Duration::from_millis(100);
+const FAILURE: Duration = Duration::from_secs(1);
+const REQUEST: Duration = Duration::from_secs(3);
+const SEND: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(30);
+
+fn config(node: &str) -> ClusterConfig {
+    ClusterConfig::default()
+        .cluster_name("paused")
+        .node_id(node)
+        .heartbeat_interval(HEARTBEAT)
+        .failure_timeout(FAILURE)
+        .request_timeout(REQUEST)
+        .send_timeout(SEND)
+        .shards(aether_core::ShardConfig::default().shard_count(64))
+}
+
+async fn start(net: &LocalNetwork, store: &Arc<InMemoryEventStore>, id: &str) -> ClusterNode<Bank> {
+    ClusterNode::start_local(net, config(id), Bank, Arc::clone(store) as _)
+        .await
+        .expect("node starts")
+}
+
+async fn cluster(
+    ids: &[&str],
+) -> (
+    LocalNetwork,
+    Arc<InMemoryEventStore>,
+    Vec<ClusterNode<Bank>>,
+) {
+    let net = LocalNetwork::new();
+    let store = Arc::new(InMemoryEventStore::new());
+    let mut nodes = Vec::new();
+    for id in ids {
+        nodes.push(start(&net, &store, id).await);
+    }
+    for n in &nodes {
+        n.wait_for_members(ids, WAIT).await.expect("cluster forms");
+    }
+    (net, store, nodes)
+}
+
+/// An actor whose shard `owner` serves under `node`'s table.
+fn actor_of(node: &ClusterNode<Bank>, owner: &str, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|a| node.owner_of(a).as_deref() == Some(owner))
+        .expect("some actor lands on every node")
+}
+
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(HEARTBEAT / 4).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_killed_leader_is_replaced_and_its_actors_answer_from_the_new_owner() {
+    let (_net, store, mut nodes) = cluster(&["a", "b", "c"]).await;
+    eventually("one leader", || {
+        nodes.iter().filter(|n| n.is_leader()).count() == 1
+    })
+    .await;
+    let victim = nodes.iter().position(|n| n.is_leader()).unwrap();
+    let victim_id = nodes[victim].node_id().to_string();
+    let actor = actor_of(&nodes[0], &victim_id, "acct");
+    let sender = (victim + 1) % 3;
+    assert_eq!(
+        nodes[sender].send(&actor, Cmd::Deposit(5)).await.unwrap(),
+        5
+    );
+    assert!(nodes[victim].host().is_active(&actor));
+
+    let killed = Instant::now();
+    nodes.remove(victim).kill().await;
+    // Sent at once: waits for the failover and is answered by the new owner.
+    assert_eq!(nodes[0].send(&actor, Cmd::Deposit(2)).await.unwrap(), 7);
+    let answered = killed.elapsed();
+    assert!(
+        answered >= FAILURE,
+        "no failover before the failure timeout: {answered:?}"
+    );
+    assert!(answered <= FAILURE + HEARTBEAT * 10, "{answered:?}");
+    let survivors: Vec<&str> = nodes.iter().map(|n| n.node_id()).collect();
+    for n in &nodes {
+        n.wait_for_members(&survivors, WAIT).await.unwrap();
+    }
+    eventually("a new leader", || {
+        nodes.iter().filter(|n| n.is_leader()).count() == 1
+    })
+    .await;
+    assert!(nodes[0].assignment().table.term >= 2);
+    let owner = nodes[0].owner_of(&actor).unwrap();
+    assert_ne!(owner, victim_id);
+    assert_eq!(nodes[1].owner_of(&actor).as_deref(), Some(owner.as_str()));
+    assert_eq!(store.get_latest_version(&actor).await.unwrap(), 2);
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_to_a_hung_owner_times_out_then_reroutes_to_the_new_owner_within_the_send_timeout() {
+    let (net, store, mut nodes) = cluster(&["a", "b", "c"]).await;
+    let victim_id = "c".to_string();
+    let victim = nodes.iter().position(|n| n.node_id() == victim_id).unwrap();
+    let actor = actor_of(&nodes[0], &victim_id, "hung");
+    assert_eq!(nodes[0].send(&actor, Cmd::Deposit(1)).await.unwrap(), 1);
+    // The owner hangs: it stops working, but its request subject still takes requests that
+    // nobody answers.
+    nodes.remove(victim).kill().await;
+    let _hung = net.serve(&victim_id).await.unwrap();
+    let sent = Instant::now();
+    assert_eq!(nodes[0].send(&actor, Cmd::Deposit(1)).await.unwrap(), 2);
+    let took = sent.elapsed();
+    assert!(
+        took >= REQUEST,
+        "the first request waited for its timeout: {took:?}"
+    );
+    assert!(took < SEND, "{took:?}");
+    assert_eq!(store.get_latest_version(&actor).await.unwrap(), 2);
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_gives_up_with_unavailable_only_when_its_send_timeout_runs_out() {
+    let (net, _store, nodes) = cluster(&["a", "b"]).await;
+    let actor = actor_of(&nodes[0], "b", "lost");
+    // b hangs, and nothing replaces it: a's table still says b (a single survivor does
+    // rebalance, but here b keeps heartbeating through a stand-in).
+    let mut nodes = nodes;
+    let b = nodes.pop().unwrap();
+    b.kill().await;
+    let _hung = net.serve("b").await.unwrap();
+    let beats = tokio::spawn({
+        let net = net.clone();
+        async move {
+            for seq in 0.. {
+                let hb = crate::routing::Heartbeat {
+                    node_id: "b".into(),
+                    incarnation: "stand-in".into(),
+                    seq,
+                };
+                net.publish(crate::transport::MemberMessage::Heartbeat(hb))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(HEARTBEAT).await;
+            }
+        }
+    });
+    let sent = Instant::now();
+    let err = nodes[0].send(&actor, Cmd::Deposit(1)).await.unwrap_err();
+    let took = sent.elapsed();
+    assert!(
+        matches!(err, aether_core::Error::Unavailable { .. }),
+        "{err:?}"
+    );
+    assert!(took >= SEND && took < SEND + REQUEST, "{took:?}");
+    beats.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_node_rejoins_and_gets_shards_again() {
+    let (net, store, mut nodes) = cluster(&["a", "b", "c"]).await;
+    let c = nodes.pop().unwrap();
+    c.kill().await;
+    for n in &nodes {
+        n.wait_for_members(&["a", "b"], WAIT).await.unwrap();
+    }
+    // Same id, new incarnation.
+    nodes.push(start(&net, &store, "c").await);
+    for n in &nodes {
+        n.wait_for_members(&["a", "b", "c"], WAIT).await.unwrap();
+    }
+    let table = nodes[0].assignment();
+    assert!(!table.primaries_of("c").is_empty());
+    let actor = actor_of(&nodes[0], "c", "back");
+    assert_eq!(nodes[0].send(&actor, Cmd::Deposit(3)).await.unwrap(), 3);
+    assert!(nodes[2].host().is_active(&actor));
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clean_leave_hands_over_without_waiting_for_the_failure_timeout() {
+    let (_net, _store, mut nodes) = cluster(&["a", "b"]).await;
+    eventually("one leader", || {
+        nodes.iter().filter(|n| n.is_leader()).count() == 1
+    })
+    .await;
+    let leader = nodes.iter().position(|n| n.is_leader()).unwrap();
+    let left = Instant::now();
+    nodes.remove(leader).shutdown().await.unwrap();
+    let survivor = nodes[0].node_id().to_string();
+    nodes[0].wait_for_members(&[&survivor], WAIT).await.unwrap();
+    eventually("the survivor to lead", || nodes[0].is_leader()).await;
+    assert!(left.elapsed() < FAILURE, "{:?}", left.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_refuses_an_actor_it_does_not_own_and_writes_nothing() {
+    let (net, store, nodes) = cluster(&["a", "b"]).await;
+    let actor = actor_of(&nodes[0], "a", "fenced");
+    let view = nodes[1].assignment();
+    let request = ActorRequest {
+        actor_id: actor.clone(),
+        shard: view.shard_of(&actor),
+        epoch: view.epoch,
+        message_id: None,
+        message: Cmd::Deposit(1),
+    };
+    let reply = net
+        .request("b", Bytes::from(encode(&request).unwrap()), REQUEST)
+        .await
+        .unwrap();
+    match decode::<ActorResponse<i64>>(&reply).unwrap() {
+        ActorResponse::NotOwner { epoch, owner } => {
+            assert_eq!(epoch, view.epoch);
+            assert_eq!(owner.as_deref(), Some("a"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!nodes[1].host().is_active(&actor));
+    assert_eq!(store.get_latest_version(&actor).await.unwrap(), 0);
+    // Nobody serves a node that never joined.
+    assert!(matches!(
+        net.request("x", Bytes::new(), REQUEST).await,
+        Err(RequestFailure::NoResponders)
+    ));
+}
