@@ -7,9 +7,9 @@
 //!
 //! Two ways to run it, with the same steps:
 //! - **In process** (the default, no server): one [`InMemoryEventStore`], the local
-//!   [`EventBus`], and three [`ActorHost`]s, one per node, placed by a [`ShardManager`]: a
-//!   command goes to the host of its shard's primary, every host is fenced by the shard table,
-//!   and killing a node rebalances the table over the survivors.
+//!   [`EventBus`], and three [`ClusterNode`]s on a [`LocalNetwork`]: the same nodes and
+//!   protocol as over NATS (heartbeats, a leader, the assignment table, fencing, failover),
+//!   with an in-process network instead of a server.
 //! - **Over NATS** (`--nats URL` or `NATS_URL`): three [`ClusterNode`]s on their own
 //!   connections, each with a [`JetStreamEventStore`] on the same stream, heartbeats, a leader
 //!   and the assignment table in JetStream key-value, and [`NatsEventBus`] notices.
@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use aether_bus::{EventBus, NatsBusConfig, NatsEventBus};
 use aether_cluster::routing::bucket_name;
 use aether_cluster::{
-    ActorConfig, ActorHost, ClusterConfig, ClusterNode, Handled, NewEvent, RuntimeMessage,
-    RuntimeModel, ShardManager,
+    ActorConfig, ClusterConfig, ClusterNode, LocalNetwork, NewEvent, RuntimeMessage, RuntimeModel,
 };
 use aether_core::{
     Delivery, Error, Event, EventBroadcaster, EventStore, JetStreamConfig, Result, ShardConfig,
@@ -240,32 +239,16 @@ impl<S: SnapshotStore> SnapshotStore for CountingStore<S> {
     }
 }
 
-// ---- the two clusters ----
+// ---- the cluster ----
 
-/// What the demo needs of a cluster.
-#[async_trait]
-trait DemoCluster: Send + Sync {
-    /// The live nodes.
-    fn nodes(&self) -> Vec<String>;
-    /// The owner of `actor` under the current table.
-    fn owner_of(&self, actor: &str) -> Option<String>;
-    /// Sends a command to the actor's owner.
-    async fn send(&self, actor: &str, command: BankCommand) -> Result<i64>;
-    /// The actors active on `node`.
-    fn active_on(&self, node: &str) -> Vec<String>;
-    /// One store per live node, for writers that bypass the actors.
-    fn stores(&self) -> Vec<Arc<dyn EventStore>>;
-    /// Kills `node` without a goodbye and returns once the survivors own all shards.
-    async fn kill(&mut self, node: &str) -> CliResult<()>;
-    /// Stops what is left.
-    async fn shutdown(&mut self);
-}
-
-/// Three actor hosts in this process, placed and fenced by one shard table.
-struct InProcess {
-    shards: Arc<ShardManager>,
-    hosts: BTreeMap<String, ActorHost<Bank>>,
-    store: Arc<CountingStore<InMemoryEventStore>>,
+/// Three cluster nodes, in process (over a [`LocalNetwork`]) or over NATS: the same
+/// [`ClusterNode`]s, the same protocol.
+struct DemoCluster {
+    nodes: Vec<ClusterNode<Bank>>,
+    /// One store per node, for writers that bypass the actors.
+    stores: Vec<Arc<dyn EventStore>>,
+    /// Over NATS: the connection and name of the cluster whose bucket is removed at the end.
+    bucket: Option<(async_nats::Client, String)>,
 }
 
 fn actor_config() -> ActorConfig {
@@ -277,131 +260,45 @@ fn actor_config() -> ActorConfig {
         .max_conflict_retries(20)
 }
 
-impl InProcess {
-    fn new(store: Arc<CountingStore<InMemoryEventStore>>) -> Self {
-        let shards = Arc::new(ShardManager::new(
-            ShardConfig::default().shard_count(SHARDS),
-        ));
-        let nodes: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();
-        shards.rebalance(&nodes);
-        let mut hosts = BTreeMap::new();
+impl DemoCluster {
+    /// Three nodes in this process sharing `store`.
+    async fn in_process(store: Arc<CountingStore<InMemoryEventStore>>) -> CliResult<Self> {
+        let network = LocalNetwork::new();
+        let mut nodes = Vec::new();
+        for id in NODES {
+            // Quicker failure detection than over a network: nothing here is slow.
+            let config = cluster_config("demo", id)
+                .heartbeat_interval(Duration::from_millis(50))
+                .failure_timeout(Duration::from_millis(400));
+            let store = Arc::clone(&store) as Arc<dyn SnapshotStore>;
+            nodes.push(ClusterNode::start_local(&network, config, Bank, store).await?);
+        }
         for node in &nodes {
-            let host = ActorHost::new(
-                Bank,
-                Arc::clone(&store) as Arc<dyn SnapshotStore>,
-                actor_config(),
-            );
-            // A host serves an actor only while the table makes it the primary of its shard.
-            let table = Arc::clone(&shards);
-            let me = node.clone();
-            host.set_fence(Arc::new(move |actor: &str| {
-                table.primary(table.get_shard(actor)).as_deref() == Some(me.as_str())
-            }));
-            hosts.insert(node.clone(), host);
+            node.wait_for_members(&NODES, Duration::from_secs(20))
+                .await?;
         }
-        Self {
-            shards,
-            hosts,
-            store,
-        }
-    }
-}
-
-#[async_trait]
-impl DemoCluster for InProcess {
-    fn nodes(&self) -> Vec<String> {
-        self.hosts.keys().cloned().collect()
+        Ok(Self {
+            stores: nodes
+                .iter()
+                .map(|_| Arc::clone(&store) as Arc<dyn EventStore>)
+                .collect(),
+            nodes,
+            bucket: None,
+        })
     }
 
-    fn owner_of(&self, actor: &str) -> Option<String> {
-        self.shards.primary(self.shards.get_shard(actor))
-    }
-
-    async fn send(&self, actor: &str, command: BankCommand) -> Result<i64> {
-        // The table can change between the lookup and the fence check: ask again.
-        for _ in 0..5 {
-            let owner = self
-                .owner_of(actor)
-                .ok_or_else(|| Error::NotFound(format!("no node owns the shard of {actor}")))?;
-            let host = self
-                .hosts
-                .get(&owner)
-                .cloned()
-                .ok_or_else(|| Error::NotFound(format!("node {owner} is not running")))?;
-            match host.dispatch(actor, command.clone()).await? {
-                Handled::Reply { reply, .. } => return Ok(reply),
-                Handled::NotOwner => continue,
-            }
-        }
-        Err(Error::Closed(format!("ownership of {actor} kept moving")))
-    }
-
-    fn active_on(&self, node: &str) -> Vec<String> {
-        self.hosts
-            .get(node)
-            .map(ActorHost::active_actors)
-            .unwrap_or_default()
-    }
-
-    fn stores(&self) -> Vec<Arc<dyn EventStore>> {
-        self.hosts
-            .keys()
-            .map(|_| Arc::clone(&self.store) as Arc<dyn EventStore>)
-            .collect()
-    }
-
-    async fn kill(&mut self, node: &str) -> CliResult<()> {
-        let host = self
-            .hosts
-            .remove(node)
-            .ok_or_else(|| CliError::new(format!("no node {node}")))?;
-        // A crash: the host serves nothing more and its activations end with no snapshot.
-        host.set_fence(Arc::new(|_: &str| false));
-        host.passivate_all();
-        drop(host);
-        let survivors = self.nodes();
-        self.shards.rebalance(&survivors);
-        Ok(())
-    }
-
-    async fn shutdown(&mut self) {
-        for host in self.hosts.values() {
-            host.passivate_all();
-        }
-    }
-}
-
-/// Three cluster nodes over NATS, each on its own connection with its own JetStream store.
-struct OverNats {
-    nodes: Vec<ClusterNode<Bank>>,
-    stores: Vec<Arc<CountingStore<JetStreamEventStore>>>,
-    admin: async_nats::Client,
-    cluster_name: String,
-}
-
-fn cluster_config(cluster: &str, node: &str) -> ClusterConfig {
-    ClusterConfig::default()
-        .cluster_name(cluster)
-        .node_id(node)
-        .heartbeat_interval(Duration::from_millis(200))
-        .failure_timeout(Duration::from_millis(1500))
-        .shards(ShardConfig::default().shard_count(SHARDS))
-        .actors(actor_config())
-        .memory_storage(true)
-}
-
-#[async_trait]
-impl DemoCluster for OverNats {
+    /// The live nodes.
     fn nodes(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.node_id().to_string()).collect()
     }
 
+    /// The owner of `actor` under the current table.
     fn owner_of(&self, actor: &str) -> Option<String> {
         self.nodes.first().and_then(|n| n.owner_of(actor))
     }
 
+    /// Sends a command from one of the nodes: the cluster routes it to the owner.
     async fn send(&self, actor: &str, command: BankCommand) -> Result<i64> {
-        // Send from any node: the cluster routes to the owner.
         let via = (aether_cluster::stable_hash64(actor.as_bytes()) % self.nodes.len().max(1) as u64)
             as usize;
         match self.nodes.get(via) {
@@ -410,6 +307,7 @@ impl DemoCluster for OverNats {
         }
     }
 
+    /// The actors active on `node`.
     fn active_on(&self, node: &str) -> Vec<String> {
         self.nodes
             .iter()
@@ -418,13 +316,12 @@ impl DemoCluster for OverNats {
             .unwrap_or_default()
     }
 
+    /// One store per live node.
     fn stores(&self) -> Vec<Arc<dyn EventStore>> {
-        self.stores
-            .iter()
-            .map(|s| Arc::clone(s) as Arc<dyn EventStore>)
-            .collect()
+        self.stores.clone()
     }
 
+    /// Kills `node` without a goodbye and returns once the survivors own all shards.
     async fn kill(&mut self, node: &str) -> CliResult<()> {
         let i = self
             .nodes
@@ -443,6 +340,7 @@ impl DemoCluster for OverNats {
         Ok(())
     }
 
+    /// Stops what is left.
     async fn shutdown(&mut self) {
         for node in self.nodes.drain(..) {
             if let Err(e) = node.shutdown().await {
@@ -450,11 +348,24 @@ impl DemoCluster for OverNats {
             }
         }
         // The cluster's bucket was only for this run.
-        let js = async_nats::jetstream::new(self.admin.clone());
-        if let Err(e) = js.delete_key_value(bucket_name(&self.cluster_name)).await {
-            tracing::debug!(error = %e, "removing the demo cluster bucket");
+        if let Some((admin, cluster_name)) = self.bucket.take() {
+            let js = async_nats::jetstream::new(admin);
+            if let Err(e) = js.delete_key_value(bucket_name(&cluster_name)).await {
+                tracing::debug!(error = %e, "removing the demo cluster bucket");
+            }
         }
     }
+}
+
+fn cluster_config(cluster: &str, node: &str) -> ClusterConfig {
+    ClusterConfig::default()
+        .cluster_name(cluster)
+        .node_id(node)
+        .heartbeat_interval(Duration::from_millis(200))
+        .failure_timeout(Duration::from_millis(1500))
+        .shards(ShardConfig::default().shard_count(SHARDS))
+        .actors(actor_config())
+        .memory_storage(true)
 }
 
 async fn start_over_nats(
@@ -463,7 +374,7 @@ async fn start_over_nats(
     counters: &Arc<Counters>,
     cluster_name: &str,
     painter: Painter,
-) -> CliResult<(OverNats, NatsEventBus)> {
+) -> CliResult<(DemoCluster, NatsEventBus)> {
     let admin = connect(url, auth).await?;
     let bus = NatsEventBus::new(admin.clone(), NatsBusConfig::default()).await?;
     let mut nodes = Vec::new();
@@ -477,16 +388,17 @@ async fn start_over_nats(
         )
         .await?
         .with_broadcaster(Arc::new(bus.clone()), DEMO_NAMESPACE);
-        let store = Arc::new(CountingStore::new(js_store, Arc::clone(counters)));
+        let store: Arc<dyn SnapshotStore> =
+            Arc::new(CountingStore::new(js_store, Arc::clone(counters)));
         let node = ClusterNode::start(
             client,
             cluster_config(cluster_name, id),
             Bank,
-            Arc::clone(&store) as Arc<dyn SnapshotStore>,
+            Arc::clone(&store),
         )
         .await?;
         nodes.push(node);
-        stores.push(store);
+        stores.push(store as Arc<dyn EventStore>);
     }
     for node in &nodes {
         node.wait_for_members(&NODES, Duration::from_secs(20))
@@ -502,11 +414,10 @@ async fn start_over_nats(
         a.table.shard_count
     );
     Ok((
-        OverNats {
+        DemoCluster {
             nodes,
             stores,
-            admin,
-            cluster_name: cluster_name.to_string(),
+            bucket: Some((admin, cluster_name.to_string())),
         },
         bus,
     ))
@@ -554,7 +465,7 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
 
     // The NATS buses must outlive the steps: dropping one ends its subscriptions.
     let mut buses: Vec<NatsEventBus> = Vec::new();
-    let (mut cluster, prefix, mode): (Box<dyn DemoCluster>, String, String) = match &args.nats {
+    let (mut cluster, prefix, mode): (DemoCluster, String, String) = match &args.nats {
         None => {
             let bus = Arc::new(EventBus::new());
             count_notices(bus.subscribe(DEMO_NAMESPACE).await?, &notices);
@@ -570,11 +481,10 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
                 painter.bold("Aether demo"),
                 NODES.join(", ")
             );
-            (
-                Box::new(InProcess::new(store)),
-                "account".to_string(),
-                "in process".to_string(),
-            )
+            let wait = spinner("starting three cluster nodes");
+            let cluster = DemoCluster::in_process(store).await?;
+            wait.finish_and_clear();
+            (cluster, "account".to_string(), "in process".to_string())
         }
         Some(url) => {
             println!(
@@ -597,14 +507,14 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
             buses.push(bus);
             buses.push(listener);
             (
-                Box::new(c),
+                c,
                 format!("account-{run_id}"),
                 format!("over NATS at {url}"),
             )
         }
     };
 
-    let result = steps(cluster.as_mut(), &args, &prefix, &counters, painter).await;
+    let result = steps(&mut cluster, &args, &prefix, &counters, painter).await;
     let mut summary = match result {
         Ok(s) => s,
         Err(e) => {
@@ -659,7 +569,7 @@ fn account(prefix: &str, i: u32) -> String {
     format!("{prefix}-{i:04}")
 }
 
-fn placement(cluster: &dyn DemoCluster, ids: &[String]) -> BTreeMap<String, usize> {
+fn placement(cluster: &DemoCluster, ids: &[String]) -> BTreeMap<String, usize> {
     let mut per_node: BTreeMap<String, usize> =
         cluster.nodes().into_iter().map(|n| (n, 0)).collect();
     for id in ids {
@@ -671,7 +581,7 @@ fn placement(cluster: &dyn DemoCluster, ids: &[String]) -> BTreeMap<String, usiz
 }
 
 async fn steps(
-    cluster: &mut dyn DemoCluster,
+    cluster: &mut DemoCluster,
     args: &DemoArgs,
     prefix: &str,
     counters: &Arc<Counters>,
@@ -692,7 +602,7 @@ async fn steps(
         painter.bold("1.")
     );
     let bar = progress(u64::from(n), "accounts");
-    let shared: &dyn DemoCluster = cluster;
+    let shared: &DemoCluster = cluster;
     let results: Vec<Result<(u64, u64)>> = futures::stream::iter(0..n)
         .map(|i| {
             let id = &ids[i as usize];
@@ -836,7 +746,7 @@ async fn steps(
         victim
     );
     let bar = progress(victims.len() as u64, "rebuilding");
-    let shared: &dyn DemoCluster = cluster;
+    let shared: &DemoCluster = cluster;
     let checks: Vec<Result<(u32, String, i64, i64)>> = futures::stream::iter(victims.iter())
         .map(|(i, id)| {
             let bar = &bar;
@@ -882,7 +792,7 @@ async fn steps(
 }
 
 /// The ledger's version as the cluster's first store sees it.
-async fn cluster_version(cluster: &dyn DemoCluster, actor: &str) -> CliResult<u64> {
+async fn cluster_version(cluster: &DemoCluster, actor: &str) -> CliResult<u64> {
     match cluster.stores().first() {
         Some(s) => Ok(s.get_latest_version(actor).await?),
         None => Err(CliError::new("no store left")),

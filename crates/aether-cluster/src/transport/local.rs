@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use aether_core::{Error, Result};
+use aether_core::Result;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
@@ -235,7 +235,7 @@ impl Transport for LocalNetwork {
                 Ok(())
             }
             #[cfg(feature = "nats")]
-            ReplyTo::Subject(s) => Err(Error::invalid(format!(
+            ReplyTo::Subject(s) => Err(aether_core::Error::invalid(format!(
                 "a NATS reply subject ({s}) on the local network"
             ))),
         }

@@ -46,6 +46,7 @@ pub(crate) enum RequestFailure {
     /// the request.
     TimedOut,
     /// Anything else (a lost connection, say).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     Other(aether_core::Error),
 }
 
