@@ -4,7 +4,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use aether_cluster::{ConsistentHashRing, ShardManager};
-use aether_core::{HashRingConfig, ShardConfig};
+use aether_cluster::{HashRingConfig, ShardConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const NODES: usize = 100;

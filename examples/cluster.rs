@@ -14,8 +14,10 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aether_cluster::{ClusterConfig, ClusterNode, NewEvent, RuntimeMessage, RuntimeModel};
-use aether_core::{Error, Event, JetStreamConfig, Result, ShardConfig, StorageKind};
+use aether_cluster::{
+    ClusterConfig, ClusterNode, NewEvent, RuntimeMessage, RuntimeModel, ShardConfig,
+};
+use aether_core::{Error, Event, JetStreamConfig, Result, StorageKind};
 use aether_store::JetStreamEventStore;
 use serde::{Deserialize, Serialize};
 

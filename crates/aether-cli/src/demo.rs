@@ -23,10 +23,11 @@ use aether_bus::{EventBus, NatsBusConfig, NatsEventBus};
 use aether_cluster::routing::bucket_name;
 use aether_cluster::{
     ActorConfig, ClusterConfig, ClusterNode, LocalNetwork, NewEvent, RuntimeMessage, RuntimeModel,
+    ShardConfig,
 };
 use aether_core::{
-    Delivery, Error, Event, EventBroadcaster, EventStore, JetStreamConfig, Result, ShardConfig,
-    Snapshot, SnapshotStore,
+    Delivery, Error, Event, EventBroadcaster, EventStore, JetStreamConfig, Result, Snapshot,
+    SnapshotStore,
 };
 use aether_store::{InMemoryEventStore, JetStreamEventStore};
 use async_trait::async_trait;
@@ -254,9 +255,9 @@ struct DemoCluster {
 fn actor_config() -> ActorConfig {
     // No snapshots and no idle passivation: every rebuild in the demo replays events.
     ActorConfig::default()
-        .snapshot_every(0)
+        .snapshot_every(None)
         .snapshot_on_passivate(false)
-        .idle_timeout(Duration::ZERO)
+        .idle_timeout(None)
         .max_conflict_retries(20)
 }
 

@@ -360,7 +360,7 @@ async fn start_node(url: &str, cluster: &str, id: &str) -> ClusterNode<Bank> {
         .node_id(id)
         .heartbeat_interval(Duration::from_millis(100))
         .failure_timeout(Duration::from_secs(1))
-        .shards(aether_core::ShardConfig::default().shard_count(16))
+        .shards(aether_cluster::ShardConfig::default().shard_count(16))
         .memory_storage(true);
     ClusterNode::start(client, config, Bank, store)
         .await

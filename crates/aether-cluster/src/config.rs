@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aether_core::{Error, HashRingConfig, Result, ShardConfig};
+use aether_core::{Error, Result};
 
 /// Default cluster name.
 pub const DEFAULT_CLUSTER_NAME: &str = "aether";
@@ -14,16 +14,19 @@ pub const DEFAULT_FAILURE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time `send` keeps retrying while ownership moves.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default number of shards.
+pub const DEFAULT_SHARD_COUNT: u32 = 1024;
 
 /// Settings of the actor runtime on one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActorConfig {
-    /// Messages queued per active actor before senders wait (0 means 256).
+    /// Messages queued per active actor before senders wait (at least 1; 0 is taken as 1).
     pub mailbox_capacity: usize,
-    /// An actor with no message for this long is passivated (zero: never).
-    pub idle_timeout: Duration,
-    /// Take a snapshot after every this many events of an actor (0: not while it is active).
-    pub snapshot_every: u64,
+    /// An actor with no message for this long is passivated; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// Take a snapshot after every this many events of an actor; `None` (or `Some(0)`): not
+    /// while it is active.
+    pub snapshot_every: Option<u64>,
     /// Save a snapshot when an actor with unsnapshotted events is passivated.
     pub snapshot_on_passivate: bool,
     /// How often a message is re-decided after a version conflict before giving up.
@@ -34,8 +37,8 @@ impl Default for ActorConfig {
     fn default() -> Self {
         Self {
             mailbox_capacity: 256,
-            idle_timeout: Duration::from_secs(300),
-            snapshot_every: 100,
+            idle_timeout: Some(Duration::from_secs(300)),
+            snapshot_every: Some(100),
             snapshot_on_passivate: true,
             max_conflict_retries: 5,
         }
@@ -48,14 +51,14 @@ impl ActorConfig {
         self.mailbox_capacity = n;
         self
     }
-    /// Sets the idle timeout.
-    pub fn idle_timeout(mut self, d: Duration) -> Self {
-        self.idle_timeout = d;
+    /// Sets the idle timeout (`None`: never passivate an idle actor).
+    pub fn idle_timeout(mut self, d: impl Into<Option<Duration>>) -> Self {
+        self.idle_timeout = d.into();
         self
     }
-    /// Sets the snapshot interval in events.
-    pub fn snapshot_every(mut self, n: u64) -> Self {
-        self.snapshot_every = n;
+    /// Sets the snapshot interval in events (`None`: no snapshots while active).
+    pub fn snapshot_every(mut self, n: impl Into<Option<u64>>) -> Self {
+        self.snapshot_every = n.into();
         self
     }
     /// Sets whether passivation snapshots.
@@ -68,13 +71,37 @@ impl ActorConfig {
         self.max_conflict_retries = n;
         self
     }
-    /// The mailbox capacity in force.
-    pub fn effective_mailbox_capacity(&self) -> usize {
-        if self.mailbox_capacity == 0 {
-            256
-        } else {
-            self.mailbox_capacity
+}
+
+/// Shard settings; every node of a cluster must use the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardConfig {
+    /// Number of shards actors are spread over (at least 1). Changing it moves almost every
+    /// actor, so pick it once per cluster.
+    pub shard_count: u32,
+    /// Nodes that hold each shard (at least 1); the first is the primary that serves it.
+    pub replication_factor: u32,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        Self {
+            shard_count: DEFAULT_SHARD_COUNT,
+            replication_factor: 1,
         }
+    }
+}
+
+impl ShardConfig {
+    /// Sets the shard count.
+    pub fn shard_count(mut self, n: u32) -> Self {
+        self.shard_count = n;
+        self
+    }
+    /// Sets the replication factor.
+    pub fn replication_factor(mut self, n: u32) -> Self {
+        self.replication_factor = n;
+        self
     }
 }
 
@@ -98,19 +125,18 @@ pub struct ClusterConfig {
     pub cluster_name: String,
     /// This node's id, unique in the cluster (letters, digits, `-`, `_`). `None`: a random one.
     pub node_id: Option<String>,
-    /// How often a node says it is alive (also the pace of the leader's duties).
+    /// How often a node says it is alive (also the pace of the leader's duties). Above zero.
     pub heartbeat_interval: Duration,
     /// A member not heard from for this long is declared failed, and a leader lease not
-    /// renewed for this long may be taken over. Several heartbeat intervals.
+    /// renewed for this long may be taken over. At least two heartbeat intervals.
     pub failure_timeout: Duration,
-    /// Time one routed request may take.
+    /// Time one routed request may take. Above zero.
     pub request_timeout: Duration,
     /// Time `send` keeps retrying while the actor's owner is unknown, unreachable or changing.
+    /// Above zero.
     pub send_timeout: Duration,
     /// Shard count and replication factor; every node of a cluster must use the same.
     pub shards: ShardConfig,
-    /// Hash ring settings of the ring of live members a node keeps (`ClusterNode::ring`).
-    pub ring: HashRingConfig,
     /// The actor runtime.
     pub actors: ActorConfig,
     /// Keep the cluster's key-value bucket in server memory instead of on disk (tests).
@@ -127,7 +153,6 @@ impl Default for ClusterConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             shards: ShardConfig::default(),
-            ring: HashRingConfig::default(),
             actors: ActorConfig::default(),
             memory_storage: false,
         }
@@ -170,11 +195,6 @@ impl ClusterConfig {
         self.shards = shards;
         self
     }
-    /// Sets the ring settings.
-    pub fn ring(mut self, ring: HashRingConfig) -> Self {
-        self.ring = ring;
-        self
-    }
     /// Sets the actor runtime settings.
     pub fn actors(mut self, actors: ActorConfig) -> Self {
         self.actors = actors;
@@ -186,43 +206,42 @@ impl ClusterConfig {
         self
     }
 
-    /// The heartbeat interval in force (zero means the default).
-    pub fn effective_heartbeat_interval(&self) -> Duration {
-        nonzero(self.heartbeat_interval, DEFAULT_HEARTBEAT_INTERVAL)
-    }
-    /// The failure timeout in force (zero means the default; never below two heartbeats).
-    pub fn effective_failure_timeout(&self) -> Duration {
-        nonzero(self.failure_timeout, DEFAULT_FAILURE_TIMEOUT)
-            .max(self.effective_heartbeat_interval() * 2)
-    }
-    /// The request timeout in force.
-    pub fn effective_request_timeout(&self) -> Duration {
-        nonzero(self.request_timeout, DEFAULT_REQUEST_TIMEOUT)
-    }
-    /// The send timeout in force.
-    pub fn effective_send_timeout(&self) -> Duration {
-        nonzero(self.send_timeout, DEFAULT_SEND_TIMEOUT)
-    }
-
-    /// Checks the names.
+    /// Checks the settings; a node refuses to start with settings that fail it.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a cluster name or node id that is empty or has characters
-    /// other than letters, digits, `-` and `_` (they become NATS subject tokens and key names).
+    /// other than letters, digits, `-` and `_` (they become NATS subject tokens and key
+    /// names); a zero interval or timeout; a failure timeout shorter than two heartbeat
+    /// intervals (one late heartbeat would declare a live member failed); a zero shard count
+    /// or replication factor.
     pub fn validate(&self) -> Result<()> {
         validate_name("cluster name", &self.cluster_name)?;
         if let Some(id) = &self.node_id {
             validate_name("node id", id)?;
         }
+        for (what, d) in [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("failure_timeout", self.failure_timeout),
+            ("request_timeout", self.request_timeout),
+            ("send_timeout", self.send_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(Error::invalid(format!("{what} must be above zero")));
+            }
+        }
+        if self.failure_timeout < self.heartbeat_interval * 2 {
+            return Err(Error::invalid(format!(
+                "failure_timeout {:?} must be at least two heartbeat intervals ({:?})",
+                self.failure_timeout,
+                self.heartbeat_interval * 2
+            )));
+        }
+        if self.shards.shard_count == 0 || self.shards.replication_factor == 0 {
+            return Err(Error::invalid(
+                "shard_count and replication_factor must be at least 1",
+            ));
+        }
         Ok(())
-    }
-}
-
-fn nonzero(d: Duration, default: Duration) -> Duration {
-    if d.is_zero() {
-        default
-    } else {
-        d
     }
 }
 
@@ -251,32 +270,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_builders_and_fallbacks() {
+    fn defaults_and_what_validation_refuses() {
         let c = ClusterConfig::default();
         assert_eq!(c.cluster_name, "aether");
-        assert_eq!(c.shards.effective_shard_count(), 1024);
-        assert_eq!(c.ring.effective_virtual_nodes(), 150);
-        let z = ClusterConfig {
-            heartbeat_interval: Duration::ZERO,
-            failure_timeout: Duration::ZERO,
-            request_timeout: Duration::ZERO,
-            send_timeout: Duration::ZERO,
-            ..Default::default()
-        };
-        assert_eq!(z.effective_heartbeat_interval(), DEFAULT_HEARTBEAT_INTERVAL);
-        assert_eq!(z.effective_failure_timeout(), DEFAULT_FAILURE_TIMEOUT);
-        assert_eq!(z.effective_request_timeout(), DEFAULT_REQUEST_TIMEOUT);
-        assert_eq!(z.effective_send_timeout(), DEFAULT_SEND_TIMEOUT);
-        let short = ClusterConfig::default()
-            .heartbeat_interval(Duration::from_millis(500))
-            .failure_timeout(Duration::from_millis(100));
-        assert_eq!(short.effective_failure_timeout(), Duration::from_secs(1));
-        assert_eq!(
-            ActorConfig::default()
-                .mailbox_capacity(0)
-                .effective_mailbox_capacity(),
-            256
-        );
+        assert_eq!(c.shards.shard_count, 1024);
+        assert!(c.validate().is_ok());
+        for bad in [
+            ClusterConfig::default().heartbeat_interval(Duration::ZERO),
+            ClusterConfig::default().request_timeout(Duration::ZERO),
+            ClusterConfig::default().send_timeout(Duration::ZERO),
+            ClusterConfig::default().failure_timeout(Duration::ZERO),
+            ClusterConfig::default()
+                .heartbeat_interval(Duration::from_millis(500))
+                .failure_timeout(Duration::from_millis(900)),
+            ClusterConfig::default().shards(ShardConfig::default().shard_count(0)),
+            ClusterConfig::default().shards(ShardConfig::default().replication_factor(0)),
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(Error::InvalidInput(_))),
+                "{bad:?}"
+            );
+        }
+        let a = ActorConfig::default()
+            .idle_timeout(None)
+            .snapshot_every(None);
+        assert_eq!((a.idle_timeout, a.snapshot_every), (None, None));
+        let a = a.idle_timeout(Duration::from_secs(1)).snapshot_every(5);
+        assert_eq!(a.idle_timeout, Some(Duration::from_secs(1)));
+        assert_eq!(a.snapshot_every, Some(5));
     }
 
     #[test]

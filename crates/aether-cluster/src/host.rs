@@ -230,7 +230,7 @@ impl<M: RuntimeModel> ActorHost<M> {
     /// lost reply, possibly on a new owner after a failover) and the actor's recent events
     /// carry it, the message is not decided again: the answer is
     /// [`RuntimeModel::reply`] on the current state. "Recent" is every event this activation
-    /// saw, back to [`MESSAGE_ID_LOOKBACK`] events before the snapshot it started from, and at
+    /// saw, back to 32 events before the snapshot it started from, and at
     /// most the last 1024 ids. A message that caused no events leaves no trace and is simply
     /// handled again, which changes nothing.
     ///
@@ -284,7 +284,7 @@ impl<M: RuntimeModel> ActorHost<M> {
     }
 
     fn spawn(&self, actor_id: &str) -> Cell<M> {
-        let (tx, rx) = mpsc::channel(self.shared.config.effective_mailbox_capacity());
+        let (tx, rx) = mpsc::channel(self.shared.config.mailbox_capacity.max(1));
         let stop = Arc::new(Notify::new());
         let vm = Arc::new(ActorVm::new(actor_id));
         let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed);
@@ -428,11 +428,10 @@ async fn run_actor<M: RuntimeModel>(
     tracing::debug!(actor_id, vm = %vm.id, "actor passivated");
 }
 
-async fn sleep_or_forever(d: std::time::Duration) {
-    if d.is_zero() {
-        std::future::pending::<()>().await;
-    } else {
-        tokio::time::sleep(d).await;
+async fn sleep_or_forever(d: Option<std::time::Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending::<()>().await,
     }
 }
 
@@ -500,7 +499,7 @@ async fn handle<M: RuntimeModel>(
                 if let Some(id) = message_id {
                     l.recent.record(id);
                 }
-                let every = shared.config.snapshot_every;
+                let every = shared.config.snapshot_every.unwrap_or(0);
                 if every > 0 && l.version - l.snapshot_version >= every {
                     save_snapshot::<M>(shared, actor_id, l).await;
                 }
@@ -773,7 +772,7 @@ pub(crate) mod tests {
             Arc::clone(&store),
             ActorConfig::default()
                 .idle_timeout(Duration::from_secs(30))
-                .snapshot_every(0),
+                .snapshot_every(None),
         );
         reply(h.dispatch("p", Cmd::Deposit(7)).await.unwrap());
         assert!(h.is_active("p"));

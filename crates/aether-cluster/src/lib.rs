@@ -103,15 +103,16 @@ mod vm;
 
 pub use assignment::{Assignment, AssignmentTable, ASSIGNMENT_KEY};
 pub use config::{
-    validate_name, ActorConfig, ClusterConfig, DEFAULT_CLUSTER_NAME, DEFAULT_FAILURE_TIMEOUT,
-    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_TIMEOUT,
+    validate_name, ActorConfig, ClusterConfig, ShardConfig, DEFAULT_CLUSTER_NAME,
+    DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SEND_TIMEOUT, DEFAULT_SHARD_COUNT,
 };
 pub use hash::stable_hash64;
 pub use host::{ActorHost, Fence, Handled, PassivationHook};
 pub use leader::{LeaderLease, LEADER_KEY};
 pub use membership::{MemberInfo, MemberStatus, Membership, MembershipChange};
 pub use node::ClusterNode;
-pub use ring::{BoundedLoadPlacer, ConsistentHashRing};
+pub use ring::{BoundedLoadPlacer, ConsistentHashRing, HashRingConfig, DEFAULT_VIRTUAL_NODES};
 pub use shard::{diff, rebalance, shard_for, ShardManager, ShardMove};
 pub use transport::LocalNetwork;
 pub use vm::{NewEvent, RuntimeMessage, RuntimeModel, VMState, VirtualMachine};

@@ -117,9 +117,9 @@ impl<M: RuntimeModel> ClusterNode<M> {
         let core = NodeCore::new(CoreSettings {
             node_id: node_id.clone(),
             incarnation: uuid::Uuid::new_v4().to_string(),
-            failure_timeout: config.effective_failure_timeout(),
-            shard_count: config.shards.effective_shard_count(),
-            replication_factor: config.shards.effective_replication_factor(),
+            failure_timeout: config.failure_timeout,
+            shard_count: config.shards.shard_count,
+            replication_factor: config.shards.replication_factor,
         });
         let inner = Arc::new(Inner {
             node_id,
@@ -471,9 +471,9 @@ impl<M: RuntimeModel> Inner<M> {
         if actor_id.is_empty() {
             return Err(Error::invalid("actor id must not be empty"));
         }
-        let send_timeout = self.config.effective_send_timeout();
+        let send_timeout = self.config.send_timeout;
         let deadline = Instant::now() + send_timeout;
-        let max_backoff = self.config.effective_heartbeat_interval();
+        let max_backoff = self.config.heartbeat_interval;
         let mut backoff = Duration::from_millis(10).min(max_backoff);
         let message_id = uuid::Uuid::new_v4().simple().to_string();
         let mut table_changed = self.epoch_tx.subscribe();
@@ -542,7 +542,7 @@ impl<M: RuntimeModel> Inner<M> {
         // Never wait past the send's own deadline; a request needs some time to be answered.
         let timeout = self
             .config
-            .effective_request_timeout()
+            .request_timeout
             .min(deadline.saturating_duration_since(Instant::now()))
             .max(Duration::from_millis(50));
         match self.transport.request(owner, payload, timeout).await {
@@ -636,7 +636,7 @@ fn ticker(period: Duration) -> tokio::time::Interval {
 }
 
 async fn heartbeat_loop<M: RuntimeModel>(inner: Arc<Inner<M>>, cancel: CancellationToken) {
-    let mut tick = ticker(inner.config.effective_heartbeat_interval());
+    let mut tick = ticker(inner.config.heartbeat_interval);
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -664,7 +664,7 @@ async fn member_loop<M: RuntimeModel>(
 }
 
 async fn election_loop<M: RuntimeModel>(inner: Arc<Inner<M>>, cancel: CancellationToken) {
-    let mut tick = ticker(inner.config.effective_heartbeat_interval());
+    let mut tick = ticker(inner.config.heartbeat_interval);
     loop {
         tokio::select! {
             () = cancel.cancelled() => {
@@ -678,7 +678,7 @@ async fn election_loop<M: RuntimeModel>(inner: Arc<Inner<M>>, cancel: Cancellati
 }
 
 async fn watch_loop<M: RuntimeModel>(inner: Arc<Inner<M>>, cancel: CancellationToken) {
-    let retry = inner.config.effective_heartbeat_interval();
+    let retry = inner.config.heartbeat_interval;
     loop {
         let watch = tokio::select! {
             () = cancel.cancelled() => return,

@@ -29,7 +29,7 @@ fn config(node: &str) -> ClusterConfig {
         .failure_timeout(FAILURE)
         .request_timeout(REQUEST)
         .send_timeout(SEND)
-        .shards(aether_core::ShardConfig::default().shard_count(64))
+        .shards(crate::ShardConfig::default().shard_count(64))
 }
 
 async fn start(net: &LocalNetwork, store: &Arc<InMemoryEventStore>, id: &str) -> ClusterNode<Bank> {

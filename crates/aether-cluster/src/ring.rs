@@ -3,8 +3,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use aether_core::HashRingConfig;
-
 use crate::hash::{stable_hash64, stable_hash64_parts};
 
 /// A consistent hash ring with virtual nodes.
@@ -63,6 +61,33 @@ impl RingState {
     }
 }
 
+/// Default number of virtual nodes per physical node on the hash ring.
+pub const DEFAULT_VIRTUAL_NODES: usize = 150;
+
+/// Consistent hash ring settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashRingConfig {
+    /// Virtual nodes per physical node (at least 1; 0 is taken as 1). More gives a more even
+    /// spread at the cost of memory and slower membership changes.
+    pub virtual_nodes: usize,
+}
+
+impl Default for HashRingConfig {
+    fn default() -> Self {
+        Self {
+            virtual_nodes: DEFAULT_VIRTUAL_NODES,
+        }
+    }
+}
+
+impl HashRingConfig {
+    /// Sets the virtual nodes per node.
+    pub fn virtual_nodes(mut self, n: usize) -> Self {
+        self.virtual_nodes = n;
+        self
+    }
+}
+
 impl Default for ConsistentHashRing {
     fn default() -> Self {
         Self::new()
@@ -75,10 +100,10 @@ impl ConsistentHashRing {
         Self::with_config(HashRingConfig::default())
     }
 
-    /// An empty ring with `config` (zero virtual nodes falls back to the default).
+    /// An empty ring with `config`.
     pub fn with_config(config: HashRingConfig) -> Self {
         Self {
-            virtual_nodes: config.effective_virtual_nodes(),
+            virtual_nodes: config.virtual_nodes.max(1),
             state: RwLock::new(RingState::default()),
         }
     }
@@ -400,9 +425,15 @@ mod tests {
     }
 
     #[test]
-    fn zero_virtual_nodes_falls_back_to_default() {
+    fn zero_virtual_nodes_is_taken_as_one() {
         let ring = ConsistentHashRing::with_config(HashRingConfig { virtual_nodes: 0 });
-        assert_eq!(ring.virtual_nodes(), 150);
+        assert_eq!(ring.virtual_nodes(), 1);
+        ring.add_node("a");
+        assert_eq!(ring.get_node("k").as_deref(), Some("a"));
+        assert_eq!(
+            ConsistentHashRing::new().virtual_nodes(),
+            DEFAULT_VIRTUAL_NODES
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use aether_core::{Error, Result, ShardConfig};
+use aether_core::{Error, Result};
+
+use crate::config::ShardConfig;
 
 use crate::hash::{stable_hash64, stable_hash64_parts};
 
@@ -24,7 +26,7 @@ pub fn shard_for(actor_id: &str, shard_count: u32) -> u32 {
 ///
 /// ```
 /// use aether_cluster::ShardManager;
-/// use aether_core::ShardConfig;
+/// use aether_cluster::ShardConfig;
 ///
 /// let shards = ShardManager::new(ShardConfig::default().shard_count(64));
 /// let shard = shards.get_shard("order-17");
@@ -59,12 +61,13 @@ impl Default for ShardManager {
 }
 
 impl ShardManager {
-    /// An empty table (no shard assigned) with `config` (zero fields fall back to defaults).
+    /// An empty table (no shard assigned) with `config` (a zero count or factor is taken as
+    /// 1; [`ClusterConfig::validate`](crate::ClusterConfig::validate) refuses them).
     pub fn new(config: ShardConfig) -> Self {
-        let shard_count = config.effective_shard_count();
+        let shard_count = config.shard_count.max(1);
         Self {
             shard_count,
-            replication_factor: config.effective_replication_factor(),
+            replication_factor: config.replication_factor.max(1),
             table: RwLock::new(vec![Vec::new(); shard_count as usize]),
         }
     }
@@ -364,7 +367,7 @@ mod tests {
             shard_count: 0,
             replication_factor: 0,
         });
-        assert_eq!(z.shard_count(), 1024);
+        assert_eq!(z.shard_count(), 1, "a zero count is taken as one shard");
         assert_eq!(z.replication_factor(), 1);
     }
 

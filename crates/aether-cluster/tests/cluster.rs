@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use aether_cluster::routing::{decode, encode, ActorRequest, ActorResponse, RemoteError};
 use aether_cluster::{
-    ActorConfig, ClusterConfig, ClusterNode, NewEvent, RuntimeMessage, RuntimeModel,
+    ActorConfig, ClusterConfig, ClusterNode, NewEvent, RuntimeMessage, RuntimeModel, ShardConfig,
 };
-use aether_core::{Error, Event, EventStore, Result, ShardConfig};
+use aether_core::{Error, Event, EventStore, Result};
 use aether_store::InMemoryEventStore;
 use aether_testkit::NatsServer;
 use serde::{Deserialize, Serialize};
@@ -479,7 +479,7 @@ async fn idle_actors_passivate_and_come_back_from_a_snapshot() {
     let cfg = config("passivate", "solo").actors(
         ActorConfig::default()
             .idle_timeout(Duration::from_millis(200))
-            .snapshot_every(0),
+            .snapshot_every(None),
     );
     let node = start(&server, cfg, &store).await;
     node.wait_for_members(&["solo"], WAIT).await.unwrap();

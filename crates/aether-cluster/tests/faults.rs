@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use aether_cluster::routing::{decode, ActorRequest, ActorResponse, Heartbeat, Leave, RemoteError};
 use aether_cluster::{
     AssignmentTable, ClusterConfig, ClusterNode, LeaderLease, NewEvent, RuntimeMessage,
-    RuntimeModel,
+    RuntimeModel, ShardConfig,
 };
-use aether_core::{Error, Event, EventStore, Result, ShardConfig};
+use aether_core::{Error, Event, EventStore, Result};
 use aether_store::InMemoryEventStore;
 use aether_testkit::NatsServer;
 use serde::{Deserialize, Serialize};

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use aether_cluster::HashRingConfig;
 use aether_cluster::{rebalance, shard_for, ConsistentHashRing};
-use aether_core::HashRingConfig;
 use proptest::prelude::*;
 
 fn node_set() -> impl Strategy<Value = BTreeSet<String>> {

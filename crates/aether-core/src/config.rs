@@ -4,98 +4,12 @@
 
 use std::time::Duration;
 
-/// Default number of virtual nodes per physical node on the hash ring.
-pub const DEFAULT_VIRTUAL_NODES: usize = 150;
-/// Default number of shards.
-pub const DEFAULT_SHARD_COUNT: u32 = 1024;
-/// Default replication factor of a shard.
-pub const DEFAULT_REPLICATION_FACTOR: u32 = 1;
 /// Default JetStream stream name.
 pub const DEFAULT_STREAM_NAME: &str = "AETHER_EVENTS";
 /// Default event retention: 365 days.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// Default number of JetStream stream replicas.
 pub const DEFAULT_REPLICAS: usize = 1;
-
-/// Consistent hash ring settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HashRingConfig {
-    /// Virtual nodes per physical node (0 means [`DEFAULT_VIRTUAL_NODES`]). More gives a more
-    /// even spread at the cost of memory and slower membership changes.
-    pub virtual_nodes: usize,
-}
-
-impl Default for HashRingConfig {
-    fn default() -> Self {
-        Self {
-            virtual_nodes: DEFAULT_VIRTUAL_NODES,
-        }
-    }
-}
-
-impl HashRingConfig {
-    /// Sets the virtual nodes per node.
-    pub fn virtual_nodes(mut self, n: usize) -> Self {
-        self.virtual_nodes = n;
-        self
-    }
-    /// The value in force, after the zero fallback.
-    pub fn effective_virtual_nodes(&self) -> usize {
-        if self.virtual_nodes == 0 {
-            DEFAULT_VIRTUAL_NODES
-        } else {
-            self.virtual_nodes
-        }
-    }
-}
-
-/// Shard settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShardConfig {
-    /// Number of shards actors are spread over (0 means [`DEFAULT_SHARD_COUNT`]). Changing it
-    /// moves almost every actor, so pick it once per cluster.
-    pub shard_count: u32,
-    /// Nodes that hold each shard (0 means [`DEFAULT_REPLICATION_FACTOR`]).
-    pub replication_factor: u32,
-}
-
-impl Default for ShardConfig {
-    fn default() -> Self {
-        Self {
-            shard_count: DEFAULT_SHARD_COUNT,
-            replication_factor: DEFAULT_REPLICATION_FACTOR,
-        }
-    }
-}
-
-impl ShardConfig {
-    /// Sets the shard count.
-    pub fn shard_count(mut self, n: u32) -> Self {
-        self.shard_count = n;
-        self
-    }
-    /// Sets the replication factor.
-    pub fn replication_factor(mut self, n: u32) -> Self {
-        self.replication_factor = n;
-        self
-    }
-    /// The shard count in force.
-    pub fn effective_shard_count(&self) -> u32 {
-        if self.shard_count == 0 {
-            DEFAULT_SHARD_COUNT
-        } else {
-            self.shard_count
-        }
-    }
-    /// The replication factor in force.
-    pub fn effective_replication_factor(&self) -> u32 {
-        if self.replication_factor == 0 {
-            DEFAULT_REPLICATION_FACTOR
-        } else {
-            self.replication_factor
-        }
-    }
-}
 
 /// Where JetStream keeps a stream's messages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -215,24 +129,6 @@ mod tests {
 
     #[test]
     fn defaults_and_zero_fallbacks() {
-        assert_eq!(HashRingConfig::default().effective_virtual_nodes(), 150);
-        assert_eq!(
-            HashRingConfig { virtual_nodes: 0 }.effective_virtual_nodes(),
-            150
-        );
-        assert_eq!(
-            HashRingConfig::default()
-                .virtual_nodes(7)
-                .effective_virtual_nodes(),
-            7
-        );
-        let s = ShardConfig {
-            shard_count: 0,
-            replication_factor: 0,
-        };
-        assert_eq!(s.effective_shard_count(), 1024);
-        assert_eq!(s.effective_replication_factor(), 1);
-        assert_eq!(ShardConfig::default().shard_count, 1024);
         let j = JetStreamConfig {
             stream_name: String::new(),
             namespace: Some(String::new()),

@@ -14,7 +14,7 @@
 //! - [`EventBroadcaster`], [`Subscription`], [`SubscriptionFilter`], [`OverflowPolicy`]: pub/sub
 //!   with no silent loss.
 //! - [`pattern`]: `*` and `>` matching for namespaces and actor ids.
-//! - [`config`]: `HashRingConfig`, `ShardConfig`, `JetStreamConfig`.
+//! - [`config`]: `JetStreamConfig`.
 //!
 //! # Example
 //! ```
@@ -48,7 +48,7 @@ pub mod store;
 mod subscription;
 
 pub use broadcaster::EventBroadcaster;
-pub use config::{HashRingConfig, JetStreamConfig, ShardConfig, StorageKind};
+pub use config::{JetStreamConfig, StorageKind};
 pub use error::{BoxError, Error, Result, VersionConflictError};
 pub use event::{
     Event, EventData, Metadata, EVENT_TYPE_EVENT_STORED, METADATA_CAUSATION_ID,
