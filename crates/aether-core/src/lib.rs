@@ -14,7 +14,7 @@
 //! - [`EventBroadcaster`], [`Subscription`], [`SubscriptionFilter`], [`OverflowPolicy`]: pub/sub
 //!   with no silent loss.
 //! - [`pattern`]: `*` and `>` matching for namespaces and actor ids.
-//! - [`config`]: `JetStreamConfig`.
+//! - `config`: `JetStreamConfig`, `StorageKind`.
 //!
 //! # Example
 //! ```
