@@ -29,7 +29,7 @@ use aether_core::{
     Delivery, Error, Event, EventBroadcaster, EventStore, JetStreamConfig, Result, ShardConfig,
     Snapshot, SnapshotStore,
 };
-use aether_store::{InMemoryEventStore, JetStreamEventStore};
+use aether_store::{InMemoryEventStore, JetStreamEventStore, Notify};
 use async_trait::async_trait;
 use clap::Args;
 use futures::StreamExt;
@@ -265,7 +265,7 @@ trait DemoCluster: Send + Sync {
 struct InProcess {
     shards: Arc<ShardManager>,
     hosts: BTreeMap<String, ActorHost<Bank>>,
-    store: Arc<CountingStore<InMemoryEventStore>>,
+    store: Arc<CountingStore<Notify<InMemoryEventStore>>>,
 }
 
 fn actor_config() -> ActorConfig {
@@ -278,7 +278,7 @@ fn actor_config() -> ActorConfig {
 }
 
 impl InProcess {
-    fn new(store: Arc<CountingStore<InMemoryEventStore>>) -> Self {
+    fn new(store: Arc<CountingStore<Notify<InMemoryEventStore>>>) -> Self {
         let shards = Arc::new(ShardManager::new(
             ShardConfig::default().shard_count(SHARDS),
         ));
@@ -374,7 +374,7 @@ impl DemoCluster for InProcess {
 /// Three cluster nodes over NATS, each on its own connection with its own JetStream store.
 struct OverNats {
     nodes: Vec<ClusterNode<Bank>>,
-    stores: Vec<Arc<CountingStore<JetStreamEventStore>>>,
+    stores: Vec<Arc<CountingStore<Notify<JetStreamEventStore>>>>,
     admin: async_nats::Client,
     cluster_name: String,
 }
@@ -471,12 +471,15 @@ async fn start_over_nats(
     let wait = spinner("starting three cluster nodes");
     for id in NODES {
         let client = connect(url, auth).await?;
-        let js_store = JetStreamEventStore::new(
-            client.clone(),
-            JetStreamConfig::default().namespace(DEMO_STORE_NAMESPACE),
-        )
-        .await?
-        .with_broadcaster(Arc::new(bus.clone()), DEMO_NAMESPACE);
+        let js_store = Notify::new(
+            JetStreamEventStore::new(
+                client.clone(),
+                JetStreamConfig::default().namespace(DEMO_STORE_NAMESPACE),
+            )
+            .await?,
+            Arc::new(bus.clone()),
+            DEMO_NAMESPACE,
+        );
         let store = Arc::new(CountingStore::new(js_store, Arc::clone(counters)));
         let node = ClusterNode::start(
             client,
@@ -559,7 +562,8 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
             let bus = Arc::new(EventBus::new());
             count_notices(bus.subscribe(DEMO_NAMESPACE).await?, &notices);
             let store = Arc::new(CountingStore::new(
-                InMemoryEventStore::with_broadcaster(
+                Notify::new(
+                    InMemoryEventStore::new(),
                     Arc::clone(&bus) as Arc<dyn EventBroadcaster>,
                     DEMO_NAMESPACE,
                 ),

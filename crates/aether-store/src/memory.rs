@@ -1,8 +1,8 @@
 //! The embedded, thread-safe in-memory store.
 
 use aether_core::{
-    validate_batch, Error, Event, EventStore, EventStoreWithErrors, Metadata, ReplayResult,
-    Result, Snapshot, SnapshotStore,
+    validate_batch, Error, Event, EventStore, EventStoreWithErrors, Metadata, ReplayResult, Result,
+    Snapshot, SnapshotStore,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aether_core::{
-    validate_batch, Error, Event, EventStore, EventStoreWithErrors,
-    JetStreamConfig, ReplayResult, Result, Snapshot, SnapshotStore,
+    validate_batch, Error, Event, EventStore, EventStoreWithErrors, JetStreamConfig, ReplayResult,
+    Result, Snapshot, SnapshotStore,
 };
 use aether_nats::{connect_error, Operation, PermissionWatch};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};

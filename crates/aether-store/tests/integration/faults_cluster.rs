@@ -5,16 +5,15 @@
 //! as retryable, and a replay through each server alone is complete.
 #![cfg(feature = "jetstream")]
 
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aether_core::JetStreamConfig;
-use aether_store::JetStreamEventStore;
-use aether_testkit::NatsCluster;
 use crate::faults_support::{
     actor_names, assert_all_retryable, connect_with, open_store, verify, Load, Outcome,
 };
+use aether_core::JetStreamConfig;
+use aether_store::JetStreamEventStore;
+use aether_testkit::NatsCluster;
 
 const WRITERS: usize = 4;
 const ACTORS: usize = 50;

@@ -29,11 +29,6 @@ pub(crate) fn start() -> NatsServer {
     NatsServer::start().expect("start nats-server")
 }
 
-
-
-
-
-
 #[tokio::test]
 async fn a_second_instance_makes_the_first_one_stale() {
     let server = start();
@@ -294,8 +289,3 @@ async fn the_stream_is_immutable_and_retained_by_age() {
     assert_eq!(c.num_replicas, 1);
     assert_eq!(c.storage, StorageType::Memory);
 }
-
-
-
-
-

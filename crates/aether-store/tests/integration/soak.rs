@@ -8,18 +8,17 @@
 //! fast server).
 #![cfg(feature = "jetstream")]
 
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::faults_support::{
+    actor_names, assert_all_retryable, connect, open_store, percentiles, verify, Load,
+};
 use aether_bus::EventBus;
 use aether_core::{Delivery, EventBroadcaster, EventStore, JetStreamConfig};
 use aether_store::Notify;
 use aether_testkit::NatsServer;
-use crate::faults_support::{
-    actor_names, assert_all_retryable, connect, open_store, percentiles, verify, Load,
-};
 
 const WRITERS: usize = 8;
 const ACTORS: usize = 500;

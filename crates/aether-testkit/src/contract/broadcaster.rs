@@ -349,9 +349,7 @@ pub async fn drop_newest_reports_every_gap<B: BusBackend>(backend: &B) {
 
 /// Under `DropNewest`, a slow reader with a 16-event buffer sees 10,000 events as events in
 /// order plus lag notices that add up to all of them, and the bus counts the same.
-pub async fn drop_newest_under_a_slow_reader_accounts_for_every_event<B: BusBackend>(
-    backend: &B,
-) {
+pub async fn drop_newest_under_a_slow_reader_accounts_for_every_event<B: BusBackend>(backend: &B) {
     const N: u64 = 10_000;
     let publisher = backend.open().await;
     let subscriber = backend.open().await;

@@ -61,7 +61,11 @@ pub async fn saves_and_replays_in_order_with_from_version<B: StoreBackend>(backe
     let tail = store.get_events("a", 3).await.expect("replay");
     assert_eq!(versions(&tail), [3, 4, 5]);
     assert!(store.get_events("a", 6).await.expect("replay").is_empty());
-    assert!(store.get_events("nobody", 0).await.expect("replay").is_empty());
+    assert!(store
+        .get_events("nobody", 0)
+        .await
+        .expect("replay")
+        .is_empty());
     assert_eq!(store.get_latest_version("a").await.expect("latest"), 5);
     assert_eq!(store.get_latest_version("b").await.expect("latest"), 1);
     assert_eq!(store.get_latest_version("nobody").await.expect("latest"), 0);
@@ -101,11 +105,17 @@ pub async fn stale_and_equal_versions_conflict_with_the_current_version<B: Store
 ) {
     let store = backend.open().await;
     store.save_event(&ev("a", 1)).await.expect("save");
-    let err = store.save_event(&ev("a", 1)).await.expect_err("equal version");
+    let err = store
+        .save_event(&ev("a", 1))
+        .await
+        .expect_err("equal version");
     let c = err.as_version_conflict().expect("conflict");
     assert_eq!((c.attempted_version, c.current_version), (1, 1));
     // Versions need not be contiguous.
-    store.save_event(&ev("a", 5)).await.expect("save with a gap");
+    store
+        .save_event(&ev("a", 5))
+        .await
+        .expect("save with a gap");
     for attempted in [1, 3, 5] {
         let err = store
             .save_event(&ev("a", attempted))
@@ -153,7 +163,9 @@ pub async fn concurrent_saves_of_one_version_give_one_success<B: StoreBackend>(b
         let barrier = Arc::clone(&barrier);
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            store.save_event(&ev("hot", 1).with_field("writer", i)).await
+            store
+                .save_event(&ev("hot", 1).with_field("writer", i))
+                .await
         }));
     }
     let (mut ok, mut conflicts) = (0, 0);
@@ -189,7 +201,10 @@ pub async fn batches_are_all_or_nothing<B: StoreBackend>(backend: &B) {
         .save_events("a", &[ev("a", 3), ev("a", 4), ev("a", 5)])
         .await
         .expect_err("conflicting batch");
-    assert_eq!(err.as_version_conflict().map(|c| c.current_version), Some(3));
+    assert_eq!(
+        err.as_version_conflict().map(|c| c.current_version),
+        Some(3)
+    );
     assert_eq!(
         versions(&store.get_events("a", 0).await.expect("replay")),
         [1, 2, 3]
@@ -239,7 +254,10 @@ pub async fn batches_are_all_or_nothing<B: StoreBackend>(backend: &B) {
         .save_events("a", &[ev("a", 9), ev("a", 10)])
         .await
         .expect_err("conflicting batch");
-    assert_eq!(err.as_version_conflict().map(|c| c.current_version), Some(9));
+    assert_eq!(
+        err.as_version_conflict().map(|c| c.current_version),
+        Some(9)
+    );
 }
 
 /// Four writers race batches of three onto one actor: every stored batch is whole, from one
@@ -448,8 +466,15 @@ pub async fn from_version_finds_its_start_in_long_interleaved_histories<B: Store
         let got = versions(&store.get_events("long", from).await.expect("replay"));
         assert_eq!(got, (from..=600).collect::<Vec<_>>(), "from_version {from}");
     }
-    assert!(store.get_events("long", 601).await.expect("replay").is_empty());
-    assert_eq!(store.get_events("noise", 150).await.expect("replay").len(), 51);
+    assert!(store
+        .get_events("long", 601)
+        .await
+        .expect("replay")
+        .is_empty());
+    assert_eq!(
+        store.get_events("noise", 150).await.expect("replay").len(),
+        51
+    );
 }
 
 /// Replaying well-formed history with error reporting returns the events and no errors.

@@ -97,7 +97,10 @@ where
     B::Store: SnapshotStore,
 {
     let store = backend.open().await;
-    for bad in [Snapshot::new("", 1, state(1)), Snapshot::new("a", 0, state(0))] {
+    for bad in [
+        Snapshot::new("", 1, state(1)),
+        Snapshot::new("a", 0, state(0)),
+    ] {
         assert!(
             matches!(store.save_snapshot(&bad).await, Err(Error::InvalidInput(_))),
             "{bad:?}"
@@ -114,10 +117,7 @@ where
     B::Store: SnapshotStore,
 {
     let store: Arc<dyn SnapshotStore> = Arc::new(backend.open().await);
-    store
-        .save_event(&super::event("a", 1))
-        .await
-        .expect("save");
+    store.save_event(&super::event("a", 1)).await.expect("save");
     store
         .save_snapshot(&Snapshot::new("a", 1, state(1)))
         .await
