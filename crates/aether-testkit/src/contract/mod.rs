@@ -1,11 +1,11 @@
 //! Contract suites: one generic suite per trait of `aether-core`, run against every backend so
 //! that each backend is held to the same behaviour instead of restating the same tests.
 //!
-//! - [`event_store`]: [`EventStore`](aether_core::EventStore) (and the replay of
-//!   [`EventStoreWithErrors`](aether_core::EventStoreWithErrors)), for any [`StoreBackend`].
-//! - [`snapshot_store`]: [`SnapshotStore`](aether_core::SnapshotStore), for any
+//! - [`event_store`]: [`EventStore`] (and the replay of
+//!   [`EventStoreWithErrors`]), for any [`StoreBackend`].
+//! - [`snapshot_store`]: [`SnapshotStore`], for any
 //!   [`StoreBackend`] whose store keeps snapshots.
-//! - [`broadcaster`]: [`EventBroadcaster`](aether_core::EventBroadcaster), for any
+//! - [`broadcaster`]: [`EventBroadcaster`], for any
 //!   [`BusBackend`].
 //!
 //! Each case is a public async function taking the backend, so a backend's test file can call
@@ -16,6 +16,9 @@
 //!
 //! Cases panic (through `assert!` and `expect`) when the backend breaks the contract: they are
 //! test code.
+//!
+//! [`EventStoreWithErrors`]: aether_core::EventStoreWithErrors
+//! [`SnapshotStore`]: aether_core::SnapshotStore
 
 use std::future::Future;
 use std::sync::Arc;
