@@ -12,7 +12,7 @@ use aether_bus::EventBus;
 use aether_core::{
     Delivery, Event, EventBroadcaster, EventStore, JetStreamConfig, Snapshot, SnapshotStore,
 };
-use aether_store::JetStreamEventStore;
+use aether_store::{JetStreamEventStore, Notify};
 use serde_json::json;
 
 #[tokio::main]
@@ -24,13 +24,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bus = Arc::new(EventBus::new());
     let mut stored = bus.subscribe("accounts").await?;
 
-    let store = JetStreamEventStore::connect(&url, config.clone())
-        .await?
-        .with_broadcaster(bus.clone(), "accounts");
+    // Wrapped so that every stored event is announced on the bus.
+    let store = Notify::new(
+        JetStreamEventStore::connect(&url, config.clone()).await?,
+        bus.clone(),
+        "accounts",
+    );
     println!(
         "connected to {url}; stream {} (namespace {:?})",
-        store.stream_name(),
-        store.namespace()
+        store.get_ref().stream_name(),
+        store.get_ref().namespace()
     );
 
     // A fresh actor per run, so the example can be run again and again.

@@ -16,13 +16,13 @@ use std::time::Duration;
 use aether_bus::{BusStreamConfig, NatsBusConfig, NatsEventBus};
 use aether_core::{Event, EventStore, JetStreamConfig, SubscriptionFilter};
 use aether_examples::read_model::{BalanceProjection, ReadModelFile};
-use aether_store::JetStreamEventStore;
+use aether_store::{JetStreamEventStore, Notify};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const NOTIFICATIONS: &str = "bank.stored";
 
-async fn deposit(store: &JetStreamEventStore, account: &str, amount: i64) -> Result<(), BoxError> {
+async fn deposit(store: &impl EventStore, account: &str, amount: i64) -> Result<(), BoxError> {
     let next = store.get_latest_version(account).await? + 1;
     store
         .save_event(&Event::new("Deposited", account, next).with_field("amount", amount))
@@ -47,12 +47,15 @@ async fn main() -> Result<(), BoxError> {
         .jetstream(BusStreamConfig::default().stream_name(format!("PROJECTION_DEMO_{run}")));
     let bus = Arc::new(NatsEventBus::connect(&url, bus_config).await?);
     let client = async_nats::connect(&url).await?;
-    let store = JetStreamEventStore::new(
-        client,
-        JetStreamConfig::default().namespace(format!("projection-demo-{run}")),
-    )
-    .await?
-    .with_broadcaster(bus.clone(), NOTIFICATIONS);
+    let store = Notify::new(
+        JetStreamEventStore::new(
+            client,
+            JetStreamConfig::default().namespace(format!("projection-demo-{run}")),
+        )
+        .await?,
+        bus.clone(),
+        NOTIFICATIONS,
+    );
 
     let dir = std::env::temp_dir().join(format!("aether-projection-{run}"));
     std::fs::create_dir_all(&dir)?;

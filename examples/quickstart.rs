@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use aether_bus::EventBus;
 use aether_core::{Delivery, Event, EventBroadcaster, EventStore, SubscriptionFilter};
-use aether_store::InMemoryEventStore;
+use aether_store::{InMemoryEventStore, Notify};
 
 /// The state of a bank account, derived from its events and nothing else.
 #[derive(Debug, Default)]
@@ -48,8 +48,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .subscribe_with_filter("bank", SubscriptionFilter::new().event_type("EventStored"))
         .await?;
 
-    // The store tells the bus about every event it persists.
-    let store = InMemoryEventStore::with_broadcaster(bus.clone(), "bank");
+    // The store, wrapped so that it tells the bus about every event it persists.
+    let store = Notify::new(InMemoryEventStore::new(), bus.clone(), "bank");
 
     // 1. Save some events.
     let id = "account-42";

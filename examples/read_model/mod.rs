@@ -195,7 +195,7 @@ mod tests {
 
     use aether_bus::{BusStreamConfig, NatsBusConfig, NatsEventBus};
     use aether_core::{Event, JetStreamConfig, SubscriptionFilter};
-    use aether_store::JetStreamEventStore;
+    use aether_store::{JetStreamEventStore, Notify};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn catches_up_after_downtime_without_gaps_or_repeats() {
@@ -209,10 +209,13 @@ mod tests {
             .unwrap(),
         );
         let client = async_nats::connect(server.url()).await.unwrap();
-        let store = JetStreamEventStore::new(client, JetStreamConfig::default())
-            .await
-            .unwrap()
-            .with_broadcaster(bus.clone(), "stored");
+        let store = Notify::new(
+            JetStreamEventStore::new(client, JetStreamConfig::default())
+                .await
+                .unwrap(),
+            bus.clone(),
+            "stored",
+        );
         let dir = tempfile::tempdir().unwrap();
         let file = ReadModelFile::new(dir.path().join("rm.json"));
         let filter = SubscriptionFilter::new().event_type(EVENT_TYPE_EVENT_STORED);

@@ -5,13 +5,12 @@
 //! - `NatsEventBus` (feature `nats`): the same API and semantics across processes over NATS.
 //!
 //! Both implement [`EventBroadcaster`](aether_core::EventBroadcaster), count what they publish,
-//! deliver and drop ([`MetricsSnapshot`]), and share the subscriber table
-//! ([`SubscriberRegistry`]).
+//! deliver and drop ([`MetricsSnapshot`]), and share one subscriber table (internal).
 //!
 //! # Layout
 //! - `local`: [`EventBus`].
-//! - `registry`: [`SubscriberRegistry`], delivery with overflow policies.
-//! - `metrics`: [`BusMetrics`], [`MetricsSnapshot`].
+//! - `registry`: the subscriber table, delivery with overflow policies (internal).
+//! - `metrics`: the live counters (internal) and their read-only copy, [`MetricsSnapshot`].
 //! - `nats` (feature `nats`): `NatsEventBus` and its config, namespace <-> subject encoding,
 //!   `TransportMonitor` (the client's slow-consumer reports and the server's permission
 //!   violations), durable catch-up from JetStream
@@ -29,8 +28,7 @@ mod metrics;
 mod registry;
 
 pub use local::EventBus;
-pub use metrics::{BusMetrics, MetricsSnapshot, NamespaceCounters, NamespaceMetrics};
-pub use registry::{DispatchReport, SubscriberRegistry};
+pub use metrics::{MetricsSnapshot, NamespaceMetrics};
 
 #[cfg(feature = "nats")]
 mod nats;

@@ -46,7 +46,7 @@ impl MetricsSnapshot {
 
 /// Live counters of one namespace, looked up once and then updated without further lookups.
 #[derive(Debug, Default)]
-pub struct NamespaceCounters {
+pub(crate) struct NamespaceCounters {
     published: AtomicU64,
     delivered: AtomicU64,
     dropped: AtomicU64,
@@ -64,7 +64,7 @@ impl NamespaceCounters {
 
 /// Live, lock-free bus counters. Shared by the local and the NATS bus.
 #[derive(Debug, Default)]
-pub struct BusMetrics {
+pub(crate) struct BusMetrics {
     total: NamespaceCounters,
     namespaces: DashMap<String, Arc<NamespaceCounters>, foldhash::fast::RandomState>,
     active_subscriptions: AtomicU64,
@@ -74,12 +74,12 @@ pub struct BusMetrics {
 
 impl BusMetrics {
     /// Fresh, zeroed counters.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The counters of `namespace`, created on first use.
-    pub fn counters(&self, namespace: &str) -> Arc<NamespaceCounters> {
+    pub(crate) fn counters(&self, namespace: &str) -> Arc<NamespaceCounters> {
         if let Some(c) = self.namespaces.get(namespace) {
             return c.clone();
         }
@@ -90,7 +90,9 @@ impl BusMetrics {
     }
 
     /// Counts one publish to `namespace`.
-    pub fn record_published(&self, namespace: &str) {
+    // Used by the NATS bus only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn record_published(&self, namespace: &str) {
         self.total.published.fetch_add(1, Ordering::Relaxed);
         self.counters(namespace)
             .published
@@ -98,7 +100,9 @@ impl BusMetrics {
     }
 
     /// Counts `n` deliveries of events of `namespace`.
-    pub fn record_delivered(&self, namespace: &str, n: u64) {
+    // Used by the NATS bus only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn record_delivered(&self, namespace: &str, n: u64) {
         if n == 0 {
             return;
         }
@@ -109,7 +113,9 @@ impl BusMetrics {
     }
 
     /// Counts `n` dropped deliveries of events of `namespace`.
-    pub fn record_dropped(&self, namespace: &str, n: u64) {
+    // Used by the NATS bus only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn record_dropped(&self, namespace: &str, n: u64) {
         if n == 0 {
             return;
         }
@@ -120,13 +126,13 @@ impl BusMetrics {
     }
 
     /// Counts one publish on an already looked-up namespace.
-    pub fn add_published(&self, counters: &NamespaceCounters) {
+    pub(crate) fn add_published(&self, counters: &NamespaceCounters) {
         self.total.published.fetch_add(1, Ordering::Relaxed);
         counters.published.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts deliveries and drops on an already looked-up namespace.
-    pub fn add_dispatch(&self, counters: &NamespaceCounters, delivered: u64, dropped: u64) {
+    pub(crate) fn add_dispatch(&self, counters: &NamespaceCounters, delivered: u64, dropped: u64) {
         if delivered > 0 {
             self.total.delivered.fetch_add(delivered, Ordering::Relaxed);
             counters.delivered.fetch_add(delivered, Ordering::Relaxed);
@@ -138,22 +144,26 @@ impl BusMetrics {
     }
 
     /// Counts a transport error.
-    pub fn record_transport_error(&self) {
+    // Used by the NATS bus only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn record_transport_error(&self) {
         self.transport_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a permission violation reported by the server.
-    pub fn record_permission_error(&self) {
+    // Used by the NATS bus only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn record_permission_error(&self) {
         self.permission_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a new subscription.
-    pub fn subscription_opened(&self) {
+    pub(crate) fn subscription_opened(&self) {
         self.active_subscriptions.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a closed subscription.
-    pub fn subscription_closed(&self) {
+    pub(crate) fn subscription_closed(&self) {
         // Saturating: a close is only counted once per open, but never wrap if misused.
         let _ = self
             .active_subscriptions
@@ -161,7 +171,7 @@ impl BusMetrics {
     }
 
     /// A copy of every counter.
-    pub fn snapshot(&self) -> MetricsSnapshot {
+    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             total: self.total.load(),
             namespaces: self

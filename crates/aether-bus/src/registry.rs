@@ -19,11 +19,11 @@ struct Entry {
 
 /// Counts of one dispatch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DispatchReport {
+pub(crate) struct DispatchReport {
     /// Subscribers the event reached.
-    pub delivered: u64,
+    pub(crate) delivered: u64,
     /// Subscribers whose full buffer dropped it.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -38,7 +38,7 @@ struct Table {
 ///
 /// Cheap to clone (shared state).
 #[derive(Debug, Clone)]
-pub struct SubscriberRegistry {
+pub(crate) struct SubscriberRegistry {
     table: Arc<Table>,
     metrics: Arc<BusMetrics>,
 }
@@ -84,7 +84,7 @@ fn remove(table: &Table, pattern: &str, wildcard: bool, id: u64) -> bool {
 
 impl SubscriberRegistry {
     /// An empty registry counting into `metrics`.
-    pub fn new(metrics: Arc<BusMetrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<BusMetrics>) -> Self {
         Self {
             table: Arc::default(),
             metrics,
@@ -92,7 +92,7 @@ impl SubscriberRegistry {
     }
 
     /// The metrics this registry counts into.
-    pub fn metrics(&self) -> &Arc<BusMetrics> {
+    pub(crate) fn metrics(&self) -> &Arc<BusMetrics> {
         &self.metrics
     }
 
@@ -100,7 +100,11 @@ impl SubscriberRegistry {
     ///
     /// # Errors
     /// [`aether_core::Error::InvalidInput`] for a malformed pattern.
-    pub fn subscribe(&self, pattern: &str, options: SubscribeOptions) -> Result<Subscription> {
+    pub(crate) fn subscribe(
+        &self,
+        pattern: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription> {
         self.subscribe_with_guard(pattern, options, ())
             .map(|(_, sub)| sub)
     }
@@ -111,7 +115,7 @@ impl SubscriberRegistry {
     ///
     /// # Errors
     /// [`aether_core::Error::InvalidInput`] for a malformed pattern.
-    pub fn subscribe_with_guard(
+    pub(crate) fn subscribe_with_guard(
         &self,
         pattern: &str,
         options: SubscribeOptions,
@@ -160,7 +164,9 @@ impl SubscriberRegistry {
 
     /// Removes every subscription (a bus shutting down): once their buffers are drained, their
     /// `recv` returns `None`. Returns how many were removed.
-    pub fn clear(&self) -> usize {
+    // Used by the NATS bus only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn clear(&self) -> usize {
         let mut removed = 0;
         self.table.exact.retain(|_, v| {
             removed += v.len();
@@ -182,7 +188,7 @@ impl SubscriberRegistry {
     }
 
     /// Number of open subscriptions.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         let exact: usize = self.table.exact.iter().map(|e| e.value().len()).sum();
         exact
             + self
@@ -193,13 +199,10 @@ impl SubscriberRegistry {
                 .len()
     }
 
-    /// Whether there are no subscriptions.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Whether any subscription could want an event of `namespace` (ignoring filters).
-    pub fn has_subscribers_for(&self, namespace: &str) -> bool {
+    // Used by the NATS bus only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn has_subscribers_for(&self, namespace: &str) -> bool {
         self.table.exact.contains_key(namespace)
             || self
                 .table
@@ -215,14 +218,16 @@ impl SubscriberRegistry {
     ///
     /// Buffers with room are filled without waiting; subscribers under backpressure whose buffer
     /// is full are then awaited one by one, with no lock held.
-    pub async fn dispatch(&self, namespace: &str, event: Arc<Event>) -> DispatchReport {
+    // Used by the NATS bus only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) async fn dispatch(&self, namespace: &str, event: Arc<Event>) -> DispatchReport {
         let counters = self.metrics.counters(namespace);
         self.dispatch_counted(namespace, &counters, event).await
     }
 
     /// Counts a publish to `namespace` and delivers `event` to the local subscribers, with a
     /// single metrics lookup.
-    pub async fn publish_local(&self, namespace: &str, event: Arc<Event>) -> DispatchReport {
+    pub(crate) async fn publish_local(&self, namespace: &str, event: Arc<Event>) -> DispatchReport {
         let counters = self.metrics.counters(namespace);
         self.metrics.add_published(&counters);
         self.dispatch_counted(namespace, &counters, event).await

@@ -29,7 +29,7 @@ use aether_core::{
     Delivery, Error, Event, EventBroadcaster, EventStore, JetStreamConfig, Result, Snapshot,
     SnapshotStore,
 };
-use aether_store::{InMemoryEventStore, JetStreamEventStore};
+use aether_store::{InMemoryEventStore, JetStreamEventStore, Notify};
 use async_trait::async_trait;
 use clap::Args;
 use futures::StreamExt;
@@ -263,7 +263,7 @@ fn actor_config() -> ActorConfig {
 
 impl DemoCluster {
     /// Three nodes in this process sharing `store`.
-    async fn in_process(store: Arc<CountingStore<InMemoryEventStore>>) -> CliResult<Self> {
+    async fn in_process(store: Arc<CountingStore<Notify<InMemoryEventStore>>>) -> CliResult<Self> {
         let network = LocalNetwork::new();
         let mut nodes = Vec::new();
         for id in NODES {
@@ -383,12 +383,15 @@ async fn start_over_nats(
     let wait = spinner("starting three cluster nodes");
     for id in NODES {
         let client = connect(url, auth).await?;
-        let js_store = JetStreamEventStore::new(
-            client.clone(),
-            JetStreamConfig::default().namespace(DEMO_STORE_NAMESPACE),
-        )
-        .await?
-        .with_broadcaster(Arc::new(bus.clone()), DEMO_NAMESPACE);
+        let js_store = Notify::new(
+            JetStreamEventStore::new(
+                client.clone(),
+                JetStreamConfig::default().namespace(DEMO_STORE_NAMESPACE),
+            )
+            .await?,
+            Arc::new(bus.clone()),
+            DEMO_NAMESPACE,
+        );
         let store: Arc<dyn SnapshotStore> =
             Arc::new(CountingStore::new(js_store, Arc::clone(counters)));
         let node = ClusterNode::start(
@@ -471,7 +474,8 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
             let bus = Arc::new(EventBus::new());
             count_notices(bus.subscribe(DEMO_NAMESPACE).await?, &notices);
             let store = Arc::new(CountingStore::new(
-                InMemoryEventStore::with_broadcaster(
+                Notify::new(
+                    InMemoryEventStore::new(),
                     Arc::clone(&bus) as Arc<dyn EventBroadcaster>,
                     DEMO_NAMESPACE,
                 ),

@@ -7,8 +7,14 @@
 //!
 //! Both implement the append-only traits of `aether-core`: [`EventStore`](aether_core::EventStore),
 //! [`SnapshotStore`](aether_core::SnapshotStore) and
-//! [`EventStoreWithErrors`](aether_core::EventStoreWithErrors), and can publish an
-//! `EventStored` notification to a broadcaster after every successful save.
+//! [`EventStoreWithErrors`](aether_core::EventStoreWithErrors). [`Notify`] wraps any of them to
+//! publish an `EventStored` notification to a broadcaster after every successful save.
+//!
+//! # Layout
+//! - `memory`: [`InMemoryEventStore`].
+//! - `notify`: [`Notify`], `EventStored` notifications around any store.
+//! - `jetstream` (feature `jetstream`): `JetStreamEventStore`, the actor-id subject codec, the
+//!   stream setup and the stored-message codec.
 //!
 //! # Example
 //! ```
@@ -42,7 +48,7 @@ mod memory;
 mod notify;
 
 pub use memory::InMemoryEventStore;
-pub use notify::StoredNotifier;
+pub use notify::Notify;
 
 #[cfg(feature = "jetstream")]
 mod jetstream;

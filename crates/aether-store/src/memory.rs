@@ -1,18 +1,14 @@
 //! The embedded, thread-safe in-memory store.
 
-use std::sync::Arc;
-
 use aether_core::{
-    validate_batch, Error, Event, EventBroadcaster, EventStore, EventStoreWithErrors, Metadata,
-    ReplayResult, Result, Snapshot, SnapshotStore,
+    validate_batch, Error, Event, EventStore, EventStoreWithErrors, Metadata, ReplayResult, Result,
+    Snapshot, SnapshotStore,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 // Fast, randomly seeded hashing: actor ids come from callers, so the seed must not be fixed.
 use foldhash::fast::RandomState;
-
-use crate::notify::StoredNotifier;
 
 /// An event as kept in memory: the payload as its JSON text and no copy of the actor id (the
 /// map key), which takes a fraction of the memory of a decoded [`Event`] (whose payload map
@@ -66,30 +62,13 @@ impl Stored {
 pub struct InMemoryEventStore {
     actors: DashMap<String, Vec<Stored>, RandomState>,
     snapshots: DashMap<String, Snapshot, RandomState>,
-    notifier: Option<StoredNotifier>,
 }
 
 impl InMemoryEventStore {
-    /// An empty store with no broadcaster.
+    /// An empty store. Wrap it in [`Notify`](crate::Notify) to publish `EventStored` after
+    /// every save.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// An empty store that publishes `EventStored` to `broadcaster` on `namespace` after every
-    /// successful save (never after a conflict).
-    pub fn with_broadcaster(
-        broadcaster: Arc<dyn EventBroadcaster>,
-        namespace: impl Into<String>,
-    ) -> Self {
-        Self {
-            notifier: Some(StoredNotifier::new(broadcaster, namespace)),
-            ..Self::default()
-        }
-    }
-
-    /// The notifier, if a broadcaster was given.
-    pub fn notifier(&self) -> Option<&StoredNotifier> {
-        self.notifier.as_ref()
     }
 
     /// Number of actors with at least one event.
@@ -123,12 +102,6 @@ impl InMemoryEventStore {
     fn latest(events: &[Stored]) -> u64 {
         events.last().map_or(0, |e| e.version)
     }
-
-    async fn notify(&self, stored: &[Event]) {
-        if let Some(n) = &self.notifier {
-            n.notify_all(stored).await;
-        }
-    }
 }
 
 #[async_trait]
@@ -147,9 +120,7 @@ impl EventStore for InMemoryEventStore {
             }
             log.push(stored);
             Ok(())
-        })?;
-        self.notify(std::slice::from_ref(event)).await;
-        Ok(())
+        })
     }
 
     async fn save_events(&self, actor_id: &str, events: &[Event]) -> Result<()> {
@@ -168,9 +139,7 @@ impl EventStore for InMemoryEventStore {
             }
             log.extend(stored);
             Ok(())
-        })?;
-        self.notify(events).await;
-        Ok(())
+        })
     }
 
     async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {

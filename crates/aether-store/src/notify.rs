@@ -1,41 +1,94 @@
-//! `EventStored` notifications, shared by every store.
+//! `EventStored` notifications as a wrapper around any store.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use aether_core::{Event, EventBroadcaster};
+use aether_core::{
+    Event, EventBroadcaster, EventStore, EventStoreWithErrors, ReplayResult, Result, Snapshot,
+    SnapshotStore,
+};
+use async_trait::async_trait;
 
-/// Publishes an `EventStored` notification (see [`Event::event_stored`]) to a broadcaster after
-/// each successful save.
+/// Wraps any [`EventStore`] and publishes an `EventStored` notification (see
+/// [`Event::event_stored`]) to a broadcaster after every successful save, one per stored event
+/// and in order; never after a conflict or any other failed save.
 ///
-/// The save has already succeeded when the notification is sent, so a failed publish does not
-/// fail the save; it is logged with `tracing` and counted in
-/// [`failures`](Self::failures), never silently dropped.
-#[derive(Clone)]
-pub struct StoredNotifier {
+/// The save has already succeeded when the notification is sent, so a save reports success
+/// even if its notification could not be published: the failure is logged with `tracing` and
+/// counted in [`failures`](Self::failures), never silently dropped. Reads and snapshots pass
+/// straight through.
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use aether_bus::EventBus;
+/// use aether_core::{Delivery, Event, EventBroadcaster, EventStore};
+/// use aether_store::{InMemoryEventStore, Notify};
+///
+/// # tokio_test_block(async {
+/// let bus = Arc::new(EventBus::new());
+/// let mut stored = bus.subscribe("stored").await?;
+/// let store = Notify::new(InMemoryEventStore::new(), bus.clone(), "stored");
+///
+/// store.save_event(&Event::new("Opened", "acc-1", 1)).await?;
+/// assert!(matches!(stored.try_recv(), Some(Delivery::Event(n)) if n.actor_id == "acc-1"));
+///
+/// // A conflict stores nothing and notifies nobody.
+/// assert!(store.save_event(&Event::new("Opened", "acc-1", 1)).await.is_err());
+/// assert!(stored.try_recv().is_none());
+/// assert_eq!(store.failures(), 0);
+/// # Ok::<(), aether_core::Error>(())
+/// # });
+/// # fn tokio_test_block<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+pub struct Notify<S> {
+    inner: S,
     broadcaster: Arc<dyn EventBroadcaster>,
     namespace: Arc<str>,
-    failures: Arc<AtomicU64>,
+    failures: AtomicU64,
 }
 
-impl fmt::Debug for StoredNotifier {
+impl<S: fmt::Debug> fmt::Debug for Notify<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoredNotifier")
+        f.debug_struct("Notify")
+            .field("inner", &self.inner)
             .field("namespace", &self.namespace)
             .field("failures", &self.failures())
             .finish()
     }
 }
 
-impl StoredNotifier {
-    /// Notifies `broadcaster` on `namespace`.
-    pub fn new(broadcaster: Arc<dyn EventBroadcaster>, namespace: impl Into<String>) -> Self {
+impl<S> Notify<S> {
+    /// Wraps `inner`, notifying `broadcaster` on `namespace`.
+    pub fn new(
+        inner: S,
+        broadcaster: Arc<dyn EventBroadcaster>,
+        namespace: impl Into<String>,
+    ) -> Self {
         Self {
+            inner,
             broadcaster,
             namespace: Arc::from(namespace.into()),
-            failures: Arc::default(),
+            failures: AtomicU64::new(0),
         }
+    }
+
+    /// The wrapped store.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped store, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the store; notifications stop.
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 
     /// The namespace notifications go to.
@@ -49,7 +102,7 @@ impl StoredNotifier {
     }
 
     /// Publishes the notification for each stored event, in order.
-    pub async fn notify_all(&self, stored: &[Event]) {
+    async fn notify(&self, stored: &[Event]) {
         for event in stored {
             let note = event.event_stored();
             if let Err(error) = self.broadcaster.publish(&self.namespace, &note).await {
@@ -63,5 +116,52 @@ impl StoredNotifier {
                 );
             }
         }
+    }
+}
+
+#[async_trait]
+impl<S: EventStore> EventStore for Notify<S> {
+    async fn save_event(&self, event: &Event) -> Result<()> {
+        self.inner.save_event(event).await?;
+        self.notify(std::slice::from_ref(event)).await;
+        Ok(())
+    }
+
+    async fn save_events(&self, actor_id: &str, events: &[Event]) -> Result<()> {
+        self.inner.save_events(actor_id, events).await?;
+        self.notify(events).await;
+        Ok(())
+    }
+
+    async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
+        self.inner.get_events(actor_id, from_version).await
+    }
+
+    async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
+        self.inner.get_latest_version(actor_id).await
+    }
+}
+
+#[async_trait]
+impl<S: SnapshotStore> SnapshotStore for Notify<S> {
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        self.inner.save_snapshot(snapshot).await
+    }
+
+    async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
+        self.inner.get_latest_snapshot(actor_id).await
+    }
+}
+
+#[async_trait]
+impl<S: EventStoreWithErrors> EventStoreWithErrors for Notify<S> {
+    async fn get_events_with_errors(
+        &self,
+        actor_id: &str,
+        from_version: u64,
+    ) -> Result<ReplayResult> {
+        self.inner
+            .get_events_with_errors(actor_id, from_version)
+            .await
     }
 }

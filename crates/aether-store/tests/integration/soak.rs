@@ -8,18 +8,17 @@
 //! fast server).
 #![cfg(feature = "jetstream")]
 
-mod faults_support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aether_bus::EventBus;
-use aether_core::{Delivery, EventBroadcaster, EventStore, JetStreamConfig};
-use aether_testkit::NatsServer;
-use faults_support::{
+use crate::faults_support::{
     actor_names, assert_all_retryable, connect, open_store, percentiles, verify, Load,
 };
+use aether_bus::EventBus;
+use aether_core::{Delivery, EventBroadcaster, EventStore, JetStreamConfig};
+use aether_store::Notify;
+use aether_testkit::NatsServer;
 
 const WRITERS: usize = 8;
 const ACTORS: usize = 500;
@@ -65,9 +64,11 @@ async fn soak_with_a_crash_in_the_middle() {
 
     let mut stores = Vec::new();
     for _ in 0..WRITERS {
-        let store = open_store(connect(&urls).await, config.clone(), Duration::from_secs(1))
-            .await
-            .with_broadcaster(bus.clone(), "soak");
+        let store = Notify::new(
+            open_store(connect(&urls).await, config.clone(), Duration::from_secs(1)).await,
+            bus.clone(),
+            "soak",
+        );
         stores.push(Arc::new(store));
     }
     let actors = actor_names("soak", ACTORS);

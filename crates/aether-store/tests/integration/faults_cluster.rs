@@ -5,17 +5,15 @@
 //! as retryable, and a replay through each server alone is complete.
 #![cfg(feature = "jetstream")]
 
-mod faults_support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::faults_support::{
+    actor_names, assert_all_retryable, connect_with, open_store, verify, Load, Outcome,
+};
 use aether_core::JetStreamConfig;
 use aether_store::JetStreamEventStore;
 use aether_testkit::NatsCluster;
-use faults_support::{
-    actor_names, assert_all_retryable, connect_with, open_store, verify, Load, Outcome,
-};
 
 const WRITERS: usize = 4;
 const ACTORS: usize = 50;

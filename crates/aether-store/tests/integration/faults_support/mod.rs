@@ -64,14 +64,14 @@ impl Load {
     /// Starts one writer per store; each picks actors at random from `actors` and appends the
     /// next version it believes in. Conflicts make it adopt the current version; other errors
     /// make it forget what it knew and ask again.
-    pub fn start(stores: Vec<Arc<JetStreamEventStore>>, actors: Vec<String>) -> Self {
+    pub fn start<S: EventStore + 'static>(stores: Vec<Arc<S>>, actors: Vec<String>) -> Self {
         Self::start_with(stores, actors, false)
     }
 
     /// Like [`start`](Self::start), but with `partitioned` each writer only writes the actors
     /// whose index modulo the number of writers is its own (no contention between writers).
-    pub fn start_with(
-        stores: Vec<Arc<JetStreamEventStore>>,
+    pub fn start_with<S: EventStore + 'static>(
+        stores: Vec<Arc<S>>,
         actors: Vec<String>,
         partitioned: bool,
     ) -> Self {
@@ -177,9 +177,9 @@ fn failure(e: &Error, what: &str) -> Failure {
     }
 }
 
-async fn write_loop(
+async fn write_loop<S: EventStore>(
     writer: usize,
-    store: Arc<JetStreamEventStore>,
+    store: Arc<S>,
     actors: &[String],
     stop: &AtomicBool,
     acked: &AtomicU64,

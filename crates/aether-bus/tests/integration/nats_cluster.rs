@@ -2,14 +2,12 @@
 //! other's events, and a durable subscription reads a replicated bus stream.
 #![cfg(feature = "nats")]
 
-mod nats_support;
-
 use std::time::Duration;
 
+use crate::nats_support::*;
 use aether_bus::{BusStreamConfig, NatsBusConfig, NatsEventBus, StartFrom};
 use aether_core::{Delivery, EventBroadcaster, Subscription, SubscriptionFilter};
 use aether_testkit::NatsCluster;
-use nats_support::*;
 
 /// Subscription interest reaches the other servers of a cluster asynchronously: publish
 /// probes until one arrives.

@@ -3,14 +3,12 @@
 //! retryable error rather than a wrong success.
 #![cfg(feature = "jetstream")]
 
-mod faults_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::faults_support::{actor_names, assert_all_retryable, connect, open_store, verify, Load};
 use aether_core::{EventStore, JetStreamConfig};
 use aether_testkit::NatsServer;
-use faults_support::{actor_names, assert_all_retryable, connect, open_store, verify, Load};
 
 const WRITERS: usize = 4;
 const ACTORS: usize = 20;

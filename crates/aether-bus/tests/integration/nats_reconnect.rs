@@ -2,13 +2,11 @@
 //! it, and publishing works again, without the application doing anything.
 #![cfg(feature = "nats")]
 
-mod nats_support;
-
 use std::time::Duration;
 
+use crate::nats_support::*;
 use aether_bus::NatsEventBus;
 use aether_core::{Delivery, EventBroadcaster, Subscription};
-use nats_support::*;
 
 /// Publishes numbered probes until one reaches `sub`; returns the lag seen on the way (events
 /// published while a connection was down are lost for the subscriber and reported as lag).

@@ -2,14 +2,12 @@
 //! the refused subject, instead of publishes that vanish and subscriptions that stay silent.
 #![cfg(feature = "nats")]
 
-mod nats_support;
-
 use std::time::{Duration, Instant};
 
+use crate::nats_support::{next_event, DEADLINE};
 use aether_bus::{BusStreamConfig, NatsBusConfig, NatsEventBus, Operation, StartFrom};
 use aether_core::{Error, Event, EventBroadcaster, SubscriptionFilter};
 use aether_testkit::NatsServer;
-use nats_support::{next_event, DEADLINE};
 
 /// `tenant` may not publish or subscribe to the namespace `secret` (and below) on the default
 /// prefix, `reader` may not create consumers on the bus stream; `admin` may do anything.

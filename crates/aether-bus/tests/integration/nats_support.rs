@@ -1,15 +1,14 @@
-//! Helpers shared by the NATS bus tests.
+//! Helpers shared by the NATS bus tests; the delivery helpers are the contract suites' own.
+#![cfg(feature = "nats")]
 #![allow(dead_code)]
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use aether_bus::{NatsBusConfig, NatsEventBus};
-use aether_core::{Delivery, Event, EventBroadcaster, Subscription};
+use aether_core::Event;
 use aether_testkit::NatsServer;
 
-/// How long a test waits for something that should happen promptly.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+pub use aether_testkit::contract::{
+    assert_nothing_before_marker, next, next_event, wait_for, DEADLINE,
+};
 
 pub fn server() -> NatsServer {
     NatsServer::start().expect("starting nats-server")
@@ -25,48 +24,6 @@ pub async fn bus_with(server: &NatsServer, config: NatsBusConfig) -> NatsEventBu
     NatsEventBus::connect(&server.url(), config)
         .await
         .expect("connecting the bus")
-}
-
-/// The next delivery, failing the test after [`DEADLINE`].
-pub async fn next(sub: &mut Subscription) -> Delivery {
-    tokio::time::timeout(DEADLINE, sub.recv())
-        .await
-        .expect("timed out waiting for a delivery")
-        .expect("subscription ended")
-}
-
-/// The next event; fails on lag.
-pub async fn next_event(sub: &mut Subscription) -> Arc<Event> {
-    match next(sub).await {
-        Delivery::Event(e) => e,
-        Delivery::Lagged(n) => panic!("unexpected lag of {n}"),
-    }
-}
-
-/// Publishes a marker to `namespace` and asserts that it is the very next thing `sub`
-/// receives: everything published before it (by the same publisher) has been delivered, so
-/// nothing else is pending for `sub`.
-pub async fn assert_nothing_before_marker(
-    publisher: &NatsEventBus,
-    namespace: &str,
-    sub: &mut Subscription,
-) {
-    let marker = Event::new("Marker", "marker", 1);
-    publisher.publish(namespace, &marker).await.unwrap();
-    loop {
-        let got = next_event(sub).await;
-        if got.id == marker.id {
-            return;
-        }
-        // Markers other checks published to the same namespace may come first.
-        assert_eq!(
-            got.event_type,
-            "Marker",
-            "expected nothing but markers in {}, got {:?}",
-            sub.pattern(),
-            got
-        );
-    }
 }
 
 pub fn ev(event_type: &str, actor: &str, version: u64) -> Event {
@@ -112,20 +69,4 @@ pub async fn server_subscriptions(http_port: u16) -> u64 {
     })
     .await
     .expect("monitor task")
-}
-
-/// Polls `cond` until it holds, failing the test after [`DEADLINE`].
-pub async fn wait_for<F, Fut>(mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached in time"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

@@ -4,17 +4,15 @@
 //! once. Also: credentials are required and checked.
 #![cfg(feature = "nats")]
 
-mod nats_support;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::nats_support::DEADLINE;
 use aether_bus::{BusStreamConfig, NatsBusConfig, NatsEventBus, StartFrom};
 use aether_core::{Delivery, Event, EventBroadcaster, Subscription, SubscriptionFilter};
 use aether_testkit::{NatsCluster, NatsServer};
-use nats_support::DEADLINE;
 
 const NS: &str = "orders";
 

@@ -2,14 +2,12 @@
 //! then continues with live events, with no duplicates and no gaps.
 #![cfg(feature = "nats")]
 
-mod nats_support;
-
 use std::time::{Duration, SystemTime};
 
+use crate::nats_support::*;
 use aether_bus::{BusStreamConfig, DurableSubscription, NatsBusConfig, NatsEventBus, StartFrom};
 use aether_core::{Error, EventBroadcaster, SubscriptionFilter};
 use aether_testkit::NatsServer;
-use nats_support::*;
 
 fn js_config() -> NatsBusConfig {
     NatsBusConfig::default().jetstream(BusStreamConfig::default())

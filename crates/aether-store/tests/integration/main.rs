@@ -1,0 +1,29 @@
+//! The store's integration tests, in one binary so that the suite links `async-nats` once.
+//!
+//! - `contract`: the `aether-testkit` contract suites, on the in-memory and the JetStream store.
+//! - `notify`: `EventStored` notifications around either store.
+//! - `memory`: what only the in-memory store has (its counters, a property test).
+//! - `jetstream`: JetStream-only behaviour (caches, namespaces, the stream's settings,
+//!   malformed messages, long histories); `jetstream_cluster`, `jetstream_failures`.
+//! - `auth`, `hostile`: credentials and hostile input.
+//! - `faults_single`, `faults_cluster`: real faults (SIGKILL, SIGSTOP) under load.
+//! - `soak`: the bounded soak, ignored unless run through `scripts/soak`.
+//!
+//! The NATS tests start their own `nats-server` (see `aether-testkit`).
+
+mod contract;
+mod memory;
+mod notify;
+
+mod auth;
+#[cfg(feature = "jetstream")]
+mod faults_cluster;
+#[cfg(feature = "jetstream")]
+mod faults_single;
+#[cfg(feature = "jetstream")]
+mod faults_support;
+mod hostile;
+mod jetstream;
+mod jetstream_cluster;
+mod jetstream_failures;
+mod soak;
