@@ -93,8 +93,6 @@ mod host;
 mod leader;
 mod membership;
 mod node;
-#[cfg(test)]
-mod node_tests;
 mod ring;
 pub mod routing;
 mod shard;

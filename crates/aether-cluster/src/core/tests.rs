@@ -1,0 +1,350 @@
+//! The protocol on made-up instants: no server, no runtime, no waiting.
+use super::*;
+
+const HB: Duration = Duration::from_millis(100);
+const FAIL: Duration = Duration::from_secs(1);
+
+fn core(id: &str) -> NodeCore {
+    NodeCore::new(CoreSettings {
+        node_id: id.into(),
+        incarnation: format!("{id}-1"),
+        failure_timeout: FAIL,
+        shard_count: 16,
+        replication_factor: 1,
+    })
+}
+
+/// A lease and table store with compare-and-set, like the key-value bucket.
+#[derive(Default)]
+struct Bucket {
+    revision: u64,
+    lease: Option<(u64, LeaderLease)>,
+    table: Option<(u64, AssignmentTable)>,
+}
+
+impl Bucket {
+    fn cas_lease(&mut self, lease: LeaderLease, expected: u64) -> Cas {
+        let current = self.lease.as_ref().map_or(0, |(r, _)| *r);
+        if current != expected {
+            return Cas::Stale;
+        }
+        self.revision += 1;
+        self.lease = Some((self.revision, lease));
+        Cas::Written(self.revision)
+    }
+    fn cas_table(&mut self, table: AssignmentTable, expected: u64) -> Cas {
+        let current = self.table.as_ref().map_or(0, |(r, _)| *r);
+        if current != expected {
+            return Cas::Stale;
+        }
+        self.revision += 1;
+        self.table = Some((self.revision, table));
+        Cas::Written(self.revision)
+    }
+}
+
+/// Runs `input` on `node` and carries out every action against `bucket`, feeding the
+/// results back, until nothing is left; returns the heartbeats published and the views
+/// applied.
+fn drive(
+    node: &mut NodeCore,
+    bucket: &mut Bucket,
+    input: Input,
+    now: Instant,
+) -> (Vec<Heartbeat>, Vec<Arc<Assignment>>, Vec<MembershipChange>) {
+    let mut out = (Vec::new(), Vec::new(), Vec::new());
+    let mut queue = vec![input];
+    while let Some(input) = queue.pop() {
+        for action in node.step(input, now) {
+            match action {
+                Action::PublishHeartbeat(hb) => out.0.push(hb),
+                Action::ViewChanged(v) => out.1.push(v),
+                Action::Membership(c) => out.2.push(c),
+                Action::ReadLease => queue.push(Input::LeaseRead {
+                    revision: bucket.lease.as_ref().map_or(0, |(r, _)| *r),
+                    lease: bucket.lease.as_ref().map(|(_, l)| l.clone()),
+                }),
+                Action::WriteLease {
+                    write,
+                    lease,
+                    expected_revision,
+                } => {
+                    let term = lease.term;
+                    let outcome = bucket.cas_lease(lease, expected_revision);
+                    queue.push(Input::LeaseWritten {
+                        write,
+                        term,
+                        outcome,
+                    });
+                }
+                Action::ReleaseLease { revision } => {
+                    if bucket.lease.as_ref().map(|(r, _)| *r) == Some(revision) {
+                        bucket.lease = None;
+                    }
+                }
+                Action::ReadTable => queue.push(Input::TableRead {
+                    revision: bucket.table.as_ref().map_or(0, |(r, _)| *r),
+                    table: bucket.table.as_ref().map(|(_, t)| t.clone()),
+                }),
+                Action::WriteTable {
+                    table,
+                    expected_revision,
+                } => {
+                    let outcome = bucket.cas_table(table.clone(), expected_revision);
+                    queue.push(Input::TableWritten { table, outcome });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every node hears every heartbeat in `hbs`.
+fn deliver(nodes: &mut [&mut NodeCore], hbs: &[Heartbeat], now: Instant) {
+    for n in nodes.iter_mut() {
+        for hb in hbs {
+            n.step(Input::Heartbeat(hb.clone()), now);
+        }
+    }
+}
+
+/// One heartbeat round of every live node, then every node sees the newest table.
+fn round(nodes: &mut [&mut NodeCore], bucket: &mut Bucket, now: Instant) {
+    let mut hbs = Vec::new();
+    for n in nodes.iter_mut() {
+        hbs.extend(drive(n, bucket, Input::Tick, now).0);
+    }
+    deliver(nodes, &hbs, now);
+    for n in nodes.iter_mut() {
+        drive(n, bucket, Input::ElectionTick, now);
+        drive(n, bucket, Input::ElectionTick, now);
+    }
+    if let Some((rev, table)) = bucket.table.clone() {
+        for n in nodes.iter_mut() {
+            drive(
+                n,
+                bucket,
+                Input::TableRead {
+                    revision: rev,
+                    table: Some(table.clone()),
+                },
+                now,
+            );
+        }
+    }
+}
+
+#[test]
+fn a_lone_node_claims_the_lease_and_assigns_every_shard_to_itself() {
+    let mut bucket = Bucket::default();
+    let mut a = core("a");
+    let now = Instant::now();
+    let (hbs, views, _) = drive(&mut a, &mut bucket, Input::Tick, now);
+    assert_eq!(hbs.len(), 1);
+    assert_eq!(hbs[0].seq, 0);
+    assert!(views.is_empty());
+    let (hbs, views, _) = drive(&mut a, &mut bucket, Input::ElectionTick, now);
+    assert!(hbs.is_empty());
+    assert_eq!(a.term(), Some(1));
+    assert_eq!(a.leader().as_deref(), Some("a"));
+    let view = views.last().expect("a table");
+    assert!(view.is_complete());
+    assert_eq!(view.table.members, ["a"]);
+    assert_eq!(a.view().epoch, view.epoch);
+    // The next ticks renew the lease and change nothing else.
+    let (hbs, _, _) = drive(&mut a, &mut bucket, Input::Tick, now + HB);
+    assert_eq!(hbs[0].seq, 1);
+    let (_, views, _) = drive(&mut a, &mut bucket, Input::ElectionTick, now + HB);
+    assert!(views.is_empty());
+    assert_eq!(a.term(), Some(1));
+}
+
+#[test]
+fn three_nodes_agree_then_a_dead_leader_is_replaced_after_the_failure_timeout() {
+    let mut bucket = Bucket::default();
+    let (mut a, mut b, mut c) = (core("a"), core("b"), core("c"));
+    let mut now = Instant::now();
+    for _ in 0..3 {
+        round(&mut [&mut a, &mut b, &mut c], &mut bucket, now);
+        now += HB;
+    }
+    let table = a.view();
+    assert_eq!(table.table.members, ["a", "b", "c"]);
+    assert_eq!(b.view(), table);
+    assert_eq!(c.view(), table);
+    let leader = table.table.leader.clone();
+    assert_eq!(leader, "a", "the first to tick claims the lease");
+    assert_eq!(b.leader().as_deref(), Some("a"));
+
+    // `a` dies. Just before the failure timeout nothing moves.
+    let died = now;
+    while now < died + FAIL - HB {
+        round(&mut [&mut b, &mut c], &mut bucket, now);
+        now += HB;
+    }
+    assert_eq!(b.view(), table, "nothing moves within the failure timeout");
+    assert_eq!(b.term(), None);
+    // After it, a survivor takes the lease with a higher term and moves a's shards.
+    while now <= died + FAIL + HB * 4 {
+        round(&mut [&mut b, &mut c], &mut bucket, now);
+        now += HB;
+    }
+    let after = b.view();
+    assert_eq!(after.table.members, ["b", "c"]);
+    assert!(after.table.term >= 2);
+    assert!(after.is_complete());
+    assert_eq!(c.view(), after);
+    // Only a's shards moved.
+    for s in 0..16u32 {
+        let before = table.primary(s).unwrap();
+        if before != "a" {
+            assert_eq!(after.primary(s), Some(before));
+        }
+    }
+    assert_eq!([b.term(), c.term()].iter().flatten().count(), 1);
+}
+
+#[test]
+fn a_node_that_rejoins_with_a_new_incarnation_gets_shards_again() {
+    let mut bucket = Bucket::default();
+    let (mut a, mut b) = (core("a"), core("b"));
+    let mut now = Instant::now();
+    for _ in 0..3 {
+        round(&mut [&mut a, &mut b], &mut bucket, now);
+        now += HB;
+    }
+    assert_eq!(a.view().table.members, ["a", "b"]);
+    // b crashes and is declared failed.
+    for _ in 0..15 {
+        round(&mut [&mut a], &mut bucket, now);
+        now += HB;
+    }
+    assert_eq!(a.view().table.members, ["a"]);
+    // b restarts: a new incarnation, seeded with the current table.
+    let mut b = NodeCore::new(CoreSettings {
+        incarnation: "b-2".into(),
+        ..core("b").settings
+    });
+    let (rev, table) = bucket.table.clone().unwrap();
+    b.start(rev, Some(table), now);
+    for _ in 0..3 {
+        round(&mut [&mut a, &mut b], &mut bucket, now);
+        now += HB;
+    }
+    let view = a.view();
+    assert_eq!(view.table.members, ["a", "b"]);
+    assert!(!view.primaries_of("b").is_empty());
+    assert_eq!(b.view(), view);
+}
+
+#[test]
+fn a_clean_leave_releases_the_lease_and_moves_shards_at_once() {
+    let mut bucket = Bucket::default();
+    let (mut a, mut b) = (core("a"), core("b"));
+    let mut now = Instant::now();
+    for _ in 0..3 {
+        round(&mut [&mut a, &mut b], &mut bucket, now);
+        now += HB;
+    }
+    assert_eq!(a.term(), Some(1));
+    drive(&mut a, &mut bucket, Input::Shutdown, now);
+    assert!(bucket.lease.is_none(), "released");
+    assert!(
+        a.step(Input::Tick, now).is_empty(),
+        "a stopped core does nothing"
+    );
+    assert!(a.step(Input::ElectionTick, now).is_empty());
+    let changes = drive(
+        &mut b,
+        &mut bucket,
+        Input::Leave(Leave {
+            node_id: "a".into(),
+            incarnation: "a-1".into(),
+        }),
+        now,
+    )
+    .2;
+    assert_eq!(changes, [MembershipChange::Left("a".into())]);
+    // One tick later, well within the failure timeout, b leads alone.
+    round(&mut [&mut b], &mut bucket, now + HB);
+    assert_eq!(b.term(), Some(2));
+    assert_eq!(b.view().table.members, ["b"]);
+    assert!(b.view().is_complete());
+}
+
+#[test]
+fn a_view_only_moves_forward_and_ignores_a_table_of_another_shard_count() {
+    let mut a = core("a");
+    let now = Instant::now();
+    let table = AssignmentTable {
+        members: vec!["a".into()],
+        shards: vec![vec!["a".into()]; 16],
+        ..AssignmentTable::empty(16, 1)
+    };
+    let acts = a.step(
+        Input::TableRead {
+            revision: 5,
+            table: Some(table.clone()),
+        },
+        now,
+    );
+    assert!(matches!(&acts[..], [Action::ViewChanged(v)] if v.epoch == 5));
+    // An older table, the same one again, and one with another shard count: ignored.
+    for (rev, t) in [
+        (4, table.clone()),
+        (5, table.clone()),
+        (9, AssignmentTable::empty(8, 1)),
+    ] {
+        assert!(a
+            .step(
+                Input::TableRead {
+                    revision: rev,
+                    table: Some(t)
+                },
+                now
+            )
+            .is_empty());
+    }
+    assert_eq!(a.view().epoch, 5);
+    assert!(a.view().serves("a", "anything"));
+}
+
+#[test]
+fn a_leader_that_sees_a_higher_term_in_the_table_steps_down() {
+    let mut bucket = Bucket::default();
+    let mut a = core("a");
+    let now = Instant::now();
+    drive(&mut a, &mut bucket, Input::ElectionTick, now);
+    assert_eq!(a.term(), Some(1));
+    // Another leader (after a partition healed, say) wrote the table with term 7.
+    let (rev, mut table) = bucket.table.clone().unwrap();
+    table.term = 7;
+    table.leader = "z".into();
+    bucket.table = Some((rev + 10, table.clone()));
+    bucket.revision = rev + 10;
+    drive(
+        &mut a,
+        &mut bucket,
+        Input::TableRead {
+            revision: rev + 10,
+            table: Some(table),
+        },
+        now,
+    );
+    // Its own lease renewal succeeds, but its duty sees the newer term and stops.
+    drive(&mut a, &mut bucket, Input::ElectionTick, now + HB);
+    assert_eq!(a.term(), None);
+    assert!(bucket.lease.is_none(), "handed back");
+    assert_eq!(bucket.table.as_ref().unwrap().1.leader, "z");
+}
+
+#[test]
+fn an_unreadable_lease_makes_the_leader_a_follower() {
+    let mut bucket = Bucket::default();
+    let mut a = core("a");
+    let now = Instant::now();
+    drive(&mut a, &mut bucket, Input::ElectionTick, now);
+    assert_eq!(a.term(), Some(1));
+    a.step(Input::LeaseReadFailed, now);
+    assert_eq!(a.term(), None);
+}

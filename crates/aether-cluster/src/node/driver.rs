@@ -1,0 +1,242 @@
+//! The driver: carries out what the core decides over the transport, and the loops that feed
+//! the core its inputs (ticks, membership messages, the table watch, actor requests).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::Inner;
+use crate::core::{Action, Cas, Input};
+use crate::membership::MembershipChange;
+use crate::transport::{Incoming, MemberMessage};
+use crate::vm::RuntimeModel;
+
+impl<M: RuntimeModel> Inner<M> {
+    /// Feeds `input` to the core and carries out what it decides, feeding the results back,
+    /// until nothing is left to do.
+    pub(super) async fn run(&self, input: Input) {
+        let actions = self.core().step(input, Instant::now());
+        self.carry_out(actions).await;
+    }
+
+    pub(super) async fn carry_out(&self, actions: Vec<Action>) {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            if let Some(input) = self.execute(action).await {
+                let more = self.core().step(input, Instant::now());
+                queue.extend(more);
+            }
+        }
+    }
+
+    /// Carries out one action; returns what came of it, for the core.
+    async fn execute(&self, action: Action) -> Option<Input> {
+        let t = &self.transport;
+        match action {
+            Action::PublishHeartbeat(hb) => {
+                if let Err(e) = t.publish(MemberMessage::Heartbeat(hb)).await {
+                    tracing::warn!(error = %e, "heartbeat not sent");
+                }
+                None
+            }
+            Action::ReadLease => Some(match t.read_lease().await {
+                Ok((revision, lease)) => Input::LeaseRead { revision, lease },
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader election step failed");
+                    Input::LeaseReadFailed
+                }
+            }),
+            Action::WriteLease {
+                write,
+                lease,
+                expected_revision,
+            } => {
+                let outcome = t
+                    .write_lease(&lease, expected_revision)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "leader lease not written");
+                        Cas::Failed
+                    });
+                Some(Input::LeaseWritten {
+                    write,
+                    term: lease.term,
+                    outcome,
+                })
+            }
+            Action::ReleaseLease { revision } => {
+                if let Err(e) = t.release_lease(revision).await {
+                    tracing::debug!(error = %e, "lease not released (already taken?)");
+                }
+                None
+            }
+            Action::ReadTable => match t.read_table().await {
+                Ok((revision, table)) => Some(Input::TableRead { revision, table }),
+                Err(e) => {
+                    tracing::debug!(error = %e, "assignment refresh failed");
+                    None
+                }
+            },
+            Action::WriteTable {
+                table,
+                expected_revision,
+            } => {
+                let outcome = t
+                    .write_table(&table, expected_revision)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "assignment table not written");
+                        Cas::Failed
+                    });
+                Some(Input::TableWritten { table, outcome })
+            }
+            Action::ViewChanged(view) => {
+                let lost = self
+                    .host
+                    .passivate_where(|actor| !view.serves(&self.node_id, actor));
+                if !lost.is_empty() {
+                    tracing::debug!(epoch = view.epoch, given_up = lost.len(), "actors given up");
+                }
+                self.epoch_tx.send_if_modified(|e| {
+                    let newer = view.epoch > *e;
+                    *e = (*e).max(view.epoch);
+                    newer
+                });
+                None
+            }
+            Action::Membership(change) => {
+                match change {
+                    MembershipChange::Joined(n) => tracing::info!(member = %n, "member joined"),
+                    MembershipChange::Left(n) => tracing::info!(member = %n, "member left"),
+                    MembershipChange::Failed(n) => tracing::warn!(member = %n, "member failed"),
+                }
+                None
+            }
+        }
+    }
+
+    /// Reads the table and applies it if newer.
+    pub(super) async fn refresh_view(&self) {
+        self.carry_out(vec![Action::ReadTable]).await;
+    }
+}
+
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+pub(super) async fn heartbeat_loop<M: RuntimeModel>(
+    inner: Arc<Inner<M>>,
+    cancel: CancellationToken,
+) {
+    let mut tick = ticker(inner.config.heartbeat_interval);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => inner.run(Input::Tick).await,
+        }
+    }
+}
+
+pub(super) async fn member_loop<M: RuntimeModel>(
+    inner: Arc<Inner<M>>,
+    mut members: BoxStream<'static, MemberMessage>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let input = tokio::select! {
+            () = cancel.cancelled() => break,
+            msg = members.next() => match msg {
+                Some(MemberMessage::Heartbeat(hb)) => Input::Heartbeat(hb),
+                Some(MemberMessage::Leave(l)) => Input::Leave(l),
+                None => break,
+            },
+        };
+        inner.run(input).await;
+    }
+}
+
+pub(super) async fn election_loop<M: RuntimeModel>(
+    inner: Arc<Inner<M>>,
+    cancel: CancellationToken,
+) {
+    let mut tick = ticker(inner.config.heartbeat_interval);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => {
+                // Hand the lease over at once instead of making a successor wait.
+                inner.run(Input::Shutdown).await;
+                break;
+            }
+            _ = tick.tick() => inner.run(Input::ElectionTick).await,
+        }
+    }
+}
+
+pub(super) async fn watch_loop<M: RuntimeModel>(inner: Arc<Inner<M>>, cancel: CancellationToken) {
+    let retry = inner.config.heartbeat_interval;
+    loop {
+        let watch = tokio::select! {
+            () = cancel.cancelled() => return,
+            w = inner.transport.watch_table() => w,
+        };
+        match watch {
+            Ok(mut watch) => loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    item = watch.next() => match item {
+                        Some(Ok((revision, table))) => {
+                            inner.run(Input::TableRead { revision, table }).await;
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "assignment watch failed; restarting it");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "could not watch the assignment table"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(retry) => {}
+        }
+        // Catch up on whatever happened while the watch was down.
+        inner.refresh_view().await;
+    }
+}
+
+pub(super) async fn request_loop<M: RuntimeModel>(
+    inner: Arc<Inner<M>>,
+    mut requests: BoxStream<'static, Incoming>,
+    cancel: CancellationToken,
+) {
+    // In-flight requests live in this set, so stopping the loop (or killing the node) stops
+    // them too.
+    let mut in_flight = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            msg = requests.next() => {
+                let Some(msg) = msg else { break };
+                let inner = Arc::clone(&inner);
+                in_flight.spawn(async move { inner.serve(msg).await }.in_current_span());
+            }
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+        }
+    }
+    // Stop listening first so senders see "no responders" and go elsewhere, then let the
+    // requests already taken finish.
+    drop(requests);
+    while in_flight.join_next().await.is_some() {}
+}
