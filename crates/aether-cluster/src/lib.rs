@@ -99,6 +99,11 @@ mod shard;
 mod transport;
 mod vm;
 
+/// The NATS client this crate's API takes ([`ClusterNode::start`]), re-exported so that an
+/// application uses the matching version without pinning it by hand.
+#[cfg(feature = "nats")]
+pub use async_nats;
+
 pub use assignment::{Assignment, AssignmentTable, ASSIGNMENT_KEY};
 pub use config::{
     validate_name, ActorConfig, ClusterConfig, ShardConfig, DEFAULT_CLUSTER_NAME,
