@@ -10,8 +10,8 @@ use std::time::Duration;
 use aether_bus::{NatsBusConfig, NatsEventBus};
 use aether_cli::demo::Bank;
 use aether_cluster::{ClusterConfig, ClusterNode};
-use aether_core::{Event, EventBroadcaster, EventStore, JetStreamConfig, SnapshotStore};
-use aether_store::{InMemoryEventStore, JetStreamEventStore};
+use aether_core::{Event, EventBroadcaster, EventStore, SnapshotStore};
+use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
 use assert_cmd::Command;
 
