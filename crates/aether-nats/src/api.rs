@@ -147,7 +147,10 @@ impl<'a> JsSubject<'a> {
 mod tests {
     use super::*;
 
-    fn parts(s: &str) -> Option<(&str, Option<&str>, Option<&str>, Option<&str>)> {
+    /// Verb, stream, consumer and subject.
+    type Parts<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
+    fn parts(s: &str) -> Option<Parts<'_>> {
         JsSubject::parse(s).map(|p| (p.verb, p.stream, p.consumer, p.subject))
     }
 

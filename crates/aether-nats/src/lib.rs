@@ -16,8 +16,9 @@
 //! - `permission`: [`PermissionWatch`], refusals by subject, and its
 //!   [`guard`](PermissionWatch::guard) for operations that wait for an answer.
 //! - `api`: [`JsSubject`], which stream, consumer and data subject a JetStream subject names.
-//! - `subject`: user strings as subject tokens ([`namespace_subject`], [`encode_actor_id`]...),
-//!   stream names, and the length policy ([`MAX_SUBJECT_BYTES`]).
+//! - [`subject`]: user strings as subject tokens ([`namespace_subject`], [`encode_actor_id`]...),
+//!   stream names, and the length policy ([`MAX_SUBJECT_BYTES`]); its docs state the codecs'
+//!   rules.
 //! - `setup`: [`ensure_stream`], [`ensure_kv_bucket`], [`StorageKind`].
 //! - `errors`: client errors sorted into typed [`aether_core::Error`] variants ([`classify`]).
 //! - `backoff`: [`Backoff`], growing, optionally jittered pauses between retries.
@@ -67,7 +68,7 @@ mod errors;
 mod monitor;
 mod permission;
 mod setup;
-mod subject;
+pub mod subject;
 
 pub use async_nats;
 

@@ -38,7 +38,7 @@
 //! limits (`max_control_line`, 4 KiB by default) and answers by closing the whole connection when
 //! exceeded; half of it leaves room for the JetStream API prefix, stream name and reply subject
 //! that share the line. Anything longer is refused up front with
-//! [`Error::InvalidInput`](aether_core::Error::InvalidInput) ([`check_subject_length`]). The
+//! [`Error::InvalidInput`] ([`check_subject_length`]). The
 //! limit is on the encoded subject, not the input (percent-encoding triples non-ASCII bytes),
 //! except for actor ids: those are capped on input at [`MAX_ACTOR_ID_BYTES`], chosen so that the
 //! subject of any actor in any stream stays within [`MAX_SUBJECT_BYTES`], so whether an id is
@@ -47,8 +47,8 @@
 use aether_core::{validate_namespace, validate_pattern, Error, Result};
 
 const SINGLE: &str = "*";
-/// Longest subject built from user strings (see the length policy in the [module
-/// docs](self)).
+/// Longest subject built from user strings (see the length policy in the
+/// [`subject`](crate::subject) module).
 pub const MAX_SUBJECT_BYTES: usize = 2048;
 /// Longest actor id accepted, in UTF-8 bytes. Its encoding (at most 1366 bytes), after the longest
 /// stream name and a kind token, stays within [`MAX_SUBJECT_BYTES`].

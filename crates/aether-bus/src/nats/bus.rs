@@ -99,7 +99,7 @@ impl Drop for Inner {
 ///
 /// - **Subjects.** An event of namespace `ns` is published on `<prefix>.<ns>`, each namespace
 ///   token encoded so that no namespace can produce a wildcard or an extra token (see
-///   [`namespace_subject`](super::namespace_subject)); pattern tokens `*` and `>` become NATS's
+///   [`namespace_subject`](aether_nats::namespace_subject)); pattern tokens `*` and `>` become NATS's
 ///   native wildcards. [`SubscriptionFilter`](aether_core::SubscriptionFilter)s apply on the
 ///   receiving side.
 /// - **Exactly once, locally too.** Subscribers of the publishing bus get the event directly

@@ -84,7 +84,7 @@ struct Tip {
 ///   see all of the batch or none of it. The batch must fit in the server's `max_payload`.
 /// - **Subjects.** Events go to `<stream>.events.<actor>` and snapshots to
 ///   `<stream>.snapshots.<actor>`, the actor id encoded by
-///   [`encode_actor_id`](super::encode_actor_id) into one wildcard-free token.
+///   [`encode_actor_id`](aether_nats::encode_actor_id) into one wildcard-free token.
 /// - **Reads.** The latest version is one direct get of the actor's last message. Replays use a
 ///   short-lived pull consumer filtered to the actor's subject, starting at the first message
 ///   that holds `from_version` (found by a binary search of direct gets).
