@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aether_core::{
-    validate_batch, Error, Event, EventStore, EventStoreWithErrors, ReplayResult, Result,
-    Snapshot, SnapshotStore,
+    validate_batch, Error, Event, EventStore, EventStoreWithErrors, ReplayResult, Result, Snapshot,
+    SnapshotStore,
 };
 use aether_nats::{
     classify, classify_api, has_api_code, validate_actor_id as check_actor_id, Backoff, Connection,
