@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aether_core::{Event, EventStore, JetStreamConfig};
-use aether_store::JetStreamEventStore;
+use aether_core::{Event, EventStore};
+use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
 use async_nats::jetstream::{self, consumer, stream::Stream};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aether_cluster::{
     ClusterConfig, ClusterNode, NewEvent, RuntimeMessage, RuntimeModel, ShardConfig,
 };
-use aether_core::{Error, Event, JetStreamConfig, Result, StorageKind};
-use aether_store::JetStreamEventStore;
+use aether_core::{Error, Event, Result};
+use aether_store::{JetStreamConfig, JetStreamEventStore, StorageKind};
 use serde::{Deserialize, Serialize};
 
 /// An account's state, rebuilt from its events.

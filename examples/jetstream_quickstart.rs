@@ -9,10 +9,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aether_bus::EventBus;
-use aether_core::{
-    Delivery, Event, EventBroadcaster, EventStore, JetStreamConfig, Snapshot, SnapshotStore,
-};
-use aether_store::{JetStreamEventStore, Notify};
+use aether_core::{Delivery, Event, EventBroadcaster, EventStore, Snapshot, SnapshotStore};
+use aether_store::{JetStreamConfig, JetStreamEventStore, Notify};
 use serde_json::json;
 
 #[tokio::main]

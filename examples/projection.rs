@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_bus::{BusStreamConfig, NatsBusConfig, NatsEventBus};
-use aether_core::{Event, EventStore, JetStreamConfig, SubscriptionFilter};
+use aether_core::{Event, EventStore, SubscriptionFilter};
 use aether_examples::read_model::{BalanceProjection, ReadModelFile};
-use aether_store::{JetStreamEventStore, Notify};
+use aether_store::{JetStreamConfig, JetStreamEventStore, Notify};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -194,8 +194,8 @@ mod tests {
     use std::sync::Arc;
 
     use aether_bus::{BusStreamConfig, NatsBusConfig, NatsEventBus};
-    use aether_core::{Event, JetStreamConfig, SubscriptionFilter};
-    use aether_store::{JetStreamEventStore, Notify};
+    use aether_core::{Event, SubscriptionFilter};
+    use aether_store::{JetStreamConfig, JetStreamEventStore, Notify};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn catches_up_after_downtime_without_gaps_or_repeats() {

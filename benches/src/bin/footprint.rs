@@ -10,8 +10,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use aether_core::{Event, EventStore, JetStreamConfig, StorageKind};
-use aether_store::{InMemoryEventStore, JetStreamEventStore};
+use aether_core::{Event, EventStore};
+use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore, StorageKind};
 
 /// The system allocator, counting the bytes currently allocated: unlike resident memory, the
 /// count does not depend on what the allocator keeps cached, so small differences show.

@@ -11,10 +11,11 @@
 //! - `local`: [`EventBus`].
 //! - `registry`: the subscriber table, delivery with overflow policies (internal).
 //! - `metrics`: the live counters (internal) and their read-only copy, [`MetricsSnapshot`].
-//! - `nats` (feature `nats`): `NatsEventBus` and its config, namespace <-> subject encoding,
-//!   `TransportMonitor` (the client's slow-consumer reports and the server's permission
-//!   violations), durable catch-up from JetStream
-//!   (`subscribe_durable`, `DurableSubscription`). See `docs/bus.md`.
+//! - `nats` (feature `nats`): `NatsEventBus` and its config, durable catch-up from JetStream
+//!   (`subscribe_durable`, `DurableSubscription`). The connection, its events (slow consumers,
+//!   permission violations, reconnects), the namespace <-> subject codec and the rest of the
+//!   NATS plumbing are `aether_nats`'s, re-exported here where the bus's API uses them. See
+//!   `docs/bus.md`.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -34,16 +35,21 @@ pub use metrics::{MetricsSnapshot, NamespaceMetrics};
 mod nats;
 #[cfg(feature = "nats")]
 pub use nats::{
-    decode_namespace, namespace_subject, pattern_subject, validate_prefix, BusStreamConfig,
-    DurableEvent, DurableSubscription, NatsBusConfig, NatsEventBus, StartFrom, TransportMonitor,
-    DEFAULT_BUS_STREAM, DEFAULT_SUBJECT_PREFIX, DENIED_PUBLISH_MEMORY, HEADER_PUBLISHER,
-    HEADER_SEQUENCE,
+    BusStreamConfig, DurableEvent, DurableSubscription, NatsBusConfig, NatsEventBus, StartFrom,
+    DEFAULT_BUS_STREAM, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SUBJECT_PREFIX,
+    DEFAULT_SUBSCRIPTION_CAPACITY, DENIED_PUBLISH_MEMORY, HEADER_PUBLISHER, HEADER_SEQUENCE,
 };
 
-/// The permission violations a [`TransportMonitor`] records
-/// ([`TransportMonitor::permissions`]), re-exported so that callers need no direct dependency.
+/// The NATS client the bus's API takes, re-exported so that applications use the same version.
 #[cfg(feature = "nats")]
-pub use aether_nats::{Operation, PermissionViolation, PermissionWatch};
+pub use aether_nats::async_nats;
+/// The NATS layer's connection, its monitor and permission watch, the storage kind and the
+/// namespace <-> subject codec, re-exported because the bus's API uses them.
+#[cfg(feature = "nats")]
+pub use aether_nats::{
+    decode_namespace, namespace_subject, pattern_subject, validate_prefix, Connection,
+    ConnectionMonitor, Operation, PermissionViolation, PermissionWatch, StorageKind,
+};
 
 /// The per-subscription bookkeeping of incoming messages, reachable only with the `fuzzing`
 /// feature so that the fuzz targets can drive it with arbitrary headers. Not part of the

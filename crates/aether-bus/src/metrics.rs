@@ -69,7 +69,6 @@ pub(crate) struct BusMetrics {
     namespaces: DashMap<String, Arc<NamespaceCounters>, foldhash::fast::RandomState>,
     active_subscriptions: AtomicU64,
     transport_errors: AtomicU64,
-    permission_errors: AtomicU64,
 }
 
 impl BusMetrics {
@@ -150,13 +149,6 @@ impl BusMetrics {
         self.transport_errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a permission violation reported by the server.
-    // Used by the NATS bus only.
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
-    pub(crate) fn record_permission_error(&self) {
-        self.permission_errors.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// Counts a new subscription.
     pub(crate) fn subscription_opened(&self) {
         self.active_subscriptions.fetch_add(1, Ordering::Relaxed);
@@ -181,7 +173,8 @@ impl BusMetrics {
                 .collect(),
             active_subscriptions: self.active_subscriptions.load(Ordering::Relaxed),
             transport_errors: self.transport_errors.load(Ordering::Relaxed),
-            permission_errors: self.permission_errors.load(Ordering::Relaxed),
+            // Reported by the NATS connection's monitor; the NATS bus adds them to its copy.
+            permission_errors: 0,
         }
     }
 }
@@ -203,8 +196,6 @@ mod tests {
         m.subscription_closed();
         m.subscription_closed();
         m.record_transport_error();
-        m.record_permission_error();
-        m.record_permission_error();
         let s = m.snapshot();
         assert_eq!(
             s.total,
@@ -219,6 +210,6 @@ mod tests {
         assert_eq!(s.namespace("zzz"), NamespaceMetrics::default());
         assert_eq!(s.active_subscriptions, 0);
         assert_eq!(s.transport_errors, 1);
-        assert_eq!(s.permission_errors, 2);
+        assert_eq!(s.permission_errors, 0);
     }
 }

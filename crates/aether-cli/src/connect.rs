@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aether_nats::PermissionWatch;
+use aether_nats::{ConnectionMonitor, JsSubject, PermissionWatch};
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, ServerAddr};
 use clap::Args;
 
@@ -45,20 +45,25 @@ pub struct ConnectArgs {
     /// Authentication and TLS.
     #[command(flatten)]
     pub auth: AuthArgs,
-    /// Collects the server's permission violations on the connection made by
-    /// [`connect`](Self::connect), so the command can say what was refused.
+    /// Watches the events of the connection made by [`connect`](Self::connect), so the
+    /// command can say what the server refused.
     #[arg(skip)]
-    pub permissions: PermissionWatch,
+    pub monitor: ConnectionMonitor,
 }
 
 impl ConnectArgs {
-    /// Connects (see [`connect`]), with [`permissions`](Self::permissions) watching the
-    /// connection.
+    /// Connects (see [`connect`]), with [`monitor`](Self::monitor) watching the connection.
     ///
     /// # Errors
     /// As [`connect`].
     pub async fn connect(&self) -> CliResult<Client> {
-        connect_watched(&self.nats, &self.auth, Some(&self.permissions)).await
+        connect_watched(&self.nats, &self.auth, Some(&self.monitor)).await
+    }
+
+    /// The permission violations reported on the connection made by
+    /// [`connect`](Self::connect).
+    pub fn permissions(&self) -> &PermissionWatch {
+        self.monitor.permissions()
     }
 }
 
@@ -72,14 +77,21 @@ pub async fn refusals_fail<T>(
     permissions: &PermissionWatch,
     work: impl std::future::Future<Output = CliResult<T>>,
 ) -> CliResult<T> {
-    let started = std::time::Instant::now();
-    tokio::select! {
-        biased;
-        result = work => result,
-        refused = permissions.wait_for(started, |_, subject| {
-            // Replay consumers are deleted on a best-effort basis; refusing that harms nothing.
-            !subject.starts_with("$JS.API.CONSUMER.DELETE.")
-        }) => Err(CliError::new(format!(
+    let started = tokio::time::Instant::now();
+    let refused = permissions
+        .refused_during(
+            started,
+            |_, subject| {
+                // Replay consumers are deleted on a best-effort basis; refusing that harms
+                // nothing.
+                !JsSubject::parse(subject).is_some_and(|s| s.is_consumer_delete())
+            },
+            work,
+        )
+        .await;
+    match refused {
+        Ok(result) => result,
+        Err(refused) => Err(CliError::new(format!(
             "permission denied: the server refused {} to {:?} for this user (check its NATS permissions)",
             refused.operation, refused.subject
         ))),
@@ -160,12 +172,12 @@ pub async fn connect(url: &str, auth: &AuthArgs) -> CliResult<Client> {
 async fn connect_watched(
     url: &str,
     auth: &AuthArgs,
-    permissions: Option<&PermissionWatch>,
+    monitor: Option<&ConnectionMonitor>,
 ) -> CliResult<Client> {
     let addrs = parse_urls(url)?;
     let mut options = options(auth).await?;
-    if let Some(watch) = permissions {
-        options = watch.install(options);
+    if let Some(monitor) = monitor {
+        options = monitor.install(options);
     }
     let shown = url.trim();
     // The client's own timeout covers each attempt; this one covers DNS and the handshake

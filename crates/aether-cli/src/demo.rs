@@ -26,10 +26,9 @@ use aether_cluster::{
     ShardConfig,
 };
 use aether_core::{
-    Delivery, Error, Event, EventBroadcaster, EventStore, JetStreamConfig, Result, Snapshot,
-    SnapshotStore,
+    Delivery, Error, Event, EventBroadcaster, EventStore, Result, Snapshot, SnapshotStore,
 };
-use aether_store::{InMemoryEventStore, JetStreamEventStore, Notify};
+use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore, Notify};
 use async_trait::async_trait;
 use clap::Args;
 use futures::StreamExt;
@@ -503,12 +502,8 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
             let listener =
                 NatsEventBus::new(connect(url, &args.auth).await?, NatsBusConfig::default())
                     .await?;
+            // Live once `subscribe` returns: the bus confirms it with a round trip.
             count_notices(listener.subscribe(DEMO_NAMESPACE).await?, &notices);
-            listener
-                .client()
-                .flush()
-                .await
-                .map_err(|e| CliError::context("subscribing to the bus", &e))?;
             buses.push(bus);
             buses.push(listener);
             (

@@ -1,9 +1,9 @@
 //! `aether events ACTOR`: an actor's history from the JetStream event store, as a table or
 //! as JSON lines.
 
-use aether_core::config::DEFAULT_STREAM_NAME;
-use aether_core::{Event, EventStore, JetStreamConfig};
-use aether_store::JetStreamEventStore;
+use aether_core::{Event, EventStore};
+use aether_store::DEFAULT_STREAM_NAME;
+use aether_store::{JetStreamConfig, JetStreamEventStore};
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, stream::Stream, ErrorCode};
 use clap::Args;

@@ -82,13 +82,13 @@ pub async fn run(cli: Cli) -> CliResult<()> {
     // when the server's permissions refuse them something.
     let permissions = match &cli.command {
         Command::Demo(_) => None,
-        Command::Events(args) => Some(args.connect.permissions.clone()),
-        Command::Tail(args) => Some(args.connect.permissions.clone()),
-        Command::Stats(args) => Some(args.connect.permissions.clone()),
+        Command::Events(args) => Some(args.connect.permissions().clone()),
+        Command::Tail(args) => Some(args.connect.permissions().clone()),
+        Command::Stats(args) => Some(args.connect.permissions().clone()),
         Command::Cluster(
             cluster::ClusterCommand::Members(cluster::MembersArgs { cluster, .. })
             | cluster::ClusterCommand::Shards(cluster::ShardsArgs { cluster, .. }),
-        ) => Some(cluster.connect.permissions.clone()),
+        ) => Some(cluster.connect.permissions().clone()),
     };
     let work = async move {
         match cli.command {

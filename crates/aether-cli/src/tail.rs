@@ -59,12 +59,8 @@ pub async fn run(args: TailArgs) -> CliResult<()> {
     if let Some(actor) = &args.actor {
         filter = filter.actor_pattern(actor.clone());
     }
+    // Returns once the server has the subscription (the bus confirms it with a round trip).
     let mut subscription = bus.subscribe_with_filter(&args.pattern, filter).await?;
-    // The subscription is only live once the server has seen it.
-    client
-        .flush()
-        .await
-        .map_err(|e| CliError::context("subscribing on NATS", &e))?;
     eprintln!("listening on {subject} (Ctrl-C to stop)");
     let painter = Painter::stdout();
     let ctrl_c = tokio::signal::ctrl_c();

@@ -1,5 +1,5 @@
 //! The foundation of Aether: the event model, errors, the append-only store and broadcaster
-//! traits, subscriptions, NATS-style patterns and shared configuration.
+//! traits, subscriptions and NATS-style patterns (each backend's configuration lives in its crate).
 //!
 //! This crate has no NATS code and no runtime: storage backends live in `aether-store`, buses
 //! in `aether-bus`, the cluster in `aether-cluster`; they all speak the types defined here, so
@@ -14,7 +14,6 @@
 //! - [`EventBroadcaster`], [`Subscription`], [`SubscriptionFilter`], [`OverflowPolicy`]: pub/sub
 //!   with no silent loss.
 //! - [`pattern`]: `*` and `>` matching for namespaces and actor ids.
-//! - `config`: `JetStreamConfig`, `StorageKind`.
 //!
 //! # Example
 //! ```
@@ -39,7 +38,6 @@
 #![forbid(unsafe_code)]
 
 mod broadcaster;
-pub mod config;
 mod error;
 mod event;
 pub mod pattern;
@@ -48,7 +46,6 @@ pub mod store;
 mod subscription;
 
 pub use broadcaster::EventBroadcaster;
-pub use config::{JetStreamConfig, StorageKind};
 pub use error::{BoxError, Error, Result, VersionConflictError};
 pub use event::{
     Event, EventData, Metadata, EVENT_TYPE_EVENT_STORED, METADATA_CAUSATION_ID,

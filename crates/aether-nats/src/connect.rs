@@ -1,6 +1,15 @@
-//! Sorting a failed connection into a typed error.
+//! A NATS connection with its event monitor, and what is done with the connection itself:
+//! sorting a failed connect, and the round trip that proves the server processed what was sent.
 
-use aether_core::Error;
+use std::time::Duration;
+
+use aether_core::{Error, Result};
+use async_nats::{Client, ConnectOptions};
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::errors::timeout_error;
+use crate::{ConnectionMonitor, PermissionWatch};
 
 /// Sorts a failed connection to `url`: refused credentials are [`Error::PermissionDenied`]
 /// (retrying cannot help), anything else [`Error::Unavailable`]. The client's error is kept as
@@ -13,6 +22,132 @@ pub fn connect_error(url: &str, err: async_nats::ConnectError) -> Error {
             source: Box::new(err),
         },
         _ => Error::unavailable(context, err),
+    }
+}
+
+/// A NATS client together with the one [`ConnectionMonitor`] watching its events: what the
+/// event store, the bus and the command-line tools share when they share a connection.
+///
+/// Cloning is cheap; clones are the same connection.
+///
+/// ```no_run
+/// # async fn run() -> aether_core::Result<()> {
+/// let conn = aether_nats::Connection::connect(
+///     "nats://127.0.0.1:4222",
+///     async_nats::ConnectOptions::new(),
+/// )
+/// .await?;
+/// let _sub = conn.client().subscribe("orders.>").await
+///     .map_err(|e| aether_core::Error::unavailable("subscribing", e))?;
+/// // The server now has the subscription: nothing published from here on is missed.
+/// conn.round_trip(std::time::Duration::from_secs(5)).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Connection {
+    client: Client,
+    monitor: ConnectionMonitor,
+}
+
+impl Connection {
+    /// Connects to `url` (one or several comma-separated addresses) with `options`, a fresh
+    /// monitor installed as the event callback (replacing any set in `options`).
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] when the server refuses the credentials,
+    /// [`Error::Unavailable`] when it cannot be reached.
+    pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self> {
+        let monitor = ConnectionMonitor::new();
+        let client = monitor
+            .install(options)
+            .connect(url)
+            .await
+            .map_err(|e| connect_error(url, e))?;
+        Ok(Self { client, monitor })
+    }
+
+    /// A connection made elsewhere whose client was created with `monitor`
+    /// ([`ConnectionMonitor::install`]). With a monitor that was never installed, refusals
+    /// and connection events go unseen.
+    pub fn new(client: Client, monitor: ConnectionMonitor) -> Self {
+        Self { client, monitor }
+    }
+
+    /// The NATS client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The monitor of the connection's events.
+    pub fn monitor(&self) -> &ConnectionMonitor {
+        &self.monitor
+    }
+
+    /// The permission violations reported on the connection (its monitor's).
+    pub fn permissions(&self) -> &PermissionWatch {
+        self.monitor.permissions()
+    }
+
+    /// A JetStream context on the connection.
+    pub fn jetstream(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(self.client.clone())
+    }
+
+    /// [`round_trip`] on this connection.
+    ///
+    /// # Errors
+    /// As [`round_trip`].
+    pub async fn round_trip(&self, timeout: Duration) -> Result<()> {
+        round_trip(&self.client, timeout, "a NATS round trip").await
+    }
+}
+
+impl From<Client> for Connection {
+    /// A connection on a client made without a monitor: refusals and connection events go
+    /// unseen.
+    fn from(client: Client) -> Self {
+        Self::new(client, ConnectionMonitor::new())
+    }
+}
+
+/// Waits until the server has processed everything `client` sent before the call (a
+/// subscription in particular), at most `timeout`.
+///
+/// `Client::flush` only empties the client's socket buffer; it proves nothing about the server.
+/// The server handles a connection's operations in order, so a message the client sends to
+/// itself and gets back proves that every earlier operation took effect; a refusal of one of
+/// them was also sent before that message (though the client hands it to the event callback on
+/// another task).
+///
+/// # Errors
+/// [`Error::Unavailable`] with `context` when the round trip fails or times out,
+/// [`Error::Closed`] when the connection is closed.
+pub async fn round_trip(client: &Client, timeout: Duration, context: &str) -> Result<()> {
+    let probe = async {
+        let inbox = client.new_inbox();
+        let mut sub = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| Error::unavailable(context, e))?;
+        client
+            .publish(inbox, Bytes::new())
+            .await
+            .map_err(|e| Error::unavailable(context, e))?;
+        match sub.next().await {
+            Some(_) => {
+                // Explicitly, so the probe is gone before later commands are processed.
+                if let Err(e) = sub.unsubscribe().await {
+                    tracing::debug!(error = %e, "unsubscribing a round-trip probe");
+                }
+                Ok(())
+            }
+            None => Err(Error::Closed("NATS connection".into())),
+        }
+    };
+    match tokio::time::timeout(timeout, probe).await {
+        Ok(r) => r,
+        Err(_) => Err(timeout_error(context)),
     }
 }
 

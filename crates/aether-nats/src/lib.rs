@@ -1,30 +1,55 @@
-//! NATS connection glue shared by Aether's NATS backends (the JetStream event store in
-//! `aether-store` and the NATS bus in `aether-bus`).
+//! The NATS layer of Aether: everything the JetStream event store (`aether-store`), the NATS
+//! bus (`aether-bus`), the cluster and the command-line tools need from a NATS connection
+//! beyond the client itself, each in one place.
 //!
-//! Two things every NATS-backed layer needs and the client does not give directly:
-//! - [`connect_error`]: a failed connection sorted into a typed [`aether_core::Error`]; refused
-//!   credentials are [`aether_core::Error::PermissionDenied`] (retrying cannot help), anything
-//!   else [`aether_core::Error::Unavailable`].
-//! - [`PermissionWatch`]: NATS does not answer a denied publish or subscription; the server
-//!   drops it and reports a "Permissions Violation" asynchronously, to the connection's event
-//!   callback only. Requests to a denied subject therefore just time out. The watch collects
-//!   those reports so a backend can tell "denied" from "slow" and say which subject was refused.
+//! NATS does not answer a publish or a subscription it refuses: the server drops it and reports
+//! a "Permissions Violation" asynchronously, to the connection's event callback only, so a
+//! request to a refused subject just times out. The [`ConnectionMonitor`] listens to those
+//! events (and to reconnects and slow consumers), and [`PermissionWatch::guard`] turns an
+//! operation the server refused into [`aether_core::Error::PermissionDenied`] naming the
+//! subject, at once, instead of a timeout.
+//!
+//! # Layout
+//! - `connect`: [`Connection`] (a client and its monitor), [`connect_error`], [`round_trip`]
+//!   (the proof that the server processed what was sent; `Client::flush` is not one).
+//! - `monitor`: [`ConnectionMonitor`], the one listener to a connection's events.
+//! - `permission`: [`PermissionWatch`], refusals by subject, and its
+//!   [`guard`](PermissionWatch::guard) for operations that wait for an answer.
+//! - `api`: [`JsSubject`], which stream, consumer and data subject a JetStream subject names.
+//! - [`subject`]: user strings as subject tokens ([`namespace_subject`], [`encode_actor_id`]...),
+//!   stream names, and the length policy ([`MAX_SUBJECT_BYTES`]); its docs state the codecs'
+//!   rules.
+//! - `setup`: [`ensure_stream`], [`ensure_kv_bucket`], [`StorageKind`].
+//! - `errors`: client errors sorted into typed [`aether_core::Error`] variants ([`classify`]).
+//! - `backoff`: [`Backoff`], growing, optionally jittered pauses between retries.
+//!
+//! The crate re-exports [`async_nats`], whose types its API takes.
 //!
 //! # Example
 //! ```no_run
-//! use aether_nats::PermissionWatch;
+//! use std::time::Duration;
+//! use aether_nats::{Connection, JsSubject, Operation};
 //!
-//! # async fn run() -> Result<(), async_nats::ConnectError> {
-//! let watch = PermissionWatch::new();
-//! let client = watch
-//!     .install(async_nats::ConnectOptions::new())
-//!     .connect("nats://127.0.0.1:4222")
+//! # async fn run() -> aether_core::Result<()> {
+//! let conn = Connection::connect("nats://127.0.0.1:4222", async_nats::ConnectOptions::new()).await?;
+//! let js = conn.jetstream();
+//! // Fails with `PermissionDenied` as soon as the server reports refusing a request about the
+//! // stream, rather than after the timeout.
+//! let info = conn
+//!     .permissions()
+//!     .guard(
+//!         || "reading stream ORDERS".to_string(),
+//!         |op, subject| {
+//!             op == Operation::Publish
+//!                 && JsSubject::parse(subject).is_some_and(|s| s.concerns_stream("ORDERS"))
+//!         },
+//!         Some(Duration::from_secs(5)),
+//!         async {
+//!             aether_nats::get_stream(&js, "ORDERS").await
+//!         },
+//!     )
 //!     .await?;
-//! // ... later, after a request to `orders.new` timed out:
-//! if let Some(v) = watch.denied(aether_nats::Operation::Publish, "orders.new") {
-//!     eprintln!("not a timeout: {v}");
-//! }
-//! # drop(client);
+//! assert!(info.is_some());
 //! # Ok(())
 //! # }
 //! ```
@@ -36,8 +61,26 @@
 )]
 #![forbid(unsafe_code)]
 
+mod api;
+mod backoff;
 mod connect;
+mod errors;
+mod monitor;
 mod permission;
+mod setup;
+pub mod subject;
 
-pub use connect::connect_error;
+pub use async_nats;
+
+pub use api::JsSubject;
+pub use backoff::Backoff;
+pub use connect::{connect_error, round_trip, Connection};
+pub use errors::{classify, classify_api, has_api_code, timeout_error};
+pub use monitor::ConnectionMonitor;
 pub use permission::{Operation, PermissionViolation, PermissionWatch};
+pub use setup::{ensure_kv_bucket, ensure_stream, get_stream, StorageKind};
+pub use subject::{
+    check_subject_length, decode_actor_id, decode_namespace, encode_actor_id, namespace_subject,
+    pattern_subject, sanitize_stream_name, validate_actor_id, validate_prefix, MAX_ACTOR_ID_BYTES,
+    MAX_STREAM_NAME_BYTES, MAX_SUBJECT_BYTES,
+};

@@ -10,14 +10,17 @@
 //! subject it names.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aether_core::Error;
-use async_nats::ConnectOptions;
+use aether_core::{Error, Result};
 use dashmap::DashMap;
 use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::errors::timeout_error;
 
 /// At most this many distinct denied subjects are remembered; a connection denied on an
 /// unbounded number of subjects (wildcard-heavy traffic) must not grow memory without bound.
@@ -140,9 +143,11 @@ impl Default for Inner {
 
 /// Collects the permission violations a NATS connection reports, by operation and subject.
 ///
-/// NATS reports them only to the event callback given at connect time: create the client with
-/// [`install`](Self::install), or call [`observe`](Self::observe) from your own callback. Cloning
-/// is cheap; clones share what was seen. At most 1024 distinct subjects are remembered.
+/// NATS reports them only to the event callback given at connect time: a
+/// [`ConnectionMonitor`](crate::ConnectionMonitor) installed there feeds its watch
+/// ([`ConnectionMonitor::permissions`](crate::ConnectionMonitor::permissions)). Cloning is
+/// cheap; clones share what was seen. At most 1024 distinct subjects are remembered. Times are
+/// [`tokio::time::Instant`]s, so paused-time tests see consistent ones.
 #[derive(Debug, Clone, Default)]
 pub struct PermissionWatch {
     inner: Arc<Inner>,
@@ -155,7 +160,7 @@ impl PermissionWatch {
     }
 
     /// Records `event` if it is a permission violation, and says whether it was.
-    pub fn observe(&self, event: &async_nats::Event) -> bool {
+    pub(crate) fn observe(&self, event: &async_nats::Event) -> bool {
         let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) = event else {
             return false;
         };
@@ -167,16 +172,6 @@ impl PermissionWatch {
             }
             None => false,
         }
-    }
-
-    /// `options` with an event callback feeding this watch (replacing any callback set before;
-    /// to keep your own, call [`observe`](Self::observe) from it instead).
-    pub fn install(&self, options: ConnectOptions) -> ConnectOptions {
-        let watch = self.clone();
-        options.event_callback(move |event| {
-            watch.observe(&event);
-            async {}
-        })
     }
 
     /// Records a violation seen some other way.
@@ -273,6 +268,68 @@ impl PermissionWatch {
                 // The sender lives as long as `self`; this cannot happen while we hold it.
                 std::future::pending::<()>().await;
             }
+        }
+    }
+
+    /// Runs `op` and returns its output, unless a violation satisfying `relevant` is reported
+    /// at or after `since` first: then `Err` with it at once (`op` is abandoned). The server
+    /// never answers what it refused, so racing an operation against its refusal is how to
+    /// fail fast instead of waiting for a timeout.
+    ///
+    /// # Errors
+    /// The violation, when one came first.
+    pub async fn refused_during<T>(
+        &self,
+        since: Instant,
+        relevant: impl Fn(Operation, &str) -> bool,
+        op: impl Future<Output = T>,
+    ) -> std::result::Result<T, PermissionViolation> {
+        tokio::select! {
+            biased;
+            out = op => Ok(out),
+            v = self.wait_for(since, &relevant) => Err(v),
+        }
+    }
+
+    /// The one guard for operations that wait for an answer from the server (JetStream
+    /// requests, acknowledged publishes): runs `op` for at most `timeout` (`None`: as long as
+    /// it takes) and turns a refusal the server reported into [`Error::PermissionDenied`]
+    /// naming the refused subject.
+    ///
+    /// `relevant` says which refused subjects the operation depends on. As soon as one is
+    /// reported, the operation fails (its request would never be answered); an
+    /// [`Error::Unavailable`] (a timeout, a lost connection) that such a report explains after
+    /// the fact becomes the permission error too, keeping its context. Other errors pass
+    /// through. `what` describes the operation for errors made here.
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] as above; [`Error::Unavailable`] when `timeout` passes;
+    /// `op`'s own errors.
+    pub async fn guard<T>(
+        &self,
+        what: impl Fn() -> String,
+        relevant: impl Fn(Operation, &str) -> bool,
+        timeout: Option<Duration>,
+        op: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let started = Instant::now();
+        let timed = async {
+            match timeout {
+                Some(t) => tokio::time::timeout(t, op)
+                    .await
+                    .unwrap_or_else(|_| Err(timeout_error(what()))),
+                None => op.await,
+            }
+        };
+        match self.refused_during(started, &relevant, timed).await {
+            Ok(Err(Error::Unavailable { context, source })) => {
+                match self.find_since(started, &relevant) {
+                    Some(v) => Err(v.to_error(context)),
+                    None => Err(Error::Unavailable { context, source }),
+                }
+            }
+            Ok(other) => other,
+            Err(v) => Err(v.to_error(what())),
         }
     }
 }
@@ -377,5 +434,55 @@ mod tests {
         }
         assert!(watch.inner.seen.len() <= MAX_REMEMBERED);
         assert_eq!(watch.violations(), (MAX_REMEMBERED * 3) as u64);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn guard_types_refusals_and_timeouts() {
+        let watch = PermissionWatch::new();
+        let w = watch.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            w.record(Operation::Publish, "x.y");
+        });
+        let never = || std::future::pending::<Result<()>>();
+        let err = watch
+            .guard(
+                || "saving".into(),
+                |_, s| s == "x.y",
+                Some(Duration::from_secs(10)),
+                never(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+        assert!(err.to_string().contains("saving"));
+        let err = watch
+            .guard(
+                || "reading".into(),
+                |_, s| s == "other",
+                Some(Duration::from_secs(1)),
+                never(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+        assert!(err.to_string().contains("reading"));
+        let ok = watch
+            .guard(|| "x".into(), |_, _| true, None, async { Ok(7) })
+            .await;
+        assert_eq!(ok.unwrap(), 7);
+        // An operation that fails for lack of an answer after a relevant refusal was reported
+        // reports the refusal, in its own context.
+        let err = watch
+            .guard(|| "x".into(), |_, s| s == "late", None, async {
+                watch.record(Operation::Publish, "late");
+                Err::<(), _>(timeout_error("publishing late"))
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::PermissionDenied { ref context, .. } if context == "publishing late"),
+            "{err:?}"
+        );
     }
 }

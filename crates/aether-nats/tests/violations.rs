@@ -1,9 +1,10 @@
 //! A real server that denies subjects: its asynchronous reports reach the watch, by subject.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aether_nats::{Operation, PermissionWatch};
+use aether_nats::{ConnectionMonitor, Operation};
 use aether_testkit::NatsServer;
+use tokio::time::Instant;
 
 #[tokio::test]
 async fn denied_publish_and_subscription_are_recorded_by_subject() {
@@ -22,8 +23,9 @@ authorization {
         )
         .start()
         .unwrap();
-    let watch = PermissionWatch::new();
-    let client = watch
+    let monitor = ConnectionMonitor::new();
+    let watch = monitor.permissions().clone();
+    let client = monitor
         .install(async_nats::ConnectOptions::with_user_and_password(
             "limited".into(),
             "limited".into(),
@@ -35,7 +37,9 @@ authorization {
     client.publish("open.a", "fine".into()).await.unwrap();
     client.publish("secret.a", "no".into()).await.unwrap();
     let _sub = client.subscribe("secret.>").await.unwrap();
-    client.flush().await.unwrap();
+    aether_nats::round_trip(&client, Duration::from_secs(5), "test")
+        .await
+        .unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(5);
     while watch.violations() < 2 {

@@ -52,14 +52,19 @@ pub use notify::Notify;
 
 #[cfg(feature = "jetstream")]
 mod jetstream;
-/// Collects the permission violations NATS reports asynchronously, so the JetStream store can
-/// report a refused operation as [`aether_core::Error::PermissionDenied`].
+/// The NATS client the JetStream store's API takes, re-exported so that applications use the
+/// same version.
 #[cfg(feature = "jetstream")]
-pub use aether_nats::PermissionWatch;
+pub use aether_nats::async_nats;
+/// The NATS layer's connection, permission watch, storage kind and actor-id codec, re-exported
+/// because the JetStream store's API uses them.
 #[cfg(feature = "jetstream")]
-pub use jetstream::{
-    decode_actor_id, encode_actor_id, sanitize_stream_name, JetStreamEventStore, MAX_ACTOR_ID_BYTES,
+pub use aether_nats::{
+    decode_actor_id, encode_actor_id, sanitize_stream_name, Connection, PermissionWatch,
+    StorageKind, MAX_ACTOR_ID_BYTES,
 };
+#[cfg(feature = "jetstream")]
+pub use jetstream::{JetStreamConfig, JetStreamEventStore, DEFAULT_STREAM_NAME};
 
 /// The stored-message codec, reachable only with the `fuzzing` feature so that the fuzz targets
 /// can feed it bytes without a NATS server. Not part of the supported API.

@@ -2,27 +2,31 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aether_core::{
     Error, Event, EventBroadcaster, Result, SendOutcome, SubscribeOptions, Subscription,
     SubscriptionSender,
 };
-use aether_nats::{Operation, PermissionWatch};
+use aether_nats::{
+    decode_namespace, namespace_subject, pattern_subject, round_trip, timeout_error,
+    validate_prefix, Connection, ConnectionMonitor, Operation, PermissionWatch,
+};
 use async_nats::jetstream;
 use async_nats::{Client, ConnectOptions, HeaderMap};
 use async_trait::async_trait;
 use bytes::Bytes;
 use dashmap::DashMap;
 use futures::StreamExt;
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
-use super::config::NatsBusConfig;
-use super::monitor::TransportMonitor;
-use super::subject::{decode_namespace, namespace_subject, pattern_subject, validate_prefix};
+use super::config::{NatsBusConfig, DEFAULT_SUBSCRIPTION_CAPACITY};
 use crate::metrics::{BusMetrics, MetricsSnapshot};
 use crate::registry::SubscriberRegistry;
 
@@ -37,12 +41,6 @@ pub const HEADER_SEQUENCE: &str = "Aether-Seq";
 /// long the next publish is sent again (and refused again, and remembered again, if nothing
 /// changed).
 pub const DENIED_PUBLISH_MEMORY: Duration = Duration::from_secs(30);
-
-/// How long `subscribe` waits, after the server has processed the subscription, for the
-/// refusal to be recorded. The server reports the refusal before it answers the round trip
-/// that follows, so the report is already read by then; this only covers the hop to the task
-/// that records it. Every successful subscription pays it once.
-pub(crate) const SUBSCRIBE_PERMISSION_GRACE: Duration = Duration::from_millis(5);
 
 /// Bytes of the header block the bus adds, as NATS counts them against `max_payload`.
 fn header_wire_len(publisher: &str, seq: u64) -> usize {
@@ -68,41 +66,8 @@ pub(crate) struct Ctx {
     pub(crate) metrics: Arc<BusMetrics>,
 }
 
-/// Background tasks of one bus, so that `close` can wait for them.
-#[derive(Debug, Default)]
-pub(crate) struct Tasks {
-    handles: DashMap<u64, JoinHandle<()>>,
-    next: AtomicU64,
-}
-
-impl Tasks {
-    pub(crate) fn spawn<F>(self: &Arc<Self>, fut: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let tasks = Arc::downgrade(self);
-        let handle = tokio::spawn(async move {
-            fut.await;
-            if let Some(t) = tasks.upgrade() {
-                t.handles.remove(&id);
-            }
-        });
-        self.handles.insert(id, handle);
-        // The task may have finished before it was inserted.
-        self.handles.remove_if(&id, |_, h| h.is_finished());
-    }
-
-    fn take_all(&self) -> Vec<JoinHandle<()>> {
-        let ids: Vec<u64> = self.handles.iter().map(|e| *e.key()).collect();
-        ids.into_iter()
-            .filter_map(|id| self.handles.remove(&id).map(|(_, h)| h))
-            .collect()
-    }
-}
-
 pub(crate) struct Inner {
-    pub(crate) client: Client,
+    pub(crate) connection: Connection,
     pub(crate) config: NatsBusConfig,
     pub(crate) ctx: Arc<Ctx>,
     pub(crate) registry: SubscriberRegistry,
@@ -110,17 +75,21 @@ pub(crate) struct Inner {
     /// Per namespace: the last sequence number this bus published. The async mutex keeps
     /// "assign the number, hand the message to the client" atomic, so numbers go out in order.
     sequences: DashMap<String, Arc<tokio::sync::Mutex<u64>>>,
-    pub(crate) shutdown: watch::Sender<bool>,
-    pub(crate) tasks: Arc<Tasks>,
+    /// Cancelled when the bus closes or is dropped; every subscription's task stops on a child
+    /// of it.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
     closed: AtomicBool,
-    pub(crate) monitor: TransportMonitor,
+    /// The connection monitor's (transport errors, permission violations) when the bus was
+    /// made: the bus's metrics count what happened since.
+    baseline: (u64, u64),
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // Tasks stop (and unsubscribe) on their own once they see this; local subscribers
         // get `None` after their buffers drain.
-        self.shutdown.send_replace(true);
+        self.shutdown.cancel();
         self.registry.clear();
     }
 }
@@ -130,7 +99,7 @@ impl Drop for Inner {
 ///
 /// - **Subjects.** An event of namespace `ns` is published on `<prefix>.<ns>`, each namespace
 ///   token encoded so that no namespace can produce a wildcard or an extra token (see
-///   [`namespace_subject`](super::namespace_subject)); pattern tokens `*` and `>` become NATS's
+///   [`namespace_subject`](aether_nats::namespace_subject)); pattern tokens `*` and `>` become NATS's
 ///   native wildcards. [`SubscriptionFilter`](aether_core::SubscriptionFilter)s apply on the
 ///   receiving side.
 /// - **Exactly once, locally too.** Subscribers of the publishing bus get the event directly
@@ -146,11 +115,11 @@ impl Drop for Inner {
 ///   reported to the subscription as [`Delivery::Lagged`](aether_core::Delivery::Lagged) and
 ///   counted as dropped, and the client's slow-consumer signal is counted in
 ///   [`transport_errors`](crate::MetricsSnapshot::transport_errors) (see
-///   [`TransportMonitor`]).
+///   [`ConnectionMonitor`]).
 /// - **No silent refusal.** NATS never answers a publish or subscription it refuses for lack
 ///   of permission: it drops it and reports a permissions violation asynchronously. The bus
-///   (with a [`TransportMonitor`] installed, as [`connect`](Self::connect) does) records those
-///   reports by subject: a subscription to a refused subject fails with
+///   (with its connection's [`ConnectionMonitor`] installed, as [`connect`](Self::connect)
+///   does) sees those reports by subject: a subscription to a refused subject fails with
 ///   [`Error::PermissionDenied`] naming it, publishes to a subject refused in the last
 ///   [`DENIED_PUBLISH_MEMORY`] fail with it, and so do acknowledged (JetStream) publishes and
 ///   durable subscriptions the server refused. The very first publish to a refused subject
@@ -208,75 +177,70 @@ impl fmt::Debug for NatsEventBus {
     }
 }
 
-pub(crate) fn timeout_error(context: &str) -> Error {
-    Error::unavailable(
-        context,
-        std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer from NATS in time"),
-    )
-}
-
 impl NatsEventBus {
     /// A bus on an existing client.
     ///
-    /// The client's slow-consumer signal is not visible to the bus this way (NATS reports it
-    /// only to the callback installed at connect time); use [`with_monitor`](Self::with_monitor)
-    /// or [`connect`](Self::connect) to surface it. Lost messages are still detected and
-    /// reported as lag.
+    /// The client's slow-consumer signal and the server's permission violations are not
+    /// visible to the bus this way (NATS reports them only to the callback installed at
+    /// connect time); use [`open`](Self::open) on a [`Connection`] or
+    /// [`connect`](Self::connect) to see them. Lost messages are still detected and reported
+    /// as lag.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a bad subject prefix; with JetStream configured, the errors
     /// of creating the stream.
     pub async fn new(client: Client, config: NatsBusConfig) -> Result<Self> {
-        Self::with_monitor(client, config, TransportMonitor::new()).await
+        Self::open(&Connection::from(client), config).await
     }
 
-    /// A bus on an existing client created with `monitor`
-    /// ([`TransportMonitor::install`]) so that the client's slow-consumer and error reports are
-    /// counted in this bus's metrics.
+    /// A bus on `connection` (which may be shared with an event store): its monitor's
+    /// slow-consumer and error reports count in this bus's metrics, and its permission
+    /// violations fail the bus operations they concern.
     ///
     /// # Errors
     /// As [`new`](Self::new).
-    pub async fn with_monitor(
-        client: Client,
-        config: NatsBusConfig,
-        monitor: TransportMonitor,
-    ) -> Result<Self> {
+    pub async fn open(connection: &Connection, config: NatsBusConfig) -> Result<Self> {
         validate_prefix(&config.subject_prefix)?;
+        let client = connection.client();
         let jetstream = match &config.jetstream {
             None => None,
-            Some(stream) => Some(super::catchup::ensure_stream(&client, &config, stream).await?),
+            Some(stream) => Some(super::catchup::ensure_stream(client, &config, stream).await?),
         };
-        let metrics = monitor.metrics().clone();
-        let (shutdown, _) = watch::channel(false);
+        let metrics = Arc::new(BusMetrics::new());
         let ctx = Arc::new(Ctx {
             prefix: config.subject_prefix.clone(),
             publisher_id: uuid::Uuid::new_v4().simple().to_string(),
             metrics: metrics.clone(),
         });
+        let monitor = connection.monitor();
         Ok(Self {
             inner: Arc::new(Inner {
-                client,
+                connection: connection.clone(),
                 config,
                 ctx,
                 registry: SubscriberRegistry::new(metrics),
                 jetstream,
                 sequences: DashMap::new(),
-                shutdown,
-                tasks: Arc::default(),
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
                 closed: AtomicBool::new(false),
-                monitor,
+                baseline: (monitor.transport_errors(), monitor.permission_violations()),
             }),
         })
     }
 
-    /// Connects to `url` and builds a bus, with a [`TransportMonitor`] installed and the
+    /// Connects to `url` and builds a bus, with a [`ConnectionMonitor`] installed and the
     /// client's per-subscription buffer set from [`NatsBusConfig::subscription_capacity`].
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the server cannot be reached;
     /// [`Error::PermissionDenied`] when it refuses the credentials; as [`new`](Self::new).
     pub async fn connect(url: &str, config: NatsBusConfig) -> Result<Self> {
-        let options = ConnectOptions::new().subscription_capacity(config.subscription_capacity);
+        let options = ConnectOptions::new().subscription_capacity(
+            config
+                .subscription_capacity
+                .unwrap_or(DEFAULT_SUBSCRIPTION_CAPACITY),
+        );
         Self::connect_with_options(url, options, config).await
     }
 
@@ -290,18 +254,19 @@ impl NatsEventBus {
         options: ConnectOptions,
         config: NatsBusConfig,
     ) -> Result<Self> {
-        let monitor = TransportMonitor::new();
-        let client = monitor
-            .install(options)
-            .connect(url)
-            .await
-            .map_err(|e| aether_nats::connect_error(url, e))?;
-        Self::with_monitor(client, config, monitor).await
+        let connection = Connection::connect(url, options).await?;
+        Self::open(&connection, config).await
     }
 
-    /// A copy of the bus's counters.
+    /// A copy of the bus's counters, with the transport errors and permission violations its
+    /// connection's monitor saw since the bus was made.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.inner.ctx.metrics.snapshot()
+        let mut snapshot = self.inner.ctx.metrics.snapshot();
+        let monitor = self.inner.connection.monitor();
+        let (transport, refused) = self.inner.baseline;
+        snapshot.transport_errors += monitor.transport_errors().saturating_sub(transport);
+        snapshot.permission_errors += monitor.permission_violations().saturating_sub(refused);
+        snapshot
     }
 
     /// Number of open live subscriptions (durable ones are counted in
@@ -312,7 +277,12 @@ impl NatsEventBus {
 
     /// The NATS client the bus uses.
     pub fn client(&self) -> &Client {
-        &self.inner.client
+        self.inner.connection.client()
+    }
+
+    /// The connection the bus uses.
+    pub fn connection(&self) -> &Connection {
+        &self.inner.connection
     }
 
     /// The configuration the bus was built with.
@@ -320,10 +290,10 @@ impl NatsEventBus {
         &self.inner.config
     }
 
-    /// The monitor counting this bus's NATS connection events; its
-    /// [`permissions`](TransportMonitor::permissions) are the refusals the server reported.
-    pub fn monitor(&self) -> &TransportMonitor {
-        &self.inner.monitor
+    /// The monitor of this bus's NATS connection events; its
+    /// [`permissions`](ConnectionMonitor::permissions) are the refusals the server reported.
+    pub fn monitor(&self) -> &ConnectionMonitor {
+        self.inner.connection.monitor()
     }
 
     /// This bus instance's publisher id (the `Aether-Publisher` header of what it publishes).
@@ -363,16 +333,12 @@ impl NatsEventBus {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        self.inner.shutdown.send_replace(true);
-        for handle in self.inner.tasks.take_all() {
-            if let Err(e) = handle.await {
-                tracing::warn!(error = %e, "a bus subscription task failed while closing");
-            }
-        }
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
         self.inner.registry.clear();
-        match tokio::time::timeout(self.inner.config.request_timeout, self.inner.client.flush())
-            .await
-        {
+        // Only to send what is buffered; nothing here needs the server's confirmation.
+        match tokio::time::timeout(self.inner.config.timeout(), self.client().flush()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::unavailable("flushing NATS while closing the bus", e)),
             Err(_) => Err(timeout_error("flushing NATS while closing the bus")),
@@ -391,7 +357,8 @@ impl NatsEventBus {
         };
         let mut last = slot.lock().await;
         let seq = *last + 1;
-        let limit = inner.client.max_payload();
+        let client = inner.connection.client();
+        let limit = client.max_payload();
         let size = payload.len() + header_wire_len(&inner.ctx.publisher_id, seq);
         if limit > 0 && size > limit {
             return Err(Error::PayloadTooLarge { size, limit });
@@ -402,11 +369,7 @@ impl NatsEventBus {
         let context = || format!("publishing to namespace {namespace:?}");
         match &inner.jetstream {
             None => {
-                if let Err(e) = inner
-                    .client
-                    .publish_with_headers(subject, headers, payload)
-                    .await
-                {
+                if let Err(e) = client.publish_with_headers(subject, headers, payload).await {
                     inner.ctx.metrics.record_transport_error();
                     return Err(map_publish_error(context(), e, size, limit));
                 }
@@ -419,11 +382,12 @@ impl NatsEventBus {
                 // A refused publish gets no acknowledgement: without the guard it would wait
                 // for the timeout and look like an unavailable server.
                 let acked = inner
-                    .monitor
+                    .connection
+                    .permissions()
                     .guard(
-                        &context,
-                        inner.config.request_timeout,
+                        || context.clone(),
                         |op, s| op == Operation::Publish && s == refused,
+                        Some(inner.config.timeout()),
                         async {
                             let ack = js
                                 .publish_with_headers(subject, headers, payload)
@@ -446,56 +410,6 @@ impl NatsEventBus {
                 }
                 acked
             }
-        }
-    }
-}
-
-/// Waits until the server has processed everything this client sent so far.
-///
-/// `Client::flush` only empties the socket buffer; the server handles a connection's
-/// operations in order, so a message the client sends to itself and gets back proves that
-/// every earlier operation (a SUB in particular) took effect.
-pub(crate) async fn round_trip(
-    client: &Client,
-    timeout: std::time::Duration,
-) -> Result<(), RoundTripError> {
-    let probe = async {
-        let inbox = client.new_inbox();
-        let mut sub = client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| RoundTripError(Error::unavailable("", e)))?;
-        client
-            .publish(inbox, Bytes::new())
-            .await
-            .map_err(|e| RoundTripError(Error::unavailable("", e)))?;
-        match sub.next().await {
-            Some(_) => {
-                // Explicitly, so the probe is gone before later commands are processed.
-                let _ = sub.unsubscribe().await;
-                Ok(())
-            }
-            None => Err(RoundTripError(Error::Closed("NATS connection".into()))),
-        }
-    };
-    match tokio::time::timeout(timeout, probe).await {
-        Ok(r) => r,
-        Err(_) => Err(RoundTripError(timeout_error(""))),
-    }
-}
-
-/// A failed [`round_trip`], to be given the context of the operation that needed it.
-#[derive(Debug)]
-pub(crate) struct RoundTripError(Error);
-
-impl RoundTripError {
-    pub(crate) fn in_context(self, context: &str) -> Error {
-        match self.0 {
-            Error::Unavailable { source, .. } => Error::Unavailable {
-                context: context.to_string(),
-                source,
-            },
-            other => other,
         }
     }
 }
@@ -527,13 +441,13 @@ impl EventBroadcaster for NatsEventBus {
     /// server reports a refusal only after the publish returned, so **the first publish to a
     /// refused subject returns `Ok`** (the event reaches nobody on NATS, but this bus's own
     /// subscribers receive it) and the ones after the report arrives fail. Needs a
-    /// [`TransportMonitor`] installed (as [`NatsEventBus::connect`] does).
+    /// [`ConnectionMonitor`] installed (as [`NatsEventBus::connect`] does).
     /// [`Error::PayloadTooLarge`], [`Error::InvalidInput`], [`Error::Unavailable`],
     /// [`Error::Closed`] as their names say.
     async fn publish(&self, namespace: &str, event: &Event) -> Result<()> {
         self.check_open()?;
         let subject = namespace_subject(&self.inner.ctx.prefix, namespace)?;
-        if let Some(v) = self.inner.monitor.permissions().denied_within(
+        if let Some(v) = self.inner.connection.permissions().denied_within(
             Operation::Publish,
             &subject,
             DENIED_PUBLISH_MEMORY,
@@ -568,24 +482,30 @@ impl EventBroadcaster for NatsEventBus {
             }
         }
         let (nats_sub, since) = self.subscribe_checked(&subject).await?;
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (sender, sub) =
-            inner
-                .registry
-                .subscribe_with_guard(namespace_pattern, options, StopOnDrop(stop_tx))?;
-        inner.tasks.spawn(forward(
-            nats_sub,
-            sender,
-            inner.ctx.clone(),
-            stop_rx,
-            inner.shutdown.subscribe(),
-            Refusals {
-                watch: inner.monitor.permissions().clone(),
-                signal: inner.monitor.violation_signal(),
-                subject,
-                since,
-            },
-        ));
+        // Cancelled when the subscription is dropped or the bus shuts down.
+        let stop = inner.shutdown.child_token();
+        let (sender, sub) = inner.registry.subscribe_with_guard(
+            namespace_pattern,
+            options,
+            stop.clone().drop_guard(),
+        )?;
+        let span = tracing::info_span!("bus_subscription", subject = %subject);
+        let permissions = inner.connection.permissions();
+        inner.tasks.spawn(
+            forward(
+                nats_sub,
+                sender,
+                inner.ctx.clone(),
+                stop,
+                Refusals {
+                    watch: permissions.clone(),
+                    signal: permissions.changes(),
+                    subject,
+                    since,
+                },
+            )
+            .instrument(span),
+        );
         Ok(sub)
     }
 }
@@ -598,31 +518,40 @@ impl NatsEventBus {
         &self,
         subject: &str,
     ) -> Result<(async_nats::Subscriber, Instant)> {
-        let inner = &self.inner;
+        let client = self.inner.connection.client();
+        let watch = self.inner.connection.permissions();
+        let timeout = self.inner.config.timeout();
         let context = format!("subscribing to {subject}");
-        let signal = inner.monitor.violation_signal();
+        let refused = |op: Operation, s: &str| op == Operation::Subscribe && s == subject;
         let since = Instant::now();
-        let mut nats_sub = inner
-            .client
+        let mut nats_sub = client
             .subscribe(subject.to_string())
             .await
             .map_err(|e| Error::unavailable(&context, e))?;
         // The server handles a connection's operations in order and reports a refused
-        // subscription at once, so the refusal (if any) is read before the round trip's answer.
-        let flushed = inner
-            .monitor
-            .violation_during(
-                signal,
-                since,
-                |op, s| op == Operation::Subscribe && s == subject,
-                round_trip(&inner.client, inner.config.request_timeout),
-                SUBSCRIBE_PERMISSION_GRACE,
-            )
+        // subscription at once, so the refusal (if any) is read before the first round trip's
+        // answer. The client hands it to the event callback on another task, though: the
+        // second round trip gives that task its turn before the answer is trusted.
+        let confirmed = watch
+            .refused_during(since, refused, async {
+                round_trip(client, timeout, &context).await?;
+                tokio::task::yield_now().await;
+                round_trip(client, timeout, &context).await
+            })
             .await;
-        match flushed {
-            Ok(Ok(())) => Ok((nats_sub, since)),
-            Ok(Err(e)) => Err(e.in_context(&context)),
-            Err(v) => {
+        let refusal = match confirmed {
+            Ok(result) => match watch.find_since(since, refused) {
+                Some(v) => Some(v),
+                None => {
+                    result?;
+                    None
+                }
+            },
+            Err(v) => Some(v),
+        };
+        match refusal {
+            None => Ok((nats_sub, since)),
+            Some(v) => {
                 if let Err(e) = nats_sub.unsubscribe().await {
                     tracing::debug!(error = %e, "unsubscribing a refused bus subscription");
                 }
@@ -653,17 +582,14 @@ impl Refusals {
             self.since = v.at + Duration::from_nanos(1);
             // `Subscription` has no way to carry an error to the subscriber, so the log (and
             // the `permission_errors` count the monitor already made) is what reports it.
+            // The subscription's span names the subject.
             tracing::error!(
-                subject,
                 "the NATS server refused a live bus subscription (permissions changed?): it \
                  receives nothing more from other processes"
             );
         }
     }
 }
-
-/// Dropped with a subscription: its task sees the channel close and stops.
-pub(crate) struct StopOnDrop(#[allow(dead_code)] pub(crate) oneshot::Sender<()>);
 
 /// Most (publisher, namespace) pairs a subscription remembers for gap detection; beyond it the
 /// memory is reset (a gap spanning the reset goes unnoticed).
@@ -780,8 +706,7 @@ async fn forward(
     mut nats_sub: async_nats::Subscriber,
     sender: SubscriptionSender,
     ctx: Arc<Ctx>,
-    mut stop: oneshot::Receiver<()>,
-    mut shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
     mut refusals: Refusals,
 ) {
     let mut gaps = GapTracker::default();
@@ -789,8 +714,7 @@ async fn forward(
     loop {
         let msg = tokio::select! {
             biased;
-            _ = &mut stop => break,
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = stop.cancelled() => break,
             changed = refusals.signal.changed(), if watching => {
                 match changed {
                     Ok(()) => refusals.check(),
@@ -808,8 +732,7 @@ async fn forward(
         };
         let outcome = tokio::select! {
             biased;
-            _ = &mut stop => break,
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = stop.cancelled() => break,
             o = sender.send(event) => o,
         };
         match outcome {

@@ -8,15 +8,18 @@ use std::time::{Duration, UNIX_EPOCH};
 use aether_core::{
     validate_pattern, Error, Event, Result, SubscriptionFilter, DEFAULT_SUBSCRIPTION_BUFFER,
 };
+use aether_nats::{
+    decode_namespace, pattern_subject, Backoff, JsSubject, Operation, PermissionWatch,
+};
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::Client;
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::Instrument;
 
-use super::bus::{Ctx, NatsEventBus, StopOnDrop};
+use super::bus::{Ctx, NatsEventBus};
 use super::config::{BusStreamConfig, NatsBusConfig, StartFrom};
-use super::monitor::TransportMonitor;
-use super::subject::{decode_namespace, pattern_subject};
 use crate::metrics::BusMetrics;
 
 /// Creates the bus stream (capturing `<prefix>.>`) unless it exists, and returns the
@@ -27,29 +30,17 @@ pub(crate) async fn ensure_stream(
     stream_config: &BusStreamConfig,
 ) -> Result<jetstream::Context> {
     let mut js = jetstream::new(client.clone());
-    js.set_timeout(config.request_timeout);
+    js.set_timeout(config.timeout());
     let wanted = stream::Config {
         name: stream_config.stream_name.clone(),
         subjects: vec![format!("{}.>", config.subject_prefix)],
         max_age: stream_config.max_age.unwrap_or_default(),
         max_messages: stream_config.max_messages.unwrap_or(-1),
-        num_replicas: stream_config.replicas.max(1),
-        storage: if stream_config.memory_storage {
-            stream::StorageType::Memory
-        } else {
-            stream::StorageType::File
-        },
+        num_replicas: stream_config.replicas.unwrap_or(1).max(1),
+        storage: stream_config.storage.into(),
         ..Default::default()
     };
-    js.get_or_create_stream(wanted).await.map_err(|e| {
-        Error::unavailable(
-            format!(
-                "creating the bus stream {:?} for {}.>",
-                stream_config.stream_name, config.subject_prefix
-            ),
-            e,
-        )
-    })?;
+    aether_nats::ensure_stream(&js, wanted).await?;
     Ok(js)
 }
 
@@ -85,7 +76,7 @@ impl OpenCount {
 
 /// Stops the task and counts the subscription as closed when it is dropped.
 struct DurableGuard {
-    _stop: StopOnDrop,
+    _stop: DropGuard,
     open: OpenCount,
 }
 
@@ -184,7 +175,7 @@ struct Source {
     timeout: Duration,
     /// Turns a JetStream request the server refused into a permission error at once, instead
     /// of a timeout.
-    monitor: TransportMonitor,
+    permissions: PermissionWatch,
 }
 
 impl Source {
@@ -197,10 +188,9 @@ impl Source {
 
     /// Whether a refused publish to `subject` concerns a request of this subscription: a
     /// JetStream API call on its stream.
-    fn is_own_request(&self, operation: aether_nats::Operation, subject: &str) -> bool {
-        operation == aether_nats::Operation::Publish
-            && subject.starts_with("$JS.")
-            && subject.split('.').any(|t| t == self.stream_name)
+    fn is_own_request(&self, operation: Operation, subject: &str) -> bool {
+        operation == Operation::Publish
+            && JsSubject::parse(subject).is_some_and(|s| s.concerns_stream(&self.stream_name))
     }
 
     /// An ordered consumer starting after stream sequence `after`, or at the subscription's
@@ -232,11 +222,11 @@ impl Source {
                 .await
                 .map_err(|e| Error::unavailable(&context, e))
         };
-        self.monitor
+        self.permissions
             .guard(
-                &context,
-                self.timeout,
+                || context.clone(),
                 |op, s| self.is_own_request(op, s),
+                Some(self.timeout),
                 create,
             )
             .await
@@ -258,11 +248,11 @@ impl Source {
                 .map(|i| i.state.last_sequence)
                 .map_err(|e| Error::unavailable(&context, e))
         };
-        self.monitor
+        self.permissions
             .guard(
-                &context,
-                self.timeout,
+                || context.clone(),
                 |op, s| self.is_own_request(op, s),
+                Some(self.timeout),
                 info,
             )
             .await
@@ -277,9 +267,9 @@ impl NatsEventBus {
     ///
     /// Needs [`NatsBusConfig::jetstream`]. Durable subscriptions are independent of live ones:
     /// an event reaches both kinds. After a reconnection the subscription re-opens its
-    /// consumer right after the last event it read (at once when the bus has a
-    /// [`TransportMonitor`](super::TransportMonitor) installed, otherwise when the consumer
-    /// notices missed heartbeats).
+    /// consumer right after the last event it read (at once when the bus's connection has its
+    /// [`ConnectionMonitor`](aether_nats::ConnectionMonitor) installed, otherwise when the
+    /// consumer notices missed heartbeats).
     ///
     /// The pattern is first subscribed to live and at once unsubscribed (one round trip), so
     /// that a connection the server does not let subscribe to the pattern's subject gets
@@ -321,8 +311,8 @@ impl NatsEventBus {
             stream_name: stream_config.stream_name.clone(),
             subject,
             start,
-            timeout: inner.config.request_timeout,
-            monitor: inner.monitor.clone(),
+            timeout: inner.config.timeout(),
+            permissions: inner.connection.permissions().clone(),
         };
         // "New" is pinned to the current end of the stream, so that re-opening after a
         // reconnection neither skips nor repeats anything.
@@ -332,36 +322,40 @@ impl NatsEventBus {
         };
         let messages = source.open(after).await?;
         let (tx, rx) = mpsc::channel(DEFAULT_SUBSCRIPTION_BUFFER);
-        let (stop_tx, stop_rx) = oneshot::channel();
+        // Cancelled when the subscription is dropped or the bus shuts down.
+        let stop = inner.shutdown.child_token();
         inner.ctx.metrics.subscription_opened();
         let open = OpenCount {
             counted: Arc::new(AtomicBool::new(false)),
             metrics: Arc::downgrade(&inner.ctx.metrics),
         };
         let guard = DurableGuard {
-            _stop: StopOnDrop(stop_tx),
+            _stop: stop.clone().drop_guard(),
             open: open.clone(),
         };
-        let mut connections = inner.monitor.connections();
+        let mut connections = inner.connection.monitor().connections();
         connections.mark_unchanged();
-        inner.tasks.spawn(replay(
-            Replay {
-                source,
-                after,
-                tx,
-                pattern: pattern.to_string(),
-                filter,
-                ctx: inner.ctx.clone(),
-                open,
-            },
-            messages,
-            Signals {
-                stop: stop_rx,
-                shutdown: inner.shutdown.subscribe(),
-                connections,
-                watch_connections: true,
-            },
-        ));
+        let span = tracing::info_span!("bus_durable_subscription", pattern, stream = %stream_config.stream_name);
+        inner.tasks.spawn(
+            replay(
+                Replay {
+                    source,
+                    after,
+                    tx,
+                    pattern: pattern.to_string(),
+                    filter,
+                    ctx: inner.ctx.clone(),
+                    open,
+                },
+                messages,
+                Signals {
+                    stop,
+                    connections,
+                    watch_connections: true,
+                },
+            )
+            .instrument(span),
+        );
         Ok(DurableSubscription {
             rx,
             pattern: pattern.to_string(),
@@ -392,8 +386,7 @@ struct Replay {
 }
 
 struct Signals {
-    stop: oneshot::Receiver<()>,
-    shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
     connections: watch::Receiver<u64>,
     watch_connections: bool,
 }
@@ -452,8 +445,7 @@ impl Replay {
         };
         let sent = tokio::select! {
             biased;
-            _ = &mut signals.stop => return None,
-            _ = signals.shutdown.wait_for(|s| *s) => return None,
+            _ = signals.stop.cancelled() => return None,
             r = self.tx.send(item) => r,
         };
         if sent.is_err() {
@@ -466,22 +458,20 @@ impl Replay {
     /// Re-opens the consumer after the last message read, retrying until it works or the
     /// subscription stops.
     async fn reopen(&self, signals: &mut Signals) -> Option<consumer::pull::Ordered> {
-        let mut backoff = RETRY_BACKOFF;
+        let mut backoff = Backoff::new(RETRY_BACKOFF, MAX_RETRY_BACKOFF);
         loop {
             match self.source.open(self.after).await {
                 Ok(m) => return Some(m),
                 Err(e) => {
                     self.ctx.metrics.record_transport_error();
-                    tracing::warn!(pattern = self.pattern, error = %e, "re-opening a durable bus subscription failed; retrying");
+                    tracing::warn!(error = %e, "re-opening a durable bus subscription failed; retrying");
                 }
             }
             tokio::select! {
                 biased;
-                _ = &mut signals.stop => return None,
-                _ = signals.shutdown.wait_for(|s| *s) => return None,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = signals.stop.cancelled() => return None,
+                _ = backoff.wait() => {}
             }
-            backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
         }
     }
 }
@@ -490,8 +480,7 @@ async fn replay(mut r: Replay, mut messages: consumer::pull::Ordered, mut signal
     loop {
         let step = tokio::select! {
             biased;
-            _ = &mut signals.stop => Step::Stop,
-            _ = signals.shutdown.wait_for(|s| *s) => Step::Stop,
+            _ = signals.stop.cancelled() => Step::Stop,
             changed = signals.connections.changed(), if signals.watch_connections => match changed {
                 Ok(()) => Step::Reconnected,
                 // The monitor is gone: rely on the consumer's own recovery from now on.
@@ -518,7 +507,7 @@ async fn replay(mut r: Replay, mut messages: consumer::pull::Ordered, mut signal
                     Err(_) => false,
                 };
                 if behind {
-                    tracing::debug!(pattern = r.pattern, after = ?r.after, "durable bus subscription idle while the stream moved on; re-opening");
+                    tracing::debug!(after = ?r.after, "durable bus subscription idle while the stream moved on; re-opening");
                     drop(messages);
                     match r.reopen(&mut signals).await {
                         Some(m) => messages = m,
@@ -527,7 +516,7 @@ async fn replay(mut r: Replay, mut messages: consumer::pull::Ordered, mut signal
                 }
             }
             Step::Reconnected => {
-                tracing::debug!(pattern = r.pattern, after = ?r.after, "reconnected; re-opening the durable bus subscription");
+                tracing::debug!(after = ?r.after, "reconnected; re-opening the durable bus subscription");
                 drop(messages);
                 match r.reopen(&mut signals).await {
                     Some(m) => messages = m,
@@ -536,7 +525,7 @@ async fn replay(mut r: Replay, mut messages: consumer::pull::Ordered, mut signal
             }
             Step::Message(Some(Err(e))) => {
                 r.ctx.metrics.record_transport_error();
-                tracing::warn!(pattern = r.pattern, error = %e, "durable bus subscription: consumer error; re-opening");
+                tracing::warn!(error = %e, "durable bus subscription: consumer error; re-opening");
                 drop(messages);
                 match r.reopen(&mut signals).await {
                     Some(m) => messages = m,
@@ -544,10 +533,7 @@ async fn replay(mut r: Replay, mut messages: consumer::pull::Ordered, mut signal
                 }
             }
             Step::Message(None) => {
-                tracing::warn!(
-                    pattern = r.pattern,
-                    "durable bus consumer ended; re-opening"
-                );
+                tracing::warn!("durable bus consumer ended; re-opening");
                 drop(messages);
                 match r.reopen(&mut signals).await {
                     Some(m) => messages = m,

@@ -2,11 +2,20 @@
 
 use std::time::{Duration, SystemTime};
 
+use aether_nats::StorageKind;
+
 /// Default subject prefix: events of namespace `orders` travel on `aether.events.orders`.
 pub const DEFAULT_SUBJECT_PREFIX: &str = "aether.events";
 
 /// Default name of the JetStream stream the bus publishes into when durable delivery is on.
 pub const DEFAULT_BUS_STREAM: &str = "AETHER_BUS";
+
+/// How long a NATS round trip may take when [`NatsBusConfig::request_timeout`] is not set.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Messages the NATS client buffers per subscription when
+/// [`NatsBusConfig::subscription_capacity`] is not set.
+pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 64 * 1024;
 
 /// How a [`NatsEventBus`](super::NatsEventBus) uses NATS.
 ///
@@ -28,13 +37,14 @@ pub struct NatsBusConfig {
     /// the server), which makes [`subscribe_durable`](super::NatsEventBus::subscribe_durable)
     /// possible. When `None`, events are plain NATS messages: fast, not stored.
     pub jetstream: Option<BusStreamConfig>,
-    /// How long a NATS round trip (flush after subscribing, JetStream calls) may take before
-    /// the operation fails with [`Error::Unavailable`](aether_core::Error::Unavailable).
-    pub request_timeout: Duration,
+    /// How long a NATS round trip (confirming a subscription, JetStream calls) may take before
+    /// the operation fails with [`Error::Unavailable`](aether_core::Error::Unavailable);
+    /// `None` means [`DEFAULT_REQUEST_TIMEOUT`].
+    pub request_timeout: Option<Duration>,
     /// Messages the NATS client buffers per subscription before it reports a slow consumer and
     /// drops (only used by [`NatsEventBus::connect`](super::NatsEventBus::connect), which
-    /// creates the client).
-    pub subscription_capacity: usize,
+    /// creates the client); `None` means [`DEFAULT_SUBSCRIPTION_CAPACITY`].
+    pub subscription_capacity: Option<usize>,
 }
 
 impl Default for NatsBusConfig {
@@ -42,8 +52,8 @@ impl Default for NatsBusConfig {
         Self {
             subject_prefix: DEFAULT_SUBJECT_PREFIX.to_string(),
             jetstream: None,
-            request_timeout: Duration::from_secs(10),
-            subscription_capacity: 64 * 1024,
+            request_timeout: None,
+            subscription_capacity: None,
         }
     }
 }
@@ -63,14 +73,19 @@ impl NatsBusConfig {
 
     /// Sets the timeout of NATS round trips.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
+        self.request_timeout = Some(timeout);
         self
     }
 
     /// Sets the NATS client's per-subscription buffer (for [`NatsEventBus::connect`](super::NatsEventBus::connect)).
     pub fn subscription_capacity(mut self, capacity: usize) -> Self {
-        self.subscription_capacity = capacity;
+        self.subscription_capacity = Some(capacity);
         self
+    }
+
+    /// The round-trip timeout in force.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT)
     }
 }
 
@@ -87,10 +102,10 @@ pub struct BusStreamConfig {
     pub max_age: Option<Duration>,
     /// Maximum number of events kept; `None` means no limit.
     pub max_messages: Option<i64>,
-    /// Replicas (1 on a single server, 3 in a cluster for fault tolerance).
-    pub replicas: usize,
-    /// Keep the stream in memory instead of on disk (tests, caches).
-    pub memory_storage: bool,
+    /// Replicas (1 on a single server, 3 in a cluster for fault tolerance); `None` means 1.
+    pub replicas: Option<usize>,
+    /// On disk (the default) or in memory (tests, caches).
+    pub storage: StorageKind,
 }
 
 impl Default for BusStreamConfig {
@@ -99,8 +114,8 @@ impl Default for BusStreamConfig {
             stream_name: DEFAULT_BUS_STREAM.to_string(),
             max_age: None,
             max_messages: None,
-            replicas: 1,
-            memory_storage: false,
+            replicas: None,
+            storage: StorageKind::File,
         }
     }
 }
@@ -123,12 +138,12 @@ impl BusStreamConfig {
     }
     /// Sets the number of replicas.
     pub fn replicas(mut self, n: usize) -> Self {
-        self.replicas = n;
+        self.replicas = Some(n);
         self
     }
-    /// Keeps the stream in memory.
-    pub fn memory_storage(mut self, on: bool) -> Self {
-        self.memory_storage = on;
+    /// Sets where the stream is kept.
+    pub fn storage(mut self, storage: StorageKind) -> Self {
+        self.storage = storage;
         self
     }
 }

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::nats_support::*;
-use aether_bus::{NatsBusConfig, NatsEventBus, TransportMonitor};
+use aether_bus::{Connection, ConnectionMonitor, NatsBusConfig, NatsEventBus};
 use aether_core::{Delivery, Error, Event, EventBroadcaster, SubscribeOptions};
 use aether_testkit::contract::{broadcaster, BusBackend, BusCounts};
 use aether_testkit::NatsServer;
@@ -103,13 +103,14 @@ async fn nats_slow_consumer_is_surfaced_as_lag_and_transport_errors() {
 async fn slow_consumers_are_surfaced_with_a_client_of_your_own() {
     let server = server();
     let publisher = bus(&server).await;
-    let monitor = TransportMonitor::new();
+    let monitor = ConnectionMonitor::new();
     let client = monitor
         .install(async_nats::ConnectOptions::new().subscription_capacity(16))
         .connect(server.url())
         .await
         .unwrap();
-    let subscriber = NatsEventBus::with_monitor(client, NatsBusConfig::default(), monitor)
+    let connection = Connection::new(client, monitor);
+    let subscriber = NatsEventBus::open(&connection, NatsBusConfig::default())
         .await
         .unwrap();
     check_slow_consumer(&publisher, &subscriber).await;

@@ -44,7 +44,8 @@ async fn bus_as(server: &NatsServer, user: &str, config: NatsBusConfig) -> NatsE
 }
 
 fn streamed() -> NatsBusConfig {
-    NatsBusConfig::default().jetstream(BusStreamConfig::default().memory_storage(true))
+    NatsBusConfig::default()
+        .jetstream(BusStreamConfig::default().storage(aether_bus::StorageKind::Memory))
 }
 
 /// The error and its sources, as one string.

@@ -2,10 +2,13 @@
 //!
 //! # Layout
 //! - [`JetStreamEventStore`] (`store`): the store and its read and write paths.
-//! - `setup`: the stream's configuration, creating it or attaching to an existing one.
-//! - `subject`: actor ids encoded into single subject tokens, stream-name sanitising.
+//! - `config`: [`JetStreamConfig`].
+//! - `setup`: the stream's name and configuration, attaching to an existing one.
+//! - `subject`: the stream's subjects (the actor-id codec itself is in `aether_nats`).
 //! - `codec`: how a save is laid out in one message (headers, single event or batch).
-//! - `errors`: client errors sorted into typed [`aether_core::Error`] variants.
+//!
+//! Connection events, the permission guard, stream creation, error sorting and retry backoff
+//! come from `aether_nats`.
 //!
 //! # Why a batch is one message
 //! `save_events` must be all-or-nothing. NATS 2.12 added atomic multi-message publish
@@ -18,7 +21,7 @@
 //! expect an event. Reads expand it into its events.
 
 mod codec;
-mod errors;
+mod config;
 mod setup;
 mod store;
 mod subject;
@@ -26,5 +29,5 @@ mod subject;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 
+pub use config::{JetStreamConfig, DEFAULT_STREAM_NAME};
 pub use store::JetStreamEventStore;
-pub use subject::{decode_actor_id, encode_actor_id, sanitize_stream_name, MAX_ACTOR_ID_BYTES};

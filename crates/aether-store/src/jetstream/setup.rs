@@ -1,22 +1,18 @@
-//! Creating or attaching to the store's stream.
+//! The store's stream: its name and configuration, and attaching to an existing one.
 
-use aether_core::{Error, JetStreamConfig, Result, StorageKind};
-use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
-use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
-use async_nats::jetstream::{Context, ErrorCode};
+use aether_core::{Error, Result};
+use aether_nats::sanitize_stream_name;
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy};
+use async_nats::jetstream::Context;
 
-use super::errors::classify_api;
-use super::subject::{sanitize_stream_name, Subjects};
-
-/// Longest stream name the store accepts: the server stores each stream in a directory named
-/// after it, and file names are limited to 255 bytes.
-pub(crate) const MAX_STREAM_NAME_BYTES: usize = 255;
+use super::config::JetStreamConfig;
+use super::subject::Subjects;
 
 /// The stream name for a config: the sanitised base name, prefixed with the sanitised namespace
 /// and `_` when there is one.
 pub(crate) fn stream_name_for(config: &JetStreamConfig) -> String {
-    let base = sanitize_stream_name(config.effective_stream_name());
-    match config.effective_namespace() {
+    let base = sanitize_stream_name(&config.stream_name);
+    match config.namespace_in_use() {
         Some(ns) => format!("{}_{base}", sanitize_stream_name(ns)),
         None => base,
     }
@@ -32,16 +28,14 @@ pub(crate) fn desired_config(
         name: name.to_string(),
         description: Some("Aether event store: append-only actor histories".into()),
         subjects: subjects.stream_subjects(),
-        // Retention only by age: nothing is removed because it was read or because a limit on
-        // count or size was hit.
+        // Retention only by age, and only when asked for: nothing is removed because it was
+        // read or because a limit on count or size was hit.
         retention: RetentionPolicy::Limits,
         discard: DiscardPolicy::Old,
-        max_age: config.effective_max_age(),
-        storage: match config.storage {
-            StorageKind::Memory => StorageType::Memory,
-            _ => StorageType::File,
-        },
-        num_replicas: config.effective_replicas(),
+        // Zero is "no limit" to the server.
+        max_age: config.max_age.unwrap_or_default(),
+        storage: config.storage.into(),
+        num_replicas: config.replica_count(),
         // O(1) last-by-subject reads from any replica.
         allow_direct: true,
         // Immutability at the storage level: no message can be deleted or purged through the
@@ -60,62 +54,9 @@ pub(crate) async fn ensure_stream(
     context: &Context,
     desired: stream::Config,
 ) -> Result<stream::Stream> {
-    let name = desired.name.clone();
-    let stream = match get(context, &name).await? {
-        Some(s) => s,
-        None => match context.create_stream(desired.clone()).await {
-            Ok(s) => {
-                tracing::info!(stream = %name, "created the event stream");
-                s
-            }
-            // Another store created it between our lookup and our create (with a different
-            // config, or the server would have answered with the stream).
-            Err(e)
-                if matches!(e.kind(), CreateStreamErrorKind::JetStream(ref api)
-                    if api.error_code() == ErrorCode::STREAM_NAME_EXIST) =>
-            {
-                get(context, &name).await?.ok_or_else(|| {
-                    Error::NotFound(format!("stream {name} vanished while being created"))
-                })?
-            }
-            Err(e) => {
-                let api = match e.kind() {
-                    CreateStreamErrorKind::JetStream(api) => Some(api),
-                    _ => None,
-                };
-                return Err(classify_api(
-                    format!("creating stream {name}"),
-                    api.as_ref(),
-                    e,
-                ));
-            }
-        },
-    };
+    let stream = aether_nats::ensure_stream(context, desired.clone()).await?;
     check_existing(&stream.cached_info().config, &desired)?;
     Ok(stream)
-}
-
-async fn get(context: &Context, name: &str) -> Result<Option<stream::Stream>> {
-    match context.get_stream(name).await {
-        Ok(s) => Ok(Some(s)),
-        Err(e)
-            if matches!(e.kind(), GetStreamErrorKind::JetStream(ref api)
-                if api.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
-        {
-            Ok(None)
-        }
-        Err(e) => {
-            let api = match e.kind() {
-                GetStreamErrorKind::JetStream(api) => Some(api),
-                _ => None,
-            };
-            Err(classify_api(
-                format!("looking up stream {name}"),
-                api.as_ref(),
-                e,
-            ))
-        }
-    }
 }
 
 fn check_existing(actual: &stream::Config, desired: &stream::Config) -> Result<()> {
@@ -172,6 +113,8 @@ fn check_existing(actual: &stream::Config, desired: &stream::Config) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aether_nats::StorageKind;
+    use async_nats::jetstream::stream::StorageType;
     use std::time::Duration;
 
     #[test]
@@ -182,7 +125,7 @@ mod tests {
         );
         let c = JetStreamConfig::default().namespace("tenant a.b*>");
         assert_eq!(stream_name_for(&c), "tenant_a_b___AETHER_EVENTS");
-        let c = JetStreamConfig::default().namespace("").stream_name("");
+        let c = JetStreamConfig::default().namespace("");
         assert_eq!(stream_name_for(&c), "AETHER_EVENTS");
         let c = JetStreamConfig::default().stream_name("my events");
         assert_eq!(stream_name_for(&c), "my_events");
@@ -192,7 +135,7 @@ mod tests {
     fn desired_config_is_immutable_and_limits_based() {
         let cfg = JetStreamConfig::default()
             .max_age(Duration::from_secs(60))
-            .replicas(0)
+            .replicas(1)
             .storage(StorageKind::Memory);
         let s = desired_config("S", &Subjects::new("S"), &cfg);
         assert!(s.deny_delete && s.deny_purge && s.allow_direct);
@@ -216,5 +159,9 @@ mod tests {
             ..s.clone()
         };
         assert!(check_existing(&relaxed, &s).is_ok());
+        // By default nothing expires.
+        let forever = desired_config("S", &Subjects::new("S"), &JetStreamConfig::default());
+        assert_eq!(forever.max_age, Duration::ZERO);
+        assert_eq!(forever.num_replicas, 1);
     }
 }

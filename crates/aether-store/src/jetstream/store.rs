@@ -2,13 +2,16 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aether_core::{
-    validate_batch, Error, Event, EventStore, EventStoreWithErrors, JetStreamConfig, ReplayResult,
-    Result, Snapshot, SnapshotStore,
+    validate_batch, Error, Event, EventStore, EventStoreWithErrors, ReplayResult, Result, Snapshot,
+    SnapshotStore,
 };
-use aether_nats::{connect_error, Operation, PermissionWatch};
+use aether_nats::{
+    classify, classify_api, has_api_code, validate_actor_id as check_actor_id, Backoff, Connection,
+    JsSubject, PermissionWatch, MAX_STREAM_NAME_BYTES,
+};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::{PublishMessage, StreamMessage};
@@ -19,11 +22,13 @@ use async_nats::jetstream::{Context, ErrorCode};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use futures::StreamExt;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::codec::{self, Encoded};
-use super::errors::{classify, classify_api, has_api_code};
+use super::config::JetStreamConfig;
 use super::setup;
-use super::subject::{check_actor_id, Subjects};
+use super::subject::Subjects;
 
 /// How often a save is retried when the server rejects it because another writer appended an
 /// earlier version in the meantime (the attempted version is still above the current one).
@@ -32,8 +37,10 @@ const MAX_PUBLISH_ATTEMPTS: usize = 16;
 /// before the error is returned. Reads are idempotent, and a save is safe to repeat because
 /// the server admits at most one publish per expected sequence.
 const MAX_TRANSIENT_RETRIES: u32 = 1;
-/// Wait before a retry (times the number of failures so far).
+/// Wait before the first retry; it doubles with each further one.
 const TRANSIENT_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest wait between retries of a transient failure.
+const MAX_TRANSIENT_BACKOFF: Duration = Duration::from_secs(2);
 /// Histories shorter than this (by their last version) are replayed from the start rather than
 /// searched for the first wanted message.
 const SEARCH_MIN_HISTORY: u64 = 512;
@@ -45,6 +52,7 @@ const REPLAY_PULL_EXPIRY: Duration = Duration::from_secs(5);
 const REPLAY_MAX_EMPTY_PULLS: usize = 3;
 /// How often a replay resumes with a new consumer after losing one to a failed server (the
 /// wait doubles each time from 100 ms: about 3 s in all, longer than an election takes).
+/// Consumer creation retries share the count.
 const MAX_REPLAY_RESUMES: u32 = 5;
 /// How long the server keeps a replay consumer whose reader vanished.
 const REPLAY_CONSUMER_INACTIVITY: Duration = Duration::from_secs(30);
@@ -76,12 +84,12 @@ struct Tip {
 ///   see all of the batch or none of it. The batch must fit in the server's `max_payload`.
 /// - **Subjects.** Events go to `<stream>.events.<actor>` and snapshots to
 ///   `<stream>.snapshots.<actor>`, the actor id encoded by
-///   [`encode_actor_id`](super::encode_actor_id) into one wildcard-free token.
+///   [`encode_actor_id`](aether_nats::encode_actor_id) into one wildcard-free token.
 /// - **Reads.** The latest version is one direct get of the actor's last message. Replays use a
 ///   short-lived pull consumer filtered to the actor's subject, starting at the first message
 ///   that holds `from_version` (found by a binary search of direct gets).
-/// - **Immutability.** The stream denies deletes and purges; events leave it only by age
-///   (`max_age`).
+/// - **Immutability.** The stream denies deletes and purges; events leave it only by age, and
+///   only when [`JetStreamConfig::max_age`] sets one (by default they are kept forever).
 /// - **Replication.** `replicas > 1` needs nats-server 2.11 or later; older servers are refused
 ///   (see [`JetStreamConfig::allow_replication_on_old_servers`]).
 /// - **Permissions.** NATS never answers a request its permissions refuse. With a
@@ -90,8 +98,8 @@ struct Tip {
 ///   the refusal.
 ///
 /// ```no_run
-/// use aether_core::{Event, EventStore, JetStreamConfig};
-/// use aether_store::JetStreamEventStore;
+/// use aether_core::{Event, EventStore};
+/// use aether_store::{JetStreamConfig, JetStreamEventStore};
 ///
 /// # async fn run() -> aether_core::Result<()> {
 /// let store =
@@ -115,6 +123,8 @@ pub struct JetStreamEventStore {
     cached_reads: bool,
     malformed: AtomicU64,
     permissions: Option<PermissionWatch>,
+    /// Best-effort clean-up of replay consumers, off the callers' path.
+    cleanups: TaskTracker,
 }
 
 impl fmt::Debug for JetStreamEventStore {
@@ -126,6 +136,7 @@ impl fmt::Debug for JetStreamEventStore {
             .field("cached_actors", &self.cache.len())
             .field("cached_reads", &self.cached_reads)
             .field("malformed_events", &self.malformed_events())
+            .field("pending_cleanups", &self.cleanups.len())
             .finish()
     }
 }
@@ -170,18 +181,21 @@ impl JetStreamEventStore {
     /// # Errors
     /// As [`new`](Self::new).
     pub async fn from_context(context: Context, config: JetStreamConfig) -> Result<Self> {
+        if config.stream_name.is_empty() {
+            return Err(Error::invalid("the stream name must not be empty"));
+        }
         let stream_name = setup::stream_name_for(&config);
         // The server keeps a stream in a directory of that name, so names are limited; say so
         // plainly instead of letting the request fail obscurely.
-        if stream_name.len() > setup::MAX_STREAM_NAME_BYTES {
+        if stream_name.len() > MAX_STREAM_NAME_BYTES {
             return Err(Error::invalid(format!(
                 "stream name for namespace {:?} would be {} bytes; the limit is {} (use a shorter namespace or stream name)",
-                config.effective_namespace().unwrap_or(""),
+                config.namespace_in_use().unwrap_or(""),
                 stream_name.len(),
-                setup::MAX_STREAM_NAME_BYTES
+                MAX_STREAM_NAME_BYTES
             )));
         }
-        if config.effective_replicas() > 1 {
+        if config.replica_count() > 1 {
             let version = context.client().server_info().version;
             if server_older_than(&version, 2, 11) {
                 if !config.allow_replication_on_old_servers {
@@ -190,7 +204,7 @@ impl JetStreamEventStore {
                          this server is {version}, on which a leader change can lose acknowledged \
                          events or accept one version twice. Upgrade the servers, use one \
                          replica, or set allow_replication_on_old_servers to accept the risk",
-                        config.effective_replicas()
+                        config.replica_count()
                     )));
                 }
                 tracing::warn!(
@@ -217,6 +231,7 @@ impl JetStreamEventStore {
             cached_reads: false,
             malformed: AtomicU64::new(0),
             permissions: None,
+            cleanups: TaskTracker::new(),
         })
     }
 
@@ -231,9 +246,10 @@ impl JetStreamEventStore {
     /// Like [`connect`](Self::connect) with your own connect options (credentials, TLS,
     /// reconnect policy...).
     ///
-    /// The store installs a [`PermissionWatch`] as the connection's event callback (replacing
-    /// any set in `options`), so that an operation the server's permissions refuse fails with
-    /// [`Error::PermissionDenied`] naming the refused subject, rather than as a timeout.
+    /// The connection's [`ConnectionMonitor`](aether_nats::ConnectionMonitor) is installed as
+    /// its event callback (replacing any set in `options`), so that an operation the server's
+    /// permissions refuse fails with [`Error::PermissionDenied`] naming the refused subject,
+    /// rather than as a timeout.
     ///
     /// # Errors
     /// [`Error::PermissionDenied`] when the server refuses the credentials or the user may not
@@ -243,20 +259,27 @@ impl JetStreamEventStore {
         options: async_nats::ConnectOptions,
         config: JetStreamConfig,
     ) -> Result<Self> {
-        let watch = PermissionWatch::new();
-        let client = watch
-            .install(options)
-            .connect(url)
-            .await
-            .map_err(|e| connect_error(url, e))?;
+        let connection = Connection::connect(url, options).await?;
+        Self::open(&connection, config).await
+    }
+
+    /// Opens the store on a [`Connection`] (shared, for example, with a bus), watching the
+    /// connection's permission violations as [`with_permission_watch`](Self::with_permission_watch)
+    /// does.
+    ///
+    /// # Errors
+    /// As [`connect_with_options`](Self::connect_with_options).
+    pub async fn open(connection: &Connection, config: JetStreamConfig) -> Result<Self> {
         let stream_name = setup::stream_name_for(&config);
-        let opened = guarded(
-            Some(&watch),
-            || format!("opening stream {stream_name}"),
-            |subject| dooms(subject, &stream_name, None, false),
-            Self::new(client, config),
-        )
-        .await?;
+        let watch = connection.permissions().clone();
+        let opened = watch
+            .guard(
+                || format!("opening stream {stream_name}"),
+                |_, subject| dooms(subject, &stream_name, None, false),
+                None,
+                Self::new(connection.client().clone(), config),
+            )
+            .await?;
         Ok(opened.with_permission_watch(watch))
     }
 
@@ -264,9 +287,10 @@ impl JetStreamEventStore {
     /// a subject an operation uses, the operation fails at once with
     /// [`Error::PermissionDenied`] naming the subject, instead of waiting for its timeout and
     /// reporting [`Error::Unavailable`]. NATS reports violations only to the event callback given at
-    /// connect time, so `watch` must be installed on this store's client
-    /// ([`PermissionWatch::install`]); [`connect`](Self::connect) and
-    /// [`connect_with_options`](Self::connect_with_options) do this themselves.
+    /// connect time, so `watch` must be that of a monitor installed on this store's client
+    /// ([`ConnectionMonitor::install`](aether_nats::ConnectionMonitor::install));
+    /// [`connect`](Self::connect), [`connect_with_options`](Self::connect_with_options) and
+    /// [`open`](Self::open) do this themselves.
     pub fn with_permission_watch(mut self, watch: PermissionWatch) -> Self {
         self.permissions = Some(watch);
         self
@@ -285,7 +309,7 @@ impl JetStreamEventStore {
 
     /// The namespace the store was opened with, if any.
     pub fn namespace(&self) -> Option<&str> {
-        self.config.effective_namespace()
+        self.config.namespace_in_use()
     }
 
     /// The name of the stream a store opened with `config` uses: the sanitised stream name,
@@ -344,24 +368,34 @@ impl JetStreamEventStore {
         &self.context
     }
 
-    /// Runs `op` on behalf of `actor_id` (or the whole stream) under the permission watch (see
-    /// [`guarded`]).
+    /// Runs `op`, operation `name` on behalf of `actor_id` (or the whole stream), in a span
+    /// naming them and under the permission watch: NATS never answers a refused request, so
+    /// without the watch the operation would wait for its timeout and report `Unavailable`; a
+    /// refusal of a subject the operation depends on ([`dooms`]) fails it at once with
+    /// [`Error::PermissionDenied`].
     async fn guard<T>(
         &self,
+        name: &'static str,
         actor_id: Option<&str>,
         writes: bool,
-        what: impl FnOnce() -> String,
+        what: impl Fn() -> String,
         op: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
+        let span = tracing::info_span!("store", op = name, stream = %self.stream_name, actor_id);
+        let Some(watch) = &self.permissions else {
+            return op.instrument(span).await;
+        };
         let subjects = actor_id.map(|a| (self.subjects.events(a), self.subjects.snapshots(a)));
         let own = subjects.as_ref().map(|(e, s)| (e.as_str(), s.as_str()));
-        guarded(
-            self.permissions.as_ref(),
-            what,
-            |subject| dooms(subject, &self.stream_name, own, writes),
-            op,
-        )
-        .await
+        watch
+            .guard(
+                what,
+                |_, subject| dooms(subject, &self.stream_name, own, writes),
+                None,
+                op,
+            )
+            .instrument(span)
+            .await
     }
 
     // ---- writing ----
@@ -396,8 +430,10 @@ impl JetStreamEventStore {
         // Set once a publish failed without an answer: it may have been stored after all, and
         // then the actor's last message is ours.
         let mut uncertain = false;
-        let mut transient_failures = 0;
-        let mut contended = 0;
+        let mut retry = Backoff::new(TRANSIENT_BACKOFF, MAX_TRANSIENT_BACKOFF);
+        // 1, 2, 4 ... ms up to 64 ms, jittered so that contending writers spread out.
+        let mut contention =
+            Backoff::new(Duration::from_millis(2), Duration::from_millis(64)).with_jitter();
         for _ in 0..MAX_PUBLISH_ATTEMPTS {
             if first.version <= tip.version {
                 if from_cache {
@@ -432,11 +468,10 @@ impl JetStreamEventStore {
                 Err(PublishFailure::Other(e)) => {
                     // Retrying is safe: the expected sequence lets at most one of the attempts
                     // in, and the event id below tells whether an earlier one got in.
-                    if e.is_retryable() && transient_failures < MAX_TRANSIENT_RETRIES {
-                        transient_failures += 1;
+                    if e.is_retryable() && retry.attempts() < MAX_TRANSIENT_RETRIES {
                         uncertain = true;
-                        tracing::debug!(actor_id, error = %e, "publish failed without an answer; retrying");
-                        tokio::time::sleep(TRANSIENT_BACKOFF * transient_failures).await;
+                        tracing::debug!(error = %e, "publish failed without an answer; retrying");
+                        retry.wait().await;
                         Some(e)
                     } else {
                         // The outcome is unknown: forget what we knew so the next save asks
@@ -462,13 +497,11 @@ impl JetStreamEventStore {
                 // Rejected, yet the last message is the one we expected: another writer's
                 // append is still being replicated (clustered streams reject against pending
                 // writes). Give it a moment to land before deciding again.
-                contended += 1;
-                tokio::time::sleep(contention_backoff(contended)).await;
+                contention.wait().await;
             }
             tip = fresh.tip;
             from_cache = false;
             tracing::debug!(
-                actor_id,
                 current_version = tip.version,
                 attempted_version = first.version,
                 "expected last sequence was stale"
@@ -488,7 +521,7 @@ impl JetStreamEventStore {
         match self.replay(actor_id, from_version).await {
             Ok(r) => r.events.iter().any(|e| e.id == event_id),
             Err(e) => {
-                tracing::debug!(actor_id, error = %e, "could not check whether an unanswered save went in");
+                tracing::debug!(error = %e, "could not check whether an unanswered save went in");
                 false
             }
         }
@@ -551,10 +584,10 @@ impl JetStreamEventStore {
     /// The last message on `subject`, `None` when there is none. `leader` forces a read from the
     /// stream leader (a direct get may be answered by a lagging replica).
     async fn last_message(&self, subject: &str, leader: bool) -> Result<Option<StreamMessage>> {
-        let mut failures = 0;
+        let mut retry = Backoff::new(TRANSIENT_BACKOFF, MAX_TRANSIENT_BACKOFF);
         loop {
             match self.last_message_once(subject, leader).await {
-                Err(e) if e.is_retryable() && failures < MAX_TRANSIENT_RETRIES => {
+                Err(e) if e.is_retryable() && retry.attempts() < MAX_TRANSIENT_RETRIES => {
                     // Older servers let a direct get for a deleted stream time out instead of
                     // answering "no responders": ask the JetStream API whether it still exists.
                     let connected =
@@ -564,9 +597,8 @@ impl JetStreamEventStore {
                             return Err(missing);
                         }
                     }
-                    failures += 1;
                     tracing::debug!(subject, error = %e, "read failed without an answer; retrying");
-                    tokio::time::sleep(TRANSIENT_BACKOFF * failures).await;
+                    retry.wait().await;
                 }
                 other => return other,
             }
@@ -669,7 +701,6 @@ impl JetStreamEventStore {
                     // A message this store did not write sits last: the actor's version is the
                     // last one among the messages that do decode.
                     tracing::warn!(
-                        actor_id,
                         sequence = bad.sequence,
                         error = %bad.error,
                         "the actor's last message is malformed; scanning its history for the latest version"
@@ -755,6 +786,7 @@ impl JetStreamEventStore {
     /// [`replay`](Self::replay) under the permission watch, as the public reads run it.
     async fn guarded_replay(&self, actor_id: &str, from_version: u64) -> Result<ReplayResult> {
         self.guard(
+            "replay",
             Some(actor_id),
             false,
             || format!("replaying actor {actor_id:?}"),
@@ -788,7 +820,7 @@ impl JetStreamEventStore {
         let mut remaining: Option<u64> = None;
         // A replay consumer lives on one server: when that server goes (a failover), the
         // replay resumes after the last message received with a new consumer.
-        let mut resumes = 0u32;
+        let mut resumes = Backoff::new(TRANSIENT_BACKOFF * 2, MAX_TRANSIENT_BACKOFF * 2);
         loop {
             let created = self
                 .stream
@@ -821,10 +853,9 @@ impl JetStreamEventStore {
                 });
             let consumer = match created {
                 Ok(c) => c,
-                Err(e) if e.is_retryable() && resumes < MAX_REPLAY_RESUMES => {
-                    resumes += 1;
+                Err(e) if e.is_retryable() && resumes.attempts() < MAX_REPLAY_RESUMES => {
                     tracing::debug!(subject, error = %e, "could not create a replay consumer; retrying");
-                    tokio::time::sleep(TRANSIENT_BACKOFF * (1 << resumes)).await;
+                    resumes.wait().await;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -847,7 +878,7 @@ impl JetStreamEventStore {
             // waiting for the answer would add a round trip to every replay (or a whole request
             // timeout for a user who may not delete consumers).
             let stream = self.stream.clone();
-            tokio::spawn(async move {
+            self.cleanups.spawn(async move {
                 if let Err(e) = stream.delete_consumer(&consumer_name).await {
                     tracing::debug!(error = %e, consumer = %consumer_name, "could not delete a replay consumer");
                 }
@@ -861,15 +892,14 @@ impl JetStreamEventStore {
                         "gap in a replay; resuming with a new consumer"
                     );
                 }
-                Err(e) if e.is_retryable() && resumes < MAX_REPLAY_RESUMES => {
-                    resumes += 1;
+                Err(e) if e.is_retryable() && resumes.attempts() < MAX_REPLAY_RESUMES => {
                     tracing::debug!(
                         subject,
                         next_seq,
                         error = %e,
                         "replay consumer lost; resuming with a new consumer"
                     );
-                    tokio::time::sleep(TRANSIENT_BACKOFF * (1 << resumes)).await;
+                    resumes.wait().await;
                 }
                 Err(e) => return Err(e),
             }
@@ -979,18 +1009,6 @@ impl std::error::Error for BoxedCause {
     }
 }
 
-/// Wait after the `n`th rejection that showed no new message: 1, 2, 4 ... ms up to 64 ms, with
-/// jitter so that contending writers spread out.
-fn contention_backoff(n: u32) -> Duration {
-    let base = 1u64 << n.min(6);
-    let jitter = u64::from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos()),
-    ) % (base * 1000);
-    Duration::from_micros(base * 1000 / 2 + jitter / 2)
-}
-
 fn no_responders(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(e);
     while let Some(err) = current {
@@ -1010,6 +1028,7 @@ impl EventStore for JetStreamEventStore {
         event.validate()?;
         let actor_id = event.actor_id.as_str();
         self.guard(
+            "save_event",
             Some(actor_id),
             true,
             || format!("saving an event of actor {actor_id:?}"),
@@ -1021,6 +1040,7 @@ impl EventStore for JetStreamEventStore {
     async fn save_events(&self, actor_id: &str, events: &[Event]) -> Result<()> {
         validate_batch(actor_id, events)?;
         self.guard(
+            "save_events",
             Some(actor_id),
             true,
             || format!("saving events of actor {actor_id:?}"),
@@ -1044,6 +1064,7 @@ impl EventStore for JetStreamEventStore {
         }
         let read = self
             .guard(
+                "get_latest_version",
                 Some(actor_id),
                 false,
                 || format!("reading the latest version of actor {actor_id:?}"),
@@ -1073,6 +1094,7 @@ impl SnapshotStore for JetStreamEventStore {
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         let actor_id = snapshot.actor_id.as_str();
         self.guard(
+            "save_snapshot",
             Some(actor_id),
             true,
             || format!("saving a snapshot of actor {actor_id:?}"),
@@ -1083,6 +1105,7 @@ impl SnapshotStore for JetStreamEventStore {
 
     async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
         self.guard(
+            "get_latest_snapshot",
             Some(actor_id),
             false,
             || format!("reading the latest snapshot of actor {actor_id:?}"),
@@ -1150,37 +1173,6 @@ impl JetStreamEventStore {
     }
 }
 
-/// Runs `op` while watching for the server refusing a subject it depends on (`dooms`).
-///
-/// NATS never answers a refused request, so without this the operation would wait for its
-/// timeout and report `Unavailable`. A report on a subject the operation itself uses means
-/// that request will never be answered: the operation stops at once with
-/// [`Error::PermissionDenied`]. A timeout that a report explains after the fact (it arrived
-/// between the race and the timeout) is turned into the same error.
-async fn guarded<T>(
-    watch: Option<&PermissionWatch>,
-    what: impl FnOnce() -> String,
-    dooms: impl Fn(&str) -> bool,
-    op: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    let Some(watch) = watch else {
-        return op.await;
-    };
-    let started = Instant::now();
-    let relevant = |_: Operation, subject: &str| dooms(subject);
-    tokio::select! {
-        biased;
-        result = op => result.map_err(|e| match e {
-            Error::Unavailable { context, source } => match watch.find_since(started, relevant) {
-                Some(violation) => violation.to_error(context),
-                None => Error::Unavailable { context, source },
-            },
-            other => other,
-        }),
-        violation = watch.wait_for(started, relevant) => Err(violation.to_error(what())),
-    }
-}
-
 /// Whether the server refusing `subject` means an operation of this stream, on the actor with
 /// the data subjects `own` (events, snapshots) or on the whole stream (`None`), can never be
 /// answered: the actor's own subjects when the operation `writes` (a read never publishes to
@@ -1193,19 +1185,13 @@ fn dooms(subject: &str, stream_name: &str, own: Option<(&str, &str)>, writes: bo
             return true;
         }
     }
-    // Stream names hold no dots, so a whole token equal to the name is the stream.
-    if !subject.starts_with("$JS.API.") || !subject.split('.').any(|t| t == stream_name) {
+    let Some(api) = JsSubject::parse(subject) else {
+        return false;
+    };
+    if !api.is_api() || !api.concerns_stream(stream_name) || api.is_consumer_delete() {
         return false;
     }
-    if subject.starts_with("$JS.API.CONSUMER.DELETE.") {
-        return false;
-    }
-    let data = [".events.", ".snapshots."].iter().find_map(|kind| {
-        subject
-            .find(&format!(".{stream_name}{kind}"))
-            .map(|i| &subject[i + 1..])
-    });
-    match (data, own) {
+    match (api.subject, own) {
         (None, _) | (Some(_), None) => true,
         (Some(data), Some((events, snapshots))) => data == events || data == snapshots,
     }

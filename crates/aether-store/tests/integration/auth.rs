@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use aether_core::{Error, Event, EventStore, JetStreamConfig, SnapshotStore};
-use aether_store::JetStreamEventStore;
+use aether_core::{Error, Event, EventStore, SnapshotStore};
+use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
 
 /// Walks an error's sources into one line, for assertions on the cause.

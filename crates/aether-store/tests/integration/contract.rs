@@ -44,7 +44,7 @@ mod notifying {
 mod jetstream {
     use std::future::Future;
 
-    use aether_core::JetStreamConfig;
+    use aether_store::JetStreamConfig;
     use aether_store::JetStreamEventStore;
     use aether_testkit::contract::StoreBackend;
     use aether_testkit::NatsServer;

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use crate::faults_support::{
     actor_names, assert_all_retryable, connect_with, open_store, verify, Load, Outcome,
 };
-use aether_core::JetStreamConfig;
-use aether_store::JetStreamEventStore;
+use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsCluster;
 
 const WRITERS: usize = 4;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::faults_support::{actor_names, assert_all_retryable, connect, open_store, verify, Load};
-use aether_core::{EventStore, JetStreamConfig};
+use aether_core::EventStore;
+use aether_store::JetStreamConfig;
 use aether_testkit::NatsServer;
 
 const WRITERS: usize = 4;

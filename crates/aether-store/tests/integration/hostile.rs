@@ -7,10 +7,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use aether_core::{
-    Error, Event, EventStore, EventStoreWithErrors, JetStreamConfig, Snapshot, SnapshotStore,
+use aether_core::{Error, Event, EventStore, EventStoreWithErrors, Snapshot, SnapshotStore};
+use aether_store::{
+    decode_actor_id, encode_actor_id, JetStreamConfig, JetStreamEventStore, MAX_ACTOR_ID_BYTES,
 };
-use aether_store::{decode_actor_id, encode_actor_id, JetStreamEventStore, MAX_ACTOR_ID_BYTES};
 use aether_testkit::NatsServer;
 use proptest::prelude::*;
 

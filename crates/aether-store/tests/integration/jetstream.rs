@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use aether_core::{Error, EventStore, EventStoreWithErrors, JetStreamConfig, StorageKind};
-use aether_store::JetStreamEventStore;
+use aether_core::{Error, EventStore, EventStoreWithErrors};
+use aether_store::{JetStreamConfig, JetStreamEventStore, StorageKind};
 use aether_testkit::contract::{event as ev, versions};
 use aether_testkit::NatsServer;
 use async_nats::jetstream::stream::{RetentionPolicy, StorageType};
@@ -271,21 +271,18 @@ async fn the_stream_is_immutable_and_retained_by_age() {
         Duration::from_secs(3600)
     );
 
-    // Zero settings fall back to the defaults (365 days, one replica).
+    // Unset settings take the defaults (kept forever, one replica).
     let defaults = open(
         &server,
         JetStreamConfig {
-            stream_name: "ZEROED".into(),
-            namespace: None,
-            max_age: Duration::ZERO,
-            replicas: 0,
+            stream_name: "DEFAULTS".into(),
             storage: StorageKind::Memory,
-            allow_replication_on_old_servers: false,
+            ..Default::default()
         },
     )
     .await;
     let c = defaults.stream_info().await.unwrap().config;
-    assert_eq!(c.max_age, Duration::from_secs(365 * 24 * 3600));
+    assert_eq!(c.max_age, Duration::ZERO, "no age limit");
     assert_eq!(c.num_replicas, 1);
     assert_eq!(c.storage, StorageType::Memory);
 }

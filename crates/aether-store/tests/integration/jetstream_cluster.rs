@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use aether_core::{Error, Event, EventStore, JetStreamConfig};
-use aether_store::JetStreamEventStore;
+use aether_core::{Error, Event, EventStore};
+use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsCluster;
 
 fn ev(actor: &str, v: u64) -> Event {

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use aether_core::{Error, Event, EventStore, JetStreamConfig, Snapshot, SnapshotStore};
-use aether_store::JetStreamEventStore;
+use aether_core::{Error, Event, EventStore, Snapshot, SnapshotStore};
+use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
 
 fn ev(actor: &str, v: u64) -> Event {

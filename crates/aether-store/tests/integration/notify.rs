@@ -61,7 +61,7 @@ async fn in_memory_store_notifies_after_success_only_and_in_order() {
 #[tokio::test]
 async fn jetstream_store_notifies_after_success_only_and_in_order() {
     let server = crate::jetstream::start();
-    let store = crate::jetstream::open(&server, aether_core::JetStreamConfig::default()).await;
+    let store = crate::jetstream::open(&server, aether_store::JetStreamConfig::default()).await;
     notifies_after_success_only_and_in_order(store).await;
 }
 

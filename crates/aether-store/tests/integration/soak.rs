@@ -16,7 +16,8 @@ use crate::faults_support::{
     actor_names, assert_all_retryable, connect, open_store, percentiles, verify, Load,
 };
 use aether_bus::EventBus;
-use aether_core::{Delivery, EventBroadcaster, EventStore, JetStreamConfig};
+use aether_core::{Delivery, EventBroadcaster, EventStore};
+use aether_store::JetStreamConfig;
 use aether_store::Notify;
 use aether_testkit::NatsServer;
 

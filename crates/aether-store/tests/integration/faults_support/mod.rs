@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aether_core::{Error, Event, EventStore, JetStreamConfig};
-use aether_store::JetStreamEventStore;
+use aether_core::{Error, Event, EventStore};
+use aether_store::{JetStreamConfig, JetStreamEventStore};
 
 /// A save that returned `Ok`.
 #[derive(Debug, Clone)]

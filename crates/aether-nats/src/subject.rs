@@ -1,32 +1,68 @@
-//! Namespaces and namespace patterns as NATS subjects.
+//! User strings as NATS subject tokens: the two codecs, stream names, and the length policy.
 //!
-//! An event of namespace `ns` travels on the subject `<prefix>.<encoded ns>`. The namespace is
-//! split into its `.`-separated tokens and each token is encoded on its own:
+//! A NATS subject is a dot-separated list of tokens, and `*` and `>` are wildcards, so a user
+//! string used verbatim in a subject could address someone else's messages (`a.*` matches
+//! `a.b`), add tokens, or be refused (whitespace, empty tokens). Every user string therefore
+//! goes through one of two injective codecs whose output holds no dot, no wildcard and no
+//! whitespace; their encoded forms are on the wire and in stored streams, so they never change.
+//!
+//! # Namespaces: percent-encoding, token by token (the bus)
+//! An event of namespace `ns` travels on `<prefix>.<encoded ns>`. The namespace is split into
+//! its `.`-separated tokens and each token is encoded on its own:
 //!
 //! - ASCII letters, digits, `-` and `_` stand for themselves;
 //! - every other byte of the token's UTF-8 form (including `%`, `*`, `>`, whitespace, control
 //!   characters and every byte of a non-ASCII character) becomes `%XX`, two upper-case hex
 //!   digits.
 //!
-//! So an encoded token contains only `[A-Za-z0-9_%-]`: it can never be a NATS wildcard, never
-//! contain whitespace, and never split into more tokens. Encoding is injective (two different
-//! namespaces never share a subject) and [`decode_namespace`] inverts it, rejecting anything
-//! that is not the canonical form. `tenant-1.orders` stays `tenant-1.orders`; `order*` becomes
-//! `order%2A`, a literal token that matches only itself.
+//! So an encoded token contains only `[A-Za-z0-9_%-]`. [`decode_namespace`] inverts it,
+//! rejecting anything that is not the canonical form. `tenant-1.orders` stays
+//! `tenant-1.orders` (readable, and NATS permissions can be written on it); `order*` becomes
+//! `order%2A`, a literal token that matches only itself. In a subscription pattern
+//! ([`pattern_subject`]) a token that is exactly `*` or `>` becomes NATS's own wildcard.
 //!
-//! In a subscription pattern, a token that is exactly `*` or `>` becomes NATS's own `*` or `>`,
-//! and every other token is encoded as above. A pattern without wildcard tokens therefore
-//! subscribes to exactly one subject, the one its namespace publishes to.
+//! # Actor ids: base64url, one token (the event store)
+//! An actor id becomes exactly one token, base64url without padding (RFC 4648 §5) of its UTF-8
+//! bytes ([`encode_actor_id`]): the alphabet is `A-Z a-z 0-9 - _`. Unlike namespaces, actor ids
+//! have no structure that permissions need to see, and one token per id keeps every actor's
+//! history on its own subject whatever the id holds. [`decode_actor_id`] accepts only the
+//! canonical form.
+//!
+//! # Stream names
+//! [`sanitize_stream_name`] maps a user string onto the characters JetStream allows in a stream
+//! name (not injective; see there), and names are limited to [`MAX_STREAM_NAME_BYTES`].
+//!
+//! # Length policy
+//! Every subject built from user strings is at most [`MAX_SUBJECT_BYTES`] (2048) bytes. A
+//! subject travels in the protocol line of every publish and subscription, which the server
+//! limits (`max_control_line`, 4 KiB by default) and answers by closing the whole connection when
+//! exceeded; half of it leaves room for the JetStream API prefix, stream name and reply subject
+//! that share the line. Anything longer is refused up front with
+//! [`Error::InvalidInput`] ([`check_subject_length`]). The
+//! limit is on the encoded subject, not the input (percent-encoding triples non-ASCII bytes),
+//! except for actor ids: those are capped on input at [`MAX_ACTOR_ID_BYTES`], chosen so that the
+//! subject of any actor in any stream stays within [`MAX_SUBJECT_BYTES`], so whether an id is
+//! accepted does not depend on the stream it is used with.
 
 use aether_core::{validate_namespace, validate_pattern, Error, Result};
 
 const SINGLE: &str = "*";
-/// Longest subject the bus publishes or subscribes to. A subject travels in the protocol line
-/// of every publish and subscription, which the server limits (`max_control_line`, 4 KiB by
-/// default) and answers by closing the whole connection when exceeded; longer namespaces are
-/// refused up front instead.
-const MAX_SUBJECT_BYTES: usize = 2048;
+/// Longest subject built from user strings (see the length policy in the
+/// [`subject`](crate::subject) module).
+pub const MAX_SUBJECT_BYTES: usize = 2048;
+/// Longest actor id accepted, in UTF-8 bytes. Its encoding (at most 1366 bytes), after the longest
+/// stream name and a kind token, stays within [`MAX_SUBJECT_BYTES`].
+pub const MAX_ACTOR_ID_BYTES: usize = 1024;
+/// Longest stream name: the server stores each stream in a directory named after it, and file
+/// names are limited to 255 bytes.
+pub const MAX_STREAM_NAME_BYTES: usize = 255;
 const TAIL: &str = ">";
+
+// The actor-id cap is derived from the subject cap: `<stream>.snapshots.<encoded id>`.
+const _: () = assert!(
+    MAX_STREAM_NAME_BYTES + ".snapshots.".len() + MAX_ACTOR_ID_BYTES.div_ceil(3) * 4
+        <= MAX_SUBJECT_BYTES
+);
 
 fn is_plain(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
@@ -119,10 +155,14 @@ pub fn namespace_subject(prefix: &str, namespace: &str) -> Result<String> {
         s.push('.');
         encode_token(t, &mut s);
     }
-    check_length(s, "namespace")
+    check_subject_length(s, "namespace")
 }
 
-fn check_length(subject: String, what: &str) -> Result<String> {
+/// `subject` if it is at most [`MAX_SUBJECT_BYTES`] long.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming `what` was too long.
+pub fn check_subject_length(subject: String, what: &str) -> Result<String> {
     if subject.len() > MAX_SUBJECT_BYTES {
         return Err(Error::invalid(format!(
             "{what} too long: its subject would be {} bytes; at most {MAX_SUBJECT_BYTES} are \
@@ -150,7 +190,7 @@ pub fn pattern_subject(prefix: &str, pattern: &str) -> Result<String> {
             encode_token(t, &mut s);
         }
     }
-    check_length(s, "pattern")
+    check_subject_length(s, "pattern")
 }
 
 /// The namespace a subject carries, or `None` when the subject is not under `prefix` or is not
@@ -165,6 +205,118 @@ pub fn decode_namespace(prefix: &str, subject: &str) -> Option<String> {
         out.push_str(&decode_token(t)?);
     }
     Some(out)
+}
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Encodes an actor id into a single subject token (base64url of its UTF-8 bytes, no padding).
+///
+/// The result holds only `A-Z a-z 0-9 - _` and is never empty for a non-empty id. Use
+/// [`decode_actor_id`] to get the id back.
+///
+/// ```
+/// use aether_nats::{decode_actor_id, encode_actor_id};
+///
+/// let token = encode_actor_id("orders.>");
+/// assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+/// assert_eq!(decode_actor_id(&token).unwrap(), "orders.>");
+/// ```
+pub fn encode_actor_id(actor_id: &str) -> String {
+    let bytes = actor_id.as_bytes();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b0 = chunk[0];
+        let b1 = chunk.get(1).copied().unwrap_or(0);
+        let b2 = chunk.get(2).copied().unwrap_or(0);
+        let n = (u32::from(b0) << 16) | (u32::from(b1) << 8) | u32::from(b2);
+        let sextets = [(n >> 18) & 63, (n >> 12) & 63, (n >> 6) & 63, n & 63];
+        // 1 byte -> 2 chars, 2 bytes -> 3 chars, 3 bytes -> 4 chars.
+        for s in &sextets[..chunk.len() + 1] {
+            out.push(char::from(ALPHABET[*s as usize]));
+        }
+    }
+    out
+}
+
+fn sextet(c: u8) -> Option<u32> {
+    Some(u32::from(match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'-' => 62,
+        b'_' => 63,
+        _ => return None,
+    }))
+}
+
+/// Decodes a token made by [`encode_actor_id`] back into the actor id.
+///
+/// Decoding is strict: only the exact output of [`encode_actor_id`] is accepted (no padding, no
+/// other alphabet, no non-zero trailing bits), so every actor id has exactly one token.
+///
+/// # Errors
+/// [`Error::Decoding`] if `token` is not such an encoding or not UTF-8.
+pub fn decode_actor_id(token: &str) -> Result<String> {
+    let bad = || Error::Decoding(format!("{token:?} is not an encoded actor id"));
+    let chars = token.as_bytes();
+    if chars.len() % 4 == 1 {
+        return Err(bad());
+    }
+    let mut out = Vec::with_capacity(chars.len() / 4 * 3 + 2);
+    for chunk in chars.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= sextet(*c).ok_or_else(bad)? << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        let keep = chunk.len() - 1;
+        // Bits beyond the kept bytes must be zero, or two tokens would decode to one id.
+        if bytes[keep..].iter().any(|b| *b != 0) {
+            return Err(bad());
+        }
+        out.extend_from_slice(&bytes[..keep]);
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+/// Checks an actor id can be encoded under the length policy: non-empty and at most
+/// [`MAX_ACTOR_ID_BYTES`] long. Any UTF-8 content is fine.
+///
+/// # Errors
+/// [`Error::InvalidInput`] saying which rule the id breaks.
+pub fn validate_actor_id(actor_id: &str) -> Result<()> {
+    if actor_id.is_empty() {
+        return Err(Error::invalid("actor id must not be empty"));
+    }
+    if actor_id.len() > MAX_ACTOR_ID_BYTES {
+        return Err(Error::invalid(format!(
+            "actor id is {} bytes long; the JetStream store accepts at most {MAX_ACTOR_ID_BYTES}",
+            actor_id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Makes a string usable as (part of) a JetStream stream name: every character other than ASCII
+/// letters, digits, `-` and `_` (spaces, dots, `*`, `>`, path separators, non-ASCII...) becomes
+/// `_`.
+///
+/// Different inputs can give the same result (`a.b` and `a_b`), so pick namespaces that differ
+/// in their letters and digits.
+///
+/// ```
+/// assert_eq!(aether_nats::sanitize_stream_name("tenant a.orders>*"), "tenant_a_orders__");
+/// ```
+pub fn sanitize_stream_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -393,6 +545,81 @@ mod tests {
                 aether_core::match_namespace_pattern(&pattern, &n),
                 "{:?} vs {:?}", pattern, n
             );
+        }
+    }
+
+    #[test]
+    fn actor_ids_match_rfc4648_base64url() {
+        for (plain, enc) in [
+            ("f", "Zg"),
+            ("fo", "Zm8"),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg"),
+            ("fooba", "Zm9vYmE"),
+            ("foobar", "Zm9vYmFy"),
+            ("\u{fb}\u{ff}", "w7vDvw"),
+        ] {
+            assert_eq!(encode_actor_id(plain), enc);
+            assert_eq!(decode_actor_id(enc).unwrap(), plain);
+        }
+        assert_eq!(encode_actor_id(""), "");
+    }
+
+    #[test]
+    fn tricky_actor_ids_become_one_safe_token() {
+        for id in [
+            "a.b", "a.*", "a.>", "a b", "ключ", ">", "*", "a\tb\n", "..", "a\0b",
+        ] {
+            let t = encode_actor_id(id);
+            assert!(!t.is_empty());
+            assert!(
+                t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{id:?} -> {t}"
+            );
+            assert_eq!(decode_actor_id(&t).unwrap(), id);
+        }
+    }
+
+    #[test]
+    fn non_canonical_actor_tokens_are_rejected() {
+        assert!(decode_actor_id("Zh").is_err()); // trailing bits set
+        assert!(decode_actor_id("Z").is_err());
+        assert!(decode_actor_id("Zg==").is_err());
+        assert!(decode_actor_id("a.b").is_err());
+        assert!(decode_actor_id("_w").is_err()); // 0xff is not UTF-8
+    }
+
+    #[test]
+    fn actor_id_checks_and_stream_names() {
+        assert!(validate_actor_id("").is_err());
+        assert!(validate_actor_id(&"x".repeat(MAX_ACTOR_ID_BYTES)).is_ok());
+        assert!(validate_actor_id(&"x".repeat(MAX_ACTOR_ID_BYTES + 1)).is_err());
+        assert!(encode_actor_id(&"x".repeat(MAX_ACTOR_ID_BYTES)).len() <= 1366);
+        assert_eq!(sanitize_stream_name("a b.c*d>e/f\\g"), "a_b_c_d_e_f_g");
+        assert_eq!(sanitize_stream_name("ok-Name_1"), "ok-Name_1");
+        assert_eq!(sanitize_stream_name("ключ"), "____");
+    }
+
+    proptest! {
+        #[test]
+        fn every_actor_id_round_trips(id in any::<String>()) {
+            let t = encode_actor_id(&id);
+            prop_assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            prop_assert_eq!(decode_actor_id(&t).unwrap(), id);
+        }
+
+        #[test]
+        fn distinct_actor_ids_get_distinct_tokens(a in any::<String>(), b in any::<String>()) {
+            prop_assume!(a != b);
+            prop_assert_ne!(encode_actor_id(&a), encode_actor_id(&b));
+        }
+
+        #[test]
+        fn actor_token_garbage_never_panics(s in "[A-Za-z0-9_=.-]{0,12}") {
+            if let Ok(id) = decode_actor_id(&s) {
+                prop_assert_eq!(encode_actor_id(&id), s);
+            }
         }
     }
 }

@@ -13,11 +13,20 @@ use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
 use async_nats::jetstream::context::{RequestError as JsRequestError, RequestErrorKind};
 use async_nats::jetstream::ErrorCode;
 
+/// An operation that got no answer in time, as [`Error::Unavailable`] (retryable) with
+/// `context`.
+pub fn timeout_error(context: impl Into<String>) -> Error {
+    Error::unavailable(
+        context.into(),
+        std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer from NATS in time"),
+    )
+}
+
 /// JetStream API error: stream not found.
 const STREAM_NOT_FOUND: ErrorCode = ErrorCode::STREAM_NOT_FOUND;
 
 /// Sorts any client error by walking its chain of causes.
-pub(crate) fn classify<E>(context: impl Display, err: E) -> Error
+pub fn classify<E>(context: impl Display, err: E) -> Error
 where
     E: StdError + Send + Sync + 'static,
 {
@@ -35,7 +44,7 @@ where
 
 /// Like [`classify`], for client errors that carry the JetStream API error in their kind
 /// rather than as a source.
-pub(crate) fn classify_api<E>(
+pub fn classify_api<E>(
     context: impl Display,
     api: Option<&async_nats::jetstream::Error>,
     err: E,
@@ -136,7 +145,7 @@ fn api_error_kind(api: &async_nats::jetstream::Error) -> Kind {
 }
 
 /// Whether the error is a JetStream API error with `code`.
-pub(crate) fn has_api_code(err: &(dyn StdError + 'static), code: ErrorCode) -> bool {
+pub fn has_api_code(err: &(dyn StdError + 'static), code: ErrorCode) -> bool {
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = current {
         if let Some(api) = e.downcast_ref::<async_nats::jetstream::Error>() {

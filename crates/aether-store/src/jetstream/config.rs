@@ -1,0 +1,113 @@
+//! Settings of the JetStream event store.
+
+use std::time::Duration;
+
+use aether_nats::StorageKind;
+
+/// Default base name of the event stream.
+pub const DEFAULT_STREAM_NAME: &str = "AETHER_EVENTS";
+
+/// JetStream event store settings.
+///
+/// Retention is by limits only, and by default nothing expires: events are the source of
+/// truth. Nothing is ever deleted or purged through Aether, and the stream denies deletes and
+/// purges.
+///
+/// ```
+/// use std::time::Duration;
+/// use aether_store::{JetStreamConfig, StorageKind};
+///
+/// let config = JetStreamConfig {
+///     namespace: Some("orders".into()),
+///     replicas: Some(3),
+///     ..Default::default()
+/// };
+/// assert_eq!(config.max_age, None); // kept forever
+/// let test = JetStreamConfig::default().storage(StorageKind::Memory);
+/// # let _ = (config, test);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JetStreamConfig {
+    /// Base stream name ([`DEFAULT_STREAM_NAME`] by default); prefixed by the namespace. Must
+    /// not be empty.
+    pub stream_name: String,
+    /// Optional namespace: stores in different namespaces use different streams and cannot see
+    /// each other's events. An empty namespace is the same as none.
+    pub namespace: Option<String>,
+    /// How long events are kept; `None` (the default) keeps them forever.
+    ///
+    /// An age limit makes the server delete every event older than it, whatever it is: an
+    /// actor whose early events are gone replays only what is left, and rebuilds a wrong state
+    /// (an account without its opening deposit) without any error. Set one only for actors
+    /// whose state never depends on old events, or together with snapshots newer than the
+    /// limit.
+    pub max_age: Option<Duration>,
+    /// Stream replicas; `None` means 1. Use 3 on a production cluster.
+    pub replicas: Option<usize>,
+    /// File (the default) or memory storage.
+    pub storage: StorageKind,
+    /// Accept `replicas > 1` on servers older than nats-server 2.11 (off by default).
+    ///
+    /// Before 2.11 a new stream leader checks the expected last subject sequence against what
+    /// it has applied rather than against its whole log, and replicas can diverge across a
+    /// leader change: acknowledged events can be lost and one version accepted twice. The
+    /// JetStream store therefore refuses a replicated stream on such servers unless this is
+    /// set; set it only to run on an old cluster knowingly, until it is upgraded.
+    pub allow_replication_on_old_servers: bool,
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        Self {
+            stream_name: DEFAULT_STREAM_NAME.to_string(),
+            namespace: None,
+            max_age: None,
+            replicas: None,
+            storage: StorageKind::File,
+            allow_replication_on_old_servers: false,
+        }
+    }
+}
+
+impl JetStreamConfig {
+    /// Sets the base stream name.
+    pub fn stream_name(mut self, name: impl Into<String>) -> Self {
+        self.stream_name = name.into();
+        self
+    }
+    /// Sets the namespace.
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.namespace = Some(ns.into());
+        self
+    }
+    /// Sets an age limit (see [`max_age`](Self::max_age) for what it costs).
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = Some(max_age);
+        self
+    }
+    /// Sets the replica count.
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = Some(replicas);
+        self
+    }
+    /// Sets the storage kind.
+    pub fn storage(mut self, storage: StorageKind) -> Self {
+        self.storage = storage;
+        self
+    }
+    /// Sets [`allow_replication_on_old_servers`](Self::allow_replication_on_old_servers).
+    pub fn allow_replication_on_old_servers(mut self, allow: bool) -> Self {
+        self.allow_replication_on_old_servers = allow;
+        self
+    }
+
+    /// The namespace, when there is a non-empty one.
+    pub(crate) fn namespace_in_use(&self) -> Option<&str> {
+        self.namespace.as_deref().filter(|n| !n.is_empty())
+    }
+
+    /// The replica count asked for (1 when not set).
+    pub(crate) fn replica_count(&self) -> usize {
+        self.replicas.unwrap_or(1)
+    }
+}
