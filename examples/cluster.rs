@@ -84,7 +84,7 @@ fn node_config(id: &str) -> ClusterConfig {
         .heartbeat_interval(Duration::from_millis(200))
         .failure_timeout(Duration::from_secs(2))
         .shards(ShardConfig::default().shard_count(256))
-        .memory_storage(true)
+        .storage(aether_cluster::StorageKind::Memory)
 }
 
 async fn start_node(

@@ -365,7 +365,7 @@ fn cluster_config(cluster: &str, node: &str) -> ClusterConfig {
         .failure_timeout(Duration::from_millis(1500))
         .shards(ShardConfig::default().shard_count(SHARDS))
         .actors(actor_config())
-        .memory_storage(true)
+        .storage(aether_nats::StorageKind::Memory)
 }
 
 async fn start_over_nats(

@@ -139,8 +139,10 @@ pub struct ClusterConfig {
     pub shards: ShardConfig,
     /// The actor runtime.
     pub actors: ActorConfig,
-    /// Keep the cluster's key-value bucket in server memory instead of on disk (tests).
-    pub memory_storage: bool,
+    /// Where the server keeps the cluster's key-value bucket when a node creates it (feature
+    /// `nats`): on disk by default; in memory for tests.
+    #[cfg(feature = "nats")]
+    pub storage: aether_nats::StorageKind,
 }
 
 impl Default for ClusterConfig {
@@ -154,7 +156,8 @@ impl Default for ClusterConfig {
             send_timeout: DEFAULT_SEND_TIMEOUT,
             shards: ShardConfig::default(),
             actors: ActorConfig::default(),
-            memory_storage: false,
+            #[cfg(feature = "nats")]
+            storage: aether_nats::StorageKind::default(),
         }
     }
 }
@@ -200,9 +203,10 @@ impl ClusterConfig {
         self.actors = actors;
         self
     }
-    /// Sets memory storage for the bucket.
-    pub fn memory_storage(mut self, on: bool) -> Self {
-        self.memory_storage = on;
+    /// Sets where the server keeps the cluster's bucket (feature `nats`).
+    #[cfg(feature = "nats")]
+    pub fn storage(mut self, storage: aether_nats::StorageKind) -> Self {
+        self.storage = storage;
         self
     }
 

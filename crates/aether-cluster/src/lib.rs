@@ -99,6 +99,9 @@ mod shard;
 mod transport;
 mod vm;
 
+/// Where the server keeps the cluster's bucket ([`ClusterConfig::storage`]).
+#[cfg(feature = "nats")]
+pub use aether_nats::StorageKind;
 /// The NATS client this crate's API takes ([`ClusterNode::start`]), re-exported so that an
 /// application uses the matching version without pinning it by hand.
 #[cfg(feature = "nats")]

@@ -226,6 +226,11 @@ impl Subjects {
         }
     }
 
+    /// The prefix every subject of the cluster starts with (`aether.cluster.<cluster>`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Where heartbeats go.
     pub fn heartbeat(&self) -> String {
         format!("{}.members.heartbeat", self.prefix)

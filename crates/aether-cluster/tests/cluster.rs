@@ -96,7 +96,7 @@ fn config(cluster: &str, node: &str) -> ClusterConfig {
         .request_timeout(Duration::from_secs(3))
         .send_timeout(Duration::from_secs(10))
         .shards(ShardConfig::default().shard_count(128))
-        .memory_storage(true)
+        .storage(aether_cluster::StorageKind::Memory)
 }
 
 async fn start(
@@ -606,4 +606,69 @@ async fn a_send_during_failover_is_answered_by_the_new_owner_on_a_loaded_machine
             n.shutdown().await.unwrap();
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_user_may_not_use_the_cluster_bucket_fails_to_start_with_permission_denied() {
+    let bucket = aether_cluster::routing::bucket_name("guarded");
+    let server = NatsServer::builder()
+        .extra_config(format!(
+            r#"
+authorization {{
+  users = [
+    {{ user: admin, password: admin }}
+    {{ user: outsider, password: outsider, permissions: {{
+        publish: {{ deny: ["$KV.{bucket}.>", "$JS.API.*.*.KV_{bucket}", "$JS.API.*.*.KV_{bucket}.>", "$JS.API.DIRECT.GET.KV_{bucket}", "$JS.API.DIRECT.GET.KV_{bucket}.>"] }}
+    }} }}
+  ]
+}}
+"#
+        ))
+        .start()
+        .expect("nats-server");
+    let store = Arc::new(InMemoryEventStore::new());
+    let connect = |user: &'static str| {
+        let url = server.url();
+        async move {
+            aether_nats::Connection::connect(
+                &url,
+                async_nats::ConnectOptions::with_user_and_password(user.into(), user.into()),
+            )
+            .await
+            .expect("connects")
+        }
+    };
+    // The admin forms the cluster; the outsider may connect but not use its bucket.
+    let admin = ClusterNode::start(
+        connect("admin").await,
+        config("guarded", "a"),
+        Bank,
+        Arc::clone(&store) as _,
+    )
+    .await
+    .expect("admin starts");
+    let started = Instant::now();
+    let err = ClusterNode::start(
+        connect("outsider").await,
+        config("guarded", "b"),
+        Bank,
+        Arc::clone(&store) as _,
+    )
+    .await
+    .map(|_| ())
+    .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(err, Error::PermissionDenied { .. }) && !err.is_retryable(),
+        "{err:?}"
+    );
+    assert!(
+        format!("{err:?}").contains(&bucket),
+        "names the refused subject: {err:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "reported at once, not at a timeout: {took:?}"
+    );
+    admin.shutdown().await.unwrap();
 }

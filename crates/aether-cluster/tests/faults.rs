@@ -148,7 +148,7 @@ fn config(node: &str) -> ClusterConfig {
         .request_timeout(Duration::from_secs(2))
         .send_timeout(Duration::from_secs(8))
         .shards(ShardConfig::default().shard_count(64))
-        .memory_storage(true)
+        .storage(aether_cluster::StorageKind::Memory)
 }
 
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {

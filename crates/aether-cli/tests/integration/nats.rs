@@ -362,7 +362,7 @@ async fn start_node(url: &str, cluster: &str, id: &str) -> ClusterNode<Bank> {
         .heartbeat_interval(Duration::from_millis(100))
         .failure_timeout(Duration::from_secs(1))
         .shards(aether_cluster::ShardConfig::default().shard_count(16))
-        .memory_storage(true);
+        .storage(aether_nats::StorageKind::Memory);
     ClusterNode::start(client, config, Bank, store)
         .await
         .unwrap()

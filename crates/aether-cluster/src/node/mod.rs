@@ -62,26 +62,34 @@ impl<M: RuntimeModel> fmt::Debug for ClusterNode<M> {
 }
 
 impl<M: RuntimeModel> ClusterNode<M> {
-    /// Joins the cluster `config.cluster_name` over NATS `client`, hosting `model` actors
-    /// whose events live in `store` (which every node of the cluster must share: the
-    /// JetStream store in production).
+    /// Joins the cluster `config.cluster_name` over NATS, hosting `model` actors whose events
+    /// live in `store` (which every node of the cluster must share: the JetStream store in
+    /// production).
+    ///
+    /// `connection` is an [`aether_nats::Connection`] or a plain [`async_nats::Client`]. With a
+    /// `Connection` (its monitor sees the server's permission reports), an operation the server
+    /// refuses fails at once with [`Error::PermissionDenied`] naming the subject, where on a
+    /// plain client it would wait for its timeout: a cluster whose user may not use its bucket
+    /// or subjects fails to start with that error, and a `send` refused by the server returns
+    /// it instead of retrying.
     ///
     /// Creates the cluster's key-value bucket if needed, loads the current assignment table,
     /// subscribes to its request subject and starts its background tasks; the first heartbeat
     /// goes out at once.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a bad name; [`Error::Unavailable`] if NATS or JetStream
-    /// cannot be reached.
+    /// [`Error::InvalidInput`] for bad settings; [`Error::PermissionDenied`] as above;
+    /// [`Error::Unavailable`] if NATS or JetStream cannot be reached.
     #[cfg(feature = "nats")]
     pub async fn start(
-        client: async_nats::Client,
+        connection: impl Into<aether_nats::Connection>,
         config: ClusterConfig,
         model: M,
         store: Arc<dyn SnapshotStore>,
     ) -> Result<Self> {
         config.validate()?;
-        let transport = crate::transport::nats::NatsTransport::open(client, &config).await?;
+        let connection = connection.into();
+        let transport = crate::transport::nats::NatsTransport::open(&connection, &config).await?;
         Self::start_on(Arc::new(transport), config, model, store).await
     }
 

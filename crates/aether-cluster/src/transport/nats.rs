@@ -1,11 +1,13 @@
 //! The cluster over NATS: core NATS subjects for membership and actor requests, a JetStream
 //! key-value bucket for the lease and the assignment table.
 
+use std::future::Future;
 use std::time::Duration;
 
 use aether_core::{Error, Result};
+use aether_nats::{Connection, JsSubject, Operation, PermissionWatch};
 use async_nats::client::RequestErrorKind;
-use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, Operation as KvOperation, UpdateErrorKind};
 use async_nats::{Client, Request};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -20,34 +22,98 @@ use crate::core::Cas;
 use crate::leader::{LeaderLease, LEADER_KEY};
 use crate::routing::{bucket_name, decode, encode, Heartbeat, Leave, Subjects};
 
+/// How long a round trip to the server may take before the transport gives up on it.
+const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One node's connection to its cluster over NATS.
 #[derive(Debug, Clone)]
 pub(crate) struct NatsTransport {
     client: Client,
+    /// Refusals the server reported for this connection (none are seen when the connection
+    /// was made without a monitor), so a refused operation fails with `PermissionDenied` at
+    /// once instead of timing out.
+    permissions: PermissionWatch,
     kv: kv::Store,
     subjects: Subjects,
+    scope: Scope,
+}
+
+/// What subjects a cluster's traffic uses, to tell which refusals concern it.
+#[derive(Debug, Clone)]
+struct Scope {
+    prefix: String,
+    kv_prefix: String,
+    kv_stream: String,
+}
+
+impl Scope {
+    fn concerns(&self, _: Operation, subject: &str) -> bool {
+        subject.starts_with(&self.prefix)
+            || subject.starts_with(&self.kv_prefix)
+            || JsSubject::parse(subject).is_some_and(|s| s.concerns_stream(&self.kv_stream))
+    }
 }
 
 impl NatsTransport {
     /// Opens (creating if needed) the cluster's bucket.
-    pub(crate) async fn open(client: Client, config: &ClusterConfig) -> Result<Self> {
-        let kv = open_bucket(&client, config).await?;
+    pub(crate) async fn open(connection: &Connection, config: &ClusterConfig) -> Result<Self> {
+        let bucket = bucket_name(&config.cluster_name);
+        let subjects = Subjects::new(&config.cluster_name);
+        let scope = Scope {
+            prefix: format!("{}.", subjects.prefix()),
+            kv_prefix: format!("$KV.{bucket}."),
+            kv_stream: format!("KV_{bucket}"),
+        };
+        let permissions = connection.permissions().clone();
+        let description = format!("Aether cluster {}", config.cluster_name);
+        let kv = permissions
+            .guard(
+                || format!("opening the cluster bucket {bucket}"),
+                |op, subject| scope.concerns(op, subject),
+                None,
+                aether_nats::ensure_kv_bucket(
+                    &connection.jetstream(),
+                    &bucket,
+                    &description,
+                    config.storage,
+                ),
+            )
+            .await?;
         Ok(Self {
-            client,
+            client: connection.client().clone(),
+            permissions,
             kv,
-            subjects: Subjects::new(&config.cluster_name),
+            subjects,
+            scope,
         })
     }
 
-    async fn read<T: DeserializeOwned>(&self, key: &str, what: &str) -> Result<Versioned<T>> {
-        let entry = self
-            .kv
-            .entry(key)
+    /// Runs `op`, failing with `PermissionDenied` as soon as the server reports refusing one
+    /// of this cluster's subjects during it.
+    async fn guarded<T>(&self, what: &str, op: impl Future<Output = Result<T>>) -> Result<T> {
+        self.permissions
+            .guard(
+                || what.to_string(),
+                |o, subject| self.scope.concerns(o, subject),
+                None,
+                op,
+            )
             .await
-            .map_err(|e| Error::unavailable(format!("reading the {what}"), e))?;
+    }
+
+    async fn read<T: DeserializeOwned>(&self, key: &str, what: &str) -> Result<Versioned<T>> {
+        let context = format!("reading the {what}");
+        let entry = self
+            .guarded(&context, async {
+                self.kv
+                    .entry(key)
+                    .await
+                    .map_err(|e| Error::unavailable(&context, e))
+            })
+            .await?;
         Ok(match entry {
             None => (0, None),
-            Some(e) if e.operation != Operation::Put => (e.revision, None),
+            Some(e) if e.operation != KvOperation::Put => (e.revision, None),
             Some(e) => (e.revision, decode_or_warn(&e.value, what)),
         })
     }
@@ -60,11 +126,15 @@ impl NatsTransport {
         what: &str,
     ) -> Result<Cas> {
         let bytes = Bytes::from(encode(value)?);
-        match self.kv.update(key, bytes, expected).await {
-            Ok(revision) => Ok(Cas::Written(revision)),
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(Cas::Stale),
-            Err(e) => Err(Error::unavailable(format!("writing the {what}"), e)),
-        }
+        let context = format!("writing the {what}");
+        self.guarded(&context, async {
+            match self.kv.update(key, bytes, expected).await {
+                Ok(revision) => Ok(Cas::Written(revision)),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(Cas::Stale),
+                Err(e) => Err(Error::unavailable(&context, e)),
+            }
+        })
+        .await
     }
 }
 
@@ -86,6 +156,7 @@ impl Transport for NatsTransport {
             MemberMessage::Heartbeat(hb) => (self.subjects.heartbeat(), encode(hb)?),
             MemberMessage::Leave(l) => (self.subjects.leave(), encode(l)?),
         };
+        // A refused publish is not answered; the refusal shows on the next guarded operation.
         self.client
             .publish(subject, Bytes::from(bytes))
             .await
@@ -94,10 +165,8 @@ impl Transport for NatsTransport {
 
     async fn members(&self) -> Result<BoxStream<'static, MemberMessage>> {
         let sub = self
-            .client
-            .subscribe(self.subjects.members_all())
-            .await
-            .map_err(|e| Error::unavailable("subscribing to membership", e))?;
+            .subscribed(self.subjects.members_all(), "subscribing to membership")
+            .await?;
         let heartbeat = self.subjects.heartbeat();
         let leave = self.subjects.leave();
         Ok(sub
@@ -124,10 +193,14 @@ impl Transport for NatsTransport {
     }
 
     async fn release_lease(&self, revision: u64) -> Result<()> {
-        self.kv
-            .delete_expect_revision(LEADER_KEY, Some(revision))
-            .await
-            .map_err(|e| Error::unavailable("releasing the leader lease", e))
+        let context = "releasing the leader lease";
+        self.guarded(context, async {
+            self.kv
+                .delete_expect_revision(LEADER_KEY, Some(revision))
+                .await
+                .map_err(|e| Error::unavailable(context, e))
+        })
+        .await
     }
 
     async fn read_table(&self) -> Result<Versioned<AssignmentTable>> {
@@ -140,14 +213,18 @@ impl Transport for NatsTransport {
     }
 
     async fn watch_table(&self) -> Result<BoxStream<'static, Result<Versioned<AssignmentTable>>>> {
+        let context = "watching the assignment table";
         let watch = self
-            .kv
-            .watch_with_history(ASSIGNMENT_KEY)
-            .await
-            .map_err(|e| Error::unavailable("watching the assignment table", e))?;
+            .guarded(context, async {
+                self.kv
+                    .watch_with_history(ASSIGNMENT_KEY)
+                    .await
+                    .map_err(|e| Error::unavailable(context, e))
+            })
+            .await?;
         Ok(watch
             .map(|item| match item {
-                Ok(e) if e.operation == Operation::Put => Ok((
+                Ok(e) if e.operation == KvOperation::Put => Ok((
                     e.revision,
                     decode_or_warn::<AssignmentTable>(&e.value, "assignment table"),
                 )),
@@ -163,35 +240,33 @@ impl Transport for NatsTransport {
         payload: Bytes,
         timeout: Duration,
     ) -> std::result::Result<Bytes, RequestFailure> {
-        let response = self
-            .client
-            .send_request(
-                self.subjects.node_requests(node),
-                Request::new().payload(payload).timeout(Some(timeout)),
-            )
+        let subject = self.subjects.node_requests(node);
+        let context = format!("request to node {node}");
+        let sent = self
+            .guarded(&context, async {
+                let request = Request::new().payload(payload).timeout(Some(timeout));
+                Ok(self.client.send_request(subject.clone(), request).await)
+            })
             .await;
-        match response {
-            Ok(msg) => Ok(msg.payload),
-            Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+        match sent {
+            // Refused by the server: retrying cannot help.
+            Err(e) => Err(RequestFailure::Other(e)),
+            Ok(Ok(msg)) => Ok(msg.payload),
+            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {
                 Err(RequestFailure::NoResponders)
             }
-            Err(e) if e.kind() == RequestErrorKind::TimedOut => Err(RequestFailure::TimedOut),
-            Err(e) => Err(RequestFailure::Other(Error::unavailable(
-                format!("request to node {node}"),
-                e,
-            ))),
+            Ok(Err(e)) if e.kind() == RequestErrorKind::TimedOut => Err(RequestFailure::TimedOut),
+            Ok(Err(e)) => Err(RequestFailure::Other(Error::unavailable(context, e))),
         }
     }
 
     async fn serve(&self, node: &str) -> Result<BoxStream<'static, Incoming>> {
         let sub = self
-            .client
-            .subscribe(self.subjects.node_requests(node))
-            .await
-            .map_err(|e| Error::unavailable("subscribing to actor requests", e))?;
-        // Senders must reach us once this returns: wait until the server has the
-        // subscription.
-        self.settle().await?;
+            .subscribed(
+                self.subjects.node_requests(node),
+                "subscribing to actor requests",
+            )
+            .await?;
         Ok(sub
             .map(|msg| Incoming {
                 payload: msg.payload,
@@ -212,80 +287,34 @@ impl Transport for NatsTransport {
     }
 
     async fn settle(&self) -> Result<()> {
-        round_trip(&self.client).await
+        let context = "a round trip to the server";
+        self.guarded(
+            context,
+            aether_nats::round_trip(&self.client, ROUND_TRIP_TIMEOUT, context),
+        )
+        .await
     }
 }
 
-/// A PING round trip through the server: when it returns, the server has processed every
-/// command this connection sent before (`flush` only empties the socket buffer).
-async fn round_trip(client: &Client) -> Result<()> {
-    let inbox = client.new_inbox();
-    let probe = async {
-        let mut sub = client
-            .subscribe(inbox.clone())
+impl NatsTransport {
+    /// Subscribes to `subject` and returns once the server has the subscription, or with
+    /// `PermissionDenied` if the server refused it.
+    async fn subscribed(&self, subject: String, context: &str) -> Result<async_nats::Subscriber> {
+        let started = tokio::time::Instant::now();
+        let sub = self
+            .client
+            .subscribe(subject.clone())
             .await
-            .map_err(|e| Error::unavailable("round trip to the server", e))?;
-        client
-            .publish(inbox, Bytes::new())
-            .await
-            .map_err(|e| Error::unavailable("round trip to the server", e))?;
-        match sub.next().await {
-            Some(_) => {
-                let _ = sub.unsubscribe().await;
-                Ok(())
-            }
-            None => Err(Error::Closed("NATS connection".into())),
+            .map_err(|e| Error::unavailable(context, e))?;
+        self.settle().await?;
+        let refused = self
+            .permissions
+            .find_since(started, |op, s| op == Operation::Subscribe && s == subject);
+        match refused {
+            Some(v) => Err(v.to_error(context)),
+            None => Ok(sub),
         }
-    };
-    tokio::time::timeout(Duration::from_secs(10), probe)
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::unavailable(
-                "round trip to the server",
-                "no answer within 10s",
-            ))
-        })
-}
-
-async fn open_bucket(client: &Client, config: &ClusterConfig) -> Result<kv::Store> {
-    use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
-
-    let js = async_nats::jetstream::new(client.clone());
-    let bucket = bucket_name(&config.cluster_name);
-    if let Ok(store) = js.get_key_value(&bucket).await {
-        return Ok(store);
     }
-    // The stream a key-value bucket is made of, created directly: the client's own
-    // `create_key_value` first reads account information in a form servers before 2.10 do not
-    // send. One value per key is enough (compare-and-set needs only the latest revision).
-    let created = js
-        .create_stream(stream::Config {
-            name: format!("KV_{bucket}"),
-            description: Some(format!("Aether cluster {}", config.cluster_name)),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            storage: if config.memory_storage {
-                StorageType::Memory
-            } else {
-                StorageType::File
-            },
-            allow_rollup: true,
-            deny_delete: true,
-            deny_purge: false,
-            allow_direct: true,
-            discard: DiscardPolicy::New,
-            num_replicas: 1,
-            ..Default::default()
-        })
-        .await;
-    let created_err = created.err();
-    // Whether we or another node created it, it is now there (or the error says why not).
-    js.get_key_value(&bucket)
-        .await
-        .map_err(|get_err| match created_err {
-            Some(e) => Error::unavailable(format!("creating the cluster bucket {bucket}"), e),
-            None => Error::unavailable(format!("opening the cluster bucket {bucket}"), get_err),
-        })
 }
 
 #[cfg(test)]
@@ -296,8 +325,10 @@ mod tests {
         let client = async_nats::connect(server.url()).await.expect("connect");
         let config = ClusterConfig::default()
             .cluster_name(cluster)
-            .memory_storage(true);
-        NatsTransport::open(client, &config).await.expect("bucket")
+            .storage(aether_nats::StorageKind::Memory);
+        NatsTransport::open(&client.into(), &config)
+            .await
+            .expect("bucket")
     }
 
     #[tokio::test]
