@@ -7,13 +7,6 @@
 //!   backoff, an asynchronous retry queue and a circuit breaker. `examples/README.md` explains
 //!   when to pick which.
 //! - [`read_model`]: a checkpointed read model fed by durable `EventStored` delivery.
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
-#![forbid(unsafe_code)]
 
 pub mod read_model;
 pub mod retry;

@@ -12,13 +12,6 @@
 //! - [`events`], [`stats`], [`tail`], [`cluster`]: the inspection commands.
 //! - [`output`]: colours (only on a terminal, never with `NO_COLOR`), tables, progress bars.
 //! - [`CliError`]: the one-line error every command fails with.
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
-#![forbid(unsafe_code)]
 
 pub mod cluster;
 pub mod connect;

@@ -77,13 +77,6 @@
 //! ```
 //!
 //! A cluster over NATS (three nodes, routing and failover) is in `examples/cluster.rs`.
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
-#![forbid(unsafe_code)]
 
 mod assignment;
 mod config;

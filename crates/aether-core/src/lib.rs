@@ -29,13 +29,6 @@
 //! }
 //! # Ok::<(), Error>(())
 //! ```
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
-#![forbid(unsafe_code)]
 
 mod broadcaster;
 mod error;

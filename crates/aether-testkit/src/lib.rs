@@ -66,13 +66,6 @@
 //! println!("connect to {}", server.url());
 //! # }
 //! ```
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
-#![forbid(unsafe_code)]
 
 pub mod bank;
 mod binary;

@@ -6,32 +6,32 @@ use aether_bus::{NatsBusConfig, NatsEventBus};
 use aether_core::Event;
 use aether_testkit::NatsServer;
 
-pub use aether_testkit::contract::{
+pub(crate) use aether_testkit::contract::{
     assert_nothing_before_marker, next, next_event, wait_for, DEADLINE,
 };
 
-pub fn server() -> NatsServer {
+pub(crate) fn server() -> NatsServer {
     NatsServer::start().expect("starting nats-server")
 }
 
-pub async fn bus(server: &NatsServer) -> NatsEventBus {
+pub(crate) async fn bus(server: &NatsServer) -> NatsEventBus {
     NatsEventBus::connect(&server.url(), NatsBusConfig::default())
         .await
         .expect("connecting the bus")
 }
 
-pub async fn bus_with(server: &NatsServer, config: NatsBusConfig) -> NatsEventBus {
+pub(crate) async fn bus_with(server: &NatsServer, config: NatsBusConfig) -> NatsEventBus {
     NatsEventBus::connect(&server.url(), config)
         .await
         .expect("connecting the bus")
 }
 
-pub fn ev(event_type: &str, actor: &str, version: u64) -> Event {
+pub(crate) fn ev(event_type: &str, actor: &str, version: u64) -> Event {
     Event::new(event_type, actor, version)
 }
 
 /// A server with its HTTP monitoring endpoint enabled; returns the monitoring port.
-pub fn monitored_server() -> (NatsServer, u16) {
+pub(crate) fn monitored_server() -> (NatsServer, u16) {
     for _ in 0..5 {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -48,7 +48,7 @@ pub fn monitored_server() -> (NatsServer, u16) {
 }
 
 /// Subscriptions the server holds in total (its `/varz` `subscriptions`).
-pub async fn server_subscriptions(http_port: u16) -> u64 {
+pub(crate) async fn server_subscriptions(http_port: u16) -> u64 {
     tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port)).expect("monitor");

@@ -12,7 +12,7 @@ use aether_store::{JetStreamConfig, JetStreamEventStore};
 
 /// A save that returned `Ok`.
 #[derive(Debug, Clone)]
-pub struct Acked {
+pub(crate) struct Acked {
     pub actor: String,
     pub version: u64,
     pub id: String,
@@ -22,7 +22,7 @@ pub struct Acked {
 
 /// A save or read that failed, as the writer saw it.
 #[derive(Debug, Clone)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub what: String,
     pub retryable: bool,
     pub conflict: bool,
@@ -30,25 +30,25 @@ pub struct Failure {
 
 /// What all writers saw.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub acked: Vec<Acked>,
     pub failures: Vec<Failure>,
 }
 
 impl Outcome {
     /// Failures other than version conflicts (which are the normal result of contention).
-    pub fn faults(&self) -> impl Iterator<Item = &Failure> {
+    pub(crate) fn faults(&self) -> impl Iterator<Item = &Failure> {
         self.failures.iter().filter(|f| !f.conflict)
     }
 
     /// Failures that are not typed as retryable: each one is a broken promise.
-    pub fn non_retryable(&self) -> Vec<&Failure> {
+    pub(crate) fn non_retryable(&self) -> Vec<&Failure> {
         self.failures.iter().filter(|f| !f.retryable).collect()
     }
 }
 
 /// Writers appending to a shared set of actors until stopped.
-pub struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
@@ -56,7 +56,7 @@ pub struct Load {
 }
 
 /// The actor names used by a load on `actors` actors.
-pub fn actor_names(prefix: &str, actors: usize) -> Vec<String> {
+pub(crate) fn actor_names(prefix: &str, actors: usize) -> Vec<String> {
     (0..actors).map(|i| format!("{prefix}-{i}")).collect()
 }
 
@@ -64,13 +64,13 @@ impl Load {
     /// Starts one writer per store; each picks actors at random from `actors` and appends the
     /// next version it believes in. Conflicts make it adopt the current version; other errors
     /// make it forget what it knew and ask again.
-    pub fn start<S: EventStore + 'static>(stores: Vec<Arc<S>>, actors: Vec<String>) -> Self {
+    pub(crate) fn start<S: EventStore + 'static>(stores: Vec<Arc<S>>, actors: Vec<String>) -> Self {
         Self::start_with(stores, actors, false)
     }
 
     /// Like [`start`](Self::start), but with `partitioned` each writer only writes the actors
     /// whose index modulo the number of writers is its own (no contention between writers).
-    pub fn start_with<S: EventStore + 'static>(
+    pub(crate) fn start_with<S: EventStore + 'static>(
         stores: Vec<Arc<S>>,
         actors: Vec<String>,
         partitioned: bool,
@@ -113,12 +113,12 @@ impl Load {
     }
 
     /// Saves acknowledged so far.
-    pub fn acked(&self) -> u64 {
+    pub(crate) fn acked(&self) -> u64 {
         self.acked.load(Ordering::Relaxed)
     }
 
     /// Failed saves and reads so far (conflicts included).
-    pub fn failed(&self) -> u64 {
+    pub(crate) fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
     }
 
@@ -126,7 +126,7 @@ impl Load {
     ///
     /// # Panics
     /// After `timeout`.
-    pub async fn wait_for_acks(&self, more: u64, timeout: Duration) {
+    pub(crate) async fn wait_for_acks(&self, more: u64, timeout: Duration) {
         let target = self.acked() + more;
         let deadline = Instant::now() + timeout;
         while self.acked() < target {
@@ -144,7 +144,7 @@ impl Load {
     ///
     /// # Panics
     /// After `timeout`.
-    pub async fn wait_for_failures(&self, more: u64, timeout: Duration) {
+    pub(crate) async fn wait_for_failures(&self, more: u64, timeout: Duration) {
         let target = self.failed() + more;
         let deadline = Instant::now() + timeout;
         while self.failed() < target {
@@ -157,7 +157,7 @@ impl Load {
     }
 
     /// Stops the writers and collects what they saw.
-    pub async fn finish(self) -> Outcome {
+    pub(crate) async fn finish(self) -> Outcome {
         self.stop.store(true, Ordering::Relaxed);
         let mut all = Outcome::default();
         for h in self.handles {
@@ -241,7 +241,7 @@ async fn write_loop<S: EventStore>(
 }
 
 /// Reads an actor's history, retrying while the cluster settles.
-pub async fn read_all(store: &JetStreamEventStore, actor: &str) -> Vec<Event> {
+pub(crate) async fn read_all(store: &JetStreamEventStore, actor: &str) -> Vec<Event> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match store.get_events(actor, 0).await {
@@ -257,7 +257,7 @@ pub async fn read_all(store: &JetStreamEventStore, actor: &str) -> Vec<Event> {
 
 /// Two events stored under one version of one actor.
 #[derive(Debug, Clone)]
-pub struct DuplicateVersion {
+pub(crate) struct DuplicateVersion {
     pub actor: String,
     pub version: u64,
     /// Each event's id, data, and whether its save was acknowledged.
@@ -266,7 +266,7 @@ pub struct DuplicateVersion {
 
 /// What a read of every actor's history found, compared with what the writers saw.
 #[derive(Debug, Default)]
-pub struct Report {
+pub(crate) struct Report {
     /// Events found.
     pub total: usize,
     /// Acknowledged saves not found.
@@ -281,7 +281,7 @@ pub struct Report {
 
 impl Report {
     /// Whether nothing was lost, misplaced, repeated or written twice.
-    pub fn is_clean(&self) -> bool {
+    pub(crate) fn is_clean(&self) -> bool {
         self.lost.is_empty()
             && self.misplaced.is_empty()
             && self.repeated_ids.is_empty()
@@ -290,7 +290,7 @@ impl Report {
 }
 
 /// Reads every actor's history through `store` and compares it with what the writers saw.
-pub async fn check(store: &JetStreamEventStore, actors: &[String], outcome: &Outcome) -> Report {
+pub(crate) async fn check(store: &JetStreamEventStore, actors: &[String], outcome: &Outcome) -> Report {
     let acked_ids: std::collections::HashSet<&str> =
         outcome.acked.iter().map(|a| a.id.as_str()).collect();
     let mut report = Report::default();
@@ -351,7 +351,7 @@ pub async fn check(store: &JetStreamEventStore, actors: &[String], outcome: &Out
 ///
 /// # Panics
 /// On any violation, with details.
-pub async fn verify(store: &JetStreamEventStore, actors: &[String], outcome: &Outcome) -> usize {
+pub(crate) async fn verify(store: &JetStreamEventStore, actors: &[String], outcome: &Outcome) -> usize {
     let report = check(store, actors, outcome).await;
     assert!(
         report.is_clean(),
@@ -374,7 +374,7 @@ pub async fn verify(store: &JetStreamEventStore, actors: &[String], outcome: &Ou
 ///
 /// # Panics
 /// Listing the failures that were not.
-pub fn assert_all_retryable(outcome: &Outcome) {
+pub(crate) fn assert_all_retryable(outcome: &Outcome) {
     assert_retryable_except(outcome, |_| false);
 }
 
@@ -382,7 +382,7 @@ pub fn assert_all_retryable(outcome: &Outcome) {
 ///
 /// # Panics
 /// Listing the other failures that were not retryable.
-pub fn assert_retryable_except(outcome: &Outcome, known: impl Fn(&Failure) -> bool) {
+pub(crate) fn assert_retryable_except(outcome: &Outcome, known: impl Fn(&Failure) -> bool) {
     let bad: Vec<&Failure> = outcome
         .non_retryable()
         .into_iter()
@@ -400,13 +400,13 @@ pub fn assert_retryable_except(outcome: &Outcome, known: impl Fn(&Failure) -> bo
 }
 
 /// A client that fails over between `urls` and reconnects quickly.
-pub async fn connect(urls: &[String]) -> async_nats::Client {
+pub(crate) async fn connect(urls: &[String]) -> async_nats::Client {
     connect_with(urls, false).await
 }
 
 /// A client that tries `urls` in the given order (so tests can spread clients over servers),
 /// pings every second so a frozen server is noticed within seconds, and reconnects quickly.
-pub async fn connect_with(urls: &[String], ordered: bool) -> async_nats::Client {
+pub(crate) async fn connect_with(urls: &[String], ordered: bool) -> async_nats::Client {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let mut options = async_nats::ConnectOptions::new()
@@ -429,7 +429,7 @@ pub async fn connect_with(urls: &[String], ordered: bool) -> async_nats::Client 
 
 /// A store on `client` whose requests time out after `timeout`, so an outage turns into errors
 /// quickly. Retries while the stream cannot be created or found yet (a fresh cluster).
-pub async fn open_store(
+pub(crate) async fn open_store(
     client: async_nats::Client,
     config: JetStreamConfig,
     timeout: Duration,
@@ -451,7 +451,7 @@ pub async fn open_store(
 }
 
 /// Median and 99th percentile of the acknowledged saves' latencies.
-pub fn percentiles(acked: &[Acked]) -> (Duration, Duration) {
+pub(crate) fn percentiles(acked: &[Acked]) -> (Duration, Duration) {
     let mut l: Vec<Duration> = acked.iter().map(|a| a.latency).collect();
     if l.is_empty() {
         return (Duration::ZERO, Duration::ZERO);
@@ -462,11 +462,11 @@ pub fn percentiles(acked: &[Acked]) -> (Duration, Duration) {
 }
 
 /// A small deterministic generator, enough to spread writes over actors.
-pub struct XorShift(pub u64);
+pub(crate) struct XorShift(pub u64);
 
 impl XorShift {
     /// The next value in `0..n`.
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
