@@ -290,7 +290,11 @@ impl Report {
 }
 
 /// Reads every actor's history through `store` and compares it with what the writers saw.
-pub(crate) async fn check(store: &JetStreamEventStore, actors: &[String], outcome: &Outcome) -> Report {
+pub(crate) async fn check(
+    store: &JetStreamEventStore,
+    actors: &[String],
+    outcome: &Outcome,
+) -> Report {
     let acked_ids: std::collections::HashSet<&str> =
         outcome.acked.iter().map(|a| a.id.as_str()).collect();
     let mut report = Report::default();
@@ -351,7 +355,11 @@ pub(crate) async fn check(store: &JetStreamEventStore, actors: &[String], outcom
 ///
 /// # Panics
 /// On any violation, with details.
-pub(crate) async fn verify(store: &JetStreamEventStore, actors: &[String], outcome: &Outcome) -> usize {
+pub(crate) async fn verify(
+    store: &JetStreamEventStore,
+    actors: &[String],
+    outcome: &Outcome,
+) -> usize {
     let report = check(store, actors, outcome).await;
     assert!(
         report.is_clean(),
