@@ -1,0 +1,204 @@
+//! The append path: a save published with the expected last subject sequence, and the loop
+//! that turns the server's rejections into retries or version conflicts. Kept apart because
+//! it is where the store's correctness under concurrent writers is decided.
+
+use std::time::Duration;
+
+use aether_core::{Error, Event, Result};
+use aether_nats::{classify, has_api_code, validate_actor_id as check_actor_id, Backoff};
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::ErrorCode;
+
+use super::super::codec::{self, Encoded};
+use super::{
+    JetStreamEventStore, Tip, MAX_PUBLISH_ATTEMPTS, MAX_TRANSIENT_BACKOFF, MAX_TRANSIENT_RETRIES,
+    TRANSIENT_BACKOFF,
+};
+
+pub(super) enum PublishFailure {
+    /// The actor's last message is not the one the publish expected.
+    WrongLastSequence,
+    Other(Error),
+}
+
+impl JetStreamEventStore {
+    /// Records `tip` unless the cache already knows a later message (sequences only grow).
+    pub(super) fn remember(&self, actor_id: &str, tip: Tip) {
+        self.cache
+            .entry(actor_id.to_string())
+            .and_modify(|t| {
+                if tip.seq > t.seq {
+                    *t = tip;
+                }
+            })
+            .or_insert(tip);
+    }
+
+    pub(super) async fn append(&self, actor_id: &str, events: &[Event]) -> Result<()> {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(());
+        };
+        check_actor_id(actor_id)?;
+        let encoded = codec::encode_events(events)?;
+        codec::check_size(&encoded, self.client.server_info().max_payload)?;
+        let subject = self.subjects.events(actor_id);
+
+        let cached = self.cache.get(actor_id).map(|t| *t);
+        let mut from_cache = cached.is_some();
+        let mut tip = match cached {
+            Some(t) => t,
+            None => self.read_tip(actor_id, false).await?.tip,
+        };
+        // Set once a publish failed without an answer: it may have been stored after all, and
+        // then the actor's last message is ours.
+        let mut uncertain = false;
+        let mut retry = Backoff::new(TRANSIENT_BACKOFF, MAX_TRANSIENT_BACKOFF);
+        // 1, 2, 4 ... ms up to 64 ms, jittered so that contending writers spread out.
+        let mut contention =
+            Backoff::new(Duration::from_millis(2), Duration::from_millis(64)).with_jitter();
+        for _ in 0..MAX_PUBLISH_ATTEMPTS {
+            if first.version <= tip.version {
+                if from_cache {
+                    // Report the server's current version, not the cached one (and a cache
+                    // from before the stream was recreated must not refuse a valid save).
+                    tip = self.read_tip(actor_id, true).await?.tip;
+                    from_cache = false;
+                    continue;
+                }
+                if uncertain && self.history_holds(actor_id, first.version, &last.id).await {
+                    // An unanswered attempt went in, and others have written after it.
+                    return Ok(());
+                }
+                return Err(Error::version_conflict(
+                    actor_id,
+                    first.version,
+                    tip.version,
+                ));
+            }
+            let failure = match self.publish(&subject, &encoded, tip.seq).await {
+                Ok(seq) => {
+                    self.remember(
+                        actor_id,
+                        Tip {
+                            seq,
+                            version: last.version,
+                        },
+                    );
+                    return Ok(());
+                }
+                Err(PublishFailure::WrongLastSequence) => None,
+                Err(PublishFailure::Other(e)) => {
+                    // Retrying is safe: the expected sequence lets at most one of the attempts
+                    // in, and the event id below tells whether an earlier one got in.
+                    if e.is_retryable() && retry.attempts() < MAX_TRANSIENT_RETRIES {
+                        uncertain = true;
+                        tracing::debug!(error = %e, "publish failed without an answer; retrying");
+                        retry.wait().await;
+                        Some(e)
+                    } else {
+                        // The outcome is unknown: forget what we knew so the next save asks
+                        // the server.
+                        self.cache.remove(actor_id);
+                        return Err(e);
+                    }
+                }
+            };
+            // Someone (maybe our own earlier attempt) appended since our view: re-read the
+            // truth from the stream leader and decide again.
+            let fresh = match self.read_tip(actor_id, true).await {
+                Ok(f) => f,
+                Err(e) => {
+                    self.cache.remove(actor_id);
+                    return Err(failure.unwrap_or(e));
+                }
+            };
+            if uncertain && fresh.last_event_id.as_deref() == Some(last.id.as_str()) {
+                return Ok(());
+            }
+            if failure.is_none() && fresh.tip == tip {
+                // Rejected, yet the last message is the one we expected: another writer's
+                // append is still being replicated (clustered streams reject against pending
+                // writes). Give it a moment to land before deciding again.
+                contention.wait().await;
+            }
+            tip = fresh.tip;
+            from_cache = false;
+            tracing::debug!(
+                current_version = tip.version,
+                attempted_version = first.version,
+                "expected last sequence was stale"
+            );
+        }
+        Err(Error::unavailable(
+            format!("saving events of actor {actor_id:?}"),
+            format!(
+                "the actor's history kept changing under {MAX_PUBLISH_ATTEMPTS} attempts to append"
+            ),
+        ))
+    }
+
+    /// Whether the actor's history from `from_version` holds the event `event_id` (a read
+    /// failure counts as no).
+    async fn history_holds(&self, actor_id: &str, from_version: u64, event_id: &str) -> bool {
+        match self.replay(actor_id, from_version).await {
+            Ok(r) => r.events.iter().any(|e| e.id == event_id),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not check whether an unanswered save went in");
+                false
+            }
+        }
+    }
+
+    pub(super) async fn publish(
+        &self,
+        subject: &str,
+        encoded: &Encoded,
+        expected_seq: u64,
+    ) -> std::result::Result<u64, PublishFailure> {
+        let message = PublishMessage::build()
+            .payload(encoded.payload.clone())
+            .headers(encoded.headers.clone())
+            .expected_last_subject_sequence(expected_seq);
+        let context = || format!("publishing to {subject} on stream {}", self.stream_name);
+        let result = match self
+            .context
+            .send_publish(subject.to_string(), message)
+            .await
+        {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(ack) => Ok(ack.sequence),
+            Err(e) => Err(match e.kind() {
+                PublishErrorKind::WrongLastSequence => PublishFailure::WrongLastSequence,
+                // Clustered streams answer with the "constant" variant of the error (10164),
+                // which the client does not sort as wrong-last-sequence.
+                _ if has_api_code(&e, ErrorCode::STREAM_WRONG_LAST_SEQUENCE)
+                    || has_api_code(&e, ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT) =>
+                {
+                    PublishFailure::WrongLastSequence
+                }
+                PublishErrorKind::StreamNotFound => {
+                    return Err(PublishFailure::Other(
+                        self.missing_or_unavailable(context(), "no stream answered")
+                            .await,
+                    ));
+                }
+                PublishErrorKind::MaxPayloadExceeded => {
+                    PublishFailure::Other(Error::PayloadTooLarge {
+                        size: codec::wire_size(&encoded.headers, encoded.payload.len()),
+                        limit: self.client.server_info().max_payload,
+                    })
+                }
+                PublishErrorKind::TimedOut
+                | PublishErrorKind::BrokenPipe
+                | PublishErrorKind::MaxAckPending => {
+                    PublishFailure::Other(Error::unavailable(context(), e))
+                }
+                _ => PublishFailure::Other(classify(context(), e)),
+            }),
+        }
+    }
+}

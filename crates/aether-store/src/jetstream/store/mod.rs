@@ -1,0 +1,466 @@
+//! The store: its struct, how it is opened and configured, the permission guard every public
+//! operation runs under, and the [`EventStore`] face that routes each operation to its path.
+//!
+//! The paths themselves live in child modules so each can be read on its own: `append` (saves
+//! and the optimistic-concurrency loop), `read` (the actor's last message and tip), `replay`
+//! (streaming an actor's history), `snapshot` (the snapshot subject), and `errors` (the
+//! helpers that sort client errors and permission refusals).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aether_core::{
+    validate_batch, Error, Event, EventStore, EventStoreWithErrors, ReplayResult, Result,
+};
+use aether_nats::{
+    classify, validate_actor_id as check_actor_id, Connection, PermissionWatch,
+    MAX_STREAM_NAME_BYTES,
+};
+use async_nats::jetstream::stream::Stream;
+use async_nats::jetstream::Context;
+use async_trait::async_trait;
+use dashmap::DashMap;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use self::errors::dooms;
+use super::config::JetStreamConfig;
+use super::setup;
+use super::subject::Subjects;
+
+mod append;
+mod errors;
+mod read;
+mod replay;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+/// How often a save is retried when the server rejects it because another writer appended an
+/// earlier version in the meantime (the attempted version is still above the current one).
+const MAX_PUBLISH_ATTEMPTS: usize = 16;
+/// How often an operation that failed without an answer (timeout, lost connection) is retried
+/// before the error is returned. Reads are idempotent, and a save is safe to repeat because
+/// the server admits at most one publish per expected sequence.
+const MAX_TRANSIENT_RETRIES: u32 = 1;
+/// Wait before the first retry; it doubles with each further one.
+const TRANSIENT_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest wait between retries of a transient failure.
+const MAX_TRANSIENT_BACKOFF: Duration = Duration::from_secs(2);
+
+/// What reading the actor's last message told: the tip and the id of the last event in it.
+#[derive(Debug, Clone, Default)]
+struct TipRead {
+    tip: Tip,
+    last_event_id: Option<String>,
+}
+
+/// The actor's last stored message: its stream sequence and the last version in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Tip {
+    seq: u64,
+    version: u64,
+}
+
+/// A durable event store on NATS JetStream, correct with any number of writers on any number of
+/// machines.
+///
+/// - **Concurrency.** Every save is published with the `Nats-Expected-Last-Subject-Sequence`
+///   header set to the stream sequence of the actor's last message, so the server rejects a
+///   write based on a stale view; the rejection becomes [`Error::VersionConflict`] with the
+///   current version read fresh from the stream. A per-actor cache of the last (sequence,
+///   version) saves a read before each write; it is only ever a guess the server checks.
+/// - **Batches.** [`save_events`](EventStore::save_events) stores the whole batch in one message
+///   (a JSON array of events), so it is appended atomically on every server version: readers
+///   see all of the batch or none of it. The batch must fit in the server's `max_payload`.
+/// - **Subjects.** Events go to `<stream>.events.<actor>` and snapshots to
+///   `<stream>.snapshots.<actor>`, the actor id encoded by
+///   [`encode_actor_id`](aether_nats::encode_actor_id) into one wildcard-free token.
+/// - **Reads.** The latest version is one direct get of the actor's last message. Replays use a
+///   short-lived pull consumer filtered to the actor's subject, starting at the first message
+///   that holds `from_version` (found by a binary search of direct gets).
+/// - **Immutability.** The stream denies deletes and purges; events leave it only by age, and
+///   only when [`JetStreamConfig::max_age`] sets one (by default they are kept forever).
+/// - **Replication.** `replicas > 1` needs nats-server 2.11 or later; older servers are refused
+///   (see [`JetStreamConfig::allow_replication_on_old_servers`]).
+/// - **Permissions.** NATS never answers a request its permissions refuse. With a
+///   [`PermissionWatch`] (installed by [`connect`](Self::connect)), such an operation fails
+///   with [`Error::PermissionDenied`] naming the refused subject as soon as the server reports
+///   the refusal.
+///
+/// ```no_run
+/// use aether_core::{Event, EventStore};
+/// use aether_store::{JetStreamConfig, JetStreamEventStore};
+///
+/// # async fn run() -> aether_core::Result<()> {
+/// let store =
+///     JetStreamEventStore::connect("nats://127.0.0.1:4222", JetStreamConfig::default().namespace("orders"))
+///         .await?;
+/// store.save_event(&Event::new("OrderPlaced", "order-1", 1)).await?;
+/// assert_eq!(store.get_latest_version("order-1").await?, 1);
+/// # Ok(())
+/// # }
+/// ```
+pub struct JetStreamEventStore {
+    client: async_nats::Client,
+    context: Context,
+    stream: Stream,
+    stream_name: String,
+    config: JetStreamConfig,
+    subjects: Subjects,
+    direct: bool,
+    // Fast, randomly seeded hashing: the warm latest-version lookup is one map probe.
+    cache: DashMap<String, Tip, foldhash::fast::RandomState>,
+    cached_reads: bool,
+    malformed: AtomicU64,
+    permissions: Option<PermissionWatch>,
+    /// Best-effort clean-up of replay consumers, off the callers' path.
+    cleanups: TaskTracker,
+}
+
+impl fmt::Debug for JetStreamEventStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JetStreamEventStore")
+            .field("stream_name", &self.stream_name)
+            .field("namespace", &self.namespace())
+            .field("direct_get", &self.direct)
+            .field("cached_actors", &self.cache.len())
+            .field("cached_reads", &self.cached_reads)
+            .field("malformed_events", &self.malformed_events())
+            .field("pending_cleanups", &self.cleanups.len())
+            .finish()
+    }
+}
+
+impl JetStreamEventStore {
+    /// Opens the store on `client`, creating the stream if it is missing and attaching to it if
+    /// it exists.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when JetStream does not answer, [`Error::InvalidInput`] when a
+    /// stream of that name exists but captures other subjects, other backend errors as typed
+    /// variants.
+    pub async fn new(client: async_nats::Client, config: JetStreamConfig) -> Result<Self> {
+        Self::from_context(async_nats::jetstream::new(client), config).await
+    }
+
+    /// Opens the store with a namespace: the stream is `<namespace>_<stream_name>` (sanitised),
+    /// and stores in other namespaces cannot see its events.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub async fn with_namespace(
+        client: async_nats::Client,
+        stream_name: &str,
+        namespace: &str,
+    ) -> Result<Self> {
+        let config = JetStreamConfig::default()
+            .stream_name(stream_name)
+            .namespace(namespace);
+        Self::new(client, config).await
+    }
+
+    /// Opens the store on an existing JetStream context (to reuse its timeout, domain or API
+    /// prefix).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub async fn from_context(context: Context, config: JetStreamConfig) -> Result<Self> {
+        if config.stream_name.is_empty() {
+            return Err(Error::invalid("the stream name must not be empty"));
+        }
+        let stream_name = setup::stream_name_for(&config);
+        // The server keeps a stream in a directory of that name, so names are limited; say so
+        // plainly instead of letting the request fail obscurely.
+        if stream_name.len() > MAX_STREAM_NAME_BYTES {
+            return Err(Error::invalid(format!(
+                "stream name for namespace {:?} would be {} bytes; the limit is {} (use a shorter namespace or stream name)",
+                config.namespace_in_use().unwrap_or(""),
+                stream_name.len(),
+                MAX_STREAM_NAME_BYTES
+            )));
+        }
+        if config.replica_count() > 1 {
+            let version = context.client().server_info().version;
+            if server_older_than(&version, 2, 11) {
+                if !config.allow_replication_on_old_servers {
+                    return Err(Error::invalid(format!(
+                        "a replicated event stream ({} replicas) needs nats-server 2.11 or later; \
+                         this server is {version}, on which a leader change can lose acknowledged \
+                         events or accept one version twice. Upgrade the servers, use one \
+                         replica, or set allow_replication_on_old_servers to accept the risk",
+                        config.replica_count()
+                    )));
+                }
+                tracing::warn!(
+                    server_version = %version,
+                    stream = %stream_name,
+                    "replicated event streams on nats-server before 2.11 can lose acknowledged \
+                     writes or accept one version twice across leader changes; upgrade the servers"
+                );
+            }
+        }
+        let subjects = Subjects::new(&stream_name);
+        let desired = setup::desired_config(&stream_name, &subjects, &config);
+        let stream = setup::ensure_stream(&context, desired).await?;
+        let direct = stream.cached_info().config.allow_direct;
+        Ok(Self {
+            client: context.client(),
+            context,
+            stream,
+            stream_name,
+            config,
+            subjects,
+            direct,
+            cache: DashMap::default(),
+            cached_reads: false,
+            malformed: AtomicU64::new(0),
+            permissions: None,
+            cleanups: TaskTracker::new(),
+        })
+    }
+
+    /// Connects to `url` and opens the store.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the server cannot be reached; otherwise as [`new`](Self::new).
+    pub async fn connect(url: &str, config: JetStreamConfig) -> Result<Self> {
+        Self::connect_with_options(url, async_nats::ConnectOptions::new(), config).await
+    }
+
+    /// Like [`connect`](Self::connect) with your own connect options (credentials, TLS,
+    /// reconnect policy...).
+    ///
+    /// The connection's [`ConnectionMonitor`](aether_nats::ConnectionMonitor) is installed as
+    /// its event callback (replacing any set in `options`), so that an operation the server's
+    /// permissions refuse fails with [`Error::PermissionDenied`] naming the refused subject,
+    /// rather than as a timeout.
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] when the server refuses the credentials or the user may not
+    /// use the stream; otherwise as [`connect`](Self::connect).
+    pub async fn connect_with_options(
+        url: &str,
+        options: async_nats::ConnectOptions,
+        config: JetStreamConfig,
+    ) -> Result<Self> {
+        let connection = Connection::connect(url, options).await?;
+        Self::open(&connection, config).await
+    }
+
+    /// Opens the store on a [`Connection`] (shared, for example, with a bus), watching the
+    /// connection's permission violations as [`with_permission_watch`](Self::with_permission_watch)
+    /// does.
+    ///
+    /// # Errors
+    /// As [`connect_with_options`](Self::connect_with_options).
+    pub async fn open(connection: &Connection, config: JetStreamConfig) -> Result<Self> {
+        let stream_name = setup::stream_name_for(&config);
+        let watch = connection.permissions().clone();
+        let opened = watch
+            .guard(
+                || format!("opening stream {stream_name}"),
+                |_, subject| dooms(subject, &stream_name, None, false),
+                None,
+                Self::new(connection.client().clone(), config),
+            )
+            .await?;
+        Ok(opened.with_permission_watch(watch))
+    }
+
+    /// Uses `watch` to tell refused operations from slow ones: when the server reports refusing
+    /// a subject an operation uses, the operation fails at once with
+    /// [`Error::PermissionDenied`] naming the subject, instead of waiting for its timeout and
+    /// reporting [`Error::Unavailable`]. NATS reports violations only to the event callback given at
+    /// connect time, so `watch` must be that of a monitor installed on this store's client
+    /// ([`ConnectionMonitor::install`](aether_nats::ConnectionMonitor::install));
+    /// [`connect`](Self::connect), [`connect_with_options`](Self::connect_with_options) and
+    /// [`open`](Self::open) do this themselves.
+    pub fn with_permission_watch(mut self, watch: PermissionWatch) -> Self {
+        self.permissions = Some(watch);
+        self
+    }
+
+    /// Lets [`get_latest_version`](EventStore::get_latest_version) answer from the per-actor
+    /// cache when it knows the actor (off by default).
+    ///
+    /// Saves are checked by the server either way. With this on, the latest version can lag
+    /// behind writes made by other processes until this store writes or reads that actor's
+    /// history again; leave it off when several processes write the same actors.
+    pub fn with_cached_reads(mut self, on: bool) -> Self {
+        self.cached_reads = on;
+        self
+    }
+
+    /// The namespace the store was opened with, if any.
+    pub fn namespace(&self) -> Option<&str> {
+        self.config.namespace_in_use()
+    }
+
+    /// The name of the stream a store opened with `config` uses: the sanitised stream name,
+    /// prefixed with the sanitised namespace and `_` when there is one. Lets tools look the
+    /// stream up without opening a store (which would create it).
+    pub fn stream_name_for(config: &JetStreamConfig) -> String {
+        setup::stream_name_for(config)
+    }
+
+    /// The JetStream stream holding the events (namespace prefix included).
+    pub fn stream_name(&self) -> &str {
+        &self.stream_name
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &JetStreamConfig {
+        &self.config
+    }
+
+    /// The subject an actor's events are stored on.
+    pub fn event_subject(&self, actor_id: &str) -> String {
+        self.subjects.events(actor_id)
+    }
+
+    /// The subject an actor's snapshots are stored on.
+    pub fn snapshot_subject(&self, actor_id: &str) -> String {
+        self.subjects.snapshots(actor_id)
+    }
+
+    /// How many malformed messages reads have met so far (skipped by
+    /// [`get_events`](EventStore::get_events), reported by
+    /// [`get_events_with_errors`](EventStoreWithErrors::get_events_with_errors)).
+    pub fn malformed_events(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// The latest version this store has seen for the actor, from memory, without asking the
+    /// server (`None` when the actor is not cached). May lag behind other writers.
+    pub fn cached_latest_version(&self, actor_id: &str) -> Option<u64> {
+        self.cache.get(actor_id).map(|t| t.version)
+    }
+
+    /// The stream's current info from the server (configuration and state).
+    ///
+    /// # Errors
+    /// Backend errors as typed variants.
+    pub async fn stream_info(&self) -> Result<async_nats::jetstream::stream::Info> {
+        self.stream
+            .get_info()
+            .await
+            .map_err(|e| classify(format!("reading info of stream {}", self.stream_name), e))
+    }
+
+    /// The JetStream context the store uses.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// Runs `op`, operation `name` on behalf of `actor_id` (or the whole stream), in a span
+    /// naming them and under the permission watch: NATS never answers a refused request, so
+    /// without the watch the operation would wait for its timeout and report `Unavailable`; a
+    /// refusal of a subject the operation depends on ([`dooms`]) fails it at once with
+    /// [`Error::PermissionDenied`].
+    async fn guard<T>(
+        &self,
+        name: &'static str,
+        actor_id: Option<&str>,
+        writes: bool,
+        what: impl Fn() -> String,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let span = tracing::info_span!("store", op = name, stream = %self.stream_name, actor_id);
+        let Some(watch) = &self.permissions else {
+            return op.instrument(span).await;
+        };
+        let subjects = actor_id.map(|a| (self.subjects.events(a), self.subjects.snapshots(a)));
+        let own = subjects.as_ref().map(|(e, s)| (e.as_str(), s.as_str()));
+        watch
+            .guard(
+                what,
+                |_, subject| dooms(subject, &self.stream_name, own, writes),
+                None,
+                op,
+            )
+            .instrument(span)
+            .await
+    }
+}
+
+#[async_trait]
+impl EventStore for JetStreamEventStore {
+    async fn save_event(&self, event: &Event) -> Result<()> {
+        event.validate()?;
+        let actor_id = event.actor_id.as_str();
+        self.guard(
+            "save_event",
+            Some(actor_id),
+            true,
+            || format!("saving an event of actor {actor_id:?}"),
+            self.append(actor_id, std::slice::from_ref(event)),
+        )
+        .await
+    }
+
+    async fn save_events(&self, actor_id: &str, events: &[Event]) -> Result<()> {
+        validate_batch(actor_id, events)?;
+        self.guard(
+            "save_events",
+            Some(actor_id),
+            true,
+            || format!("saving events of actor {actor_id:?}"),
+            self.append(actor_id, events),
+        )
+        .await
+    }
+
+    async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
+        let result = self.guarded_replay(actor_id, from_version).await?;
+        self.count_malformed(actor_id, &result);
+        Ok(result.events)
+    }
+
+    async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
+        check_actor_id(actor_id)?;
+        if self.cached_reads {
+            if let Some(v) = self.cached_latest_version(actor_id) {
+                return Ok(v);
+            }
+        }
+        let read = self
+            .guard(
+                "get_latest_version",
+                Some(actor_id),
+                false,
+                || format!("reading the latest version of actor {actor_id:?}"),
+                self.read_tip(actor_id, false),
+            )
+            .await?;
+        Ok(read.tip.version)
+    }
+}
+
+#[async_trait]
+impl EventStoreWithErrors for JetStreamEventStore {
+    async fn get_events_with_errors(
+        &self,
+        actor_id: &str,
+        from_version: u64,
+    ) -> Result<ReplayResult> {
+        let result = self.guarded_replay(actor_id, from_version).await?;
+        self.malformed
+            .fetch_add(result.errors.len() as u64, Ordering::Relaxed);
+        Ok(result)
+    }
+}
+
+/// Whether a server version string (`2.9.10`, `2.12.0-RC.1`) is older than `major.minor`.
+fn server_older_than(version: &str, major: u32, minor: u32) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    match (parts.next(), parts.next()) {
+        (Some(a), Some(b)) => (a, b) < (major, minor),
+        _ => false,
+    }
+}

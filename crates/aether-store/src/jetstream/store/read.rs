@@ -1,0 +1,168 @@
+//! The read path for an actor's tip: its last message (direct get or from the leader), the
+//! (sequence, version) it holds, and telling a missing stream from one that is only
+//! leaderless. Saves and snapshots start from here, so it is shared by both.
+
+use aether_core::{Error, Result};
+use aether_nats::{classify, classify_api, Backoff};
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
+use async_nats::jetstream::ErrorCode;
+
+use super::super::codec;
+use super::errors::no_responders;
+use super::{
+    JetStreamEventStore, Tip, TipRead, MAX_TRANSIENT_BACKOFF, MAX_TRANSIENT_RETRIES,
+    TRANSIENT_BACKOFF,
+};
+
+impl JetStreamEventStore {
+    /// The last message on `subject`, `None` when there is none. `leader` forces a read from the
+    /// stream leader (a direct get may be answered by a lagging replica).
+    pub(super) async fn last_message(
+        &self,
+        subject: &str,
+        leader: bool,
+    ) -> Result<Option<StreamMessage>> {
+        let mut retry = Backoff::new(TRANSIENT_BACKOFF, MAX_TRANSIENT_BACKOFF);
+        loop {
+            match self.last_message_once(subject, leader).await {
+                Err(e) if e.is_retryable() && retry.attempts() < MAX_TRANSIENT_RETRIES => {
+                    // Older servers let a direct get for a deleted stream time out instead of
+                    // answering "no responders": ask the JetStream API whether it still exists.
+                    let connected =
+                        self.client.connection_state() == async_nats::connection::State::Connected;
+                    if connected {
+                        if let Err(missing @ Error::NotFound(_)) = self.stream_info().await {
+                            return Err(missing);
+                        }
+                    }
+                    tracing::debug!(subject, error = %e, "read failed without an answer; retrying");
+                    retry.wait().await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn last_message_once(
+        &self,
+        subject: &str,
+        leader: bool,
+    ) -> Result<Option<StreamMessage>> {
+        let context = || {
+            format!(
+                "reading the last message of {subject} on stream {}",
+                self.stream_name
+            )
+        };
+        if self.direct && !leader {
+            match self.stream.direct_get_last_for_subject(subject).await {
+                Ok(m) => Ok(Some(m)),
+                Err(e) => match e.kind() {
+                    // async-nats reports "no message" as an error.
+                    DirectGetErrorKind::NotFound => Ok(None),
+                    DirectGetErrorKind::TimedOut => Err(Error::unavailable(context(), e)),
+                    DirectGetErrorKind::ErrorResponse(status, _) if status.as_u16() == 503 => {
+                        Err(self
+                            .missing_or_unavailable(context(), "no responders")
+                            .await)
+                    }
+                    _ if no_responders(&e) => Err(self
+                        .missing_or_unavailable(context(), "no responders")
+                        .await),
+                    _ => Err(classify(context(), e)),
+                },
+            }
+        } else {
+            match self.stream.get_last_raw_message_by_subject(subject).await {
+                Ok(m) => Ok(Some(m)),
+                Err(e) => match e.kind() {
+                    LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                    LastRawMessageErrorKind::JetStream(ref api)
+                        if api.error_code() == ErrorCode::NO_MESSAGE_FOUND =>
+                    {
+                        Ok(None)
+                    }
+                    LastRawMessageErrorKind::JetStream(ref api) => {
+                        Err(classify_api(context(), Some(api), e))
+                    }
+                    _ => Err(classify(context(), e)),
+                },
+            }
+        }
+    }
+
+    /// Nobody answered for the stream: either it is gone (`NotFound`), or it exists and has no
+    /// leader for the moment, as during an election in a cluster (`Unavailable`, retryable).
+    /// Asks the JetStream API, on this error path only, which of the two it is.
+    pub(super) async fn missing_or_unavailable(&self, context: String, what: &str) -> Error {
+        match self.context.get_stream(&self.stream_name).await {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    async_nats::jetstream::context::GetStreamErrorKind::JetStream(ref api)
+                        if api.error_code() == ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                Error::NotFound(format!(
+                    "{context}: {what}; stream {} does not exist",
+                    self.stream_name
+                ))
+            }
+            _ => Error::unavailable(
+                context,
+                format!(
+                    "{what}; stream {} exists but did not answer (no leader yet, or JetStream not ready)",
+                    self.stream_name
+                ),
+            ),
+        }
+    }
+
+    /// Reads the actor's last (sequence, version) from the stream and caches it.
+    pub(super) async fn read_tip(&self, actor_id: &str, leader: bool) -> Result<TipRead> {
+        let subject = self.subjects.events(actor_id);
+        let Some(msg) = self.last_message(&subject, leader).await? else {
+            if leader {
+                self.cache.remove(actor_id);
+            }
+            return Ok(TipRead::default());
+        };
+        let header_version = codec::header_last_version(&msg.headers);
+        let header_id = codec::header_last_event_id(&msg.headers);
+        let (version, last_event_id) = match (header_version, header_id) {
+            (Some(v), id) => (v, id),
+            (None, _) => match codec::decode_message(actor_id, msg.sequence, &msg.payload) {
+                Ok(events) => events
+                    .last()
+                    .map_or((0, None), |e| (e.version, Some(e.id.clone()))),
+                Err(bad) => {
+                    // A message this store did not write sits last: the actor's version is the
+                    // last one among the messages that do decode.
+                    tracing::warn!(
+                        sequence = bad.sequence,
+                        error = %bad.error,
+                        "the actor's last message is malformed; scanning its history for the latest version"
+                    );
+                    let replay = self.replay(actor_id, 0).await?;
+                    (
+                        replay.events.iter().map(|e| e.version).max().unwrap_or(0),
+                        None,
+                    )
+                }
+            },
+        };
+        let tip = Tip {
+            seq: msg.sequence,
+            version,
+        };
+        if leader {
+            // The leader's answer is authoritative, even over a later-looking cache entry
+            // (which can only come from a stream that was deleted and recreated).
+            self.cache.insert(actor_id.to_string(), tip);
+        } else {
+            self.remember(actor_id, tip);
+        }
+        Ok(TipRead { tip, last_event_id })
+    }
+}

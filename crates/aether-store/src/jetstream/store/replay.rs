@@ -1,0 +1,303 @@
+//! The replay path: streaming an actor's history through a short-lived pull consumer, from a
+//! start found by binary search, resuming after gaps and lost consumers. It is the longest and
+//! most failure-prone read, so it has its own module and tuning constants.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use aether_core::{Error, ReplayResult, Result};
+use aether_nats::{classify, classify_api, validate_actor_id as check_actor_id, Backoff};
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::stream::ConsumerErrorKind;
+use futures::StreamExt;
+
+use super::super::codec;
+use super::errors::BoxedCause;
+use super::{JetStreamEventStore, MAX_TRANSIENT_BACKOFF, TRANSIENT_BACKOFF};
+
+/// Histories shorter than this (by their last version) are replayed from the start rather than
+/// searched for the first wanted message.
+const SEARCH_MIN_HISTORY: u64 = 512;
+/// Messages requested per pull while replaying.
+const REPLAY_BATCH: u64 = 1000;
+/// How long one pull may wait for messages the server said are pending.
+const REPLAY_PULL_EXPIRY: Duration = Duration::from_secs(5);
+/// Empty pulls in a row tolerated before a replay gives up.
+const REPLAY_MAX_EMPTY_PULLS: usize = 3;
+/// How often a replay resumes with a new consumer after losing one to a failed server (the
+/// wait doubles each time from 100 ms: about 3 s in all, longer than an election takes).
+/// Consumer creation retries share the count.
+const MAX_REPLAY_RESUMES: u32 = 5;
+/// How long the server keeps a replay consumer whose reader vanished.
+const REPLAY_CONSUMER_INACTIVITY: Duration = Duration::from_secs(30);
+
+impl JetStreamEventStore {
+    /// The last version held by the first message on the actor's subject at or after `seq`.
+    async fn probe(&self, subject: &str, actor_id: &str, seq: u64) -> Option<(u64, u64)> {
+        let msg = self
+            .stream
+            .direct_get_next_for_subject(subject, Some(seq))
+            .await
+            .ok()?;
+        let version = match codec::header_last_version(&msg.headers) {
+            Some(v) => v,
+            None => {
+                codec::decode_message(actor_id, msg.sequence, &msg.payload)
+                    .ok()?
+                    .last()?
+                    .version
+            }
+        };
+        Some((msg.sequence, version))
+    }
+
+    /// The stream sequence to start a replay from: the first message of the actor whose last
+    /// version is at least `from_version`, found by binary search over stream sequences (a
+    /// message's versions grow with its sequence). Falls back to 1 when anything is unclear.
+    async fn start_sequence(
+        &self,
+        subject: &str,
+        actor_id: &str,
+        from_version: u64,
+        tip: u64,
+        last_version: Option<u64>,
+    ) -> u64 {
+        if from_version <= 1 || !self.direct {
+            return 1;
+        }
+        // Each probe costs a round trip, about as much as streaming a few hundred messages, so
+        // search only when the versions suggest a long history of which most can be skipped.
+        // Versions need not be contiguous: a wrong guess costs time, never correctness.
+        if let Some(last) = last_version {
+            let to_read = last.saturating_sub(from_version);
+            if last < SEARCH_MIN_HISTORY || to_read >= last / 2 {
+                return 1;
+            }
+        }
+        let (mut lo, mut hi) = (1u64, tip);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.probe(subject, actor_id, mid).await {
+                Some((_, version)) if version >= from_version => hi = mid,
+                Some((seq, _)) => lo = seq.max(mid) + 1,
+                None => return 1,
+            }
+        }
+        lo
+    }
+
+    /// Reads the actor's messages with versions from `from_version`, decoding what decodes and
+    /// collecting the rest as replay errors.
+    /// [`replay`](Self::replay) under the permission watch, as the public reads run it.
+    pub(super) async fn guarded_replay(
+        &self,
+        actor_id: &str,
+        from_version: u64,
+    ) -> Result<ReplayResult> {
+        self.guard(
+            "replay",
+            Some(actor_id),
+            false,
+            || format!("replaying actor {actor_id:?}"),
+            self.replay(actor_id, from_version),
+        )
+        .await
+    }
+
+    pub(super) async fn replay(&self, actor_id: &str, from_version: u64) -> Result<ReplayResult> {
+        let mut result = ReplayResult::default();
+        check_actor_id(actor_id)?;
+        let subject = self.subjects.events(actor_id);
+        let Some(last) = self.last_message(&subject, false).await? else {
+            return Ok(result);
+        };
+        if codec::header_last_version(&last.headers).is_some_and(|v| v < from_version) {
+            return Ok(result);
+        }
+        let mut next_seq = self
+            .start_sequence(
+                &subject,
+                actor_id,
+                from_version,
+                last.sequence,
+                codec::header_last_version(&last.headers),
+            )
+            .await;
+        let context = || format!("replaying {subject} on stream {}", self.stream_name);
+        // Messages left to read, as the server counted them when the replay began; the replay
+        // returns the history as of its start.
+        let mut remaining: Option<u64> = None;
+        // A replay consumer lives on one server: when that server goes (a failover), the
+        // replay resumes after the last message received with a new consumer.
+        let mut resumes = Backoff::new(TRANSIENT_BACKOFF * 2, MAX_TRANSIENT_BACKOFF * 2);
+        loop {
+            let created = self
+                .stream
+                .create_consumer(pull::Config {
+                    deliver_policy: if next_seq <= 1 {
+                        DeliverPolicy::All
+                    } else {
+                        DeliverPolicy::ByStartSequence {
+                            start_sequence: next_seq,
+                        }
+                    },
+                    ack_policy: AckPolicy::None,
+                    filter_subject: subject.clone(),
+                    inactive_threshold: REPLAY_CONSUMER_INACTIVITY,
+                    memory_storage: true,
+                    num_replicas: 1,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| {
+                    let api = match e.kind() {
+                        ConsumerErrorKind::JetStream(api) => Some(api),
+                        _ => None,
+                    };
+                    classify_api(
+                        format!("{}: creating a consumer", context()),
+                        api.as_ref(),
+                        e,
+                    )
+                });
+            let consumer = match created {
+                Ok(c) => c,
+                Err(e) if e.is_retryable() && resumes.attempts() < MAX_REPLAY_RESUMES => {
+                    tracing::debug!(subject, error = %e, "could not create a replay consumer; retrying");
+                    resumes.wait().await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let consumer_name = consumer.cached_info().name.clone();
+            let pending = consumer.cached_info().num_pending;
+            let mut left = *remaining.get_or_insert(pending);
+            let outcome = self
+                .drain(
+                    &consumer,
+                    actor_id,
+                    from_version,
+                    &mut left,
+                    &mut result,
+                    &mut next_seq,
+                )
+                .await;
+            remaining = Some(left);
+            // Best effort, off the caller's path: the server also removes it once idle, and
+            // waiting for the answer would add a round trip to every replay (or a whole request
+            // timeout for a user who may not delete consumers).
+            let stream = self.stream.clone();
+            self.cleanups.spawn(async move {
+                if let Err(e) = stream.delete_consumer(&consumer_name).await {
+                    tracing::debug!(error = %e, consumer = %consumer_name, "could not delete a replay consumer");
+                }
+            });
+            match outcome {
+                Ok(Drained::Done) => return Ok(result),
+                Ok(Drained::Gap) => {
+                    tracing::debug!(
+                        subject,
+                        next_seq,
+                        "gap in a replay; resuming with a new consumer"
+                    );
+                }
+                Err(e) if e.is_retryable() && resumes.attempts() < MAX_REPLAY_RESUMES => {
+                    tracing::debug!(
+                        subject,
+                        next_seq,
+                        error = %e,
+                        "replay consumer lost; resuming with a new consumer"
+                    );
+                    resumes.wait().await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn drain(
+        &self,
+        consumer: &async_nats::jetstream::consumer::PullConsumer,
+        actor_id: &str,
+        from_version: u64,
+        left: &mut u64,
+        result: &mut ReplayResult,
+        next_seq: &mut u64,
+    ) -> Result<Drained> {
+        let context = || {
+            format!(
+                "replaying actor {actor_id:?} on stream {}",
+                self.stream_name
+            )
+        };
+        let mut consumer_seq = 0u64;
+        // A continuous pull stream keeps the next batch in flight while this one is decoded,
+        // instead of one round trip per batch.
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(REPLAY_BATCH as usize)
+            .expires(REPLAY_PULL_EXPIRY)
+            .messages()
+            .await
+            .map_err(|e| classify(context(), e))?;
+        let idle_limit = REPLAY_PULL_EXPIRY * REPLAY_MAX_EMPTY_PULLS as u32;
+        while *left > 0 {
+            let msg = match tokio::time::timeout(idle_limit, messages.next()).await {
+                Ok(Some(msg)) => msg.map_err(|e| classify(context(), e))?,
+                Ok(None) | Err(_) => {
+                    // Messages counted as pending never came: they may have aged out.
+                    let mut c = consumer.clone();
+                    let info = c.info().await.map_err(|e| classify(context(), e))?;
+                    if info.num_pending == 0 {
+                        break;
+                    }
+                    return Err(Error::unavailable(
+                        context(),
+                        format!("{} pending messages were not delivered", info.num_pending),
+                    ));
+                }
+            };
+            let info = msg.info().map_err(|e| classify(context(), BoxedCause(e)))?;
+            if info.consumer_sequence != consumer_seq + 1 {
+                // A message was lost between server and client; start again after the last
+                // one received so nothing is skipped or repeated.
+                return Ok(Drained::Gap);
+            }
+            consumer_seq = info.consumer_sequence;
+            *next_seq = info.stream_sequence + 1;
+            let caught_up = info.pending == 0;
+            let sequence = info.stream_sequence;
+            *left -= 1;
+            match codec::decode_message(actor_id, sequence, &msg.payload) {
+                Ok(events) => result
+                    .events
+                    .extend(events.into_iter().filter(|e| e.version >= from_version)),
+                Err(bad) => result.errors.push(bad),
+            }
+            if caught_up {
+                *left = 0;
+            }
+        }
+        Ok(Drained::Done)
+    }
+
+    pub(super) fn count_malformed(&self, actor_id: &str, result: &ReplayResult) {
+        for bad in &result.errors {
+            self.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                actor_id,
+                stream = %self.stream_name,
+                sequence = bad.sequence,
+                bytes = bad.raw.len(),
+                error = %bad.error,
+                "skipping a malformed event message"
+            );
+        }
+    }
+}
+
+enum Drained {
+    Done,
+    /// Resume after a gap.
+    Gap,
+}
