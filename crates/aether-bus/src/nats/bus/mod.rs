@@ -1,27 +1,26 @@
-//! The NATS event bus: publish, live subscriptions, shutdown.
+//! The NATS event bus: the bus itself, how it is made and closed, and its [`EventBroadcaster`]
+//! face.
+//!
+//! What each side does with a message is in child modules, so each can be read on its own:
+//! `publish` (numbering and sending), `subscribe` (confirmed subscriptions and the task
+//! forwarding messages to a subscriber), `gaps` (the sequence numbers' cost on the wire and the
+//! tracker that finds gaps in them).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_core::{
-    Error, Event, EventBroadcaster, Result, SendOutcome, SubscribeOptions, Subscription,
-    SubscriptionSender,
-};
+use aether_core::{Error, Event, EventBroadcaster, Result, SubscribeOptions, Subscription};
 use aether_nats::{
-    decode_namespace, namespace_subject, pattern_subject, round_trip, timeout_error,
-    validate_prefix, Connection, ConnectionMonitor, Operation, PermissionWatch,
+    namespace_subject, pattern_subject, timeout_error, validate_prefix, Connection,
+    ConnectionMonitor, Operation,
 };
 use async_nats::jetstream;
-use async_nats::{Client, ConnectOptions, HeaderMap};
+use async_nats::{Client, ConnectOptions};
 use async_trait::async_trait;
 use bytes::Bytes;
 use dashmap::DashMap;
-use futures::StreamExt;
-use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -29,6 +28,14 @@ use tracing::Instrument;
 use super::config::{NatsBusConfig, DEFAULT_SUBSCRIPTION_CAPACITY};
 use crate::metrics::{BusMetrics, MetricsSnapshot};
 use crate::registry::SubscriberRegistry;
+
+mod gaps;
+mod publish;
+mod subscribe;
+
+#[cfg(feature = "fuzzing")]
+pub(crate) use gaps::{GapTracker, MAX_TRACKED_SOURCES};
+use subscribe::{forward, Refusals};
 
 /// Header naming the bus instance that published a message.
 pub const HEADER_PUBLISHER: &str = "Aether-Publisher";
@@ -41,21 +48,6 @@ pub const HEADER_SEQUENCE: &str = "Aether-Seq";
 /// long the next publish is sent again (and refused again, and remembered again, if nothing
 /// changed).
 pub const DENIED_PUBLISH_MEMORY: Duration = Duration::from_secs(30);
-
-/// Bytes of the header block the bus adds, as NATS counts them against `max_payload`.
-fn header_wire_len(publisher: &str, seq: u64) -> usize {
-    let digits = seq.checked_ilog10().map_or(1, |d| d as usize + 1);
-    b"NATS/1.0\r\n".len()
-        + HEADER_PUBLISHER.len()
-        + 2
-        + publisher.len()
-        + 2
-        + HEADER_SEQUENCE.len()
-        + 2
-        + digits
-        + 2
-        + 2
-}
 
 /// What the forwarding and catch-up tasks need; deliberately not the bus itself, so that
 /// dropping the last bus handle shuts the tasks down.
@@ -344,89 +336,6 @@ impl NatsEventBus {
             Err(_) => Err(timeout_error("flushing NATS while closing the bus")),
         }
     }
-
-    async fn send(&self, namespace: &str, subject: String, payload: Bytes) -> Result<()> {
-        let inner = &self.inner;
-        let slot = match inner.sequences.get(namespace) {
-            Some(s) => s.clone(),
-            None => inner
-                .sequences
-                .entry(namespace.to_string())
-                .or_default()
-                .clone(),
-        };
-        let mut last = slot.lock().await;
-        let seq = *last + 1;
-        let client = inner.connection.client();
-        let limit = client.max_payload();
-        let size = payload.len() + header_wire_len(&inner.ctx.publisher_id, seq);
-        if limit > 0 && size > limit {
-            return Err(Error::PayloadTooLarge { size, limit });
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER_PUBLISHER, inner.ctx.publisher_id.as_str());
-        headers.insert(HEADER_SEQUENCE, seq.to_string().as_str());
-        let context = || format!("publishing to namespace {namespace:?}");
-        match &inner.jetstream {
-            None => {
-                if let Err(e) = client.publish_with_headers(subject, headers, payload).await {
-                    inner.ctx.metrics.record_transport_error();
-                    return Err(map_publish_error(context(), e, size, limit));
-                }
-                *last = seq;
-                Ok(())
-            }
-            Some(js) => {
-                let context = context();
-                let refused = subject.clone();
-                // A refused publish gets no acknowledgement: without the guard it would wait
-                // for the timeout and look like an unavailable server.
-                let acked = inner
-                    .connection
-                    .permissions()
-                    .guard(
-                        || context.clone(),
-                        |op, s| op == Operation::Publish && s == refused,
-                        Some(inner.config.timeout()),
-                        async {
-                            let ack = js
-                                .publish_with_headers(subject, headers, payload)
-                                .await
-                                .map_err(|e| Error::unavailable(&context, e))?;
-                            // The message is on its way: the number is used even if the ack
-                            // fails.
-                            *last = seq;
-                            drop(last);
-                            ack.await
-                                .map(drop)
-                                .map_err(|e| Error::unavailable(&context, e))
-                        },
-                    )
-                    .await;
-                if let Err(e) = &acked {
-                    if !matches!(e, Error::PermissionDenied { .. }) {
-                        inner.ctx.metrics.record_transport_error();
-                    }
-                }
-                acked
-            }
-        }
-    }
-}
-
-fn map_publish_error(
-    context: String,
-    e: async_nats::client::PublishError,
-    size: usize,
-    limit: usize,
-) -> Error {
-    match e.kind() {
-        async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
-            Error::PayloadTooLarge { size, limit }
-        }
-        async_nats::client::PublishErrorKind::InvalidSubject => Error::invalid(e),
-        _ => Error::unavailable(context, e),
-    }
 }
 
 #[async_trait]
@@ -507,286 +416,5 @@ impl EventBroadcaster for NatsEventBus {
             .instrument(span),
         );
         Ok(sub)
-    }
-}
-
-impl NatsEventBus {
-    /// Subscribes to `subject` on NATS and waits until the server has processed it, so that
-    /// nothing published afterwards is missed; fails with [`Error::PermissionDenied`] when the
-    /// server refused it. Returns the subscription and when it was made.
-    pub(crate) async fn subscribe_checked(
-        &self,
-        subject: &str,
-    ) -> Result<(async_nats::Subscriber, Instant)> {
-        let client = self.inner.connection.client();
-        let watch = self.inner.connection.permissions();
-        let timeout = self.inner.config.timeout();
-        let context = format!("subscribing to {subject}");
-        let refused = |op: Operation, s: &str| op == Operation::Subscribe && s == subject;
-        let since = Instant::now();
-        let mut nats_sub = client
-            .subscribe(subject.to_string())
-            .await
-            .map_err(|e| Error::unavailable(&context, e))?;
-        // The server handles a connection's operations in order and reports a refused
-        // subscription at once, so the refusal (if any) is read before the first round trip's
-        // answer. The client hands it to the event callback on another task, though: the
-        // second round trip gives that task its turn before the answer is trusted.
-        let confirmed = watch
-            .refused_during(since, refused, async {
-                round_trip(client, timeout, &context).await?;
-                tokio::task::yield_now().await;
-                round_trip(client, timeout, &context).await
-            })
-            .await;
-        let refusal = match confirmed {
-            Ok(result) => match watch.find_since(since, refused) {
-                Some(v) => Some(v),
-                None => {
-                    result?;
-                    None
-                }
-            },
-            Err(v) => Some(v),
-        };
-        match refusal {
-            None => Ok((nats_sub, since)),
-            Some(v) => {
-                if let Err(e) = nats_sub.unsubscribe().await {
-                    tracing::debug!(error = %e, "unsubscribing a refused bus subscription");
-                }
-                Err(v.to_error(context))
-            }
-        }
-    }
-}
-
-/// What a live subscription needs to notice that the server refused its subject later (its
-/// permissions were reloaded): the server then drops the subscription and reports it, and
-/// nothing more arrives.
-pub(crate) struct Refusals {
-    watch: PermissionWatch,
-    signal: watch::Receiver<u64>,
-    subject: String,
-    /// Reports from before this were already dealt with.
-    since: Instant,
-}
-
-impl Refusals {
-    /// Logs a refusal of this subscription's subject reported since the last call.
-    fn check(&mut self) {
-        let subject = self.subject.as_str();
-        if let Some(v) = self.watch.find_since(self.since, |op, s| {
-            op == Operation::Subscribe && s == subject
-        }) {
-            self.since = v.at + Duration::from_nanos(1);
-            // `Subscription` has no way to carry an error to the subscriber, so the log (and
-            // the `permission_errors` count the monitor already made) is what reports it.
-            // The subscription's span names the subject.
-            tracing::error!(
-                "the NATS server refused a live bus subscription (permissions changed?): it \
-                 receives nothing more from other processes"
-            );
-        }
-    }
-}
-
-/// Most (publisher, namespace) pairs a subscription remembers for gap detection; beyond it the
-/// memory is reset (a gap spanning the reset goes unnoticed).
-pub(crate) const MAX_TRACKED_SOURCES: usize = 65_536;
-
-/// Gap detection: the last sequence seen per (publisher, namespace).
-///
-/// Nested by publisher so that a message from a known pair is looked up by `&str`, without
-/// allocating a key: this runs for every message a subscription receives.
-#[derive(Debug, Default)]
-pub(crate) struct GapTracker {
-    last: HashMap<
-        String,
-        HashMap<String, u64, foldhash::fast::RandomState>,
-        foldhash::fast::RandomState,
-    >,
-    /// (publisher, namespace) pairs in `last`.
-    pairs: usize,
-}
-
-impl GapTracker {
-    /// Records `seq` from `publisher` in `namespace`; returns how many messages before it were
-    /// never seen.
-    pub(crate) fn observe(&mut self, publisher: &str, namespace: &str, seq: u64) -> u64 {
-        if let Some(last) = self
-            .last
-            .get_mut(publisher)
-            .and_then(|per_namespace| per_namespace.get_mut(namespace))
-        {
-            let missed = seq.saturating_sub(*last).saturating_sub(1);
-            if seq > *last {
-                *last = seq;
-            }
-            return missed;
-        }
-        if self.pairs >= MAX_TRACKED_SOURCES {
-            self.last.clear();
-            self.pairs = 0;
-        }
-        self.last
-            .entry(publisher.to_string())
-            .or_default()
-            .insert(namespace.to_string(), seq);
-        self.pairs += 1;
-        0
-    }
-
-    /// How many (publisher, namespace) pairs are remembered: the fuzz targets check it stays
-    /// bounded whatever the headers say.
-    #[cfg(feature = "fuzzing")]
-    pub(crate) fn tracked(&self) -> usize {
-        self.pairs
-    }
-}
-
-/// Turns one NATS message into an event for `sender`, or `None` when it is not for it (own
-/// echo, filtered out, undecodable). Gaps are reported to `sender` as lag.
-fn accept(
-    ctx: &Ctx,
-    sender: &SubscriptionSender,
-    gaps: &mut GapTracker,
-    msg: &async_nats::Message,
-) -> Option<(String, Arc<Event>)> {
-    let header = |name: &str| {
-        msg.headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str())
-    };
-    let publisher = header(HEADER_PUBLISHER);
-    if publisher == Some(ctx.publisher_id.as_str()) {
-        return None;
-    }
-    let Some(namespace) = decode_namespace(&ctx.prefix, msg.subject.as_str()) else {
-        ctx.metrics.record_transport_error();
-        tracing::warn!(subject = %msg.subject, "bus message on a subject that is not an encoded namespace; skipped");
-        return None;
-    };
-    if let (Some(p), Some(seq)) = (
-        publisher,
-        header(HEADER_SEQUENCE).and_then(|s| s.parse().ok()),
-    ) {
-        let missed = gaps.observe(p, &namespace, seq);
-        if missed > 0 {
-            tracing::warn!(
-                namespace,
-                publisher = p,
-                missed,
-                "bus messages lost in transport; reported to the subscriber as lag"
-            );
-            sender.record_lag(missed);
-            ctx.metrics.record_dropped(&namespace, missed);
-        }
-    }
-    match Event::from_json_bytes(&msg.payload) {
-        Ok(event) => {
-            if sender.wants(&namespace, &event) {
-                Some((namespace, Arc::new(event)))
-            } else {
-                None
-            }
-        }
-        Err(e) => {
-            ctx.metrics.record_transport_error();
-            tracing::warn!(namespace, error = %e, "undecodable event on the bus; skipped");
-            None
-        }
-    }
-}
-
-/// Forwards one NATS subscription into one bus subscription until either is closed or the
-/// bus shuts down, then unsubscribes.
-async fn forward(
-    mut nats_sub: async_nats::Subscriber,
-    sender: SubscriptionSender,
-    ctx: Arc<Ctx>,
-    stop: CancellationToken,
-    mut refusals: Refusals,
-) {
-    let mut gaps = GapTracker::default();
-    let mut watching = true;
-    loop {
-        let msg = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            changed = refusals.signal.changed(), if watching => {
-                match changed {
-                    Ok(()) => refusals.check(),
-                    Err(_) => watching = false,
-                }
-                continue;
-            }
-            msg = nats_sub.next() => match msg {
-                Some(m) => m,
-                None => break,
-            },
-        };
-        let Some((namespace, event)) = accept(&ctx, &sender, &mut gaps, &msg) else {
-            continue;
-        };
-        let outcome = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            o = sender.send(event) => o,
-        };
-        match outcome {
-            SendOutcome::Delivered => ctx.metrics.record_delivered(&namespace, 1),
-            SendOutcome::Dropped => ctx.metrics.record_dropped(&namespace, 1),
-            SendOutcome::Closed => break,
-        }
-    }
-    if let Err(e) = nats_sub.unsubscribe().await {
-        tracing::debug!(error = %e, "unsubscribing a bus subscription from NATS");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_length_matches_the_client() {
-        for seq in [1u64, 9, 10, 99, 100, 12345, u64::MAX] {
-            let mut h = HeaderMap::new();
-            h.insert(HEADER_PUBLISHER, "0123456789abcdef");
-            h.insert(HEADER_SEQUENCE, seq.to_string().as_str());
-            let mut expected = b"NATS/1.0\r\n".len() + 2;
-            for (k, v) in h.iter() {
-                for v in v {
-                    expected += k.to_string().len() + 2 + v.as_str().len() + 2;
-                }
-            }
-            assert_eq!(header_wire_len("0123456789abcdef", seq), expected, "{seq}");
-        }
-    }
-
-    #[test]
-    fn gaps_are_counted_per_publisher_and_namespace() {
-        let mut g = GapTracker::default();
-        assert_eq!(g.observe("p", "a", 5), 0, "first sight is the baseline");
-        assert_eq!(g.observe("p", "a", 6), 0);
-        assert_eq!(g.observe("p", "a", 9), 2);
-        assert_eq!(g.observe("p", "b", 1), 0);
-        assert_eq!(g.observe("q", "a", 1), 0);
-        assert_eq!(g.observe("p", "a", 10), 0);
-        assert_eq!(g.observe("p", "a", 10), 0, "a repeat is not a gap");
-        assert_eq!(g.observe("p", "a", 8), 0, "a late message is not a gap");
-        assert_eq!(g.observe("p", "a", 11), 0);
-        // Memory stays bounded however many publishers and namespaces show up.
-        for i in 0..MAX_TRACKED_SOURCES + 10 {
-            g.observe(&format!("p{}", i % 7), &i.to_string(), 1);
-            assert!(g.pairs <= MAX_TRACKED_SOURCES);
-        }
-        assert_eq!(
-            g.last.values().map(|m| m.len()).sum::<usize>(),
-            g.pairs,
-            "the pair count matches the map"
-        );
     }
 }
