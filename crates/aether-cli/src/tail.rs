@@ -34,6 +34,9 @@ pub struct TailArgs {
     pub connect: ConnectArgs,
 }
 
+/// How long `tail` waits after subscribing before it says it is listening (see `run`).
+const LISTENING_GRACE: Duration = Duration::from_millis(500);
+
 /// Runs `aether tail` until Ctrl-C (exit 0) or until the connection is lost (an error).
 ///
 /// # Errors
@@ -61,7 +64,19 @@ pub async fn run(args: TailArgs) -> CliResult<()> {
     }
     // Returns once the server has the subscription (the bus confirms it with a round trip).
     let mut subscription = bus.subscribe_with_filter(&args.pattern, filter).await?;
-    eprintln!("listening on {subject} (Ctrl-C to stop)");
+    // Say "listening" only once a refusal would have shown: the server sends it before the
+    // subscription's confirming round trip, but the client hands it to the connection's event
+    // task, which a loaded machine may run a little later. A refusal in the meantime ends the
+    // command with its one error line (the caller's `refusals_fail`), not two lines.
+    let listening = tokio::time::sleep(LISTENING_GRACE);
+    tokio::pin!(listening);
+    let mut announced = false;
+    let announce = |announced: &mut bool| {
+        if !*announced {
+            eprintln!("listening on {subject} (Ctrl-C to stop)");
+            *announced = true;
+        }
+    };
     let painter = Painter::stdout();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -73,6 +88,7 @@ pub async fn run(args: TailArgs) -> CliResult<()> {
     let mut warned = false;
     loop {
         tokio::select! {
+            () = &mut listening, if !announced => announce(&mut announced),
             _ = check.tick() => {
                 if client.connection_state() == State::Connected {
                     if warned {
@@ -100,7 +116,10 @@ pub async fn run(args: TailArgs) -> CliResult<()> {
                 break;
             }
             delivery = subscription.recv() => match delivery {
-                Some(Delivery::Event(event)) => println!("{}", line(&event, painter)),
+                Some(Delivery::Event(event)) => {
+                    announce(&mut announced);
+                    println!("{}", line(&event, painter));
+                }
                 Some(Delivery::Lagged(n)) => {
                     eprintln!("warning: {n} events were dropped before reaching this terminal");
                 }
