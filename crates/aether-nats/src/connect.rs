@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::errors::timeout_error;
-use crate::{ConnectionMonitor, PermissionWatch};
+use crate::{ConnectionMonitor, Operation, PermissionWatch};
 
 /// Sorts a failed connection to `url`: refused credentials are [`Error::PermissionDenied`]
 /// (retrying cannot help), anything else [`Error::Unavailable`]. The client's error is kept as
@@ -148,6 +148,62 @@ pub async fn round_trip(client: &Client, timeout: Duration, context: &str) -> Re
     match tokio::time::timeout(timeout, probe).await {
         Ok(r) => r,
         Err(_) => Err(timeout_error(context)),
+    }
+}
+
+/// Subscribes `client` to `subject` and returns once the server has processed the
+/// subscription (nothing published afterwards is missed), with the instant it subscribed; or
+/// with [`Error::PermissionDenied`] naming the subject when the server refused it, as
+/// `permissions` (the watch of a monitor installed on this client) reports.
+///
+/// The server handles a connection's operations in order and reports a refused subscription
+/// at once, so the refusal (if any) is read before the first round trip's answer. The client
+/// hands it to the event callback on another task, though: a second round trip gives that task
+/// its turn before the answer is trusted. On a heavily loaded machine that task can still run
+/// later; callers that keep the subscription watch [`PermissionWatch::changes`] for refusals
+/// that arrive afterwards.
+///
+/// # Errors
+/// [`Error::PermissionDenied`] as above; [`Error::Unavailable`] when the subscription or the
+/// round trips fail or take longer than `timeout`.
+pub async fn subscribe_confirmed(
+    client: &Client,
+    permissions: &PermissionWatch,
+    subject: &str,
+    timeout: Duration,
+) -> Result<(async_nats::Subscriber, tokio::time::Instant)> {
+    let context = format!("subscribing to {subject}");
+    let refused = |op: Operation, s: &str| op == Operation::Subscribe && s == subject;
+    let since = tokio::time::Instant::now();
+    let mut sub = client
+        .subscribe(subject.to_string())
+        .await
+        .map_err(|e| Error::unavailable(&context, e))?;
+    let confirmed = permissions
+        .refused_during(since, refused, async {
+            round_trip(client, timeout, &context).await?;
+            tokio::task::yield_now().await;
+            round_trip(client, timeout, &context).await
+        })
+        .await;
+    let refusal = match confirmed {
+        Ok(result) => match permissions.find_since(since, refused) {
+            Some(v) => Some(v),
+            None => {
+                result?;
+                None
+            }
+        },
+        Err(v) => Some(v),
+    };
+    match refusal {
+        None => Ok((sub, since)),
+        Some(v) => {
+            if let Err(e) = sub.unsubscribe().await {
+                tracing::debug!(error = %e, "unsubscribing a refused subscription");
+            }
+            Err(v.to_error(context))
+        }
     }
 }
 

@@ -11,7 +11,8 @@
 //!
 //! # Layout
 //! - `connect`: [`Connection`] (a client and its monitor), [`connect_error`], [`round_trip`]
-//!   (the proof that the server processed what was sent; `Client::flush` is not one).
+//!   (the proof that the server processed what was sent; `Client::flush` is not one) and
+//!   [`subscribe_confirmed`].
 //! - `monitor`: [`ConnectionMonitor`], the one listener to a connection's events.
 //! - `permission`: [`PermissionWatch`], refusals by subject, and its
 //!   [`guard`](PermissionWatch::guard) for operations that wait for an answer.
@@ -67,7 +68,7 @@ pub use async_nats;
 
 pub use api::JsSubject;
 pub use backoff::Backoff;
-pub use connect::{connect_error, round_trip, Connection};
+pub use connect::{connect_error, round_trip, subscribe_confirmed, Connection};
 pub use errors::{classify, classify_api, has_api_code, timeout_error};
 pub use monitor::ConnectionMonitor;
 pub use permission::{Operation, PermissionViolation, PermissionWatch};

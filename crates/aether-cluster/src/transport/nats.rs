@@ -164,9 +164,7 @@ impl Transport for NatsTransport {
     }
 
     async fn members(&self) -> Result<BoxStream<'static, MemberMessage>> {
-        let sub = self
-            .subscribed(self.subjects.members_all(), "subscribing to membership")
-            .await?;
+        let sub = self.subscribed(self.subjects.members_all()).await?;
         let heartbeat = self.subjects.heartbeat();
         let leave = self.subjects.leave();
         Ok(sub
@@ -261,12 +259,7 @@ impl Transport for NatsTransport {
     }
 
     async fn serve(&self, node: &str) -> Result<BoxStream<'static, Incoming>> {
-        let sub = self
-            .subscribed(
-                self.subjects.node_requests(node),
-                "subscribing to actor requests",
-            )
-            .await?;
+        let sub = self.subscribed(self.subjects.node_requests(node)).await?;
         Ok(sub
             .map(|msg| Incoming {
                 payload: msg.payload,
@@ -299,21 +292,15 @@ impl Transport for NatsTransport {
 impl NatsTransport {
     /// Subscribes to `subject` and returns once the server has the subscription, or with
     /// `PermissionDenied` if the server refused it.
-    async fn subscribed(&self, subject: String, context: &str) -> Result<async_nats::Subscriber> {
-        let started = tokio::time::Instant::now();
-        let sub = self
-            .client
-            .subscribe(subject.clone())
-            .await
-            .map_err(|e| Error::unavailable(context, e))?;
-        self.settle().await?;
-        let refused = self
-            .permissions
-            .find_since(started, |op, s| op == Operation::Subscribe && s == subject);
-        match refused {
-            Some(v) => Err(v.to_error(context)),
-            None => Ok(sub),
-        }
+    async fn subscribed(&self, subject: String) -> Result<async_nats::Subscriber> {
+        let (sub, _) = aether_nats::subscribe_confirmed(
+            &self.client,
+            &self.permissions,
+            &subject,
+            ROUND_TRIP_TIMEOUT,
+        )
+        .await?;
+        Ok(sub)
     }
 }
 

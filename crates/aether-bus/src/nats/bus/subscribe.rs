@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_core::{Error, Event, Result, SendOutcome, SubscriptionSender};
-use aether_nats::{decode_namespace, round_trip, Operation, PermissionWatch};
+use aether_core::{Event, Result, SendOutcome, SubscriptionSender};
+use aether_nats::{decode_namespace, subscribe_confirmed, Operation, PermissionWatch};
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -24,46 +24,13 @@ impl NatsEventBus {
         &self,
         subject: &str,
     ) -> Result<(async_nats::Subscriber, Instant)> {
-        let client = self.inner.connection.client();
-        let watch = self.inner.connection.permissions();
-        let timeout = self.inner.config.timeout();
-        let context = format!("subscribing to {subject}");
-        let refused = |op: Operation, s: &str| op == Operation::Subscribe && s == subject;
-        let since = Instant::now();
-        let mut nats_sub = client
-            .subscribe(subject.to_string())
-            .await
-            .map_err(|e| Error::unavailable(&context, e))?;
-        // The server handles a connection's operations in order and reports a refused
-        // subscription at once, so the refusal (if any) is read before the first round trip's
-        // answer. The client hands it to the event callback on another task, though: the
-        // second round trip gives that task its turn before the answer is trusted.
-        let confirmed = watch
-            .refused_during(since, refused, async {
-                round_trip(client, timeout, &context).await?;
-                tokio::task::yield_now().await;
-                round_trip(client, timeout, &context).await
-            })
-            .await;
-        let refusal = match confirmed {
-            Ok(result) => match watch.find_since(since, refused) {
-                Some(v) => Some(v),
-                None => {
-                    result?;
-                    None
-                }
-            },
-            Err(v) => Some(v),
-        };
-        match refusal {
-            None => Ok((nats_sub, since)),
-            Some(v) => {
-                if let Err(e) = nats_sub.unsubscribe().await {
-                    tracing::debug!(error = %e, "unsubscribing a refused bus subscription");
-                }
-                Err(v.to_error(context))
-            }
-        }
+        subscribe_confirmed(
+            self.inner.connection.client(),
+            self.inner.connection.permissions(),
+            subject,
+            self.inner.config.timeout(),
+        )
+        .await
     }
 }
 
