@@ -1,6 +1,6 @@
 //! Whole nodes on an in-process network and a paused clock: heartbeats, failure detection,
 //! leader change, failover, rejoin and fencing, with no server, in milliseconds of real time.
-//! (`tests/cluster.rs` runs the same protocol over a real nats-server.)
+//! (`tests/integration/cluster.rs` runs the same protocol over a real nats-server.)
 
 use std::sync::Arc;
 use std::time::Duration;

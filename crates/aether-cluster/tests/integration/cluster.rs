@@ -6,84 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_cluster::routing::{decode, encode, ActorRequest, ActorResponse, RemoteError};
-use aether_cluster::{
-    ActorConfig, ClusterConfig, ClusterNode, NewEvent, RuntimeMessage, RuntimeModel, ShardConfig,
-};
-use aether_core::{Error, Event, EventStore, Result};
+use aether_cluster::{ActorConfig, ClusterConfig, ClusterNode, ShardConfig};
+use aether_core::{Error, EventStore};
 use aether_store::InMemoryEventStore;
 use aether_testkit::NatsServer;
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-struct Account {
-    balance: i64,
-    deposits: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-enum Command {
-    Deposit { amount: i64 },
-    Withdraw { amount: i64 },
-    Balance,
-}
-
-impl RuntimeMessage for Command {}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Reply {
-    balance: i64,
-    deposits: u64,
-}
-
-struct Bank;
-
-impl RuntimeModel for Bank {
-    type State = Account;
-    type Message = Command;
-    type Reply = Reply;
-
-    fn name(&self) -> &str {
-        "bank"
-    }
-
-    fn handle(&self, _: &str, state: &Account, message: &Command) -> Result<Vec<NewEvent>> {
-        match message {
-            Command::Deposit { amount } => Ok(vec![
-                NewEvent::new("Deposited").with_field("amount", *amount)
-            ]),
-            Command::Withdraw { amount } if *amount > state.balance => {
-                Err(Error::invalid("insufficient funds"))
-            }
-            Command::Withdraw { amount } => Ok(vec![
-                NewEvent::new("Withdrawn").with_field("amount", *amount)
-            ]),
-            Command::Balance => Ok(Vec::new()),
-        }
-    }
-
-    fn apply(&self, state: &mut Account, event: &Event) {
-        let amount = event
-            .data
-            .get("amount")
-            .and_then(|v| v.as_i64())
-            .unwrap_or(0);
-        match event.event_type.as_str() {
-            "Deposited" => {
-                state.balance += amount;
-                state.deposits += 1;
-            }
-            "Withdrawn" => state.balance -= amount,
-            _ => {}
-        }
-    }
-
-    fn reply(&self, state: &Account, _: &Command) -> Reply {
-        Reply {
-            balance: state.balance,
-            deposits: state.deposits,
-        }
-    }
-}
+use crate::support::{Bank, Command, Reply};
 
 const WAIT: Duration = Duration::from_secs(15);
 

@@ -4,63 +4,20 @@
 //! nodes declare the node failed and take its shards; when it comes back it must give them up,
 //! never leaving two nodes serving one shard, and no deposit may be lost or applied twice.
 //! Also: arbitrary bytes given to every cluster message decoder never panic.
-#![cfg(feature = "nats")]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_cluster::routing::{decode, ActorRequest, ActorResponse, Heartbeat, Leave, RemoteError};
-use aether_cluster::{
-    AssignmentTable, ClusterConfig, ClusterNode, LeaderLease, NewEvent, RuntimeMessage,
-    RuntimeModel, ShardConfig,
-};
-use aether_core::{Error, Event, EventStore, Result};
+use aether_cluster::{AssignmentTable, ClusterConfig, ClusterNode, LeaderLease, ShardConfig};
+use aether_core::{Error, EventStore};
+
+use crate::support::{Bank, Command};
 use aether_store::InMemoryEventStore;
 use aether_testkit::NatsServer;
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-struct Counter {
-    total: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-enum Command {
-    Add(i64),
-    Get,
-}
-
-impl RuntimeMessage for Command {}
-
-struct Model;
-
-impl RuntimeModel for Model {
-    type State = Counter;
-    type Message = Command;
-    type Reply = i64;
-
-    fn name(&self) -> &str {
-        "counter"
-    }
-
-    fn handle(&self, _: &str, _: &Counter, message: &Command) -> Result<Vec<NewEvent>> {
-        Ok(match message {
-            Command::Add(n) => vec![NewEvent::new("Added").with_field("n", *n)],
-            Command::Get => Vec::new(),
-        })
-    }
-
-    fn apply(&self, state: &mut Counter, event: &Event) {
-        state.total += event.data.get("n").and_then(|v| v.as_i64()).unwrap_or(0);
-    }
-
-    fn reply(&self, state: &Counter, _: &Command) -> i64 {
-        state.total
-    }
-}
 
 /// What the proxy does with the bytes of its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +118,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Every node holds the same table, every shard has exactly one primary, and each node's
 /// active actors are all of shards it owns.
-async fn one_owner_per_shard(nodes: &[&ClusterNode<Model>], members: &[&str]) {
+async fn one_owner_per_shard(nodes: &[&ClusterNode<Bank>], members: &[&str]) {
     eventually("all nodes to agree on a table of all members", || {
         let first = nodes[0].assignment();
         nodes.iter().all(|n| {
@@ -186,9 +143,9 @@ async fn one_owner_per_shard(nodes: &[&ClusterNode<Model>], members: &[&str]) {
 }
 
 /// Adds 1 to each actor through `via`, counting acknowledged and uncertain additions.
-async fn add_all(via: &ClusterNode<Model>, actors: &[String], ok: &mut [i64], unsure: &mut [i64]) {
+async fn add_all(via: &ClusterNode<Bank>, actors: &[String], ok: &mut [i64], unsure: &mut [i64]) {
     for (i, a) in actors.iter().enumerate() {
-        match via.send(a, Command::Add(1)).await {
+        match via.send(a, Command::Deposit { amount: 1 }).await {
             Ok(_) => ok[i] += 1,
             Err(e) => {
                 assert!(e.is_retryable(), "{a}: {e:?}");
@@ -211,7 +168,7 @@ async fn a_node_cut_off_or_frozen_gives_up_its_shards_when_it_returns() {
             .await
             .unwrap();
         nodes.push(
-            ClusterNode::start(client, config(id), Model, Arc::clone(&store) as _)
+            ClusterNode::start(client, config(id), Bank, Arc::clone(&store) as _)
                 .await
                 .unwrap(),
         );
@@ -220,7 +177,7 @@ async fn a_node_cut_off_or_frozen_gives_up_its_shards_when_it_returns() {
     for n in &nodes {
         n.wait_for_members(&all, WAIT).await.unwrap();
     }
-    let refs: Vec<&ClusterNode<Model>> = nodes.iter().collect();
+    let refs: Vec<&ClusterNode<Bank>> = nodes.iter().collect();
     one_owner_per_shard(&refs, &all).await;
 
     let actors: Vec<String> = (0..30).map(|i| format!("counter-{i}")).collect();
@@ -256,7 +213,7 @@ async fn a_node_cut_off_or_frozen_gives_up_its_shards_when_it_returns() {
     // No deposit lost or applied twice: each total is the acknowledged additions plus at most
     // the uncertain ones, and the store holds one event per version.
     for (i, a) in actors.iter().enumerate() {
-        let total = nodes[0].send(a, Command::Get).await.unwrap();
+        let total = nodes[0].send(a, Command::Balance).await.unwrap().balance;
         assert!(
             total >= ok[i] && total <= ok[i] + unsure[i],
             "{a}: total {total}, {} acknowledged, {} uncertain",
