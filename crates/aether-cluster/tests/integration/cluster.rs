@@ -473,7 +473,13 @@ async fn a_send_during_failover_is_answered_by_the_new_owner_on_a_loaded_machine
         let store = Arc::new(InMemoryEventStore::new());
         let mut nodes = Vec::new();
         for id in ["a", "b", "c"] {
-            let config = config(&cluster, id).request_timeout(Duration::from_millis(1500));
+            // Short timings keep twenty rounds quick; under the load they also make heartbeats
+            // late and requests time out now and then, which is what this test is about: every
+            // send must still be answered, and applied once.
+            let config = config(&cluster, id)
+                .heartbeat_interval(Duration::from_millis(50))
+                .failure_timeout(Duration::from_millis(500))
+                .request_timeout(Duration::from_millis(700));
             nodes.push(start(&server, config, &store).await);
         }
         for n in &nodes {
