@@ -356,8 +356,14 @@ impl NatsServer {
             }
             let log_text = read_tail(&log_path, 256 * 1024);
             // A clustered server accepts clients before it has found its peers; the cluster
-            // waits for the JetStream meta leader separately.
-            let ready = log_text.contains("Server is ready") || clustered;
+            // waits for the JetStream meta leader separately. That this server (not another
+            // one) took the port shows in its own log.
+            let listening = format!(
+                "Listening for client connections on 127.0.0.1:{}",
+                self.port
+            );
+            let ready = log_text.contains("Server is ready")
+                || (clustered && log_text.contains(&listening));
             if ready && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return Ok(());
             }
@@ -379,12 +385,44 @@ impl Drop for NatsServer {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that is free now and that no other caller in this process has been
+/// given.
+///
+/// Ports come from below the kernel's ephemeral range (32768 and up on Linux), so the ports the
+/// kernel hands out by itself (to every client connection's local end, to `bind(0)`) can never
+/// take one between this check and the server binding it; tests run many connections at once,
+/// and a clustered server that lost its port to one of them would leave its cluster a peer
+/// short. The process-wide record keeps two concurrent tests from getting the same port.
 pub(crate) fn free_port() -> Result<u16> {
-    let l = TcpListener::bind(("127.0.0.1", 0)).map_err(io_err("finding a free port"))?;
-    Ok(l.local_addr()
-        .map_err(io_err("finding a free port"))?
-        .port())
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000; // up to 31 999, below the ephemeral range
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
+    // Start at a place that differs between processes running at the same time.
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+    let start = (seed % SPAN as u64) as u16;
+    let mut given = given.lock().unwrap_or_else(|e| e.into_inner());
+    for i in 0..SPAN {
+        let port = FIRST + (start + i) % SPAN;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return Ok(port);
+        }
+    }
+    Err(io_err("finding a free port")(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free port between 20000 and 31999",
+    )))
 }
 
 fn signal(pid: u32, sig: &str) -> Result<()> {
