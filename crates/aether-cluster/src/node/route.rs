@@ -156,21 +156,23 @@ impl<M: RuntimeModel> Inner<M> {
             // The sender knows a newer table: catch up before deciding ownership.
             self.refresh_view().await;
         }
+        let ActorRequest {
+            actor_id,
+            message_id,
+            message,
+            ..
+        } = req;
         let not_owner = |view: &Assignment| ActorResponse::NotOwner {
             epoch: view.epoch,
-            owner: view.owner_of(&req.actor_id).map(str::to_string),
+            owner: view.owner_of(&actor_id).map(str::to_string),
         };
         let view = self.view();
-        if !view.serves(&self.node_id, &req.actor_id) {
+        if !view.serves(&self.node_id, &actor_id) {
             return not_owner(&view);
         }
         match self
             .host
-            .dispatch_with_id(
-                &req.actor_id,
-                req.message_id.as_deref(),
-                req.message.clone(),
-            )
+            .dispatch_with_id(&actor_id, message_id.as_deref(), message)
             .await
         {
             Ok(Handled::Reply { reply, version }) => ActorResponse::Reply { reply, version },
