@@ -33,6 +33,13 @@ pub const METADATA_SPAN_ID: &str = "spanId";
 /// that sees this id again in an actor's recent events knows the message was already applied
 /// and does not apply it twice when a sender retries it.
 pub const METADATA_MESSAGE_ID: &str = "messageId";
+/// Metadata key of the schema version the event's payload was written in (a decimal number;
+/// absent means 1). Readers upcast older versions to the current shape before decoding.
+pub const METADATA_SCHEMA_VERSION: &str = "schemaVersion";
+/// Metadata key of the reply a command got, as JSON, on the last event the command caused. A
+/// runtime that sees the command's id again answers with this reply instead of deciding again,
+/// so a retried command gets its first outcome even on another node.
+pub const METADATA_REPLY: &str = "reply";
 
 /// Event type of the notification a store publishes after it persisted an event.
 ///

@@ -42,8 +42,8 @@ pub use broadcaster::EventBroadcaster;
 pub use error::{BoxError, Error, Result, VersionConflictError};
 pub use event::{
     Event, EventData, Metadata, EVENT_TYPE_EVENT_STORED, METADATA_CAUSATION_ID,
-    METADATA_CORRELATION_ID, METADATA_MESSAGE_ID, METADATA_SPAN_ID, METADATA_TRACE_ID,
-    METADATA_USER_ID,
+    METADATA_CORRELATION_ID, METADATA_MESSAGE_ID, METADATA_REPLY, METADATA_SCHEMA_VERSION,
+    METADATA_SPAN_ID, METADATA_TRACE_ID, METADATA_USER_ID,
 };
 pub use pattern::{
     is_wildcard_pattern, match_actor_pattern, match_namespace_pattern, validate_namespace,

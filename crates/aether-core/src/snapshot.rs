@@ -20,6 +20,10 @@ pub struct Snapshot {
     pub state: EventData,
     /// When the snapshot was taken (UTC, nanoseconds).
     pub timestamp: DateTime<Utc>,
+    /// The schema version of `state`, when the writer recorded one. A reader that expects
+    /// another version ignores the snapshot and rebuilds from the events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
 }
 
 impl Snapshot {
@@ -30,7 +34,14 @@ impl Snapshot {
             version,
             state,
             timestamp: Utc::now(),
+            schema_version: None,
         }
+    }
+
+    /// Records the schema version of the state.
+    pub fn with_schema_version(mut self, version: u32) -> Self {
+        self.schema_version = Some(version);
+        self
     }
 
     /// Checks the snapshot names an actor and a version of at least 1.
@@ -84,6 +95,10 @@ mod tests {
         assert_eq!(v["version"], json!(42));
         let back = Snapshot::from_json_bytes(&s.to_json_bytes().unwrap()).unwrap();
         assert_eq!(back, s);
+        assert!(v.get("schemaVersion").is_none(), "not written when not set");
+        let versioned = s.with_schema_version(3);
+        let back = Snapshot::from_json_bytes(&versioned.to_json_bytes().unwrap()).unwrap();
+        assert_eq!(back.schema_version, Some(3));
     }
 
     #[test]

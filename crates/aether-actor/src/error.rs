@@ -1,0 +1,138 @@
+//! What handling a command or rebuilding an actor can fail with.
+
+use aether_core::{Error, VersionConflictError};
+use serde::{Deserialize, Serialize};
+
+/// A stored event that does not fit its typed form. Nothing is guessed: the event is not
+/// skipped and no field is defaulted.
+///
+/// Handling: the stored history and the code disagree. Register an upcaster for the event's
+/// type and schema version ([`Upcasters`](crate::Upcasters)), or fix the writer; retrying
+/// fails the same way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[error(
+    "event at version {version} of actor {actor_id:?} (type {event_type:?}, schema version \
+     {schema_version}, id {event_id}) does not decode: {reason}"
+)]
+pub struct DecodeError {
+    /// The actor whose history holds the event.
+    pub actor_id: String,
+    /// The event's version: its position in the actor's stream.
+    pub version: u64,
+    /// The event's id.
+    pub event_id: String,
+    /// The event type as stored.
+    pub event_type: String,
+    /// The schema version as stored (0 when the metadata held no number).
+    pub schema_version: u32,
+    /// Why it does not decode.
+    pub reason: String,
+}
+
+/// Why an actor could not be rebuilt from its store.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A stored event does not fit the actor's event type.
+    ///
+    /// Handling: see [`DecodeError`].
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The store failed.
+    ///
+    /// Handling: as the [`Error`] says (retry when [`Error::is_retryable`]).
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+/// Why a command got no reply. The four cases call for different handling, so they are told
+/// apart.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E> {
+    /// The actor refused the command, deciding on its current state. Nothing was written.
+    ///
+    /// Handling: a business answer; show it to the user. Retrying the same command on the
+    /// same state is refused the same way.
+    #[error("command rejected: {0}")]
+    Rejected(E),
+
+    /// Other writers kept changing the actor while the command was decided, more often than
+    /// the retry policy allows. Nothing was written.
+    ///
+    /// Handling: retry later, or raise [`RetryPolicy::max_retries`](crate::RetryPolicy).
+    #[error("version conflicts on actor {actor_id:?} outlasted {attempts} attempts: {last}")]
+    Conflict {
+        /// The actor.
+        actor_id: String,
+        /// How many times the command was decided.
+        attempts: u32,
+        /// The last conflict.
+        #[source]
+        last: VersionConflictError,
+    },
+
+    /// A stored event of the actor does not fit its type.
+    ///
+    /// Handling: see [`DecodeError`].
+    #[error(transparent)]
+    Decode(DecodeError),
+
+    /// The store, the network or the runtime failed. The command may or may not have been
+    /// applied when the error is [`Error::Unavailable`].
+    ///
+    /// Handling: as the [`Error`] says; a command sent with an id
+    /// ([`CommandMeta::command_id`](crate::CommandMeta)) may be sent again with the same id
+    /// safely.
+    #[error(transparent)]
+    Infrastructure(#[from] Error),
+}
+
+impl<E> CommandError<E> {
+    /// The rejection, when the actor refused the command.
+    pub fn rejection(&self) -> Option<&E> {
+        match self {
+            Self::Rejected(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether sending the command again later may succeed: exhausted conflicts and an
+    /// unavailable backend.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Conflict { .. } => true,
+            Self::Infrastructure(e) => e.is_retryable(),
+            Self::Rejected(_) | Self::Decode(_) => false,
+        }
+    }
+
+    /// The same error with the rejection mapped by `f`.
+    pub fn map_rejection<F, T>(self, f: F) -> CommandError<T>
+    where
+        F: FnOnce(E) -> T,
+    {
+        match self {
+            Self::Rejected(e) => CommandError::Rejected(f(e)),
+            Self::Conflict {
+                actor_id,
+                attempts,
+                last,
+            } => CommandError::Conflict {
+                actor_id,
+                attempts,
+                last,
+            },
+            Self::Decode(e) => CommandError::Decode(e),
+            Self::Infrastructure(e) => CommandError::Infrastructure(e),
+        }
+    }
+}
+
+impl<E> From<LoadError> for CommandError<E> {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Decode(d) => Self::Decode(d),
+            LoadError::Store(s) => Self::Infrastructure(s),
+        }
+    }
+}

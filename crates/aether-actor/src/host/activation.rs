@@ -1,0 +1,355 @@
+//! One activation of an actor: its loop, loading, deciding and saving.
+
+use std::sync::Arc;
+
+use aether_core::{Error, Event, Snapshot, METADATA_REPLY};
+use serde_json::Value;
+use tokio::sync::{mpsc, Notify};
+
+use super::recent::{RecentOutcomes, Remembered};
+use super::stats::bump;
+use super::{Answer, Handled, Outcome, Request, Shared};
+use crate::actor::{Actor, Envelope};
+use crate::error::{CommandError, LoadError};
+
+/// An active actor's state.
+pub(crate) struct Loaded<S> {
+    pub(crate) state: S,
+    pub(crate) version: u64,
+    snapshot_version: u64,
+    /// Outcomes of the actor's recent commands, by command id.
+    recent: RecentOutcomes,
+}
+
+/// How many events before a snapshot activation reads for their command ids only, so that a
+/// command applied just before a snapshot is still recognised when its sender retries it.
+const COMMAND_ID_LOOKBACK: u64 = 32;
+
+pub(crate) async fn run_actor<A: Actor>(
+    shared: Arc<Shared<A>>,
+    actor_id: String,
+    generation: u64,
+    stop: Arc<Notify>,
+    mut rx: mpsc::Receiver<Request<A>>,
+) {
+    let mut loaded: Option<Loaded<A::State>> = None;
+    let idle = shared.config.passivation.idle_timeout;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = stop.notified() => None,
+            request = rx.recv() => request,
+            () = sleep_or_forever(idle) => {
+                bump(&shared.counters.passivated_idle);
+                None
+            }
+        };
+        let Some(request) = next else { break };
+        let result = handle(&shared, &actor_id, &mut loaded, &request.envelope).await;
+        bump(&shared.counters.commands);
+        let _ = request.reply.send(Answer::Done(result));
+    }
+
+    // Leave the map first so new commands start a new activation, then hand back whatever
+    // was already queued here.
+    shared.forget(&actor_id, generation);
+    rx.close();
+    while let Ok(request) = rx.try_recv() {
+        let _ = request.reply.send(Answer::Retry(request.envelope));
+    }
+    if let Some(l) = &mut loaded {
+        if shared.config.snapshot.on_passivation && l.version > l.snapshot_version {
+            save_snapshot(&shared, &actor_id, l).await;
+        }
+    }
+    shared.passivated(&actor_id);
+    tracing::debug!(
+        actor_type = A::TYPE,
+        actor_id,
+        generation,
+        "actor passivated"
+    );
+}
+
+async fn sleep_or_forever(d: Option<std::time::Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Handles one command: decide on the current state, save, reply.
+async fn handle<A: Actor>(
+    shared: &Shared<A>,
+    actor_id: &str,
+    loaded: &mut Option<Loaded<A::State>>,
+    envelope: &Envelope<A::Command>,
+) -> Outcome<A> {
+    let command = &envelope.command;
+    let command_id = envelope.meta.command_id.as_deref();
+    let policy = shared.config.retry;
+    let mut attempts = 0u32;
+    loop {
+        if !shared.owns(actor_id) {
+            return Ok(Handled::NotOwner);
+        }
+        let l = match loaded {
+            Some(l) => l,
+            None => loaded.insert(
+                load(shared, actor_id)
+                    .await
+                    .map_err(|e| failed(shared, e))?,
+            ),
+        };
+        if let Some(id) = command_id {
+            if let Some(seen) = l.recent.get(id) {
+                // Seen before (the sender retried after losing the answer): the first outcome.
+                tracing::debug!(actor_id, command_id = id, "command already handled");
+                bump(&shared.counters.deduplicated);
+                return remembered::<A>(seen, l, command);
+            }
+        }
+        attempts += 1;
+        let events = match shared.actor.decide(actor_id, &l.state, command).await {
+            Ok(events) => events,
+            Err(rejection) => {
+                // A rejection writes nothing, so no version check would catch a decision on a
+                // stale state: confirm the state is current before answering.
+                let latest = shared.store.get_latest_version(actor_id).await?;
+                if latest > l.version && attempts <= policy.max_retries {
+                    bump(&shared.counters.stale_rejections);
+                    tracing::debug!(actor_id, latest, seen = l.version, "stale rejection");
+                    catch_up(shared, actor_id, l)
+                        .await
+                        .map_err(|e| failed(shared, e))?;
+                    continue;
+                }
+                bump(&shared.counters.rejections);
+                if let Some(id) = command_id {
+                    if let Ok(json) = serde_json::to_string(&rejection) {
+                        l.recent.remember(id, Remembered::Rejected(Arc::from(json)));
+                    }
+                }
+                return Err(CommandError::Rejected(rejection));
+            }
+        };
+        if events.is_empty() {
+            let reply = A::reply(&l.state, command, &events);
+            if let Some(id) = command_id {
+                if let Ok(json) = serde_json::to_string(&reply) {
+                    l.recent
+                        .remember(id, Remembered::Applied(Some(Arc::from(json))));
+                }
+            }
+            return Ok(Handled::Reply {
+                reply,
+                version: l.version,
+            });
+        }
+
+        let mut stored: Vec<Event> = Vec::with_capacity(events.len());
+        for (event, version) in events.iter().zip(l.version + 1..) {
+            let encoded = shared
+                .codec
+                .encode(event)
+                .map_err(|e| Error::Encoding(e.to_string()))?;
+            let mut e = encoded.into_event(actor_id, version);
+            envelope.meta.stamp(&mut e);
+            stored.push(e);
+        }
+        // Fold the events in before saving, so that the reply can be recorded with them; the
+        // state is thrown away if the save fails.
+        for event in &events {
+            A::apply(&mut l.state, event);
+        }
+        let reply = A::reply(&l.state, command, &events);
+        let reply_json = match command_id
+            .map(|_| serde_json::to_string(&reply))
+            .transpose()
+        {
+            Ok(json) => json,
+            Err(e) => {
+                *loaded = None;
+                return Err(
+                    Error::Encoding(format!("a reply of actor type {}: {e}", A::TYPE)).into(),
+                );
+            }
+        };
+        if let (Some(json), Some(last)) = (&reply_json, stored.last_mut()) {
+            last.set_metadata(METADATA_REPLY, json.clone());
+        }
+        let saved = match stored.as_slice() {
+            [one] => shared.store.save_event(one).await,
+            many => shared.store.save_events(actor_id, many).await,
+        };
+        match saved {
+            Ok(()) => {
+                // `loaded` was set above and only cleared on the error paths.
+                let Some(l) = loaded.as_mut() else {
+                    return Err(Error::Closed("actor state lost".into()).into());
+                };
+                l.version = stored.last().map_or(l.version, |e| e.version);
+                if let (Some(id), Some(json)) = (command_id, reply_json) {
+                    l.recent
+                        .remember(id, Remembered::Applied(Some(Arc::from(json))));
+                }
+                if let Some(every) = shared.config.snapshot.every {
+                    if every > 0 && l.version - l.snapshot_version >= every {
+                        save_snapshot(shared, actor_id, l).await;
+                    }
+                }
+                return Ok(Handled::Reply {
+                    reply,
+                    version: l.version,
+                });
+            }
+            Err(Error::VersionConflict(conflict)) => {
+                // Someone else wrote this actor: rebuild from the store and decide again.
+                bump(&shared.counters.conflicts);
+                *loaded = None;
+                if attempts > policy.max_retries {
+                    bump(&shared.counters.conflicts_exhausted);
+                    return Err(CommandError::Conflict {
+                        actor_id: actor_id.to_string(),
+                        attempts,
+                        last: conflict,
+                    });
+                }
+                tracing::debug!(actor_id, %conflict, "version conflict; reloading");
+                tokio::time::sleep(policy.backoff(attempts)).await;
+            }
+            Err(e) => {
+                *loaded = None;
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+fn failed<A: Actor>(shared: &Shared<A>, e: LoadError) -> CommandError<A::Error> {
+    if matches!(e, LoadError::Decode(_)) {
+        bump(&shared.counters.decode_errors);
+    }
+    e.into()
+}
+
+/// The first outcome of a command seen before.
+fn remembered<A: Actor>(
+    seen: &Remembered,
+    l: &Loaded<A::State>,
+    command: &A::Command,
+) -> Outcome<A> {
+    let decoding = |e: serde_json::Error| {
+        CommandError::Infrastructure(Error::Decoding(format!(
+            "the recorded outcome of a command to actor type {}: {e}",
+            A::TYPE
+        )))
+    };
+    match seen {
+        Remembered::Applied(Some(json)) => Ok(Handled::Reply {
+            reply: serde_json::from_str(json).map_err(decoding)?,
+            version: l.version,
+        }),
+        // Applied by a writer that recorded no reply: answer from the current state.
+        Remembered::Applied(None) => Ok(Handled::Reply {
+            reply: A::reply(&l.state, command, &[]),
+            version: l.version,
+        }),
+        Remembered::Rejected(json) => Err(CommandError::Rejected(
+            serde_json::from_str(json).map_err(decoding)?,
+        )),
+    }
+}
+
+/// Rebuilds an actor from its latest usable snapshot plus the events after it.
+pub(crate) async fn load<A: Actor>(
+    shared: &Shared<A>,
+    actor_id: &str,
+) -> Result<Loaded<A::State>, LoadError> {
+    let mut state = A::State::default();
+    let mut snapshot_version = 0;
+    if let Some(snap) = shared.store.get_latest_snapshot(actor_id).await? {
+        if snap.schema_version == Some(A::STATE_VERSION) {
+            match serde_json::from_value::<A::State>(Value::Object(snap.state)) {
+                Ok(s) => {
+                    state = s;
+                    snapshot_version = snap.version;
+                }
+                Err(e) => {
+                    // A snapshot is derived data: replaying everything gives the same state.
+                    bump(&shared.counters.snapshots_ignored);
+                    tracing::warn!(actor_id, error = %e, "ignoring an undecodable snapshot");
+                }
+            }
+        } else {
+            bump(&shared.counters.snapshots_ignored);
+            tracing::info!(
+                actor_id,
+                found = ?snap.schema_version,
+                expected = A::STATE_VERSION,
+                "ignoring a snapshot of another state schema version; rebuilding from events"
+            );
+        }
+    }
+    let mut l = Loaded {
+        state,
+        version: snapshot_version,
+        snapshot_version,
+        recent: RecentOutcomes::default(),
+    };
+    // Read a few events before the snapshot for their command ids only.
+    let from = (snapshot_version + 1)
+        .saturating_sub(COMMAND_ID_LOOKBACK)
+        .max(1);
+    apply_stored(shared, actor_id, &mut l, from).await?;
+    Ok(l)
+}
+
+/// Brings a loaded actor up to the store's latest version.
+async fn catch_up<A: Actor>(
+    shared: &Shared<A>,
+    actor_id: &str,
+    l: &mut Loaded<A::State>,
+) -> Result<(), LoadError> {
+    let from = l.version + 1;
+    apply_stored(shared, actor_id, l, from).await
+}
+
+async fn apply_stored<A: Actor>(
+    shared: &Shared<A>,
+    actor_id: &str,
+    l: &mut Loaded<A::State>,
+    from: u64,
+) -> Result<(), LoadError> {
+    for e in shared.store.get_events(actor_id, from).await? {
+        l.recent.record_event(&e);
+        if e.version > l.version {
+            let event = shared.codec.decode(&e)?;
+            A::apply(&mut l.state, &event);
+            l.version = e.version;
+        }
+    }
+    Ok(())
+}
+
+async fn save_snapshot<A: Actor>(shared: &Shared<A>, actor_id: &str, l: &mut Loaded<A::State>) {
+    let state = match serde_json::to_value(&l.state) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            tracing::warn!(actor_id, "state is not a JSON object; not snapshotted");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(actor_id, error = %e, "state could not be encoded; not snapshotted");
+            return;
+        }
+    };
+    let snapshot = Snapshot::new(actor_id, l.version, state).with_schema_version(A::STATE_VERSION);
+    match shared.store.save_snapshot(&snapshot).await {
+        Ok(()) => {
+            l.snapshot_version = l.version;
+            bump(&shared.counters.snapshots_saved);
+        }
+        Err(e) => tracing::warn!(actor_id, error = %e, "snapshot failed"),
+    }
+}

@@ -1,0 +1,423 @@
+//! The actor runtime of one process: activation, command handling with optimistic
+//! concurrency, snapshots and passivation.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use aether_core::{Error, SnapshotStore};
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::actor::{Actor, Envelope};
+use crate::config::RuntimeConfig;
+use crate::error::{CommandError, LoadError};
+use crate::event::EventCodec;
+use activation::{load, run_actor};
+use lru::Lru;
+pub use stats::HostStats;
+use stats::{bump, Counters};
+
+mod activation;
+mod lru;
+mod recent;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+/// What handling a command came to, when the actor did not refuse it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handled<R> {
+    /// The actor handled it.
+    Reply {
+        /// The actor's answer.
+        reply: R,
+        /// The actor's version after the command.
+        version: u64,
+    },
+    /// This node does not own the actor (any more): ask the current owner. Only a host with a
+    /// [`Fence`] answers this.
+    NotOwner,
+}
+
+/// Decides whether this host may serve an actor right now (in a cluster: it owns the actor's
+/// shard under the newest assignment it knows). Checked before every decision.
+pub type Fence = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Called with the actor id when an activation ends.
+pub type PassivationHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+pub(crate) type Outcome<A> =
+    Result<Handled<<A as Actor>::Reply>, CommandError<<A as Actor>::Error>>;
+
+pub(crate) enum Answer<A: Actor> {
+    Done(Outcome<A>),
+    /// The actor was passivating when the command arrived: send it to the next activation.
+    Retry(Envelope<A::Command>),
+}
+
+pub(crate) struct Request<A: Actor> {
+    pub(crate) envelope: Envelope<A::Command>,
+    pub(crate) reply: oneshot::Sender<Answer<A>>,
+}
+
+struct Cell<A: Actor> {
+    tx: mpsc::Sender<Request<A>>,
+    stop: Arc<Notify>,
+    generation: u64,
+}
+
+pub(crate) struct Shared<A: Actor> {
+    pub(crate) actor: A,
+    pub(crate) codec: EventCodec<A::Event>,
+    pub(crate) store: Arc<dyn SnapshotStore>,
+    pub(crate) config: RuntimeConfig,
+    cells: DashMap<String, Cell<A>>,
+    /// Use order of the active actors; kept only under a cap on active actors.
+    lru: Option<Mutex<Lru>>,
+    fence: RwLock<Fence>,
+    on_passivate: RwLock<Option<PassivationHook>>,
+    generation: AtomicU64,
+    pub(crate) counters: Counters,
+}
+
+impl<A: Actor> Shared<A> {
+    pub(crate) fn owns(&self, actor_id: &str) -> bool {
+        let fence = Arc::clone(&self.fence.read().unwrap_or_else(|e| e.into_inner()));
+        fence(actor_id)
+    }
+
+    fn lru(&self) -> Option<MutexGuard<'_, Lru>> {
+        self.lru
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Ends the activation `generation` of `actor_id` in the map, so that new commands start a
+    /// new one.
+    pub(crate) fn forget(&self, actor_id: &str, generation: u64) {
+        // The use order changes under its lock, together with the map, so that a new
+        // activation's first use is never lost to the old one leaving.
+        let lru = self.lru();
+        let removed = self
+            .cells
+            .remove_if(actor_id, |_, c| c.generation == generation)
+            .is_some();
+        if let (true, Some(mut lru)) = (removed, lru) {
+            lru.remove(actor_id);
+        }
+    }
+
+    pub(crate) fn passivated(&self, actor_id: &str) {
+        let hook = self
+            .on_passivate
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(actor_id);
+        }
+    }
+}
+
+/// Runs the actors of one type in this process: at most one activation per actor, each
+/// handling its commands one at a time in its own task. It is the embedded runtime, and what a
+/// cluster node runs for the actors it owns.
+///
+/// - **Activation**: on an actor's first command its state is rebuilt from its latest
+///   snapshot (when it has the state's schema version) plus the events after it, decoded
+///   through the actor's upcasters.
+/// - **Handling**: [`Actor::decide`]; the events are appended with the next versions. On a
+///   version conflict (someone else wrote) the actor reloads and decides again, under
+///   [`RuntimeConfig::retry`]. Before a rejection is answered, one latest-version read
+///   confirms the state it was decided on is current; if not, the actor catches up and
+///   decides again.
+/// - **Idempotence**: a command with an id ([`CommandMeta::command_id`]) is applied once; the
+///   id and the reply are recorded on its events, so a retry gets the first outcome, also
+///   after a restart or on another node.
+/// - **Fencing**: before each decision the [`Fence`] must confirm the host may serve the actor;
+///   otherwise the answer is [`Handled::NotOwner`] and nothing is written.
+/// - **Passivation** and **snapshots** follow [`RuntimeConfig`].
+///
+/// Several processes may run hosts over one store: optimistic concurrency keeps every actor's
+/// history consistent (a write decided on stale state fails and is decided again), but each
+/// host then keeps its own activation, so work is duplicated and every conflict costs a
+/// reload. Give each actor one owner (a cluster, or a fence over your own partitioning) when
+/// several processes share a store.
+///
+/// [`CommandMeta::command_id`]: crate::CommandMeta::command_id
+///
+/// ```
+/// use std::sync::Arc;
+/// use aether_actor::{ActorClient, ActorHost, RuntimeConfig};
+/// # use aether_actor::{Actor, DomainEvent};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// # struct Counter { value: i64 }
+/// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// # enum Added { Added { by: i64 } }
+/// # impl DomainEvent for Added { fn event_type(&self) -> &'static str { "Added" } }
+/// # #[derive(Debug, Serialize, Deserialize, thiserror::Error)]
+/// # #[error("never")] struct Never;
+/// # struct Counters;
+/// # impl Actor for Counters {
+/// #     type State = Counter; type Command = i64; type Event = Added; type Reply = i64;
+/// #     type Error = Never; const TYPE: &'static str = "counter";
+/// #     async fn decide(&self, _: &str, _: &Counter, by: &i64) -> Result<Vec<Added>, Never> {
+/// #         Ok(vec![Added::Added { by: *by }])
+/// #     }
+/// #     fn apply(s: &mut Counter, e: &Added) { let Added::Added { by } = e; s.value += by; }
+/// #     fn reply(s: &Counter, _: &i64, _: &[Added]) -> i64 { s.value }
+/// # }
+/// use aether_store::InMemoryEventStore;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let host = ActorHost::new(Counters, Arc::new(InMemoryEventStore::new()), RuntimeConfig::default());
+/// assert_eq!(host.send("counter-1", 2).await?, 2);
+/// assert_eq!(host.send("counter-1", 3).await?, 5);
+/// # Ok(())
+/// # }
+/// ```
+pub struct ActorHost<A: Actor> {
+    shared: Arc<Shared<A>>,
+}
+
+impl<A: Actor> Clone for ActorHost<A> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<A: Actor> fmt::Debug for ActorHost<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActorHost")
+            .field("type", &A::TYPE)
+            .field("active", &self.shared.cells.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Actor> ActorHost<A> {
+    /// A host running `actor` over `store`, serving every actor id (no fence).
+    pub fn new(actor: A, store: Arc<dyn SnapshotStore>, config: RuntimeConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                actor,
+                codec: EventCodec::new(A::upcasters()),
+                store,
+                lru: config.passivation.max_active.map(|_| Mutex::default()),
+                config,
+                cells: DashMap::new(),
+                fence: RwLock::new(Arc::new(|_: &str| true)),
+                on_passivate: RwLock::new(None),
+                generation: AtomicU64::new(0),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The actor type's implementation.
+    pub fn actor(&self) -> &A {
+        &self.shared.actor
+    }
+
+    /// The codec the host decodes stored events with (the actor's upcasters applied).
+    pub fn codec(&self) -> &EventCodec<A::Event> {
+        &self.shared.codec
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.shared.config
+    }
+
+    /// Replaces the ownership check.
+    pub fn set_fence(&self, fence: Fence) {
+        *self.shared.fence.write().unwrap_or_else(|e| e.into_inner()) = fence;
+    }
+
+    /// Sets what to call when an actor is passivated.
+    pub fn set_passivation_hook(&self, hook: PassivationHook) {
+        *self
+            .shared
+            .on_passivate
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// Handles `envelope` on `actor_id`, activating the actor if needed.
+    ///
+    /// # Errors
+    /// [`CommandError::Rejected`] with the actor's rejection;
+    /// [`CommandError::Conflict`] if conflicts outlasted the retry policy;
+    /// [`CommandError::Decode`] if a stored event does not fit the event type;
+    /// [`CommandError::Infrastructure`] for store errors, an empty actor id
+    /// ([`Error::InvalidInput`]) or an actor that stopped without answering
+    /// ([`Error::Closed`]).
+    pub async fn dispatch(&self, actor_id: &str, envelope: Envelope<A::Command>) -> Outcome<A> {
+        if actor_id.is_empty() {
+            return Err(Error::invalid("actor id must not be empty").into());
+        }
+        let mut envelope = envelope;
+        // A command meets a passivating actor at most a few times in a row; more means the
+        // actor cannot stay up (for example its store keeps failing).
+        for _ in 0..8 {
+            let (tx, activated) = match self.shared.cells.entry(actor_id.to_string()) {
+                Entry::Occupied(cell) => (cell.get().tx.clone(), false),
+                Entry::Vacant(slot) => {
+                    let cell = self.spawn(actor_id);
+                    let tx = cell.tx.clone();
+                    slot.insert(cell);
+                    (tx, true)
+                }
+            };
+            self.touch(actor_id, activated);
+            let (reply_tx, reply_rx) = oneshot::channel();
+            let request = Request {
+                envelope,
+                reply: reply_tx,
+            };
+            match tx.send(request).await {
+                Ok(()) => match reply_rx.await {
+                    Ok(Answer::Done(result)) => return result,
+                    Ok(Answer::Retry(e)) => envelope = e,
+                    Err(_) => return Err(Error::Closed(format!("actor {actor_id} stopped")).into()),
+                },
+                Err(mpsc::error::SendError(request)) => envelope = request.envelope,
+            }
+            tokio::task::yield_now().await;
+        }
+        Err(Error::Closed(format!(
+            "actor {actor_id} kept passivating; the command was not handled"
+        ))
+        .into())
+    }
+
+    /// Records a use of `actor_id`, and passivates the least recently used actor when a new
+    /// activation took the host over its cap.
+    fn touch(&self, actor_id: &str, activated: bool) {
+        let Some(cap) = self.shared.config.passivation.max_active else {
+            return;
+        };
+        let victim = {
+            let Some(mut lru) = self.shared.lru() else {
+                return;
+            };
+            lru.touch(actor_id);
+            if activated && self.shared.cells.len() > cap {
+                lru.oldest_except(actor_id).map(str::to_string)
+            } else {
+                None
+            }
+        };
+        if let Some(victim) = victim {
+            if self.stop(&victim) {
+                bump(&self.shared.counters.passivated_evicted);
+                tracing::debug!(actor_id = %victim, "passivating the least recently used actor");
+            }
+        }
+    }
+
+    fn spawn(&self, actor_id: &str) -> Cell<A> {
+        let capacity = self.shared.config.mailbox_capacity.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let stop = Arc::new(Notify::new());
+        let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed);
+        bump(&self.shared.counters.activations);
+        tokio::spawn(run_actor(
+            Arc::clone(&self.shared),
+            actor_id.to_string(),
+            generation,
+            Arc::clone(&stop),
+            rx,
+        ));
+        tracing::debug!(
+            actor_type = A::TYPE,
+            actor_id,
+            generation,
+            "actor activated"
+        );
+        Cell {
+            tx,
+            stop,
+            generation,
+        }
+    }
+
+    fn stop(&self, actor_id: &str) -> bool {
+        match self.shared.cells.get(actor_id) {
+            Some(cell) => {
+                cell.stop.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks `actor_id` to passivate (after the command it is handling); returns whether it was
+    /// active.
+    pub fn passivate(&self, actor_id: &str) -> bool {
+        let stopped = self.stop(actor_id);
+        if stopped {
+            bump(&self.shared.counters.passivated_requested);
+        }
+        stopped
+    }
+
+    /// Passivates every active actor for which `pred` holds; returns them.
+    pub fn passivate_where(&self, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let ids: Vec<String> = self
+            .shared
+            .cells
+            .iter()
+            .filter(|c| pred(c.key()))
+            .map(|c| c.key().clone())
+            .collect();
+        for id in &ids {
+            self.passivate(id);
+        }
+        ids
+    }
+
+    /// Passivates every actor.
+    pub fn passivate_all(&self) -> Vec<String> {
+        self.passivate_where(|_| true)
+    }
+
+    /// Whether `actor_id` is active here.
+    pub fn is_active(&self, actor_id: &str) -> bool {
+        self.shared.cells.contains_key(actor_id)
+    }
+
+    /// The active actors, sorted.
+    pub fn active_actors(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.shared.cells.iter().map(|c| c.key().clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// Number of active actors.
+    pub fn active_count(&self) -> usize {
+        self.shared.cells.len()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> HostStats {
+        self.shared.counters.read(self.shared.cells.len())
+    }
+
+    /// Rebuilds an actor's state and version from the store the way activation does (latest
+    /// usable snapshot, then the events after it), without activating it.
+    ///
+    /// # Errors
+    /// [`LoadError::Decode`] for an event that does not fit the event type;
+    /// [`LoadError::Store`] for store errors.
+    pub async fn load_state(&self, actor_id: &str) -> Result<(A::State, u64), LoadError> {
+        let l = load(&self.shared, actor_id).await?;
+        Ok((l.state, l.version))
+    }
+}
