@@ -136,3 +136,17 @@ impl<E> From<LoadError> for CommandError<E> {
         }
     }
 }
+
+/// For code that reports every failure as the workspace's [`Error`] (tools, tests): a
+/// rejection becomes [`Error::InvalidInput`] with its message, exhausted conflicts
+/// [`Error::VersionConflict`], a decoding failure [`Error::Decoding`].
+impl<E: std::fmt::Display> From<CommandError<E>> for Error {
+    fn from(e: CommandError<E>) -> Self {
+        match e {
+            CommandError::Rejected(r) => Error::InvalidInput(format!("command rejected: {r}")),
+            CommandError::Conflict { last, .. } => Error::VersionConflict(last),
+            CommandError::Decode(d) => Error::Decoding(d.to_string()),
+            CommandError::Infrastructure(e) => e,
+        }
+    }
+}

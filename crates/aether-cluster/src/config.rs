@@ -1,4 +1,4 @@
-//! Cluster and actor runtime settings.
+//! Cluster settings.
 
 use std::time::Duration;
 
@@ -16,62 +16,6 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default number of shards.
 pub const DEFAULT_SHARD_COUNT: u32 = 1024;
-
-/// Settings of the actor runtime on one node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActorConfig {
-    /// Messages queued per active actor before senders wait (at least 1; 0 is taken as 1).
-    pub mailbox_capacity: usize,
-    /// An actor with no message for this long is passivated; `None`: never.
-    pub idle_timeout: Option<Duration>,
-    /// Take a snapshot after every this many events of an actor; `None` (or `Some(0)`): not
-    /// while it is active.
-    pub snapshot_every: Option<u64>,
-    /// Save a snapshot when an actor with unsnapshotted events is passivated.
-    pub snapshot_on_passivate: bool,
-    /// How often a message is re-decided after a version conflict before giving up.
-    pub max_conflict_retries: u32,
-}
-
-impl Default for ActorConfig {
-    fn default() -> Self {
-        Self {
-            mailbox_capacity: 256,
-            idle_timeout: Some(Duration::from_secs(300)),
-            snapshot_every: Some(100),
-            snapshot_on_passivate: true,
-            max_conflict_retries: 5,
-        }
-    }
-}
-
-impl ActorConfig {
-    /// Sets the mailbox capacity.
-    pub fn mailbox_capacity(mut self, n: usize) -> Self {
-        self.mailbox_capacity = n;
-        self
-    }
-    /// Sets the idle timeout (`None`: never passivate an idle actor).
-    pub fn idle_timeout(mut self, d: impl Into<Option<Duration>>) -> Self {
-        self.idle_timeout = d.into();
-        self
-    }
-    /// Sets the snapshot interval in events (`None`: no snapshots while active).
-    pub fn snapshot_every(mut self, n: impl Into<Option<u64>>) -> Self {
-        self.snapshot_every = n.into();
-        self
-    }
-    /// Sets whether passivation snapshots.
-    pub fn snapshot_on_passivate(mut self, on: bool) -> Self {
-        self.snapshot_on_passivate = on;
-        self
-    }
-    /// Sets the conflict retry bound.
-    pub fn max_conflict_retries(mut self, n: u32) -> Self {
-        self.max_conflict_retries = n;
-        self
-    }
-}
 
 /// Shard settings; every node of a cluster must use the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,8 +81,6 @@ pub struct ClusterConfig {
     pub send_timeout: Duration,
     /// Shard count and replication factor; every node of a cluster must use the same.
     pub shards: ShardConfig,
-    /// The actor runtime.
-    pub actors: ActorConfig,
     /// Where the server keeps the cluster's key-value bucket when a node creates it (feature
     /// `nats`): on disk by default; in memory for tests.
     #[cfg(feature = "nats")]
@@ -155,7 +97,6 @@ impl Default for ClusterConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             shards: ShardConfig::default(),
-            actors: ActorConfig::default(),
             #[cfg(feature = "nats")]
             storage: aether_nats::StorageKind::default(),
         }
@@ -196,11 +137,6 @@ impl ClusterConfig {
     /// Sets the shard settings.
     pub fn shards(mut self, shards: ShardConfig) -> Self {
         self.shards = shards;
-        self
-    }
-    /// Sets the actor runtime settings.
-    pub fn actors(mut self, actors: ActorConfig) -> Self {
-        self.actors = actors;
         self
     }
     /// Sets where the server keeps the cluster's bucket (feature `nats`).
@@ -295,13 +231,6 @@ mod tests {
                 "{bad:?}"
             );
         }
-        let a = ActorConfig::default()
-            .idle_timeout(None)
-            .snapshot_every(None);
-        assert_eq!((a.idle_timeout, a.snapshot_every), (None, None));
-        let a = a.idle_timeout(Duration::from_secs(1)).snapshot_every(5);
-        assert_eq!(a.idle_timeout, Some(Duration::from_secs(1)));
-        assert_eq!(a.snapshot_every, Some(5));
     }
 
     #[test]

@@ -12,10 +12,10 @@
 //!   machine, inputs in, actions out) over a transport: NATS ([`ClusterNode::start`], feature
 //!   `nats`) or an in-process [`LocalNetwork`] ([`ClusterNode::start_local`]), and routes
 //!   messages to actors.
-//! - [`RuntimeModel`], [`RuntimeMessage`], [`NewEvent`]: the contract between the cluster and
-//!   the application's actors.
-//! - [`ActorHost`]: runs actors: activation from snapshot + events, optimistic concurrency,
-//!   at-most-once per message id, fencing, passivation.
+//! - [`Actors`]: the actor types a node hosts (typed [`aether_actor::Actor`]s, each run by an
+//!   [`aether_actor::ActorHost`] for the actors of the shards the node owns: activation,
+//!   optimistic concurrency, command ids applied once, fencing, passivation).
+//!   [`ClusterClient`]: the node as an [`aether_actor::ActorClient`].
 //! - [`Assignment`], [`AssignmentTable`], [`LeaderLease`], [`Membership`]: the data of the
 //!   protocol (what the bucket holds, what a node knows of its peers).
 //! - [`stable_hash64`], [`shard_for`], [`rebalance`], [`diff`]: actors hash to shards; shards
@@ -27,48 +27,58 @@
 //! Three nodes in one process, no server: an actor answers from whichever node owns it.
 //! ```
 //! use std::sync::Arc;
-//! use aether_cluster::{ClusterConfig, ClusterNode, LocalNetwork, NewEvent, RuntimeMessage, RuntimeModel};
-//! use aether_core::{Event, Result};
+//! use aether_actor::{Actor, DomainEvent};
+//! use aether_cluster::{Actors, ClusterConfig, ClusterNode, LocalNetwork};
 //! use aether_store::InMemoryEventStore;
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Clone, Serialize, Deserialize)]
-//! struct Add(i64);
-//! impl RuntimeMessage for Add {}
+//! #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+//! struct Counter { value: i64 }
 //!
-//! struct Counter;
-//! impl RuntimeModel for Counter {
-//!     type State = serde_json::Map<String, serde_json::Value>;
-//!     type Message = Add;
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+//! enum CounterEvent { Added { by: i64 } }
+//! impl DomainEvent for CounterEvent {
+//!     fn event_type(&self) -> &'static str { "Added" }
+//! }
+//!
+//! #[derive(Debug, Serialize, Deserialize, thiserror::Error)]
+//! #[error("counters refuse nothing")]
+//! struct Never;
+//!
+//! struct Counters;
+//! impl Actor for Counters {
+//!     type State = Counter;
+//!     type Command = i64;
+//!     type Event = CounterEvent;
 //!     type Reply = i64;
-//!     fn name(&self) -> &str { "counter" }
-//!     fn handle(&self, _: &str, _: &Self::State, m: &Add) -> Result<Vec<NewEvent>> {
-//!         Ok(vec![NewEvent::new("Added").with_field("n", m.0)])
+//!     type Error = Never;
+//!     const TYPE: &'static str = "counter";
+//!     async fn decide(&self, _: &str, _: &Counter, by: &i64) -> Result<Vec<CounterEvent>, Never> {
+//!         Ok(vec![CounterEvent::Added { by: *by }])
 //!     }
-//!     fn apply(&self, s: &mut Self::State, e: &Event) {
-//!         let n = s.get("n").and_then(|v| v.as_i64()).unwrap_or(0);
-//!         let add = e.data.get("n").and_then(|v| v.as_i64()).unwrap_or(0);
-//!         s.insert("n".into(), (n + add).into());
+//!     fn apply(state: &mut Counter, CounterEvent::Added { by }: &CounterEvent) {
+//!         state.value += by;
 //!     }
-//!     fn reply(&self, s: &Self::State, _: &Add) -> i64 {
-//!         s.get("n").and_then(|v| v.as_i64()).unwrap_or(0)
+//!     fn reply(state: &Counter, _: &i64, _: &[CounterEvent]) -> i64 {
+//!         state.value
 //!     }
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<()> {
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let network = LocalNetwork::new();
 //! let store = Arc::new(InMemoryEventStore::new());
 //! let mut nodes = Vec::new();
 //! for id in ["a", "b", "c"] {
 //!     let config = ClusterConfig::default().cluster_name("demo").node_id(id);
-//!     nodes.push(ClusterNode::start_local(&network, config, Counter, store.clone()).await?);
+//!     let actors = Actors::new(store.clone()).with(Counters);
+//!     nodes.push(ClusterNode::start_local(&network, config, actors).await?);
 //! }
 //! for n in &nodes {
 //!     n.wait_for_members(&["a", "b", "c"], std::time::Duration::from_secs(30)).await?;
 //! }
-//! assert_eq!(nodes[0].send("counter-1", Add(2)).await?, 2);
-//! assert_eq!(nodes[1].send("counter-1", Add(3)).await?, 5);
+//! assert_eq!(nodes[0].send::<Counters>("counter-1", 2).await?, 2);
+//! assert_eq!(nodes[1].send::<Counters>("counter-1", 3).await?, 5);
 //! for n in nodes {
 //!     n.shutdown().await?;
 //! }
@@ -78,11 +88,11 @@
 //!
 //! A cluster over NATS (three nodes, routing and failover) is in `examples/cluster.rs`.
 
+mod actors;
 mod assignment;
 mod config;
 mod core;
 mod hash;
-mod host;
 mod leader;
 mod membership;
 mod node;
@@ -90,7 +100,6 @@ mod ring;
 pub mod routing;
 mod shard;
 mod transport;
-mod vm;
 
 /// Where the server keeps the cluster's bucket ([`ClusterConfig::storage`]).
 #[cfg(feature = "nats")]
@@ -100,18 +109,16 @@ pub use aether_nats::StorageKind;
 #[cfg(feature = "nats")]
 pub use async_nats;
 
+pub use actors::Actors;
 pub use assignment::{Assignment, AssignmentTable, ASSIGNMENT_KEY};
 pub use config::{
-    validate_name, ActorConfig, ClusterConfig, ShardConfig, DEFAULT_CLUSTER_NAME,
-    DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_SEND_TIMEOUT, DEFAULT_SHARD_COUNT,
+    validate_name, ClusterConfig, ShardConfig, DEFAULT_CLUSTER_NAME, DEFAULT_FAILURE_TIMEOUT,
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_SHARD_COUNT,
 };
 pub use hash::stable_hash64;
-pub use host::{ActorHost, Fence, Handled, PassivationHook};
 pub use leader::{LeaderLease, LEADER_KEY};
 pub use membership::{MemberInfo, MemberStatus, Membership, MembershipChange};
-pub use node::ClusterNode;
+pub use node::{ClusterClient, ClusterNode};
 pub use ring::{BoundedLoadPlacer, ConsistentHashRing, HashRingConfig, DEFAULT_VIRTUAL_NODES};
 pub use shard::{diff, rebalance, shard_for, ShardManager, ShardMove};
 pub use transport::LocalNetwork;
-pub use vm::{NewEvent, RuntimeMessage, RuntimeModel, VMState, VirtualMachine};

@@ -1,17 +1,24 @@
 //! Routing: the wire format of everything nodes say to each other, and the subjects they say
 //! it on.
 //!
-//! Every message is a versioned JSON envelope `{"v": 1, "body": ...}` whose body is a concrete
-//! serde type (an actor's message arrives as the application's own message type, never as a
-//! loose map). Decoding checks the version first, so a future format is reported as such;
-//! decoding arbitrary bytes gives [`WireError`], never a panic.
+//! Every message is a versioned JSON envelope `{"v": 2, "body": ...}` whose body is a concrete
+//! serde type. An actor request names the actor type and carries the command in that type's
+//! own serde form; the receiving node decodes it as the type's command, and the sender decodes
+//! the reply or rejection as the type's reply or error. Decoding checks the version first, so
+//! another format is reported as such; decoding arbitrary bytes gives [`WireError`], never a
+//! panic.
+//!
+//! Version 2 added the actor type, command metadata and typed rejections; nodes speaking
+//! version 1 cannot join a cluster of version-2 nodes.
 
-use aether_core::Error;
+use aether_actor::{CommandError, CommandMeta, DecodeError};
+use aether_core::{Error, VersionConflictError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// The wire format version this crate writes and reads.
-pub const WIRE_VERSION: u16 = 1;
+pub const WIRE_VERSION: u16 = 2;
 
 /// Why bytes from the network could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,7 +57,7 @@ struct EnvelopeIn<T> {
     body: T,
 }
 
-/// Encodes `body` in a version-1 envelope.
+/// Encodes `body` in a current-version envelope.
 ///
 /// # Errors
 /// [`Error::Encoding`] if `body` cannot be serialised.
@@ -66,7 +73,7 @@ pub fn encode<T: Serialize>(body: &T) -> Result<Vec<u8>, Error> {
 ///
 /// # Errors
 /// [`WireError::UnsupportedVersion`] for another version, [`WireError::Malformed`] for
-/// anything else that is not a version-1 envelope of a `T`.
+/// anything else that is not a current-version envelope of a `T`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     let header: EnvelopeHeader =
         serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
@@ -102,10 +109,12 @@ pub struct Leave {
     pub incarnation: String,
 }
 
-/// A message for an actor, sent to the node that owns its shard.
+/// A command for an actor, sent to the node that owns its shard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ActorRequest<M> {
+pub struct ActorRequest {
+    /// The actor type ([`Actor::TYPE`](aether_actor::Actor::TYPE)).
+    pub actor_type: String,
     /// The actor.
     pub actor_id: String,
     /// The actor's shard as the sender computed it.
@@ -113,31 +122,43 @@ pub struct ActorRequest<M> {
     /// The assignment epoch the sender routed with: a receiver that knows an older one
     /// refreshes before deciding whether it owns the shard.
     pub epoch: u64,
-    /// Identifies this message across retries: the owner applies a message with an id it has
-    /// already applied at most once (absent in requests from older nodes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message_id: Option<String>,
-    /// The application's message.
-    pub message: M,
+    /// The command's metadata; its command id identifies the command across retries, so the
+    /// owner applies it at most once.
+    #[serde(default)]
+    pub meta: CommandMeta,
+    /// The command, as the actor type's serde form.
+    pub command: Value,
 }
 
 /// An error a node reports back for a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum RemoteError {
-    /// The actor rejected the message, or the request was invalid.
+    /// The request was invalid (an empty actor id, a command that does not fit the type...).
     Invalid {
         /// Why.
         message: String,
     },
-    /// Version conflicts outlasted the retries.
+    /// The receiver hosts no actor type of this name.
+    UnknownActorType {
+        /// The type asked for.
+        actor_type: String,
+    },
+    /// Version conflicts outlasted the owner's retry policy.
     Conflict {
         /// The actor.
         actor_id: String,
+        /// How many times the command was decided.
+        attempts: u32,
         /// The version the last attempt tried to write.
         attempted_version: u64,
         /// The version the store had.
         current_version: u64,
+    },
+    /// A stored event of the actor does not fit its type.
+    EventDecoding {
+        /// Which event, and why.
+        error: DecodeError,
     },
     /// The request could not be decoded.
     Decoding {
@@ -158,6 +179,7 @@ impl RemoteError {
             Error::InvalidInput(m) => Self::Invalid { message: m.clone() },
             Error::VersionConflict(c) => Self::Conflict {
                 actor_id: c.actor_id.clone(),
+                attempts: 1,
                 attempted_version: c.attempted_version,
                 current_version: c.current_version,
             },
@@ -168,20 +190,56 @@ impl RemoteError {
         }
     }
 
-    /// The caller-side [`Error`].
-    pub fn into_error(self, node: &str) -> Error {
+    /// Describes a failed command for the wire; the rejection case is carried separately
+    /// ([`ActorResponse::Rejected`]).
+    pub fn from_command_error<E>(e: &CommandError<E>) -> Self {
+        match e {
+            CommandError::Conflict {
+                actor_id,
+                attempts,
+                last,
+            } => Self::Conflict {
+                actor_id: actor_id.clone(),
+                attempts: *attempts,
+                attempted_version: last.attempted_version,
+                current_version: last.current_version,
+            },
+            CommandError::Decode(d) => Self::EventDecoding { error: d.clone() },
+            CommandError::Infrastructure(e) => Self::from_error(e),
+            CommandError::Rejected(_) => Self::Other {
+                message: "command rejected".into(),
+            },
+        }
+    }
+
+    /// The caller-side error.
+    pub fn into_command_error<E>(self, node: &str) -> CommandError<E> {
         match self {
-            Self::Invalid { message } => Error::InvalidInput(message),
+            Self::Invalid { message } => Error::InvalidInput(message).into(),
+            Self::UnknownActorType { actor_type } => {
+                Error::NotFound(format!("node {node} hosts no actor type {actor_type:?}")).into()
+            }
             Self::Conflict {
                 actor_id,
+                attempts,
                 attempted_version,
                 current_version,
-            } => Error::version_conflict(actor_id, attempted_version, current_version),
+            } => CommandError::Conflict {
+                actor_id: actor_id.clone(),
+                attempts,
+                last: VersionConflictError {
+                    actor_id,
+                    attempted_version,
+                    current_version,
+                },
+            },
+            Self::EventDecoding { error } => CommandError::Decode(error),
             Self::Decoding { message } => Error::Decoding(format!(
                 "node {node} could not decode the request: {message}"
-            )),
+            ))
+            .into(),
             Self::Other { message } => {
-                Error::backend(format!("node {node} failed to handle the request"), message)
+                Error::backend(format!("node {node} failed to handle the request"), message).into()
             }
         }
     }
@@ -190,13 +248,18 @@ impl RemoteError {
 /// The answer to an [`ActorRequest`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "camelCase")]
-pub enum ActorResponse<R> {
+pub enum ActorResponse {
     /// The actor's reply.
     Reply {
-        /// The reply.
-        reply: R,
-        /// The actor's version after the message.
+        /// The reply, as the actor type's serde form.
+        reply: Value,
+        /// The actor's version after the command.
         version: u64,
+    },
+    /// The actor refused the command.
+    Rejected {
+        /// The rejection, as the actor type's serde form of its error.
+        error: Value,
     },
     /// The receiver does not own the actor's shard under the newest assignment it knows.
     NotOwner {
@@ -262,56 +325,63 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    enum Msg {
-        Deposit { amount: i64 },
-        Close,
-    }
-
     #[test]
-    fn a_request_without_a_message_id_from_an_older_node_decodes() {
+    fn a_request_of_the_previous_format_is_a_typed_error() {
         let old = br#"{"v":1,"body":{"actorId":"a","shard":1,"epoch":2,"message":"Close"}}"#;
-        let req: ActorRequest<Msg> = decode(old).unwrap();
-        assert_eq!(req.message_id, None);
-        assert_eq!(req.message, Msg::Close);
+        assert_eq!(
+            decode::<ActorRequest>(old),
+            Err(WireError::UnsupportedVersion { found: 1 })
+        );
     }
 
     #[test]
-    fn requests_round_trip_as_concrete_types() {
+    fn requests_and_responses_round_trip() {
         let req = ActorRequest {
+            actor_type: "account".into(),
             actor_id: "acc-1".into(),
             shard: 7,
             epoch: 42,
-            message_id: Some("m-1".into()),
-            message: Msg::Deposit { amount: 5 },
+            meta: CommandMeta::new().command_id("m-1").user_id("ada"),
+            command: serde_json::json!({"Deposit": {"amount": 5}}),
         };
         let bytes = encode(&req).unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(text.starts_with("{\"v\":1,\"body\":{"), "{text}");
-        let back: ActorRequest<Msg> = decode(&bytes).unwrap();
+        assert!(text.starts_with("{\"v\":2,\"body\":{"), "{text}");
+        assert!(text.contains("\"actorType\":\"account\""), "{text}");
+        let back: ActorRequest = decode(&bytes).unwrap();
         assert_eq!(back, req);
-        let resp: ActorResponse<i64> = ActorResponse::NotOwner {
-            epoch: 3,
-            owner: Some("n".into()),
-        };
-        assert_eq!(
-            decode::<ActorResponse<i64>>(&encode(&resp).unwrap()).unwrap(),
-            resp
-        );
+        for resp in [
+            ActorResponse::NotOwner {
+                epoch: 3,
+                owner: Some("n".into()),
+            },
+            ActorResponse::Rejected {
+                error: serde_json::json!({"InsufficientFunds": {"balance": 3}}),
+            },
+            ActorResponse::Reply {
+                reply: serde_json::json!(5),
+                version: 9,
+            },
+        ] {
+            assert_eq!(
+                decode::<ActorResponse>(&encode(&resp).unwrap()).unwrap(),
+                resp
+            );
+        }
     }
 
     #[test]
     fn wrong_version_and_garbage_are_typed_errors() {
         assert_eq!(
-            decode::<Heartbeat>(br#"{"v":2,"body":{}}"#),
-            Err(WireError::UnsupportedVersion { found: 2 })
+            decode::<Heartbeat>(br#"{"v":3,"body":{}}"#),
+            Err(WireError::UnsupportedVersion { found: 3 })
         );
         assert!(matches!(
             decode::<Heartbeat>(br#"{"body":{}}"#),
             Err(WireError::Malformed(_))
         ));
         assert!(matches!(
-            decode::<Heartbeat>(br#"{"v":1,"body":{"nodeId":1}}"#),
+            decode::<Heartbeat>(br#"{"v":2,"body":{"nodeId":1}}"#),
             Err(WireError::Malformed(_))
         ));
         assert!(matches!(
@@ -323,17 +393,51 @@ mod tests {
     }
 
     #[test]
-    fn remote_errors_map_back() {
-        let c = Error::version_conflict("a", 3, 5);
-        let back = RemoteError::from_error(&c).into_error("n");
-        assert_eq!(back.as_version_conflict().unwrap().current_version, 5);
+    fn remote_errors_map_back_to_command_errors() {
+        let conflict: CommandError<()> = CommandError::Conflict {
+            actor_id: "a".into(),
+            attempts: 4,
+            last: VersionConflictError {
+                actor_id: "a".into(),
+                attempted_version: 3,
+                current_version: 5,
+            },
+        };
+        match RemoteError::from_command_error(&conflict).into_command_error::<()>("n") {
+            CommandError::Conflict { attempts, last, .. } => {
+                assert_eq!((attempts, last.current_version), (4, 5))
+            }
+            other => panic!("{other:?}"),
+        }
+        let decode_error = DecodeError {
+            actor_id: "a".into(),
+            version: 2,
+            event_id: "e".into(),
+            event_type: "T".into(),
+            schema_version: 1,
+            reason: "bad".into(),
+        };
+        let wire =
+            RemoteError::from_command_error(&CommandError::<()>::Decode(decode_error.clone()));
+        let back: RemoteError =
+            serde_json::from_value(serde_json::to_value(&wire).unwrap()).unwrap();
+        assert!(
+            matches!(back.into_command_error::<()>("n"), CommandError::Decode(d) if d == decode_error)
+        );
         assert!(matches!(
-            RemoteError::from_error(&Error::invalid("no")).into_error("n"),
-            Error::InvalidInput(_)
+            RemoteError::from_error(&Error::invalid("no")).into_command_error::<()>("n"),
+            CommandError::Infrastructure(Error::InvalidInput(_))
         ));
         assert!(matches!(
-            RemoteError::from_error(&Error::Closed("x".into())).into_error("n"),
-            Error::Backend { .. }
+            RemoteError::from_error(&Error::Closed("x".into())).into_command_error::<()>("n"),
+            CommandError::Infrastructure(Error::Backend { .. })
+        ));
+        let unknown = RemoteError::UnknownActorType {
+            actor_type: "x".into(),
+        };
+        assert!(matches!(
+            unknown.into_command_error::<()>("n"),
+            CommandError::Infrastructure(Error::NotFound(_))
         ));
     }
 
@@ -348,14 +452,14 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = decode::<ActorRequest<Msg>>(&bytes);
-            let _ = decode::<ActorResponse<Msg>>(&bytes);
+            let _ = decode::<ActorRequest>(&bytes);
+            let _ = decode::<ActorResponse>(&bytes);
             let _ = decode::<Heartbeat>(&bytes);
         }
 
         #[test]
-        fn arbitrary_json_never_panics(s in "\\{\"v\":1,\"body\":.{0,40}\\}") {
-            let _ = decode::<ActorRequest<Msg>>(s.as_bytes());
+        fn arbitrary_json_never_panics(s in "\\{\"v\":2,\"body\":.{0,40}\\}") {
+            let _ = decode::<ActorRequest>(s.as_bytes());
         }
     }
 }

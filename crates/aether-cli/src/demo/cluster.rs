@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aether_actor::{CommandError, PassivationPolicy, RetryPolicy, RuntimeConfig, SnapshotPolicy};
 use aether_bus::{NatsBusConfig, NatsEventBus};
 use aether_cluster::routing::bucket_name;
-use aether_cluster::{ActorConfig, ClusterConfig, ClusterNode, LocalNetwork, ShardConfig};
-use aether_core::{Error, EventStore, Result, SnapshotStore};
+use aether_cluster::{Actors, ClusterConfig, ClusterNode, LocalNetwork, ShardConfig};
+use aether_core::{Error, EventStore, SnapshotStore};
 use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore, Notify};
 
-use super::model::{Bank, BankCommand, Counters, CountingStore};
+use super::model::{Bank, BankCommand, BankError, Counters, CountingStore};
 use super::{DEMO_NAMESPACE, DEMO_STORE_NAMESPACE, NODES, SHARDS};
 use crate::connect::{connect, AuthArgs};
 use crate::error::{CliError, CliResult};
@@ -19,20 +20,21 @@ use crate::output::{spinner, Painter};
 /// Three cluster nodes, in process (over a [`LocalNetwork`]) or over NATS: the same
 /// [`ClusterNode`]s, the same protocol.
 pub(super) struct DemoCluster {
-    nodes: Vec<ClusterNode<Bank>>,
+    nodes: Vec<ClusterNode>,
     /// One store per node, for writers that bypass the actors.
     stores: Vec<Arc<dyn EventStore>>,
     /// Over NATS: the connection and name of the cluster whose bucket is removed at the end.
     bucket: Option<(async_nats::Client, String)>,
 }
 
-fn actor_config() -> ActorConfig {
+/// The bank on one node, over `store`.
+fn actors(store: Arc<dyn SnapshotStore>) -> Actors {
     // No snapshots and no idle passivation: every rebuild in the demo replays events.
-    ActorConfig::default()
-        .snapshot_every(None)
-        .snapshot_on_passivate(false)
-        .idle_timeout(None)
-        .max_conflict_retries(20)
+    let runtime = RuntimeConfig::default()
+        .snapshot(SnapshotPolicy::never())
+        .passivation(PassivationPolicy::never())
+        .retry(RetryPolicy::default().max_retries(20));
+    Actors::new(store).with_config(Bank, runtime)
 }
 
 impl DemoCluster {
@@ -48,7 +50,7 @@ impl DemoCluster {
                 .heartbeat_interval(Duration::from_millis(50))
                 .failure_timeout(Duration::from_millis(400));
             let store = Arc::clone(&store) as Arc<dyn SnapshotStore>;
-            nodes.push(ClusterNode::start_local(&network, config, Bank, store).await?);
+            nodes.push(ClusterNode::start_local(&network, config, actors(store)).await?);
         }
         for node in &nodes {
             node.wait_for_members(&NODES, Duration::from_secs(20))
@@ -75,12 +77,16 @@ impl DemoCluster {
     }
 
     /// Sends a command from one of the nodes: the cluster routes it to the owner.
-    pub(super) async fn send(&self, actor: &str, command: BankCommand) -> Result<i64> {
+    pub(super) async fn send(
+        &self,
+        actor: &str,
+        command: BankCommand,
+    ) -> std::result::Result<i64, CommandError<BankError>> {
         let via = (aether_cluster::stable_hash64(actor.as_bytes()) % self.nodes.len().max(1) as u64)
             as usize;
         match self.nodes.get(via) {
-            Some(node) => node.send(actor, command).await,
-            None => Err(Error::Closed("no node is running".into())),
+            Some(node) => node.send::<Bank>(actor, command).await,
+            None => Err(Error::Closed("no node is running".into()).into()),
         }
     }
 
@@ -89,7 +95,8 @@ impl DemoCluster {
         self.nodes
             .iter()
             .find(|n| n.node_id() == node)
-            .map(|n| n.host().active_actors())
+            .and_then(|n| n.host::<Bank>())
+            .map(|h| h.active_actors())
             .unwrap_or_default()
     }
 
@@ -141,7 +148,6 @@ fn cluster_config(cluster: &str, node: &str) -> ClusterConfig {
         .heartbeat_interval(Duration::from_millis(200))
         .failure_timeout(Duration::from_millis(1500))
         .shards(ShardConfig::default().shard_count(SHARDS))
-        .actors(actor_config())
         .storage(aether_nats::StorageKind::Memory)
 }
 
@@ -173,8 +179,7 @@ pub(super) async fn start_over_nats(
         let node = ClusterNode::start(
             client,
             cluster_config(cluster_name, id),
-            Bank,
-            Arc::clone(&store),
+            actors(Arc::clone(&store)),
         )
         .await?;
         nodes.push(node);

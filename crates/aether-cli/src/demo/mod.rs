@@ -43,7 +43,9 @@ mod model;
 mod steps;
 
 use cluster::{start_over_nats, DemoCluster};
-pub use model::{script, Account, Bank, BankCommand, Counters, CountingStore};
+pub use model::{
+    script, Account, Bank, BankCommand, BankError, BankEvent, Counters, CountingStore,
+};
 use steps::steps;
 
 /// The bus namespace the demo's `EventStored` notices go to.

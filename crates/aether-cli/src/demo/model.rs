@@ -4,11 +4,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use aether_cluster::{NewEvent, RuntimeMessage, RuntimeModel};
-use aether_core::{Error, Event, EventStore, Result, Snapshot, SnapshotStore};
+use aether_actor::{Actor, DomainEvent};
+use aether_core::{Event, EventStore, Result, Snapshot, SnapshotStore};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// An account's state, rebuilt from its events.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -37,61 +36,104 @@ pub enum BankCommand {
     Balance,
 }
 
-impl RuntimeMessage for BankCommand {}
+/// What happened to an account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum BankEvent {
+    /// The account was opened.
+    #[serde(rename = "AccountOpened")]
+    Opened {
+        /// The owner's name.
+        owner: String,
+    },
+    /// Money came in.
+    Deposited {
+        /// How much.
+        amount: i64,
+    },
+    /// Money went out.
+    Withdrawn {
+        /// How much.
+        amount: i64,
+    },
+}
 
-/// Bank accounts as an actor model: commands decide events, events change the balance.
+impl DomainEvent for BankEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Opened { .. } => "AccountOpened",
+            Self::Deposited { .. } => "Deposited",
+            Self::Withdrawn { .. } => "Withdrawn",
+        }
+    }
+}
+
+/// Why an account refused a command.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+pub enum BankError {
+    /// `Open` on an open account.
+    #[error("the account is already open")]
+    AlreadyOpen,
+    /// Money moved on an account that is not open.
+    #[error("the account is not open")]
+    NotOpen,
+    /// A withdrawal beyond the balance.
+    #[error("insufficient funds: balance {balance}, asked {asked}")]
+    InsufficientFunds {
+        /// The balance.
+        balance: i64,
+        /// The amount asked for.
+        asked: i64,
+    },
+}
+
+/// Bank accounts as an actor: commands decide events, events change the balance.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bank;
 
-impl RuntimeModel for Bank {
+impl Actor for Bank {
     type State = Account;
-    type Message = BankCommand;
+    type Command = BankCommand;
+    type Event = BankEvent;
     type Reply = i64;
+    type Error = BankError;
+    const TYPE: &'static str = "bank";
 
-    fn name(&self) -> &str {
-        "bank"
-    }
-
-    fn handle(&self, actor_id: &str, s: &Account, c: &BankCommand) -> Result<Vec<NewEvent>> {
+    async fn decide(
+        &self,
+        _: &str,
+        s: &Account,
+        c: &BankCommand,
+    ) -> std::result::Result<Vec<BankEvent>, BankError> {
         Ok(match c {
-            BankCommand::Open { .. } if s.open => {
-                return Err(Error::invalid(format!("{actor_id} is already open")))
-            }
-            BankCommand::Open { owner } => {
-                vec![NewEvent::new("AccountOpened").with_field("owner", owner.clone())]
-            }
+            BankCommand::Open { .. } if s.open => return Err(BankError::AlreadyOpen),
+            BankCommand::Open { owner } => vec![BankEvent::Opened {
+                owner: owner.clone(),
+            }],
             BankCommand::Balance => Vec::new(),
-            _ if !s.open => return Err(Error::invalid(format!("{actor_id} is not open"))),
-            BankCommand::Deposit(n) => vec![NewEvent::new("Deposited").with_field("amount", *n)],
+            _ if !s.open => return Err(BankError::NotOpen),
+            BankCommand::Deposit(n) => vec![BankEvent::Deposited { amount: *n }],
             BankCommand::Withdraw(n) if *n > s.balance => {
-                return Err(Error::invalid(format!(
-                    "insufficient funds in {actor_id}: balance {}, asked {n}",
-                    s.balance
-                )))
+                return Err(BankError::InsufficientFunds {
+                    balance: s.balance,
+                    asked: *n,
+                })
             }
-            BankCommand::Withdraw(n) => vec![NewEvent::new("Withdrawn").with_field("amount", *n)],
+            BankCommand::Withdraw(n) => vec![BankEvent::Withdrawn { amount: *n }],
         })
     }
 
-    fn apply(&self, s: &mut Account, e: &Event) {
-        let amount = e.data.get("amount").and_then(Value::as_i64).unwrap_or(0);
-        match e.event_type.as_str() {
-            "AccountOpened" => {
+    fn apply(s: &mut Account, e: &BankEvent) {
+        match e {
+            BankEvent::Opened { owner } => {
                 s.open = true;
-                s.owner = e
-                    .data
-                    .get("owner")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
+                s.owner = owner.clone();
             }
-            "Deposited" => s.balance += amount,
-            "Withdrawn" => s.balance -= amount,
-            _ => {}
+            BankEvent::Deposited { amount } => s.balance += amount,
+            BankEvent::Withdrawn { amount } => s.balance -= amount,
         }
     }
 
-    fn reply(&self, s: &Account, _: &BankCommand) -> i64 {
+    fn reply(s: &Account, _: &BankCommand, _: &[BankEvent]) -> i64 {
         s.balance
     }
 }
@@ -188,34 +230,84 @@ impl<S: SnapshotStore> SnapshotStore for CountingStore<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aether_actor::testing::{check_replay, ActorTest};
+    use proptest::prelude::*;
 
-    #[test]
-    fn scripts_end_at_their_expected_balance() {
+    fn opened() -> BankEvent {
+        BankEvent::Opened {
+            owner: "Ada".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn scripts_end_at_their_expected_balance() {
         for i in 0..50 {
             let (commands, expected) = script(i);
-            let mut s = Account {
-                open: true,
-                ..Account::default()
-            };
+            let mut test = ActorTest::new(Bank).given([opened()]);
+            let mut history = vec![opened()];
             for c in commands {
-                for e in Bank.handle("a", &s, &c).unwrap() {
-                    let ev = Event::new(e.event_type, "a", 1).with_data(e.data);
-                    Bank.apply(&mut s, &ev);
-                }
+                let then = test.when(c).await;
+                history.extend(then.events().expect("accepted").iter().cloned());
+                test = ActorTest::new(Bank).given(history.clone());
             }
-            assert_eq!(s.balance, expected, "account {i}");
+            let balance = ActorTest::new(Bank)
+                .given(history)
+                .when(BankCommand::Balance)
+                .await
+                .reply()
+                .copied();
+            assert_eq!(balance, Some(expected), "account {i}");
         }
-        let closed = Account::default();
-        assert!(Bank.handle("a", &closed, &BankCommand::Deposit(1)).is_err());
-        assert!(Bank
-            .handle(
-                "a",
-                &Account {
-                    open: true,
-                    ..closed
-                },
-                &BankCommand::Withdraw(1)
-            )
-            .is_err());
+    }
+
+    #[tokio::test]
+    async fn refusals_are_typed() {
+        ActorTest::new(Bank)
+            .when(BankCommand::Deposit(1))
+            .await
+            .then_expect_rejection(&BankError::NotOpen);
+        ActorTest::new(Bank)
+            .given([opened()])
+            .when(BankCommand::Open { owner: "x".into() })
+            .await
+            .then_expect_rejection(&BankError::AlreadyOpen);
+        ActorTest::new(Bank)
+            .given([opened(), BankEvent::Deposited { amount: 5 }])
+            .when(BankCommand::Withdraw(6))
+            .await
+            .then_expect_rejection(&BankError::InsufficientFunds {
+                balance: 5,
+                asked: 6,
+            });
+        ActorTest::new(Bank)
+            .given([opened(), BankEvent::Deposited { amount: 5 }])
+            .when(BankCommand::Withdraw(5))
+            .await
+            .then_expect_events(&[BankEvent::Withdrawn { amount: 5 }])
+            .then_expect_reply(&0);
+    }
+
+    #[test]
+    fn events_keep_their_stored_names() {
+        let codec = aether_actor::EventCodec::<BankEvent>::default();
+        assert_eq!(codec.encode(&opened()).unwrap().event_type, "AccountOpened");
+    }
+
+    fn command() -> impl Strategy<Value = BankCommand> {
+        prop_oneof![
+            "[a-z]{0,8}".prop_map(|owner| BankCommand::Open { owner }),
+            (-5i64..500).prop_map(BankCommand::Deposit),
+            (-5i64..500).prop_map(BankCommand::Withdraw),
+            Just(BankCommand::Balance),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn live_handling_and_replay_agree(commands in proptest::collection::vec(command(), 0..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let report = rt.block_on(check_replay(&Bank, commands));
+            prop_assert!(report.is_ok(), "{report:?}");
+        }
     }
 }

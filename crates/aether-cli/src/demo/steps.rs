@@ -11,10 +11,11 @@ use aether_core::{Error, Event, EventStore, Result};
 use futures::StreamExt;
 
 use super::cluster::DemoCluster;
-use super::model::{script, BankCommand, Counters};
+use super::model::{script, BankCommand, BankError, Counters};
 use super::{DemoArgs, Summary, NODES, SHARDS, WRITERS_CREDITS};
 use crate::error::{CliError, CliResult};
 use crate::output::{human_duration, progress, spinner, Painter, Table};
+use aether_actor::CommandError;
 
 fn account(prefix: &str, i: u32) -> String {
     format!("{prefix}-{i:04}")
@@ -78,8 +79,10 @@ pub(super) async fn steps(
                 if i % 10 == 0 {
                     sent += 1;
                     match shared.send(id, BankCommand::Withdraw(1_000_000)).await {
-                        Err(Error::InvalidInput(_)) => rejected += 1,
-                        Err(e) => return Err(e),
+                        Err(CommandError::Rejected(BankError::InsufficientFunds { .. })) => {
+                            rejected += 1
+                        }
+                        Err(e) => return Err(e.into()),
                         Ok(_) => return Err(Error::invalid(format!("{id} allowed an overdraft"))),
                     }
                 }

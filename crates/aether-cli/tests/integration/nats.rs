@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aether_bus::{NatsBusConfig, NatsEventBus};
 use aether_cli::demo::Bank;
-use aether_cluster::{ClusterConfig, ClusterNode};
+use aether_cluster::{Actors, ClusterConfig, ClusterNode};
 use aether_core::{Event, EventBroadcaster, EventStore, SnapshotStore};
 use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
@@ -353,7 +353,7 @@ async fn tail_prints_live_events_until_ctrl_c() {
     assert!(status.success(), "tail should exit 0 on Ctrl-C: {status:?}");
 }
 
-async fn start_node(url: &str, cluster: &str, id: &str) -> ClusterNode<Bank> {
+async fn start_node(url: &str, cluster: &str, id: &str) -> ClusterNode {
     let client = async_nats::connect(url).await.unwrap();
     let store: Arc<dyn SnapshotStore> = Arc::new(InMemoryEventStore::new());
     let config = ClusterConfig::default()
@@ -363,7 +363,7 @@ async fn start_node(url: &str, cluster: &str, id: &str) -> ClusterNode<Bank> {
         .failure_timeout(Duration::from_secs(1))
         .shards(aether_cluster::ShardConfig::default().shard_count(16))
         .storage(aether_nats::StorageKind::Memory);
-    ClusterNode::start(client, config, Bank, store)
+    ClusterNode::start(client, config, Actors::new(store).with(Bank))
         .await
         .unwrap()
 }

@@ -16,9 +16,8 @@ use super::Inner;
 use crate::core::{Action, Cas, Input};
 use crate::membership::MembershipChange;
 use crate::transport::{Incoming, MemberMessage};
-use crate::vm::RuntimeModel;
 
-impl<M: RuntimeModel> Inner<M> {
+impl Inner {
     /// Feeds `input` to the core and carries out what it decides, feeding the results back,
     /// until nothing is left to do.
     pub(super) async fn run(&self, input: Input) {
@@ -98,11 +97,14 @@ impl<M: RuntimeModel> Inner<M> {
                 Some(Input::TableWritten { table, outcome })
             }
             Action::ViewChanged(view) => {
-                let lost = self
-                    .host
-                    .passivate_where(|actor| !view.serves(&self.node_id, actor));
-                if !lost.is_empty() {
-                    tracing::debug!(epoch = view.epoch, given_up = lost.len(), "actors given up");
+                let keep = |actor: &str| !view.serves(&self.node_id, actor);
+                let lost: usize = self
+                    .hosts
+                    .all()
+                    .map(|h| h.passivate_where(&keep).len())
+                    .sum();
+                if lost > 0 {
+                    tracing::debug!(epoch = view.epoch, given_up = lost, "actors given up");
                 }
                 self.epoch_tx.send_if_modified(|e| {
                     let newer = view.epoch > *e;
@@ -134,10 +136,7 @@ fn ticker(period: Duration) -> tokio::time::Interval {
     tick
 }
 
-pub(super) async fn heartbeat_loop<M: RuntimeModel>(
-    inner: Arc<Inner<M>>,
-    cancel: CancellationToken,
-) {
+pub(super) async fn heartbeat_loop(inner: Arc<Inner>, cancel: CancellationToken) {
     let mut tick = ticker(inner.config.heartbeat_interval);
     loop {
         tokio::select! {
@@ -147,8 +146,8 @@ pub(super) async fn heartbeat_loop<M: RuntimeModel>(
     }
 }
 
-pub(super) async fn member_loop<M: RuntimeModel>(
-    inner: Arc<Inner<M>>,
+pub(super) async fn member_loop(
+    inner: Arc<Inner>,
     mut members: BoxStream<'static, MemberMessage>,
     cancel: CancellationToken,
 ) {
@@ -165,10 +164,7 @@ pub(super) async fn member_loop<M: RuntimeModel>(
     }
 }
 
-pub(super) async fn election_loop<M: RuntimeModel>(
-    inner: Arc<Inner<M>>,
-    cancel: CancellationToken,
-) {
+pub(super) async fn election_loop(inner: Arc<Inner>, cancel: CancellationToken) {
     let mut tick = ticker(inner.config.heartbeat_interval);
     loop {
         tokio::select! {
@@ -182,7 +178,7 @@ pub(super) async fn election_loop<M: RuntimeModel>(
     }
 }
 
-pub(super) async fn watch_loop<M: RuntimeModel>(inner: Arc<Inner<M>>, cancel: CancellationToken) {
+pub(super) async fn watch_loop(inner: Arc<Inner>, cancel: CancellationToken) {
     let retry = inner.config.heartbeat_interval;
     loop {
         let watch = tokio::select! {
@@ -216,8 +212,8 @@ pub(super) async fn watch_loop<M: RuntimeModel>(inner: Arc<Inner<M>>, cancel: Ca
     }
 }
 
-pub(super) async fn request_loop<M: RuntimeModel>(
-    inner: Arc<Inner<M>>,
+pub(super) async fn request_loop(
+    inner: Arc<Inner>,
     mut requests: BoxStream<'static, Incoming>,
     cancel: CancellationToken,
 ) {

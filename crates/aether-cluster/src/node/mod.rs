@@ -1,28 +1,31 @@
 //! A cluster node: the public face, and the driver that runs the I/O-free core
 //! ([`crate::core`]) over a [`Transport`] and routes messages to actors.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use aether_core::{Error, Result, SnapshotStore};
+use aether_actor::{Actor, ActorClient, ActorHost, CommandError, Envelope, HostStats};
+use aether_core::{Error, Result};
+use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::actors::{Actors, Hosts};
 use crate::assignment::Assignment;
 use crate::config::ClusterConfig;
 use crate::core::{CoreSettings, NodeCore};
-use crate::host::ActorHost;
 use crate::routing::Leave;
 use crate::transport::{LocalNetwork, MemberMessage, Transport};
-use crate::vm::RuntimeModel;
 use driver::{election_loop, heartbeat_loop, member_loop, request_loop, watch_loop};
 
-/// A member of a cluster: hosts the actors of the shards it owns and routes messages for any
-/// actor to its owner.
+/// A member of a cluster: hosts the actors of the shards it owns (of every actor type it was
+/// started with) and routes commands for any actor to its owner.
 ///
 /// Start one per process (or several in one process) with [`ClusterNode::start`] over NATS,
 /// or with [`ClusterNode::start_local`] over an in-process [`LocalNetwork`]. Its background
@@ -32,13 +35,13 @@ use driver::{election_loop, heartbeat_loop, member_loop, request_loop, watch_loo
 /// notice after the failure timeout and move its shards.
 ///
 /// See `docs/cluster.md` for the protocol.
-pub struct ClusterNode<M: RuntimeModel> {
-    inner: Arc<Inner<M>>,
+pub struct ClusterNode {
+    inner: Arc<Inner>,
     cancel: CancellationToken,
     tasks: Mutex<JoinSet<()>>,
 }
 
-struct Inner<M: RuntimeModel> {
+struct Inner {
     node_id: String,
     config: ClusterConfig,
     transport: Arc<dyn Transport>,
@@ -46,10 +49,10 @@ struct Inner<M: RuntimeModel> {
     core: Mutex<NodeCore>,
     /// Bumped to the newest epoch whenever the core applies a table, for waiters.
     epoch_tx: watch::Sender<u64>,
-    host: ActorHost<M>,
+    hosts: Hosts,
 }
 
-impl<M: RuntimeModel> fmt::Debug for ClusterNode<M> {
+impl fmt::Debug for ClusterNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let core = self.inner.core();
         f.debug_struct("ClusterNode")
@@ -61,10 +64,10 @@ impl<M: RuntimeModel> fmt::Debug for ClusterNode<M> {
     }
 }
 
-impl<M: RuntimeModel> ClusterNode<M> {
-    /// Joins the cluster `config.cluster_name` over NATS, hosting `model` actors whose events
-    /// live in `store` (which every node of the cluster must share: the JetStream store in
-    /// production).
+impl ClusterNode {
+    /// Joins the cluster `config.cluster_name` over NATS, hosting `actors` (whose store every
+    /// node of the cluster must share: the JetStream store in production). Every node of a
+    /// cluster must host the same actor types: an actor's owner is picked by its shard alone.
     ///
     /// `connection` is an [`aether_nats::Connection`] or a plain [`async_nats::Client`]. With a
     /// `Connection` (its monitor sees the server's permission reports), an operation the server
@@ -78,40 +81,39 @@ impl<M: RuntimeModel> ClusterNode<M> {
     /// goes out at once.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for bad settings; [`Error::PermissionDenied`] as above;
-    /// [`Error::Unavailable`] if NATS or JetStream cannot be reached.
+    /// [`Error::InvalidInput`] for bad settings or actor types; [`Error::PermissionDenied`] as
+    /// above; [`Error::Unavailable`] if NATS or JetStream cannot be reached.
     #[cfg(feature = "nats")]
     pub async fn start(
         connection: impl Into<aether_nats::Connection>,
         config: ClusterConfig,
-        model: M,
-        store: Arc<dyn SnapshotStore>,
+        actors: Actors,
     ) -> Result<Self> {
         config.validate()?;
+        let hosts = actors.into_hosts()?;
         let connection = connection.into();
         let transport = crate::transport::nats::NatsTransport::open(&connection, &config).await?;
-        Self::start_on(Arc::new(transport), config, model, store).await
+        Self::start_on(Arc::new(transport), config, hosts).await
     }
 
     /// Joins the cluster of the nodes on `network`, in this process, without a server: the
     /// embedded mode. Everything else is as with [`start`](Self::start).
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a bad name.
+    /// [`Error::InvalidInput`] for a bad name or actor types.
     pub async fn start_local(
         network: &LocalNetwork,
         config: ClusterConfig,
-        model: M,
-        store: Arc<dyn SnapshotStore>,
+        actors: Actors,
     ) -> Result<Self> {
-        Self::start_on(Arc::new(network.clone()), config, model, store).await
+        let hosts = actors.into_hosts()?;
+        Self::start_on(Arc::new(network.clone()), config, hosts).await
     }
 
     async fn start_on(
         transport: Arc<dyn Transport>,
         config: ClusterConfig,
-        model: M,
-        store: Arc<dyn SnapshotStore>,
+        hosts: Hosts,
     ) -> Result<Self> {
         config.validate()?;
         let node_id = config.node_id.clone().unwrap_or_else(|| {
@@ -128,7 +130,7 @@ impl<M: RuntimeModel> ClusterNode<M> {
         });
         let inner = Arc::new(Inner {
             node_id,
-            host: ActorHost::new(model, store, config.actors.clone()),
+            hosts,
             config,
             transport,
             core: Mutex::new(core),
@@ -136,11 +138,13 @@ impl<M: RuntimeModel> ClusterNode<M> {
         });
 
         // Fence: serve an actor only while the newest table we know gives us its shard.
-        let weak = Arc::downgrade(&inner);
-        inner.host.set_fence(Arc::new(move |actor_id: &str| {
-            weak.upgrade()
-                .is_some_and(|i| i.view().serves(&i.node_id, actor_id))
-        }));
+        for host in inner.hosts.all() {
+            let weak = Arc::downgrade(&inner);
+            host.set_fence(Arc::new(move |actor_id: &str| {
+                weak.upgrade()
+                    .is_some_and(|i| i.view().serves(&i.node_id, actor_id))
+            }));
+        }
 
         let (revision, table) = inner.transport.read_table().await?;
         let actions = inner.core().start(revision, table, Instant::now());
@@ -207,12 +211,35 @@ impl<M: RuntimeModel> ClusterNode<M> {
         self.inner.view().owner_of(actor_id).map(str::to_string)
     }
 
-    /// The local actor runtime.
-    pub fn host(&self) -> &ActorHost<M> {
-        &self.inner.host
+    /// The local runtime of actor type `A`, if this node hosts it.
+    pub fn host<A: Actor>(&self) -> Option<&ActorHost<A>> {
+        self.inner.hosts.typed::<A>()
     }
 
-    /// Sends `message` to `actor_id` wherever it lives and returns its reply.
+    /// The counters of every actor type this node hosts, by type.
+    pub fn stats(&self) -> BTreeMap<&'static str, HostStats> {
+        self.inner
+            .hosts
+            .all()
+            .map(|h| (h.actor_type(), h.stats()))
+            .collect()
+    }
+
+    /// Sends `command` to the actor `actor_id` of type `A` wherever it lives, and returns its
+    /// reply; the same as [`send_envelope`](Self::send_envelope) with no metadata.
+    ///
+    /// # Errors
+    /// As [`send_envelope`](Self::send_envelope).
+    pub async fn send<A: Actor>(
+        &self,
+        actor_id: &str,
+        command: A::Command,
+    ) -> std::result::Result<A::Reply, CommandError<A::Error>> {
+        self.inner.send::<A>(actor_id, Envelope::new(command)).await
+    }
+
+    /// Sends a command with its metadata to the actor `actor_id` of type `A` wherever it
+    /// lives, and returns its reply.
     ///
     /// Routes by the newest assignment table this node knows: handled here when this node owns
     /// the actor's shard, else sent to the owner (a NATS request on [`start`](Self::start)).
@@ -222,21 +249,35 @@ impl<M: RuntimeModel> ClusterNode<M> {
     /// short backoff), refreshes it and routes again, to whichever node owns the actor then,
     /// until [`ClusterConfig::send_timeout`] runs out.
     ///
-    /// Every attempt carries the same message id, and the owner records it in the metadata of
-    /// the events the message causes ([`aether_core::METADATA_MESSAGE_ID`]). A retry of a
-    /// message whose request timed out after it was applied (the reply was lost, or the owner
-    /// died right after saving) is therefore not applied again, on the old owner or on the new
-    /// one: it is answered from the actor's current state (see
-    /// [`ActorHost::dispatch_with_id`]). What a retry can still do twice is
-    /// handle a message that caused no events (harmless: it changed nothing).
+    /// Every attempt carries the same command id (the envelope's, or a new one when it has
+    /// none), and the owner records it, with the reply, on the events the command causes. A
+    /// retry of a command whose request timed out after it was applied (the reply was lost, or
+    /// the owner died right after saving) is therefore not applied again, on the old owner or
+    /// on the new one: it gets the first reply. What a retry can still do twice is decide a
+    /// command that caused no events (harmless: it changed nothing).
     ///
     /// # Errors
-    /// - the actor's rejection ([`Error::InvalidInput`]) or a store error, from the owner;
-    /// - [`Error::Unavailable`] when no owner answered within the send timeout. The message
-    ///   may or may not have been applied then; sending it again through `send` is a new
-    ///   message with a new id.
-    pub async fn send(&self, actor_id: &str, message: M::Message) -> Result<M::Reply> {
-        self.inner.send(actor_id, message).await
+    /// - [`CommandError::Rejected`]: the actor's typed rejection, from whichever node owns it;
+    /// - [`CommandError::Conflict`], [`CommandError::Decode`]: from the owner;
+    /// - [`CommandError::Infrastructure`] with [`Error::Unavailable`] when no owner answered
+    ///   within the send timeout (the command may or may not have been applied: send it
+    ///   again with the same command id to find out safely), [`Error::NotFound`] when this
+    ///   node or the owner does not host `A`, or a store error from the owner.
+    pub async fn send_envelope<A: Actor>(
+        &self,
+        actor_id: &str,
+        envelope: Envelope<A::Command>,
+    ) -> std::result::Result<A::Reply, CommandError<A::Error>> {
+        self.inner.send::<A>(actor_id, envelope).await
+    }
+
+    /// A client for actors of type `A` through this node, for code written against
+    /// [`ActorClient`] (which the embedded [`ActorHost`] implements too).
+    pub fn client<A: Actor>(&self) -> ClusterClient<A> {
+        ClusterClient {
+            inner: Arc::clone(&self.inner),
+            _actor: PhantomData,
+        }
     }
 
     /// Waits until the assignment table satisfies `pred`, up to `timeout`.
@@ -316,7 +357,9 @@ impl<M: RuntimeModel> ClusterNode<M> {
             self.inner.transport.settle().await
         }
         .await;
-        self.inner.host.passivate_all();
+        for host in self.inner.hosts.all() {
+            host.passivate_where(&|_| true);
+        }
         tracing::info!(node = %self.inner.node_id, "node left the cluster");
         result
     }
@@ -344,19 +387,55 @@ impl<M: RuntimeModel> ClusterNode<M> {
     }
 }
 
-impl<M: RuntimeModel> Drop for ClusterNode<M> {
+impl Drop for ClusterNode {
     fn drop(&mut self) {
         self.lock_tasks().abort_all();
     }
 }
 
-impl<M: RuntimeModel> Inner<M> {
+impl Inner {
     fn core(&self) -> MutexGuard<'_, NodeCore> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn view(&self) -> Arc<Assignment> {
         self.core().view()
+    }
+}
+
+/// Sends commands to actors of type `A` through a [`ClusterNode`]; see
+/// [`ClusterNode::send_envelope`]. Cheap to clone.
+pub struct ClusterClient<A> {
+    inner: Arc<Inner>,
+    _actor: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for ClusterClient<A> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            _actor: PhantomData,
+        }
+    }
+}
+
+impl<A> fmt::Debug for ClusterClient<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterClient")
+            .field("node_id", &self.inner.node_id)
+            .field("actor", &std::any::type_name::<A>())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl<A: Actor> ActorClient<A> for ClusterClient<A> {
+    async fn send_envelope(
+        &self,
+        actor_id: &str,
+        envelope: Envelope<A::Command>,
+    ) -> std::result::Result<A::Reply, CommandError<A::Error>> {
+        self.inner.send::<A>(actor_id, envelope).await
     }
 }
 

@@ -3,50 +3,63 @@
 
 use std::time::Duration;
 
-use aether_core::{Error, Result};
+use aether_actor::{Actor, CommandError, Envelope, Handled};
+use aether_core::Error;
 use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::Inner;
 use crate::assignment::Assignment;
-use crate::host::Handled;
 use crate::routing::{decode, encode, ActorRequest, ActorResponse, RemoteError};
 use crate::transport::{Incoming, RequestFailure};
-use crate::vm::RuntimeModel;
 
-enum Attempt<R> {
-    Done(Result<R>),
+type Outcome<A> = Result<<A as Actor>::Reply, CommandError<<A as Actor>::Error>>;
+
+enum Attempt<A: Actor> {
+    Done(Outcome<A>),
     Retry(String),
 }
 
-impl<M: RuntimeModel> Inner<M> {
-    pub(super) async fn send(&self, actor_id: &str, message: M::Message) -> Result<M::Reply> {
+impl Inner {
+    pub(super) async fn send<A: Actor>(
+        &self,
+        actor_id: &str,
+        envelope: Envelope<A::Command>,
+    ) -> Outcome<A> {
         if actor_id.is_empty() {
-            return Err(Error::invalid("actor id must not be empty"));
+            return Err(Error::invalid("actor id must not be empty").into());
+        }
+        let Some(host) = self.hosts.typed::<A>() else {
+            return Err(Error::NotFound(format!(
+                "node {} hosts no actor type {:?}",
+                self.node_id,
+                A::TYPE
+            ))
+            .into());
+        };
+        let mut envelope = envelope;
+        // Every attempt carries the same id, so that the owner applies the command once.
+        if envelope.meta.command_id.is_none() {
+            envelope.meta.command_id = Some(uuid::Uuid::new_v4().simple().to_string());
         }
         let send_timeout = self.config.send_timeout;
         let deadline = Instant::now() + send_timeout;
         let max_backoff = self.config.heartbeat_interval;
         let mut backoff = Duration::from_millis(10).min(max_backoff);
-        let message_id = uuid::Uuid::new_v4().simple().to_string();
         let mut table_changed = self.epoch_tx.subscribe();
         loop {
             let view = self.view();
             let attempt = match view.owner_of(actor_id) {
                 None => Attempt::Retry("no node owns the actor's shard yet".into()),
                 Some(owner) if owner == self.node_id => {
-                    match self
-                        .host
-                        .dispatch_with_id(actor_id, Some(&message_id), message.clone())
-                        .await
-                    {
+                    match host.dispatch(actor_id, envelope.clone()).await {
                         Ok(Handled::Reply { reply, .. }) => Attempt::Done(Ok(reply)),
                         Ok(Handled::NotOwner) => Attempt::Retry("ownership moved".into()),
                         Err(e) => Attempt::Done(Err(e)),
                     }
                 }
                 Some(owner) => {
-                    self.send_remote(owner, actor_id, &view, &message_id, &message, deadline)
+                    self.send_remote::<A>(owner, actor_id, &view, &envelope, deadline)
                         .await
                 }
             };
@@ -57,7 +70,8 @@ impl<M: RuntimeModel> Inner<M> {
                         return Err(Error::unavailable(
                             format!("sending to actor {actor_id}"),
                             format!("no owner answered within {send_timeout:?}: {reason}"),
-                        ));
+                        )
+                        .into());
                     }
                     tracing::debug!(actor_id, reason = %reason, "retrying send");
                     // Wait for the table to change (the failover we are waiting for), but
@@ -72,25 +86,29 @@ impl<M: RuntimeModel> Inner<M> {
         }
     }
 
-    async fn send_remote(
+    async fn send_remote<A: Actor>(
         &self,
         owner: &str,
         actor_id: &str,
         view: &Assignment,
-        message_id: &str,
-        message: &M::Message,
+        envelope: &Envelope<A::Command>,
         deadline: Instant,
-    ) -> Attempt<M::Reply> {
+    ) -> Attempt<A> {
+        let command = match serde_json::to_value(&envelope.command) {
+            Ok(c) => c,
+            Err(e) => return Attempt::Done(Err(Error::Encoding(e.to_string()).into())),
+        };
         let request = ActorRequest {
+            actor_type: A::TYPE.to_string(),
             actor_id: actor_id.to_string(),
             shard: view.shard_of(actor_id),
             epoch: view.epoch,
-            message_id: Some(message_id.to_string()),
-            message,
+            meta: envelope.meta.clone(),
+            command,
         };
         let payload = match encode(&request) {
             Ok(p) => Bytes::from(p),
-            Err(e) => return Attempt::Done(Err(e)),
+            Err(e) => return Attempt::Done(Err(e.into())),
         };
         // Never wait past the send's own deadline; a request needs some time to be answered.
         let timeout = self
@@ -98,22 +116,38 @@ impl<M: RuntimeModel> Inner<M> {
             .request_timeout
             .min(deadline.saturating_duration_since(Instant::now()))
             .max(Duration::from_millis(50));
+        let undecodable = |what: &str, e: serde_json::Error| {
+            Attempt::Done(Err(Error::Decoding(format!(
+                "the {what} of actor type {} from node {owner}: {e}",
+                A::TYPE
+            ))
+            .into()))
+        };
         match self.transport.request(owner, payload, timeout).await {
-            Ok(payload) => match decode::<ActorResponse<M::Reply>>(&payload) {
-                Ok(ActorResponse::Reply { reply, .. }) => Attempt::Done(Ok(reply)),
+            Ok(payload) => match decode::<ActorResponse>(&payload) {
+                Ok(ActorResponse::Reply { reply, .. }) => match serde_json::from_value(reply) {
+                    Ok(reply) => Attempt::Done(Ok(reply)),
+                    Err(e) => undecodable("reply", e),
+                },
+                Ok(ActorResponse::Rejected { error }) => match serde_json::from_value(error) {
+                    Ok(rejection) => Attempt::Done(Err(CommandError::Rejected(rejection))),
+                    Err(e) => undecodable("rejection", e),
+                },
                 Ok(ActorResponse::NotOwner {
                     epoch,
                     owner: theirs,
                 }) => Attempt::Retry(format!(
                     "{owner} does not own the actor at epoch {epoch} (owner there: {theirs:?})"
                 )),
-                Ok(ActorResponse::Error { error }) => Attempt::Done(Err(error.into_error(owner))),
-                Err(e) => Attempt::Done(Err(e.into())),
+                Ok(ActorResponse::Error { error }) => {
+                    Attempt::Done(Err(error.into_command_error(owner)))
+                }
+                Err(e) => Attempt::Done(Err(Error::from(e).into())),
             },
             Err(RequestFailure::NoResponders) => {
                 Attempt::Retry(format!("{owner} is not serving requests"))
             }
-            // The owner may be dead (its failover not yet decided) or just slow. The message
+            // The owner may be dead (its failover not yet decided) or just slow. The command
             // may have been applied; the retry carries the same id, so it is not applied
             // twice.
             Err(RequestFailure::TimedOut) => {
@@ -122,7 +156,8 @@ impl<M: RuntimeModel> Inner<M> {
             Err(RequestFailure::Other(e)) => Attempt::Done(Err(Error::unavailable(
                 format!("request to actor {actor_id} on node {owner}"),
                 e,
-            ))),
+            )
+            .into())),
         }
     }
 
@@ -130,16 +165,15 @@ impl<M: RuntimeModel> Inner<M> {
         let Some(reply_to) = msg.reply_to else {
             return;
         };
-        let response: ActorResponse<M::Reply> =
-            match decode::<ActorRequest<M::Message>>(&msg.payload) {
-                Err(e) => ActorResponse::Error {
-                    error: RemoteError::from_error(&e.into()),
-                },
-                Ok(req) => self.serve_request(req).await,
-            };
+        let response = match decode::<ActorRequest>(&msg.payload) {
+            Err(e) => ActorResponse::Error {
+                error: RemoteError::from_error(&e.into()),
+            },
+            Ok(req) => self.serve_request(req).await,
+        };
         let bytes = match encode(&response) {
             Ok(b) => b,
-            Err(e) => match encode(&ActorResponse::<()>::Error {
+            Err(e) => match encode(&ActorResponse::Error {
                 error: RemoteError::from_error(&e),
             }) {
                 Ok(b) => b,
@@ -151,35 +185,41 @@ impl<M: RuntimeModel> Inner<M> {
         }
     }
 
-    async fn serve_request(&self, req: ActorRequest<M::Message>) -> ActorResponse<M::Reply> {
+    async fn serve_request(&self, req: ActorRequest) -> ActorResponse {
         if self.view().epoch < req.epoch {
             // The sender knows a newer table: catch up before deciding ownership.
             self.refresh_view().await;
         }
         let ActorRequest {
+            actor_type,
             actor_id,
-            message_id,
-            message,
+            meta,
+            command,
             ..
         } = req;
         let not_owner = |view: &Assignment| ActorResponse::NotOwner {
             epoch: view.epoch,
             owner: view.owner_of(&actor_id).map(str::to_string),
         };
+        let Some(host) = self.hosts.get(&actor_type) else {
+            return ActorResponse::Error {
+                error: RemoteError::UnknownActorType { actor_type },
+            };
+        };
         let view = self.view();
-        if !view.serves(&self.node_id, &actor_id) {
+        if actor_id.is_empty() || !view.serves(&self.node_id, &actor_id) {
+            if actor_id.is_empty() {
+                return ActorResponse::Error {
+                    error: RemoteError::Invalid {
+                        message: "actor id must not be empty".into(),
+                    },
+                };
+            }
             return not_owner(&view);
         }
-        match self
-            .host
-            .dispatch_with_id(&actor_id, message_id.as_deref(), message)
-            .await
-        {
-            Ok(Handled::Reply { reply, version }) => ActorResponse::Reply { reply, version },
-            Ok(Handled::NotOwner) => not_owner(&self.view()),
-            Err(e) => ActorResponse::Error {
-                error: RemoteError::from_error(&e),
-            },
+        match host.serve(&actor_id, meta, command).await {
+            ActorResponse::NotOwner { .. } => not_owner(&self.view()),
+            other => other,
         }
     }
 }

@@ -10,10 +10,100 @@ use aether_store::InMemoryEventStore;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::host::tests::{Bank, Cmd};
+use aether_actor::{Actor, ActorClient, CommandError, CommandMeta, DomainEvent};
+use serde::{Deserialize, Serialize};
+
 use crate::routing::{decode, encode, ActorRequest, ActorResponse};
 use crate::transport::{RequestFailure, Transport};
-use crate::{ClusterConfig, ClusterNode, LocalNetwork};
+use crate::{Actors, ClusterConfig, ClusterNode, LocalNetwork};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Account {
+    balance: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Cmd {
+    Deposit(i64),
+    Withdraw(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Moved {
+    Deposited { amount: i64 },
+    Withdrawn { amount: i64 },
+}
+
+impl DomainEvent for Moved {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Deposited { .. } => "Deposited",
+            Self::Withdrawn { .. } => "Withdrawn",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+enum Refused {
+    #[error("insufficient funds: balance {balance}")]
+    InsufficientFunds { balance: i64 },
+}
+
+struct Bank;
+
+impl Actor for Bank {
+    type State = Account;
+    type Command = Cmd;
+    type Event = Moved;
+    type Reply = i64;
+    type Error = Refused;
+    const TYPE: &'static str = "bank";
+
+    async fn decide(&self, _: &str, state: &Account, command: &Cmd) -> Result<Vec<Moved>, Refused> {
+        Ok(match *command {
+            Cmd::Deposit(amount) => vec![Moved::Deposited { amount }],
+            Cmd::Withdraw(amount) if amount > state.balance => {
+                return Err(Refused::InsufficientFunds {
+                    balance: state.balance,
+                })
+            }
+            Cmd::Withdraw(amount) => vec![Moved::Withdrawn { amount }],
+        })
+    }
+
+    fn apply(state: &mut Account, event: &Moved) {
+        match event {
+            Moved::Deposited { amount } => state.balance += amount,
+            Moved::Withdrawn { amount } => state.balance -= amount,
+        }
+    }
+
+    fn reply(state: &Account, _: &Cmd, _: &[Moved]) -> i64 {
+        state.balance
+    }
+}
+
+/// A second actor type on the same nodes.
+struct Echo;
+
+impl Actor for Echo {
+    type State = Account;
+    type Command = String;
+    type Event = Moved;
+    type Reply = String;
+    type Error = Refused;
+    const TYPE: &'static str = "echo";
+
+    async fn decide(&self, _: &str, _: &Account, _: &String) -> Result<Vec<Moved>, Refused> {
+        Ok(Vec::new())
+    }
+
+    fn apply(_: &mut Account, _: &Moved) {}
+
+    fn reply(_: &Account, command: &String, _: &[Moved]) -> String {
+        command.to_uppercase()
+    }
+}
 
 const HEARTBEAT: Duration = Duration::from_millis(100);
 const FAILURE: Duration = Duration::from_secs(1);
@@ -32,19 +122,14 @@ fn config(node: &str) -> ClusterConfig {
         .shards(crate::ShardConfig::default().shard_count(64))
 }
 
-async fn start(net: &LocalNetwork, store: &Arc<InMemoryEventStore>, id: &str) -> ClusterNode<Bank> {
-    ClusterNode::start_local(net, config(id), Bank, Arc::clone(store) as _)
+async fn start(net: &LocalNetwork, store: &Arc<InMemoryEventStore>, id: &str) -> ClusterNode {
+    let actors = Actors::new(Arc::clone(store) as _).with(Bank).with(Echo);
+    ClusterNode::start_local(net, config(id), actors)
         .await
         .expect("node starts")
 }
 
-async fn cluster(
-    ids: &[&str],
-) -> (
-    LocalNetwork,
-    Arc<InMemoryEventStore>,
-    Vec<ClusterNode<Bank>>,
-) {
+async fn cluster(ids: &[&str]) -> (LocalNetwork, Arc<InMemoryEventStore>, Vec<ClusterNode>) {
     let net = LocalNetwork::new();
     let store = Arc::new(InMemoryEventStore::new());
     let mut nodes = Vec::new();
@@ -58,7 +143,7 @@ async fn cluster(
 }
 
 /// An actor whose shard `owner` serves under `node`'s table.
-fn actor_of(node: &ClusterNode<Bank>, owner: &str, prefix: &str) -> String {
+fn actor_of(node: &ClusterNode, owner: &str, prefix: &str) -> String {
     (0..)
         .map(|i| format!("{prefix}-{i}"))
         .find(|a| node.owner_of(a).as_deref() == Some(owner))
@@ -85,15 +170,24 @@ async fn a_killed_leader_is_replaced_and_its_actors_answer_from_the_new_owner() 
     let actor = actor_of(&nodes[0], &victim_id, "acct");
     let sender = (victim + 1) % 3;
     assert_eq!(
-        nodes[sender].send(&actor, Cmd::Deposit(5)).await.unwrap(),
+        nodes[sender]
+            .send::<Bank>(&actor, Cmd::Deposit(5))
+            .await
+            .unwrap(),
         5
     );
-    assert!(nodes[victim].host().is_active(&actor));
+    assert!(nodes[victim].host::<Bank>().unwrap().is_active(&actor));
 
     let killed = Instant::now();
     nodes.remove(victim).kill().await;
     // Sent at once: waits for the failover and is answered by the new owner.
-    assert_eq!(nodes[0].send(&actor, Cmd::Deposit(2)).await.unwrap(), 7);
+    assert_eq!(
+        nodes[0]
+            .send::<Bank>(&actor, Cmd::Deposit(2))
+            .await
+            .unwrap(),
+        7
+    );
     let answered = killed.elapsed();
     assert!(
         answered >= FAILURE,
@@ -124,13 +218,25 @@ async fn a_send_to_a_hung_owner_times_out_then_reroutes_to_the_new_owner_within_
     let victim_id = "c".to_string();
     let victim = nodes.iter().position(|n| n.node_id() == victim_id).unwrap();
     let actor = actor_of(&nodes[0], &victim_id, "hung");
-    assert_eq!(nodes[0].send(&actor, Cmd::Deposit(1)).await.unwrap(), 1);
+    assert_eq!(
+        nodes[0]
+            .send::<Bank>(&actor, Cmd::Deposit(1))
+            .await
+            .unwrap(),
+        1
+    );
     // The owner hangs: it stops working, but its request subject still takes requests that
     // nobody answers.
     nodes.remove(victim).kill().await;
     let _hung = net.serve(&victim_id).await.unwrap();
     let sent = Instant::now();
-    assert_eq!(nodes[0].send(&actor, Cmd::Deposit(1)).await.unwrap(), 2);
+    assert_eq!(
+        nodes[0]
+            .send::<Bank>(&actor, Cmd::Deposit(1))
+            .await
+            .unwrap(),
+        2
+    );
     let took = sent.elapsed();
     assert!(
         took >= REQUEST,
@@ -170,10 +276,16 @@ async fn a_send_gives_up_with_unavailable_only_when_its_send_timeout_runs_out() 
         }
     });
     let sent = Instant::now();
-    let err = nodes[0].send(&actor, Cmd::Deposit(1)).await.unwrap_err();
+    let err = nodes[0]
+        .send::<Bank>(&actor, Cmd::Deposit(1))
+        .await
+        .unwrap_err();
     let took = sent.elapsed();
     assert!(
-        matches!(err, aether_core::Error::Unavailable { .. }),
+        matches!(
+            err,
+            CommandError::Infrastructure(aether_core::Error::Unavailable { .. })
+        ),
         "{err:?}"
     );
     assert!(took >= SEND && took < SEND + REQUEST, "{took:?}");
@@ -196,8 +308,14 @@ async fn a_restarted_node_rejoins_and_gets_shards_again() {
     let table = nodes[0].assignment();
     assert!(!table.primaries_of("c").is_empty());
     let actor = actor_of(&nodes[0], "c", "back");
-    assert_eq!(nodes[0].send(&actor, Cmd::Deposit(3)).await.unwrap(), 3);
-    assert!(nodes[2].host().is_active(&actor));
+    assert_eq!(
+        nodes[0]
+            .send::<Bank>(&actor, Cmd::Deposit(3))
+            .await
+            .unwrap(),
+        3
+    );
+    assert!(nodes[2].host::<Bank>().unwrap().is_active(&actor));
     for n in nodes {
         n.shutdown().await.unwrap();
     }
@@ -225,28 +343,86 @@ async fn a_node_refuses_an_actor_it_does_not_own_and_writes_nothing() {
     let actor = actor_of(&nodes[0], "a", "fenced");
     let view = nodes[1].assignment();
     let request = ActorRequest {
+        actor_type: "bank".into(),
         actor_id: actor.clone(),
         shard: view.shard_of(&actor),
         epoch: view.epoch,
-        message_id: None,
-        message: Cmd::Deposit(1),
+        meta: CommandMeta::default(),
+        command: serde_json::to_value(Cmd::Deposit(1)).unwrap(),
     };
     let reply = net
         .request("b", Bytes::from(encode(&request).unwrap()), REQUEST)
         .await
         .unwrap();
-    match decode::<ActorResponse<i64>>(&reply).unwrap() {
+    match decode::<ActorResponse>(&reply).unwrap() {
         ActorResponse::NotOwner { epoch, owner } => {
             assert_eq!(epoch, view.epoch);
             assert_eq!(owner.as_deref(), Some("a"));
         }
         other => panic!("{other:?}"),
     }
-    assert!(!nodes[1].host().is_active(&actor));
+    assert!(!nodes[1].host::<Bank>().unwrap().is_active(&actor));
     assert_eq!(store.get_latest_version(&actor).await.unwrap(), 0);
     // Nobody serves a node that never joined.
     assert!(matches!(
         net.request("x", Bytes::new(), REQUEST).await,
         Err(RequestFailure::NoResponders)
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejections_arrive_typed_and_several_actor_types_share_the_nodes() {
+    let (_net, store, nodes) = cluster(&["a", "b"]).await;
+    let remote = actor_of(&nodes[0], "b", "typed");
+    assert_eq!(
+        nodes[0]
+            .send::<Bank>(&remote, Cmd::Deposit(4))
+            .await
+            .unwrap(),
+        4
+    );
+    // Refused on node b, it reaches node a as the actor's own error type.
+    match nodes[0].send::<Bank>(&remote, Cmd::Withdraw(10)).await {
+        Err(CommandError::Rejected(Refused::InsufficientFunds { balance })) => {
+            assert_eq!(balance, 4)
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same through the client trait, and a second actor type on the same nodes.
+    let client: Arc<dyn ActorClient<Bank>> = Arc::new(nodes[0].client::<Bank>());
+    assert_eq!(client.send(&remote, Cmd::Withdraw(1)).await.unwrap(), 3);
+    let echo = nodes[0]
+        .send::<Echo>(&remote, "hi".to_string())
+        .await
+        .unwrap();
+    assert_eq!(echo, "HI");
+    assert_eq!(store.get_latest_version(&remote).await.unwrap(), 2);
+    let stats = nodes[1].stats();
+    assert_eq!(stats["bank"].rejections, 1);
+    assert_eq!(stats["echo"].commands, 1);
+    // A command id sent twice is applied once, across nodes.
+    let env = aether_actor::Envelope::new(Cmd::Deposit(10)).with_id("once");
+    assert_eq!(
+        nodes[0]
+            .send_envelope::<Bank>(&remote, env.clone())
+            .await
+            .unwrap(),
+        13
+    );
+    assert_eq!(
+        nodes[1].send_envelope::<Bank>(&remote, env).await.unwrap(),
+        13
+    );
+    assert_eq!(store.get_latest_version(&remote).await.unwrap(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_refuses_to_start_with_a_type_registered_twice_or_badly_named() {
+    let net = LocalNetwork::new();
+    let store = Arc::new(InMemoryEventStore::new());
+    let twice = Actors::new(Arc::clone(&store) as _).with(Bank).with(Bank);
+    let err = ClusterNode::start_local(&net, config("a"), twice)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("registered twice"), "{err}");
 }

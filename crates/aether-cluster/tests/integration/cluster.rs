@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aether_actor::{CommandError, CommandMeta, PassivationPolicy, RuntimeConfig, SnapshotPolicy};
 use aether_cluster::routing::{decode, encode, ActorRequest, ActorResponse, RemoteError};
-use aether_cluster::{ActorConfig, ClusterConfig, ClusterNode, ShardConfig};
+use aether_cluster::{Actors, ClusterConfig, ClusterNode, ShardConfig};
 use aether_core::{Error, EventStore};
 use aether_store::InMemoryEventStore;
 use aether_testkit::NatsServer;
 
-use crate::support::{Bank, Command, Reply};
+use crate::support::{Bank, Command, Refused, Reply};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -31,16 +32,24 @@ async fn start(
     server: &NatsServer,
     config: ClusterConfig,
     store: &Arc<InMemoryEventStore>,
-) -> ClusterNode<Bank> {
+) -> ClusterNode {
+    start_with(server, config, store, RuntimeConfig::default()).await
+}
+
+async fn start_with(
+    server: &NatsServer,
+    config: ClusterConfig,
+    store: &Arc<InMemoryEventStore>,
+    runtime: RuntimeConfig,
+) -> ClusterNode {
     let client = async_nats::connect(server.url()).await.expect("connect");
-    ClusterNode::start(client, config, Bank, Arc::clone(store) as _)
+    let actors = Actors::new(Arc::clone(store) as _).with_config(Bank, runtime);
+    ClusterNode::start(client, config, actors)
         .await
         .expect("node starts")
 }
 
-async fn three_nodes(
-    cluster: &str,
-) -> (NatsServer, Arc<InMemoryEventStore>, Vec<ClusterNode<Bank>>) {
+async fn three_nodes(cluster: &str) -> (NatsServer, Arc<InMemoryEventStore>, Vec<ClusterNode>) {
     let server = NatsServer::start().expect("nats-server");
     let store = Arc::new(InMemoryEventStore::new());
     let mut nodes = Vec::new();
@@ -64,7 +73,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-async fn same_epoch_everywhere(nodes: &[&ClusterNode<Bank>]) {
+async fn same_epoch_everywhere(nodes: &[&ClusterNode]) {
     eventually("every node to hold the same assignment", || {
         let first = nodes[0].assignment();
         nodes
@@ -77,7 +86,7 @@ async fn same_epoch_everywhere(nodes: &[&ClusterNode<Bank>]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_form_a_cluster_agree_on_assignments_and_route_from_anywhere() {
     let (_server, store, nodes) = three_nodes("form").await;
-    let refs: Vec<&ClusterNode<Bank>> = nodes.iter().collect();
+    let refs: Vec<&ClusterNode> = nodes.iter().collect();
     same_epoch_everywhere(&refs).await;
     eventually("exactly one leader", || {
         nodes.iter().filter(|n| n.is_leader()).count() == 1
@@ -117,7 +126,7 @@ async fn three_nodes_form_a_cluster_agree_on_assignments_and_route_from_anywhere
         let actor = format!("account-{i}");
         let from = &nodes[i % 3];
         let r = from
-            .send(&actor, Command::Deposit { amount: 10 })
+            .send::<Bank>(&actor, Command::Deposit { amount: 10 })
             .await
             .unwrap();
         assert_eq!(
@@ -128,12 +137,12 @@ async fn three_nodes_form_a_cluster_agree_on_assignments_and_route_from_anywhere
             }
         );
         let r = nodes[(i + 1) % 3]
-            .send(&actor, Command::Deposit { amount: 5 })
+            .send::<Bank>(&actor, Command::Deposit { amount: 5 })
             .await
             .unwrap();
         assert_eq!(r.balance, 15);
         let r = nodes[(i + 2) % 3]
-            .send(&actor, Command::Balance)
+            .send::<Bank>(&actor, Command::Balance)
             .await
             .unwrap();
         assert_eq!(
@@ -147,7 +156,7 @@ async fn three_nodes_form_a_cluster_agree_on_assignments_and_route_from_anywhere
         let owner = from.owner_of(&actor).unwrap();
         for n in &nodes {
             assert_eq!(
-                n.host().is_active(&actor),
+                n.host::<Bank>().unwrap().is_active(&actor),
                 n.node_id() == owner,
                 "{actor} on {}",
                 n.node_id()
@@ -159,11 +168,14 @@ async fn three_nodes_form_a_cluster_agree_on_assignments_and_route_from_anywhere
 
     // The actor's rejection crosses the wire as a typed error.
     let err = nodes[0]
-        .send("account-0", Command::Withdraw { amount: 1000 })
+        .send::<Bank>("account-0", Command::Withdraw { amount: 1000 })
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::InvalidInput(ref m) if m.contains("insufficient")),
+        matches!(
+            err,
+            CommandError::Rejected(Refused::InsufficientFunds { asked: 1000, .. })
+        ),
         "{err:?}"
     );
     for n in nodes {
@@ -193,11 +205,11 @@ async fn a_killed_node_fails_over_and_its_actors_are_rebuilt_on_the_new_owner() 
     for actor in &theirs {
         for amount in [1, 2, 3] {
             nodes[(victim_idx + 1) % 3]
-                .send(actor, Command::Deposit { amount })
+                .send::<Bank>(actor, Command::Deposit { amount })
                 .await
                 .unwrap();
         }
-        assert!(nodes[victim_idx].host().is_active(actor));
+        assert!(nodes[victim_idx].host::<Bank>().unwrap().is_active(actor));
     }
 
     let killed_at = Instant::now();
@@ -208,7 +220,7 @@ async fn a_killed_node_fails_over_and_its_actors_are_rebuilt_on_the_new_owner() 
     // A message sent right away waits for the failover and is answered by the new owner,
     // with the state rebuilt from the store.
     let r = nodes[0]
-        .send(&theirs[0], Command::Deposit { amount: 4 })
+        .send::<Bank>(&theirs[0], Command::Deposit { amount: 4 })
         .await
         .unwrap();
     assert_eq!(
@@ -237,7 +249,10 @@ async fn a_killed_node_fails_over_and_its_actors_are_rebuilt_on_the_new_owner() 
     for actor in &theirs[1..] {
         let new_owner = nodes[1].owner_of(actor).unwrap();
         assert_ne!(new_owner, victim_id);
-        let r = nodes[1].send(actor, Command::Balance).await.unwrap();
+        let r = nodes[1]
+            .send::<Bank>(actor, Command::Balance)
+            .await
+            .unwrap();
         assert_eq!(
             r,
             Reply {
@@ -246,7 +261,7 @@ async fn a_killed_node_fails_over_and_its_actors_are_rebuilt_on_the_new_owner() 
             }
         );
         let owner_node = nodes.iter().find(|n| n.node_id() == new_owner).unwrap();
-        assert!(owner_node.host().is_active(actor));
+        assert!(owner_node.host::<Bank>().unwrap().is_active(actor));
     }
     assert_eq!(store.get_latest_version(&theirs[0]).await.unwrap(), 4);
     for n in nodes {
@@ -265,7 +280,9 @@ async fn a_node_joining_later_takes_its_share_and_the_old_owners_let_go() {
     }
     let actors: Vec<String> = (0..40).map(|i| format!("order-{i}")).collect();
     for actor in &actors {
-        a.send(actor, Command::Deposit { amount: 7 }).await.unwrap();
+        a.send::<Bank>(actor, Command::Deposit { amount: 7 })
+            .await
+            .unwrap();
     }
 
     let c = start(&server, config("join", "c"), &store).await;
@@ -286,14 +303,17 @@ async fn a_node_joining_later_takes_its_share_and_the_old_owners_let_go() {
 
     // The previous owners gave those actors up (fencing) ...
     eventually("old owners to passivate moved actors", || {
-        moved
-            .iter()
-            .all(|id| !a.host().is_active(id) && !b.host().is_active(id))
+        moved.iter().all(|id| {
+            !a.host::<Bank>().unwrap().is_active(id) && !b.host::<Bank>().unwrap().is_active(id)
+        })
     })
     .await;
     // ... and the newcomer serves them with rebuilt state, whoever sends.
     for id in &moved {
-        let r = b.send(id, Command::Deposit { amount: 1 }).await.unwrap();
+        let r = b
+            .send::<Bank>(id, Command::Deposit { amount: 1 })
+            .await
+            .unwrap();
         assert_eq!(
             r,
             Reply {
@@ -301,7 +321,7 @@ async fn a_node_joining_later_takes_its_share_and_the_old_owners_let_go() {
                 deposits: 2
             }
         );
-        assert!(c.host().is_active(id));
+        assert!(c.host::<Bank>().unwrap().is_active(id));
     }
     for n in [a, b, c] {
         n.shutdown().await.unwrap();
@@ -356,17 +376,18 @@ async fn nodes_refuse_actors_they_do_not_own_and_survive_garbage() {
 
     // A request routed with a stale idea of ownership is refused, and nothing is written.
     let request = ActorRequest {
+        actor_type: "bank".into(),
         actor_id: actor.to_string(),
         shard: other.shard_of(actor),
         epoch,
-        message_id: None,
-        message: Command::Deposit { amount: 1 },
+        meta: CommandMeta::default(),
+        command: serde_json::to_value(Command::Deposit { amount: 1 }).unwrap(),
     };
     let msg = raw
         .request(subject.clone(), encode(&request).unwrap().into())
         .await
         .unwrap();
-    match decode::<ActorResponse<Reply>>(&msg.payload).unwrap() {
+    match decode::<ActorResponse>(&msg.payload).unwrap() {
         ActorResponse::NotOwner { epoch: e, owner: o } => {
             assert!(e >= epoch);
             assert_eq!(o.as_deref(), Some(owner.as_str()));
@@ -374,16 +395,17 @@ async fn nodes_refuse_actors_they_do_not_own_and_survive_garbage() {
         other => panic!("expected NotOwner, got {other:?}"),
     }
     assert_eq!(store.get_latest_version(actor).await.unwrap(), 0);
-    assert!(!other.host().is_active(actor));
+    assert!(!other.host::<Bank>().unwrap().is_active(actor));
 
     // Garbage and future versions get typed errors back, and the node keeps serving.
     for payload in [
         b"\xff\x00not json".to_vec(),
         br#"{"v":99,"body":{}}"#.to_vec(),
         br#"{"v":1,"body":{"actorId":5}}"#.to_vec(),
+        br#"{"v":2,"body":{"actorId":5}}"#.to_vec(),
     ] {
         let msg = raw.request(subject.clone(), payload.into()).await.unwrap();
-        match decode::<ActorResponse<Reply>>(&msg.payload).unwrap() {
+        match decode::<ActorResponse>(&msg.payload).unwrap() {
             ActorResponse::Error {
                 error: RemoteError::Decoding { .. },
             } => {}
@@ -391,7 +413,7 @@ async fn nodes_refuse_actors_they_do_not_own_and_survive_garbage() {
         }
     }
     let r = other
-        .send(actor, Command::Deposit { amount: 3 })
+        .send::<Bank>(actor, Command::Deposit { amount: 3 })
         .await
         .unwrap();
     assert_eq!(r.balance, 3);
@@ -404,21 +426,22 @@ async fn nodes_refuse_actors_they_do_not_own_and_survive_garbage() {
 async fn idle_actors_passivate_and_come_back_from_a_snapshot() {
     let server = NatsServer::start().expect("nats-server");
     let store = Arc::new(InMemoryEventStore::new());
-    let cfg = config("passivate", "solo").actors(
-        ActorConfig::default()
-            .idle_timeout(Duration::from_millis(200))
-            .snapshot_every(None),
-    );
-    let node = start(&server, cfg, &store).await;
+    let runtime = RuntimeConfig::default()
+        .passivation(PassivationPolicy::never().idle_timeout(Duration::from_millis(200)))
+        .snapshot(SnapshotPolicy::on_passivation());
+    let node = start_with(&server, config("passivate", "solo"), &store, runtime).await;
     node.wait_for_members(&["solo"], WAIT).await.unwrap();
     for _ in 0..3 {
-        node.send("p-1", Command::Deposit { amount: 2 })
+        node.send::<Bank>("p-1", Command::Deposit { amount: 2 })
             .await
             .unwrap();
     }
-    assert_eq!(node.host().active_actors(), ["p-1"]);
-    eventually("passivation", || !node.host().is_active("p-1")).await;
-    assert_eq!(node.host().active_count(), 0);
+    assert_eq!(node.host::<Bank>().unwrap().active_actors(), ["p-1"]);
+    eventually("passivation", || {
+        !node.host::<Bank>().unwrap().is_active("p-1")
+    })
+    .await;
+    assert_eq!(node.host::<Bank>().unwrap().active_count(), 0);
     use aether_core::SnapshotStore;
     eventually("a snapshot", || {
         futures::executor::block_on(store.get_latest_snapshot("p-1"))
@@ -426,7 +449,7 @@ async fn idle_actors_passivate_and_come_back_from_a_snapshot() {
             .is_some_and(|s| s.version == 3)
     })
     .await;
-    let r = node.send("p-1", Command::Balance).await.unwrap();
+    let r = node.send::<Bank>("p-1", Command::Balance).await.unwrap();
     assert_eq!(
         r,
         Reply {
@@ -502,7 +525,7 @@ async fn a_send_during_failover_is_answered_by_the_new_owner_on_a_loaded_machine
         let sender = (victim_idx + 1) % 3;
         for amount in [1, 2] {
             nodes[sender]
-                .send(&actor, Command::Deposit { amount })
+                .send::<Bank>(&actor, Command::Deposit { amount })
                 .await
                 .unwrap();
         }
@@ -523,7 +546,7 @@ async fn a_send_during_failover_is_answered_by_the_new_owner_on_a_loaded_machine
         // Sent at once to the dead owner: answered by the new one within the send timeout,
         // and applied exactly once.
         let r = nodes[0]
-            .send(&actor, Command::Deposit { amount: 4 })
+            .send::<Bank>(&actor, Command::Deposit { amount: 4 })
             .await
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert_eq!(
@@ -576,8 +599,7 @@ authorization {{
     let admin = ClusterNode::start(
         connect("admin").await,
         config("guarded", "a"),
-        Bank,
-        Arc::clone(&store) as _,
+        Actors::new(Arc::clone(&store) as _).with(Bank),
     )
     .await
     .expect("admin starts");
@@ -585,8 +607,7 @@ authorization {{
     let err = ClusterNode::start(
         connect("outsider").await,
         config("guarded", "b"),
-        Bank,
-        Arc::clone(&store) as _,
+        Actors::new(Arc::clone(&store) as _).with(Bank),
     )
     .await
     .map(|_| ())

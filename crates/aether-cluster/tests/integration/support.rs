@@ -1,8 +1,7 @@
 //! The test model every cluster integration test runs: bank accounts that take deposits and
 //! withdrawals (refused beyond the balance) and answer with their balance and deposit count.
 
-use aether_cluster::{NewEvent, RuntimeMessage, RuntimeModel};
-use aether_core::{Error, Event, Result};
+use aether_actor::{Actor, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -18,7 +17,26 @@ pub(crate) enum Command {
     Balance,
 }
 
-impl RuntimeMessage for Command {}
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) enum Moved {
+    Deposited { amount: i64 },
+    Withdrawn { amount: i64 },
+}
+
+impl DomainEvent for Moved {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Deposited { .. } => "Deposited",
+            Self::Withdrawn { .. } => "Withdrawn",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, thiserror::Error)]
+pub(crate) enum Refused {
+    #[error("insufficient funds: balance {balance}, asked {asked}")]
+    InsufficientFunds { balance: i64, asked: i64 },
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Reply {
@@ -28,47 +46,44 @@ pub(crate) struct Reply {
 
 pub(crate) struct Bank;
 
-impl RuntimeModel for Bank {
+impl Actor for Bank {
     type State = Account;
-    type Message = Command;
+    type Command = Command;
+    type Event = Moved;
     type Reply = Reply;
+    type Error = Refused;
+    const TYPE: &'static str = "bank";
 
-    fn name(&self) -> &str {
-        "bank"
-    }
-
-    fn handle(&self, _: &str, state: &Account, message: &Command) -> Result<Vec<NewEvent>> {
-        match message {
-            Command::Deposit { amount } => Ok(vec![
-                NewEvent::new("Deposited").with_field("amount", *amount)
-            ]),
-            Command::Withdraw { amount } if *amount > state.balance => {
-                Err(Error::invalid("insufficient funds"))
+    async fn decide(
+        &self,
+        _: &str,
+        state: &Account,
+        command: &Command,
+    ) -> Result<Vec<Moved>, Refused> {
+        Ok(match *command {
+            Command::Deposit { amount } => vec![Moved::Deposited { amount }],
+            Command::Withdraw { amount } if amount > state.balance => {
+                return Err(Refused::InsufficientFunds {
+                    balance: state.balance,
+                    asked: amount,
+                })
             }
-            Command::Withdraw { amount } => Ok(vec![
-                NewEvent::new("Withdrawn").with_field("amount", *amount)
-            ]),
-            Command::Balance => Ok(Vec::new()),
-        }
+            Command::Withdraw { amount } => vec![Moved::Withdrawn { amount }],
+            Command::Balance => Vec::new(),
+        })
     }
 
-    fn apply(&self, state: &mut Account, event: &Event) {
-        let amount = event
-            .data
-            .get("amount")
-            .and_then(|v| v.as_i64())
-            .unwrap_or(0);
-        match event.event_type.as_str() {
-            "Deposited" => {
+    fn apply(state: &mut Account, event: &Moved) {
+        match event {
+            Moved::Deposited { amount } => {
                 state.balance += amount;
                 state.deposits += 1;
             }
-            "Withdrawn" => state.balance -= amount,
-            _ => {}
+            Moved::Withdrawn { amount } => state.balance -= amount,
         }
     }
 
-    fn reply(&self, state: &Account, _: &Command) -> Reply {
+    fn reply(state: &Account, _: &Command, _: &[Moved]) -> Reply {
         Reply {
             balance: state.balance,
             deposits: state.deposits,
