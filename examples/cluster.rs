@@ -1,81 +1,28 @@
-//! A three-node cluster: placement, routing from any node, and failover.
+//! A three-node cluster: placement, routing from any node, typed rejections across nodes, and
+//! failover.
 //!
 //! Three nodes (in this one process, each with its own NATS connection and its own JetStream
-//! event store) join the cluster `example`, agree on who owns which shard, and route bank
-//! account commands to the owning node from wherever they are sent. Then the node owning one
-//! account is killed without a goodbye: after the failure timeout its shards move, and the next
-//! command to that account is answered by the new owner with the balance rebuilt from the
-//! account's events.
+//! event store) join the cluster `example`, agree on who owns which shard, and host the typed
+//! bank account actor (`aether_examples::bank::Bank`). Commands are routed to the owning node
+//! from wherever they are sent, and a refusal comes back from the owner as the actor's typed
+//! `BankError`. Then the node owning one account is killed without a goodbye: after the
+//! failure timeout its shards move, and the next command to that account is answered by the
+//! new owner with the balance rebuilt from the account's events.
 //!
 //! Run with `cargo run -p aether-examples --example cluster`. It uses the server at `NATS_URL`
-//! when set (JetStream enabled), and otherwise starts a throwaway `nats-server`.
+//! when set (JetStream enabled), and otherwise starts a throwaway `nats-server` (found through
+//! `AETHER_NATS_SERVER`, the project's `.tools/`, or `PATH`).
 
 use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aether_cluster::{
-    ClusterConfig, ClusterNode, NewEvent, RuntimeMessage, RuntimeModel, ShardConfig,
-};
-use aether_core::{Error, Event, Result};
+use aether_actor::CommandError;
+use aether_cluster::{Actors, ClusterConfig, ClusterNode, ShardConfig};
+use aether_examples::bank::{Bank, BankCommand, BankError};
 use aether_store::{JetStreamConfig, JetStreamEventStore, StorageKind};
-use serde::{Deserialize, Serialize};
 
-/// An account's state, rebuilt from its events.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Account {
-    balance: i64,
-}
-
-/// What can be asked of an account. Crosses the wire as this type.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum Command {
-    Deposit(i64),
-    Withdraw(i64),
-    Balance,
-}
-
-impl RuntimeMessage for Command {}
-
-struct Bank;
-
-impl RuntimeModel for Bank {
-    type State = Account;
-    type Message = Command;
-    type Reply = i64;
-
-    fn name(&self) -> &str {
-        "bank"
-    }
-
-    fn handle(&self, _: &str, state: &Account, command: &Command) -> Result<Vec<NewEvent>> {
-        Ok(match command {
-            Command::Deposit(n) => vec![NewEvent::new("Deposited").with_field("amount", *n)],
-            Command::Withdraw(n) if *n > state.balance => {
-                return Err(Error::invalid("insufficient funds"))
-            }
-            Command::Withdraw(n) => vec![NewEvent::new("Withdrawn").with_field("amount", *n)],
-            Command::Balance => Vec::new(),
-        })
-    }
-
-    fn apply(&self, state: &mut Account, event: &Event) {
-        let amount = event
-            .data
-            .get("amount")
-            .and_then(|v| v.as_i64())
-            .unwrap_or(0);
-        match event.event_type.as_str() {
-            "Deposited" => state.balance += amount,
-            "Withdrawn" => state.balance -= amount,
-            _ => {}
-        }
-    }
-
-    fn reply(&self, state: &Account, _: &Command) -> i64 {
-        state.balance
-    }
-}
+type BoxError = Box<dyn StdError>;
 
 fn node_config(id: &str) -> ClusterConfig {
     ClusterConfig::default()
@@ -87,10 +34,7 @@ fn node_config(id: &str) -> ClusterConfig {
         .storage(aether_cluster::StorageKind::Memory)
 }
 
-async fn start_node(
-    url: &str,
-    id: &str,
-) -> std::result::Result<ClusterNode<Bank>, Box<dyn StdError>> {
+async fn start_node(url: &str, id: &str) -> Result<ClusterNode, BoxError> {
     let client = async_nats::connect(url).await?;
     // Every node has its own store on the same stream: the events are shared through JetStream.
     let store = JetStreamEventStore::new(
@@ -100,11 +44,20 @@ async fn start_node(
             .storage(StorageKind::Memory),
     )
     .await?;
-    Ok(ClusterNode::start(client, node_config(id), Bank, Arc::new(store)).await?)
+    // Every node hosts the same actor types; which node serves an account is decided by the
+    // account's shard alone.
+    let actors = Actors::new(Arc::new(store)).with(Bank);
+    Ok(ClusterNode::start(client, node_config(id), actors).await?)
+}
+
+/// The node currently owning `account`, as `via` sees the assignment.
+fn owner(via: &ClusterNode, account: &str) -> Result<String, BoxError> {
+    via.owner_of(account)
+        .ok_or_else(|| format!("no owner known for {account}").into())
 }
 
 #[tokio::main]
-async fn main() -> std::result::Result<(), Box<dyn StdError>> {
+async fn main() -> Result<(), BoxError> {
     let (_server, url) = match std::env::var("NATS_URL") {
         Ok(url) => (None, url),
         Err(_) => {
@@ -141,42 +94,80 @@ async fn main() -> std::result::Result<(), Box<dyn StdError>> {
     let run = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
     let accounts: Vec<String> = (0..6).map(|i| format!("account-{run}-{i}")).collect();
 
-    // Placement and routing: any node can send to any account.
+    // Placement and routing: any node can send to any account. Each account is opened
+    // through one node and takes its deposit through the next.
     for (i, account) in accounts.iter().enumerate() {
-        let via = &nodes[i % nodes.len()];
-        let balance = via.send(account, Command::Deposit(100)).await?;
+        let opener = &nodes[i % nodes.len()];
+        let depositor = &nodes[(i + 1) % nodes.len()];
+        opener
+            .send::<Bank>(
+                account,
+                BankCommand::Open {
+                    owner: format!("holder-{i}"),
+                },
+            )
+            .await?;
+        let reply = depositor
+            .send::<Bank>(account, BankCommand::Deposit { amount: 100 })
+            .await?;
         println!(
-            "{account}: shard {}, owner {}, deposit via {} -> balance {balance}",
-            via.shard_of(account),
-            via.owner_of(account).unwrap_or_default(),
-            via.node_id()
+            "{account}: shard {}, owner {}, opened via {}, deposit via {} -> balance {}",
+            depositor.shard_of(account),
+            owner(depositor, account)?,
+            opener.node_id(),
+            depositor.node_id(),
+            reply.balance
         );
     }
-    let refused = nodes[1].send(&accounts[0], Command::Withdraw(1_000)).await;
-    println!("withdrawing 1000 from {}: {refused:?}", accounts[0]);
-    let balance = nodes[2].send(&accounts[0], Command::Withdraw(30)).await?;
-    println!("withdrawing 30 from {}: balance {balance}", accounts[0]);
+
+    // A refusal decided on the owner reaches a sender on another node as the typed error.
+    let first = &accounts[0];
+    let first_owner = owner(&nodes[0], first)?;
+    let asker = nodes
+        .iter()
+        .find(|n| n.node_id() != first_owner)
+        .ok_or("every node owns the account")?;
+    match asker
+        .send::<Bank>(first, BankCommand::Withdraw { amount: 1_000 })
+        .await
+    {
+        Err(CommandError::Rejected(BankError::InsufficientFunds { balance, asked })) => println!(
+            "{} asked {first_owner} to withdraw {asked} from {first}: refused, typed \
+             InsufficientFunds (balance {balance})",
+            asker.node_id()
+        ),
+        other => return Err(format!("expected a typed refusal, got {other:?}").into()),
+    }
+    let reply = asker
+        .send::<Bank>(first, BankCommand::Withdraw { amount: 30 })
+        .await?;
+    println!("withdrawing 30 from {first}: balance {}", reply.balance);
 
     // Failover: kill the owner of the first account, as a crash would.
-    let victim_id = nodes[0].owner_of(&accounts[0]).unwrap_or_default();
     let victim = nodes
         .iter()
-        .position(|n| n.node_id() == victim_id)
+        .position(|n| n.node_id() == first_owner)
         .ok_or("owner not found")?;
-    println!(
-        "killing {victim_id} (it hosts {:?})",
-        nodes[victim].host().active_actors()
-    );
+    let hosted = nodes[victim]
+        .host::<Bank>()
+        .map(|h| h.active_actors())
+        .ok_or("the owner does not host the bank")?;
+    println!("killing {first_owner} (it hosts {hosted:?})");
     let started = Instant::now();
     nodes.remove(victim).kill().await;
 
-    let balance = nodes[0].send(&accounts[0], Command::Deposit(5)).await?;
+    let reply = nodes[0]
+        .send::<Bank>(first, BankCommand::Deposit { amount: 5 })
+        .await?;
     println!(
-        "after {:?}: {} answered by {} with balance {balance} (rebuilt from its events)",
+        "after {:?}: {first} answered by {} with balance {} (rebuilt from its events)",
         started.elapsed(),
-        accounts[0],
-        nodes[0].owner_of(&accounts[0]).unwrap_or_default()
+        owner(&nodes[0], first)?,
+        reply.balance
     );
+    if reply.balance != 75 {
+        return Err(format!("expected 100 - 30 + 5 = 75, got {}", reply.balance).into());
+    }
     let table = nodes[0].assignment();
     println!(
         "new table: leader {}, epoch {}, members {:?}",

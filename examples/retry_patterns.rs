@@ -1,12 +1,14 @@
-//! Retry patterns for version conflicts, side by side.
+//! Retry patterns for version conflicts, side by side, all on the library's one retry policy
+//! (`aether_actor::RetryPolicy`).
 //!
 //! Eight tasks increment one counter actor 25 times each, all at once, through each pattern of
-//! `aether_examples::retry` against the in-memory store. Every increment reads the latest
+//! `aether_examples::retry` against the in-memory store, writing to the store directly (an
+//! `ActorHost` retries its own conflicts under the same policy). Every increment reads the latest
 //! version, decides, and appends at the next one, so the tasks keep colliding; each pattern
 //! must still end with exactly 200 events, versions 1 to 200. Then a circuit breaker is shown
 //! riding out a backend outage.
 //!
-//! Run with `cargo run --example retry_patterns`. See `examples/README.md` for when to use
+//! Run with `cargo run -p aether-examples --example retry_patterns`. See `examples/README.md` for when to use
 //! which pattern.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,10 +17,9 @@ use std::time::{Duration, Instant};
 
 use aether_core::{Error, Event, EventStore, Result};
 use aether_examples::retry::{
-    next_version, AdaptiveConfig, AdaptiveRetry, Attempt, Backoff, BreakerConfig, BreakerError,
+    next_version, AdaptiveConfig, AdaptiveRetry, Attempt, BreakerConfig, BreakerError,
     BreakerState, CircuitBreaker, ConflictAwareConfig, ConflictAwareRetry, DecideFuture, Decision,
-    Jitter, JitterRetry, QueueConfig, RetryConfig, RetryPolicy, RetryQueue, SimpleRetry,
-    StatsSnapshot,
+    QueueConfig, RetryPattern, RetryPolicy, RetryQueue, SimpleRetry, StatsSnapshot,
 };
 use aether_store::InMemoryEventStore;
 
@@ -40,12 +41,14 @@ fn increment() -> impl for<'a> FnMut(&'a dyn EventStore, Attempt) -> DecideFutur
     }
 }
 
-/// Fast retries with plenty of attempts, so the run shows the patterns' behaviour rather than
-/// give-ups.
-fn retry_config() -> RetryConfig {
-    RetryConfig {
-        max_attempts: 1_000,
-        backoff: Backoff::new(Duration::from_micros(100), Duration::from_millis(5)),
+/// Fast retries with plenty of them, so the run shows the patterns' behaviour rather than
+/// give-ups; jittered, as the library's default policy is.
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 999,
+        initial_backoff: Duration::from_micros(100),
+        max_backoff: Duration::from_millis(5),
+        jitter: true,
     }
 }
 
@@ -74,7 +77,7 @@ async fn verify(store: &InMemoryEventStore) -> Result<()> {
 }
 
 /// Runs the contention scenario through a blocking policy.
-async fn contend<P: RetryPolicy + 'static>(
+async fn contend<P: RetryPattern + 'static>(
     pattern: &'static str,
     policy: P,
     note: impl Fn(&P) -> String,
@@ -111,7 +114,7 @@ async fn through_queue() -> Result<Row> {
     let config = QueueConfig::default()
         .with_concurrency(TASKS)
         .with_capacity(64)
-        .with_retry(retry_config());
+        .with_retry(policy());
     let queue = Arc::new(RetryQueue::<u64>::start(store.clone(), config)?);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -153,7 +156,7 @@ async fn through_breaker() -> Result<Row> {
     let store = Arc::new(InMemoryEventStore::new());
     let breaker = Arc::new(CircuitBreaker::new(
         BreakerConfig::default(),
-        SimpleRetry::new(retry_config()),
+        SimpleRetry::new(policy()),
     ));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -228,12 +231,11 @@ async fn outage() -> Result<()> {
         BreakerConfig::default()
             .with_failure_threshold(3)
             .with_cooldown(cooldown),
-        JitterRetry::new(
-            RetryConfig {
-                max_attempts: 3,
-                backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(10)),
-            },
-            Jitter::Full,
+        SimpleRetry::new(
+            RetryPolicy::default()
+                .max_retries(2)
+                .initial_backoff(Duration::from_millis(1))
+                .max_backoff(Duration::from_millis(10)),
         ),
     );
     println!("\ncircuit breaker through an outage (threshold 3, cooldown {cooldown:?}):");
@@ -280,15 +282,23 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     );
     let mut rows = Vec::new();
     rows.push(
-        contend("simple backoff", SimpleRetry::new(retry_config()), |_| {
-            "deterministic waits".into()
+        contend(
+            "backoff, no jitter",
+            SimpleRetry::new(policy().jitter(false)),
+            |_| "deterministic waits".into(),
+        )
+        .await?,
+    );
+    rows.push(
+        contend("backoff, jitter", SimpleRetry::new(policy()), |_| {
+            "the library default: full jitter".into()
         })
         .await?,
     );
     rows.push(
         contend(
             "conflict-aware",
-            ConflictAwareRetry::new(ConflictAwareConfig::default().with_retry(retry_config())),
+            ConflictAwareRetry::new(ConflictAwareConfig::default().with_policy(policy())),
             |p| {
                 format!(
                     "{} immediate retries, largest gap {}",
@@ -299,22 +309,10 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         )
         .await?,
     );
-    for (name, mode) in [
-        ("full jitter", Jitter::Full),
-        ("equal jitter", Jitter::Equal),
-        ("decorrelated jitter", Jitter::Decorrelated),
-    ] {
-        rows.push(
-            contend(name, JitterRetry::new(retry_config(), mode), |_| {
-                "randomised waits".into()
-            })
-            .await?,
-        );
-    }
     rows.push(
         contend(
             "adaptive",
-            AdaptiveRetry::new(AdaptiveConfig::default().with_retry(retry_config())),
+            AdaptiveRetry::new(AdaptiveConfig::default().with_policy(policy())),
             |p| format!("conflict rate now {:.2}", p.contention()),
         )
         .await?,

@@ -1,7 +1,11 @@
-//! A checkpointed read model: account balances projected from stored events.
+//! A checkpointed read model: account balances projected from the stored events of the
+//! [`Bank`] actor.
 //!
 //! The projection follows `EventStored` notifications from a durable bus subscription, reads
-//! each stored event from the event store, and folds it into its state. The state and the
+//! each stored event from the event store, decodes it as a [`BankEvent`] with the actor's
+//! [`EventCodec`] (the same upcasters the actor uses), and folds it into its state. An event
+//! that does not decode stops the projection with an error naming it: nothing is skipped and
+//! no field is defaulted. The state and the
 //! checkpoint (the bus stream sequence of the last notification applied) are saved together,
 //! atomically, so after a crash the projection never applies an event twice and never skips
 //! one: it resumes at `checkpoint + 1`, and a notification at or below the checkpoint (a
@@ -11,9 +15,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aether_actor::{Actor, EventCodec};
 use aether_bus::{DurableEvent, DurableSubscription, StartFrom};
-use aether_core::{Error, EventStore, EVENT_TYPE_EVENT_STORED};
+use aether_core::{Error, Event, EventStore, EVENT_TYPE_EVENT_STORED};
 use serde_json::{json, Value};
+
+use crate::bank::{Bank, BankEvent};
 
 /// A saved checkpoint with the balances as of it.
 type Saved = (u64, BTreeMap<String, i64>);
@@ -62,12 +69,26 @@ impl ReadModelFile {
     }
 }
 
-/// Account balances derived from `Deposited` and `Withdrawn` events.
-#[derive(Debug, Default)]
+/// Account balances derived from [`BankEvent`]s: an opened account starts at zero, deposits
+/// and withdrawals move it.
+#[derive(Debug)]
 pub struct BalanceProjection {
+    codec: EventCodec<BankEvent>,
     balances: BTreeMap<String, i64>,
     checkpoint: u64,
     applied: u64,
+}
+
+impl Default for BalanceProjection {
+    /// Empty, decoding with the [`Bank`] actor's upcasters.
+    fn default() -> Self {
+        Self {
+            codec: EventCodec::new(Bank::upcasters()),
+            balances: BTreeMap::new(),
+            checkpoint: 0,
+            applied: 0,
+        }
+    }
 }
 
 impl BalanceProjection {
@@ -80,7 +101,7 @@ impl BalanceProjection {
             Some((checkpoint, balances)) => Self {
                 balances,
                 checkpoint,
-                applied: 0,
+                ..Self::default()
             },
             None => Self::default(),
         })
@@ -114,8 +135,9 @@ impl BalanceProjection {
     /// whether it changed anything (redeliveries at or below the checkpoint do not).
     ///
     /// # Errors
-    /// Store errors, or [`Error::Decoding`] when the notification is malformed or names an
-    /// event the store does not have.
+    /// Store errors; [`Error::Decoding`] when the notification is malformed, names an event
+    /// the store does not have, or the event does not decode as a [`BankEvent`]; an error too
+    /// when a balance would overflow. The checkpoint does not move past such an event.
     pub async fn apply(
         &mut self,
         store: &dyn EventStore,
@@ -143,16 +165,34 @@ impl BalanceProjection {
                     n.actor_id
                 ))
             })?;
-        let amount = stored.data["amount"].as_i64().unwrap_or(0);
-        let delta = match stored.event_type.as_str() {
-            "Deposited" => amount,
-            "Withdrawn" => -amount,
-            _ => 0,
-        };
-        *self.balances.entry(stored.actor_id.clone()).or_default() += delta;
+        self.fold(&stored)?;
         self.checkpoint = note.sequence;
         self.applied += 1;
         Ok(true)
+    }
+
+    /// Decodes one stored event and folds it into the balances.
+    fn fold(&mut self, stored: &Event) -> Result<(), Error> {
+        let event = self
+            .codec
+            .decode(stored)
+            .map_err(|e| Error::Decoding(e.to_string()))?;
+        // An account starts at zero; a projection started on part of a history (or a
+        // history written by hand) may meet its deposits before its opening.
+        let balance = self.balances.entry(stored.actor_id.clone()).or_insert(0);
+        let before = *balance;
+        *balance = match &event {
+            BankEvent::AccountOpened { .. } => Some(before),
+            BankEvent::Deposited { amount } => before.checked_add(*amount),
+            BankEvent::Withdrawn { amount } => before.checked_sub(*amount),
+        }
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "{event:?} at version {} of {} overflows its balance {before}",
+                stored.version, stored.actor_id
+            ))
+        })?;
+        Ok(())
     }
 
     /// Applies notifications from `sub` until `done` says so or `timeout` passes without one,
@@ -194,8 +234,91 @@ mod tests {
     use std::sync::Arc;
 
     use aether_bus::{BusStreamConfig, NatsBusConfig, NatsEventBus};
-    use aether_core::{Event, SubscriptionFilter};
-    use aether_store::{JetStreamConfig, JetStreamEventStore, Notify};
+    use aether_core::SubscriptionFilter;
+    use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore, Notify};
+
+    /// The stored form of `event` at `version` of `actor`, as the bank actor writes it.
+    fn stored(actor: &str, version: u64, event: &BankEvent) -> Event {
+        EventCodec::<BankEvent>::default()
+            .encode(event)
+            .unwrap()
+            .into_event(actor, version)
+    }
+
+    /// The bus delivery announcing `event` at bus stream sequence `sequence`.
+    fn note(sequence: u64, event: &Event) -> DurableEvent {
+        DurableEvent {
+            sequence,
+            namespace: "stored".into(),
+            event: Arc::new(event.event_stored()),
+        }
+    }
+
+    #[tokio::test]
+    async fn folds_typed_events_and_ignores_redeliveries() {
+        let store = InMemoryEventStore::new();
+        let history = [
+            stored(
+                "acc",
+                1,
+                &BankEvent::AccountOpened {
+                    owner: "Ada".into(),
+                },
+            ),
+            stored("acc", 2, &BankEvent::Deposited { amount: 100 }),
+            stored("acc", 3, &BankEvent::Withdrawn { amount: 30 }),
+        ];
+        let mut p = BalanceProjection::default();
+        for (i, event) in history.iter().enumerate() {
+            store.save_event(event).await.unwrap();
+            assert!(p.apply(&store, &note(i as u64 + 1, event)).await.unwrap());
+            if i == 0 {
+                assert_eq!(p.balances().get("acc"), Some(&0));
+            }
+        }
+        assert_eq!(p.balances().get("acc"), Some(&70));
+        assert_eq!((p.checkpoint(), p.applied()), (3, 3));
+        // A redelivery at or below the checkpoint changes nothing.
+        assert!(!p.apply(&store, &note(2, &history[1])).await.unwrap());
+        assert_eq!(p.balances().get("acc"), Some(&70));
+    }
+
+    #[tokio::test]
+    async fn an_event_that_does_not_decode_stops_the_projection_instead_of_counting_as_zero() {
+        let store = InMemoryEventStore::new();
+        let good = stored("acc", 1, &BankEvent::Deposited { amount: 5 });
+        // Written by hand, without its amount.
+        let bad = Event::new("Deposited", "acc", 2);
+        let unknown = Event::new("Refunded", "acc", 3).with_field("amount", 1);
+        for e in [&good, &bad, &unknown] {
+            store.save_event(e).await.unwrap();
+        }
+        let mut p = BalanceProjection::default();
+        p.apply(&store, &note(1, &good)).await.unwrap();
+        for (sequence, event) in [(2, &bad), (3, &unknown)] {
+            let err = p.apply(&store, &note(sequence, event)).await.unwrap_err();
+            assert!(matches!(err, Error::Decoding(_)), "{err:?}");
+            assert!(err.to_string().contains(&event.event_type), "{err}");
+        }
+        assert_eq!(p.balances().get("acc"), Some(&5));
+        assert_eq!(p.checkpoint(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_balance_that_would_overflow_is_an_error() {
+        let store = InMemoryEventStore::new();
+        let events = [
+            stored("acc", 1, &BankEvent::Deposited { amount: i64::MAX }),
+            stored("acc", 2, &BankEvent::Deposited { amount: 1 }),
+        ];
+        let mut p = BalanceProjection::default();
+        for (i, e) in events.iter().enumerate() {
+            store.save_event(e).await.unwrap();
+            let applied = p.apply(&store, &note(i as u64 + 1, e)).await;
+            assert_eq!(applied.is_err(), i == 1, "{applied:?}");
+        }
+        assert_eq!(p.balances().get("acc"), Some(&i64::MAX));
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn catches_up_after_downtime_without_gaps_or_repeats() {
@@ -225,7 +348,7 @@ mod tests {
             let v = versions.entry(acc.to_string()).or_default();
             *v += 1;
             *expected.entry(acc.to_string()).or_default() += amount;
-            Event::new("Deposited", acc, *v).with_field("amount", amount)
+            stored(acc, *v, &BankEvent::Deposited { amount })
         };
         for i in 0..20 {
             let e = write(&format!("acc-{}", i % 4), i);

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use aether_core::EventStore;
 
-use super::{drive, Attempt, DecideFuture, RetryConfig, RetryError, RetryStats, StatsSnapshot};
+use super::{
+    drive, max_attempts, Attempt, DecideFuture, RetryError, RetryPolicy, RetryStats, StatsSnapshot,
+};
 
 /// An exponentially weighted moving average of the conflict rate, shared by every caller that
 /// holds it and updated without locks.
@@ -72,8 +74,8 @@ impl ContentionTracker {
 /// Configuration of [`AdaptiveRetry`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdaptiveConfig {
-    /// Attempts and the backoff being scaled.
-    pub retry: RetryConfig,
+    /// Retries and the backoff being scaled.
+    pub policy: RetryPolicy,
     /// Multiplier of the backoff when the conflict rate is 0.
     pub min_factor: f64,
     /// Multiplier of the backoff when the conflict rate is 1.
@@ -81,10 +83,10 @@ pub struct AdaptiveConfig {
 }
 
 impl Default for AdaptiveConfig {
-    /// Default retry config, scaled between a quarter and eight times.
+    /// The default [`RetryPolicy`], scaled between a quarter and eight times.
     fn default() -> Self {
         Self {
-            retry: RetryConfig::default(),
+            policy: RetryPolicy::default(),
             min_factor: 0.25,
             max_factor: 8.0,
         }
@@ -92,9 +94,9 @@ impl Default for AdaptiveConfig {
 }
 
 impl AdaptiveConfig {
-    /// Sets the attempts and backoff.
-    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
-        self.retry = retry;
+    /// Sets the retries and the backoff.
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -112,14 +114,14 @@ impl AdaptiveConfig {
         lo + (hi - lo) * rate.clamp(0.0, 1.0)
     }
 
-    /// The wait before retry number `retry` at conflict rate `rate`: the backoff times
-    /// [`factor`](Self::factor), never above the backoff's cap.
+    /// The wait before retry number `retry` at conflict rate `rate`: the policy's backoff
+    /// (jittered when the policy says so) times [`factor`](Self::factor), never above the
+    /// policy's `max_backoff`.
     pub fn delay(&self, retry: u32, rate: f64) -> Duration {
-        let backoff = self.retry.backoff;
-        backoff
-            .delay(retry)
-            .mul_f64(self.factor(rate))
-            .min(backoff.cap)
+        let cap = self.policy.max_backoff;
+        let scaled = self.policy.backoff(retry).as_secs_f64() * self.factor(rate);
+        // A huge factor could exceed what a Duration holds; the cap applies then too.
+        Duration::try_from_secs_f64(scaled).map_or(cap, |d| d.min(cap))
     }
 }
 
@@ -174,7 +176,8 @@ impl AdaptiveRetry {
         self.tracker.rate()
     }
 
-    /// The wait the next first retry would get at the current contention.
+    /// The wait the next first retry would get at the current contention (one draw of it,
+    /// when the policy jitters).
     pub fn current_delay(&self) -> Duration {
         self.config.delay(1, self.tracker.rate())
     }
@@ -207,7 +210,7 @@ impl AdaptiveRetry {
             let result = drive(
                 store,
                 command,
-                self.config.retry.max_attempts,
+                max_attempts(&self.config.policy),
                 false,
                 &self.stats,
                 |retry, error| {
@@ -232,17 +235,16 @@ impl AdaptiveRetry {
     }
 }
 
-super::impl_retry_policy!(AdaptiveRetry);
+super::impl_retry_pattern!(AdaptiveRetry);
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{fast_config, hammer};
-    use super::super::Backoff;
+    use super::super::testing::{exact_policy, fast_policy, hammer};
     use super::*;
 
     #[tokio::test(flavor = "multi_thread")]
     async fn concurrent_increments_stay_contiguous_and_contention_is_seen() {
-        let retry = AdaptiveRetry::new(AdaptiveConfig::default().with_retry(fast_config()));
+        let retry = AdaptiveRetry::new(AdaptiveConfig::default().with_policy(fast_policy()));
         let tracker = retry.tracker().clone();
         hammer(retry).await;
         // The same tracker saw the conflicts (successes pull it back down, so just > 0).
@@ -271,10 +273,7 @@ mod tests {
     #[test]
     fn delay_scales_with_contention_within_the_cap() {
         let c = AdaptiveConfig::default()
-            .with_retry(RetryConfig {
-                max_attempts: 5,
-                backoff: Backoff::new(Duration::from_millis(4), Duration::from_millis(100)),
-            })
+            .with_policy(exact_policy(4, 4, 100))
             .with_factors(0.25, 8.0);
         assert_eq!(c.delay(1, 0.0), Duration::from_millis(1));
         assert_eq!(c.delay(1, 1.0), Duration::from_millis(32));
@@ -283,11 +282,24 @@ mod tests {
         // Nonsense factors fall back to the plain backoff.
         let odd = c.with_factors(f64::NAN, -1.0);
         assert_eq!(odd.delay(1, 0.7), Duration::from_millis(4));
+        // A factor beyond what a Duration holds still stops at the cap.
+        let huge = c.with_factors(1e300, 1e300);
+        assert_eq!(huge.delay(1, 0.5), Duration::from_millis(100));
+        // With jitter the scaled wait stays within the scaled backoff.
+        let jittered = AdaptiveConfig::default()
+            .with_policy(exact_policy(4, 4, 100).jitter(true))
+            .with_factors(0.25, 8.0);
+        for _ in 0..100 {
+            assert!(jittered.delay(1, 1.0) <= Duration::from_millis(32));
+        }
     }
 
     #[test]
     fn clones_share_the_tracker_and_scaling_follows_it() {
-        let a = AdaptiveRetry::new(AdaptiveConfig::default());
+        // Without jitter, so that the two waits compare exactly.
+        let a = AdaptiveRetry::new(
+            AdaptiveConfig::default().with_policy(RetryPolicy::default().jitter(false)),
+        );
         let b = a.clone();
         let calm = b.current_delay();
         for _ in 0..20 {

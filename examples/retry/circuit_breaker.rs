@@ -1,4 +1,4 @@
-//! A circuit breaker around any retry policy.
+//! A circuit breaker around any retry pattern.
 
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -7,7 +7,7 @@ use std::time::Duration;
 use aether_core::{Error, EventStore};
 use tokio::time::Instant;
 
-use super::{Attempt, DecideFuture, RetryError, RetryPolicy, StatsSnapshot};
+use super::{Attempt, DecideFuture, RetryError, RetryPattern, StatsSnapshot};
 
 /// Where a [`CircuitBreaker`] stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub enum BreakerError {
         /// Time left until the circuit lets a probe through.
         retry_after: Duration,
     },
-    /// The command ran and the wrapped policy gave up.
+    /// The command ran and the wrapped pattern gave up.
     #[error(transparent)]
     Retry(#[from] RetryError),
 }
@@ -102,12 +102,12 @@ struct Inner {
 }
 
 /// Protects a struggling backend (and its callers) by refusing calls for a while after too
-/// many consecutive failures, wrapping any [`RetryPolicy`].
+/// many consecutive failures, wrapping any [`RetryPattern`].
 ///
-/// **What counts as a failure:** a call whose policy ran out of attempts
+/// **What counts as a failure:** a call whose pattern ran out of attempts
 /// ([`RetryError::Exhausted`], whether on conflicts or on unavailability), or that ended with
 /// [`Error::Unavailable`]. A single version conflict is not a failure: it is the normal
-/// outcome of optimistic concurrency and the wrapped policy retries it; only conflicts that
+/// outcome of optimistic concurrency and the wrapped pattern retries it; only conflicts that
 /// persist through every retry mean the actor (or the store) is overloaded, which is when
 /// shedding load helps. Non-retryable errors such as invalid input are the caller's problem,
 /// not the backend's, and leave the count unchanged. A success resets it.
@@ -116,16 +116,16 @@ struct Inner {
 /// Time comes from `tokio::time`, so tests can pause and advance it.
 #[derive(Debug)]
 pub struct CircuitBreaker<P> {
-    policy: P,
+    pattern: P,
     config: BreakerConfig,
     inner: Mutex<Inner>,
 }
 
-impl<P: RetryPolicy> CircuitBreaker<P> {
-    /// A closed breaker around `policy`.
-    pub fn new(config: BreakerConfig, policy: P) -> Self {
+impl<P: RetryPattern> CircuitBreaker<P> {
+    /// A closed breaker around `pattern`.
+    pub fn new(config: BreakerConfig, pattern: P) -> Self {
         Self {
-            policy,
+            pattern,
             config,
             inner: Mutex::new(Inner {
                 state: BreakerState::Closed,
@@ -138,9 +138,9 @@ impl<P: RetryPolicy> CircuitBreaker<P> {
         }
     }
 
-    /// The wrapped policy.
-    pub fn policy(&self) -> &P {
-        &self.policy
+    /// The wrapped pattern.
+    pub fn pattern(&self) -> &P {
+        &self.pattern
     }
 
     /// The configuration.
@@ -173,16 +173,16 @@ impl<P: RetryPolicy> CircuitBreaker<P> {
         self.lock().rejected
     }
 
-    /// The wrapped policy's counters.
+    /// The wrapped pattern's counters.
     pub fn stats(&self) -> StatsSnapshot {
-        self.policy.stats()
+        self.pattern.stats()
     }
 
-    /// Runs `command` through the wrapped policy if the circuit lets it.
+    /// Runs `command` through the wrapped pattern if the circuit lets it.
     ///
     /// # Errors
     /// [`BreakerError::Open`] without running the command while the circuit is open;
-    /// [`BreakerError::Retry`] when the policy gave up.
+    /// [`BreakerError::Retry`] when the pattern gave up.
     // Spelled out rather than `async fn` so the future is declared `Send`: with a
     // higher-ranked command closure the compiler cannot otherwise prove it for `tokio::spawn`
     // (rust-lang/rust#100013).
@@ -198,7 +198,7 @@ impl<P: RetryPolicy> CircuitBreaker<P> {
     {
         async move {
             let permit = self.admit()?;
-            let result = self.policy.run(store, command).await;
+            let result = self.pattern.run(store, command).await;
             let verdict = match &result {
                 Ok(_) => Verdict::Success,
                 Err(e) if counts_as_failure(e) => Verdict::Failure,
@@ -304,20 +304,20 @@ fn counts_as_failure(e: &RetryError) -> bool {
 
 /// Leave to run one call. If the call is cancelled (its future dropped) before it finishes, the
 /// probe slot is released so the half-open circuit is not stuck.
-struct Permit<'b, P: RetryPolicy> {
+struct Permit<'b, P: RetryPattern> {
     breaker: &'b CircuitBreaker<P>,
     probe: bool,
     finished: bool,
 }
 
-impl<P: RetryPolicy> Permit<'_, P> {
+impl<P: RetryPattern> Permit<'_, P> {
     fn finish(mut self, verdict: Verdict) {
         self.finished = true;
         self.breaker.record(self.probe, verdict);
     }
 }
 
-impl<P: RetryPolicy> Drop for Permit<'_, P> {
+impl<P: RetryPattern> Drop for Permit<'_, P> {
     fn drop(&mut self) {
         if !self.finished {
             self.breaker.record(self.probe, Verdict::Neutral);
@@ -334,8 +334,10 @@ mod tests {
     use aether_store::InMemoryEventStore;
     use async_trait::async_trait;
 
-    use super::super::testing::{assert_contiguous, fast_config, increment, PER_TASK, TASKS};
-    use super::super::{Backoff, Decision, RetryConfig, SimpleRetry};
+    use super::super::testing::{
+        assert_contiguous, exact_policy, fast_policy, increment, PER_TASK, TASKS,
+    };
+    use super::super::{Decision, SimpleRetry};
     use super::*;
 
     /// An in-memory store that answers `Unavailable` while `down` is set.
@@ -380,10 +382,7 @@ mod tests {
             BreakerConfig::default()
                 .with_failure_threshold(3)
                 .with_cooldown(Duration::from_secs(10)),
-            SimpleRetry::new(RetryConfig {
-                max_attempts: 2,
-                backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(1)),
-            }),
+            SimpleRetry::new(exact_policy(1, 1, 1)),
         )
     }
 
@@ -392,7 +391,7 @@ mod tests {
         let store = Arc::new(InMemoryEventStore::new());
         let breaker = Arc::new(CircuitBreaker::new(
             BreakerConfig::default(),
-            SimpleRetry::new(fast_config()),
+            SimpleRetry::new(fast_policy()),
         ));
         let mut tasks = Vec::new();
         for _ in 0..TASKS {
@@ -409,7 +408,7 @@ mod tests {
         assert_contiguous(&store, "counter", TASKS * PER_TASK).await;
         let s = breaker.stats();
         assert!(s.conflicts > 0, "no contention was exercised: {s:?}");
-        // Conflicts were retried inside the policy and never counted against the circuit.
+        // Conflicts were retried inside the pattern and never counted against the circuit.
         assert_eq!(breaker.state(), BreakerState::Closed);
         assert_eq!(breaker.consecutive_failures(), 0);
         assert_eq!(breaker.times_opened(), 0);
@@ -466,7 +465,7 @@ mod tests {
         let store = InMemoryEventStore::new();
         let b = breaker();
         store.save_event(&Event::new("T", "a", 1)).await.unwrap();
-        // Conflicts once, then succeeds within the policy's two attempts.
+        // Conflicts once, then succeeds within the pattern's two attempts.
         for _ in 0..5 {
             let result = b
                 .call(

@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use aether_core::{Error, EventStore};
 
-use super::{drive, Attempt, DecideFuture, RetryConfig, RetryError, RetryStats, StatsSnapshot};
+use super::{
+    drive, max_attempts, Attempt, DecideFuture, RetryError, RetryPolicy, RetryStats, StatsSnapshot,
+};
 
 /// Configuration of [`ConflictAwareRetry`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConflictAwareConfig {
-    /// Attempts and base backoff.
-    pub retry: RetryConfig,
+    /// Retries and the backoff the gap scales.
+    pub policy: RetryPolicy,
     /// How many times per call to retry at once, without waiting, after a conflict with a gap
     /// of one (a single writer got in first).
     pub immediate_retries: u32,
@@ -21,10 +23,10 @@ pub struct ConflictAwareConfig {
 }
 
 impl Default for ConflictAwareConfig {
-    /// Default retry config, one immediate retry, gap factor up to 8.
+    /// The default [`RetryPolicy`], one immediate retry, gap factor up to 8.
     fn default() -> Self {
         Self {
-            retry: RetryConfig::default(),
+            policy: RetryPolicy::default(),
             immediate_retries: 1,
             max_gap_factor: 8,
         }
@@ -32,9 +34,9 @@ impl Default for ConflictAwareConfig {
 }
 
 impl ConflictAwareConfig {
-    /// Sets the attempts and base backoff.
-    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
-        self.retry = retry;
+    /// Sets the retries and the backoff.
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -57,9 +59,10 @@ impl ConflictAwareConfig {
     /// read its state (`current_version - attempted_version + 1`). A gap of one means a single
     /// writer won and the store just told us the exact version, so retrying at once is likely
     /// to succeed; a larger gap means a busy actor, so the backoff is multiplied by the gap
-    /// (up to [`max_gap_factor`](Self::max_gap_factor)). Other errors get the plain backoff.
+    /// (up to [`max_gap_factor`](Self::max_gap_factor)), never beyond the policy's
+    /// `max_backoff`. Other errors get the policy's backoff as it is.
     pub fn delay(&self, retry: u32, error: &Error, immediate_used: u32) -> Duration {
-        let base = self.retry.backoff.delay(retry);
+        let base = self.policy.backoff(retry);
         match error.as_version_conflict() {
             Some(c) => {
                 let gap = gap(c.attempted_version, c.current_version);
@@ -69,7 +72,7 @@ impl ConflictAwareConfig {
                     let factor = u32::try_from(gap)
                         .unwrap_or(u32::MAX)
                         .clamp(1, self.max_gap_factor.max(1));
-                    base.saturating_mul(factor).min(self.retry.backoff.cap)
+                    base.saturating_mul(factor).min(self.policy.max_backoff)
                 }
             }
             None => base,
@@ -151,7 +154,7 @@ impl ConflictAwareRetry {
             drive(
                 store,
                 command,
-                self.config.retry.max_attempts,
+                max_attempts(&self.config.policy),
                 true,
                 &self.stats,
                 |retry, error| {
@@ -174,7 +177,7 @@ impl ConflictAwareRetry {
     }
 }
 
-super::impl_retry_policy!(ConflictAwareRetry);
+super::impl_retry_pattern!(ConflictAwareRetry);
 
 #[cfg(test)]
 mod tests {
@@ -184,16 +187,13 @@ mod tests {
     use aether_core::Event;
     use aether_store::InMemoryEventStore;
 
-    use super::super::testing::{fast_config, hammer};
-    use super::super::{next_version, Backoff, Decision};
+    use super::super::testing::{exact_policy, fast_policy, hammer};
+    use super::super::{next_version, Decision};
     use super::*;
 
     fn config() -> ConflictAwareConfig {
         ConflictAwareConfig::default()
-            .with_retry(RetryConfig {
-                max_attempts: 10,
-                backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(100)),
-            })
+            .with_policy(exact_policy(9, 10, 100))
             .with_immediate_retries(1)
             .with_max_gap_factor(4)
     }
@@ -201,7 +201,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn concurrent_increments_stay_contiguous() {
         let retry =
-            ConflictAwareRetry::new(ConflictAwareConfig::default().with_retry(fast_config()));
+            ConflictAwareRetry::new(ConflictAwareConfig::default().with_policy(fast_policy()));
         hammer(retry).await;
     }
 

@@ -1,23 +1,31 @@
-//! Retry patterns for optimistic concurrency.
+//! Retry patterns for optimistic concurrency, for code that writes to an event store directly.
 //!
 //! Every save in Aether is checked against the actor's latest version; when another writer got
 //! there first the store answers [`Error::VersionConflict`] with the version it has now. Each
-//! pattern here wraps the same loop — read the actor's state, decide, append at the next
-//! version, and on a retryable error try again — and differs in how it waits and what it
-//! remembers between attempts:
+//! pattern here wraps the same loop (read the actor's state, decide, append at the next
+//! version, and on a retryable error try again) and differs in how it waits and what it
+//! remembers between attempts. They all take the library's one retry policy,
+//! [`RetryPolicy`] (re-exported from [`aether_actor`]): how many retries, and the capped
+//! exponential backoff with optional full jitter between them. What a pattern adds is on top
+//! of it:
 //!
-//! - [`SimpleRetry`]: exponential backoff between attempts, capped, with a maximum count.
-//! - [`ConflictAwareRetry`]: sizes the wait by how far behind the attempt was, and when only
-//!   one writer got in first retries at once, handing the conflict (with the store's current
-//!   version) to that retry so the command can rebuild without a full re-read.
-//! - [`JitterRetry`]: randomised backoff ([`Jitter::Full`], [`Jitter::Equal`],
-//!   [`Jitter::Decorrelated`]) so callers that collided once do not collide again in lockstep.
-//! - [`AdaptiveRetry`]: backoff scaled by the conflict rate observed across all callers sharing
-//!   a [`ContentionTracker`] (an exponentially weighted moving average kept in an atomic).
+//! - [`SimpleRetry`]: the policy as it is ([`RetryPolicy::run`]): backoff between attempts,
+//!   jittered or not, up to `max_retries` retries.
+//! - [`ConflictAwareRetry`]: scales the policy's backoff by how far behind the attempt was,
+//!   and when only one writer got in first retries at once, handing the conflict (with the
+//!   store's current version) to that retry so the command can rebuild without a full re-read.
+//! - [`AdaptiveRetry`]: the policy's backoff scaled by the conflict rate observed across all
+//!   callers sharing a [`ContentionTracker`] (an exponentially weighted moving average kept in
+//!   an atomic).
 //! - [`RetryQueue`]: eventual consistency: commands go into a bounded queue, a background worker
-//!   retries them and reports each outcome through a [`Receipt`]; shutdown drains the queue.
+//!   retries them under the policy and reports each outcome through a [`Receipt`]; shutdown
+//!   drains the queue.
 //! - [`CircuitBreaker`]: stops calling a backend that keeps failing (closed, open, half-open),
-//!   wrapping any [`RetryPolicy`].
+//!   wrapping any [`RetryPattern`].
+//!
+//! Typed actors on an [`aether_actor::ActorHost`] need none of this: the host retries version
+//! conflicts itself under [`RuntimeConfig::retry`](aether_actor::RuntimeConfig::retry), the
+//! same [`RetryPolicy`].
 //!
 //! Only errors for which [`Error::is_retryable`] holds are retried (conflicts and
 //! unavailability); anything else, such as invalid input, fails at once with
@@ -31,17 +39,19 @@
 //!
 //! ```
 //! use aether_core::{Event, EventStore};
-//! use aether_examples::retry::{next_version, Backoff, Decision, RetryConfig, SimpleRetry};
+//! use aether_examples::retry::{next_version, Decision, RetryPolicy, SimpleRetry};
 //! use aether_store::InMemoryEventStore;
 //! use std::time::Duration;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = InMemoryEventStore::new();
-//! let retry = SimpleRetry::new(RetryConfig {
-//!     max_attempts: 5,
-//!     backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(50)),
-//! });
+//! let retry = SimpleRetry::new(
+//!     RetryPolicy::default()
+//!         .max_retries(4)
+//!         .initial_backoff(Duration::from_millis(1))
+//!         .max_backoff(Duration::from_millis(50)),
+//! );
 //! let version = retry
 //!     .run(&store, |store, attempt| {
 //!         Box::pin(async move {
@@ -66,14 +76,14 @@ use aether_core::{Error, Event, EventStore, Result, VersionConflictError};
 mod adaptive;
 mod circuit_breaker;
 mod conflict_aware;
-mod jitter;
 mod queue;
 mod simple;
 
 pub use adaptive::{AdaptiveConfig, AdaptiveRetry, ContentionTracker};
+/// The library's retry policy, which every pattern here is configured with.
+pub use aether_actor::RetryPolicy;
 pub use circuit_breaker::{BreakerConfig, BreakerError, BreakerState, CircuitBreaker};
 pub use conflict_aware::{ConflictAwareConfig, ConflictAwareRetry};
-pub use jitter::{Jitter, JitterRetry};
 pub use queue::{BoxedCommand, QueueConfig, QueueError, Receipt, RetryQueue};
 pub use simple::SimpleRetry;
 
@@ -245,90 +255,9 @@ impl From<RetryError> for Error {
     }
 }
 
-/// Exponential backoff: `base`, then `base * factor`, `base * factor²`..., never above `cap`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// Delay before the first retry.
-    pub base: Duration,
-    /// Upper bound of any delay.
-    pub cap: Duration,
-    /// Growth per retry (2 doubles the delay each time; 1 keeps it constant).
-    pub factor: u32,
-}
-
-impl Default for Backoff {
-    /// 10 ms doubling up to 1 s.
-    fn default() -> Self {
-        Self {
-            base: Duration::from_millis(10),
-            cap: Duration::from_secs(1),
-            factor: 2,
-        }
-    }
-}
-
-impl Backoff {
-    /// Doubling from `base` up to `cap`.
-    pub fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            base,
-            cap,
-            factor: 2,
-        }
-    }
-
-    /// Sets the growth factor.
-    pub fn with_factor(mut self, factor: u32) -> Self {
-        self.factor = factor;
-        self
-    }
-
-    /// The delay before retry number `retry` (1 for the first retry; 0 gives no delay):
-    /// `min(cap, base * factor^(retry - 1))`, saturating instead of overflowing.
-    pub fn delay(&self, retry: u32) -> Duration {
-        if retry == 0 {
-            return Duration::ZERO;
-        }
-        let grown = self
-            .factor
-            .checked_pow(retry - 1)
-            .and_then(|m| self.base.checked_mul(m))
-            .unwrap_or(self.cap);
-        grown.min(self.cap)
-    }
-}
-
-/// How many attempts a pattern makes and how it waits between them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryConfig {
-    /// Attempts in total, the first included (0 is treated as 1).
-    pub max_attempts: u32,
-    /// Delays between attempts.
-    pub backoff: Backoff,
-}
-
-impl Default for RetryConfig {
-    /// 5 attempts, 10 ms doubling up to 1 s.
-    fn default() -> Self {
-        Self {
-            max_attempts: 5,
-            backoff: Backoff::default(),
-        }
-    }
-}
-
-impl RetryConfig {
-    /// Sets the maximum number of attempts.
-    pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
-        self.max_attempts = max_attempts;
-        self
-    }
-
-    /// Sets the backoff.
-    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
+/// Attempts in total under `policy`: the first one plus its retries.
+pub(crate) fn max_attempts(policy: &RetryPolicy) -> u32 {
+    policy.max_retries.saturating_add(1)
 }
 
 /// Counters a pattern keeps across all its calls (lock-free).
@@ -411,10 +340,11 @@ impl RetryStats {
 }
 
 /// A retry loop that can run any command: implemented by [`SimpleRetry`],
-/// [`ConflictAwareRetry`], [`JitterRetry`] and [`AdaptiveRetry`], so wrappers such as
-/// [`CircuitBreaker`] work with any of them.
-pub trait RetryPolicy: Send + Sync {
-    /// Runs `command` against `store`, retrying retryable failures as the policy decides.
+/// [`ConflictAwareRetry`] and [`AdaptiveRetry`], so wrappers such as [`CircuitBreaker`] work
+/// with any of them. (How long each waits comes from its [`RetryPolicy`]; this trait is what
+/// runs a command under one.)
+pub trait RetryPattern: Send + Sync {
+    /// Runs `command` against `store`, retrying retryable failures as the pattern decides.
     ///
     /// # Errors
     /// [`RetryError::Failed`] on a non-retryable error, [`RetryError::Exhausted`] when the
@@ -432,11 +362,11 @@ pub trait RetryPolicy: Send + Sync {
     fn stats(&self) -> StatsSnapshot;
 }
 
-/// Implements [`RetryPolicy`] for a pattern that has an inherent `run` with the trait's
+/// Implements [`RetryPattern`] for a pattern that has an inherent `run` with the trait's
 /// signature and a `stats: RetryStats` field.
-macro_rules! impl_retry_policy {
+macro_rules! impl_retry_pattern {
     ($ty:ty) => {
-        impl $crate::retry::RetryPolicy for $ty {
+        impl $crate::retry::RetryPattern for $ty {
             fn run<'s, T, F>(
                 &'s self,
                 store: &'s dyn aether_core::EventStore,
@@ -460,9 +390,9 @@ macro_rules! impl_retry_policy {
         }
     };
 }
-pub(crate) use impl_retry_policy;
+pub(crate) use impl_retry_pattern;
 
-/// The loop every blocking pattern shares. `delay` chooses the wait after a retryable failure
+/// The loop of the blocking patterns whose waits are not the policy's alone. `delay` chooses the wait after a retryable failure
 /// of attempt `n`; with `pass_fresh_conflict`, a retry that runs at once (zero wait) learns
 /// about the conflict, one that waited re-reads.
 pub(crate) async fn drive<T, F, D>(
@@ -533,11 +463,24 @@ pub(crate) mod testing {
     /// Increments each task makes.
     pub(crate) const PER_TASK: usize = 25;
 
-    /// Small delays so contention tests stay fast, many attempts so they never run out.
-    pub(crate) fn fast_config() -> RetryConfig {
-        RetryConfig {
-            max_attempts: 1_000,
-            backoff: Backoff::new(Duration::from_micros(50), Duration::from_millis(2)),
+    /// Small jittered delays so contention tests stay fast, many retries so they never run
+    /// out.
+    pub(crate) fn fast_policy() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 999,
+            initial_backoff: Duration::from_micros(50),
+            max_backoff: Duration::from_millis(2),
+            jitter: true,
+        }
+    }
+
+    /// A policy without jitter, for tests that check exact waits on a paused clock.
+    pub(crate) fn exact_policy(max_retries: u32, initial_ms: u64, max_ms: u64) -> RetryPolicy {
+        RetryPolicy {
+            max_retries,
+            initial_backoff: Duration::from_millis(initial_ms),
+            max_backoff: Duration::from_millis(max_ms),
+            jitter: false,
         }
     }
 
@@ -577,7 +520,7 @@ pub(crate) mod testing {
 
     /// `TASKS` tasks each make `PER_TASK` increments of one actor through `policy`; then the
     /// history must be contiguous and conflicts must have happened.
-    pub(crate) async fn hammer<P: RetryPolicy + 'static>(policy: P) -> StatsSnapshot {
+    pub(crate) async fn hammer<P: RetryPattern + 'static>(policy: P) -> StatsSnapshot {
         let store = Arc::new(InMemoryEventStore::new());
         let policy = Arc::new(policy);
         let mut tasks = Vec::new();
@@ -611,20 +554,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_by_factor_and_stops_at_cap() {
-        let b = Backoff::new(Duration::from_millis(10), Duration::from_millis(100));
-        assert_eq!(b.delay(0), Duration::ZERO);
-        assert_eq!(b.delay(1), Duration::from_millis(10));
-        assert_eq!(b.delay(2), Duration::from_millis(20));
-        assert_eq!(b.delay(3), Duration::from_millis(40));
-        assert_eq!(b.delay(4), Duration::from_millis(80));
-        assert_eq!(b.delay(5), Duration::from_millis(100));
-        assert_eq!(b.delay(64), Duration::from_millis(100));
-        assert_eq!(b.delay(u32::MAX), Duration::from_millis(100));
-        let flat = b.with_factor(1);
-        assert_eq!(flat.delay(50), Duration::from_millis(10));
-        let huge = Backoff::new(Duration::MAX, Duration::from_secs(1)).with_factor(3);
-        assert_eq!(huge.delay(2), Duration::from_secs(1));
+    fn attempts_are_the_first_plus_the_retries() {
+        assert_eq!(max_attempts(&RetryPolicy::none()), 1);
+        assert_eq!(max_attempts(&RetryPolicy::default().max_retries(4)), 5);
+        assert_eq!(
+            max_attempts(&RetryPolicy::default().max_retries(u32::MAX)),
+            u32::MAX
+        );
     }
 
     #[test]

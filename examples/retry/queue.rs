@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::{
-    run_once, Attempt, Backoff, DecideFuture, Jitter, RetryConfig, RetryError, RetryStats,
+    max_attempts, run_once, Attempt, DecideFuture, RetryError, RetryPolicy, RetryStats,
     StatsSnapshot,
 };
 
@@ -27,23 +27,23 @@ pub struct QueueConfig {
     pub capacity: usize,
     /// Commands the worker runs (or waits to retry) at once.
     pub concurrency: usize,
-    /// Attempts per command and the backoff between them.
-    pub retry: RetryConfig,
-    /// Jitter on that backoff: the queue retries many commands, so it spreads them out.
-    pub jitter: Jitter,
+    /// Retries per command and the backoff between them. Keep its jitter on: the queue
+    /// retries many commands at once, and jitter spreads them out.
+    pub retry: RetryPolicy,
 }
 
 impl Default for QueueConfig {
-    /// 1024 waiting, 16 at once, 10 attempts from 10 ms up to 1 s with full jitter.
+    /// 1024 waiting, 16 at once, 9 retries from 10 ms up to 1 s with full jitter.
     fn default() -> Self {
         Self {
             capacity: 1024,
             concurrency: 16,
-            retry: RetryConfig {
-                max_attempts: 10,
-                backoff: Backoff::default(),
+            retry: RetryPolicy {
+                max_retries: 9,
+                initial_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_secs(1),
+                jitter: true,
             },
-            jitter: Jitter::Full,
         }
     }
 }
@@ -61,15 +61,9 @@ impl QueueConfig {
         self
     }
 
-    /// Sets the attempts and backoff.
-    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+    /// Sets the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
-        self
-    }
-
-    /// Sets the jitter mode.
-    pub fn with_jitter(mut self, jitter: Jitter) -> Self {
-        self.jitter = jitter;
         self
     }
 }
@@ -116,8 +110,6 @@ impl<T> Future for Receipt<T> {
 struct Job<T> {
     command: BoxedCommand<T>,
     attempt: Attempt,
-    /// The previous wait, for decorrelated jitter.
-    previous: Duration,
     receipt: oneshot::Sender<Result<T, RetryError>>,
 }
 
@@ -210,7 +202,6 @@ impl<T: Send + 'static> RetryQueue<T> {
         let job = Job {
             command,
             attempt: Attempt::first(),
-            previous: Duration::ZERO,
             receipt,
         };
         (job, Receipt { rx })
@@ -315,21 +306,15 @@ fn settle<T: Send + 'static>(
         Err(e) => {
             stats.retryable(&e);
             let number = job.attempt.number;
-            if number >= config.retry.max_attempts.max(1) {
+            if number >= max_attempts(&config.retry) {
                 stats.exhausted();
                 Err(RetryError::Exhausted {
                     attempts: number,
                     last: e,
                 })
             } else {
-                let previous = if number == 1 {
-                    config.retry.backoff.base
-                } else {
-                    job.previous
-                };
-                let wait = config.jitter.delay(&config.retry.backoff, number, previous);
+                let wait = config.retry.backoff(number);
                 tracing::debug!(attempt = number, ?wait, error = %e, "queued command will retry");
-                job.previous = wait;
                 // The retry runs after a wait, when the conflict's version is likely stale: it
                 // re-reads.
                 job.attempt = Attempt {
@@ -352,13 +337,15 @@ mod tests {
     use aether_core::Event;
     use aether_store::InMemoryEventStore;
 
-    use super::super::testing::{assert_contiguous, fast_config, increment, PER_TASK, TASKS};
+    use super::super::testing::{
+        assert_contiguous, exact_policy, fast_policy, increment, PER_TASK, TASKS,
+    };
     use super::super::Decision;
     use super::*;
 
     fn queue_config() -> QueueConfig {
         QueueConfig::default()
-            .with_retry(fast_config())
+            .with_retry(fast_policy())
             .with_concurrency(TASKS)
             .with_capacity(64)
     }
@@ -429,10 +416,7 @@ mod tests {
         let store = Arc::new(InMemoryEventStore::new());
         store.save_event(&Event::new("T", "a", 1)).await.unwrap();
         store.save_event(&Event::new("T", "b", 1)).await.unwrap();
-        let config = QueueConfig::default().with_retry(RetryConfig {
-            max_attempts: 3,
-            backoff: Backoff::new(Duration::from_millis(5), Duration::from_millis(20)),
-        });
+        let config = QueueConfig::default().with_retry(exact_policy(2, 5, 20));
         let queue = RetryQueue::<u64>::start(store.clone(), config).unwrap();
 
         let ok_tries = Arc::new(AtomicU32::new(0));
@@ -478,10 +462,7 @@ mod tests {
         let config = QueueConfig::default()
             .with_concurrency(2)
             .with_capacity(100)
-            .with_retry(RetryConfig {
-                max_attempts: 5,
-                backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
-            });
+            .with_retry(exact_policy(4, 50, 200));
         let queue = RetryQueue::<u64>::start(store.clone(), config).unwrap();
         let tries = Arc::new(AtomicU32::new(0));
         let mut receipts = Vec::new();
