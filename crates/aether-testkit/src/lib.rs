@@ -16,9 +16,6 @@
 //! backend (in-memory and JetStream stores, local and NATS buses) runs the same suite, so the
 //! backends' own test files only hold what is specific to them.
 //!
-//! **Model.** [`bank`]: a small bank-account domain (commands decide events, events fold into
-//! state) for tests that need an application on top of a store.
-//!
 //! The testkit depends on `aether-core` only; stores and buses use it as a dev-dependency.
 //!
 //! [`EventStore`]: aether_core::EventStore
@@ -34,7 +31,6 @@
 //!   [`contract::broadcaster`]), the backend traits ([`contract::StoreBackend`],
 //!   [`contract::BusBackend`]) and delivery helpers; the macros [`event_store_contract!`],
 //!   [`snapshot_store_contract!`], [`broadcaster_contract!`].
-//! - [`bank`]: the shared test model.
 //!
 //! # Example
 //! A store's test file runs the whole suite on its backend; each case becomes its own test:
@@ -67,7 +63,6 @@
 //! # }
 //! ```
 
-pub mod bank;
 mod binary;
 mod cluster;
 pub mod contract;

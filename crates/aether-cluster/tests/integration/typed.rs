@@ -58,7 +58,12 @@ impl Actor for Wallets {
     const TYPE: &'static str = "wallet";
     const STATE_VERSION: u32 = 2;
 
-    async fn decide(&self, _: &str, _: &Wallet, c: &WalletCommand) -> Result<Vec<WalletEvent>, Never> {
+    async fn decide(
+        &self,
+        _: &str,
+        _: &Wallet,
+        c: &WalletCommand,
+    ) -> Result<Vec<WalletEvent>, Never> {
         Ok(match *c {
             WalletCommand::Deposit { cents } => vec![WalletEvent::Deposited { cents }],
             WalletCommand::Read => Vec::new(),
@@ -118,11 +123,14 @@ async fn write_raw(
         "data": data,
         "timestamp": "2024-05-01T12:00:00Z",
     });
-    js.publish(store.event_subject(actor), serde_json::to_vec(&raw).unwrap().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    js.publish(
+        store.event_subject(actor),
+        serde_json::to_vec(&raw).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,7 +162,11 @@ async fn old_schemas_are_upcast_old_snapshots_skipped_and_bad_events_typed_error
     for id in ["a", "b"] {
         let client = async_nats::connect(server.url()).await.unwrap();
         let actors = Actors::new(Arc::clone(&store) as _).with(Wallets);
-        nodes.push(ClusterNode::start(client, config(id), actors).await.unwrap());
+        nodes.push(
+            ClusterNode::start(client, config(id), actors)
+                .await
+                .unwrap(),
+        );
     }
     for n in &nodes {
         n.wait_for_members(&["a", "b"], Duration::from_secs(15))
@@ -164,14 +176,29 @@ async fn old_schemas_are_upcast_old_snapshots_skipped_and_bad_events_typed_error
 
     // Read through the upcasters on whichever node owns the actor, from either node.
     for n in &nodes {
-        let read = n.send::<Wallets>("w-old", WalletCommand::Read).await.unwrap();
-        assert_eq!(read, Wallet { cents: 700, deposits: 2 });
+        let read = n
+            .send::<Wallets>("w-old", WalletCommand::Read)
+            .await
+            .unwrap();
+        assert_eq!(
+            read,
+            Wallet {
+                cents: 700,
+                deposits: 2
+            }
+        );
     }
     let after = nodes[0]
         .send::<Wallets>("w-old", WalletCommand::Deposit { cents: 5 })
         .await
         .unwrap();
-    assert_eq!(after, Wallet { cents: 705, deposits: 3 });
+    assert_eq!(
+        after,
+        Wallet {
+            cents: 705,
+            deposits: 3
+        }
+    );
     let owner = nodes[0].owner_of("w-old").unwrap();
     let owner_node = nodes.iter().find(|n| n.node_id() == owner).unwrap();
     assert!(owner_node.stats()["wallet"].snapshots_ignored >= 1);
@@ -180,13 +207,27 @@ async fn old_schemas_are_upcast_old_snapshots_skipped_and_bad_events_typed_error
     assert_eq!(stored[0].event_type, "Deposited");
     assert_eq!(stored[0].metadata_value("schemaVersion"), Some("2"));
     let codec = owner_node.host::<Wallets>().unwrap().codec().clone();
-    let (state, version) = replay::<Wallets>(store.as_ref(), &codec, "w-old").await.unwrap();
-    assert_eq!((state, version), (Wallet { cents: 705, deposits: 3 }, 3));
+    let (state, version) = replay::<Wallets>(store.as_ref(), &codec, "w-old")
+        .await
+        .unwrap();
+    assert_eq!(
+        (state, version),
+        (
+            Wallet {
+                cents: 705,
+                deposits: 3
+            },
+            3
+        )
+    );
 
     // The bad event: a typed decoding error naming the event, from the owner and across the
     // wire from the other node, and from replay; nothing is written.
     for n in &nodes {
-        match n.send::<Wallets>("w-bad", WalletCommand::Deposit { cents: 1 }).await {
+        match n
+            .send::<Wallets>("w-bad", WalletCommand::Deposit { cents: 1 })
+            .await
+        {
             Err(CommandError::Decode(e)) => {
                 assert_eq!((e.actor_id.as_str(), e.version), ("w-bad", 1));
                 assert_eq!(e.event_type, "MoneyIn");
