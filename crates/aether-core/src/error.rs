@@ -27,6 +27,28 @@ pub struct VersionConflictError {
     pub current_version: u64,
 }
 
+/// A transaction was rejected because one or more of its actors were not at the version it
+/// expected: someone else wrote first. Nothing of the transaction was written.
+///
+/// Handling: reload the actors named in `conflicts`, decide again, and commit a new
+/// transaction (with a new id) at their current versions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "transaction {transaction_id} conflicts: {}",
+    conflicts
+        .iter()
+        .map(|c| format!("actor {:?} is at version {}, not {}", c.actor_id, c.current_version, c.attempted_version.saturating_sub(1)))
+        .collect::<Vec<_>>()
+        .join("; ")
+)]
+pub struct TransactionConflictError {
+    /// The transaction.
+    pub transaction_id: String,
+    /// Every actor whose expectation failed: `attempted_version` is the version its first new
+    /// event would have had (expected + 1), `current_version` the actor's latest.
+    pub conflicts: Vec<VersionConflictError>,
+}
+
 /// Everything a store, bus or cluster operation can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -36,6 +58,24 @@ pub enum Error {
     /// Handling: read [`VersionConflictError::current_version`], rebuild and retry.
     #[error(transparent)]
     VersionConflict(#[from] VersionConflictError),
+
+    /// A transaction's expectations failed on one or more actors; nothing was written.
+    ///
+    /// Handling: reload the actors named, decide again, commit again.
+    #[error(transparent)]
+    TransactionConflict(#[from] TransactionConflictError),
+
+    /// The backend cannot do this at all (for example atomic multi-actor appends on a NATS
+    /// server older than 2.12). Nothing was written.
+    ///
+    /// Handling: upgrade the backend or do without; retrying fails the same way.
+    #[error("{operation} is not supported: {reason}")]
+    Unsupported {
+        /// What was asked for.
+        operation: String,
+        /// Why it cannot be done, and what would make it possible.
+        reason: String,
+    },
 
     /// The caller passed something no store accepts (empty actor id or event type, version 0,
     /// an event of another actor in a batch, a malformed pattern...). Nothing was written.
@@ -158,11 +198,30 @@ impl Error {
         }
     }
 
+    /// The transaction conflict details, when this is a [`Error::TransactionConflict`].
+    pub fn as_transaction_conflict(&self) -> Option<&TransactionConflictError> {
+        match self {
+            Self::TransactionConflict(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// An [`Error::Unsupported`].
+    pub fn unsupported(operation: impl fmt::Display, reason: impl fmt::Display) -> Self {
+        Self::Unsupported {
+            operation: operation.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
     /// Whether retrying the same operation later can succeed: conflicts (after re-reading) and
-    /// unavailability. Invalid input, oversized payloads, decoding errors and permission errors
-    /// are not retryable.
+    /// unavailability. Invalid input, oversized payloads, decoding errors, permission errors
+    /// and unsupported operations are not retryable.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::VersionConflict(_) | Self::Unavailable { .. })
+        matches!(
+            self,
+            Self::VersionConflict(_) | Self::TransactionConflict(_) | Self::Unavailable { .. }
+        )
     }
 }
 

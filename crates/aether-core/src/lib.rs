@@ -11,6 +11,8 @@
 //! - [`Error`], [`VersionConflictError`], [`Result`]: what can go wrong.
 //! - [`EventStore`], [`SnapshotStore`], [`EventStoreWithErrors`]: append-only storage (no update,
 //!   no delete; see [`store`] on immutability and versions).
+//! - [`Transaction`]: events for several actors, appended all or nothing
+//!   ([`EventStore::commit`]).
 //! - [`EventBroadcaster`], [`Subscription`], [`SubscriptionFilter`], [`OverflowPolicy`]: pub/sub
 //!   with no silent loss.
 //! - [`pattern`]: `*` and `>` matching for namespaces and actor ids.
@@ -37,9 +39,10 @@ pub mod pattern;
 mod snapshot;
 pub mod store;
 mod subscription;
+mod transaction;
 
 pub use broadcaster::EventBroadcaster;
-pub use error::{BoxError, Error, Result, VersionConflictError};
+pub use error::{BoxError, Error, Result, TransactionConflictError, VersionConflictError};
 pub use event::{
     Event, EventData, Metadata, EVENT_TYPE_EVENT_STORED, METADATA_CAUSATION_ID,
     METADATA_CORRELATION_ID, METADATA_MESSAGE_ID, METADATA_REPLY, METADATA_SCHEMA_VERSION,
@@ -57,3 +60,4 @@ pub use subscription::{
     Delivery, OverflowPolicy, SendOutcome, SubscribeOptions, Subscription, SubscriptionFilter,
     SubscriptionSender, DEFAULT_SUBSCRIPTION_BUFFER,
 };
+pub use transaction::{ActorAppend, Transaction, MAX_TRANSACTION_ID_BYTES};

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::snapshot::Snapshot;
+use crate::transaction::Transaction;
 
 /// Persists events, append-only, with optimistic concurrency per actor.
 ///
@@ -49,6 +50,28 @@ pub trait EventStore: Send + Sync {
 
     /// The actor's latest version, 0 when it has no events.
     async fn get_latest_version(&self, actor_id: &str) -> Result<u64>;
+
+    /// Appends a transaction's events to all its actors, all or nothing, if every actor is at
+    /// the version the transaction expects. Readers see all of it or none of it on every actor.
+    /// A transaction that returned `Ok` is stored exactly once, also when the store had to
+    /// retry it after a lost acknowledgement.
+    ///
+    /// The default implementation refuses: a store implements it only when it can make the
+    /// append atomic.
+    ///
+    /// # Errors
+    /// - [`Error::InvalidInput`] if the transaction fails [`Transaction::validate`] or exceeds
+    ///   the backend's limits (events per transaction, payload size).
+    /// - [`Error::TransactionConflict`] naming every actor not at its expected version.
+    /// - [`Error::Unsupported`] if the backend cannot append atomically (a NATS server older
+    ///   than 2.12, a store without transactions).
+    /// - Backend errors as for [`save_events`](Self::save_events).
+    async fn commit(&self, transaction: &Transaction) -> Result<()> {
+        Err(Error::unsupported(
+            format!("transaction {}", transaction.id()),
+            "this store does not implement atomic multi-actor appends",
+        ))
+    }
 }
 
 /// An [`EventStore`] that also keeps snapshots.
@@ -158,6 +181,9 @@ macro_rules! forward_event_store {
             }
             async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
                 (**self).get_latest_version(actor_id).await
+            }
+            async fn commit(&self, transaction: &Transaction) -> Result<()> {
+                (**self).commit(transaction).await
             }
         }
 

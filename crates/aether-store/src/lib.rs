@@ -57,7 +57,9 @@ pub use aether_nats::{
     StorageKind, MAX_ACTOR_ID_BYTES,
 };
 #[cfg(feature = "jetstream")]
-pub use jetstream::{JetStreamConfig, JetStreamEventStore, DEFAULT_STREAM_NAME};
+pub use jetstream::{
+    JetStreamConfig, JetStreamEventStore, DEFAULT_STREAM_NAME, MAX_TRANSACTION_EVENTS,
+};
 
 /// The stored-message codec, reachable only with the `fuzzing` feature so that the fuzz targets
 /// can feed it bytes without a NATS server. Not part of the supported API.

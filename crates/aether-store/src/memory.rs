@@ -1,8 +1,10 @@
 //! The embedded, thread-safe in-memory store.
 
+use std::sync::{RwLock, RwLockReadGuard};
+
 use aether_core::{
     validate_batch, Error, Event, EventStore, EventStoreWithErrors, Metadata, ReplayResult, Result,
-    Snapshot, SnapshotStore,
+    Snapshot, SnapshotStore, Transaction, TransactionConflictError, VersionConflictError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -55,6 +57,8 @@ impl Stored {
 /// Each actor's check-and-append runs under that actor's map shard lock, with no `.await`
 /// inside, so concurrent saves of the same version give exactly one success and conflicts for
 /// the rest, while different actors rarely contend. Latest-version lookups are O(1).
+/// A transaction ([`EventStore::commit`]) checks and appends all its actors under a store-wide
+/// lock that every read and save shares, so nobody sees part of it.
 /// Events are kept compactly (payload as JSON text) and decoded on read.
 ///
 /// Nothing survives the process: use the JetStream store for durability.
@@ -62,6 +66,8 @@ impl Stored {
 pub struct InMemoryEventStore {
     actors: DashMap<String, Vec<Stored>, RandomState>,
     snapshots: DashMap<String, Snapshot, RandomState>,
+    /// Shared by reads and single-actor saves, exclusive for a transaction's commit.
+    commits: RwLock<()>,
 }
 
 impl InMemoryEventStore {
@@ -102,6 +108,11 @@ impl InMemoryEventStore {
     fn latest(events: &[Stored]) -> u64 {
         events.last().map_or(0, |e| e.version)
     }
+
+    /// Keeps transactions out while an operation runs (held without `.await`).
+    fn shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.commits.read().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[async_trait]
@@ -109,6 +120,7 @@ impl EventStore for InMemoryEventStore {
     async fn save_event(&self, event: &Event) -> Result<()> {
         event.validate()?;
         let stored = Stored::from_event(event)?;
+        let _shared = self.shared();
         self.with_log(&event.actor_id, |log| {
             let current = Self::latest(log);
             if event.version <= current {
@@ -132,6 +144,7 @@ impl EventStore for InMemoryEventStore {
             .iter()
             .map(Stored::from_event)
             .collect::<Result<Vec<_>>>()?;
+        let _shared = self.shared();
         self.with_log(actor_id, |log| {
             let current = Self::latest(log);
             if first.version <= current {
@@ -143,6 +156,7 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
+        let _shared = self.shared();
         Ok(match self.actors.get(actor_id) {
             Some(log) => {
                 let start = log.partition_point(|e| e.version < from_version);
@@ -156,10 +170,50 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
+        let _shared = self.shared();
         Ok(self
             .actors
             .get(actor_id)
             .map_or(0, |log| Self::latest(&log)))
+    }
+
+    async fn commit(&self, transaction: &Transaction) -> Result<()> {
+        transaction.validate()?;
+        let appends = transaction
+            .appends()
+            .iter()
+            .map(|a| {
+                let stored = a
+                    .events
+                    .iter()
+                    .map(Stored::from_event)
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((a, stored))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let _exclusive = self.commits.write().unwrap_or_else(|e| e.into_inner());
+        let conflicts: Vec<VersionConflictError> = appends
+            .iter()
+            .filter_map(|(a, _)| {
+                let current = self.latest_version(&a.actor_id);
+                (current != a.expected_version).then(|| VersionConflictError {
+                    actor_id: a.actor_id.clone(),
+                    attempted_version: a.expected_version + 1,
+                    current_version: current,
+                })
+            })
+            .collect();
+        if !conflicts.is_empty() {
+            return Err(TransactionConflictError {
+                transaction_id: transaction.id().to_string(),
+                conflicts,
+            }
+            .into());
+        }
+        for (a, stored) in appends {
+            self.with_log(&a.actor_id, |log| log.extend(stored));
+        }
+        Ok(())
     }
 }
 

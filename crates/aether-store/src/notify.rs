@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use aether_core::{
     Event, EventBroadcaster, EventStore, EventStoreWithErrors, ReplayResult, Result, Snapshot,
-    SnapshotStore,
+    SnapshotStore, Transaction,
 };
 use async_trait::async_trait;
 
@@ -139,6 +139,14 @@ impl<S: EventStore> EventStore for Notify<S> {
 
     async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
         self.inner.get_latest_version(actor_id).await
+    }
+
+    async fn commit(&self, transaction: &Transaction) -> Result<()> {
+        self.inner.commit(transaction).await?;
+        for append in transaction.appends() {
+            self.notify(&append.events).await;
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aether_actor::{Actor, DomainEvent};
-use aether_core::{Event, EventStore, Result, Snapshot, SnapshotStore};
+use aether_core::{Error, Event, EventStore, Result, Snapshot, SnapshotStore, Transaction};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -214,6 +214,21 @@ impl<S: EventStore> EventStore for CountingStore<S> {
     }
     async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
         self.inner.get_latest_version(actor_id).await
+    }
+    async fn commit(&self, transaction: &Transaction) -> Result<()> {
+        let r = self.inner.commit(transaction).await;
+        match &r {
+            Ok(()) => {
+                self.counters
+                    .events_written
+                    .fetch_add(transaction.event_count() as u64, Ordering::Relaxed);
+            }
+            Err(Error::TransactionConflict(_)) => {
+                self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+        r
     }
 }
 

@@ -19,6 +19,8 @@ pub(crate) const HEADER_FIRST_VERSION: &str = "Aether-First-Version";
 pub(crate) const HEADER_LAST_EVENT_ID: &str = "Aether-Last-Event-Id";
 /// Header with the number of events in the message.
 pub(crate) const HEADER_COUNT: &str = "Aether-Count";
+/// Header naming the transaction a message was committed in (every message of one).
+pub(crate) const HEADER_TRANSACTION: &str = "Aether-Transaction";
 
 /// An encoded save, ready to publish.
 #[derive(Debug)]

@@ -30,4 +30,4 @@ mod subject;
 pub mod fuzzing;
 
 pub use config::{JetStreamConfig, DEFAULT_STREAM_NAME};
-pub use store::JetStreamEventStore;
+pub use store::{JetStreamEventStore, MAX_TRANSACTION_EVENTS};

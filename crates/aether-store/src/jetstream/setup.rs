@@ -23,6 +23,7 @@ pub(crate) fn desired_config(
     name: &str,
     subjects: &Subjects,
     config: &JetStreamConfig,
+    atomic: bool,
 ) -> stream::Config {
     stream::Config {
         name: name.to_string(),
@@ -43,6 +44,9 @@ pub(crate) fn desired_config(
         deny_delete: true,
         deny_purge: true,
         allow_rollup: false,
+        // Transactions: one atomic batch across actors (servers 2.12+; older ones refuse the
+        // setting, so it is only asked for where it exists).
+        allow_atomic_publish: atomic,
         ..Default::default()
     }
 }
@@ -137,7 +141,8 @@ mod tests {
             .max_age(Duration::from_secs(60))
             .replicas(1)
             .storage(StorageKind::Memory);
-        let s = desired_config("S", &Subjects::new("S"), &cfg);
+        let s = desired_config("S", &Subjects::new("S"), &cfg, true);
+        assert!(s.allow_atomic_publish);
         assert!(s.deny_delete && s.deny_purge && s.allow_direct);
         assert_eq!(s.retention, RetentionPolicy::Limits);
         assert_eq!(s.max_age, Duration::from_secs(60));
@@ -160,7 +165,8 @@ mod tests {
         };
         assert!(check_existing(&relaxed, &s).is_ok());
         // By default nothing expires.
-        let forever = desired_config("S", &Subjects::new("S"), &JetStreamConfig::default());
+        let forever = desired_config("S", &Subjects::new("S"), &JetStreamConfig::default(), false);
+        assert!(!forever.allow_atomic_publish);
         assert_eq!(forever.max_age, Duration::ZERO);
         assert_eq!(forever.num_replicas, 1);
     }

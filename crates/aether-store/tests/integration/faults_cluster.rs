@@ -22,7 +22,7 @@ const PHASE: Duration = Duration::from_secs(30);
 const STEADY: u64 = 60;
 
 /// The stream's leader and replicas as one server sees them, or `None` while it cannot say.
-async fn stream_cluster(
+pub(crate) async fn stream_cluster(
     url: &str,
     stream: &str,
 ) -> Option<async_nats::jetstream::stream::ClusterInfo> {
@@ -44,7 +44,7 @@ async fn stream_cluster(
 
 /// Waits until a server among `live` reports a stream leader that is one of `live`, and returns
 /// its name.
-async fn wait_for_leader(urls: &[String], live: &[usize], stream: &str) -> String {
+pub(crate) async fn wait_for_leader(urls: &[String], live: &[usize], stream: &str) -> String {
     let deadline = Instant::now() + PHASE;
     loop {
         for &i in live {
@@ -65,7 +65,7 @@ async fn wait_for_leader(urls: &[String], live: &[usize], stream: &str) -> Strin
 }
 
 /// Waits until the leader reports every replica current (a restarted server has caught up).
-async fn wait_for_replicas_current(urls: &[String], stream: &str) {
+pub(crate) async fn wait_for_replicas_current(urls: &[String], stream: &str) {
     let deadline = Instant::now() + PHASE;
     loop {
         for url in urls {
@@ -86,7 +86,7 @@ async fn wait_for_replicas_current(urls: &[String], stream: &str) {
     }
 }
 
-fn index_of(name: &str) -> usize {
+pub(crate) fn index_of(name: &str) -> usize {
     name.trim_start_matches('n').parse().unwrap()
 }
 
@@ -288,4 +288,61 @@ async fn replays_across_a_leader_kill_are_complete_or_retryable() {
         after_kill > 0,
         "no replay completed after the leader was killed"
     );
+}
+
+/// Transfers between accounts (transactions: atomic batches across actors) on a replicated
+/// stream while its leader is killed with SIGKILL and restarted: no acknowledged transaction is
+/// lost, none is stored partly, none twice, and every server's replay agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_transactions_survive_a_leader_kill() {
+    let mut cluster = NatsCluster::start(3).unwrap();
+    if !cluster.server(0).version().at_least(2, 12) {
+        return; // transactions need 2.12; tests/transactions.rs checks the refusal
+    }
+    let urls = cluster.url_list();
+    let config = JetStreamConfig::default().namespace("ha-txn").replicas(3);
+    let stream = JetStreamEventStore::stream_name_for(&config);
+    let mut stores = Vec::new();
+    for w in 0..4 {
+        let mut ordered = urls.clone();
+        ordered.rotate_left(w % urls.len());
+        let client = connect_with(&ordered, true).await;
+        stores.push(Arc::new(
+            open_store(client, config.clone(), Duration::from_secs(1)).await,
+        ));
+    }
+    let probe = Arc::clone(&stores[0]);
+    let writers = tokio::spawn(crate::transactions::run_transfers(stores, 40));
+    // Kill the leader once transfers are flowing.
+    let deadline = Instant::now() + PHASE;
+    while probe.stream_info().await.map_or(0, |i| i.state.messages) < 40 {
+        assert!(Instant::now() < deadline, "no transfers went through");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = [0, 1, 2];
+    let leader = wait_for_leader(&urls, &all, &stream).await;
+    let li = index_of(&leader);
+    cluster.server_by_name(&leader).unwrap().kill().unwrap();
+    let others: Vec<usize> = all.iter().copied().filter(|i| *i != li).collect();
+    let new_leader = wait_for_leader(&urls, &others, &stream).await;
+    eprintln!("killed stream leader {leader}; {new_leader} took over");
+    cluster.server(li).start_again().unwrap();
+    let ledger = writers.await.unwrap();
+    wait_for_replicas_current(&urls, &stream).await;
+    eprintln!(
+        "{} transfers acknowledged, {} unanswered, {} conflicts",
+        ledger.acked.len(),
+        ledger.unknown.len(),
+        ledger.conflicts
+    );
+    assert!(!ledger.acked.is_empty());
+    for url in &urls {
+        let client = async_nats::ConnectOptions::new()
+            .ignore_discovered_servers()
+            .connect(url.as_str())
+            .await
+            .unwrap();
+        let store = open_store(client, config.clone(), Duration::from_secs(5)).await;
+        crate::transactions::check_histories(&store, &ledger).await;
+    }
 }

@@ -8,6 +8,8 @@
 //! - `auth`, `hostile`: credentials and hostile input.
 //! - `faults_single`, `faults_cluster`: real faults (SIGKILL, SIGSTOP) under load.
 //! - `soak`: the bounded soak, ignored unless run through `scripts/soak`.
+//! - `transactions`: atomic appends across actors (transfers), on both stores; the R3
+//!   leader kill is in `faults_cluster`.
 //!
 //! The NATS tests start their own `nats-server` (see `aether-testkit`).
 
@@ -27,3 +29,4 @@ mod jetstream;
 mod jetstream_cluster;
 mod jetstream_failures;
 mod soak;
+mod transactions;

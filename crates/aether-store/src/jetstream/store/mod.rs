@@ -7,11 +7,12 @@
 //! helpers that sort client errors and permission refusals).
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aether_core::{
     validate_batch, Error, Event, EventStore, EventStoreWithErrors, ReplayResult, Result,
+    Transaction,
 };
 use aether_nats::{
     classify, validate_actor_id as check_actor_id, Connection, PermissionWatch,
@@ -36,6 +37,9 @@ mod replay;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+mod transaction;
+
+pub use transaction::MAX_TRANSACTION_EVENTS;
 
 /// How often a save is retried when the server rejects it because another writer appended an
 /// earlier version in the meantime (the attempted version is still above the current one).
@@ -117,6 +121,8 @@ pub struct JetStreamEventStore {
     permissions: Option<PermissionWatch>,
     /// Best-effort clean-up of replay consumers, off the callers' path.
     cleanups: TaskTracker,
+    /// Whether the stream is known to allow atomic batch publish (transactions).
+    atomic: AtomicBool,
 }
 
 impl fmt::Debug for JetStreamEventStore {
@@ -202,9 +208,12 @@ impl JetStreamEventStore {
             }
         }
         let subjects = Subjects::new(&stream_name);
-        let desired = setup::desired_config(&stream_name, &subjects, &config);
+        // Servers from 2.12 can append atomically across actors (transactions).
+        let atomic_capable = !server_older_than(&context.client().server_info().version, 2, 12);
+        let desired = setup::desired_config(&stream_name, &subjects, &config, atomic_capable);
         let stream = setup::ensure_stream(&context, desired).await?;
         let direct = stream.cached_info().config.allow_direct;
+        let atomic = stream.cached_info().config.allow_atomic_publish;
         Ok(Self {
             client: context.client(),
             context,
@@ -218,6 +227,7 @@ impl JetStreamEventStore {
             malformed: AtomicU64::new(0),
             permissions: None,
             cleanups: TaskTracker::new(),
+            atomic: AtomicBool::new(atomic),
         })
     }
 
@@ -435,6 +445,19 @@ impl EventStore for JetStreamEventStore {
             )
             .await?;
         Ok(read.tip.version)
+    }
+
+    async fn commit(&self, transaction: &Transaction) -> Result<()> {
+        transaction.validate()?;
+        let first = transaction.appends().first().map(|a| a.actor_id.as_str());
+        self.guard(
+            "commit",
+            first,
+            true,
+            || format!("committing transaction {}", transaction.id()),
+            self.commit_transaction(transaction),
+        )
+        .await
     }
 }
 

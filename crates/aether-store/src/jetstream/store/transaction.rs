@@ -1,0 +1,334 @@
+//! Transactions: one message per event, all of them in one atomic batch (nats-server 2.12+),
+//! the first message of each actor carrying the expected last subject sequence of that actor,
+//! so the server appends all or nothing and checks every actor's version itself.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use aether_core::{Error, Result, Transaction, TransactionConflictError, VersionConflictError};
+use aether_nats::{has_api_code, validate_actor_id as check_actor_id, Backoff};
+use async_nats::header::{
+    HeaderMap, NATS_BATCH_COMMIT, NATS_BATCH_COMMIT_FINAL, NATS_BATCH_ID, NATS_BATCH_SEQUENCE,
+    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::ErrorCode;
+use bytes::Bytes;
+
+use super::super::codec::{self, HEADER_TRANSACTION};
+use super::append::PublishFailure;
+use super::{
+    server_older_than, JetStreamEventStore, Tip, MAX_PUBLISH_ATTEMPTS, MAX_TRANSIENT_BACKOFF,
+    MAX_TRANSIENT_RETRIES, TRANSIENT_BACKOFF,
+};
+
+/// The server's default limit of messages in one atomic batch (`jetstream.limits.batch
+/// .max_msgs`); a transaction has one message per event.
+pub const MAX_TRANSACTION_EVENTS: usize = 1000;
+
+/// One message of the batch.
+struct Part {
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
+}
+
+impl JetStreamEventStore {
+    pub(super) async fn commit_transaction(&self, txn: &Transaction) -> Result<()> {
+        let operation = || format!("transaction {}", txn.id());
+        let version = self.client.server_info().version;
+        if server_older_than(&version, 2, 12) {
+            return Err(Error::unsupported(
+                operation(),
+                format!(
+                    "atomic appends to several actors need nats-server 2.12 or later (atomic \
+                     batch publish); this server is {version}. Nothing was written"
+                ),
+            ));
+        }
+        if txn.event_count() > MAX_TRANSACTION_EVENTS {
+            return Err(Error::invalid(format!(
+                "transaction {} has {} events; one transaction holds at most \
+                 {MAX_TRANSACTION_EVENTS} (the server's atomic batch limit)",
+                txn.id(),
+                txn.event_count()
+            )));
+        }
+        let max_payload = self.client.server_info().max_payload;
+        let mut parts: Vec<(usize, Part)> = Vec::with_capacity(txn.event_count());
+        for (i, append) in txn.appends().iter().enumerate() {
+            check_actor_id(&append.actor_id)?;
+            let subject = self.subjects.events(&append.actor_id);
+            for event in &append.events {
+                let encoded = codec::encode_events(std::slice::from_ref(event))?;
+                codec::check_size(&encoded, max_payload)?;
+                parts.push((
+                    i,
+                    Part {
+                        subject: subject.clone(),
+                        headers: encoded.headers,
+                        payload: encoded.payload,
+                    },
+                ));
+            }
+        }
+        self.ensure_atomic_publish(txn).await?;
+
+        // Each actor's tip, from the cache when it agrees with the expectation (the server
+        // checks it anyway), else from the stream leader.
+        let mut tips = Vec::with_capacity(txn.appends().len());
+        for append in txn.appends() {
+            let cached = self.cache.get(&append.actor_id).map(|t| *t);
+            let tip = match cached {
+                Some(t) if t.version == append.expected_version => t,
+                _ => self.read_tip(&append.actor_id, true).await?.tip,
+            };
+            tips.push(tip);
+        }
+        self.conflicts(txn, &tips)?;
+
+        let mut uncertain = false;
+        let mut retry = Backoff::new(TRANSIENT_BACKOFF, MAX_TRANSIENT_BACKOFF);
+        let mut contention =
+            Backoff::new(Duration::from_millis(2), Duration::from_millis(64)).with_jitter();
+        for _ in 0..MAX_PUBLISH_ATTEMPTS {
+            match self.publish_batch(txn, &parts, &tips).await {
+                Ok(()) => {
+                    self.forget_tips(txn);
+                    return Ok(());
+                }
+                Err(PublishFailure::WrongLastSequence) => {
+                    // Someone wrote one of the actors, or our own unanswered attempt went in.
+                    if uncertain && self.holds(txn).await {
+                        self.forget_tips(txn);
+                        return Ok(());
+                    }
+                    let fresh = self.leader_tips(txn).await?;
+                    self.conflicts(txn, &fresh)?;
+                    if fresh == tips {
+                        // Refused against a write still being replicated: let it land.
+                        contention.wait().await;
+                    }
+                    tips = fresh;
+                }
+                Err(PublishFailure::Other(e)) => {
+                    if !(e.is_retryable() && retry.attempts() < MAX_TRANSIENT_RETRIES) {
+                        self.forget_tips(txn);
+                        // An unanswered commit may have been stored: say so only if it was.
+                        if self.holds(txn).await {
+                            return Ok(());
+                        }
+                        return Err(e);
+                    }
+                    uncertain = true;
+                    tracing::debug!(error = %e, transaction = txn.id(), "commit unanswered; checking before retrying");
+                    retry.wait().await;
+                    if self.holds(txn).await {
+                        self.forget_tips(txn);
+                        return Ok(());
+                    }
+                    tips = self.leader_tips(txn).await?;
+                    self.conflicts(txn, &tips)?;
+                }
+            }
+        }
+        Err(Error::unavailable(
+            operation(),
+            format!("the actors kept changing under {MAX_PUBLISH_ATTEMPTS} attempts to commit"),
+        ))
+    }
+
+    /// Turns on atomic publish on a stream created without it (by an older release or on an
+    /// older server), once.
+    async fn ensure_atomic_publish(&self, txn: &Transaction) -> Result<()> {
+        if self.atomic.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let stream = self
+            .context
+            .get_stream(&self.stream_name)
+            .await
+            .map_err(|e| {
+                aether_nats::classify(format!("reading stream {}", self.stream_name), e)
+            })?;
+        let mut config = stream.cached_info().config.clone();
+        if !config.allow_atomic_publish {
+            config.allow_atomic_publish = true;
+            if let Err(e) = self.context.update_stream(config).await {
+                return Err(Error::unsupported(
+                    format!("transaction {}", txn.id()),
+                    format!(
+                        "stream {} does not allow atomic publish and could not be updated to \
+                         (it needs nats-server 2.12+ and permission to update the stream): {e}",
+                        self.stream_name
+                    ),
+                ));
+            }
+            tracing::info!(stream = %self.stream_name, "atomic publish enabled for transactions");
+        }
+        self.atomic.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Every actor whose tip is not at the transaction's expected version, as an error.
+    fn conflicts(&self, txn: &Transaction, tips: &[Tip]) -> Result<()> {
+        let conflicts: Vec<VersionConflictError> = txn
+            .appends()
+            .iter()
+            .zip(tips)
+            .filter(|(a, t)| t.version != a.expected_version)
+            .map(|(a, t)| VersionConflictError {
+                actor_id: a.actor_id.clone(),
+                attempted_version: a.expected_version + 1,
+                current_version: t.version,
+            })
+            .collect();
+        if conflicts.is_empty() {
+            return Ok(());
+        }
+        Err(TransactionConflictError {
+            transaction_id: txn.id().to_string(),
+            conflicts,
+        }
+        .into())
+    }
+
+    async fn leader_tips(&self, txn: &Transaction) -> Result<Vec<Tip>> {
+        let mut tips = Vec::with_capacity(txn.appends().len());
+        for append in txn.appends() {
+            tips.push(self.read_tip(&append.actor_id, true).await?.tip);
+        }
+        Ok(tips)
+    }
+
+    /// Whether the transaction is stored: its first actor's history holds the last event of
+    /// its append (event ids are unique, and a batch is stored whole or not at all).
+    async fn holds(&self, txn: &Transaction) -> bool {
+        let Some(first) = txn.appends().first() else {
+            return false;
+        };
+        let Some(last) = first.events.last() else {
+            return false;
+        };
+        match self
+            .replay(&first.actor_id, first.expected_version + 1)
+            .await
+        {
+            Ok(r) => r.events.iter().any(|e| e.id == last.id),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not check whether an unanswered commit went in");
+                false
+            }
+        }
+    }
+
+    /// The batch is acknowledged only as a whole, so the involved actors' tips are read again
+    /// when next needed.
+    fn forget_tips(&self, txn: &Transaction) {
+        for append in txn.appends() {
+            self.cache.remove(&append.actor_id);
+        }
+    }
+
+    async fn publish_batch(
+        &self,
+        txn: &Transaction,
+        parts: &[(usize, Part)],
+        tips: &[Tip],
+    ) -> std::result::Result<(), PublishFailure> {
+        let context = || {
+            format!(
+                "committing transaction {} on stream {}",
+                txn.id(),
+                self.stream_name
+            )
+        };
+        let mut seen = vec![false; tips.len()];
+        let count = parts.len();
+        for (n, (actor, part)) in parts.iter().enumerate() {
+            let mut headers = part.headers.clone();
+            headers.insert(NATS_BATCH_ID, txn.id());
+            headers.insert(NATS_BATCH_SEQUENCE, (n + 1).to_string().as_str());
+            headers.insert(HEADER_TRANSACTION, txn.id());
+            if !seen[*actor] {
+                // Only the first message of an actor may carry its check: later ones would
+                // see the batch's own earlier message.
+                seen[*actor] = true;
+                headers.insert(
+                    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    tips[*actor].seq.to_string().as_str(),
+                );
+            }
+            if n + 1 < count {
+                self.client
+                    .publish_with_headers(part.subject.clone(), headers, part.payload.clone())
+                    .await
+                    .map_err(|e| PublishFailure::Other(Error::unavailable(context(), e)))?;
+                continue;
+            }
+            headers.insert(NATS_BATCH_COMMIT, NATS_BATCH_COMMIT_FINAL);
+            let message = PublishMessage::build()
+                .payload(part.payload.clone())
+                .headers(headers);
+            let result = match self
+                .context
+                .send_publish(part.subject.clone(), message)
+                .await
+            {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            return match result {
+                Ok(_) => Ok(()),
+                // No stream answered: gone, or (replicated) electing a leader.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        async_nats::jetstream::context::PublishErrorKind::StreamNotFound
+                    ) =>
+                {
+                    Err(PublishFailure::Other(
+                        self.missing_or_unavailable(context(), "no stream answered")
+                            .await,
+                    ))
+                }
+                Err(e) => Err(self.sort_publish_error(e, context(), txn)),
+            };
+        }
+        Ok(())
+    }
+
+    fn sort_publish_error(
+        &self,
+        e: async_nats::jetstream::context::PublishError,
+        context: String,
+        txn: &Transaction,
+    ) -> PublishFailure {
+        use async_nats::jetstream::context::PublishErrorKind as Kind;
+        if matches!(e.kind(), Kind::WrongLastSequence)
+            || has_api_code(&e, ErrorCode::STREAM_WRONG_LAST_SEQUENCE)
+            || has_api_code(&e, ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT)
+        {
+            return PublishFailure::WrongLastSequence;
+        }
+        if has_api_code(&e, ErrorCode::ATOMIC_PUBLISH_DISABLED) {
+            self.atomic.store(false, Ordering::Release);
+            return PublishFailure::Other(Error::unsupported(
+                format!("transaction {}", txn.id()),
+                format!("stream {} does not allow atomic publish", self.stream_name),
+            ));
+        }
+        if has_api_code(&e, ErrorCode::ATOMIC_PUBLISH_TOO_LARGE_BATCH) {
+            return PublishFailure::Other(Error::invalid(format!(
+                "transaction {} has more events than the server allows in one atomic batch",
+                txn.id()
+            )));
+        }
+        match e.kind() {
+            Kind::TimedOut | Kind::BrokenPipe | Kind::MaxAckPending => {
+                PublishFailure::Other(Error::unavailable(context, e))
+            }
+            _ => PublishFailure::Other(aether_nats::classify(context, e)),
+        }
+    }
+}
