@@ -17,6 +17,7 @@
 //!   [`RuntimeConfig`]: [`SnapshotPolicy`], [`PassivationPolicy`], [`RetryPolicy`]. Counters
 //!   in [`HostStats`].
 //! - [`ActorClient`]: sending commands, whichever runtime hosts the actor.
+//!   [`ActorHost::transact`]: one decision over several actors, committed atomically.
 //! - [`CommandError`], [`DecodeError`], [`LoadError`]: what can go wrong, told apart.
 //! - [`replay`]: rebuild a state from events alone.
 //! - [`testing`]: given/when/then, and a replay check for property tests.
@@ -118,7 +119,7 @@ pub use client::ActorClient;
 pub use config::{PassivationPolicy, RuntimeConfig, SnapshotPolicy};
 pub use error::{CommandError, DecodeError, LoadError};
 pub use event::{DomainEvent, EncodeError, EncodedEvent, EventCodec};
-pub use host::{ActorHost, Fence, Handled, HostStats, PassivationHook};
+pub use host::{ActorHost, Decision, Fence, Handled, HostStats, PassivationHook};
 pub use replay::replay;
 pub use retry::RetryPolicy;
 pub use upcast::Upcasters;

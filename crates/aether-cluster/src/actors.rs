@@ -117,6 +117,8 @@ pub(crate) trait Hosted: Send + Sync {
     /// Handles a command that arrived in its serde form.
     async fn serve(&self, actor_id: &str, meta: CommandMeta, command: Value) -> ActorResponse;
     fn set_fence(&self, fence: Fence);
+    /// Drops the actor's activation, if any, so that its next command reloads it.
+    fn refresh(&self, actor_id: &str);
     fn passivate_where(&self, pred: &(dyn Fn(&str) -> bool + Sync)) -> Vec<String>;
     fn stats(&self) -> HostStats;
 }
@@ -150,6 +152,10 @@ impl<A: Actor> Hosted for ActorHost<A> {
 
     fn set_fence(&self, fence: Fence) {
         ActorHost::set_fence(self, fence);
+    }
+
+    fn refresh(&self, actor_id: &str) {
+        ActorHost::passivate(self, actor_id);
     }
 
     fn passivate_where(&self, pred: &(dyn Fn(&str) -> bool + Sync)) -> Vec<String> {

@@ -126,8 +126,12 @@ pub struct ActorRequest {
     /// owner applies it at most once.
     #[serde(default)]
     pub meta: CommandMeta,
-    /// The command, as the actor type's serde form.
+    /// The command, as the actor type's serde form (`null` for a refresh).
     pub command: Value,
+    /// Not a command: the actor's events changed outside it (a transaction committed by
+    /// another node), so the owner drops its activation and reloads at the next command.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refresh: bool,
 }
 
 /// An error a node reports back for a request.
@@ -343,6 +347,7 @@ mod tests {
             epoch: 42,
             meta: CommandMeta::new().command_id("m-1").user_id("ada"),
             command: serde_json::json!({"Deposit": {"amount": 5}}),
+            refresh: false,
         };
         let bytes = encode(&req).unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();

@@ -25,6 +25,9 @@ mod recent;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod transact;
+
+pub use transact::Decision;
 
 /// What handling a command came to, when the actor did not refuse it.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,7 +7,9 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use aether_actor::{Actor, ActorClient, ActorHost, CommandError, Envelope, HostStats};
+use aether_actor::{
+    Actor, ActorClient, ActorHost, CommandError, CommandMeta, Decision, Envelope, HostStats,
+};
 use aether_core::{Error, Result};
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -269,6 +271,38 @@ impl ClusterNode {
         envelope: Envelope<A::Command>,
     ) -> std::result::Result<A::Reply, CommandError<A::Error>> {
         self.inner.send::<A>(actor_id, envelope).await
+    }
+
+    /// Decides a change to several actors of type `A` at once and commits it atomically, on
+    /// this node, wherever the actors are owned: see [`ActorHost::transact`]. The store checks
+    /// every actor's version, so no owner's write can interleave; afterwards the owners are
+    /// told to reload the actors (best effort: an owner that misses it reloads at its next
+    /// write, and until then its read-only commands answer from the state before).
+    ///
+    /// # Errors
+    /// As [`ActorHost::transact`]; [`Error::NotFound`] when this node does not host `A`.
+    pub async fn transact<A, R, F>(
+        &self,
+        actor_ids: &[&str],
+        meta: CommandMeta,
+        decide: F,
+    ) -> std::result::Result<R, CommandError<A::Error>>
+    where
+        A: Actor,
+        F: FnMut(&[A::State]) -> Decision<A, R> + Send,
+        R: Send,
+    {
+        let Some(host) = self.inner.hosts.typed::<A>() else {
+            return Err(Error::NotFound(format!(
+                "node {} hosts no actor type {:?}",
+                self.inner.node_id,
+                A::TYPE
+            ))
+            .into());
+        };
+        let reply = host.transact(actor_ids, meta, decide).await?;
+        self.inner.refresh_remote(A::TYPE, actor_ids).await;
+        Ok(reply)
     }
 
     /// A client for actors of type `A` through this node, for code written against

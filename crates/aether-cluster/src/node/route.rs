@@ -105,6 +105,7 @@ impl Inner {
             epoch: view.epoch,
             meta: envelope.meta.clone(),
             command,
+            refresh: false,
         };
         let payload = match encode(&request) {
             Ok(p) => Bytes::from(p),
@@ -195,6 +196,7 @@ impl Inner {
             actor_id,
             meta,
             command,
+            refresh,
             ..
         } = req;
         let not_owner = |view: &Assignment| ActorResponse::NotOwner {
@@ -217,9 +219,54 @@ impl Inner {
             }
             return not_owner(&view);
         }
+        if refresh {
+            host.refresh(&actor_id);
+            return ActorResponse::Reply {
+                reply: serde_json::Value::Null,
+                version: 0,
+            };
+        }
         match host.serve(&actor_id, meta, command).await {
             ActorResponse::NotOwner { .. } => not_owner(&self.view()),
             other => other,
+        }
+    }
+}
+
+impl Inner {
+    /// Tells the owners of `actor_ids` on other nodes that the actors changed outside their
+    /// activations (a transaction committed here), so that they reload before their next
+    /// command. Best effort: an owner that does not hear it reloads at its next write anyway
+    /// (a version conflict).
+    pub(super) async fn refresh_remote(&self, actor_type: &str, actor_ids: &[&str]) {
+        let view = self.view();
+        for actor_id in actor_ids {
+            let Some(owner) = view.owner_of(actor_id) else {
+                continue;
+            };
+            if owner == self.node_id {
+                continue;
+            }
+            let request = ActorRequest {
+                actor_type: actor_type.to_string(),
+                actor_id: actor_id.to_string(),
+                shard: view.shard_of(actor_id),
+                epoch: view.epoch,
+                meta: aether_actor::CommandMeta::default(),
+                command: serde_json::Value::Null,
+                refresh: true,
+            };
+            let Ok(payload) = encode(&request) else {
+                continue;
+            };
+            let timeout = self.config.request_timeout;
+            if let Err(e) = self
+                .transport
+                .request(owner, Bytes::from(payload), timeout)
+                .await
+            {
+                tracing::debug!(actor_id, owner, error = ?e, "owner not told of a transaction");
+            }
         }
     }
 }

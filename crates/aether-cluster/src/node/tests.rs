@@ -26,6 +26,7 @@ struct Account {
 enum Cmd {
     Deposit(i64),
     Withdraw(i64),
+    Balance,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +69,7 @@ impl Actor for Bank {
                 })
             }
             Cmd::Withdraw(amount) => vec![Moved::Withdrawn { amount }],
+            Cmd::Balance => Vec::new(),
         })
     }
 
@@ -349,6 +351,7 @@ async fn a_node_refuses_an_actor_it_does_not_own_and_writes_nothing() {
         epoch: view.epoch,
         meta: CommandMeta::default(),
         command: serde_json::to_value(Cmd::Deposit(1)).unwrap(),
+        refresh: false,
     };
     let reply = net
         .request("b", Bytes::from(encode(&request).unwrap()), REQUEST)
@@ -425,4 +428,77 @@ async fn a_node_refuses_to_start_with_a_type_registered_twice_or_badly_named() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("registered twice"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transfer_between_actors_on_two_nodes_is_atomic_and_both_owners_see_it() {
+    let (_net, store, nodes) = cluster(&["a", "b"]).await;
+    let on_a = actor_of(&nodes[0], "a", "from");
+    let on_b = actor_of(&nodes[0], "b", "to");
+    nodes[0]
+        .send::<Bank>(&on_a, Cmd::Deposit(10))
+        .await
+        .unwrap();
+    // Both owners have the actors active with their current state.
+    assert_eq!(nodes[1].send::<Bank>(&on_b, Cmd::Balance).await.unwrap(), 0);
+    let transfer = |amount: i64| {
+        move |states: &[Account]| -> aether_actor::Decision<Bank, i64> {
+            if states[0].balance < amount {
+                return Err(Refused::InsufficientFunds {
+                    balance: states[0].balance,
+                });
+            }
+            Ok((
+                vec![
+                    vec![Moved::Withdrawn { amount }],
+                    vec![Moved::Deposited { amount }],
+                ],
+                states[0].balance - amount,
+            ))
+        }
+    };
+    // Run on node b, though node a owns the source.
+    let left = nodes[1]
+        .transact::<Bank, _, _>(&[&on_a, &on_b], CommandMeta::new(), transfer(4))
+        .await
+        .unwrap();
+    assert_eq!(left, 6);
+    // Both owners answer with the committed state, reads included.
+    assert_eq!(nodes[0].send::<Bank>(&on_a, Cmd::Balance).await.unwrap(), 6);
+    assert_eq!(nodes[0].send::<Bank>(&on_b, Cmd::Balance).await.unwrap(), 4);
+    match nodes[0]
+        .transact::<Bank, _, _>(&[&on_a, &on_b], CommandMeta::new(), transfer(7))
+        .await
+    {
+        Err(CommandError::Rejected(Refused::InsufficientFunds { balance: 6 })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.get_latest_version(&on_a).await.unwrap(), 2);
+    assert_eq!(store.get_latest_version(&on_b).await.unwrap(), 1);
+    // A type the node does not host.
+    struct Unknown;
+    impl Actor for Unknown {
+        type State = Account;
+        type Command = Cmd;
+        type Event = Moved;
+        type Reply = i64;
+        type Error = Refused;
+        const TYPE: &'static str = "unknown";
+        async fn decide(&self, _: &str, _: &Account, _: &Cmd) -> Result<Vec<Moved>, Refused> {
+            Ok(Vec::new())
+        }
+        fn apply(_: &mut Account, _: &Moved) {}
+        fn reply(_: &Account, _: &Cmd, _: &[Moved]) -> i64 {
+            0
+        }
+    }
+    let none = |_: &[Account]| -> aether_actor::Decision<Unknown, ()> { Ok((vec![], ())) };
+    assert!(matches!(
+        nodes[0]
+            .transact::<Unknown, _, _>(&[&on_a], CommandMeta::new(), none)
+            .await,
+        Err(CommandError::Infrastructure(aether_core::Error::NotFound(
+            _
+        )))
+    ));
 }

@@ -382,6 +382,7 @@ async fn nodes_refuse_actors_they_do_not_own_and_survive_garbage() {
         epoch,
         meta: CommandMeta::default(),
         command: serde_json::to_value(Command::Deposit { amount: 1 }).unwrap(),
+        refresh: false,
     };
     let msg = raw
         .request(subject.clone(), encode(&request).unwrap().into())
