@@ -4,14 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_actor::{CommandError, PassivationPolicy, RetryPolicy, RuntimeConfig, SnapshotPolicy};
+use aether_actor::{
+    CommandError, CommandMeta, PassivationPolicy, RetryPolicy, RuntimeConfig, SnapshotPolicy,
+};
 use aether_bus::{NatsBusConfig, NatsEventBus};
 use aether_cluster::routing::bucket_name;
 use aether_cluster::{Actors, ClusterConfig, ClusterNode, LocalNetwork, ShardConfig};
 use aether_core::{Error, EventStore, SnapshotStore};
 use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore, Notify};
 
-use super::model::{Bank, BankCommand, BankError, Counters, CountingStore};
+use super::model::{transfer_decision, Bank, BankCommand, BankError, Counters, CountingStore};
 use super::{DEMO_NAMESPACE, DEMO_STORE_NAMESPACE, NODES, SHARDS};
 use crate::connect::{connect, AuthArgs};
 use crate::error::{CliError, CliResult};
@@ -88,6 +90,25 @@ impl DemoCluster {
             Some(node) => node.send::<Bank>(actor, command).await,
             None => Err(Error::Closed("no node is running".into()).into()),
         }
+    }
+
+    /// Moves `amount` from one account to another in one transaction, decided and committed on
+    /// one of the nodes (whichever owns the accounts); returns the source's balance after.
+    pub(super) async fn transfer(
+        &self,
+        from: &str,
+        to: &str,
+        amount: i64,
+    ) -> std::result::Result<i64, CommandError<BankError>> {
+        let via = (aether_cluster::stable_hash64(to.as_bytes()) % self.nodes.len().max(1) as u64)
+            as usize;
+        let Some(node) = self.nodes.get(via) else {
+            return Err(Error::Closed("no node is running".into()).into());
+        };
+        node.transact::<Bank, _, _>(&[from, to], CommandMeta::new(), move |accounts| {
+            transfer_decision(accounts, amount)
+        })
+        .await
     }
 
     /// The actors active on `node`.

@@ -3,7 +3,9 @@
 //! The demo opens a few hundred accounts, sends them deposits and withdrawals, shows which node
 //! owns which accounts, lets three writers race on one shared ledger (version conflicts,
 //! retried), kills one node and shows its accounts answering from the survivors with their
-//! balances rebuilt from the stored events, and ends with a summary.
+//! balances rebuilt from the stored events, moves money between accounts in transactions
+//! (each transfer changes two accounts atomically; the total is conserved), and ends with a
+//! summary.
 //!
 //! Two ways to run it, with the same steps:
 //! - **In process** (the default, no server): one [`InMemoryEventStore`], the local
@@ -44,7 +46,8 @@ mod steps;
 
 use cluster::{start_over_nats, DemoCluster};
 pub use model::{
-    script, Account, Bank, BankCommand, BankError, BankEvent, Counters, CountingStore,
+    script, transfer_decision, Account, Bank, BankCommand, BankError, BankEvent, Counters,
+    CountingStore,
 };
 use steps::steps;
 
@@ -96,6 +99,13 @@ pub struct Summary {
     pub verified: usize,
     /// `EventStored` notices seen on the bus.
     pub notices: u64,
+    /// Transfers committed (each one transaction over two accounts).
+    pub transfers: u64,
+    /// Transfers refused (the payer short of money).
+    pub transfers_refused: u64,
+    /// The accounts' total before and after the transfers; `None` when the store cannot
+    /// commit transactions (nats-server before 2.12).
+    pub totals: Option<(i64, i64)>,
 }
 
 /// Runs `aether demo`.
@@ -186,6 +196,13 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
             args.nats.as_deref().unwrap_or_default()
         );
     }
+    if let Some((before, after)) = summary.totals {
+        if before != after {
+            return Err(CliError::new(format!(
+                "the transfers changed the accounts' total from {before} to {after}"
+            )));
+        }
+    }
     if summary.verified != summary.moved {
         return Err(CliError::new(format!(
             "{} of {} accounts of {} had a wrong balance after the failover",
@@ -229,6 +246,23 @@ pub fn render_summary(s: &Summary, mode: &str, took: Duration, painter: Painter)
         ("accounts per node before", per_node(&s.before)),
         ("killed node", s.killed.clone()),
         ("accounts per node after", per_node(&s.after)),
+        (
+            "transfers",
+            match s.totals {
+                Some((before, after)) => {
+                    let text = format!(
+                        "{} committed, {} refused; total {before} → {after}",
+                        s.transfers, s.transfers_refused
+                    );
+                    if before == after {
+                        painter.green(&text)
+                    } else {
+                        painter.red(&text)
+                    }
+                }
+                None => "none: the server cannot commit transactions (needs 2.12+)".to_string(),
+            },
+        ),
         (
             "balances verified",
             if s.verified == s.moved {

@@ -138,6 +138,33 @@ impl Actor for Bank {
     }
 }
 
+/// A transfer of `amount` between two accounts (`accounts[0]` pays `accounts[1]`): one
+/// decision over both, committed as one transaction. Returns the payer's balance after.
+///
+/// # Errors
+/// The rejection: either account not open, or the payer's balance short of `amount`.
+pub fn transfer_decision(accounts: &[Account], amount: i64) -> aether_actor::Decision<Bank, i64> {
+    let [from, to] = accounts else {
+        return Err(BankError::NotOpen);
+    };
+    if !from.open || !to.open {
+        return Err(BankError::NotOpen);
+    }
+    if amount > from.balance {
+        return Err(BankError::InsufficientFunds {
+            balance: from.balance,
+            asked: amount,
+        });
+    }
+    Ok((
+        vec![
+            vec![BankEvent::Withdrawn { amount }],
+            vec![BankEvent::Deposited { amount }],
+        ],
+        from.balance - amount,
+    ))
+}
+
 /// The commands account `i` receives after `Open`, and the balance they leave.
 pub fn script(i: u32) -> (Vec<BankCommand>, i64) {
     let first = 100 + i64::from(i % 7) * 10;
@@ -300,6 +327,35 @@ mod tests {
             .await
             .then_expect_events(&[BankEvent::Withdrawn { amount: 5 }])
             .then_expect_reply(&0);
+    }
+
+    #[test]
+    fn transfers_move_money_or_are_refused() {
+        let open = |balance| Account {
+            open: true,
+            owner: "x".into(),
+            balance,
+        };
+        let (events, left) = transfer_decision(&[open(10), open(0)], 4).unwrap();
+        assert_eq!(left, 6);
+        assert_eq!(
+            events,
+            [
+                vec![BankEvent::Withdrawn { amount: 4 }],
+                vec![BankEvent::Deposited { amount: 4 }]
+            ]
+        );
+        assert_eq!(
+            transfer_decision(&[open(3), open(0)], 4).unwrap_err(),
+            BankError::InsufficientFunds {
+                balance: 3,
+                asked: 4
+            }
+        );
+        assert_eq!(
+            transfer_decision(&[open(3), Account::default()], 1).unwrap_err(),
+            BankError::NotOpen
+        );
     }
 
     #[test]

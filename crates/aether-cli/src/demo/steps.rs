@@ -13,6 +13,7 @@ use futures::StreamExt;
 use super::cluster::DemoCluster;
 use super::model::{script, BankCommand, BankError, Counters};
 use super::{DemoArgs, Summary, NODES, SHARDS, WRITERS_CREDITS};
+
 use crate::error::{CliError, CliResult};
 use crate::output::{human_duration, progress, spinner, Painter, Table};
 use aether_actor::CommandError;
@@ -240,9 +241,78 @@ pub(super) async fn steps(
         summary.verified, summary.moved
     );
 
+    // 6. Transfers: each one changes two accounts at once, in one transaction, whichever
+    //    nodes own them; the total is conserved.
+    transfers(cluster, &ids, &mut summary, painter).await?;
+
     summary.events_written = counters.events_written.load(Ordering::Relaxed);
     summary.conflicts_retried = counters.conflicts.load(Ordering::Relaxed);
     Ok(summary)
+}
+
+/// The sum of the balances of `ids`, read through the cluster.
+async fn total(cluster: &DemoCluster, ids: &[String]) -> Result<i64> {
+    let mut total = 0;
+    for id in ids {
+        total += cluster.send(id, BankCommand::Balance).await?;
+    }
+    Ok(total)
+}
+
+async fn transfers(
+    cluster: &DemoCluster,
+    ids: &[String],
+    summary: &mut Summary,
+    painter: Painter,
+) -> CliResult<()> {
+    let accounts: Vec<String> = ids.iter().take(20).cloned().collect();
+    if accounts.len() < 2 {
+        return Ok(());
+    }
+    let count = 60u64;
+    println!(
+        "\n{} {count} transfers between {} accounts, 8 at a time, each one transaction over two accounts",
+        painter.bold("6."),
+        accounts.len()
+    );
+    let before = total(cluster, &accounts).await?;
+    let n = accounts.len();
+    let results: Vec<std::result::Result<i64, CommandError<BankError>>> =
+        futures::stream::iter(0..count)
+            .map(|k| {
+                let from = &accounts[(k as usize * 7) % n];
+                let to = &accounts[(k as usize * 7 + 1 + k as usize % (n - 1)) % n];
+                let amount = 5 + (k as i64 % 4) * 20;
+                async move {
+                    if from == to {
+                        return Ok(0);
+                    }
+                    cluster.transfer(from, to, amount).await
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+    for r in results {
+        match r {
+            Ok(_) => summary.transfers += 1,
+            Err(CommandError::Rejected(BankError::InsufficientFunds { .. })) => {
+                summary.transfers_refused += 1
+            }
+            Err(CommandError::Infrastructure(Error::Unsupported { reason, .. })) => {
+                println!("   {}", painter.yellow(&format!("skipped: {reason}")));
+                return Ok(());
+            }
+            Err(e) => return Err(Error::from(e).into()),
+        }
+    }
+    let after = total(cluster, &accounts).await?;
+    summary.totals = Some((before, after));
+    println!(
+        "   {} committed, {} refused for lack of funds; total {before} before, {after} after",
+        summary.transfers, summary.transfers_refused
+    );
+    Ok(())
 }
 
 /// The ledger's version as the cluster's first store sees it.

@@ -102,8 +102,7 @@ fn demo_in_process_prints_the_summary() {
     ] {
         assert!(text.contains(line), "missing {line:?} in {text}");
     }
-    // 30 accounts: open + 3 commands each, plus 3 writers x 20 ledger credits.
-    assert!(text.contains("events written:            180"), "{text}");
+    check_events_and_transfers(&text);
     let verified = text
         .lines()
         .find(|l| l.starts_with("balances verified:"))
@@ -111,6 +110,38 @@ fn demo_in_process_prints_the_summary() {
     let parts: Vec<&str> = verified.split_whitespace().collect();
     assert_eq!(parts[2], parts[4], "{verified}");
     assert!(!text.contains('\u{1b}'), "no colours when not a terminal");
+}
+
+/// Checks the summary's event count: 30 accounts (open + 3 commands each), 3 writers x 20
+/// ledger credits, and two events per committed transfer; and that transfers conserved the
+/// total (or were not supported by the server).
+pub(crate) fn check_events_and_transfers(text: &str) {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("missing {name:?} in {text}"))
+            .to_string()
+    };
+    let events: u64 = field("events written:").parse().unwrap();
+    let transfers = field("transfers:");
+    if transfers.starts_with("none") {
+        assert_eq!(events, 180, "{text}");
+        return;
+    }
+    let committed: u64 = transfers
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(committed > 0, "{text}");
+    assert_eq!(events, 180 + 2 * committed, "{text}");
+    let (before, after) = transfers
+        .rsplit_once("total ")
+        .and_then(|(_, t)| t.split_once(" → "))
+        .unwrap();
+    assert_eq!(before, after, "the total must be conserved: {text}");
 }
 
 fn free_port() -> u16 {
