@@ -62,6 +62,7 @@ const BUS: &str = "cargo bench -p aether-benches --bench local_bus";
 const NBUS: &str = "cargo bench -p aether-benches --bench nats_bus";
 const RING: &str = "cargo bench -p aether-benches --bench cluster";
 const ACTORS: &str = "cargo bench -p aether-benches --bench actors";
+const TXN: &str = "cargo bench -p aether-benches --bench transactions";
 
 const ROWS: &[Row] = &[
     row(
@@ -201,6 +202,27 @@ const ROWS: &[Row] = &[
         Target::TimeAtMost(1.0),
         "faster",
         RING,
+    ),
+    row(
+        "transaction over two actors (one atomic batch)",
+        "js_transaction_2_actors",
+        "aether",
+        Some((
+            "raw atomic batch publish, same messages and headers",
+            "raw_atomic_batch",
+        )),
+        Target::TimeAtMost(1.2),
+        "≤ 1.2×",
+        TXN,
+    ),
+    row(
+        "transaction over two actors (one atomic batch)",
+        "js_transaction_2_actors",
+        "aether",
+        Some(("two sequential `save_event` (not atomic)", "two_save_event")),
+        Target::Report,
+        "reported",
+        TXN,
     ),
     row(
         "typed rebuild of a 10 000-event actor (decode + apply)",

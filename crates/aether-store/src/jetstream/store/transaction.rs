@@ -26,6 +26,15 @@ use super::{
 /// .max_msgs`); a transaction has one message per event.
 pub const MAX_TRANSACTION_EVENTS: usize = 1000;
 
+/// What the server acknowledged for a committed batch.
+#[derive(Debug, Clone, Copy)]
+struct Ack {
+    /// The stream sequence of the batch's last message.
+    sequence: u64,
+    /// How many messages the batch stored, as the server reports it.
+    count: Option<u64>,
+}
+
 /// One message of the batch.
 struct Part {
     subject: String,
@@ -93,8 +102,8 @@ impl JetStreamEventStore {
             Backoff::new(Duration::from_millis(2), Duration::from_millis(64)).with_jitter();
         for _ in 0..MAX_PUBLISH_ATTEMPTS {
             match self.publish_batch(txn, &parts, &tips).await {
-                Ok(()) => {
-                    self.forget_tips(txn);
+                Ok(ack) => {
+                    self.remember_batch(txn, &parts, ack);
                     return Ok(());
                 }
                 Err(PublishFailure::WrongLastSequence) => {
@@ -230,12 +239,39 @@ impl JetStreamEventStore {
         }
     }
 
+    /// Caches each actor's new tip. A batch is stored as consecutive messages ending at the
+    /// acknowledged sequence; should that ever not hold, the next save's expectation is
+    /// refused by the server and the tip read again, so the cache stays a guess.
+    fn remember_batch(&self, txn: &Transaction, parts: &[(usize, Part)], ack: Ack) {
+        let count = parts.len() as u64;
+        if ack.count != Some(count) || ack.sequence < count {
+            self.forget_tips(txn);
+            return;
+        }
+        let first_seq = ack.sequence + 1 - count;
+        for (i, append) in txn.appends().iter().enumerate() {
+            let (Some(last_index), Some(last)) = (
+                parts.iter().rposition(|(actor, _)| *actor == i),
+                append.events.last(),
+            ) else {
+                continue;
+            };
+            self.remember(
+                &append.actor_id,
+                Tip {
+                    seq: first_seq + last_index as u64,
+                    version: last.version,
+                },
+            );
+        }
+    }
+
     async fn publish_batch(
         &self,
         txn: &Transaction,
         parts: &[(usize, Part)],
         tips: &[Tip],
-    ) -> std::result::Result<(), PublishFailure> {
+    ) -> std::result::Result<Ack, PublishFailure> {
         let context = || {
             format!(
                 "committing transaction {} on stream {}",
@@ -279,7 +315,10 @@ impl JetStreamEventStore {
                 Err(e) => Err(e),
             };
             return match result {
-                Ok(_) => Ok(()),
+                Ok(ack) => Ok(Ack {
+                    sequence: ack.sequence,
+                    count: ack.batch_size,
+                }),
                 // No stream answered: gone, or (replicated) electing a leader.
                 Err(e)
                     if matches!(
@@ -295,7 +334,10 @@ impl JetStreamEventStore {
                 Err(e) => Err(self.sort_publish_error(e, context(), txn)),
             };
         }
-        Ok(())
+        Err(PublishFailure::Other(Error::invalid(format!(
+            "transaction {} has no events",
+            txn.id()
+        ))))
     }
 
     fn sort_publish_error(
