@@ -45,7 +45,10 @@ fn transactions(c: &mut Criterion) {
     g.bench_function("two_save_event", |b| {
         b.iter(|| {
             rt.block_on(async {
-                store.save_event(&moved("a", w + 1, -1)).await.expect("save");
+                store
+                    .save_event(&moved("a", w + 1, -1))
+                    .await
+                    .expect("save");
                 store.save_event(&moved("b", w + 1, 1)).await.expect("save");
                 w += 1;
             })
@@ -54,7 +57,10 @@ fn transactions(c: &mut Criterion) {
 
     // The raw floor: the same two messages, with the store's headers, the batch headers and
     // each actor's expected last subject sequence, tracked from the acknowledgements.
-    let (s1, s2) = (store.event_subject("raw-from"), store.event_subject("raw-to"));
+    let (s1, s2) = (
+        store.event_subject("raw-from"),
+        store.event_subject("raw-to"),
+    );
     let (mut seq1, mut seq2, mut x, mut n) = (0u64, 0u64, 0u64, 0u64);
     g.bench_function("raw_atomic_batch", |b| {
         b.iter(|| {
@@ -69,7 +75,10 @@ fn transactions(c: &mut Criterion) {
                     h.insert("Aether-Count", "1");
                     h.insert("Nats-Batch-Id", id.as_str());
                     h.insert("Nats-Batch-Sequence", batch_seq.to_string().as_str());
-                    h.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string().as_str());
+                    h.insert(
+                        "Nats-Expected-Last-Subject-Sequence",
+                        seq.to_string().as_str(),
+                    );
                     h
                 };
                 let first = moved("raw-from", x, -1).to_json_bytes().expect("json");
