@@ -312,7 +312,7 @@ async fn replicated_transactions_survive_a_leader_kill() {
         ));
     }
     let probe = Arc::clone(&stores[0]);
-    let writers = tokio::spawn(crate::transactions::run_transfers(stores, 40));
+    let writers = tokio::spawn(crate::transactions::run_transfers(stores, 40, false));
     // Kill the leader once transfers are flowing.
     let deadline = Instant::now() + PHASE;
     while probe.stream_info().await.map_or(0, |i| i.state.messages) < 40 {

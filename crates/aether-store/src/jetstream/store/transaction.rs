@@ -108,12 +108,14 @@ impl JetStreamEventStore {
                 }
                 Err(PublishFailure::WrongLastSequence) => {
                     // Someone wrote one of the actors, or our own unanswered attempt went in.
-                    if uncertain && self.holds(txn).await {
-                        self.forget_tips(txn);
-                        return Ok(());
-                    }
                     let fresh = self.leader_tips(txn).await?;
-                    self.conflicts(txn, &fresh)?;
+                    if let Err(conflict) = self.conflicts(txn, &fresh) {
+                        if uncertain && self.holds(txn).await? {
+                            self.forget_tips(txn);
+                            return Ok(());
+                        }
+                        return Err(conflict);
+                    }
                     if fresh == tips {
                         // Refused against a write still being replicated: let it land.
                         contention.wait().await;
@@ -124,7 +126,7 @@ impl JetStreamEventStore {
                     if !(e.is_retryable() && retry.attempts() < MAX_TRANSIENT_RETRIES) {
                         self.forget_tips(txn);
                         // An unanswered commit may have been stored: say so only if it was.
-                        if self.holds(txn).await {
+                        if e.is_retryable() && self.holds(txn).await.unwrap_or(false) {
                             return Ok(());
                         }
                         return Err(e);
@@ -132,12 +134,16 @@ impl JetStreamEventStore {
                     uncertain = true;
                     tracing::debug!(error = %e, transaction = txn.id(), "commit unanswered; checking before retrying");
                     retry.wait().await;
-                    if self.holds(txn).await {
-                        self.forget_tips(txn);
-                        return Ok(());
-                    }
                     tips = self.leader_tips(txn).await?;
-                    self.conflicts(txn, &tips)?;
+                    if let Err(conflict) = self.conflicts(txn, &tips) {
+                        // The actors moved: maybe by our own unanswered commit. The tips were
+                        // just read, so the server answers again and the check can be trusted.
+                        if self.holds(txn).await? {
+                            self.forget_tips(txn);
+                            return Ok(());
+                        }
+                        return Err(conflict);
+                    }
                 }
             }
         }
@@ -212,22 +218,29 @@ impl JetStreamEventStore {
 
     /// Whether the transaction is stored: its first actor's history holds the last event of
     /// its append (event ids are unique, and a batch is stored whole or not at all).
-    async fn holds(&self, txn: &Transaction) -> bool {
-        let Some(first) = txn.appends().first() else {
-            return false;
-        };
-        let Some(last) = first.events.last() else {
-            return false;
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the history cannot be read: the outcome stays unknown, and
+    /// no conflict may be reported for a transaction that might be stored.
+    async fn holds(&self, txn: &Transaction) -> Result<bool> {
+        let (Some(first), Some(last)) = (
+            txn.appends().first(),
+            txn.appends().first().and_then(|a| a.events.last()),
+        ) else {
+            return Ok(false);
         };
         match self
             .replay(&first.actor_id, first.expected_version + 1)
             .await
         {
-            Ok(r) => r.events.iter().any(|e| e.id == last.id),
-            Err(e) => {
-                tracing::debug!(error = %e, "could not check whether an unanswered commit went in");
-                false
-            }
+            Ok(r) => Ok(r.events.iter().any(|e| e.id == last.id)),
+            Err(e) => Err(Error::unavailable(
+                format!(
+                    "checking whether transaction {} went in after its commit went unanswered",
+                    txn.id()
+                ),
+                e,
+            )),
         }
     }
 
