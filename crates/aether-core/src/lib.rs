@@ -11,6 +11,8 @@
 //! - [`Error`], [`VersionConflictError`], [`Result`]: what can go wrong.
 //! - [`EventStore`], [`SnapshotStore`], [`EventStoreWithErrors`]: append-only storage (no update,
 //!   no delete; see [`store`] on immutability and versions).
+//! - [`EventLog`], [`LogPosition`], [`LoggedEvent`]: every actor's events in one global order,
+//!   for consumers of all actors (projections).
 //! - [`Transaction`]: events for several actors, appended all or nothing
 //!   ([`EventStore::commit`]).
 //! - [`EventBroadcaster`], [`Subscription`], [`SubscriptionFilter`], [`OverflowPolicy`]: pub/sub
@@ -35,6 +37,7 @@
 mod broadcaster;
 mod error;
 mod event;
+mod log;
 pub mod pattern;
 mod snapshot;
 pub mod store;
@@ -48,6 +51,7 @@ pub use event::{
     METADATA_CORRELATION_ID, METADATA_MESSAGE_ID, METADATA_REPLY, METADATA_SCHEMA_VERSION,
     METADATA_SPAN_ID, METADATA_TRACE_ID, METADATA_USER_ID,
 };
+pub use log::{EventLog, LogPosition, LoggedEvent};
 pub use pattern::{
     is_wildcard_pattern, match_actor_pattern, match_namespace_pattern, validate_namespace,
     validate_pattern,

@@ -212,6 +212,26 @@ macro_rules! forward_event_store {
     };
 }
 
+macro_rules! forward_event_log {
+    ($ty:ty) => {
+        #[async_trait]
+        impl<T: crate::log::EventLog + ?Sized> crate::log::EventLog for $ty {
+            async fn read_after(
+                &self,
+                after: Option<crate::log::LogPosition>,
+                max: usize,
+            ) -> Result<Vec<crate::log::LoggedEvent>> {
+                (**self).read_after(after, max).await
+            }
+            async fn head(&self) -> Result<Option<crate::log::LogPosition>> {
+                (**self).head().await
+            }
+        }
+    };
+}
+
+forward_event_log!(Arc<T>);
+forward_event_log!(Box<T>);
 forward_event_store!(Arc<T>);
 forward_event_store!(Box<T>);
 

@@ -1,10 +1,11 @@
 //! The embedded, thread-safe in-memory store.
 
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use aether_core::{
-    validate_batch, Error, Event, EventStore, EventStoreWithErrors, Metadata, ReplayResult, Result,
-    Snapshot, SnapshotStore, Transaction, TransactionConflictError, VersionConflictError,
+    validate_batch, Error, Event, EventLog, EventStore, EventStoreWithErrors, LogPosition,
+    LoggedEvent, Metadata, ReplayResult, Result, Snapshot, SnapshotStore, Transaction,
+    TransactionConflictError, VersionConflictError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -68,6 +69,10 @@ pub struct InMemoryEventStore {
     snapshots: DashMap<String, Snapshot, RandomState>,
     /// Shared by reads and single-actor saves, exclusive for a transaction's commit.
     commits: RwLock<()>,
+    /// The global order ([`EventLog`]): for each stored event, its actor and its index in the
+    /// actor's log. Appended under the actor's shard lock, so each actor's events keep their
+    /// version order here.
+    order: Mutex<Vec<(Arc<str>, u32)>>,
 }
 
 impl InMemoryEventStore {
@@ -96,13 +101,21 @@ impl InMemoryEventStore {
     }
 
     /// Runs `f` on the actor's log under its shard lock, creating the log if needed. The key is
-    /// only allocated when the actor is new.
+    /// only allocated when the actor is new. Whatever `f` appends is added to the global order
+    /// before the lock is released.
     fn with_log<R>(&self, actor_id: &str, f: impl FnOnce(&mut Vec<Stored>) -> R) -> R {
-        if let Some(mut log) = self.actors.get_mut(actor_id) {
-            return f(&mut log);
+        let mut log = match self.actors.get_mut(actor_id) {
+            Some(log) => log,
+            None => self.actors.entry(actor_id.to_string()).or_default(),
+        };
+        let before = log.len();
+        let r = f(&mut log);
+        if log.len() > before {
+            let actor: Arc<str> = Arc::from(actor_id);
+            let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+            order.extend((before..log.len()).map(|i| (Arc::clone(&actor), i as u32)));
         }
-        let mut log = self.actors.entry(actor_id.to_string()).or_default();
-        f(&mut log)
+        r
     }
 
     fn latest(events: &[Stored]) -> u64 {
@@ -214,6 +227,37 @@ impl EventStore for InMemoryEventStore {
             self.with_log(&a.actor_id, |log| log.extend(stored));
         }
         Ok(())
+    }
+}
+
+/// The global order is the order saves were acknowledged in; a position's `sequence` is the
+/// event's place in it (from 1) and its `index` is 0.
+#[async_trait]
+impl EventLog for InMemoryEventStore {
+    async fn read_after(&self, after: Option<LogPosition>, max: usize) -> Result<Vec<LoggedEvent>> {
+        let start = after.map_or(0, |p| p.sequence) as usize;
+        let slots: Vec<(Arc<str>, u32)> = {
+            let order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+            order.iter().skip(start).take(max).cloned().collect()
+        };
+        let mut events = Vec::with_capacity(slots.len());
+        for (n, (actor, index)) in slots.iter().enumerate() {
+            let Some(log) = self.actors.get(actor.as_ref()) else {
+                continue;
+            };
+            if let Some(stored) = log.get(*index as usize) {
+                events.push(LoggedEvent {
+                    position: LogPosition::new((start + n + 1) as u64, 0),
+                    event: stored.to_event(actor)?,
+                });
+            }
+        }
+        Ok(events)
+    }
+
+    async fn head(&self) -> Result<Option<LogPosition>> {
+        let len = self.order.lock().unwrap_or_else(|e| e.into_inner()).len();
+        Ok((len > 0).then(|| LogPosition::new(len as u64, 0)))
     }
 }
 

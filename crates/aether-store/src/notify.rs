@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aether_core::{
-    Event, EventBroadcaster, EventStore, EventStoreWithErrors, ReplayResult, Result, Snapshot,
-    SnapshotStore, Transaction,
+    Event, EventBroadcaster, EventLog, EventStore, EventStoreWithErrors, LogPosition, LoggedEvent,
+    ReplayResult, Result, Snapshot, SnapshotStore, Transaction,
 };
 use async_trait::async_trait;
 
@@ -147,6 +147,17 @@ impl<S: EventStore> EventStore for Notify<S> {
             self.notify(&append.events).await;
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: EventLog> EventLog for Notify<S> {
+    async fn read_after(&self, after: Option<LogPosition>, max: usize) -> Result<Vec<LoggedEvent>> {
+        self.inner.read_after(after, max).await
+    }
+
+    async fn head(&self) -> Result<Option<LogPosition>> {
+        self.inner.head().await
     }
 }
 

@@ -34,6 +34,19 @@ impl Subjects {
         format!("{}.{}", self.events_prefix, encode_actor_id(actor_id))
     }
 
+    /// The filter of every actor's events subject.
+    pub(crate) fn events_filter(&self) -> String {
+        format!("{}.*", self.events_prefix)
+    }
+
+    /// The actor whose events subject `subject` is.
+    pub(crate) fn actor_of(&self, subject: &str) -> Option<String> {
+        let token = subject
+            .strip_prefix(&self.events_prefix)?
+            .strip_prefix('.')?;
+        aether_nats::decode_actor_id(token).ok()
+    }
+
     pub(crate) fn snapshots(&self, actor_id: &str) -> String {
         format!("{}.{}", self.snapshots_prefix, encode_actor_id(actor_id))
     }
@@ -48,6 +61,9 @@ mod tests {
         let s = Subjects::new("NS_EVENTS");
         assert_eq!(s.events("a.b"), "NS_EVENTS.events.YS5i");
         assert_eq!(s.snapshots("a.b"), "NS_EVENTS.snapshots.YS5i");
+        assert_eq!(s.actor_of("NS_EVENTS.events.YS5i").as_deref(), Some("a.b"));
+        assert_eq!(s.actor_of("NS_EVENTS.snapshots.YS5i"), None);
+        assert_eq!(s.events_filter(), "NS_EVENTS.events.*");
         assert_eq!(
             s.stream_subjects(),
             ["NS_EVENTS.events.*", "NS_EVENTS.snapshots.*"]

@@ -5,6 +5,7 @@
 //! - `memory`: what only the in-memory store has (its counters, a property test).
 //! - `jetstream`: JetStream-only behaviour (caches, namespaces, the stream's settings,
 //!   malformed messages, long histories); `jetstream_cluster`, `jetstream_failures`.
+//! - `log`: the global order both stores give (`EventLog`), followed while writers write.
 //! - `auth`, `hostile`: credentials and hostile input.
 //! - `faults_single`, `faults_cluster`: real faults (SIGKILL, SIGSTOP) under load.
 //! - `soak`: the bounded soak, ignored unless run through `scripts/soak`.
@@ -28,5 +29,6 @@ mod hostile;
 mod jetstream;
 mod jetstream_cluster;
 mod jetstream_failures;
+mod log;
 mod soak;
 mod transactions;

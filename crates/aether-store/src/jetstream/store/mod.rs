@@ -32,6 +32,7 @@ use super::subject::Subjects;
 
 mod append;
 mod errors;
+mod log;
 mod read;
 mod replay;
 mod snapshot;
