@@ -115,7 +115,10 @@ where
     }
     assert_eq!(seen.len(), total);
     let head = store.head().await.unwrap().expect("a head");
-    assert!(Some(head) >= last, "head {head} is behind the last event read");
+    assert!(
+        Some(head) >= last,
+        "head {head} is behind the last event read"
+    );
     // Reading after the last position gives nothing more.
     assert!(store.read_after(last, 10).await.unwrap().is_empty());
 }

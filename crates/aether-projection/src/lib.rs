@@ -1,0 +1,74 @@
+//! Projections for Aether: named, checkpointed consumers of every actor's events that keep
+//! read models (balances per branch, stock per SKU, search indexes) up to date.
+//!
+//! A projection reads the event store's own global order ([`aether_core::EventLog`]), never
+//! the bus's `EventStored` notifications (a save reports success even when its notification
+//! could not be published, so a read model fed by notifications can miss events). It decodes
+//! each event with the typed layer's [`EventCodec`](aether_actor::EventCodec), upcasters
+//! included, and hands it to a [`Handler`].
+//!
+//! # Layout
+//! - [`Projection`]: the runner: catch up from the checkpoint, then follow live writes;
+//!   retries, parking, pause, resume, reset, status ([`ProjectionStatus`]).
+//! - [`Handler`], [`Projected`]: what the application writes, and what it is handed.
+//! - [`ProjectionStore`]: checkpoints and parked events; [`InMemoryProjectionStore`], and
+//!   `NatsProjectionStore` (a JetStream key-value bucket, feature `nats`).
+//! - [`ProjectionConfig`], [`OnFailure`]: settings.
+//!
+//! # Example
+//! ```
+//! use std::sync::atomic::{AtomicI64, Ordering};
+//! use std::sync::Arc;
+//! use aether_actor::{DomainEvent, EventCodec};
+//! use aether_core::{BoxError, Event, EventStore};
+//! use aether_projection::{Handler, InMemoryProjectionStore, Projected, Projection, ProjectionConfig};
+//! use aether_store::InMemoryEventStore;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Clone, Serialize, Deserialize)]
+//! enum Moved { Deposited { amount: i64 } }
+//! impl DomainEvent for Moved {
+//!     fn event_type(&self) -> &'static str { "Deposited" }
+//! }
+//!
+//! /// The read model: money deposited over all accounts.
+//! #[derive(Default)]
+//! struct Total(AtomicI64);
+//!
+//! #[async_trait::async_trait]
+//! impl Handler<Moved> for Total {
+//!     async fn handle(&self, e: &Projected<Moved>) -> Result<(), BoxError> {
+//!         let Moved::Deposited { amount } = e.event;
+//!         self.0.fetch_add(amount, Ordering::Relaxed);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> aether_core::Result<()> {
+//! let store = Arc::new(InMemoryEventStore::new());
+//! store.save_event(&Event::new("Deposited", "acc-1", 1).with_field("amount", 5)).await?;
+//! store.save_event(&Event::new("Deposited", "acc-2", 1).with_field("amount", 7)).await?;
+//! let total = Arc::new(Total::default());
+//! let projection = Projection::new(
+//!     "total-deposits",
+//!     store,
+//!     Arc::new(InMemoryProjectionStore::new()),
+//!     total.clone(),
+//!     EventCodec::<Moved>::default(),
+//!     ProjectionConfig::default(),
+//! )?;
+//! projection.catch_up().await?;
+//! assert_eq!(total.0.load(Ordering::Relaxed), 12);
+//! assert_eq!(projection.status().lag, 0);
+//! # Ok(())
+//! # }
+//! ```
+
+mod runner;
+mod store;
+
+pub use runner::{Handler, OnFailure, Projected, Projection, ProjectionConfig, ProjectionStatus};
+#[cfg(feature = "nats")]
+pub use store::NatsProjectionStore;
+pub use store::{InMemoryProjectionStore, ParkedEvent, ProjectionStore};

@@ -1,0 +1,449 @@
+//! Running a projection: read the global order from the checkpoint, decode, handle with
+//! retries, park what keeps failing, checkpoint, follow live writes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aether_actor::{DomainEvent, EventCodec, RetryPolicy};
+use aether_core::{BoxError, Error, Event, EventLog, LogPosition, LoggedEvent, Metadata, Result};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{ParkedEvent, ProjectionStore};
+
+/// An event handed to a projection's handler: the typed event and where it comes from. The
+/// actor and version identify it, so an idempotent sink can ignore a redelivery (delivery is
+/// at least once: after a crash, the events since the last checkpoint come again).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Projected<E> {
+    /// Its position in the store's global order.
+    pub position: LogPosition,
+    /// The actor.
+    pub actor_id: String,
+    /// Its version in the actor's history.
+    pub version: u64,
+    /// The stored event's id.
+    pub event_id: String,
+    /// When it was stored.
+    pub timestamp: DateTime<Utc>,
+    /// Its metadata (correlation, causation, user...).
+    pub metadata: Metadata,
+    /// The typed event.
+    pub event: E,
+}
+
+/// What a projection does with each event: update a read model.
+#[async_trait]
+pub trait Handler<E>: Send + Sync {
+    /// Applies one event. An error is retried under the projection's retry policy, then the
+    /// event is parked (or the projection stops, see [`OnFailure`]).
+    ///
+    /// # Errors
+    /// Any error the sink has; it is recorded in the status and with a parked event.
+    async fn handle(&self, event: &Projected<E>) -> std::result::Result<(), BoxError>;
+}
+
+/// What to do with an event whose handler keeps failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// Set it aside (list and replay it later) and go on with the next event.
+    #[default]
+    Park,
+    /// Stop the projection at it; it is handled again when the projection runs again.
+    Stop,
+}
+
+/// Settings of a projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectionConfig {
+    /// Events read per page (and the most handled between two checkpoints).
+    pub page_size: usize,
+    /// How long to wait before looking for new events once caught up.
+    pub poll_interval: Duration,
+    /// Retries of a failing handler before the event is parked.
+    pub retry: RetryPolicy,
+    /// Park or stop.
+    pub on_failure: OnFailure,
+}
+
+impl Default for ProjectionConfig {
+    fn default() -> Self {
+        Self {
+            page_size: 500,
+            poll_interval: Duration::from_millis(100),
+            retry: RetryPolicy::default().max_retries(3),
+            on_failure: OnFailure::Park,
+        }
+    }
+}
+
+/// Where a projection is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProjectionStatus {
+    /// The projection's name.
+    pub name: String,
+    /// The last event it handled (its checkpoint), `None` before the first.
+    pub position: Option<LogPosition>,
+    /// The last stored message when it last looked.
+    pub head: Option<LogPosition>,
+    /// Stored messages after its position when it last looked (0: caught up).
+    pub lag: u64,
+    /// How far behind the newest event it handled is, by the events' timestamps (zero when
+    /// caught up).
+    pub lag_time: Duration,
+    /// Events handled since it started.
+    pub handled: u64,
+    /// Events parked since it started.
+    pub parked: u64,
+    /// The last handler or read error.
+    pub last_error: Option<String>,
+    /// Whether it is paused.
+    pub paused: bool,
+}
+
+/// A named, checkpointed consumer of every actor's events in the store's global order: it
+/// catches up from its checkpoint, then follows live writes, with no gap and no duplicate at
+/// the boundary (it always reads after the last position it handled).
+///
+/// Delivery is at least once: the checkpoint is saved after each page, so after a crash the
+/// events of the unfinished page are handed over again; handlers use the actor and version to
+/// ignore them. Events that do not decode (a payload that fits no version of `E`) or whose
+/// handler keeps failing are parked (see [`OnFailure`]).
+pub struct Projection<E> {
+    name: String,
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn ProjectionStore>,
+    handler: Arc<dyn Handler<E>>,
+    codec: EventCodec<E>,
+    config: ProjectionConfig,
+    status: Mutex<ProjectionStatus>,
+    paused: watch::Sender<bool>,
+}
+
+impl<E> std::fmt::Debug for Projection<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projection")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: DomainEvent> Projection<E> {
+    /// A projection named `name` (letters, digits, `-` and `_`) of the events in `log`,
+    /// decoded with `codec` (its upcasters applied), handled by `handler`, with its state in
+    /// `store`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a bad name or a page size of 0.
+    pub fn new(
+        name: impl Into<String>,
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn ProjectionStore>,
+        handler: Arc<dyn Handler<E>>,
+        codec: EventCodec<E>,
+        config: ProjectionConfig,
+    ) -> Result<Self> {
+        let name = name.into();
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(Error::invalid(format!(
+                "projection name {name:?} must be 1 to 64 letters, digits, '-' or '_'"
+            )));
+        }
+        if config.page_size == 0 {
+            return Err(Error::invalid("the page size must be at least 1"));
+        }
+        Ok(Self {
+            status: Mutex::new(ProjectionStatus {
+                name: name.clone(),
+                ..ProjectionStatus::default()
+            }),
+            name,
+            log,
+            store,
+            handler,
+            codec,
+            config,
+            paused: watch::channel(false).0,
+        })
+    }
+
+    /// The projection's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where it is.
+    pub fn status(&self) -> ProjectionStatus {
+        self.lock_status().clone()
+    }
+
+    /// Stops handling events after the current one, until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+        self.lock_status().paused = true;
+    }
+
+    /// Goes on after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+        self.lock_status().paused = false;
+    }
+
+    /// Forgets the checkpoint, so that the projection handles every event again from the start
+    /// (into a fresh read model: clear the sink first). Do it while the projection is not
+    /// running.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn reset(&self) -> Result<()> {
+        self.store.clear_checkpoint(&self.name).await?;
+        let mut status = self.lock_status();
+        status.position = None;
+        Ok(())
+    }
+
+    /// The parked events.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn parked(&self) -> Result<Vec<ParkedEvent>> {
+        self.store.parked(&self.name).await
+    }
+
+    /// Handles every parked event again (once each, after a fix); those that succeed are
+    /// removed from the parked list. Returns how many succeeded.
+    ///
+    /// # Errors
+    /// Store errors; a parked event that fails again stays parked with its new error.
+    pub async fn replay_parked(&self) -> Result<usize> {
+        let mut done = 0;
+        for mut parked in self.store.parked(&self.name).await? {
+            let outcome = match self.decode(&parked.event, parked.position) {
+                Ok(projected) => self
+                    .handler
+                    .handle(&projected)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => {
+                    self.store.unpark(&self.name, parked.position).await?;
+                    done += 1;
+                }
+                Err(e) => {
+                    parked.error = e;
+                    parked.attempts += 1;
+                    self.store.park(&self.name, &parked).await?;
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Runs until `shutdown` is cancelled: catches up, then follows live writes. Read errors
+    /// are recorded in the status and retried after the poll interval.
+    ///
+    /// # Errors
+    /// Only when configured to stop on a failing event ([`OnFailure::Stop`]): the handler's
+    /// error, as [`Error::Backend`].
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        let mut paused = self.paused.subscribe();
+        loop {
+            if *paused.borrow_and_update() {
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    _ = paused.changed() => continue,
+                }
+            }
+            let progressed = match self.step().await {
+                Ok(n) => n > 0,
+                Err(StepError::Stopped(e)) => return Err(e),
+                Err(StepError::Read(e)) => {
+                    tracing::warn!(projection = %self.name, error = %e, "projection read failed; retrying");
+                    self.lock_status().last_error = Some(e.to_string());
+                    false
+                }
+            };
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            if !progressed {
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                    _ = paused.changed() => {}
+                }
+            }
+        }
+    }
+
+    /// Handles what is stored now and returns how many events it handled: a rebuild, or a test.
+    ///
+    /// # Errors
+    /// Read and store errors; with [`OnFailure::Stop`], the failing handler's error.
+    pub async fn catch_up(&self) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            match self.step().await {
+                Ok(0) => return Ok(total),
+                Ok(n) => total += n,
+                Err(StepError::Stopped(e) | StepError::Read(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// One page: read after the checkpoint, handle, checkpoint. Returns the events read.
+    async fn step(&self) -> std::result::Result<u64, StepError> {
+        let from = self
+            .store
+            .checkpoint(&self.name)
+            .await
+            .map_err(StepError::Read)?;
+        let page = self
+            .log
+            .read_after(from, self.config.page_size)
+            .await
+            .map_err(StepError::Read)?;
+        let head = self.log.head().await.map_err(StepError::Read)?;
+        let Some(last) = page.last().map(|l| l.position) else {
+            let mut status = self.lock_status();
+            status.position = from;
+            status.head = head;
+            status.lag = lag(from, head);
+            status.lag_time = Duration::ZERO;
+            return Ok(0);
+        };
+        let mut newest: Option<DateTime<Utc>> = None;
+        let mut handled_to = from;
+        for logged in &page {
+            if *self.paused.borrow() {
+                break;
+            }
+            self.handle_one(logged).await?;
+            handled_to = Some(logged.position);
+            newest = Some(logged.event.timestamp);
+        }
+        if let Some(position) = handled_to.filter(|p| Some(*p) != from) {
+            self.store
+                .save_checkpoint(&self.name, position)
+                .await
+                .map_err(StepError::Read)?;
+        }
+        let mut status = self.lock_status();
+        status.position = handled_to;
+        status.head = head;
+        status.lag = lag(handled_to, head);
+        status.lag_time = match (handled_to == Some(last), status.lag, newest) {
+            (true, 0, _) | (_, _, None) => Duration::ZERO,
+            (_, _, Some(t)) => (Utc::now() - t).to_std().unwrap_or_default(),
+        };
+        Ok(page.len() as u64)
+    }
+
+    fn decode(
+        &self,
+        event: &Event,
+        position: LogPosition,
+    ) -> std::result::Result<Projected<E>, String> {
+        let typed = self.codec.decode(event).map_err(|e| e.to_string())?;
+        Ok(Projected {
+            position,
+            actor_id: event.actor_id.clone(),
+            version: event.version,
+            event_id: event.id.clone(),
+            timestamp: event.timestamp,
+            metadata: event.metadata.clone(),
+            event: typed,
+        })
+    }
+
+    async fn handle_one(&self, logged: &LoggedEvent) -> std::result::Result<(), StepError> {
+        let (error, attempts) = match self.decode(&logged.event, logged.position) {
+            // A payload that does not decode fails the same way every time: no retries.
+            Err(e) => (e, 1),
+            Ok(projected) => {
+                let mut attempts = 0;
+                let outcome = self
+                    .config
+                    .retry
+                    .run(
+                        |_| {
+                            attempts += 1;
+                            self.handler.handle(&projected)
+                        },
+                        |_| true,
+                    )
+                    .await;
+                match outcome {
+                    Ok(()) => {
+                        self.lock_status().handled += 1;
+                        return Ok(());
+                    }
+                    Err(e) => (e.to_string(), attempts),
+                }
+            }
+        };
+        tracing::warn!(
+            projection = %self.name,
+            position = %logged.position,
+            actor_id = %logged.event.actor_id,
+            version = logged.event.version,
+            error = %error,
+            "projection could not handle an event"
+        );
+        self.lock_status().last_error = Some(error.clone());
+        match self.config.on_failure {
+            OnFailure::Stop => Err(StepError::Stopped(Error::backend(
+                format!(
+                    "projection {} stopped at {} (actor {:?}, version {})",
+                    self.name, logged.position, logged.event.actor_id, logged.event.version
+                ),
+                error,
+            ))),
+            OnFailure::Park => {
+                let parked = ParkedEvent {
+                    position: logged.position,
+                    event: logged.event.clone(),
+                    error,
+                    attempts,
+                };
+                self.store
+                    .park(&self.name, &parked)
+                    .await
+                    .map_err(StepError::Read)?;
+                self.lock_status().parked += 1;
+                Ok(())
+            }
+        }
+    }
+
+    fn lock_status(&self) -> std::sync::MutexGuard<'_, ProjectionStatus> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+enum StepError {
+    /// Reading the log or the store failed: retried.
+    Read(Error),
+    /// The handler failed and the projection is configured to stop.
+    Stopped(Error),
+}
+
+/// Stored messages between `position` and `head` (an upper bound on events: snapshot messages
+/// and batches count once).
+fn lag(position: Option<LogPosition>, head: Option<LogPosition>) -> u64 {
+    match (position, head) {
+        (_, None) => 0,
+        (None, Some(h)) => h.sequence,
+        (Some(p), Some(h)) => h.sequence.saturating_sub(p.sequence),
+    }
+}
