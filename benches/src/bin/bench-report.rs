@@ -63,6 +63,7 @@ const NBUS: &str = "cargo bench -p aether-benches --bench nats_bus";
 const RING: &str = "cargo bench -p aether-benches --bench cluster";
 const ACTORS: &str = "cargo bench -p aether-benches --bench actors";
 const TXN: &str = "cargo bench -p aether-benches --bench transactions";
+const PROJ: &str = "cargo bench -p aether-benches --bench projections";
 
 const ROWS: &[Row] = &[
     row(
@@ -202,6 +203,30 @@ const ROWS: &[Row] = &[
         Target::TimeAtMost(1.0),
         "faster",
         RING,
+    ),
+    row(
+        "projection of 10 000 events into a no-op sink",
+        "projection_10k",
+        "noop_sink",
+        Some((
+            "raw ordered consumer over the same subjects",
+            "raw_ordered_consumer",
+        )),
+        Target::ThroughputAtLeast(0.8),
+        "≥ 0.8× throughput",
+        PROJ,
+    ),
+    row(
+        "projection of 10 000 events into a map of balances",
+        "projection_10k",
+        "map_sink",
+        Some((
+            "raw ordered consumer over the same subjects",
+            "raw_ordered_consumer",
+        )),
+        Target::Report,
+        "reported",
+        PROJ,
     ),
     row(
         "transaction over two actors (one atomic batch)",
