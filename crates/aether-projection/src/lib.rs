@@ -10,7 +10,8 @@
 //! # Layout
 //! - [`Projection`]: the runner: catch up from the checkpoint, then follow live writes;
 //!   retries, parking, pause, resume, reset, status ([`ProjectionStatus`]).
-//! - [`Handler`], [`Projected`]: what the application writes, and what it is handed.
+//! - [`Handler`], [`Projected`]: what the application writes, and what it is handed;
+//!   [`SinkPosition`]: exactly-once for a sink that stores the position with its updates.
 //! - [`ProjectionStore`]: checkpoints and parked events; [`InMemoryProjectionStore`], and
 //!   `NatsProjectionStore` (a JetStream key-value bucket, feature `nats`).
 //! - [`ProjectionConfig`], [`OnFailure`]: settings.
@@ -68,7 +69,9 @@
 mod runner;
 mod store;
 
-pub use runner::{Handler, OnFailure, Projected, Projection, ProjectionConfig, ProjectionStatus};
+pub use runner::{
+    Handler, OnFailure, Projected, Projection, ProjectionConfig, ProjectionStatus, SinkPosition,
+};
 #[cfg(feature = "nats")]
 pub use store::NatsProjectionStore;
 pub use store::{InMemoryProjectionStore, ParkedEvent, ProjectionStore};

@@ -34,6 +34,18 @@ pub struct Projected<E> {
     pub event: E,
 }
 
+/// Where a sink stands, for exactly-once delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkPosition {
+    /// The sink keeps no position: the projection's store keeps the checkpoint, and delivery
+    /// is at least once.
+    NotKept,
+    /// The sink stores the position of each event it applies (`Projected::position`) in the
+    /// same transaction as the update, and this is the last one (`None`: none applied yet).
+    /// The projection resumes from it, so every event is applied exactly once.
+    Kept(Option<LogPosition>),
+}
+
 /// What a projection does with each event: update a read model.
 #[async_trait]
 pub trait Handler<E>: Send + Sync {
@@ -43,6 +55,15 @@ pub trait Handler<E>: Send + Sync {
     /// # Errors
     /// Any error the sink has; it is recorded in the status and with a parked event.
     async fn handle(&self, event: &Projected<E>) -> std::result::Result<(), BoxError>;
+
+    /// The position the sink has applied up to, if it keeps one with its updates (see
+    /// [`SinkPosition`]). The default keeps none.
+    ///
+    /// # Errors
+    /// Any error reading it; the projection retries after its poll interval.
+    async fn position(&self) -> std::result::Result<SinkPosition, BoxError> {
+        Ok(SinkPosition::NotKept)
+    }
 }
 
 /// What to do with an event whose handler keeps failing.
@@ -120,6 +141,9 @@ pub struct Projection<E> {
     config: ProjectionConfig,
     status: Mutex<ProjectionStatus>,
     paused: watch::Sender<bool>,
+    /// Past the last event handled or parked in this run: a sink that keeps its own position
+    /// stays behind a parked event, which must not be read again and again.
+    cursor: Mutex<Option<LogPosition>>,
 }
 
 impl<E> std::fmt::Debug for Projection<E> {
@@ -172,6 +196,7 @@ impl<E: DomainEvent> Projection<E> {
             codec,
             config,
             paused: watch::channel(false).0,
+            cursor: Mutex::new(None),
         })
     }
 
@@ -205,6 +230,7 @@ impl<E: DomainEvent> Projection<E> {
     /// Store errors.
     pub async fn reset(&self) -> Result<()> {
         self.store.clear_checkpoint(&self.name).await?;
+        *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let mut status = self.lock_status();
         status.position = None;
         Ok(())
@@ -303,11 +329,25 @@ impl<E: DomainEvent> Projection<E> {
 
     /// One page: read after the checkpoint, handle, checkpoint. Returns the events read.
     async fn step(&self) -> std::result::Result<u64, StepError> {
-        let from = self
-            .store
-            .checkpoint(&self.name)
-            .await
-            .map_err(StepError::Read)?;
+        let kept = match self.handler.position().await {
+            Ok(p) => p,
+            Err(e) => {
+                return Err(StepError::Read(Error::backend(
+                    format!("reading the position of projection {}'s sink", self.name),
+                    e,
+                )))
+            }
+        };
+        let from = match kept {
+            SinkPosition::NotKept => self
+                .store
+                .checkpoint(&self.name)
+                .await
+                .map_err(StepError::Read)?,
+            SinkPosition::Kept(p) => p,
+        };
+        let cursor = *self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        let from = from.max(cursor);
         let page = self
             .log
             .read_after(from, self.config.page_size)
@@ -333,10 +373,13 @@ impl<E: DomainEvent> Projection<E> {
             newest = Some(logged.event.timestamp);
         }
         if let Some(position) = handled_to.filter(|p| Some(*p) != from) {
-            self.store
-                .save_checkpoint(&self.name, position)
-                .await
-                .map_err(StepError::Read)?;
+            *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(position);
+            if kept == SinkPosition::NotKept {
+                self.store
+                    .save_checkpoint(&self.name, position)
+                    .await
+                    .map_err(StepError::Read)?;
+            }
         }
         let mut status = self.lock_status();
         status.position = handled_to;

@@ -11,7 +11,7 @@ use aether_actor::{DomainEvent, EventCodec, RetryPolicy};
 use aether_core::{BoxError, Event, EventLog, EventStore, LogPosition};
 use aether_projection::{
     Handler, InMemoryProjectionStore, NatsProjectionStore, OnFailure, Projected, Projection,
-    ProjectionConfig, ProjectionStore,
+    ProjectionConfig, ProjectionStore, SinkPosition,
 };
 use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
@@ -367,4 +367,83 @@ async fn a_paused_projection_waits_and_reports_its_lag() {
     .await;
     stop.cancel();
     running.await.unwrap().unwrap();
+}
+
+/// A sink that stores the position of each event with its update, in one critical section
+/// (standing in for a database transaction): exactly once.
+#[derive(Default)]
+struct Transactional {
+    inner: Mutex<(
+        BTreeMap<String, i64>,
+        Option<LogPosition>,
+        HashMap<String, u32>,
+    )>,
+    poison: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Handler<Moved> for Transactional {
+    async fn handle(&self, e: &Projected<Moved>) -> Result<(), BoxError> {
+        let Moved::Deposited { amount } = e.event;
+        if amount == 13 && self.poison.load(Ordering::SeqCst) {
+            return Err("13 is unlucky".into());
+        }
+        let mut t = self.inner.lock().unwrap();
+        *t.0.entry(e.actor_id.clone()).or_default() += amount;
+        t.1 = Some(e.position);
+        *t.2.entry(e.event_id.clone()).or_default() += 1;
+        Ok(())
+    }
+
+    async fn position(&self) -> Result<SinkPosition, BoxError> {
+        Ok(SinkPosition::Kept(self.inner.lock().unwrap().1))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_keeps_its_position_gets_every_event_exactly_once_across_a_crash() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let actors: Vec<String> = (0..4).map(|i| format!("x{i}")).collect();
+    for v in 1..=50 {
+        for a in &actors {
+            let amount = if v == 20 && a == "x1" { 13 } else { 1 };
+            store.save_event(&deposit(a, v, amount)).await.unwrap();
+        }
+    }
+    let sink = Arc::new(Transactional::default());
+    sink.poison.store(true, Ordering::SeqCst);
+    // The projection's store keeps the parked events; the checkpoint that counts is the
+    // sink's own, so the store is never asked for one.
+    let state = Arc::new(InMemoryProjectionStore::new());
+    let make = || {
+        Projection::new(
+            "exactly-once",
+            store.clone(),
+            state.clone(),
+            sink.clone(),
+            EventCodec::<Moved>::default(),
+            config(),
+        )
+        .unwrap()
+    };
+    let first = Arc::new(make());
+    let task = tokio::spawn({
+        let first = first.clone();
+        async move { first.run(CancellationToken::new()).await }
+    });
+    wait_for("some progress", || first.status().handled >= 40).await;
+    task.abort();
+    let _ = task.await;
+    let second = make();
+    second.catch_up().await.unwrap();
+    let (balances, position, deliveries) = {
+        let t = sink.inner.lock().unwrap();
+        (t.0.clone(), t.1, t.2.clone())
+    };
+    assert_eq!(deliveries.len(), 199, "every event but the poison one");
+    assert!(deliveries.values().all(|n| *n == 1), "applied exactly once");
+    assert_eq!(position, store.head().await.unwrap());
+    assert_eq!(balances["x1"], 49);
+    assert_eq!(second.parked().await.unwrap().len(), 1);
+    assert_eq!(state.checkpoint("exactly-once").await.unwrap(), None);
 }
