@@ -369,15 +369,14 @@ async fn a_paused_projection_waits_and_reports_its_lag() {
     running.await.unwrap().unwrap();
 }
 
+/// Balances, the position of the last event applied, and deliveries per event id.
+type Ledger = (BTreeMap<String, i64>, Option<LogPosition>, HashMap<String, u32>);
+
 /// A sink that stores the position of each event with its update, in one critical section
 /// (standing in for a database transaction): exactly once.
 #[derive(Default)]
 struct Transactional {
-    inner: Mutex<(
-        BTreeMap<String, i64>,
-        Option<LogPosition>,
-        HashMap<String, u32>,
-    )>,
+    inner: Mutex<Ledger>,
     poison: AtomicBool,
 }
 
