@@ -9,7 +9,8 @@
 //! - [`connect`]: the connection options every networked command shares, mapped to
 //!   `async_nats::ConnectOptions`, with a short connect timeout and one-line errors.
 //! - [`demo`]: `aether demo`, in process or over NATS.
-//! - [`events`], [`stats`], [`tail`], [`cluster`]: the inspection commands.
+//! - [`events`], [`stats`], [`tail`], [`cluster`], [`projections`]: the inspection commands
+//!   (`projections reset` is the one that changes something: a projection's checkpoint).
 //! - [`output`]: colours (only on a terminal, never with `NO_COLOR`), tables, progress bars.
 //! - [`CliError`]: the one-line error every command fails with.
 
@@ -19,6 +20,7 @@ pub mod demo;
 mod error;
 pub mod events;
 pub mod output;
+pub mod projections;
 pub mod stats;
 pub mod tail;
 
@@ -39,6 +41,7 @@ pub use error::{CliError, CliResult};
   aether tail 'orders.>' --type Deposited       live events until Ctrl-C
   aether stats --namespace orders               size and settings of a stream
   aether cluster members --cluster aether       live members of a cluster
+  aether projections list --namespace orders    projections, their position, lag, parked
 
 Networked commands read NATS_URL (default nats://127.0.0.1:4222); colours only on a
 terminal, never with NO_COLOR set."
@@ -64,6 +67,9 @@ pub enum Command {
     /// Look at a running cluster (read-only: never joins it).
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Projections whose state is in a NATS key-value bucket: list, status, parked, reset.
+    #[command(subcommand)]
+    Projections(projections::ProjectionsCommand),
 }
 
 /// Runs a parsed command line.
@@ -82,6 +88,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             cluster::ClusterCommand::Members(cluster::MembersArgs { cluster, .. })
             | cluster::ClusterCommand::Shards(cluster::ShardsArgs { cluster, .. }),
         ) => Some(cluster.connect.permissions().clone()),
+        Command::Projections(cmd) => Some(cmd.connect().permissions().clone()),
     };
     let work = async move {
         match cli.command {
@@ -90,6 +97,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             Command::Tail(args) => tail::run(args).await,
             Command::Stats(args) => stats::run(args).await,
             Command::Cluster(cmd) => cluster::run(cmd).await,
+            Command::Projections(cmd) => projections::run(cmd).await,
         }
     };
     match permissions {

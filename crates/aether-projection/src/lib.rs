@@ -74,4 +74,4 @@ pub use runner::{
 };
 #[cfg(feature = "nats")]
 pub use store::NatsProjectionStore;
-pub use store::{InMemoryProjectionStore, ParkedEvent, ProjectionStore};
+pub use store::{InMemoryProjectionStore, ParkedEvent, ProjectionStore, DEFAULT_PROJECTION_BUCKET};

@@ -92,6 +92,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(feature = "nats")]
 pub use nats::NatsProjectionStore;
 
+/// The key-value bucket projections keep their state in unless told otherwise.
+pub const DEFAULT_PROJECTION_BUCKET: &str = "AETHER_PROJECTIONS";
+
 #[cfg(feature = "nats")]
 mod nats {
     use super::*;
@@ -127,6 +130,32 @@ mod nats {
             )
             .await?;
             Ok(Self { kv })
+        }
+
+        /// The projections this bucket holds state for (a checkpoint or parked events),
+        /// sorted.
+        ///
+        /// # Errors
+        /// Server errors.
+        pub async fn projections(&self) -> Result<Vec<String>> {
+            let mut keys = self
+                .kv
+                .keys()
+                .await
+                .map_err(|e| classify("listing projections", e))?;
+            let mut names = std::collections::BTreeSet::new();
+            while let Some(key) = keys.next().await {
+                let key = key.map_err(|e| classify("listing projections", e))?;
+                let name = match key.split_once('.') {
+                    Some(("cp", name)) => Some(name),
+                    Some(("parked", rest)) => rest.split_once('.').map(|(name, _)| name),
+                    _ => None,
+                };
+                if let Some(name) = name {
+                    names.insert(name.to_string());
+                }
+            }
+            Ok(names.into_iter().collect())
         }
 
         fn parked_key(projection: &str, position: LogPosition) -> String {

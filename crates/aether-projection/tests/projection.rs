@@ -370,7 +370,11 @@ async fn a_paused_projection_waits_and_reports_its_lag() {
 }
 
 /// Balances, the position of the last event applied, and deliveries per event id.
-type Ledger = (BTreeMap<String, i64>, Option<LogPosition>, HashMap<String, u32>);
+type Ledger = (
+    BTreeMap<String, i64>,
+    Option<LogPosition>,
+    HashMap<String, u32>,
+);
 
 /// A sink that stores the position of each event with its update, in one critical section
 /// (standing in for a database transaction): exactly once.

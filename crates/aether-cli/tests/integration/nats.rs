@@ -735,3 +735,111 @@ async fn tail_gives_up_when_the_server_is_gone() {
         "{rest:?}"
     );
 }
+
+/// A handler that refuses event type `Bad`, so that one event is parked.
+struct Picky;
+
+#[async_trait::async_trait]
+impl aether_projection::Handler<Sample> for Picky {
+    async fn handle(
+        &self,
+        e: &aether_projection::Projected<Sample>,
+    ) -> Result<(), aether_core::BoxError> {
+        match e.event {
+            Sample::Bad {} => Err("refused".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum Sample {
+    Good {},
+    Bad {},
+}
+
+impl aether_actor::DomainEvent for Sample {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Good {} => "Good",
+            Self::Bad {} => "Bad",
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_are_listed_with_position_lag_and_parked_events_and_can_be_reset() {
+    let server = NatsServer::start().unwrap();
+    let url = server.url();
+    let s = Arc::new(store(&url, "proj").await);
+    for (v, t) in [(1, "Good"), (2, "Bad"), (3, "Good")] {
+        s.save_event(&Event::new(t, "acc-1", v)).await.unwrap();
+    }
+    let client = async_nats::connect(&url).await.unwrap();
+    let state = Arc::new(
+        aether_projection::NatsProjectionStore::open(
+            client,
+            aether_projection::DEFAULT_PROJECTION_BUCKET,
+            aether_nats::StorageKind::Memory,
+        )
+        .await
+        .unwrap(),
+    );
+    let projection = aether_projection::Projection::new(
+        "picky",
+        s.clone(),
+        state,
+        Arc::new(Picky),
+        aether_actor::EventCodec::<Sample>::default(),
+        aether_projection::ProjectionConfig {
+            retry: aether_actor::RetryPolicy::none(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(projection.catch_up().await.unwrap(), 3);
+    // Two more events: the projection is two behind.
+    s.save_event(&Event::new("Good", "acc-2", 1)).await.unwrap();
+    s.save_event(&Event::new("Good", "acc-2", 2)).await.unwrap();
+
+    let ns = ["--namespace", "proj", "--nats", &url];
+    let list = run(args(&[&["projections", "list"][..], &ns[..]].concat())).await;
+    assert!(list.status.success(), "{list:?}");
+    let text = stdout(&list);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("picky"))
+        .expect("listed");
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cells, ["picky", "3.0", "2", "1"], "{text}");
+
+    let parked = run(args(
+        &[&["projections", "parked", "picky"][..], &ns[..]].concat(),
+    ))
+    .await;
+    let text = stdout(&parked);
+    assert!(text.contains("Bad") && text.contains("refused"), "{text}");
+
+    let reset = run(args(
+        &[&["projections", "reset", "picky"][..], &ns[..]].concat(),
+    ))
+    .await;
+    assert!(reset.status.success(), "{reset:?}");
+    let status = run(args(
+        &[&["projections", "status", "picky"][..], &ns[..]].concat(),
+    ))
+    .await;
+    let text = stdout(&status);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("picky"))
+        .expect("status");
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cells, ["picky", "-", "5", "1"], "{text}");
+
+    let unknown = run(args(
+        &[&["projections", "status", "nobody"][..], &ns[..]].concat(),
+    ))
+    .await;
+    assert_one_line_error(&unknown, "no projection named");
+}
