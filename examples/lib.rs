@@ -10,8 +10,8 @@
 //!   [`aether_actor::RetryPolicy`]: plain backoff, conflict-aware retry, adaptive backoff, an
 //!   asynchronous retry queue and a circuit breaker. `examples/README.md` explains when to
 //!   pick which.
-//! - [`read_model`]: a checkpointed read model fed by durable `EventStored` delivery, decoding
-//!   the stored events as [`bank::BankEvent`]s.
+//! - [`read_model`]: account balances in SQLite, kept by an `aether_projection::Projection`
+//!   exactly once (each event and its position in one SQLite transaction).
 
 pub mod bank;
 pub mod read_model;

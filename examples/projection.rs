@@ -1,14 +1,12 @@
-//! A read model kept up to date from the event store, surviving restarts with a checkpoint.
+//! A read model in SQLite kept up to date from the event store by a projection, exactly once.
 //!
-//! The typed bank account actor (`aether_examples::bank::Bank`) runs on an `ActorHost` over
-//! the JetStream store, which publishes an `EventStored` notification to a NATS bus for every
-//! event it persists; the bus keeps those notifications in a JetStream stream. The projection
-//! (`aether_examples::read_model`) follows the stream durably: for each notification it reads
-//! the stored event from the store, decodes it as a typed `BankEvent` through the actor's
-//! `EventCodec`, folds it into account balances, and saves balances and checkpoint together in
-//! one file. Stopped and restarted, it resumes right after its checkpoint: it catches up on
-//! what it missed, then follows new events live, with nothing missed and nothing applied
-//! twice.
+//! The typed bank account actor (`aether_examples::bank::Bank`) runs on an `ActorHost` over the
+//! JetStream store. A projection (`aether_projection::Projection`) reads the store's global
+//! order of events, decodes each as a typed `BankEvent` through the actor's codec, and hands it
+//! to `aether_examples::read_model::SqlBalances`, which applies it and records its position in
+//! one SQLite transaction. Stopped and restarted, the projection resumes after that position:
+//! it catches up on what it missed, then follows new events live; nothing is missed and
+//! nothing applied twice. Its parked events (none here) live in a NATS key-value bucket.
 //!
 //! Run with `cargo run -p aether-examples --example projection`. It uses the server at
 //! `NATS_URL` if set, otherwise it starts a throwaway `nats-server` (found as the test suite
@@ -17,16 +15,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_actor::{ActorClient, ActorHost, RuntimeConfig};
-use aether_bus::{BusStreamConfig, NatsBusConfig, NatsEventBus};
-use aether_core::SubscriptionFilter;
-use aether_examples::bank::{Bank, BankCommand};
-use aether_examples::read_model::{BalanceProjection, ReadModelFile};
-use aether_store::{JetStreamConfig, JetStreamEventStore, Notify};
+use aether_actor::{Actor, ActorClient, ActorHost, EventCodec, RuntimeConfig};
+use aether_examples::bank::{Bank, BankCommand, BankEvent};
+use aether_examples::read_model::SqlBalances;
+use aether_projection::{NatsProjectionStore, Projection, ProjectionConfig};
+use aether_store::{JetStreamConfig, JetStreamEventStore};
+use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-const NOTIFICATIONS: &str = "bank.stored";
 
 fn open(owner: &str) -> BankCommand {
     BankCommand::Open {
@@ -49,6 +45,17 @@ async fn send_all(
     Ok(())
 }
 
+fn show(position: Option<aether_core::LogPosition>) -> String {
+    position.map_or_else(|| "none".to_string(), |p| p.to_string())
+}
+
+fn print_balances(sink: &SqlBalances) -> Result<(), BoxError> {
+    for (account, owner, balance) in sink.balances()? {
+        println!("  {account:<6} {owner:<6} {balance:>5}");
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let (_server, url) = match std::env::var("NATS_URL") {
@@ -61,26 +68,39 @@ async fn main() -> Result<(), BoxError> {
     };
     println!("NATS at {url}");
     let run = format!("{}", std::process::id());
-    let bus_config = NatsBusConfig::default()
-        .subject_prefix(format!("projection-demo-{run}"))
-        .jetstream(BusStreamConfig::default().stream_name(format!("PROJECTION_DEMO_{run}")));
-    let bus = Arc::new(NatsEventBus::connect(&url, bus_config).await?);
     let client = async_nats::connect(&url).await?;
-    let store = Arc::new(Notify::new(
+    let store = Arc::new(
         JetStreamEventStore::new(
-            client,
+            client.clone(),
             JetStreamConfig::default().namespace(format!("projection-demo-{run}")),
         )
         .await?,
-        bus.clone(),
-        NOTIFICATIONS,
-    ));
+    );
     let bank = ActorHost::new(Bank, store.clone(), RuntimeConfig::default());
-
+    let state = Arc::new(
+        NatsProjectionStore::open(
+            client,
+            &format!("PROJECTION_DEMO_{run}"),
+            aether_nats::StorageKind::Memory,
+        )
+        .await?,
+    );
     let dir = std::env::temp_dir().join(format!("aether-projection-{run}"));
     std::fs::create_dir_all(&dir)?;
-    let file = ReadModelFile::new(dir.join("balances.json"));
-    let filter = SubscriptionFilter::new().event_type(aether_core::EVENT_TYPE_EVENT_STORED);
+    let db = dir.join("balances.db");
+    let projection = |sink: Arc<SqlBalances>| {
+        Projection::new(
+            "balances",
+            store.clone(),
+            state.clone(),
+            sink,
+            EventCodec::<BankEvent>::new(Bank::upcasters()),
+            ProjectionConfig {
+                poll_interval: Duration::from_millis(20),
+                ..ProjectionConfig::default()
+            },
+        )
+    };
 
     // 1. Some history (five events), then the projection starts and catches up on it.
     send_all(
@@ -95,24 +115,13 @@ async fn main() -> Result<(), BoxError> {
     )
     .await?;
     {
-        let mut projection = BalanceProjection::load(&file)?;
-        let mut sub = bus
-            .subscribe_durable(NOTIFICATIONS, projection.resume_from(), filter.clone())
-            .await?;
-        projection
-            .follow(
-                &*store,
-                &mut sub,
-                &file,
-                |p| p.applied() == 5,
-                Duration::from_secs(10),
-            )
-            .await?;
+        let sink = Arc::new(SqlBalances::open(&db, "balances")?);
+        let handled = projection(sink.clone())?.catch_up().await?;
         println!(
-            "projection caught up: {:?} (checkpoint {})",
-            projection.balances(),
-            projection.checkpoint()
+            "projection caught up on {handled} events, position {}:",
+            show(sink.checkpoint()?)
         );
+        print_balances(&sink)?;
     } // the projection stops here, as if its process went away
 
     // 2. Events happen while the projection is down (three of them).
@@ -126,40 +135,41 @@ async fn main() -> Result<(), BoxError> {
     )
     .await?;
 
-    // 3. Restarted, it resumes after its checkpoint: the three missed events, then a live one.
-    let mut projection = BalanceProjection::load(&file)?;
-    println!("restarted from checkpoint {}", projection.checkpoint());
-    let mut sub = bus
-        .subscribe_durable(NOTIFICATIONS, projection.resume_from(), filter)
-        .await?;
-    let writer = {
-        let bank = bank.clone();
-        tokio::spawn(async move {
-            bank.send("alice", deposit(5))
-                .await
-                .map_err(|e| e.to_string())
-        })
-    };
-    projection
-        .follow(
-            &*store,
-            &mut sub,
-            &file,
-            |p| p.applied() == 4,
-            Duration::from_secs(10),
-        )
-        .await?;
-    writer.await??;
-    println!(
-        "after catch-up and one live event: {:?} (checkpoint {})",
-        projection.balances(),
-        projection.checkpoint()
-    );
-    let expected = [("alice", 125), ("bob", 75), ("carol", 70)];
-    for (account, balance) in expected {
-        assert_eq!(projection.balances().get(account).copied(), Some(balance));
+    // 3. Restarted, it resumes after the position in the database: the three missed events,
+    //    then a live one while it runs.
+    let sink = Arc::new(SqlBalances::open(&db, "balances")?);
+    println!("restarted from position {}", show(sink.checkpoint()?));
+    let p = Arc::new(projection(sink.clone())?);
+    let stop = CancellationToken::new();
+    let running = tokio::spawn({
+        let (p, stop) = (p.clone(), stop.clone());
+        async move { p.run(stop).await }
+    });
+    bank.send("alice", deposit(5)).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while p.status().handled < 4 || p.status().lag > 0 {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("the projection did not catch up: {:?}", p.status()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("balances match the event history");
-    let _ = std::fs::remove_dir_all(&dir);
+    stop.cancel();
+    running.await??;
+    let status = p.status();
+    println!(
+        "caught up again: {} events handled, lag {}, {} parked; balances:",
+        status.handled, status.lag, status.parked
+    );
+    print_balances(&sink)?;
+    let balances = sink.balances()?;
+    let expected = [
+        ("alice".to_string(), "Alice".to_string(), 125),
+        ("bob".to_string(), "Bob".to_string(), 75),
+        ("carol".to_string(), "Carol".to_string(), 70),
+    ];
+    if balances != expected {
+        return Err(format!("unexpected balances {balances:?}").into());
+    }
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -1,0 +1,241 @@
+//! A read model in SQLite: account balances projected from the [`Bank`] actor's events by an
+//! [`aether_projection::Projection`], exactly once.
+//!
+//! Every event is applied in one SQLite transaction together with its position in the store's
+//! global order (the `checkpoint` table). The projection resumes from that position
+//! ([`SinkPosition::Kept`]), so after a crash (of the process, or of SQLite halfway through a
+//! write) each event has been applied once or not at all, never twice.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use aether_core::{BoxError, LogPosition};
+use aether_projection::{Handler, Projected, SinkPosition};
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+
+#[cfg(doc)]
+use crate::bank::Bank;
+use crate::bank::BankEvent;
+
+/// Account balances in a SQLite database, with the projection's position in the same
+/// database.
+#[derive(Debug)]
+pub struct SqlBalances {
+    db: Mutex<Connection>,
+    projection: String,
+}
+
+impl SqlBalances {
+    /// Opens (creating if needed) the database at `path` for the projection named
+    /// `projection`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn open(path: &Path, projection: &str) -> rusqlite::Result<Self> {
+        Self::with(Connection::open(path)?, projection)
+    }
+
+    /// A database in memory (for tests).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn in_memory(projection: &str) -> rusqlite::Result<Self> {
+        Self::with(Connection::open_in_memory()?, projection)
+    }
+
+    fn with(db: Connection, projection: &str) -> rusqlite::Result<Self> {
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS accounts (
+                 account TEXT PRIMARY KEY,
+                 owner TEXT NOT NULL DEFAULT '',
+                 balance INTEGER NOT NULL DEFAULT 0
+             );
+             CREATE TABLE IF NOT EXISTS checkpoint (
+                 projection TEXT PRIMARY KEY,
+                 sequence INTEGER NOT NULL,
+                 idx INTEGER NOT NULL
+             );",
+        )?;
+        Ok(Self {
+            db: Mutex::new(db),
+            projection: projection.to_string(),
+        })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every account with its owner and balance, by account id.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn balances(&self) -> rusqlite::Result<Vec<(String, String, i64)>> {
+        let db = self.db();
+        let mut stmt =
+            db.prepare("SELECT account, owner, balance FROM accounts ORDER BY account")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    }
+
+    /// The position of the last event applied.
+    ///
+    /// # Errors
+    /// SQLite errors, or a stored position out of range.
+    pub fn checkpoint(&self) -> Result<Option<LogPosition>, BoxError> {
+        let row: Option<(i64, i64)> = self
+            .db()
+            .query_row(
+                "SELECT sequence, idx FROM checkpoint WHERE projection = ?1",
+                params![self.projection],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some((sequence, idx)) => Ok(Some(LogPosition::new(
+                u64::try_from(sequence)?,
+                u32::try_from(idx)?,
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Handler<BankEvent> for SqlBalances {
+    async fn handle(&self, e: &Projected<BankEvent>) -> Result<(), BoxError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        match &e.event {
+            BankEvent::AccountOpened { owner } => {
+                tx.execute(
+                    "INSERT INTO accounts (account, owner) VALUES (?1, ?2)
+                     ON CONFLICT(account) DO UPDATE SET owner = excluded.owner",
+                    params![e.actor_id, owner],
+                )?;
+            }
+            BankEvent::Deposited { amount } | BankEvent::Withdrawn { amount } => {
+                let delta = match e.event {
+                    BankEvent::Withdrawn { .. } => {
+                        amount.checked_neg().ok_or("amount overflows")?
+                    }
+                    _ => *amount,
+                };
+                tx.execute(
+                    "INSERT INTO accounts (account, balance) VALUES (?1, ?2)
+                     ON CONFLICT(account) DO UPDATE SET balance = balance + excluded.balance",
+                    params![e.actor_id, delta],
+                )?;
+            }
+        }
+        // The position goes in the same transaction: both are stored, or neither.
+        tx.execute(
+            "INSERT INTO checkpoint (projection, sequence, idx) VALUES (?1, ?2, ?3)
+             ON CONFLICT(projection) DO UPDATE SET sequence = excluded.sequence, idx = excluded.idx",
+            params![
+                self.projection,
+                i64::try_from(e.position.sequence)?,
+                i64::from(e.position.index)
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    async fn position(&self) -> Result<SinkPosition, BoxError> {
+        Ok(SinkPosition::Kept(self.checkpoint()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use aether_actor::{ActorClient, ActorHost, EventCodec, RuntimeConfig};
+    use aether_core::{Event, EventStore};
+    use aether_projection::{InMemoryProjectionStore, Projection, ProjectionConfig};
+    use aether_store::InMemoryEventStore;
+
+    use crate::bank::{Bank, BankCommand};
+
+    fn projection(
+        store: Arc<InMemoryEventStore>,
+        sink: Arc<SqlBalances>,
+        state: Arc<InMemoryProjectionStore>,
+    ) -> Projection<BankEvent> {
+        Projection::new(
+            "balances",
+            store,
+            state,
+            sink,
+            EventCodec::new(<Bank as aether_actor::Actor>::upcasters()),
+            ProjectionConfig::default(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn balances_and_checkpoint_are_written_together_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("balances.db");
+        let store = Arc::new(InMemoryEventStore::new());
+        let bank = ActorHost::new(Bank, store.clone(), RuntimeConfig::default());
+        bank.send(
+            "acc",
+            BankCommand::Open {
+                owner: "Ada".into(),
+            },
+        )
+        .await
+        .unwrap();
+        bank.send("acc", BankCommand::Deposit { amount: 100 })
+            .await
+            .unwrap();
+        let state = Arc::new(InMemoryProjectionStore::new());
+        {
+            let sink = Arc::new(SqlBalances::open(&path, "balances").unwrap());
+            assert_eq!(
+                projection(store.clone(), sink.clone(), state.clone())
+                    .catch_up()
+                    .await
+                    .unwrap(),
+                2
+            );
+            assert_eq!(
+                sink.balances().unwrap(),
+                [("acc".into(), "Ada".into(), 100)]
+            );
+        }
+        bank.send("acc", BankCommand::Withdraw { amount: 30 })
+            .await
+            .unwrap();
+        // Reopened: it resumes after the position in the database, so nothing is applied
+        // twice, even with a fresh projection store.
+        let sink = Arc::new(SqlBalances::open(&path, "balances").unwrap());
+        let p = projection(
+            store.clone(),
+            sink.clone(),
+            Arc::new(InMemoryProjectionStore::new()),
+        );
+        assert_eq!(p.catch_up().await.unwrap(), 1);
+        assert_eq!(sink.balances().unwrap(), [("acc".into(), "Ada".into(), 70)]);
+        assert_eq!(sink.checkpoint().unwrap(), Some(LogPosition::new(3, 0)));
+    }
+
+    #[tokio::test]
+    async fn an_event_that_does_not_decode_is_parked_and_changes_nothing() {
+        let store = Arc::new(InMemoryEventStore::new());
+        store
+            .save_event(&Event::new("Deposited", "acc", 1).with_field("amount", "lots"))
+            .await
+            .unwrap();
+        let sink = Arc::new(SqlBalances::in_memory("balances").unwrap());
+        let state = Arc::new(InMemoryProjectionStore::new());
+        let p = projection(store, sink.clone(), state);
+        assert_eq!(p.catch_up().await.unwrap(), 1);
+        assert!(sink.balances().unwrap().is_empty());
+        assert_eq!(p.parked().await.unwrap().len(), 1);
+    }
+}
