@@ -57,7 +57,11 @@ pub trait EventLog: Send + Sync {
     /// Backend errors ([`Error::Unavailable`](crate::Error::Unavailable) and others).
     async fn read_after(&self, after: Option<LogPosition>, max: usize) -> Result<Vec<LoggedEvent>>;
 
-    /// The position of the last stored event, `None` when there is none.
+    /// Where the log ends: the sequence of the last stored message, with index 0, `None` when
+    /// nothing is stored. A multi-event message's later events share its sequence, and on
+    /// JetStream the last message may be a snapshot; so a reader has caught up with what was
+    /// stored before the call once its last position's `sequence` reaches the head's (lag is
+    /// counted in sequences).
     ///
     /// # Errors
     /// Backend errors.
