@@ -287,6 +287,20 @@ async fn memory_conflicts_and_bad_input() {
     conflicts_and_bad_input(&InMemoryEventStore::new()).await;
 }
 
+/// On servers before 2.12 a transaction is refused with `Unsupported` before anything is
+/// written: there is no atomic batch to put it in.
+pub(crate) async fn assert_unsupported(store: &JetStreamEventStore) {
+    let err = store
+        .commit(&transfer("a", 0, "b", 0, 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+    assert!(err.to_string().contains("2.12"), "{err}");
+    assert!(!err.is_retryable());
+    assert_eq!(store.get_latest_version("a").await.unwrap(), 0);
+    assert_eq!(store.get_latest_version("b").await.unwrap(), 0);
+}
+
 async fn open(url: &str, namespace: &str) -> JetStreamEventStore {
     let client = async_nats::connect(url).await.unwrap();
     JetStreamEventStore::new(client, JetStreamConfig::default().namespace(namespace))
@@ -298,17 +312,7 @@ async fn open(url: &str, namespace: &str) -> JetStreamEventStore {
 async fn jetstream_transfers_conserve_the_total_and_are_never_seen_half_done() {
     let server = NatsServer::start().unwrap();
     if !server.version().at_least(2, 12) {
-        // Atomic batches exist from 2.12: older servers refuse before anything is written.
-        let store = open(&server.url(), "txn").await;
-        let err = store
-            .commit(&transfer("a", 0, "b", 0, 1))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
-        assert!(err.to_string().contains("2.12"), "{err}");
-        assert!(!err.is_retryable());
-        assert_eq!(store.get_latest_version("a").await.unwrap(), 0);
-        assert_eq!(store.get_latest_version("b").await.unwrap(), 0);
+        assert_unsupported(&open(&server.url(), "txn").await).await;
         return;
     }
     // Writers on separate connections.
@@ -334,10 +338,17 @@ async fn jetstream_transfers_conserve_the_total_and_are_never_seen_half_done() {
 #[tokio::test]
 async fn jetstream_conflicts_and_bad_input() {
     let server = NatsServer::start().unwrap();
-    if !server.version().at_least(2, 12) {
-        return; // covered by the unsupported check above
-    }
     let store = open(&server.url(), "txn-bad").await;
+    if !server.version().at_least(2, 12) {
+        // Bad input is refused as such on every server; a valid transaction is unsupported.
+        let bad = Transaction::new().append("x", 0, vec![moved("y", 1, 1, "t")]);
+        assert!(matches!(
+            store.commit(&bad).await,
+            Err(Error::InvalidInput(_))
+        ));
+        assert_unsupported(&store).await;
+        return;
+    }
     conflicts_and_bad_input(&store).await;
     // Transactions and single-actor saves mix on one actor, and every read sees both.
     store
@@ -371,7 +382,8 @@ async fn jetstream_conflicts_and_bad_input() {
 async fn an_unanswered_commit_is_stored_at_most_once() {
     let mut server = NatsServer::start().unwrap();
     if !server.version().at_least(2, 12) {
-        return; // covered by the unsupported check above
+        assert_unsupported(&open(&server.url(), "lost").await).await;
+        return;
     }
     let client = async_nats::connect(server.url()).await.unwrap();
     let context = async_nats::jetstream::ContextBuilder::new()
