@@ -115,11 +115,11 @@ async fn main() -> Result<(), BoxError> {
     )
     .await?;
     {
-        let sink = Arc::new(SqlBalances::open(&db, "balances")?);
+        let sink = Arc::new(SqlBalances::open(&db)?);
         let handled = projection(sink.clone())?.catch_up().await?;
         println!(
             "projection caught up on {handled} events, position {}:",
-            show(sink.checkpoint()?)
+            show(sink.checkpoint("balances")?)
         );
         print_balances(&sink)?;
     } // the projection stops here, as if its process went away
@@ -137,8 +137,11 @@ async fn main() -> Result<(), BoxError> {
 
     // 3. Restarted, it resumes after the position in the database: the three missed events,
     //    then a live one while it runs.
-    let sink = Arc::new(SqlBalances::open(&db, "balances")?);
-    println!("restarted from position {}", show(sink.checkpoint()?));
+    let sink = Arc::new(SqlBalances::open(&db)?);
+    println!(
+        "restarted from position {}",
+        show(sink.checkpoint("balances")?)
+    );
     let p = Arc::new(projection(sink.clone())?);
     let stop = CancellationToken::new();
     let running = tokio::spawn({

@@ -2,7 +2,8 @@
 //! [`aether_projection::Projection`], exactly once.
 //!
 //! Every event is applied in one SQLite transaction together with its position in the store's
-//! global order (the `checkpoint` table). The projection resumes from that position
+//! global order (the `checkpoint` table, a row per [`Projected::projection`]: the projection,
+//! or each partition of a partitioned one). The projection resumes from that position
 //! ([`SinkPosition::Kept`]), so after a crash (of the process, or of SQLite halfway through a
 //! write) each event has been applied once or not at all, never twice.
 
@@ -23,28 +24,29 @@ use crate::bank::BankEvent;
 #[derive(Debug)]
 pub struct SqlBalances {
     db: Mutex<Connection>,
-    projection: String,
 }
 
 impl SqlBalances {
-    /// Opens (creating if needed) the database at `path` for the projection named
-    /// `projection`.
+    /// Opens (creating if needed) the database at `path`.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn open(path: &Path, projection: &str) -> rusqlite::Result<Self> {
-        Self::with(Connection::open(path)?, projection)
+    pub fn open(path: &Path) -> rusqlite::Result<Self> {
+        let db = Connection::open(path)?;
+        // Several processes (the workers of a partitioned projection) may share the file.
+        db.busy_timeout(std::time::Duration::from_secs(10))?;
+        Self::with(db)
     }
 
     /// A database in memory (for tests).
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn in_memory(projection: &str) -> rusqlite::Result<Self> {
-        Self::with(Connection::open_in_memory()?, projection)
+    pub fn in_memory() -> rusqlite::Result<Self> {
+        Self::with(Connection::open_in_memory()?)
     }
 
-    fn with(db: Connection, projection: &str) -> rusqlite::Result<Self> {
+    fn with(db: Connection) -> rusqlite::Result<Self> {
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS accounts (
                  account TEXT PRIMARY KEY,
@@ -57,10 +59,7 @@ impl SqlBalances {
                  idx INTEGER NOT NULL
              );",
         )?;
-        Ok(Self {
-            db: Mutex::new(db),
-            projection: projection.to_string(),
-        })
+        Ok(Self { db: Mutex::new(db) })
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -79,16 +78,17 @@ impl SqlBalances {
         rows.collect()
     }
 
-    /// The position of the last event applied.
+    /// The position of the last event applied under `projection` (see
+    /// [`Projected::projection`]).
     ///
     /// # Errors
     /// SQLite errors, or a stored position out of range.
-    pub fn checkpoint(&self) -> Result<Option<LogPosition>, BoxError> {
+    pub fn checkpoint(&self, projection: &str) -> Result<Option<LogPosition>, BoxError> {
         let row: Option<(i64, i64)> = self
             .db()
             .query_row(
                 "SELECT sequence, idx FROM checkpoint WHERE projection = ?1",
-                params![self.projection],
+                params![projection],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
@@ -134,7 +134,7 @@ impl Handler<BankEvent> for SqlBalances {
             "INSERT INTO checkpoint (projection, sequence, idx) VALUES (?1, ?2, ?3)
              ON CONFLICT(projection) DO UPDATE SET sequence = excluded.sequence, idx = excluded.idx",
             params![
-                self.projection,
+                e.projection.as_ref(),
                 i64::try_from(e.position.sequence)?,
                 i64::from(e.position.index)
             ],
@@ -143,8 +143,8 @@ impl Handler<BankEvent> for SqlBalances {
         Ok(())
     }
 
-    async fn position(&self) -> Result<SinkPosition, BoxError> {
-        Ok(SinkPosition::Kept(self.checkpoint()?))
+    async fn position(&self, projection: &str) -> Result<SinkPosition, BoxError> {
+        Ok(SinkPosition::Kept(self.checkpoint(projection)?))
     }
 }
 
@@ -195,7 +195,7 @@ mod tests {
             .unwrap();
         let state = Arc::new(InMemoryProjectionStore::new());
         {
-            let sink = Arc::new(SqlBalances::open(&path, "balances").unwrap());
+            let sink = Arc::new(SqlBalances::open(&path).unwrap());
             assert_eq!(
                 projection(store.clone(), sink.clone(), state.clone())
                     .catch_up()
@@ -213,7 +213,7 @@ mod tests {
             .unwrap();
         // Reopened: it resumes after the position in the database, so nothing is applied
         // twice, even with a fresh projection store.
-        let sink = Arc::new(SqlBalances::open(&path, "balances").unwrap());
+        let sink = Arc::new(SqlBalances::open(&path).unwrap());
         let p = projection(
             store.clone(),
             sink.clone(),
@@ -221,7 +221,10 @@ mod tests {
         );
         assert_eq!(p.catch_up().await.unwrap(), 1);
         assert_eq!(sink.balances().unwrap(), [("acc".into(), "Ada".into(), 70)]);
-        assert_eq!(sink.checkpoint().unwrap(), Some(LogPosition::new(3, 0)));
+        assert_eq!(
+            sink.checkpoint("balances").unwrap(),
+            Some(LogPosition::new(3, 0))
+        );
     }
 
     #[tokio::test]
@@ -231,7 +234,7 @@ mod tests {
             .save_event(&Event::new("Deposited", "acc", 1).with_field("amount", "lots"))
             .await
             .unwrap();
-        let sink = Arc::new(SqlBalances::in_memory("balances").unwrap());
+        let sink = Arc::new(SqlBalances::in_memory().unwrap());
         let state = Arc::new(InMemoryProjectionStore::new());
         let p = projection(store, sink.clone(), state);
         assert_eq!(p.catch_up().await.unwrap(), 1);

@@ -31,7 +31,7 @@ async fn main() -> Result<(), BoxError> {
         )
         .await?,
     );
-    let sink = Arc::new(SqlBalances::open(std::path::Path::new(db), "balances")?);
+    let sink = Arc::new(SqlBalances::open(std::path::Path::new(db))?);
     let projection = Projection::new(
         "balances",
         store,

@@ -45,7 +45,7 @@ fn start(url: &str, db: &std::path::Path) -> Worker {
 }
 
 fn balances(db: &std::path::Path) -> std::collections::BTreeMap<String, i64> {
-    SqlBalances::open(db, "balances")
+    SqlBalances::open(db)
         .and_then(|s| s.balances())
         .map(|rows| rows.into_iter().map(|(a, _, b)| (a, b)).collect())
         .unwrap_or_default()
@@ -95,9 +95,9 @@ async fn a_worker_killed_mid_stream_resumes_and_applies_every_event_once() {
     // Kill it once it is part of the way through.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let progress = SqlBalances::open(&db, "balances")
+        let progress = SqlBalances::open(&db)
             .ok()
-            .and_then(|s| s.checkpoint().ok().flatten());
+            .and_then(|s| s.checkpoint("balances").ok().flatten());
         if progress.is_some_and(|p| p.sequence >= 5) {
             break;
         }
@@ -105,9 +105,9 @@ async fn a_worker_killed_mid_stream_resumes_and_applies_every_event_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     worker.kill(); // SIGKILL
-    let at_kill = SqlBalances::open(&db, "balances")
+    let at_kill = SqlBalances::open(&db)
         .unwrap()
-        .checkpoint()
+        .checkpoint("balances")
         .unwrap();
     assert!(
         at_kill.map(|p| p.sequence) < Some(head.sequence),
@@ -126,9 +126,9 @@ async fn a_worker_killed_mid_stream_resumes_and_applies_every_event_once() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let at_end = SqlBalances::open(&db, "balances")
+    let at_end = SqlBalances::open(&db)
         .unwrap()
-        .checkpoint()
+        .checkpoint("balances")
         .unwrap();
     assert_eq!(at_end.map(|p| p.sequence), Some(head.sequence));
 }

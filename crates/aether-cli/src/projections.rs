@@ -1,8 +1,11 @@
 //! `aether projections`: the projections whose state is in a NATS key-value bucket, where
-//! each one is, and its parked events; `reset` makes one start again from the beginning.
+//! each one is, and its parked events; `reset` makes one start again from the beginning, and
+//! `replay-parked` asks it to replay its parked events.
 //!
-//! Replaying parked events runs the application's handler, so it is done by the application
-//! (`Projection::replay_parked`), not by this tool.
+//! Replaying parked events runs the application's handler, so this tool only records the
+//! request in the bucket; the running projection replays them the next time it is idle
+//! (`Projection::replay_parked`). Each partition of a partitioned projection is listed, and
+//! addressed, as `<name>.p<partition>`.
 
 use std::sync::Arc;
 
@@ -28,6 +31,9 @@ pub enum ProjectionsCommand {
     Reset(NamedArgs),
     /// A projection's parked events: position, actor, version, type, attempts, error.
     Parked(NamedArgs),
+    /// Ask the running projection to handle its parked events again (after a fix); those
+    /// that succeed leave the parked list.
+    ReplayParked(NamedArgs),
 }
 
 /// Where the projections' state and events are.
@@ -59,7 +65,9 @@ impl ProjectionsCommand {
     pub fn connect(&self) -> &ConnectArgs {
         match self {
             Self::List(a) => &a.connect,
-            Self::Status(a) | Self::Reset(a) | Self::Parked(a) => &a.at.connect,
+            Self::Status(a) | Self::Reset(a) | Self::Parked(a) | Self::ReplayParked(a) => {
+                &a.at.connect
+            }
         }
     }
 }
@@ -167,6 +175,16 @@ pub async fn run(cmd: ProjectionsCommand) -> CliResult<()> {
                 ]);
             }
             print!("{}", t.render(painter));
+        }
+        ProjectionsCommand::ReplayParked(args) => {
+            let o = open(&args.at).await?;
+            known(&o, &args.name).await?;
+            let parked = o.state.parked(&args.name).await?.len();
+            o.state.request_replay(&args.name).await?;
+            println!(
+                "{}: replay of {parked} parked event(s) requested; the running projection replays them when next idle",
+                args.name
+            );
         }
     }
     Ok(())

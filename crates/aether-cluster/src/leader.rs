@@ -32,16 +32,29 @@ pub struct LeaderLease {
 
 /// Decides when someone else's lease has expired, from the revisions seen and the local
 /// monotonic clock: a lease whose revision stays the same for the whole timeout was not
-/// renewed.
+/// renewed. The cluster's leader lease uses it, and so do the partition leases of
+/// partitioned projections (`aether-projection`).
+///
+/// ```
+/// use std::time::Duration;
+/// use aether_cluster::LeaseTracker;
+/// use tokio::time::Instant;
+///
+/// let mut lease = LeaseTracker::new(Duration::from_secs(1));
+/// let start = Instant::now();
+/// assert!(!lease.observe(7, start));
+/// assert!(!lease.observe(8, start + Duration::from_secs(5))); // renewed: a new revision
+/// assert!(lease.observe(8, start + Duration::from_secs(6))); // a whole timeout unchanged
+/// ```
 #[derive(Debug, Clone)]
-pub(crate) struct LeaseTracker {
+pub struct LeaseTracker {
     timeout: Duration,
     observed: Option<(u64, Instant)>,
 }
 
 impl LeaseTracker {
     /// A tracker that declares a lease expired after `timeout` without a new revision.
-    pub(crate) fn new(timeout: Duration) -> Self {
+    pub fn new(timeout: Duration) -> Self {
         Self {
             timeout,
             observed: None,
@@ -50,7 +63,7 @@ impl LeaseTracker {
 
     /// Records that the lease is at `revision` as of `now`; returns whether it has stayed
     /// there for the whole timeout.
-    pub(crate) fn observe(&mut self, revision: u64, now: Instant) -> bool {
+    pub fn observe(&mut self, revision: u64, now: Instant) -> bool {
         match self.observed {
             Some((r, since)) if r == revision => {
                 now.saturating_duration_since(since) >= self.timeout
@@ -63,7 +76,7 @@ impl LeaseTracker {
     }
 
     /// Forgets what was observed.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.observed = None;
     }
 }

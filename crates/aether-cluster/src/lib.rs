@@ -116,7 +116,7 @@ pub use config::{
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_SHARD_COUNT,
 };
 pub use hash::stable_hash64;
-pub use leader::{LeaderLease, LEADER_KEY};
+pub use leader::{LeaderLease, LeaseTracker, LEADER_KEY};
 pub use membership::{MemberInfo, MemberStatus, Membership, MembershipChange};
 pub use node::{ClusterClient, ClusterNode};
 pub use ring::{BoundedLoadPlacer, ConsistentHashRing, HashRingConfig, DEFAULT_VIRTUAL_NODES};

@@ -12,9 +12,14 @@
 //!   retries, parking, pause, resume, reset, status ([`ProjectionStatus`]).
 //! - [`Handler`], [`Projected`]: what the application writes, and what it is handed;
 //!   [`SinkPosition`]: exactly-once for a sink that stores the position with its updates.
-//! - [`ProjectionStore`]: checkpoints and parked events; [`InMemoryProjectionStore`], and
-//!   `NatsProjectionStore` (a JetStream key-value bucket, feature `nats`).
-//! - [`ProjectionConfig`], [`OnFailure`]: settings.
+//! - [`ProjectionWorker`]: one worker of a partitioned projection (split by actor shard,
+//!   each partition held by one worker at a time, rebalanced as workers join and leave), and
+//!   of a persistent subscription (competing consumers: [`ProjectionConfig::concurrency`],
+//!   [`Order`], retries and parking); [`Coordinator`] makes its decisions without I/O.
+//! - [`ProjectionStore`]: checkpoints, parked events, workers' heartbeats and partition
+//!   leases; [`InMemoryProjectionStore`], and `NatsProjectionStore` (a JetStream key-value
+//!   bucket, feature `nats`).
+//! - [`ProjectionConfig`], [`OnFailure`], [`Park`], [`WorkerConfig`]: settings.
 //!
 //! # Example
 //! ```
@@ -68,10 +73,18 @@
 
 mod runner;
 mod store;
+mod worker;
 
 pub use runner::{
-    Handler, OnFailure, Projected, Projection, ProjectionConfig, ProjectionStatus, SinkPosition,
+    Handler, OnFailure, Order, Park, Projected, Projection, ProjectionConfig, ProjectionStatus,
+    SinkPosition,
 };
 #[cfg(feature = "nats")]
 pub use store::NatsProjectionStore;
-pub use store::{InMemoryProjectionStore, ParkedEvent, ProjectionStore, DEFAULT_PROJECTION_BUCKET};
+pub use store::{
+    InMemoryProjectionStore, ParkedEvent, PartitionLease, ProjectionStore, WorkerHeartbeat,
+    DEFAULT_PROJECTION_BUCKET,
+};
+pub use worker::{
+    Action, Coordinator, OwnershipChange, OwnershipObserver, ProjectionWorker, WorkerConfig,
+};

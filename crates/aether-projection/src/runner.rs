@@ -1,6 +1,7 @@
 //! Running a projection: read the global order from the checkpoint, decode, handle with
 //! retries, park what keeps failing, checkpoint, follow live writes.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use aether_actor::{DomainEvent, EventCodec, RetryPolicy};
 use aether_core::{BoxError, Error, Event, EventLog, LogPosition, LoggedEvent, Metadata, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +20,10 @@ use crate::store::{ParkedEvent, ProjectionStore};
 /// at least once: after a crash, the events since the last checkpoint come again).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Projected<E> {
+    /// The name its position is kept under: the projection's name, or `<name>.p<partition>`
+    /// in a partitioned projection (see [`ProjectionWorker`](crate::ProjectionWorker)). A sink
+    /// that keeps its own position ([`SinkPosition::Kept`]) keeps one per name.
+    pub projection: Arc<str>,
     /// Its position in the store's global order.
     pub position: LogPosition,
     /// The actor.
@@ -56,14 +62,53 @@ pub trait Handler<E>: Send + Sync {
     /// Any error the sink has; it is recorded in the status and with a parked event.
     async fn handle(&self, event: &Projected<E>) -> std::result::Result<(), BoxError>;
 
-    /// The position the sink has applied up to, if it keeps one with its updates (see
-    /// [`SinkPosition`]). The default keeps none.
+    /// The position the sink has applied up to under the name `projection` (see
+    /// [`Projected::projection`]), if it keeps one with its updates (see [`SinkPosition`]).
+    /// The default keeps none.
     ///
     /// # Errors
     /// Any error reading it; the projection retries after its poll interval.
-    async fn position(&self) -> std::result::Result<SinkPosition, BoxError> {
+    async fn position(&self, projection: &str) -> std::result::Result<SinkPosition, BoxError> {
+        let _ = projection;
         Ok(SinkPosition::NotKept)
     }
+}
+
+/// A handler error that parks the event at once, without retries: for an event that will
+/// never succeed (a malformed address, a webhook that answers "gone").
+///
+/// ```
+/// use aether_core::BoxError;
+/// use aether_projection::Park;
+///
+/// fn send_mail(to: &str) -> Result<(), BoxError> {
+///     if !to.contains('@') {
+///         return Err(Park::new(format!("{to:?} is not an address")).into());
+///     }
+///     Ok(())
+/// }
+/// assert!(send_mail("nobody").unwrap_err().is::<Park>());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("parked: {0}")]
+pub struct Park(pub String);
+
+impl Park {
+    /// Parks the event with `reason`.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self(reason.into())
+    }
+}
+
+/// In which order events are handed to the handler when several are handled at once
+/// ([`ProjectionConfig::concurrency`] above 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Each actor's events one after the other, in their order; different actors at once.
+    #[default]
+    PerActor,
+    /// Any order: every event of a page at once (up to the concurrency).
+    Any,
 }
 
 /// What to do with an event whose handler keeps failing.
@@ -81,6 +126,13 @@ pub enum OnFailure {
 pub struct ProjectionConfig {
     /// Events read per page (and the most handled between two checkpoints).
     pub page_size: usize,
+    /// Events handled at once within a page (1: one after the other, in the global order).
+    /// Above 1 the page is checkpointed once all its events are handled or parked, and
+    /// [`order`](Self::order) says what stays in order. A sink that keeps its own position
+    /// ([`SinkPosition::Kept`]) needs 1.
+    pub concurrency: usize,
+    /// What stays in order when `concurrency` is above 1.
+    pub order: Order,
     /// How long to wait before looking for new events once caught up.
     pub poll_interval: Duration,
     /// Retries of a failing handler before the event is parked.
@@ -93,6 +145,8 @@ impl Default for ProjectionConfig {
     fn default() -> Self {
         Self {
             page_size: 500,
+            concurrency: 1,
+            order: Order::PerActor,
             poll_interval: Duration::from_millis(100),
             retry: RetryPolicy::default().max_retries(3),
             on_failure: OnFailure::Park,
@@ -134,6 +188,11 @@ pub struct ProjectionStatus {
 /// handler keeps failing are parked (see [`OnFailure`]).
 pub struct Projection<E> {
     name: String,
+    /// The name its checkpoint and parked events are kept under: `name`, or
+    /// `<name>.p<partition>` for a partition.
+    id: Arc<str>,
+    /// `(partition, partitions)`: handle only the actors of this shard.
+    partition: Option<(u32, u32)>,
     log: Arc<dyn EventLog>,
     store: Arc<dyn ProjectionStore>,
     handler: Arc<dyn Handler<E>>,
@@ -161,7 +220,7 @@ impl<E: DomainEvent> Projection<E> {
     /// `store`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a bad name or a page size of 0.
+    /// [`Error::InvalidInput`] for a bad name, or a page size or concurrency of 0.
     pub fn new(
         name: impl Into<String>,
         log: Arc<dyn EventLog>,
@@ -170,25 +229,60 @@ impl<E: DomainEvent> Projection<E> {
         codec: EventCodec<E>,
         config: ProjectionConfig,
     ) -> Result<Self> {
-        let name = name.into();
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !valid {
-            return Err(Error::invalid(format!(
-                "projection name {name:?} must be 1 to 64 letters, digits, '-' or '_'"
-            )));
-        }
+        Self::build(name.into(), None, log, store, handler, codec, config)
+    }
+
+    /// One partition of a partitioned projection: the actors whose shard among `partitions`
+    /// is `partition`, checkpointed as `<name>.p<partition>`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn partition(
+        name: String,
+        partition: u32,
+        partitions: u32,
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn ProjectionStore>,
+        handler: Arc<dyn Handler<E>>,
+        codec: EventCodec<E>,
+        config: ProjectionConfig,
+    ) -> Result<Self> {
+        Self::build(
+            name,
+            Some((partition, partitions)),
+            log,
+            store,
+            handler,
+            codec,
+            config,
+        )
+    }
+
+    fn build(
+        name: String,
+        partition: Option<(u32, u32)>,
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn ProjectionStore>,
+        handler: Arc<dyn Handler<E>>,
+        codec: EventCodec<E>,
+        config: ProjectionConfig,
+    ) -> Result<Self> {
+        validate_name("projection", &name)?;
         if config.page_size == 0 {
             return Err(Error::invalid("the page size must be at least 1"));
         }
+        if config.concurrency == 0 {
+            return Err(Error::invalid("the concurrency must be at least 1"));
+        }
+        let id: Arc<str> = match partition {
+            None => name.as_str().into(),
+            Some((p, _)) => format!("{name}.p{p}").into(),
+        };
         Ok(Self {
             status: Mutex::new(ProjectionStatus {
-                name: name.clone(),
+                name: id.to_string(),
                 ..ProjectionStatus::default()
             }),
+            id,
+            partition,
             name,
             log,
             store,
@@ -203,6 +297,12 @@ impl<E: DomainEvent> Projection<E> {
     /// The projection's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The name its checkpoint and parked events are kept under: its name, or
+    /// `<name>.p<partition>` for a partition of a partitioned projection.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Where it is.
@@ -229,7 +329,7 @@ impl<E: DomainEvent> Projection<E> {
     /// # Errors
     /// Store errors.
     pub async fn reset(&self) -> Result<()> {
-        self.store.clear_checkpoint(&self.name).await?;
+        self.store.clear_checkpoint(&self.id).await?;
         *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let mut status = self.lock_status();
         status.position = None;
@@ -241,7 +341,7 @@ impl<E: DomainEvent> Projection<E> {
     /// # Errors
     /// Store errors.
     pub async fn parked(&self) -> Result<Vec<ParkedEvent>> {
-        self.store.parked(&self.name).await
+        self.store.parked(&self.id).await
     }
 
     /// Handles every parked event again (once each, after a fix); those that succeed are
@@ -251,7 +351,7 @@ impl<E: DomainEvent> Projection<E> {
     /// Store errors; a parked event that fails again stays parked with its new error.
     pub async fn replay_parked(&self) -> Result<usize> {
         let mut done = 0;
-        for mut parked in self.store.parked(&self.name).await? {
+        for mut parked in self.store.parked(&self.id).await? {
             let outcome = match self.decode(&parked.event, parked.position) {
                 Ok(projected) => self
                     .handler
@@ -260,15 +360,21 @@ impl<E: DomainEvent> Projection<E> {
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
+            tracing::info!(
+                projection = %self.id,
+                position = %parked.position,
+                ok = outcome.is_ok(),
+                "replayed a parked event"
+            );
             match outcome {
                 Ok(()) => {
-                    self.store.unpark(&self.name, parked.position).await?;
+                    self.store.unpark(&self.id, parked.position).await?;
                     done += 1;
                 }
                 Err(e) => {
                     parked.error = e;
                     parked.attempts += 1;
-                    self.store.park(&self.name, &parked).await?;
+                    self.store.park(&self.id, &parked).await?;
                 }
             }
         }
@@ -290,11 +396,11 @@ impl<E: DomainEvent> Projection<E> {
                     _ = paused.changed() => continue,
                 }
             }
-            let progressed = match self.step().await {
+            let progressed = match self.step(&shutdown).await {
                 Ok(n) => n > 0,
                 Err(StepError::Stopped(e)) => return Err(e),
                 Err(StepError::Read(e)) => {
-                    tracing::warn!(projection = %self.name, error = %e, "projection read failed; retrying");
+                    tracing::warn!(projection = %self.id, error = %e, "projection read failed; retrying");
                     self.lock_status().last_error = Some(e.to_string());
                     false
                 }
@@ -303,6 +409,7 @@ impl<E: DomainEvent> Projection<E> {
                 return Ok(());
             }
             if !progressed {
+                self.replay_if_requested().await;
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     () = tokio::time::sleep(self.config.poll_interval) => {}
@@ -312,14 +419,29 @@ impl<E: DomainEvent> Projection<E> {
         }
     }
 
+    /// Replays the parked events if an operator asked for it through the store
+    /// ([`ProjectionStore::request_replay`]); errors are recorded in the status.
+    pub(crate) async fn replay_if_requested(&self) {
+        let outcome = match self.store.take_replay_request(&self.id).await {
+            Ok(false) => return,
+            Ok(true) => self.replay_parked().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(projection = %self.id, error = %e, "replaying parked events failed");
+            self.lock_status().last_error = Some(e.to_string());
+        }
+    }
+
     /// Handles what is stored now and returns how many events it handled: a rebuild, or a test.
     ///
     /// # Errors
     /// Read and store errors; with [`OnFailure::Stop`], the failing handler's error.
     pub async fn catch_up(&self) -> Result<u64> {
         let mut total = 0;
+        let never = CancellationToken::new();
         loop {
-            match self.step().await {
+            match self.step(&never).await {
                 Ok(0) => return Ok(total),
                 Ok(n) => total += n,
                 Err(StepError::Stopped(e) | StepError::Read(e)) => return Err(e),
@@ -328,20 +450,26 @@ impl<E: DomainEvent> Projection<E> {
     }
 
     /// One page: read after the checkpoint, handle, checkpoint. Returns the events read.
-    async fn step(&self) -> std::result::Result<u64, StepError> {
-        let kept = match self.handler.position().await {
+    async fn step(&self, stop: &CancellationToken) -> std::result::Result<u64, StepError> {
+        let kept = match self.handler.position(&self.id).await {
             Ok(p) => p,
             Err(e) => {
                 return Err(StepError::Read(Error::backend(
-                    format!("reading the position of projection {}'s sink", self.name),
+                    format!("reading the position of projection {}'s sink", self.id),
                     e,
                 )))
             }
         };
+        if kept != SinkPosition::NotKept && self.config.concurrency > 1 {
+            return Err(StepError::Stopped(Error::invalid(format!(
+                "projection {}: a sink that keeps its own position needs a concurrency of 1",
+                self.id
+            ))));
+        }
         let from = match kept {
             SinkPosition::NotKept => self
                 .store
-                .checkpoint(&self.name)
+                .checkpoint(&self.id)
                 .await
                 .map_err(StepError::Read)?,
             SinkPosition::Kept(p) => p,
@@ -364,19 +492,28 @@ impl<E: DomainEvent> Projection<E> {
         };
         let mut newest: Option<DateTime<Utc>> = None;
         let mut handled_to = from;
-        for logged in &page {
-            if *self.paused.borrow() {
-                break;
+        if self.config.concurrency == 1 {
+            for logged in &page {
+                // Paused or stopped: checkpoint what was handled and let the caller decide.
+                if *self.paused.borrow() || stop.is_cancelled() {
+                    break;
+                }
+                if self.mine(logged) {
+                    self.handle_one(logged).await?;
+                }
+                handled_to = Some(logged.position);
+                newest = Some(logged.event.timestamp);
             }
-            self.handle_one(logged).await?;
-            handled_to = Some(logged.position);
-            newest = Some(logged.event.timestamp);
+        } else {
+            self.handle_page(&page).await?;
+            handled_to = Some(last);
+            newest = page.last().map(|l| l.event.timestamp);
         }
         if let Some(position) = handled_to.filter(|p| Some(*p) != from) {
             *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(position);
             if kept == SinkPosition::NotKept {
                 self.store
-                    .save_checkpoint(&self.name, position)
+                    .save_checkpoint(&self.id, position)
                     .await
                     .map_err(StepError::Read)?;
             }
@@ -392,6 +529,43 @@ impl<E: DomainEvent> Projection<E> {
         Ok(page.len() as u64)
     }
 
+    /// Whether the event belongs to this projection (always, unless it is a partition).
+    fn mine(&self, logged: &LoggedEvent) -> bool {
+        match self.partition {
+            None => true,
+            Some((p, n)) => aether_cluster::shard_for(&logged.event.actor_id, n) == p,
+        }
+    }
+
+    /// Handles a page's events at once, up to the configured concurrency: each actor's events
+    /// in order ([`Order::PerActor`]) or all at once ([`Order::Any`]). Returns once every
+    /// event is handled or parked; the first error that stops the projection wins.
+    async fn handle_page(&self, page: &[LoggedEvent]) -> std::result::Result<(), StepError> {
+        // Chains of indices into the page (owned, so the futures borrow only `page`).
+        let mine = (0..page.len()).filter(|&i| self.mine(&page[i]));
+        let chains: Vec<Vec<usize>> = match self.config.order {
+            Order::Any => mine.map(|i| vec![i]).collect(),
+            Order::PerActor => {
+                let mut by_actor: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+                for i in mine {
+                    by_actor.entry(&page[i].event.actor_id).or_default().push(i);
+                }
+                by_actor.into_values().collect()
+            }
+        };
+        let outcomes: Vec<std::result::Result<(), StepError>> = futures::stream::iter(chains)
+            .map(|chain| async move {
+                for i in chain {
+                    self.handle_one(&page[i]).await?;
+                }
+                Ok(())
+            })
+            .buffer_unordered(self.config.concurrency)
+            .collect()
+            .await;
+        outcomes.into_iter().collect()
+    }
+
     fn decode(
         &self,
         event: &Event,
@@ -399,6 +573,7 @@ impl<E: DomainEvent> Projection<E> {
     ) -> std::result::Result<Projected<E>, String> {
         let typed = self.codec.decode(event).map_err(|e| e.to_string())?;
         Ok(Projected {
+            projection: self.id.clone(),
             position,
             actor_id: event.actor_id.clone(),
             version: event.version,
@@ -423,7 +598,8 @@ impl<E: DomainEvent> Projection<E> {
                             attempts += 1;
                             self.handler.handle(&projected)
                         },
-                        |_| true,
+                        // A handler that says "park" is not retried.
+                        |e: &BoxError| !e.is::<Park>(),
                     )
                     .await;
                 match outcome {
@@ -436,7 +612,7 @@ impl<E: DomainEvent> Projection<E> {
             }
         };
         tracing::warn!(
-            projection = %self.name,
+            projection = %self.id,
             position = %logged.position,
             actor_id = %logged.event.actor_id,
             version = logged.event.version,
@@ -448,7 +624,7 @@ impl<E: DomainEvent> Projection<E> {
             OnFailure::Stop => Err(StepError::Stopped(Error::backend(
                 format!(
                     "projection {} stopped at {} (actor {:?}, version {})",
-                    self.name, logged.position, logged.event.actor_id, logged.event.version
+                    self.id, logged.position, logged.event.actor_id, logged.event.version
                 ),
                 error,
             ))),
@@ -460,7 +636,7 @@ impl<E: DomainEvent> Projection<E> {
                     attempts,
                 };
                 self.store
-                    .park(&self.name, &parked)
+                    .park(&self.id, &parked)
                     .await
                     .map_err(StepError::Read)?;
                 self.lock_status().parked += 1;
@@ -488,5 +664,21 @@ fn lag(position: Option<LogPosition>, head: Option<LogPosition>) -> u64 {
         (_, None) => 0,
         (None, Some(h)) => h.sequence,
         (Some(p), Some(h)) => h.sequence.saturating_sub(p.sequence),
+    }
+}
+
+/// Checks a projection's or worker's name: it goes into key-value keys and checkpoint names.
+pub(crate) fn validate_name(what: &str, name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{what} name {name:?} must be 1 to 64 letters, digits, '-' or '_'"
+        )))
     }
 }

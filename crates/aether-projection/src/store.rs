@@ -22,9 +22,36 @@ pub struct ParkedEvent {
     pub attempts: u32,
 }
 
+/// A worker of a partitioned projection as the store last saw it: every heartbeat gives it a
+/// new revision, so a revision that stays the same for the whole timeout is a dead worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerHeartbeat {
+    /// The worker's id.
+    pub worker: String,
+    /// The revision of its last heartbeat.
+    pub revision: u64,
+}
+
+/// Who holds one partition of a partitioned projection. The holder renews it (a new revision)
+/// every heartbeat; others take it over only when it is free or its revision has not changed
+/// for the whole lease timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLease {
+    /// The partition.
+    pub partition: u32,
+    /// The worker holding it (`None`: free).
+    pub owner: Option<String>,
+    /// The lease's revision (0: never written).
+    pub revision: u64,
+}
+
 /// Durable state of projections: one checkpoint per projection (the position of the last
-/// event it handled), and its parked events. Object-safe: hold it as
+/// event it handled), its parked events, and for partitioned projections the workers'
+/// heartbeats and the partitions' leases. Object-safe: hold it as
 /// `Arc<dyn ProjectionStore>`.
+///
+/// The checkpoint of a partition of a partitioned projection is kept under the name
+/// `<projection>.p<partition>`.
 #[async_trait]
 pub trait ProjectionStore: Send + Sync {
     /// The checkpoint of `projection`, `None` before its first event.
@@ -39,6 +66,34 @@ pub trait ProjectionStore: Send + Sync {
     async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>>;
     /// Removes a parked event (handled after all).
     async fn unpark(&self, projection: &str, position: LogPosition) -> Result<()>;
+
+    /// Asks the running projection to replay its parked events (the operator's
+    /// `aether projections replay-parked`).
+    async fn request_replay(&self, projection: &str) -> Result<()>;
+    /// Whether a replay was requested, forgetting the request.
+    async fn take_replay_request(&self, projection: &str) -> Result<bool>;
+
+    /// The number of partitions of the partitioned projection `projection`: the one stored,
+    /// or `proposed` when none is stored yet (and then stored). All its workers must agree.
+    async fn partition_count(&self, projection: &str, proposed: u32) -> Result<u32>;
+    /// Records that `worker` is alive.
+    async fn heartbeat(&self, projection: &str, worker: &str) -> Result<()>;
+    /// The workers that have sent heartbeats and not left.
+    async fn workers(&self, projection: &str) -> Result<Vec<WorkerHeartbeat>>;
+    /// Removes `worker` (it stops cleanly).
+    async fn leave(&self, projection: &str, worker: &str) -> Result<()>;
+    /// The lease of `partition`.
+    async fn lease(&self, projection: &str, partition: u32) -> Result<PartitionLease>;
+    /// Sets the holder of `partition` (`None`: frees it) if its lease is still at revision
+    /// `expected` (compare-and-set); returns the new revision, or `None` when the lease had
+    /// moved on (someone else wrote it first).
+    async fn write_lease(
+        &self,
+        projection: &str,
+        partition: u32,
+        owner: Option<&str>,
+        expected: u64,
+    ) -> Result<Option<u64>>;
 }
 
 /// Projection state in memory: the embedded default, and for tests.
@@ -46,6 +101,18 @@ pub trait ProjectionStore: Send + Sync {
 pub struct InMemoryProjectionStore {
     checkpoints: Mutex<BTreeMap<String, LogPosition>>,
     parked: Mutex<BTreeMap<(String, LogPosition), ParkedEvent>>,
+    coordination: Mutex<Coordination>,
+}
+
+/// Replay requests, partition counts, heartbeats and leases, with one revision counter for
+/// all (like a key-value bucket's).
+#[derive(Debug, Default)]
+struct Coordination {
+    revision: u64,
+    replays: std::collections::BTreeSet<String>,
+    partitions: BTreeMap<String, u32>,
+    workers: BTreeMap<(String, String), u64>,
+    leases: BTreeMap<(String, u32), (Option<String>, u64)>,
 }
 
 impl InMemoryProjectionStore {
@@ -83,6 +150,77 @@ impl ProjectionStore for InMemoryProjectionStore {
         lock(&self.parked).remove(&(projection.to_string(), position));
         Ok(())
     }
+    async fn request_replay(&self, projection: &str) -> Result<()> {
+        lock(&self.coordination)
+            .replays
+            .insert(projection.to_string());
+        Ok(())
+    }
+    async fn take_replay_request(&self, projection: &str) -> Result<bool> {
+        Ok(lock(&self.coordination).replays.remove(projection))
+    }
+    async fn partition_count(&self, projection: &str, proposed: u32) -> Result<u32> {
+        Ok(*lock(&self.coordination)
+            .partitions
+            .entry(projection.to_string())
+            .or_insert(proposed))
+    }
+    async fn heartbeat(&self, projection: &str, worker: &str) -> Result<()> {
+        let mut c = lock(&self.coordination);
+        c.revision += 1;
+        let revision = c.revision;
+        c.workers
+            .insert((projection.to_string(), worker.to_string()), revision);
+        Ok(())
+    }
+    async fn workers(&self, projection: &str) -> Result<Vec<WorkerHeartbeat>> {
+        Ok(lock(&self.coordination)
+            .workers
+            .iter()
+            .filter(|((p, _), _)| p == projection)
+            .map(|((_, w), r)| WorkerHeartbeat {
+                worker: w.clone(),
+                revision: *r,
+            })
+            .collect())
+    }
+    async fn leave(&self, projection: &str, worker: &str) -> Result<()> {
+        lock(&self.coordination)
+            .workers
+            .remove(&(projection.to_string(), worker.to_string()));
+        Ok(())
+    }
+    async fn lease(&self, projection: &str, partition: u32) -> Result<PartitionLease> {
+        let c = lock(&self.coordination);
+        let (owner, revision) = c
+            .leases
+            .get(&(projection.to_string(), partition))
+            .cloned()
+            .unwrap_or((None, 0));
+        Ok(PartitionLease {
+            partition,
+            owner,
+            revision,
+        })
+    }
+    async fn write_lease(
+        &self,
+        projection: &str,
+        partition: u32,
+        owner: Option<&str>,
+        expected: u64,
+    ) -> Result<Option<u64>> {
+        let mut c = lock(&self.coordination);
+        let key = (projection.to_string(), partition);
+        let current = c.leases.get(&key).map_or(0, |(_, r)| *r);
+        if current != expected {
+            return Ok(None);
+        }
+        c.revision += 1;
+        let revision = c.revision;
+        c.leases.insert(key, (owner.map(str::to_string), revision));
+        Ok(Some(revision))
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -104,8 +242,11 @@ mod nats {
     use futures::StreamExt;
 
     /// Projection state in a NATS JetStream key-value bucket: `cp.<projection>` holds the
-    /// checkpoint, `parked.<projection>.<sequence>_<index>` each parked event (projection names
-    /// are letters, digits, `-` and `_`).
+    /// checkpoint, `parked.<projection>.<sequence>_<index>` each parked event, `replay.<projection>`
+    /// a replay request; for partitioned projections `parts.<projection>` the partition count,
+    /// `worker.<projection>.<worker>` each worker's heartbeat and `lease.<projection>.<partition>`
+    /// each partition's lease (projection and worker names are letters, digits, `-` and `_`;
+    /// a partition's checkpoint is `cp.<projection>.p<partition>`).
     #[derive(Debug, Clone)]
     pub struct NatsProjectionStore {
         kv: kv::Store,
@@ -148,7 +289,7 @@ mod nats {
                 let key = key.map_err(|e| classify("listing projections", e))?;
                 let name = match key.split_once('.') {
                     Some(("cp", name)) => Some(name),
-                    Some(("parked", rest)) => rest.split_once('.').map(|(name, _)| name),
+                    Some(("parked", rest)) => rest.rsplit_once('.').map(|(name, _)| name),
                     _ => None,
                 };
                 if let Some(name) = name {
@@ -247,6 +388,135 @@ mod nats {
                 .await
                 .map_err(|e| classify(format!("deleting {key}"), e))?;
             Ok(())
+        }
+        async fn request_replay(&self, projection: &str) -> Result<()> {
+            let key = format!("replay.{projection}");
+            self.kv
+                .put(&key, bytes::Bytes::from_static(b"1"))
+                .await
+                .map_err(|e| classify(format!("writing {key}"), e))?;
+            Ok(())
+        }
+        async fn take_replay_request(&self, projection: &str) -> Result<bool> {
+            let key = format!("replay.{projection}");
+            let entry = self
+                .kv
+                .entry(&key)
+                .await
+                .map_err(|e| classify(format!("reading {key}"), e))?;
+            match entry {
+                Some(e) if e.operation == kv::Operation::Put => {
+                    // Deleting only this revision: a request made meanwhile is kept.
+                    match self.kv.delete_expect_revision(&key, Some(e.revision)).await {
+                        Ok(()) => Ok(true),
+                        Err(err) if err.kind() == kv::DeleteErrorKind::WrongLastRevision => {
+                            Ok(true)
+                        }
+                        Err(err) => Err(classify(format!("deleting {key}"), err)),
+                    }
+                }
+                _ => Ok(false),
+            }
+        }
+        async fn partition_count(&self, projection: &str, proposed: u32) -> Result<u32> {
+            let key = format!("parts.{projection}");
+            match self.kv.create(&key, encode(&proposed)?).await {
+                Ok(_) => return Ok(proposed),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(classify(format!("writing {key}"), e)),
+            }
+            match self
+                .kv
+                .get(&key)
+                .await
+                .map_err(|e| classify(format!("reading {key}"), e))?
+            {
+                Some(bytes) => decode(&key, &bytes),
+                None => Err(Error::unavailable(
+                    format!("reading {key}"),
+                    "the partition count vanished after it was created",
+                )),
+            }
+        }
+        async fn heartbeat(&self, projection: &str, worker: &str) -> Result<()> {
+            let key = format!("worker.{projection}.{worker}");
+            self.kv
+                .put(&key, bytes::Bytes::new())
+                .await
+                .map_err(|e| classify(format!("writing {key}"), e))?;
+            Ok(())
+        }
+        async fn workers(&self, projection: &str) -> Result<Vec<WorkerHeartbeat>> {
+            let prefix = format!("worker.{projection}.");
+            let mut keys = self
+                .kv
+                .keys()
+                .await
+                .map_err(|e| classify("listing workers", e))?;
+            let mut out = Vec::new();
+            while let Some(key) = keys.next().await {
+                let key = key.map_err(|e| classify("listing workers", e))?;
+                let Some(worker) = key.strip_prefix(&prefix) else {
+                    continue;
+                };
+                let entry = self
+                    .kv
+                    .entry(&key)
+                    .await
+                    .map_err(|e| classify(format!("reading {key}"), e))?;
+                if let Some(e) = entry.filter(|e| e.operation == kv::Operation::Put) {
+                    out.push(WorkerHeartbeat {
+                        worker: worker.to_string(),
+                        revision: e.revision,
+                    });
+                }
+            }
+            Ok(out)
+        }
+        async fn leave(&self, projection: &str, worker: &str) -> Result<()> {
+            let key = format!("worker.{projection}.{worker}");
+            self.kv
+                .delete(&key)
+                .await
+                .map_err(|e| classify(format!("deleting {key}"), e))?;
+            Ok(())
+        }
+        async fn lease(&self, projection: &str, partition: u32) -> Result<PartitionLease> {
+            let key = format!("lease.{projection}.{partition}");
+            let entry = self
+                .kv
+                .entry(&key)
+                .await
+                .map_err(|e| classify(format!("reading {key}"), e))?;
+            Ok(match entry {
+                None => PartitionLease {
+                    partition,
+                    owner: None,
+                    revision: 0,
+                },
+                Some(e) => PartitionLease {
+                    partition,
+                    owner: (e.operation == kv::Operation::Put && !e.value.is_empty())
+                        .then(|| String::from_utf8_lossy(&e.value).into_owned()),
+                    revision: e.revision,
+                },
+            })
+        }
+        async fn write_lease(
+            &self,
+            projection: &str,
+            partition: u32,
+            owner: Option<&str>,
+            expected: u64,
+        ) -> Result<Option<u64>> {
+            let key = format!("lease.{projection}.{partition}");
+            let value = bytes::Bytes::from(owner.unwrap_or_default().to_string());
+            // Revision 0 means "no message yet": the update is then a create.
+            match self.kv.update(&key, value, expected).await {
+                Ok(revision) => Ok(Some(revision)),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+                Err(e) => Err(classify(format!("writing {key}"), e)),
+            }
         }
     }
 }

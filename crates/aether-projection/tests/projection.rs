@@ -80,6 +80,7 @@ fn config() -> ProjectionConfig {
             .max_retries(2)
             .initial_backoff(Duration::from_millis(1)),
         on_failure: OnFailure::Park,
+        ..ProjectionConfig::default()
     }
 }
 
@@ -398,7 +399,7 @@ impl Handler<Moved> for Transactional {
         Ok(())
     }
 
-    async fn position(&self) -> Result<SinkPosition, BoxError> {
+    async fn position(&self, _projection: &str) -> Result<SinkPosition, BoxError> {
         Ok(SinkPosition::Kept(self.inner.lock().unwrap().1))
     }
 }

@@ -736,8 +736,12 @@ async fn tail_gives_up_when_the_server_is_gone() {
     );
 }
 
-/// A handler that refuses event type `Bad`, so that one event is parked.
-struct Picky;
+/// A handler that refuses event type `Bad` until fixed, so that one event is parked.
+#[derive(Default)]
+struct Picky {
+    fixed: std::sync::atomic::AtomicBool,
+    bad_applied: std::sync::atomic::AtomicU32,
+}
 
 #[async_trait::async_trait]
 impl aether_projection::Handler<Sample> for Picky {
@@ -745,8 +749,13 @@ impl aether_projection::Handler<Sample> for Picky {
         &self,
         e: &aether_projection::Projected<Sample>,
     ) -> Result<(), aether_core::BoxError> {
+        use std::sync::atomic::Ordering::SeqCst;
         match e.event {
-            Sample::Bad {} => Err("refused".into()),
+            Sample::Bad {} if !self.fixed.load(SeqCst) => Err("refused".into()),
+            Sample::Bad {} => {
+                self.bad_applied.fetch_add(1, SeqCst);
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -768,7 +777,7 @@ impl aether_actor::DomainEvent for Sample {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn projections_are_listed_with_position_lag_and_parked_events_and_can_be_reset() {
+async fn projections_are_listed_with_position_lag_and_parked_events_reset_and_replayed() {
     let server = NatsServer::start().unwrap();
     let url = server.url();
     let s = Arc::new(store(&url, "proj").await);
@@ -785,11 +794,12 @@ async fn projections_are_listed_with_position_lag_and_parked_events_and_can_be_r
         .await
         .unwrap(),
     );
+    let picky = Arc::new(Picky::default());
     let projection = aether_projection::Projection::new(
         "picky",
         s.clone(),
-        state,
-        Arc::new(Picky),
+        state.clone(),
+        picky.clone(),
         aether_actor::EventCodec::<Sample>::default(),
         aether_projection::ProjectionConfig {
             retry: aether_actor::RetryPolicy::none(),
@@ -842,4 +852,30 @@ async fn projections_are_listed_with_position_lag_and_parked_events_and_can_be_r
     ))
     .await;
     assert_one_line_error(&unknown, "no projection named");
+
+    // After a fix, the operator asks the running projection to replay its parked event.
+    picky.fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let projection = Arc::new(projection);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn({
+        let (projection, stop) = (projection.clone(), stop.clone());
+        async move { projection.run(stop).await }
+    });
+    let replay = run(args(
+        &[&["projections", "replay-parked", "picky"][..], &ns[..]].concat(),
+    ))
+    .await;
+    assert!(replay.status.success(), "{replay:?}");
+    assert!(stdout(&replay).contains("replay of 1 parked event"));
+    use aether_projection::ProjectionStore;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !state.parked("picky").await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "not replayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    // Once by the replay, and once more by the rebuild after the reset (which parked nothing:
+    // the handler was fixed by then).
+    assert!(picky.bad_applied.load(std::sync::atomic::Ordering::SeqCst) >= 1);
 }

@@ -1,0 +1,543 @@
+//! Partitioned projections: a projection split by actor shard into partitions, each handled
+//! by exactly one of a group of workers at a time.
+//!
+//! Workers coordinate through the [`ProjectionStore`] alone (no leader): each one sends a
+//! heartbeat every [`WorkerConfig::heartbeat`], reads the others' heartbeats and the partition
+//! leases, and computes the same assignment of partitions to the live workers
+//! ([`aether_cluster::rebalance`], a function of the live set only). A worker takes a
+//! partition assigned to it by compare-and-set on the partition's lease once the lease is free
+//! (its holder released it, having seen the new assignment) or expired (its revision has not
+//! changed for [`WorkerConfig::lease_timeout`], measured on the local monotonic clock with
+//! [`aether_cluster::LeaseTracker`]). It renews the leases it holds every heartbeat, and stops
+//! a partition as soon as a renewal is refused or none has succeeded for half the timeout, so
+//! it has stopped before anyone else can take the partition over.
+//!
+//! The decisions are [`Coordinator::plan`]'s, which does no I/O; [`ProjectionWorker::run`]
+//! carries them out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aether_actor::{DomainEvent, EventCodec};
+use aether_cluster::LeaseTracker;
+use aether_core::{Error, EventLog, Result};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::runner::validate_name;
+use crate::store::{PartitionLease, ProjectionStore, WorkerHeartbeat};
+use crate::{Handler, Projection, ProjectionConfig, ProjectionStatus};
+
+/// Settings of a worker of a partitioned projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Partitions of the projection: every worker of it must use the same number (the first
+    /// one to start stores it, and a worker configured otherwise refuses to start). More
+    /// partitions than workers lets the load spread; each partition reads the whole log and
+    /// keeps its own actors.
+    pub partitions: u32,
+    /// How often a worker sends its heartbeat, renews its leases and looks at the assignment.
+    pub heartbeat: Duration,
+    /// How long a worker's heartbeat or a partition's lease may stay unchanged before the
+    /// worker is taken for dead and the partition taken over. Handling one event must take
+    /// less than half of it (a worker that cannot renew stops its partitions after half).
+    pub lease_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            partitions: 16,
+            heartbeat: Duration::from_secs(1),
+            lease_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A partition changing hands at this worker, as reported to an observer
+/// ([`ProjectionWorker::with_observer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnershipChange {
+    /// The worker holds the partition's lease and has started handling it.
+    Acquired(u32),
+    /// The worker has stopped handling the partition (given up cleanly, or its lease lost);
+    /// reported before the lease is released, so no other worker can have it yet.
+    Released(u32),
+}
+
+/// Something told of every [`OwnershipChange`], synchronously.
+pub type OwnershipObserver = Arc<dyn Fn(OwnershipChange) + Send + Sync>;
+
+/// What a worker does next for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Take the partition: write this worker into its lease if it is still at `expected`,
+    /// then start handling it.
+    Claim {
+        /// The partition.
+        partition: u32,
+        /// The lease revision seen.
+        expected: u64,
+    },
+    /// Renew the lease this worker holds at `revision`.
+    Renew {
+        /// The partition.
+        partition: u32,
+        /// The revision of the lease as this worker last wrote it.
+        revision: u64,
+    },
+    /// Stop handling the partition (it is assigned elsewhere now), then free its lease.
+    Release {
+        /// The partition.
+        partition: u32,
+        /// The revision of the lease as this worker last wrote it.
+        revision: u64,
+    },
+}
+
+/// The decisions of one worker of a partitioned projection, without I/O: given the
+/// heartbeats, the leases and what this worker holds, what to claim, renew and release.
+#[derive(Debug)]
+pub struct Coordinator {
+    me: String,
+    partitions: u32,
+    timeout: Duration,
+    workers: HashMap<String, LeaseTracker>,
+    leases: HashMap<u32, LeaseTracker>,
+}
+
+impl Coordinator {
+    /// The coordinator of worker `me` for `partitions` partitions, taking a heartbeat or a
+    /// lease unchanged for `timeout` as dead.
+    pub fn new(me: impl Into<String>, partitions: u32, timeout: Duration) -> Self {
+        Self {
+            me: me.into(),
+            partitions: partitions.max(1),
+            timeout,
+            workers: HashMap::new(),
+            leases: HashMap::new(),
+        }
+    }
+
+    /// The live workers as of `now`, sorted: this one, and every other whose heartbeat
+    /// revision changed within the timeout (as seen by this worker).
+    pub fn live(&mut self, heartbeats: &[WorkerHeartbeat], now: Instant) -> Vec<String> {
+        let seen: BTreeSet<&str> = heartbeats.iter().map(|h| h.worker.as_str()).collect();
+        self.workers.retain(|w, _| seen.contains(w.as_str()));
+        let mut live = BTreeSet::from([self.me.clone()]);
+        for h in heartbeats {
+            let timeout = self.timeout;
+            let dead = self
+                .workers
+                .entry(h.worker.clone())
+                .or_insert_with(|| LeaseTracker::new(timeout))
+                .observe(h.revision, now);
+            if !dead {
+                live.insert(h.worker.clone());
+            }
+        }
+        live.into_iter().collect()
+    }
+
+    /// Which worker each partition goes to, over `live` workers: a balanced assignment that
+    /// depends on the live set alone, so every worker that sees the same set computes the
+    /// same.
+    pub fn assignment(&self, live: &[String]) -> Vec<Option<String>> {
+        let empty = vec![Vec::new(); self.partitions as usize];
+        aether_cluster::rebalance(&empty, live, 1)
+            .into_iter()
+            .map(|row| row.into_iter().next())
+            .collect()
+    }
+
+    /// What to do now, given the workers' heartbeats, the partitions' leases (any missing one
+    /// counts as never written) and the partitions this worker holds (with the revision of
+    /// the lease as it last wrote it).
+    pub fn plan(
+        &mut self,
+        now: Instant,
+        heartbeats: &[WorkerHeartbeat],
+        leases: &[PartitionLease],
+        held: &BTreeMap<u32, u64>,
+    ) -> Vec<Action> {
+        let live = self.live(heartbeats, now);
+        let assignment = self.assignment(&live);
+        let leases: HashMap<u32, &PartitionLease> =
+            leases.iter().map(|l| (l.partition, l)).collect();
+        let mut actions = Vec::new();
+        for partition in 0..self.partitions {
+            let mine = assignment
+                .get(partition as usize)
+                .and_then(Option::as_deref)
+                == Some(self.me.as_str());
+            let (owner, revision) = leases
+                .get(&partition)
+                .map_or((None, 0), |l| (l.owner.as_deref(), l.revision));
+            let timeout = self.timeout;
+            let expired = self
+                .leases
+                .entry(partition)
+                .or_insert_with(|| LeaseTracker::new(timeout))
+                .observe(revision, now);
+            if let Some(&held_revision) = held.get(&partition) {
+                actions.push(if mine {
+                    Action::Renew {
+                        partition,
+                        revision: held_revision,
+                    }
+                } else {
+                    Action::Release {
+                        partition,
+                        revision: held_revision,
+                    }
+                });
+                continue;
+            }
+            if !mine {
+                continue;
+            }
+            // Free, left by an earlier run of this very worker, or not renewed for the whole
+            // timeout: take it. Otherwise its holder gives it up once it sees the assignment.
+            let claimable = match owner {
+                None => true,
+                Some(o) => o == self.me || expired,
+            };
+            if claimable {
+                actions.push(Action::Claim {
+                    partition,
+                    expected: revision,
+                });
+            }
+        }
+        actions
+    }
+}
+
+/// A partition this worker handles.
+struct Held {
+    /// Its task, aborted if dropped (the worker's future dropped: a crash).
+    task: AbortOnDropHandle<Result<()>>,
+    stop: CancellationToken,
+    /// The lease's revision as this worker last wrote it.
+    revision: u64,
+    /// When the last successful renewal was sent.
+    renewed: Instant,
+}
+
+/// One worker of a partitioned projection: it handles the partitions assigned to it, each as
+/// a [`Projection`] of the actors in that shard, checkpointed as `<name>.p<partition>`.
+///
+/// Run several (in one process or many, sharing the [`ProjectionStore`]) with distinct worker
+/// ids: each partition is handled by one worker at a time, each actor's events in order;
+/// workers joining or leaving move partitions, which resume from their checkpoints. A worker
+/// that dies loses nothing: once its lease expires, its partitions resume elsewhere from
+/// their checkpoints (the events since then are handed over again: at least once).
+///
+/// The same type runs a **persistent subscription** (competing consumers for work such as
+/// e-mails and webhooks): many partitions, a [`ProjectionConfig::concurrency`] above 1 and
+/// [`Order::Any`](crate::Order::Any) or [`Order::PerActor`](crate::Order::PerActor); a failing
+/// event is retried under the policy, then parked.
+pub struct ProjectionWorker<E> {
+    name: String,
+    worker: String,
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn ProjectionStore>,
+    handler: Arc<dyn Handler<E>>,
+    codec: EventCodec<E>,
+    config: ProjectionConfig,
+    worker_config: WorkerConfig,
+    observer: Option<OwnershipObserver>,
+    owned: Mutex<BTreeMap<u32, Arc<Projection<E>>>>,
+}
+
+impl<E> std::fmt::Debug for ProjectionWorker<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionWorker")
+            .field("name", &self.name)
+            .field("worker", &self.worker)
+            .field("config", &self.config)
+            .field("worker_config", &self.worker_config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: DomainEvent> ProjectionWorker<E> {
+    /// Worker `worker` (unique among the running workers; letters, digits, `-` and `_`) of
+    /// the partitioned projection `name`. The other arguments are a [`Projection`]'s; the
+    /// handler is shared by the partitions this worker holds, which run at once.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a bad name or worker id, a page size or concurrency of 0,
+    /// no partitions, or a lease timeout not above twice the heartbeat.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: impl Into<String>,
+        worker: impl Into<String>,
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn ProjectionStore>,
+        handler: Arc<dyn Handler<E>>,
+        codec: EventCodec<E>,
+        config: ProjectionConfig,
+        worker_config: WorkerConfig,
+    ) -> Result<Self> {
+        let (name, worker) = (name.into(), worker.into());
+        validate_name("projection", &name)?;
+        validate_name("worker", &worker)?;
+        if config.page_size == 0 || config.concurrency == 0 {
+            return Err(Error::invalid(
+                "the page size and the concurrency must be at least 1",
+            ));
+        }
+        if worker_config.partitions == 0 {
+            return Err(Error::invalid("a partitioned projection needs partitions"));
+        }
+        if worker_config.lease_timeout <= worker_config.heartbeat * 2 {
+            return Err(Error::invalid(
+                "the lease timeout must be more than twice the heartbeat interval",
+            ));
+        }
+        Ok(Self {
+            name,
+            worker,
+            log,
+            store,
+            handler,
+            codec,
+            config,
+            worker_config,
+            observer: None,
+            owned: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Tells `observer` of every partition this worker takes or gives up.
+    #[must_use]
+    pub fn with_observer(mut self, observer: OwnershipObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The worker's id.
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    /// The partitions this worker handles now.
+    pub fn owned(&self) -> Vec<u32> {
+        self.lock_owned().keys().copied().collect()
+    }
+
+    /// The status of each partition this worker handles now (named `<name>.p<partition>`).
+    pub fn status(&self) -> Vec<ProjectionStatus> {
+        self.lock_owned().values().map(|p| p.status()).collect()
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops its partitions (each checkpoints what it
+    /// handled), frees their leases and leaves, so others take over at once. Store errors
+    /// are logged and retried at the next heartbeat. Dropping the future instead is a crash:
+    /// the partitions stop, their leases expire and others take over after the timeout.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the store holds another partition count for this
+    /// projection; a partition's error when it is configured to stop on a failing event
+    /// ([`OnFailure::Stop`](crate::OnFailure::Stop)).
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        let partitions = self
+            .store
+            .partition_count(&self.name, self.worker_config.partitions)
+            .await?;
+        if partitions != self.worker_config.partitions {
+            return Err(Error::invalid(format!(
+                "projection {} has {partitions} partitions, and worker {} is configured with {}",
+                self.name, self.worker, self.worker_config.partitions
+            )));
+        }
+        let mut core = Coordinator::new(
+            self.worker.clone(),
+            partitions,
+            self.worker_config.lease_timeout,
+        );
+        // Dropped with this future, which aborts the partitions' tasks.
+        let mut held: BTreeMap<u32, Held> = BTreeMap::new();
+        let outcome = loop {
+            if let Err(e) = self.tick(&mut core, &mut held).await {
+                tracing::warn!(projection = %self.name, worker = %self.worker, error = %e, "projection worker could not coordinate; retrying");
+            }
+            // A partition that ended on its own stopped on a failing event.
+            let ended = held
+                .iter()
+                .find(|(_, h)| h.task.is_finished())
+                .map(|(p, _)| *p);
+            if let Some(partition) = ended {
+                if let Some(Err(e)) = self.stop_partition(&mut held, partition).await {
+                    break Err(e);
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                () = tokio::time::sleep(self.worker_config.heartbeat) => {}
+            }
+        };
+        for partition in held.keys().copied().collect::<Vec<_>>() {
+            let revision = held.get(&partition).map(|h| h.revision);
+            self.stop_partition(&mut held, partition).await;
+            if let Some(revision) = revision {
+                if let Err(e) = self
+                    .store
+                    .write_lease(&self.name, partition, None, revision)
+                    .await
+                {
+                    tracing::warn!(projection = %self.name, partition, error = %e, "could not free a partition lease; it expires instead");
+                }
+            }
+        }
+        if let Err(e) = self.store.leave(&self.name, &self.worker).await {
+            tracing::warn!(projection = %self.name, worker = %self.worker, error = %e, "could not remove the worker's heartbeat; it expires instead");
+        }
+        outcome
+    }
+
+    /// One round: heartbeat, read, plan, act.
+    async fn tick(&self, core: &mut Coordinator, held: &mut BTreeMap<u32, Held>) -> Result<()> {
+        // Leases not renewed for half the timeout: stop before anyone may take them over.
+        let now = Instant::now();
+        let stale: Vec<u32> = held
+            .iter()
+            .filter(|(_, h)| now.duration_since(h.renewed) >= self.worker_config.lease_timeout / 2)
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in stale {
+            tracing::warn!(projection = %self.name, partition, "could not renew a partition lease in time; stopping the partition");
+            self.stop_partition(held, partition).await;
+        }
+
+        self.store.heartbeat(&self.name, &self.worker).await?;
+        let heartbeats = self.store.workers(&self.name).await?;
+        let mut leases = Vec::with_capacity(core.partitions as usize);
+        for partition in 0..core.partitions {
+            leases.push(self.store.lease(&self.name, partition).await?);
+        }
+        let revisions: BTreeMap<u32, u64> = held.iter().map(|(p, h)| (*p, h.revision)).collect();
+        for action in core.plan(Instant::now(), &heartbeats, &leases, &revisions) {
+            match action {
+                Action::Renew {
+                    partition,
+                    revision,
+                } => {
+                    let sent = Instant::now();
+                    match self
+                        .store
+                        .write_lease(&self.name, partition, Some(&self.worker), revision)
+                        .await?
+                    {
+                        Some(next) => {
+                            if let Some(h) = held.get_mut(&partition) {
+                                h.revision = next;
+                                h.renewed = sent;
+                            }
+                        }
+                        None => {
+                            tracing::warn!(projection = %self.name, partition, "partition lease taken over; stopping the partition");
+                            self.stop_partition(held, partition).await;
+                        }
+                    }
+                }
+                Action::Release {
+                    partition,
+                    revision,
+                } => {
+                    self.stop_partition(held, partition).await;
+                    self.store
+                        .write_lease(&self.name, partition, None, revision)
+                        .await?;
+                    tracing::info!(projection = %self.name, worker = %self.worker, partition, "gave a partition up");
+                }
+                Action::Claim {
+                    partition,
+                    expected,
+                } => {
+                    let sent = Instant::now();
+                    if let Some(revision) = self
+                        .store
+                        .write_lease(&self.name, partition, Some(&self.worker), expected)
+                        .await?
+                    {
+                        self.start_partition(held, partition, revision, sent)?;
+                        tracing::info!(projection = %self.name, worker = %self.worker, partition, "took a partition");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_partition(
+        &self,
+        held: &mut BTreeMap<u32, Held>,
+        partition: u32,
+        revision: u64,
+        renewed: Instant,
+    ) -> Result<()> {
+        let projection = Arc::new(Projection::partition(
+            self.name.clone(),
+            partition,
+            self.worker_config.partitions,
+            self.log.clone(),
+            self.store.clone(),
+            self.handler.clone(),
+            self.codec.clone(),
+            self.config,
+        )?);
+        let stop = CancellationToken::new();
+        let task = {
+            let (projection, stop) = (projection.clone(), stop.clone());
+            AbortOnDropHandle::new(tokio::spawn(async move { projection.run(stop).await }))
+        };
+        self.lock_owned().insert(partition, projection);
+        held.insert(
+            partition,
+            Held {
+                task,
+                stop,
+                revision,
+                renewed,
+            },
+        );
+        if let Some(observer) = &self.observer {
+            observer(OwnershipChange::Acquired(partition));
+        }
+        Ok(())
+    }
+
+    /// Stops a partition and waits until it has (it checkpoints what it handled); returns
+    /// how its run ended (`None`: it was not running, or its task panicked).
+    async fn stop_partition(
+        &self,
+        held: &mut BTreeMap<u32, Held>,
+        partition: u32,
+    ) -> Option<Result<()>> {
+        let h = held.remove(&partition)?;
+        h.stop.cancel();
+        let outcome = match h.task.await {
+            Ok(outcome) => Some(outcome),
+            Err(e) => {
+                tracing::error!(projection = %self.name, partition, error = %e, "a partition's task panicked");
+                None
+            }
+        };
+        self.lock_owned().remove(&partition);
+        if let Some(observer) = &self.observer {
+            observer(OwnershipChange::Released(partition));
+        }
+        outcome
+    }
+
+    fn lock_owned(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Arc<Projection<E>>>> {
+        self.owned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests;
