@@ -1,6 +1,8 @@
 //! Projections: a projection reading a 10 000-event stream (100 actors) into a sink that does
-//! nothing, next to a raw ordered consumer over the same subjects (its floor), and into a sink
-//! that keeps balances in a map (a small real read model).
+//! nothing, next to a raw ordered consumer over the same subjects (its floor), into a sink
+//! that keeps balances in a map (a small real read model), and into the SQLite read model of
+//! the examples (`SqlBalances`: a file, one transaction per event with its position, exactly
+//! once).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -9,6 +11,8 @@ use std::time::Instant;
 
 use aether_actor::{DomainEvent, EventCodec};
 use aether_core::{BoxError, Event, EventStore};
+use aether_examples::bank::BankEvent;
+use aether_examples::read_model::SqlBalances;
 use aether_projection::{
     Handler, InMemoryProjectionStore, Projected, Projection, ProjectionConfig,
 };
@@ -112,6 +116,38 @@ fn projections(c: &mut Criterion) {
     });
     g.bench_function("map_sink", |b| {
         b.to_async(&rt).iter(|| run(Arc::new(Balances::default())))
+    });
+    g.bench_function("sqlite_sink", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let store = store.clone();
+            async move {
+                let mut total = std::time::Duration::ZERO;
+                for _ in 0..iters {
+                    // A fresh database each time, created outside the measurement.
+                    let dir = tempfile::tempdir().expect("temp dir");
+                    let sink = Arc::new(
+                        SqlBalances::open(&dir.path().join("balances.db")).expect("sqlite"),
+                    );
+                    let p = Projection::new(
+                        "bench",
+                        store.clone(),
+                        Arc::new(InMemoryProjectionStore::new()),
+                        sink,
+                        EventCodec::<BankEvent>::default(),
+                        ProjectionConfig {
+                            page_size: 1000,
+                            ..ProjectionConfig::default()
+                        },
+                    )
+                    .expect("projection");
+                    let start = Instant::now();
+                    let n = p.catch_up().await.expect("catch up");
+                    total += start.elapsed();
+                    assert_eq!(n, EVENTS);
+                }
+                total
+            }
+        })
     });
     g.bench_function("raw_ordered_consumer", |b| {
         b.to_async(&rt).iter_custom(|iters| {

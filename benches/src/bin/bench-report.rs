@@ -229,6 +229,18 @@ const ROWS: &[Row] = &[
         PROJ,
     ),
     row(
+        "projection of 10 000 events into SQLite (a file; one transaction per event with its position)",
+        "projection_10k",
+        "sqlite_sink",
+        Some((
+            "raw ordered consumer over the same subjects",
+            "raw_ordered_consumer",
+        )),
+        Target::Report,
+        "reported",
+        PROJ,
+    ),
+    row(
         "transaction over two actors (one atomic batch)",
         "js_transaction_2_actors",
         "aether",
