@@ -239,6 +239,69 @@ struct Held {
 /// e-mails and webhooks): many partitions, a [`ProjectionConfig::concurrency`] above 1 and
 /// [`Order::Any`](crate::Order::Any) or [`Order::PerActor`](crate::Order::PerActor); a failing
 /// event is retried under the policy, then parked.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use aether_actor::{DomainEvent, EventCodec};
+/// use aether_core::{BoxError, Event, EventStore};
+/// use aether_projection::{
+///     Handler, InMemoryProjectionStore, Projected, ProjectionConfig, ProjectionWorker,
+///     WorkerConfig,
+/// };
+/// use aether_store::InMemoryEventStore;
+/// use tokio_util::sync::CancellationToken;
+///
+/// #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// enum Signed { Up {} }
+/// impl DomainEvent for Signed {
+///     fn event_type(&self) -> &'static str { "Up" }
+/// }
+///
+/// #[derive(Default)]
+/// struct Count(AtomicU64);
+/// #[async_trait::async_trait]
+/// impl Handler<Signed> for Count {
+///     async fn handle(&self, _: &Projected<Signed>) -> Result<(), BoxError> {
+///         self.0.fetch_add(1, Ordering::SeqCst);
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main]
+/// # async fn main() -> aether_core::Result<()> {
+/// let store = Arc::new(InMemoryEventStore::new());
+/// for user in 0..10 {
+///     store.save_event(&Event::new("Up", format!("user-{user}"), 1)).await?;
+/// }
+/// let state = Arc::new(InMemoryProjectionStore::new());
+/// let count = Arc::new(Count::default());
+/// let worker = Arc::new(ProjectionWorker::new(
+///     "signups",
+///     "worker-1",
+///     store,
+///     state,
+///     count.clone(),
+///     EventCodec::<Signed>::default(),
+///     ProjectionConfig::default(),
+///     WorkerConfig { partitions: 4, heartbeat: Duration::from_millis(50), ..WorkerConfig::default() },
+/// )?);
+/// let shutdown = CancellationToken::new();
+/// let running = tokio::spawn({
+///     let (worker, shutdown) = (worker.clone(), shutdown.clone());
+///     async move { worker.run(shutdown).await }
+/// });
+/// while count.0.load(Ordering::SeqCst) < 10 {
+///     tokio::time::sleep(Duration::from_millis(10)).await;
+/// }
+/// assert_eq!(worker.owned(), vec![0, 1, 2, 3]); // alone, it holds every partition
+/// shutdown.cancel();
+/// running.await.expect("worker task")?;
+/// assert!(worker.owned().is_empty()); // given up cleanly
+/// # Ok(())
+/// # }
+/// ```
 pub struct ProjectionWorker<E> {
     name: String,
     worker: String,
