@@ -21,9 +21,14 @@ use crate::bank::BankEvent;
 
 /// Account balances in a SQLite database, with the projection's position in the same
 /// database.
+///
+/// Each account row also records the version of the last event applied to it, so a
+/// redelivered event is ignored: with [`at_least_once`](Self::at_least_once) the sink keeps no
+/// position and relies on that alone (the projection's store keeps the checkpoint).
 #[derive(Debug)]
 pub struct SqlBalances {
     db: Mutex<Connection>,
+    keep_position: bool,
 }
 
 impl SqlBalances {
@@ -51,12 +56,21 @@ impl SqlBalances {
         Self::with(Connection::open_in_memory()?)
     }
 
+    /// The same read model without its own position: the projection's store keeps the
+    /// checkpoint, delivery is at least once, and redeliveries are ignored by version.
+    #[must_use]
+    pub fn at_least_once(mut self) -> Self {
+        self.keep_position = false;
+        self
+    }
+
     fn with(db: Connection) -> rusqlite::Result<Self> {
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS accounts (
                  account TEXT PRIMARY KEY,
                  owner TEXT NOT NULL DEFAULT '',
-                 balance INTEGER NOT NULL DEFAULT 0
+                 balance INTEGER NOT NULL DEFAULT 0,
+                 version INTEGER NOT NULL DEFAULT 0
              );
              CREATE TABLE IF NOT EXISTS checkpoint (
                  projection TEXT PRIMARY KEY,
@@ -64,7 +78,10 @@ impl SqlBalances {
                  idx INTEGER NOT NULL
              );",
         )?;
-        Ok(Self { db: Mutex::new(db) })
+        Ok(Self {
+            db: Mutex::new(db),
+            keep_position: true,
+        })
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -112,12 +129,24 @@ impl Handler<BankEvent> for SqlBalances {
     async fn handle(&self, e: &Projected<BankEvent>) -> Result<(), BoxError> {
         let mut db = self.db();
         let tx = db.transaction()?;
+        let version = i64::try_from(e.version)?;
+        let applied: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM accounts WHERE account = ?1",
+                params![e.actor_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        // An event at or below the account's version was applied already: a redelivery.
+        let fresh = applied.is_none_or(|v| v < version);
         match &e.event {
+            _ if !fresh => {}
             BankEvent::AccountOpened { owner } => {
                 tx.execute(
-                    "INSERT INTO accounts (account, owner) VALUES (?1, ?2)
-                     ON CONFLICT(account) DO UPDATE SET owner = excluded.owner",
-                    params![e.actor_id, owner],
+                    "INSERT INTO accounts (account, owner, version) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(account) DO UPDATE SET owner = excluded.owner,
+                         version = excluded.version",
+                    params![e.actor_id, owner, version],
                 )?;
             }
             BankEvent::Deposited { amount } | BankEvent::Withdrawn { amount } => {
@@ -128,11 +157,16 @@ impl Handler<BankEvent> for SqlBalances {
                     _ => *amount,
                 };
                 tx.execute(
-                    "INSERT INTO accounts (account, balance) VALUES (?1, ?2)
-                     ON CONFLICT(account) DO UPDATE SET balance = balance + excluded.balance",
-                    params![e.actor_id, delta],
+                    "INSERT INTO accounts (account, balance, version) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(account) DO UPDATE SET balance = balance + excluded.balance,
+                         version = excluded.version",
+                    params![e.actor_id, delta, version],
                 )?;
             }
+        }
+        if !self.keep_position {
+            tx.commit()?;
+            return Ok(());
         }
         // The position goes in the same transaction: both are stored, or neither.
         tx.execute(
@@ -149,6 +183,9 @@ impl Handler<BankEvent> for SqlBalances {
     }
 
     async fn position(&self, projection: &str) -> Result<SinkPosition, BoxError> {
+        if !self.keep_position {
+            return Ok(SinkPosition::NotKept);
+        }
         Ok(SinkPosition::Kept(self.checkpoint(projection)?))
     }
 }
@@ -245,5 +282,35 @@ mod tests {
         assert_eq!(p.catch_up().await.unwrap(), 1);
         assert!(sink.balances().unwrap().is_empty());
         assert_eq!(p.parked().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn at_least_once_it_keeps_no_position_and_ignores_a_redelivery_by_version() {
+        let sink = SqlBalances::in_memory().unwrap().at_least_once();
+        assert_eq!(
+            sink.position("balances").await.unwrap(),
+            SinkPosition::NotKept
+        );
+        let deposit = |version: u64, amount: i64| Projected {
+            projection: "balances".into(),
+            position: LogPosition::new(version, 0),
+            actor_id: "acc".to_string(),
+            version,
+            event_id: format!("e{version}"),
+            timestamp: chrono::Utc::now(),
+            metadata: Default::default(),
+            event: BankEvent::Deposited { amount },
+        };
+        sink.handle(&deposit(1, 10)).await.unwrap();
+        sink.handle(&deposit(2, 5)).await.unwrap();
+        // Handed over again after a crash: ignored.
+        sink.handle(&deposit(1, 10)).await.unwrap();
+        sink.handle(&deposit(2, 5)).await.unwrap();
+        sink.handle(&deposit(3, 1)).await.unwrap();
+        assert_eq!(
+            sink.balances().unwrap(),
+            vec![("acc".to_string(), String::new(), 16)]
+        );
+        assert_eq!(sink.checkpoint("balances").unwrap(), None);
     }
 }

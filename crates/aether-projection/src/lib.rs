@@ -75,6 +75,9 @@ mod runner;
 mod store;
 mod worker;
 
+/// Where a [`NatsProjectionStore`]'s bucket keeps its data (re-exported from `aether-nats`).
+#[cfg(feature = "nats")]
+pub use aether_nats::StorageKind;
 pub use runner::{
     Handler, OnFailure, Order, Park, Projected, Projection, ProjectionConfig, ProjectionStatus,
     SinkPosition,
