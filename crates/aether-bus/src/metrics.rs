@@ -1,4 +1,12 @@
 //! Bus counters: what was published, delivered and dropped, per namespace.
+//!
+//! They are also exported through the `metrics` facade, for the exporter the application
+//! installs (install it before creating the bus: each namespace's handles are taken once):
+//! `aether_bus_published_total{namespace}`, `aether_bus_delivered_total{namespace}`,
+//! `aether_bus_dropped_total{namespace}` (deliveries lost to a full subscriber buffer or the
+//! transport: the lag subscribers are told of), `aether_bus_transport_errors_total` and the
+//! gauge `aether_bus_subscriptions`. Permission violations are the connection's:
+//! `aether_nats_permission_violations_total`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,9 +58,56 @@ pub(crate) struct NamespaceCounters {
     published: AtomicU64,
     delivered: AtomicU64,
     dropped: AtomicU64,
+    exported: Exported,
+}
+
+/// The namespace's handles in the `metrics` facade (no-ops for the bus-wide totals, which an
+/// exporter sums itself).
+#[derive(Debug)]
+struct Exported {
+    published: metrics::Counter,
+    delivered: metrics::Counter,
+    dropped: metrics::Counter,
+}
+
+impl Default for Exported {
+    fn default() -> Self {
+        Self {
+            published: metrics::Counter::noop(),
+            delivered: metrics::Counter::noop(),
+            dropped: metrics::Counter::noop(),
+        }
+    }
 }
 
 impl NamespaceCounters {
+    fn exported(namespace: &str) -> Self {
+        let ns = namespace.to_string();
+        Self {
+            exported: Exported {
+                published: metrics::counter!("aether_bus_published_total", "namespace" => ns.clone()),
+                delivered: metrics::counter!("aether_bus_delivered_total", "namespace" => ns.clone()),
+                dropped: metrics::counter!("aether_bus_dropped_total", "namespace" => ns),
+            },
+            ..Self::default()
+        }
+    }
+
+    fn add_published(&self) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+        self.exported.published.increment(1);
+    }
+
+    fn add_delivered(&self, n: u64) {
+        self.delivered.fetch_add(n, Ordering::Relaxed);
+        self.exported.delivered.increment(n);
+    }
+
+    fn add_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        self.exported.dropped.increment(n);
+    }
+
     fn load(&self) -> NamespaceMetrics {
         NamespaceMetrics {
             published: self.published.load(Ordering::Relaxed),
@@ -84,7 +139,7 @@ impl BusMetrics {
         }
         self.namespaces
             .entry(namespace.to_string())
-            .or_default()
+            .or_insert_with(|| Arc::new(NamespaceCounters::exported(namespace)))
             .clone()
     }
 
@@ -92,10 +147,8 @@ impl BusMetrics {
     // Used by the NATS bus only.
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn record_published(&self, namespace: &str) {
-        self.total.published.fetch_add(1, Ordering::Relaxed);
-        self.counters(namespace)
-            .published
-            .fetch_add(1, Ordering::Relaxed);
+        self.total.add_published();
+        self.counters(namespace).add_published();
     }
 
     /// Counts `n` deliveries of events of `namespace`.
@@ -105,10 +158,8 @@ impl BusMetrics {
         if n == 0 {
             return;
         }
-        self.total.delivered.fetch_add(n, Ordering::Relaxed);
-        self.counters(namespace)
-            .delivered
-            .fetch_add(n, Ordering::Relaxed);
+        self.total.add_delivered(n);
+        self.counters(namespace).add_delivered(n);
     }
 
     /// Counts `n` dropped deliveries of events of `namespace`.
@@ -118,27 +169,25 @@ impl BusMetrics {
         if n == 0 {
             return;
         }
-        self.total.dropped.fetch_add(n, Ordering::Relaxed);
-        self.counters(namespace)
-            .dropped
-            .fetch_add(n, Ordering::Relaxed);
+        self.total.add_dropped(n);
+        self.counters(namespace).add_dropped(n);
     }
 
     /// Counts one publish on an already looked-up namespace.
     pub(crate) fn add_published(&self, counters: &NamespaceCounters) {
-        self.total.published.fetch_add(1, Ordering::Relaxed);
-        counters.published.fetch_add(1, Ordering::Relaxed);
+        self.total.add_published();
+        counters.add_published();
     }
 
     /// Counts deliveries and drops on an already looked-up namespace.
     pub(crate) fn add_dispatch(&self, counters: &NamespaceCounters, delivered: u64, dropped: u64) {
         if delivered > 0 {
-            self.total.delivered.fetch_add(delivered, Ordering::Relaxed);
-            counters.delivered.fetch_add(delivered, Ordering::Relaxed);
+            self.total.add_delivered(delivered);
+            counters.add_delivered(delivered);
         }
         if dropped > 0 {
-            self.total.dropped.fetch_add(dropped, Ordering::Relaxed);
-            counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+            self.total.add_dropped(dropped);
+            counters.add_dropped(dropped);
         }
     }
 
@@ -147,19 +196,25 @@ impl BusMetrics {
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn record_transport_error(&self) {
         self.transport_errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("aether_bus_transport_errors_total").increment(1);
     }
 
     /// Counts a new subscription.
     pub(crate) fn subscription_opened(&self) {
         self.active_subscriptions.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("aether_bus_subscriptions").increment(1.0);
     }
 
     /// Counts a closed subscription.
     pub(crate) fn subscription_closed(&self) {
         // Saturating: a close is only counted once per open, but never wrap if misused.
-        let _ = self
+        if self
             .active_subscriptions
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1))
+            .is_ok()
+        {
+            metrics::gauge!("aether_bus_subscriptions").decrement(1.0);
+        }
     }
 
     /// A copy of every counter.

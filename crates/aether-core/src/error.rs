@@ -223,6 +223,25 @@ impl Error {
             Self::VersionConflict(_) | Self::TransactionConflict(_) | Self::Unavailable { .. }
         )
     }
+
+    /// A short, stable name of the error's kind (`version_conflict`, `unavailable`, ...): the
+    /// `kind` label of error metrics, and a key for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::VersionConflict(_) => "version_conflict",
+            Self::TransactionConflict(_) => "transaction_conflict",
+            Self::Unsupported { .. } => "unsupported",
+            Self::InvalidInput(_) => "invalid_input",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::Encoding(_) => "encoding",
+            Self::Decoding(_) => "decoding",
+            Self::Unavailable { .. } => "unavailable",
+            Self::PermissionDenied { .. } => "permission_denied",
+            Self::NotFound(_) => "not_found",
+            Self::Closed(_) => "closed",
+            Self::Backend { .. } => "backend",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -72,6 +72,7 @@ impl ConnectionMonitor {
             async_nats::Event::SlowConsumer(sid) => {
                 c.slow_consumers.fetch_add(1, Ordering::Relaxed);
                 c.transport_errors.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("aether_nats_slow_consumers_total").increment(1);
                 tracing::warn!(
                     sid,
                     "NATS reports a slow consumer: the client dropped messages of a subscription"
@@ -81,7 +82,9 @@ impl ConnectionMonitor {
                 // Counted before a violation is recorded: recording wakes whoever waits for
                 // the refusal, and they may look at the counts next.
                 c.errors.fetch_add(1, Ordering::Relaxed);
-                if !self.permissions.observe(event) {
+                if self.permissions.observe(event) {
+                    metrics::counter!("aether_nats_permission_violations_total").increment(1);
+                } else {
                     c.transport_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "NATS server error");
                 }
@@ -93,6 +96,7 @@ impl ConnectionMonitor {
             }
             async_nats::Event::Disconnected => {
                 c.disconnects.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("aether_nats_disconnects_total").increment(1);
                 tracing::info!("NATS connection lost; the client reconnects and resubscribes");
             }
             async_nats::Event::Connected => {

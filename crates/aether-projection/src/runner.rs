@@ -488,6 +488,7 @@ impl<E: DomainEvent> Projection<E> {
             status.head = head;
             status.lag = lag(from, head);
             status.lag_time = Duration::ZERO;
+            export(&status);
             return Ok(0);
         };
         let mut newest: Option<DateTime<Utc>> = None;
@@ -526,6 +527,7 @@ impl<E: DomainEvent> Projection<E> {
             (true, 0, _) | (_, _, None) => Duration::ZERO,
             (_, _, Some(t)) => (Utc::now() - t).to_std().unwrap_or_default(),
         };
+        export(&status);
         Ok(page.len() as u64)
     }
 
@@ -605,6 +607,8 @@ impl<E: DomainEvent> Projection<E> {
                 match outcome {
                     Ok(()) => {
                         self.lock_status().handled += 1;
+                        metrics::counter!("aether_projection_handled_total", "projection" => self.id.to_string())
+                            .increment(1);
                         return Ok(());
                     }
                     Err(e) => (e.to_string(), attempts),
@@ -640,6 +644,8 @@ impl<E: DomainEvent> Projection<E> {
                     .await
                     .map_err(StepError::Read)?;
                 self.lock_status().parked += 1;
+                metrics::counter!("aether_projection_parked_total", "projection" => self.id.to_string())
+                    .increment(1);
                 Ok(())
             }
         }
@@ -681,4 +687,18 @@ pub(crate) fn validate_name(what: &str, name: &str) -> Result<()> {
             "{what} name {name:?} must be 1 to 64 letters, digits, '-' or '_'"
         )))
     }
+}
+
+/// Hands a projection's position and lag to the metrics exporter:
+/// `aether_projection_position{projection}` (the checkpoint's stream sequence),
+/// `aether_projection_lag{projection}` (stored messages behind) and
+/// `aether_projection_lag_seconds{projection}`.
+fn export(status: &ProjectionStatus) {
+    let name = status.name.clone();
+    let position = status.position.map_or(0, |p| p.sequence);
+    metrics::gauge!("aether_projection_position", "projection" => name.clone())
+        .set(position as f64);
+    metrics::gauge!("aether_projection_lag", "projection" => name.clone()).set(status.lag as f64);
+    metrics::gauge!("aether_projection_lag_seconds", "projection" => name)
+        .set(status.lag_time.as_secs_f64());
 }

@@ -38,6 +38,7 @@
 //! ```
 
 mod memory;
+mod metrics;
 mod notify;
 
 pub use memory::InMemoryEventStore;

@@ -1,6 +1,7 @@
 //! The embedded, thread-safe in-memory store.
 
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Instant;
 
 use aether_core::{
     validate_batch, Error, Event, EventLog, EventStore, EventStoreWithErrors, LogPosition,
@@ -128,9 +129,9 @@ impl InMemoryEventStore {
     }
 }
 
-#[async_trait]
-impl EventStore for InMemoryEventStore {
-    async fn save_event(&self, event: &Event) -> Result<()> {
+/// The operations, without their metrics (the trait's methods record them).
+impl InMemoryEventStore {
+    fn save_event_now(&self, event: &Event) -> Result<()> {
         event.validate()?;
         let stored = Stored::from_event(event)?;
         let _shared = self.shared();
@@ -148,7 +149,7 @@ impl EventStore for InMemoryEventStore {
         })
     }
 
-    async fn save_events(&self, actor_id: &str, events: &[Event]) -> Result<()> {
+    fn save_events_now(&self, actor_id: &str, events: &[Event]) -> Result<()> {
         validate_batch(actor_id, events)?;
         let Some(first) = events.first() else {
             return Ok(());
@@ -168,7 +169,7 @@ impl EventStore for InMemoryEventStore {
         })
     }
 
-    async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
+    fn get_events_now(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
         let _shared = self.shared();
         Ok(match self.actors.get(actor_id) {
             Some(log) => {
@@ -182,7 +183,7 @@ impl EventStore for InMemoryEventStore {
         })
     }
 
-    async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
+    fn get_latest_version_now(&self, actor_id: &str) -> Result<u64> {
         let _shared = self.shared();
         Ok(self
             .actors
@@ -190,7 +191,7 @@ impl EventStore for InMemoryEventStore {
             .map_or(0, |log| Self::latest(&log)))
     }
 
-    async fn commit(&self, transaction: &Transaction) -> Result<()> {
+    fn commit_now(&self, transaction: &Transaction) -> Result<()> {
         transaction.validate()?;
         let appends = transaction
             .appends()
@@ -227,6 +228,46 @@ impl EventStore for InMemoryEventStore {
             self.with_log(&a.actor_id, |log| log.extend(stored));
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryEventStore {
+    async fn save_event(&self, event: &Event) -> Result<()> {
+        let started = Instant::now();
+        let result = self.save_event_now(event);
+        crate::metrics::record("memory", "save_event", started, &result);
+        crate::metrics::saved("memory", 1, &result);
+        result
+    }
+
+    async fn save_events(&self, actor_id: &str, events: &[Event]) -> Result<()> {
+        let started = Instant::now();
+        let result = self.save_events_now(actor_id, events);
+        crate::metrics::record("memory", "save_events", started, &result);
+        crate::metrics::saved("memory", events.len(), &result);
+        result
+    }
+
+    async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
+        let started = Instant::now();
+        let result = self.get_events_now(actor_id, from_version);
+        crate::metrics::record("memory", "get_events", started, &result);
+        result
+    }
+
+    async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
+        // Not timed: a map lookup, on the hot path of every command.
+        self.get_latest_version_now(actor_id)
+    }
+
+    async fn commit(&self, transaction: &Transaction) -> Result<()> {
+        let started = Instant::now();
+        let result = self.commit_now(transaction);
+        crate::metrics::record("memory", "commit", started, &result);
+        let events = transaction.appends().iter().map(|a| a.events.len()).sum();
+        crate::metrics::saved("memory", events, &result);
+        result
     }
 }
 

@@ -110,6 +110,9 @@ impl<A: Actor> Shared<A> {
         if let (true, Some(mut lru)) = (removed, lru) {
             lru.remove(actor_id);
         }
+        if removed {
+            self.counters.active.decrement(1.0);
+        }
     }
 
     pub(crate) fn passivated(&self, actor_id: &str) {
@@ -218,7 +221,7 @@ impl<A: Actor> ActorHost<A> {
                 fence: RwLock::new(Arc::new(|_: &str| true)),
                 on_passivate: RwLock::new(None),
                 generation: AtomicU64::new(0),
-                counters: Counters::default(),
+                counters: Counters::new(A::TYPE),
             }),
         }
     }
@@ -331,6 +334,7 @@ impl<A: Actor> ActorHost<A> {
         let stop = Arc::new(Notify::new());
         let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed);
         bump(&self.shared.counters.activations);
+        self.shared.counters.active.increment(1.0);
         tokio::spawn(run_actor(
             Arc::clone(&self.shared),
             actor_id.to_string(),

@@ -1,4 +1,10 @@
 //! Counters of one actor host.
+//!
+//! Each is also exported through the `metrics` facade as `aether_actor_<name>_total` with an
+//! `actor_type` label (`aether_actor_activations_total{actor_type="account"}`,
+//! `aether_actor_passivated_idle_total`, `aether_actor_commands_total`, ...), and the gauge
+//! `aether_actor_active{actor_type}`, for the exporter the application installs before it
+//! creates its hosts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -35,30 +41,69 @@ pub struct HostStats {
     pub decode_errors: u64,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) activations: AtomicU64,
-    pub(crate) passivated_idle: AtomicU64,
-    pub(crate) passivated_evicted: AtomicU64,
-    pub(crate) passivated_requested: AtomicU64,
-    pub(crate) commands: AtomicU64,
-    pub(crate) rejections: AtomicU64,
-    pub(crate) stale_rejections: AtomicU64,
-    pub(crate) conflicts: AtomicU64,
-    pub(crate) conflicts_exhausted: AtomicU64,
-    pub(crate) deduplicated: AtomicU64,
-    pub(crate) snapshots_saved: AtomicU64,
-    pub(crate) snapshots_ignored: AtomicU64,
-    pub(crate) decode_errors: AtomicU64,
+/// One counter, kept here and handed to the metrics exporter.
+#[derive(Debug)]
+pub(crate) struct Count {
+    value: AtomicU64,
+    exported: metrics::Counter,
 }
 
-pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+impl Count {
+    fn new(name: &'static str, actor_type: &'static str) -> Self {
+        Self {
+            value: AtomicU64::new(0),
+            exported: metrics::counter!(name, "actor_type" => actor_type),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Counters {
+    pub(crate) activations: Count,
+    pub(crate) passivated_idle: Count,
+    pub(crate) passivated_evicted: Count,
+    pub(crate) passivated_requested: Count,
+    pub(crate) commands: Count,
+    pub(crate) rejections: Count,
+    pub(crate) stale_rejections: Count,
+    pub(crate) conflicts: Count,
+    pub(crate) conflicts_exhausted: Count,
+    pub(crate) deduplicated: Count,
+    pub(crate) snapshots_saved: Count,
+    pub(crate) snapshots_ignored: Count,
+    pub(crate) decode_errors: Count,
+    /// Actors active now, for the exporter.
+    pub(crate) active: metrics::Gauge,
+}
+
+pub(crate) fn bump(counter: &Count) {
+    counter.value.fetch_add(1, Ordering::Relaxed);
+    counter.exported.increment(1);
 }
 
 impl Counters {
+    pub(crate) fn new(actor_type: &'static str) -> Self {
+        let c = |name| Count::new(name, actor_type);
+        Self {
+            activations: c("aether_actor_activations_total"),
+            passivated_idle: c("aether_actor_passivated_idle_total"),
+            passivated_evicted: c("aether_actor_passivated_evicted_total"),
+            passivated_requested: c("aether_actor_passivated_requested_total"),
+            commands: c("aether_actor_commands_total"),
+            rejections: c("aether_actor_rejections_total"),
+            stale_rejections: c("aether_actor_stale_rejections_total"),
+            conflicts: c("aether_actor_conflicts_total"),
+            conflicts_exhausted: c("aether_actor_conflicts_exhausted_total"),
+            deduplicated: c("aether_actor_deduplicated_total"),
+            snapshots_saved: c("aether_actor_snapshots_saved_total"),
+            snapshots_ignored: c("aether_actor_snapshots_ignored_total"),
+            decode_errors: c("aether_actor_decode_errors_total"),
+            active: metrics::gauge!("aether_actor_active", "actor_type" => actor_type),
+        }
+    }
+
     pub(crate) fn read(&self, active: usize) -> HostStats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let get = |c: &Count| c.value.load(Ordering::Relaxed);
         HostStats {
             active,
             activations: get(&self.activations),

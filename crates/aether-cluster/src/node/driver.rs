@@ -26,6 +26,9 @@ impl Inner {
     }
 
     pub(super) async fn carry_out(&self, actions: Vec<Action>) {
+        if actions.is_empty() {
+            return;
+        }
         let mut queue: VecDeque<Action> = actions.into();
         while let Some(action) = queue.pop_front() {
             if let Some(input) = self.execute(action).await {
@@ -33,6 +36,27 @@ impl Inner {
                 queue.extend(more);
             }
         }
+        self.export_gauges();
+    }
+
+    /// This node's view, for the metrics exporter: `aether_cluster_members`,
+    /// `aether_cluster_leader` (1 on the leader), `aether_cluster_shards_owned` (primaries
+    /// here) and `aether_cluster_assignment_epoch`, labelled by cluster and node.
+    fn export_gauges(&self) {
+        let (members, leader) = {
+            let core = self.core();
+            (core.alive().len(), core.term().is_some())
+        };
+        let view = self.view();
+        let labels = [
+            ("cluster", self.config.cluster_name.clone()),
+            ("node", self.node_id.clone()),
+        ];
+        metrics::gauge!("aether_cluster_members", &labels).set(members as f64);
+        metrics::gauge!("aether_cluster_leader", &labels).set(if leader { 1.0 } else { 0.0 });
+        metrics::gauge!("aether_cluster_shards_owned", &labels)
+            .set(view.primaries_of(&self.node_id).len() as f64);
+        metrics::gauge!("aether_cluster_assignment_epoch", &labels).set(view.epoch as f64);
     }
 
     /// Carries out one action; returns what came of it, for the core.

@@ -21,11 +21,29 @@ enum Attempt<A: Actor> {
 }
 
 impl Inner {
+    /// Routes a command (see `ClusterNode::send_envelope`), recording its latency and outcome
+    /// for the metrics exporter: `aether_cluster_send_seconds{actor_type, outcome}`, `outcome`
+    /// one of `ok`, `rejected`, `conflict`, `decode` or the error's kind.
     pub(super) async fn send<A: Actor>(
         &self,
         actor_id: &str,
         envelope: Envelope<A::Command>,
     ) -> Outcome<A> {
+        let started = Instant::now();
+        let outcome = self.route::<A>(actor_id, envelope).await;
+        let label = match &outcome {
+            Ok(_) => "ok",
+            Err(CommandError::Rejected(_)) => "rejected",
+            Err(CommandError::Conflict { .. }) => "conflict",
+            Err(CommandError::Decode(_)) => "decode",
+            Err(CommandError::Infrastructure(e)) => e.kind(),
+        };
+        metrics::histogram!("aether_cluster_send_seconds", "actor_type" => A::TYPE, "outcome" => label)
+            .record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn route<A: Actor>(&self, actor_id: &str, envelope: Envelope<A::Command>) -> Outcome<A> {
         if actor_id.is_empty() {
             return Err(Error::invalid("actor id must not be empty").into());
         }

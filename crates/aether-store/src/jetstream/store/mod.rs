@@ -379,6 +379,7 @@ impl JetStreamEventStore {
         op: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
         let span = tracing::info_span!("store", op = name, stream = %self.stream_name, actor_id);
+        let op = crate::metrics::timed("jetstream", name, op);
         let Some(watch) = &self.permissions else {
             return op.instrument(span).await;
         };
@@ -401,26 +402,32 @@ impl EventStore for JetStreamEventStore {
     async fn save_event(&self, event: &Event) -> Result<()> {
         event.validate()?;
         let actor_id = event.actor_id.as_str();
-        self.guard(
-            "save_event",
-            Some(actor_id),
-            true,
-            || format!("saving an event of actor {actor_id:?}"),
-            self.append(actor_id, std::slice::from_ref(event)),
-        )
-        .await
+        let result = self
+            .guard(
+                "save_event",
+                Some(actor_id),
+                true,
+                || format!("saving an event of actor {actor_id:?}"),
+                self.append(actor_id, std::slice::from_ref(event)),
+            )
+            .await;
+        crate::metrics::saved("jetstream", 1, &result);
+        result
     }
 
     async fn save_events(&self, actor_id: &str, events: &[Event]) -> Result<()> {
         validate_batch(actor_id, events)?;
-        self.guard(
-            "save_events",
-            Some(actor_id),
-            true,
-            || format!("saving events of actor {actor_id:?}"),
-            self.append(actor_id, events),
-        )
-        .await
+        let result = self
+            .guard(
+                "save_events",
+                Some(actor_id),
+                true,
+                || format!("saving events of actor {actor_id:?}"),
+                self.append(actor_id, events),
+            )
+            .await;
+        crate::metrics::saved("jetstream", events.len(), &result);
+        result
     }
 
     async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
@@ -451,14 +458,18 @@ impl EventStore for JetStreamEventStore {
     async fn commit(&self, transaction: &Transaction) -> Result<()> {
         transaction.validate()?;
         let first = transaction.appends().first().map(|a| a.actor_id.as_str());
-        self.guard(
-            "commit",
-            first,
-            true,
-            || format!("committing transaction {}", transaction.id()),
-            self.commit_transaction(transaction),
-        )
-        .await
+        let result = self
+            .guard(
+                "commit",
+                first,
+                true,
+                || format!("committing transaction {}", transaction.id()),
+                self.commit_transaction(transaction),
+            )
+            .await;
+        let events = transaction.appends().iter().map(|a| a.events.len()).sum();
+        crate::metrics::saved("jetstream", events, &result);
+        result
     }
 }
 
