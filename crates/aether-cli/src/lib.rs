@@ -10,7 +10,9 @@
 //!   `async_nats::ConnectOptions`, with a short connect timeout and one-line errors.
 //! - [`demo`]: `aether demo`, in process or over NATS.
 //! - [`events`], [`stats`], [`tail`], [`cluster`], [`projections`]: the inspection commands
-//!   (`projections reset` is the one that changes something: a projection's checkpoint).
+//!   (`projections reset` and `replay-parked` are the ones that change something: a
+//!   projection's checkpoint, a replay request).
+//! - [`ui`]: `aether ui`, the read-only web dashboard with `/metrics`.
 //! - [`output`]: colours (only on a terminal, never with `NO_COLOR`), tables, progress bars.
 //! - [`CliError`]: the one-line error every command fails with.
 
@@ -23,6 +25,7 @@ pub mod output;
 pub mod projections;
 pub mod stats;
 pub mod tail;
+pub mod ui;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +45,7 @@ pub use error::{CliError, CliResult};
   aether stats --namespace orders               size and settings of a stream
   aether cluster members --cluster aether       live members of a cluster
   aether projections list --namespace orders    projections, their position, lag, parked
+  aether ui --cluster aether                    web dashboard on http://127.0.0.1:8484/
 
 Networked commands read NATS_URL (default nats://127.0.0.1:4222); colours only on a
 terminal, never with NO_COLOR set."
@@ -67,9 +71,13 @@ pub enum Command {
     /// Look at a running cluster (read-only: never joins it).
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
-    /// Projections whose state is in a NATS key-value bucket: list, status, parked, reset.
+    /// Projections whose state is in a NATS key-value bucket: list, status, parked, reset,
+    /// replay-parked.
     #[command(subcommand)]
     Projections(projections::ProjectionsCommand),
+    /// Serve a read-only web dashboard: cluster, stream, live tail, actors, projections,
+    /// and /metrics for Prometheus.
+    Ui(ui::UiArgs),
 }
 
 /// Runs a parsed command line.
@@ -89,6 +97,8 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             | cluster::ClusterCommand::Shards(cluster::ShardsArgs { cluster, .. }),
         ) => Some(cluster.connect.permissions().clone()),
         Command::Projections(cmd) => Some(cmd.connect().permissions().clone()),
+        // A long-running server: a refused subject shows on the page that needs it.
+        Command::Ui(_) => None,
     };
     let work = async move {
         match cli.command {
@@ -98,6 +108,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             Command::Stats(args) => stats::run(args).await,
             Command::Cluster(cmd) => cluster::run(cmd).await,
             Command::Projections(cmd) => projections::run(cmd).await,
+            Command::Ui(args) => ui::run(args).await,
         }
     };
     match permissions {

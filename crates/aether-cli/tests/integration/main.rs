@@ -3,6 +3,8 @@
 //!
 //! - `cli`: without a server (help, usage errors, the in-process demo, connection failures).
 //! - `nats`: against real nats-servers started by each test.
+//! - `ui`: the dashboard, in a headless browser and over plain HTTP.
 
 mod cli;
 mod nats;
+mod ui;

@@ -1,0 +1,279 @@
+// The Aether dashboard: one page, five views chosen by the URL's hash. Every value from the
+// server goes into the page as text (textContent), never as HTML.
+"use strict";
+
+// Errors are kept where a test (or a curious operator) can read them.
+window.aetherErrors = [];
+window.addEventListener("error", (e) => {
+  window.aetherErrors.push(String(e.message || (e.target && e.target.src) || e));
+}, true);
+window.addEventListener("securitypolicyviolation", (e) => {
+  window.aetherErrors.push("blocked by the content security policy: " + e.violatedDirective);
+});
+window.addEventListener("unhandledrejection", (e) => {
+  window.aetherErrors.push("unhandled rejection: " + String(e.reason));
+});
+
+const main = () => document.getElementById("main");
+let timer = null;
+let source = null;
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null) continue;
+    if (k === "class") node.className = v;
+    // Through the CSS object model: the page's policy refuses inline style attributes.
+    else if (k === "bg") node.style.background = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function table(headers, rows, attrs) {
+  return el("table", attrs || {},
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, rows));
+}
+
+async function api(path) {
+  const response = await fetch(path, { headers: { Accept: "application/json" } });
+  let body = null;
+  try { body = await response.json(); } catch (_) { body = null; }
+  if (!response.ok) {
+    throw new Error((body && body.error) || ("HTTP " + response.status));
+  }
+  return body;
+}
+
+function show(...nodes) {
+  main().replaceChildren(...nodes);
+}
+
+function failure(title, err) {
+  return [el("h2", {}, title), el("p", { class: "error", role: "alert" }, err.message)];
+}
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (i === 0 ? n : n.toFixed(1)) + " " + units[i];
+}
+
+function card(label, value) {
+  return el("div", { class: "card" }, el("div", { class: "muted" }, label), el("div", { class: "value" }, value));
+}
+
+// Colours told apart with colour blindness (Okabe and Ito), then hues spread by a hash.
+const PALETTE = ["#0072b2", "#e69f00", "#009e73", "#cc79a7", "#d55e00", "#56b4e9", "#8a7a00", "#000000"];
+function colourer(names) {
+  const index = new Map([...names].sort().map((n, i) => [n, i]));
+  return (name) => {
+    const i = index.get(name);
+    if (i !== undefined && i < PALETTE.length) return PALETTE[i];
+    let h = 0;
+    for (const c of name) h = (h * 131 + c.charCodeAt(0)) >>> 0;
+    return "hsl(" + (h % 360) + " 55% 40%)";
+  };
+}
+
+function every(ms, f) {
+  f();
+  timer = setInterval(f, ms);
+}
+
+async function clusterView() {
+  try {
+    const c = await api("api/cluster");
+    const rows = c.members.map((m) => el("tr", { "data-node": m.node },
+      el("td", {}, m.node),
+      el("td", { class: m.alive ? "alive" : "silent" }, m.alive ? "alive" : "silent"),
+      el("td", {}, m.leader ? "leader" : ""),
+      el("td", {}, m.shards),
+      el("td", {}, m.lastHeartbeatMs === null ? "never heard" : (m.lastHeartbeatMs / 1000).toFixed(1) + " s ago"),
+      el("td", { class: "data" }, m.incarnation || "")));
+    const owners = [...new Set(c.shards.filter((o) => o))].sort();
+    // Colours by every member known, so that a node keeps its colour when another dies.
+    const colour = colourer(new Set([...c.members.map((m) => m.node), ...owners]));
+    const map = el("div", { id: "shard-map", role: "list", "aria-label": "Shards by owner" },
+      c.shards.map((owner, i) => el("div", {
+        class: "shard", role: "listitem", "data-owner": owner || "",
+        title: "shard " + i + ": " + (owner || "unassigned"),
+        bg: owner ? colour(owner) : "#888",
+      }, i)));
+    show(
+      el("h2", {}, "Cluster " + c.name),
+      el("div", { class: "cards" },
+        card("leader", c.leader || "none"),
+        card("term", c.term === null ? "-" : c.term),
+        card("assignment epoch", c.epoch === null ? "-" : c.epoch),
+        card("members alive", c.members.filter((m) => m.alive).length)),
+      table(["Node", "Status", "Role", "Shards", "Last heartbeat", "Incarnation"], rows, { id: "members" }),
+      el("h2", {}, "Shard map"),
+      el("div", { class: "legend", id: "owners" }, owners.map((o) =>
+        el("span", { "data-owner": o }, el("span", { class: "swatch", bg: colour(o) }), o))),
+      c.shards.length ? map : el("p", { class: "muted" }, "No assignment table yet."));
+  } catch (err) {
+    show(...failure("Cluster", err));
+  }
+}
+
+function chart(samples) {
+  const w = 600, h = 160, pad = 24;
+  const rates = [];
+  for (let i = 1; i < samples.length; i++) {
+    const dt = (samples[i].atMs - samples[i - 1].atMs) / 1000;
+    if (dt > 0) rates.push({ t: samples[i].atMs, r: Math.max(0, samples[i].lastSeq - samples[i - 1].lastSeq) / dt });
+  }
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("viewBox", "0 0 " + w + " " + h);
+  svg.setAttribute("role", "img");
+  const max = Math.max(1, ...rates.map((p) => p.r));
+  svg.setAttribute("aria-label", "Messages per second over the last minutes, at most " + max.toFixed(1));
+  if (rates.length > 1) {
+    const t0 = rates[0].t, t1 = rates[rates.length - 1].t;
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("points", rates.map((p) =>
+      (pad + (w - 2 * pad) * (p.t - t0) / Math.max(1, t1 - t0)).toFixed(1) + "," +
+      (h - pad - (h - 2 * pad) * p.r / max).toFixed(1)).join(" "));
+    svg.append(line);
+  }
+  const label = document.createElementNS(ns, "text");
+  label.setAttribute("x", pad);
+  label.setAttribute("y", 14);
+  label.textContent = "max " + max.toFixed(1) + " msg/s";
+  svg.append(label);
+  return svg;
+}
+
+async function streamView() {
+  try {
+    const s = await api("api/stream");
+    const last = s.samples.length > 1 ? s.samples.slice(-2) : null;
+    const rate = last ? Math.max(0, last[1].lastSeq - last[0].lastSeq) / Math.max(0.001, (last[1].atMs - last[0].atMs) / 1000) : 0;
+    show(
+      el("h2", {}, "Stream " + s.name),
+      el("div", { class: "cards", id: "stream-cards" },
+        card("messages", s.messages),
+        card("actors", s.actors),
+        card("bytes", bytes(s.bytes)),
+        card("rate now", rate.toFixed(1) + " msg/s"),
+        card("retention", s.retention),
+        card("max age", s.maxAgeSecs ? s.maxAgeSecs + " s" : "unlimited"),
+        card("replicas", s.replicas),
+        card("storage", s.storage)),
+      el("h2", {}, "Messages per second"),
+      chart(s.samples));
+  } catch (err) {
+    show(...failure("Stream", err));
+  }
+}
+
+function tailView() {
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const list = el("tbody", { id: "tail-list", "aria-live": "polite" });
+  const status = el("p", { class: "muted", id: "tail-status" }, "Not started.");
+  const form = el("form", { id: "tail-form" },
+    el("label", {}, "Namespace pattern", el("input", { name: "pattern", value: params.get("pattern") || ">" })),
+    el("label", {}, "Event types (comma-separated)", el("input", { name: "type", value: params.get("type") || "" })),
+    el("label", {}, "Actor pattern", el("input", { name: "actor", value: params.get("actor") || "" })),
+    el("button", { type: "submit" }, "Follow"));
+  const start = () => {
+    if (source) source.close();
+    list.replaceChildren();
+    const data = new FormData(form);
+    const query = new URLSearchParams();
+    for (const k of ["pattern", "type", "actor"]) if (data.get(k)) query.set(k, data.get(k));
+    status.textContent = "Connecting…";
+    status.className = "muted";
+    source = new EventSource("api/tail?" + query.toString());
+    source.addEventListener("ready", () => { status.textContent = "Following " + (data.get("pattern") || ">"); });
+    source.addEventListener("event", (m) => {
+      const e = JSON.parse(m.data);
+      list.prepend(el("tr", { class: "tail-row", "data-actor": e.actorId, "data-type": e.eventType },
+        el("td", {}, e.timestamp), el("td", {}, e.actorId), el("td", {}, e.version),
+        el("td", {}, e.eventType), el("td", { class: "data" }, JSON.stringify(e.data))));
+      while (list.children.length > 500) list.lastChild.remove();
+    });
+    source.addEventListener("lagged", (m) => {
+      status.textContent = m.data + " events were dropped before reaching this page (it lagged).";
+      status.className = "warning";
+    });
+    source.onerror = () => {
+      status.textContent = "Connection lost; reconnecting…";
+      status.className = "warning";
+    };
+  };
+  form.addEventListener("submit", (e) => { e.preventDefault(); start(); });
+  show(el("h2", {}, "Live tail"), form, status,
+    table(["Time", "Actor", "Version", "Type", "Data"], [list], { id: "tail" }));
+  start();
+}
+
+async function actorView() {
+  const id = decodeURIComponent((location.hash.split("/")[1] || "").split("?")[0]);
+  const input = el("input", { name: "actor", value: id, required: "required" });
+  const form = el("form", { id: "actor-form" }, el("label", {}, "Actor id", input), el("button", { type: "submit" }, "Show"));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    location.hash = "#actor/" + encodeURIComponent(input.value.trim());
+  });
+  if (!id) {
+    show(el("h2", {}, "Actor"), form);
+    return;
+  }
+  try {
+    const a = await api("api/actors/" + encodeURIComponent(id));
+    const rows = a.events.map((e) => el("tr", { class: "actor-event" },
+      el("td", {}, e.version), el("td", {}, e.eventType), el("td", {}, e.timestamp),
+      el("td", { class: "data" }, JSON.stringify(e.data)),
+      el("td", { class: "data" }, JSON.stringify(e.metadata || {}))));
+    show(el("h2", {}, "Actor " + a.actorId), form,
+      el("p", { class: "muted" }, a.events.length + " events in stream " + a.stream),
+      table(["Version", "Type", "Time", "Data", "Metadata"], rows, { id: "actor-events" }));
+  } catch (err) {
+    show(...failure("Actor " + id, err), form);
+  }
+}
+
+async function projectionsView() {
+  try {
+    const p = await api("api/projections");
+    const rows = p.projections.map((x) => el("tr", { "data-projection": x.name },
+      el("td", {}, x.name),
+      el("td", {}, x.position ? x.position.sequence + "." + x.position.index : "-"),
+      el("td", {}, x.lag), el("td", {}, x.parked)));
+    show(el("h2", {}, "Projections"),
+      el("p", { class: "muted" }, "Bucket " + p.bucket + ", stream head " + (p.head ? p.head.sequence : "-")),
+      rows.length ? table(["Projection", "Position", "Lag", "Parked"], rows, { id: "projections" })
+        : el("p", { class: "muted" }, "No projection has kept state in this bucket yet."));
+  } catch (err) {
+    show(...failure("Projections", err));
+  }
+}
+
+const views = { cluster: clusterView, stream: streamView, tail: tailView, actor: actorView, projections: projectionsView };
+const refreshed = new Set(["cluster", "stream", "projections"]);
+
+function route() {
+  if (timer) { clearInterval(timer); timer = null; }
+  if (source) { source.close(); source = null; }
+  const page = (location.hash.slice(1).split(/[/?]/)[0]) || "cluster";
+  const view = views[page] || clusterView;
+  for (const a of document.querySelectorAll("nav a[data-page]")) {
+    if (a.dataset.page === page) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  if (refreshed.has(page)) every(1000, view); else view();
+}
+
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,548 @@
+//! The dashboard (`aether ui`): in a real headless Chromium against a three-node cluster on a
+//! real nats-server, its answers to bad input, and `/metrics` parsed as Prometheus text.
+//!
+//! The browser test needs Debian's `chromium` and `chromium-driver` (scripts/test installs
+//! them); `AETHER_CHROMIUM` and `AETHER_CHROMEDRIVER` point elsewhere. Screenshots of every
+//! page go to `target/ui-screenshots/`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use aether_bus::{NatsBusConfig, NatsEventBus};
+use aether_cli::demo::{Bank, BankCommand};
+use aether_cli::events::StreamArgs;
+use aether_cli::ui::{serve, Dashboard, DashboardConfig};
+use aether_cluster::{Actors, ClusterConfig, ClusterNode};
+use aether_core::{Event, EventBroadcaster, EventStore, SnapshotStore};
+use aether_store::{JetStreamConfig, JetStreamEventStore, Notify};
+use aether_testkit::NatsServer;
+use fantoccini::{Client, ClientBuilder};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const NAMESPACE: &str = "ui";
+const CLUSTER: &str = "ui";
+
+/// The process's Prometheus recorder (one per test binary).
+fn recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            aether_cli::ui::prometheus_builder()
+                .install_recorder()
+                .expect("the only recorder of this test binary")
+        })
+        .clone()
+}
+
+fn config(token: Option<&str>) -> DashboardConfig {
+    DashboardConfig {
+        cluster: CLUSTER.into(),
+        stream: StreamArgs {
+            namespace: Some(NAMESPACE.into()),
+            stream: aether_store::DEFAULT_STREAM_NAME.into(),
+        },
+        token: token.map(str::to_string),
+        metrics: Some(recorder()),
+        ..DashboardConfig::default()
+    }
+}
+
+/// Serves a dashboard on a free loopback port until `stop` is cancelled.
+async fn dashboard(url: &str, config: DashboardConfig, stop: &CancellationToken) -> SocketAddr {
+    let client = async_nats::connect(url).await.unwrap();
+    let dashboard = Dashboard::start(client, config, stop.clone())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener, dashboard.router(), stop.clone()));
+    addr
+}
+
+/// A plain HTTP GET: status, headers (lower-cased) and body.
+async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // HTTP/1.0: the server closes the connection after the answer, which ends the read.
+    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut raw))
+        .await
+        .expect("an answer within a minute")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_lowercase(), body.to_string())
+}
+
+async fn start_node(url: &str, id: &str) -> ClusterNode {
+    let client = async_nats::connect(url).await.unwrap();
+    let bus = NatsEventBus::new(client.clone(), NatsBusConfig::default())
+        .await
+        .unwrap();
+    let store: Arc<dyn SnapshotStore> = Arc::new(Notify::new(
+        JetStreamEventStore::new(
+            client.clone(),
+            JetStreamConfig::default().namespace(NAMESPACE),
+        )
+        .await
+        .unwrap(),
+        Arc::new(bus),
+        "bank",
+    ));
+    let config = ClusterConfig::default()
+        .cluster_name(CLUSTER)
+        .node_id(id)
+        .heartbeat_interval(Duration::from_millis(100))
+        .failure_timeout(Duration::from_secs(1))
+        .shards(aether_cluster::ShardConfig::default().shard_count(24))
+        .storage(aether_nats::StorageKind::Memory);
+    ClusterNode::start(client, config, Actors::new(store).with(Bank))
+        .await
+        .unwrap()
+}
+
+fn binary(var: &str, default: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
+    assert!(
+        path.exists(),
+        "{} not found: install Debian's {package} (`apt-get install chromium chromium-driver`; \
+         scripts/test does it) or set {var}",
+        path.display()
+    );
+    path
+}
+
+/// A chromedriver process, killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver() -> Driver {
+    let bin = binary(
+        "AETHER_CHROMEDRIVER",
+        "/usr/bin/chromedriver",
+        "chromium-driver",
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(bin)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let chromium = binary("AETHER_CHROMIUM", "/usr/bin/chromium", "chromium");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,1000"],
+        }),
+    );
+    // Retried while chromedriver is still starting.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&driver.url)
+            .await
+        {
+            Ok(c) => return c,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "no browser session: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs `script` (which returns a value) until `done` holds for its result.
+async fn wait_js(
+    c: &Client,
+    what: &str,
+    script: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let v = c.execute(script, vec![]).await.unwrap();
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: last {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn no_errors(c: &Client, page: &str) {
+    let errors = c
+        .execute(
+            "return window.aetherErrors || ['app.js did not run'];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(errors, serde_json::json!([]), "errors on the {page} page");
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+const OWNERS: &str = "return [...new Set([...document.querySelectorAll('#shard-map .shard')]\
+                      .map(e => e.dataset.owner).filter(o => o))].sort();";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_a_browser_follows_a_cluster_losing_a_node() {
+    let server = NatsServer::start().unwrap();
+    let url = server.url();
+    let ids = ["node-a", "node-b", "node-c"];
+    let mut nodes = Vec::new();
+    for id in ids {
+        nodes.push(start_node(&url, id).await);
+    }
+    for n in &nodes {
+        n.wait_for_members(&ids, Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    nodes[0]
+        .send::<Bank>(
+            "acc-1",
+            BankCommand::Open {
+                owner: "Ada".into(),
+            },
+        )
+        .await
+        .unwrap();
+    nodes[1]
+        .send::<Bank>("acc-1", BankCommand::Deposit(70))
+        .await
+        .unwrap();
+    nodes[2]
+        .send::<Bank>("acc-1", BankCommand::Withdraw(20))
+        .await
+        .unwrap();
+
+    let stop = CancellationToken::new();
+    let addr = dashboard(&url, config(None), &stop).await;
+    let driver = chromedriver();
+    let c = browser(&driver).await;
+    let base = format!("http://{addr}/");
+
+    // The cluster: three owners on the shard map, and the members table.
+    c.goto(&format!("{base}#cluster")).await.unwrap();
+    let owners = wait_js(&c, "three owners on the shard map", OWNERS, |v| {
+        v.as_array().is_some_and(|a| a.len() == 3)
+    })
+    .await;
+    assert_eq!(owners, serde_json::json!(ids));
+    wait_js(
+        &c,
+        "three live members",
+        "return document.querySelectorAll('#members .alive').length;",
+        |v| v == 3,
+    )
+    .await;
+    no_errors(&c, "cluster").await;
+    screenshot(&c, "cluster-three-nodes").await;
+
+    // One node killed: the map shows the two others once the leader has moved its shards.
+    let killed = nodes.remove(2);
+    killed.kill().await;
+    let owners = wait_js(&c, "two owners on the shard map", OWNERS, |v| {
+        v.as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    assert_eq!(owners, serde_json::json!(["node-a", "node-b"]));
+    no_errors(&c, "cluster").await;
+    screenshot(&c, "cluster-node-killed").await;
+
+    // The live tail shows an event published while it is open.
+    c.goto(&format!("{base}#tail")).await.unwrap();
+    wait_js(
+        &c,
+        "the tail to follow",
+        "return document.getElementById('tail-status').textContent;",
+        |v| v.as_str().is_some_and(|s| s.starts_with("Following")),
+    )
+    .await;
+    nodes[0]
+        .send::<Bank>("acc-2", BankCommand::Open { owner: "Bo".into() })
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "the event in the tail",
+        "return document.querySelectorAll('.tail-row[data-actor=\"acc-2\"]').length;",
+        |v| v.as_u64().is_some_and(|n| n >= 1),
+    )
+    .await;
+    no_errors(&c, "tail").await;
+    screenshot(&c, "tail").await;
+
+    // An actor's history, decoded, with metadata.
+    c.goto(&format!("{base}#actor/acc-1")).await.unwrap();
+    let types = wait_js(
+        &c,
+        "acc-1's history",
+        "return [...document.querySelectorAll('#actor-events .actor-event td:nth-child(2)')]\
+         .map(e => e.textContent);",
+        |v| v.as_array().is_some_and(|a| a.len() == 3),
+    )
+    .await;
+    assert_eq!(
+        types,
+        serde_json::json!(["AccountOpened", "Deposited", "Withdrawn"])
+    );
+    no_errors(&c, "actor").await;
+    screenshot(&c, "actor").await;
+
+    // An unknown actor: a clear message on the page.
+    c.goto(&format!("{base}#actor/nobody")).await.unwrap();
+    wait_js(
+        &c,
+        "the unknown actor's message",
+        "const e = document.querySelector('.error'); return e ? e.textContent : '';",
+        |v| v.as_str().is_some_and(|s| s.contains("no events")),
+    )
+    .await;
+
+    // The stream and the projections pages render.
+    c.goto(&format!("{base}#stream")).await.unwrap();
+    wait_js(
+        &c,
+        "the stream's figures",
+        "return document.querySelectorAll('#stream-cards .card').length;",
+        |v| v.as_u64().is_some_and(|n| n >= 4),
+    )
+    .await;
+    no_errors(&c, "stream").await;
+    screenshot(&c, "stream").await;
+    c.goto(&format!("{base}#projections")).await.unwrap();
+    wait_js(
+        &c,
+        "the projections page",
+        "return document.querySelector('main h2') ? document.querySelector('main h2').textContent : '';",
+        |v| v == "Projections",
+    )
+    .await;
+    no_errors(&c, "projections").await;
+    screenshot(&c, "projections").await;
+
+    c.close().await.unwrap();
+    stop.cancel();
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_answers_bad_input_a_wrong_token_and_a_lost_server_with_clear_errors() {
+    let mut server = NatsServer::start().unwrap();
+    let url = server.url();
+    let client = async_nats::connect(&url).await.unwrap();
+    let store = JetStreamEventStore::new(client, JetStreamConfig::default().namespace(NAMESPACE))
+        .await
+        .unwrap();
+    store
+        .save_event(&Event::new("Opened", "acc-1", 1))
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let addr = dashboard(&url, config(Some("s3cret")), &stop).await;
+
+    // Without the token: refused; with it once in the query, a cookie carries it on.
+    let (status, _, body) = get(addr, "/", &[]).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("token"), "{body}");
+    assert_eq!(get(addr, "/?token=wrong", &[]).await.0, 401);
+    assert_eq!(
+        get(addr, "/api/cluster", &[("Authorization", "Bearer nope")])
+            .await
+            .0,
+        401
+    );
+    let (status, head, body) = get(addr, "/?token=s3cret", &[]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<title>Aether</title>"));
+    assert!(
+        head.contains("set-cookie: aether_ui_token=s3cret"),
+        "{head}"
+    );
+    assert!(head.contains("content-security-policy"), "{head}");
+    let cookie = [("Cookie", "aether_ui_token=s3cret")];
+    let bearer = [("Authorization", "Bearer s3cret")];
+    assert_eq!(get(addr, "/app.js", &cookie).await.0, 200);
+
+    // Hostile and unknown input: clear errors, and the server goes on.
+    let (status, _, body) = get(addr, "/api/actors/nobody", &bearer).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no events"), "{body}");
+    let long = "x".repeat(5000);
+    let (status, _, body) = get(addr, &format!("/api/actors/{long}"), &bearer).await;
+    assert_eq!(status, 400, "{body}");
+    for hostile in ["%00", "a%0Ab", "%E2%80%AE", "..%2F..%2Fetc", "%3Cscript%3E"] {
+        let (status, _, body) = get(addr, &format!("/api/actors/{hostile}"), &bearer).await;
+        assert!(matches!(status, 400 | 404), "{hostile}: {status} {body}");
+        assert!(body.starts_with("{\"error\":"), "{hostile}: {body}");
+    }
+    let (status, _, body) = get(addr, "/api/tail?pattern=a..b", &bearer).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = get(addr, "/api/tail?pattern=%3E&actor=a.%3E.b", &bearer).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(get(addr, "/nothing/here", &bearer).await.0, 404);
+    let (status, _, body) = get(addr, "/api/cluster", &bearer).await;
+    assert_eq!(status, 404, "no node of this cluster ever ran: {body}");
+    let (status, _, body) = get(addr, "/api/actors/acc-1", &bearer).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The server goes away: errors, not a crash; it answers again once NATS is back.
+    server.stop().unwrap();
+    let (status, _, body) = get(addr, "/api/actors/acc-1", &bearer).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("{\"error\":"), "{body}");
+    assert_eq!(get(addr, "/", &bearer).await.0, 200);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_in_the_prometheus_format_and_move_with_saves_conflicts_and_publishes() {
+    let server = NatsServer::start().unwrap();
+    let url = server.url();
+    let stop = CancellationToken::new();
+    let client = async_nats::connect(&url).await.unwrap();
+    let store = JetStreamEventStore::new(
+        client.clone(),
+        JetStreamConfig::default().namespace(NAMESPACE),
+    )
+    .await
+    .unwrap();
+    let addr = dashboard(&url, config(None), &stop).await;
+    let scrape = || async move {
+        let (status, head, body) = get(addr, "/metrics", &[]).await;
+        assert_eq!(status, 200);
+        assert!(
+            head.contains("content-type: text/plain; version=0.0.4"),
+            "{head}"
+        );
+        let lines = body.lines().map(|l| Ok(l.to_string()));
+        prometheus_parse::Scrape::parse(lines).expect("Prometheus text format")
+    };
+    let value = |scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    let before = scrape().await;
+    let ok = [
+        ("store", "jetstream"),
+        ("op", "save_event"),
+        ("outcome", "ok"),
+    ];
+    let conflict = [
+        ("store", "jetstream"),
+        ("op", "save_event"),
+        ("outcome", "conflict"),
+    ];
+    let published = [("namespace", "metrics-test")];
+
+    store
+        .save_event(&Event::new("Opened", "m-1", 1))
+        .await
+        .unwrap();
+    store
+        .save_event(&Event::new("Deposited", "m-1", 2))
+        .await
+        .unwrap();
+    let err = store.save_event(&Event::new("Deposited", "m-1", 2)).await;
+    assert!(err.is_err());
+    let bus = NatsEventBus::new(client, NatsBusConfig::default())
+        .await
+        .unwrap();
+    bus.publish("metrics-test", &Event::new("Ping", "m-1", 3))
+        .await
+        .unwrap();
+
+    let after = scrape().await;
+    assert_eq!(
+        value(&after, "aether_store_operations_total", &ok)
+            - value(&before, "aether_store_operations_total", &ok),
+        2.0
+    );
+    assert_eq!(
+        value(&after, "aether_store_operations_total", &conflict)
+            - value(&before, "aether_store_operations_total", &conflict),
+        1.0
+    );
+    assert!(
+        value(
+            &after,
+            "aether_store_errors_total",
+            &[("kind", "version_conflict")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        value(&after, "aether_bus_published_total", &published)
+            - value(&before, "aether_bus_published_total", &published),
+        1.0
+    );
+    // Latency histograms, with buckets.
+    assert!(after
+        .samples
+        .iter()
+        .any(|s| s.metric == "aether_store_operation_seconds"
+            && matches!(s.value, prometheus_parse::Value::Histogram(_))));
+    stop.cancel();
+}
