@@ -37,3 +37,19 @@ ensure_pypi_server() {
   [ -x "$bin" ] && echo "$bin"
 }
 
+
+find_chromium() {
+  [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && { echo /usr/bin/chromium; return 0; }
+  return 1
+}
+
+# Debian's Chromium and ChromeDriver, for the dashboard's browser test.
+ensure_chromium() {
+  find_chromium && return 0
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "installing Debian's chromium and chromium-driver (the dashboard's browser test)" >&2
+    (apt-get install -y chromium chromium-driver >/dev/null 2>&1 ||
+      { apt-get update >/dev/null 2>&1 && apt-get install -y chromium chromium-driver >/dev/null 2>&1; }) || true
+  fi
+  find_chromium
+}

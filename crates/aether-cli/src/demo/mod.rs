@@ -72,6 +72,10 @@ pub struct DemoArgs {
     /// Authentication and TLS (with --nats).
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// After the demo, keep its cluster running and serve the dashboard (`aether ui`) on this
+    /// address until Ctrl-C (with --nats).
+    #[arg(long, value_name = "ADDR", requires = "nats")]
+    pub ui: Option<std::net::SocketAddr>,
 }
 
 /// What the demo did, for the summary.
@@ -118,6 +122,16 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
     let counters = Arc::new(Counters::default());
     let notices = Arc::new(AtomicU64::new(0));
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let cluster_name = format!("demo-{run_id}");
+    // The dashboard's /metrics shows the nodes' own metrics: the recorder goes in first.
+    let metrics = match args.ui {
+        Some(_) => Some(
+            crate::ui::prometheus_builder()
+                .install_recorder()
+                .map_err(|e| CliError::new(format!("installing the metrics recorder: {e}")))?,
+        ),
+        None => None,
+    };
 
     // The NATS buses must outlive the steps: dropping one ends its subscriptions.
     let mut buses: Vec<NatsEventBus> = Vec::new();
@@ -148,7 +162,6 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
                 "{} over NATS at {url}: JetStream store (namespace {DEMO_STORE_NAMESPACE}), NATS bus, 3 cluster nodes",
                 painter.bold("Aether demo"),
             );
-            let cluster_name = format!("demo-{run_id}");
             let (c, bus) =
                 start_over_nats(url, &args.auth, &counters, &cluster_name, painter).await?;
             // A separate connection listens, as another process would.
@@ -182,14 +195,21 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     summary.notices = notices.load(Ordering::Relaxed);
-    cluster.shutdown().await;
-    for bus in &buses {
-        let _ = bus.close().await;
-    }
     print!(
         "{}",
         render_summary(&summary, &mode, started.elapsed(), painter)
     );
+    if let (Some(address), Some(url)) = (args.ui, args.nats.as_deref()) {
+        let served = serve_dashboard(url, &args.auth, address, &cluster_name, metrics).await;
+        if let Err(e) = served {
+            cluster.shutdown().await;
+            return Err(e);
+        }
+    }
+    cluster.shutdown().await;
+    for bus in &buses {
+        let _ = bus.close().await;
+    }
     if args.nats.is_some() {
         println!(
             "look at one: aether events {prefix}-0000 --namespace {DEMO_STORE_NAMESPACE} --nats {}",
@@ -212,6 +232,50 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
         )));
     }
     Ok(())
+}
+
+/// Serves the dashboard over the demo's cluster and store until Ctrl-C.
+async fn serve_dashboard(
+    url: &str,
+    auth: &AuthArgs,
+    address: std::net::SocketAddr,
+    cluster_name: &str,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> CliResult<()> {
+    let client = connect(url, auth).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let dashboard = crate::ui::Dashboard::start(
+        client,
+        crate::ui::DashboardConfig {
+            cluster: cluster_name.to_string(),
+            stream: crate::events::StreamArgs {
+                namespace: Some(DEMO_STORE_NAMESPACE.into()),
+                stream: aether_store::DEFAULT_STREAM_NAME.into(),
+            },
+            metrics,
+            ..crate::ui::DashboardConfig::default()
+        },
+        stop.clone(),
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| CliError::context(format!("listening on {address}"), &e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| CliError::context("reading the listening address", &e))?;
+    println!("dashboard on http://{bound}/ : the demo's cluster keeps running until Ctrl-C");
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.cancel();
+            }
+        });
+    }
+    crate::ui::serve(listener, dashboard.router(), stop)
+        .await
+        .map_err(|e| CliError::context("serving the dashboard", &e))
 }
 
 fn count_notices(mut sub: aether_core::Subscription, notices: &Arc<AtomicU64>) {

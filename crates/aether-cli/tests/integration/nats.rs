@@ -879,3 +879,78 @@ async fn projections_are_listed_with_position_lag_and_parked_events_reset_and_re
     // the handler was fixed by then).
     assert!(picky.bad_applied.load(std::sync::atomic::Ordering::SeqCst) >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_with_ui_keeps_its_cluster_running_behind_the_dashboard_until_ctrl_c() {
+    let server = NatsServer::start().unwrap();
+    let url = server.url();
+    let mut child = StdCommand::new(BIN)
+        .args([
+            "demo",
+            "--actors",
+            "20",
+            "--nats",
+            &url,
+            "--ui",
+            "127.0.0.1:0",
+        ])
+        .env("NO_COLOR", "1")
+        .env_remove("NATS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = lines_of(child.stdout.take().unwrap());
+    let (line, out) = tokio::task::spawn_blocking(move || {
+        let found = loop {
+            match out.recv_timeout(Duration::from_secs(120)) {
+                Ok(l) if l.starts_with("dashboard on http://") => break Some(l),
+                Ok(_) => continue,
+                Err(_) => break None,
+            }
+        };
+        (found, out)
+    })
+    .await
+    .unwrap();
+    let line = line.expect("the demo says where its dashboard is");
+    let address = line
+        .trim_start_matches("dashboard on http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // The two nodes that survived the demo's failover are alive on the cluster page.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = tokio::task::spawn_blocking({
+            let address = address.clone();
+            move || {
+                use std::io::{Read, Write};
+                let mut s = std::net::TcpStream::connect(&address).unwrap();
+                write!(s, "GET /api/cluster HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+                let mut text = String::new();
+                let _ = s.read_to_string(&mut text);
+                text
+            }
+        })
+        .await
+        .unwrap();
+        if body.matches("\"alive\":true").count() == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "two live members expected: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    interrupt(&child);
+    let status = tokio::task::spawn_blocking(move || {
+        drop(out);
+        child.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+}
