@@ -3,7 +3,8 @@
 use std::future::Future;
 
 use aether_core::{
-    Event, METADATA_CAUSATION_ID, METADATA_CORRELATION_ID, METADATA_MESSAGE_ID, METADATA_USER_ID,
+    Event, TraceContext, METADATA_CAUSATION_ID, METADATA_CORRELATION_ID, METADATA_MESSAGE_ID,
+    METADATA_SPAN_ID, METADATA_TRACE_ID, METADATA_USER_ID,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -144,6 +145,11 @@ pub struct CommandMeta {
     /// On whose behalf ([`METADATA_USER_ID`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The trace the command belongs to: carried to the owning node (as a `traceparent`
+    /// header too), recorded on that node's span and on the events as
+    /// [`METADATA_TRACE_ID`] and [`METADATA_SPAN_ID`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 
 impl CommandMeta {
@@ -176,6 +182,12 @@ impl CommandMeta {
         self
     }
 
+    /// Sets the trace context.
+    pub fn trace(mut self, trace: TraceContext) -> Self {
+        self.trace = Some(trace);
+        self
+    }
+
     /// Writes the set fields into `event`'s metadata.
     pub fn stamp(&self, event: &mut Event) {
         for (key, value) in [
@@ -187,6 +199,10 @@ impl CommandMeta {
             if let Some(v) = value {
                 event.set_metadata(key, v.clone());
             }
+        }
+        if let Some(t) = &self.trace {
+            event.set_metadata(METADATA_TRACE_ID, t.trace_id());
+            event.set_metadata(METADATA_SPAN_ID, t.span_id());
         }
     }
 }

@@ -42,6 +42,7 @@ pub mod pattern;
 mod snapshot;
 pub mod store;
 mod subscription;
+mod trace;
 mod transaction;
 
 pub use broadcaster::EventBroadcaster;
@@ -64,4 +65,5 @@ pub use subscription::{
     Delivery, OverflowPolicy, SendOutcome, SubscribeOptions, Subscription, SubscriptionFilter,
     SubscriptionSender, DEFAULT_SUBSCRIPTION_BUFFER,
 };
+pub use trace::{TraceContext, TRACEPARENT_HEADER};
 pub use transaction::{ActorAppend, Transaction, MAX_TRANSACTION_ID_BYTES};

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use aether_actor::{Actor, CommandError, Envelope, Handled};
-use aether_core::Error;
+use aether_core::{Error, TraceContext};
 use bytes::Bytes;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::Inner;
 use crate::assignment::Assignment;
@@ -142,7 +143,12 @@ impl Inner {
             ))
             .into()))
         };
-        match self.transport.request(owner, payload, timeout).await {
+        let traceparent = envelope.meta.trace.as_ref().map(ToString::to_string);
+        match self
+            .transport
+            .request(owner, payload, traceparent, timeout)
+            .await
+        {
             Ok(payload) => match decode::<ActorResponse>(&payload) {
                 Ok(ActorResponse::Reply { reply, .. }) => match serde_json::from_value(reply) {
                     Ok(reply) => Attempt::Done(Ok(reply)),
@@ -188,7 +194,26 @@ impl Inner {
             Err(e) => ActorResponse::Error {
                 error: RemoteError::from_error(&e.into()),
             },
-            Ok(req) => self.serve_request(req).await,
+            Ok(mut req) => {
+                // The header stands for the trace when the body carries none (a sender that
+                // only speaks the header); a malformed header is ignored.
+                if req.meta.trace.is_none() {
+                    req.meta.trace = msg.traceparent.as_deref().and_then(TraceContext::parse);
+                }
+                let span = tracing::info_span!(
+                    "actor_request",
+                    node = %self.node_id,
+                    actor_type = %req.actor_type,
+                    actor_id = %req.actor_id,
+                    trace_id = tracing::field::Empty,
+                    parent_span_id = tracing::field::Empty,
+                );
+                if let Some(t) = &req.meta.trace {
+                    span.record("trace_id", t.trace_id());
+                    span.record("parent_span_id", t.span_id());
+                }
+                self.serve_request(req).instrument(span).await
+            }
         };
         let bytes = match encode(&response) {
             Ok(b) => b,
@@ -280,7 +305,7 @@ impl Inner {
             let timeout = self.config.request_timeout;
             if let Err(e) = self
                 .transport
-                .request(owner, Bytes::from(payload), timeout)
+                .request(owner, Bytes::from(payload), None, timeout)
                 .await
             {
                 tracing::debug!(actor_id, owner, error = ?e, "owner not told of a transaction");

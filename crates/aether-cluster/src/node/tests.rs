@@ -354,7 +354,7 @@ async fn a_node_refuses_an_actor_it_does_not_own_and_writes_nothing() {
         refresh: false,
     };
     let reply = net
-        .request("b", Bytes::from(encode(&request).unwrap()), REQUEST)
+        .request("b", Bytes::from(encode(&request).unwrap()), None, REQUEST)
         .await
         .unwrap();
     match decode::<ActorResponse>(&reply).unwrap() {
@@ -368,7 +368,7 @@ async fn a_node_refuses_an_actor_it_does_not_own_and_writes_nothing() {
     assert_eq!(store.get_latest_version(&actor).await.unwrap(), 0);
     // Nobody serves a node that never joined.
     assert!(matches!(
-        net.request("x", Bytes::new(), REQUEST).await,
+        net.request("x", Bytes::new(), None, REQUEST).await,
         Err(RequestFailure::NoResponders)
     ));
 }

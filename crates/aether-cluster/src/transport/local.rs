@@ -186,6 +186,7 @@ impl Transport for LocalNetwork {
         &self,
         node: &str,
         payload: Bytes,
+        traceparent: Option<String>,
         timeout: Duration,
     ) -> std::result::Result<Bytes, RequestFailure> {
         let server = self.servers().get(node).cloned();
@@ -196,6 +197,7 @@ impl Transport for LocalNetwork {
         let incoming = Incoming {
             payload,
             reply_to: Some(ReplyTo::Local(tx)),
+            traceparent,
         };
         let exchange = async {
             server
@@ -300,7 +302,7 @@ mod tests {
         let net = LocalNetwork::new();
         let t = Duration::from_secs(1);
         assert!(matches!(
-            net.request("a", Bytes::new(), t).await,
+            net.request("a", Bytes::new(), None, t).await,
             Err(RequestFailure::NoResponders)
         ));
         let mut served = net.serve("a").await.unwrap();
@@ -312,20 +314,20 @@ mod tests {
                 served
             }
         });
-        let r = net.request("a", Bytes::from_static(b"hi"), t).await;
+        let r = net.request("a", Bytes::from_static(b"hi"), None, t).await;
         assert_eq!(r.unwrap(), Bytes::from_static(b"hi"));
         // Served but not read (a hung node): the request times out.
         let served = answer.await.unwrap();
         let started = tokio::time::Instant::now();
         assert!(matches!(
-            net.request("a", Bytes::new(), t).await,
+            net.request("a", Bytes::new(), None, t).await,
             Err(RequestFailure::TimedOut)
         ));
         assert!(started.elapsed() >= t);
         // Dropped (a stopped node): no responders.
         drop(served);
         assert!(matches!(
-            net.request("a", Bytes::new(), t).await,
+            net.request("a", Bytes::new(), None, t).await,
             Err(RequestFailure::NoResponders)
         ));
     }

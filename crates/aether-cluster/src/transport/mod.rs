@@ -74,6 +74,8 @@ impl fmt::Debug for ReplyTo {
 pub(crate) struct Incoming {
     pub(crate) payload: Bytes,
     pub(crate) reply_to: Option<ReplyTo>,
+    /// The sender's W3C `traceparent` header, if it sent one.
+    pub(crate) traceparent: Option<String>,
 }
 
 /// See the module docs. Every method's errors are [`aether_core::Error::Unavailable`] unless
@@ -100,11 +102,13 @@ pub(crate) trait Transport: Send + Sync + fmt::Debug + 'static {
     /// error) when the watch breaks; the driver then reads the table and watches again.
     async fn watch_table(&self) -> Result<BoxStream<'static, Result<Versioned<AssignmentTable>>>>;
 
-    /// Sends an actor request to `node` and waits up to `timeout` for its reply.
+    /// Sends an actor request to `node` (with a W3C `traceparent` header when the command
+    /// belongs to a trace) and waits up to `timeout` for its reply.
     async fn request(
         &self,
         node: &str,
         payload: Bytes,
+        traceparent: Option<String>,
         timeout: Duration,
     ) -> std::result::Result<Bytes, RequestFailure>;
     /// The requests for `node`'s actors. Once this returns, senders reach the stream (the
@@ -241,13 +245,21 @@ pub(crate) mod contract {
 
         let t = Duration::from_secs(5);
         assert!(matches!(
-            a.request("b", Bytes::from_static(b"x"), t).await,
+            a.request("b", Bytes::from_static(b"x"), None, t).await,
             Err(RequestFailure::NoResponders)
         ));
         let mut served = b.serve("b").await.unwrap();
-        let (reply, ()) = tokio::join!(a.request("b", Bytes::from_static(b"ping"), t), async {
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let sent = a.request(
+            "b",
+            Bytes::from_static(b"ping"),
+            Some(traceparent.to_string()),
+            t,
+        );
+        let (reply, ()) = tokio::join!(sent, async {
             let req = served.next().await.unwrap();
             assert_eq!(req.payload, Bytes::from_static(b"ping"));
+            assert_eq!(req.traceparent.as_deref(), Some(traceparent));
             b.reply(req.reply_to.unwrap(), Bytes::from_static(b"pong"))
                 .await
                 .unwrap();
@@ -256,7 +268,7 @@ pub(crate) mod contract {
         drop(served);
         b.settle().await.unwrap();
         assert!(matches!(
-            a.request("b", Bytes::from_static(b"x"), t).await,
+            a.request("b", Bytes::from_static(b"x"), None, t).await,
             Err(RequestFailure::NoResponders)
         ));
     }

@@ -236,13 +236,19 @@ impl Transport for NatsTransport {
         &self,
         node: &str,
         payload: Bytes,
+        traceparent: Option<String>,
         timeout: Duration,
     ) -> std::result::Result<Bytes, RequestFailure> {
         let subject = self.subjects.node_requests(node);
         let context = format!("request to node {node}");
         let sent = self
             .guarded(&context, async {
-                let request = Request::new().payload(payload).timeout(Some(timeout));
+                let mut request = Request::new().payload(payload).timeout(Some(timeout));
+                if let Some(tp) = traceparent {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(aether_core::TRACEPARENT_HEADER, tp.as_str());
+                    request = request.headers(headers);
+                }
                 Ok(self.client.send_request(subject.clone(), request).await)
             })
             .await;
@@ -262,6 +268,11 @@ impl Transport for NatsTransport {
         let sub = self.subscribed(self.subjects.node_requests(node)).await?;
         Ok(sub
             .map(|msg| Incoming {
+                traceparent: msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(aether_core::TRACEPARENT_HEADER))
+                    .map(|v| v.as_str().to_string()),
                 payload: msg.payload,
                 reply_to: msg.reply.map(ReplyTo::Subject),
             })

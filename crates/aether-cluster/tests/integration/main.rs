@@ -5,6 +5,8 @@
 //!   failover (also on a loaded machine), fencing, permissions.
 //! - `faults` (feature `nats`): one node's connection cut and frozen through a proxy; decoders
 //!   fed arbitrary bytes.
+//! - `trace` (feature `nats`): a command's trace context crossing nodes to the owner's span
+//!   and the stored events.
 //! - `typed` (feature `nats`): typed actors over the JetStream store: upcasting events of an
 //!   older schema, skipping snapshots of an older state schema, typed decoding errors.
 
@@ -15,5 +17,7 @@ mod faults;
 mod placement_props;
 #[cfg(feature = "nats")]
 mod support;
+#[cfg(feature = "nats")]
+mod trace;
 #[cfg(feature = "nats")]
 mod typed;
