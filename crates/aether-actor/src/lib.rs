@@ -109,6 +109,8 @@ mod config;
 mod error;
 mod event;
 mod host;
+#[cfg(feature = "opentelemetry")]
+pub mod otel;
 mod replay;
 mod retry;
 pub mod testing;

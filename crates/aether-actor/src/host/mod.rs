@@ -269,6 +269,11 @@ impl<A: Actor> ActorHost<A> {
             return Err(Error::invalid("actor id must not be empty").into());
         }
         let mut envelope = envelope;
+        // Without a trace of its own, a command joins the current span's.
+        #[cfg(feature = "opentelemetry")]
+        if envelope.meta.trace.is_none() {
+            envelope.meta.trace = crate::otel::current();
+        }
         // A command meets a passivating actor at most a few times in a row; more means the
         // actor cannot stay up (for example its store keeps failing).
         for _ in 0..8 {

@@ -57,6 +57,11 @@ impl Inner {
             .into());
         };
         let mut envelope = envelope;
+        // Without a trace of its own, a command joins the current span's.
+        #[cfg(feature = "opentelemetry")]
+        if envelope.meta.trace.is_none() {
+            envelope.meta.trace = aether_actor::otel::current();
+        }
         // Every attempt carries the same id, so that the owner applies the command once.
         if envelope.meta.command_id.is_none() {
             envelope.meta.command_id = Some(uuid::Uuid::new_v4().simple().to_string());
@@ -211,6 +216,8 @@ impl Inner {
                 if let Some(t) = &req.meta.trace {
                     span.record("trace_id", t.trace_id());
                     span.record("parent_span_id", t.span_id());
+                    #[cfg(feature = "opentelemetry")]
+                    aether_actor::otel::set_parent(&span, t);
                 }
                 self.serve_request(req).instrument(span).await
             }

@@ -60,11 +60,45 @@ fn spans() -> Spans {
         .get_or_init(|| {
             let spans = Spans::default();
             let subscriber = tracing_subscriber::registry().with(spans.clone());
+            // With the feature, spans also get OpenTelemetry contexts (a no-op tracer: nothing
+            // is exported; the contexts are what is checked).
+            #[cfg(feature = "opentelemetry")]
+            let subscriber = subscriber.with(tracing_opentelemetry::layer());
             tracing::subscriber::set_global_default(subscriber)
                 .expect("the only global subscriber of this test binary");
             spans
         })
         .clone()
+}
+
+async fn two_nodes(cluster: &str) -> (NatsServer, Arc<InMemoryEventStore>, Vec<ClusterNode>) {
+    let server = NatsServer::start().expect("nats-server");
+    let store = Arc::new(InMemoryEventStore::new());
+    let mut nodes = Vec::new();
+    for id in ["a", "b"] {
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let actors = Actors::new(Arc::clone(&store) as _).with(Bank);
+        let config = config(id).cluster_name(cluster);
+        nodes.push(
+            ClusterNode::start(client, config, actors)
+                .await
+                .expect("node"),
+        );
+    }
+    for n in &nodes {
+        n.wait_for_members(&["a", "b"], Duration::from_secs(30))
+            .await
+            .expect("members");
+    }
+    (server, store, nodes)
+}
+
+/// An actor that "b" owns.
+fn owned_by_b(nodes: &[ClusterNode]) -> String {
+    (0..1000)
+        .map(|i| format!("acct-{i}"))
+        .find(|a| nodes[0].owner_of(a).as_deref() == Some("b"))
+        .expect("an actor owned by b")
 }
 
 fn config(node: &str) -> ClusterConfig {
@@ -80,28 +114,9 @@ fn config(node: &str) -> ClusterConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commands_trace_reaches_the_owning_nodes_span_and_the_stored_events() {
     let spans = spans();
-    let server = NatsServer::start().expect("nats-server");
-    let store = Arc::new(InMemoryEventStore::new());
-    let mut nodes = Vec::new();
-    for id in ["a", "b"] {
-        let client = async_nats::connect(server.url()).await.expect("connect");
-        let actors = Actors::new(Arc::clone(&store) as _).with(Bank);
-        nodes.push(
-            ClusterNode::start(client, config(id), actors)
-                .await
-                .expect("node"),
-        );
-    }
-    for n in &nodes {
-        n.wait_for_members(&["a", "b"], Duration::from_secs(30))
-            .await
-            .expect("members");
-    }
+    let (_server, store, nodes) = two_nodes("traced").await;
     // An actor that "b" owns, sent from "a": the command crosses nodes.
-    let actor = (0..1000)
-        .map(|i| format!("acct-{i}"))
-        .find(|a| nodes[0].owner_of(a).as_deref() == Some("b"))
-        .expect("an actor owned by b");
+    let actor = owned_by_b(&nodes);
     let trace = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         .expect("a valid traceparent");
     let envelope = Envelope::new(Command::Deposit { amount: 5 })
@@ -138,6 +153,40 @@ async fn a_commands_trace_reaches_the_owning_nodes_span_and_the_stored_events() 
         ),
         "the owning node's span carries the trace: {on_b:?}"
     );
+    for n in nodes {
+        n.shutdown().await.expect("shutdown");
+    }
+}
+
+/// With OpenTelemetry, a command sent inside a span that is part of a trace joins it without
+/// being told: the owner's span and the events carry the caller's trace id.
+#[cfg(feature = "opentelemetry")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_opentelemetry_a_command_joins_the_current_spans_trace() {
+    use tracing::Instrument;
+    let spans = spans();
+    let (_server, store, nodes) = two_nodes("otel").await;
+    let actor = owned_by_b(&nodes);
+    let remote = TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .expect("a valid traceparent");
+    let caller = tracing::info_span!("http_request");
+    aether_actor::otel::set_parent(&caller, &remote);
+    nodes[0]
+        .send::<Bank>(&actor, Command::Deposit { amount: 1 })
+        .instrument(caller)
+        .await
+        .expect("deposit");
+    let events = store.get_events(&actor, 1).await.expect("events");
+    assert_eq!(
+        events[0].metadata_value(METADATA_TRACE_ID),
+        Some(remote.trace_id())
+    );
+    let carried = spans.0.lock().unwrap().values().any(|f| {
+        f.get("node").map(String::as_str) == Some("b")
+            && f.get("actor_id") == Some(&actor)
+            && f.get("trace_id").map(String::as_str) == Some(remote.trace_id())
+    });
+    assert!(carried, "the owner's span carries the caller's trace");
     for n in nodes {
         n.shutdown().await.expect("shutdown");
     }
