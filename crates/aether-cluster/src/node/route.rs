@@ -31,7 +31,14 @@ impl Inner {
         envelope: Envelope<A::Command>,
     ) -> Outcome<A> {
         let started = Instant::now();
-        let outcome = self.route::<A>(actor_id, envelope).await;
+        let span = tracing::debug_span!(
+            "cluster_send",
+            node = %self.node_id,
+            actor_type = A::TYPE,
+            actor_id,
+            trace_id = envelope.meta.trace.as_ref().map(|t| t.trace_id().to_string()),
+        );
+        let outcome = self.route::<A>(actor_id, envelope).instrument(span).await;
         let label = match &outcome {
             Ok(_) => "ok",
             Err(CommandError::Rejected(_)) => "rejected",

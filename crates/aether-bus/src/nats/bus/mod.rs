@@ -364,7 +364,16 @@ impl EventBroadcaster for NatsEventBus {
             return Err(v.to_error(format!("publishing to namespace {namespace:?}")));
         }
         let payload = Bytes::from(event.to_json_bytes()?);
-        self.send(namespace, subject, payload).await?;
+        let span = tracing::debug_span!(
+            "bus_publish",
+            namespace,
+            event_type = %event.event_type,
+            actor_id = %event.actor_id,
+            trace_id = event.trace_id(),
+        );
+        self.send(namespace, subject, payload)
+            .instrument(span)
+            .await?;
         self.inner.ctx.metrics.record_published(namespace);
         // Local subscribers get it here, once; NATS's echo of it is skipped. The copy is made
         // only when someone here may want it.
