@@ -44,6 +44,9 @@ fn help_for_every_subcommand() {
         vec!["cluster", "--help"],
         vec!["cluster", "members", "--help"],
         vec!["cluster", "shards", "--help"],
+        vec!["projections", "--help"],
+        vec!["projections", "replay-parked", "--help"],
+        vec!["ui", "--help"],
     ] {
         let out = aether().args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}: {out:?}");
@@ -162,6 +165,7 @@ fn server_down_is_a_quick_one_line_error() {
         vec!["cluster", "members", "--nats", &url],
         vec!["cluster", "shards", "--nats", &url],
         vec!["demo", "--actors", "3", "--nats", &url],
+        vec!["ui", "--nats", &url, "--listen", "127.0.0.1:0"],
     ] {
         let started = Instant::now();
         let out = aether().args(&args).output().unwrap();

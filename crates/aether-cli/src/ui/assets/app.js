@@ -162,7 +162,7 @@ async function streamView() {
     show(
       el("h2", {}, "Stream " + s.name),
       el("div", { class: "cards", id: "stream-cards" },
-        card("messages", s.messages),
+        card("messages (a batch is one)", s.messages),
         card("actors", s.actors),
         card("bytes", bytes(s.bytes)),
         card("rate now", rate.toFixed(1) + " msg/s"),
