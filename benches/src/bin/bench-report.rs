@@ -64,6 +64,7 @@ const RING: &str = "cargo bench -p aether-benches --bench cluster";
 const ACTORS: &str = "cargo bench -p aether-benches --bench actors";
 const TXN: &str = "cargo bench -p aether-benches --bench transactions";
 const PROJ: &str = "cargo bench -p aether-benches --bench projections";
+const SEND: &str = "cargo bench -p aether-benches --bench cluster_send";
 
 const ROWS: &[Row] = &[
     row(
@@ -203,6 +204,27 @@ const ROWS: &[Row] = &[
         Target::TimeAtMost(1.0),
         "faster",
         RING,
+    ),
+    row(
+        "`ClusterNode::send` to an actor active on another node (a read, no write)",
+        "cluster_send_remote",
+        "aether",
+        Some((
+            "raw NATS request/reply of the same request size",
+            "raw_request_reply",
+        )),
+        Target::TimeAtMost(1.3),
+        "≤ 1.3×",
+        SEND,
+    ),
+    row(
+        "`ClusterNode::send` to an actor active on the same node",
+        "cluster_send_local",
+        "aether",
+        None,
+        Target::AbsoluteNs(10_000.0),
+        "≤ 10 µs, no NATS hop",
+        SEND,
     ),
     row(
         "projection of 10 000 events into a no-op sink",

@@ -10,6 +10,11 @@ window.addEventListener("error", (e) => {
 window.addEventListener("securitypolicyviolation", (e) => {
   window.aetherErrors.push("blocked by the content security policy: " + e.violatedDirective);
 });
+const consoleError = console.error.bind(console);
+console.error = (...args) => {
+  window.aetherErrors.push(args.map(String).join(" "));
+  consoleError(...args);
+};
 window.addEventListener("unhandledrejection", (e) => {
   window.aetherErrors.push("unhandled rejection: " + String(e.reason));
 });
