@@ -1,6 +1,7 @@
 //! The cluster's own paths: `ClusterNode::send` to an actor active on another node next to a
 //! raw NATS request/reply of the same request size (its floor), and to an actor active on the
-//! same node (no NATS hop; reported as an absolute time).
+//! same node (no NATS hop; the goal is an absolute time) next to a raw round trip through a
+//! task's channel and a oneshot reply (the floor of two task hops, measured the same way).
 //!
 //! The command reads the actor's state and writes nothing, so the figures are the routing's
 //! and the runtime's own cost, not the store's.
@@ -155,6 +156,18 @@ fn cluster_send(c: &mut Criterion) {
     });
     g.finish();
 
+    // The floor of a local send measured this way: a command handed to a task through a
+    // channel and answered through a oneshot, the two hops every actor runtime makes.
+    let mailbox = rt.block_on(async {
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<(String, tokio::sync::oneshot::Sender<String>)>(64);
+        tokio::spawn(async move {
+            while let Some((command, reply)) = rx.recv().await {
+                let _ = reply.send(command);
+            }
+        });
+        tx
+    });
     let mut g = c.benchmark_group("cluster_send_local");
     g.bench_function("aether", |b| {
         b.to_async(&rt).iter(|| async {
@@ -164,6 +177,16 @@ fn cluster_send(c: &mut Criterion) {
                     .await
                     .expect("send"),
             )
+        })
+    });
+    g.bench_function("raw_task_round_trip", |b| {
+        b.to_async(&rt).iter(|| async {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            mailbox
+                .send(("ping".to_string(), reply))
+                .await
+                .expect("mailbox");
+            black_box(answer.await.expect("answer"))
         })
     });
     g.finish();

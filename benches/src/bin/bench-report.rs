@@ -227,6 +227,18 @@ const ROWS: &[Row] = &[
         SEND,
     ),
     row(
+        "`ClusterNode::send` to an actor active on the same node, next to its floor",
+        "cluster_send_local",
+        "aether",
+        Some((
+            "raw round trip through a task's channel and a oneshot",
+            "raw_task_round_trip",
+        )),
+        Target::Report,
+        "reported",
+        SEND,
+    ),
+    row(
         "projection of 10 000 events into a no-op sink",
         "projection_10k",
         "noop_sink",
