@@ -65,6 +65,7 @@ const ACTORS: &str = "cargo bench -p aether-benches --bench actors";
 const TXN: &str = "cargo bench -p aether-benches --bench transactions";
 const PROJ: &str = "cargo bench -p aether-benches --bench projections";
 const SEND: &str = "cargo bench -p aether-benches --bench cluster_send";
+const ACTIVATION: &str = "cargo bench -p aether-benches --bench activation";
 
 const ROWS: &[Row] = &[
     row(
@@ -204,6 +205,18 @@ const ROWS: &[Row] = &[
         Target::TimeAtMost(1.0),
         "faster",
         RING,
+    ),
+    row(
+        "activation from a snapshot plus 100 events (JetStream)",
+        "activation_snapshot_100",
+        "aether",
+        Some((
+            "raw reads: direct get of the snapshot, a consumer over the 100 events",
+            "raw_reads",
+        )),
+        Target::TimeAtMost(1.2),
+        "≤ 1.2×",
+        ACTIVATION,
     ),
     row(
         "`ClusterNode::send` to an actor active on another node (a read, no write)",
