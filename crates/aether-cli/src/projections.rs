@@ -103,11 +103,7 @@ fn position(p: Option<LogPosition>) -> String {
 async fn row(o: &Opened, name: &str, head: Option<LogPosition>) -> CliResult<Vec<String>> {
     let checkpoint = o.state.checkpoint(name).await?;
     let parked = o.state.parked(name).await?.len();
-    let lag = match (checkpoint, head) {
-        (_, None) => 0,
-        (None, Some(h)) => h.sequence,
-        (Some(c), Some(h)) => h.sequence.saturating_sub(c.sequence),
-    };
+    let lag = aether_projection::lag(checkpoint, head);
     Ok(vec![
         name.to_string(),
         position(checkpoint),

@@ -79,8 +79,8 @@ mod worker;
 #[cfg(feature = "nats")]
 pub use aether_nats::StorageKind;
 pub use runner::{
-    Handler, OnFailure, Order, Park, Projected, Projection, ProjectionConfig, ProjectionStatus,
-    SinkPosition,
+    lag, Handler, OnFailure, Order, Park, Projected, Projection, ProjectionConfig,
+    ProjectionStatus, SinkPosition,
 };
 #[cfg(feature = "nats")]
 pub use store::NatsProjectionStore;

@@ -141,6 +141,22 @@ pub struct ProjectionConfig {
     pub on_failure: OnFailure,
 }
 
+impl ProjectionConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a page size or concurrency of 0.
+    pub fn validate(&self) -> Result<()> {
+        if self.page_size == 0 {
+            return Err(Error::invalid("the page size must be at least 1"));
+        }
+        if self.concurrency == 0 {
+            return Err(Error::invalid("the concurrency must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 impl Default for ProjectionConfig {
     fn default() -> Self {
         Self {
@@ -266,12 +282,7 @@ impl<E: DomainEvent> Projection<E> {
         config: ProjectionConfig,
     ) -> Result<Self> {
         validate_name("projection", &name)?;
-        if config.page_size == 0 {
-            return Err(Error::invalid("the page size must be at least 1"));
-        }
-        if config.concurrency == 0 {
-            return Err(Error::invalid("the concurrency must be at least 1"));
-        }
+        config.validate()?;
         let id: Arc<str> = match partition {
             None => name.as_str().into(),
             Some((p, _)) => format!("{name}.p{p}").into(),
@@ -663,9 +674,16 @@ enum StepError {
     Stopped(Error),
 }
 
-/// Stored messages between `position` and `head` (an upper bound on events: snapshot messages
-/// and batches count once).
-fn lag(position: Option<LogPosition>, head: Option<LogPosition>) -> u64 {
+/// A projection's lag: the stored messages between its `position` and the log's `head` (an
+/// upper bound on events: snapshot messages and batches count once).
+///
+/// ```
+/// use aether_core::LogPosition;
+/// assert_eq!(aether_projection::lag(Some(LogPosition::new(7, 0)), Some(LogPosition::new(10, 2))), 3);
+/// assert_eq!(aether_projection::lag(None, Some(LogPosition::new(4, 0))), 4);
+/// assert_eq!(aether_projection::lag(None, None), 0);
+/// ```
+pub fn lag(position: Option<LogPosition>, head: Option<LogPosition>) -> u64 {
     match (position, head) {
         (_, None) => 0,
         (None, Some(h)) => h.sequence,

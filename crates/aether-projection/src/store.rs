@@ -279,14 +279,8 @@ mod nats {
         /// # Errors
         /// Server errors.
         pub async fn projections(&self) -> Result<Vec<String>> {
-            let mut keys = self
-                .kv
-                .keys()
-                .await
-                .map_err(|e| classify("listing projections", e))?;
             let mut names = std::collections::BTreeSet::new();
-            while let Some(key) = keys.next().await {
-                let key = key.map_err(|e| classify("listing projections", e))?;
+            for key in self.keys("", "listing projections").await? {
                 let name = match key.split_once('.') {
                     Some(("cp", name)) => Some(name),
                     Some(("parked", rest)) => rest.rsplit_once('.').map(|(name, _)| name),
@@ -305,6 +299,50 @@ mod nats {
                 position.sequence, position.index
             )
         }
+
+        /// The keys starting with `prefix`.
+        async fn keys(&self, prefix: &str, what: &str) -> Result<Vec<String>> {
+            let mut keys = self.kv.keys().await.map_err(|e| classify(what, e))?;
+            let mut out = Vec::new();
+            while let Some(key) = keys.next().await {
+                let key = key.map_err(|e| classify(what, e))?;
+                if key.starts_with(prefix) {
+                    out.push(key);
+                }
+            }
+            Ok(out)
+        }
+
+        /// The key's latest entry (a put, a delete or a purge), if it has one.
+        async fn entry(&self, key: &str) -> Result<Option<kv::Entry>> {
+            self.kv
+                .entry(key)
+                .await
+                .map_err(|e| classify(format!("reading {key}"), e))
+        }
+
+        /// The key's value, decoded; `None` when absent or deleted.
+        async fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+            match self.entry(key).await? {
+                Some(e) if e.operation == kv::Operation::Put => decode(key, &e.value).map(Some),
+                _ => Ok(None),
+            }
+        }
+
+        async fn put(&self, key: &str, value: bytes::Bytes) -> Result<()> {
+            self.kv
+                .put(key, value)
+                .await
+                .map_err(|e| classify(format!("writing {key}"), e))?;
+            Ok(())
+        }
+
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.kv
+                .delete(key)
+                .await
+                .map_err(|e| classify(format!("deleting {key}"), e))
+        }
     }
 
     fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
@@ -321,90 +359,50 @@ mod nats {
     #[async_trait]
     impl ProjectionStore for NatsProjectionStore {
         async fn checkpoint(&self, projection: &str) -> Result<Option<LogPosition>> {
-            let key = format!("cp.{projection}");
-            match self
-                .kv
-                .get(&key)
-                .await
-                .map_err(|e| classify(format!("reading {key}"), e))?
-            {
-                Some(bytes) => decode(&key, &bytes).map(Some),
-                None => Ok(None),
-            }
+            self.get(&format!("cp.{projection}")).await
         }
         async fn save_checkpoint(&self, projection: &str, position: LogPosition) -> Result<()> {
-            let key = format!("cp.{projection}");
-            self.kv
-                .put(&key, encode(&position)?)
+            self.put(&format!("cp.{projection}"), encode(&position)?)
                 .await
-                .map_err(|e| classify(format!("writing {key}"), e))?;
-            Ok(())
         }
         async fn clear_checkpoint(&self, projection: &str) -> Result<()> {
-            let key = format!("cp.{projection}");
-            self.kv
-                .delete(&key)
-                .await
-                .map_err(|e| classify(format!("deleting {key}"), e))?;
-            Ok(())
+            self.delete(&format!("cp.{projection}")).await
         }
         async fn park(&self, projection: &str, event: &ParkedEvent) -> Result<()> {
-            let key = Self::parked_key(projection, event.position);
-            self.kv
-                .put(&key, encode(event)?)
-                .await
-                .map_err(|e| classify(format!("writing {key}"), e))?;
-            Ok(())
+            self.put(
+                &Self::parked_key(projection, event.position),
+                encode(event)?,
+            )
+            .await
         }
         async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>> {
             let prefix = format!("parked.{projection}.");
-            let mut keys = self
-                .kv
-                .keys()
-                .await
-                .map_err(|e| classify("listing parked events", e))?;
             let mut out = Vec::new();
-            while let Some(key) = keys.next().await {
-                let key = key.map_err(|e| classify("listing parked events", e))?;
-                if !key.starts_with(&prefix) {
+            for key in self.keys(&prefix, "listing parked events").await? {
+                // A key with a dot after the prefix belongs to a partition (`<name>.p<k>`).
+                if key[prefix.len()..].contains('.') {
                     continue;
                 }
-                if let Some(bytes) = self
-                    .kv
-                    .get(&key)
-                    .await
-                    .map_err(|e| classify(format!("reading {key}"), e))?
-                {
-                    out.push(decode::<ParkedEvent>(&key, &bytes)?);
+                if let Some(parked) = self.get::<ParkedEvent>(&key).await? {
+                    out.push(parked);
                 }
             }
             out.sort_by_key(|p| p.position);
             Ok(out)
         }
         async fn unpark(&self, projection: &str, position: LogPosition) -> Result<()> {
-            let key = Self::parked_key(projection, position);
-            self.kv
-                .delete(&key)
-                .await
-                .map_err(|e| classify(format!("deleting {key}"), e))?;
-            Ok(())
+            self.delete(&Self::parked_key(projection, position)).await
         }
         async fn request_replay(&self, projection: &str) -> Result<()> {
-            let key = format!("replay.{projection}");
-            self.kv
-                .put(&key, bytes::Bytes::from_static(b"1"))
-                .await
-                .map_err(|e| classify(format!("writing {key}"), e))?;
-            Ok(())
+            self.put(
+                &format!("replay.{projection}"),
+                bytes::Bytes::from_static(b"1"),
+            )
+            .await
         }
         async fn take_replay_request(&self, projection: &str) -> Result<bool> {
             let key = format!("replay.{projection}");
-            let entry = self
-                .kv
-                .entry(&key)
-                .await
-                .map_err(|e| classify(format!("reading {key}"), e))?;
-            match entry {
+            match self.entry(&key).await? {
                 Some(e) if e.operation == kv::Operation::Put => {
                     // Deleting only this revision: a request made meanwhile is kept.
                     match self.kv.delete_expect_revision(&key, Some(e.revision)).await {
@@ -425,48 +423,31 @@ mod nats {
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
                 Err(e) => return Err(classify(format!("writing {key}"), e)),
             }
-            match self
-                .kv
-                .get(&key)
-                .await
-                .map_err(|e| classify(format!("reading {key}"), e))?
-            {
-                Some(bytes) => decode(&key, &bytes),
-                None => Err(Error::unavailable(
+            self.get(&key).await?.ok_or_else(|| {
+                Error::unavailable(
                     format!("reading {key}"),
                     "the partition count vanished after it was created",
-                )),
-            }
+                )
+            })
         }
         async fn heartbeat(&self, projection: &str, worker: &str) -> Result<()> {
-            let key = format!("worker.{projection}.{worker}");
-            self.kv
-                .put(&key, bytes::Bytes::new())
-                .await
-                .map_err(|e| classify(format!("writing {key}"), e))?;
-            Ok(())
+            self.put(
+                &format!("worker.{projection}.{worker}"),
+                bytes::Bytes::new(),
+            )
+            .await
         }
         async fn workers(&self, projection: &str) -> Result<Vec<WorkerHeartbeat>> {
             let prefix = format!("worker.{projection}.");
-            let mut keys = self
-                .kv
-                .keys()
-                .await
-                .map_err(|e| classify("listing workers", e))?;
             let mut out = Vec::new();
-            while let Some(key) = keys.next().await {
-                let key = key.map_err(|e| classify("listing workers", e))?;
-                let Some(worker) = key.strip_prefix(&prefix) else {
-                    continue;
-                };
-                let entry = self
-                    .kv
+            for key in self.keys(&prefix, "listing workers").await? {
+                if let Some(e) = self
                     .entry(&key)
-                    .await
-                    .map_err(|e| classify(format!("reading {key}"), e))?;
-                if let Some(e) = entry.filter(|e| e.operation == kv::Operation::Put) {
+                    .await?
+                    .filter(|e| e.operation == kv::Operation::Put)
+                {
                     out.push(WorkerHeartbeat {
-                        worker: worker.to_string(),
+                        worker: key[prefix.len()..].to_string(),
                         revision: e.revision,
                     });
                 }
@@ -474,20 +455,12 @@ mod nats {
             Ok(out)
         }
         async fn leave(&self, projection: &str, worker: &str) -> Result<()> {
-            let key = format!("worker.{projection}.{worker}");
-            self.kv
-                .delete(&key)
-                .await
-                .map_err(|e| classify(format!("deleting {key}"), e))?;
-            Ok(())
+            self.delete(&format!("worker.{projection}.{worker}")).await
         }
         async fn lease(&self, projection: &str, partition: u32) -> Result<PartitionLease> {
-            let key = format!("lease.{projection}.{partition}");
             let entry = self
-                .kv
-                .entry(&key)
-                .await
-                .map_err(|e| classify(format!("reading {key}"), e))?;
+                .entry(&format!("lease.{projection}.{partition}"))
+                .await?;
             Ok(match entry {
                 None => PartitionLease {
                     partition,

@@ -348,11 +348,7 @@ impl<E: DomainEvent> ProjectionWorker<E> {
         let (name, worker) = (name.into(), worker.into());
         validate_name("projection", &name)?;
         validate_name("worker", &worker)?;
-        if config.page_size == 0 || config.concurrency == 0 {
-            return Err(Error::invalid(
-                "the page size and the concurrency must be at least 1",
-            ));
-        }
+        config.validate()?;
         if worker_config.partitions == 0 {
             return Err(Error::invalid("a partitioned projection needs partitions"));
         }

@@ -84,9 +84,10 @@ impl Shared {
         self.store
             .get_or_try_init(|| async {
                 let context = async_nats::jetstream::new(self.client.clone());
+                // A missing stream is a 404; the server being unreachable a 503.
                 crate::events::find_stream(&context, &self.config.stream)
                     .await
-                    .map_err(ApiError::not_found)?;
+                    .map_err(ApiError::from)?;
                 let store =
                     JetStreamEventStore::new(self.client.clone(), self.config.stream.config())
                         .await
@@ -116,10 +117,6 @@ impl ApiError {
             message: message.into(),
         }
     }
-
-    fn not_found(e: CliError) -> Self {
-        Self::new(StatusCode::NOT_FOUND, e.message())
-    }
 }
 
 impl From<Error> for ApiError {
@@ -135,6 +132,9 @@ impl From<Error> for ApiError {
     }
 }
 
+/// The CLI's readers fail with one line of text: a missing stream, bucket or cluster says
+/// "not found" (a 404), a refused name "must" or "invalid" (a 400); anything else is the
+/// server being unreachable or failing (a 503).
 impl From<CliError> for ApiError {
     fn from(e: CliError) -> Self {
         let text = e.message().to_string();
@@ -417,12 +417,7 @@ pub(super) async fn projections(State(s): State<Arc<Shared>>) -> ApiResult<Proje
     for name in state.projections().await? {
         let position = state.checkpoint(&name).await?;
         let parked = state.parked(&name).await?.len();
-        let lag = match (position, head) {
-            (_, None) => 0,
-            (None, Some(h)) => h.sequence,
-            (Some(p), Some(h)) => h.sequence.saturating_sub(p.sequence),
-        };
-        metrics::gauge!("aether_projection_lag", "projection" => name.clone()).set(lag as f64);
+        let lag = aether_projection::lag(position, head);
         out.push(ProjectionView {
             name,
             position,

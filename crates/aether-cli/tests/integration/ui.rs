@@ -65,7 +65,11 @@ async fn dashboard(url: &str, config: DashboardConfig, stop: &CancellationToken)
 }
 
 /// A plain HTTP GET: status, headers (lower-cased) and body.
-async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+pub(crate) async fn get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     // HTTP/1.0: the server closes the connection after the answer, which ends the read.
     let mut request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
