@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aether_actor::{DomainEvent, EventCodec, Upcasters};
-use aether_bus::fuzzing::{GapTracker, MAX_TRACKED_SOURCES};
+use aether_bus::fuzzing::{encode_frame, parse_message, GapTracker, MAX_TRACKED_SOURCES};
 use aether_bus::{decode_namespace, pattern_subject, validate_prefix};
 use aether_cluster::routing::{self, ActorRequest, ActorResponse, Heartbeat, Leave, WireError};
 use aether_cluster::{
@@ -276,15 +276,17 @@ fn check_subject(prefix: &str, subject: &str) {
 }
 
 /// What the bus does with each received message before handing it to a subscriber: decode
-/// the namespace from the subject, count gaps from the publisher and sequence headers, decode
-/// the event.
+/// the namespace from the subject, take the message apart (a frame, or JSON with the publisher
+/// and sequence headers), count gaps from its origin, decode the event.
 ///
-/// Input: one message per line, `subject \t publisher \t sequence \t payload`. Subjects are
-/// taken as received and also under the default prefix. Checks: the gap tracker reports
-/// exactly the messages skipped since the last one seen from the same publisher and namespace
-/// (checked against a model), never remembers more than its bound; decoded namespaces and
-/// events behave as in `namespace_subject` and `event_json`; the subscription filter
-/// (`match_namespace_pattern`) does not panic on what decodes.
+/// Input: one message per line, `subject \t publisher \t sequence \t payload`; the publisher
+/// and sequence fields are the headers' values, and the payload may be a frame. Subjects are
+/// taken as received and also under the default prefix. Checks: a payload that is not a frame
+/// takes its origin from the headers; a frame that parses encodes back to the same bytes; the
+/// gap tracker reports exactly the messages skipped since the last one seen from the same
+/// publisher and namespace (checked against a model), never remembers more than its bound;
+/// decoded namespaces and events behave as in `namespace_subject` and `event_json`; the
+/// subscription filter (`match_namespace_pattern`) does not panic on what decodes.
 pub fn bus_message(data: &[u8]) {
     let mut tracker = GapTracker::default();
     let mut model: HashMap<(String, String), u64> = HashMap::new();
@@ -301,16 +303,37 @@ pub fn bus_message(data: &[u8]) {
             continue;
         };
         check_subject(DEFAULT_PREFIX, &format!("{DEFAULT_PREFIX}.{subject}"));
-        if let (Some(p), Some(seq)) = (
-            publisher.as_deref(),
-            seq_header.and_then(|s| s.parse::<u64>().ok()),
-        ) {
-            let missed = tracker.observe(p, &namespace, seq);
-            assert_eq!(missed, model_observe(&mut model, p, &namespace, seq));
+        let Ok((origin, json)) =
+            parse_message(payload, publisher.as_deref(), seq_header.as_deref())
+        else {
+            assert_eq!(payload.first(), Some(&0xAE), "only a frame can be unreadable");
+            continue;
+        };
+        if payload.first() == Some(&0xAE) {
+            let (p, seq) = origin.clone().expect("a frame names its origin");
+            if let Ok(event) = Event::from_json_bytes(&json) {
+                let again = encode_frame(&p, seq, &event).expect("re-encode a frame");
+                let (origin_again, json_again) =
+                    parse_message(&again, None, None).expect("parse a frame just made");
+                assert_eq!(origin_again, Some((p, seq)));
+                assert_eq!(Event::from_json_bytes(&json_again).ok(), Some(event));
+            }
+        } else {
+            assert_eq!(json, payload, "JSON is passed through as it came");
+            let expected = match (publisher.as_deref(), seq_header.as_deref()) {
+                (Some(p), Some(s)) => Some((p.to_string(), s.parse::<u64>().unwrap_or(0))),
+                (Some(p), None) => Some((p.to_string(), 0)),
+                _ => None,
+            };
+            assert_eq!(origin, expected);
+        }
+        if let Some((p, seq)) = origin.filter(|(_, seq)| *seq > 0) {
+            let missed = tracker.observe(&p, &namespace, seq);
+            assert_eq!(missed, model_observe(&mut model, &p, &namespace, seq));
             assert!(tracker.tracked() <= MAX_TRACKED_SOURCES);
             assert_eq!(tracker.tracked(), model.len());
         }
-        if let Ok(event) = Event::from_json_bytes(payload) {
+        if let Ok(event) = Event::from_json_bytes(&json) {
             assert_event_round_trips(&event);
             for pattern in ["*", "orders.>", "*.*"] {
                 let _ = match_namespace_pattern(pattern, &namespace);

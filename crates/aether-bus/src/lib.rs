@@ -29,7 +29,7 @@ mod nats;
 #[cfg(feature = "nats")]
 pub use nats::{
     BusStreamConfig, DurableEvent, DurableSubscription, NatsBusConfig, NatsEventBus, StartFrom,
-    DEFAULT_BUS_STREAM, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SUBJECT_PREFIX,
+    WireFormat, DEFAULT_BUS_STREAM, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SUBJECT_PREFIX,
     DEFAULT_SUBSCRIPTION_CAPACITY, DENIED_PUBLISH_MEMORY, HEADER_PUBLISHER, HEADER_SEQUENCE,
 };
 

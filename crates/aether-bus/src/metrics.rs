@@ -143,12 +143,19 @@ impl BusMetrics {
             .clone()
     }
 
-    /// Counts one publish to `namespace`.
-    // Used by the NATS bus only.
+    /// Counts one publish to the namespace whose `counters` the caller kept (saves the lookup
+    /// on a hot path).
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
-    pub(crate) fn record_published(&self, namespace: &str) {
+    pub(crate) fn record_published_to(&self, counters: &NamespaceCounters) {
         self.total.add_published();
-        self.counters(namespace).add_published();
+        counters.add_published();
+    }
+
+    /// Counts one delivery of an event of the namespace whose `counters` the caller kept.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn record_delivered_to(&self, counters: &NamespaceCounters) {
+        self.total.add_delivered(1);
+        counters.add_delivered(1);
     }
 
     /// Counts `n` deliveries of events of `namespace`.
@@ -241,8 +248,8 @@ mod tests {
     #[test]
     fn counts_per_namespace_and_total() {
         let m = BusMetrics::new();
-        m.record_published("a");
-        m.record_published("b");
+        m.record_published_to(&m.counters("a"));
+        m.record_published_to(&m.counters("b"));
         m.record_delivered("a", 3);
         m.record_dropped("b", 2);
         m.subscription_opened();

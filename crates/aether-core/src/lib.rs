@@ -62,8 +62,8 @@ pub use store::{
     validate_batch, EventStore, EventStoreWithErrors, ReplayError, ReplayResult, SnapshotStore,
 };
 pub use subscription::{
-    Delivery, OverflowPolicy, SendOutcome, SubscribeOptions, Subscription, SubscriptionFilter,
-    SubscriptionSender, DEFAULT_SUBSCRIPTION_BUFFER,
+    Delivery, DeliverySource, OverflowPolicy, SendOutcome, SubscribeOptions, Subscription,
+    SubscriptionFilter, SubscriptionSender, DEFAULT_SUBSCRIPTION_BUFFER,
 };
 pub use trace::{TraceContext, TRACEPARENT_HEADER};
 pub use transaction::{ActorAppend, Transaction, MAX_TRANSACTION_ID_BYTES};

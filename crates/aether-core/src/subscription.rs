@@ -3,8 +3,10 @@
 
 use std::any::Any;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use crossbeam_queue::ArrayQueue;
 use tokio::sync::Notify;
@@ -361,6 +363,22 @@ impl SubscriptionSender {
     }
 }
 
+/// Deliveries a transport hands a subscription from outside the process, pulled by the
+/// subscriber itself in [`Subscription::recv`].
+///
+/// A bus whose events arrive from the network attaches one with
+/// [`Subscription::with_source`] instead of forwarding each message through a task of its own:
+/// the message is decoded on the subscriber's task and reaches it without a hop between
+/// threads (and the memory of the decoded event is freed on the thread that made it).
+/// Backpressure is the transport's own buffer: while the subscriber does not read, nothing is
+/// taken from it.
+pub trait DeliverySource: Send + Sync + 'static {
+    /// The next delivery (an event, or [`Delivery::Lagged`] for events the transport lost), or
+    /// `Poll::Ready(None)` once the source has ended (its transport closed, its bus shut
+    /// down). When pending, `cx`'s waker is woken when a delivery may be ready.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>>;
+}
+
 /// A live subscription: receive with [`recv`](Self::recv); drop it (or call
 /// [`unsubscribe`](Self::unsubscribe)) to stop.
 pub struct Subscription {
@@ -369,6 +387,10 @@ pub struct Subscription {
     reported: u64,
     pattern: Arc<str>,
     stashed: Option<Arc<Event>>,
+    /// Deliveries from outside the process, when a transport attached some.
+    source: Option<Box<dyn DeliverySource>>,
+    /// Which side a receive looks at first, alternated so that neither can starve the other.
+    source_first: bool,
     guard: Option<Box<dyn Any + Send + Sync>>,
 }
 
@@ -416,9 +438,18 @@ impl Subscription {
             reported: 0,
             pattern,
             stashed: None,
+            source: None,
+            source_first: false,
             guard: None,
         };
         (sender, sub)
+    }
+
+    /// Attaches deliveries from outside the process (see [`DeliverySource`]): the
+    /// subscription ends once both its senders and its source have ended.
+    pub fn with_source(mut self, source: impl DeliverySource) -> Self {
+        self.source = Some(Box::new(source));
+        self
     }
 
     /// Attaches a value dropped together with the subscription: a bus uses it to unregister
@@ -444,18 +475,72 @@ impl Subscription {
             if let Some(d) = self.try_recv() {
                 return Some(d);
             }
-            if self.chan.senders_gone.load(Ordering::Acquire) {
+            if self.source.is_none() && self.chan.senders_gone.load(Ordering::Acquire) {
                 // The last sender may have pushed just before leaving.
                 return self.try_recv();
             }
             // A notification sent since the failed attempt is kept as a permit, so this
             // cannot sleep through an event.
-            self.chan.ready.notified().await;
+            let chan = self.chan.clone();
+            let notified = chan.ready.notified();
+            let mut notified = std::pin::pin!(notified);
+            let from_source = std::future::poll_fn(|cx| {
+                if self.source.is_some() {
+                    match self.poll_source(cx) {
+                        Poll::Ready(Some(d)) => return Poll::Ready(Some(d)),
+                        // Ended just now: look at the buffer again.
+                        Poll::Ready(None) => return Poll::Ready(None),
+                        Poll::Pending => {}
+                    }
+                }
+                notified.as_mut().poll(cx).map(|()| None)
+            })
+            .await;
+            if let Some(d) = from_source {
+                return Some(d);
+            }
         }
     }
 
     /// Like [`recv`](Self::recv) but without waiting: `None` when nothing is buffered.
     pub fn try_recv(&mut self) -> Option<Delivery> {
+        self.source_first = !self.source_first;
+        if self.source_first {
+            if let Some(d) = self.try_recv_source() {
+                return Some(d);
+            }
+            self.try_recv_buffer()
+        } else {
+            if let Some(d) = self.try_recv_buffer() {
+                return Some(d);
+            }
+            self.try_recv_source()
+        }
+    }
+
+    /// The source's next delivery if it has one ready.
+    fn try_recv_source(&mut self) -> Option<Delivery> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.poll_source(&mut cx) {
+            Poll::Ready(d) => d,
+            Poll::Pending => None,
+        }
+    }
+
+    /// Polls the source, dropping it once it has ended.
+    fn poll_source(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let Some(source) = self.source.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = source.poll_next(cx);
+        if let Poll::Ready(None) = polled {
+            self.source = None;
+        }
+        polled
+    }
+
+    /// The next delivery from the in-process buffer.
+    fn try_recv_buffer(&mut self) -> Option<Delivery> {
         if let Some(ev) = self.stashed.take() {
             return Some(Delivery::Event(ev));
         }
@@ -611,5 +696,63 @@ mod tests {
         assert!(tx.wants("prod.orders", &Event::new("A", "x", 1)));
         assert!(!tx.wants("prod.orders", &Event::new("B", "x", 1)));
         assert!(!tx.wants("dev.orders", &Event::new("A", "x", 1)));
+    }
+
+    /// A source fed through a channel, as a network transport would be.
+    struct ChannelSource(tokio::sync::mpsc::UnboundedReceiver<Delivery>);
+
+    impl DeliverySource for ChannelSource {
+        fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+            self.0.poll_recv(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_is_read_next_to_the_buffer_and_ends_the_subscription_with_it() {
+        let (feed, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, sub) = Subscription::channel("ns", SubscribeOptions::default());
+        let mut sub = sub.with_source(ChannelSource(rx));
+        // Both sides have something: neither starves the other.
+        for v in 1..=3 {
+            tx.try_send(ev(v));
+            feed.send(Delivery::Event(ev(100 + v))).unwrap();
+        }
+        feed.send(Delivery::Lagged(2)).unwrap();
+        let mut got = Vec::new();
+        while let Some(d) = sub.try_recv() {
+            got.push(match d {
+                Delivery::Event(e) => e.version,
+                Delivery::Lagged(n) => 1000 + n,
+            });
+        }
+        let local: Vec<_> = got.iter().copied().filter(|v| *v < 100).collect();
+        let remote: Vec<_> = got.iter().copied().filter(|v| *v >= 100).collect();
+        assert_eq!(local, [1, 2, 3]);
+        assert_eq!(remote, [101, 102, 103, 1002], "the source's order is kept");
+        assert!(got[..2].iter().any(|v| *v < 100) && got[..2].iter().any(|v| *v >= 100));
+
+        // A receive waiting on both wakes for either.
+        let waiter = tokio::spawn(async move {
+            let first = sub.recv().await;
+            let second = sub.recv().await;
+            (sub, first, second)
+        });
+        tokio::task::yield_now().await;
+        feed.send(Delivery::Event(ev(7))).unwrap();
+        tx.try_send(ev(8));
+        let (mut sub, first, second) = waiter.await.unwrap();
+        let mut versions =
+            [first, second].map(|d| d.and_then(Delivery::into_event).unwrap().version);
+        versions.sort();
+        assert_eq!(versions, [7, 8]);
+
+        // The senders gone, the subscription lasts as long as its source.
+        drop(tx);
+        let late = tokio::spawn(async move { (sub.recv().await, sub) });
+        feed.send(Delivery::Event(ev(9))).unwrap();
+        let (d, mut sub) = late.await.unwrap();
+        assert_eq!(d.and_then(Delivery::into_event).unwrap().version, 9);
+        drop(feed);
+        assert!(sub.recv().await.is_none());
     }
 }

@@ -424,7 +424,15 @@ impl Replay {
             tracing::warn!(subject = %msg.subject, sequence, "stream message on a subject that is not an encoded namespace; skipped");
             return Some(true);
         };
-        let event = match Event::from_json_bytes(&msg.payload) {
+        let json = match super::bus::parse_message(&msg.payload, msg.headers.as_ref()) {
+            Ok(parts) => parts.json,
+            Err(e) => {
+                ctx.metrics.record_transport_error();
+                tracing::warn!(namespace, sequence, error = %e, "unreadable message in the bus stream; skipped");
+                return Some(true);
+            }
+        };
+        let event = match Event::from_json_bytes(json) {
             Ok(e) => e,
             Err(e) => {
                 ctx.metrics.record_transport_error();

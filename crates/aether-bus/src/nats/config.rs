@@ -4,6 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use aether_nats::StorageKind;
 
+use super::WireFormat;
+
 /// Default subject prefix: events of namespace `orders` travel on `aether.events.orders`.
 pub const DEFAULT_SUBJECT_PREFIX: &str = "aether.events";
 
@@ -45,6 +47,10 @@ pub struct NatsBusConfig {
     /// drops (only used by [`NatsEventBus::connect`](super::NatsEventBus::connect), which
     /// creates the client); `None` means [`DEFAULT_SUBSCRIPTION_CAPACITY`].
     pub subscription_capacity: Option<usize>,
+    /// The form messages are written in (both forms are always read). The default,
+    /// [`WireFormat::Framed`], is the fastest; [`WireFormat::Headers`] is what earlier
+    /// versions read, for a rolling upgrade.
+    pub wire_format: WireFormat,
 }
 
 impl Default for NatsBusConfig {
@@ -54,6 +60,7 @@ impl Default for NatsBusConfig {
             jetstream: None,
             request_timeout: None,
             subscription_capacity: None,
+            wire_format: WireFormat::default(),
         }
     }
 }
@@ -80,6 +87,12 @@ impl NatsBusConfig {
     /// Sets the NATS client's per-subscription buffer (for [`NatsEventBus::connect`](super::NatsEventBus::connect)).
     pub fn subscription_capacity(mut self, capacity: usize) -> Self {
         self.subscription_capacity = Some(capacity);
+        self
+    }
+
+    /// Sets the form messages are written in.
+    pub fn wire_format(mut self, format: WireFormat) -> Self {
+        self.wire_format = format;
         self
     }
 

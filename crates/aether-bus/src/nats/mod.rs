@@ -15,7 +15,7 @@ mod config;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 
-pub use bus::{NatsEventBus, DENIED_PUBLISH_MEMORY, HEADER_PUBLISHER, HEADER_SEQUENCE};
+pub use bus::{NatsEventBus, WireFormat, DENIED_PUBLISH_MEMORY, HEADER_PUBLISHER, HEADER_SEQUENCE};
 pub use catchup::{DurableEvent, DurableSubscription};
 pub use config::{
     BusStreamConfig, NatsBusConfig, StartFrom, DEFAULT_BUS_STREAM, DEFAULT_REQUEST_TIMEOUT,

@@ -6,6 +6,7 @@
 //! - `nats_catchup`: durable subscriptions that catch up from JetStream.
 //! - `nats_cluster`, `nats_reconnect`: a clustered server, and a restarted one.
 //! - `faults`, `permissions`: hostile input, credentials and refused permissions.
+//! - `wire`: the framed and the header wire forms together, old streams, damaged frames.
 //!
 //! The NATS tests start their own `nats-server` (see `aether-testkit`).
 
@@ -18,3 +19,4 @@ mod nats_catchup;
 mod nats_cluster;
 mod nats_reconnect;
 mod permissions;
+mod wire;

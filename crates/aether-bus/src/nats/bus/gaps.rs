@@ -1,25 +1,8 @@
-//! The per-publisher sequence numbers: what their headers cost against `max_payload` when a
-//! message is sent, and the tracker that finds gaps in them when messages arrive. Kept apart
-//! because it is pure bookkeeping on untrusted headers, which the fuzz targets drive directly.
+//! The tracker that finds gaps in the per-publisher sequence numbers of arriving messages.
+//! Kept apart because it is pure bookkeeping on untrusted input (any client on the server can
+//! publish a frame or set the headers), which the fuzz targets drive directly.
 
 use std::collections::HashMap;
-
-use super::{HEADER_PUBLISHER, HEADER_SEQUENCE};
-
-/// Bytes of the header block the bus adds, as NATS counts them against `max_payload`.
-pub(super) fn header_wire_len(publisher: &str, seq: u64) -> usize {
-    let digits = seq.checked_ilog10().map_or(1, |d| d as usize + 1);
-    b"NATS/1.0\r\n".len()
-        + HEADER_PUBLISHER.len()
-        + 2
-        + publisher.len()
-        + 2
-        + HEADER_SEQUENCE.len()
-        + 2
-        + digits
-        + 2
-        + 2
-}
 
 /// Most (publisher, namespace) pairs a subscription remembers for gap detection; beyond it the
 /// memory is reset (a gap spanning the reset goes unnoticed).

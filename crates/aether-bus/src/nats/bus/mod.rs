@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_core::{Error, Event, EventBroadcaster, Result, SubscribeOptions, Subscription};
+use aether_core::{
+    Error, Event, EventBroadcaster, OverflowPolicy, Result, SubscribeOptions, Subscription,
+};
 use aether_nats::{
     namespace_subject, pattern_subject, timeout_error, validate_prefix, Connection,
     ConnectionMonitor, Operation,
@@ -19,28 +21,35 @@ use aether_nats::{
 use async_nats::jetstream;
 use async_nats::{Client, ConnectOptions};
 use async_trait::async_trait;
-use bytes::Bytes;
 use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::config::{NatsBusConfig, DEFAULT_SUBSCRIPTION_CAPACITY};
-use crate::metrics::{BusMetrics, MetricsSnapshot};
+use crate::metrics::{BusMetrics, MetricsSnapshot, NamespaceCounters};
 use crate::registry::SubscriberRegistry;
 
+mod frame;
 mod gaps;
 mod publish;
 mod subscribe;
 
 #[cfg(feature = "fuzzing")]
+pub(crate) use frame::encode as encode_frame;
+pub(crate) use frame::parse as parse_message;
+pub use frame::WireFormat;
+use gaps::GapTracker as Gaps;
+#[cfg(feature = "fuzzing")]
 pub(crate) use gaps::{GapTracker, MAX_TRACKED_SOURCES};
-use subscribe::{forward, Refusals};
+use subscribe::{forward, watch_refusals, NamespaceCache, NatsSource, Refusals, Wants};
 
-/// Header naming the bus instance that published a message.
+/// Header naming the bus instance that published a message, in the
+/// [`WireFormat::Headers`] form.
 pub const HEADER_PUBLISHER: &str = "Aether-Publisher";
 /// Header carrying the publisher's sequence number within the message's namespace
-/// (1, 2, 3, ... per publisher and namespace), used to detect lost messages.
+/// (1, 2, 3, ... per publisher and namespace), used to detect lost messages, in the
+/// [`WireFormat::Headers`] form.
 pub const HEADER_SEQUENCE: &str = "Aether-Seq";
 
 /// How long a publish refusal reported by the server makes further publishes to the same
@@ -48,6 +57,18 @@ pub const HEADER_SEQUENCE: &str = "Aether-Seq";
 /// long the next publish is sent again (and refused again, and remembered again, if nothing
 /// changed).
 pub const DENIED_PUBLISH_MEMORY: Duration = Duration::from_secs(30);
+
+/// A namespace this bus publishes to.
+#[derive(Debug)]
+pub(crate) struct NamespaceSlot {
+    /// The namespace's subject, encoded and checked once (cloning it does not allocate).
+    pub(crate) subject: async_nats::Subject,
+    /// The last sequence number published. The async mutex keeps "assign the number, hand
+    /// the message to the client" atomic, so numbers go out in order.
+    pub(crate) last: tokio::sync::Mutex<u64>,
+    /// The namespace's counters in the bus's metrics.
+    pub(crate) counters: Arc<NamespaceCounters>,
+}
 
 /// What the forwarding and catch-up tasks need; deliberately not the bus itself, so that
 /// dropping the last bus handle shuts the tasks down.
@@ -64,9 +85,8 @@ pub(crate) struct Inner {
     pub(crate) ctx: Arc<Ctx>,
     pub(crate) registry: SubscriberRegistry,
     pub(crate) jetstream: Option<jetstream::Context>,
-    /// Per namespace: the last sequence number this bus published. The async mutex keeps
-    /// "assign the number, hand the message to the client" atomic, so numbers go out in order.
-    sequences: DashMap<String, Arc<tokio::sync::Mutex<u64>>>,
+    /// Per namespace this bus published to: its subject and the last sequence number.
+    namespaces: DashMap<String, Arc<NamespaceSlot>>,
     /// Cancelled when the bus closes or is dropped; every subscription's task stops on a child
     /// of it.
     pub(crate) shutdown: CancellationToken,
@@ -96,14 +116,14 @@ impl Drop for Inner {
 ///   receiving side.
 /// - **Exactly once, locally too.** Subscribers of the publishing bus get the event directly
 ///   (with the same overflow policies as the local bus); the copy NATS echoes back is
-///   recognised by the `Aether-Publisher` header and skipped. Subscribers of other buses get
+///   recognised by the publisher id it carries and skipped. Subscribers of other buses get
 ///   it from NATS.
 /// - **Ordering.** Events of one publisher to one namespace arrive in publish order.
 /// - **No silent loss.** Each subscription has a bounded buffer and its
 ///   [`OverflowPolicy`](aether_core::OverflowPolicy). Backpressure holds back local publishers;
 ///   for events from other processes it holds back this bus's reading from NATS, and when the
 ///   NATS client's own buffer overflows the client drops messages (a "slow consumer"). Every
-///   message carries a per-publisher, per-namespace sequence number (`Aether-Seq`): a gap is
+///   message carries a per-publisher, per-namespace sequence number (see [`WireFormat`]): a gap is
 ///   reported to the subscription as [`Delivery::Lagged`](aether_core::Delivery::Lagged) and
 ///   counted as dropped, and the client's slow-consumer signal is counted in
 ///   [`transport_errors`](crate::MetricsSnapshot::transport_errors) (see
@@ -212,7 +232,7 @@ impl NatsEventBus {
                 ctx,
                 registry: SubscriberRegistry::new(metrics),
                 jetstream,
-                sequences: DashMap::new(),
+                namespaces: DashMap::new(),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 closed: AtomicBool::new(false),
@@ -288,7 +308,8 @@ impl NatsEventBus {
         self.inner.connection.monitor()
     }
 
-    /// This bus instance's publisher id (the `Aether-Publisher` header of what it publishes).
+    /// This bus instance's publisher id (carried by every message it publishes, see
+    /// [`WireFormat`]).
     pub fn publisher_id(&self) -> &str {
         &self.inner.ctx.publisher_id
     }
@@ -304,6 +325,26 @@ impl NatsEventBus {
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// The namespace's slot, made (and its subject checked) on the first publish to it.
+    fn namespace_slot(&self, namespace: &str) -> Result<Arc<NamespaceSlot>> {
+        if let Some(slot) = self.inner.namespaces.get(namespace) {
+            return Ok(slot.clone());
+        }
+        let subject = namespace_subject(&self.inner.ctx.prefix, namespace)?;
+        Ok(self
+            .inner
+            .namespaces
+            .entry(namespace.to_string())
+            .or_insert_with(|| {
+                Arc::new(NamespaceSlot {
+                    subject: async_nats::Subject::from(subject),
+                    last: tokio::sync::Mutex::new(0),
+                    counters: self.inner.ctx.metrics.counters(namespace),
+                })
+            })
+            .clone())
     }
 
     pub(crate) fn check_open(&self) -> Result<()> {
@@ -355,15 +396,15 @@ impl EventBroadcaster for NatsEventBus {
     /// [`Error::Closed`] as their names say.
     async fn publish(&self, namespace: &str, event: &Event) -> Result<()> {
         self.check_open()?;
-        let subject = namespace_subject(&self.inner.ctx.prefix, namespace)?;
+        let slot = self.namespace_slot(namespace)?;
         if let Some(v) = self.inner.connection.permissions().denied_within(
             Operation::Publish,
-            &subject,
+            slot.subject.as_str(),
             DENIED_PUBLISH_MEMORY,
         ) {
             return Err(v.to_error(format!("publishing to namespace {namespace:?}")));
         }
-        let payload = Bytes::from(event.to_json_bytes()?);
+        let body = self.encode(event)?;
         let span = tracing::debug_span!(
             "bus_publish",
             namespace,
@@ -371,10 +412,8 @@ impl EventBroadcaster for NatsEventBus {
             actor_id = %event.actor_id,
             trace_id = event.trace_id(),
         );
-        self.send(namespace, subject, payload)
-            .instrument(span)
-            .await?;
-        self.inner.ctx.metrics.record_published(namespace);
+        self.send(namespace, &slot, body).instrument(span).await?;
+        self.inner.ctx.metrics.record_published_to(&slot.counters);
         // Local subscribers get it here, once; NATS's echo of it is skipped. The copy is made
         // only when someone here may want it.
         if self.inner.registry.has_subscribers_for(namespace) {
@@ -407,20 +446,37 @@ impl EventBroadcaster for NatsEventBus {
             options,
             stop.clone().drop_guard(),
         )?;
+        let source = NatsSource {
+            nats_sub,
+            ctx: inner.ctx.clone(),
+            wants: Wants::of(&sender),
+            gaps: Gaps::default(),
+            names: NamespaceCache::default(),
+            stop: stop.clone(),
+            stashed: None,
+        };
         let span = tracing::info_span!("bus_subscription", subject = %subject);
+        let sub = if sender.policy() == OverflowPolicy::DropNewest {
+            inner
+                .tasks
+                .spawn(forward(source, sender).instrument(span.clone()));
+            sub
+        } else {
+            // The subscriber reads from NATS itself. Only the registry keeps a sender: when it
+            // goes (the bus closes), the subscriber is woken and finds the source stopped.
+            drop(sender);
+            sub.with_source(source)
+        };
         let permissions = inner.connection.permissions();
         inner.tasks.spawn(
-            forward(
-                nats_sub,
-                sender,
-                inner.ctx.clone(),
-                stop,
+            watch_refusals(
                 Refusals {
                     watch: permissions.clone(),
                     signal: permissions.changes(),
                     subject,
                     since,
                 },
+                stop,
             )
             .instrument(span),
         );

@@ -2,45 +2,70 @@
 //! with a stream, JetStream with its acknowledgement. Apart from the bus's setup because the
 //! numbering must stay atomic with the send, which is the subtle part.
 
-use aether_core::{Error, Result};
+use aether_core::{Error, Event, Result};
 use aether_nats::Operation;
-use async_nats::HeaderMap;
 use bytes::Bytes;
 
-use super::gaps::header_wire_len;
-use super::{NatsEventBus, HEADER_PUBLISHER, HEADER_SEQUENCE};
+use super::frame::{self, WireFormat};
+use super::{NamespaceSlot, NatsEventBus};
+
+/// An event encoded for the wire, before its sequence number is known.
+pub(super) enum Body {
+    /// A frame whose sequence number is still to be set.
+    Frame(Vec<u8>),
+    /// The event's JSON; the number goes into headers.
+    Json(Bytes),
+}
 
 impl NatsEventBus {
+    /// Encodes `event` in the bus's wire format. Done before the namespace's number is taken,
+    /// so that encoding does not hold up other publishers to the namespace.
+    pub(super) fn encode(&self, event: &Event) -> Result<Body> {
+        match self.inner.config.wire_format {
+            WireFormat::Framed => Ok(Body::Frame(frame::encode(
+                &self.inner.ctx.publisher_id,
+                0,
+                event,
+            )?)),
+            WireFormat::Headers => Ok(Body::Json(Bytes::from(event.to_json_bytes()?))),
+        }
+    }
+
     pub(super) async fn send(
         &self,
         namespace: &str,
-        subject: String,
-        payload: Bytes,
+        slot: &NamespaceSlot,
+        body: Body,
     ) -> Result<()> {
         let inner = &self.inner;
-        let slot = match inner.sequences.get(namespace) {
-            Some(s) => s.clone(),
-            None => inner
-                .sequences
-                .entry(namespace.to_string())
-                .or_default()
-                .clone(),
-        };
-        let mut last = slot.lock().await;
+        let subject = slot.subject.clone();
+        let mut last = slot.last.lock().await;
         let seq = *last + 1;
         let client = inner.connection.client();
         let limit = client.max_payload();
-        let size = payload.len() + header_wire_len(&inner.ctx.publisher_id, seq);
+        let publisher = inner.ctx.publisher_id.as_str();
+        let (payload, headers, size) = match body {
+            Body::Frame(mut frame) => {
+                frame::set_seq(&mut frame, publisher.len(), seq);
+                let size = frame.len();
+                (Bytes::from(frame), None, size)
+            }
+            Body::Json(json) => {
+                let size = json.len() + frame::header_wire_len(publisher, seq);
+                (json, Some(frame::headers(publisher, seq)), size)
+            }
+        };
         if limit > 0 && size > limit {
             return Err(Error::PayloadTooLarge { size, limit });
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER_PUBLISHER, inner.ctx.publisher_id.as_str());
-        headers.insert(HEADER_SEQUENCE, seq.to_string().as_str());
         let context = || format!("publishing to namespace {namespace:?}");
         match &inner.jetstream {
             None => {
-                if let Err(e) = client.publish_with_headers(subject, headers, payload).await {
+                let sent = match headers {
+                    None => client.publish(subject, payload).await,
+                    Some(h) => client.publish_with_headers(subject, h, payload).await,
+                };
+                if let Err(e) = sent {
                     inner.ctx.metrics.record_transport_error();
                     return Err(map_publish_error(context(), e, size, limit));
                 }
@@ -57,13 +82,14 @@ impl NatsEventBus {
                     .permissions()
                     .guard(
                         || context.clone(),
-                        |op, s| op == Operation::Publish && s == refused,
+                        |op, s| op == Operation::Publish && s == refused.as_str(),
                         Some(inner.config.timeout()),
                         async {
-                            let ack = js
-                                .publish_with_headers(subject, headers, payload)
-                                .await
-                                .map_err(|e| Error::unavailable(&context, e))?;
+                            let ack = match headers {
+                                None => js.publish(subject, payload).await,
+                                Some(h) => js.publish_with_headers(subject, h, payload).await,
+                            }
+                            .map_err(|e| Error::unavailable(&context, e))?;
                             // The message is on its way: the number is used even if the ack
                             // fails.
                             *last = seq;

@@ -1,25 +1,6 @@
-//! Unit tests of the header length and the gap tracker: both are checked without a server.
+//! Unit tests of the gap tracker, checked without a server.
 
-use async_nats::HeaderMap;
-
-use super::super::{HEADER_PUBLISHER, HEADER_SEQUENCE};
-use super::{header_wire_len, GapTracker, MAX_TRACKED_SOURCES};
-
-#[test]
-fn header_length_matches_the_client() {
-    for seq in [1u64, 9, 10, 99, 100, 12345, u64::MAX] {
-        let mut h = HeaderMap::new();
-        h.insert(HEADER_PUBLISHER, "0123456789abcdef");
-        h.insert(HEADER_SEQUENCE, seq.to_string().as_str());
-        let mut expected = b"NATS/1.0\r\n".len() + 2;
-        for (k, v) in h.iter() {
-            for v in v {
-                expected += k.to_string().len() + 2 + v.as_str().len() + 2;
-            }
-        }
-        assert_eq!(header_wire_len("0123456789abcdef", seq), expected, "{seq}");
-    }
-}
+use super::{GapTracker, MAX_TRACKED_SOURCES};
 
 #[test]
 fn gaps_are_counted_per_publisher_and_namespace() {
