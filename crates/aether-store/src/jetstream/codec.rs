@@ -2,8 +2,9 @@
 //!
 //! One message holds one save: a single event is its JSON object; a batch from
 //! `save_events` is a JSON array of event objects, so that the whole batch lands in the stream
-//! in one atomic append (see the module docs of `jetstream` for why). Headers repeat the first
-//! and last version so the latest version can be read without parsing the payload.
+//! in one atomic append (see the module docs of `jetstream` for why). A header repeats the last
+//! version so the latest version can be read without parsing the payload; a batch also carries
+//! its first version, its count and its last event's id.
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -42,12 +43,17 @@ pub(crate) fn encode_events(events: &[Event]) -> Result<Encoded> {
     };
     let mut headers = HeaderMap::new();
     headers.insert(HEADER_LAST_VERSION, last.version.to_string().as_str());
-    headers.insert(HEADER_FIRST_VERSION, first.version.to_string().as_str());
-    headers.insert(HEADER_COUNT, events.len().to_string().as_str());
-    // Ids are free-form; only header-safe ones travel in a header (readers fall back to the
-    // payload).
-    if !last.id.is_empty() && last.id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        headers.insert(HEADER_LAST_EVENT_ID, last.id.as_str());
+    // A message of one event needs nothing more: its first version is its last, its count is
+    // one (what readers assume when the headers are absent), and the id is in the payload.
+    // Each header costs the client and the server work on every save.
+    if events.len() > 1 {
+        headers.insert(HEADER_FIRST_VERSION, first.version.to_string().as_str());
+        headers.insert(HEADER_COUNT, events.len().to_string().as_str());
+        // Ids are free-form; only header-safe ones travel in a header (readers fall back to
+        // the payload).
+        if !last.id.is_empty() && last.id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            headers.insert(HEADER_LAST_EVENT_ID, last.id.as_str());
+        }
     }
     Ok(Encoded {
         payload: Bytes::from(payload),

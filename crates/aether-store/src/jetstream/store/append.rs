@@ -25,6 +25,13 @@ pub(super) enum PublishFailure {
 impl JetStreamEventStore {
     /// Records `tip` unless the cache already knows a later message (sequences only grow).
     pub(super) fn remember(&self, actor_id: &str, tip: Tip) {
+        // The actor is usually known already: update in place, without allocating its key.
+        if let Some(mut known) = self.cache.get_mut(actor_id) {
+            if tip.seq > known.seq {
+                *known = tip;
+            }
+            return;
+        }
         self.cache
             .entry(actor_id.to_string())
             .and_modify(|t| {
@@ -41,14 +48,16 @@ impl JetStreamEventStore {
         };
         check_actor_id(actor_id)?;
         let encoded = codec::encode_events(events)?;
-        codec::check_size(&encoded, self.client.server_info().max_payload)?;
-        let subject = self.subjects.events(actor_id);
+        codec::check_size(&encoded, self.client.max_payload())?;
+        let subject = async_nats::Subject::from(self.subjects.events(actor_id));
 
         let cached = self.cache.get(actor_id).map(|t| *t);
         let mut from_cache = cached.is_some();
         let mut tip = match cached {
             Some(t) => t,
-            None => self.read_tip(actor_id, false).await?.tip,
+            // Boxed here and below: a future of a rarely taken path, kept out of the save's
+            // own (every save pays for its size).
+            None => Box::pin(self.read_tip(actor_id, false)).await?.tip,
         };
         // Set once a publish failed without an answer: it may have been stored after all, and
         // then the actor's last message is ours.
@@ -62,11 +71,13 @@ impl JetStreamEventStore {
                 if from_cache {
                     // Report the server's current version, not the cached one (and a cache
                     // from before the stream was recreated must not refuse a valid save).
-                    tip = self.read_tip(actor_id, true).await?.tip;
+                    tip = Box::pin(self.read_tip(actor_id, true)).await?.tip;
                     from_cache = false;
                     continue;
                 }
-                if uncertain && self.history_holds(actor_id, first.version, &last.id).await {
+                if uncertain
+                    && Box::pin(self.history_holds(actor_id, first.version, &last.id)).await
+                {
                     // An unanswered attempt went in, and others have written after it.
                     return Ok(());
                 }
@@ -106,14 +117,14 @@ impl JetStreamEventStore {
             };
             // Someone (maybe our own earlier attempt) appended since our view: re-read the
             // truth from the stream leader and decide again.
-            let fresh = match self.read_tip(actor_id, true).await {
+            let fresh = match Box::pin(self.read_tip(actor_id, true)).await {
                 Ok(f) => f,
                 Err(e) => {
                     self.cache.remove(actor_id);
                     return Err(failure.unwrap_or(e));
                 }
             };
-            if uncertain && fresh.last_event_id.as_deref() == Some(last.id.as_str()) {
+            if uncertain && fresh.last_event_id(actor_id).as_deref() == Some(last.id.as_str()) {
                 return Ok(());
             }
             if failure.is_none() && fresh.tip == tip {
@@ -141,7 +152,7 @@ impl JetStreamEventStore {
     /// Whether the actor's history from `from_version` holds the event `event_id` (a read
     /// failure counts as no).
     async fn history_holds(&self, actor_id: &str, from_version: u64, event_id: &str) -> bool {
-        match self.replay(actor_id, from_version).await {
+        match Box::pin(self.replay(actor_id, from_version)).await {
             Ok(r) => r.events.iter().any(|e| e.id == event_id),
             Err(e) => {
                 tracing::debug!(error = %e, "could not check whether an unanswered save went in");
@@ -152,7 +163,7 @@ impl JetStreamEventStore {
 
     pub(super) async fn publish(
         &self,
-        subject: &str,
+        subject: &async_nats::Subject,
         encoded: &Encoded,
         expected_seq: u64,
     ) -> std::result::Result<u64, PublishFailure> {
@@ -161,11 +172,7 @@ impl JetStreamEventStore {
             .headers(encoded.headers.clone())
             .expected_last_subject_sequence(expected_seq);
         let context = || format!("publishing to {subject} on stream {}", self.stream_name);
-        let result = match self
-            .context
-            .send_publish(subject.to_string(), message)
-            .await
-        {
+        let result = match self.context.send_publish(subject.clone(), message).await {
             Ok(ack) => ack.await,
             Err(e) => Err(e),
         };
@@ -182,14 +189,14 @@ impl JetStreamEventStore {
                 }
                 PublishErrorKind::StreamNotFound => {
                     return Err(PublishFailure::Other(
-                        self.missing_or_unavailable(context(), "no stream answered")
+                        Box::pin(self.missing_or_unavailable(context(), "no stream answered"))
                             .await,
                     ));
                 }
                 PublishErrorKind::MaxPayloadExceeded => {
                     PublishFailure::Other(Error::PayloadTooLarge {
                         size: codec::wire_size(&encoded.headers, encoded.payload.len()),
-                        limit: self.client.server_info().max_payload,
+                        limit: self.client.max_payload(),
                     })
                 }
                 PublishErrorKind::TimedOut

@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use self::errors::dooms;
+use super::codec;
 use super::config::JetStreamConfig;
 use super::setup;
 use super::subject::Subjects;
@@ -54,11 +55,29 @@ const TRANSIENT_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait between retries of a transient failure.
 const MAX_TRANSIENT_BACKOFF: Duration = Duration::from_secs(2);
 
-/// What reading the actor's last message told: the tip and the id of the last event in it.
+/// What reading the actor's last message told: the tip, and what is needed to find the id of
+/// the last event in it.
 #[derive(Debug, Clone, Default)]
 struct TipRead {
     tip: Tip,
-    last_event_id: Option<String>,
+    /// The id from the message's header, when it has one.
+    header_id: Option<String>,
+    /// The message's payload, for the id when no header has it (only decoded when asked).
+    payload: Option<bytes::Bytes>,
+}
+
+impl TipRead {
+    /// The id of the last event of the actor's last message, if it can be read.
+    fn last_event_id(&self, actor_id: &str) -> Option<String> {
+        if let Some(id) = &self.header_id {
+            return Some(id.clone());
+        }
+        let payload = self.payload.as_ref()?;
+        codec::decode_message(actor_id, self.tip.seq, payload)
+            .ok()?
+            .pop()
+            .map(|e| e.id)
+    }
 }
 
 /// The actor's last stored message: its stream sequence and the last version in it.
@@ -84,7 +103,7 @@ struct Tip {
 ///   [`encode_actor_id`](aether_nats::encode_actor_id) into one wildcard-free token.
 /// - **Reads.** The latest version is one direct get of the actor's last message. Replays use a
 ///   short-lived pull consumer filtered to the actor's subject, starting at the first message
-///   that holds `from_version` (found by a binary search of direct gets).
+///   that holds `from_version` (found by a search of direct gets, several at once per round).
 /// - **Immutability.** The stream denies deletes and purges; events leave it only by age, and
 ///   only when [`JetStreamConfig::max_age`] sets one (by default they are kept forever).
 /// - **Replication.** `replicas > 1` needs nats-server 2.11 or later; older servers are refused
@@ -379,21 +398,20 @@ impl JetStreamEventStore {
         op: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
         let span = tracing::info_span!("store", op = name, stream = %self.stream_name, actor_id);
-        let op = crate::metrics::timed("jetstream", name, op);
+        // On the heap once: the wrappers below (and the caller's future) then move a pointer,
+        // not the operation's whole state machine, which every call would copy and allocate.
+        let op = Box::pin(crate::metrics::timed("jetstream", name, op));
         let Some(watch) = &self.permissions else {
             return op.instrument(span).await;
         };
-        let subjects = actor_id.map(|a| (self.subjects.events(a), self.subjects.snapshots(a)));
-        let own = subjects.as_ref().map(|(e, s)| (e.as_str(), s.as_str()));
-        watch
-            .guard(
-                what,
-                |_, subject| dooms(subject, &self.stream_name, own, writes),
-                None,
-                op,
-            )
-            .instrument(span)
-            .await
+        // The actor's subjects are only needed when the server reports a refusal, which is
+        // rare: build them then, not on every operation.
+        let dooms_op = |_, subject: &str| {
+            let subjects = actor_id.map(|a| (self.subjects.events(a), self.subjects.snapshots(a)));
+            let own = subjects.as_ref().map(|(e, s)| (e.as_str(), s.as_str()));
+            dooms(subject, &self.stream_name, own, writes)
+        };
+        watch.guard(what, dooms_op, None, op).instrument(span).await
     }
 }
 

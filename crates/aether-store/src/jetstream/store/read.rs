@@ -32,7 +32,9 @@ impl JetStreamEventStore {
                     let connected =
                         self.client.connection_state() == async_nats::connection::State::Connected;
                     if connected {
-                        if let Err(missing @ Error::NotFound(_)) = self.stream_info().await {
+                        if let Err(missing @ Error::NotFound(_)) =
+                            Box::pin(self.stream_info()).await
+                        {
                             return Err(missing);
                         }
                     }
@@ -96,7 +98,7 @@ impl JetStreamEventStore {
     /// leader for the moment, as during an election in a cluster (`Unavailable`, retryable).
     /// Asks the JetStream API, on this error path only, which of the two it is.
     pub(super) async fn missing_or_unavailable(&self, context: String, what: &str) -> Error {
-        match self.context.get_stream(&self.stream_name).await {
+        match Box::pin(self.context.get_stream(&self.stream_name)).await {
             Err(e)
                 if matches!(
                     e.kind(),
@@ -130,7 +132,7 @@ impl JetStreamEventStore {
         };
         let header_version = codec::header_last_version(&msg.headers);
         let header_id = codec::header_last_event_id(&msg.headers);
-        let (version, last_event_id) = match (header_version, header_id) {
+        let (version, header_id) = match (header_version, header_id) {
             (Some(v), id) => (v, id),
             (None, _) => match codec::decode_message(actor_id, msg.sequence, &msg.payload) {
                 Ok(events) => events
@@ -144,7 +146,7 @@ impl JetStreamEventStore {
                         error = %bad.error,
                         "the actor's last message is malformed; scanning its history for the latest version"
                     );
-                    let replay = self.replay(actor_id, 0).await?;
+                    let replay = Box::pin(self.replay(actor_id, 0)).await?;
                     (
                         replay.events.iter().map(|e| e.version).max().unwrap_or(0),
                         None,
@@ -163,6 +165,10 @@ impl JetStreamEventStore {
         } else {
             self.remember(actor_id, tip);
         }
-        Ok(TipRead { tip, last_event_id })
+        Ok(TipRead {
+            tip,
+            header_id,
+            payload: Some(msg.payload),
+        })
     }
 }

@@ -1,5 +1,5 @@
 //! The replay path: streaming an actor's history through a short-lived pull consumer, from a
-//! start found by binary search, resuming after gaps and lost consumers. It is the longest and
+//! start found by a search of direct gets, resuming after gaps and lost consumers. It is the longest and
 //! most failure-prone read, so it has its own module and tuning constants.
 
 use std::sync::atomic::Ordering;
@@ -18,6 +18,8 @@ use super::{JetStreamEventStore, MAX_TRANSIENT_BACKOFF, TRANSIENT_BACKOFF};
 /// Histories shorter than this (by their last version) are replayed from the start rather than
 /// searched for the first wanted message.
 const SEARCH_MIN_HISTORY: u64 = 512;
+/// Points probed at once in each round of the search for a replay's start.
+const SEARCH_FANOUT: u64 = 8;
 /// Messages requested per pull while replaying.
 const REPLAY_BATCH: u64 = 1000;
 /// How long one pull may wait for messages the server said are pending.
@@ -52,7 +54,7 @@ impl JetStreamEventStore {
     }
 
     /// The stream sequence to start a replay from: the first message of the actor whose last
-    /// version is at least `from_version`, found by binary search over stream sequences (a
+    /// version is at least `from_version`, found by a k-ary search over stream sequences (a
     /// message's versions grow with its sequence). Falls back to 1 when anything is unclear.
     async fn start_sequence(
         &self,
@@ -74,13 +76,37 @@ impl JetStreamEventStore {
                 return 1;
             }
         }
+        // A k-ary search: each round probes several points at once (one round trip for all
+        // of them, pipelined on the connection), so a long history costs about log9 of its
+        // length in round trips instead of log2.
         let (mut lo, mut hi) = (1u64, tip);
         while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.probe(subject, actor_id, mid).await {
-                Some((_, version)) if version >= from_version => hi = mid,
-                Some((seq, _)) => lo = seq.max(mid) + 1,
-                None => return 1,
+            let span = hi - lo;
+            let points: Vec<u64> = (1..=SEARCH_FANOUT)
+                // In u128: no overflow whatever the stream's sequences.
+                .map(|i| {
+                    lo + (u128::from(span) * u128::from(i) / u128::from(SEARCH_FANOUT + 1)) as u64
+                })
+                .filter(|p| *p < hi)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let points = if points.is_empty() { vec![lo] } else { points };
+            let probes =
+                futures::future::join_all(points.iter().map(|p| self.probe(subject, actor_id, *p)))
+                    .await;
+            for (point, probe) in points.iter().zip(probes) {
+                match probe {
+                    // Starting here reaches a wanted message: the start is at most here.
+                    Some((_, version)) if version >= from_version => hi = hi.min(*point),
+                    // Everything up to the message found is unwanted.
+                    Some((seq, _)) => lo = lo.max(seq.max(*point) + 1),
+                    None => return 1,
+                }
+            }
+            if lo > hi {
+                // Only a history that changed under the search gets here: read it all.
+                return 1;
             }
         }
         lo

@@ -50,8 +50,9 @@ impl JetStreamEventStore {
             payload: snapshot.to_json_bytes()?.into(),
             headers,
         };
-        codec::check_size(&encoded, self.client.server_info().max_payload)?;
+        codec::check_size(&encoded, self.client.max_payload())?;
         let mut leader = false;
+        let publish_subject = async_nats::Subject::from(subject.clone());
         for _ in 0..MAX_PUBLISH_ATTEMPTS {
             let last = self.last_message(&subject, leader).await?;
             let (seq, version) = match &last {
@@ -62,7 +63,7 @@ impl JetStreamEventStore {
             if version > snapshot.version {
                 return Ok(());
             }
-            match self.publish(&subject, &encoded, seq).await {
+            match self.publish(&publish_subject, &encoded, seq).await {
                 Ok(_) => return Ok(()),
                 Err(PublishFailure::WrongLastSequence) => leader = true,
                 Err(PublishFailure::Other(e)) => return Err(e),
