@@ -53,3 +53,25 @@ ensure_chromium() {
   fi
   find_chromium
 }
+
+# Debian's PostgreSQL server programs (initdb, postgres, pg_ctl, pg_isready), for the
+# PostgreSQL peer benchmark (benches/postgres.rs), which starts its own server from them on a
+# free port with a temporary data directory. Prints the newest /usr/lib/postgresql/<major>/bin.
+find_postgres() {
+  local d best=""
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && [ -x "$d/postgres" ] || continue
+    if [ -z "$best" ] || [ "${d//[^0-9]/}" -gt "${best//[^0-9]/}" ]; then best=$d; fi
+  done
+  [ -n "$best" ] && echo "$best"
+}
+
+ensure_postgres() {
+  find_postgres && return 0
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "installing Debian's postgresql (the PostgreSQL peer benchmark)" >&2
+    (apt-get install -y postgresql >/dev/null 2>&1 ||
+      { apt-get update >/dev/null 2>&1 && apt-get install -y postgresql >/dev/null 2>&1; }) || true
+  fi
+  find_postgres
+}

@@ -219,6 +219,24 @@ const ROWS: &[Row] = &[
         ACTIVATION,
     ),
     row(
+        "failover: a follower of 3 dies; all its 10 000 active actors answer from their new owners (a JetStream store per node)",
+        "failover_10k",
+        "aether",
+        None,
+        Target::AbsoluteNs(6e9),
+        "≤ failure timeout (5 s, the default) + 1 s",
+        "cargo bench -p aether-benches --bench failover",
+    ),
+    row(
+        "failover as above, one in-memory store shared by the nodes (the cluster's part alone)",
+        "failover_10k",
+        "aether_in_memory_store",
+        None,
+        Target::AbsoluteNs(6e9),
+        "≤ failure timeout (5 s, the default) + 1 s",
+        "cargo bench -p aether-benches --bench failover",
+    ),
+    row(
         "`ClusterNode::send` to an actor active on another node (a read, no write)",
         "cluster_send_remote",
         "aether",
@@ -371,6 +389,60 @@ const ROWS: &[Row] = &[
         "≥ 0.8× throughput",
         NBUS,
     ),
+    row(
+        "durable appends, 8 writers on 8 actors (fsync before ack / commit)",
+        "pg_durable_8_writers",
+        "aether",
+        Some(("PostgreSQL events table, `synchronous_commit=on`", "postgres")),
+        Target::ThroughputAtLeast(1.0),
+        "≥ 1.0× throughput",
+        "cargo bench -p aether-benches --bench postgres",
+    ),
+    row(
+        "durable append, one writer (latency)",
+        "pg_durable_1_writer",
+        "aether",
+        Some(("PostgreSQL events table, `synchronous_commit=on`", "postgres")),
+        Target::TimeAtMost(1.2),
+        "≤ 1.2×",
+        "cargo bench -p aether-benches --bench postgres",
+    ),
+    row(
+        "relaxed appends, 8 writers on 8 actors (no fsync wait)",
+        "pg_relaxed_8_writers",
+        "aether",
+        Some(("PostgreSQL events table, `synchronous_commit=off`", "postgres")),
+        Target::ThroughputAtLeast(1.0),
+        "≥ 1.0× throughput",
+        "cargo bench -p aether-benches --bench postgres",
+    ),
+    row(
+        "relaxed append, one writer (latency)",
+        "pg_relaxed_1_writer",
+        "aether",
+        Some(("PostgreSQL events table, `synchronous_commit=off`", "postgres")),
+        Target::Report,
+        "reported",
+        "cargo bench -p aether-benches --bench postgres",
+    ),
+    row(
+        "latest version of an actor with 10 000 events, uncached",
+        "pg_latest_version_cold",
+        "aether",
+        Some(("PostgreSQL `SELECT max(sequence)`", "postgres")),
+        Target::Report,
+        "reported",
+        "cargo bench -p aether-benches --bench postgres",
+    ),
+    row(
+        "replay of 10 000 events",
+        "pg_replay_10k",
+        "aether",
+        Some(("PostgreSQL `SELECT … ORDER BY sequence`", "postgres")),
+        Target::Report,
+        "reported",
+        "cargo bench -p aether-benches --bench postgres",
+    ),
 ];
 
 /// Median time in ns of one benchmark, and its throughput elements per iteration.
@@ -506,10 +578,9 @@ fn main() {
             }
         }
     }
-    // Figures measured by other runs (the soak) live in their own file and are carried over.
-    // Notes and figures measured by other runs (the soak) live in their own files and are
-    // carried over.
-    for extra in ["benchmark-notes.md", "soak.md"] {
+    // Notes and figures measured by other runs (the soak, the PostgreSQL peer, the scale run)
+    // live in their own files and are carried over.
+    for extra in ["benchmark-notes.md", "soak.md", "postgres.md", "scale.md"] {
         if let Ok(text) = std::fs::read_to_string(out.with_file_name(extra)) {
             let _ = writeln!(md);
             md.push_str(text.trim_end());
