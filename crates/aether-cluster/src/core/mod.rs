@@ -131,6 +131,8 @@ pub(crate) struct NodeCore {
     max_term_seen: u64,
     /// Our term and the lease revision of our last claim or renewal, while we lead.
     held: Option<(u64, u64)>,
+    /// When our last claim or renewal was stored, while we lead.
+    renewed_at: Option<Instant>,
     /// The leader as last seen.
     leader: Option<String>,
     lease_in_flight: bool,
@@ -156,6 +158,7 @@ impl NodeCore {
             heartbeat_seq: 0,
             max_term_seen: 0,
             held: None,
+            renewed_at: None,
             leader: None,
             lease_in_flight: false,
             view,
@@ -223,8 +226,13 @@ impl NodeCore {
                     seq: self.heartbeat_seq,
                 }));
                 self.heartbeat_seq += 1;
+                let mut changed = false;
                 for change in self.membership.sweep(now) {
                     actions.push(Action::Membership(change));
+                    changed = true;
+                }
+                if changed {
+                    self.lead_now(now, &mut actions);
                 }
             }
             Input::ElectionTick => {
@@ -236,11 +244,13 @@ impl NodeCore {
             Input::Heartbeat(hb) => {
                 if let Some(change) = self.membership.observe_heartbeat(&hb, now) {
                     actions.push(Action::Membership(change));
+                    self.lead_now(now, &mut actions);
                 }
             }
             Input::Leave(leave) => {
                 if let Some(change) = self.membership.observe_leave(&leave) {
                     actions.push(Action::Membership(change));
+                    self.lead_now(now, &mut actions);
                 }
             }
             Input::LeaseRead { revision, lease } => {
@@ -255,7 +265,7 @@ impl NodeCore {
                 write,
                 term,
                 outcome,
-            } => self.on_lease_written(write, term, outcome, &mut actions),
+            } => self.on_lease_written(write, term, outcome, now, &mut actions),
             Input::TableRead { revision, table } => self.take_table(revision, table, &mut actions),
             Input::TableWritten { table, outcome } => {
                 self.table_write_in_flight = false;
@@ -336,6 +346,7 @@ impl NodeCore {
         write: LeaseWrite,
         term: u64,
         outcome: Cas,
+        now: Instant,
         actions: &mut Vec<Action>,
     ) {
         self.lease_in_flight = false;
@@ -347,6 +358,7 @@ impl NodeCore {
                 }
                 self.max_term_seen = self.max_term_seen.max(term);
                 self.held = Some((term, revision));
+                self.renewed_at = Some(now);
                 self.leader = Some(self.settings.node_id.clone());
                 self.lead(term, actions);
             }
@@ -357,6 +369,21 @@ impl NodeCore {
                 self.held = None;
             }
             Cas::Failed => self.held = None,
+        }
+    }
+
+    /// The membership changed: while we lead, rebalance now rather than at the next renewal,
+    /// so a failed member's shards move as soon as it is declared failed (and a new member
+    /// gets its share as soon as it is seen). Only while our last renewal is recent enough
+    /// that no other node can have taken the lease since: a follower takes over only after
+    /// the lease went unrenewed for a whole failure timeout.
+    fn lead_now(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let Some((term, _)) = self.held else { return };
+        let fresh = self.renewed_at.is_some_and(|at| {
+            now.saturating_duration_since(at) < self.settings.failure_timeout / 2
+        });
+        if fresh {
+            self.lead(term, actions);
         }
     }
 

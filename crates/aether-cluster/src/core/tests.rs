@@ -100,10 +100,10 @@ fn drive(
 }
 
 /// Every node hears every heartbeat in `hbs`.
-fn deliver(nodes: &mut [&mut NodeCore], hbs: &[Heartbeat], now: Instant) {
+fn deliver(nodes: &mut [&mut NodeCore], bucket: &mut Bucket, hbs: &[Heartbeat], now: Instant) {
     for n in nodes.iter_mut() {
         for hb in hbs {
-            n.step(Input::Heartbeat(hb.clone()), now);
+            drive(n, bucket, Input::Heartbeat(hb.clone()), now);
         }
     }
 }
@@ -114,7 +114,7 @@ fn round(nodes: &mut [&mut NodeCore], bucket: &mut Bucket, now: Instant) {
     for n in nodes.iter_mut() {
         hbs.extend(drive(n, bucket, Input::Tick, now).0);
     }
-    deliver(nodes, &hbs, now);
+    deliver(nodes, bucket, &hbs, now);
     for n in nodes.iter_mut() {
         drive(n, bucket, Input::ElectionTick, now);
         drive(n, bucket, Input::ElectionTick, now);
@@ -347,4 +347,70 @@ fn an_unreadable_lease_makes_the_leader_a_follower() {
     assert_eq!(a.term(), Some(1));
     a.step(Input::LeaseReadFailed, now);
     assert_eq!(a.term(), None);
+}
+
+#[test]
+fn the_leader_moves_a_failed_members_shards_when_it_declares_it_failed() {
+    let mut bucket = Bucket::default();
+    let (mut a, mut b, mut c) = (core("a"), core("b"), core("c"));
+    let mut now = Instant::now();
+    for _ in 0..3 {
+        round(&mut [&mut a, &mut b, &mut c], &mut bucket, now);
+        now += HB;
+    }
+    assert_eq!(a.term(), Some(1), "a leads");
+    assert_eq!(a.view().table.members, ["a", "b", "c"]);
+    // b crashes. a and c keep beating, and a renews its lease every beat as the node does;
+    // the renewal comes first in each beat, so only the heartbeat sweep can write the table.
+    let crashed = now;
+    let mut written = None;
+    while now < crashed + FAIL * 3 {
+        now += HB;
+        drive(&mut a, &mut bucket, Input::ElectionTick, now);
+        assert_eq!(bucket.table.as_ref().map(|(_, t)| t.members.len()), Some(3));
+        let hbs_c = drive(&mut c, &mut bucket, Input::Tick, now).0;
+        deliver(&mut [&mut a], &mut bucket, &hbs_c, now);
+        let (hbs_a, views, changes) = drive(&mut a, &mut bucket, Input::Tick, now);
+        deliver(&mut [&mut c], &mut bucket, &hbs_a, now);
+        if !changes.is_empty() {
+            written = Some((now, views));
+            break;
+        }
+    }
+    let (at, views) = written.expect("b was declared failed");
+    assert!(
+        at - crashed <= FAIL + HB,
+        "declared within the timeout and a beat"
+    );
+    // The table without b was written in that same step.
+    let without_b = Some(vec!["a".to_string(), "c".to_string()]);
+    assert_eq!(views.last().map(|v| v.table.members.clone()), without_b);
+    assert_eq!(
+        bucket.table.as_ref().map(|(_, t)| t.members.clone()),
+        without_b
+    );
+}
+
+#[test]
+fn a_leader_whose_renewal_is_old_waits_for_the_next_one_to_rebalance() {
+    let mut bucket = Bucket::default();
+    let (mut a, mut b) = (core("a"), core("b"));
+    let mut now = Instant::now();
+    for _ in 0..3 {
+        round(&mut [&mut a, &mut b], &mut bucket, now);
+        now += HB;
+    }
+    let before = bucket.table.clone();
+    // Long after the last renewal (another node may hold the lease by now), b goes silent:
+    // a declares it failed but leaves the table alone until it renews its lease.
+    now += FAIL * 3;
+    let (_, views, changes) = drive(&mut a, &mut bucket, Input::Tick, now);
+    assert!(!changes.is_empty());
+    assert!(views.is_empty());
+    assert_eq!(bucket.table, before);
+    drive(&mut a, &mut bucket, Input::ElectionTick, now);
+    assert_eq!(
+        bucket.table.as_ref().map(|(_, t)| t.members.clone()),
+        Some(vec!["a".to_string()])
+    );
 }
