@@ -306,7 +306,11 @@ pub fn bus_message(data: &[u8]) {
         let Ok((origin, json)) =
             parse_message(payload, publisher.as_deref(), seq_header.as_deref())
         else {
-            assert_eq!(payload.first(), Some(&0xAE), "only a frame can be unreadable");
+            assert_eq!(
+                payload.first(),
+                Some(&0xAE),
+                "only a frame can be unreadable"
+            );
             continue;
         };
         if payload.first() == Some(&0xAE) {

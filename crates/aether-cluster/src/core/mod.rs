@@ -55,6 +55,10 @@ pub(crate) enum LeaseWrite {
 pub(crate) enum Input {
     /// A heartbeat interval passed: time to say we are alive and sweep silent members.
     Tick,
+    /// Time to sweep silent members only, between heartbeats: a failed member is declared
+    /// failed (and, by a leader, its shards moved) within a fraction of a heartbeat interval
+    /// of its timeout running out, not up to a whole interval later.
+    Sweep,
     /// Time for a step of the election (and, while leading, of the leader's duty). Its own
     /// input so that a slow bucket never delays a heartbeat.
     ElectionTick,
@@ -232,6 +236,13 @@ impl NodeCore {
                     changed = true;
                 }
                 if changed {
+                    self.lead_now(now, &mut actions);
+                }
+            }
+            Input::Sweep => {
+                let changes = self.membership.sweep(now);
+                if !changes.is_empty() {
+                    actions.extend(changes.into_iter().map(Action::Membership));
                     self.lead_now(now, &mut actions);
                 }
             }

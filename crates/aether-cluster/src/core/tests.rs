@@ -414,3 +414,28 @@ fn a_leader_whose_renewal_is_old_waits_for_the_next_one_to_rebalance() {
         Some(vec!["a".to_string()])
     );
 }
+
+#[test]
+fn a_sweep_between_heartbeats_declares_a_silent_member_failed_and_rebalances() {
+    let mut bucket = Bucket::default();
+    let (mut a, mut b) = (core("a"), core("b"));
+    let mut now = Instant::now();
+    for _ in 0..3 {
+        round(&mut [&mut a, &mut b], &mut bucket, now);
+        now += HB;
+    }
+    let last_seen = now - HB;
+    // Nothing is declared before the timeout runs out...
+    let (_, views, changes) = drive(&mut a, &mut bucket, Input::Sweep, last_seen + FAIL);
+    assert!(changes.is_empty() && views.is_empty());
+    // ...and right after it, by a sweep alone (no heartbeat, no election step), with the
+    // table rewritten at once: the lease was renewed less than half a timeout ago.
+    drive(&mut a, &mut bucket, Input::ElectionTick, last_seen + FAIL);
+    let (hbs, views, changes) = drive(&mut a, &mut bucket, Input::Sweep, last_seen + FAIL + HB / 4);
+    assert!(hbs.is_empty(), "a sweep publishes no heartbeat");
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        views.last().map(|v| v.table.members.clone()),
+        Some(vec!["a".to_string()])
+    );
+}

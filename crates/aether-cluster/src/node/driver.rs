@@ -160,12 +160,24 @@ fn ticker(period: Duration) -> tokio::time::Interval {
     tick
 }
 
+/// Sweeps for silent members per heartbeat interval (one of them with the heartbeat).
+const SWEEPS_PER_HEARTBEAT: u32 = 4;
+
 pub(super) async fn heartbeat_loop(inner: Arc<Inner>, cancel: CancellationToken) {
-    let mut tick = ticker(inner.config.heartbeat_interval);
+    // At least a microsecond: a zero period is no period (configs are checked, but keep it
+    // safe whatever the interval).
+    let period =
+        (inner.config.heartbeat_interval / SWEEPS_PER_HEARTBEAT).max(Duration::from_micros(1));
+    let mut tick = ticker(period);
+    let mut n = 0u32;
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
-            _ = tick.tick() => inner.run(Input::Tick).await,
+            _ = tick.tick() => {
+                let input = if n % SWEEPS_PER_HEARTBEAT == 0 { Input::Tick } else { Input::Sweep };
+                n = n.wrapping_add(1);
+                inner.run(input).await;
+            }
         }
     }
 }

@@ -114,6 +114,53 @@ async fn ten_thousand_events_replay_complete_and_in_order() {
     assert_eq!(versions(&store.get_events("other", 0).await.unwrap()), [1]);
 }
 
+/// Short replays (a young actor, or the last few events of a long history once the search
+/// found them) are read with direct gets instead of a consumer: the same events, in order, as
+/// of the replay's start, and a history longer than its versions promise (messages this store
+/// did not write) still read whole.
+#[tokio::test]
+async fn short_replays_read_exactly_the_wanted_events() {
+    let server = start();
+    let store = open(&server, JetStreamConfig::default()).await;
+    for v in 1..=600 {
+        store.save_event(&ev("long", v)).await.unwrap();
+        if v <= 3 {
+            store.save_event(&ev("young", v)).await.unwrap();
+        }
+    }
+    let cold = open(&server, JetStreamConfig::default()).await;
+    for from in 0..=4 {
+        let expected: Vec<u64> = (from.max(1)..=3).collect();
+        assert_eq!(
+            versions(&cold.get_events("young", from).await.unwrap()),
+            expected
+        );
+    }
+    for from in [597, 598, 600] {
+        let expected: Vec<u64> = (from..=600).collect();
+        assert_eq!(
+            versions(&cold.get_events("long", from).await.unwrap()),
+            expected
+        );
+    }
+    assert!(cold.get_events("long", 601).await.unwrap().is_empty());
+
+    // Two messages of another writer on the young actor's subject (a version 3 history now
+    // spans five messages): more than the direct reads allow, so the consumer reads it all.
+    let js = async_nats::jetstream::new(connect(&server).await);
+    for _ in 0..2 {
+        js.publish(store.event_subject("young"), "{ not an event".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    store.save_event(&ev("young", 4)).await.unwrap();
+    let replay = cold.get_events_with_errors("young", 0).await.unwrap();
+    assert_eq!(versions(&replay.events), [1, 2, 3, 4]);
+    assert_eq!(replay.errors.len(), 2);
+}
+
 #[tokio::test]
 async fn malformed_messages_are_skipped_counted_and_reported() {
     let server = start();

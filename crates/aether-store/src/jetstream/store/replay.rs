@@ -18,6 +18,9 @@ use super::{JetStreamEventStore, MAX_TRANSIENT_BACKOFF, TRANSIENT_BACKOFF};
 /// Histories shorter than this (by their last version) are replayed from the start rather than
 /// searched for the first wanted message.
 const SEARCH_MIN_HISTORY: u64 = 512;
+/// A history whose last version is within this many of the first wanted one is read with
+/// direct gets (at most this many) rather than a consumer.
+const SHORT_HISTORY_MESSAGES: u64 = 4;
 /// Points probed at once in each round of the search for a replay's start.
 const SEARCH_FANOUT: u64 = 8;
 /// Messages requested per pull while replaying.
@@ -149,6 +152,28 @@ impl JetStreamEventStore {
                 codec::header_last_version(&last.headers),
             )
             .await;
+        // A short history is read with direct gets, one round trip per message, instead of a
+        // consumer (created, read and deleted: several round trips and server work that
+        // dominate the rebuild of a young actor, as after a failover of many of them).
+        // Versions grow by at least one per message this store writes, so a last version of
+        // `v` bounds the messages to read: `v` from the start, `v - from_version + 1` from a
+        // start the search found. (Messages of other writers can break the bound: then the
+        // direct reads give up and the consumer reads everything.)
+        let last_version = codec::header_last_version(&last.headers);
+        let short = last_version.is_some_and(|v| {
+            v <= SHORT_HISTORY_MESSAGES
+                || (next_seq > 1 && v.saturating_sub(from_version) < SHORT_HISTORY_MESSAGES)
+        });
+        if self.direct && short {
+            match self
+                .read_directly(&subject, actor_id, from_version, next_seq, last.sequence)
+                .await
+            {
+                Some(read) => return Ok(read),
+                // Anything unexpected: the consumer below reads it all again.
+                None => tracing::debug!(subject, "short replay by direct gets fell back"),
+            }
+        }
         let context = || format!("replaying {subject} on stream {}", self.stream_name);
         // Messages left to read, as the server counted them when the replay began; the replay
         // returns the history as of its start.
@@ -239,6 +264,44 @@ impl JetStreamEventStore {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Reads the actor's messages from stream sequence `from_seq` up to `last_seq` (its last
+    /// message when the replay began) by direct gets; `None` when that took more gets than a
+    /// short history has, or a get failed.
+    async fn read_directly(
+        &self,
+        subject: &str,
+        actor_id: &str,
+        from_version: u64,
+        from_seq: u64,
+        last_seq: u64,
+    ) -> Option<ReplayResult> {
+        let mut result = ReplayResult::default();
+        let mut next = from_seq.max(1);
+        for _ in 0..SHORT_HISTORY_MESSAGES {
+            let msg = self
+                .stream
+                .direct_get_next_for_subject(subject, Some(next))
+                .await
+                .ok()?;
+            if msg.sequence > last_seq {
+                // Written after the replay began: the replay returns the history as of its
+                // start, and the last message was below this one.
+                return Some(result);
+            }
+            match codec::decode_message(actor_id, msg.sequence, &msg.payload) {
+                Ok(events) => result
+                    .events
+                    .extend(events.into_iter().filter(|e| e.version >= from_version)),
+                Err(bad) => result.errors.push(bad),
+            }
+            if msg.sequence == last_seq {
+                return Some(result);
+            }
+            next = msg.sequence + 1;
+        }
+        None
     }
 
     async fn drain(
