@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aether_actor::{Actor, DomainEvent};
+use aether_benches::bank::{Bank, Command};
 use aether_cluster::{
     Actors, ClusterConfig, ClusterNode, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
 };
@@ -30,7 +30,6 @@ use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 
 /// Active actors on the node that dies.
 const ACTORS: usize = 10_000;
@@ -38,59 +37,6 @@ const ACTORS: usize = 10_000;
 const IN_FLIGHT: usize = 256;
 /// The failure timeout the cluster is configured with (the library's default).
 const FAILURE_TIMEOUT: Duration = DEFAULT_FAILURE_TIMEOUT;
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Account {
-    balance: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum Command {
-    Deposit { amount: i64 },
-    Balance,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum Moved {
-    Deposited { amount: i64 },
-}
-
-impl DomainEvent for Moved {
-    fn event_type(&self) -> &'static str {
-        "Deposited"
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize, thiserror::Error)]
-#[error("refused")]
-struct Refused;
-
-/// A bank account: deposits are events, a balance read writes nothing.
-struct Bank;
-
-impl Actor for Bank {
-    type State = Account;
-    type Command = Command;
-    type Event = Moved;
-    type Reply = i64;
-    type Error = Refused;
-    const TYPE: &'static str = "bank";
-
-    async fn decide(&self, _: &str, _: &Account, command: &Command) -> Result<Vec<Moved>, Refused> {
-        Ok(match *command {
-            Command::Deposit { amount } => vec![Moved::Deposited { amount }],
-            Command::Balance => Vec::new(),
-        })
-    }
-
-    fn apply(state: &mut Account, Moved::Deposited { amount }: &Moved) {
-        state.balance += amount;
-    }
-
-    fn reply(state: &Account, _: &Command, _: &[Moved]) -> i64 {
-        state.balance
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 enum Backend {

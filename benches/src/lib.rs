@@ -2,5 +2,143 @@
 //! (the raw NATS call it wraps) or its peer (another crate doing the same job), so the ratio
 //! holds on a noisy shared machine. `scripts/bench` runs them all and writes
 //! `docs/benchmarks.md` with `bench-report`.
+//!
+//! What several benchmarks and binaries share lives here:
+//! - [`bank`]: the actor the cluster measurements send commands to;
+//! - [`alloc`]: a counting allocator, for memory per item.
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
+// Only the counting allocator needs `unsafe` (a `GlobalAlloc` implementation).
+#![deny(unsafe_code)]
+
+pub mod bank {
+    //! A bank account actor: deposits are events, a balance read writes nothing.
+
+    use aether_actor::{Actor, DomainEvent};
+    use serde::{Deserialize, Serialize};
+
+    /// An account's state.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    pub struct Account {
+        /// The sum of the deposits.
+        pub balance: i64,
+    }
+
+    /// What the actor is asked.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub enum Command {
+        /// Deposit an amount (one event).
+        Deposit {
+            /// The amount.
+            amount: i64,
+        },
+        /// Read the balance (no event).
+        Balance,
+    }
+
+    /// What the actor records.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub enum Moved {
+        /// An amount was deposited.
+        Deposited {
+            /// The amount.
+            amount: i64,
+        },
+    }
+
+    impl DomainEvent for Moved {
+        fn event_type(&self) -> &'static str {
+            "Deposited"
+        }
+    }
+
+    /// Never returned: the actor refuses nothing.
+    #[derive(Debug, Serialize, Deserialize, thiserror::Error)]
+    #[error("refused")]
+    pub struct Refused;
+
+    /// The actor.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Bank;
+
+    impl Actor for Bank {
+        type State = Account;
+        type Command = Command;
+        type Event = Moved;
+        type Reply = i64;
+        type Error = Refused;
+        const TYPE: &'static str = "bank";
+
+        async fn decide(
+            &self,
+            _: &str,
+            _: &Account,
+            command: &Command,
+        ) -> Result<Vec<Moved>, Refused> {
+            Ok(match *command {
+                Command::Deposit { amount } => vec![Moved::Deposited { amount }],
+                Command::Balance => Vec::new(),
+            })
+        }
+
+        fn apply(state: &mut Account, Moved::Deposited { amount }: &Moved) {
+            state.balance += amount;
+        }
+
+        fn reply(state: &Account, _: &Command, _: &[Moved]) -> i64 {
+            state.balance
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+pub mod alloc {
+    //! The system allocator, counting the bytes currently allocated: unlike resident memory,
+    //! the count does not depend on what the allocator keeps cached, so small differences
+    //! show. A binary installs it with
+    //! `#[global_allocator] static A: CountingAllocator = CountingAllocator;`.
+
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+    /// Bytes currently allocated through [`CountingAllocator`] (0 when it is not installed).
+    pub fn live_bytes() -> usize {
+        LIVE.load(Ordering::Relaxed)
+    }
+
+    /// See the module docs.
+    #[derive(Debug)]
+    pub struct CountingAllocator;
+
+    // SAFETY: every call is forwarded to the system allocator unchanged; only a counter is
+    // updated.
+    unsafe impl GlobalAlloc for CountingAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+            }
+            p
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) };
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let p = unsafe { System.alloc_zeroed(layout) };
+            if !p.is_null() {
+                LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+            }
+            p
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let p = unsafe { System.realloc(ptr, layout, new_size) };
+            if !p.is_null() {
+                LIVE.fetch_add(new_size, Ordering::Relaxed);
+                LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            }
+            p
+        }
+    }
+}

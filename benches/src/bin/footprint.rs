@@ -6,51 +6,14 @@
 //!
 //! Run with `cargo run --release -p aether-benches --bin footprint`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use aether_benches::alloc::{live_bytes, CountingAllocator};
 use std::time::Duration;
 
 use aether_core::{Event, EventStore};
 use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore, StorageKind};
 
-/// The system allocator, counting the bytes currently allocated: unlike resident memory, the
-/// count does not depend on what the allocator keeps cached, so small differences show.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded to the system allocator unchanged; only a counter is updated.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_add(new_size, Ordering::Relaxed);
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 fn resident_bytes() -> u64 {
     // /proc/self/statm: size resident shared text lib data dt, in pages.
@@ -107,12 +70,12 @@ fn jetstream_cache() -> Result<serde_json::Value, Box<dyn std::error::Error>> {
             save(i).await?;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let before = LIVE.load(Ordering::Relaxed);
+        let before = live_bytes();
         for i in WARM..WARM + ACTORS {
             save(i).await?;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let after = LIVE.load(Ordering::Relaxed);
+        let after = live_bytes();
         let cached = (0..WARM + ACTORS)
             .filter(|i| {
                 store

@@ -29,6 +29,12 @@ struct Args {
     shards: Vec<u32>,
 }
 
+/// Stops the program with `message` and the usage line (exit status 2).
+fn usage_error(message: &str) -> ! {
+    eprintln!("{message}; usage: placement-sim [--nodes N] [--actors N] [--shards a,b,c]");
+    std::process::exit(2);
+}
+
 fn parse_args() -> Args {
     let mut args = Args {
         nodes: 100,
@@ -39,26 +45,32 @@ fn parse_args() -> Args {
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_default();
         match flag.as_str() {
-            "--nodes" => args.nodes = value.parse().expect("--nodes takes a number"),
-            "--actors" => args.actors = value.parse().expect("--actors takes a number"),
+            "--nodes" => {
+                args.nodes = value
+                    .parse()
+                    .unwrap_or_else(|_| usage_error("--nodes takes a number"))
+            }
+            "--actors" => {
+                args.actors = value
+                    .parse()
+                    .unwrap_or_else(|_| usage_error("--actors takes a number"))
+            }
             "--shards" => {
                 args.shards = value
                     .split(',')
                     .map(|s| {
-                        s.parse()
-                            .expect("--shards takes numbers separated by commas")
+                        s.parse().unwrap_or_else(|_| {
+                            usage_error("--shards takes numbers separated by commas")
+                        })
                     })
                     .collect()
             }
-            other => {
-                eprintln!(
-                    "unknown argument {other:?}; usage: placement-sim [--nodes N] [--actors N] [--shards a,b,c]"
-                );
-                std::process::exit(2);
-            }
+            other => usage_error(&format!("unknown argument {other:?}")),
         }
     }
-    assert!(args.nodes >= 2, "--nodes must be at least 2");
+    if args.nodes < 2 {
+        usage_error("--nodes must be at least 2");
+    }
     args
 }
 
@@ -195,9 +207,13 @@ fn main() {
         let leaver_actors = actor_counts.get(leaver.as_str()).copied().unwrap_or(0);
         let leaver_shards = shard_counts.get(leaver.as_str()).copied().unwrap_or(0);
 
-        let table_bytes = aether_cluster::routing::encode(&at_n.table)
-            .expect("encode the table")
-            .len();
+        let table_bytes = match aether_cluster::routing::encode(&at_n.table) {
+            Ok(bytes) => bytes.len(),
+            Err(e) => {
+                eprintln!("encoding the assignment table: {e}");
+                std::process::exit(1);
+            }
+        };
         let pct = |x: usize, of: usize| 100.0 * x as f64 / of as f64;
         println!(
             "| {shard_count}{} | {:.3} ({smax} / {smean:.2}) | {:.3} ({amin} / {amean:.0}) | {:.3} ({amax} / {amean:.0}) | \

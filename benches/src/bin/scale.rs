@@ -24,13 +24,13 @@
 //! `AETHER_SCALE_ACTIVATION_SECS` (activation budget, default 120),
 //! `AETHER_SCALE_LOAD_SECS` (each throughput phase, default 10).
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use aether_benches::alloc::{live_bytes, CountingAllocator};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aether_actor::{Actor, DomainEvent};
+use aether_benches::bank::{Bank, Command};
 use aether_cluster::{
     diff, Actors, Assignment, ClusterConfig, ClusterNode, DEFAULT_FAILURE_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_SHARD_COUNT,
@@ -38,7 +38,6 @@ use aether_cluster::{
 use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsCluster;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 
 /// Aether nodes in the run.
 const NODES: usize = 12;
@@ -52,103 +51,14 @@ const WARM_UP: usize = 2_000;
 const CLUSTER: &str = "scale";
 const AGREE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The system allocator, counting the bytes currently allocated (as in the `footprint`
-/// binary): unlike resident memory, the count does not depend on what the allocator caches.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded to the system allocator unchanged; only a counter is updated.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_add(new_size, Ordering::Relaxed);
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Account {
-    balance: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum Command {
-    Deposit { amount: i64 },
-    Balance,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum Moved {
-    Deposited { amount: i64 },
-}
-
-impl DomainEvent for Moved {
-    fn event_type(&self) -> &'static str {
-        "Deposited"
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize, thiserror::Error)]
-#[error("refused")]
-struct Refused;
-
-/// A bank account: deposits are events, a balance read writes nothing.
-struct Bank;
-
-impl Actor for Bank {
-    type State = Account;
-    type Command = Command;
-    type Event = Moved;
-    type Reply = i64;
-    type Error = Refused;
-    const TYPE: &'static str = "bank";
-
-    async fn decide(&self, _: &str, _: &Account, command: &Command) -> Result<Vec<Moved>, Refused> {
-        Ok(match *command {
-            Command::Deposit { amount } => vec![Moved::Deposited { amount }],
-            Command::Balance => Vec::new(),
-        })
-    }
-
-    fn apply(state: &mut Account, Moved::Deposited { amount }: &Moved) {
-        state.balance += amount;
-    }
-
-    fn reply(state: &Account, _: &Command, _: &[Moved]) -> i64 {
-        state.balance
-    }
-}
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 fn env_or(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
         Ok(v) => v
             .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a whole number, not {v:?}")),
+            .unwrap_or_else(|_| fail(format!("{name} must be a whole number, not {v:?}"))),
         Err(_) => default,
     }
 }
@@ -186,7 +96,7 @@ async fn start_node(url: &str, i: usize) -> ClusterNode {
                 eprintln!("starting node {i}: {e}; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(e) => panic!("starting node {i}: {e}"),
+            Err(e) => fail(format!("starting node {i}: {e}")),
         }
     }
 }
@@ -194,7 +104,7 @@ async fn start_node(url: &str, i: usize) -> ClusterNode {
 async fn try_start_node(url: &str, i: usize) -> aether_core::Result<ClusterNode> {
     let client = async_nats::connect(url)
         .await
-        .expect("connect to the NATS cluster");
+        .map_err(|e| aether_core::Error::unavailable("connecting to the NATS cluster", e))?;
     let store = JetStreamEventStore::new(
         client.clone(),
         JetStreamConfig::default().namespace(CLUSTER).replicas(3),
@@ -314,12 +224,18 @@ async fn load(
     }
 }
 
+/// Stops the run with `message` (exit status 1).
+fn fail(message: impl std::fmt::Display) -> ! {
+    eprintln!("scale run failed: {message}");
+    std::process::exit(1);
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("tokio runtime");
+        .unwrap_or_else(|e| fail(format!("starting the tokio runtime: {e}")));
     rt.block_on(run());
 }
 
@@ -331,7 +247,8 @@ async fn run() {
     let run_started = Instant::now();
 
     eprintln!("starting a 3-server NATS cluster (sync_interval: always)");
-    let mut servers = NatsCluster::start(3).expect("a 3-server NATS cluster");
+    let mut servers = NatsCluster::start(3)
+        .unwrap_or_else(|e| fail(format!("starting a 3-server NATS cluster: {e}")));
     let urls = servers.url_list();
     let version = servers.server(0).version();
 
@@ -419,7 +336,7 @@ async fn run() {
             .sum()
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (rss0, heap0, active0) = (rss_bytes(), LIVE.load(Ordering::Relaxed), active_count());
+    let (rss0, heap0, active0) = (rss_bytes(), live_bytes(), active_count());
     let activation_started = Instant::now();
     let (done, failed) = activate(
         warm..want_active,
@@ -428,7 +345,7 @@ async fn run() {
     .await;
     let activation_time = activation_started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (rss1, heap1, active1) = (rss_bytes(), LIVE.load(Ordering::Relaxed), active_count());
+    let (rss1, heap1, active1) = (rss_bytes(), live_bytes(), active_count());
     let activated = active1.saturating_sub(active0);
     let per_actor = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / activated.max(1) as f64;
     eprintln!(
@@ -471,7 +388,7 @@ async fn run() {
     let leaver = nodes
         .iter()
         .position(|n| !n.is_leader())
-        .expect("a follower");
+        .unwrap_or_else(|| fail("no follower to make leave"));
     let leaver = nodes.remove(leaver);
     let leaver_id = leaver.node_id().to_string();
     let leaver_shards = after_join.primaries_of(&leaver_id).len();
