@@ -1,7 +1,7 @@
 //! A replicated event stream (`replicas: 3`) on a three-server JetStream cluster while writers
 //! append continuously: the stream leader is killed and restarted, a follower is killed and
 //! restarted, and the leader is frozen for longer than an election takes. Afterwards every
-//! acknowledged event is present exactly once, versions never repeat, every failure was typed
+//! acknowledged event is present exactly once (saved alone or in group commits), versions never repeat, every failure was typed
 //! as retryable, and a replay through each server alone is complete.
 #![cfg(feature = "jetstream")]
 
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::faults_support::{
     actor_names, assert_all_retryable, connect_with, open_store, verify, Load, Outcome,
 };
-use aether_store::{JetStreamConfig, JetStreamEventStore};
+use aether_store::{GroupCommitMode, JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsCluster;
 
 const WRITERS: usize = 4;
@@ -115,22 +115,45 @@ async fn replicated_store_loses_nothing_across_leader_kill_follower_kill_and_pau
         return;
     }
 
-    // Writers spread over the servers (each prefers a different one), all given every URL.
+    // Stores spread over the servers (each prefers a different one), all given every URL.
+    // Half save alone, one writer each; the other half group commit (the default on a
+    // replicated stream), four writers each (more than the two publishes that may be under way at once), so their concurrent saves share atomic batches.
     let mut stores = Vec::new();
+    let mut writers = Vec::new();
     for w in 0..WRITERS {
         let mut ordered = urls.clone();
         ordered.rotate_left(w % urls.len());
         let client = connect_with(&ordered, true).await;
-        stores.push(Arc::new(
-            open_store(client, config.clone(), Duration::from_secs(1)).await,
+        let grouped = w % 2 == 1;
+        let mode = if grouped {
+            GroupCommitMode::Replicated
+        } else {
+            GroupCommitMode::Never
+        };
+        let store = Arc::new(
+            open_store(
+                client,
+                config.clone().group_commit(mode),
+                Duration::from_secs(1),
+            )
+            .await,
+        );
+        assert_eq!(
+            store.group_commit_active(),
+            grouped && version.at_least(2, 12)
+        );
+        writers.extend(std::iter::repeat_n(
+            store.clone(),
+            if grouped { 4 } else { 1 },
         ));
+        stores.push(store);
     }
     assert_eq!(
         stores[0].stream_info().await.unwrap().config.num_replicas,
         3
     );
     let actors = actor_names("acct", ACTORS);
-    let load = Load::start(stores, actors.clone());
+    let load = Load::start(writers, actors.clone());
     let all = [0, 1, 2];
 
     // 1. Kill -9 the stream leader, let the others elect a new one, restart it.
@@ -173,6 +196,17 @@ async fn replicated_store_loses_nothing_across_leader_kill_follower_kill_and_pau
     load.wait_for_acks(STEADY, PHASE).await;
 
     let outcome: Outcome = load.finish().await;
+    let stats: Vec<_> = stores
+        .iter()
+        .filter_map(|s| s.group_commit_stats())
+        .collect();
+    eprintln!("group commit: {stats:?}");
+    if version.at_least(2, 12) {
+        assert!(
+            stats.iter().map(|g| g.groups).sum::<u64>() > 0,
+            "no save went out in a group"
+        );
+    }
     eprintln!(
         "{} acked, {} failures ({} conflicts) in {:?}",
         outcome.acked.len(),

@@ -1,6 +1,6 @@
 //! One JetStream server killed with SIGKILL while writers append: every acknowledged event
 //! survives exactly once, versions never repeat, and saves during the outage fail with a typed,
-//! retryable error rather than a wrong success.
+//! retryable error rather than a wrong success; with group commit on as well.
 #![cfg(feature = "jetstream")]
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::faults_support::{actor_names, assert_all_retryable, connect, open_store, verify, Load};
 use aether_core::EventStore;
-use aether_store::JetStreamConfig;
+use aether_store::{GroupCommitMode, JetStreamConfig};
 use aether_testkit::NatsServer;
 
 const WRITERS: usize = 4;
@@ -17,9 +17,23 @@ const PHASE: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_writes_loses_no_acknowledged_event() {
+    kill_9_during_writes(JetStreamConfig::default().namespace("crash"), 1).await;
+}
+
+/// The same crashes with group commit on: two writers share each store, so their concurrent
+/// saves of different actors go out in atomic batches (nats-server 2.12+).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_grouped_writes_loses_no_acknowledged_event() {
+    let config = JetStreamConfig::default()
+        .namespace("crash")
+        .group_commit(GroupCommitMode::Always);
+    kill_9_during_writes(config, 4).await;
+}
+
+/// `WRITERS` stores, each shared by `per_store` writers, through two crashes.
+async fn kill_9_during_writes(config: JetStreamConfig, per_store: usize) {
     let mut server = NatsServer::builder().sync_always(true).start().unwrap();
     let urls = vec![server.url()];
-    let config = JetStreamConfig::default().namespace("crash");
     let mut stores = Vec::new();
     for _ in 0..WRITERS {
         let client = connect(&urls).await;
@@ -27,8 +41,12 @@ async fn kill_9_during_writes_loses_no_acknowledged_event() {
             open_store(client, config.clone(), Duration::from_millis(500)).await,
         ));
     }
+    let writers: Vec<_> = stores
+        .iter()
+        .flat_map(|s| std::iter::repeat_n(s.clone(), per_store))
+        .collect();
     let actors = actor_names("acct", ACTORS);
-    let load = Load::start(stores, actors.clone());
+    let load = Load::start(writers, actors.clone());
 
     // Two crashes, each in the middle of a steady stream of writes.
     for round in 0..2 {
@@ -44,6 +62,15 @@ async fn kill_9_during_writes_loses_no_acknowledged_event() {
         );
     }
     let outcome = load.finish().await;
+    if per_store > 1 && server.version().at_least(2, 12) {
+        let groups: u64 = stores
+            .iter()
+            .filter_map(|s| s.group_commit_stats())
+            .map(|g| g.groups)
+            .sum();
+        eprintln!("{groups} groups committed or tried");
+        assert!(groups > 0, "no save went out in a group");
+    }
 
     assert!(
         outcome.faults().count() > 0,

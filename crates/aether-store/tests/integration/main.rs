@@ -9,6 +9,7 @@
 //! - `auth`, `hostile`: credentials and hostile input.
 //! - `faults_single`, `faults_cluster`: real faults (SIGKILL, SIGSTOP) under load.
 //! - `soak`: the bounded soak, ignored unless run through `scripts/soak`.
+//! - `group_commit`: concurrent saves sharing atomic batches, and a stale one failing alone.
 //! - `transactions`: atomic appends across actors (transfers), on both stores; the R3
 //!   leader kill is in `faults_cluster`.
 //!
@@ -25,6 +26,8 @@ mod faults_cluster;
 mod faults_single;
 #[cfg(feature = "jetstream")]
 mod faults_support;
+#[cfg(feature = "jetstream")]
+mod group_commit;
 mod hostile;
 mod jetstream;
 mod jetstream_cluster;

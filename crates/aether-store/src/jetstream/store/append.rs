@@ -2,6 +2,8 @@
 //! that turns the server's rejections into retries or version conflicts. Kept apart because
 //! it is where the store's correctness under concurrent writers is decided.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aether_core::{Error, Event, Result};
@@ -11,6 +13,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::ErrorCode;
 
 use super::super::codec::{self, Encoded};
+use super::group::{GroupOutcome, GroupSave};
 use super::{
     JetStreamEventStore, Tip, MAX_PUBLISH_ATTEMPTS, MAX_TRANSIENT_BACKOFF, MAX_TRANSIENT_RETRIES,
     TRANSIENT_BACKOFF,
@@ -66,7 +69,7 @@ impl JetStreamEventStore {
         // 1, 2, 4 ... ms up to 64 ms, jittered so that contending writers spread out.
         let mut contention =
             Backoff::new(Duration::from_millis(2), Duration::from_millis(64)).with_jitter();
-        for _ in 0..MAX_PUBLISH_ATTEMPTS {
+        for attempt in 0..MAX_PUBLISH_ATTEMPTS {
             if first.version <= tip.version {
                 if from_cache {
                     // Report the server's current version, not the cached one (and a cache
@@ -87,7 +90,48 @@ impl JetStreamEventStore {
                     tip.version,
                 ));
             }
-            let failure = match self.publish(&subject, &encoded, tip.seq).await {
+            // The first attempt of a save that expects the actor's cached tip may share a
+            // group with other actors' saves; retries go alone.
+            let grouped = match self.group.as_ref() {
+                Some(group) if attempt == 0 && self.atomic.load(Ordering::Relaxed) => {
+                    let save = GroupSave {
+                        actor: Arc::from(actor_id),
+                        subject: subject.clone(),
+                        headers: encoded.headers.clone(),
+                        payload: encoded.payload.clone(),
+                        expected_seq: tip.seq,
+                    };
+                    Some(self.publish_grouped(group, save).await)
+                }
+                _ => None,
+            };
+            let published = match grouped {
+                None => self.publish(&subject, &encoded, tip.seq).await,
+                Some(GroupOutcome::Stored(seq)) => {
+                    match seq {
+                        Some(seq) => self.remember(
+                            actor_id,
+                            Tip {
+                                seq,
+                                version: last.version,
+                            },
+                        ),
+                        // Stored, at a sequence the acknowledgement did not tell: ask next time.
+                        None => {
+                            self.cache.remove(actor_id);
+                        }
+                    }
+                    return Ok(());
+                }
+                Some(GroupOutcome::Failed(failure)) => Err(failure),
+                Some(GroupOutcome::Alone { uncertain: maybe }) => {
+                    // The group was refused or went unanswered: nothing is known about this
+                    // save's own check, so publish it again on its own at once.
+                    uncertain |= maybe;
+                    continue;
+                }
+            };
+            let failure = match published {
                 Ok(seq) => {
                     self.remember(
                         actor_id,
@@ -167,9 +211,28 @@ impl JetStreamEventStore {
         encoded: &Encoded,
         expected_seq: u64,
     ) -> std::result::Result<u64, PublishFailure> {
+        self.publish_message(
+            subject,
+            encoded.payload.clone(),
+            encoded.headers.clone(),
+            expected_seq,
+        )
+        .await
+    }
+
+    /// Publishes one message with the expected last sequence of its subject and waits for
+    /// the server's acknowledgement: the stream sequence it was stored at.
+    pub(super) async fn publish_message(
+        &self,
+        subject: &async_nats::Subject,
+        payload: bytes::Bytes,
+        headers: async_nats::HeaderMap,
+        expected_seq: u64,
+    ) -> std::result::Result<u64, PublishFailure> {
+        let size = codec::wire_size(&headers, payload.len());
         let message = PublishMessage::build()
-            .payload(encoded.payload.clone())
-            .headers(encoded.headers.clone())
+            .payload(payload)
+            .headers(headers)
             .expected_last_subject_sequence(expected_seq);
         let context = || format!("publishing to {subject} on stream {}", self.stream_name);
         let result = match self.context.send_publish(subject.clone(), message).await {
@@ -195,7 +258,7 @@ impl JetStreamEventStore {
                 }
                 PublishErrorKind::MaxPayloadExceeded => {
                     PublishFailure::Other(Error::PayloadTooLarge {
-                        size: codec::wire_size(&encoded.headers, encoded.payload.len()),
+                        size,
                         limit: self.client.max_payload(),
                     })
                 }

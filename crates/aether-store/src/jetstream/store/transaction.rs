@@ -6,17 +6,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aether_core::{Error, Result, Transaction, TransactionConflictError, VersionConflictError};
-use aether_nats::{has_api_code, validate_actor_id as check_actor_id, Backoff};
-use async_nats::header::{
-    HeaderMap, NATS_BATCH_COMMIT, NATS_BATCH_COMMIT_FINAL, NATS_BATCH_ID, NATS_BATCH_SEQUENCE,
-    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-};
-use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::ErrorCode;
+use aether_nats::{validate_actor_id as check_actor_id, Backoff};
+use async_nats::header::HeaderMap;
 use bytes::Bytes;
 
 use super::super::codec::{self, HEADER_TRANSACTION};
 use super::append::PublishFailure;
+use super::batch::{Ack, BatchMessage};
 use super::{
     server_older_than, JetStreamEventStore, Tip, MAX_PUBLISH_ATTEMPTS, MAX_TRANSIENT_BACKOFF,
     MAX_TRANSIENT_RETRIES, TRANSIENT_BACKOFF,
@@ -26,18 +22,9 @@ use super::{
 /// .max_msgs`); a transaction has one message per event.
 pub const MAX_TRANSACTION_EVENTS: usize = 1000;
 
-/// What the server acknowledged for a committed batch.
-#[derive(Debug, Clone, Copy)]
-struct Ack {
-    /// The stream sequence of the batch's last message.
-    sequence: u64,
-    /// How many messages the batch stored, as the server reports it.
-    count: Option<u64>,
-}
-
 /// One message of the batch.
 struct Part {
-    subject: String,
+    subject: async_nats::Subject,
     headers: HeaderMap,
     payload: Bytes,
 }
@@ -67,7 +54,7 @@ impl JetStreamEventStore {
         let mut parts: Vec<(usize, Part)> = Vec::with_capacity(txn.event_count());
         for (i, append) in txn.appends().iter().enumerate() {
             check_actor_id(&append.actor_id)?;
-            let subject = self.subjects.events(&append.actor_id);
+            let subject = async_nats::Subject::from(self.subjects.events(&append.actor_id));
             for event in &append.events {
                 let encoded = codec::encode_events(std::slice::from_ref(event))?;
                 codec::check_size(&encoded, max_payload)?;
@@ -256,12 +243,10 @@ impl JetStreamEventStore {
     /// acknowledged sequence; should that ever not hold, the next save's expectation is
     /// refused by the server and the tip read again, so the cache stays a guess.
     fn remember_batch(&self, txn: &Transaction, parts: &[(usize, Part)], ack: Ack) {
-        let count = parts.len() as u64;
-        if ack.count != Some(count) || ack.sequence < count {
+        let Some(first_seq) = ack.first_sequence(parts.len()) else {
             self.forget_tips(txn);
             return;
-        }
-        let first_seq = ack.sequence + 1 - count;
+        };
         for (i, append) in txn.appends().iter().enumerate() {
             let (Some(last_index), Some(last)) = (
                 parts.iter().rposition(|(actor, _)| *actor == i),
@@ -285,105 +270,27 @@ impl JetStreamEventStore {
         parts: &[(usize, Part)],
         tips: &[Tip],
     ) -> std::result::Result<Ack, PublishFailure> {
-        let context = || {
-            format!(
-                "committing transaction {} on stream {}",
-                txn.id(),
-                self.stream_name
-            )
-        };
         let mut seen = vec![false; tips.len()];
-        let count = parts.len();
-        for (n, (actor, part)) in parts.iter().enumerate() {
-            let mut headers = part.headers.clone();
-            headers.insert(NATS_BATCH_ID, txn.id());
-            headers.insert(NATS_BATCH_SEQUENCE, (n + 1).to_string().as_str());
-            headers.insert(HEADER_TRANSACTION, txn.id());
-            if !seen[*actor] {
+        let messages = parts
+            .iter()
+            .map(|(actor, part)| {
+                let mut headers = part.headers.clone();
+                headers.insert(HEADER_TRANSACTION, txn.id());
                 // Only the first message of an actor may carry its check: later ones would
                 // see the batch's own earlier message.
-                seen[*actor] = true;
-                headers.insert(
-                    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-                    tips[*actor].seq.to_string().as_str(),
-                );
-            }
-            if n + 1 < count {
-                self.client
-                    .publish_with_headers(part.subject.clone(), headers, part.payload.clone())
-                    .await
-                    .map_err(|e| PublishFailure::Other(Error::unavailable(context(), e)))?;
-                continue;
-            }
-            headers.insert(NATS_BATCH_COMMIT, NATS_BATCH_COMMIT_FINAL);
-            let message = PublishMessage::build()
-                .payload(part.payload.clone())
-                .headers(headers);
-            let result = match self
-                .context
-                .send_publish(part.subject.clone(), message)
-                .await
-            {
-                Ok(ack) => ack.await,
-                Err(e) => Err(e),
-            };
-            return match result {
-                Ok(ack) => Ok(Ack {
-                    sequence: ack.sequence,
-                    count: ack.batch_size,
-                }),
-                // No stream answered: gone, or (replicated) electing a leader.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        async_nats::jetstream::context::PublishErrorKind::StreamNotFound
-                    ) =>
-                {
-                    Err(PublishFailure::Other(
-                        self.missing_or_unavailable(context(), "no stream answered")
-                            .await,
-                    ))
+                let expected_seq =
+                    (!std::mem::replace(&mut seen[*actor], true)).then(|| tips[*actor].seq);
+                BatchMessage {
+                    subject: part.subject.clone(),
+                    headers,
+                    payload: part.payload.clone(),
+                    expected_seq,
                 }
-                Err(e) => Err(self.sort_publish_error(e, context(), txn)),
-            };
-        }
-        Err(PublishFailure::Other(Error::invalid(format!(
-            "transaction {} has no events",
-            txn.id()
-        ))))
-    }
-
-    fn sort_publish_error(
-        &self,
-        e: async_nats::jetstream::context::PublishError,
-        context: String,
-        txn: &Transaction,
-    ) -> PublishFailure {
-        use async_nats::jetstream::context::PublishErrorKind as Kind;
-        if matches!(e.kind(), Kind::WrongLastSequence)
-            || has_api_code(&e, ErrorCode::STREAM_WRONG_LAST_SEQUENCE)
-            || has_api_code(&e, ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT)
-        {
-            return PublishFailure::WrongLastSequence;
-        }
-        if has_api_code(&e, ErrorCode::ATOMIC_PUBLISH_DISABLED) {
-            self.atomic.store(false, Ordering::Release);
-            return PublishFailure::Other(Error::unsupported(
-                format!("transaction {}", txn.id()),
-                format!("stream {} does not allow atomic publish", self.stream_name),
-            ));
-        }
-        if has_api_code(&e, ErrorCode::ATOMIC_PUBLISH_TOO_LARGE_BATCH) {
-            return PublishFailure::Other(Error::invalid(format!(
-                "transaction {} has more events than the server allows in one atomic batch",
-                txn.id()
-            )));
-        }
-        match e.kind() {
-            Kind::TimedOut | Kind::BrokenPipe | Kind::MaxAckPending => {
-                PublishFailure::Other(Error::unavailable(context, e))
-            }
-            _ => PublishFailure::Other(aether_nats::classify(context, e)),
-        }
+            })
+            .collect();
+        self.send_batch(txn.id(), messages, &|| {
+            format!("committing transaction {}", txn.id())
+        })
+        .await
     }
 }
