@@ -16,6 +16,12 @@
 //! backend (in-memory and JetStream stores, local and NATS buses) runs the same suite, so the
 //! backends' own test files only hold what is specific to them.
 //!
+//! **Faults.** [`TcpProxy`] forwards a loopback port to another and can be cut and healed; a
+//! cluster started with [`NatsCluster::start_partitionable`] routes every server-to-server and
+//! client connection through such proxies, so a test can isolate a server, split the cluster
+//! or cut a client off, and heal. The [`history`] checker then judges what clients saw during
+//! the faults against what the store holds at the end.
+//!
 //! The testkit depends on `aether-core` only; stores and buses use it as a dev-dependency.
 //!
 //! [`EventStore`]: aether_core::EventStore
@@ -24,8 +30,15 @@
 //!
 //! # Layout
 //! - [`NatsServer`]: one JetStream server; `restart`, `kill`, `pause`/`resume`.
-//! - [`NatsServerBuilder`]: authentication, extra config, durable sync.
-//! - [`NatsCluster`]: several servers routed into one JetStream cluster.
+//! - [`NatsServerBuilder`]: authentication, extra config, durable sync, monitoring endpoints
+//!   ([`NatsServer::monitor`]).
+//! - [`NatsCluster`]: several servers routed into one JetStream cluster; with
+//!   [`NatsCluster::start_partitionable`], every route and client connection through a proxy:
+//!   `isolate`, `split`, `heal`, `cut_client`, and `route_peers` from the servers' `/routez`.
+//! - [`TcpProxy`]: a loopback TCP proxy to `cut` and `heal`.
+//! - [`history`]: record operations and outcomes from concurrent clients ([`History`]), then
+//!   [`check`](history::check) them against the final stored histories ([`CheckReport`] or a
+//!   [`Violation`]).
 //! - [`find_nats_server`], [`ServerVersion`]: which binary and which version.
 //! - [`contract`]: the suites ([`contract::event_store`], [`contract::snapshot_store`],
 //!   [`contract::broadcaster`]), the backend traits ([`contract::StoreBackend`],
@@ -66,10 +79,14 @@
 mod binary;
 mod cluster;
 pub mod contract;
+pub mod history;
+mod proxy;
 mod server;
 
 pub use binary::{find_nats_server, ServerVersion, INSTALL_HINT, NATS_SERVER_ENV};
 pub use cluster::NatsCluster;
+pub use history::{CheckOptions, CheckReport, FinalState, History, Violation};
+pub use proxy::TcpProxy;
 pub use server::{NatsServer, NatsServerBuilder};
 
 /// What can go wrong starting or controlling a test server.
@@ -90,6 +107,18 @@ pub enum TestkitError {
         /// The I/O error.
         #[source]
         source: std::io::Error,
+    },
+    /// A monitoring endpoint could not be read: monitoring is off, the server does not
+    /// answer (stopped, paused) or answered something else than JSON.
+    ///
+    /// Handling: start the server with [`NatsServerBuilder::monitoring`]; while polling a
+    /// server that may be down, treat it as "no answer yet".
+    #[error("monitoring endpoint /{endpoint}: {reason}")]
+    Monitoring {
+        /// The endpoint, for example `routez`.
+        endpoint: String,
+        /// What went wrong.
+        reason: String,
     },
     /// The server did not become ready.
     #[error("nats-server did not become ready: {reason}\n--- server log (tail) ---\n{log}")]

@@ -24,6 +24,7 @@ pub struct NatsServerBuilder {
     extra_config: String,
     binary: Option<PathBuf>,
     max_payload: Option<usize>,
+    monitoring: bool,
     pub(crate) cluster: Option<ClusterSettings>,
 }
 
@@ -34,6 +35,10 @@ pub(crate) struct ClusterSettings {
     pub(crate) port: u16,
     pub(crate) routes: Vec<u16>,
     pub(crate) client_port: u16,
+    /// The cluster address told to other servers (`advertise`), when not the listen address.
+    pub(crate) advertise: Option<String>,
+    /// Do not tell clients about the other servers' client URLs (`no_advertise`).
+    pub(crate) no_advertise: bool,
 }
 
 impl NatsServerBuilder {
@@ -60,6 +65,13 @@ impl NatsServerBuilder {
     /// Sets the server's `max_payload` in bytes.
     pub fn max_payload(mut self, bytes: usize) -> Self {
         self.max_payload = Some(bytes);
+        self
+    }
+
+    /// Serves the HTTP monitoring endpoints (`/varz`, `/routez`, `/jsz`, ...) on another free
+    /// loopback port; read them with [`NatsServer::monitor`].
+    pub fn monitoring(mut self, on: bool) -> Self {
+        self.monitoring = on;
         self
     }
 
@@ -101,9 +113,15 @@ impl NatsServerBuilder {
                 Some(c) => c.client_port,
                 None => free_port()?,
             };
+            let monitor_port = if self.monitoring {
+                Some(free_port()?)
+            } else {
+                None
+            };
             let mut server = NatsServer {
                 child: None,
                 port,
+                monitor_port,
                 dir,
                 binary: binary.clone(),
                 version,
@@ -133,6 +151,7 @@ impl NatsServerBuilder {
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
+    monitor_port: Option<u16>,
     dir: TempDir,
     binary: PathBuf,
     version: ServerVersion,
@@ -162,6 +181,47 @@ impl NatsServer {
     /// The client port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The monitoring port, when started with [`NatsServerBuilder::monitoring`].
+    pub fn monitor_port(&self) -> Option<u16> {
+        self.monitor_port
+    }
+
+    /// Reads a monitoring endpoint (`"varz"`, `"routez"`, `"jsz?accounts=true"`, ...) and
+    /// returns its JSON. Gives up after a few seconds, so a paused server makes it fail
+    /// rather than hang.
+    ///
+    /// # Errors
+    /// [`TestkitError::Monitoring`] if monitoring is off, the server does not answer or the
+    /// answer is not JSON; [`TestkitError::Io`] on connection errors.
+    pub fn monitor(&self, endpoint: &str) -> Result<serde_json::Value> {
+        let endpoint = endpoint.trim_start_matches('/');
+        let fail = |reason: String| TestkitError::Monitoring {
+            endpoint: endpoint.to_string(),
+            reason,
+        };
+        let port = self
+            .monitor_port
+            .ok_or_else(|| fail("monitoring is off (NatsServerBuilder::monitoring)".into()))?;
+        let body = http_get(port, endpoint)?;
+        serde_json::from_str(&body).map_err(|e| fail(format!("not JSON ({e}): {body:.200}")))
+    }
+
+    /// The server's id (`server_id` in `/varz`), which changes at every start; routes name
+    /// their remote by it. Needs [`NatsServerBuilder::monitoring`].
+    ///
+    /// # Errors
+    /// As [`monitor`](Self::monitor).
+    pub fn server_id(&self) -> Result<String> {
+        let varz = self.monitor("varz")?;
+        varz.get("server_id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| TestkitError::Monitoring {
+                endpoint: "varz".into(),
+                reason: "no server_id".into(),
+            })
     }
 
     /// The JetStream store directory.
@@ -302,6 +362,9 @@ impl NatsServer {
             let _ = writeln!(c, "  sync_interval: always");
         }
         let _ = writeln!(c, "}}");
+        if let Some(port) = self.monitor_port {
+            let _ = writeln!(c, "http: \"127.0.0.1:{port}\"");
+        }
         if let Some(mp) = o.max_payload {
             let _ = writeln!(c, "max_payload: {mp}");
         }
@@ -321,6 +384,12 @@ impl NatsServer {
                 .map(|p| format!("\"nats://127.0.0.1:{p}\""))
                 .collect();
             let _ = writeln!(c, "  routes: [{}]", routes.join(", "));
+            if let Some(advertise) = &cl.advertise {
+                let _ = writeln!(c, "  advertise: {advertise:?}");
+            }
+            if cl.no_advertise {
+                let _ = writeln!(c, "  no_advertise: true");
+            }
             let _ = writeln!(c, "}}");
         }
         c.push_str(&o.extra_config);
@@ -423,6 +492,36 @@ pub(crate) fn free_port() -> Result<u16> {
         std::io::ErrorKind::AddrInUse,
         "no free port between 20000 and 31999",
     )))
+}
+
+/// A plain HTTP/1.0 GET on the loopback monitoring port (the server closes the connection
+/// after the answer, so the body is everything after the headers).
+fn http_get(port: u16, path: &str) -> Result<String> {
+    use std::io::Write as _;
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    let context = format!("GET http://127.0.0.1:{port}/{path}");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut conn = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(io_err(context.clone()))?;
+    conn.set_read_timeout(Some(TIMEOUT))
+        .and_then(|()| conn.set_write_timeout(Some(TIMEOUT)))
+        .map_err(io_err(context.clone()))?;
+    write!(conn, "GET /{path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .map_err(io_err(context.clone()))?;
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).map_err(io_err(context))?;
+    let answer = String::from_utf8_lossy(&answer);
+    let fail = |reason: String| TestkitError::Monitoring {
+        endpoint: path.to_string(),
+        reason,
+    };
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| fail(format!("no HTTP answer: {answer:.200}")))?;
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(fail(format!("answered {status:?}")));
+    }
+    Ok(body.to_string())
 }
 
 fn signal(pid: u32, sig: &str) -> Result<()> {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aether_testkit::{NatsCluster, NatsServer};
+use aether_testkit::{NatsCluster, NatsServer, TestkitError};
 use futures::StreamExt;
 
 #[tokio::test]
@@ -147,4 +147,26 @@ async fn three_node_cluster_elects_a_leader_and_replicates() {
     cluster.server(2).resume().unwrap();
     cluster.server(1).kill().unwrap();
     cluster.server(1).start_again().unwrap();
+}
+
+#[test]
+fn monitoring_endpoints_answer_json_when_enabled() {
+    let mut server = NatsServer::builder().monitoring(true).start().unwrap();
+    let port = server.monitor_port().expect("a monitoring port");
+    assert_ne!(port, server.port());
+    let varz = server.monitor("varz").unwrap();
+    assert_eq!(varz["port"], server.port());
+    let id = server.server_id().unwrap();
+    assert!(!id.is_empty());
+    // The monitoring port survives a restart; the server id does not.
+    server.restart().unwrap();
+    assert_eq!(server.monitor_port(), Some(port));
+    assert_ne!(server.server_id().unwrap(), id);
+
+    let plain = NatsServer::start().unwrap();
+    assert_eq!(plain.monitor_port(), None);
+    assert!(matches!(
+        plain.monitor("varz"),
+        Err(TestkitError::Monitoring { .. })
+    ));
 }
