@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -35,6 +35,12 @@ const BUFFER: usize = 32 * 1024;
 /// **Heal.** New connections pass again; connections closed by the cut stay closed (the
 /// peers reconnect by themselves).
 ///
+/// **Freeze.** [`freeze`](Self::freeze) keeps every connection open but holds back the bytes
+/// that arrive (new connections are accepted and held the same way), like a stalled machine
+/// or a black-holing network: the peers notice only through their own timeouts.
+/// [`thaw`](Self::thaw) delivers what was held and forwards again; a cut while frozen closes
+/// the connections as usual.
+///
 /// A connection is forwarded as a whole: when either side closes or fails, the proxy closes
 /// both (no half-closed connections). The proxy runs on its own threads (one accept loop, two
 /// per open connection), so it needs no async runtime from the caller. Dropping it closes the
@@ -51,11 +57,14 @@ pub struct TcpProxy {
 struct Shared {
     stop: AtomicBool,
     state: Mutex<State>,
+    /// Signalled when the proxy thaws, is cut or stops, to wake the held forwarders.
+    thawed: Condvar,
 }
 
 #[derive(Debug, Default)]
 struct State {
     cut: bool,
+    frozen: bool,
     /// Number of cuts so far: a connection accepted before a cut must not start forwarding
     /// after it, even if the proxy was healed in between.
     cuts: u64,
@@ -70,6 +79,16 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // No code panics while holding the lock; if it ever did, the state is still usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits while the proxy is frozen. False when the connection (accepted when `cuts` cuts
+    /// had happened) must close instead: the proxy was cut or is stopping.
+    fn wait_thawed(&self, cuts: u64) -> bool {
+        let mut state = self.state();
+        while state.frozen && state.cuts == cuts && !self.stop.load(Ordering::SeqCst) {
+            state = self.thawed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.cuts == cuts && !self.stop.load(Ordering::SeqCst)
     }
 }
 
@@ -140,11 +159,29 @@ impl TcpProxy {
             let _ = client.shutdown(Shutdown::Both);
             let _ = upstream.shutdown(Shutdown::Both);
         }
+        drop(state);
+        self.shared.thawed.notify_all();
     }
 
     /// Lets new connections pass again.
     pub fn heal(&self) {
         self.shared.state().cut = false;
+    }
+
+    /// Holds back every byte from now on, keeping the connections open (see the type's docs).
+    pub fn freeze(&self) {
+        self.shared.state().frozen = true;
+    }
+
+    /// Delivers what was held and forwards again.
+    pub fn thaw(&self) {
+        self.shared.state().frozen = false;
+        self.shared.thawed.notify_all();
+    }
+
+    /// Whether the proxy is frozen.
+    pub fn is_frozen(&self) -> bool {
+        self.shared.state().frozen
     }
 
     /// Whether the proxy is cut.
@@ -220,7 +257,7 @@ fn accept_loop(listener: &TcpListener, target: SocketAddr, shared: &Arc<Shared>)
 
 /// Connects to the target and copies bytes both ways until either side closes or the proxy
 /// is cut.
-fn forward(client: TcpStream, target: SocketAddr, cuts_at_accept: u64, shared: &Shared) {
+fn forward(client: TcpStream, target: SocketAddr, cuts_at_accept: u64, shared: &Arc<Shared>) {
     // On some systems an accepted socket inherits the listener's non-blocking mode.
     if client.set_nonblocking(false).is_err() {
         shared.state().dropped += 1;
@@ -258,13 +295,16 @@ fn forward(client: TcpStream, target: SocketAddr, cuts_at_accept: u64, shared: &
         state.open.insert(id, (client_for_cut, upstream_for_cut));
         id
     };
-    let back = std::thread::Builder::new()
-        .name("proxy-back".into())
-        .stack_size(THREAD_STACK)
-        .spawn(move || pump(upstream_read, client_write));
+    let back = {
+        let shared = Arc::clone(shared);
+        std::thread::Builder::new()
+            .name("proxy-back".into())
+            .stack_size(THREAD_STACK)
+            .spawn(move || pump(upstream_read, client_write, cuts_at_accept, &shared))
+    };
     match back {
         Ok(back) => {
-            pump(client, upstream);
+            pump(client, upstream, cuts_at_accept, shared);
             let _ = back.join();
         }
         Err(_) => {
@@ -276,14 +316,14 @@ fn forward(client: TcpStream, target: SocketAddr, cuts_at_accept: u64, shared: &
 }
 
 /// Copies `from` to `to` until either fails or ends, then shuts both down, which ends the
-/// copy in the other direction too.
-fn pump(mut from: TcpStream, mut to: TcpStream) {
+/// copy in the other direction too. Holds what it read while the proxy is frozen.
+fn pump(mut from: TcpStream, mut to: TcpStream, cuts: u64, shared: &Shared) {
     let mut buf = vec![0u8; BUFFER];
     loop {
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
+                if !shared.wait_thawed(cuts) || to.write_all(&buf[..n]).is_err() {
                     break;
                 }
             }
@@ -407,6 +447,44 @@ mod tests {
         let mut again = connect(&proxy);
         echo(&mut again, b"after");
         assert_eq!(proxy.forwarded_connections(), 2);
+    }
+
+    #[test]
+    fn freeze_holds_bytes_on_open_connections_until_thawed_or_cut() {
+        let (port, _) = echo_server();
+        let proxy = TcpProxy::start(port).unwrap();
+        let mut conn = connect(&proxy);
+        echo(&mut conn, b"before");
+
+        proxy.freeze();
+        assert!(proxy.is_frozen());
+        conn.write_all(b"held").unwrap();
+        // Nothing comes back while frozen, and the connection stays open.
+        conn.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 4];
+        let err = conn.read(&mut buf).unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            "{err:?}"
+        );
+        assert_eq!(proxy.open_connections(), 1);
+
+        // Thawing delivers what was held.
+        proxy.thaw();
+        conn.set_read_timeout(Some(PROMPTLY)).unwrap();
+        conn.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"held");
+
+        // A cut while frozen closes the connection.
+        proxy.freeze();
+        conn.write_all(b"lost").unwrap();
+        proxy.cut();
+        assert_closed(&mut conn);
+        proxy.heal();
+        proxy.thaw();
+        let mut again = connect(&proxy);
+        echo(&mut again, b"after");
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub(crate) struct CoreSettings {
     pub(crate) node_id: String,
     pub(crate) incarnation: String,
     pub(crate) failure_timeout: Duration,
+    pub(crate) heartbeat_interval: Duration,
     pub(crate) shard_count: u32,
     pub(crate) replication_factor: u32,
 }
@@ -140,6 +141,13 @@ pub(crate) struct NodeCore {
     /// The leader as last seen.
     leader: Option<String>,
     lease_in_flight: bool,
+    // Self-fencing.
+    /// When our own heartbeat last came back to us through the transport: proof that the
+    /// others were hearing us then.
+    touched_at: Option<Instant>,
+    /// Set when our heartbeats came back after a lapse: the table may have moved on without
+    /// us, so we serve again only once it has been read afresh.
+    refresh_pending: bool,
     // Assignment.
     view: Arc<Assignment>,
     /// The newest revision of the table key seen, even of an undecodable value, so a leader
@@ -165,6 +173,8 @@ impl NodeCore {
             renewed_at: None,
             leader: None,
             lease_in_flight: false,
+            touched_at: None,
+            refresh_pending: false,
             view,
             table_revision: 0,
             table_write_in_flight: false,
@@ -213,7 +223,30 @@ impl NodeCore {
         let members = self.view.table.members.clone();
         self.membership
             .seed(members.iter().map(String::as_str), now);
+        // The table was just read: we are in touch.
+        self.touched_at = Some(now);
         actions
+    }
+
+    /// How long after our own heartbeat last came back we stop serving: before the others,
+    /// who declare us failed one failure timeout after they last heard us (about when our
+    /// heartbeat came back to us), can hand our shards to someone else; and more than a
+    /// heartbeat interval, so a healthy node never fences between two heartbeats.
+    fn fence_after(&self) -> Duration {
+        self.settings
+            .failure_timeout
+            .saturating_sub(self.settings.heartbeat_interval / 2)
+    }
+
+    /// Until when this node may serve the actors its table gives it (`None`: not now). A node
+    /// that stopped hearing its own heartbeats is cut off, or too slow to be heard: the others
+    /// will soon move its shards, so it stops serving first (self-fencing), and starts again
+    /// only once its heartbeats come back and it has read the table afresh.
+    pub(crate) fn serving_until(&self) -> Option<Instant> {
+        if self.refresh_pending || self.stopped {
+            return None;
+        }
+        self.touched_at.map(|at| at + self.fence_after())
     }
 
     /// Decides on `input`, observed at `now`.
@@ -252,6 +285,23 @@ impl NodeCore {
                     actions.push(Action::ReadLease);
                 }
             }
+            Input::Heartbeat(hb)
+                if hb.node_id == self.settings.node_id
+                    && hb.incarnation == self.settings.incarnation =>
+            {
+                let lapsed = self.serving_until().is_none_or(|until| now >= until);
+                self.touched_at = Some(now);
+                if lapsed || self.refresh_pending {
+                    // Asked again on every heartbeat until a read gets through.
+                    if !self.refresh_pending {
+                        tracing::info!(
+                            "own heartbeats heard again; reading the table before serving"
+                        );
+                    }
+                    self.refresh_pending = true;
+                    actions.push(Action::ReadTable);
+                }
+            }
             Input::Heartbeat(hb) => {
                 if let Some(change) = self.membership.observe_heartbeat(&hb, now) {
                     actions.push(Action::Membership(change));
@@ -277,7 +327,10 @@ impl NodeCore {
                 term,
                 outcome,
             } => self.on_lease_written(write, term, outcome, now, &mut actions),
-            Input::TableRead { revision, table } => self.take_table(revision, table, &mut actions),
+            Input::TableRead { revision, table } => {
+                self.take_table(revision, table, &mut actions);
+                self.refresh_pending = false;
+            }
             Input::TableWritten { table, outcome } => {
                 self.table_write_in_flight = false;
                 match outcome {

@@ -9,6 +9,7 @@ fn core(id: &str) -> NodeCore {
         node_id: id.into(),
         incarnation: format!("{id}-1"),
         failure_timeout: FAIL,
+        heartbeat_interval: HB,
         shard_count: 16,
         replication_factor: 1,
     })
@@ -437,5 +438,72 @@ fn a_sweep_between_heartbeats_declares_a_silent_member_failed_and_rebalances() {
     assert_eq!(
         views.last().map(|v| v.table.members.clone()),
         Some(vec!["a".to_string()])
+    );
+}
+
+#[test]
+fn a_node_cut_off_stops_serving_before_its_shards_move_and_serves_again_after_a_fresh_table() {
+    let mut bucket = Bucket::default();
+    let (mut a, mut b, mut c) = (core("a"), core("b"), core("c"));
+    let mut now = Instant::now();
+    for n in [&mut a, &mut b, &mut c] {
+        n.start(0, None, now);
+    }
+    for _ in 0..3 {
+        round(&mut [&mut a, &mut b, &mut c], &mut bucket, now);
+        now += HB;
+    }
+    let table = a.view();
+    assert!(!table.primaries_of("c").is_empty());
+    // While its heartbeats come back, c may serve past the next heartbeat.
+    assert!(c.serving_until().is_some_and(|u| u > now + HB));
+
+    // c is cut off: its heartbeats reach nobody, itself included. Its ticks go on.
+    let cut = now - HB;
+    let mut stopped_at = None;
+    let mut moved_at = None;
+    while now <= cut + FAIL + HB * 4 {
+        round(&mut [&mut a, &mut b], &mut bucket, now);
+        drive(&mut c, &mut bucket, Input::Tick, now);
+        if stopped_at.is_none() && c.serving_until().is_none_or(|u| u <= now) {
+            stopped_at = Some(now);
+        }
+        if moved_at.is_none() && a.view().primaries_of("c").is_empty() {
+            moved_at = Some(now);
+        }
+        now += HB;
+    }
+    let (stopped_at, moved_at) = (stopped_at.unwrap(), moved_at.unwrap());
+    assert!(
+        stopped_at < moved_at,
+        "c stopped serving at +{:?}, its shards moved at +{:?}",
+        stopped_at - cut,
+        moved_at - cut
+    );
+    // c still holds the old table: only the fence keeps it from serving.
+    assert_eq!(c.view(), table);
+
+    // Healed: c hears itself again, but serves only once it has read the table.
+    let hb = drive(&mut c, &mut bucket, Input::Tick, now).0;
+    let actions = c.step(Input::Heartbeat(hb[0].clone()), now);
+    assert!(actions.contains(&Action::ReadTable), "{actions:?}");
+    assert_eq!(c.serving_until(), None);
+    // A failed read is asked again on the next heartbeat.
+    now += HB;
+    let hb = drive(&mut c, &mut bucket, Input::Tick, now).0;
+    let actions = c.step(Input::Heartbeat(hb[0].clone()), now);
+    assert!(actions.contains(&Action::ReadTable), "{actions:?}");
+    let (rev, newer) = bucket.table.clone().unwrap();
+    c.step(
+        Input::TableRead {
+            revision: rev,
+            table: Some(newer),
+        },
+        now,
+    );
+    assert!(c.serving_until().is_some_and(|u| u > now));
+    assert!(
+        c.view().primaries_of("c").is_empty(),
+        "c learned it lost its shards"
     );
 }

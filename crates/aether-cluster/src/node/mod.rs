@@ -127,6 +127,7 @@ impl ClusterNode {
             node_id: node_id.clone(),
             incarnation: uuid::Uuid::new_v4().to_string(),
             failure_timeout: config.failure_timeout,
+            heartbeat_interval: config.heartbeat_interval,
             shard_count: config.shards.shard_count,
             replication_factor: config.shards.replication_factor,
         });
@@ -139,12 +140,18 @@ impl ClusterNode {
             epoch_tx: watch::channel(0).0,
         });
 
-        // Fence: serve an actor only while the newest table we know gives us its shard.
+        // Fence: serve an actor only while the newest table we know gives us its shard, and
+        // while our own heartbeats still reach the others (see `NodeCore::serving_until`).
         for host in inner.hosts.all() {
             let weak = Arc::downgrade(&inner);
             host.set_fence(Arc::new(move |actor_id: &str| {
-                weak.upgrade()
-                    .is_some_and(|i| i.view().serves(&i.node_id, actor_id))
+                weak.upgrade().is_some_and(|i| {
+                    let (view, until) = {
+                        let core = i.core();
+                        (core.view(), core.serving_until())
+                    };
+                    until.is_some_and(|u| Instant::now() < u) && view.serves(&i.node_id, actor_id)
+                })
             }));
         }
 

@@ -3,6 +3,8 @@
 //! kept open, like a stalled machine) for longer than the failure timeout and thawed. The other
 //! nodes declare the node failed and take its shards; when it comes back it must give them up,
 //! never leaving two nodes serving one shard, and no deposit may be lost or applied twice.
+//! While cut off, the node itself serves nothing (it fences itself when its own heartbeats stop
+//! coming back).
 //! Also: arbitrary bytes given to every cluster message decoder never panic.
 
 use std::sync::Arc;
@@ -16,83 +18,15 @@ use aether_core::{Error, EventStore};
 
 use crate::support::{Bank, Command};
 use aether_store::InMemoryEventStore;
-use aether_testkit::NatsServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use aether_testkit::{NatsServer, TcpProxy};
 
-/// What the proxy does with the bytes of its connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Open,
-    /// Close every connection and refuse new ones.
+/// How the proxy in front of node `c` fails.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Every connection closed, new ones dropped.
     Cut,
-    /// Keep connections open but forward nothing.
+    /// Connections kept open, nothing forwarded.
     Frozen,
-}
-
-/// A TCP proxy in front of the NATS server for one node.
-struct Proxy {
-    port: u16,
-    mode: watch::Sender<Mode>,
-}
-
-impl Proxy {
-    async fn start(upstream: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (mode, _) = watch::channel(Mode::Open);
-        let modes = mode.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                if *modes.borrow() == Mode::Cut {
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
-                    continue;
-                };
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                tokio::spawn(pump(cr, sw, modes.subscribe()));
-                tokio::spawn(pump(sr, cw, modes.subscribe()));
-            }
-        });
-        Self { port, mode }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn set(&self, mode: Mode) {
-        self.mode.send_replace(mode);
-    }
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut mode: watch::Receiver<Mode>,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = tokio::select! {
-            r = from.read(&mut buf) => match r {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            },
-            _ = mode.wait_for(|m| *m == Mode::Cut) => return,
-        };
-        // Hold the bytes while frozen; drop the connection if cut meanwhile.
-        match mode.wait_for(|m| *m != Mode::Frozen).await {
-            Ok(m) if *m == Mode::Cut => return,
-            Ok(_) => {}
-            Err(_) => return,
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
 }
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -162,9 +96,13 @@ async fn add_all(via: &ClusterNode, actors: &[String], ok: &mut [i64], unsure: &
 async fn a_node_cut_off_or_frozen_gives_up_its_shards_when_it_returns() {
     let server = NatsServer::start().unwrap();
     let store = Arc::new(InMemoryEventStore::new());
-    let proxy = Proxy::start(server.port()).await;
+    let proxy = TcpProxy::start(server.port()).unwrap();
     let mut nodes = Vec::new();
-    for (id, url) in [("a", server.url()), ("b", server.url()), ("c", proxy.url())] {
+    for (id, url) in [
+        ("a", server.url()),
+        ("b", server.url()),
+        ("c", proxy.nats_url()),
+    ] {
         let client = async_nats::ConnectOptions::new()
             .reconnect_delay_callback(|_| Duration::from_millis(100))
             .connect(url)
@@ -198,8 +136,11 @@ async fn a_node_cut_off_or_frozen_gives_up_its_shards_when_it_returns() {
         .collect();
     assert!(!on_c.is_empty(), "c hosts none of the test actors");
 
-    for mode in [Mode::Cut, Mode::Frozen] {
-        proxy.set(mode);
+    for fault in [Fault::Cut, Fault::Frozen] {
+        match fault {
+            Fault::Cut => proxy.cut(),
+            Fault::Frozen => proxy.freeze(),
+        }
         // a and b declare c failed and take its shards.
         eventually("a and b to reassign c's shards", || {
             nodes[..2].iter().all(|n| {
@@ -208,13 +149,29 @@ async fn a_node_cut_off_or_frozen_gives_up_its_shards_when_it_returns() {
             })
         })
         .await;
-        // The actors c hosted are served by a or b meanwhile.
+        // The actors c hosted are served by a or b meanwhile. c stopped serving on its own
+        // (its heartbeats no longer come back to it) before a and b could move its shards:
+        // asked directly, it answers nothing from its now stale state.
         add_all(&nodes[1], &actors, &mut ok, &mut unsure).await;
-        proxy.set(Mode::Open);
+        for a in on_c.iter().take(3) {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(2),
+                nodes[2].send::<Bank>(a, Command::Balance),
+            )
+            .await;
+            assert!(
+                !matches!(answer, Ok(Ok(_))),
+                "{fault:?}: c served {a} from stale state while cut off"
+            );
+        }
+        match fault {
+            Fault::Cut => proxy.heal(),
+            Fault::Frozen => proxy.thaw(),
+        }
         // c comes back: it must see the newer table, drop what it no longer owns, and rejoin.
         one_owner_per_shard(&refs, &all).await;
         add_all(&nodes[2], &actors, &mut ok, &mut unsure).await;
-        eprintln!("{mode:?}: one owner per shard after c returned");
+        eprintln!("{fault:?}: one owner per shard after c returned");
     }
 
     // No deposit lost or applied twice: each total is the acknowledged additions plus at most
