@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_core::{Event, EventStore};
-use aether_store::{JetStreamConfig, JetStreamEventStore};
+use aether_store::{JetStreamConfig, JetStreamEventStore, LatestVersions};
 use aether_testkit::NatsServer;
 use async_nats::jetstream::{self, consumer, stream::Stream};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -111,6 +111,32 @@ fn latest_version(c: &mut Criterion) {
             )
         })
     });
+    // The bounded-staleness view (1 s): a map lookup once the watch has confirmed it current.
+    let view = env.rt.block_on(async {
+        let view = LatestVersions::start(Arc::clone(&env.store), Duration::from_secs(1))
+            .await
+            .expect("start the view");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !view.is_current() {
+            assert!(Instant::now() < deadline, "the view never became current");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        view
+    });
+    g.bench_function("aether_view", |b| {
+        b.to_async(&env.rt).iter(|| async {
+            black_box(
+                view.get_latest_version(actor_10)
+                    .await
+                    .expect("latest from the view"),
+            )
+        })
+    });
+    eprintln!(
+        "aether_view: {} reads fell back to the store",
+        view.fallbacks()
+    );
+    env.rt.block_on(view.shutdown());
     g.bench_function("raw_direct_get", |b| {
         b.to_async(&env.rt).iter(|| async {
             black_box(

@@ -60,7 +60,7 @@ pub use aether_nats::{
 #[cfg(feature = "jetstream")]
 pub use jetstream::{
     GroupCommit, GroupCommitMode, GroupCommitStats, JetStreamConfig, JetStreamEventStore,
-    DEFAULT_STREAM_NAME, MAX_TRANSACTION_EVENTS,
+    LatestVersions, DEFAULT_STREAM_NAME, MAX_TRANSACTION_EVENTS,
 };
 
 /// The stored-message codec, reachable only with the `fuzzing` feature so that the fuzz targets

@@ -6,6 +6,8 @@
 //! - `setup`: the stream's name and configuration, attaching to an existing one.
 //! - `subject`: the stream's subjects (the actor-id codec itself is in `aether_nats`).
 //! - `codec`: how a save is laid out in one message (headers, single event or batch).
+//! - `view`: [`LatestVersions`], every actor's latest version kept locally by a watch on the
+//!   stream, read with bounded staleness.
 //!
 //! Connection events, the permission guard, stream creation, error sorting and retry backoff
 //! come from `aether_nats`.
@@ -25,9 +27,11 @@ mod config;
 mod setup;
 mod store;
 mod subject;
+mod view;
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 
 pub use config::{GroupCommit, GroupCommitMode, JetStreamConfig, DEFAULT_STREAM_NAME};
 pub use store::{GroupCommitStats, JetStreamEventStore, MAX_TRANSACTION_EVENTS};
+pub use view::LatestVersions;

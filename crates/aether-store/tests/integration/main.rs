@@ -6,6 +6,7 @@
 //! - `jetstream`: JetStream-only behaviour (caches, namespaces, the stream's settings,
 //!   malformed messages, long histories); `jetstream_cluster`, `jetstream_failures`.
 //! - `log`: the global order both stores give (`EventLog`), followed while writers write.
+//! - `latest_view`: `LatestVersions`, the latest-version view with bounded staleness.
 //! - `auth`, `hostile`: credentials and hostile input.
 //! - `faults_single`, `faults_cluster`: real faults (SIGKILL, SIGSTOP) under load.
 //! - `soak`: the bounded soak, ignored unless run through `scripts/soak`.
@@ -32,6 +33,8 @@ mod hostile;
 mod jetstream;
 mod jetstream_cluster;
 mod jetstream_failures;
+#[cfg(feature = "jetstream")]
+mod latest_view;
 mod log;
 mod soak;
 mod transactions;
