@@ -9,6 +9,7 @@
 //! - `latest_view`: `LatestVersions`, the latest-version view with bounded staleness.
 //! - `auth`, `hostile`: credentials and hostile input.
 //! - `faults_single`, `faults_cluster`: real faults (SIGKILL, SIGSTOP) under load.
+//! - `partitions`: network partitions on a replicated stream, judged by the history checker.
 //! - `soak`: the bounded soak, ignored unless run through `scripts/soak`.
 //! - `group_commit`: concurrent saves sharing atomic batches, and a stale one failing alone.
 //! - `transactions`: atomic appends across actors (transfers), on both stores; the R3
@@ -36,5 +37,7 @@ mod jetstream_failures;
 #[cfg(feature = "jetstream")]
 mod latest_view;
 mod log;
+#[cfg(feature = "jetstream")]
+mod partitions;
 mod soak;
 mod transactions;

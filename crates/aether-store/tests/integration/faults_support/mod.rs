@@ -415,6 +415,17 @@ pub(crate) async fn connect(urls: &[String]) -> async_nats::Client {
 /// A client that tries `urls` in the given order (so tests can spread clients over servers),
 /// pings every second so a frozen server is noticed within seconds, and reconnects quickly.
 pub(crate) async fn connect_with(urls: &[String], ordered: bool) -> async_nats::Client {
+    connect_retrying(urls, ordered, false).await
+}
+
+/// A client of the one server at `url` (a partitionable cluster's client proxy, say) that never
+/// moves to another server it hears of, so it stays on its side of a partition; it pings and
+/// reconnects like [`connect_with`].
+pub(crate) async fn connect_pinned(url: &str) -> async_nats::Client {
+    connect_retrying(&[url.to_string()], true, true).await
+}
+
+async fn connect_retrying(urls: &[String], ordered: bool, pinned: bool) -> async_nats::Client {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let mut options = async_nats::ConnectOptions::new()
@@ -423,6 +434,9 @@ pub(crate) async fn connect_with(urls: &[String], ordered: bool) -> async_nats::
             .ping_interval(Duration::from_secs(1));
         if ordered {
             options = options.retain_servers_order();
+        }
+        if pinned {
+            options = options.ignore_discovered_servers();
         }
         let attempt = options.connect(urls).await;
         match attempt {
