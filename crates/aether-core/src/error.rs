@@ -119,6 +119,20 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// The server has no room for the write: its JetStream storage limit, the account's limit
+    /// or its disk is full. Nothing was stored.
+    ///
+    /// Handling: free space or raise the limit (an operator's job), then retry; retrying
+    /// before that fails the same way.
+    #[error("{context}: storage full")]
+    StorageFull {
+        /// What was being done.
+        context: String,
+        /// The underlying cause.
+        #[source]
+        source: BoxError,
+    },
+
     /// The backend refused the operation for lack of permission.
     ///
     /// Handling: fix credentials or permissions; retrying will not help.
@@ -236,6 +250,7 @@ impl Error {
             Self::Encoding(_) => "encoding",
             Self::Decoding(_) => "decoding",
             Self::Unavailable { .. } => "unavailable",
+            Self::StorageFull { .. } => "storage_full",
             Self::PermissionDenied { .. } => "permission_denied",
             Self::NotFound(_) => "not_found",
             Self::Closed(_) => "closed",

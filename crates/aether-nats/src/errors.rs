@@ -37,6 +37,10 @@ where
             context,
             source: Box::new(err),
         },
+        Kind::StorageFull => Error::StorageFull {
+            context,
+            source: Box::new(err),
+        },
         Kind::NotFound => Error::NotFound(format!("{context}: {err}")),
         Kind::Other => Error::backend(context, err),
     }
@@ -59,6 +63,10 @@ where
             context,
             source: Box::new(err),
         },
+        Some(Kind::StorageFull) => Error::StorageFull {
+            context,
+            source: Box::new(err),
+        },
         Some(Kind::NotFound) => Error::NotFound(format!("{context}: {err}")),
         Some(Kind::Other) | None => classify(context, err),
     }
@@ -68,6 +76,7 @@ where
 enum Kind {
     Unavailable,
     PermissionDenied,
+    StorageFull,
     NotFound,
     Other,
 }
@@ -127,9 +136,23 @@ fn kind_of_one(e: &(dyn StdError + 'static)) -> Option<Kind> {
     None
 }
 
+/// JetStream API errors that say the server has no room for the write: account resources
+/// exceeded (10002), insufficient resources (10023), insufficient storage (10047) and memory
+/// (10028).
+const STORAGE_FULL: [ErrorCode; 4] = [
+    ErrorCode(10002),
+    ErrorCode(10023),
+    ErrorCode(10047),
+    ErrorCode(10028),
+];
+
 fn api_error_kind(api: &async_nats::jetstream::Error) -> Kind {
     let code = api.error_code();
-    if code == STREAM_NOT_FOUND || api.code() == 404 {
+    if STORAGE_FULL.contains(&code) {
+        // Checked first: "insufficient resources" comes with status 503, yet retrying does
+        // not help until space is freed.
+        Kind::StorageFull
+    } else if code == STREAM_NOT_FOUND || api.code() == 404 {
         Kind::NotFound
     } else if api.code() == 503
         // A cluster that is still forming or has lost peers: worth retrying.

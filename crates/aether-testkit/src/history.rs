@@ -202,6 +202,7 @@ impl Outcome {
             StoreError::InvalidInput(_)
             | StoreError::Unsupported { .. }
             | StoreError::PayloadTooLarge { .. }
+            | StoreError::StorageFull { .. }
             | StoreError::Encoding(_) => Self::Error(error.to_string()),
             _ => Self::Unknown,
         }

@@ -24,6 +24,7 @@ pub struct NatsServerBuilder {
     extra_config: String,
     binary: Option<PathBuf>,
     max_payload: Option<usize>,
+    max_file_store: Option<u64>,
     monitoring: bool,
     pub(crate) cluster: Option<ClusterSettings>,
 }
@@ -68,6 +69,13 @@ impl NatsServerBuilder {
         self
     }
 
+    /// Limits JetStream's file storage to `bytes` (`max_file_store`), to fill the server up:
+    /// writes past it are refused with "insufficient resources".
+    pub fn max_file_store(mut self, bytes: u64) -> Self {
+        self.max_file_store = Some(bytes);
+        self
+    }
+
     /// Serves the HTTP monitoring endpoints (`/varz`, `/routez`, `/jsz`, ...) on another free
     /// loopback port; read them with [`NatsServer::monitor`].
     pub fn monitoring(mut self, on: bool) -> Self {
@@ -77,7 +85,10 @@ impl NatsServerBuilder {
 
     /// Appends raw server configuration (for example an `accounts` or `authorization` block
     /// with permissions). Do not also use [`user_password`](Self::user_password) or
-    /// [`token`](Self::token) then.
+    /// [`token`](Self::token) then. Never a `jetstream` block: a second one replaces the
+    /// server's own, with its temporary store directory, and the server would keep its data in
+    /// the shared default directory; use [`sync_always`](Self::sync_always) and
+    /// [`max_file_store`](Self::max_file_store).
     pub fn extra_config(mut self, config: impl Into<String>) -> Self {
         self.extra_config.push_str(&config.into());
         self.extra_config.push('\n');
@@ -360,6 +371,9 @@ impl NatsServer {
         );
         if o.sync_always && self.version.at_least(2, 10) {
             let _ = writeln!(c, "  sync_interval: always");
+        }
+        if let Some(bytes) = o.max_file_store {
+            let _ = writeln!(c, "  max_file_store: {bytes}");
         }
         let _ = writeln!(c, "}}");
         if let Some(port) = self.monitor_port {

@@ -125,6 +125,7 @@ impl From<Error> for ApiError {
             Error::InvalidInput(_) | Error::PayloadTooLarge { .. } => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::PermissionDenied { .. } => StatusCode::FORBIDDEN,
+            Error::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Error::Unavailable { .. } | Error::Closed(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

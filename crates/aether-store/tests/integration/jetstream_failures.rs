@@ -240,3 +240,73 @@ async fn a_save_that_went_unanswered_is_stored_at_most_once() {
     assert_eq!(copies(&events), 1);
     assert_eq!(versions(&events), [1, 2]);
 }
+
+/// A server whose JetStream storage is full (`max_file_store`): saves fail with
+/// `Error::StorageFull`, nothing acknowledged is lost, and saves work again once space is
+/// freed (here by deleting another stream that held most of it, as an operator would).
+#[tokio::test]
+async fn a_full_server_refuses_saves_with_a_typed_error_and_recovers_when_space_is_freed() {
+    const LIMIT: u64 = 1 << 20;
+    let server = NatsServer::builder()
+        .sync_always(true)
+        .max_file_store(LIMIT)
+        .start()
+        .unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    // Ballast: another stream holding most of the space.
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BALLAST".into(),
+        subjects: vec!["ballast".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Servers count their usage differently (2.9 reserves more per block), so fill until
+    // half the limit or a refusal, whichever comes first.
+    let chunk = bytes::Bytes::from(vec![b'x'; 16 * 1024]);
+    let mut ballast = 0;
+    for _ in 0..(LIMIT as usize / 2) / chunk.len() {
+        match js.publish("ballast", chunk.clone()).await.unwrap().await {
+            Ok(_) => ballast += 1,
+            Err(e) => {
+                eprintln!("ballast refused after {ballast} chunks: {e}");
+                break;
+            }
+        }
+    }
+    let store = JetStreamEventStore::new(client.clone(), JetStreamConfig::default())
+        .await
+        .unwrap();
+    // Save until the server refuses; every acknowledged save must stay.
+    let mut acked = 0u64;
+    let refusal = loop {
+        let e = Event::new("Filled", "full", acked + 1).with_field("pad", "y".repeat(2048));
+        match store.save_event(&e).await {
+            Ok(()) => acked += 1,
+            Err(err) => break err,
+        }
+        assert!(acked < 10_000, "the server never refused a save");
+    };
+    eprintln!("refused after {acked} saves: {refusal:?}");
+    assert!(
+        matches!(refusal, Error::StorageFull { .. }),
+        "expected StorageFull, got {refusal:?}"
+    );
+    assert!(
+        !refusal.is_retryable(),
+        "retrying cannot help until space is freed"
+    );
+    assert_eq!(store.get_latest_version("full").await.unwrap(), acked);
+    assert_eq!(
+        versions(&store.get_events("full", 0).await.unwrap()),
+        (1..=acked).collect::<Vec<_>>()
+    );
+    // Free the space; saves resume at the next version.
+    js.delete_stream("BALLAST").await.unwrap();
+    store
+        .save_event(&Event::new("Filled", "full", acked + 1))
+        .await
+        .unwrap();
+    assert_eq!(store.get_latest_version("full").await.unwrap(), acked + 1);
+}
