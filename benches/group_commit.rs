@@ -2,9 +2,9 @@
 //! `sync_interval: always`, an R3 event stream, and writers each appending to their own actor
 //! through one shared store.
 //!
-//! - `group_commit_r3_8_writers`: 8 concurrent writers, `grouped` (the default on replicated
-//!   streams: concurrent saves share atomic batches) next to `alone` (`GroupCommitMode::Never`,
-//!   every save its own publish, as before group commit).
+//! - `group_commit_r3_8_writers`: 8 concurrent writers, `grouped`
+//!   (`GroupCommitMode::Replicated`: concurrent saves share atomic batches) next to `alone`
+//!   (`GroupCommitMode::Never`, the default: every save its own publish).
 //! - `group_commit_r3_1_writer`: one writer's latency with group commit on and off (a lone
 //!   writer must not wait for a group).
 //!
@@ -27,7 +27,11 @@ fn event(actor: &str, v: u64) -> Event {
     Event::new("Deposited", actor, v).with_field("amount", 100)
 }
 
-async fn store(urls: &str, namespace: &str, mode: GroupCommitMode) -> Arc<JetStreamEventStore> {
+async fn store(
+    urls: &[async_nats::ServerAddr],
+    namespace: &str,
+    mode: GroupCommitMode,
+) -> Arc<JetStreamEventStore> {
     let client = async_nats::connect(urls).await.expect("connect");
     let config = JetStreamConfig::default()
         .namespace(namespace)
@@ -87,7 +91,11 @@ fn group_commit(c: &mut Criterion) {
         );
         return;
     }
-    let urls = cluster.urls();
+    let urls: Vec<async_nats::ServerAddr> = cluster
+        .url_list()
+        .iter()
+        .map(|u| u.parse().expect("server URL"))
+        .collect();
     let (grouped, alone) = rt.block_on(async {
         (
             store(&urls, "grouped", GroupCommitMode::Replicated).await,
@@ -105,8 +113,10 @@ fn group_commit(c: &mut Criterion) {
     for (id, store) in [("grouped", &grouped), ("alone", &alone)] {
         let rounds = AtomicU64::new(0);
         g.bench_function(id, |b| {
-            b.to_async(&rt)
-                .iter_custom(|iters| async { run(store, &rounds, iters, WRITERS).await })
+            b.to_async(&rt).iter_custom(|iters| {
+                let (store, rounds) = (Arc::clone(store), &rounds);
+                async move { run(&store, rounds, iters, WRITERS).await }
+            })
         });
     }
     g.finish();
@@ -117,16 +127,19 @@ fn group_commit(c: &mut Criterion) {
     for (id, store) in [("grouped", &grouped), ("alone", &alone)] {
         let next = AtomicU64::new(1);
         g.bench_function(id, |b| {
-            b.to_async(&rt).iter_custom(|iters| async {
+            b.to_async(&rt).iter_custom(|iters| {
                 let first = next.fetch_add(iters, Ordering::Relaxed);
                 let events: Vec<Event> = (first..first + iters)
                     .map(|v| event("lone-writer", v))
                     .collect();
-                let start = Instant::now();
-                for e in &events {
-                    store.save_event(e).await.expect("save");
+                let store = Arc::clone(store);
+                async move {
+                    let start = Instant::now();
+                    for e in &events {
+                        store.save_event(e).await.expect("save");
+                    }
+                    start.elapsed()
                 }
-                start.elapsed()
             })
         });
     }

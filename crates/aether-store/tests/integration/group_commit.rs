@@ -148,16 +148,13 @@ async fn a_stale_save_in_a_group_fails_alone_and_the_others_are_stored() {
     }
     let stats = store.group_commit_stats().unwrap();
     assert!(stats.refused >= 1, "the group was not refused: {stats:?}");
-    for a in 0..ACTORS {
+    for (a, event) in events.iter().enumerate() {
         let history = store.get_events(&format!("a-{a}"), 0).await.unwrap();
         let last = history.last().unwrap();
         if a == 3 {
             assert_eq!((history.len(), last.event_type.as_str()), (2, "Moved"));
         } else {
-            assert_eq!(
-                (history.len(), last.id.as_str()),
-                (2, events[a].id.as_str())
-            );
+            assert_eq!((history.len(), last.id.as_str()), (2, event.id.as_str()));
         }
     }
 }
@@ -218,9 +215,17 @@ async fn saves_of_one_actor_never_share_a_group() {
 async fn group_commit_follows_its_mode() {
     let server = NatsServer::start().unwrap();
     let atomic = server.version().at_least(2, 12);
-    // Off on a single-replica stream by default (`Replicated`), and when set to `Never`.
+    // Off by default (`Never`), on a single-replica stream with `Replicated`, and with `Never`.
     let default = open(&server, JetStreamConfig::default().namespace("dflt")).await;
     assert!(!default.group_commit_active());
+    let replicated = open(
+        &server,
+        JetStreamConfig::default()
+            .namespace("replicated")
+            .group_commit(GroupCommitMode::Replicated),
+    )
+    .await;
+    assert!(!replicated.group_commit_active());
     let never = open(
         &server,
         JetStreamConfig::default()

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aether_core::{Event, EventStore};
-use aether_store::{GroupCommitStats, JetStreamConfig, JetStreamEventStore};
+use aether_store::{GroupCommitMode, GroupCommitStats, JetStreamConfig, JetStreamEventStore};
 use aether_testkit::history::{
     CheckOptions, CheckReport, FinalState, History, Recorder, Rule, Violation,
 };
@@ -335,7 +335,11 @@ struct Setup {
 async fn start(namespace: &str) -> Option<Setup> {
     let cluster =
         NatsCluster::start_partitionable(SERVERS, NatsServer::builder().sync_always(true)).unwrap();
-    let config = JetStreamConfig::default().namespace(namespace).replicas(3);
+    // Group commit is opt-in: on here, so that the shared stores' saves go out in groups.
+    let config = JetStreamConfig::default()
+        .namespace(namespace)
+        .replicas(3)
+        .group_commit(GroupCommitMode::Replicated);
     let version = cluster.servers()[0].version();
     if !version.at_least(2, 11) {
         // Replicated streams are refused before 2.11: a new leader could accept a stale save

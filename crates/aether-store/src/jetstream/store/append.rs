@@ -28,6 +28,7 @@ pub(super) enum PublishFailure {
 impl JetStreamEventStore {
     /// Records `tip` unless the cache already knows a later message (sequences only grow).
     pub(super) fn remember(&self, actor_id: &str, tip: Tip) {
+        self.saw(actor_id, tip.seq);
         // The actor is usually known already: update in place, without allocating its key.
         if let Some(mut known) = self.cache.get_mut(actor_id) {
             if tip.seq > known.seq {
@@ -43,6 +44,22 @@ impl JetStreamEventStore {
                 }
             })
             .or_insert(tip);
+    }
+
+    /// Records that the actor's history reaches stream sequence `seq` (replicated streams
+    /// only; see `seen`).
+    pub(super) fn saw(&self, actor_id: &str, seq: u64) {
+        if !self.replicated {
+            return;
+        }
+        if let Some(mut known) = self.seen.get_mut(actor_id) {
+            *known = (*known).max(seq);
+            return;
+        }
+        self.seen
+            .entry(actor_id.to_string())
+            .and_modify(|s| *s = (*s).max(seq))
+            .or_insert(seq);
     }
 
     pub(super) async fn append(&self, actor_id: &str, events: &[Event]) -> Result<()> {
@@ -65,6 +82,8 @@ impl JetStreamEventStore {
         // Set once a publish failed without an answer: it may have been stored after all, and
         // then the actor's last message is ours.
         let mut uncertain = false;
+        // Set once anything was sent.
+        let mut sent = false;
         let mut retry = Backoff::new(TRANSIENT_BACKOFF, MAX_TRANSIENT_BACKOFF);
         // 1, 2, 4 ... ms up to 64 ms, jittered so that contending writers spread out.
         let mut contention =
@@ -78,10 +97,15 @@ impl JetStreamEventStore {
                     from_cache = false;
                     continue;
                 }
-                if uncertain
+                // A refusal does not prove the save is absent when it may have been stored
+                // anyway: an attempt went unanswered, or, on a replicated stream, a refusal
+                // came from a former leader that had not yet learned it was deposed (right
+                // after a partition heals two servers can both answer for a moment, and the
+                // real leader stores what the old one refuses).
+                if (uncertain || (sent && self.replicated))
                     && Box::pin(self.history_holds(actor_id, first.version, &last.id)).await
                 {
-                    // An unanswered attempt went in, and others have written after it.
+                    // An attempt went in, and others have written after it.
                     return Ok(());
                 }
                 return Err(Error::version_conflict(
@@ -92,6 +116,7 @@ impl JetStreamEventStore {
             }
             // The first attempt of a save that expects the actor's cached tip may share a
             // group with other actors' saves; retries go alone.
+            sent = true;
             let grouped = match self.group.as_ref() {
                 Some(group) if attempt == 0 && self.atomic.load(Ordering::Relaxed) => {
                     let save = GroupSave {
@@ -155,6 +180,16 @@ impl JetStreamEventStore {
                         // The outcome is unknown: forget what we knew so the next save asks
                         // the server.
                         self.cache.remove(actor_id);
+                        if uncertain && !e.is_retryable() {
+                            // This attempt was refused, but an earlier one went unanswered and
+                            // may be stored: a definite error would say nothing was.
+                            return Err(Error::unavailable(
+                                format!(
+                                    "saving events of actor {actor_id:?} (an earlier attempt went                                      unanswered and may be stored)"
+                                ),
+                                e,
+                            ));
+                        }
                         return Err(e);
                     }
                 }
@@ -168,7 +203,10 @@ impl JetStreamEventStore {
                     return Err(failure.unwrap_or(e));
                 }
             };
-            if uncertain && fresh.last_event_id(actor_id).as_deref() == Some(last.id.as_str()) {
+            if (uncertain || self.replicated)
+                && fresh.last_event_id(actor_id).as_deref() == Some(last.id.as_str())
+            {
+                // Stored after all (see above for how a refusal can be wrong).
                 return Ok(());
             }
             if failure.is_none() && fresh.tip == tip {

@@ -148,6 +148,14 @@ pub struct JetStreamEventStore {
     atomic: AtomicBool,
     /// Group commit, when the configuration and the server allow it.
     group: Option<group::Group>,
+    /// Whether the stream has more than one replica: then a refused publish may still have
+    /// been stored (by the real leader, while a deposed one refused it), and the store checks.
+    replicated: bool,
+    /// On a replicated stream, the highest stream sequence this store has seen of each actor
+    /// (written, read or replayed). Unlike the tip cache it is never dropped on an error, so
+    /// a read answered by a replica that is behind it can always be told and sent to the
+    /// leader: one store's reads never go backwards.
+    seen: DashMap<String, u64, foldhash::fast::RandomState>,
 }
 
 impl fmt::Debug for JetStreamEventStore {
@@ -263,6 +271,8 @@ impl JetStreamEventStore {
             cleanups: TaskTracker::new(),
             atomic: AtomicBool::new(atomic),
             group,
+            replicated,
+            seen: DashMap::default(),
         })
     }
 

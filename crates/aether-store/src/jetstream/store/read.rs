@@ -46,6 +46,35 @@ impl JetStreamEventStore {
         }
     }
 
+    /// The actor's last message, from any replica, unless that replica is behind what this
+    /// store has already seen of the actor: then from the stream leader. A replica can lag for
+    /// a moment after each write, and for tens of seconds after a partition heals (it answers
+    /// direct gets from where it was cut off until it has caught up), so without this one
+    /// client's reads could go backwards.
+    pub(super) async fn last_message_seen(
+        &self,
+        actor_id: &str,
+        subject: &str,
+    ) -> Result<Option<StreamMessage>> {
+        let known = if self.replicated {
+            self.seen.get(actor_id).map(|s| *s)
+        } else {
+            None
+        };
+        let message = self.last_message(subject, false).await?;
+        match known {
+            Some(seen) if message.as_ref().map_or(0, |m| m.sequence) < seen => {
+                tracing::debug!(
+                    subject,
+                    seen,
+                    "a replica answered from behind; asking the leader"
+                );
+                self.last_message(subject, true).await
+            }
+            _ => Ok(message),
+        }
+    }
+
     async fn last_message_once(
         &self,
         subject: &str,
@@ -124,9 +153,15 @@ impl JetStreamEventStore {
     /// Reads the actor's last (sequence, version) from the stream and caches it.
     pub(super) async fn read_tip(&self, actor_id: &str, leader: bool) -> Result<TipRead> {
         let subject = self.subjects.events(actor_id);
-        let Some(msg) = self.last_message(&subject, leader).await? else {
+        let last = if leader {
+            self.last_message(&subject, true).await?
+        } else {
+            self.last_message_seen(actor_id, &subject).await?
+        };
+        let Some(msg) = last else {
             if leader {
                 self.cache.remove(actor_id);
+                self.seen.remove(actor_id);
             }
             return Ok(TipRead::default());
         };
@@ -162,6 +197,9 @@ impl JetStreamEventStore {
             // The leader's answer is authoritative, even over a later-looking cache entry
             // (which can only come from a stream that was deleted and recreated).
             self.cache.insert(actor_id.to_string(), tip);
+            if self.replicated {
+                self.seen.insert(actor_id.to_string(), tip.seq);
+            }
         } else {
             self.remember(actor_id, tip);
         }

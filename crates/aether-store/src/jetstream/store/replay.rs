@@ -13,7 +13,7 @@ use futures::StreamExt;
 
 use super::super::codec;
 use super::errors::BoxedCause;
-use super::{JetStreamEventStore, MAX_TRANSIENT_BACKOFF, TRANSIENT_BACKOFF};
+use super::{JetStreamEventStore, Tip, MAX_TRANSIENT_BACKOFF, TRANSIENT_BACKOFF};
 
 /// Histories shorter than this (by their last version) are replayed from the start rather than
 /// searched for the first wanted message.
@@ -137,9 +137,19 @@ impl JetStreamEventStore {
         let mut result = ReplayResult::default();
         check_actor_id(actor_id)?;
         let subject = self.subjects.events(actor_id);
-        let Some(last) = self.last_message(&subject, false).await? else {
+        let Some(last) = self.last_message_seen(actor_id, &subject).await? else {
             return Ok(result);
         };
+        if let Some(version) = codec::header_last_version(&last.headers) {
+            // What this replay will show, so that later reads of this store never show less.
+            self.remember(
+                actor_id,
+                Tip {
+                    seq: last.sequence,
+                    version,
+                },
+            );
+        }
         if codec::header_last_version(&last.headers).is_some_and(|v| v < from_version) {
             return Ok(result);
         }
@@ -244,6 +254,23 @@ impl JetStreamEventStore {
                 }
             });
             match outcome {
+                Ok(Drained::Done) if self.replicated && next_seq <= last.sequence => {
+                    // The consumer's server is behind the actor's last message, which the
+                    // stream leader (or this store) has seen: a replica still catching up,
+                    // as after a partition heals. Its history would be short; ask again.
+                    if resumes.attempts() >= MAX_REPLAY_RESUMES {
+                        return Err(Error::unavailable(
+                            context(),
+                            format!(
+                                "the replay's server is behind: it ended before stream sequence                                  {}, the actor's last message",
+                                last.sequence
+                            ),
+                        ));
+                    }
+                    tracing::debug!(subject, next_seq, "replay served from behind; retrying");
+                    remaining = None;
+                    resumes.wait().await;
+                }
                 Ok(Drained::Done) => return Ok(result),
                 Ok(Drained::Gap) => {
                     tracing::debug!(

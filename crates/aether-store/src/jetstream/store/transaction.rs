@@ -97,7 +97,9 @@ impl JetStreamEventStore {
                     // Someone wrote one of the actors, or our own unanswered attempt went in.
                     let fresh = self.leader_tips(txn).await?;
                     if let Err(conflict) = self.conflicts(txn, &fresh) {
-                        if uncertain && self.holds(txn).await? {
+                        // On a replicated stream a refusal may come from a deposed leader
+                        // while the real one stored the batch (see `append`).
+                        if (uncertain || self.replicated) && self.holds(txn).await? {
                             self.forget_tips(txn);
                             return Ok(());
                         }
@@ -115,6 +117,17 @@ impl JetStreamEventStore {
                         // An unanswered commit may have been stored: say so only if it was.
                         if e.is_retryable() && self.holds(txn).await.unwrap_or(false) {
                             return Ok(());
+                        }
+                        if uncertain && !e.is_retryable() {
+                            // An earlier attempt went unanswered: it may still land, so this
+                            // refusal does not mean nothing was stored.
+                            return Err(Error::unavailable(
+                                format!(
+                                    "transaction {} (an earlier commit went unanswered and may                                      be stored)",
+                                    txn.id()
+                                ),
+                                e,
+                            ));
                         }
                         return Err(e);
                     }
