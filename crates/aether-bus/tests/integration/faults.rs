@@ -1,7 +1,8 @@
 //! The NATS bus under faults: a cluster member is killed under a steady stream of events. Live
 //! subscribers keep receiving and every event they miss is reported as lag, never silently;
 //! a durable subscription on a replicated bus stream recovers every acknowledged event exactly
-//! once. Also: credentials are required and checked.
+//! once. A subscriber whose server is partitioned from the cluster reports what it missed as
+//! lag. Also: credentials are required and checked.
 #![cfg(feature = "nats")]
 
 use std::collections::BTreeSet;
@@ -442,6 +443,126 @@ async fn hostile_namespaces_are_isolated_or_refused() {
                 .map(|p| p.to_string())
                 .collect();
             assert_eq!(got, want, "exact subscriber of {ns:?}");
+        }
+    }
+}
+
+/// A subscriber's server is cut off from the rest of the cluster (its routes partitioned, its
+/// clients still connected) while a publisher on another server keeps publishing. After the
+/// heal the subscriber reports every event it missed as lag, never silently, and receives
+/// nothing twice; a subscriber on the majority side misses nothing it is not told of either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_on_an_isolated_server_reports_what_it_missed_as_lag() {
+    let cluster = tokio::task::block_in_place(|| {
+        NatsCluster::start_partitionable(3, NatsServer::builder().sync_always(true))
+    })
+    .unwrap();
+    let config = NatsBusConfig::default().request_timeout(Duration::from_secs(2));
+    // Each bus stays on its own server: its only URL goes through that server's proxy.
+    let publisher = Arc::new(bus_on(&[cluster.client_url(0)], 0, &config).await);
+    let isolated_bus = bus_on(&[cluster.client_url(1)], 0, &config).await;
+    let steady_bus = bus_on(&[cluster.client_url(2)], 0, &config).await;
+    let mut isolated = isolated_bus.subscribe(NS).await.unwrap();
+    let mut steady = steady_bus.subscribe(NS).await.unwrap();
+    await_interest(&publisher, &mut isolated).await;
+    await_interest(&publisher, &mut steady).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let published = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pub_task = {
+        let (publisher, stop, published) = (publisher.clone(), stop.clone(), published.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut v = 0;
+            while !stop.load(Ordering::Relaxed) {
+                v += 1;
+                match publisher.publish(NS, &Event::new("Tick", "p", v)).await {
+                    Ok(()) => {
+                        acked.push(v);
+                        published.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => panic!("the publisher's side is whole, yet: {e:?}"),
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            acked
+        })
+    };
+    // Progress-based: some events before the cut, some during it, some after the heal.
+    let wait_for = |n: u64| {
+        let published = published.clone();
+        async move {
+            let target = published.load(Ordering::Relaxed) + n;
+            let deadline = Instant::now() + DEADLINE;
+            while published.load(Ordering::Relaxed) < target {
+                assert!(Instant::now() < deadline, "the publisher stalled");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait_for(50).await;
+    cluster.isolate(1);
+    wait_for(200).await;
+    cluster.heal();
+    tokio::task::block_in_place(|| cluster.wait_for_full_mesh()).unwrap();
+    wait_for(50).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = pub_task.await.unwrap();
+
+    let mut acked_set: BTreeSet<u64> = acked.iter().copied().collect();
+    let last = acked.last().copied().unwrap_or(0) + 1_000_000;
+    acked_set.insert(last);
+    for (name, sub) in [("isolated", &mut isolated), ("steady", &mut steady)] {
+        // Interest crosses the healed routes asynchronously: the final event is published
+        // until this subscriber has it (each attempt a new event; the extra ones are ignored).
+        let mut seen = Seen::default();
+        let deadline = Instant::now() + DEADLINE;
+        let mut attempt = last;
+        while !seen.versions.contains(&last) {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: the final event never arrived"
+            );
+            publisher
+                .publish(NS, &Event::new("Final", "p", attempt))
+                .await
+                .unwrap();
+            attempt += 1;
+            while let Ok(Some(d)) =
+                tokio::time::timeout(Duration::from_millis(100), sub.recv()).await
+            {
+                match d {
+                    Delivery::Event(e) if e.event_type == "Tick" => {
+                        if !seen.versions.insert(e.version) {
+                            seen.duplicates += 1;
+                        }
+                    }
+                    Delivery::Event(e) if e.event_type == "Final" => {
+                        seen.versions.insert(last);
+                    }
+                    Delivery::Event(_) => {}
+                    Delivery::Lagged(n) => seen.lag += n,
+                }
+            }
+        }
+        let missed = acked_set.difference(&seen.versions).count() as u64;
+        eprintln!(
+            "{name}: {} of {} events received, {missed} missed, lag reported {}",
+            seen.versions.len(),
+            acked_set.len(),
+            seen.lag
+        );
+        assert_eq!(seen.duplicates, 0, "{name} received duplicates");
+        assert!(
+            seen.lag >= missed,
+            "{name} missed {missed} events but only {} were reported as lag",
+            seen.lag
+        );
+        if name == "isolated" {
+            assert!(
+                missed > 0,
+                "the partition cost the isolated subscriber nothing"
+            );
         }
     }
 }
