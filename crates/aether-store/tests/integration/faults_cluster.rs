@@ -66,10 +66,25 @@ pub(crate) async fn wait_for_leader(urls: &[String], live: &[usize], stream: &st
 
 /// Waits until the leader reports every replica current (a restarted server has caught up).
 pub(crate) async fn wait_for_replicas_current(urls: &[String], stream: &str) {
-    let deadline = Instant::now() + PHASE;
+    wait_for_replicas_current_within(urls, stream, PHASE).await;
+}
+
+/// Like [`wait_for_replicas_current`], for up to `limit`: a former leader whose log went on
+/// alone while it was isolated is caught up only after half a minute or more on 2.15.
+///
+/// # Panics
+/// After `limit`, with what the servers last reported.
+pub(crate) async fn wait_for_replicas_current_within(
+    urls: &[String],
+    stream: &str,
+    limit: Duration,
+) {
+    let deadline = Instant::now() + limit;
     loop {
+        let mut seen = Vec::new();
         for url in urls {
-            if let Some(c) = stream_cluster(url, stream).await {
+            let cluster = stream_cluster(url, stream).await;
+            if let Some(c) = &cluster {
                 if c.leader.is_some()
                     && c.replicas.len() == urls.len() - 1
                     && c.replicas.iter().all(|r| r.current && !r.offline)
@@ -77,10 +92,11 @@ pub(crate) async fn wait_for_replicas_current(urls: &[String], stream: &str) {
                     return;
                 }
             }
+            seen.push(cluster);
         }
         assert!(
             Instant::now() < deadline,
-            "the replicas of {stream} did not catch up"
+            "the replicas of {stream} did not catch up in {limit:?}: {seen:#?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

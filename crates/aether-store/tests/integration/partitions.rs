@@ -39,7 +39,7 @@ use aether_testkit::{NatsCluster, NatsServer};
 use tokio::task::block_in_place;
 use tokio_util::sync::CancellationToken;
 
-use crate::faults_cluster::{index_of, stream_cluster, wait_for_leader};
+use crate::faults_cluster::{index_of, wait_for_leader, wait_for_replicas_current_within};
 use crate::faults_support::{actor_names, connect_pinned, open_store, read_all, XorShift};
 
 const SERVERS: usize = 3;
@@ -54,7 +54,8 @@ const ACTORS: usize = 24;
 const STEADY: u64 = 30;
 /// Longest a step may take to make progress: an election (a few seconds) on a loaded machine.
 const PHASE: Duration = Duration::from_secs(60);
-/// Longest a replica cut off may take to catch up after the heal (see [`wait_for_catch_up`]).
+/// Longest a replica cut off may take to catch up after the heal: a former leader whose log
+/// went on alone while it was isolated takes half a minute or more on 2.15.
 const CATCH_UP: Duration = Duration::from_secs(90);
 /// How long a store waits for an answer, so that a partition turns into errors quickly.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
@@ -412,7 +413,7 @@ impl Setup {
         self.writers.finish().await;
         self.step("writers stopped");
         // Only now: a replica that was cut off catches up slowly while the writers go on.
-        wait_for_catch_up(&self.urls, &self.stream).await;
+        wait_for_replicas_current_within(&self.urls, &self.stream, CATCH_UP).await;
         self.step("replicas current");
         let mut groups = GroupCommitStats::default();
         for g in self.stores.iter().filter_map(|s| s.group_commit_stats()) {
@@ -461,38 +462,6 @@ impl Setup {
             examples.join("\n")
         );
         report
-    }
-}
-
-/// Waits until the stream's leader reports every replica current, as
-/// `faults_cluster::wait_for_replicas_current` does, for longer: a former leader whose log went on alone while
-/// it was isolated is caught up by the new leader only after half a minute or more on 2.15 (its
-/// log says "Expected first catchup entry to be a snapshot and peerstate, will retry" until
-/// then), even with no writes.
-///
-/// # Panics
-/// After [`CATCH_UP`], with what the servers last reported.
-async fn wait_for_catch_up(urls: &[String], stream: &str) {
-    let deadline = Instant::now() + CATCH_UP;
-    loop {
-        let mut seen = Vec::new();
-        for url in urls {
-            let cluster = stream_cluster(url, stream).await;
-            if let Some(c) = &cluster {
-                if c.leader.is_some()
-                    && c.replicas.len() == urls.len() - 1
-                    && c.replicas.iter().all(|r| r.current && !r.offline)
-                {
-                    return;
-                }
-            }
-            seen.push(cluster);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the replicas of {stream} did not catch up in {CATCH_UP:?}: {seen:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
