@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aether_core::{Event, EventStore};
+use aether_core::{Event, EventStore, Transaction};
 use aether_store::{GroupCommitMode, GroupCommitStats, JetStreamConfig, JetStreamEventStore};
 use aether_testkit::history::{
     CheckOptions, CheckReport, FinalState, History, Recorder, Rule, Violation,
@@ -79,6 +79,8 @@ struct Progress {
     /// Saves and reads that failed other than by a conflict, by server.
     faults: [AtomicU64; SERVERS],
     acked: Mutex<Vec<AckedSave>>,
+    /// Transactions committed.
+    transactions: AtomicU64,
     /// Errors not typed as retryable: each one a broken promise.
     hard_errors: Mutex<Vec<String>>,
 }
@@ -275,6 +277,56 @@ async fn write_loop(
                 }
             }
         };
+        if rng.below(12) == 0 {
+            // Now and then a transaction: this actor and another, all or nothing.
+            let b = (a + 1 + rng.below(actors.len() - 1)) % actors.len();
+            let other = actors[b].as_str();
+            let pending = recorder.read_version(other);
+            let result = store.get_latest_version(other).await;
+            pending.finish(&result);
+            let other_latest = match result {
+                Ok(v) => v,
+                Err(e) => {
+                    progress.fault(server, &e);
+                    failed = true;
+                    continue;
+                }
+            };
+            let txn = Transaction::new();
+            let txn = txn
+                .append(
+                    actor,
+                    latest,
+                    vec![Event::new("Moved", actor, latest + 1).with_field("server", server as u64)],
+                )
+                .append(
+                    other,
+                    other_latest,
+                    vec![Event::new("Moved", other, other_latest + 1)
+                        .with_field("server", server as u64)],
+                );
+            let pending = recorder.commit(&txn);
+            let result = store.commit(&txn).await;
+            pending.finish(&result);
+            match result {
+                Ok(()) => {
+                    known.insert(a, latest + 1);
+                    known.insert(b, other_latest + 1);
+                    progress.transactions.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) if e.as_transaction_conflict().is_some() => {
+                    known.remove(&a);
+                    known.remove(&b);
+                }
+                Err(e) => {
+                    known.remove(&a);
+                    known.remove(&b);
+                    progress.fault(server, &e);
+                    failed = true;
+                }
+            }
+            continue;
+        }
         let count = if rng.below(8) == 0 {
             2 + rng.below(2) as u64
         } else {
@@ -439,8 +491,13 @@ impl Setup {
         };
         let (report, violations) = self.history.check_all(&final_state, &options);
         eprintln!(
-            "{name}: {report}; group commits: {} groups of {} saves, {} refused, {} failed",
-            groups.groups, groups.grouped_saves, groups.refused, groups.failed
+            "{name}: {report}; {} transactions committed; group commits: {} groups of {} saves, \
+             {} refused, {} failed",
+            self.writers.progress.transactions.load(Ordering::Relaxed),
+            groups.groups,
+            groups.grouped_saves,
+            groups.refused,
+            groups.failed
         );
         let mut by_rule: BTreeMap<Rule, Vec<&Violation>> = BTreeMap::new();
         for v in &violations {
