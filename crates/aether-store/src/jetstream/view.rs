@@ -43,9 +43,10 @@ const MAX_REOPEN_BACKOFF: Duration = Duration::from_secs(5);
 /// when it can prove it is fresh enough and from the store otherwise.
 ///
 /// [`JetStreamEventStore::get_latest_version`](aether_core::EventStore::get_latest_version)
-/// is one round trip to the server and linearizable (on one server, or with a replicated
-/// stream on 2.12+). This view trades a bounded, documented staleness for a read that is a
-/// map lookup.
+/// is one round trip to the server (on one server it sees every acknowledged save; on a
+/// replicated stream a replica may answer from behind, though one store's reads never go
+/// backwards). This view trades a bounded, documented staleness for a read that is a map
+/// lookup.
 ///
 /// # How it stays current
 /// - **Watch.** An ordered push consumer on `<stream>.events.*`, starting with the last message
@@ -89,7 +90,7 @@ const MAX_REOPEN_BACKOFF: Duration = Duration::from_secs(5);
 /// One ephemeral consumer (removed by the server 30 s after the view stops), every event
 /// message delivered to this process, two requests per `max_staleness / 2`, and memory for
 /// every actor id in the stream. Fallbacks use the store's read, so open the store without
-/// [`with_cached_reads`](JetStreamEventStore::with_cached_reads) for them to be linearizable.
+/// [`with_cached_reads`](JetStreamEventStore::with_cached_reads) for them to ask the server.
 ///
 /// # Stopping
 /// The view's task stops when the view is dropped or [`shutdown`](Self::shutdown) is awaited
