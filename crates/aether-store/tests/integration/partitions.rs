@@ -81,6 +81,9 @@ struct Progress {
     acked: Mutex<Vec<AckedSave>>,
     /// Transactions committed.
     transactions: AtomicU64,
+    /// Saves (and transactions) that failed other than by a conflict: their outcome is
+    /// unknown. By server.
+    unknown_saves: [AtomicU64; SERVERS],
     /// Errors not typed as retryable: each one a broken promise.
     hard_errors: Mutex<Vec<String>>,
 }
@@ -157,6 +160,21 @@ impl Writers {
     async fn wait_for_faults(&self, servers: &[usize], more: u64) {
         self.wait_for(&self.progress.faults, servers, more, "failed operations")
             .await;
+    }
+
+    /// Waits until writers pinned to `servers` have had `more` further saves fail without an
+    /// answer.
+    ///
+    /// # Panics
+    /// After [`PHASE`].
+    async fn wait_for_unknown_saves(&self, servers: &[usize], more: u64) {
+        self.wait_for(
+            &self.progress.unknown_saves,
+            servers,
+            more,
+            "unanswered saves",
+        )
+        .await;
     }
 
     async fn wait_for(
@@ -321,6 +339,7 @@ async fn write_loop(
                 Err(e) => {
                     known.remove(&a);
                     known.remove(&b);
+                    progress.unknown_saves[server].fetch_add(1, Ordering::Relaxed);
                     progress.fault(server, &e);
                     failed = true;
                 }
@@ -361,6 +380,7 @@ async fn write_loop(
                 None => {
                     // It may or may not have gone in: ask the store next time.
                     known.remove(&a);
+                    progress.unknown_saves[server].fetch_add(1, Ordering::Relaxed);
                     progress.fault(server, &e);
                     failed = true;
                 }
@@ -698,6 +718,8 @@ async fn a_client_cut_off_mid_save_stores_it_at_most_once_and_resumes() {
     s.cluster.cut_client(cut_off);
     let cut = s.step(&format!("clients of n{cut_off} cut off"));
     s.writers.wait_for_faults(&[cut_off], 3).await;
+    // At least one save sent into the cut, so that the test has an unknown outcome to check.
+    s.writers.wait_for_unknown_saves(&[cut_off], 1).await;
     s.writers.wait_for_acks(&others, STEADY).await;
     let healed = s.step("letting the clients back");
     s.cluster.heal_client(cut_off);
