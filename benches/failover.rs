@@ -17,6 +17,7 @@
 //! A second variant does the same with one in-memory store shared by the nodes: the cluster's
 //! own part, without the store's reads.
 
+use aether_benches::setup::OrFail;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,7 +67,7 @@ async fn one_failover(url: &str, backend: Backend) -> Duration {
     for id in ["a", "b", "c"] {
         let client = async_nats::connect(url)
             .await
-            .expect("connect to nats-server");
+            .or_fail("connect to nats-server");
         let store: Arc<dyn SnapshotStore> = match backend {
             Backend::Memory => shared.clone(),
             Backend::JetStream => Arc::new(
@@ -75,26 +76,26 @@ async fn one_failover(url: &str, backend: Backend) -> Duration {
                     JetStreamConfig::default().namespace(name.clone()),
                 )
                 .await
-                .expect("JetStream store"),
+                .or_fail("JetStream store"),
             ),
         };
         let actors = Actors::new(store).with(Bank);
         nodes.push(
             ClusterNode::start(client, config(&name, id), actors)
                 .await
-                .expect("start a node"),
+                .or_fail("start a node"),
         );
     }
     for n in &nodes {
         n.wait_for_members(&["a", "b", "c"], Duration::from_secs(60))
             .await
-            .expect("three members agree on a table");
+            .or_fail("three members agree on a table");
     }
     // A follower dies: the leader notices it after the failure timeout.
     let victim = nodes
         .iter()
         .rposition(|n| !n.is_leader())
-        .expect("a follower");
+        .or_fail("a follower");
     let victim = nodes.remove(victim);
     let theirs: Vec<String> = (0..)
         .map(|i| format!("acct-{i}"))
@@ -105,11 +106,11 @@ async fn one_failover(url: &str, backend: Backend) -> Duration {
         .map(|a| victim.send::<Bank>(a, Command::Deposit { amount: 1 }))
         .buffer_unordered(IN_FLIGHT)
         .for_each(|r| {
-            r.expect("activating deposit");
+            r.or_fail("activating deposit");
             async {}
         })
         .await;
-    let host = victim.host::<Bank>().expect("hosts the bank");
+    let host = victim.host::<Bank>().or_fail("hosts the bank");
     assert_eq!(
         host.active_count(),
         ACTORS,
@@ -147,7 +148,7 @@ async fn one_failover(url: &str, backend: Backend) -> Duration {
     let elapsed = killed_at.elapsed();
     let mut first = Duration::MAX;
     for (r, at) in &answers {
-        assert_eq!(*r.as_ref().expect("an answer from the new owner"), 1);
+        assert_eq!(*r.as_ref().or_fail("an answer from the new owner"), 1);
         first = first.min(*at);
     }
     let active: usize = nodes
@@ -171,8 +172,8 @@ fn failover(c: &mut Criterion) {
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
-    let server = NatsServer::start().expect("nats-server for benchmarks");
+        .or_fail("runtime");
+    let server = NatsServer::start().or_fail("nats-server for benchmarks");
     let url = server.url();
     let mut g = c.benchmark_group("failover_10k");
     // One iteration takes seconds: ten samples of one iteration each (plus one for warm-up).

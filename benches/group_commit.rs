@@ -11,11 +11,13 @@
 //! Needs nats-server 2.12+ (atomic batch publish); on an older server it says so and measures
 //! nothing. The single-server comparison, with PostgreSQL next to it, is in `postgres.rs`.
 
+use aether_benches::saves;
+use aether_benches::setup::OrFail;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aether_core::{Event, EventStore};
+use aether_core::Event;
 use aether_store::{GroupCommitMode, JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsCluster;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -32,14 +34,14 @@ async fn store(
     namespace: &str,
     mode: GroupCommitMode,
 ) -> Arc<JetStreamEventStore> {
-    let client = async_nats::connect(urls).await.expect("connect");
+    let client = async_nats::connect(urls).await.or_fail("connect");
     let config = JetStreamConfig::default()
         .namespace(namespace)
         .replicas(3)
         .group_commit(mode);
     let store = JetStreamEventStore::new(client, config)
         .await
-        .expect("replicated store");
+        .or_fail("replicated store");
     Arc::new(store)
 }
 
@@ -59,22 +61,7 @@ async fn run(
                 .collect()
         })
         .collect();
-    let start = Instant::now();
-    let tasks: Vec<_> = chains
-        .into_iter()
-        .map(|chain| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                for e in &chain {
-                    store.save_event(e).await.expect("save");
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("writer task");
-    }
-    start.elapsed()
+    saves::chains(Arc::clone(store), chains).await
 }
 
 fn group_commit(c: &mut Criterion) {
@@ -82,8 +69,8 @@ fn group_commit(c: &mut Criterion) {
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
-    let mut cluster = NatsCluster::start(3).expect("three nats-servers for benchmarks");
+        .or_fail("runtime");
+    let mut cluster = NatsCluster::start(3).or_fail("three nats-servers for benchmarks");
     let server_version = cluster.server(0).version();
     if !server_version.at_least(2, 12) {
         eprintln!(
@@ -94,7 +81,7 @@ fn group_commit(c: &mut Criterion) {
     let urls: Vec<async_nats::ServerAddr> = cluster
         .url_list()
         .iter()
-        .map(|u| u.parse().expect("server URL"))
+        .map(|u| u.parse().or_fail("server URL"))
         .collect();
     let (grouped, alone) = rt.block_on(async {
         (
@@ -133,13 +120,7 @@ fn group_commit(c: &mut Criterion) {
                     .map(|v| event("lone-writer", v))
                     .collect();
                 let store = Arc::clone(store);
-                async move {
-                    let start = Instant::now();
-                    for e in &events {
-                        store.save_event(e).await.expect("save");
-                    }
-                    start.elapsed()
-                }
+                async move { saves::in_turn(&*store, &events).await }
             })
         });
     }

@@ -3,6 +3,7 @@
 //!
 //! Every group runs against one fresh `nats-server` started by aether-testkit.
 
+use aether_benches::setup::OrFail;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -115,7 +116,7 @@ fn latest_version(c: &mut Criterion) {
     let view = env.rt.block_on(async {
         let view = LatestVersions::start(Arc::clone(&env.store), Duration::from_secs(1))
             .await
-            .expect("start the view");
+            .or_fail("start the view");
         let deadline = Instant::now() + Duration::from_secs(30);
         while !view.is_current() {
             assert!(Instant::now() < deadline, "the view never became current");
@@ -128,7 +129,7 @@ fn latest_version(c: &mut Criterion) {
             black_box(
                 view.get_latest_version(actor_10)
                     .await
-                    .expect("latest from the view"),
+                    .or_fail("latest from the view"),
             )
         })
     });

@@ -48,6 +48,8 @@
 //!
 //! Run: `cargo bench -p aether-benches --bench postgres` (or `scripts/bench --bench postgres`).
 
+use aether_benches::saves;
+use aether_benches::setup::OrFail;
 use std::fs::File;
 use std::hint::black_box;
 use std::net::TcpListener;
@@ -100,7 +102,7 @@ fn event(actor: &str, v: u64) -> Event {
     let e = Event::new("Deposited", actor, v)
         .with_field("amount", v)
         .with_field("note", "");
-    let len = serde_json::to_vec(&e.data).expect("encode payload").len();
+    let len = serde_json::to_vec(&e.data).or_fail("encode payload").len();
     e.with_field("note", "x".repeat(PAYLOAD_BYTES.saturating_sub(len)))
 }
 
@@ -138,7 +140,7 @@ fn pg_bin_dir() -> PathBuf {
             }
         }
     }
-    best.map(|(_, b)| b).expect(
+    best.map(|(_, b)| b).or_fail(
         "no PostgreSQL server binaries: install Debian's `postgresql` package \
          (scripts/bench does) or set AETHER_PG_BIN to the directory holding initdb and postgres",
     )
@@ -154,9 +156,9 @@ fn running_as_root() -> bool {
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
+        .or_fail("bind a free port")
         .local_addr()
-        .expect("local address")
+        .or_fail("local address")
         .port()
 }
 
@@ -168,13 +170,13 @@ impl PgServer {
         let dir = tempfile::Builder::new()
             .prefix("aether-pg-")
             .tempdir()
-            .expect("temporary directory for PostgreSQL");
+            .or_fail("temporary directory for PostgreSQL");
         if as_root {
             let ok = Command::new("chown")
                 .arg("postgres:postgres")
                 .arg(dir.path())
                 .status()
-                .expect("run chown")
+                .or_fail("run chown")
                 .success();
             assert!(
                 ok,
@@ -186,7 +188,7 @@ impl PgServer {
             .arg("--version")
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .expect("postgres --version");
+            .or_fail("postgres --version");
         let mut server = PgServer {
             child: None,
             dir,
@@ -202,7 +204,7 @@ impl PgServer {
             .args(["-A", "trust", "-U", "postgres", "--no-sync"])
             .stdout(Stdio::null())
             .output()
-            .expect("run initdb");
+            .or_fail("run initdb");
         assert!(
             init.status.success(),
             "initdb failed: {}",
@@ -246,7 +248,7 @@ impl PgServer {
 
     fn spawn_and_wait(&mut self, relaxed: bool) -> bool {
         self.port = free_port();
-        let log = File::create(self.log_path()).expect("PostgreSQL log file");
+        let log = File::create(self.log_path()).or_fail("PostgreSQL log file");
         let mut cmd = self.command("postgres");
         cmd.arg("-D")
             .arg(self.data_dir())
@@ -260,13 +262,13 @@ impl PgServer {
         }
         let mut child = cmd
             .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
+            .stdout(log.try_clone().or_fail("log file"))
             .stderr(log)
             .spawn()
-            .expect("spawn postgres");
+            .or_fail("spawn postgres");
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if child.try_wait().expect("postgres status").is_some() {
+            if child.try_wait().or_fail("postgres status").is_some() {
                 return false;
             }
             let ready = Command::new(self.bin.join("pg_isready"))
@@ -330,15 +332,15 @@ impl PgConn {
     async fn open(config: &str) -> Self {
         let (client, connection) = tokio_postgres::connect(config, NoTls)
             .await
-            .expect("connect to the bench's PostgreSQL");
+            .or_fail("connect to the bench's PostgreSQL");
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 eprintln!("PostgreSQL connection ended: {e}");
             }
         });
-        let insert = client.prepare(INSERT).await.expect("prepare insert");
-        let latest = client.prepare(LATEST).await.expect("prepare latest");
-        let replay = client.prepare(REPLAY).await.expect("prepare replay");
+        let insert = client.prepare(INSERT).await.or_fail("prepare insert");
+        let latest = client.prepare(LATEST).await.or_fail("prepare latest");
+        let replay = client.prepare(REPLAY).await.or_fail("prepare replay");
         PgConn {
             client,
             insert,
@@ -350,11 +352,11 @@ impl PgConn {
     /// Appends one event: one `INSERT`, its own transaction. The payload and metadata are
     /// encoded here, as Aether's store encodes the event inside `save_event`.
     async fn append(&self, e: &Event) {
-        let payload = serde_json::to_string(&e.data).expect("encode payload");
+        let payload = serde_json::to_string(&e.data).or_fail("encode payload");
         let metadata =
             serde_json::to_string(&serde_json::json!({ "id": e.id, "timestamp": e.timestamp }))
-                .expect("encode metadata");
-        let sequence = i64::try_from(e.version).expect("version fits in bigint");
+                .or_fail("encode metadata");
+        let sequence = i64::try_from(e.version).or_fail("version fits in bigint");
         self.client
             .execute(
                 &self.insert,
@@ -369,7 +371,7 @@ impl PgConn {
                 ],
             )
             .await
-            .expect("insert event");
+            .or_fail("insert event");
     }
 
     async fn latest_version(&self, actor: &str) -> i64 {
@@ -377,7 +379,7 @@ impl PgConn {
             .client
             .query_one(&self.latest, &[&AGGREGATE_TYPE, &actor])
             .await
-            .expect("select max(sequence)");
+            .or_fail("select max(sequence)");
         row.get::<_, Option<i64>>(0).unwrap_or(0)
     }
 
@@ -390,7 +392,7 @@ impl PgConn {
             .client
             .query(&self.replay, &[&AGGREGATE_TYPE, &actor])
             .await
-            .expect("select events");
+            .or_fail("select events");
         rows.iter()
             .map(|r| {
                 let payload: &str = r.get(3);
@@ -398,8 +400,8 @@ impl PgConn {
                 (
                     r.get::<_, String>(0),
                     r.get::<_, i64>(2),
-                    serde_json::from_str(payload).expect("decode payload"),
-                    serde_json::from_str(metadata).expect("decode metadata"),
+                    serde_json::from_str(payload).or_fail("decode payload"),
+                    serde_json::from_str(metadata).or_fail("decode metadata"),
                 )
             })
             .collect()
@@ -426,11 +428,11 @@ fn env(durable: bool) -> Env {
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
+        .or_fail("runtime");
     let nats = NatsServer::builder()
         .sync_always(durable)
         .start()
-        .expect("nats-server for benchmarks");
+        .or_fail("nats-server for benchmarks");
     let pg_server = PgServer::start(!durable);
     eprintln!(
         "{}: nats-server {} ({}{}), {} ({}{})",
@@ -452,10 +454,10 @@ fn env(durable: bool) -> Env {
     );
     let config = pg_server.config();
     let (store, grouped, js, pg) = rt.block_on(async {
-        let client = async_nats::connect(nats.url()).await.expect("connect");
+        let client = async_nats::connect(nats.url()).await.or_fail("connect");
         let store = JetStreamEventStore::new(client.clone(), JetStreamConfig::default())
             .await
-            .expect("store");
+            .or_fail("store");
         let grouped = JetStreamEventStore::new(
             client.clone(),
             JetStreamConfig::default()
@@ -463,20 +465,20 @@ fn env(durable: bool) -> Env {
                 .group_commit(GroupCommitMode::Always),
         )
         .await
-        .expect("grouped store");
+        .or_fail("grouped store");
         let (admin, connection) = tokio_postgres::connect(&config, NoTls)
             .await
-            .expect("connect to the bench's PostgreSQL");
+            .or_fail("connect to the bench's PostgreSQL");
         let admin_task = tokio::spawn(connection);
         admin
             .batch_execute(SCHEMA)
             .await
-            .expect("create the events table");
+            .or_fail("create the events table");
         drop(admin);
         admin_task
             .await
-            .expect("admin connection task")
-            .expect("admin connection");
+            .or_fail("admin connection task")
+            .or_fail("admin connection");
         let mut pg = Vec::new();
         for _ in 0..WRITERS {
             pg.push(Arc::new(PgConn::open(&config).await));
@@ -522,13 +524,7 @@ fn writes(c: &mut Criterion, durable: bool) {
             let first = next.fetch_add(iters, Ordering::Relaxed);
             let events: Vec<Event> = (first..first + iters).map(|v| event("one", v)).collect();
             let store = env.store.clone();
-            async move {
-                let start = Instant::now();
-                for e in &events {
-                    store.save_event(e).await.expect("save");
-                }
-                start.elapsed()
-            }
+            async move { saves::in_turn(&*store, &events).await }
         })
     });
     eprintln!("aether: {} appends", next.load(Ordering::Relaxed) - 1);
@@ -540,13 +536,7 @@ fn writes(c: &mut Criterion, durable: bool) {
                 let first = next.fetch_add(iters, Ordering::Relaxed);
                 let events: Vec<Event> = (first..first + iters).map(|v| event("one", v)).collect();
                 let store = env.grouped.clone();
-                async move {
-                    let start = Instant::now();
-                    for e in &events {
-                        store.save_event(e).await.expect("save");
-                    }
-                    start.elapsed()
-                }
+                async move { saves::in_turn(&*store, &events).await }
             })
         });
     }
@@ -595,24 +585,7 @@ fn writes(c: &mut Criterion, durable: bool) {
         b.to_async(&env.rt).iter_custom(|iters| {
             let chains = chains(&rounds, iters);
             let store = env.store.clone();
-            async move {
-                let start = Instant::now();
-                let tasks: Vec<_> = chains
-                    .into_iter()
-                    .map(|chain| {
-                        let store = store.clone();
-                        tokio::spawn(async move {
-                            for e in &chain {
-                                store.save_event(e).await.expect("save");
-                            }
-                        })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.expect("writer task");
-                }
-                start.elapsed()
-            }
+            saves::chains(store, chains)
         })
     });
     eprintln!(
@@ -625,24 +598,7 @@ fn writes(c: &mut Criterion, durable: bool) {
             b.to_async(&env.rt).iter_custom(|iters| {
                 let chains = chains(&rounds, iters);
                 let store = env.grouped.clone();
-                async move {
-                    let start = Instant::now();
-                    let tasks: Vec<_> = chains
-                        .into_iter()
-                        .map(|chain| {
-                            let store = store.clone();
-                            tokio::spawn(async move {
-                                for e in &chain {
-                                    store.save_event(e).await.expect("save");
-                                }
-                            })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.expect("writer task");
-                    }
-                    start.elapsed()
-                }
+                saves::chains(store, chains)
             })
         });
         eprintln!("aether_grouped: {:?}", env.grouped.group_commit_stats());
@@ -670,7 +626,7 @@ fn writes(c: &mut Criterion, durable: bool) {
                     })
                     .collect();
                 for t in tasks {
-                    t.await.expect("writer task");
+                    t.await.or_fail("writer task");
                 }
                 start.elapsed()
             }
@@ -696,7 +652,7 @@ fn writes(c: &mut Criterion, durable: bool) {
                     })
                     .collect();
                 for t in tasks {
-                    t.await.expect("writer task");
+                    t.await.or_fail("writer task");
                 }
                 start.elapsed()
             }
@@ -744,9 +700,9 @@ impl RawWriter {
                 .js
                 .send_publish(self.subject.clone(), msg)
                 .await
-                .expect("publish")
+                .or_fail("publish")
                 .await
-                .expect("ack")
+                .or_fail("ack")
                 .sequence;
         }
         self.last_seq.store(last, Ordering::Relaxed);
@@ -756,7 +712,7 @@ impl RawWriter {
 /// The encoded events `first..first + n` of `actor`, for the raw floor.
 fn raw_payloads(actor: &str, first: u64, n: u64) -> Vec<bytes::Bytes> {
     (first..first + n)
-        .map(|v| bytes::Bytes::from(event(actor, v).to_json_bytes().expect("encode")))
+        .map(|v| bytes::Bytes::from(event(actor, v).to_json_bytes().or_fail("encode")))
         .collect()
 }
 
@@ -768,13 +724,13 @@ async fn wal_syncs(pg: &[Arc<PgConn>]) -> i64 {
         conn.client
             .batch_execute("SELECT pg_stat_force_next_flush()")
             .await
-            .expect("flush statistics");
+            .or_fail("flush statistics");
     }
     pg[0]
         .client
         .query_one("SELECT wal_sync FROM pg_stat_wal", &[])
         .await
-        .expect("read pg_stat_wal")
+        .or_fail("read pg_stat_wal")
         .get(0)
 }
 
@@ -828,32 +784,32 @@ async fn seed(env: &Env, actor: &str) {
             headers.insert("Aether-First-Version", v.to_string().as_str());
             headers.insert("Aether-Count", "1");
             headers.insert("Aether-Last-Event-Id", e.id.as_str());
-            let payload = e.to_json_bytes().expect("encode");
+            let payload = e.to_json_bytes().or_fail("encode");
             acks.push(
                 env.js
                     .publish_with_headers(subject.clone(), headers, payload.into())
                     .await
-                    .expect("publish"),
+                    .or_fail("publish"),
             );
             v += 1;
         }
         for a in acks {
-            a.await.expect("ack");
+            a.await.or_fail("ack");
         }
     }
 
     let pg = &env.pg[0];
-    pg.client.batch_execute("BEGIN").await.expect("begin");
+    pg.client.batch_execute("BEGIN").await.or_fail("begin");
     let events: Vec<Event> = (1..=HISTORY).map(|v| event(actor, v)).collect();
     for chunk in events.chunks(1000) {
         futures::future::join_all(chunk.iter().map(|e| pg.append(e))).await;
     }
-    pg.client.batch_execute("COMMIT").await.expect("commit");
+    pg.client.batch_execute("COMMIT").await.or_fail("commit");
     // As autovacuum would soon: statistics for the planner, visibility map for index-only scans.
     pg.client
         .batch_execute("VACUUM ANALYZE events")
         .await
-        .expect("vacuum analyze");
+        .or_fail("vacuum analyze");
 }
 
 fn reads(c: &mut Criterion, env: &Env) {
@@ -865,7 +821,7 @@ fn reads(c: &mut Criterion, env: &Env) {
     // The store was opened without cached reads: every call asks the server.
     g.bench_function("aether", |b| {
         b.to_async(&env.rt).iter(|| async {
-            let v = env.store.get_latest_version(actor).await.expect("latest");
+            let v = env.store.get_latest_version(actor).await.or_fail("latest");
             assert_eq!(v, HISTORY);
             black_box(v)
         })
@@ -884,7 +840,7 @@ fn reads(c: &mut Criterion, env: &Env) {
     g.sample_size(10);
     g.bench_function("aether", |b| {
         b.to_async(&env.rt).iter(|| async {
-            let evs = env.store.get_events(actor, 0).await.expect("replay");
+            let evs = env.store.get_events(actor, 0).await.or_fail("replay");
             assert_eq!(evs.len() as u64, HISTORY);
             black_box(evs)
         })

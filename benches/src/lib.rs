@@ -5,10 +5,84 @@
 //!
 //! What several benchmarks and binaries share lives here:
 //! - [`bank`]: the actor the cluster measurements send commands to;
-//! - [`alloc`]: a counting allocator, for memory per item.
+//! - [`alloc`]: a counting allocator, for memory per item;
+//! - [`setup`]: how a benchmark stops when something it cannot go on without fails;
+//! - [`saves`]: timed runs of saves, by one writer or by several at once.
 #![warn(missing_docs)]
 // Only the counting allocator needs `unsafe` (a `GlobalAlloc` implementation).
 #![deny(unsafe_code)]
+
+pub mod setup {
+    //! A benchmark that cannot start its servers, connect or save has nothing to measure: it
+    //! stops with one line saying what failed (exit status 1) rather than a panic.
+
+    use std::fmt::Display;
+
+    /// Stops the benchmark with `message` (exit status 1).
+    pub fn fail(message: impl Display) -> ! {
+        eprintln!("benchmark stopped: {message}");
+        std::process::exit(1);
+    }
+
+    /// The value, or the benchmark stopped saying `what` failed and why.
+    pub trait OrFail<T> {
+        /// The value, or [`fail`] with `what` and the error.
+        fn or_fail(self, what: &str) -> T;
+    }
+
+    impl<T, E: Display> OrFail<T> for Result<T, E> {
+        fn or_fail(self, what: &str) -> T {
+            self.unwrap_or_else(|e| fail(format!("{what}: {e}")))
+        }
+    }
+
+    impl<T> OrFail<T> for Option<T> {
+        fn or_fail(self, what: &str) -> T {
+            self.unwrap_or_else(|| fail(what))
+        }
+    }
+}
+
+pub mod saves {
+    //! Timed runs of saves through any [`EventStore`]: one writer saving in turn, or several
+    //! writers (one task each, each on its own actor) all at once.
+
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use aether_core::{Event, EventStore};
+
+    use crate::setup::OrFail;
+
+    /// Saves `events` one at a time, each once the previous is acknowledged; the time taken.
+    pub async fn in_turn<S: EventStore + ?Sized>(store: &S, events: &[Event]) -> Duration {
+        let start = Instant::now();
+        for e in events {
+            store.save_event(e).await.or_fail("save");
+        }
+        start.elapsed()
+    }
+
+    /// One task per chain, each saving its chain in turn, all started at once; the time until
+    /// the last is done.
+    pub async fn chains<S: EventStore + ?Sized + 'static>(
+        store: Arc<S>,
+        chains: Vec<Vec<Event>>,
+    ) -> Duration {
+        let start = Instant::now();
+        let tasks: Vec<_> = chains
+            .into_iter()
+            .map(|chain| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { in_turn(&*store, &chain).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.or_fail("writer task");
+        }
+        start.elapsed()
+    }
+}
 
 pub mod bank {
     //! A bank account actor: deposits are events, a balance read writes nothing.

@@ -25,6 +25,7 @@
 //! `AETHER_SCALE_LOAD_SECS` (each throughput phase, default 10).
 
 use aether_benches::alloc::{live_bytes, CountingAllocator};
+use aether_benches::setup::fail;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -222,12 +223,6 @@ async fn load(
         p50: percentile(&all, 0.50),
         p99: percentile(&all, 0.99),
     }
-}
-
-/// Stops the run with `message` (exit status 1).
-fn fail(message: impl std::fmt::Display) -> ! {
-    eprintln!("scale run failed: {message}");
-    std::process::exit(1);
 }
 
 fn main() {
