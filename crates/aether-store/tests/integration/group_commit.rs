@@ -43,18 +43,10 @@ async fn assert_histories(store: &JetStreamEventStore, saved: &[Vec<Event>]) {
 async fn concurrent_saves_of_different_actors_share_batches_and_all_land() {
     let server = NatsServer::start().unwrap();
     let store = open(&server, grouped(1)).await;
-    if !server.version().at_least(2, 12) {
-        // No atomic batches before 2.12: the store saves each event alone.
-        assert!(!store.group_commit_active());
-        assert_eq!(store.group_commit_stats(), None);
-        store
-            .save_event(&Event::new("Opened", "a-0", 1))
-            .await
-            .unwrap();
-        assert_eq!(store.get_latest_version("a-0").await.unwrap(), 1);
-        return;
-    }
-    assert!(store.group_commit_active());
+    // No atomic batches before 2.12: there the store saves each event alone, and every save
+    // must land just the same.
+    let groups = server.version().at_least(2, 12);
+    assert_eq!(store.group_commit_active(), groups);
     let store = Arc::new(store);
     const ACTORS: usize = 16;
     const ROUNDS: u64 = 20;
@@ -70,15 +62,19 @@ async fn concurrent_saves_of_different_actors_share_batches_and_all_land() {
         }
     }
     assert_histories(&store, &saved).await;
-    let stats = store.group_commit_stats().unwrap();
-    eprintln!("{stats:?}");
-    // With one publish in flight, every round's saves but the first go out in groups.
-    assert!(stats.groups >= ROUNDS, "{stats:?}");
-    assert!(
-        stats.grouped_saves >= ROUNDS * (ACTORS as u64 - 1) / 2,
-        "{stats:?}"
-    );
-    assert_eq!((stats.refused, stats.failed), (0, 0), "{stats:?}");
+    match store.group_commit_stats() {
+        Some(stats) => {
+            eprintln!("{stats:?}");
+            // With one publish in flight, every round's saves but the first go out in groups.
+            assert!(stats.groups >= ROUNDS, "{stats:?}");
+            assert!(
+                stats.grouped_saves >= ROUNDS * (ACTORS as u64 - 1) / 2,
+                "{stats:?}"
+            );
+            assert_eq!((stats.refused, stats.failed), (0, 0), "{stats:?}");
+        }
+        None => assert!(!groups),
+    }
     // A batch of one actor's events (save_events) goes in a group too, as one message.
     let batch: Vec<Event> = (ROUNDS + 1..=ROUNDS + 3)
         .map(|v| Event::new("Ticked", "a-0", v))
@@ -100,9 +96,8 @@ async fn concurrent_saves_of_different_actors_share_batches_and_all_land() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_save_in_a_group_fails_alone_and_the_others_are_stored() {
     let server = NatsServer::start().unwrap();
-    if !server.version().at_least(2, 12) {
-        return; // no groups before 2.12; covered by the test above
-    }
+    // Before 2.12 the same saves go out alone, with the same outcome, and nothing is grouped.
+    let groups = server.version().at_least(2, 12);
     let store = Arc::new(open(&server, grouped(1)).await);
     let other = open(&server, grouped(1)).await;
     const ACTORS: usize = 8;
@@ -146,8 +141,13 @@ async fn a_stale_save_in_a_group_fails_alone_and_the_others_are_stored() {
             assert!(r.is_ok(), "save of a-{a} must be stored: {r:?}");
         }
     }
-    let stats = store.group_commit_stats().unwrap();
-    assert!(stats.refused >= 1, "the group was not refused: {stats:?}");
+    match store.group_commit_stats() {
+        Some(stats) => assert!(stats.refused >= 1, "the group was not refused: {stats:?}"),
+        None => assert!(
+            !groups,
+            "group commit inactive on a server that has batches"
+        ),
+    }
     for (a, event) in events.iter().enumerate() {
         let history = store.get_events(&format!("a-{a}"), 0).await.unwrap();
         let last = history.last().unwrap();
@@ -162,9 +162,7 @@ async fn a_stale_save_in_a_group_fails_alone_and_the_others_are_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_writer_never_waits_for_a_group() {
     let server = NatsServer::start().unwrap();
-    if !server.version().at_least(2, 12) {
-        return;
-    }
+    let groups = server.version().at_least(2, 12);
     let store = open(&server, grouped(1)).await;
     for v in 1..=30 {
         store
@@ -172,19 +170,20 @@ async fn a_lone_writer_never_waits_for_a_group() {
             .await
             .unwrap();
     }
+    // Before 2.12 there is no group commit at all.
+    let grouped = store.group_commit_stats().map(|s| s.groups);
     assert_eq!(
-        store.group_commit_stats().unwrap().groups,
-        0,
+        grouped,
+        groups.then_some(0),
         "sequential saves must go out alone"
     );
+    assert_eq!(store.get_latest_version("a-0").await.unwrap(), 11);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saves_of_one_actor_never_share_a_group() {
+    // On every server version: before 2.12 the saves go out alone, with the same outcome.
     let server = NatsServer::start().unwrap();
-    if !server.version().at_least(2, 12) {
-        return;
-    }
     let store = Arc::new(open(&server, grouped(1)).await);
     store
         .save_event(&Event::new("Opened", "solo", 1))
