@@ -52,7 +52,6 @@ use aether_benches::saves;
 use aether_benches::setup::OrFail;
 use std::fs::File;
 use std::hint::black_box;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -154,14 +153,6 @@ fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .or_fail("bind a free port")
-        .local_addr()
-        .or_fail("local address")
-        .port()
-}
-
 impl PgServer {
     /// Creates a cluster and starts it; `relaxed` sets `synchronous_commit=off`.
     fn start(relaxed: bool) -> Self {
@@ -247,7 +238,7 @@ impl PgServer {
     }
 
     fn spawn_and_wait(&mut self, relaxed: bool) -> bool {
-        self.port = free_port();
+        self.port = aether_testkit::free_port().or_fail("a free port for PostgreSQL");
         let log = File::create(self.log_path()).or_fail("PostgreSQL log file");
         let mut cmd = self.command("postgres");
         cmd.arg("-D")

@@ -39,7 +39,8 @@
 //! - [`history`]: record operations and outcomes from concurrent clients ([`History`]), then
 //!   [`check`](history::check) them against the final stored histories ([`CheckReport`] or a
 //!   [`Violation`]).
-//! - [`find_nats_server`], [`ServerVersion`]: which binary and which version.
+//! - [`find_nats_server`], [`ServerVersion`]: which binary and which version; [`free_port`]
+//!   for another server a test or bench starts.
 //! - [`contract`]: the suites ([`contract::event_store`], [`contract::snapshot_store`],
 //!   [`contract::broadcaster`]), the backend traits ([`contract::StoreBackend`],
 //!   [`contract::BusBackend`]) and delivery helpers; the macros [`event_store_contract!`],
@@ -87,7 +88,7 @@ pub use binary::{find_nats_server, ServerVersion, INSTALL_HINT, NATS_SERVER_ENV}
 pub use cluster::NatsCluster;
 pub use history::{CheckOptions, CheckReport, FinalState, History, Violation};
 pub use proxy::TcpProxy;
-pub use server::{NatsServer, NatsServerBuilder};
+pub use server::{free_port, NatsServer, NatsServerBuilder};
 
 /// What can go wrong starting or controlling a test server.
 #[derive(Debug, thiserror::Error)]

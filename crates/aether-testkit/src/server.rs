@@ -476,7 +476,10 @@ impl Drop for NatsServer {
 /// take one between this check and the server binding it; tests run many connections at once,
 /// and a clustered server that lost its port to one of them would leave its cluster a peer
 /// short. The process-wide record keeps two concurrent tests from getting the same port.
-pub(crate) fn free_port() -> Result<u16> {
+///
+/// # Errors
+/// [`TestkitError::Io`](crate::TestkitError::Io) when no port in 20000-31999 is free.
+pub fn free_port() -> Result<u16> {
     use std::collections::HashSet;
     use std::sync::{Mutex, OnceLock};
 

@@ -207,10 +207,10 @@ async fn large_payloads_arrive_and_oversized_ones_fail_typed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_unsubscribe_lifecycle() {
-    let (server, http) = monitored_server();
+    let server = monitored_server();
     let publisher = bus(&server).await;
     let subscriber = bus(&server).await;
-    let base = server_subscriptions(http).await;
+    let base = server_subscriptions(&server).await;
     let mut subs = Vec::new();
     for p in ["a", "b", "a.*", ">"] {
         subs.push(subscriber.subscribe(p).await.unwrap());
@@ -218,20 +218,20 @@ async fn subscribe_unsubscribe_lifecycle() {
     assert_eq!(subscriber.metrics().active_subscriptions, 4);
     assert_eq!(subscriber.subscription_count(), 4);
     // The server's count settles once the bus's readiness probes are unsubscribed too.
-    wait_for(|| async { server_subscriptions(http).await == base + 4 }).await;
+    wait_for(|| async { server_subscriptions(&server).await == base + 4 }).await;
 
     let mut a = subs.remove(0);
     drop(subs);
     assert_eq!(subscriber.metrics().active_subscriptions, 1);
     assert_eq!(subscriber.subscription_count(), 1);
     // The NATS subscriptions of dropped bus subscriptions go away too.
-    wait_for(|| async { server_subscriptions(http).await == base + 1 }).await;
+    wait_for(|| async { server_subscriptions(&server).await == base + 1 }).await;
 
     publisher.publish("a", &ev("E", "x", 1)).await.unwrap();
     assert_eq!(next_event(&mut a).await.version, 1);
     a.unsubscribe();
     assert_eq!(subscriber.metrics().active_subscriptions, 0);
-    wait_for(|| async { server_subscriptions(http).await == base }).await;
+    wait_for(|| async { server_subscriptions(&server).await == base }).await;
 
     // Invalid patterns and namespaces are rejected.
     assert!(matches!(
@@ -250,10 +250,10 @@ async fn subscribe_unsubscribe_lifecycle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_drains_subscriptions_and_rejects_further_use() {
-    let (server, http) = monitored_server();
+    let server = monitored_server();
     let publisher = bus(&server).await;
     let subscriber = bus(&server).await;
-    let base = server_subscriptions(http).await;
+    let base = server_subscriptions(&server).await;
     let mut remote = subscriber.subscribe("c").await.unwrap();
     let mut local = subscriber.subscribe(">").await.unwrap();
     publisher.publish("c", &ev("E", "x", 1)).await.unwrap();
@@ -274,7 +274,7 @@ async fn close_drains_subscriptions_and_rejects_further_use() {
     }
     assert!(seen <= 2);
     assert_eq!(subscriber.metrics().active_subscriptions, 0);
-    wait_for(|| async { server_subscriptions(http).await == base }).await;
+    wait_for(|| async { server_subscriptions(&server).await == base }).await;
     assert!(matches!(
         subscriber.publish("c", &ev("E", "x", 3)).await,
         Err(Error::Closed(_))

@@ -30,43 +30,18 @@ pub(crate) fn ev(event_type: &str, actor: &str, version: u64) -> Event {
     Event::new(event_type, actor, version)
 }
 
-/// A server with its HTTP monitoring endpoint enabled; returns the monitoring port.
-pub(crate) fn monitored_server() -> (NatsServer, u16) {
-    for _ in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("picking a port")
-            .port();
-        if let Ok(s) = NatsServer::builder()
-            .extra_config(format!("http: \"127.0.0.1:{port}\""))
-            .start()
-        {
-            return (s, port);
-        }
-    }
-    panic!("could not start a monitored nats-server");
+/// A server with its HTTP monitoring endpoint enabled.
+pub(crate) fn monitored_server() -> NatsServer {
+    NatsServer::builder()
+        .monitoring(true)
+        .start()
+        .expect("a monitored nats-server")
 }
 
 /// Subscriptions the server holds in total (its `/varz` `subscriptions`).
-pub(crate) async fn server_subscriptions(http_port: u16) -> u64 {
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port)).expect("monitor");
-        s.write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .expect("monitor request");
-        let mut body = String::new();
-        s.read_to_string(&mut body).expect("monitor response");
-        let at = body
-            .find("\"subscriptions\":")
-            .expect("subscriptions in varz");
-        body[at + "\"subscriptions\":".len()..]
-            .trim_start()
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .expect("a number")
-    })
-    .await
-    .expect("monitor task")
+pub(crate) async fn server_subscriptions(server: &NatsServer) -> u64 {
+    let varz = tokio::task::block_in_place(|| server.monitor("varz")).expect("/varz");
+    varz["subscriptions"]
+        .as_u64()
+        .expect("subscriptions in /varz")
 }
