@@ -12,7 +12,7 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::ErrorCode;
 
-use super::super::codec::{self, Encoded};
+use super::super::codec;
 use super::group::{GroupOutcome, GroupSave};
 use super::{
     JetStreamEventStore, Tip, MAX_PUBLISH_ATTEMPTS, MAX_TRANSIENT_BACKOFF, MAX_TRANSIENT_RETRIES,
@@ -131,7 +131,10 @@ impl JetStreamEventStore {
                 _ => None,
             };
             let published = match grouped {
-                None => self.publish(&subject, &encoded, tip.seq).await,
+                None => {
+                    self.publish(&subject, &encoded.payload, &encoded.headers, tip.seq)
+                        .await
+                }
                 Some(GroupOutcome::Stored(seq)) => {
                     match seq {
                         Some(seq) => self.remember(
@@ -185,7 +188,8 @@ impl JetStreamEventStore {
                             // may be stored: a definite error would say nothing was.
                             return Err(Error::unavailable(
                                 format!(
-                                    "saving events of actor {actor_id:?} (an earlier attempt went                                      unanswered and may be stored)"
+                                    "saving events of actor {actor_id:?} (an earlier attempt went \
+                                     unanswered and may be stored)"
                                 ),
                                 e,
                             ));
@@ -243,34 +247,18 @@ impl JetStreamEventStore {
         }
     }
 
+    /// Publishes one message with the expected last sequence of its subject and waits for
+    /// the server's acknowledgement: the stream sequence it was stored at.
     pub(super) async fn publish(
         &self,
         subject: &async_nats::Subject,
-        encoded: &Encoded,
+        payload: &bytes::Bytes,
+        headers: &async_nats::HeaderMap,
         expected_seq: u64,
     ) -> std::result::Result<u64, PublishFailure> {
-        self.publish_message(
-            subject,
-            encoded.payload.clone(),
-            encoded.headers.clone(),
-            expected_seq,
-        )
-        .await
-    }
-
-    /// Publishes one message with the expected last sequence of its subject and waits for
-    /// the server's acknowledgement: the stream sequence it was stored at.
-    pub(super) async fn publish_message(
-        &self,
-        subject: &async_nats::Subject,
-        payload: bytes::Bytes,
-        headers: async_nats::HeaderMap,
-        expected_seq: u64,
-    ) -> std::result::Result<u64, PublishFailure> {
-        let size = codec::wire_size(&headers, payload.len());
         let message = PublishMessage::build()
-            .payload(payload)
-            .headers(headers)
+            .payload(payload.clone())
+            .headers(headers.clone())
             .expected_last_subject_sequence(expected_seq);
         let context = || format!("publishing to {subject} on stream {}", self.stream_name);
         let result = match self.context.send_publish(subject.clone(), message).await {
@@ -296,7 +284,7 @@ impl JetStreamEventStore {
                 }
                 PublishErrorKind::MaxPayloadExceeded => {
                     PublishFailure::Other(Error::PayloadTooLarge {
-                        size,
+                        size: codec::wire_size(headers, payload.len()),
                         limit: self.client.max_payload(),
                     })
                 }

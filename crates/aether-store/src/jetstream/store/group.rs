@@ -213,7 +213,12 @@ impl JetStreamEventStore {
             Err(save) => {
                 let _turn = TurnGuard(group);
                 return match self
-                    .publish_message(&save.subject, save.payload, save.headers, save.expected_seq)
+                    .publish(
+                        &save.subject,
+                        &save.payload,
+                        &save.headers,
+                        save.expected_seq,
+                    )
                     .await
                 {
                     Ok(seq) => GroupOutcome::Stored(Some(seq)),
@@ -238,7 +243,7 @@ impl JetStreamEventStore {
         if saves.len() == 1 {
             let own = saves.remove(0).save;
             return match self
-                .publish_message(&own.subject, own.payload, own.headers, own.expected_seq)
+                .publish(&own.subject, &own.payload, &own.headers, own.expected_seq)
                 .await
             {
                 Ok(seq) => GroupOutcome::Stored(Some(seq)),

@@ -262,7 +262,8 @@ impl JetStreamEventStore {
                         return Err(Error::unavailable(
                             context(),
                             format!(
-                                "the replay's server is behind: it ended before stream sequence                                  {}, the actor's last message",
+                                "the replay's server is behind: it ended before stream sequence \
+                                 {}, the actor's last message",
                                 last.sequence
                             ),
                         ));

@@ -63,7 +63,10 @@ impl JetStreamEventStore {
             if version > snapshot.version {
                 return Ok(());
             }
-            match self.publish(&publish_subject, &encoded, seq).await {
+            match self
+                .publish(&publish_subject, &encoded.payload, &encoded.headers, seq)
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(PublishFailure::WrongLastSequence) => leader = true,
                 Err(PublishFailure::Other(e)) => return Err(e),

@@ -123,7 +123,8 @@ impl JetStreamEventStore {
                             // refusal does not mean nothing was stored.
                             return Err(Error::unavailable(
                                 format!(
-                                    "transaction {} (an earlier commit went unanswered and may                                      be stored)",
+                                    "transaction {} (an earlier commit went unanswered and may \
+                                     be stored)",
                                     txn.id()
                                 ),
                                 e,
