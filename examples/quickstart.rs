@@ -61,7 +61,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // 3. A command with an id is applied once: sending it again (a retry after a timeout,
-    //    say) gets the first outcome instead of depositing twice.
+    //    say) gets the first outcome instead of depositing twice. Only the id is stored with
+    //    the events, never the reply.
     let deposit = Envelope::new(BankCommand::Deposit { amount: 25 }).with_id("deposit-0001");
     let first = bank.send_envelope(id, deposit.clone()).await?;
     let retried = bank.send_envelope(id, deposit).await?;

@@ -44,7 +44,7 @@ impl<A: Actor> ActorClient<A> for ActorHost<A> {
         envelope: Envelope<A::Command>,
     ) -> Result<A::Reply, CommandError<A::Error>> {
         match self.dispatch(actor_id, envelope).await? {
-            Handled::Reply { reply, .. } => Ok(reply),
+            Handled::Reply { reply, .. } | Handled::AlreadyApplied { reply, .. } => Ok(reply),
             Handled::NotOwner => Err(CommandError::Infrastructure(Error::unavailable(
                 format!("sending to actor {actor_id}"),
                 "this host's fence refuses the actor (another owner serves it)",

@@ -6,9 +6,11 @@ use serde::{Deserialize, Serialize};
 /// A stored event that does not fit its typed form. Nothing is guessed: the event is not
 /// skipped and no field is defaulted.
 ///
-/// Handling: the stored history and the code disagree. Register an upcaster for the event's
-/// type and schema version ([`Upcasters`](crate::Upcasters)), or fix the writer; retrying
-/// fails the same way.
+/// Handling: the stored history and the code disagree. When the reason says the actor id
+/// holds another actor type's events, the command went to the wrong id (keep the ids of
+/// different actor types apart). Otherwise register an upcaster for the event's type and
+/// schema version ([`Upcasters`](crate::Upcasters)), or fix the writer. Retrying fails the
+/// same way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[error(

@@ -10,7 +10,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use aether_core::{Event, EventData, METADATA_SCHEMA_VERSION};
+use aether_core::{Event, EventData, METADATA_ACTOR_TYPE, METADATA_SCHEMA_VERSION};
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 use serde::Serialize;
 use serde_json::Value;
@@ -174,6 +174,35 @@ impl<E: DomainEvent> EventCodec<E> {
             event_type,
             data,
             schema_version: event.schema_version(),
+        })
+    }
+
+    /// Decodes a stored event for the actor type `actor_type`: as [`decode`](Self::decode),
+    /// but when the event does not decode and was written by another actor type (its
+    /// `actorType` metadata), or its event type is none of `E`'s, the error says that the
+    /// actor id may hold another type's events instead of pointing at upcasters alone.
+    ///
+    /// # Errors
+    /// As [`decode`](Self::decode).
+    pub fn decode_for(&self, actor_type: &str, event: &Event) -> Result<E, DecodeError> {
+        self.decode(event).map_err(|mut e| {
+            match event.metadata_value(METADATA_ACTOR_TYPE) {
+                Some(writer) if writer != actor_type => {
+                    e.reason = format!(
+                        "actor id {:?} holds events of actor type {writer:?}, not {actor_type:?}:                          keep the ids of different actor types apart (the command went to                          the wrong id or the wrong type); {}",
+                        event.actor_id, e.reason
+                    );
+                }
+                Some(_) => {}
+                None if e.reason.starts_with("unknown variant") => {
+                    e.reason = format!(
+                        "{}; the event type is none of actor type {actor_type:?}'s: if actor id                          {:?} holds another actor type's events, keep the ids of different                          types apart, else register an upcaster that renames it",
+                        e.reason, event.actor_id
+                    );
+                }
+                None => {}
+            }
+            e
         })
     }
 

@@ -23,7 +23,7 @@ pub async fn replay<A: Actor>(
     let mut state = A::State::default();
     let mut version = 0;
     for stored in store.get_events(actor_id, 1).await? {
-        let event = codec.decode(&stored)?;
+        let event = codec.decode_for(A::TYPE, &stored)?;
         A::apply(&mut state, &event);
         version = stored.version;
     }

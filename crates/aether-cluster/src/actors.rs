@@ -180,7 +180,19 @@ fn response<A: Actor>(
     };
     match outcome {
         Ok(Handled::Reply { reply, version }) => match serde_json::to_value(&reply) {
-            Ok(reply) => ActorResponse::Reply { reply, version },
+            Ok(reply) => ActorResponse::Reply {
+                reply,
+                version,
+                already_applied: false,
+            },
+            Err(e) => encoding("reply", e),
+        },
+        Ok(Handled::AlreadyApplied { reply, version }) => match serde_json::to_value(&reply) {
+            Ok(reply) => ActorResponse::Reply {
+                reply,
+                version,
+                already_applied: true,
+            },
             Err(e) => encoding("reply", e),
         },
         // The caller fills in its view of the owner.

@@ -259,6 +259,12 @@ pub enum ActorResponse {
         reply: Value,
         /// The actor's version after the command.
         version: u64,
+        /// The command's id had been applied before, by an activation that does not keep its
+        /// first reply: `reply` is the reply on the current state (see
+        /// `aether_actor::Handled::AlreadyApplied`). Absent on the wire when false, so
+        /// nodes that predate it read the answer as a plain reply.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        already_applied: bool,
     },
     /// The actor refused the command.
     Rejected {
@@ -366,6 +372,12 @@ mod tests {
             ActorResponse::Reply {
                 reply: serde_json::json!(5),
                 version: 9,
+                already_applied: false,
+            },
+            ActorResponse::Reply {
+                reply: serde_json::json!(5),
+                version: 9,
+                already_applied: true,
             },
         ] {
             assert_eq!(

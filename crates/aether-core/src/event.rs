@@ -36,10 +36,15 @@ pub const METADATA_MESSAGE_ID: &str = "messageId";
 /// Metadata key of the schema version the event's payload was written in (a decimal number;
 /// absent means 1). Readers upcast older versions to the current shape before decoding.
 pub const METADATA_SCHEMA_VERSION: &str = "schemaVersion";
-/// Metadata key of the reply a command got, as JSON, on the last event the command caused. A
-/// runtime that sees the command's id again answers with this reply instead of deciding again,
-/// so a retried command gets its first outcome even on another node.
+/// Metadata key of the reply a command got, as JSON, on the last event the command caused:
+/// written by earlier releases only. The actor runtime still reads a small one to answer a
+/// retried command id with its first reply; it no longer writes it, so that what is stored
+/// per event never grows with the state or the reply.
 pub const METADATA_REPLY: &str = "reply";
+/// Metadata key of the actor type whose runtime wrote the event (`Actor::TYPE` in
+/// `aether-actor`). A reader of another type that meets it says the id holds another type's
+/// events, rather than reporting a schema mismatch.
+pub const METADATA_ACTOR_TYPE: &str = "actorType";
 
 /// Event type of the notification a store publishes after it persisted an event.
 ///

@@ -48,9 +48,9 @@ mod transaction;
 pub use broadcaster::EventBroadcaster;
 pub use error::{BoxError, Error, Result, TransactionConflictError, VersionConflictError};
 pub use event::{
-    Event, EventData, Metadata, EVENT_TYPE_EVENT_STORED, METADATA_CAUSATION_ID,
-    METADATA_CORRELATION_ID, METADATA_MESSAGE_ID, METADATA_REPLY, METADATA_SCHEMA_VERSION,
-    METADATA_SPAN_ID, METADATA_TRACE_ID, METADATA_USER_ID,
+    Event, EventData, Metadata, EVENT_TYPE_EVENT_STORED, METADATA_ACTOR_TYPE,
+    METADATA_CAUSATION_ID, METADATA_CORRELATION_ID, METADATA_MESSAGE_ID, METADATA_REPLY,
+    METADATA_SCHEMA_VERSION, METADATA_SPAN_ID, METADATA_TRACE_ID, METADATA_USER_ID,
 };
 pub use log::{EventLog, LogPosition, LoggedEvent};
 pub use pattern::{

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use aether_core::{Error, Event, Snapshot, METADATA_REPLY};
+use aether_core::{Error, Event, Snapshot, METADATA_ACTOR_TYPE};
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 
-use super::recent::{RecentOutcomes, Remembered};
+use super::recent::{keepable_json, RecentOutcomes, Remembered};
 use super::stats::bump;
 use super::{Answer, Handled, Outcome, Request, Shared};
 use crate::actor::{Actor, Envelope};
@@ -126,8 +126,10 @@ async fn handle<A: Actor>(
                 }
                 bump(&shared.counters.rejections);
                 if let Some(id) = command_id {
-                    if let Ok(json) = serde_json::to_string(&rejection) {
-                        l.recent.remember(id, Remembered::Rejected(Arc::from(json)));
+                    // A rejection too large to keep is decided again on a retry: it changed
+                    // nothing, so that is safe.
+                    if let Some(json) = keepable_json(&rejection) {
+                        l.recent.remember(id, Remembered::Rejected(json));
                     }
                 }
                 return Err(CommandError::Rejected(rejection));
@@ -136,10 +138,8 @@ async fn handle<A: Actor>(
         if events.is_empty() {
             let reply = A::reply(&l.state, command, &events);
             if let Some(id) = command_id {
-                if let Ok(json) = serde_json::to_string(&reply) {
-                    l.recent
-                        .remember(id, Remembered::Applied(Some(Arc::from(json))));
-                }
+                l.recent
+                    .remember(id, Remembered::Applied(keepable_json(&reply)));
             }
             return Ok(Handled::Reply {
                 reply,
@@ -155,29 +155,11 @@ async fn handle<A: Actor>(
                 .map_err(|e| Error::Encoding(e.to_string()))?;
             let mut e = encoded.into_event(actor_id, version);
             envelope.meta.stamp(&mut e);
+            e.set_metadata(METADATA_ACTOR_TYPE, A::TYPE);
             stored.push(e);
         }
-        // Fold the events in before saving, so that the reply can be recorded with them; the
-        // state is thrown away if the save fails.
-        for event in &events {
-            A::apply(&mut l.state, event);
-        }
-        let reply = A::reply(&l.state, command, &events);
-        let reply_json = match command_id
-            .map(|_| serde_json::to_string(&reply))
-            .transpose()
-        {
-            Ok(json) => json,
-            Err(e) => {
-                *loaded = None;
-                return Err(
-                    Error::Encoding(format!("a reply of actor type {}: {e}", A::TYPE)).into(),
-                );
-            }
-        };
-        if let (Some(json), Some(last)) = (&reply_json, stored.last_mut()) {
-            last.set_metadata(METADATA_REPLY, json.clone());
-        }
+        // The events carry the command id and nothing of the reply, so what is stored per
+        // event never grows with the state or the reply.
         let saved = match stored.as_slice() {
             [one] => shared.store.save_event(one).await,
             many => shared.store.save_events(actor_id, many).await,
@@ -189,9 +171,13 @@ async fn handle<A: Actor>(
                     return Err(Error::Closed("actor state lost".into()).into());
                 };
                 l.version = stored.last().map_or(l.version, |e| e.version);
-                if let (Some(id), Some(json)) = (command_id, reply_json) {
+                for event in &events {
+                    A::apply(&mut l.state, event);
+                }
+                let reply = A::reply(&l.state, command, &events);
+                if let Some(id) = command_id {
                     l.recent
-                        .remember(id, Remembered::Applied(Some(Arc::from(json))));
+                        .remember(id, Remembered::Applied(keepable_json(&reply)));
                 }
                 if let Some(every) = shared.config.snapshot.every {
                     if every > 0 && l.version - l.snapshot_version >= every {
@@ -250,8 +236,10 @@ fn remembered<A: Actor>(
             reply: serde_json::from_str(json).map_err(decoding)?,
             version: l.version,
         }),
-        // Applied by a writer that recorded no reply: answer from the current state.
-        Remembered::Applied(None) => Ok(Handled::Reply {
+        // Applied, by an activation whose reply is not kept here (another node's, an earlier
+        // one of this host, or one too large to keep): answer from the current state, saying
+        // so.
+        Remembered::Applied(None) => Ok(Handled::AlreadyApplied {
             reply: A::reply(&l.state, command, &[]),
             version: l.version,
         }),
@@ -324,7 +312,7 @@ async fn apply_stored<A: Actor>(
     for e in shared.store.get_events(actor_id, from).await? {
         l.recent.record_event(&e);
         if e.version > l.version {
-            let event = shared.codec.decode(&e)?;
+            let event = shared.codec.decode_for(A::TYPE, &e)?;
             A::apply(&mut l.state, &event);
             l.version = e.version;
         }

@@ -39,9 +39,29 @@ pub enum Handled<R> {
         /// The actor's version after the command.
         version: u64,
     },
+    /// The command's id was applied before, by an activation that does not keep its first
+    /// reply (on another node before a failover, an earlier activation of this host, or a
+    /// reply too large to keep): nothing was decided or written again, and `reply` is
+    /// [`Actor::reply`] on the current state with no events.
+    AlreadyApplied {
+        /// The actor's answer on its current state.
+        reply: R,
+        /// The actor's current version.
+        version: u64,
+    },
     /// This node does not own the actor (any more): ask the current owner. Only a host with a
     /// [`Fence`] answers this.
     NotOwner,
+}
+
+impl<R> Handled<R> {
+    /// The reply, whether first or on the current state; `None` for [`Handled::NotOwner`].
+    pub fn into_reply(self) -> Option<R> {
+        match self {
+            Self::Reply { reply, .. } | Self::AlreadyApplied { reply, .. } => Some(reply),
+            Self::NotOwner => None,
+        }
+    }
 }
 
 /// Decides whether this host may serve an actor right now (in a cluster: it owns the actor's
@@ -139,9 +159,12 @@ impl<A: Actor> Shared<A> {
 ///   [`RuntimeConfig::retry`]. Before a rejection is answered, one latest-version read
 ///   confirms the state it was decided on is current; if not, the actor catches up and
 ///   decides again.
-/// - **Idempotence**: a command with an id ([`CommandMeta::command_id`]) is applied once; the
-///   id and the reply are recorded on its events, so a retry gets the first outcome, also
-///   after a restart or on another node.
+/// - **Idempotence**: a command with an id ([`CommandMeta::command_id`]) is applied once: the
+///   id is recorded on its events (the reply is not), so a retry is never applied again. The
+///   activation that decided it answers a retry with the first outcome (kept in memory, within
+///   a bound); a new activation (after passivation, a restart or on another node) answers
+///   [`Handled::AlreadyApplied`] with the reply on the current state. See `docs/actors.md`
+///   for the window in which ids are recognised.
 /// - **Fencing**: before each decision the [`Fence`] must confirm the host may serve the actor;
 ///   otherwise the answer is [`Handled::NotOwner`] and nothing is written.
 /// - **Passivation** and **snapshots** follow [`RuntimeConfig`].

@@ -1,6 +1,6 @@
 //! Commands that change several actors of one type at once, committed as one transaction.
 
-use aether_core::{Error, Transaction};
+use aether_core::{Error, Transaction, METADATA_ACTOR_TYPE};
 
 use super::activation::load;
 use super::stats::bump;
@@ -105,6 +105,7 @@ impl<A: Actor> ActorHost<A> {
                         .map_err(|e| Error::Encoding(e.to_string()))?;
                     let mut e = encoded.into_event(id, v);
                     meta.stamp(&mut e);
+                    e.set_metadata(METADATA_ACTOR_TYPE, A::TYPE);
                     stored.push(e);
                 }
                 txn = txn.append(*id, *version, stored);

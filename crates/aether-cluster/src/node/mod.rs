@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use aether_actor::{
-    Actor, ActorClient, ActorHost, CommandError, CommandMeta, Decision, Envelope, HostStats,
+    Actor, ActorClient, ActorHost, CommandError, CommandMeta, Decision, Envelope, Handled,
+    HostStats,
 };
 use aether_core::{Error, Result};
 use async_trait::async_trait;
@@ -244,7 +245,10 @@ impl ClusterNode {
         actor_id: &str,
         command: A::Command,
     ) -> std::result::Result<A::Reply, CommandError<A::Error>> {
-        self.inner.send::<A>(actor_id, Envelope::new(command)).await
+        self.inner
+            .send::<A>(actor_id, Envelope::new(command))
+            .await
+            .and_then(reply_of::<A>)
     }
 
     /// Sends a command with its metadata to the actor `actor_id` of type `A` wherever it
@@ -259,11 +263,16 @@ impl ClusterNode {
     /// until [`ClusterConfig::send_timeout`] runs out.
     ///
     /// Every attempt carries the same command id (the envelope's, or a new one when it has
-    /// none), and the owner records it, with the reply, on the events the command causes. A
-    /// retry of a command whose request timed out after it was applied (the reply was lost, or
-    /// the owner died right after saving) is therefore not applied again, on the old owner or
-    /// on the new one: it gets the first reply. What a retry can still do twice is decide a
-    /// command that caused no events (harmless: it changed nothing).
+    /// none), and the owner records it on the events the command causes. A retry of a command
+    /// whose request timed out after it was applied (the reply was lost, or the owner died
+    /// right after saving) is therefore not applied again, on the old owner or on the new
+    /// one: the old owner answers with the first reply, a new owner with the reply on the
+    /// current state ([`dispatch`](Self::dispatch) tells the two apart). What a retry can
+    /// still do twice is decide a command that caused no events (harmless: it changed
+    /// nothing).
+    ///
+    /// The whole send, a write on this node included, ends within
+    /// [`ClusterConfig::send_timeout`] (plus the scheduling delay of the caller's task).
     ///
     /// # Errors
     /// - [`CommandError::Rejected`]: the actor's typed rejection, from whichever node owns it;
@@ -277,6 +286,25 @@ impl ClusterNode {
         actor_id: &str,
         envelope: Envelope<A::Command>,
     ) -> std::result::Result<A::Reply, CommandError<A::Error>> {
+        self.inner
+            .send::<A>(actor_id, envelope)
+            .await
+            .and_then(reply_of::<A>)
+    }
+
+    /// As [`send_envelope`](Self::send_envelope), but says how the reply came about:
+    /// [`Handled::Reply`] when the command was decided now, or was a retry answered with its
+    /// first reply; [`Handled::AlreadyApplied`] when its id had been applied by an activation
+    /// that does not keep the first reply (before a failover, say), with the reply on the
+    /// current state. Never [`Handled::NotOwner`]: the send follows the actor to its owner.
+    ///
+    /// # Errors
+    /// As [`send_envelope`](Self::send_envelope).
+    pub async fn dispatch<A: Actor>(
+        &self,
+        actor_id: &str,
+        envelope: Envelope<A::Command>,
+    ) -> std::result::Result<Handled<A::Reply>, CommandError<A::Error>> {
         self.inner.send::<A>(actor_id, envelope).await
     }
 
@@ -476,8 +504,20 @@ impl<A: Actor> ActorClient<A> for ClusterClient<A> {
         actor_id: &str,
         envelope: Envelope<A::Command>,
     ) -> std::result::Result<A::Reply, CommandError<A::Error>> {
-        self.inner.send::<A>(actor_id, envelope).await
+        self.inner
+            .send::<A>(actor_id, envelope)
+            .await
+            .and_then(reply_of::<A>)
     }
+}
+
+/// The reply of a routed command; routing never ends in `NotOwner` (it follows the owner).
+fn reply_of<A: Actor>(
+    handled: Handled<A::Reply>,
+) -> std::result::Result<A::Reply, CommandError<A::Error>> {
+    handled
+        .into_reply()
+        .ok_or_else(|| Error::unavailable("sending a command", "no owner took the command").into())
 }
 
 mod driver;

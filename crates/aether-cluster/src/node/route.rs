@@ -14,7 +14,7 @@ use crate::assignment::Assignment;
 use crate::routing::{decode, encode, ActorRequest, ActorResponse, RemoteError};
 use crate::transport::{Incoming, RequestFailure};
 
-type Outcome<A> = Result<<A as Actor>::Reply, CommandError<<A as Actor>::Error>>;
+type Outcome<A> = Result<Handled<<A as Actor>::Reply>, CommandError<<A as Actor>::Error>>;
 
 enum Attempt<A: Actor> {
     Done(Outcome<A>),
@@ -38,7 +38,29 @@ impl Inner {
             actor_id,
             trace_id = envelope.meta.trace.as_ref().map(|t| t.trace_id().to_string()),
         );
-        let outcome = self.route::<A>(actor_id, envelope).instrument(span).await;
+        // Everything a send does, local writes included, ends by its deadline: a store that
+        // hangs (its server gone) must not hold the caller past the send timeout. Cutting a
+        // local write short leaves it to finish or fail in the actor's own task; the command
+        // may or may not be applied, which `Unavailable` says, and a retry with the same
+        // command id is safe.
+        let send_timeout = self.config.send_timeout;
+        let deadline = started + send_timeout;
+        let outcome = match tokio::time::timeout_at(
+            deadline,
+            self.route::<A>(actor_id, envelope, deadline)
+                .instrument(span),
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Error::unavailable(
+                format!("sending to actor {actor_id}"),
+                format!(
+                    "no answer within the send timeout of {send_timeout:?} (the command may or may not have been applied)"
+                ),
+            )
+            .into()),
+        };
         let label = match &outcome {
             Ok(_) => "ok",
             Err(CommandError::Rejected(_)) => "rejected",
@@ -51,7 +73,12 @@ impl Inner {
         outcome
     }
 
-    async fn route<A: Actor>(&self, actor_id: &str, envelope: Envelope<A::Command>) -> Outcome<A> {
+    async fn route<A: Actor>(
+        &self,
+        actor_id: &str,
+        envelope: Envelope<A::Command>,
+        deadline: Instant,
+    ) -> Outcome<A> {
         if actor_id.is_empty() {
             return Err(Error::invalid("actor id must not be empty").into());
         }
@@ -74,7 +101,6 @@ impl Inner {
             envelope.meta.command_id = Some(uuid::Uuid::new_v4().simple().to_string());
         }
         let send_timeout = self.config.send_timeout;
-        let deadline = Instant::now() + send_timeout;
         let max_backoff = self.config.heartbeat_interval;
         let mut backoff = Duration::from_millis(10).min(max_backoff);
         let mut table_changed = self.epoch_tx.subscribe();
@@ -84,9 +110,8 @@ impl Inner {
                 None => Attempt::Retry("no node owns the actor's shard yet".into()),
                 Some(owner) if owner == self.node_id => {
                     match host.dispatch(actor_id, envelope.clone()).await {
-                        Ok(Handled::Reply { reply, .. }) => Attempt::Done(Ok(reply)),
                         Ok(Handled::NotOwner) => Attempt::Retry("ownership moved".into()),
-                        Err(e) => Attempt::Done(Err(e)),
+                        other => Attempt::Done(other),
                     }
                 }
                 Some(owner) => {
@@ -162,8 +187,15 @@ impl Inner {
             .await
         {
             Ok(payload) => match decode::<ActorResponse>(&payload) {
-                Ok(ActorResponse::Reply { reply, .. }) => match serde_json::from_value(reply) {
-                    Ok(reply) => Attempt::Done(Ok(reply)),
+                Ok(ActorResponse::Reply {
+                    reply,
+                    version,
+                    already_applied,
+                }) => match serde_json::from_value(reply) {
+                    Ok(reply) if already_applied => {
+                        Attempt::Done(Ok(Handled::AlreadyApplied { reply, version }))
+                    }
+                    Ok(reply) => Attempt::Done(Ok(Handled::Reply { reply, version })),
                     Err(e) => undecodable("reply", e),
                 },
                 Ok(ActorResponse::Rejected { error }) => match serde_json::from_value(error) {
@@ -281,6 +313,7 @@ impl Inner {
             return ActorResponse::Reply {
                 reply: serde_json::Value::Null,
                 version: 0,
+                already_applied: false,
             };
         }
         match host.serve(&actor_id, meta, command).await {

@@ -502,3 +502,90 @@ async fn a_transfer_between_actors_on_two_nodes_is_atomic_and_both_owners_see_it
         )))
     ));
 }
+
+/// A store whose writes hang while `hang` is set, as a JetStream store does while its
+/// server is gone and the client waits for an acknowledgement.
+struct HangingWrites {
+    inner: InMemoryEventStore,
+    hang: std::sync::atomic::AtomicBool,
+}
+
+impl HangingWrites {
+    async fn maybe_hang(&self) {
+        if self.hang.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for HangingWrites {
+    async fn save_event(&self, event: &aether_core::Event) -> aether_core::Result<()> {
+        self.maybe_hang().await;
+        self.inner.save_event(event).await
+    }
+    async fn save_events(
+        &self,
+        actor_id: &str,
+        events: &[aether_core::Event],
+    ) -> aether_core::Result<()> {
+        self.maybe_hang().await;
+        self.inner.save_events(actor_id, events).await
+    }
+    async fn get_events(
+        &self,
+        actor_id: &str,
+        from: u64,
+    ) -> aether_core::Result<Vec<aether_core::Event>> {
+        self.inner.get_events(actor_id, from).await
+    }
+    async fn get_latest_version(&self, actor_id: &str) -> aether_core::Result<u64> {
+        self.inner.get_latest_version(actor_id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl aether_core::SnapshotStore for HangingWrites {
+    async fn save_snapshot(&self, snapshot: &aether_core::Snapshot) -> aether_core::Result<()> {
+        self.inner.save_snapshot(snapshot).await
+    }
+    async fn get_latest_snapshot(
+        &self,
+        actor_id: &str,
+    ) -> aether_core::Result<Option<aether_core::Snapshot>> {
+        self.inner.get_latest_snapshot(actor_id).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_on_the_senders_own_node_ends_within_the_send_timeout() {
+    let net = LocalNetwork::new();
+    let store = Arc::new(HangingWrites {
+        inner: InMemoryEventStore::new(),
+        hang: std::sync::atomic::AtomicBool::new(false),
+    });
+    let send_timeout = Duration::from_secs(3);
+    let actors = Actors::new(Arc::clone(&store) as _).with(Bank);
+    let node = ClusterNode::start_local(&net, config("solo").send_timeout(send_timeout), actors)
+        .await
+        .expect("node starts");
+    node.wait_for_members(&["solo"], WAIT)
+        .await
+        .expect("cluster forms");
+    assert_eq!(
+        node.send::<Bank>("local", Cmd::Deposit(1)).await.unwrap(),
+        1
+    );
+
+    store.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = Instant::now();
+    let outcome = node.send::<Bank>("local", Cmd::Deposit(2)).await;
+    let took = started.elapsed();
+    match outcome {
+        Err(CommandError::Infrastructure(aether_core::Error::Unavailable { .. })) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // On paused time the deadline is exact: no margin beyond the send timeout.
+    assert_eq!(took, send_timeout, "the send took {took:?}");
+    node.kill().await;
+}
