@@ -5,6 +5,8 @@
 //!   failover (also on a loaded machine), fencing, permissions.
 //! - `faults` (feature `nats`): one node's connection cut and frozen through a proxy; decoders
 //!   fed arbitrary bytes.
+//! - `large_state` (feature `nats`): an actor with a 900 KB state taking commands with ids
+//!   on the JetStream store; a local send bounded by its send timeout when the server is gone.
 //! - `trace` (feature `nats`): a command's trace context crossing nodes to the owner's span
 //!   and the stored events.
 //! - `typed` (feature `nats`): typed actors over the JetStream store: upcasting events of an
@@ -14,6 +16,8 @@
 mod cluster;
 #[cfg(feature = "nats")]
 mod faults;
+#[cfg(feature = "nats")]
+mod large_state;
 mod placement_props;
 #[cfg(feature = "nats")]
 mod support;
