@@ -52,6 +52,25 @@ pub fn find_nats_server() -> Result<PathBuf> {
     })
 }
 
+/// Environment variable naming Debian's older `nats-server` (2.9), for the tests that prove
+/// their machinery on both route and JetStream implementations. `scripts/test` sets it to the
+/// binary it found, so the tests and the script always agree on which one that is.
+pub const DEBIAN_NATS_SERVER_ENV: &str = "AETHER_NATS_SERVER_DEBIAN";
+
+/// Locates Debian's `nats-server`: [`DEBIAN_NATS_SERVER_ENV`] when set, else
+/// `/usr/sbin/nats-server` or `/usr/bin/nats-server`, the places `scripts/nats-servers.sh`
+/// looks. `None` when none is there.
+pub fn find_debian_nats_server() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(DEBIAN_NATS_SERVER_ENV) {
+        let p = PathBuf::from(p);
+        return is_file(&p).then_some(p);
+    }
+    ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| is_file(p))
+}
+
 fn is_file(p: &Path) -> bool {
     p.metadata().map(|m| m.is_file()).unwrap_or(false)
 }

@@ -39,7 +39,7 @@
 //! - [`history`]: record operations and outcomes from concurrent clients ([`History`]), then
 //!   [`check`](history::check) them against the final stored histories ([`CheckReport`] or a
 //!   [`Violation`]).
-//! - [`find_nats_server`], [`ServerVersion`]: which binary and which version; [`free_port`]
+//! - [`find_nats_server`], [`find_debian_nats_server`], [`ServerVersion`]: which binary and which version; [`free_port`]
 //!   for another server a test or bench starts.
 //! - [`contract`]: the suites ([`contract::event_store`], [`contract::snapshot_store`],
 //!   [`contract::broadcaster`]), the backend traits ([`contract::StoreBackend`],
@@ -84,7 +84,10 @@ pub mod history;
 mod proxy;
 mod server;
 
-pub use binary::{find_nats_server, ServerVersion, INSTALL_HINT, NATS_SERVER_ENV};
+pub use binary::{
+    find_debian_nats_server, find_nats_server, ServerVersion, DEBIAN_NATS_SERVER_ENV, INSTALL_HINT,
+    NATS_SERVER_ENV,
+};
 pub use cluster::NatsCluster;
 pub use history::{CheckOptions, CheckReport, FinalState, History, Violation};
 pub use proxy::TcpProxy;
