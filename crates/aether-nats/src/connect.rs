@@ -9,20 +9,78 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::errors::timeout_error;
+use crate::url::{redact_url, NatsUrl};
 use crate::{ConnectionMonitor, Operation, PermissionWatch};
 
 /// Sorts a failed connection to `url`: refused credentials are [`Error::PermissionDenied`]
-/// (retrying cannot help), anything else [`Error::Unavailable`]. The client's error is kept as
-/// the source.
+/// (retrying cannot help), an address the client cannot parse [`Error::InvalidInput`],
+/// anything else [`Error::Unavailable`]. The client's error is kept as the source, and the
+/// message says what went wrong (see [`explain_connect_error`]) with the URL's password or
+/// token hidden ([`redact_url`]), so that printing the error alone tells the whole story.
 pub fn connect_error(url: &str, err: async_nats::ConnectError) -> Error {
-    let context = format!("connecting to NATS at {url}");
+    let url = redact_url(url.trim());
+    let context = format!(
+        "connecting to NATS at {url} failed: {}",
+        explain_connect_error(&err)
+    );
     match err.kind() {
-        async_nats::ConnectErrorKind::AuthorizationViolation => Error::PermissionDenied {
+        async_nats::ConnectErrorKind::AuthorizationViolation
+        | async_nats::ConnectErrorKind::Authentication => Error::PermissionDenied {
             context,
             source: Box::new(err),
         },
+        async_nats::ConnectErrorKind::ServerParse => Error::InvalidInput(context),
         _ => Error::unavailable(context, err),
     }
+}
+
+/// What went wrong in a failed connection, in words for the person at the terminal: the
+/// client's error with its causes, and what it usually means when that is known. A TLS
+/// handshake answered in plain text ("received corrupt message") says that the server does
+/// not speak TLS; a refused TCP connection, that nothing listens on that address.
+pub fn explain_connect_error(err: &async_nats::ConnectError) -> String {
+    let detail = chain(err);
+    let lower = detail.to_ascii_lowercase();
+    if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
+        format!(
+            "the server does not speak TLS ({detail}): a tls:// URL or a required TLS connection \
+             to a plain-text server? Use nats:// or enable TLS on the server"
+        )
+    } else if refused(err) {
+        format!("{detail} (is the server running, on this address and port?)")
+    } else {
+        detail
+    }
+}
+
+/// Whether the connection was refused at the TCP level.
+fn refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// The error and its sources, joined with `: `, skipping a source whose text the previous
+/// message already contains (the client's errors print their source themselves).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// A NATS client together with the one [`ConnectionMonitor`] watching its events: what the
@@ -51,19 +109,23 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to `url` (one or several comma-separated addresses) with `options`, a fresh
-    /// monitor installed as the event callback (replacing any set in `options`).
+    /// Connects to `url` (one or several comma-separated addresses, see [`NatsUrl`]) with
+    /// `options`, a fresh monitor installed as the event callback (replacing any set in
+    /// `options`). Credentials written into the URL (`nats://user:password@host`,
+    /// `nats://token@host`) are used, in place of a user and password or token in `options`.
     ///
     /// # Errors
-    /// [`Error::PermissionDenied`] when the server refuses the credentials,
-    /// [`Error::Unavailable`] when it cannot be reached.
+    /// [`Error::InvalidInput`] for a malformed URL, [`Error::PermissionDenied`] when the
+    /// server refuses the credentials, [`Error::Unavailable`] when it cannot be reached. No
+    /// message shows the URL's password or token.
     pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self> {
+        let url = NatsUrl::parse(url)?;
         let monitor = ConnectionMonitor::new();
         let client = monitor
-            .install(options)
-            .connect(url)
+            .install(url.apply(options))
+            .connect(url.addrs())
             .await
-            .map_err(|e| connect_error(url, e))?;
+            .map_err(|e| connect_error(&url.to_string(), e))?;
         Ok(Self { client, monitor })
     }
 
@@ -210,21 +272,63 @@ pub async fn subscribe_confirmed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use async_nats::{ConnectError, ConnectErrorKind};
 
     #[test]
     fn refused_credentials_are_not_retryable() {
         let e = connect_error(
             "nats://x",
-            async_nats::ConnectError::new(async_nats::ConnectErrorKind::AuthorizationViolation),
+            ConnectError::new(ConnectErrorKind::AuthorizationViolation),
         );
         assert!(matches!(e, Error::PermissionDenied { .. }), "{e:?}");
         assert!(!e.is_retryable());
         assert!(e.to_string().contains("nats://x"));
-        let e = connect_error(
-            "nats://x",
-            async_nats::ConnectError::new(async_nats::ConnectErrorKind::Io),
-        );
+        let e = connect_error("nats://x", ConnectError::new(ConnectErrorKind::Io));
         assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
         assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn the_message_names_the_cause() {
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        );
+        let e = connect_error(
+            "nats://127.0.0.1:1",
+            ConnectError::with_source(ConnectErrorKind::Io, refused),
+        );
+        let text = e.to_string();
+        assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+        assert!(text.contains("Connection refused"), "{text}");
+        assert!(text.contains("is the server running"), "{text}");
+
+        let corrupt = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "received corrupt message of type InvalidContentType",
+        );
+        let e = connect_error(
+            "tls://127.0.0.1:4222",
+            ConnectError::with_source(ConnectErrorKind::Io, corrupt),
+        );
+        let text = e.to_string();
+        assert!(text.contains("does not speak TLS"), "{text}");
+        assert!(!text.contains("is the server running"), "{text}");
+    }
+
+    #[test]
+    fn a_malformed_address_is_invalid_input_and_secrets_are_hidden() {
+        let e = connect_error(
+            "nats://ada:s3cret@h:x",
+            ConnectError::new(ConnectErrorKind::ServerParse),
+        );
+        assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+        assert!(!e.is_retryable());
+        let e = connect_error(
+            "nats://ada:s3cret@h:1",
+            ConnectError::new(ConnectErrorKind::Io),
+        );
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert!(e.to_string().contains("nats://ada:***@h:1"), "{e}");
     }
 }

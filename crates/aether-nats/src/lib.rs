@@ -10,9 +10,12 @@
 //! subject, at once, instead of a timeout.
 //!
 //! # Layout
-//! - `connect`: [`Connection`] (a client and its monitor), [`connect_error`], [`round_trip`]
-//!   (the proof that the server processed what was sent; `Client::flush` is not one) and
-//!   [`subscribe_confirmed`].
+//! - `connect`: [`Connection`] (a client and its monitor), [`connect_error`] and
+//!   [`explain_connect_error`] (a failed connection in words, its cause included),
+//!   [`round_trip`] (the proof that the server processed what was sent; `Client::flush` is
+//!   not one) and [`subscribe_confirmed`].
+//! - `url`: [`NatsUrl`], server addresses with the credentials written into them taken out
+//!   (and used), and [`redact_url`], what to show of a URL: never its password or token.
 //! - `monitor`: [`ConnectionMonitor`], the one listener to a connection's events.
 //! - `permission`: [`PermissionWatch`], refusals by subject, and its
 //!   [`guard`](PermissionWatch::guard) for operations that wait for an answer.
@@ -63,12 +66,15 @@ mod monitor;
 mod permission;
 mod setup;
 pub mod subject;
+mod url;
 
 pub use async_nats;
 
 pub use api::JsSubject;
 pub use backoff::Backoff;
-pub use connect::{connect_error, round_trip, subscribe_confirmed, Connection};
+pub use connect::{
+    connect_error, explain_connect_error, round_trip, subscribe_confirmed, Connection,
+};
 pub use errors::{classify, classify_api, has_api_code, timeout_error};
 pub use monitor::ConnectionMonitor;
 pub use permission::{Operation, PermissionViolation, PermissionWatch};
@@ -78,3 +84,4 @@ pub use subject::{
     pattern_subject, sanitize_stream_name, validate_actor_id, validate_prefix, MAX_ACTOR_ID_BYTES,
     MAX_STREAM_NAME_BYTES, MAX_SUBJECT_BYTES,
 };
+pub use url::{redact_url, NatsUrl, UrlCredentials};
