@@ -4,6 +4,7 @@
 //! assignment table from the cluster's key-value bucket and listens to the members'
 //! heartbeats for a moment.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::connect::{jetstream_hint, ConnectArgs};
 use crate::error::{CliError, CliResult};
-use crate::output::{ranges, Painter, Table};
+use crate::output::{escape, ranges, Painter, Table};
 
 /// `aether cluster ...`.
 #[derive(Debug, Clone, Subcommand)]
@@ -225,7 +226,9 @@ async fn members(args: MembersArgs) -> CliResult<()> {
     Ok(())
 }
 
-/// The members as a table: node, status, leader, shards owned, incarnation.
+/// The members as a table: node, status, leader, shards owned, incarnation. Node ids and
+/// incarnations come from the members' heartbeats and the bucket: they are escaped
+/// ([`escape`]).
 pub fn render_members(
     name: &str,
     state: &ClusterState,
@@ -243,7 +246,7 @@ pub fn render_members(
         "cluster {}: {} alive, leader {}\n",
         painter.cyan(name),
         heard.len(),
-        leader.unwrap_or("none")
+        escape(leader.unwrap_or("none"))
     );
     let mut table = Table::new(&[
         "NODE",
@@ -266,7 +269,7 @@ pub fn render_members(
             .map(|a| a.primaries_of(node).len().to_string())
             .unwrap_or_else(|| "-".into());
         table.row(vec![
-            node.clone(),
+            escape(node).into_owned(),
             status,
             if leader == Some(node.as_str()) {
                 "yes".into()
@@ -274,7 +277,7 @@ pub fn render_members(
                 String::new()
             },
             shards,
-            h.map(|h| h.incarnation.clone())
+            h.map(|h| escape(&h.incarnation).into_owned())
                 .unwrap_or_else(|| "-".into()),
             h.map(|h| format!("seq {}", h.seq))
                 .unwrap_or_else(|| "not heard".into()),
@@ -305,7 +308,7 @@ async fn shards(args: ShardsArgs) -> CliResult<()> {
 }
 
 /// The shard table: a header, one line per node with its shard count and ranges, and with
-/// `all` one line per shard.
+/// `all` one line per shard. Node ids are escaped ([`escape`]).
 pub fn render_shards(name: &str, a: &Assignment, all: bool, painter: Painter) -> String {
     let t = &a.table;
     let mut out = format!(
@@ -314,13 +317,13 @@ pub fn render_shards(name: &str, a: &Assignment, all: bool, painter: Painter) ->
         a.epoch,
         t.term,
         if t.leader.is_empty() {
-            "none"
+            Cow::Borrowed("none")
         } else {
-            &t.leader
+            escape(&t.leader)
         },
         t.shard_count,
         t.replication_factor,
-        t.members.join(", ")
+        escape(&t.members.join(", "))
     );
     let mut owners: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     let mut unassigned = Vec::new();
@@ -332,7 +335,11 @@ pub fn render_shards(name: &str, a: &Assignment, all: bool, painter: Painter) ->
     }
     let mut table = Table::new(&["NODE", "SHARDS", "OWNED (PRIMARY)"]);
     for (node, shards) in &owners {
-        table.row(vec![node.clone(), shards.len().to_string(), ranges(shards)]);
+        table.row(vec![
+            escape(node).into_owned(),
+            shards.len().to_string(),
+            ranges(shards),
+        ]);
     }
     if !unassigned.is_empty() {
         table.row(vec![
@@ -345,10 +352,42 @@ pub fn render_shards(name: &str, a: &Assignment, all: bool, painter: Painter) ->
     if all {
         let mut rows = Table::new(&["SHARD", "NODES (PRIMARY FIRST)"]);
         for (i, nodes) in t.shards.iter().enumerate() {
-            rows.row(vec![i.to_string(), nodes.join(", ")]);
+            rows.row(vec![i.to_string(), escape(&nodes.join(", ")).into_owned()]);
         }
         out.push('\n');
         out.push_str(&rows.render(painter));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_from_heartbeats_are_escaped() {
+        let evil = "node\u{1b}]0;owned\u{7}\u{9b}2J\u{202e}".to_string();
+        let heard = BTreeMap::from([(
+            evil.clone(),
+            HeardMember {
+                node_id: evil.clone(),
+                incarnation: format!("inc{evil}"),
+                seq: 3,
+                last_heard_ms: 10,
+            },
+        )]);
+        let state = ClusterState {
+            assignment: None,
+            leader: Some(LeaderLease {
+                node_id: evil.clone(),
+                incarnation: "i".into(),
+                term: 1,
+            }),
+        };
+        let text = render_members("c", &state, &heard, Painter::plain());
+        for bad in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'] {
+            assert!(!text.contains(bad), "{text:?}");
+        }
+        assert!(text.contains("node\\x1b]0;owned\\x07"), "{text}");
+    }
 }

@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aether_nats::{ConnectionMonitor, JsSubject, PermissionWatch};
-use async_nats::{Client, ConnectErrorKind, ConnectOptions, ServerAddr};
+use aether_nats::{
+    explain_connect_error, ConnectionMonitor, JsSubject, NatsUrl, PermissionWatch, UrlCredentials,
+};
+use async_nats::{Client, ConnectErrorKind, ConnectOptions};
 use clap::Args;
 
 use crate::error::{chain, with_hint, CliError, CliResult};
@@ -98,26 +100,20 @@ pub async fn refusals_fail<T>(
     }
 }
 
-/// Checks every comma-separated address of `url`.
+/// Checks every comma-separated address of `url` and takes out the credentials written into
+/// them (`nats://user:password@host`, `nats://token@host`), which [`connect`] then uses.
 ///
 /// # Errors
-/// A one-line message naming the address that is not a NATS URL.
-pub fn parse_urls(url: &str) -> CliResult<Vec<ServerAddr>> {
-    let parts: Vec<&str> = url
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect();
-    if parts.is_empty() {
-        return Err(CliError::new("no NATS URL given (use --nats URL)"));
-    }
-    parts
-        .iter()
-        .map(|p| {
-            p.parse::<ServerAddr>()
-                .map_err(|e| CliError::new(format!("invalid NATS URL {p:?}: {e}")))
-        })
-        .collect()
+/// A one-line message naming the address that is not a NATS URL (its password or token
+/// hidden), or saying that the addresses carry different credentials.
+pub fn parse_urls(url: &str) -> CliResult<NatsUrl> {
+    NatsUrl::parse(url).map_err(|e| match e {
+        aether_core::Error::InvalidInput(message) if message.starts_with("no NATS URL") => {
+            CliError::new("no NATS URL given (use --nats URL)")
+        }
+        aether_core::Error::InvalidInput(message) => CliError::new(message),
+        other => CliError::from(other),
+    })
 }
 
 /// Builds the client options from `auth`: credentials file, user and password, token, CA
@@ -174,35 +170,54 @@ async fn connect_watched(
     auth: &AuthArgs,
     monitor: Option<&ConnectionMonitor>,
 ) -> CliResult<Client> {
-    let addrs = parse_urls(url)?;
-    let mut options = options(auth).await?;
+    let url = parse_urls(url)?;
+    if url.credentials().is_some()
+        && (auth.creds.is_some() || auth.user.is_some() || auth.token.is_some())
+    {
+        return Err(CliError::new(format!(
+            "the NATS URL {url} carries credentials and --creds, --user or --token (or \
+             NATS_TOKEN) gives others: give them once"
+        )));
+    }
+    let mut options = url.apply(options(auth).await?);
     if let Some(monitor) = monitor {
         options = monitor.install(options);
     }
-    let shown = url.trim();
     // The client's own timeout covers each attempt; this one covers DNS and the handshake
     // with a server that accepts the connection and then says nothing.
     match tokio::time::timeout(
         CONNECT_TIMEOUT + Duration::from_secs(1),
-        options.connect(addrs),
+        options.connect(url.addrs()),
     )
     .await
     {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(describe_connect_error(shown, auth, &e)),
+        Ok(Err(e)) => Err(describe_connect_error(&url, auth, &e)),
         Err(_) => Err(CliError::new(format!(
-            "cannot reach NATS at {shown}: no answer within {}s",
+            "cannot reach NATS at {url}: no answer within {}s",
             CONNECT_TIMEOUT.as_secs()
         ))),
     }
 }
 
-fn describe_connect_error(url: &str, auth: &AuthArgs, e: &async_nats::ConnectError) -> CliError {
-    let detail = chain(e);
+/// A failed connection as one line. The URL is shown with its password or token hidden.
+fn describe_connect_error(
+    url: &NatsUrl,
+    auth: &AuthArgs,
+    e: &async_nats::ConnectError,
+) -> CliError {
+    // The cause with its chain, and what it usually means (a refused port, a server that
+    // does not speak TLS).
+    let detail = explain_connect_error(e);
+    let not_tls = detail.starts_with("the server does not speak TLS");
     match e.kind() {
         ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
             let used = if auth.creds.is_some() {
                 "the credentials file"
+            } else if matches!(url.credentials(), Some(UrlCredentials::UserPassword { .. })) {
+                "the user and password in the URL"
+            } else if matches!(url.credentials(), Some(UrlCredentials::Token(_))) {
+                "the token in the URL"
             } else if auth.user.is_some() {
                 "the user and password"
             } else if auth.token.is_some() {
@@ -218,6 +233,7 @@ fn describe_connect_error(url: &str, auth: &AuthArgs, e: &async_nats::ConnectErr
             "cannot reach NATS at {url}: timed out after {}s",
             CONNECT_TIMEOUT.as_secs()
         )),
+        _ if not_tls => CliError::new(format!("cannot connect to NATS at {url}: {detail}")),
         ConnectErrorKind::Tls | ConnectErrorKind::Io if auth.tls_ca.is_some() => {
             CliError::new(format!(
                 "TLS with NATS at {url} failed: {detail} (does the server have TLS enabled, \
@@ -230,11 +246,9 @@ fn describe_connect_error(url: &str, auth: &AuthArgs, e: &async_nats::ConnectErr
         )),
         ConnectErrorKind::Tls => CliError::new(format!("TLS with NATS at {url} failed: {detail}")),
         ConnectErrorKind::ServerParse => {
-            CliError::new(format!("invalid NATS URL {url:?}: {detail}"))
+            CliError::new(format!("invalid NATS URL \"{url}\": {detail}"))
         }
-        _ => CliError::new(format!(
-            "cannot connect to NATS at {url}: {detail} (is the server running?)"
-        )),
+        _ => CliError::new(format!("cannot connect to NATS at {url}: {detail}")),
     }
 }
 
@@ -249,10 +263,30 @@ mod tests {
 
     #[test]
     fn urls_are_checked() {
-        assert_eq!(parse_urls("nats://a:1, nats://b:2").unwrap().len(), 2);
+        assert_eq!(
+            parse_urls("nats://a:1, nats://b:2").unwrap().addrs().len(),
+            2
+        );
         assert!(parse_urls("localhost:4222").is_ok());
         let e = parse_urls("http://x:1").unwrap_err();
         assert!(e.message().starts_with("invalid NATS URL"), "{e}");
-        assert!(parse_urls(" , ").is_err());
+        let e = parse_urls(" , ").unwrap_err();
+        assert!(e.message().contains("--nats"), "{e}");
+        let e = parse_urls("nats://ada:s3cret@h:x").unwrap_err();
+        assert!(e.message().starts_with("invalid NATS URL"), "{e}");
+        assert!(!e.message().contains("s3cret"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn credentials_in_the_url_and_in_flags_are_refused() {
+        let auth = AuthArgs {
+            token: Some("t".into()),
+            ..AuthArgs::default()
+        };
+        let e = connect("nats://ada:s3cret@127.0.0.1:1", &auth)
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("give them once"), "{e}");
+        assert!(!e.message().contains("s3cret"), "{e}");
     }
 }

@@ -1,5 +1,5 @@
 //! The error every command fails with: one line, already worded for the person at the
-//! terminal.
+//! terminal, with its causes and without control characters.
 
 use std::fmt;
 
@@ -13,11 +13,12 @@ pub struct CliError {
 pub type CliResult<T> = std::result::Result<T, CliError>;
 
 impl CliError {
-    /// An error with this message (newlines are folded into spaces).
+    /// An error with this message (newlines are folded into spaces, and control characters
+    /// escaped: a message may quote an actor id or a server's text).
     pub fn new(message: impl Into<String>) -> Self {
         let message: String = message.into();
         Self {
-            message: one_line(&message),
+            message: crate::output::escape(&one_line(&message)).into_owned(),
         }
     }
 
@@ -93,5 +94,7 @@ mod tests {
         let e = CliError::from(core);
         assert!(e.message().contains("connecting"), "{e}");
         assert!(e.message().contains("refused"), "{e}");
+        let e = CliError::new("actor a\u{1b}]0;x\u{7} has no events");
+        assert_eq!(e.message(), "actor a\\x1b]0;x\\x07 has no events");
     }
 }

@@ -10,7 +10,7 @@ use clap::Args;
 
 use crate::connect::{jetstream_hint, ConnectArgs};
 use crate::error::{CliError, CliResult};
-use crate::output::{Painter, Table};
+use crate::output::{escape, Painter, Table};
 
 /// Which event stream to read (shared by `events` and `stats`).
 #[derive(Debug, Clone, Args)]
@@ -99,7 +99,7 @@ pub async fn run(args: EventsArgs) -> CliResult<()> {
     if malformed > 0 {
         eprintln!(
             "warning: {malformed} message(s) of {} could not be decoded and were skipped",
-            args.actor
+            escape(&args.actor)
         );
     }
     if events.is_empty() {
@@ -128,16 +128,17 @@ pub async fn run(args: EventsArgs) -> CliResult<()> {
     Ok(())
 }
 
-/// The events as a table: version, type, timestamp, data.
+/// The events as a table: version, type, timestamp, data, escaped ([`escape`]).
 pub fn render_table(events: &[Event], painter: Painter) -> String {
     let mut table = Table::new(&["VERSION", "TYPE", "TIMESTAMP", "DATA"]);
     for e in events {
         table.row(vec![
             e.version.to_string(),
-            e.event_type.clone(),
+            escape(&e.event_type).into_owned(),
             e.timestamp
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            serde_json::Value::Object(e.data.clone()).to_string(),
+            // JSON escapes C0 controls in strings, not DEL, C1 or bidirectional overrides.
+            escape(&serde_json::Value::Object(e.data.clone()).to_string()).into_owned(),
         ]);
     }
     table.render(painter)

@@ -1,6 +1,13 @@
 //! Terminal output: colours only when stdout is a terminal and `NO_COLOR` is not set, aligned
 //! tables, and progress bars that stay hidden when stderr is not a terminal.
+//!
+//! Everything printed for people goes through [`escape`]: event types, actor ids, node ids and
+//! event data come from whoever wrote them, and a terminal acts on control characters rather
+//! than showing them (an escape sequence can set the window title, write the clipboard or
+//! erase lines). [`Painter`] escapes the text it styles and [`Table`] escapes its cells, so a
+//! printer built on them cannot forget; `--json` output is JSON, which escapes on its own.
 
+use std::borrow::Cow;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -13,7 +20,94 @@ pub fn colours_enabled() -> bool {
     !no_color && std::io::stdout().is_terminal()
 }
 
-/// Styles text for stdout, or leaves it plain when colours are off.
+/// `text` with every character a terminal would act on rather than show written as a visible
+/// escape: C0 controls and DEL (`\x1b`, `\x07`; `\n`, `\r`, `\t` for the usual three), C1
+/// controls (`\u{9b}`), and the bidirectional overrides and isolates U+202A–U+202E and
+/// U+2066–U+2069 (`\u{202e}`), which reorder what follows them on the line. Text without any
+/// is returned as it is.
+///
+/// ```
+/// use aether_cli::output::escape;
+///
+/// assert_eq!(escape("Deposited"), "Deposited");
+/// assert_eq!(escape("a\u{1b}]0;owned\u{7}b"), "a\\x1b]0;owned\\x07b");
+/// assert_eq!(escape("x\u{202e}y\u{9b}"), "x\\u{202e}y\\u{9b}");
+/// ```
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        push_escaped(&mut out, c);
+    }
+    Cow::Owned(out)
+}
+
+/// Whether a terminal would act on `c` rather than show it.
+fn needs_escape(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    use std::fmt::Write as _;
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\u{0}'..='\u{1f}' | '\u{7f}' => {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        }
+        c if needs_escape(c) => {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+        c => out.push(c),
+    }
+}
+
+/// The styles a [`Painter`] uses: the only escape sequences this tool writes itself.
+const STYLES: [Style; 6] = [
+    Style::new().bold(),
+    Style::new().dimmed(),
+    AnsiColor::Green.on_default(),
+    AnsiColor::Red.on_default(),
+    AnsiColor::Yellow.on_default(),
+    AnsiColor::Cyan.on_default(),
+];
+
+/// `text` escaped like [`escape`], except for the style sequences `painter` writes (when it
+/// colours at all): a table cell may hold text a painter styled, whose text is escaped already.
+fn escape_keeping_styles(text: &str, painter: Painter) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let own: Vec<String> = if painter.enabled {
+        STYLES
+            .iter()
+            .flat_map(|s| [s.render().to_string(), s.render_reset().to_string()])
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c == '\u{1b}' {
+            if let Some(seq) = own.iter().find(|seq| rest.starts_with(seq.as_str())) {
+                out.push_str(seq);
+                rest = &rest[seq.len()..];
+                continue;
+            }
+        }
+        push_escaped(&mut out, c);
+        rest = &rest[c.len_utf8()..];
+    }
+    Cow::Owned(out)
+}
+
+/// Styles text for stdout, or leaves it plain when colours are off. The text is escaped
+/// ([`escape`]) either way.
 #[derive(Debug, Clone, Copy)]
 pub struct Painter {
     enabled: bool,
@@ -33,45 +127,47 @@ impl Painter {
     }
 
     fn paint(&self, style: Style, text: &str) -> String {
+        let text = escape(text);
         if self.enabled {
             format!("{}{text}{}", style.render(), style.render_reset())
         } else {
-            text.to_string()
+            text.into_owned()
         }
     }
 
     /// Bold.
     pub fn bold(&self, text: &str) -> String {
-        self.paint(Style::new().bold(), text)
+        self.paint(STYLES[0], text)
     }
 
     /// Dimmed.
     pub fn dim(&self, text: &str) -> String {
-        self.paint(Style::new().dimmed(), text)
+        self.paint(STYLES[1], text)
     }
 
     /// Green (success).
     pub fn green(&self, text: &str) -> String {
-        self.paint(AnsiColor::Green.on_default(), text)
+        self.paint(STYLES[2], text)
     }
 
     /// Red (failure).
     pub fn red(&self, text: &str) -> String {
-        self.paint(AnsiColor::Red.on_default(), text)
+        self.paint(STYLES[3], text)
     }
 
     /// Yellow (attention).
     pub fn yellow(&self, text: &str) -> String {
-        self.paint(AnsiColor::Yellow.on_default(), text)
+        self.paint(STYLES[4], text)
     }
 
     /// Cyan (names).
     pub fn cyan(&self, text: &str) -> String {
-        self.paint(AnsiColor::Cyan.on_default(), text)
+        self.paint(STYLES[5], text)
     }
 }
 
-/// A table with left-aligned columns separated by two spaces, the header in bold.
+/// A table with left-aligned columns separated by two spaces, the header in bold. Cells are
+/// escaped when rendered ([`escape`]; the styles of the painter it is rendered with are kept).
 #[derive(Debug, Clone, Default)]
 pub struct Table {
     header: Vec<String>,
@@ -105,15 +201,21 @@ impl Table {
 
     /// The table as text, one line per row, each ending in a newline.
     pub fn render(&self, painter: Painter) -> String {
-        let columns = self
-            .rows
+        let escaped = |row: &[String]| -> Vec<String> {
+            row.iter()
+                .map(|cell| escape_keeping_styles(cell, painter).into_owned())
+                .collect()
+        };
+        let header = escaped(&self.header);
+        let rows: Vec<Vec<String>> = self.rows.iter().map(|r| escaped(r)).collect();
+        let columns = rows
             .iter()
             .map(Vec::len)
-            .chain([self.header.len()])
+            .chain([header.len()])
             .max()
             .unwrap_or(0);
         let mut widths = vec![0usize; columns];
-        for row in std::iter::once(&self.header).chain(&self.rows) {
+        for row in std::iter::once(&header).chain(&rows) {
             for (i, cell) in row.iter().enumerate() {
                 widths[i] = widths[i].max(visible_len(cell));
             }
@@ -134,10 +236,10 @@ impl Table {
             out.trim_end().to_string() + "\n"
         };
         let mut out = String::new();
-        if !self.header.is_empty() {
-            out.push_str(&line(&self.header, true));
+        if !header.is_empty() {
+            out.push_str(&line(&header, true));
         }
-        for row in &self.rows {
+        for row in &rows {
             out.push_str(&line(row, false));
         }
         out
@@ -261,6 +363,39 @@ mod tests {
         let text = t.render(Painter::plain());
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(visible_len(lines[1]), visible_len(lines[2]), "{text:?}");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        // A window title (OSC 0), the clipboard (OSC 52), a line erased (CSI 2K), a bell, an
+        // 8-bit CSI and a right-to-left override.
+        let hostile = "t\u{1b}]0;pwned\u{7}\u{1b}]52;c;aGk=\u{7}\u{1b}[2K\u{9b}31m\u{202e}\u{2066}\u{7f}\r\n\t.";
+        let shown = escape(hostile);
+        assert_eq!(
+            shown,
+            "t\\x1b]0;pwned\\x07\\x1b]52;c;aGk=\\x07\\x1b[2K\\u{9b}31m\\u{202e}\\u{2066}\\x7f\\r\\n\\t."
+        );
+        assert!(!shown.chars().any(needs_escape), "{shown}");
+        assert!(matches!(escape("plain é ü 東京"), Cow::Borrowed(_)));
+
+        // Painted text and table cells are escaped whether colours are on or not; the
+        // painter's own styles survive in a table.
+        for painter in [Painter::plain(), Painter { enabled: true }] {
+            let painted = painter.cyan(hostile);
+            assert!(painted.contains("\\x1b]0;pwned"), "{painted:?}");
+            let mut t = Table::new(&["A", "B"]);
+            t.row(vec![hostile.to_string(), painter.green("ok")]);
+            let text = t.render(painter);
+            assert!(
+                !text.contains('\u{7}') && !text.contains('\u{9b}'),
+                "{text:?}"
+            );
+            assert!(text.contains("\\x1b]52;c;aGk="), "{text:?}");
+            let raw_escapes = text.matches('\u{1b}').count();
+            // Two header cells in bold and one green cell, each styled then reset.
+            let styles = if painter.enabled { 6 } else { 0 };
+            assert_eq!(raw_escapes, styles, "{text:?}");
+        }
     }
 
     #[test]

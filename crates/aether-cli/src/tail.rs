@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::connect::ConnectArgs;
 use crate::error::{CliError, CliResult};
-use crate::output::Painter;
+use crate::output::{escape, Painter};
 
 /// Arguments of `aether tail`.
 #[derive(Debug, Clone, Args)]
@@ -105,7 +105,7 @@ pub async fn run(args: TailArgs) -> CliResult<()> {
                     if since.elapsed() >= give_up {
                         return Err(CliError::new(format!(
                             "lost the connection to NATS at {} and could not reconnect within {}s",
-                            args.connect.nats.trim(),
+                            aether_nats::redact_url(args.connect.nats.trim()),
                             give_up.as_secs()
                         )));
                     }
@@ -136,7 +136,8 @@ pub async fn run(args: TailArgs) -> CliResult<()> {
     Ok(())
 }
 
-/// One event as one line: time, actor, version, type, data.
+/// One event as one line: time, actor, version, type, data, each escaped ([`escape`]: the
+/// painter escapes what it styles).
 pub fn line(event: &Event, painter: Painter) -> String {
     format!(
         "{} {} v{} {} {}",
@@ -148,6 +149,7 @@ pub fn line(event: &Event, painter: Painter) -> String {
         painter.cyan(&event.actor_id),
         event.version,
         painter.bold(&event.event_type),
-        serde_json::Value::Object(event.data.clone())
+        // JSON escapes C0 controls in strings, not DEL, C1 or bidirectional overrides.
+        escape(&serde_json::Value::Object(event.data.clone()).to_string())
     )
 }

@@ -203,3 +203,45 @@ fn bad_urls_are_one_line_errors() {
         .unwrap();
     assert_one_line_error(&out, "credentials file");
 }
+
+#[test]
+fn a_closed_port_says_connection_refused() {
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let out = aether().args(["stats", "--nats", &url]).output().unwrap();
+    assert_one_line_error(&out, "Connection refused");
+}
+
+#[test]
+fn passwords_and_tokens_in_the_url_are_never_printed() {
+    let port = free_port();
+    for url in [
+        format!("nats://ada:s3cret@127.0.0.1:{port}"),
+        format!("nats://s3cret@127.0.0.1:{port}"),
+        "nats://ada:s3cret@localhost:x".to_string(),
+    ] {
+        let out = aether().args(["stats", "--nats", &url]).output().unwrap();
+        assert_one_line_error(&out, "***@");
+        assert!(!stderr_of(&out).contains("s3cret"), "{}", stderr_of(&out));
+        // NATS_URL too.
+        let out = aether()
+            .args(["tail", ">"])
+            .env("NATS_URL", &url)
+            .output()
+            .unwrap();
+        assert_one_line_error(&out, "***@");
+        assert!(!stderr_of(&out).contains("s3cret"), "{}", stderr_of(&out));
+    }
+    // Credentials in the URL and in a flag: refused, rather than one set silently ignored.
+    let out = aether()
+        .args([
+            "stats",
+            "--token",
+            "other",
+            "--nats",
+            &format!("nats://ada:s3cret@127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "give them once");
+    assert!(!stderr_of(&out).contains("s3cret"));
+}

@@ -353,6 +353,109 @@ async fn tail_prints_live_events_until_ctrl_c() {
     assert!(status.success(), "tail should exit 0 on Ctrl-C: {status:?}");
 }
 
+/// Control sequences a stored event may carry to take over the terminal that prints it: the
+/// window title (OSC 0), the clipboard (OSC 52), an erased line (CSI 2K), a bell, an 8-bit CSI
+/// and a right-to-left override.
+const HOSTILE: &str = "\u{1b}]0;owned\u{7}\u{1b}]52;c;aGk=\u{7}\u{1b}[2K\u{9b}2J\u{202e}";
+
+/// Fails if `text` holds a byte or character a terminal would act on.
+fn assert_inert(text: &str) {
+    for bad in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'] {
+        assert!(
+            !text.contains(bad),
+            "{bad:?} reached the terminal: {text:?}"
+        );
+    }
+    // What was there is shown, escaped.
+    assert!(text.contains("\\x1b]0;owned\\x07"), "{text:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_control_sequences_are_shown_escaped_never_sent_to_the_terminal() {
+    let server = NatsServer::start().unwrap();
+    let url = server.url();
+    let s = store(&url, "evil").await;
+    let actor = format!("acc{HOSTILE}");
+    s.save_event(
+        &Event::new(format!("Deposited{HOSTILE}"), actor.clone(), 1)
+            .with_field("note", format!("hi{HOSTILE}\u{7f}")),
+    )
+    .await
+    .unwrap();
+
+    let out = run(args(&[
+        "events",
+        &actor,
+        "--namespace",
+        "evil",
+        "--nats",
+        &url,
+    ]))
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert_inert(&text);
+    assert!(text.contains("Deposited\\x1b]0;owned"), "{text}");
+    assert!(
+        text.contains("\\u{202e}") && text.contains("\\x7f"),
+        "{text}"
+    );
+
+    // An actor with no events later than asked: the error line quotes the id, escaped.
+    let out = run(args(&[
+        "events",
+        &actor,
+        "--from",
+        "5",
+        "--namespace",
+        "evil",
+        "--nats",
+        &url,
+    ]))
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_inert(&err);
+
+    // The same event live on the bus, through `aether tail`.
+    let mut child = StdCommand::new(BIN)
+        .args(["tail", ">", "--nats", &url])
+        .env("NO_COLOR", "1")
+        .env_remove("NATS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = lines_of(child.stderr.take().unwrap());
+    let out = lines_of(child.stdout.take().unwrap());
+    let ready = tokio::task::spawn_blocking(move || err.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("tail never said it was listening");
+    assert!(ready.starts_with("listening on"), "{ready}");
+    let bus = NatsEventBus::connect(&url, NatsBusConfig::default())
+        .await
+        .unwrap();
+    bus.publish(
+        "evil",
+        &Event::new(format!("Deposited{HOSTILE}"), actor.clone(), 1)
+            .with_field("note", format!("hi{HOSTILE}")),
+    )
+    .await
+    .unwrap();
+    bus.client().flush().await.unwrap();
+    let line = tokio::task::spawn_blocking(move || out.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("tail printed nothing");
+    assert_inert(&line);
+    assert!(line.contains("acc\\x1b]0;owned"), "{line}");
+    interrupt(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 async fn start_node(url: &str, cluster: &str, id: &str) -> ClusterNode {
     let client = async_nats::connect(url).await.unwrap();
     let store: Arc<dyn SnapshotStore> = Arc::new(InMemoryEventStore::new());
@@ -507,6 +610,48 @@ async fn user_and_password() {
     assert_one_line_error(&out, "authorization failed with the user and password");
     let out = run(args(&["stats", "--namespace", "auth", "--nats", &url])).await;
     assert_one_line_error(&out, "authorization failed with no credentials");
+
+    // The same credentials written into the URL, given with --nats or NATS_URL, are used; a
+    // wrong password in it is refused and never printed.
+    let in_url = url.replace("nats://", "nats://ada:s3cret@");
+    let out = run(args(&["stats", "--namespace", "auth", "--nats", &in_url])).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("auth_AETHER_EVENTS"));
+    let from_env = tokio::task::spawn_blocking({
+        let in_url = in_url.clone();
+        move || {
+            aether()
+                .args(["events", "b", "--namespace", "auth"])
+                .env("NATS_URL", in_url)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(from_env.status.success(), "{from_env:?}");
+    assert!(stdout(&from_env).contains("Noted"));
+    let wrong = url.replace("nats://", "nats://ada:wr0ng@");
+    let out = run(args(&["stats", "--namespace", "auth", "--nats", &wrong])).await;
+    assert_one_line_error(
+        &out,
+        "authorization failed with the user and password in the URL",
+    );
+    let text = format!("{out:?}");
+    assert!(!text.contains("wr0ng"), "{text}");
+    assert!(text.contains("nats://ada:***@127.0.0.1"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_a_plain_text_server_says_the_server_does_not_speak_tls() {
+    let server = NatsServer::start().unwrap();
+    let tls = format!("tls://127.0.0.1:{}", server.port());
+    let out = run(args(&["stats", "--nats", &tls])).await;
+    assert_one_line_error(&out, "the server does not speak TLS");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("is the server running"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
