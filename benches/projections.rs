@@ -106,7 +106,7 @@ fn projections(c: &mut Criterion) {
                 },
             )
             .expect("projection");
-            let n = p.catch_up().await.expect("catch up");
+            let n = p.catch_up().await.expect("catch up").handled;
             assert_eq!(n, EVENTS);
         }
     };
@@ -141,7 +141,7 @@ fn projections(c: &mut Criterion) {
                     )
                     .expect("projection");
                     let start = Instant::now();
-                    let n = p.catch_up().await.expect("catch up");
+                    let n = p.catch_up().await.expect("catch up").handled;
                     total += start.elapsed();
                     assert_eq!(n, EVENTS);
                 }

@@ -116,7 +116,7 @@ async fn main() -> Result<(), BoxError> {
     .await?;
     {
         let sink = Arc::new(SqlBalances::open(&db)?);
-        let handled = projection(sink.clone())?.catch_up().await?;
+        let handled = projection(sink.clone())?.catch_up().await?.handled;
         println!(
             "projection caught up on {handled} events, position {}:",
             show(sink.checkpoint("balances")?)
@@ -150,7 +150,7 @@ async fn main() -> Result<(), BoxError> {
     });
     bank.send("alice", deposit(5)).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while p.status().handled < 4 || p.status().lag > 0 {
+    while p.status().handled < 4 || p.status().lag != Some(0) {
         if tokio::time::Instant::now() > deadline {
             return Err(format!("the projection did not catch up: {:?}", p.status()).into());
         }
@@ -161,7 +161,9 @@ async fn main() -> Result<(), BoxError> {
     let status = p.status();
     println!(
         "caught up again: {} events handled, lag {}, {} parked; balances:",
-        status.handled, status.lag, status.parked
+        status.handled,
+        status.lag.unwrap_or_default(),
+        status.parked
     );
     print_balances(&sink)?;
     let balances = sink.balances()?;

@@ -6,18 +6,26 @@
 //! request in the bucket; the running projection replays them the next time it is idle
 //! (`Projection::replay_parked`). Each partition of a partitioned projection is listed, and
 //! addressed, as `<name>.p<partition>`.
+//!
+//! A projection whose sink keeps its own position writes no checkpoint; it reports its status
+//! to the bucket instead, every few seconds at most, and is listed with that position, marked
+//! as kept by the sink, with how old the report is.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aether_core::{EventLog, LogPosition};
-use aether_projection::{NatsProjectionStore, ProjectionStore, DEFAULT_PROJECTION_BUCKET};
+use aether_projection::{
+    NatsProjectionStore, PositionKeeper, ProjectionStore, ProjectionSummary,
+    DEFAULT_PROJECTION_BUCKET,
+};
 use aether_store::JetStreamEventStore;
 use clap::{Args, Subcommand};
 
 use crate::connect::ConnectArgs;
 use crate::error::{CliError, CliResult};
 use crate::events::StreamArgs;
-use crate::output::{Painter, Table};
+use crate::output::{human_duration, Painter, Table};
 
 /// `aether projections ...`.
 #[derive(Debug, Subcommand)]
@@ -100,16 +108,66 @@ fn position(p: Option<LogPosition>) -> String {
     p.map_or_else(|| "-".to_string(), |p| p.to_string())
 }
 
-async fn row(o: &Opened, name: &str, head: Option<LogPosition>) -> CliResult<Vec<String>> {
-    let checkpoint = o.state.checkpoint(name).await?;
-    let parked = o.state.parked(name).await?.len();
-    let lag = aether_projection::lag(checkpoint, head);
-    Ok(vec![
-        name.to_string(),
-        position(checkpoint),
-        lag.to_string(),
-        parked.to_string(),
-    ])
+/// The columns of `list` and `status`.
+const COLUMNS: [&str; 5] = [
+    "PROJECTION",
+    "POSITION",
+    "LAG",
+    "PARKED",
+    "POSITION KEPT BY",
+];
+
+/// How many status intervals a report may be late before it is called stale: the projection
+/// has most likely stopped.
+const STALE_AFTER_INTERVALS: u32 = 3;
+
+/// One projection's row. The lag of a position kept by the sink is counted from its last
+/// report to the head now: at most one status interval's events more than the truth.
+fn row(s: &ProjectionSummary, head: Option<LogPosition>) -> Vec<String> {
+    let kept_by = match (&s.kept_by, &s.reported) {
+        (PositionKeeper::Sink, Some(r)) => {
+            let age = (chrono::Utc::now() - r.reported_at)
+                .to_std()
+                .unwrap_or_default();
+            let interval = Duration::from_millis(r.interval_ms.max(1));
+            let stale = if age > interval * STALE_AFTER_INTERVALS {
+                ", stale: not running?"
+            } else {
+                ""
+            };
+            let when = if age < Duration::from_secs(1) {
+                "just now".to_string()
+            } else {
+                format!("{} ago", human_duration(Duration::from_secs(age.as_secs())))
+            };
+            format!("sink (reported {when}{stale})")
+        }
+        (PositionKeeper::Sink, None) => "sink".to_string(),
+        (PositionKeeper::Store, _) => "checkpoint".to_string(),
+    };
+    vec![
+        s.name.clone(),
+        position(s.position),
+        s.lag(head).to_string(),
+        s.parked.to_string(),
+        kept_by,
+    ]
+}
+
+/// The closing lines under a table: the head, and what "sink" means when a row says it.
+fn footer(summaries: &[ProjectionSummary], head: Option<LogPosition>) -> String {
+    let mut out = format!(
+        "head of the stream: {}
+",
+        position(head)
+    );
+    if summaries.iter().any(|s| s.kept_by == PositionKeeper::Sink) {
+        out.push_str(
+            "sink: the position is kept by the projection's sink, with its updates; shown as \
+             the projection last reported it\n",
+        );
+    }
+    out
 }
 
 /// Runs `aether projections ...`.
@@ -122,29 +180,44 @@ pub async fn run(cmd: ProjectionsCommand) -> CliResult<()> {
         ProjectionsCommand::List(args) => {
             let o = open(&args).await?;
             let head = o.log.head().await?;
-            let mut t = Table::new(&["PROJECTION", "POSITION", "LAG", "PARKED"]);
-            for name in o.state.projections().await? {
-                t.row(row(&o, &name, head).await?);
+            let summaries = o.state.summaries().await?;
+            let mut t = Table::new(&COLUMNS);
+            for s in &summaries {
+                t.row(row(s, head));
             }
             if t.is_empty() {
                 println!("no projections in bucket {}", args.bucket);
             } else {
                 print!("{}", t.render(painter));
-                println!("head of the stream: {}", position(head));
+                print!("{}", footer(&summaries, head));
             }
         }
         ProjectionsCommand::Status(args) => {
             let o = open(&args.at).await?;
-            known(&o, &args.name).await?;
+            let summary = known(&o, &args.name).await?;
             let head = o.log.head().await?;
-            let mut t = Table::new(&["PROJECTION", "POSITION", "LAG", "PARKED"]);
-            t.row(row(&o, &args.name, head).await?);
+            let mut t = Table::new(&COLUMNS);
+            t.row(row(&summary, head));
             print!("{}", t.render(painter));
-            println!("head of the stream: {}", position(head));
+            print!("{}", footer(std::slice::from_ref(&summary), head));
+            if let Some(r) = &summary.reported {
+                if let Some(e) = &r.last_error {
+                    println!("last error: {}", crate::output::escape(e));
+                }
+                if r.paused {
+                    println!("paused");
+                }
+            }
         }
         ProjectionsCommand::Reset(args) => {
             let o = open(&args.at).await?;
-            known(&o, &args.name).await?;
+            if known(&o, &args.name).await?.kept_by == PositionKeeper::Sink {
+                return Err(CliError::new(format!(
+                    "{}: its position is kept by its sink, not in bucket {}: reset it there \
+                     (clear the read model and its position)",
+                    args.name, args.at.bucket
+                )));
+            }
             o.state.clear_checkpoint(&args.name).await?;
             println!(
                 "{}: checkpoint cleared; it handles every event again when it next runs",
@@ -186,9 +259,19 @@ pub async fn run(cmd: ProjectionsCommand) -> CliResult<()> {
     Ok(())
 }
 
-async fn known(o: &Opened, name: &str) -> CliResult<()> {
-    if o.state.projections().await?.iter().any(|n| n == name) {
-        return Ok(());
+/// The projection named `name`, or a "no projection named" error.
+async fn known(o: &Opened, name: &str) -> CliResult<ProjectionSummary> {
+    // Names are letters, digits, '-' and '_' (and ".p<k>" for a partition): anything else
+    // is no key of the bucket.
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !valid {
+        return Err(CliError::new(format!("no projection named {name:?}")));
     }
-    Err(CliError::new(format!("no projection named {name:?}")))
+    o.state
+        .summary(name)
+        .await?
+        .ok_or_else(|| CliError::new(format!("no projection named {name:?}")))
 }

@@ -9,16 +9,18 @@
 //!
 //! # Layout
 //! - [`Projection`]: the runner: catch up from the checkpoint, then follow live writes;
-//!   retries, parking, pause, resume, reset, status ([`ProjectionStatus`]).
+//!   retries, parking, pause, resume, reset, status ([`ProjectionStatus`]), what a catch-up
+//!   did ([`CatchUpReport`]).
 //! - [`Handler`], [`Projected`]: what the application writes, and what it is handed;
 //!   [`SinkPosition`]: exactly-once for a sink that stores the position with its updates.
 //! - [`ProjectionWorker`]: one worker of a partitioned projection (split by actor shard,
 //!   each partition held by one worker at a time, rebalanced as workers join and leave), and
 //!   of a persistent subscription (competing consumers: [`ProjectionConfig::concurrency`],
 //!   [`Order`], retries and parking); [`Coordinator`] makes its decisions without I/O.
-//! - [`ProjectionStore`]: checkpoints, parked events, workers' heartbeats and partition
-//!   leases; [`InMemoryProjectionStore`], and `NatsProjectionStore` (a JetStream key-value
-//!   bucket, feature `nats`).
+//! - [`ProjectionStore`]: checkpoints, parked events, the status a projection whose sink keeps
+//!   its position reports ([`ReportedStatus`]), workers' heartbeats and partition leases;
+//!   [`InMemoryProjectionStore`], and `NatsProjectionStore` (a JetStream key-value bucket,
+//!   feature `nats`), whose [`ProjectionSummary`] list is what operators' tools show.
 //! - [`ProjectionConfig`], [`OnFailure`], [`Park`], [`WorkerConfig`]: settings.
 //!
 //! # Example
@@ -64,9 +66,12 @@
 //!     EventCodec::<Moved>::default(),
 //!     ProjectionConfig::default(),
 //! )?;
-//! projection.catch_up().await?;
+//! // Not known before it has looked at the log.
+//! assert_eq!(projection.status().lag, None);
+//! let report = projection.catch_up().await?;
+//! assert_eq!((report.handled, report.parked), (2, 0));
 //! assert_eq!(total.0.load(Ordering::Relaxed), 12);
-//! assert_eq!(projection.status().lag, 0);
+//! assert_eq!(projection.status().lag, Some(0));
 //! # Ok(())
 //! # }
 //! ```
@@ -79,14 +84,14 @@ mod worker;
 #[cfg(feature = "nats")]
 pub use aether_nats::StorageKind;
 pub use runner::{
-    lag, Handler, OnFailure, Order, Park, Projected, Projection, ProjectionConfig,
+    lag, CatchUpReport, Handler, OnFailure, Order, Park, Projected, Projection, ProjectionConfig,
     ProjectionStatus, SinkPosition,
 };
 #[cfg(feature = "nats")]
 pub use store::NatsProjectionStore;
 pub use store::{
-    InMemoryProjectionStore, ParkedEvent, PartitionLease, ProjectionStore, WorkerHeartbeat,
-    DEFAULT_PROJECTION_BUCKET,
+    InMemoryProjectionStore, ParkedEvent, PartitionLease, PositionKeeper, ProjectionStore,
+    ProjectionSummary, ReportedStatus, WorkerHeartbeat, DEFAULT_PROJECTION_BUCKET,
 };
 pub use worker::{
     Action, Coordinator, OwnershipChange, OwnershipObserver, ProjectionWorker, WorkerConfig,

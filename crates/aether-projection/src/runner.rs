@@ -11,9 +11,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{ParkedEvent, ProjectionStore};
+use crate::store::{ParkedEvent, PositionKeeper, ProjectionStore, ReportedStatus};
 
 /// An event handed to a projection's handler: the typed event and where it comes from. The
 /// actor and version identify it, so an idempotent sink can ignore a redelivery (delivery is
@@ -139,6 +140,12 @@ pub struct ProjectionConfig {
     pub retry: RetryPolicy,
     /// Park or stop.
     pub on_failure: OnFailure,
+    /// How often a projection whose sink keeps its position ([`SinkPosition::Kept`]) reports
+    /// its status to the projection store ([`ProjectionStore::report_status`]), so that
+    /// operators' tools see it although it writes no checkpoint: at most once per interval
+    /// while it runs (an idle one too, so the report's age shows it is alive), and once at the
+    /// end of [`Projection::catch_up`].
+    pub status_interval: Duration,
 }
 
 impl ProjectionConfig {
@@ -166,6 +173,7 @@ impl Default for ProjectionConfig {
             poll_interval: Duration::from_millis(100),
             retry: RetryPolicy::default().max_retries(3),
             on_failure: OnFailure::Park,
+            status_interval: Duration::from_secs(1),
         }
     }
 }
@@ -175,16 +183,25 @@ impl Default for ProjectionConfig {
 pub struct ProjectionStatus {
     /// The projection's name.
     pub name: String,
-    /// The last event it handled (its checkpoint), `None` before the first.
+    /// The last event it handled or parked (its checkpoint, or the position its sink keeps),
+    /// `None` before the first.
     pub position: Option<LogPosition>,
-    /// The last stored message when it last looked.
+    /// Whether its sink keeps the position ([`SinkPosition::Kept`]): it then writes no
+    /// checkpoint and reports its status to the store instead
+    /// ([`ProjectionConfig::status_interval`]). Known from its first look at the log.
+    pub kept_by_sink: bool,
+    /// The last stored message when it last looked (`None`: the log was empty, or it has not
+    /// looked yet; [`lag`](Self::lag) tells which).
     pub head: Option<LogPosition>,
-    /// Stored messages after its position when it last looked (0: caught up).
-    pub lag: u64,
+    /// Stored messages after its position when it last looked (`Some(0)`: caught up). `None`
+    /// until it has read the log's head: right after it starts, how far behind it is is not
+    /// known. While it handles a page, the page's events count as not yet handled, so a lag
+    /// of 0 means everything up to the head was handled (or parked).
+    pub lag: Option<u64>,
     /// How far behind the newest event it handled is, by the events' timestamps (zero when
-    /// caught up).
-    pub lag_time: Duration,
-    /// Events handled since it started.
+    /// caught up; `None`, like `lag`, until it has looked).
+    pub lag_time: Option<Duration>,
+    /// Events handled since it started (successfully: parked events are not counted here).
     pub handled: u64,
     /// Events parked since it started.
     pub parked: u64,
@@ -192,6 +209,31 @@ pub struct ProjectionStatus {
     pub last_error: Option<String>,
     /// Whether it is paused.
     pub paused: bool,
+}
+
+/// What [`Projection::catch_up`] did: events read, handled and parked, separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CatchUpReport {
+    /// Events read from the log: handled, parked, or (in a partition) another partition's.
+    pub read: u64,
+    /// Events the handler applied.
+    pub handled: u64,
+    /// Events set aside (see [`OnFailure::Park`]): not applied.
+    pub parked: u64,
+}
+
+impl CatchUpReport {
+    fn add(&mut self, other: Self) {
+        self.read += other.read;
+        self.handled += other.handled;
+        self.parked += other.parked;
+    }
+}
+
+/// What became of one event.
+enum Outcome {
+    Handled,
+    Parked,
 }
 
 /// A named, checkpointed consumer of every actor's events in the store's global order: it
@@ -219,6 +261,8 @@ pub struct Projection<E> {
     /// Past the last event handled or parked in this run: a sink that keeps its own position
     /// stays behind a parked event, which must not be read again and again.
     cursor: Mutex<Option<LogPosition>>,
+    /// When the status was last reported to the store (sink-kept positions only).
+    reported: Mutex<Option<Instant>>,
 }
 
 impl<E> std::fmt::Debug for Projection<E> {
@@ -302,6 +346,7 @@ impl<E: DomainEvent> Projection<E> {
             config,
             paused: watch::channel(false).0,
             cursor: Mutex::new(None),
+            reported: Mutex::new(None),
         })
     }
 
@@ -344,6 +389,9 @@ impl<E: DomainEvent> Projection<E> {
         *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let mut status = self.lock_status();
         status.position = None;
+        // Not known again until it next looks at the log.
+        status.lag = None;
+        status.lag_time = None;
         Ok(())
     }
 
@@ -402,20 +450,27 @@ impl<E: DomainEvent> Projection<E> {
         let mut paused = self.paused.subscribe();
         loop {
             if *paused.borrow_and_update() {
+                self.report_status(false).await;
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     _ = paused.changed() => continue,
+                    // A paused projection still reports that it is paused.
+                    () = tokio::time::sleep(self.config.status_interval) => continue,
                 }
             }
             let progressed = match self.step(&shutdown).await {
-                Ok(n) => n > 0,
-                Err(StepError::Stopped(e)) => return Err(e),
+                Ok(step) => step.read > 0,
+                Err(StepError::Stopped(e)) => {
+                    self.report_status(true).await;
+                    return Err(e);
+                }
                 Err(StepError::Read(e)) => {
                     tracing::warn!(projection = %self.id, error = %e, "projection read failed; retrying");
                     self.lock_status().last_error = Some(e.to_string());
                     false
                 }
             };
+            self.report_status(false).await;
             if shutdown.is_cancelled() {
                 return Ok(());
             }
@@ -444,24 +499,71 @@ impl<E: DomainEvent> Projection<E> {
         }
     }
 
-    /// Handles what is stored now and returns how many events it handled: a rebuild, or a test.
+    /// Handles what is stored now and says how many events it read, handled and parked: a
+    /// rebuild, or a test. Returns early, with what it did so far, when paused.
     ///
     /// # Errors
     /// Read and store errors; with [`OnFailure::Stop`], the failing handler's error.
-    pub async fn catch_up(&self) -> Result<u64> {
-        let mut total = 0;
+    pub async fn catch_up(&self) -> Result<CatchUpReport> {
+        let mut total = CatchUpReport::default();
         let never = CancellationToken::new();
-        loop {
+        let outcome = loop {
             match self.step(&never).await {
-                Ok(0) => return Ok(total),
-                Ok(n) => total += n,
-                Err(StepError::Stopped(e) | StepError::Read(e)) => return Err(e),
+                Ok(step) if step.read == 0 => break Ok(total),
+                Ok(step) => {
+                    total.add(step);
+                    self.report_status(false).await;
+                }
+                Err(StepError::Stopped(e) | StepError::Read(e)) => break Err(e),
             }
+        };
+        // Where a rebuild ended is worth reporting at once: nothing may run after it.
+        self.report_status(true).await;
+        outcome
+    }
+
+    /// Reports the status to the store if the sink keeps the position (the store has no
+    /// checkpoint to show then) and the last report is older than the status interval, or at
+    /// once with `now`. A failure is logged: the projection goes on.
+    async fn report_status(&self, now: bool) {
+        let status = self.status();
+        if !status.kept_by_sink {
+            return;
+        }
+        {
+            let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+            let due = match *reported {
+                None => true,
+                Some(at) => now || at.elapsed() >= self.config.status_interval,
+            };
+            if !due {
+                return;
+            }
+            *reported = Some(Instant::now());
+        }
+        let report = ReportedStatus {
+            position_kept_by: PositionKeeper::Sink,
+            position: status.position,
+            head: status.head,
+            lag: status.lag,
+            handled: status.handled,
+            parked: status.parked,
+            last_error: status.last_error,
+            paused: status.paused,
+            reported_at: Utc::now(),
+            interval_ms: u64::try_from(self.config.status_interval.as_millis()).unwrap_or(u64::MAX),
+        };
+        if let Err(e) = self.store.report_status(&self.id, &report).await {
+            tracing::warn!(projection = %self.id, error = %e, "reporting the projection's status failed");
         }
     }
 
-    /// One page: read after the checkpoint, handle, checkpoint. Returns the events read.
-    async fn step(&self, stop: &CancellationToken) -> std::result::Result<u64, StepError> {
+    /// One page: read after the checkpoint, handle, checkpoint. Says how many events it read
+    /// (0: nothing new), handled and parked.
+    async fn step(
+        &self,
+        stop: &CancellationToken,
+    ) -> std::result::Result<CatchUpReport, StepError> {
         let kept = match self.handler.position(&self.id).await {
             Ok(p) => p,
             Err(e) => {
@@ -496,14 +598,31 @@ impl<E: DomainEvent> Projection<E> {
         let Some(last) = page.last().map(|l| l.position) else {
             let mut status = self.lock_status();
             status.position = from;
+            status.kept_by_sink = kept != SinkPosition::NotKept;
             status.head = head;
-            status.lag = lag(from, head);
-            status.lag_time = Duration::ZERO;
+            status.lag = Some(lag(from, head));
+            status.lag_time = Some(Duration::ZERO);
             export(&status);
-            return Ok(0);
+            return Ok(CatchUpReport::default());
         };
+        {
+            // The page is not handled yet: until it is, the lag counts it (a lag of 0 while
+            // half of it is applied would tell a reader the read model is complete).
+            let mut status = self.lock_status();
+            status.kept_by_sink = kept != SinkPosition::NotKept;
+            status.head = head;
+            status.lag = Some(lag(from, head));
+            if status.lag_time.is_none() {
+                status.lag_time = page.first().map(|l| {
+                    (Utc::now() - l.event.timestamp)
+                        .to_std()
+                        .unwrap_or_default()
+                });
+            }
+        }
         let mut newest: Option<DateTime<Utc>> = None;
         let mut handled_to = from;
+        let mut report = CatchUpReport::default();
         if self.config.concurrency == 1 {
             for logged in &page {
                 // Paused or stopped: checkpoint what was handled and let the caller decide.
@@ -511,13 +630,22 @@ impl<E: DomainEvent> Projection<E> {
                     break;
                 }
                 if self.mine(logged) {
-                    self.handle_one(logged).await?;
+                    match self.handle_one(logged).await? {
+                        Outcome::Handled => report.handled += 1,
+                        Outcome::Parked => report.parked += 1,
+                    }
                 }
+                report.read += 1;
                 handled_to = Some(logged.position);
                 newest = Some(logged.event.timestamp);
             }
         } else {
-            self.handle_page(&page).await?;
+            let (handled, parked) = self.handle_page(&page).await?;
+            report = CatchUpReport {
+                read: page.len() as u64,
+                handled,
+                parked,
+            };
             handled_to = Some(last);
             newest = page.last().map(|l| l.event.timestamp);
         }
@@ -533,13 +661,14 @@ impl<E: DomainEvent> Projection<E> {
         let mut status = self.lock_status();
         status.position = handled_to;
         status.head = head;
-        status.lag = lag(handled_to, head);
-        status.lag_time = match (handled_to == Some(last), status.lag, newest) {
+        let behind = lag(handled_to, head);
+        status.lag = Some(behind);
+        status.lag_time = Some(match (handled_to == Some(last), behind, newest) {
             (true, 0, _) | (_, _, None) => Duration::ZERO,
             (_, _, Some(t)) => (Utc::now() - t).to_std().unwrap_or_default(),
-        };
+        });
         export(&status);
-        Ok(page.len() as u64)
+        Ok(report)
     }
 
     /// Whether the event belongs to this projection (always, unless it is a partition).
@@ -552,8 +681,12 @@ impl<E: DomainEvent> Projection<E> {
 
     /// Handles a page's events at once, up to the configured concurrency: each actor's events
     /// in order ([`Order::PerActor`]) or all at once ([`Order::Any`]). Returns once every
-    /// event is handled or parked; the first error that stops the projection wins.
-    async fn handle_page(&self, page: &[LoggedEvent]) -> std::result::Result<(), StepError> {
+    /// event is handled or parked, with how many of each; the first error that stops the
+    /// projection wins.
+    async fn handle_page(
+        &self,
+        page: &[LoggedEvent],
+    ) -> std::result::Result<(u64, u64), StepError> {
         // Chains of indices into the page (owned, so the futures borrow only `page`).
         let mine = (0..page.len()).filter(|&i| self.mine(&page[i]));
         let chains: Vec<Vec<usize>> = match self.config.order {
@@ -566,17 +699,27 @@ impl<E: DomainEvent> Projection<E> {
                 by_actor.into_values().collect()
             }
         };
-        let outcomes: Vec<std::result::Result<(), StepError>> = futures::stream::iter(chains)
-            .map(|chain| async move {
-                for i in chain {
-                    self.handle_one(&page[i]).await?;
-                }
-                Ok(())
-            })
-            .buffer_unordered(self.config.concurrency)
-            .collect()
-            .await;
-        outcomes.into_iter().collect()
+        let outcomes: Vec<std::result::Result<(u64, u64), StepError>> =
+            futures::stream::iter(chains)
+                .map(|chain| async move {
+                    let (mut handled, mut parked) = (0, 0);
+                    for i in chain {
+                        match self.handle_one(&page[i]).await? {
+                            Outcome::Handled => handled += 1,
+                            Outcome::Parked => parked += 1,
+                        }
+                    }
+                    Ok((handled, parked))
+                })
+                .buffer_unordered(self.config.concurrency)
+                .collect()
+                .await;
+        let mut total = (0, 0);
+        for outcome in outcomes {
+            let (handled, parked) = outcome?;
+            total = (total.0 + handled, total.1 + parked);
+        }
+        Ok(total)
     }
 
     fn decode(
@@ -597,7 +740,7 @@ impl<E: DomainEvent> Projection<E> {
         })
     }
 
-    async fn handle_one(&self, logged: &LoggedEvent) -> std::result::Result<(), StepError> {
+    async fn handle_one(&self, logged: &LoggedEvent) -> std::result::Result<Outcome, StepError> {
         let (error, attempts) = match self.decode(&logged.event, logged.position) {
             // A payload that does not decode fails the same way every time: no retries.
             Err(e) => (e, 1),
@@ -620,7 +763,7 @@ impl<E: DomainEvent> Projection<E> {
                         self.lock_status().handled += 1;
                         metrics::counter!("aether_projection_handled_total", "projection" => self.id.to_string())
                             .increment(1);
-                        return Ok(());
+                        return Ok(Outcome::Handled);
                     }
                     Err(e) => (e.to_string(), attempts),
                 }
@@ -657,7 +800,7 @@ impl<E: DomainEvent> Projection<E> {
                 self.lock_status().parked += 1;
                 metrics::counter!("aether_projection_parked_total", "projection" => self.id.to_string())
                     .increment(1);
-                Ok(())
+                Ok(Outcome::Parked)
             }
         }
     }
@@ -710,13 +853,17 @@ pub(crate) fn validate_name(what: &str, name: &str) -> Result<()> {
 /// Hands a projection's position and lag to the metrics exporter:
 /// `aether_projection_position{projection}` (the checkpoint's stream sequence),
 /// `aether_projection_lag{projection}` (stored messages behind) and
-/// `aether_projection_lag_seconds{projection}`.
+/// `aether_projection_lag_seconds{projection}`; the lag only once known.
 fn export(status: &ProjectionStatus) {
     let name = status.name.clone();
     let position = status.position.map_or(0, |p| p.sequence);
     metrics::gauge!("aether_projection_position", "projection" => name.clone())
         .set(position as f64);
-    metrics::gauge!("aether_projection_lag", "projection" => name.clone()).set(status.lag as f64);
-    metrics::gauge!("aether_projection_lag_seconds", "projection" => name)
-        .set(status.lag_time.as_secs_f64());
+    if let Some(lag) = status.lag {
+        metrics::gauge!("aether_projection_lag", "projection" => name.clone()).set(lag as f64);
+    }
+    if let Some(lag_time) = status.lag_time {
+        metrics::gauge!("aether_projection_lag_seconds", "projection" => name)
+            .set(lag_time.as_secs_f64());
+    }
 }

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use aether_core::{Event, LogPosition, Result};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// An event a projection gave up on: its handler kept failing (or it did not decode), so it
@@ -20,6 +21,58 @@ pub struct ParkedEvent {
     pub error: String,
     /// How many times it was handled.
     pub attempts: u32,
+}
+
+/// Who keeps a projection's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PositionKeeper {
+    /// The projection store, as a checkpoint ([`ProjectionStore::checkpoint`]).
+    Store,
+    /// The sink, in the same transaction as its updates
+    /// ([`SinkPosition::Kept`](crate::SinkPosition::Kept)): the store has no checkpoint, only
+    /// the status the projection reports ([`ReportedStatus`]).
+    Sink,
+}
+
+impl std::fmt::Display for PositionKeeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Store => "checkpoint in the projection store",
+            Self::Sink => "position kept by the sink",
+        })
+    }
+}
+
+/// Where a projection stands, as it last reported it to the store
+/// ([`ProjectionStore::report_status`]). A projection whose sink keeps its position writes
+/// no checkpoint, so this report is what operators' tools (`aether projections list`) show of
+/// it. Reported every [`ProjectionConfig::status_interval`](crate::ProjectionConfig::status_interval)
+/// while it runs: a report much older than its interval means it is not running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportedStatus {
+    /// Who keeps the position: [`PositionKeeper::Sink`] (the projection store keeps the
+    /// checkpoint of the others, which need no report).
+    pub position_kept_by: PositionKeeper,
+    /// The last event it handled or parked.
+    pub position: Option<LogPosition>,
+    /// The log's head when it last looked.
+    pub head: Option<LogPosition>,
+    /// Stored messages after its position when it last looked (`None`: not known yet).
+    pub lag: Option<u64>,
+    /// Events handled since it started.
+    pub handled: u64,
+    /// Events parked since it started.
+    pub parked: u64,
+    /// Its last handler or read error.
+    pub last_error: Option<String>,
+    /// Whether it is paused.
+    pub paused: bool,
+    /// When it made this report (by its own clock).
+    pub reported_at: DateTime<Utc>,
+    /// How often it reports, in milliseconds.
+    pub interval_ms: u64,
 }
 
 /// A worker of a partitioned projection as the store last saw it: every heartbeat gives it a
@@ -67,6 +120,19 @@ pub trait ProjectionStore: Send + Sync {
     /// Removes a parked event (handled after all).
     async fn unpark(&self, projection: &str, position: LogPosition) -> Result<()>;
 
+    /// Records where `projection` stands ([`ReportedStatus`]): what a projection whose sink
+    /// keeps its position reports, at a bounded rate, in place of a checkpoint. The default
+    /// keeps nothing (a store that no tool reads).
+    async fn report_status(&self, projection: &str, status: &ReportedStatus) -> Result<()> {
+        let _ = (projection, status);
+        Ok(())
+    }
+    /// The status `projection` last reported, if any. The default has none.
+    async fn reported_status(&self, projection: &str) -> Result<Option<ReportedStatus>> {
+        let _ = projection;
+        Ok(None)
+    }
+
     /// Asks the running projection to replay its parked events (the operator's
     /// `aether projections replay-parked`).
     async fn request_replay(&self, projection: &str) -> Result<()>;
@@ -101,6 +167,7 @@ pub trait ProjectionStore: Send + Sync {
 pub struct InMemoryProjectionStore {
     checkpoints: Mutex<BTreeMap<String, LogPosition>>,
     parked: Mutex<BTreeMap<(String, LogPosition), ParkedEvent>>,
+    statuses: Mutex<BTreeMap<String, ReportedStatus>>,
     coordination: Mutex<Coordination>,
 }
 
@@ -149,6 +216,13 @@ impl ProjectionStore for InMemoryProjectionStore {
     async fn unpark(&self, projection: &str, position: LogPosition) -> Result<()> {
         lock(&self.parked).remove(&(projection.to_string(), position));
         Ok(())
+    }
+    async fn report_status(&self, projection: &str, status: &ReportedStatus) -> Result<()> {
+        lock(&self.statuses).insert(projection.to_string(), status.clone());
+        Ok(())
+    }
+    async fn reported_status(&self, projection: &str) -> Result<Option<ReportedStatus>> {
+        Ok(lock(&self.statuses).get(projection).cloned())
     }
     async fn request_replay(&self, projection: &str) -> Result<()> {
         lock(&self.coordination)
@@ -230,6 +304,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(feature = "nats")]
 pub use nats::NatsProjectionStore;
 
+/// One projection as an operator sees it: what `aether projections list` shows
+/// (`NatsProjectionStore::summaries`, feature `nats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionSummary {
+    /// The projection's name (`<name>.p<partition>` for a partition).
+    pub name: String,
+    /// Who keeps its position.
+    pub kept_by: PositionKeeper,
+    /// Its position: the checkpoint, or (kept by the sink) the one it last reported.
+    pub position: Option<LogPosition>,
+    /// Its parked events.
+    pub parked: usize,
+    /// Its last report, when the sink keeps the position.
+    pub reported: Option<ReportedStatus>,
+}
+
+impl ProjectionSummary {
+    /// Its lag behind `head` (see [`lag`](crate::lag)); for a position kept by the sink, as of
+    /// its last report, so at most the events of one status interval more than the truth.
+    pub fn lag(&self, head: Option<LogPosition>) -> u64 {
+        crate::lag(self.position, head)
+    }
+}
+
 /// The key-value bucket projections keep their state in unless told otherwise.
 pub const DEFAULT_PROJECTION_BUCKET: &str = "AETHER_PROJECTIONS";
 
@@ -243,7 +341,9 @@ mod nats {
 
     /// Projection state in a NATS JetStream key-value bucket: `cp.<projection>` holds the
     /// checkpoint, `parked.<projection>.<sequence>_<index>` each parked event, `replay.<projection>`
-    /// a replay request; for partitioned projections `parts.<projection>` the partition count,
+    /// a replay request, `status.<projection>` the status reported by a projection whose sink
+    /// keeps its position ([`ReportedStatus`], JSON marked `"positionKeptBy": "sink"`);
+    /// for partitioned projections `parts.<projection>` the partition count,
     /// `worker.<projection>.<worker>` each worker's heartbeat and `lease.<projection>.<partition>`
     /// each partition's lease (projection and worker names are letters, digits, `-` and `_`;
     /// a partition's checkpoint is `cp.<projection>.p<partition>`).
@@ -291,6 +391,92 @@ mod nats {
                 }
             }
             Ok(names.into_iter().collect())
+        }
+
+        /// Every projection of the bucket as an operator sees it, sorted by name: those with
+        /// a checkpoint or parked events, and those whose sink keeps the position and that
+        /// reported their status. One listing of the keys, and two reads per projection.
+        ///
+        /// # Errors
+        /// Server errors; an undecodable checkpoint or report.
+        pub async fn summaries(&self) -> Result<Vec<ProjectionSummary>> {
+            let keys = self.keys("", "listing projections").await?;
+            let mut parked: BTreeMap<String, usize> = BTreeMap::new();
+            for key in &keys {
+                let name = match key.split_once('.') {
+                    Some(("cp" | "status", name)) => Some(name),
+                    Some(("parked", rest)) => rest.rsplit_once('.').map(|(name, _)| name),
+                    _ => None,
+                };
+                if let Some(name) = name {
+                    let count = parked.entry(name.to_string()).or_default();
+                    if key.starts_with("parked.") {
+                        *count += 1;
+                    }
+                }
+            }
+            let mut out = Vec::with_capacity(parked.len());
+            for (name, parked) in parked {
+                if let Some(summary) = self.summarise(name, parked).await? {
+                    out.push(summary);
+                }
+            }
+            Ok(out)
+        }
+
+        /// One projection as [`summaries`](Self::summaries) shows it; `None` when the bucket
+        /// holds nothing for it.
+        ///
+        /// # Errors
+        /// As [`summaries`](Self::summaries).
+        pub async fn summary(&self, projection: &str) -> Result<Option<ProjectionSummary>> {
+            let parked = self.parked(projection).await?.len();
+            self.summarise(projection.to_string(), parked).await
+        }
+
+        async fn summarise(
+            &self,
+            name: String,
+            parked: usize,
+        ) -> Result<Option<ProjectionSummary>> {
+            let put = |e: Option<kv::Entry>| e.filter(|e| e.operation == kv::Operation::Put);
+            let checkpoint = put(self.entry(&format!("cp.{name}")).await?);
+            let report_key = format!("status.{name}");
+            let report = put(self.entry(&report_key).await?);
+            // The later of the two says who keeps the position now (a projection may have
+            // changed sinks): revisions grow across the whole bucket.
+            let sink_is_newer = match (&checkpoint, &report) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(c), Some(r)) => r.revision > c.revision,
+            };
+            if sink_is_newer {
+                let Some(r) = report else {
+                    return Ok(None);
+                };
+                let reported: ReportedStatus = decode(&report_key, &r.value)?;
+                return Ok(Some(ProjectionSummary {
+                    name,
+                    kept_by: reported.position_kept_by,
+                    position: reported.position,
+                    parked,
+                    reported: Some(reported),
+                }));
+            }
+            if checkpoint.is_none() && parked == 0 {
+                return Ok(None);
+            }
+            let position = match checkpoint {
+                Some(c) => Some(decode(&format!("cp.{name}"), &c.value)?),
+                None => None,
+            };
+            Ok(Some(ProjectionSummary {
+                name,
+                kept_by: PositionKeeper::Store,
+                position,
+                parked,
+                reported: None,
+            }))
         }
 
         fn parked_key(projection: &str, position: LogPosition) -> String {
@@ -392,6 +578,13 @@ mod nats {
         }
         async fn unpark(&self, projection: &str, position: LogPosition) -> Result<()> {
             self.delete(&Self::parked_key(projection, position)).await
+        }
+        async fn report_status(&self, projection: &str, status: &ReportedStatus) -> Result<()> {
+            self.put(&format!("status.{projection}"), encode(status)?)
+                .await
+        }
+        async fn reported_status(&self, projection: &str) -> Result<Option<ReportedStatus>> {
+            self.get(&format!("status.{projection}")).await
         }
         async fn request_replay(&self, projection: &str) -> Result<()> {
             self.put(

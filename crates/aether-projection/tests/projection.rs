@@ -10,8 +10,8 @@ use std::time::Duration;
 use aether_actor::{DomainEvent, EventCodec, RetryPolicy};
 use aether_core::{BoxError, Event, EventLog, EventStore, LogPosition};
 use aether_projection::{
-    Handler, InMemoryProjectionStore, NatsProjectionStore, OnFailure, Projected, Projection,
-    ProjectionConfig, ProjectionStore, SinkPosition,
+    Handler, InMemoryProjectionStore, NatsProjectionStore, OnFailure, PositionKeeper, Projected,
+    Projection, ProjectionConfig, ProjectionStore, SinkPosition,
 };
 use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
@@ -164,7 +164,7 @@ async fn follows_live_writes<S: EventStore + EventLog + 'static>(store: Arc<S>) 
     let total = actors.len() * 30;
     wait_for("the projection to catch up", || {
         let s = p.status();
-        s.handled as usize == total && s.lag == 0
+        s.handled as usize == total && s.lag == Some(0)
     })
     .await;
     stop.cancel();
@@ -180,7 +180,7 @@ async fn follows_live_writes<S: EventStore + EventLog + 'static>(store: Arc<S>) 
         assert_eq!(m.out_of_order, 0);
     }
     assert_eq!(sink.inner.lock().unwrap().balance, want);
-    assert_eq!(p.status().lag_time, Duration::ZERO);
+    assert_eq!(p.status().lag_time, Some(Duration::ZERO));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,7 +244,7 @@ async fn a_crashed_projection_resumes_from_its_checkpoint_in_a_nats_bucket() {
     // A new worker (same sink: it survives the crash) resumes from the checkpoint.
     let second = projection(store.clone(), state.clone(), sink.clone());
     second.catch_up().await.unwrap();
-    assert_eq!(second.status().lag, 0);
+    assert_eq!(second.status().lag, Some(0));
     let want = expected(store.as_ref(), &actors).await;
     assert_eq!(sink.inner.lock().unwrap().balance, want);
     // At least once: the redelivered events (of the page the crash interrupted) were ignored
@@ -271,7 +271,9 @@ async fn a_poison_event_is_parked_the_rest_goes_on_and_a_replay_after_the_fix_ap
     sink.poison.store(true, Ordering::SeqCst);
     let state = Arc::new(InMemoryProjectionStore::new());
     let p = projection(store.clone(), state.clone(), sink.clone());
-    assert_eq!(p.catch_up().await.unwrap(), 5);
+    // Parked events are reported apart from handled ones: three applied, two set aside.
+    let report = p.catch_up().await.unwrap();
+    assert_eq!((report.read, report.handled, report.parked), (5, 3, 2));
     let parked = p.parked().await.unwrap();
     assert_eq!(parked.len(), 2);
     assert_eq!(parked[0].event.version, 2);
@@ -283,7 +285,7 @@ async fn a_poison_event_is_parked_the_rest_goes_on_and_a_replay_after_the_fix_ap
         "{}",
         parked[1].error
     );
-    assert_eq!(p.status().parked, 2);
+    assert_eq!((p.status().handled, p.status().parked), (3, 2));
     assert!(p.status().last_error.is_some());
     // The rest was processed.
     assert_eq!(sink.inner.lock().unwrap().balance.get("b"), Some(&8));
@@ -321,13 +323,13 @@ async fn stop_on_failure_stops_at_the_event_and_lag_and_reset_say_where_it_is() 
     assert!(err.to_string().contains("stopped at"), "{err}");
     assert_eq!(p.status().handled, 0);
     sink.poison.store(false, Ordering::SeqCst);
-    assert_eq!(p.catch_up().await.unwrap(), 3);
+    assert_eq!(p.catch_up().await.unwrap().handled, 3);
     let status = p.status();
-    assert_eq!((status.lag, status.handled), (0, 3));
+    assert_eq!((status.lag, status.handled), (Some(0), 3));
     // A reset handles everything again (the idempotent sink ignores it).
     p.reset().await.unwrap();
-    assert_eq!(p.status().position, None);
-    assert_eq!(p.catch_up().await.unwrap(), 3);
+    assert_eq!((p.status().position, p.status().lag), (None, None));
+    assert_eq!(p.catch_up().await.unwrap().handled, 3);
     assert!(Projection::new(
         "bad name",
         store,
@@ -363,7 +365,7 @@ async fn a_paused_projection_waits_and_reports_its_lag() {
     p.resume();
     wait_for("lag to reach zero", || {
         let s = p.status();
-        s.handled == 10 && s.lag == 0
+        s.handled == 10 && s.lag == Some(0)
     })
     .await;
     stop.cancel();
@@ -450,4 +452,306 @@ async fn a_sink_that_keeps_its_position_gets_every_event_exactly_once_across_a_c
     assert_eq!(balances["x1"], 49);
     assert_eq!(second.parked().await.unwrap().len(), 1);
     assert_eq!(state.checkpoint("exactly-once").await.unwrap(), None);
+    // No checkpoint, but a report of where it stands, for operators' tools.
+    let report = state
+        .reported_status("exactly-once")
+        .await
+        .unwrap()
+        .expect("a status report");
+    assert_eq!(report.position_kept_by, PositionKeeper::Sink);
+    assert_eq!(report.lag, Some(0));
+    assert_eq!(report.parked, second.status().parked);
+}
+
+/// A log whose reads wait until the test opens the gate.
+struct GatedLog {
+    inner: Arc<InMemoryEventStore>,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl EventLog for GatedLog {
+    async fn read_after(
+        &self,
+        after: Option<LogPosition>,
+        max: usize,
+    ) -> aether_core::Result<Vec<aether_core::LoggedEvent>> {
+        let _open = self.gate.acquire().await;
+        self.inner.read_after(after, max).await
+    }
+    async fn head(&self) -> aether_core::Result<Option<LogPosition>> {
+        self.inner.head().await
+    }
+}
+
+/// A sink that applies one event, then waits for the test before each of the others.
+struct Stepwise {
+    applied: std::sync::atomic::AtomicU64,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl Handler<Moved> for Stepwise {
+    async fn handle(&self, _e: &Projected<Moved>) -> Result<(), BoxError> {
+        if self.applied.load(Ordering::SeqCst) > 0 {
+            let permit = self.gate.acquire().await?;
+            permit.forget();
+        }
+        self.applied.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lag_is_unknown_until_the_head_is_read_and_counts_a_page_until_it_is_handled() {
+    let store = Arc::new(InMemoryEventStore::new());
+    for v in 1..=200 {
+        store.save_event(&deposit("a", v, 1)).await.unwrap();
+    }
+    let log = Arc::new(GatedLog {
+        inner: store.clone(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let sink = Arc::new(Stepwise {
+        applied: Default::default(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let p = Arc::new(
+        Projection::new(
+            "stepwise",
+            log.clone(),
+            Arc::new(InMemoryProjectionStore::new()),
+            sink.clone(),
+            EventCodec::<Moved>::default(),
+            ProjectionConfig {
+                page_size: 500,
+                ..config()
+            },
+        )
+        .unwrap(),
+    );
+    let stop = CancellationToken::new();
+    let running = tokio::spawn({
+        let (p, stop) = (p.clone(), stop.clone());
+        async move { p.run(stop).await }
+    });
+    // Right after the spawn it has not read the log: how far behind it is, is not known.
+    let s = p.status();
+    assert_eq!(
+        (s.lag, s.lag_time, s.head, s.handled),
+        (None, None, None, 0)
+    );
+
+    // One event of the page applied, 199 to go: the page counts as not handled yet, so
+    // nobody waiting for a lag of 0 reads a half-applied read model.
+    log.gate.add_permits(usize::MAX >> 4);
+    wait_for("the first event", || p.status().handled == 1).await;
+    let s = p.status();
+    assert_eq!(s.head, Some(store.head().await.unwrap().unwrap()));
+    assert_eq!(s.lag, Some(200), "{s:?}");
+    sink.gate.add_permits(199);
+    wait_for("lag to reach zero", || p.status().lag == Some(0)).await;
+    assert_eq!(p.status().handled, 200);
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
+
+/// Projection state in memory that counts the status reports.
+#[derive(Default)]
+struct CountingReports {
+    inner: InMemoryProjectionStore,
+    reports: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl ProjectionStore for CountingReports {
+    async fn checkpoint(&self, p: &str) -> aether_core::Result<Option<LogPosition>> {
+        self.inner.checkpoint(p).await
+    }
+    async fn save_checkpoint(&self, p: &str, at: LogPosition) -> aether_core::Result<()> {
+        self.inner.save_checkpoint(p, at).await
+    }
+    async fn clear_checkpoint(&self, p: &str) -> aether_core::Result<()> {
+        self.inner.clear_checkpoint(p).await
+    }
+    async fn park(&self, p: &str, e: &aether_projection::ParkedEvent) -> aether_core::Result<()> {
+        self.inner.park(p, e).await
+    }
+    async fn parked(&self, p: &str) -> aether_core::Result<Vec<aether_projection::ParkedEvent>> {
+        self.inner.parked(p).await
+    }
+    async fn unpark(&self, p: &str, at: LogPosition) -> aether_core::Result<()> {
+        self.inner.unpark(p, at).await
+    }
+    async fn report_status(
+        &self,
+        p: &str,
+        status: &aether_projection::ReportedStatus,
+    ) -> aether_core::Result<()> {
+        self.reports.fetch_add(1, Ordering::SeqCst);
+        self.inner.report_status(p, status).await
+    }
+    async fn reported_status(
+        &self,
+        p: &str,
+    ) -> aether_core::Result<Option<aether_projection::ReportedStatus>> {
+        self.inner.reported_status(p).await
+    }
+    async fn request_replay(&self, p: &str) -> aether_core::Result<()> {
+        self.inner.request_replay(p).await
+    }
+    async fn take_replay_request(&self, p: &str) -> aether_core::Result<bool> {
+        self.inner.take_replay_request(p).await
+    }
+    async fn partition_count(&self, p: &str, proposed: u32) -> aether_core::Result<u32> {
+        self.inner.partition_count(p, proposed).await
+    }
+    async fn heartbeat(&self, p: &str, w: &str) -> aether_core::Result<()> {
+        self.inner.heartbeat(p, w).await
+    }
+    async fn workers(
+        &self,
+        p: &str,
+    ) -> aether_core::Result<Vec<aether_projection::WorkerHeartbeat>> {
+        self.inner.workers(p).await
+    }
+    async fn leave(&self, p: &str, w: &str) -> aether_core::Result<()> {
+        self.inner.leave(p, w).await
+    }
+    async fn lease(
+        &self,
+        p: &str,
+        partition: u32,
+    ) -> aether_core::Result<aether_projection::PartitionLease> {
+        self.inner.lease(p, partition).await
+    }
+    async fn write_lease(
+        &self,
+        p: &str,
+        partition: u32,
+        owner: Option<&str>,
+        expected: u64,
+    ) -> aether_core::Result<Option<u64>> {
+        self.inner.write_lease(p, partition, owner, expected).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_keeps_its_position_reports_its_status_at_a_bounded_rate() {
+    let store = Arc::new(InMemoryEventStore::new());
+    for v in 1..=100 {
+        store.save_event(&deposit("a", v, 1)).await.unwrap();
+    }
+    let state = Arc::new(CountingReports::default());
+    let sink = Arc::new(Transactional::default());
+    let p = Arc::new(
+        Projection::new(
+            "kept",
+            store.clone(),
+            state.clone(),
+            sink.clone(),
+            EventCodec::<Moved>::default(),
+            ProjectionConfig {
+                status_interval: Duration::from_millis(200),
+                ..config()
+            },
+        )
+        .unwrap(),
+    );
+    let stop = CancellationToken::new();
+    let started = tokio::time::Instant::now();
+    let running = tokio::spawn({
+        let (p, stop) = (p.clone(), stop.clone());
+        async move { p.run(stop).await }
+    });
+    let deadline = started + Duration::from_secs(60);
+    loop {
+        let report = state.reported_status("kept").await.unwrap();
+        if report.is_some_and(|r| r.lag == Some(0) && r.position == sink.inner.lock().unwrap().1) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no report of the end"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Idle, it keeps reporting (its report's age says it is alive), at most once an interval.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    let elapsed = started.elapsed();
+    let reports = state.reports.load(Ordering::SeqCst);
+    let most = (elapsed.as_millis() / 200) as u32 + 1;
+    assert!(
+        (2..=most).contains(&reports),
+        "{reports} reports in {elapsed:?} for 100 events (at most {most})"
+    );
+    let report = state.reported_status("kept").await.unwrap().unwrap();
+    assert_eq!(report.position_kept_by, PositionKeeper::Sink);
+    assert_eq!(report.position, store.head().await.unwrap());
+    assert_eq!((report.handled, report.parked), (100, 0));
+
+    // A projection whose store keeps the checkpoint reports nothing: the checkpoint says it.
+    let plain = Arc::new(CountingReports::default());
+    projection(store.clone(), plain.clone(), Arc::new(Balances::default()))
+        .catch_up()
+        .await
+        .unwrap();
+    assert_eq!(plain.reports.load(Ordering::SeqCst), 0);
+    assert_eq!(plain.reported_status("balances").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bucket_lists_a_projection_whose_sink_keeps_its_position() {
+    let server = NatsServer::start().unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let store = Arc::new(
+        JetStreamEventStore::new(client.clone(), JetStreamConfig::default().namespace("kept"))
+            .await
+            .unwrap(),
+    );
+    for v in 1..=5 {
+        store.save_event(&deposit("a", v, 1)).await.unwrap();
+    }
+    let state = Arc::new(
+        NatsProjectionStore::open(client, "PROJ_KEPT", aether_nats::StorageKind::Memory)
+            .await
+            .unwrap(),
+    );
+    let sink = Arc::new(Transactional::default());
+    Projection::new(
+        "kept",
+        store.clone(),
+        state.clone(),
+        sink.clone(),
+        EventCodec::<Moved>::default(),
+        config(),
+    )
+    .unwrap()
+    .catch_up()
+    .await
+    .unwrap();
+    let head = store.head().await.unwrap();
+    let listed = state.summaries().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].name, "kept");
+    assert_eq!(listed[0].kept_by, PositionKeeper::Sink);
+    assert_eq!(listed[0].position, head);
+    assert_eq!(listed[0].lag(head), 0);
+    assert_eq!(
+        state.summary("kept").await.unwrap(),
+        Some(listed[0].clone())
+    );
+    // The same name later run with the checkpoint in the bucket: the newer of the two counts.
+    projection(store.clone(), state.clone(), Arc::new(Balances::default()))
+        .catch_up()
+        .await
+        .unwrap();
+    state.save_checkpoint("kept", head.unwrap()).await.unwrap();
+    let listed = state.summaries().await.unwrap();
+    let kept = listed.iter().find(|s| s.name == "kept").unwrap();
+    assert_eq!(kept.kept_by, PositionKeeper::Store);
+    assert!(listed.iter().any(|s| s.name == "balances"));
+    assert_eq!(state.summary("nobody").await.unwrap(), None);
 }

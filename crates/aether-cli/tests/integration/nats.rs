@@ -952,7 +952,8 @@ async fn projections_are_listed_with_position_lag_and_parked_events_reset_and_re
         },
     )
     .unwrap();
-    assert_eq!(projection.catch_up().await.unwrap(), 3);
+    let report = projection.catch_up().await.unwrap();
+    assert_eq!((report.handled, report.parked), (2, 1));
     // Two more events: the projection is two behind.
     s.save_event(&Event::new("Good", "acc-2", 1)).await.unwrap();
     s.save_event(&Event::new("Good", "acc-2", 2)).await.unwrap();
@@ -966,7 +967,7 @@ async fn projections_are_listed_with_position_lag_and_parked_events_reset_and_re
         .find(|l| l.starts_with("picky"))
         .expect("listed");
     let cells: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(cells, ["picky", "3.0", "2", "1"], "{text}");
+    assert_eq!(cells, ["picky", "3.0", "2", "1", "checkpoint"], "{text}");
 
     let parked = run(args(
         &[&["projections", "parked", "picky"][..], &ns[..]].concat(),
@@ -990,7 +991,7 @@ async fn projections_are_listed_with_position_lag_and_parked_events_reset_and_re
         .find(|l| l.starts_with("picky"))
         .expect("status");
     let cells: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(cells, ["picky", "-", "5", "1"], "{text}");
+    assert_eq!(cells, ["picky", "-", "5", "1", "checkpoint"], "{text}");
 
     let unknown = run(args(
         &[&["projections", "status", "nobody"][..], &ns[..]].concat(),
@@ -1023,6 +1024,134 @@ async fn projections_are_listed_with_position_lag_and_parked_events_reset_and_re
     // Once by the replay, and once more by the rebuild after the reset (which parked nothing:
     // the handler was fixed by then).
     assert!(picky.bad_applied.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}
+
+/// A sink that keeps its position with its updates (exactly once), refusing `Bad` events.
+#[derive(Default)]
+struct KeepsPosition {
+    position: std::sync::Mutex<Option<aether_core::LogPosition>>,
+}
+
+#[async_trait::async_trait]
+impl aether_projection::Handler<Sample> for KeepsPosition {
+    async fn handle(
+        &self,
+        e: &aether_projection::Projected<Sample>,
+    ) -> Result<(), aether_core::BoxError> {
+        if matches!(e.event, Sample::Bad {}) {
+            return Err(aether_projection::Park::new("refused").into());
+        }
+        *self.position.lock().unwrap() = Some(e.position);
+        Ok(())
+    }
+
+    async fn position(
+        &self,
+        _projection: &str,
+    ) -> Result<aether_projection::SinkPosition, aether_core::BoxError> {
+        Ok(aether_projection::SinkPosition::Kept(
+            *self.position.lock().unwrap(),
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_whose_sink_keeps_its_position_is_listed_with_its_position_and_lag() {
+    let server = NatsServer::start().unwrap();
+    let url = server.url();
+    let s = Arc::new(store(&url, "kept").await);
+    for (v, t) in [(1, "Good"), (2, "Bad"), (3, "Good"), (4, "Good")] {
+        s.save_event(&Event::new(t, "acc-1", v)).await.unwrap();
+    }
+    let client = async_nats::connect(&url).await.unwrap();
+    let state = Arc::new(
+        aether_projection::NatsProjectionStore::open(
+            client,
+            aether_projection::DEFAULT_PROJECTION_BUCKET,
+            aether_nats::StorageKind::Memory,
+        )
+        .await
+        .unwrap(),
+    );
+    let sink = Arc::new(KeepsPosition::default());
+    let projection = Arc::new(
+        aether_projection::Projection::new(
+            "ledger",
+            s.clone(),
+            state.clone(),
+            sink.clone(),
+            aether_actor::EventCodec::<Sample>::default(),
+            aether_projection::ProjectionConfig {
+                poll_interval: Duration::from_millis(20),
+                status_interval: Duration::from_millis(100),
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn({
+        let (projection, stop) = (projection.clone(), stop.clone());
+        async move { projection.run(stop).await }
+    });
+    let ns = ["--namespace", "kept", "--nats", &url];
+    let list = || async { run(args(&[&["projections", "list"][..], &ns[..]].concat())).await };
+    // Lists it as soon as it has reported where it stands: at the head, one event parked.
+    let cells_of = |out: &Output| -> Option<Vec<String>> {
+        let text = stdout(out);
+        let line = text.lines().find(|l| l.starts_with("ledger"))?;
+        Some(line.split_whitespace().map(str::to_string).collect())
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        let out = list().await;
+        assert!(out.status.success(), "{out:?}");
+        if cells_of(&out).is_some_and(|c| c[1] == "4.0") {
+            break out;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never listed at 4.0: {}",
+            stdout(&out)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let cells = cells_of(&out).unwrap();
+    assert_eq!(
+        &cells[..5],
+        ["ledger", "4.0", "0", "1", "sink"],
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("kept by the projection's sink"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Stopped, two events behind: the lag counts from its last report to the head now.
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    s.save_event(&Event::new("Good", "acc-2", 1)).await.unwrap();
+    s.save_event(&Event::new("Good", "acc-2", 2)).await.unwrap();
+    let out = run(args(
+        &[&["projections", "status", "ledger"][..], &ns[..]].concat(),
+    ))
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let cells = cells_of(&out).expect("status");
+    assert_eq!(
+        &cells[..5],
+        ["ledger", "4.0", "2", "1", "sink"],
+        "{}",
+        stdout(&out)
+    );
+    // Its position is the sink's to reset, not the bucket's.
+    let reset = run(args(
+        &[&["projections", "reset", "ledger"][..], &ns[..]].concat(),
+    ))
+    .await;
+    assert_one_line_error(&reset, "kept by its sink");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
