@@ -526,8 +526,8 @@ impl<E: DomainEvent> Projection<E> {
     /// checkpoint to show then) and the last report is older than the status interval, or at
     /// once with `now`. A failure is logged: the projection goes on.
     async fn report_status(&self, now: bool) {
-        let status = self.status();
-        if !status.kept_by_sink {
+        // Checked before copying the status: this runs after every page.
+        if !self.lock_status().kept_by_sink {
             return;
         }
         {
@@ -541,6 +541,7 @@ impl<E: DomainEvent> Projection<E> {
             }
             *reported = Some(Instant::now());
         }
+        let status = self.status();
         let report = ReportedStatus {
             position_kept_by: PositionKeeper::Sink,
             position: status.position,

@@ -427,10 +427,15 @@ async fn stored_control_sequences_are_shown_escaped_never_sent_to_the_terminal()
         .unwrap();
     let err = lines_of(child.stderr.take().unwrap());
     let out = lines_of(child.stdout.take().unwrap());
-    let ready = tokio::task::spawn_blocking(move || err.recv_timeout(Duration::from_secs(20)))
-        .await
-        .unwrap()
-        .expect("tail never said it was listening");
+    // The receiver stays alive: with it gone, a warning written to the closed pipe would
+    // end the command.
+    let (ready, err) = tokio::task::spawn_blocking(move || {
+        let line = err.recv_timeout(Duration::from_secs(20));
+        (line, err)
+    })
+    .await
+    .unwrap();
+    let ready = ready.expect("tail never said it was listening");
     assert!(ready.starts_with("listening on"), "{ready}");
     let bus = NatsEventBus::connect(&url, NatsBusConfig::default())
         .await
@@ -446,7 +451,10 @@ async fn stored_control_sequences_are_shown_escaped_never_sent_to_the_terminal()
     let line = tokio::task::spawn_blocking(move || out.recv_timeout(Duration::from_secs(20)))
         .await
         .unwrap()
-        .expect("tail printed nothing");
+        .unwrap_or_else(|_| {
+            let said: Vec<String> = err.try_iter().collect();
+            panic!("tail printed nothing; on stderr: {said:?}")
+        });
     assert_inert(&line);
     assert!(line.contains("acc\\x1b]0;owned"), "{line}");
     interrupt(&child);
