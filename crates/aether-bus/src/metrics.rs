@@ -7,12 +7,24 @@
 //! transport: the lag subscribers are told of), `aether_bus_transport_errors_total` and the
 //! gauge `aether_bus_subscriptions`. Permission violations are the connection's:
 //! `aether_nats_permission_violations_total`.
+//!
+//! Namespaces come from publishers, and a subscriber of `>` sees them all: one series per
+//! namespace would let any publisher grow the exporter (and every scrape) without bound. So
+//! the first 256 namespaces a bus sees get counters of their own; every other one is counted
+//! under the namespace `_other`, in [`MetricsSnapshot::namespaces`] and in the exported series
+//! alike (totals stay exact).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+
+/// Most namespaces with counters (and exported series) of their own in one bus.
+pub(crate) const MAX_NAMESPACE_SERIES: usize = 256;
+/// The namespace every namespace beyond [`MAX_NAMESPACE_SERIES`] is counted under.
+pub(crate) const OTHER_NAMESPACES: &str = "_other";
 
 /// Counters of one namespace (or of the whole bus).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,7 +43,8 @@ pub struct NamespaceMetrics {
 pub struct MetricsSnapshot {
     /// Totals over every namespace.
     pub total: NamespaceMetrics,
-    /// Per namespace (namespaces as published, not patterns).
+    /// Per namespace (namespaces as published, not patterns): the first 256 the bus saw, and
+    /// `_other` for every namespace after them.
     pub namespaces: BTreeMap<String, NamespaceMetrics>,
     /// Subscriptions currently open.
     pub active_subscriptions: u64,
@@ -46,7 +59,8 @@ pub struct MetricsSnapshot {
 }
 
 impl MetricsSnapshot {
-    /// Counters of one namespace (zero when nothing happened there).
+    /// Counters of one namespace (zero when nothing happened there, or when it came after the
+    /// first 256 and is counted under `_other`).
     pub fn namespace(&self, namespace: &str) -> NamespaceMetrics {
         self.namespaces.get(namespace).copied().unwrap_or_default()
     }
@@ -122,6 +136,11 @@ impl NamespaceCounters {
 pub(crate) struct BusMetrics {
     total: NamespaceCounters,
     namespaces: DashMap<String, Arc<NamespaceCounters>, foldhash::fast::RandomState>,
+    /// Namespaces given counters of their own (at most [`MAX_NAMESPACE_SERIES`]); counted
+    /// apart from the map's length so that concurrent first uses cannot overshoot the cap.
+    named: AtomicUsize,
+    /// The counters of every namespace beyond the cap, made on the first of them.
+    other: OnceLock<Arc<NamespaceCounters>>,
     active_subscriptions: AtomicU64,
     transport_errors: AtomicU64,
 }
@@ -132,14 +151,39 @@ impl BusMetrics {
         Self::default()
     }
 
-    /// The counters of `namespace`, created on first use.
+    /// The counters of `namespace`, created on first use; beyond [`MAX_NAMESPACE_SERIES`]
+    /// namespaces, the shared counters of [`OTHER_NAMESPACES`].
     pub(crate) fn counters(&self, namespace: &str) -> Arc<NamespaceCounters> {
         if let Some(c) = self.namespaces.get(namespace) {
             return c.clone();
         }
-        self.namespaces
-            .entry(namespace.to_string())
-            .or_insert_with(|| Arc::new(NamespaceCounters::exported(namespace)))
+        // Full: no allocation and no write lock for a namespace that will not get its own.
+        if self.named.load(Ordering::Relaxed) >= MAX_NAMESPACE_SERIES {
+            return self.other();
+        }
+        match self.namespaces.entry(namespace.to_string()) {
+            Entry::Occupied(e) => e.get().clone(),
+            Entry::Vacant(e) => {
+                let reserved = self
+                    .named
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        (n < MAX_NAMESPACE_SERIES).then_some(n + 1)
+                    })
+                    .is_ok();
+                if reserved {
+                    e.insert(Arc::new(NamespaceCounters::exported(namespace)))
+                        .clone()
+                } else {
+                    drop(e);
+                    self.other()
+                }
+            }
+        }
+    }
+
+    fn other(&self) -> Arc<NamespaceCounters> {
+        self.other
+            .get_or_init(|| Arc::new(NamespaceCounters::exported(OTHER_NAMESPACES)))
             .clone()
     }
 
@@ -226,13 +270,23 @@ impl BusMetrics {
 
     /// A copy of every counter.
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+        let mut namespaces: BTreeMap<String, NamespaceMetrics> = self
+            .namespaces
+            .iter()
+            .map(|e| (e.key().clone(), e.value().load()))
+            .collect();
+        if let Some(other) = self.other.get() {
+            // A namespace really named `_other` among the first ones shares the entry (and the
+            // exported series, whose labels are the same).
+            let o = other.load();
+            let entry = namespaces.entry(OTHER_NAMESPACES.to_string()).or_default();
+            entry.published += o.published;
+            entry.delivered += o.delivered;
+            entry.dropped += o.dropped;
+        }
         MetricsSnapshot {
             total: self.total.load(),
-            namespaces: self
-                .namespaces
-                .iter()
-                .map(|e| (e.key().clone(), e.value().load()))
-                .collect(),
+            namespaces,
             active_subscriptions: self.active_subscriptions.load(Ordering::Relaxed),
             transport_errors: self.transport_errors.load(Ordering::Relaxed),
             // Reported by the NATS connection's monitor; the NATS bus adds them to its copy.
@@ -273,5 +327,103 @@ mod tests {
         assert_eq!(s.active_subscriptions, 0);
         assert_eq!(s.transport_errors, 1);
         assert_eq!(s.permission_errors, 0);
+    }
+
+    /// Counts the distinct series registered through the `metrics` facade.
+    #[derive(Default)]
+    struct SeriesCounter(std::sync::Mutex<std::collections::HashSet<metrics::Key>>);
+
+    impl metrics::Recorder for SeriesCounter {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            self.0.lock().unwrap().insert(key.clone());
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            self.0.lock().unwrap().insert(key.clone());
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            self.0.lock().unwrap().insert(key.clone());
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn namespaces_beyond_the_cap_share_one_other_series() {
+        let recorder = SeriesCounter::default();
+        let m = metrics::with_local_recorder(&recorder, || {
+            let m = BusMetrics::new();
+            // As a `>` subscriber sees 5 000 publishes to as many namespaces.
+            for i in 0..5000 {
+                let ns = format!("tenant-{i}");
+                m.record_published_to(&m.counters(&ns));
+                m.record_delivered(&ns, 1);
+                m.record_dropped(&ns, 1);
+            }
+            m
+        });
+        let series = recorder.0.lock().unwrap().len();
+        assert_eq!(series, 3 * (MAX_NAMESPACE_SERIES + 1), "{series} series");
+        let s = m.snapshot();
+        assert_eq!(s.namespaces.len(), MAX_NAMESPACE_SERIES + 1);
+        assert_eq!(s.total.published, 5000);
+        assert_eq!(s.namespace("tenant-0").published, 1);
+        assert_eq!(s.namespace("tenant-4999"), NamespaceMetrics::default());
+        let other = s.namespace(OTHER_NAMESPACES);
+        assert_eq!(other.published, 5000 - MAX_NAMESPACE_SERIES as u64);
+        assert_eq!(other.delivered, other.published);
+        assert_eq!(other.dropped, other.published);
+    }
+
+    #[test]
+    fn concurrent_first_uses_never_exceed_the_cap() {
+        let m = Arc::new(BusMetrics::new());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        m.record_published_to(&m.counters(&format!("ns-{t}-{i}")));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = m.snapshot();
+        assert_eq!(s.namespaces.len(), MAX_NAMESPACE_SERIES + 1);
+        assert_eq!(s.total.published, 4000);
+        let sum: u64 = s.namespaces.values().map(|n| n.published).sum();
+        assert_eq!(sum, 4000);
     }
 }
