@@ -76,6 +76,9 @@ pub struct DemoArgs {
     /// address until Ctrl-C (with --nats).
     #[arg(long, value_name = "ADDR", requires = "nats")]
     pub ui: Option<std::net::SocketAddr>,
+    /// Who may reach the dashboard (with --ui).
+    #[command(flatten)]
+    pub ui_access: crate::ui::AccessArgs,
 }
 
 /// What the demo did, for the summary.
@@ -123,6 +126,11 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
     let notices = Arc::new(AtomicU64::new(0));
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let cluster_name = format!("demo-{run_id}");
+    // A dashboard that would be refused is refused before the demo runs.
+    let ui_token = match args.ui {
+        Some(address) => args.ui_access.token_for(address)?,
+        None => None,
+    };
     // The dashboard's /metrics shows the nodes' own metrics: the recorder goes in first.
     let metrics = match args.ui {
         Some(_) => Some(
@@ -200,7 +208,8 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
         render_summary(&summary, &mode, started.elapsed(), painter)
     );
     if let (Some(address), Some(url)) = (args.ui, args.nats.as_deref()) {
-        let served = serve_dashboard(url, &args.auth, address, &cluster_name, metrics).await;
+        let served =
+            serve_dashboard(url, &args.auth, address, &cluster_name, ui_token, metrics).await;
         if let Err(e) = served {
             cluster.shutdown().await;
             return Err(e);
@@ -240,42 +249,27 @@ async fn serve_dashboard(
     auth: &AuthArgs,
     address: std::net::SocketAddr,
     cluster_name: &str,
+    token: Option<String>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> CliResult<()> {
     let client = connect(url, auth).await?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let dashboard = crate::ui::Dashboard::start(
-        client,
-        crate::ui::DashboardConfig {
-            cluster: cluster_name.to_string(),
-            stream: crate::events::StreamArgs {
-                namespace: Some(DEMO_STORE_NAMESPACE.into()),
-                stream: aether_store::DEFAULT_STREAM_NAME.into(),
-            },
-            metrics,
-            ..crate::ui::DashboardConfig::default()
+    let config = crate::ui::DashboardConfig {
+        cluster: cluster_name.to_string(),
+        stream: crate::events::StreamArgs {
+            namespace: Some(DEMO_STORE_NAMESPACE.into()),
+            stream: aether_store::DEFAULT_STREAM_NAME.into(),
         },
-        stop.clone(),
+        token,
+        metrics,
+        ..crate::ui::DashboardConfig::default()
+    };
+    crate::ui::serve_until_ctrl_c(
+        client,
+        config,
+        address,
+        " : the demo's cluster keeps running until Ctrl-C",
     )
-    .await?;
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| CliError::context(format!("listening on {address}"), &e))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| CliError::context("reading the listening address", &e))?;
-    println!("dashboard on http://{bound}/ : the demo's cluster keeps running until Ctrl-C");
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                stop.cancel();
-            }
-        });
-    }
-    crate::ui::serve(listener, dashboard.router(), stop)
-        .await
-        .map_err(|e| CliError::context("serving the dashboard", &e))
+    .await
 }
 
 fn count_notices(mut sub: aether_core::Subscription, notices: &Arc<AtomicU64>) {

@@ -1,28 +1,37 @@
 //! The dashboard's data: JSON for the pages, server-sent events for the tail, the Prometheus
 //! text for `/metrics`. Every failure is a JSON `{"error": ...}` with a fitting status, never
-//! a crash: a bad actor id or pattern is a 400, an unknown actor or cluster a 404, NATS being
-//! unreachable a 503.
+//! a crash: a bad actor id, pattern or query is a 400, an unknown actor or cluster a 404, NATS
+//! being unreachable or too many live tails a 503.
+//!
+//! Every answer costs a bounded amount: the stream page reads the stream's info only (one
+//! request, whatever the number of actors), an actor's history comes in pages of at most
+//! [`MAX_HISTORY_PAGE`] events, and a live tail holds at most its buffer of events for a
+//! reader that does not keep up, dropping the newest and telling the page how many.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aether_bus::NatsEventBus;
 use aether_core::{validate_pattern, Delivery, Error, EventBroadcaster, EventLog, EventStore};
-use aether_core::{LogPosition, SubscriptionFilter};
+use aether_core::{LogPosition, OverflowPolicy, SubscribeOptions, SubscriptionFilter};
 use aether_projection::{NatsProjectionStore, ProjectionStore, StorageKind};
 use aether_store::JetStreamEventStore;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
+use super::access::Access;
+use super::sampler::HeardTable;
 use super::DashboardConfig;
 use crate::cluster::read_state;
 use crate::error::CliError;
@@ -34,13 +43,21 @@ pub(super) const SILENT_AFTER: Duration = Duration::from_secs(3);
 /// [`SAMPLE_EVERY`](super::sampler::SAMPLE_EVERY): five minutes).
 pub(super) const SAMPLES: usize = 150;
 
-/// A member's last heartbeat, as heard by the dashboard.
-#[derive(Debug, Clone)]
-pub(super) struct Heard {
-    pub(super) incarnation: String,
-    pub(super) seq: u64,
-    pub(super) at: Instant,
-}
+/// Events of an actor's history in one page unless the page asks for fewer.
+pub const DEFAULT_HISTORY_PAGE: usize = 100;
+/// Most events of an actor's history in one page, whatever the page asks for.
+pub const MAX_HISTORY_PAGE: usize = 500;
+
+/// Histories read at once: the store reads an actor's history from the page's first version
+/// to its end before the page is cut, so readers beyond these wait (and give up after
+/// [`HISTORY_WAIT`]) rather than each holding a long history in memory.
+const HISTORY_READS: usize = 4;
+/// How long a history read waits for its turn.
+const HISTORY_WAIT: Duration = Duration::from_secs(10);
+
+/// How often a live tail writes a comment when no event comes: a reader that went away is
+/// noticed, and the connection never looks idle to the server's idle timeout.
+const TAIL_KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// One sample of the stream's size.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -57,9 +74,15 @@ pub(super) struct Sample {
 pub(super) struct Shared {
     pub(super) client: async_nats::Client,
     pub(super) config: DashboardConfig,
+    pub(super) access: Access,
     pub(super) bus: NatsEventBus,
-    pub(super) heard: Mutex<BTreeMap<String, Heard>>,
+    pub(super) heard: Mutex<HeardTable>,
     pub(super) samples: Mutex<VecDeque<Sample>>,
+    /// One permit per live tail that may be open.
+    tails: Arc<Semaphore>,
+    history_reads: Semaphore,
+    /// Ends the live tails when the dashboard stops.
+    shutdown: CancellationToken,
     store: OnceCell<Arc<JetStreamEventStore>>,
 }
 
@@ -67,14 +90,23 @@ impl Shared {
     pub(super) fn new(
         client: async_nats::Client,
         config: DashboardConfig,
+        access: Access,
         bus: NatsEventBus,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             client,
+            heard: Mutex::new(HeardTable::new(
+                config.max_heard_nodes,
+                config.forget_silent_after,
+            )),
+            tails: Arc::new(Semaphore::new(config.max_tails)),
+            history_reads: Semaphore::new(HISTORY_READS),
             config,
+            access,
             bus,
-            heard: Mutex::new(BTreeMap::new()),
             samples: Mutex::new(VecDeque::with_capacity(SAMPLES)),
+            shutdown,
             store: OnceCell::new(),
         }
     }
@@ -119,6 +151,13 @@ impl ApiError {
     }
 }
 
+/// A query that does not parse (`?limit=abc`) is a 400 in JSON like every other failure.
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, e.body_text())
+    }
+}
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = match &e {
@@ -156,13 +195,19 @@ impl IntoResponse for ApiError {
         struct Body {
             error: String,
         }
-        (
+        let mut response = (
             self.status,
             Json(Body {
                 error: self.message,
             }),
         )
-            .into_response()
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
+        response
     }
 }
 
@@ -199,7 +244,7 @@ pub(super) struct ClusterView {
 pub(super) async fn cluster(State(s): State<Arc<Shared>>) -> ApiResult<ClusterView> {
     let name = s.config.cluster.clone();
     let state = read_state(&s.client, &name).await?;
-    let heard = lock(&s.heard).clone();
+    let heard = lock(&s.heard).snapshot();
     let mut nodes: Vec<String> = heard.keys().cloned().collect();
     if let Some(a) = &state.assignment {
         nodes.extend(a.table.members.iter().cloned());
@@ -255,7 +300,10 @@ pub(super) struct StreamView {
     bytes: u64,
     first_seq: u64,
     last_seq: u64,
-    actors: u64,
+    /// Subjects holding messages: one per actor with events, one more per actor with
+    /// snapshots (the stream's own count: actors are not listed, which costs seconds on a
+    /// stream of many actors).
+    subjects: u64,
     retention: String,
     max_age_secs: u64,
     max_bytes: i64,
@@ -269,8 +317,8 @@ pub(super) async fn stream(State(s): State<Arc<Shared>>) -> ApiResult<StreamView
     let stream = crate::events::find_stream(&context, &s.config.stream)
         .await
         .map_err(ApiError::from)?;
+    // The info `find_stream` read: one request, whatever the stream holds.
     let info = stream.cached_info().clone();
-    let stats = crate::stats::collect(&s.client, &stream, &info, false).await?;
     let samples = lock(&s.samples).iter().copied().collect();
     Ok(Json(StreamView {
         name: info.config.name.clone(),
@@ -278,7 +326,7 @@ pub(super) async fn stream(State(s): State<Arc<Shared>>) -> ApiResult<StreamView
         bytes: info.state.bytes,
         first_seq: info.state.first_sequence,
         last_seq: info.state.last_sequence,
-        actors: stats.actors,
+        subjects: info.state.subjects_count,
         retention: format!("{:?}", info.config.retention),
         max_age_secs: info.config.max_age.as_secs(),
         max_bytes: info.config.max_bytes,
@@ -288,23 +336,47 @@ pub(super) async fn stream(State(s): State<Arc<Shared>>) -> ApiResult<StreamView
     }))
 }
 
-/// An event as the actor page shows it.
+/// A page of an actor's history.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct ActorView {
     actor_id: String,
     stream: String,
+    /// The first version asked for.
+    from: u64,
+    /// Events at most in this page.
+    limit: usize,
+    /// The actor's latest version.
+    latest_version: u64,
     events: Vec<aether_core::Event>,
+    /// The `from` of the next page (`None`: this is the last).
+    next: Option<u64>,
+}
+
+/// Which page of a history.
+#[derive(Debug, Deserialize)]
+pub(super) struct HistoryQuery {
+    /// First version (default 1).
+    from: Option<u64>,
+    /// Events in the page (default [`DEFAULT_HISTORY_PAGE`], at most [`MAX_HISTORY_PAGE`]).
+    limit: Option<usize>,
 }
 
 pub(super) async fn actor(
     State(s): State<Arc<Shared>>,
     Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> ApiResult<ActorView> {
+    let Query(q) = query?;
+    let from = q.from.unwrap_or(1).max(1);
+    let limit = q
+        .limit
+        .unwrap_or(DEFAULT_HISTORY_PAGE)
+        .clamp(1, MAX_HISTORY_PAGE);
     let store = s.store().await?;
     // The store checks the id (length, characters NATS subjects cannot carry): a 400.
-    let events = store.get_events(&id, 1).await?;
-    if events.is_empty() {
+    let latest_version = store.get_latest_version(&id).await?;
+    if latest_version == 0 {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
@@ -313,10 +385,34 @@ pub(super) async fn actor(
             ),
         ));
     }
+    let mut events = if from > latest_version {
+        Vec::new()
+    } else {
+        let _turn = tokio::time::timeout(HISTORY_WAIT, s.history_reads.acquire())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many histories are being read: retry in a moment",
+                )
+            })?
+            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+        store.get_events(&id, from).await?
+    };
+    let next = if events.len() > limit {
+        events.truncate(limit);
+        events.last().map(|e| e.version + 1)
+    } else {
+        None
+    };
     Ok(Json(ActorView {
         actor_id: id,
         stream: store.stream_name().to_string(),
+        from,
+        limit,
+        latest_version,
         events,
+        next,
     }))
 }
 
@@ -334,8 +430,9 @@ pub(super) struct TailQuery {
 
 pub(super) async fn tail(
     State(s): State<Arc<Shared>>,
-    Query(q): Query<TailQuery>,
+    query: Result<Query<TailQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Query(q) = query?;
     let pattern = q
         .pattern
         .filter(|p| !p.is_empty())
@@ -362,9 +459,28 @@ pub(super) async fn tail(
         })?;
         filter = filter.actor_pattern(actor);
     }
-    let subscription = s.bus.subscribe_with_filter(&pattern, filter).await?;
-    // The subscription ends with the stream, when the page goes away.
-    let events = futures::stream::unfold(subscription, |mut sub| async move {
+    let permit = s.tails.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} live tails are open, the most this dashboard serves: close one (or wait \
+                 for one to end) and retry",
+                s.config.max_tails
+            ),
+        )
+    })?;
+    // A reader that stops reading costs at most this buffer: beyond it the newest events are
+    // dropped, counted, and the page told how many (`lagged`). Under back-pressure every event
+    // would wait in the NATS client's buffer (65 536 messages) of each stalled tail; now that
+    // buffer only holds what arrives faster than the bus's forwarding task can decode.
+    let options = SubscribeOptions::default()
+        .filter(filter)
+        .buffer_size(s.config.tail_buffer.max(1))
+        .overflow(OverflowPolicy::DropNewest);
+    let subscription = s.bus.subscribe_with_options(&pattern, options).await?;
+    // The subscription (and the tail's permit) end with the stream: when the page goes away,
+    // the connection is closed for being idle, or the dashboard stops.
+    let events = futures::stream::unfold((subscription, permit), |(mut sub, permit)| async move {
         let event = match sub.recv().await? {
             Delivery::Event(e) => SseEvent::default()
                 .event("event")
@@ -372,11 +488,17 @@ pub(super) async fn tail(
                 .unwrap_or_else(|_| SseEvent::default().event("error").data("undecodable")),
             Delivery::Lagged(n) => SseEvent::default().event("lagged").data(n.to_string()),
         };
-        Some((Ok(event), sub))
+        Some((Ok(event), (sub, permit)))
     });
-    // Browsers drop an event with no data: "ok" says the subscription is in place.
-    let ready = futures::stream::once(async { Ok(SseEvent::default().event("ready").data("ok")) });
-    Ok(Sse::new(futures::StreamExt::chain(ready, events)).keep_alive(KeepAlive::default()))
+    // Browsers drop an event with no data: "ok" says the subscription is in place; the buffer
+    // size lets the page say how much a slow page may miss.
+    let ready = futures::stream::once({
+        let buffer = s.config.tail_buffer.max(1);
+        async move { Ok(SseEvent::default().event("ready").data(buffer.to_string())) }
+    });
+    let stop = s.shutdown.clone().cancelled_owned();
+    Ok(Sse::new(ready.chain(events).take_until(stop))
+        .keep_alive(KeepAlive::new().interval(TAIL_KEEP_ALIVE)))
 }
 
 /// A projection as the page shows it.

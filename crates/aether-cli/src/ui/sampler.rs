@@ -2,7 +2,12 @@
 //! status and last heartbeat) and the stream's size over time (for the event rate), also
 //! handed to the metrics exporter as `aether_stream_messages`, `aether_stream_bytes` and
 //! `aether_cluster_members_heard`.
+//!
+//! Heartbeats name their node, and anyone who may publish on the heartbeat subject names any
+//! node: the table of nodes heard is bounded ([`HeardTable`]), forgetting nodes silent for long
+//! and, when full, the one silent longest.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +16,76 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::api::{Heard, Sample, Shared, SAMPLES, SILENT_AFTER};
+use super::api::{Sample, Shared, SAMPLES, SILENT_AFTER};
 
-/// How often the stream's size is sampled.
+/// How often the stream's size is sampled (and silent nodes forgotten).
 pub(super) const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+
+/// A member's last heartbeat, as heard by the dashboard.
+#[derive(Debug, Clone)]
+pub(super) struct Heard {
+    pub(super) incarnation: String,
+    pub(super) seq: u64,
+    pub(super) at: Instant,
+}
+
+/// The nodes heard, at most `cap` of them, none silent for longer than `forget_after`.
+#[derive(Debug)]
+pub(super) struct HeardTable {
+    nodes: BTreeMap<String, Heard>,
+    cap: usize,
+    forget_after: Duration,
+}
+
+impl HeardTable {
+    pub(super) fn new(cap: usize, forget_after: Duration) -> Self {
+        Self {
+            nodes: BTreeMap::new(),
+            cap: cap.max(1),
+            forget_after,
+        }
+    }
+
+    /// Records a heartbeat of `node` heard at `heard.at`.
+    pub(super) fn record(&mut self, node: String, heard: Heard) {
+        if !self.nodes.contains_key(&node) && self.nodes.len() >= self.cap {
+            self.forget_silent(heard.at);
+            if self.nodes.len() >= self.cap {
+                // Full of nodes heard recently: the one silent longest makes room (a real
+                // member is heard again within a heartbeat and comes back).
+                let oldest = self
+                    .nodes
+                    .iter()
+                    .min_by_key(|(_, h)| h.at)
+                    .map(|(n, _)| n.clone());
+                if let Some(oldest) = oldest {
+                    self.nodes.remove(&oldest);
+                }
+            }
+        }
+        self.nodes.insert(node, heard);
+    }
+
+    /// Forgets the nodes silent for longer than `forget_after` at `now`.
+    pub(super) fn forget_silent(&mut self, now: Instant) {
+        let forget_after = self.forget_after;
+        self.nodes
+            .retain(|_, h| now.saturating_duration_since(h.at) <= forget_after);
+    }
+
+    /// Nodes heard within [`SILENT_AFTER`] of `now`.
+    pub(super) fn alive(&self, now: Instant) -> usize {
+        self.nodes
+            .values()
+            .filter(|h| now.saturating_duration_since(h.at) < SILENT_AFTER)
+            .count()
+    }
+
+    /// A copy of the table.
+    pub(super) fn snapshot(&self) -> BTreeMap<String, Heard> {
+        self.nodes.clone()
+    }
+}
 
 /// Starts both watchers; they stop with `shutdown`.
 pub(super) fn spawn(state: Arc<Shared>, shutdown: CancellationToken) {
@@ -45,20 +116,18 @@ async fn listen(state: Arc<Shared>, shutdown: CancellationToken) {
             let Ok(hb) = decode::<Heartbeat>(&msg.payload) else {
                 continue;
             };
+            let now = Instant::now();
             let alive = {
                 let mut heard = state.heard.lock().unwrap_or_else(|e| e.into_inner());
-                heard.insert(
+                heard.record(
                     hb.node_id,
                     Heard {
                         incarnation: hb.incarnation,
                         seq: hb.seq,
-                        at: Instant::now(),
+                        at: now,
                     },
                 );
-                heard
-                    .values()
-                    .filter(|h| h.at.elapsed() < SILENT_AFTER)
-                    .count()
+                heard.alive(now)
             };
             metrics::gauge!("aether_cluster_members_heard", "cluster" => state.config.cluster.clone())
                 .set(alive as f64);
@@ -66,7 +135,7 @@ async fn listen(state: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
-/// Samples the stream's last sequence and size.
+/// Samples the stream's last sequence and size, and forgets silent nodes.
 async fn sample(state: Arc<Shared>, shutdown: CancellationToken) {
     let context = async_nats::jetstream::new(state.client.clone());
     let name = state.config.stream.stream_name();
@@ -76,6 +145,11 @@ async fn sample(state: Arc<Shared>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        state
+            .heard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_silent(Instant::now());
         let info = match context.get_stream(&name).await {
             Ok(mut stream) => match stream.info().await {
                 Ok(info) => info.clone(),
@@ -97,5 +171,44 @@ async fn sample(state: Arc<Shared>, shutdown: CancellationToken) {
             last_seq: info.state.last_sequence,
             bytes: info.state.bytes,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heard(at: Instant) -> Heard {
+        Heard {
+            incarnation: "i".into(),
+            seq: 0,
+            at,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_nodes_are_forgotten_and_the_table_stays_within_its_cap() {
+        let mut table = HeardTable::new(3, Duration::from_secs(60));
+        table.record("a".into(), heard(Instant::now()));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        table.record("b".into(), heard(Instant::now()));
+        tokio::time::advance(Duration::from_secs(31)).await;
+        table.forget_silent(Instant::now());
+        assert_eq!(table.snapshot().keys().collect::<Vec<_>>(), ["b"]);
+
+        // A flood of names: never more than the cap, the newest kept.
+        for i in 0..1000 {
+            table.record(format!("ghost-{i}"), heard(Instant::now()));
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        let nodes = table.snapshot();
+        assert_eq!(nodes.len(), 3);
+        assert!(nodes.contains_key("ghost-999"));
+        // A node heard again keeps its place without evicting anyone.
+        table.record("ghost-999".into(), heard(Instant::now()));
+        assert_eq!(table.snapshot().len(), 3);
+        assert_eq!(table.alive(Instant::now()), 3);
+        tokio::time::advance(SILENT_AFTER).await;
+        assert_eq!(table.alive(Instant::now()), 0);
     }
 }

@@ -4,7 +4,9 @@
 //! - `cli`: without a server (help, usage errors, the in-process demo, connection failures).
 //! - `nats`: against real nats-servers started by each test.
 //! - `ui`: the dashboard, in a headless browser and over plain HTTP.
+//! - `ui_hostile`: the dashboard under careless and hostile clients.
 
 mod cli;
 mod nats;
 mod ui;
+mod ui_hostile;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use aether_bus::{NatsBusConfig, NatsEventBus};
 use aether_cli::demo::{Bank, BankCommand};
 use aether_cli::events::StreamArgs;
-use aether_cli::ui::{serve, Dashboard, DashboardConfig};
+use aether_cli::ui::{serve_with_limits, Dashboard, DashboardConfig, ServeLimits};
 use aether_cluster::{Actors, ClusterConfig, ClusterNode};
 use aether_core::{Event, EventBroadcaster, EventStore, SnapshotStore};
 use aether_store::{JetStreamConfig, JetStreamEventStore, Notify};
@@ -24,8 +24,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-const NAMESPACE: &str = "ui";
-const CLUSTER: &str = "ui";
+pub(crate) const NAMESPACE: &str = "ui";
+pub(crate) const CLUSTER: &str = "ui";
+/// An access token the dashboard accepts.
+pub(crate) const TOKEN: &str = "s3cret-0123456789";
 
 /// The process's Prometheus recorder (one per test binary).
 fn recorder() -> PrometheusHandle {
@@ -39,7 +41,7 @@ fn recorder() -> PrometheusHandle {
         .clone()
 }
 
-fn config(token: Option<&str>) -> DashboardConfig {
+pub(crate) fn config(token: Option<&str>) -> DashboardConfig {
     DashboardConfig {
         cluster: CLUSTER.into(),
         stream: StreamArgs {
@@ -53,14 +55,33 @@ fn config(token: Option<&str>) -> DashboardConfig {
 }
 
 /// Serves a dashboard on a free loopback port until `stop` is cancelled.
-async fn dashboard(url: &str, config: DashboardConfig, stop: &CancellationToken) -> SocketAddr {
+pub(crate) async fn dashboard(
+    url: &str,
+    config: DashboardConfig,
+    stop: &CancellationToken,
+) -> SocketAddr {
+    dashboard_with_limits(url, config, ServeLimits::default(), stop).await
+}
+
+/// Serves a dashboard within `limits` on a free loopback port until `stop` is cancelled.
+pub(crate) async fn dashboard_with_limits(
+    url: &str,
+    config: DashboardConfig,
+    limits: ServeLimits,
+    stop: &CancellationToken,
+) -> SocketAddr {
     let client = async_nats::connect(url).await.unwrap();
     let dashboard = Dashboard::start(client, config, stop.clone())
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(listener, dashboard.router(), stop.clone()));
+    tokio::spawn(serve_with_limits(
+        listener,
+        dashboard.router(),
+        limits,
+        stop.clone(),
+    ));
     addr
 }
 
@@ -93,7 +114,7 @@ pub(crate) async fn get(
     (status, head.to_lowercase(), body.to_string())
 }
 
-async fn start_node(url: &str, id: &str) -> ClusterNode {
+pub(crate) async fn start_node(url: &str, id: &str) -> ClusterNode {
     let client = async_nats::connect(url).await.unwrap();
     let bus = NatsEventBus::new(client.clone(), NatsBusConfig::default())
         .await
@@ -217,6 +238,19 @@ async fn wait_js(
     }
 }
 
+/// Nothing hostile became an element or ran.
+async fn assert_no_markup_ran(c: &Client) {
+    let v = c
+        .execute(
+            "return { imgs: document.querySelectorAll('main img, main b').length,\
+                      pwned: window.pwned === undefined ? null : window.pwned };",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(v, serde_json::json!({ "imgs": 0, "pwned": null }));
+}
+
 async fn no_errors(c: &Client, page: &str) {
     let errors = c
         .execute(
@@ -270,6 +304,19 @@ async fn the_dashboard_in_a_browser_follows_a_cluster_losing_a_node() {
         .await
         .unwrap();
 
+    // A history longer than a page.
+    let client = async_nats::connect(&url).await.unwrap();
+    let store = JetStreamEventStore::new(
+        client.clone(),
+        JetStreamConfig::default().namespace(NAMESPACE),
+    )
+    .await
+    .unwrap();
+    let long: Vec<Event> = (1..=120)
+        .map(|v| Event::new("Tick", "acc-long", v))
+        .collect();
+    store.save_events("acc-long", &long).await.unwrap();
+
     let stop = CancellationToken::new();
     let addr = dashboard(&url, config(None), &stop).await;
     let driver = chromedriver();
@@ -292,6 +339,58 @@ async fn the_dashboard_in_a_browser_follows_a_cluster_losing_a_node() {
     .await;
     no_errors(&c, "cluster").await;
     screenshot(&c, "cluster-three-nodes").await;
+
+    // A node name that is markup shows as text, and runs nothing.
+    let hostile_node = r#"<img src=x onerror="window.pwned=1">"#;
+    let heartbeat = aether_cluster::routing::Heartbeat {
+        node_id: hostile_node.into(),
+        incarnation: "<b>i</b>".into(),
+        seq: 0,
+    };
+    client
+        .publish(
+            aether_cluster::routing::Subjects::new(CLUSTER).heartbeat(),
+            aether_cluster::routing::encode(&heartbeat).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let shown = wait_js(
+        &c,
+        "the hostile node's row",
+        "const r = [...document.querySelectorAll('#members tr[data-node]')]\
+         .find(r => r.dataset.node.startsWith('<img'));\
+         return r ? r.cells[0].textContent : null;",
+        |v| v.is_string(),
+    )
+    .await;
+    assert_eq!(shown, hostile_node);
+    assert_no_markup_ran(&c).await;
+
+    // Each refresh waits for the previous answer: with answers slowed to 2.5 s, never more
+    // than one request at a time.
+    c.execute(
+        "window.slowCalls = 0; window.inFlight = 0; window.maxInFlight = 0;\
+         window.realFetch = window.fetch;\
+         window.fetch = (...a) => { window.slowCalls++; window.inFlight++;\
+           window.maxInFlight = Math.max(window.maxInFlight, window.inFlight);\
+           return new Promise(r => setTimeout(r, 2500)).then(() => window.realFetch(...a))\
+             .finally(() => { window.inFlight--; }); };\
+         return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let max = wait_js(
+        &c,
+        "three slowed refreshes",
+        "return window.slowCalls >= 3 ? window.maxInFlight : null;",
+        |v| !v.is_null(),
+    )
+    .await;
+    assert_eq!(max, 1, "refreshes overlapped");
+    c.execute("window.fetch = window.realFetch; return true;", vec![])
+        .await
+        .unwrap();
 
     // One node killed: the map shows the two others once the leader has moved its shards.
     let killed = nodes.remove(2);
@@ -324,6 +423,44 @@ async fn the_dashboard_in_a_browser_follows_a_cluster_losing_a_node() {
         |v| v.as_u64().is_some_and(|n| n >= 1),
     )
     .await;
+    // The rows sit in the table's one body, each cell under its header.
+    let layout = c
+        .execute(
+            "const t = document.getElementById('tail');\
+             const heads = [...t.querySelectorAll('thead th')].map(h => Math.round(h.getBoundingClientRect().left));\
+             const row = t.querySelector('.tail-row');\
+             const cells = [...row.cells].map(d => Math.round(d.getBoundingClientRect().left));\
+             return { bodies: t.querySelectorAll('tbody').length,\
+                      body: t.tBodies[0].id, rowParent: row.parentElement.id, heads, cells };",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(layout["bodies"], 1, "{layout}");
+    assert_eq!(layout["body"], "tail-list", "{layout}");
+    assert_eq!(layout["rowParent"], "tail-list", "{layout}");
+    assert_eq!(
+        layout["heads"], layout["cells"],
+        "cells not under their headers"
+    );
+    // An event type that is markup shows as text.
+    let hostile_type = "<img src=x onerror=\"window.pwned=2\">";
+    let bus = NatsEventBus::new(client.clone(), NatsBusConfig::default())
+        .await
+        .unwrap();
+    bus.publish("ui-hostile", &Event::new(hostile_type, "acc-h", 1))
+        .await
+        .unwrap();
+    let shown = wait_js(
+        &c,
+        "the hostile event's row",
+        "const r = document.querySelector('.tail-row[data-actor=\"acc-h\"]');\
+         return r ? r.cells[3].textContent : null;",
+        |v| v.is_string(),
+    )
+    .await;
+    assert_eq!(shown, hostile_type);
+    assert_no_markup_ran(&c).await;
     no_errors(&c, "tail").await;
     screenshot(&c, "tail").await;
 
@@ -343,6 +480,38 @@ async fn the_dashboard_in_a_browser_follows_a_cluster_losing_a_node() {
     );
     no_errors(&c, "actor").await;
     screenshot(&c, "actor").await;
+
+    // A long history: a page, then the next.
+    c.goto(&format!("{base}#actor/acc-long")).await.unwrap();
+    wait_js(
+        &c,
+        "the first page of acc-long",
+        "return document.querySelectorAll('#actor-events .actor-event').length;",
+        |v| v == 100,
+    )
+    .await;
+    c.execute(
+        "document.getElementById('next-page').click(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let versions = wait_js(
+        &c,
+        "the second page of acc-long",
+        "return [...document.querySelectorAll('#actor-events .actor-event td:first-child')]\
+         .map(e => Number(e.textContent));",
+        |v| v.as_array().is_some_and(|a| a.len() == 20),
+    )
+    .await;
+    assert_eq!(versions, serde_json::json!((101..=120).collect::<Vec<_>>()));
+    assert!(c
+        .execute("return !!document.getElementById('first-page') && !document.getElementById('next-page');", vec![])
+        .await
+        .unwrap()
+        .as_bool()
+        .unwrap());
+    no_errors(&c, "actor").await;
 
     // An unknown actor: a clear message on the page.
     c.goto(&format!("{base}#actor/nobody")).await.unwrap();
@@ -396,9 +565,9 @@ async fn the_dashboard_answers_bad_input_a_wrong_token_and_a_lost_server_with_cl
         .await
         .unwrap();
     let stop = CancellationToken::new();
-    let addr = dashboard(&url, config(Some("s3cret")), &stop).await;
+    let addr = dashboard(&url, config(Some(TOKEN)), &stop).await;
 
-    // Without the token: refused; with it once in the query, a cookie carries it on.
+    // Without the token: refused (the login itself is tested in ui_hostile).
     let (status, _, body) = get(addr, "/", &[]).await;
     assert_eq!(status, 401);
     assert!(body.contains("token"), "{body}");
@@ -409,17 +578,13 @@ async fn the_dashboard_answers_bad_input_a_wrong_token_and_a_lost_server_with_cl
             .0,
         401
     );
-    let (status, head, body) = get(addr, "/?token=s3cret", &[]).await;
+    let bearer_value = format!("Bearer {TOKEN}");
+    let bearer = [("Authorization", bearer_value.as_str())];
+    let (status, head, body) = get(addr, "/", &bearer).await;
     assert_eq!(status, 200);
     assert!(body.contains("<title>Aether</title>"));
-    assert!(
-        head.contains("set-cookie: aether_ui_token=s3cret"),
-        "{head}"
-    );
     assert!(head.contains("content-security-policy"), "{head}");
-    let cookie = [("Cookie", "aether_ui_token=s3cret")];
-    let bearer = [("Authorization", "Bearer s3cret")];
-    assert_eq!(get(addr, "/app.js", &cookie).await.0, 200);
+    assert_eq!(get(addr, "/app.js", &bearer).await.0, 200);
 
     // Hostile and unknown input: clear errors, and the server goes on.
     let (status, _, body) = get(addr, "/api/actors/nobody", &bearer).await;

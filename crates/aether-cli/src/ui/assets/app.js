@@ -20,6 +20,8 @@ window.addEventListener("unhandledrejection", (e) => {
 });
 
 const main = () => document.getElementById("main");
+// Each page shown gets a new generation: a refresh chain or a tail of an earlier page stops.
+let generation = 0;
 let timer = null;
 let source = null;
 
@@ -40,16 +42,23 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-function table(headers, rows, attrs) {
+// `body` is the rows, or a tbody the caller keeps filling (the live tail): either way the
+// rows sit in the table's only body, under its headers.
+function table(headers, body, attrs) {
+  const tbody = body instanceof HTMLTableSectionElement ? body : el("tbody", {}, body);
   return el("table", attrs || {},
     el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col" }, h)))),
-    el("tbody", {}, rows));
+    tbody);
 }
 
 async function api(path) {
+  const mine = generation;
   const response = await fetch(path, { headers: { Accept: "application/json" } });
   let body = null;
   try { body = await response.json(); } catch (_) { body = null; }
+  // An answer for a page left since: the view that asked never goes on (nor draws over the
+  // page shown now).
+  if (mine !== generation) return new Promise(() => {});
   if (!response.ok) {
     throw new Error((body && body.error) || ("HTTP " + response.status));
   }
@@ -88,9 +97,15 @@ function colourer(names) {
   };
 }
 
+// Refreshes a page `ms` after the previous answer came, never while one is awaited: a slow
+// server gets one request at a time from each page, not a growing queue of them.
 function every(ms, f) {
-  f();
-  timer = setInterval(f, ms);
+  const mine = generation;
+  const step = async () => {
+    try { await f(); } catch (err) { window.aetherErrors.push(String(err)); }
+    if (mine === generation) timer = setTimeout(step, ms);
+  };
+  step();
 }
 
 async function clusterView() {
@@ -168,7 +183,7 @@ async function streamView() {
       el("h2", {}, "Stream " + s.name),
       el("div", { class: "cards", id: "stream-cards" },
         card("messages (a batch is one)", s.messages),
-        card("actors", s.actors),
+        card("subjects (actors, snapshots)", s.subjects),
         card("bytes", bytes(s.bytes)),
         card("rate now", rate.toFixed(1) + " msg/s"),
         card("retention", s.retention),
@@ -197,10 +212,17 @@ function tailView() {
     const data = new FormData(form);
     const query = new URLSearchParams();
     for (const k of ["pattern", "type", "actor"]) if (data.get(k)) query.set(k, data.get(k));
+    const following = "Following " + (data.get("pattern") || ">");
+    let dropped = 0;
+    let buffer = "";
     status.textContent = "Connecting…";
     status.className = "muted";
     source = new EventSource("api/tail?" + query.toString());
-    source.addEventListener("ready", () => { status.textContent = "Following " + (data.get("pattern") || ">"); });
+    source.addEventListener("ready", (m) => {
+      buffer = m.data;
+      status.textContent = following;
+      status.className = "muted";
+    });
     source.addEventListener("event", (m) => {
       const e = JSON.parse(m.data);
       list.prepend(el("tr", { class: "tail-row", "data-actor": e.actorId, "data-type": e.eventType },
@@ -209,22 +231,32 @@ function tailView() {
       while (list.children.length > 500) list.lastChild.remove();
     });
     source.addEventListener("lagged", (m) => {
-      status.textContent = m.data + " events were dropped before reaching this page (it lagged).";
+      dropped += Number(m.data) || 0;
+      status.textContent = following + ": " + dropped + " events dropped so far because this page " +
+        "did not keep up (the dashboard holds " + (buffer || "a few hundred") + " for it).";
       status.className = "warning";
+      status.dataset.dropped = String(dropped);
     });
     source.onerror = () => {
-      status.textContent = "Connection lost; reconnecting…";
+      // A refused tail (too many open, or no access) is not retried by the browser.
+      if (source.readyState === EventSource.CLOSED) {
+        status.textContent = "The dashboard refused the live tail (too many open, or no access): press Follow to retry.";
+      } else {
+        status.textContent = "Connection lost; reconnecting…";
+      }
       status.className = "warning";
     };
   };
   form.addEventListener("submit", (e) => { e.preventDefault(); start(); });
   show(el("h2", {}, "Live tail"), form, status,
-    table(["Time", "Actor", "Version", "Type", "Data"], [list], { id: "tail" }));
+    table(["Time", "Actor", "Version", "Type", "Data"], list, { id: "tail" }));
   start();
 }
 
 async function actorView() {
-  const id = decodeURIComponent((location.hash.split("/")[1] || "").split("?")[0]);
+  const [path, query] = location.hash.slice(1).split("?");
+  const id = decodeURIComponent(path.split("/")[1] || "");
+  const from = Number(new URLSearchParams(query || "").get("from")) || 1;
   const input = el("input", { name: "actor", value: id, required: "required" });
   const form = el("form", { id: "actor-form" }, el("label", {}, "Actor id", input), el("button", { type: "submit" }, "Show"));
   form.addEventListener("submit", (e) => {
@@ -236,13 +268,22 @@ async function actorView() {
     return;
   }
   try {
-    const a = await api("api/actors/" + encodeURIComponent(id));
+    const a = await api("api/actors/" + encodeURIComponent(id) + "?from=" + from);
     const rows = a.events.map((e) => el("tr", { class: "actor-event" },
       el("td", {}, e.version), el("td", {}, e.eventType), el("td", {}, e.timestamp),
       el("td", { class: "data" }, JSON.stringify(e.data)),
       el("td", { class: "data" }, JSON.stringify(e.metadata || {}))));
+    const here = "#actor/" + encodeURIComponent(a.actorId);
+    const shown = a.events.length
+      ? "Versions " + a.events[0].version + " to " + a.events[a.events.length - 1].version
+      : "No events from version " + a.from;
+    const pages = el("nav", { class: "pages", id: "actor-pages", "aria-label": "Pages of the history" },
+      a.from > 1 ? el("a", { href: here, id: "first-page" }, "First page") : null,
+      a.next !== null ? el("a", { href: here + "?from=" + a.next, id: "next-page" }, "Next page") : null);
     show(el("h2", {}, "Actor " + a.actorId), form,
-      el("p", { class: "muted" }, a.events.length + " events in stream " + a.stream),
+      el("p", { class: "muted", id: "actor-summary" }, shown + " of " + a.latestVersion +
+        " in stream " + a.stream + " (" + a.limit + " per page)"),
+      pages,
       table(["Version", "Type", "Time", "Data", "Metadata"], rows, { id: "actor-events" }));
   } catch (err) {
     show(...failure("Actor " + id, err), form);
@@ -269,7 +310,8 @@ const views = { cluster: clusterView, stream: streamView, tail: tailView, actor:
 const refreshed = new Set(["cluster", "stream", "projections"]);
 
 function route() {
-  if (timer) { clearInterval(timer); timer = null; }
+  generation++;
+  if (timer) { clearTimeout(timer); timer = null; }
   if (source) { source.close(); source = null; }
   const page = (location.hash.slice(1).split(/[/?]/)[0]) || "cluster";
   const view = views[page] || clusterView;
