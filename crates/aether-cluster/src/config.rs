@@ -16,6 +16,12 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default number of shards.
 pub const DEFAULT_SHARD_COUNT: u32 = 1024;
+/// Default bound on a node's member table ([`ClusterConfig::max_members`]): far more nodes than
+/// a cluster of 1024 shards can usefully spread over, far fewer than a flood of made-up ids.
+pub const DEFAULT_MAX_MEMBERS: usize = 256;
+/// Default number of new members admitted per heartbeat interval
+/// ([`ClusterConfig::joins_per_interval`]).
+pub const DEFAULT_JOINS_PER_INTERVAL: u32 = 4;
 
 /// Shard settings; every node of a cluster must use the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +87,17 @@ pub struct ClusterConfig {
     pub send_timeout: Duration,
     /// Shard count and replication factor; every node of a cluster must use the same.
     pub shards: ShardConfig,
+    /// Most other nodes this node's member table holds at once: live members, nodes waiting
+    /// to be admitted, and failed or departed ones not yet forgotten. Heartbeats of further
+    /// new nodes are refused (and counted) until room is made, so a flood of made-up node ids
+    /// costs bounded memory and never reaches the assignment table. At least 1; raise it
+    /// above the largest cluster you run.
+    pub max_members: usize,
+    /// Most new members this node admits per heartbeat interval (at least 1). A new node is
+    /// admitted once heard on two heartbeats most of an interval apart, so a burst of
+    /// made-up ids admits nobody; this bounds how fast even a sustained one could move
+    /// shards. Nodes beyond it wait for the next interval.
+    pub joins_per_interval: u32,
     /// Where the server keeps the cluster's key-value bucket when a node creates it (feature
     /// `nats`): on disk by default; in memory for tests.
     #[cfg(feature = "nats")]
@@ -97,6 +114,8 @@ impl Default for ClusterConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             shards: ShardConfig::default(),
+            max_members: DEFAULT_MAX_MEMBERS,
+            joins_per_interval: DEFAULT_JOINS_PER_INTERVAL,
             #[cfg(feature = "nats")]
             storage: aether_nats::StorageKind::default(),
         }
@@ -139,6 +158,16 @@ impl ClusterConfig {
         self.shards = shards;
         self
     }
+    /// Sets the bound on the member table.
+    pub fn max_members(mut self, n: usize) -> Self {
+        self.max_members = n;
+        self
+    }
+    /// Sets how many new members are admitted per heartbeat interval.
+    pub fn joins_per_interval(mut self, n: u32) -> Self {
+        self.joins_per_interval = n;
+        self
+    }
     /// Sets where the server keeps the cluster's bucket (feature `nats`).
     #[cfg(feature = "nats")]
     pub fn storage(mut self, storage: aether_nats::StorageKind) -> Self {
@@ -152,8 +181,8 @@ impl ClusterConfig {
     /// [`Error::InvalidInput`] for a cluster name or node id that is empty or has characters
     /// other than letters, digits, `-` and `_` (they become NATS subject tokens and key
     /// names); a zero interval or timeout; a failure timeout shorter than two heartbeat
-    /// intervals (one late heartbeat would declare a live member failed); a zero shard count
-    /// or replication factor.
+    /// intervals (one late heartbeat would declare a live member failed); a zero shard count,
+    /// replication factor, member bound or join rate.
     pub fn validate(&self) -> Result<()> {
         validate_name("cluster name", &self.cluster_name)?;
         if let Some(id) = &self.node_id {
@@ -181,6 +210,11 @@ impl ClusterConfig {
                 "shard_count and replication_factor must be at least 1",
             ));
         }
+        if self.max_members == 0 || self.joins_per_interval == 0 {
+            return Err(Error::invalid(
+                "max_members and joins_per_interval must be at least 1",
+            ));
+        }
         Ok(())
     }
 }
@@ -191,18 +225,24 @@ impl ClusterConfig {
 /// # Errors
 /// [`Error::InvalidInput`] saying what is allowed.
 pub fn validate_name(what: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
+    if is_valid_name(name) {
         Ok(())
     } else {
         Err(Error::invalid(format!(
             "{what} {name:?} must be 1 to 64 letters, digits, '-' or '_'"
         )))
     }
+}
+
+/// The rule of [`validate_name`] without building an error: the node checks every id that
+/// arrives in a heartbeat with it, and a refused one must cost no allocation (a flood sends
+/// thousands a second, some of them as long as a message can be).
+pub(crate) fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -214,6 +254,10 @@ mod tests {
         let c = ClusterConfig::default();
         assert_eq!(c.cluster_name, "aether");
         assert_eq!(c.shards.shard_count, 1024);
+        assert_eq!(
+            (c.max_members, c.joins_per_interval),
+            (DEFAULT_MAX_MEMBERS, DEFAULT_JOINS_PER_INTERVAL)
+        );
         assert!(c.validate().is_ok());
         for bad in [
             ClusterConfig::default().heartbeat_interval(Duration::ZERO),
@@ -225,6 +269,8 @@ mod tests {
                 .failure_timeout(Duration::from_millis(900)),
             ClusterConfig::default().shards(ShardConfig::default().shard_count(0)),
             ClusterConfig::default().shards(ShardConfig::default().replication_factor(0)),
+            ClusterConfig::default().max_members(0),
+            ClusterConfig::default().joins_per_interval(0),
         ] {
             assert!(
                 matches!(bad.validate(), Err(Error::InvalidInput(_))),
@@ -236,7 +282,18 @@ mod tests {
     #[test]
     fn names_are_checked() {
         assert!(ClusterConfig::default().node_id("a-1_B").validate().is_ok());
-        for bad in ["", "a.b", "a b", "a*", "a>", &"x".repeat(65)] {
+        assert!(is_valid_name(&"x".repeat(64)));
+        for bad in [
+            "",
+            "a.b",
+            "a b",
+            "a*",
+            "a>",
+            "<img src=x>",
+            "é",
+            &"x".repeat(65),
+        ] {
+            assert!(!is_valid_name(bad), "{bad:?}");
             assert!(
                 ClusterConfig::default().node_id(bad).validate().is_err(),
                 "{bad:?}"

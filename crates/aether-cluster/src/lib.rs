@@ -113,7 +113,8 @@ pub use actors::Actors;
 pub use assignment::{Assignment, AssignmentTable, ASSIGNMENT_KEY};
 pub use config::{
     validate_name, ClusterConfig, ShardConfig, DEFAULT_CLUSTER_NAME, DEFAULT_FAILURE_TIMEOUT,
-    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_SHARD_COUNT,
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_JOINS_PER_INTERVAL, DEFAULT_MAX_MEMBERS,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_SHARD_COUNT,
 };
 pub use hash::stable_hash64;
 pub use leader::{LeaderLease, LeaseTracker, LEADER_KEY};

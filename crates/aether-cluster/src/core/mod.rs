@@ -11,6 +11,7 @@
 //! The core is the one source of truth of a node for "who owns what": routing, fencing and
 //! the public accessors all read [`NodeCore::view`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::assignment::{Assignment, AssignmentTable};
 use crate::leader::{LeaderLease, LeaseTracker};
-use crate::membership::{Membership, MembershipChange};
+use crate::membership::{Admission, Membership, MembershipChange, Refusal};
 use crate::routing::{Heartbeat, Leave};
 use crate::shard::rebalance;
 
@@ -31,7 +32,17 @@ pub(crate) struct CoreSettings {
     pub(crate) heartbeat_interval: Duration,
     pub(crate) shard_count: u32,
     pub(crate) replication_factor: u32,
+    /// How the membership view admits nodes it has only heard of.
+    pub(crate) admission: Admission,
 }
+
+/// At most one warning per this long about refused heartbeats: a flood must not become a
+/// flood of log lines. The counter counts every refusal.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// How much of a refused id (or decoding error) a warning shows: enough to recognise it,
+/// never a whole message.
+const REFUSAL_SAMPLE_CHARS: usize = 64;
 
 /// The outcome of a compare-and-set write to the cluster's bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +78,8 @@ pub(crate) enum Input {
     Heartbeat(Heartbeat),
     /// A member said it leaves.
     Leave(Leave),
+    /// Bytes on a membership subject that decode as no membership message (the error).
+    Undecodable(String),
     /// The lease key was read: its revision (0: never written) and value (`None`: absent,
     /// deleted or undecodable).
     LeaseRead {
@@ -123,6 +136,25 @@ pub(crate) enum Action {
     ViewChanged(Arc<Assignment>),
     /// The live set changed (for logs and metrics).
     Membership(MembershipChange),
+    /// `count` heartbeats were refused for `reason`: count them in
+    /// `aether_cluster_heartbeats_refused_total`, and log `log` when it is set. Reported at
+    /// once when a warning is due, else added up and reported with the next sweep (a
+    /// quarter of a heartbeat interval at most), so a refused heartbeat in a flood costs the
+    /// driver nothing and the real heartbeats queued behind it are not delayed.
+    HeartbeatsRefused {
+        reason: Refusal,
+        count: u64,
+        log: Option<RefusalLog>,
+    },
+}
+
+/// What a warning about refused heartbeats says: one refused id or error, cut to a length
+/// that is safe to print (with `{:?}`, which escapes whatever it holds), and how many
+/// refusals went unlogged since the previous warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RefusalLog {
+    pub(crate) sample: String,
+    pub(crate) unlogged: u64,
 }
 
 /// One node's protocol state. See the module docs.
@@ -155,6 +187,13 @@ pub(crate) struct NodeCore {
     table_revision: u64,
     table_write_in_flight: bool,
     stopped: bool,
+    // Refusals.
+    /// When the last warning about refused heartbeats was asked for.
+    refusal_logged_at: Option<Instant>,
+    /// Refusals since then.
+    refusals_unlogged: u64,
+    /// Refusals not reported yet, by reason.
+    refusals_pending: BTreeMap<Refusal, u64>,
 }
 
 impl NodeCore {
@@ -164,7 +203,11 @@ impl NodeCore {
             settings.replication_factor,
         ));
         Self {
-            membership: Membership::new(settings.node_id.clone(), settings.failure_timeout),
+            membership: Membership::with_admission(
+                settings.node_id.clone(),
+                settings.failure_timeout,
+                settings.admission,
+            ),
             tracker: LeaseTracker::new(settings.failure_timeout),
             settings,
             heartbeat_seq: 0,
@@ -179,6 +222,9 @@ impl NodeCore {
             table_revision: 0,
             table_write_in_flight: false,
             stopped: false,
+            refusal_logged_at: None,
+            refusals_unlogged: 0,
+            refusals_pending: BTreeMap::new(),
         }
     }
 
@@ -208,6 +254,11 @@ impl NodeCore {
     /// The live members, this node included, sorted.
     pub(crate) fn alive(&self) -> Vec<String> {
         self.membership.alive()
+    }
+
+    /// How many other nodes the membership view holds (bounded by `max_members`).
+    pub(crate) fn tracked(&self) -> usize {
+        self.membership.tracked()
     }
 
     /// Takes in the table found at start, giving its members one failure timeout to show up
@@ -263,22 +314,9 @@ impl NodeCore {
                     seq: self.heartbeat_seq,
                 }));
                 self.heartbeat_seq += 1;
-                let mut changed = false;
-                for change in self.membership.sweep(now) {
-                    actions.push(Action::Membership(change));
-                    changed = true;
-                }
-                if changed {
-                    self.lead_now(now, &mut actions);
-                }
+                self.sweep(now, &mut actions);
             }
-            Input::Sweep => {
-                let changes = self.membership.sweep(now);
-                if !changes.is_empty() {
-                    actions.extend(changes.into_iter().map(Action::Membership));
-                    self.lead_now(now, &mut actions);
-                }
-            }
+            Input::Sweep => self.sweep(now, &mut actions),
             Input::ElectionTick => {
                 if !self.lease_in_flight {
                     self.lease_in_flight = true;
@@ -302,11 +340,16 @@ impl NodeCore {
                     actions.push(Action::ReadTable);
                 }
             }
-            Input::Heartbeat(hb) => {
-                if let Some(change) = self.membership.observe_heartbeat(&hb, now) {
+            Input::Heartbeat(hb) => match self.membership.admit_heartbeat(&hb, now) {
+                Ok(Some(change)) => {
                     actions.push(Action::Membership(change));
                     self.lead_now(now, &mut actions);
                 }
+                Ok(None) => {}
+                Err(reason) => self.refused(reason, 1, &hb.node_id, now, &mut actions),
+            },
+            Input::Undecodable(error) => {
+                self.refused(Refusal::Undecodable, 1, &error, now, &mut actions)
             }
             Input::Leave(leave) => {
                 if let Some(change) = self.membership.observe_leave(&leave) {
@@ -357,6 +400,62 @@ impl NodeCore {
             }
         }
         actions
+    }
+
+    /// Looks for silent members (and, while leading, moves a failed one's shards), and drops
+    /// the nodes that were heard of once and never again.
+    fn sweep(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let changes = self.membership.sweep(now);
+        if !changes.is_empty() {
+            actions.extend(changes.into_iter().map(Action::Membership));
+            self.lead_now(now, actions);
+        }
+        let dropped = self.membership.expire_joining(now);
+        if let Some(first) = dropped.first() {
+            self.refused(
+                Refusal::Unconfirmed,
+                dropped.len() as u64,
+                first,
+                now,
+                actions,
+            );
+        }
+        for (reason, count) in std::mem::take(&mut self.refusals_pending) {
+            actions.push(Action::HeartbeatsRefused {
+                reason,
+                count,
+                log: None,
+            });
+        }
+    }
+
+    /// Reports `count` refusals for `reason` with a warning about `what` (a refused id or
+    /// error), or, when a warning was asked for less than [`REFUSAL_LOG_EVERY`] ago, keeps
+    /// them for the next sweep to report.
+    fn refused(
+        &mut self,
+        reason: Refusal,
+        count: u64,
+        what: &str,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let quiet = self
+            .refusal_logged_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= REFUSAL_LOG_EVERY);
+        if quiet {
+            self.refusal_logged_at = Some(now);
+            let unlogged = std::mem::take(&mut self.refusals_unlogged);
+            let log = Some(RefusalLog {
+                sample: sample(what),
+                unlogged,
+            });
+            actions.push(Action::HeartbeatsRefused { reason, count, log });
+        } else {
+            self.refusals_unlogged = self.refusals_unlogged.saturating_add(count);
+            let pending = self.refusals_pending.entry(reason).or_insert(0);
+            *pending = pending.saturating_add(count);
+        }
     }
 
     fn on_lease_read(
@@ -527,6 +626,14 @@ impl NodeCore {
             "assignment applied"
         );
         actions.push(Action::ViewChanged(Arc::clone(&self.view)));
+    }
+}
+
+/// The first [`REFUSAL_SAMPLE_CHARS`] characters of `text`, marked when cut.
+fn sample(text: &str) -> String {
+    match text.char_indices().nth(REFUSAL_SAMPLE_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
     }
 }
 

@@ -41,11 +41,13 @@ impl Inner {
 
     /// This node's view, for the metrics exporter: `aether_cluster_members`,
     /// `aether_cluster_leader` (1 on the leader), `aether_cluster_shards_owned` (primaries
-    /// here) and `aether_cluster_assignment_epoch`, labelled by cluster and node.
+    /// here), `aether_cluster_assignment_epoch` and `aether_cluster_member_table` (the other
+    /// nodes the membership view holds, bounded by `max_members`), labelled by cluster and
+    /// node.
     fn export_gauges(&self) {
-        let (members, leader) = {
+        let (members, leader, tracked) = {
             let core = self.core();
-            (core.alive().len(), core.term().is_some())
+            (core.alive().len(), core.term().is_some(), core.tracked())
         };
         let view = self.view();
         let labels = [
@@ -57,6 +59,7 @@ impl Inner {
         metrics::gauge!("aether_cluster_shards_owned", &labels)
             .set(view.primaries_of(&self.node_id).len() as f64);
         metrics::gauge!("aether_cluster_assignment_epoch", &labels).set(view.epoch as f64);
+        metrics::gauge!("aether_cluster_member_table", &labels).set(tracked as f64);
     }
 
     /// Carries out one action; returns what came of it, for the core.
@@ -145,6 +148,30 @@ impl Inner {
                 }
                 None
             }
+            Action::HeartbeatsRefused { reason, count, log } => {
+                // The reason is one of a few fixed labels; the refused id never becomes one.
+                metrics::counter!(
+                    "aether_cluster_heartbeats_refused_total",
+                    "cluster" => self.config.cluster_name.clone(),
+                    "node" => self.node_id.clone(),
+                    "reason" => reason.label(),
+                )
+                .increment(count);
+                if let Some(log) = log {
+                    // `{:?}` escapes whatever the sender put in the id (markup, control
+                    // characters); the core has cut it short.
+                    tracing::warn!(
+                        reason = reason.label(),
+                        count,
+                        unlogged_since_last_warning = log.unlogged,
+                        sample = ?log.sample,
+                        "membership message refused (anyone who may publish on the \
+                         cluster's subjects can send these: see the NATS permissions in \
+                         docs/operations.md)"
+                    );
+                }
+                None
+            }
         }
     }
 
@@ -193,6 +220,7 @@ pub(super) async fn member_loop(
             msg = members.next() => match msg {
                 Some(MemberMessage::Heartbeat(hb)) => Input::Heartbeat(hb),
                 Some(MemberMessage::Leave(l)) => Input::Leave(l),
+                Some(MemberMessage::Undecodable(e)) => Input::Undecodable(e),
                 None => break,
             },
         };

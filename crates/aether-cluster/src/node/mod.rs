@@ -131,6 +131,7 @@ impl ClusterNode {
             heartbeat_interval: config.heartbeat_interval,
             shard_count: config.shards.shard_count,
             replication_factor: config.shards.replication_factor,
+            admission: crate::membership::Admission::of(&config),
         });
         let inner = Arc::new(Inner {
             node_id,

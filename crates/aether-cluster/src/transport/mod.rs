@@ -31,6 +31,11 @@ pub use local::LocalNetwork;
 pub(crate) enum MemberMessage {
     Heartbeat(Heartbeat),
     Leave(Leave),
+    /// Bytes on a membership subject that decode as neither (the decoding error). Passed on
+    /// rather than dropped, so the core counts them and rate-limits the warnings about them
+    /// with every other refused message.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    Undecodable(String),
 }
 
 /// A key of the cluster's bucket as read: its revision (0: never written) and decoded value
@@ -84,7 +89,8 @@ pub(crate) struct Incoming {
 pub(crate) trait Transport: Send + Sync + fmt::Debug + 'static {
     /// Sends a heartbeat or a leave notice to every member.
     async fn publish(&self, message: MemberMessage) -> Result<()>;
-    /// The membership messages of every member (this node's own included), from now on.
+    /// The membership messages of every member (this node's own included), from now on, as
+    /// received: what they claim is checked by the node's core, not here.
     async fn members(&self) -> Result<BoxStream<'static, MemberMessage>>;
 
     /// Reads the leader lease.

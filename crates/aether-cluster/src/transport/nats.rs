@@ -138,6 +138,14 @@ impl NatsTransport {
     }
 }
 
+/// A decoded membership message, or the error for the core to count.
+fn member_message<T>(
+    decoded: std::result::Result<T, crate::routing::WireError>,
+    message: impl FnOnce(T) -> MemberMessage,
+) -> MemberMessage {
+    decoded.map_or_else(|e| MemberMessage::Undecodable(e.to_string()), message)
+}
+
 /// An undecodable value reads as none (with its revision), so a leader can overwrite it.
 fn decode_or_warn<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Option<T> {
     match decode::<T>(bytes) {
@@ -155,6 +163,11 @@ impl Transport for NatsTransport {
         let (subject, bytes) = match &message {
             MemberMessage::Heartbeat(hb) => (self.subjects.heartbeat(), encode(hb)?),
             MemberMessage::Leave(l) => (self.subjects.leave(), encode(l)?),
+            MemberMessage::Undecodable(_) => {
+                return Err(Error::invalid(
+                    "an undecodable membership message is not sent",
+                ))
+            }
         };
         // A refused publish is not answered; the refusal shows on the next guarded operation.
         self.client
@@ -169,12 +182,20 @@ impl Transport for NatsTransport {
         let leave = self.subjects.leave();
         Ok(sub
             .filter_map(move |msg| {
+                // Whatever decodes goes to the core as it came: the core checks what a
+                // message claims, counts what it refuses and rate-limits the warnings.
                 let m = if msg.subject.as_str() == heartbeat {
-                    decode_or_warn::<Heartbeat>(&msg.payload, "heartbeat")
-                        .map(MemberMessage::Heartbeat)
+                    Some(member_message(
+                        decode::<Heartbeat>(&msg.payload),
+                        MemberMessage::Heartbeat,
+                    ))
                 } else if msg.subject.as_str() == leave {
-                    decode_or_warn::<Leave>(&msg.payload, "leave notice").map(MemberMessage::Leave)
+                    Some(member_message(
+                        decode::<Leave>(&msg.payload),
+                        MemberMessage::Leave,
+                    ))
                 } else {
+                    // Nothing the cluster sends: ignored.
                     None
                 };
                 std::future::ready(m)

@@ -5,6 +5,10 @@
 //!   failover (also on a loaded machine), fencing, permissions.
 //! - `faults` (feature `nats`): one node's connection cut and frozen through a proxy; decoders
 //!   fed arbitrary bytes.
+//! - `hostile` (feature `nats`): a client floods the heartbeat subject with made-up node ids
+//!   while real nodes run: no shard moves, refusals are counted, a real node still joins.
+//! - `permissions` (feature `nats`): the NATS permissions of `docs/operations.md` let nodes
+//!   work and applications only send commands.
 //! - `large_state` (feature `nats`): an actor with a 900 KB state taking commands with ids
 //!   on the JetStream store; a local send bounded by its send timeout when the server is gone.
 //! - `trace` (feature `nats`): a command's trace context crossing nodes to the owner's span
@@ -17,8 +21,14 @@ mod cluster;
 #[cfg(feature = "nats")]
 mod faults;
 #[cfg(feature = "nats")]
+mod hostile;
+#[cfg(feature = "nats")]
 mod large_state;
+#[cfg(feature = "nats")]
+mod permissions;
 mod placement_props;
+#[cfg(feature = "nats")]
+mod recorder;
 #[cfg(feature = "nats")]
 mod support;
 #[cfg(feature = "nats")]
