@@ -20,6 +20,8 @@ const ACTORS: usize = 50;
 const PHASE: Duration = Duration::from_secs(30);
 /// Saves acknowledged between faults.
 const STEADY: u64 = 60;
+/// Transfers acknowledged through the new leader before the transfer writers may stop.
+const AFTER_KILL: usize = 20;
 
 /// The stream's leader and replicas as one server sees them, or `None` while it cannot say.
 pub(crate) async fn stream_cluster(
@@ -279,8 +281,10 @@ async fn replays_across_a_leader_kill_are_complete_or_retryable() {
     let leader = wait_for_leader(&urls, &[0, 1, 2], &stream).await;
     let li = index_of(&leader);
 
-    // Readers on the two other servers, each replaying in a loop.
+    // Readers on the two other servers, each replaying in a loop and noting when each
+    // complete replay returned.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let completed = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
     let mut readers = Vec::new();
     for i in (0..3).filter(|i| *i != li) {
         let store = open_store(
@@ -289,9 +293,8 @@ async fn replays_across_a_leader_kill_are_complete_or_retryable() {
             Duration::from_secs(2),
         )
         .await;
-        let stop = stop.clone();
+        let (stop, completed) = (stop.clone(), completed.clone());
         readers.push(tokio::spawn(async move {
-            let mut complete = Vec::new();
             let mut errors = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 match store.get_events("long", 0).await {
@@ -302,7 +305,7 @@ async fn replays_across_a_leader_kill_are_complete_or_retryable() {
                             (1..=EVENTS).collect::<Vec<_>>(),
                             "a replay returned a partial or disordered history"
                         );
-                        complete.push(Instant::now());
+                        completed.lock().unwrap().push(Instant::now());
                     }
                     Err(e) => {
                         assert!(e.is_retryable(), "replay failed with a hard error: {e:?}");
@@ -311,32 +314,51 @@ async fn replays_across_a_leader_kill_are_complete_or_retryable() {
                     }
                 }
             }
-            (complete, errors)
+            errors
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Polls until `want` replays have completed after `since`, or fails after `PHASE`.
+    let replays_after = |since: Instant, want: usize, what: &'static str| {
+        let completed = completed.clone();
+        async move {
+            let deadline = Instant::now() + PHASE;
+            loop {
+                let n = completed
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|t| **t > since)
+                    .count();
+                if n >= want {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{n} replays completed {what}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // The readers replay before the kill; they loop without pause, so replays are under way
+    // when it comes.
+    let started = Instant::now();
+    replays_after(started, 2, "before the kill").await;
     cluster.server(li).kill().unwrap();
     let killed = Instant::now();
     let others: Vec<usize> = (0..3).filter(|i| *i != li).collect();
     let new_leader = wait_for_leader(&urls, &others, &stream).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Both readers loop without pause: several complete replays after the kill show that
+    // replays succeed again (the readers' assertions checked every one of them).
+    replays_after(killed, 4, "after the leader was killed").await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut after_kill = 0;
-    let mut total = 0;
     let mut errors = Vec::new();
     for r in readers {
-        let (complete, errs) = r.await.unwrap();
-        total += complete.len();
-        after_kill += complete.iter().filter(|t| **t > killed).count();
-        errors.extend(errs);
+        errors.extend(r.await.unwrap());
     }
+    let completed = completed.lock().unwrap();
+    let after_kill = completed.iter().filter(|t| **t > killed).count();
     eprintln!(
-        "killed {leader}, {new_leader} took over: {total} complete replays ({after_kill} after the kill), {} retryable errors {errors:?}",
+        "killed {leader}, {new_leader} took over: {} complete replays ({after_kill} after the kill), {} retryable errors {errors:?}",
+        completed.len(),
         errors.len()
-    );
-    assert!(
-        after_kill > 0,
-        "no replay completed after the leader was killed"
     );
 }
 
@@ -368,7 +390,7 @@ async fn replicated_transactions_survive_a_leader_kill() {
         ));
     }
     let probe = Arc::clone(&stores[0]);
-    let writers = tokio::spawn(crate::transactions::run_transfers(stores, 40, false));
+    let mut transfers = crate::transactions::Transfers::start(stores, 40, false);
     // Kill the leader once transfers are flowing.
     let deadline = Instant::now() + PHASE;
     while probe.stream_info().await.map_or(0, |i| i.state.messages) < 40 {
@@ -378,20 +400,62 @@ async fn replicated_transactions_survive_a_leader_kill() {
     let all = [0, 1, 2];
     let leader = wait_for_leader(&urls, &all, &stream).await;
     let li = index_of(&leader);
-    cluster.server_by_name(&leader).unwrap().kill().unwrap();
+    // Freeze the leader first and kill it once a commit is waiting on it, so that a commit is
+    // certainly in flight when it dies (a kill at a random moment may fall between commits).
+    // Frozen, it answers nothing more: to the cluster the kill happens at the freeze.
+    cluster.server(li).pause().unwrap();
+    transfers
+        .wait_for("a commit waiting on the frozen leader", |t| {
+            t.in_flight() > 0
+        })
+        .await;
+    let killed = Instant::now();
+    cluster.server(li).kill().unwrap();
     let others: Vec<usize> = all.iter().copied().filter(|i| *i != li).collect();
     let new_leader = wait_for_leader(&urls, &others, &stream).await;
     eprintln!("killed stream leader {leader}; {new_leader} took over");
     cluster.server(li).start_again().unwrap();
-    let ledger = writers.await.unwrap();
+    // The writers go on through the new leader before they may stop.
+    transfers
+        .wait_for("transfers acknowledged after the kill", |t| {
+            t.acked_since(killed) >= AFTER_KILL
+        })
+        .await;
+    let ledger = transfers.finish().await;
     wait_for_replicas_current(&urls, &stream).await;
+    let across: Vec<String> = ledger
+        .commits
+        .iter()
+        .filter(|c| c.invoked < killed && c.returned > killed)
+        .map(|c| {
+            format!(
+                "sent {:?} before, returned {:?} after ({})",
+                killed - c.invoked,
+                c.returned - killed,
+                if c.acked { "acknowledged" } else { "failed" }
+            )
+        })
+        .collect();
+    let after = ledger
+        .commits
+        .iter()
+        .filter(|c| c.acked && c.invoked > killed)
+        .count();
     eprintln!(
-        "{} transfers acknowledged, {} unanswered, {} conflicts",
+        "{} transfers acknowledged ({after} sent after the kill), {} unanswered, {} conflicts; \
+         commits in flight at the kill: {across:?}",
         ledger.acked.len(),
         ledger.unknown.len(),
         ledger.conflicts
     );
-    assert!(!ledger.acked.is_empty());
+    assert!(
+        !across.is_empty(),
+        "no commit was in flight when the leader was killed"
+    );
+    assert!(
+        after >= AFTER_KILL,
+        "{after} transfers acknowledged after the kill"
+    );
     for url in &urls {
         let client = async_nats::ConnectOptions::new()
             .ignore_discovered_servers()
