@@ -60,11 +60,14 @@ const CATCH_UP: Duration = Duration::from_secs(90);
 /// How long a store waits for an answer, so that a partition turns into errors quickly.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A save that was acknowledged, with when it was sent and when its answer came.
+/// A save or transaction that was acknowledged, with when it was sent and when its answer
+/// came.
 #[derive(Debug, Clone, Copy)]
 struct AckedSave {
     /// The server its writer is pinned to.
     server: usize,
+    /// A transaction (`commit`) rather than a save of one actor's events.
+    transaction: bool,
     /// Taken before the store was called.
     invoked: Instant,
     /// Taken after the store answered.
@@ -74,10 +77,11 @@ struct AckedSave {
 /// What the writer tasks report while they run, for waits and for the timing assertions.
 #[derive(Debug, Default)]
 struct Progress {
-    /// Acknowledged saves, by the server the writer is pinned to.
+    /// Acknowledged saves and transactions, by the server the writer is pinned to.
     acks: [AtomicU64; SERVERS],
     /// Saves and reads that failed other than by a conflict, by server.
     faults: [AtomicU64; SERVERS],
+    /// Every acknowledged save and transaction, for the checks of when acknowledgements came.
     acked: Mutex<Vec<AckedSave>>,
     /// Transactions committed.
     transactions: AtomicU64,
@@ -103,6 +107,15 @@ impl Progress {
             hard.push(format!("{error} ({error:?})"));
         }
     }
+}
+
+/// "N saves and M transactions", for a failure message.
+fn count_kinds(acked: &[AckedSave]) -> String {
+    let transactions = acked.iter().filter(|a| a.transaction).count();
+    format!(
+        "{} saves and {transactions} transactions",
+        acked.len() - transactions
+    )
 }
 
 /// The writer tasks of one test, all recording into one history.
@@ -144,13 +157,19 @@ impl Writers {
         }
     }
 
-    /// Waits until writers pinned to `servers` have had `more` further saves acknowledged.
+    /// Waits until writers pinned to `servers` have had `more` further saves or transactions
+    /// acknowledged.
     ///
     /// # Panics
     /// After [`PHASE`].
     async fn wait_for_acks(&self, servers: &[usize], more: u64) {
-        self.wait_for(&self.progress.acks, servers, more, "acknowledged saves")
-            .await;
+        self.wait_for(
+            &self.progress.acks,
+            servers,
+            more,
+            "acknowledged saves and transactions",
+        )
+        .await;
     }
 
     /// Waits until writers pinned to `servers` have seen `more` further failures.
@@ -196,8 +215,8 @@ impl Writers {
         }
     }
 
-    /// Acknowledged saves of writers pinned to `servers` that were sent after `sent_after`
-    /// and answered before `answered_before`.
+    /// Acknowledged saves and transactions of writers pinned to `servers` that were sent
+    /// after `sent_after` and answered before `answered_before`.
     fn acked_within(
         &self,
         servers: &[usize],
@@ -213,7 +232,8 @@ impl Writers {
             .collect()
     }
 
-    /// Acknowledged saves of writers pinned to `servers` answered between `from` and `to`.
+    /// Acknowledged saves and transactions of writers pinned to `servers` answered between
+    /// `from` and `to`.
     fn answered_within(&self, servers: &[usize], from: Instant, to: Instant) -> Vec<AckedSave> {
         let acked = self.progress.acked.lock().unwrap();
         acked
@@ -323,14 +343,25 @@ async fn write_loop(
                     vec![Event::new("Moved", other, other_latest + 1)
                         .with_field("server", server as u64)],
                 );
+            let invoked = Instant::now();
             let pending = recorder.commit(&txn);
             let result = store.commit(&txn).await;
             pending.finish(&result);
+            let completed = Instant::now();
             match result {
                 Ok(()) => {
                     known.insert(a, latest + 1);
                     known.insert(b, other_latest + 1);
                     progress.transactions.fetch_add(1, Ordering::Relaxed);
+                    // A transaction is an acknowledged write like a save: the checks of when
+                    // acknowledgements may come hold for it too.
+                    progress.acks[server].fetch_add(1, Ordering::Relaxed);
+                    progress.acked.lock().unwrap().push(AckedSave {
+                        server,
+                        transaction: true,
+                        invoked,
+                        completed,
+                    });
                 }
                 Err(e) if e.as_transaction_conflict().is_some() => {
                     known.remove(&a);
@@ -369,6 +400,7 @@ async fn write_loop(
                 progress.acks[server].fetch_add(1, Ordering::Relaxed);
                 progress.acked.lock().unwrap().push(AckedSave {
                     server,
+                    transaction: false,
                     invoked,
                     completed,
                 });
@@ -653,8 +685,8 @@ async fn an_isolated_follower_acknowledges_nothing_and_loses_nothing() {
     let wrong = s.writers.acked_within(&[isolated], cut, healed);
     assert!(
         wrong.is_empty(),
-        "{} saves acknowledged through isolated n{isolated}: {wrong:?}",
-        wrong.len()
+        "{} acknowledged through isolated n{isolated}: {wrong:?}",
+        count_kinds(&wrong)
     );
     s.writers.wait_for_acks(&[isolated], STEADY / 3).await;
 
@@ -690,7 +722,10 @@ async fn an_isolated_leader_steps_down_and_acknowledges_nothing() {
     let answered = s.writers.answered_within(&[leader], elected, healed);
     assert!(
         sent.is_empty() && answered.is_empty(),
-        "saves acknowledged through isolated n{leader}: {sent:?} {answered:?}"
+        "{} sent and {} answered after the cut acknowledged through isolated n{leader}: \
+         {sent:?} {answered:?}",
+        count_kinds(&sent),
+        count_kinds(&answered)
     );
     // Back in touch with the new leader, it steps down.
     wait_for_step_down(&s.cluster, leader, &s.stream).await;
@@ -726,8 +761,8 @@ async fn a_client_cut_off_mid_save_stores_it_at_most_once_and_resumes() {
     let wrong = s.writers.acked_within(&[cut_off], cut, healed);
     assert!(
         wrong.is_empty(),
-        "{} saves acknowledged to clients cut off from n{cut_off}: {wrong:?}",
-        wrong.len()
+        "{} acknowledged to clients cut off from n{cut_off}: {wrong:?}",
+        count_kinds(&wrong)
     );
     // The cut-off writers reconnect and carry on.
     s.writers.wait_for_acks(&[cut_off], STEADY).await;
@@ -773,14 +808,14 @@ async fn a_partition_and_a_killed_majority_server_lose_nothing() {
     let no_quorum = s.writers.acked_within(&ALL, kill, restart);
     assert!(
         no_quorum.is_empty(),
-        "{} saves acknowledged while no side had a quorum: {no_quorum:?}",
-        no_quorum.len()
+        "{} acknowledged while no side had a quorum: {no_quorum:?}",
+        count_kinds(&no_quorum)
     );
     let wrong = s.writers.acked_within(&[isolated], cut, healed);
     assert!(
         wrong.is_empty(),
-        "{} saves acknowledged through isolated n{isolated}: {wrong:?}",
-        wrong.len()
+        "{} acknowledged through isolated n{isolated}: {wrong:?}",
+        count_kinds(&wrong)
     );
     s.writers.wait_for_acks(&[isolated], STEADY / 3).await;
 
