@@ -158,8 +158,14 @@ pub struct HeardMember {
     pub last_heard_ms: u64,
 }
 
+/// The most distinct nodes [`listen`] keeps: anyone allowed to publish on the heartbeat
+/// subject can make up ids, and a listing must stay bounded.
+pub const MAX_HEARD: usize = 1024;
+
 /// Listens to the heartbeats of cluster `name` for at most `window`, stopping early once
-/// every node in `expected` has been heard (plus a short grace for others).
+/// every node in `expected` has been heard (plus a short grace for others). Heartbeats whose
+/// node id breaks the naming rule are ignored, as the nodes themselves ignore them, and at
+/// most [`MAX_HEARD`] nodes are kept.
 ///
 /// # Errors
 /// The subscription failing.
@@ -186,21 +192,31 @@ pub async fn listen(
         let Ok(hb) = decode::<Heartbeat>(&msg.payload) else {
             continue;
         };
-        heard.insert(
-            hb.node_id.clone(),
-            HeardMember {
-                node_id: hb.node_id,
-                incarnation: hb.incarnation,
-                seq: hb.seq,
-                last_heard_ms: started.elapsed().as_millis() as u64,
-            },
-        );
+        hear(&mut heard, hb, started.elapsed().as_millis() as u64);
         if !grace_set && !expected.is_empty() && expected.iter().all(|n| heard.contains_key(n)) {
             grace_set = true;
             deadline = deadline.min(Instant::now() + Duration::from_millis(300));
         }
     }
     Ok(heard)
+}
+
+/// Records one heartbeat, unless its node id breaks the naming rule or the listing is full.
+fn hear(heard: &mut BTreeMap<String, HeardMember>, hb: Heartbeat, at_ms: u64) {
+    if aether_cluster::validate_name("node id", &hb.node_id).is_err()
+        || (heard.len() >= MAX_HEARD && !heard.contains_key(&hb.node_id))
+    {
+        return;
+    }
+    heard.insert(
+        hb.node_id.clone(),
+        HeardMember {
+            node_id: hb.node_id,
+            incarnation: hb.incarnation,
+            seq: hb.seq,
+            last_heard_ms: at_ms,
+        },
+    );
 }
 
 async fn members(args: MembersArgs) -> CliResult<()> {
@@ -363,6 +379,49 @@ pub fn render_shards(name: &str, a: &Assignment, all: bool, painter: Painter) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heard_nodes_follow_the_naming_rule_and_stay_bounded() {
+        let sample = Heartbeat {
+            node_id: "n".into(),
+            incarnation: "i".into(),
+            seq: 1,
+        };
+        let mut heard = BTreeMap::new();
+        for id in ["<img src=x>", "", "a.b", &"x".repeat(65)] {
+            hear(
+                &mut heard,
+                Heartbeat {
+                    node_id: id.to_string(),
+                    ..sample.clone()
+                },
+                1,
+            );
+        }
+        assert!(heard.is_empty(), "{heard:?}");
+        for i in 0..MAX_HEARD + 50 {
+            hear(
+                &mut heard,
+                Heartbeat {
+                    node_id: format!("n-{i}"),
+                    ..sample.clone()
+                },
+                1,
+            );
+        }
+        assert_eq!(heard.len(), MAX_HEARD);
+        // Nodes already listed are still updated when the listing is full.
+        hear(
+            &mut heard,
+            Heartbeat {
+                node_id: "n-0".into(),
+                seq: 9,
+                ..sample
+            },
+            2,
+        );
+        assert_eq!(heard["n-0"].seq, 9);
+    }
 
     #[test]
     fn node_ids_from_heartbeats_are_escaped() {

@@ -59,7 +59,18 @@ impl ConnectArgs {
     /// # Errors
     /// As [`connect`].
     pub async fn connect(&self) -> CliResult<Client> {
-        connect_watched(&self.nats, &self.auth, Some(&self.monitor)).await
+        connect_watched(&self.nats, &self.auth, Some(&self.monitor), None).await
+    }
+
+    /// As [`connect`](Self::connect), with each subscription's client-side buffer holding at
+    /// most `capacity` messages (the client's default is 65 536). A long-running reader that
+    /// may fall behind (the dashboard's live tails) bounds its memory this way: a full buffer
+    /// drops messages, which the bus reports as lag.
+    ///
+    /// # Errors
+    /// As [`connect`].
+    pub async fn connect_with_capacity(&self, capacity: usize) -> CliResult<Client> {
+        connect_watched(&self.nats, &self.auth, Some(&self.monitor), Some(capacity)).await
     }
 
     /// The permission violations reported on the connection made by
@@ -162,13 +173,27 @@ pub async fn options(auth: &AuthArgs) -> CliResult<ConnectOptions> {
 /// # Errors
 /// A one-line message: bad URL, unreachable server, refused credentials, TLS failure.
 pub async fn connect(url: &str, auth: &AuthArgs) -> CliResult<Client> {
-    connect_watched(url, auth, None).await
+    connect_watched(url, auth, None, None).await
+}
+
+/// As [`connect`], with each subscription's client-side buffer bounded to `capacity`
+/// messages (see [`ConnectArgs::connect_with_capacity`]).
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_with_capacity(
+    url: &str,
+    auth: &AuthArgs,
+    capacity: usize,
+) -> CliResult<Client> {
+    connect_watched(url, auth, None, Some(capacity)).await
 }
 
 async fn connect_watched(
     url: &str,
     auth: &AuthArgs,
     monitor: Option<&ConnectionMonitor>,
+    capacity: Option<usize>,
 ) -> CliResult<Client> {
     let url = parse_urls(url)?;
     if url.credentials().is_some()
@@ -182,6 +207,9 @@ async fn connect_watched(
     let mut options = url.apply(options(auth).await?);
     if let Some(monitor) = monitor {
         options = monitor.install(options);
+    }
+    if let Some(capacity) = capacity {
+        options = options.subscription_capacity(capacity.max(1));
     }
     // The client's own timeout covers each attempt; this one covers DNS and the handshake
     // with a server that accepts the connection and then says nothing.

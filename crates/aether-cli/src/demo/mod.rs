@@ -167,8 +167,9 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
         }
         Some(url) => {
             println!(
-                "{} over NATS at {url}: JetStream store (namespace {DEMO_STORE_NAMESPACE}), NATS bus, 3 cluster nodes",
+                "{} over NATS at {}: JetStream store (namespace {DEMO_STORE_NAMESPACE}), NATS bus, 3 cluster nodes",
                 painter.bold("Aether demo"),
+                aether_nats::redact_url(url),
             );
             let (c, bus) =
                 start_over_nats(url, &args.auth, &counters, &cluster_name, painter).await?;
@@ -183,7 +184,7 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
             (
                 c,
                 format!("account-{run_id}"),
-                format!("over NATS at {url}"),
+                format!("over NATS at {}", aether_nats::redact_url(url)),
             )
         }
     };
@@ -222,7 +223,7 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
     if args.nats.is_some() {
         println!(
             "look at one: aether events {prefix}-0000 --namespace {DEMO_STORE_NAMESPACE} --nats {}",
-            args.nats.as_deref().unwrap_or_default()
+            aether_nats::redact_url(args.nats.as_deref().unwrap_or_default())
         );
     }
     if let Some((before, after)) = summary.totals {
@@ -252,7 +253,8 @@ async fn serve_dashboard(
     token: Option<String>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> CliResult<()> {
-    let client = connect(url, auth).await?;
+    let client =
+        crate::connect::connect_with_capacity(url, auth, crate::ui::SUBSCRIPTION_CAPACITY).await?;
     let config = crate::ui::DashboardConfig {
         cluster: cluster_name.to_string(),
         stream: crate::events::StreamArgs {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use aether_bus::NatsEventBus;
 use aether_core::{validate_pattern, Delivery, Error, EventBroadcaster, EventLog, EventStore};
 use aether_core::{LogPosition, OverflowPolicy, SubscribeOptions, SubscriptionFilter};
-use aether_projection::{NatsProjectionStore, ProjectionStore, StorageKind};
+use aether_projection::{NatsProjectionStore, StorageKind};
 use aether_store::JetStreamEventStore;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -509,6 +509,12 @@ pub(super) struct ProjectionView {
     position: Option<LogPosition>,
     lag: u64,
     parked: usize,
+    /// `checkpoint` or `sink` (the sink keeps the position; the figures are its last report).
+    kept_by: &'static str,
+    /// Seconds since a sink-kept projection last reported; `None` for checkpoints.
+    reported_secs_ago: Option<f64>,
+    /// A sink-kept projection that missed three reports (probably not running).
+    stale: bool,
 }
 
 /// The projections page's data.
@@ -536,18 +542,33 @@ pub(super) async fn projections(State(s): State<Arc<Shared>>) -> ApiResult<Proje
         Ok(store) => store.head().await?,
         Err(_) => None,
     };
-    let mut out = Vec::new();
-    for name in state.projections().await? {
-        let position = state.checkpoint(&name).await?;
-        let parked = state.parked(&name).await?.len();
-        let lag = aether_projection::lag(position, head);
-        out.push(ProjectionView {
-            name,
-            position,
-            lag,
-            parked,
-        });
-    }
+    // Projections whose sink keeps the position write no checkpoint, only status reports:
+    // the summaries show both kinds.
+    let now = chrono::Utc::now();
+    let out = state
+        .summaries()
+        .await?
+        .into_iter()
+        .map(|s| {
+            let reported = s.reported.as_ref().map(|r| {
+                let ago = (now - r.reported_at).num_milliseconds().max(0) as f64 / 1000.0;
+                let stale = ago * 1000.0 > 3.0 * r.interval_ms.max(1) as f64;
+                (ago, stale)
+            });
+            ProjectionView {
+                lag: s.lag(head),
+                position: s.position,
+                parked: s.parked,
+                kept_by: match s.kept_by {
+                    aether_projection::PositionKeeper::Store => "checkpoint",
+                    aether_projection::PositionKeeper::Sink => "sink",
+                },
+                reported_secs_ago: reported.map(|(ago, _)| ago),
+                stale: reported.is_some_and(|(_, stale)| stale),
+                name: s.name,
+            }
+        })
+        .collect();
     Ok(Json(ProjectionsView {
         bucket,
         head,

@@ -308,6 +308,12 @@ pub fn prometheus_builder() -> metrics_exporter_prometheus::PrometheusBuilder {
         .unwrap_or_else(|_| metrics_exporter_prometheus::PrometheusBuilder::new())
 }
 
+/// How many messages each of the dashboard's subscriptions buffers in the NATS client before
+/// dropping (the client's default is 65 536). Live tails fall behind when their readers stall;
+/// with the default, a burst of large events could hold hundreds of MiB there before the
+/// tail's own small buffer sees them. Drops show as lag on the tail.
+pub const SUBSCRIPTION_CAPACITY: usize = 1024;
+
 /// Runs `aether ui` until Ctrl-C.
 ///
 /// # Errors
@@ -318,7 +324,10 @@ pub async fn run(args: UiArgs) -> CliResult<()> {
     let metrics = prometheus_builder()
         .install_recorder()
         .map_err(|e| CliError::new(format!("installing the metrics recorder: {e}")))?;
-    let client = args.connect.connect().await?;
+    let client = args
+        .connect
+        .connect_with_capacity(SUBSCRIPTION_CAPACITY)
+        .await?;
     let config = DashboardConfig {
         cluster: args.cluster,
         stream: args.stream,

@@ -116,6 +116,10 @@ async fn listen(state: Arc<Shared>, shutdown: CancellationToken) {
             let Ok(hb) = decode::<Heartbeat>(&msg.payload) else {
                 continue;
             };
+            // The nodes ignore ids that break the naming rule; so does the page.
+            if aether_cluster::validate_name("node id", &hb.node_id).is_err() {
+                continue;
+            }
             let now = Instant::now();
             let alive = {
                 let mut heard = state.heard.lock().unwrap_or_else(|e| e.into_inner());

@@ -715,3 +715,96 @@ async fn metrics_are_served_in_the_prometheus_format_and_move_with_saves_conflic
             && matches!(s.value, prometheus_parse::Value::Histogram(_))));
     stop.cancel();
 }
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum Opened {
+    Opened {},
+}
+
+impl aether_actor::DomainEvent for Opened {
+    fn event_type(&self) -> &'static str {
+        "Opened"
+    }
+}
+
+/// A sink that keeps its position with its updates, as the exactly-once setup does.
+#[derive(Default)]
+struct SinkKeepsPosition(std::sync::Mutex<Option<aether_core::LogPosition>>);
+
+#[async_trait::async_trait]
+impl aether_projection::Handler<Opened> for SinkKeepsPosition {
+    async fn handle(
+        &self,
+        e: &aether_projection::Projected<Opened>,
+    ) -> Result<(), aether_core::BoxError> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.position);
+        Ok(())
+    }
+
+    async fn position(
+        &self,
+        _projection: &str,
+    ) -> Result<aether_projection::SinkPosition, aether_core::BoxError> {
+        Ok(aether_projection::SinkPosition::Kept(
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projections_page_shows_a_projection_whose_sink_keeps_its_position() {
+    let server = NatsServer::start().unwrap();
+    let url = server.url();
+    let client = async_nats::connect(&url).await.unwrap();
+    let store = Arc::new(
+        JetStreamEventStore::new(
+            client.clone(),
+            JetStreamConfig::default().namespace(NAMESPACE),
+        )
+        .await
+        .unwrap(),
+    );
+    for v in 1..=3 {
+        store
+            .save_event(&Event::new("Opened", "acc-1", v))
+            .await
+            .unwrap();
+    }
+    let state = Arc::new(
+        aether_projection::NatsProjectionStore::open(
+            client,
+            aether_projection::DEFAULT_PROJECTION_BUCKET,
+            aether_nats::StorageKind::Memory,
+        )
+        .await
+        .unwrap(),
+    );
+    let projection = aether_projection::Projection::new(
+        "exactly-once",
+        store,
+        state,
+        Arc::new(SinkKeepsPosition::default()),
+        aether_actor::EventCodec::<Opened>::default(),
+        aether_projection::ProjectionConfig::default(),
+    )
+    .unwrap();
+    // Catching up reports the status at its end; no checkpoint is ever written.
+    let report = projection.catch_up().await.unwrap();
+    assert_eq!(report.handled, 3);
+
+    let stop = CancellationToken::new();
+    let addr = dashboard(&url, config(None), &stop).await;
+    let (status, _, body) = get(addr, "/api/projections", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listed = page["projections"]
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["name"] == "exactly-once"))
+        .unwrap_or_else(|| panic!("the projection is not listed: {body}"));
+    assert_eq!(listed["keptBy"], "sink", "{body}");
+    assert_eq!(listed["lag"], 0, "{body}");
+    assert_eq!(listed["parked"], 0, "{body}");
+    assert_eq!(listed["position"]["sequence"], 3, "{body}");
+    assert_eq!(listed["stale"], false, "{body}");
+    stop.cancel();
+}

@@ -656,6 +656,41 @@ async fn silent_nodes_are_forgotten_and_a_flood_of_node_names_stays_within_the_c
     // Anyone who may publish on the heartbeat subject names any node, once each.
     let client = async_nats::connect(&url).await.unwrap();
     let subject = Subjects::new(crate::ui::CLUSTER).heartbeat();
+    // An id that breaks the naming rule first: the nodes ignore it, and so must the page.
+    // Published on the same connection before the ghosts, it is read before the last ghost.
+    let bad = Heartbeat {
+        node_id: "<img src=x onerror=alert(1)>".into(),
+        incarnation: "x".into(),
+        seq: 0,
+    };
+    client
+        .publish(
+            subject.clone(),
+            aether_cluster::routing::encode(&bad).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let marker = Heartbeat {
+        node_id: "after-the-bad-one".into(),
+        ..bad
+    };
+    client
+        .publish(
+            subject.clone(),
+            aether_cluster::routing::encode(&marker).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let nodes = members().await;
+        if nodes.iter().any(|n| n == "after-the-bad-one") {
+            assert!(!nodes.iter().any(|n| n.contains('<')), "{nodes:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the marker node was never shown");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for i in 0..200 {
         let hb = Heartbeat {
             node_id: format!("ghost-{i:03}"),

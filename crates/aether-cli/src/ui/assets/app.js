@@ -293,14 +293,17 @@ async function actorView() {
 async function projectionsView() {
   try {
     const p = await api("api/projections");
+    const keptBy = (x) => x.keptBy === "sink"
+      ? "sink (reported " + (x.reportedSecsAgo ?? 0).toFixed(1) + "s ago" + (x.stale ? "; stale: not running?" : "") + ")"
+      : "checkpoint";
     const rows = p.projections.map((x) => el("tr", { "data-projection": x.name },
       el("td", {}, x.name),
       el("td", {}, x.position ? x.position.sequence + "." + x.position.index : "-"),
-      el("td", {}, x.lag), el("td", {}, x.parked)));
+      el("td", {}, x.lag), el("td", {}, x.parked), el("td", {}, keptBy(x))));
     show(el("h2", {}, "Projections"),
       el("p", { class: "muted" }, "Bucket " + p.bucket + ", stream head " + (p.head ? p.head.sequence : "-")),
-      rows.length ? table(["Projection", "Position", "Lag", "Parked"], rows, { id: "projections" })
-        : el("p", { class: "muted" }, "No projection has kept state in this bucket yet."));
+      rows.length ? table(["Projection", "Position", "Lag", "Parked", "Position kept by"], rows, { id: "projections" })
+        : el("p", { class: "muted" }, "No projection has reported to this bucket yet."));
   } catch (err) {
     show(...failure("Projections", err));
   }
