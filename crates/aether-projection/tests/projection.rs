@@ -29,6 +29,38 @@ impl DomainEvent for Moved {
     }
 }
 
+/// A crash inside a sink: the handler that reaches the armed event (actor, version) says so
+/// and never returns, so a projection aborted then is certainly interrupted at that event, with
+/// the rest of the stream still to handle. It fires once: a projection started after the
+/// crash goes through.
+#[derive(Default)]
+struct CrashPoint {
+    at: Mutex<Option<(String, u64)>>,
+    reached: AtomicBool,
+}
+
+impl CrashPoint {
+    fn arm(&self, actor: &str, version: u64) {
+        *self.at.lock().unwrap() = Some((actor.to_string(), version));
+    }
+
+    fn reached(&self) -> bool {
+        self.reached.load(Ordering::SeqCst)
+    }
+
+    async fn hang_if_armed_for(&self, e: &Projected<Moved>) {
+        let armed = self
+            .at
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|(actor, version)| *actor == e.actor_id && *version == e.version);
+        if armed && !self.reached.swap(true, Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// A read model of balances, idempotent by (actor, version), that also records how often it
 /// saw each event and checks each actor's events come in version order.
 #[derive(Default)]
@@ -36,6 +68,8 @@ struct Balances {
     inner: Mutex<Model>,
     /// When set, deposits of exactly 13 fail (a poison event).
     poison: AtomicBool,
+    /// Where the handler hangs after applying an event, before returning.
+    crash: CrashPoint,
 }
 
 #[derive(Default)]
@@ -53,17 +87,22 @@ impl Handler<Moved> for Balances {
         if amount == 13 && self.poison.load(Ordering::SeqCst) {
             return Err("13 is unlucky".into());
         }
-        let mut m = self.inner.lock().unwrap();
-        *m.deliveries.entry(e.event_id.clone()).or_default() += 1;
-        let last = m.last_version.get(&e.actor_id).copied().unwrap_or(0);
-        if e.version <= last {
-            return Ok(()); // a redelivery: already applied
+        {
+            let mut m = self.inner.lock().unwrap();
+            *m.deliveries.entry(e.event_id.clone()).or_default() += 1;
+            let last = m.last_version.get(&e.actor_id).copied().unwrap_or(0);
+            if e.version <= last {
+                return Ok(()); // a redelivery: already applied
+            }
+            if e.version != last + 1 {
+                m.out_of_order += 1;
+            }
+            m.last_version.insert(e.actor_id.clone(), e.version);
+            *m.balance.entry(e.actor_id.clone()).or_default() += amount;
         }
-        if e.version != last + 1 {
-            m.out_of_order += 1;
-        }
-        m.last_version.insert(e.actor_id.clone(), e.version);
-        *m.balance.entry(e.actor_id.clone()).or_default() += amount;
+        // The update is applied and its position is not: the projection checkpoints the page
+        // once the handler returns. A crash here falls between the two.
+        self.crash.hang_if_armed_for(e).await;
         Ok(())
     }
 }
@@ -116,6 +155,20 @@ async fn expected(store: &dyn EventStore, actors: &[String]) -> BTreeMap<String,
         }
     }
     out
+}
+
+/// Every event in the log, in its order.
+async fn everything(log: &dyn EventLog) -> Vec<aether_core::LoggedEvent> {
+    log.read_after(None, 10_000).await.unwrap()
+}
+
+/// Where (actor, version) is in `log`: its position and how many events come before it.
+fn find(log: &[aether_core::LoggedEvent], actor: &str, version: u64) -> (LogPosition, usize) {
+    let i = log
+        .iter()
+        .position(|l| l.event.actor_id == actor && l.event.version == version)
+        .unwrap();
+    (log[i].position, i)
 }
 
 async fn wait_for(what: &str, cond: impl Fn() -> bool) {
@@ -225,34 +278,60 @@ async fn a_crashed_projection_resumes_from_its_checkpoint_in_a_nats_bucket() {
         .await
         .unwrap(),
     );
+    let log = everything(store.as_ref()).await;
+    let head = log.last().unwrap().position;
+    // The first worker dies at the 39th event, in the middle of a page (of 7), after the sink
+    // applied the event and before the handler returned: its task is aborted, as a crash
+    // would stop it.
+    let (crash_at, before) = find(&log, "a2", 10);
     let sink = Arc::new(Balances::default());
-    // The first worker dies in the middle (its task is aborted, as a crash would stop it).
+    sink.crash.arm("a2", 10);
     let first = Arc::new(projection(store.clone(), state.clone(), sink.clone()));
     let task = tokio::spawn({
         let first = first.clone();
         async move { first.run(CancellationToken::new()).await }
     });
-    wait_for("some progress", || first.status().handled >= 30).await;
+    wait_for("the crash point", || sink.crash.reached()).await;
+    // Work remained when it crashed: the event's update is applied, its position is not (the
+    // checkpoint is before it), and the events after it are not handled.
+    let at_crash = state.checkpoint("balances").await.unwrap();
+    assert!(
+        at_crash.is_some_and(|c| c < crash_at),
+        "checkpoint {at_crash:?}, crash at {crash_at}"
+    );
+    // Handled since the checkpoint: more than the interrupted event, so the redelivery below
+    // covers fully handled events too.
+    let since_checkpoint = log[..=before]
+        .iter()
+        .filter(|l| at_crash < Some(l.position))
+        .count();
+    assert!(since_checkpoint > 1, "the crash fell at a page's start");
+    assert!(crash_at < head);
+    assert_eq!(sink.inner.lock().unwrap().last_version["a2"], 10);
+    assert_eq!(first.status().handled, before as u64);
     task.abort();
     let _ = task.await;
-    let checkpoint = state
-        .checkpoint("balances")
-        .await
-        .unwrap()
-        .expect("a checkpoint");
-    assert!(checkpoint > LogPosition::default());
+    assert_eq!(state.checkpoint("balances").await.unwrap(), at_crash);
     // A new worker (same sink: it survives the crash) resumes from the checkpoint.
     let second = projection(store.clone(), state.clone(), sink.clone());
     second.catch_up().await.unwrap();
     assert_eq!(second.status().lag, Some(0));
     let want = expected(store.as_ref(), &actors).await;
     assert_eq!(sink.inner.lock().unwrap().balance, want);
-    // At least once: the redelivered events (of the page the crash interrupted) were ignored
-    // by the sink's (actor, version) check, and nothing before the checkpoint came again.
+    // At least once, and no more than the crash requires: what was handled after the
+    // checkpoint, up to the event whose update the crash left without its position, came
+    // again (and the sink's (actor, version) check ignored it); the rest came once.
     let m = sink.inner.lock().unwrap();
     assert_eq!(m.deliveries.len(), 100);
-    assert!(m.deliveries.values().all(|n| *n <= 2));
-    assert!(m.deliveries.values().filter(|n| **n == 2).count() <= config().page_size);
+    for l in &log {
+        let again = at_crash < Some(l.position) && l.position <= crash_at;
+        assert_eq!(
+            m.deliveries[&l.event.id],
+            if again { 2 } else { 1 },
+            "event at {} (checkpoint {at_crash:?}, crash at {crash_at})",
+            l.position
+        );
+    }
 }
 
 #[tokio::test]
@@ -385,6 +464,8 @@ type Ledger = (
 struct Transactional {
     inner: Mutex<Ledger>,
     poison: AtomicBool,
+    /// Where the handler hangs after its transaction, before returning.
+    crash: CrashPoint,
 }
 
 #[async_trait::async_trait]
@@ -394,10 +475,15 @@ impl Handler<Moved> for Transactional {
         if amount == 13 && self.poison.load(Ordering::SeqCst) {
             return Err("13 is unlucky".into());
         }
-        let mut t = self.inner.lock().unwrap();
-        *t.0.entry(e.actor_id.clone()).or_default() += amount;
-        t.1 = Some(e.position);
-        *t.2.entry(e.event_id.clone()).or_default() += 1;
+        {
+            let mut t = self.inner.lock().unwrap();
+            *t.0.entry(e.actor_id.clone()).or_default() += amount;
+            t.1 = Some(e.position);
+            *t.2.entry(e.event_id.clone()).or_default() += 1;
+        }
+        // Committed with its position: a crash can fall before this transaction or after
+        // it, never between the update and the position.
+        self.crash.hang_if_armed_for(e).await;
         Ok(())
     }
 
@@ -416,8 +502,14 @@ async fn a_sink_that_keeps_its_position_gets_every_event_exactly_once_across_a_c
             store.save_event(&deposit(a, v, amount)).await.unwrap();
         }
     }
+    let log = everything(store.as_ref()).await;
     let sink = Arc::new(Transactional::default());
     sink.poison.store(true, Ordering::SeqCst);
+    // The crash falls at the 115th event, after the poison event (the 78th) was parked, once
+    // the sink has committed the event with its position and before the handler returns: the
+    // projection has not seen it handled, the sink has it.
+    let (crash_at, before) = find(&log, "x2", 29);
+    sink.crash.arm("x2", 29);
     // The projection's store keeps the parked events; the checkpoint that counts is the
     // sink's own, so the store is never asked for one.
     let state = Arc::new(InMemoryProjectionStore::new());
@@ -437,7 +529,13 @@ async fn a_sink_that_keeps_its_position_gets_every_event_exactly_once_across_a_c
         let first = first.clone();
         async move { first.run(CancellationToken::new()).await }
     });
-    wait_for("some progress", || first.status().handled >= 40).await;
+    wait_for("the crash point", || sink.crash.reached()).await;
+    // Work remained when it crashed: the sink holds the event and its position, the projection
+    // has handled or parked only the events before it, and events come after it.
+    assert_eq!(sink.inner.lock().unwrap().1, Some(crash_at));
+    let s = first.status();
+    assert_eq!((s.handled, s.parked), (before as u64 - 1, 1), "{s:?}");
+    assert!(crash_at < log.last().unwrap().position);
     task.abort();
     let _ = task.await;
     let second = make();
@@ -447,7 +545,14 @@ async fn a_sink_that_keeps_its_position_gets_every_event_exactly_once_across_a_c
         (t.0.clone(), t.1, t.2.clone())
     };
     assert_eq!(deliveries.len(), 199, "every event but the poison one");
-    assert!(deliveries.values().all(|n| *n == 1), "applied exactly once");
+    assert!(
+        deliveries.values().all(|n| *n == 1),
+        "applied exactly once: {:?}",
+        deliveries
+            .iter()
+            .filter(|(_, n)| **n != 1)
+            .collect::<Vec<_>>()
+    );
     assert_eq!(position, store.head().await.unwrap());
     assert_eq!(balances["x1"], 49);
     assert_eq!(second.parked().await.unwrap().len(), 1);

@@ -8,15 +8,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aether_actor::{DomainEvent, EventCodec, RetryPolicy};
-use aether_core::{BoxError, Event, EventLog, EventStore};
+use aether_core::{BoxError, Event, EventLog, EventStore, LogPosition};
 use aether_projection::{
-    Handler, InMemoryProjectionStore, NatsProjectionStore, Order, OwnershipChange, Park, Projected,
-    ProjectionConfig, ProjectionStore, ProjectionWorker, WorkerConfig,
+    Handler, InMemoryProjectionStore, NatsProjectionStore, Order, OwnershipChange, Park,
+    ParkedEvent, PartitionLease, Projected, ProjectionConfig, ProjectionStore, ProjectionWorker,
+    ReportedStatus, WorkerConfig, WorkerHeartbeat,
 };
 use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,12 +63,17 @@ impl Handler<Moved> for Sink {
 }
 
 /// Which worker holds which partition, from the workers' own reports: a partition taken while
-/// another worker still holds it is a violation.
+/// another worker still holds it is a violation, unless that worker crashed and its lease on
+/// the partition has expired.
 #[derive(Default)]
 struct Register {
     holders: Mutex<BTreeMap<u32, String>>,
     violations: Mutex<Vec<String>>,
     moves: AtomicU32,
+    /// For each crashed worker, its partitions and the earliest moment each lease can expire.
+    crashed: Mutex<HashMap<String, BTreeMap<u32, Instant>>>,
+    /// Partitions of crashed workers taken over: partition, from, by, when.
+    takeovers: Mutex<Vec<(u32, String, String, Instant)>>,
 }
 
 impl Register {
@@ -76,14 +83,31 @@ impl Register {
             let mut holders = register.holders.lock().unwrap();
             match change {
                 OwnershipChange::Acquired(p) => {
+                    let now = Instant::now();
                     register.moves.fetch_add(1, Ordering::SeqCst);
-                    if let Some(other) = holders.insert(p, worker.clone()) {
-                        register
-                            .violations
-                            .lock()
-                            .unwrap()
-                            .push(format!("{worker} took partition {p} held by {other}"));
-                    }
+                    let Some(other) = holders.insert(p, worker.clone()) else {
+                        return;
+                    };
+                    let expires = register
+                        .crashed
+                        .lock()
+                        .unwrap()
+                        .get(&other)
+                        .and_then(|leases| leases.get(&p).copied());
+                    let violation = match expires {
+                        Some(at) if now >= at => {
+                            let mut takeovers = register.takeovers.lock().unwrap();
+                            takeovers.push((p, other, worker.clone(), now));
+                            return;
+                        }
+                        Some(at) => format!(
+                            "{worker} took partition {p} from crashed {other} {:?} before its \
+                             lease could expire",
+                            at - now
+                        ),
+                        None => format!("{worker} took partition {p} held by {other}"),
+                    };
+                    register.violations.lock().unwrap().push(violation);
                 }
                 OwnershipChange::Released(p) => {
                     if holders.get(&p) == Some(&worker) {
@@ -100,9 +124,97 @@ impl Register {
         })
     }
 
-    /// A worker that died: its partitions are no longer handled by it.
-    fn forget(&self, worker: &str) {
-        self.holders.lock().unwrap().retain(|_, w| w != worker);
+    /// A worker that crashed (it released nothing): its partitions stay its own until their
+    /// leases expire, no sooner than the lease timeout after its last lease write went
+    /// through was sent. Returns them.
+    fn crashed(&self, worker: &str, writes: &LeaseWrites, timeout: Duration) -> BTreeSet<u32> {
+        let holders = self.holders.lock().unwrap();
+        let sent = writes.sent.lock().unwrap();
+        let leases: BTreeMap<u32, Instant> = holders
+            .iter()
+            .filter(|(_, w)| *w == worker)
+            .map(|(p, _)| (*p, sent[p] + timeout))
+            .collect();
+        let held = leases.keys().copied().collect();
+        self.crashed
+            .lock()
+            .unwrap()
+            .insert(worker.to_string(), leases);
+        held
+    }
+}
+
+/// A worker's view of the projection store that records when it sent each lease write that
+/// went through. The others see the new revision later than that, and take the partition
+/// over only once the revision has stayed unchanged for the lease timeout.
+struct LeaseWrites {
+    inner: Arc<dyn ProjectionStore>,
+    sent: Mutex<HashMap<u32, Instant>>,
+}
+
+#[async_trait::async_trait]
+impl ProjectionStore for LeaseWrites {
+    async fn checkpoint(&self, p: &str) -> aether_core::Result<Option<LogPosition>> {
+        self.inner.checkpoint(p).await
+    }
+    async fn save_checkpoint(&self, p: &str, at: LogPosition) -> aether_core::Result<()> {
+        self.inner.save_checkpoint(p, at).await
+    }
+    async fn clear_checkpoint(&self, p: &str) -> aether_core::Result<()> {
+        self.inner.clear_checkpoint(p).await
+    }
+    async fn park(&self, p: &str, e: &ParkedEvent) -> aether_core::Result<()> {
+        self.inner.park(p, e).await
+    }
+    async fn parked(&self, p: &str) -> aether_core::Result<Vec<ParkedEvent>> {
+        self.inner.parked(p).await
+    }
+    async fn unpark(&self, p: &str, at: LogPosition) -> aether_core::Result<()> {
+        self.inner.unpark(p, at).await
+    }
+    async fn report_status(&self, p: &str, status: &ReportedStatus) -> aether_core::Result<()> {
+        self.inner.report_status(p, status).await
+    }
+    async fn reported_status(&self, p: &str) -> aether_core::Result<Option<ReportedStatus>> {
+        self.inner.reported_status(p).await
+    }
+    async fn request_replay(&self, p: &str) -> aether_core::Result<()> {
+        self.inner.request_replay(p).await
+    }
+    async fn take_replay_request(&self, p: &str) -> aether_core::Result<bool> {
+        self.inner.take_replay_request(p).await
+    }
+    async fn partition_count(&self, p: &str, proposed: u32) -> aether_core::Result<u32> {
+        self.inner.partition_count(p, proposed).await
+    }
+    async fn heartbeat(&self, p: &str, w: &str) -> aether_core::Result<()> {
+        self.inner.heartbeat(p, w).await
+    }
+    async fn workers(&self, p: &str) -> aether_core::Result<Vec<WorkerHeartbeat>> {
+        self.inner.workers(p).await
+    }
+    async fn leave(&self, p: &str, w: &str) -> aether_core::Result<()> {
+        self.inner.leave(p, w).await
+    }
+    async fn lease(&self, p: &str, partition: u32) -> aether_core::Result<PartitionLease> {
+        self.inner.lease(p, partition).await
+    }
+    async fn write_lease(
+        &self,
+        p: &str,
+        partition: u32,
+        owner: Option<&str>,
+        expected: u64,
+    ) -> aether_core::Result<Option<u64>> {
+        let sent = Instant::now();
+        let written = self
+            .inner
+            .write_lease(p, partition, owner, expected)
+            .await?;
+        if written.is_some() {
+            self.sent.lock().unwrap().insert(partition, sent);
+        }
+        Ok(written)
     }
 }
 
@@ -181,12 +293,21 @@ async fn workers_share_the_partitions<S: EventStore + EventLog + 'static>(
 ) {
     let sink = Arc::new(Sink::default());
     let register = Arc::new(Register::default());
+    // w3 will crash: its lease writes are timed, to know when its leases can expire.
+    let w3_writes = Arc::new(LeaseWrites {
+        inner: state.clone(),
+        sent: Mutex::default(),
+    });
     let mut workers: BTreeMap<String, Running> = ["w1", "w2", "w3", "w4"]
         .into_iter()
         .map(|w| {
+            let state = match w {
+                "w3" => w3_writes.clone(),
+                _ => state.clone(),
+            };
             (
                 w.to_string(),
-                start(w, store.clone(), state.clone(), sink.clone(), &register),
+                start(w, store.clone(), state, sink.clone(), &register),
             )
         })
         .collect();
@@ -230,11 +351,19 @@ async fn workers_share_the_partitions<S: EventStore + EventLog + 'static>(
     })
     .await;
     wait_for("two thirds of the events", || applied() >= 2 * total / 3).await;
-    // w3 dies: its future is dropped, nothing is released; its leases expire.
+    wait_for("w3 to hold partitions", || {
+        register.holders.lock().unwrap().values().any(|w| w == "w3")
+    })
+    .await;
+    // w3 dies: its future is dropped, nothing is released. Its partitions stay its own until
+    // their leases expire (the register calls an earlier takeover a violation), then others
+    // take them over.
     let w3 = workers.remove("w3").unwrap();
     w3.task.abort();
     let _ = w3.task.await;
-    register.forget("w3");
+    let crashed_at = Instant::now();
+    let orphans = register.crashed("w3", &w3_writes, worker_config().lease_timeout);
+    assert!(!orphans.is_empty());
 
     for w in writers {
         w.await.unwrap();
@@ -245,6 +374,19 @@ async fn workers_share_the_partitions<S: EventStore + EventLog + 'static>(
         holders.len() == PARTITIONS as usize && holders.values().all(|w| w != "w3")
     })
     .await;
+    // Each of w3's partitions was taken over once, after its lease expired.
+    let violations = register.violations.lock().unwrap().clone();
+    assert!(violations.is_empty(), "{violations:?}");
+    let takeovers = register.takeovers.lock().unwrap().clone();
+    let taken: BTreeSet<u32> = takeovers.iter().map(|(p, ..)| *p).collect();
+    assert_eq!(taken, orphans, "{takeovers:?}");
+    assert_eq!(takeovers.len(), orphans.len(), "{takeovers:?}");
+    assert!(
+        takeovers
+            .iter()
+            .all(|(_, from, _, at)| from == "w3" && *at > crashed_at),
+        "{takeovers:?}"
+    );
 
     // Each partition is held by exactly one live worker, as each worker sees it too.
     let mut owned = BTreeSet::new();
