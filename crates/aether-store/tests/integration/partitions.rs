@@ -19,7 +19,7 @@
 //! alone (all three must agree) and the checker holds the history against it: nothing
 //! acknowledged is lost, nothing is stored twice, a save with an unknown outcome is stored whole
 //! or not at all, a failed one not at all. Each test also checks when acknowledgements came:
-//! never to a save sent while its side had no quorum.
+//! never to a save or transaction sent while its side had no quorum.
 //!
 //! Before 2.11 the store refuses replicated streams (see `faults_cluster`): each test then
 //! checks the refusal and returns.
