@@ -7,7 +7,10 @@
 //! - [`bank`]: the actor the cluster measurements send commands to;
 //! - [`alloc`]: a counting allocator, for memory per item;
 //! - [`setup`]: how a benchmark stops when something it cannot go on without fails;
-//! - [`saves`]: timed runs of saves, by one writer or by several at once.
+//! - [`saves`]: timed runs of saves, by one writer or by several at once;
+//! - [`pg`]: PostgreSQL as the store's peer (a server of the benchmark's own, its events table,
+//!   a connection with prepared statements), for `benches/postgres.rs` and the
+//!   `peer-throughput` probe.
 #![warn(missing_docs)]
 // Only the counting allocator needs `unsafe` (a `GlobalAlloc` implementation).
 #![deny(unsafe_code)]
@@ -42,6 +45,8 @@ pub mod setup {
         }
     }
 }
+
+pub mod pg;
 
 pub mod saves {
     //! Timed runs of saves through any [`EventStore`]: one writer saving in turn, or several
