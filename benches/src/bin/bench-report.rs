@@ -1,9 +1,22 @@
 //! Reads criterion's results and writes `docs/benchmarks.md`: one table with each Aether
 //! operation next to its floor or peer, both medians, the ratio and whether the target is met.
 //!
-//! Usage: `bench-report <criterion dir> <output.md> [footprint.json]`; the environment variables
-//! `AETHER_BENCH_SERVER` (server version) and `AETHER_BENCH_MACHINE` describe the run.
+//! Usage: `bench-report <criterion dir> <output.md> [footprint.json] [--peer peer.json]`; the
+//! environment variables `AETHER_BENCH_SERVER` (server version), `AETHER_BENCH_MACHINE` and
+//! `AETHER_BENCH_LOAD` (load average during the run) describe the run.
+//!
+//! Verdicts ("yes"/"no") come only from rows that compare like with like: the same work on
+//! both sides, measured in the same run. Where a row has a spread (the two orders of a group
+//! run A B B A, the rounds of the steady-state probe, the confidence interval of criterion's
+//! medians), the ratio states it, and a spread that straddles the target gives "unclear"
+//! rather than a verdict. A row that compares unlike things is reported without a verdict, or
+//! as an absolute with what it replaces.
+//!
+//! Rows whose benchmarks did not run this time keep the figures of the file being replaced,
+//! marked "not rerun"; a row whose comparison changed since those figures were measured is
+//! marked "not rerun since the comparison changed" and judged on nothing.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +37,38 @@ enum Target {
     PerElementNs(f64),
     /// No target: the row reports the ratio.
     Report,
+    /// No ratio and no target: Aether's absolute time, next to the operation it replaces
+    /// (a ratio of unlike operations is not one to read).
+    Replaces,
+}
+
+impl Target {
+    /// Whether a time ratio (Aether ÷ reference) meets the target.
+    fn meets_ratio(self, x: f64) -> bool {
+        match self {
+            Target::TimeAtMost(f) => x <= f,
+            Target::ThroughputAtLeast(f) | Target::SpeedupAtLeast(f) => x <= 1.0 / f,
+            _ => true,
+        }
+    }
+
+    fn judged(self) -> bool {
+        !matches!(self, Target::Report | Target::Replaces)
+    }
+}
+
+/// Where a row's figures were before this version of the table, for rows not rerun.
+#[derive(Clone, Copy)]
+enum Earlier {
+    /// Under the same operation and reference labels.
+    Same,
+    /// Under other labels, for the same comparison.
+    Renamed(&'static str, &'static str),
+    /// Under other labels, for a comparison that has changed since (the old figures are kept,
+    /// marked, and judged on nothing).
+    Changed(&'static str, &'static str),
+    /// Nowhere: a new row.
+    New,
 }
 
 struct Row {
@@ -31,11 +76,16 @@ struct Row {
     group: &'static str,
     aether: &'static str,
     reference: Option<(&'static str, &'static str)>,
+    /// Runs of the same pair in several orders (`(label, id suffix)`: the ids become
+    /// `<id>/<suffix>` on both sides); empty for one run.
+    orders: &'static [(&'static str, &'static str)],
     target: Target,
     target_text: &'static str,
     reproduce: &'static str,
+    earlier: Earlier,
 }
 
+#[allow(clippy::too_many_arguments)]
 const fn row(
     operation: &'static str,
     group: &'static str,
@@ -44,15 +94,18 @@ const fn row(
     target: Target,
     target_text: &'static str,
     reproduce: &'static str,
+    earlier: Earlier,
 ) -> Row {
     Row {
         operation,
         group,
         aether,
         reference,
+        orders: &[],
         target,
         target_text,
         reproduce,
+        earlier,
     }
 }
 
@@ -66,6 +119,13 @@ const TXN: &str = "cargo bench -p aether-benches --bench transactions";
 const PROJ: &str = "cargo bench -p aether-benches --bench projections";
 const SEND: &str = "cargo bench -p aether-benches --bench cluster_send";
 const ACTIVATION: &str = "cargo bench -p aether-benches --bench activation";
+const FAILOVER: &str = "cargo bench -p aether-benches --bench failover";
+const PG: &str = "cargo bench -p aether-benches --bench postgres";
+const GROUP: &str = "cargo bench -p aether-benches --bench group_commit";
+const PEER: &str = "cargo run --release -p aether-benches --bin peer-throughput";
+
+const PG_DURABLE: &str = "PostgreSQL events table, `synchronous_commit=on`";
+const PG_RELAXED: &str = "PostgreSQL events table, `synchronous_commit=off`";
 
 const ROWS: &[Row] = &[
     row(
@@ -76,15 +136,23 @@ const ROWS: &[Row] = &[
         Target::TimeAtMost(1.2),
         "≤ 1.2×",
         JS,
+        Earlier::Same,
     ),
     row(
-        "latest version through `LatestVersions` (bounded staleness, 1 s)",
+        "latest version through `LatestVersions` (bounded staleness, 1 s): a local map lookup",
         "js_get_latest_version_cold",
         "aether_view",
-        Some(("raw direct get of the last message", "raw_direct_get")),
-        Target::Report,
+        Some((
+            "replaces: a direct get of the last message (a network round trip)",
+            "raw_direct_get",
+        )),
+        Target::Replaces,
         "reported",
         JS,
+        Earlier::Renamed(
+            "latest version through `LatestVersions` (bounded staleness, 1 s)",
+            "raw direct get of the last message",
+        ),
     ),
     row(
         "`get_latest_version` at 100 000 events",
@@ -94,6 +162,7 @@ const ROWS: &[Row] = &[
         Target::TimeAtMost(1.2),
         "flat (≤ 1.2×)",
         JS,
+        Earlier::Same,
     ),
     row(
         "`get_latest_version` at 1 000 events",
@@ -103,6 +172,7 @@ const ROWS: &[Row] = &[
         Target::TimeAtMost(1.2),
         "flat (≤ 1.2×)",
         JS,
+        Earlier::Same,
     ),
     row(
         "`get_latest_version`, JetStream, cache cold",
@@ -115,6 +185,7 @@ const ROWS: &[Row] = &[
         Target::SpeedupAtLeast(3.0),
         "≥ 3× faster",
         JS,
+        Earlier::Same,
     ),
     row(
         "`get_latest_version`, cache warm",
@@ -124,15 +195,20 @@ const ROWS: &[Row] = &[
         Target::AbsoluteNs(50.0),
         "≤ 50 ns (Go: ~630 ns)",
         JS,
+        Earlier::Same,
     ),
     row(
-        "`save_event` (server-side concurrency check)",
+        "`save_event` (server-side concurrency check) next to a publish without the check",
         "js_save_event",
         "aether",
-        Some(("raw JetStream publish + ack", "raw_publish_ack")),
-        Target::TimeAtMost(1.2),
-        "≤ 1.2×",
+        Some(("raw JetStream publish + ack, no check", "raw_publish_ack")),
+        Target::Report,
+        "reported",
         JS,
+        Earlier::Renamed(
+            "`save_event` (server-side concurrency check)",
+            "raw JetStream publish + ack",
+        ),
     ),
     row(
         "`save_event`, same check in the raw call",
@@ -145,27 +221,39 @@ const ROWS: &[Row] = &[
         Target::TimeAtMost(1.2),
         "≤ 1.2×",
         JS,
+        Earlier::Same,
     ),
     row(
-        "appends across 100 actors, 1 000 in flight",
-        "js_pipelined_appends",
-        "aether",
-        Some(("raw pipelined JetStream publishes", "raw_pipelined_publish")),
-        Target::ThroughputAtLeast(0.8),
-        "≥ 0.8× throughput",
-        JS,
-    ),
-    row(
-        "appends across 100 actors, same check in the raw calls",
+        "appends to 100 actors, 10 in turn on each (up to 100 in flight), next to publishes without the check",
         "js_pipelined_appends",
         "aether",
         Some((
-            "raw pipelined publishes with the expected-sequence header",
+            "raw publishes, same shape, no check",
+            "raw_pipelined_publish",
+        )),
+        Target::Report,
+        "reported",
+        JS,
+        Earlier::Renamed(
+            "appends across 100 actors, 1 000 in flight",
+            "raw pipelined JetStream publishes",
+        ),
+    ),
+    row(
+        "appends to 100 actors, 10 in turn on each (up to 100 in flight)",
+        "js_pipelined_appends",
+        "aether",
+        Some((
+            "raw publishes, same shape, same header and check, the expected sequence kept from the last ack (no reads)",
             "raw_pipelined_publish_expected_seq",
         )),
         Target::ThroughputAtLeast(0.8),
         "≥ 0.8× throughput",
         JS,
+        Earlier::Changed(
+            "appends across 100 actors, same check in the raw calls",
+            "raw pipelined publishes with the expected-sequence header",
+        ),
     ),
     row(
         "`save_events` of 10 events",
@@ -175,6 +263,7 @@ const ROWS: &[Row] = &[
         Target::TimeAtMost(1.0),
         "faster",
         JS,
+        Earlier::Same,
     ),
     row(
         "replay of a 10 000-event actor",
@@ -187,33 +276,7 @@ const ROWS: &[Row] = &[
         Target::ThroughputAtLeast(0.8),
         "≥ 0.8× throughput",
         JS,
-    ),
-    row(
-        "in-memory `save_event`",
-        "memory_save_event",
-        "aether",
-        None,
-        Target::PerElementNs(1000.0),
-        "≥ 1 M saves/s",
-        MEM,
-    ),
-    row(
-        "in-memory `get_latest_version`",
-        "memory_get_latest_version",
-        "aether",
-        None,
-        Target::AbsoluteNs(50.0),
-        "≤ 50 ns",
-        MEM,
-    ),
-    row(
-        "hash ring `get_node`, 100 nodes × 150 vnodes",
-        "ring_get_node",
-        "aether",
-        Some(("`hashring` crate, same nodes and keys", "hashring_crate")),
-        Target::TimeAtMost(1.0),
-        "faster",
-        RING,
+        Earlier::Same,
     ),
     row(
         "activation from a snapshot plus 100 events (JetStream)",
@@ -226,15 +289,30 @@ const ROWS: &[Row] = &[
         Target::TimeAtMost(1.2),
         "≤ 1.2×",
         ACTIVATION,
+        Earlier::Same,
     ),
     row(
-        "failover: a follower of 3 dies; all its 10 000 active actors answer from their new owners (a JetStream store per node)",
+        "failover: a follower of 3 dies; its 10 000 active actors, with 10-49 events each and a snapshot for every third, answer from their new owners (a JetStream store per node)",
         "failover_10k",
-        "aether",
+        "jetstream_histories",
         None,
         Target::AbsoluteNs(6e9),
         "≤ failure timeout (5 s, the default) + 1 s",
-        "cargo bench -p aether-benches --bench failover",
+        FAILOVER,
+        Earlier::New,
+    ),
+    row(
+        "failover as above, one event per actor (every rebuild takes the short-history path: direct gets, no consumer)",
+        "failover_10k",
+        "jetstream_one_event",
+        None,
+        Target::Report,
+        "reported",
+        FAILOVER,
+        Earlier::Renamed(
+            "failover: a follower of 3 dies; all its 10 000 active actors answer from their new owners (a JetStream store per node)",
+            "—",
+        ),
     ),
     row(
         "failover as above, one in-memory store shared by the nodes (the cluster's part alone)",
@@ -243,7 +321,8 @@ const ROWS: &[Row] = &[
         None,
         Target::AbsoluteNs(6e9),
         "≤ failure timeout (5 s, the default) + 1 s",
-        "cargo bench -p aether-benches --bench failover",
+        FAILOVER,
+        Earlier::Same,
     ),
     row(
         "`ClusterNode::send` to an actor active on another node (a read, no write)",
@@ -256,6 +335,7 @@ const ROWS: &[Row] = &[
         Target::TimeAtMost(1.3),
         "≤ 1.3×",
         SEND,
+        Earlier::Same,
     ),
     row(
         "`ClusterNode::send` to an actor active on the same node",
@@ -265,6 +345,7 @@ const ROWS: &[Row] = &[
         Target::AbsoluteNs(10_000.0),
         "≤ 10 µs, no NATS hop",
         SEND,
+        Earlier::Same,
     ),
     row(
         "`ClusterNode::send` to an actor active on the same node, next to its floor",
@@ -277,6 +358,7 @@ const ROWS: &[Row] = &[
         Target::Report,
         "reported",
         SEND,
+        Earlier::Same,
     ),
     row(
         "projection of 10 000 events into a no-op sink",
@@ -289,6 +371,7 @@ const ROWS: &[Row] = &[
         Target::ThroughputAtLeast(0.8),
         "≥ 0.8× throughput",
         PROJ,
+        Earlier::Same,
     ),
     row(
         "projection of 10 000 events into a map of balances",
@@ -301,6 +384,7 @@ const ROWS: &[Row] = &[
         Target::Report,
         "reported",
         PROJ,
+        Earlier::Same,
     ),
     row(
         "projection of 10 000 events into SQLite (a file; one transaction per event with its position)",
@@ -313,27 +397,34 @@ const ROWS: &[Row] = &[
         Target::Report,
         "reported",
         PROJ,
+        Earlier::Same,
     ),
-    row(
-        "transaction over two actors (one atomic batch)",
-        "js_transaction_2_actors",
-        "aether",
-        Some((
+    Row {
+        operation: "transaction over two actors (one atomic batch), measured in both orders",
+        group: "js_transaction_2_actors",
+        aether: "aether",
+        reference: Some((
             "raw atomic batch publish, same messages and headers",
             "raw_atomic_batch",
         )),
-        Target::TimeAtMost(1.2),
-        "≤ 1.2×",
-        TXN,
-    ),
+        orders: &[("store first", "store_first"), ("raw first", "raw_first")],
+        target: Target::TimeAtMost(1.2),
+        target_text: "≤ 1.2×",
+        reproduce: TXN,
+        earlier: Earlier::Changed(
+            "transaction over two actors (one atomic batch)",
+            "raw atomic batch publish, same messages and headers",
+        ),
+    },
     row(
         "transaction over two actors (one atomic batch)",
         "js_transaction_2_actors",
-        "aether",
+        "aether/raw_first",
         Some(("two sequential `save_event` (not atomic)", "two_save_event")),
         Target::Report,
         "reported",
         TXN,
+        Earlier::Same,
     ),
     row(
         "typed rebuild of a 10 000-event actor (decode + apply)",
@@ -343,15 +434,53 @@ const ROWS: &[Row] = &[
         Target::ThroughputAtLeast(0.8),
         "≥ 0.8× throughput",
         ACTORS,
+        Earlier::Same,
     ),
     row(
         "typed rebuild, an upcaster on every deposit (4 in 5 events)",
         "actor_rebuild_10k",
         "typed_upcast_every_deposit",
-        Some(("untyped replay of the same stream", "untyped_replay")),
+        Some((
+            "untyped replay of the same stream (deposits in schema version 1)",
+            "untyped_replay_v1",
+        )),
         Target::Report,
         "reported",
         ACTORS,
+        Earlier::Changed(
+            "typed rebuild, an upcaster on every deposit (4 in 5 events)",
+            "untyped replay of the same stream",
+        ),
+    ),
+    row(
+        "in-memory `save_event`",
+        "memory_save_event",
+        "aether",
+        None,
+        Target::PerElementNs(1000.0),
+        "≥ 1 M saves/s",
+        MEM,
+        Earlier::Same,
+    ),
+    row(
+        "in-memory `get_latest_version`",
+        "memory_get_latest_version",
+        "aether",
+        None,
+        Target::AbsoluteNs(50.0),
+        "≤ 50 ns",
+        MEM,
+        Earlier::Same,
+    ),
+    row(
+        "hash ring `get_node`, 100 nodes × 150 vnodes",
+        "ring_get_node",
+        "aether",
+        Some(("`hashring` crate, same nodes and keys", "hashring_crate")),
+        Target::TimeAtMost(1.0),
+        "faster",
+        RING,
+        Earlier::Same,
     ),
     row(
         "shard lookup `get_shard`",
@@ -361,6 +490,7 @@ const ROWS: &[Row] = &[
         Target::AbsoluteNs(50.0),
         "≤ 50 ns",
         RING,
+        Earlier::Same,
     ),
     row(
         "local bus publish → 1 subscriber",
@@ -370,6 +500,7 @@ const ROWS: &[Row] = &[
         Target::ThroughputAtLeast(0.5),
         "≥ 0.5× throughput",
         BUS,
+        Earlier::Same,
     ),
     row(
         "local bus publish → 10 subscribers",
@@ -379,6 +510,7 @@ const ROWS: &[Row] = &[
         Target::ThroughputAtLeast(0.5),
         "≥ 0.5× throughput",
         BUS,
+        Earlier::Same,
     ),
     row(
         "local bus publish → 1 filtered subscriber",
@@ -388,6 +520,7 @@ const ROWS: &[Row] = &[
         Target::ThroughputAtLeast(0.5),
         "≥ 0.5× throughput",
         BUS,
+        Earlier::Same,
     ),
     row(
         "NATS bus publish → remote subscriber",
@@ -397,42 +530,59 @@ const ROWS: &[Row] = &[
         Target::ThroughputAtLeast(0.8),
         "≥ 0.8× throughput",
         NBUS,
+        Earlier::Same,
     ),
+    // The criterion groups of the PostgreSQL bench run their functions one after another
+    // while the disk's sync latency drifts: reported only. The verdicts on durable and relaxed
+    // appends come from the steady-state probe (PROBE_ROWS).
     row(
-        "durable appends, 8 writers on 8 actors (fsync before ack / commit)",
+        "durable appends, 8 writers on 8 actors, 80 per iteration (criterion, functions one after another)",
         "pg_durable_8_writers",
         "aether",
-        Some(("PostgreSQL events table, `synchronous_commit=on`", "postgres")),
-        Target::ThroughputAtLeast(1.0),
-        "≥ 1.0× throughput",
-        "cargo bench -p aether-benches --bench postgres",
+        Some((PG_DURABLE, "postgres")),
+        Target::Report,
+        "reported (verdict: steady-state row)",
+        PG,
+        Earlier::Renamed(
+            "durable appends, 8 writers on 8 actors (fsync before ack / commit)",
+            PG_DURABLE,
+        ),
     ),
     row(
-        "durable append, one writer (latency)",
-        "pg_durable_1_writer",
-        "aether",
-        Some(("PostgreSQL events table, `synchronous_commit=on`", "postgres")),
-        Target::TimeAtMost(1.2),
-        "≤ 1.2×",
-        "cargo bench -p aether-benches --bench postgres",
-    ),
-    row(
-        "durable appends, 8 writers, group commit on (one server)",
+        "durable appends, 8 writers, group commit on (criterion, functions one after another)",
         "pg_durable_8_writers",
         "aether_grouped",
-        Some(("PostgreSQL events table, `synchronous_commit=on`", "postgres")),
+        Some((PG_DURABLE, "postgres")),
         Target::Report,
         "reported",
-        "cargo bench -p aether-benches --bench postgres",
+        PG,
+        Earlier::Renamed(
+            "durable appends, 8 writers, group commit on (one server)",
+            PG_DURABLE,
+        ),
     ),
     row(
-        "durable append, one writer, group commit on (a lone writer waits for no group)",
+        "durable append, one writer (criterion, functions one after another)",
+        "pg_durable_1_writer",
+        "aether",
+        Some((PG_DURABLE, "postgres")),
+        Target::Report,
+        "reported (verdict: steady-state row)",
+        PG,
+        Earlier::Renamed("durable append, one writer (latency)", PG_DURABLE),
+    ),
+    row(
+        "durable append, one writer, group commit on (criterion, functions one after another)",
         "pg_durable_1_writer",
         "aether_grouped",
         Some(("the same store with group commit off", "aether")),
-        Target::TimeAtMost(1.1),
-        "≤ 1.1×",
-        "cargo bench -p aether-benches --bench postgres",
+        Target::Report,
+        "reported (verdict: steady-state row)",
+        PG,
+        Earlier::Renamed(
+            "durable append, one writer, group commit on (a lone writer waits for no group)",
+            "the same store with group commit off",
+        ),
     ),
     row(
         "group commit, R3 on three servers, 8 writers",
@@ -441,7 +591,8 @@ const ROWS: &[Row] = &[
         Some(("every save its own publish (`GroupCommitMode::Never`)", "alone")),
         Target::Report,
         "reported",
-        "cargo bench -p aether-benches --bench group_commit",
+        GROUP,
+        Earlier::Same,
     ),
     row(
         "group commit, R3 on three servers, one writer (latency)",
@@ -450,25 +601,31 @@ const ROWS: &[Row] = &[
         Some(("every save its own publish (`GroupCommitMode::Never`)", "alone")),
         Target::TimeAtMost(1.1),
         "≤ 1.1×",
-        "cargo bench -p aether-benches --bench group_commit",
+        GROUP,
+        Earlier::Same,
     ),
     row(
-        "relaxed appends, 8 writers on 8 actors (no fsync wait)",
+        "relaxed appends, 8 writers on 8 actors (criterion, functions one after another)",
         "pg_relaxed_8_writers",
         "aether",
-        Some(("PostgreSQL events table, `synchronous_commit=off`", "postgres")),
-        Target::ThroughputAtLeast(1.0),
-        "≥ 1.0× throughput",
-        "cargo bench -p aether-benches --bench postgres",
+        Some((PG_RELAXED, "postgres")),
+        Target::Report,
+        "reported (verdict: steady-state row)",
+        PG,
+        Earlier::Renamed(
+            "relaxed appends, 8 writers on 8 actors (no fsync wait)",
+            PG_RELAXED,
+        ),
     ),
     row(
-        "relaxed append, one writer (latency)",
+        "relaxed append, one writer (criterion, functions one after another)",
         "pg_relaxed_1_writer",
         "aether",
-        Some(("PostgreSQL events table, `synchronous_commit=off`", "postgres")),
+        Some((PG_RELAXED, "postgres")),
         Target::Report,
         "reported",
-        "cargo bench -p aether-benches --bench postgres",
+        PG,
+        Earlier::Renamed("relaxed append, one writer (latency)", PG_RELAXED),
     ),
     row(
         "latest version of an actor with 10 000 events, uncached",
@@ -477,7 +634,8 @@ const ROWS: &[Row] = &[
         Some(("PostgreSQL `SELECT max(sequence)`", "postgres")),
         Target::Report,
         "reported",
-        "cargo bench -p aether-benches --bench postgres",
+        PG,
+        Earlier::Same,
     ),
     row(
         "replay of 10 000 events",
@@ -486,20 +644,165 @@ const ROWS: &[Row] = &[
         Some(("PostgreSQL `SELECT … ORDER BY sequence`", "postgres")),
         Target::Report,
         "reported",
-        "cargo bench -p aether-benches --bench postgres",
+        PG,
+        Earlier::Same,
     ),
 ];
 
-/// Median time in ns of one benchmark, and its throughput elements per iteration.
-fn read(dir: &Path, group: &str, id: &str) -> Option<(f64, Option<f64>)> {
+/// What a steady-state row compares: per round, saves per second or the median latency.
+#[derive(Clone, Copy)]
+enum Measure {
+    Throughput,
+    MedianLatency,
+}
+
+/// A row from the steady-state probe (`peer-throughput`): two sides of one scenario.
+struct ProbeRow {
+    operation: &'static str,
+    mode: &'static str,
+    writers: u64,
+    aether: &'static str,
+    reference: (&'static str, &'static str),
+    measure: Measure,
+    target: Target,
+    target_text: &'static str,
+}
+
+const PROBE_ROWS: &[ProbeRow] = &[
+    ProbeRow {
+        operation: "durable appends, 8 writers on 8 actors, steady state (interleaved rounds)",
+        mode: "durable",
+        writers: 8,
+        aether: "aether",
+        reference: (
+            "PostgreSQL events table, `synchronous_commit=on`, a connection per writer",
+            "postgres",
+        ),
+        measure: Measure::Throughput,
+        target: Target::ThroughputAtLeast(1.0),
+        target_text: "≥ 1.0× throughput",
+    },
+    ProbeRow {
+        operation: "durable appends, 8 writers, a store and NATS connection per writer, steady state",
+        mode: "durable",
+        writers: 8,
+        aether: "aether_connection_per_writer",
+        reference: (
+            "PostgreSQL events table, `synchronous_commit=on`, a connection per writer",
+            "postgres",
+        ),
+        measure: Measure::Throughput,
+        target: Target::Report,
+        target_text: "reported",
+    },
+    ProbeRow {
+        operation: "durable appends, 8 writers, steady state, next to the store's floor",
+        mode: "durable",
+        writers: 8,
+        aether: "aether",
+        reference: (
+            "raw JetStream publish + ack, same header and check, one connection",
+            "nats_raw",
+        ),
+        measure: Measure::Throughput,
+        target: Target::Report,
+        target_text: "reported",
+    },
+    ProbeRow {
+        operation: "durable appends, 8 writers, group commit on, steady state",
+        mode: "durable",
+        writers: 8,
+        aether: "aether_grouped",
+        reference: (
+            "PostgreSQL events table, `synchronous_commit=on`, a connection per writer",
+            "postgres",
+        ),
+        measure: Measure::Throughput,
+        target: Target::Report,
+        target_text: "reported",
+    },
+    ProbeRow {
+        operation: "durable append, one writer, steady state (latency: p50 per round)",
+        mode: "durable",
+        writers: 1,
+        aether: "aether",
+        reference: (
+            "PostgreSQL events table, `synchronous_commit=on`",
+            "postgres",
+        ),
+        measure: Measure::MedianLatency,
+        target: Target::TimeAtMost(1.2),
+        target_text: "≤ 1.2×",
+    },
+    ProbeRow {
+        operation: "durable append, one writer, group commit on, steady state (a lone writer waits for no group)",
+        mode: "durable",
+        writers: 1,
+        aether: "aether_grouped",
+        reference: ("the same store with group commit off", "aether"),
+        measure: Measure::MedianLatency,
+        target: Target::TimeAtMost(1.1),
+        target_text: "≤ 1.1×",
+    },
+    ProbeRow {
+        operation: "relaxed appends, 8 writers on 8 actors, steady state (interleaved rounds)",
+        mode: "relaxed",
+        writers: 8,
+        aether: "aether",
+        reference: (
+            "PostgreSQL events table, `synchronous_commit=off`, a connection per writer",
+            "postgres",
+        ),
+        measure: Measure::Throughput,
+        target: Target::ThroughputAtLeast(1.0),
+        target_text: "≥ 1.0× throughput",
+    },
+    ProbeRow {
+        operation: "relaxed append, one writer, steady state (latency: p50 per round)",
+        mode: "relaxed",
+        writers: 1,
+        aether: "aether",
+        reference: (
+            "PostgreSQL events table, `synchronous_commit=off`",
+            "postgres",
+        ),
+        measure: Measure::MedianLatency,
+        target: Target::Report,
+        target_text: "reported",
+    },
+];
+
+/// One criterion result: the median in ns with its confidence interval, and the throughput
+/// elements per iteration.
+#[derive(Clone, Copy)]
+struct Median {
+    ns: f64,
+    low: f64,
+    high: f64,
+    elements: Option<f64>,
+}
+
+fn read(dir: &Path, group: &str, id: &str) -> Option<Median> {
     let base = dir.join(group).join(id).join("new");
     let est: Value =
         serde_json::from_str(&std::fs::read_to_string(base.join("estimates.json")).ok()?).ok()?;
-    let median = est["median"]["point_estimate"].as_f64()?;
+    let median = &est["median"];
+    let ns = median["point_estimate"].as_f64()?;
+    let low = median["confidence_interval"]["lower_bound"]
+        .as_f64()
+        .unwrap_or(ns);
+    let high = median["confidence_interval"]["upper_bound"]
+        .as_f64()
+        .unwrap_or(ns);
     let bench: Value =
         serde_json::from_str(&std::fs::read_to_string(base.join("benchmark.json")).ok()?).ok()?;
     let elements = bench["throughput"]["Elements"].as_f64();
-    Some((median, elements))
+    Some(Median {
+        ns,
+        low,
+        high,
+        elements,
+    })
 }
 
 fn fmt_ns(ns: f64) -> String {
@@ -514,115 +817,645 @@ fn fmt_ns(ns: f64) -> String {
     }
 }
 
+fn fmt_us(us: f64) -> String {
+    fmt_ns(us * 1_000.0)
+}
+
+/// An integer with thin groups of three digits (`9 790`).
+fn fmt_count(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn min_max(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+/// The verdict of a judged row from its time ratios (Aether ÷ reference), each a range
+/// (`lo`, `hi`): "yes" when every range meets the target, "**no**" when none reaches it,
+/// "unclear" when the ranges straddle it (`what` says which ranges, with their verb).
+fn verdict(target: Target, ranges: &[(f64, f64)], what: &str) -> String {
+    if !target.judged() {
+        return "—".into();
+    }
+    let all_in = ranges
+        .iter()
+        .filter(|(_, hi)| target.meets_ratio(*hi))
+        .count();
+    let any_in = ranges
+        .iter()
+        .filter(|(lo, _)| target.meets_ratio(*lo))
+        .count();
+    if all_in == ranges.len() {
+        "yes".into()
+    } else if any_in == 0 {
+        "**no**".into()
+    } else {
+        format!("unclear: {what} the target")
+    }
+}
+
+fn fmt_ratio(target: Target, x: f64) -> String {
+    match target {
+        Target::SpeedupAtLeast(_) => format!("{:.2}× ({:.1}× faster)", x, 1.0 / x),
+        Target::ThroughputAtLeast(_) => format!("{:.2}× ({:.2}× throughput)", x, 1.0 / x),
+        _ => format!("{x:.2}×"),
+    }
+}
+
+/// One line of the main table.
+struct Line {
+    cells: [String; 7],
+}
+
+impl Line {
+    fn render(&self) -> String {
+        format!("| {} |", self.cells.join(" | "))
+    }
+}
+
+/// The table, sections and run description of the file being replaced.
+#[derive(Default)]
+struct Previous {
+    rows: HashMap<(String, String), [String; 7]>,
+    server: Option<String>,
+    machine: Option<String>,
+    memory: Option<String>,
+    probe: Option<String>,
+}
+
+const PROBE_HEADING: &str = "## PostgreSQL peer, steady state (interleaved rounds)";
+
+fn previous(path: &Path) -> Previous {
+    let mut p = Previous::default();
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return p;
+    };
+    let mut in_table = false;
+    for line in text.lines() {
+        if line.starts_with("| operation | Aether (median)") {
+            in_table = true;
+            continue;
+        }
+        if in_table {
+            if !line.starts_with('|') {
+                in_table = false;
+                continue;
+            }
+            if line.starts_with("|---") {
+                continue;
+            }
+            let cells: Vec<String> = line
+                .trim()
+                .trim_start_matches('|')
+                .trim_end_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_string())
+                .collect();
+            if let Ok(cells) = <[String; 7]>::try_from(cells) {
+                p.rows
+                    .insert((cells[0].clone(), cells[2].clone()), cells.clone());
+            }
+        } else if let Some(s) = line.strip_prefix("- nats-server: ") {
+            p.server.get_or_insert_with(|| s.to_string());
+        } else if let Some(s) = line.strip_prefix("- machine: ") {
+            p.machine.get_or_insert_with(|| s.to_string());
+        }
+    }
+    p.memory = section(&text, "## Memory").map(|m| table_only(&m));
+    p.probe = section(&text, PROBE_HEADING);
+    p
+}
+
+/// The text of a generated section, from its heading to the next one of the same level.
+fn section(text: &str, heading: &str) -> Option<String> {
+    let start = text.find(&format!("\n{heading}\n"))? + 1;
+    let rest = &text[start + heading.len()..];
+    let end = rest
+        .find("\n## ")
+        .map_or(text.len(), |i| start + heading.len() + i);
+    Some(text[start..end].trim_end().to_string())
+}
+
+/// A section's heading, any line before its table, and the table, without what follows.
+fn table_only(section: &str) -> String {
+    let mut out = Vec::new();
+    let mut seen_table = false;
+    for line in section.lines() {
+        if line.starts_with('|') {
+            seen_table = true;
+        } else if seen_table {
+            break;
+        }
+        out.push(line);
+    }
+    out.join("\n").trim_end().to_string()
+}
+
+/// A row carried over from the file being replaced, its verdict marked.
+fn carried(prev: &Previous, key: (&str, &str), row_target: Target, changed: bool) -> Option<Line> {
+    let old = prev.rows.get(&(key.0.to_string(), key.1.to_string()))?;
+    let mut cells = old.clone();
+    let old_met = cells[6]
+        .split(" (not rerun")
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let was_changed = cells[6].contains("comparison changed");
+    cells[6] = if changed || was_changed {
+        "not rerun since the comparison changed".into()
+    } else if !row_target.judged() {
+        "— (not rerun)".into()
+    } else {
+        format!("{old_met} (not rerun)")
+    };
+    if matches!(row_target, Target::Replaces) {
+        cells[4] = "—".into();
+    }
+    Some(Line { cells })
+}
+
+/// The line of a criterion row, if its results are there.
+fn criterion_line(dir: &Path, r: &Row) -> Option<Line> {
+    let orders: Vec<(&str, String, Option<String>)> = if r.orders.is_empty() {
+        vec![(
+            "",
+            r.aether.to_string(),
+            r.reference.map(|x| x.1.to_string()),
+        )]
+    } else {
+        r.orders
+            .iter()
+            .map(|(label, suffix)| {
+                (
+                    *label,
+                    format!("{}/{suffix}", r.aether),
+                    r.reference.map(|x| format!("{}/{suffix}", x.1)),
+                )
+            })
+            .collect()
+    };
+    let mut aether_texts = Vec::new();
+    let mut ref_texts = Vec::new();
+    let mut ratio_texts = Vec::new();
+    let mut ratios = Vec::new();
+    let mut absolute_met = true;
+    for (label, a_id, ref_id) in &orders {
+        let a = read(dir, r.group, a_id)?;
+        let suffix = if label.is_empty() {
+            String::new()
+        } else {
+            format!(" ({label})")
+        };
+        aether_texts.push(match r.target {
+            Target::PerElementNs(_) => {
+                let per = a.ns / a.elements.unwrap_or(1.0);
+                format!("{} ({:.2} M/s){suffix}", fmt_ns(per), 1_000.0 / per)
+            }
+            _ => format!("{}{suffix}", fmt_ns(a.ns)),
+        });
+        match r.target {
+            Target::AbsoluteNs(ns) => absolute_met &= a.ns <= ns,
+            Target::PerElementNs(ns) => absolute_met &= a.ns / a.elements.unwrap_or(1.0) <= ns,
+            _ => {}
+        }
+        if let Some(ref_id) = ref_id {
+            let b = read(dir, r.group, ref_id)?;
+            ref_texts.push(format!("{}{suffix}", fmt_ns(b.ns)));
+            let x = a.ns / b.ns;
+            // The ratio's range from the two medians' confidence intervals.
+            let (lo, hi) = (a.low / b.high, a.high / b.low);
+            ratios.push((lo.min(x), hi.max(x)));
+            if !matches!(r.target, Target::Replaces) {
+                let range = if r.target.judged() && (hi - lo) >= 0.005 {
+                    format!(" [{lo:.2}–{hi:.2}]")
+                } else {
+                    String::new()
+                };
+                ratio_texts.push(format!("{}{range}{suffix}", fmt_ratio(r.target, x)));
+            }
+        }
+    }
+    let met = match r.target {
+        Target::AbsoluteNs(_) | Target::PerElementNs(_) => {
+            if absolute_met { "yes" } else { "**no**" }.to_string()
+        }
+        Target::Report | Target::Replaces => "—".into(),
+        _ => verdict(
+            r.target,
+            &ratios,
+            if orders.len() > 1 {
+                "the orders' ratios straddle"
+            } else {
+                "the ratio's confidence range straddles"
+            },
+        ),
+    };
+    let join = |v: Vec<String>| {
+        if v.is_empty() {
+            "—".to_string()
+        } else {
+            v.join("; ")
+        }
+    };
+    Some(Line {
+        cells: [
+            r.operation.to_string(),
+            join(aether_texts),
+            r.reference.map_or("—", |x| x.0).to_string(),
+            join(ref_texts),
+            join(ratio_texts),
+            r.target_text.to_string(),
+            met,
+        ],
+    })
+}
+
+/// A side of a probe scenario: per round, saves/s and p50 latency; pooled p50 and p99.
+struct ProbeSide {
+    rates: Vec<f64>,
+    p50s: Vec<f64>,
+    p50: f64,
+    p99: f64,
+}
+
+fn probe_side(peer: &Value, mode: &str, writers: u64, id: &str) -> Option<ProbeSide> {
+    let scenario = peer["scenarios"]
+        .as_array()?
+        .iter()
+        .find(|s| s["mode"] == mode && s["writers"].as_u64() == Some(writers))?;
+    let side = scenario["sides"]
+        .as_array()?
+        .iter()
+        .find(|s| s["id"] == id)?;
+    let rounds = side["rounds"].as_array()?;
+    let mut by_round: Vec<&Value> = rounds.iter().collect();
+    by_round.sort_by_key(|r| r["round"].as_u64());
+    Some(ProbeSide {
+        rates: by_round
+            .iter()
+            .filter_map(|r| r["saves_per_s"].as_f64())
+            .collect(),
+        p50s: by_round
+            .iter()
+            .filter_map(|r| r["p50_us"].as_f64())
+            .collect(),
+        p50: side["p50_us"].as_f64()?,
+        p99: side["p99_us"].as_f64()?,
+    })
+}
+
+fn probe_line(peer: &Value, r: &ProbeRow) -> Option<Line> {
+    let a = probe_side(peer, r.mode, r.writers, r.aether)?;
+    let b = probe_side(peer, r.mode, r.writers, r.reference.1)?;
+    // Time ratios (Aether ÷ reference) of the same round of the two sides.
+    let ratios: Vec<f64> = match r.measure {
+        Measure::Throughput => a.rates.iter().zip(&b.rates).map(|(x, y)| y / x).collect(),
+        Measure::MedianLatency => a.p50s.iter().zip(&b.p50s).map(|(x, y)| x / y).collect(),
+    };
+    if ratios.is_empty() {
+        return None;
+    }
+    let describe = |s: &ProbeSide| {
+        let (lo, hi) = min_max(&s.rates);
+        match r.measure {
+            Measure::Throughput => format!(
+                "{} saves/s ({}–{}); p50 {}, p99 {}",
+                fmt_count(median(&s.rates)),
+                fmt_count(lo),
+                fmt_count(hi),
+                fmt_us(s.p50),
+                fmt_us(s.p99)
+            ),
+            Measure::MedianLatency => {
+                let (l, h) = min_max(&s.p50s);
+                format!(
+                    "p50 {} ({}–{}), p99 {}; {} saves/s",
+                    fmt_us(median(&s.p50s)),
+                    fmt_us(l),
+                    fmt_us(h),
+                    fmt_us(s.p99),
+                    fmt_count(median(&s.rates))
+                )
+            }
+        }
+    };
+    let (lo, hi) = min_max(&ratios);
+    let x = median(&ratios);
+    let ratio = match r.measure {
+        Measure::Throughput => format!(
+            "{:.2}× throughput (rounds {:.2}–{:.2}×)",
+            1.0 / x,
+            1.0 / hi,
+            1.0 / lo
+        ),
+        Measure::MedianLatency => format!("{x:.2}× (rounds {lo:.2}–{hi:.2}×)"),
+    };
+    Some(Line {
+        cells: [
+            r.operation.to_string(),
+            describe(&a),
+            r.reference.0.to_string(),
+            describe(&b),
+            ratio,
+            r.target_text.to_string(),
+            {
+                let pairs: Vec<(f64, f64)> = ratios.iter().map(|x| (*x, *x)).collect();
+                let met = pairs
+                    .iter()
+                    .filter(|(x, _)| r.target.meets_ratio(*x))
+                    .count();
+                match verdict(r.target, &pairs, "") {
+                    v if v.starts_with("unclear") => format!(
+                        "unclear: {met} of {} round pairs within the target",
+                        pairs.len()
+                    ),
+                    v => v,
+                }
+            },
+        ],
+    })
+}
+
+/// The steady-state section, from the probe's JSON.
+fn probe_section(peer: &Value) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "{PROBE_HEADING}\n");
+    let _ = writeln!(
+        md,
+        "Written from `peer-throughput` (`{PEER}`, run by `scripts/bench`). Each side writes \
+         for {} s at a time (a round); the sides take turns, the first one rotating every \
+         round, {} rounds each after a short warm-up round; a writer appends to its own actor, \
+         one save at a time; {}-byte payloads. nats-server {}, {}; machine: {}. The ratios in \
+         the table above pair each round of one side with the same round of the other (both \
+         within one turn of all sides).\n",
+        peer["round_seconds"].as_f64().unwrap_or(0.0),
+        peer["rounds"].as_u64().unwrap_or(0),
+        peer["payload_bytes"].as_u64().unwrap_or(0),
+        peer["nats_server"].as_str().unwrap_or("?"),
+        peer["postgres"].as_str().unwrap_or("?"),
+        peer["machine"].as_str().unwrap_or("?"),
+    );
+    for s in peer["scenarios"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "### {}, {} writer{} (load average {} before, {} after)\n",
+            s["mode"].as_str().unwrap_or("?"),
+            s["writers"],
+            if s["writers"].as_u64() == Some(1) {
+                ""
+            } else {
+                "s"
+            },
+            s["load_before"].as_str().unwrap_or("?"),
+            s["load_after"].as_str().unwrap_or("?"),
+        );
+        let _ = writeln!(
+            md,
+            "| side | what it does | saves/s per round | median (min–max) | p50 | p99 |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|");
+        for side in s["sides"].as_array().into_iter().flatten() {
+            let mut rounds: Vec<&Value> = side["rounds"].as_array().into_iter().flatten().collect();
+            rounds.sort_by_key(|r| r["round"].as_u64());
+            let rates: Vec<f64> = rounds
+                .iter()
+                .filter_map(|r| r["saves_per_s"].as_f64())
+                .collect();
+            let (lo, hi) = min_max(&rates);
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {} | {} ({}–{}) | {} | {} |",
+                side["id"].as_str().unwrap_or("?"),
+                side["what"].as_str().unwrap_or(""),
+                rates
+                    .iter()
+                    .map(|x| fmt_count(*x))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                fmt_count(median(&rates)),
+                fmt_count(lo),
+                fmt_count(hi),
+                fmt_us(side["p50_us"].as_f64().unwrap_or(0.0)),
+                fmt_us(side["p99_us"].as_f64().unwrap_or(0.0)),
+            );
+        }
+        let wal: Vec<String> = s["sides"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|side| {
+                let x = side["wal_syncs_per_insert"].as_f64()?;
+                Some(format!("`{}` {x:.2}", side["id"].as_str().unwrap_or("?")))
+            })
+            .collect();
+        if !wal.is_empty() {
+            let _ = writeln!(
+                md,
+                "\nPostgreSQL WAL syncs per insert (`pg_stat_wal`): {}.",
+                wal.join(", ")
+            );
+        }
+        let _ = writeln!(md);
+    }
+    md.trim_end().to_string()
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.len() < 3 {
-        eprintln!("usage: bench-report <criterion dir> <output.md> [footprint.json]");
+    let mut positional = Vec::new();
+    let mut peer_path = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--peer" {
+            peer_path = args.next();
+        } else {
+            positional.push(a);
+        }
+    }
+    if positional.len() < 2 {
+        eprintln!(
+            "usage: bench-report <criterion dir> <output.md> [footprint.json] [--peer peer.json]"
+        );
         std::process::exit(2);
     }
-    let dir = PathBuf::from(&args[1]);
-    let out = PathBuf::from(&args[2]);
+    let dir = PathBuf::from(&positional[0]);
+    let out = PathBuf::from(&positional[1]);
     let server = std::env::var("AETHER_BENCH_SERVER").unwrap_or_else(|_| "unknown".into());
     let machine = std::env::var("AETHER_BENCH_MACHINE").unwrap_or_else(|_| "unknown".into());
+    let load = std::env::var("AETHER_BENCH_LOAD")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let prev = previous(&out);
+    let peer: Option<Value> = peer_path.as_ref().and_then(|p| {
+        let v = std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        if v.is_none() {
+            eprintln!("no steady-state results in {p}; keeping the previous ones");
+        }
+        v
+    });
+
+    let mut lines = Vec::new();
+    let mut carried_any = false;
+    let mut missing = Vec::new();
+    for r in ROWS {
+        let ref_label = r.reference.map_or("—", |x| x.0);
+        if let Some(line) = criterion_line(&dir, r) {
+            lines.push(line);
+            continue;
+        }
+        let found =
+            carried(&prev, (r.operation, ref_label), r.target, false).or_else(|| match r.earlier {
+                Earlier::Renamed(op, reference) => carried(&prev, (op, reference), r.target, false)
+                    .map(|mut l| {
+                        l.cells[0] = r.operation.to_string();
+                        l.cells[2] = ref_label.to_string();
+                        l.cells[5] = r.target_text.to_string();
+                        l
+                    }),
+                Earlier::Changed(op, reference) => carried(&prev, (op, reference), r.target, true)
+                    .map(|mut l| {
+                        l.cells[0] = r.operation.to_string();
+                        l.cells[2] = ref_label.to_string();
+                        l.cells[5] = r.target_text.to_string();
+                        l
+                    }),
+                Earlier::Same | Earlier::New => None,
+            });
+        match found {
+            Some(mut line) => {
+                line.cells[5] = r.target_text.to_string();
+                carried_any = true;
+                lines.push(line);
+            }
+            None => missing.push(format!("{} (`{}`)", r.operation, r.group)),
+        }
+    }
+    for r in PROBE_ROWS {
+        match peer.as_ref().and_then(|p| probe_line(p, r)) {
+            Some(line) => lines.push(line),
+            None => match carried(&prev, (r.operation, r.reference.0), r.target, false) {
+                Some(line) => {
+                    carried_any = true;
+                    lines.push(line);
+                }
+                None if peer.is_some() => missing.push(format!(
+                    "{} (side `{}` not in the probe's run)",
+                    r.operation, r.aether
+                )),
+                None => missing.push(format!("{} (`peer-throughput`)", r.operation)),
+            },
+        }
+    }
 
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
         md,
         "Each Aether operation is measured next to its floor (the raw NATS call it wraps) or its \
-         peer, in the same criterion group of the same run, so the ratio holds on a noisy shared \
-         machine. Medians; ratio = Aether's time / the reference's time (below 1 is faster). \
-         Written by `scripts/bench` from a real run.\n"
+         peer, doing the same work, in the same run. Criterion rows: medians; ratio = Aether's \
+         time / the reference's time (below 1 is faster), with the range the two medians' \
+         confidence intervals allow in brackets. Steady-state rows: the sides take turns in \
+         rounds of a few seconds, and the ratio is the median over pairs of rounds from the \
+         same turn, with their range. A verdict is given only where both sides do the same \
+         work; \"unclear\" where the spread straddles the target. Written by `scripts/bench` \
+         from real runs.\n"
     );
     let _ = writeln!(md, "- nats-server: {server}");
-    let _ = writeln!(md, "- machine: {machine}\n");
+    let _ = writeln!(md, "- machine: {machine}");
+    if let Some(load) = &load {
+        let _ = writeln!(md, "- load average during this run: {load}");
+    }
+    if carried_any {
+        let _ = writeln!(
+            md,
+            "- rows marked *not rerun* keep the figures of an earlier run (nats-server: {}; \
+             machine: {})",
+            prev.server.as_deref().unwrap_or("unknown"),
+            prev.machine.as_deref().unwrap_or("unknown")
+        );
+    }
+    let _ = writeln!(md);
     let _ = writeln!(
         md,
         "| operation | Aether (median) | reference | reference (median) | ratio | target | met |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|");
-    let mut missing = Vec::new();
-    for r in ROWS {
-        let Some((a, elements)) = read(&dir, r.group, r.aether) else {
-            missing.push(format!("{}/{}", r.group, r.aether));
-            continue;
-        };
-        let reference = r
-            .reference
-            .and_then(|(label, id)| read(&dir, r.group, id).map(|(t, _)| (label, t)));
-        if r.reference.is_some() && reference.is_none() {
-            missing.push(format!(
-                "{}/{}",
-                r.group,
-                r.reference.map(|x| x.1).unwrap_or_default()
-            ));
-            continue;
-        }
-        let (ref_label, ref_time, ratio) = match reference {
-            Some((label, t)) => (label.to_string(), fmt_ns(t), Some(a / t)),
-            None => ("—".to_string(), "—".to_string(), None),
-        };
-        let met = match (r.target, ratio) {
-            (Target::TimeAtMost(f), Some(x)) => x <= f,
-            (Target::ThroughputAtLeast(f), Some(x)) => x <= 1.0 / f,
-            (Target::SpeedupAtLeast(f), Some(x)) => x <= 1.0 / f,
-            (Target::AbsoluteNs(ns), _) => a <= ns,
-            (Target::PerElementNs(ns), _) => a / elements.unwrap_or(1.0) <= ns,
-            (Target::Report, _) => true,
-            _ => false,
-        };
-        let aether_text = match r.target {
-            Target::PerElementNs(_) => {
-                let per = a / elements.unwrap_or(1.0);
-                format!("{} ({:.2} M/s)", fmt_ns(per), 1_000.0 / per)
-            }
-            _ => fmt_ns(a),
-        };
-        let ratio_text = match (r.target, ratio) {
-            (Target::SpeedupAtLeast(_), Some(x)) => format!("{:.2}× ({:.1}× faster)", x, 1.0 / x),
-            (Target::ThroughputAtLeast(_), Some(x)) => {
-                format!("{:.2}× ({:.2}× throughput)", x, 1.0 / x)
-            }
-            (_, Some(x)) => format!("{x:.2}×"),
-            (_, None) => "—".into(),
-        };
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            r.operation,
-            aether_text,
-            ref_label,
-            ref_time,
-            ratio_text,
-            r.target_text,
-            match (r.target, met) {
-                (Target::Report, _) => "—",
-                (_, true) => "yes",
-                (_, false) => "**no**",
-            }
-        );
+    for l in &lines {
+        let _ = writeln!(md, "{}", l.render());
     }
-    if let Some(fp) = args.get(3) {
-        if let Ok(text) = std::fs::read_to_string(fp) {
-            if let Ok(v) = serde_json::from_str::<Value>(&text) {
-                let _ = writeln!(md, "\n## Memory\n");
-                let _ = writeln!(md, "| measure | value | target | met |");
-                let _ = writeln!(md, "|---|---|---|---|");
-                if let Some(rows) = v.as_array() {
-                    for r in rows {
-                        let _ = writeln!(
-                            md,
-                            "| {} | {} | {} | {} |",
-                            r["measure"].as_str().unwrap_or(""),
-                            r["value"].as_str().unwrap_or(""),
-                            r["target"].as_str().unwrap_or(""),
-                            r["met"].as_str().unwrap_or(""),
-                        );
-                    }
+
+    let footprint = positional
+        .get(2)
+        .and_then(|fp| std::fs::read_to_string(fp).ok())
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+    match footprint {
+        Some(v) => {
+            let _ = writeln!(md, "\n## Memory\n");
+            let _ = writeln!(md, "| measure | value | target | met |");
+            let _ = writeln!(md, "|---|---|---|---|");
+            for r in v.as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} |",
+                    r["measure"].as_str().unwrap_or(""),
+                    r["value"].as_str().unwrap_or(""),
+                    r["target"].as_str().unwrap_or(""),
+                    r["met"].as_str().unwrap_or(""),
+                );
+            }
+        }
+        None => {
+            if let Some(text) = &prev.memory {
+                let note = "(not rerun in this run: the figures of the earlier run)";
+                let _ = writeln!(md);
+                if text.contains(note) {
+                    md.push_str(text);
+                } else {
+                    let _ = write!(
+                        md,
+                        "{}",
+                        text.replacen("## Memory\n", &format!("## Memory\n\n{note}\n"), 1)
+                    );
                 }
+                let _ = writeln!(md);
             }
         }
     }
+
+    match &peer {
+        Some(p) => {
+            let _ = writeln!(md, "\n{}", probe_section(p));
+        }
+        None => {
+            if let Some(text) = &prev.probe {
+                let _ = writeln!(md, "\n{text}");
+            }
+        }
+    }
+
     // Notes and figures measured by other runs (the soak, the PostgreSQL peer, the scale run)
     // live in their own files and are carried over.
     for extra in ["benchmark-notes.md", "soak.md", "postgres.md", "scale.md"] {
@@ -635,10 +1468,13 @@ fn main() {
     let _ = writeln!(md, "\n## Reproduce\n");
     let _ = writeln!(
         md,
-        "`scripts/bench` runs everything and rewrites this file. One group at a time:\n"
+        "`scripts/bench` runs everything and rewrites this file; `scripts/bench --bench <name>` \
+         runs one group, and `scripts/bench --report-only` rewrites it from the results on disk \
+         (rows whose results are missing keep their earlier figures, marked). One group at a \
+         time:\n"
     );
     let mut cmds: Vec<&str> = ROWS.iter().map(|r| r.reproduce).collect();
-    cmds.dedup();
+    cmds.push(PEER);
     cmds.sort();
     cmds.dedup();
     for c in cmds {
@@ -649,7 +1485,11 @@ fn main() {
         "- `cargo run --release -p aether-benches --bin footprint` (memory)"
     );
     if !missing.is_empty() {
-        let _ = writeln!(md, "\nNot measured in this run: {}", missing.join(", "));
+        let _ = writeln!(
+            md,
+            "\nNot measured yet (no results in this run, no earlier figures): {}",
+            missing.join(", ")
+        );
     }
     if let Err(e) = std::fs::write(&out, md) {
         eprintln!("cannot write {}: {e}", out.display());
