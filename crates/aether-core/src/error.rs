@@ -119,8 +119,9 @@ pub enum Error {
         source: BoxError,
     },
 
-    /// The server has no room for the write: its JetStream storage limit, the account's limit
-    /// or its disk is full. Nothing was stored.
+    /// The server has no room for the write under its JetStream storage limit or the account's
+    /// limit. Nothing was stored. (A server whose filesystem fills up before its limit stops
+    /// answering instead: saves then fail with [`Error::Unavailable`].)
     ///
     /// Handling: free space or raise the limit (an operator's job), then retry; retrying
     /// before that fails the same way.

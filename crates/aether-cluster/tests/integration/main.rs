@@ -2,7 +2,8 @@
 //!
 //! - `placement_props`: properties of the hash ring and the shard tables.
 //! - `cluster` (feature `nats`): nodes forming a cluster over a real nats-server, routing,
-//!   failover (also on a loaded machine), fencing, permissions.
+//!   failover, fencing, permissions (the failover under CPU load runs in its own binary,
+//!   `tests/loaded`).
 //! - `faults` (feature `nats`): one node's connection cut and frozen through a proxy; decoders
 //!   fed arbitrary bytes.
 //! - `hostile` (feature `nats`): a client floods the heartbeat subject with made-up node ids
