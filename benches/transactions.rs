@@ -115,19 +115,20 @@ fn transactions(c: &mut Criterion) {
         );
         return;
     }
-    let (client, store) = rt.block_on(async {
+    // The JetStream context spawns a task: it is made inside the runtime.
+    let (client, js, store) = rt.block_on(async {
         let client = async_nats::connect(server.url()).await.or_fail("connect");
         let store = JetStreamEventStore::new(client.clone(), JetStreamConfig::default())
             .await
             .or_fail("store");
-        (client, Arc::new(store))
+        (client.clone(), jetstream::new(client), Arc::new(store))
     });
     let mut txn = StoreTransfer {
         store: store.clone(),
         version: 0,
     };
     let mut raw = RawTransfer {
-        js: jetstream::new(client.clone()),
+        js,
         client,
         subjects: (
             store.event_subject("raw-from"),
