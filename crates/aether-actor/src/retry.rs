@@ -4,9 +4,12 @@
 use std::future::Future;
 use std::time::Duration;
 
+use aether_core::{Backoff, Jitter};
+
 /// How often and how far apart to retry: exponential backoff with full jitter.
 ///
-/// The actor runtime uses it for version conflicts ([`RuntimeConfig::retry`]); applications use
+/// The pauses are [`aether_core::Backoff`]'s (the library's one backoff), with
+/// [`Jitter::Full`] when [`jitter`](Self::jitter) is on. The actor runtime uses it for version conflicts ([`RuntimeConfig::retry`]); applications use
 /// [`run`](Self::run) for their own retries instead of writing another loop.
 ///
 /// [`RuntimeConfig::retry`]: crate::RuntimeConfig::retry
@@ -88,16 +91,17 @@ impl RetryPolicy {
 
     /// The wait before retry number `retry` (1 for the first retry).
     pub fn backoff(&self, retry: u32) -> Duration {
-        let exp = retry.saturating_sub(1).min(30);
-        let base = self
-            .initial_backoff
-            .saturating_mul(1u32 << exp)
-            .min(self.max_backoff);
-        if self.jitter && !base.is_zero() {
-            base.mul_f64(fastrand::f64())
+        self.pauses().delay(retry.saturating_sub(1))
+    }
+
+    /// The pauses between attempts, as a [`Backoff`].
+    fn pauses(&self) -> Backoff {
+        let jitter = if self.jitter {
+            Jitter::Full
         } else {
-            base
-        }
+            Jitter::None
+        };
+        Backoff::new(self.initial_backoff, self.max_backoff).jitter(jitter)
     }
 
     /// Runs `op` (given the attempt number, from 0) until it succeeds, fails with an error
@@ -108,13 +112,12 @@ impl RetryPolicy {
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let mut attempt = 0;
+        let mut pauses = self.pauses();
         loop {
-            match op(attempt).await {
+            match op(pauses.attempts()).await {
                 Ok(v) => return Ok(v),
-                Err(e) if attempt < self.max_retries && retryable(&e) => {
-                    attempt += 1;
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                Err(e) if pauses.attempts() < self.max_retries && retryable(&e) => {
+                    pauses.wait().await;
                 }
                 Err(e) => return Err(e),
             }

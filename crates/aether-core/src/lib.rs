@@ -1,7 +1,8 @@
 //! The foundation of Aether: the event model, errors, the append-only store and broadcaster
 //! traits, subscriptions and NATS-style patterns (each backend's configuration lives in its crate).
 //!
-//! This crate has no NATS code and no runtime: storage backends live in `aether-store`, buses
+//! This crate has no NATS code and starts no runtime (only [`Backoff`] sleeps, on tokio's
+//! clock): storage backends live in `aether-store`, buses
 //! in `aether-bus`, the cluster in `aether-cluster`; they all speak the types defined here, so
 //! an application depends only on the layers it uses.
 //!
@@ -18,6 +19,8 @@
 //! - [`EventBroadcaster`], [`Subscription`], [`SubscriptionFilter`], [`OverflowPolicy`]: pub/sub
 //!   with no silent loss.
 //! - [`pattern`]: `*` and `>` matching for namespaces and actor ids.
+//! - [`Backoff`], [`Jitter`]: the growing pauses between retries that every retry loop of the
+//!   library uses.
 //!
 //! # Example
 //! ```
@@ -34,6 +37,7 @@
 //! # Ok::<(), Error>(())
 //! ```
 
+mod backoff;
 mod broadcaster;
 mod error;
 mod event;
@@ -45,6 +49,7 @@ mod subscription;
 mod trace;
 mod transaction;
 
+pub use backoff::{Backoff, Jitter};
 pub use broadcaster::EventBroadcaster;
 pub use error::{BoxError, Error, Result, TransactionConflictError, VersionConflictError};
 pub use event::{

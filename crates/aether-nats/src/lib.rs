@@ -24,8 +24,16 @@
 //!   stream names, and the length policy ([`MAX_SUBJECT_BYTES`]); its docs state the codecs'
 //!   rules.
 //! - `setup`: [`ensure_stream`], [`ensure_kv_bucket`], [`StorageKind`].
+//! - `consumer`: [`ConsumerSpec`], reading a stream through a consumer (ephemeral pull,
+//!   ordered pull or ordered push) with a filter and a [`StartAt`], the one sorting of a
+//!   failed creation ([`consumer_error`]), and [`StartAt::resume_after`] a failure.
+//! - `kv`: [`KvBucket`], a key-value bucket under the permission guard: [`Versioned`] reads,
+//!   compare-and-set and create-if-absent with a typed [`CasOutcome`], deletes, key listings
+//!   and watches.
 //! - `errors`: client errors sorted into typed [`aether_core::Error`] variants ([`classify`]).
-//! - `backoff`: [`Backoff`], growing, optionally jittered pauses between retries.
+//! - [`Backoff`]: growing, optionally jittered pauses between retries, re-exported from
+//!   `aether-core` (where the actor runtime and the cluster use it too) for the NATS backends'
+//!   retry loops.
 //!
 //! The crate re-exports [`async_nats`], whose types its API takes.
 //!
@@ -59,9 +67,10 @@
 //! ```
 
 mod api;
-mod backoff;
 mod connect;
+mod consumer;
 mod errors;
+mod kv;
 mod monitor;
 mod permission;
 mod setup;
@@ -70,12 +79,14 @@ mod url;
 
 pub use async_nats;
 
+pub use aether_core::{Backoff, Jitter};
 pub use api::JsSubject;
-pub use backoff::Backoff;
 pub use connect::{
     connect_error, explain_connect_error, round_trip, subscribe_confirmed, Connection,
 };
+pub use consumer::{consumer_error, ConsumerSpec, StartAt};
 pub use errors::{classify, classify_api, has_api_code, timeout_error};
+pub use kv::{CasOutcome, KvBucket, Versioned};
 pub use monitor::ConnectionMonitor;
 pub use permission::{Operation, PermissionViolation, PermissionWatch};
 pub use setup::{ensure_kv_bucket, ensure_stream, get_stream, StorageKind};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use aether_actor::{Actor, CommandError, Envelope, Handled};
-use aether_core::{Error, TraceContext};
+use aether_core::{Backoff, Error, TraceContext};
 use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -101,8 +101,9 @@ impl Inner {
             envelope.meta.command_id = Some(uuid::Uuid::new_v4().simple().to_string());
         }
         let send_timeout = self.config.send_timeout;
-        let max_backoff = self.config.heartbeat_interval;
-        let mut backoff = Duration::from_millis(10).min(max_backoff);
+        // From 10 ms, doubling up to a heartbeat interval (by then the failover being waited
+        // for shows in the table, which wakes the wait anyway); each wait ends by the deadline.
+        let mut backoff = Backoff::new(Duration::from_millis(10), self.config.heartbeat_interval);
         let mut table_changed = self.epoch_tx.subscribe();
         loop {
             let view = self.view();
@@ -133,9 +134,8 @@ impl Inner {
                     // Wait for the table to change (the failover we are waiting for), but
                     // no longer than the backoff: the owner may just have been slow.
                     table_changed.mark_unchanged();
-                    let wake = (Instant::now() + backoff).min(deadline);
+                    let wake = (Instant::now() + backoff.next_delay()).min(deadline);
                     let _ = tokio::time::timeout_at(wake, table_changed.changed()).await;
-                    backoff = (backoff * 2).min(max_backoff);
                     self.refresh_view().await;
                 }
             }
