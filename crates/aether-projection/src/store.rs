@@ -335,9 +335,7 @@ pub const DEFAULT_PROJECTION_BUCKET: &str = "AETHER_PROJECTIONS";
 mod nats {
     use super::*;
     use aether_core::Error;
-    use aether_nats::{classify, StorageKind};
-    use async_nats::jetstream::kv;
-    use futures::StreamExt;
+    use aether_nats::{CasOutcome, Connection, KvBucket, StorageKind, Versioned};
 
     /// Projection state in a NATS JetStream key-value bucket: `cp.<projection>` holds the
     /// checkpoint, `parked.<projection>.<sequence>_<index>` each parked event, `replay.<projection>`
@@ -347,24 +345,30 @@ mod nats {
     /// `worker.<projection>.<worker>` each worker's heartbeat and `lease.<projection>.<partition>`
     /// each partition's lease (projection and worker names are letters, digits, `-` and `_`;
     /// a partition's checkpoint is `cp.<projection>.p<partition>`).
+    ///
+    /// Every operation runs under the connection's permission guard ([`KvBucket`]): one the
+    /// server refuses fails with [`Error::PermissionDenied`] at once, when the connection has
+    /// its [`ConnectionMonitor`](aether_nats::ConnectionMonitor) installed
+    /// ([`Connection::connect`] does that; a bare client has none, and a refusal then waits for
+    /// the request's timeout).
     #[derive(Debug, Clone)]
     pub struct NatsProjectionStore {
-        kv: kv::Store,
+        kv: KvBucket,
     }
 
     impl NatsProjectionStore {
-        /// Opens (creating if needed) the bucket `bucket` on `client`.
+        /// Opens (creating if needed) the bucket `bucket` on `connection` (a [`Connection`],
+        /// or a bare `async_nats::Client`).
         ///
         /// # Errors
         /// [`Error::Unavailable`] or [`Error::PermissionDenied`] from the server.
         pub async fn open(
-            client: async_nats::Client,
+            connection: impl Into<Connection>,
             bucket: &str,
             storage: StorageKind,
         ) -> Result<Self> {
-            let context = async_nats::jetstream::new(client);
-            let kv = aether_nats::ensure_kv_bucket(
-                &context,
+            let kv = KvBucket::open(
+                &connection.into(),
                 bucket,
                 "Aether projections: checkpoints and parked events",
                 storage,
@@ -380,7 +384,7 @@ mod nats {
         /// Server errors.
         pub async fn projections(&self) -> Result<Vec<String>> {
             let mut names = std::collections::BTreeSet::new();
-            for key in self.keys("", "listing projections").await? {
+            for key in self.kv.keys("").await? {
                 let name = match key.split_once('.') {
                     Some(("cp", name)) => Some(name),
                     Some(("parked", rest)) => rest.rsplit_once('.').map(|(name, _)| name),
@@ -400,7 +404,7 @@ mod nats {
         /// # Errors
         /// Server errors; an undecodable checkpoint or report.
         pub async fn summaries(&self) -> Result<Vec<ProjectionSummary>> {
-            let keys = self.keys("", "listing projections").await?;
+            let keys = self.kv.keys("").await?;
             let mut parked: BTreeMap<String, usize> = BTreeMap::new();
             for key in &keys {
                 let name = match key.split_once('.') {
@@ -439,22 +443,22 @@ mod nats {
             name: String,
             parked: usize,
         ) -> Result<Option<ProjectionSummary>> {
-            let put = |e: Option<kv::Entry>| e.filter(|e| e.operation == kv::Operation::Put);
-            let checkpoint = put(self.entry(&format!("cp.{name}")).await?);
+            let checkpoint_key = format!("cp.{name}");
+            let checkpoint = self.kv.read(&checkpoint_key).await?;
             let report_key = format!("status.{name}");
-            let report = put(self.entry(&report_key).await?);
+            let report = self.kv.read(&report_key).await?;
             // The later of the two says who keeps the position now (a projection may have
             // changed sinks): revisions grow across the whole bucket.
-            let sink_is_newer = match (&checkpoint, &report) {
+            let sink_is_newer = match (checkpoint.value(), report.value()) {
                 (_, None) => false,
                 (None, Some(_)) => true,
-                (Some(c), Some(r)) => r.revision > c.revision,
+                (Some(_), Some(_)) => report.revision() > checkpoint.revision(),
             };
             if sink_is_newer {
-                let Some(r) = report else {
+                let Some(r) = report.value() else {
                     return Ok(None);
                 };
-                let reported: ReportedStatus = decode(&report_key, &r.value)?;
+                let reported: ReportedStatus = decode(&report_key, r)?;
                 return Ok(Some(ProjectionSummary {
                     name,
                     kept_by: reported.position_kept_by,
@@ -463,11 +467,11 @@ mod nats {
                     reported: Some(reported),
                 }));
             }
-            if checkpoint.is_none() && parked == 0 {
+            if checkpoint.value().is_none() && parked == 0 {
                 return Ok(None);
             }
-            let position = match checkpoint {
-                Some(c) => Some(decode(&format!("cp.{name}"), &c.value)?),
+            let position = match checkpoint.value() {
+                Some(c) => Some(decode(&checkpoint_key, c)?),
                 None => None,
             };
             Ok(Some(ProjectionSummary {
@@ -486,48 +490,20 @@ mod nats {
             )
         }
 
-        /// The keys starting with `prefix`.
-        async fn keys(&self, prefix: &str, what: &str) -> Result<Vec<String>> {
-            let mut keys = self.kv.keys().await.map_err(|e| classify(what, e))?;
-            let mut out = Vec::new();
-            while let Some(key) = keys.next().await {
-                let key = key.map_err(|e| classify(what, e))?;
-                if key.starts_with(prefix) {
-                    out.push(key);
-                }
-            }
-            Ok(out)
-        }
-
-        /// The key's latest entry (a put, a delete or a purge), if it has one.
-        async fn entry(&self, key: &str) -> Result<Option<kv::Entry>> {
-            self.kv
-                .entry(key)
-                .await
-                .map_err(|e| classify(format!("reading {key}"), e))
-        }
-
         /// The key's value, decoded; `None` when absent or deleted.
         async fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-            match self.entry(key).await? {
-                Some(e) if e.operation == kv::Operation::Put => decode(key, &e.value).map(Some),
-                _ => Ok(None),
+            match self.kv.read(key).await?.value() {
+                Some(value) => decode(key, value).map(Some),
+                None => Ok(None),
             }
         }
 
         async fn put(&self, key: &str, value: bytes::Bytes) -> Result<()> {
-            self.kv
-                .put(key, value)
-                .await
-                .map_err(|e| classify(format!("writing {key}"), e))?;
-            Ok(())
+            self.kv.put(key, value).await.map(drop)
         }
 
         async fn delete(&self, key: &str) -> Result<()> {
-            self.kv
-                .delete(key)
-                .await
-                .map_err(|e| classify(format!("deleting {key}"), e))
+            self.kv.delete(key, None).await.map(drop)
         }
     }
 
@@ -564,7 +540,7 @@ mod nats {
         async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>> {
             let prefix = format!("parked.{projection}.");
             let mut out = Vec::new();
-            for key in self.keys(&prefix, "listing parked events").await? {
+            for key in self.kv.keys(&prefix).await? {
                 // A key with a dot after the prefix belongs to a partition (`<name>.p<k>`).
                 if key[prefix.len()..].contains('.') {
                     continue;
@@ -595,26 +571,20 @@ mod nats {
         }
         async fn take_replay_request(&self, projection: &str) -> Result<bool> {
             let key = format!("replay.{projection}");
-            match self.entry(&key).await? {
-                Some(e) if e.operation == kv::Operation::Put => {
-                    // Deleting only this revision: a request made meanwhile is kept.
-                    match self.kv.delete_expect_revision(&key, Some(e.revision)).await {
-                        Ok(()) => Ok(true),
-                        Err(err) if err.kind() == kv::DeleteErrorKind::WrongLastRevision => {
-                            Ok(true)
-                        }
-                        Err(err) => Err(classify(format!("deleting {key}"), err)),
-                    }
+            match self.kv.read(&key).await? {
+                Versioned::Value { revision, .. } => {
+                    // Deleting only this revision: a request made meanwhile is kept (and is
+                    // taken next time), so a conflict still means a request was taken.
+                    let _ = self.kv.delete(&key, Some(revision)).await?;
+                    Ok(true)
                 }
-                _ => Ok(false),
+                Versioned::Absent | Versioned::Deleted { .. } => Ok(false),
             }
         }
         async fn partition_count(&self, projection: &str, proposed: u32) -> Result<u32> {
             let key = format!("parts.{projection}");
-            match self.kv.create(&key, encode(&proposed)?).await {
-                Ok(_) => return Ok(proposed),
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-                Err(e) => return Err(classify(format!("writing {key}"), e)),
+            if let CasOutcome::Written(_) = self.kv.create(&key, encode(&proposed)?).await? {
+                return Ok(proposed);
             }
             self.get(&key).await?.ok_or_else(|| {
                 Error::unavailable(
@@ -633,15 +603,11 @@ mod nats {
         async fn workers(&self, projection: &str) -> Result<Vec<WorkerHeartbeat>> {
             let prefix = format!("worker.{projection}.");
             let mut out = Vec::new();
-            for key in self.keys(&prefix, "listing workers").await? {
-                if let Some(e) = self
-                    .entry(&key)
-                    .await?
-                    .filter(|e| e.operation == kv::Operation::Put)
-                {
+            for key in self.kv.keys(&prefix).await? {
+                if let Versioned::Value { revision, .. } = self.kv.read(&key).await? {
                     out.push(WorkerHeartbeat {
                         worker: key[prefix.len()..].to_string(),
-                        revision: e.revision,
+                        revision,
                     });
                 }
             }
@@ -651,21 +617,17 @@ mod nats {
             self.delete(&format!("worker.{projection}.{worker}")).await
         }
         async fn lease(&self, projection: &str, partition: u32) -> Result<PartitionLease> {
-            let entry = self
-                .entry(&format!("lease.{projection}.{partition}"))
+            let read = self
+                .kv
+                .read(&format!("lease.{projection}.{partition}"))
                 .await?;
-            Ok(match entry {
-                None => PartitionLease {
-                    partition,
-                    owner: None,
-                    revision: 0,
-                },
-                Some(e) => PartitionLease {
-                    partition,
-                    owner: (e.operation == kv::Operation::Put && !e.value.is_empty())
-                        .then(|| String::from_utf8_lossy(&e.value).into_owned()),
-                    revision: e.revision,
-                },
+            Ok(PartitionLease {
+                partition,
+                owner: read
+                    .value()
+                    .filter(|v| !v.is_empty())
+                    .map(|v| String::from_utf8_lossy(v).into_owned()),
+                revision: read.revision(),
             })
         }
         async fn write_lease(
@@ -677,12 +639,12 @@ mod nats {
         ) -> Result<Option<u64>> {
             let key = format!("lease.{projection}.{partition}");
             let value = bytes::Bytes::from(owner.unwrap_or_default().to_string());
-            // Revision 0 means "no message yet": the update is then a create.
-            match self.kv.update(&key, value, expected).await {
-                Ok(revision) => Ok(Some(revision)),
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
-                Err(e) => Err(classify(format!("writing {key}"), e)),
-            }
+            // Revision 0 means "no message yet": the write is then a create.
+            Ok(self
+                .kv
+                .compare_and_set(&key, value, expected)
+                .await?
+                .written())
         }
     }
 }

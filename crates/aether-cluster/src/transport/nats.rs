@@ -1,13 +1,12 @@
 //! The cluster over NATS: core NATS subjects for membership and actor requests, a JetStream
-//! key-value bucket for the lease and the assignment table.
+//! key-value bucket ([`KvBucket`]) for the lease and the assignment table.
 
 use std::future::Future;
 use std::time::Duration;
 
 use aether_core::{Error, Result};
-use aether_nats::{Connection, JsSubject, Operation, PermissionWatch};
+use aether_nats::{CasOutcome, Connection, KvBucket, PermissionWatch, Versioned as KvVersioned};
 use async_nats::client::RequestErrorKind;
-use async_nats::jetstream::kv::{self, Operation as KvOperation, UpdateErrorKind};
 use async_nats::{Client, Request};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -31,27 +30,12 @@ pub(crate) struct NatsTransport {
     client: Client,
     /// Refusals the server reported for this connection (none are seen when the connection
     /// was made without a monitor), so a refused operation fails with `PermissionDenied` at
-    /// once instead of timing out.
+    /// once instead of timing out. The bucket guards its own operations with it.
     permissions: PermissionWatch,
-    kv: kv::Store,
+    kv: KvBucket,
     subjects: Subjects,
-    scope: Scope,
-}
-
-/// What subjects a cluster's traffic uses, to tell which refusals concern it.
-#[derive(Debug, Clone)]
-struct Scope {
+    /// `<prefix>.`: the cluster's own subjects, to tell which refusals concern it.
     prefix: String,
-    kv_prefix: String,
-    kv_stream: String,
-}
-
-impl Scope {
-    fn concerns(&self, _: Operation, subject: &str) -> bool {
-        subject.starts_with(&self.prefix)
-            || subject.starts_with(&self.kv_prefix)
-            || JsSubject::parse(subject).is_some_and(|s| s.concerns_stream(&self.kv_stream))
-    }
 }
 
 impl NatsTransport {
@@ -59,32 +43,14 @@ impl NatsTransport {
     pub(crate) async fn open(connection: &Connection, config: &ClusterConfig) -> Result<Self> {
         let bucket = bucket_name(&config.cluster_name);
         let subjects = Subjects::new(&config.cluster_name);
-        let scope = Scope {
-            prefix: format!("{}.", subjects.prefix()),
-            kv_prefix: format!("$KV.{bucket}."),
-            kv_stream: format!("KV_{bucket}"),
-        };
-        let permissions = connection.permissions().clone();
         let description = format!("Aether cluster {}", config.cluster_name);
-        let kv = permissions
-            .guard(
-                || format!("opening the cluster bucket {bucket}"),
-                |op, subject| scope.concerns(op, subject),
-                None,
-                aether_nats::ensure_kv_bucket(
-                    &connection.jetstream(),
-                    &bucket,
-                    &description,
-                    config.storage,
-                ),
-            )
-            .await?;
+        let kv = KvBucket::open(connection, &bucket, &description, config.storage).await?;
         Ok(Self {
             client: connection.client().clone(),
-            permissions,
+            permissions: connection.permissions().clone(),
             kv,
+            prefix: format!("{}.", subjects.prefix()),
             subjects,
-            scope,
         })
     }
 
@@ -94,7 +60,7 @@ impl NatsTransport {
         self.permissions
             .guard(
                 || what.to_string(),
-                |o, subject| self.scope.concerns(o, subject),
+                |_, subject| subject.starts_with(&self.prefix),
                 None,
                 op,
             )
@@ -102,39 +68,29 @@ impl NatsTransport {
     }
 
     async fn read<T: DeserializeOwned>(&self, key: &str, what: &str) -> Result<Versioned<T>> {
-        let context = format!("reading the {what}");
-        let entry = self
-            .guarded(&context, async {
-                self.kv
-                    .entry(key)
-                    .await
-                    .map_err(|e| Error::unavailable(&context, e))
-            })
-            .await?;
-        Ok(match entry {
-            None => (0, None),
-            Some(e) if e.operation != KvOperation::Put => (e.revision, None),
-            Some(e) => (e.revision, decode_or_warn(&e.value, what)),
-        })
+        let read = self.kv.read(key).await?;
+        Ok((read.revision(), decode_value(read, what)))
     }
 
-    async fn cas<T: Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        expected: u64,
-        what: &str,
-    ) -> Result<Cas> {
+    async fn cas<T: Serialize>(&self, key: &str, value: &T, expected: u64) -> Result<Cas> {
         let bytes = Bytes::from(encode(value)?);
-        let context = format!("writing the {what}");
-        self.guarded(&context, async {
-            match self.kv.update(key, bytes, expected).await {
-                Ok(revision) => Ok(Cas::Written(revision)),
-                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(Cas::Stale),
-                Err(e) => Err(Error::unavailable(&context, e)),
-            }
+        Ok(match self.kv.compare_and_set(key, bytes, expected).await? {
+            CasOutcome::Written(revision) => Cas::Written(revision),
+            CasOutcome::Conflict { .. } => Cas::Stale,
         })
-        .await
+    }
+}
+
+/// The value of a key as read, decoded; `None` when absent, deleted or undecodable (an
+/// undecodable value is logged, and reads as none so a leader can overwrite it).
+fn decode_value<T: DeserializeOwned>(read: KvVersioned, what: &str) -> Option<T> {
+    let bytes = read.into_value()?;
+    match decode::<T>(&bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(error = %e, "undecodable {what}");
+            None
+        }
     }
 }
 
@@ -144,17 +100,6 @@ fn member_message<T>(
     message: impl FnOnce(T) -> MemberMessage,
 ) -> MemberMessage {
     decoded.map_or_else(|e| MemberMessage::Undecodable(e.to_string()), message)
-}
-
-/// An undecodable value reads as none (with its revision), so a leader can overwrite it.
-fn decode_or_warn<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Option<T> {
-    match decode::<T>(bytes) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::warn!(error = %e, "undecodable {what}");
-            None
-        }
-    }
 }
 
 #[async_trait]
@@ -208,18 +153,15 @@ impl Transport for NatsTransport {
     }
 
     async fn write_lease(&self, lease: &LeaderLease, expected: u64) -> Result<Cas> {
-        self.cas(LEADER_KEY, lease, expected, "leader lease").await
+        self.cas(LEADER_KEY, lease, expected).await
     }
 
     async fn release_lease(&self, revision: u64) -> Result<()> {
-        let context = "releasing the leader lease";
-        self.guarded(context, async {
-            self.kv
-                .delete_expect_revision(LEADER_KEY, Some(revision))
-                .await
-                .map_err(|e| Error::unavailable(context, e))
-        })
-        .await
+        // A lease that moved on was taken by another node: nothing of ours to release.
+        if let CasOutcome::Conflict { .. } = self.kv.delete(LEADER_KEY, Some(revision)).await? {
+            tracing::debug!(revision, "leader lease not released: it moved on");
+        }
+        Ok(())
     }
 
     async fn read_table(&self) -> Result<Versioned<AssignmentTable>> {
@@ -227,28 +169,17 @@ impl Transport for NatsTransport {
     }
 
     async fn write_table(&self, table: &AssignmentTable, expected: u64) -> Result<Cas> {
-        self.cas(ASSIGNMENT_KEY, table, expected, "assignment table")
-            .await
+        self.cas(ASSIGNMENT_KEY, table, expected).await
     }
 
     async fn watch_table(&self) -> Result<BoxStream<'static, Result<Versioned<AssignmentTable>>>> {
-        let context = "watching the assignment table";
-        let watch = self
-            .guarded(context, async {
-                self.kv
-                    .watch_with_history(ASSIGNMENT_KEY)
-                    .await
-                    .map_err(|e| Error::unavailable(context, e))
-            })
-            .await?;
+        let watch = self.kv.watch(ASSIGNMENT_KEY).await?;
         Ok(watch
-            .map(|item| match item {
-                Ok(e) if e.operation == KvOperation::Put => Ok((
-                    e.revision,
-                    decode_or_warn::<AssignmentTable>(&e.value, "assignment table"),
-                )),
-                Ok(e) => Ok((e.revision, None)),
-                Err(e) => Err(Error::unavailable("watching the assignment table", e)),
+            .map(|item| {
+                item.map(|read| {
+                    let revision = read.revision();
+                    (revision, decode_value(read, "assignment table"))
+                })
             })
             .boxed())
     }
