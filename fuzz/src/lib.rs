@@ -430,7 +430,7 @@ pub fn cluster_membership(data: &[u8]) {
     const LOCAL: &str = "local";
     let timeout = Duration::from_millis(1000);
     let mut view = Membership::new(LOCAL, timeout);
-    let start = tokio::time::Instant::now();
+    let start = std::time::Instant::now();
     let mut now = start;
     for line in data.split(|b| *b == b'\n').take(256) {
         let Some((&op, rest)) = line.split_first() else {
@@ -452,7 +452,7 @@ pub fn cluster_membership(data: &[u8]) {
                     m.status == aether_cluster::MemberStatus::Left
                         && m.incarnation == hb.incarnation
                 });
-                let change = view.observe_heartbeat(&hb, now);
+                let change = view.observe_heartbeat(&hb.node_id, &hb.incarnation, now);
                 if hb.node_id == LOCAL || late {
                     assert_eq!(change, None);
                 } else {
@@ -466,7 +466,9 @@ pub fn cluster_membership(data: &[u8]) {
                     continue;
                 };
                 let was_alive = view.is_alive(&leave.node_id);
-                if let Some(MembershipChange::Left(n)) = view.observe_leave(&leave) {
+                if let Some(MembershipChange::Left(n)) =
+                    view.observe_leave(&leave.node_id, &leave.incarnation)
+                {
                     assert_eq!(n, leave.node_id);
                     assert!(was_alive && !view.is_alive(&n));
                 }

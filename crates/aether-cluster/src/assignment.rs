@@ -6,9 +6,8 @@
 //! grows, every node applies a table only if its epoch is newer than the one it has, and
 //! requests carry the epoch they were routed with (fencing).
 
+use aether_placement::shard_for;
 use serde::{Deserialize, Serialize};
-
-use crate::shard::shard_for;
 
 /// The key of the table in the cluster's bucket.
 pub const ASSIGNMENT_KEY: &str = "assignment";
@@ -104,7 +103,7 @@ impl Assignment {
 mod tests {
     use super::*;
     use crate::routing::{decode, encode};
-    use crate::shard::rebalance;
+    use aether_placement::rebalance;
 
     #[test]
     fn lookups() {

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use aether_core::{Error, Result};
+pub(crate) use aether_placement::validate_name;
+use aether_placement::ShardConfig;
 
 /// Default cluster name.
 pub const DEFAULT_CLUSTER_NAME: &str = "aether";
@@ -14,46 +16,12 @@ pub const DEFAULT_FAILURE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time `send` keeps retrying while ownership moves.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(15);
-/// Default number of shards.
-pub const DEFAULT_SHARD_COUNT: u32 = 1024;
 /// Default bound on a node's member table ([`ClusterConfig::max_members`]): far more nodes than
 /// a cluster of 1024 shards can usefully spread over, far fewer than a flood of made-up ids.
 pub const DEFAULT_MAX_MEMBERS: usize = 256;
 /// Default number of new members admitted per heartbeat interval
 /// ([`ClusterConfig::joins_per_interval`]).
 pub const DEFAULT_JOINS_PER_INTERVAL: u32 = 4;
-
-/// Shard settings; every node of a cluster must use the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShardConfig {
-    /// Number of shards actors are spread over (at least 1). Changing it moves almost every
-    /// actor, so pick it once per cluster.
-    pub shard_count: u32,
-    /// Nodes that hold each shard (at least 1); the first is the primary that serves it.
-    pub replication_factor: u32,
-}
-
-impl Default for ShardConfig {
-    fn default() -> Self {
-        Self {
-            shard_count: DEFAULT_SHARD_COUNT,
-            replication_factor: 1,
-        }
-    }
-}
-
-impl ShardConfig {
-    /// Sets the shard count.
-    pub fn shard_count(mut self, n: u32) -> Self {
-        self.shard_count = n;
-        self
-    }
-    /// Sets the replication factor.
-    pub fn replication_factor(mut self, n: u32) -> Self {
-        self.replication_factor = n;
-        self
-    }
-}
 
 /// Settings of a cluster node.
 ///
@@ -219,32 +187,6 @@ impl ClusterConfig {
     }
 }
 
-/// Checks a cluster name or node id: 1 to 64 letters, digits, `-` or `_` (they become parts
-/// of NATS subjects and key-value bucket names). `what` names the value in the error.
-///
-/// # Errors
-/// [`Error::InvalidInput`] saying what is allowed.
-pub fn validate_name(what: &str, name: &str) -> Result<()> {
-    if is_valid_name(name) {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "{what} {name:?} must be 1 to 64 letters, digits, '-' or '_'"
-        )))
-    }
-}
-
-/// The rule of [`validate_name`] without building an error: the node checks every id that
-/// arrives in a heartbeat with it, and a refused one must cost no allocation (a flood sends
-/// thousands a second, some of them as long as a message can be).
-pub(crate) fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +223,7 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
+        use aether_placement::is_valid_name;
         assert!(ClusterConfig::default().node_id("a-1_B").validate().is_ok());
         assert!(is_valid_name(&"x".repeat(64)));
         for bad in [

@@ -16,11 +16,14 @@
 //!   [`aether_actor::ActorHost`] for the actors of the shards the node owns: activation,
 //!   optimistic concurrency, command ids applied once, fencing, passivation).
 //!   [`ClusterClient`]: the node as an [`aether_actor::ActorClient`].
-//! - [`Assignment`], [`AssignmentTable`], [`LeaderLease`], [`Membership`]: the data of the
-//!   protocol (what the bucket holds, what a node knows of its peers).
-//! - [`stable_hash64`], [`shard_for`], [`rebalance`], [`diff`]: actors hash to shards; shards
-//!   are spread over nodes, moving only what must move. [`ConsistentHashRing`] and
-//!   [`ShardManager`] are placement utilities for applications (the node does not use them).
+//! - [`Assignment`], [`AssignmentTable`], [`LeaderLease`]: the data of the protocol (what the
+//!   bucket holds).
+//! - The rules the core applies are [`aether_placement`]'s, shared with the partitioned
+//!   projections and re-exported here: [`Membership`] (what a node knows of its peers),
+//!   [`LeaseTracker`] (lease expiry), [`stable_hash64`], [`shard_for`], [`rebalance`],
+//!   [`diff`] (actors hash to shards; shards are spread over nodes, moving only what must
+//!   move), [`validate_name`]. [`ConsistentHashRing`] and [`ShardManager`] are placement
+//!   utilities for applications (the node does not use them).
 //! - [`routing`]: the versioned wire format and subjects.
 //!
 //! # Example
@@ -98,7 +101,6 @@ mod membership;
 mod node;
 mod ring;
 pub mod routing;
-mod shard;
 mod transport;
 
 /// Where the server keeps the cluster's bucket ([`ClusterConfig::storage`]).
@@ -112,14 +114,18 @@ pub use async_nats;
 pub use actors::Actors;
 pub use assignment::{Assignment, AssignmentTable, ASSIGNMENT_KEY};
 pub use config::{
-    validate_name, ClusterConfig, ShardConfig, DEFAULT_CLUSTER_NAME, DEFAULT_FAILURE_TIMEOUT,
-    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_JOINS_PER_INTERVAL, DEFAULT_MAX_MEMBERS,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_TIMEOUT, DEFAULT_SHARD_COUNT,
+    ClusterConfig, DEFAULT_CLUSTER_NAME, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_JOINS_PER_INTERVAL, DEFAULT_MAX_MEMBERS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_TIMEOUT,
 };
-pub use hash::stable_hash64;
-pub use leader::{LeaderLease, LeaseTracker, LEADER_KEY};
-pub use membership::{MemberInfo, MemberStatus, Membership, MembershipChange};
+pub use leader::{LeaderLease, LEADER_KEY};
 pub use node::{ClusterClient, ClusterNode};
 pub use ring::{BoundedLoadPlacer, ConsistentHashRing, HashRingConfig, DEFAULT_VIRTUAL_NODES};
-pub use shard::{diff, rebalance, shard_for, ShardManager, ShardMove};
 pub use transport::LocalNetwork;
+
+// The pure placement rules live in `aether-placement`, shared with the partitioned
+// projections; re-exported so code written against the cluster keeps compiling.
+pub use aether_placement::{
+    diff, rebalance, shard_for, stable_hash64, validate_name, LeaseTracker, MemberInfo,
+    MemberStatus, Membership, MembershipChange, ShardConfig, ShardManager, ShardMove,
+    DEFAULT_SHARD_COUNT,
+};

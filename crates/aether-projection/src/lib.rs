@@ -16,7 +16,9 @@
 //! - [`ProjectionWorker`]: one worker of a partitioned projection (split by actor shard,
 //!   each partition held by one worker at a time, rebalanced as workers join and leave), and
 //!   of a persistent subscription (competing consumers: [`ProjectionConfig::concurrency`],
-//!   [`Order`], retries and parking); [`Coordinator`] makes its decisions without I/O.
+//!   [`Order`], retries and parking); [`Coordinator`] makes its decisions without I/O, with
+//!   the cluster's own placement rules (`aether-placement`: `rebalance`, `LeaseTracker`,
+//!   `shard_for`).
 //! - [`ProjectionStore`]: checkpoints, parked events, the status a projection whose sink keeps
 //!   its position reports ([`ReportedStatus`]), workers' heartbeats and partition leases;
 //!   [`InMemoryProjectionStore`], and `NatsProjectionStore` (a JetStream key-value bucket,

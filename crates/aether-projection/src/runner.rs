@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use aether_actor::{DomainEvent, EventCodec, RetryPolicy};
 use aether_core::{BoxError, Error, Event, EventLog, LogPosition, LoggedEvent, Metadata, Result};
+use aether_placement::validate_name;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -325,7 +326,8 @@ impl<E: DomainEvent> Projection<E> {
         codec: EventCodec<E>,
         config: ProjectionConfig,
     ) -> Result<Self> {
-        validate_name("projection", &name)?;
+        // The name goes into key-value keys and checkpoint names.
+        validate_name("projection name", &name)?;
         config.validate()?;
         let id: Arc<str> = match partition {
             None => name.as_str().into(),
@@ -676,7 +678,7 @@ impl<E: DomainEvent> Projection<E> {
     fn mine(&self, logged: &LoggedEvent) -> bool {
         match self.partition {
             None => true,
-            Some((p, n)) => aether_cluster::shard_for(&logged.event.actor_id, n) == p,
+            Some((p, n)) => aether_placement::shard_for(&logged.event.actor_id, n) == p,
         }
     }
 
@@ -832,22 +834,6 @@ pub fn lag(position: Option<LogPosition>, head: Option<LogPosition>) -> u64 {
         (_, None) => 0,
         (None, Some(h)) => h.sequence,
         (Some(p), Some(h)) => h.sequence.saturating_sub(p.sequence),
-    }
-}
-
-/// Checks a projection's or worker's name: it goes into key-value keys and checkpoint names.
-pub(crate) fn validate_name(what: &str, name: &str) -> Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "{what} name {name:?} must be 1 to 64 letters, digits, '-' or '_'"
-        )))
     }
 }
 

@@ -4,13 +4,14 @@
 //! Workers coordinate through the [`ProjectionStore`] alone (no leader): each one sends a
 //! heartbeat every [`WorkerConfig::heartbeat`], reads the others' heartbeats and the partition
 //! leases, and computes the same assignment of partitions to the live workers
-//! ([`aether_cluster::rebalance`], a function of the live set only). A worker takes a
+//! ([`aether_placement::rebalance`], a function of the live set only). A worker takes a
 //! partition assigned to it by compare-and-set on the partition's lease once the lease is free
 //! (its holder released it, having seen the new assignment) or expired (its revision has not
 //! changed for [`WorkerConfig::lease_timeout`], measured on the local monotonic clock with
-//! [`aether_cluster::LeaseTracker`]). It renews the leases it holds every heartbeat, and stops
-//! a partition as soon as a renewal is refused or none has succeeded for half the timeout, so
-//! it has stopped before anyone else can take the partition over.
+//! [`aether_placement::LeaseTracker`], the rule of the cluster's leader lease too). It renews
+//! the leases it holds every heartbeat, and stops a partition as soon as a renewal is refused
+//! or none has succeeded for half the timeout, so it has stopped before anyone else can take
+//! the partition over.
 //!
 //! The decisions are [`Coordinator::plan`]'s, which does no I/O; [`ProjectionWorker::run`]
 //! carries them out.
@@ -20,13 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aether_actor::{DomainEvent, EventCodec};
-use aether_cluster::LeaseTracker;
 use aether_core::{Error, EventLog, Result};
+use aether_placement::{validate_name, LeaseTracker};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::runner::validate_name;
 use crate::store::{PartitionLease, ProjectionStore, WorkerHeartbeat};
 use crate::{Handler, Projection, ProjectionConfig, ProjectionStatus};
 
@@ -133,7 +133,7 @@ impl Coordinator {
                 .workers
                 .entry(h.worker.clone())
                 .or_insert_with(|| LeaseTracker::new(timeout))
-                .observe(h.revision, now);
+                .observe(h.revision, now.into_std());
             if !dead {
                 live.insert(h.worker.clone());
             }
@@ -146,7 +146,7 @@ impl Coordinator {
     /// same.
     pub fn assignment(&self, live: &[String]) -> Vec<Option<String>> {
         let empty = vec![Vec::new(); self.partitions as usize];
-        aether_cluster::rebalance(&empty, live, 1)
+        aether_placement::rebalance(&empty, live, 1)
             .into_iter()
             .map(|row| row.into_iter().next())
             .collect()
@@ -180,7 +180,7 @@ impl Coordinator {
                 .leases
                 .entry(partition)
                 .or_insert_with(|| LeaseTracker::new(timeout))
-                .observe(revision, now);
+                .observe(revision, now.into_std());
             if let Some(&held_revision) = held.get(&partition) {
                 actions.push(if mine {
                     Action::Renew {
@@ -346,8 +346,8 @@ impl<E: DomainEvent> ProjectionWorker<E> {
         worker_config: WorkerConfig,
     ) -> Result<Self> {
         let (name, worker) = (name.into(), worker.into());
-        validate_name("projection", &name)?;
-        validate_name("worker", &worker)?;
+        validate_name("projection name", &name)?;
+        validate_name("worker name", &worker)?;
         config.validate()?;
         if worker_config.partitions == 0 {
             return Err(Error::invalid("a partitioned projection needs partitions"));

@@ -10,18 +10,22 @@
 //!
 //! The core is the one source of truth of a node for "who owns what": routing, fencing and
 //! the public accessors all read [`NodeCore::view`].
+//!
+//! The rules it applies are `aether_placement`'s ([`Membership`], [`LeaseTracker`],
+//! [`rebalance`]), which the partitioned projections share. They take `std::time::Instant`:
+//! the core hands them `now.into_std()`, which is exact, paused test clocks included.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aether_placement::{rebalance, LeaseTracker};
 use tokio::time::Instant;
 
 use crate::assignment::{Assignment, AssignmentTable};
-use crate::leader::{LeaderLease, LeaseTracker};
+use crate::leader::LeaderLease;
 use crate::membership::{Admission, Membership, MembershipChange, Refusal};
 use crate::routing::{Heartbeat, Leave};
-use crate::shard::rebalance;
 
 /// What a node's core is fixed with when it starts.
 #[derive(Debug, Clone)]
@@ -206,7 +210,7 @@ impl NodeCore {
             membership: Membership::with_admission(
                 settings.node_id.clone(),
                 settings.failure_timeout,
-                settings.admission,
+                settings.admission.0,
             ),
             tracker: LeaseTracker::new(settings.failure_timeout),
             settings,
@@ -273,7 +277,7 @@ impl NodeCore {
         self.take_table(revision, table, &mut actions);
         let members = self.view.table.members.clone();
         self.membership
-            .seed(members.iter().map(String::as_str), now);
+            .seed(members.iter().map(String::as_str), now.into_std());
         // The table was just read: we are in touch.
         self.touched_at = Some(now);
         actions
@@ -340,19 +344,27 @@ impl NodeCore {
                     actions.push(Action::ReadTable);
                 }
             }
-            Input::Heartbeat(hb) => match self.membership.admit_heartbeat(&hb, now) {
-                Ok(Some(change)) => {
-                    actions.push(Action::Membership(change));
-                    self.lead_now(now, &mut actions);
+            Input::Heartbeat(hb) => {
+                match self
+                    .membership
+                    .admit_heartbeat(&hb.node_id, &hb.incarnation, now.into_std())
+                {
+                    Ok(Some(change)) => {
+                        actions.push(Action::Membership(change));
+                        self.lead_now(now, &mut actions);
+                    }
+                    Ok(None) => {}
+                    Err(reason) => self.refused(reason, 1, &hb.node_id, now, &mut actions),
                 }
-                Ok(None) => {}
-                Err(reason) => self.refused(reason, 1, &hb.node_id, now, &mut actions),
-            },
+            }
             Input::Undecodable(error) => {
                 self.refused(Refusal::Undecodable, 1, &error, now, &mut actions)
             }
             Input::Leave(leave) => {
-                if let Some(change) = self.membership.observe_leave(&leave) {
+                if let Some(change) = self
+                    .membership
+                    .observe_leave(&leave.node_id, &leave.incarnation)
+                {
                     actions.push(Action::Membership(change));
                     self.lead_now(now, &mut actions);
                 }
@@ -405,12 +417,12 @@ impl NodeCore {
     /// Looks for silent members (and, while leading, moves a failed one's shards), and drops
     /// the nodes that were heard of once and never again.
     fn sweep(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        let changes = self.membership.sweep(now);
+        let changes = self.membership.sweep(now.into_std());
         if !changes.is_empty() {
             actions.extend(changes.into_iter().map(Action::Membership));
             self.lead_now(now, actions);
         }
-        let dropped = self.membership.expire_joining(now);
+        let dropped = self.membership.expire_joining(now.into_std());
         if let Some(first) = dropped.first() {
             self.refused(
                 Refusal::Unconfirmed,
@@ -480,7 +492,7 @@ impl NodeCore {
         }
         self.held = None;
         self.leader = Some(lease.node_id.clone());
-        if self.tracker.observe(revision, now) {
+        if self.tracker.observe(revision, now.into_std()) {
             tracing::info!(
                 expired = %lease.node_id,
                 term = lease.term + 1,

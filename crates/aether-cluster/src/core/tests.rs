@@ -12,11 +12,11 @@ fn core(id: &str) -> NodeCore {
         heartbeat_interval: HB,
         shard_count: 16,
         replication_factor: 1,
-        admission: Admission {
+        admission: Admission(aether_placement::Admission {
             max_members: 64,
             joins_per_interval: 4,
             heartbeat_interval: HB,
-        },
+        }),
     })
 }
 
