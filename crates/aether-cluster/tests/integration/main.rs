@@ -1,6 +1,6 @@
 //! The cluster crate's integration tests, in one binary so the NATS client is linked once.
 //!
-//! - `placement_props`: properties of the hash ring and the shard tables.
+//! - `placement_props`: properties of the hash ring (the shard tables' are in aether-placement).
 //! - `cluster` (feature `nats`): nodes forming a cluster over a real nats-server, routing,
 //!   failover, fencing, permissions (the failover under CPU load runs in its own binary,
 //!   `tests/loaded`).
