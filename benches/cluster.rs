@@ -3,8 +3,8 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use aether_cluster::{ConsistentHashRing, ShardManager};
-use aether_cluster::{HashRingConfig, ShardConfig};
+use aether_benches::ring::{ConsistentHashRing, HashRingConfig};
+use aether_placement::{ShardConfig, ShardManager};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const NODES: usize = 100;

@@ -10,10 +10,14 @@
 //! - [`saves`]: timed runs of saves, by one writer or by several at once;
 //! - [`pg`]: PostgreSQL as the store's peer (a server of the benchmark's own, its events table,
 //!   a connection with prepared statements), for `benches/postgres.rs` and the
-//!   `peer-throughput` probe.
+//!   `peer-throughput` probe;
+//! - [`ring`]: a consistent hash ring with virtual nodes, the placement the cluster used
+//!   before shard tables, kept as the comparison the placement benchmark makes.
 #![warn(missing_docs)]
 // Only the counting allocator needs `unsafe` (a `GlobalAlloc` implementation).
 #![deny(unsafe_code)]
+
+pub mod ring;
 
 pub mod setup {
     //! A benchmark that cannot start its servers, connect or save has nothing to measure: it

@@ -22,8 +22,7 @@
 //!   projections and re-exported here: [`Membership`] (what a node knows of its peers),
 //!   [`LeaseTracker`] (lease expiry), [`stable_hash64`], [`shard_for`], [`rebalance`],
 //!   [`diff`] (actors hash to shards; shards are spread over nodes, moving only what must
-//!   move), [`validate_name`]. [`ConsistentHashRing`] and [`ShardManager`] are placement
-//!   utilities for applications (the node does not use them).
+//!   move), [`validate_name`].
 //! - [`routing`]: the versioned wire format and subjects.
 //!
 //! # Example
@@ -95,11 +94,9 @@ mod actors;
 mod assignment;
 mod config;
 mod core;
-mod hash;
 mod leader;
 mod membership;
 mod node;
-mod ring;
 pub mod routing;
 mod transport;
 
@@ -119,13 +116,11 @@ pub use config::{
 };
 pub use leader::{LeaderLease, LEADER_KEY};
 pub use node::{ClusterClient, ClusterNode};
-pub use ring::{BoundedLoadPlacer, ConsistentHashRing, HashRingConfig, DEFAULT_VIRTUAL_NODES};
 pub use transport::LocalNetwork;
 
 // The pure placement rules live in `aether-placement`, shared with the partitioned
 // projections; re-exported so code written against the cluster keeps compiling.
 pub use aether_placement::{
     diff, rebalance, shard_for, stable_hash64, validate_name, LeaseTracker, MemberInfo,
-    MemberStatus, Membership, MembershipChange, ShardConfig, ShardManager, ShardMove,
-    DEFAULT_SHARD_COUNT,
+    MemberStatus, Membership, MembershipChange, ShardConfig, ShardMove, DEFAULT_SHARD_COUNT,
 };

@@ -1,6 +1,5 @@
 //! The cluster crate's integration tests, in one binary so the NATS client is linked once.
 //!
-//! - `placement_props`: properties of the hash ring (the shard tables' are in aether-placement).
 //! - `cluster` (feature `nats`): nodes forming a cluster over a real nats-server, routing,
 //!   failover, fencing, permissions (the failover under CPU load runs in its own binary,
 //!   `tests/loaded`).
@@ -27,7 +26,6 @@ mod hostile;
 mod large_state;
 #[cfg(feature = "nats")]
 mod permissions;
-mod placement_props;
 #[cfg(feature = "nats")]
 mod recorder;
 #[cfg(feature = "nats")]

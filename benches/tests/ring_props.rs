@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use aether_cluster::ConsistentHashRing;
-use aether_cluster::HashRingConfig;
+use aether_benches::ring::ConsistentHashRing;
+use aether_benches::ring::HashRingConfig;
 use proptest::prelude::*;
 
 fn node_set() -> impl Strategy<Value = BTreeSet<String>> {

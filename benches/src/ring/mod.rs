@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::hash::{stable_hash64, stable_hash64_parts};
+use aether_placement::{stable_hash64, stable_hash64_parts};
 
 /// A consistent hash ring with virtual nodes.
 ///
@@ -17,7 +17,7 @@ use crate::hash::{stable_hash64, stable_hash64_parts};
 /// lock and run in parallel; membership changes rebuild the array under the write lock.
 ///
 /// ```
-/// use aether_cluster::ConsistentHashRing;
+/// use aether_benches::ring::ConsistentHashRing;
 ///
 /// let ring = ConsistentHashRing::new();
 /// assert!(ring.get_node("order-1").is_none());
