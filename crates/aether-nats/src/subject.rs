@@ -45,6 +45,7 @@
 //! accepted does not depend on the stream it is used with.
 
 use aether_core::{validate_namespace, validate_pattern, Error, Result};
+use base64::Engine as _;
 
 const SINGLE: &str = "*";
 /// Longest subject built from user strings (see the length policy in the
@@ -68,58 +69,29 @@ fn is_plain(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
-fn encode_token(token: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in token.as_bytes() {
-        if is_plain(b) {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
-        }
-    }
-}
+/// Every byte but `A-Z a-z 0-9 - _` is escaped (`%XX`, upper-case hex).
+const ESCAPED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_');
 
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+fn encode_token(token: &str, out: &mut String) {
+    out.extend(percent_encoding::utf8_percent_encode(token, ESCAPED));
 }
 
 fn decode_token(token: &str) -> Option<String> {
-    let bytes = token.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'%' {
-            let hi = hex_value(*bytes.get(i + 1)?)?;
-            let lo = hex_value(*bytes.get(i + 2)?)?;
-            let v = (hi << 4) | lo;
-            // Only the canonical form decodes, so decoding is the exact inverse of encoding. A
-            // token never holds a `.` (namespaces are split on it before encoding), so `%2E`
-            // would make `a%2Eb` a second subject of the namespace `a.b`.
-            if is_plain(v) || v == b'.' {
-                return None;
-            }
-            out.push(v);
-            i += 3;
-        } else if is_plain(b) {
-            out.push(b);
-            i += 1;
-        } else {
-            return None;
-        }
-    }
-    // A lone `*` or `>` is a wildcard, never a publishable namespace token, so no namespace
-    // encodes to `%2A` or `%3E` alone.
-    if out.is_empty() || out == b"*" || out == b">" {
+    let decoded = percent_encoding::percent_decode_str(token)
+        .decode_utf8()
+        .ok()?;
+    // Only the canonical form decodes, so decoding is the exact inverse of encoding: encoding
+    // again must give the token back (no lower-case hex, no escaped plain byte, no raw byte
+    // that needs escaping). A token never holds a `.` (namespaces are split on it before
+    // encoding), so `%2E` would make `a%2Eb` a second subject of the namespace `a.b`; and a
+    // lone `*` or `>` is a wildcard, never a publishable token.
+    if decoded.is_empty() || decoded.contains('.') || decoded == "*" || decoded == ">" {
         return None;
     }
-    String::from_utf8(out).ok()
+    let mut again = String::with_capacity(token.len());
+    encode_token(&decoded, &mut again);
+    (again == token).then(|| decoded.into_owned())
 }
 
 /// Checks that `prefix` is a usable subject prefix: non-empty tokens of `[A-Za-z0-9_-]`
@@ -207,8 +179,6 @@ pub fn decode_namespace(prefix: &str, subject: &str) -> Option<String> {
     Some(out)
 }
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 /// Encodes an actor id into a single subject token (base64url of its UTF-8 bytes, no padding).
 ///
 /// The result holds only `A-Z a-z 0-9 - _` and is never empty for a non-empty id. Use
@@ -222,32 +192,12 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /// assert_eq!(decode_actor_id(&token).unwrap(), "orders.>");
 /// ```
 pub fn encode_actor_id(actor_id: &str) -> String {
-    let bytes = actor_id.as_bytes();
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b0 = chunk[0];
-        let b1 = chunk.get(1).copied().unwrap_or(0);
-        let b2 = chunk.get(2).copied().unwrap_or(0);
-        let n = (u32::from(b0) << 16) | (u32::from(b1) << 8) | u32::from(b2);
-        let sextets = [(n >> 18) & 63, (n >> 12) & 63, (n >> 6) & 63, n & 63];
-        // 1 byte -> 2 chars, 2 bytes -> 3 chars, 3 bytes -> 4 chars.
-        for s in &sextets[..chunk.len() + 1] {
-            out.push(char::from(ALPHABET[*s as usize]));
-        }
-    }
-    out
+    BASE64URL.encode(actor_id.as_bytes())
 }
 
-fn sextet(c: u8) -> Option<u32> {
-    Some(u32::from(match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'-' => 62,
-        b'_' => 63,
-        _ => return None,
-    }))
-}
+/// Base64url without padding (RFC 4648 §5); decoding refuses padding and non-zero trailing
+/// bits, so every actor id has exactly one token.
+const BASE64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// Decodes a token made by [`encode_actor_id`] back into the actor id.
 ///
@@ -258,25 +208,8 @@ fn sextet(c: u8) -> Option<u32> {
 /// [`Error::Decoding`] if `token` is not such an encoding or not UTF-8.
 pub fn decode_actor_id(token: &str) -> Result<String> {
     let bad = || Error::Decoding(format!("{token:?} is not an encoded actor id"));
-    let chars = token.as_bytes();
-    if chars.len() % 4 == 1 {
-        return Err(bad());
-    }
-    let mut out = Vec::with_capacity(chars.len() / 4 * 3 + 2);
-    for chunk in chars.chunks(4) {
-        let mut n = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            n |= sextet(*c).ok_or_else(bad)? << (18 - 6 * i);
-        }
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        let keep = chunk.len() - 1;
-        // Bits beyond the kept bytes must be zero, or two tokens would decode to one id.
-        if bytes[keep..].iter().any(|b| *b != 0) {
-            return Err(bad());
-        }
-        out.extend_from_slice(&bytes[..keep]);
-    }
-    String::from_utf8(out).map_err(|_| bad())
+    let bytes = BASE64URL.decode(token).map_err(|_| bad())?;
+    String::from_utf8(bytes).map_err(|_| bad())
 }
 
 /// Checks an actor id can be encoded under the length policy: non-empty and at most
