@@ -61,21 +61,8 @@ pub(crate) fn with_hint(text: String) -> String {
     }
 }
 
-/// The error and its sources, joined with `: `, skipping a source whose text the previous
-/// message already contains.
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !text.is_empty() && !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
+/// The error and its sources on one line (the NATS layer's one way to say it).
+pub(crate) use aether_nats::error_chain as chain;
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")

@@ -39,7 +39,7 @@ pub fn connect_error(url: &str, err: async_nats::ConnectError) -> Error {
 /// handshake answered in plain text ("received corrupt message") says that the server does
 /// not speak TLS; a refused TCP connection, that nothing listens on that address.
 pub fn explain_connect_error(err: &async_nats::ConnectError) -> String {
-    let detail = chain(err);
+    let detail = error_chain(err);
     let lower = detail.to_ascii_lowercase();
     if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
         format!(
@@ -68,8 +68,18 @@ fn refused(err: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The error and its sources, joined with `: `, skipping a source whose text the previous
-/// message already contains (the client's errors print their source themselves).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// message already contains (the client's errors print their source themselves): the one line
+/// that says what failed and why, for logs and the command line.
+///
+/// ```
+/// let io = std::io::Error::other("connection refused");
+/// let e = aether_core::Error::unavailable("connecting to NATS", io);
+/// assert_eq!(
+///     aether_nats::error_chain(&e),
+///     "connecting to NATS: backend unavailable: connection refused"
+/// );
+/// ```
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
