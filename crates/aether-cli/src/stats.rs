@@ -7,8 +7,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::push::OrderedConfig;
-use async_nats::jetstream::consumer::DeliverPolicy;
+use aether_nats::{ConsumerSpec, StartAt};
 use async_nats::jetstream::stream::{Info, StorageType};
 use async_nats::jetstream::{self, stream::Stream};
 use clap::Args;
@@ -127,20 +126,14 @@ async fn count(
     filter: &str,
     name: &str,
 ) -> CliResult<u64> {
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            deliver_subject: client.new_inbox(),
-            filter_subject: filter.to_string(),
-            deliver_policy: DeliverPolicy::All,
-            headers_only: true,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| jetstream_hint(&format!("counting the events of stream {name}"), &e))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| jetstream_hint(&format!("counting the events of stream {name}"), &e))?;
+    let mut messages = ConsumerSpec::new(filter, StartAt::First)
+        .headers_only(true)
+        .open_ordered_push(
+            stream,
+            client,
+            &format!("counting the events of stream {name}"),
+        )
+        .await?;
     let mut events = 0u64;
     loop {
         let next = tokio::time::timeout(COUNT_STALL, messages.next())

@@ -3,13 +3,14 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use aether_core::{
     validate_pattern, Error, Event, Result, SubscriptionFilter, DEFAULT_SUBSCRIPTION_BUFFER,
 };
 use aether_nats::{
-    decode_namespace, pattern_subject, Backoff, JsSubject, Operation, PermissionWatch,
+    decode_namespace, pattern_subject, Backoff, ConsumerSpec, JsSubject, Operation,
+    PermissionWatch, StartAt,
 };
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::Client;
@@ -144,26 +145,14 @@ impl DurableSubscription {
     }
 }
 
-fn deliver_policy(start: StartFrom) -> Result<consumer::DeliverPolicy> {
-    Ok(match start {
-        StartFrom::Beginning => consumer::DeliverPolicy::All,
-        StartFrom::New => consumer::DeliverPolicy::New,
-        StartFrom::Sequence(0) | StartFrom::Sequence(1) => consumer::DeliverPolicy::All,
-        StartFrom::Sequence(start_sequence) => {
-            consumer::DeliverPolicy::ByStartSequence { start_sequence }
-        }
-        StartFrom::Time(t) => {
-            let nanos = t
-                .duration_since(UNIX_EPOCH)
-                .map_err(|_| Error::invalid("start time is before 1970"))?
-                .as_nanos();
-            let nanos =
-                i128::try_from(nanos).map_err(|_| Error::invalid("start time is out of range"))?;
-            let start_time = async_nats::datetime::from_nanos(nanos)
-                .map_err(|e| Error::invalid(format!("start time is out of range: {e}")))?;
-            consumer::DeliverPolicy::ByStartTime { start_time }
-        }
-    })
+/// The consumer start of a subscription's start point.
+fn start_at(start: StartFrom) -> StartAt {
+    match start {
+        StartFrom::Beginning => StartAt::First,
+        StartFrom::New => StartAt::New,
+        StartFrom::Sequence(sequence) => StartAt::Sequence(sequence),
+        StartFrom::Time(t) => StartAt::Time(t),
+    }
 }
 
 /// What a durable subscription reads, so that it can open (and re-open) its consumer.
@@ -196,12 +185,10 @@ impl Source {
     /// An ordered consumer starting after stream sequence `after`, or at the subscription's
     /// start point when nothing was read yet.
     async fn open(&self, after: Option<u64>) -> Result<consumer::pull::Ordered> {
-        let policy = match after {
-            Some(seq) => consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: seq + 1,
-            },
-            None => deliver_policy(self.start)?,
-        };
+        let spec = ConsumerSpec::new(
+            self.subject.clone(),
+            start_at(self.start).resume_after(after),
+        );
         let context = self.context();
         let create = async {
             let stream = self
@@ -209,18 +196,7 @@ impl Source {
                 .get_stream_no_info(&self.stream_name)
                 .await
                 .map_err(|e| Error::unavailable(&context, e))?;
-            let consumer = stream
-                .create_consumer(consumer::pull::OrderedConfig {
-                    filter_subject: self.subject.clone(),
-                    deliver_policy: policy,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| Error::unavailable(&context, e))?;
-            consumer
-                .messages()
-                .await
-                .map_err(|e| Error::unavailable(&context, e))
+            spec.open_ordered_pull(&stream, &context).await
         };
         self.permissions
             .guard(
@@ -281,7 +257,8 @@ impl NatsEventBus {
     /// [`Error::InvalidInput`] for a malformed pattern or filter, or when the bus has no
     /// JetStream stream; [`Error::PermissionDenied`] when the server refuses the live
     /// subscription or a JetStream request of this one (naming the refused subject);
-    /// [`Error::Unavailable`] when the consumer cannot be created; [`Error::Closed`] after
+    /// [`Error::NotFound`] when the bus stream is gone; [`Error::Unavailable`] when the
+    /// consumer cannot be created for lack of an answer; [`Error::Closed`] after
     /// [`close`](Self::close).
     pub async fn subscribe_durable(
         &self,

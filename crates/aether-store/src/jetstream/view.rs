@@ -15,12 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_core::{Error, EventStore, Result};
-use aether_nats::{classify, classify_api, timeout_error, validate_actor_id, Backoff};
-use async_nats::jetstream::consumer::push::{
-    Ordered, OrderedConfig, OrderedError, OrderedErrorKind,
+use aether_nats::{
+    classify, classify_api, timeout_error, validate_actor_id, Backoff, ConsumerSpec, StartAt,
 };
-use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::stream::{ConsumerErrorKind, LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::consumer::push::{Ordered, OrderedError, OrderedErrorKind};
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::ErrorCode;
 use async_nats::HeaderMap;
 use dashmap::DashMap;
@@ -631,36 +630,17 @@ async fn open_watch(
     stream_name: String,
     applied: u64,
 ) -> Result<Box<Ordered>> {
-    let deliver_policy = if applied == 0 {
-        DeliverPolicy::LastPerSubject
-    } else {
-        DeliverPolicy::ByStartSequence {
-            start_sequence: applied + 1,
-        }
-    };
-    let context = || format!("watching the events of stream {stream_name}");
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            deliver_subject: client.new_inbox(),
-            description: Some("aether latest-versions view".into()),
-            filter_subject: filter,
-            deliver_policy,
-            ..Default::default()
-        })
+    let start = StartAt::LastPerSubject.resume_after((applied > 0).then_some(applied));
+    ConsumerSpec::new(filter, start)
+        .description("aether latest-versions view")
+        .open_ordered_push(
+            &stream,
+            &client,
+            &format!("watching the events of stream {stream_name}"),
+        )
         .await
-        .map_err(|e| {
-            let api = match e.kind() {
-                ConsumerErrorKind::JetStream(api) => Some(api),
-                _ => None,
-            };
-            classify_api(context(), api.as_ref(), e)
-        })?;
-    // Boxed: the ordered stream is large, and it moves between the watch's states.
-    consumer
-        .messages()
-        .await
+        // Boxed: the ordered stream is large, and it moves between the watch's states.
         .map(Box::new)
-        .map_err(|e| classify(context(), e))
 }
 
 /// One confirmation round: the time, then the last event sequence (from the stream leader, so

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use aether_core::{EventLog, LogPosition, LoggedEvent, Result};
-use aether_nats::{classify, classify_api};
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-use async_nats::jetstream::stream::ConsumerErrorKind;
+use aether_nats::{classify, ConsumerSpec, StartAt};
 use async_trait::async_trait;
 use futures::StreamExt;
 
@@ -32,31 +30,9 @@ impl EventLog for JetStreamEventStore {
         }
         let start = after.map_or(1, |p| p.sequence.max(1));
         let context = || format!("reading stream {} from sequence {start}", self.stream_name);
-        let consumer = self
-            .stream
-            .create_consumer(pull::Config {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: start,
-                },
-                ack_policy: AckPolicy::None,
-                filter_subject: self.subjects.events_filter(),
-                inactive_threshold: PAGE_CONSUMER_INACTIVITY,
-                memory_storage: true,
-                num_replicas: 1,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| {
-                let api = match e.kind() {
-                    ConsumerErrorKind::JetStream(api) => Some(api),
-                    _ => None,
-                };
-                classify_api(
-                    format!("{}: creating a consumer", context()),
-                    api.as_ref(),
-                    e,
-                )
-            })?;
+        let consumer = ConsumerSpec::new(self.subjects.events_filter(), StartAt::Sequence(start))
+            .create_pull(&self.stream, PAGE_CONSUMER_INACTIVITY, &context())
+            .await?;
         let name = consumer.cached_info().name.clone();
         let pending = consumer.cached_info().num_pending;
         let result = async {

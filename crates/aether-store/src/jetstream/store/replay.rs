@@ -6,9 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aether_core::{Error, ReplayResult, Result};
-use aether_nats::{classify, classify_api, validate_actor_id as check_actor_id, Backoff};
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-use async_nats::jetstream::stream::ConsumerErrorKind;
+use aether_nats::{classify, validate_actor_id as check_actor_id, Backoff, ConsumerSpec, StartAt};
 use futures::StreamExt;
 
 use super::super::codec;
@@ -192,35 +190,10 @@ impl JetStreamEventStore {
         // replay resumes after the last message received with a new consumer.
         let mut resumes = Backoff::new(TRANSIENT_BACKOFF * 2, MAX_TRANSIENT_BACKOFF * 2);
         loop {
-            let created = self
-                .stream
-                .create_consumer(pull::Config {
-                    deliver_policy: if next_seq <= 1 {
-                        DeliverPolicy::All
-                    } else {
-                        DeliverPolicy::ByStartSequence {
-                            start_sequence: next_seq,
-                        }
-                    },
-                    ack_policy: AckPolicy::None,
-                    filter_subject: subject.clone(),
-                    inactive_threshold: REPLAY_CONSUMER_INACTIVITY,
-                    memory_storage: true,
-                    num_replicas: 1,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| {
-                    let api = match e.kind() {
-                        ConsumerErrorKind::JetStream(api) => Some(api),
-                        _ => None,
-                    };
-                    classify_api(
-                        format!("{}: creating a consumer", context()),
-                        api.as_ref(),
-                        e,
-                    )
-                });
+            // From the search's start, then right after the last message received.
+            let created = ConsumerSpec::new(subject.clone(), StartAt::Sequence(next_seq))
+                .create_pull(&self.stream, REPLAY_CONSUMER_INACTIVITY, &context())
+                .await;
             let consumer = match created {
                 Ok(c) => c,
                 Err(e) if e.is_retryable() && resumes.attempts() < MAX_REPLAY_RESUMES => {
