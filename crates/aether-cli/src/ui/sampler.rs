@@ -116,8 +116,11 @@ async fn listen(state: Arc<Shared>, shutdown: CancellationToken) {
             let Ok(hb) = decode::<Heartbeat>(&msg.payload) else {
                 continue;
             };
-            // The nodes ignore ids that break the naming rule; so does the page.
-            if aether_cluster::validate_name("node id", &hb.node_id).is_err() {
+            // The nodes ignore ids and incarnations that break the naming rule; so does the
+            // page.
+            if aether_cluster::validate_name("node id", &hb.node_id).is_err()
+                || aether_cluster::validate_name("incarnation", &hb.incarnation).is_err()
+            {
                 continue;
             }
             let now = Instant::now();
