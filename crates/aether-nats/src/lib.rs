@@ -82,8 +82,7 @@ pub use async_nats;
 pub use aether_core::{Backoff, Jitter};
 pub use api::JsSubject;
 pub use connect::{
-    connect_error, error_chain, explain_connect_error, round_trip, subscribe_confirmed,
-    Connection,
+    connect_error, error_chain, explain_connect_error, round_trip, subscribe_confirmed, Connection,
 };
 pub use consumer::{consumer_error, ConsumerSpec, StartAt};
 pub use errors::{classify, classify_api, has_api_code, timeout_error};
