@@ -24,7 +24,7 @@
 //! - `aether_in_memory_store`: one event per actor, one in-memory store shared by the nodes:
 //!   the cluster's own part, without the store's reads.
 //!
-//! Bounded time: one iteration takes 10-30 s (the history variant writes its 300 000 events
+//! Bounded time: one iteration takes 10-60 s (the history variant writes its 300 000 events
 //! in each, untimed), and each variant runs criterion's minimum of ten samples plus one.
 
 use aether_benches::setup::OrFail;

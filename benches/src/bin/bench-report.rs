@@ -887,6 +887,8 @@ fn fmt_ratio(target: Target, x: f64) -> String {
 /// One line of the main table.
 struct Line {
     cells: [String; 7],
+    /// For a carried row: whether the file being replaced had already carried it.
+    carried_before: bool,
 }
 
 impl Line {
@@ -901,9 +903,13 @@ struct Previous {
     rows: HashMap<(String, String), [String; 7]>,
     server: Option<String>,
     machine: Option<String>,
+    /// Where that file's own carried rows came from.
+    earlier: Option<String>,
     memory: Option<String>,
     probe: Option<String>,
 }
+
+const EARLIER_PREFIX: &str = "- rows marked *not rerun* keep the figures of an earlier run (";
 
 const PROBE_HEADING: &str = "## PostgreSQL peer, steady state (interleaved rounds)";
 
@@ -941,6 +947,9 @@ fn previous(path: &Path) -> Previous {
             p.server.get_or_insert_with(|| s.to_string());
         } else if let Some(s) = line.strip_prefix("- machine: ") {
             p.machine.get_or_insert_with(|| s.to_string());
+        } else if let Some(s) = line.strip_prefix(EARLIER_PREFIX) {
+            p.earlier
+                .get_or_insert_with(|| s.strip_suffix(')').unwrap_or(s).to_string());
         }
     }
     p.memory = section(&text, "## Memory").map(|m| table_only(&m));
@@ -983,6 +992,7 @@ fn carried(prev: &Previous, key: (&str, &str), row_target: Target, changed: bool
         .unwrap_or("")
         .to_string();
     let was_changed = cells[6].contains("comparison changed");
+    let carried_before = cells[6].contains("not rerun");
     cells[6] = if changed || was_changed {
         "not rerun since the comparison changed".into()
     } else if !row_target.judged() {
@@ -993,7 +1003,10 @@ fn carried(prev: &Previous, key: (&str, &str), row_target: Target, changed: bool
     if matches!(row_target, Target::Replaces) {
         cells[4] = "—".into();
     }
-    Some(Line { cells })
+    Some(Line {
+        cells,
+        carried_before,
+    })
 }
 
 /// The line of a criterion row, if its results are there.
@@ -1053,7 +1066,14 @@ fn criterion_line(dir: &Path, r: &Row) -> Option<Line> {
                 } else {
                     String::new()
                 };
-                ratio_texts.push(format!("{}{range}{suffix}", fmt_ratio(r.target, x)));
+                // A reported row over a batch of elements also gives the throughput ratio.
+                let ratio = match (r.target, a.elements) {
+                    (Target::Report, Some(n)) if n > 1.0 => {
+                        fmt_ratio(Target::ThroughputAtLeast(1.0), x)
+                    }
+                    _ => fmt_ratio(r.target, x),
+                };
+                ratio_texts.push(format!("{ratio}{range}{suffix}"));
             }
         }
     }
@@ -1080,6 +1100,7 @@ fn criterion_line(dir: &Path, r: &Row) -> Option<Line> {
         }
     };
     Some(Line {
+        carried_before: false,
         cells: [
             r.operation.to_string(),
             join(aether_texts),
@@ -1173,6 +1194,7 @@ fn probe_line(peer: &Value, r: &ProbeRow) -> Option<Line> {
         Measure::MedianLatency => format!("{x:.2}× (rounds {lo:.2}–{hi:.2}×)"),
     };
     Some(Line {
+        carried_before: false,
         cells: [
             r.operation.to_string(),
             describe(&a),
@@ -1318,7 +1340,9 @@ fn main() {
     });
 
     let mut lines = Vec::new();
-    let mut carried_any = false;
+    // Whether rows are carried from the run that wrote the file being replaced, or from the
+    // runs that file had already carried them from.
+    let (mut from_prev_run, mut from_earlier) = (false, false);
     let mut missing = Vec::new();
     for r in ROWS {
         let ref_label = r.reference.map_or("—", |x| x.0);
@@ -1347,7 +1371,8 @@ fn main() {
         match found {
             Some(mut line) => {
                 line.cells[5] = r.target_text.to_string();
-                carried_any = true;
+                from_earlier |= line.carried_before;
+                from_prev_run |= !line.carried_before;
                 lines.push(line);
             }
             None => missing.push(format!("{} (`{}`)", r.operation, r.group)),
@@ -1358,7 +1383,8 @@ fn main() {
             Some(line) => lines.push(line),
             None => match carried(&prev, (r.operation, r.reference.0), r.target, false) {
                 Some(line) => {
-                    carried_any = true;
+                    from_earlier |= line.carried_before;
+                    from_prev_run |= !line.carried_before;
                     lines.push(line);
                 }
                 None if peer.is_some() => missing.push(format!(
@@ -1388,14 +1414,18 @@ fn main() {
     if let Some(load) = &load {
         let _ = writeln!(md, "- load average during this run: {load}");
     }
-    if carried_any {
-        let _ = writeln!(
-            md,
-            "- rows marked *not rerun* keep the figures of an earlier run (nats-server: {}; \
-             machine: {})",
+    if from_prev_run || from_earlier {
+        let prev_run = format!(
+            "nats-server: {}; machine: {}",
             prev.server.as_deref().unwrap_or("unknown"),
             prev.machine.as_deref().unwrap_or("unknown")
         );
+        let runs = match (from_prev_run, from_earlier, &prev.earlier) {
+            (true, true, Some(earlier)) => format!("{prev_run}; and before that: {earlier}"),
+            (false, true, Some(earlier)) => earlier.clone(),
+            _ => prev_run,
+        };
+        let _ = writeln!(md, "{EARLIER_PREFIX}{runs})");
     }
     let _ = writeln!(md);
     let _ = writeln!(
