@@ -12,38 +12,17 @@ use aether_nats::{
     decode_namespace, pattern_subject, Backoff, ConsumerSpec, JsSubject, Operation,
     PermissionWatch, StartAt,
 };
-use async_nats::jetstream::{self, consumer, stream};
-use async_nats::Client;
+use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
 
 use super::bus::{Ctx, NatsEventBus};
-use super::config::{BusStreamConfig, NatsBusConfig, StartFrom};
+#[cfg(doc)]
+use super::config::NatsBusConfig;
+use super::config::StartFrom;
 use crate::metrics::BusMetrics;
-
-/// Creates the bus stream (capturing `<prefix>.>`) unless it exists, and returns the
-/// JetStream context to publish with.
-pub(crate) async fn ensure_stream(
-    client: &Client,
-    config: &NatsBusConfig,
-    stream_config: &BusStreamConfig,
-) -> Result<jetstream::Context> {
-    let mut js = jetstream::new(client.clone());
-    js.set_timeout(config.timeout());
-    let wanted = stream::Config {
-        name: stream_config.stream_name.clone(),
-        subjects: vec![format!("{}.>", config.subject_prefix)],
-        max_age: stream_config.max_age.unwrap_or_default(),
-        max_messages: stream_config.max_messages.unwrap_or(-1),
-        num_replicas: stream_config.replicas.unwrap_or(1).max(1),
-        storage: stream_config.storage.into(),
-        ..Default::default()
-    };
-    aether_nats::ensure_stream(&js, wanted).await?;
-    Ok(js)
-}
 
 /// One event read from the bus stream, with its position for checkpointing.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,8 +1,10 @@
 //! The NATS event bus (feature `nats`): [`NatsEventBus`], the same API and semantics as the
 //! local bus across processes, with optional durable delivery from JetStream.
 //!
-//! - `bus`: [`NatsEventBus`], publish and live subscriptions, shutdown.
-//! - `catchup`: [`NatsEventBus::subscribe_durable`], [`DurableSubscription`].
+//! - `bus`: [`NatsEventBus`], how it is made (and its JetStream stream set up), publish and
+//!   live subscriptions, shutdown.
+//! - `catchup`: [`NatsEventBus::subscribe_durable`], [`DurableSubscription`]. It builds on
+//!   `bus` (the bus's context, its checked subscribe, the wire format); `bus` does not use it.
 //! - `config`: [`NatsBusConfig`], [`BusStreamConfig`], [`StartFrom`].
 //!
 //! The connection and its events, the permission guard, the round trip, the namespace <->

@@ -18,7 +18,7 @@ use aether_nats::{
     namespace_subject, pattern_subject, timeout_error, validate_prefix, Connection,
     ConnectionMonitor, Operation,
 };
-use async_nats::jetstream;
+use async_nats::jetstream::{self, stream};
 use async_nats::{Client, ConnectOptions};
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::config::{NatsBusConfig, DEFAULT_SUBSCRIPTION_CAPACITY};
+use super::config::{BusStreamConfig, NatsBusConfig, DEFAULT_SUBSCRIPTION_CAPACITY};
 use crate::metrics::{BusMetrics, MetricsSnapshot, NamespaceCounters};
 use crate::registry::SubscriberRegistry;
 
@@ -216,7 +216,7 @@ impl NatsEventBus {
         let client = connection.client();
         let jetstream = match &config.jetstream {
             None => None,
-            Some(stream) => Some(super::catchup::ensure_stream(client, &config, stream).await?),
+            Some(stream) => Some(ensure_stream(client, &config, stream).await?),
         };
         let metrics = Arc::new(BusMetrics::new());
         let ctx = Arc::new(Ctx {
@@ -377,6 +377,28 @@ impl NatsEventBus {
             Err(_) => Err(timeout_error("flushing NATS while closing the bus")),
         }
     }
+}
+
+/// Creates the bus stream (capturing `<prefix>.>`) unless it exists, and returns the
+/// JetStream context to publish with.
+async fn ensure_stream(
+    client: &Client,
+    config: &NatsBusConfig,
+    stream_config: &BusStreamConfig,
+) -> Result<jetstream::Context> {
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(config.timeout());
+    let wanted = stream::Config {
+        name: stream_config.stream_name.clone(),
+        subjects: vec![format!("{}.>", config.subject_prefix)],
+        max_age: stream_config.max_age.unwrap_or_default(),
+        max_messages: stream_config.max_messages.unwrap_or(-1),
+        num_replicas: stream_config.replicas.unwrap_or(1).max(1),
+        storage: stream_config.storage.into(),
+        ..Default::default()
+    };
+    aether_nats::ensure_stream(&js, wanted).await?;
+    Ok(js)
 }
 
 #[async_trait]
