@@ -1,5 +1,10 @@
 //! Subscriptions: what a subscriber receives, with a bounded buffer and an explicit overflow
 //! policy so that no event is ever lost without the subscriber being told.
+//!
+//! - this module: the receiving side ([`Subscription`], [`Delivery`], [`DeliverySource`]) and
+//!   the buffer both sides share.
+//! - `options`: [`SubscribeOptions`], [`SubscriptionFilter`], [`OverflowPolicy`].
+//! - `sender`: the sending side, held by a bus ([`SubscriptionSender`], [`SendOutcome`]).
 
 use std::any::Any;
 use std::fmt;
@@ -12,126 +17,14 @@ use crossbeam_queue::ArrayQueue;
 use tokio::sync::Notify;
 
 use crate::event::Event;
-use crate::pattern::{match_actor_pattern, match_namespace_pattern};
 
-/// Default number of events a subscription buffers before its overflow policy applies.
-pub const DEFAULT_SUBSCRIPTION_BUFFER: usize = 1024;
+mod options;
+mod sender;
 
-/// Narrows a namespace subscription to some event types and/or actors.
-///
-/// An event passes when its type is one of `event_types` (any one; an empty list lets every
-/// type through) **and** its actor id matches `actor_pattern` (see
-/// [`match_actor_pattern`]; `None` lets every actor through).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SubscriptionFilter {
-    /// Event types to deliver; empty means all.
-    pub event_types: Vec<String>,
-    /// Actor id pattern (`*` one token, `>` the rest); `None` means all actors.
-    pub actor_pattern: Option<String>,
-}
-
-impl SubscriptionFilter {
-    /// A filter that lets everything through.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds an event type to deliver.
-    pub fn event_type(mut self, event_type: impl Into<String>) -> Self {
-        self.event_types.push(event_type.into());
-        self
-    }
-
-    /// Restricts delivery to actors matching `pattern`.
-    pub fn actor_pattern(mut self, pattern: impl Into<String>) -> Self {
-        self.actor_pattern = Some(pattern.into());
-        self
-    }
-
-    /// Whether the filter lets everything through.
-    pub fn is_empty(&self) -> bool {
-        self.event_types.is_empty() && self.actor_pattern.as_deref().is_none_or(str::is_empty)
-    }
-
-    /// Whether `event` passes the filter.
-    pub fn matches(&self, event: &Event) -> bool {
-        let type_ok = self.event_types.is_empty() || self.event_types.contains(&event.event_type);
-        let actor_ok = match self.actor_pattern.as_deref() {
-            None | Some("") => true,
-            Some(p) => match_actor_pattern(p, &event.actor_id),
-        };
-        type_ok && actor_ok
-    }
-}
-
-/// What a subscription does when its buffer is full.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum OverflowPolicy {
-    /// The publisher waits until the subscriber has room. Nothing is dropped; a slow subscriber
-    /// slows its publishers down.
-    #[default]
-    Backpressure,
-    /// The new event is dropped, counted, and the subscriber receives
-    /// [`Delivery::Lagged`] with the number of events it missed, at the point of the gap.
-    DropNewest,
-}
-
-/// How to subscribe: filter, buffer size and overflow policy.
-///
-/// ```
-/// use aether_core::{OverflowPolicy, SubscribeOptions, SubscriptionFilter};
-///
-/// let opts = SubscribeOptions::default()
-///     .filter(SubscriptionFilter::new().event_type("OrderPlaced"))
-///     .buffer_size(10_000)
-///     .overflow(OverflowPolicy::DropNewest);
-/// assert_eq!(opts.buffer_size, 10_000);
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscribeOptions {
-    /// Which events of the matching namespaces to deliver.
-    pub filter: SubscriptionFilter,
-    /// Events buffered before the overflow policy applies (0 falls back to the default).
-    pub buffer_size: usize,
-    /// What happens when the buffer is full.
-    pub overflow: OverflowPolicy,
-}
-
-impl Default for SubscribeOptions {
-    fn default() -> Self {
-        Self {
-            filter: SubscriptionFilter::default(),
-            buffer_size: DEFAULT_SUBSCRIPTION_BUFFER,
-            overflow: OverflowPolicy::default(),
-        }
-    }
-}
-
-impl SubscribeOptions {
-    /// Sets the filter.
-    pub fn filter(mut self, filter: SubscriptionFilter) -> Self {
-        self.filter = filter;
-        self
-    }
-    /// Sets the buffer size (0 means the default).
-    pub fn buffer_size(mut self, size: usize) -> Self {
-        self.buffer_size = size;
-        self
-    }
-    /// Sets the overflow policy.
-    pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
-        self.overflow = policy;
-        self
-    }
-    fn effective_buffer(&self) -> usize {
-        if self.buffer_size == 0 {
-            DEFAULT_SUBSCRIPTION_BUFFER
-        } else {
-            self.buffer_size
-        }
-    }
-}
+pub use options::{
+    OverflowPolicy, SubscribeOptions, SubscriptionFilter, DEFAULT_SUBSCRIPTION_BUFFER,
+};
+pub use sender::{SendOutcome, SubscriptionSender};
 
 /// One item received from a [`Subscription`].
 #[derive(Debug, Clone, PartialEq)]
@@ -151,18 +44,6 @@ impl Delivery {
             Delivery::Lagged(_) => None,
         }
     }
-}
-
-/// Result of offering an event to a subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendOutcome {
-    /// The event is in the subscriber's buffer.
-    Delivered,
-    /// The buffer was full and the policy is [`OverflowPolicy::DropNewest`]: the event was
-    /// dropped and the subscriber will be told.
-    Dropped,
-    /// The subscription is gone.
-    Closed,
 }
 
 /// The buffer between a bus and one subscriber.
@@ -208,158 +89,6 @@ impl Chan {
             self.room.notify_one();
         }
         Some(item)
-    }
-}
-
-/// Marks the sending side closed when the last [`SubscriptionSender`] clone goes away.
-#[derive(Debug)]
-struct SenderHandle {
-    chan: Arc<Chan>,
-}
-
-impl Drop for SenderHandle {
-    fn drop(&mut self) {
-        self.chan.senders_gone.store(true, Ordering::Release);
-        self.chan.ready.notify_one();
-    }
-}
-
-/// The sending half of a subscription, held by a bus.
-///
-/// Cloning is cheap; every clone feeds the same subscriber.
-#[derive(Clone)]
-pub struct SubscriptionSender {
-    handle: Arc<SenderHandle>,
-    policy: OverflowPolicy,
-    pattern: Arc<str>,
-    filter: Arc<SubscriptionFilter>,
-    filter_is_empty: bool,
-}
-
-impl fmt::Debug for SubscriptionSender {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SubscriptionSender")
-            .field("pattern", &self.pattern)
-            .field("policy", &self.policy)
-            .field("closed", &self.is_closed())
-            .finish()
-    }
-}
-
-impl SubscriptionSender {
-    fn chan(&self) -> &Chan {
-        &self.handle.chan
-    }
-
-    /// The namespace pattern the subscription was made with.
-    pub fn pattern(&self) -> &str {
-        &self.pattern
-    }
-
-    /// The subscription's filter.
-    pub fn filter(&self) -> &SubscriptionFilter {
-        &self.filter
-    }
-
-    /// The overflow policy.
-    pub fn policy(&self) -> OverflowPolicy {
-        self.policy
-    }
-
-    /// Whether an event published to `namespace` is for this subscription (pattern and filter).
-    pub fn wants(&self, namespace: &str, event: &Event) -> bool {
-        match_namespace_pattern(&self.pattern, namespace) && self.wants_event(event)
-    }
-
-    /// Whether `event` passes the filter (the namespace already known to match).
-    pub fn wants_event(&self, event: &Event) -> bool {
-        self.filter_is_empty || self.filter.matches(event)
-    }
-
-    /// Whether the subscriber has gone away.
-    pub fn is_closed(&self) -> bool {
-        self.chan().receiver_gone.load(Ordering::Acquire)
-    }
-
-    /// Offers an event, applying the overflow policy. Under backpressure this waits for room.
-    pub async fn send(&self, event: Arc<Event>) -> SendOutcome {
-        if self.policy == OverflowPolicy::DropNewest {
-            return self.try_send(event);
-        }
-        let chan = self.chan();
-        let mut event = event;
-        loop {
-            if self.is_closed() {
-                return SendOutcome::Closed;
-            }
-            event = match chan.push(event) {
-                Ok(()) => return SendOutcome::Delivered,
-                Err(e) => e,
-            };
-            // Register for a wake-up before trying again, so a pop between the failed push
-            // and the wait cannot be missed.
-            let room = chan.room.notified();
-            let mut room = std::pin::pin!(room);
-            room.as_mut().enable();
-            chan.waiting.fetch_add(1, Ordering::AcqRel);
-            let retried = chan.push(event);
-            event = match retried {
-                Ok(()) => {
-                    chan.waiting.fetch_sub(1, Ordering::AcqRel);
-                    return SendOutcome::Delivered;
-                }
-                Err(e) => e,
-            };
-            if self.is_closed() {
-                chan.waiting.fetch_sub(1, Ordering::AcqRel);
-                return SendOutcome::Closed;
-            }
-            room.await;
-            chan.waiting.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-
-    /// Offers an event without waiting, honouring the policy: `Some(outcome)` when done, `None`
-    /// when the buffer is full under [`OverflowPolicy::Backpressure`] and the caller must
-    /// [`send`](Self::send) (wait) instead. Lets a bus deliver to many subscribers without an
-    /// `.await` on the fast path.
-    pub fn try_deliver(&self, event: &Arc<Event>) -> Option<SendOutcome> {
-        if self.is_closed() {
-            return Some(SendOutcome::Closed);
-        }
-        match self.chan().push(event.clone()) {
-            Ok(()) => Some(SendOutcome::Delivered),
-            Err(_) => match self.policy {
-                OverflowPolicy::Backpressure => None,
-                OverflowPolicy::DropNewest => {
-                    self.record_lag(1);
-                    Some(SendOutcome::Dropped)
-                }
-            },
-        }
-    }
-
-    /// Offers an event without waiting: when the buffer is full the event is dropped and
-    /// counted, whatever the policy (for transports that must never block).
-    pub fn try_send(&self, event: Arc<Event>) -> SendOutcome {
-        if self.is_closed() {
-            return SendOutcome::Closed;
-        }
-        match self.chan().push(event) {
-            Ok(()) => SendOutcome::Delivered,
-            Err(_) => {
-                self.record_lag(1);
-                SendOutcome::Dropped
-            }
-        }
-    }
-
-    /// Records that `n` events meant for this subscriber were lost before reaching it (for
-    /// example reported by the transport); the subscriber receives [`Delivery::Lagged`].
-    pub fn record_lag(&self, n: u64) {
-        self.chan().dropped.fetch_add(n, Ordering::AcqRel);
-        // A subscriber waiting on an empty buffer must learn of the gap now.
-        self.chan().ready.notify_one();
     }
 }
 
@@ -426,13 +155,7 @@ impl Subscription {
             senders_gone: AtomicBool::new(false),
         });
         let pattern: Arc<str> = Arc::from(pattern);
-        let sender = SubscriptionSender {
-            handle: Arc::new(SenderHandle { chan: chan.clone() }),
-            policy: options.overflow,
-            pattern: pattern.clone(),
-            filter_is_empty: options.filter.is_empty(),
-            filter: Arc::new(options.filter),
-        };
+        let sender = SubscriptionSender::new(chan.clone(), pattern.clone(), options);
         let sub = Subscription {
             chan,
             reported: 0,
@@ -584,29 +307,6 @@ mod tests {
         Arc::new(Event::new("T", "a", v))
     }
 
-    #[test]
-    fn filter_rules() {
-        let e = Event::new("OrderPlaced", "order.1", 1);
-        assert!(SubscriptionFilter::new().matches(&e));
-        assert!(SubscriptionFilter::new().is_empty());
-        assert!(SubscriptionFilter::new()
-            .event_type("X")
-            .event_type("OrderPlaced")
-            .matches(&e));
-        assert!(!SubscriptionFilter::new().event_type("X").matches(&e));
-        assert!(SubscriptionFilter::new()
-            .actor_pattern("order.*")
-            .matches(&e));
-        assert!(!SubscriptionFilter::new()
-            .actor_pattern("user.*")
-            .matches(&e));
-        assert!(!SubscriptionFilter::new()
-            .event_type("OrderPlaced")
-            .actor_pattern("user.>")
-            .matches(&e));
-        assert!(SubscriptionFilter::new().actor_pattern("").matches(&e));
-    }
-
     #[tokio::test]
     async fn drop_newest_reports_the_gap_in_order() {
         let opts = SubscribeOptions::default()
@@ -662,15 +362,6 @@ mod tests {
         assert_eq!(rx.dropped(), 0);
     }
 
-    #[tokio::test]
-    async fn closed_after_subscription_dropped() {
-        let (tx, rx) = Subscription::channel("ns", SubscribeOptions::default());
-        rx.unsubscribe();
-        assert!(tx.is_closed());
-        assert_eq!(tx.send(ev(1)).await, SendOutcome::Closed);
-        assert_eq!(tx.try_send(ev(1)), SendOutcome::Closed);
-    }
-
     #[test]
     fn guard_is_dropped_with_the_subscription() {
         struct Flag(Arc<AtomicU64>);
@@ -685,17 +376,6 @@ mod tests {
         assert_eq!(flag.load(Ordering::SeqCst), 0);
         drop(rx);
         assert_eq!(flag.load(Ordering::SeqCst), 1);
-    }
-
-    #[test]
-    fn sender_wants_checks_pattern_and_filter() {
-        let (tx, _rx) = Subscription::channel(
-            "prod.*",
-            SubscribeOptions::default().filter(SubscriptionFilter::new().event_type("A")),
-        );
-        assert!(tx.wants("prod.orders", &Event::new("A", "x", 1)));
-        assert!(!tx.wants("prod.orders", &Event::new("B", "x", 1)));
-        assert!(!tx.wants("dev.orders", &Event::new("A", "x", 1)));
     }
 
     /// A source fed through a channel, as a network transport would be.
