@@ -1,9 +1,14 @@
 //! Reads criterion's results and writes `docs/benchmarks.md`: one table with each Aether
 //! operation next to its floor or peer, both medians, the ratio and whether the target is met.
 //!
-//! Usage: `bench-report <criterion dir> <output.md> [footprint.json] [--peer peer.json]`; the
-//! environment variables `AETHER_BENCH_SERVER` (server version), `AETHER_BENCH_MACHINE` and
-//! `AETHER_BENCH_LOAD` (load average during the run) describe the run.
+//! Usage: `bench-report <criterion dir> <output.md> [footprint.json] [--peer peer.json]
+//! [--keep-rows]`; the environment variables `AETHER_BENCH_SERVER` (server version),
+//! `AETHER_BENCH_MACHINE` and `AETHER_BENCH_LOAD` (load average during the run) describe the
+//! run.
+//!
+//! The page is the one place for measurements: below the generated tables it carries the
+//! hand-written notes of `benches/notes/` (the rows' notes, the soak, the PostgreSQL peer's
+//! method, the scale run), which exist nowhere else in the docs.
 //!
 //! Verdicts ("yes"/"no") come only from rows that compare like with like: the same work on
 //! both sides, measured in the same run. Where a row has a spread (the two orders of a group
@@ -15,6 +20,11 @@
 //! Rows whose benchmarks did not run this time keep the figures of the file being replaced,
 //! marked "not rerun"; a row whose comparison changed since those figures were measured is
 //! marked "not rerun since the comparison changed" and judged on nothing.
+//!
+//! With `--keep-rows`, rows without new results keep their line as it stands, and the run
+//! description above the table stays as it is: for carrying an edited note into the page
+//! without touching a figure, or for adding one group's rerun to the same revision of the
+//! table (the notes then say which run it was).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -905,6 +915,8 @@ struct Previous {
     machine: Option<String>,
     /// Where that file's own carried rows came from.
     earlier: Option<String>,
+    /// The run description above the table (the `- ` lines), as written.
+    header: Vec<String>,
     memory: Option<String>,
     probe: Option<String>,
 }
@@ -913,16 +925,33 @@ const EARLIER_PREFIX: &str = "- rows marked *not rerun* keep the figures of an e
 
 const PROBE_HEADING: &str = "## PostgreSQL peer, steady state (interleaved rounds)";
 
+/// The hand-written notes carried below the tables, in page order (files in `benches/notes`).
+const NOTES: &[&str] = &["rows.md", "soak.md", "postgres.md", "scale.md"];
+
+/// A note's text without its first line when that is an HTML comment (the line that says
+/// where the note is carried), which has no place on the page.
+fn note_body(text: &str) -> &str {
+    match text.split_once('\n') {
+        Some((first, rest)) if first.trim_start().starts_with("<!--") => rest,
+        _ => text,
+    }
+}
+
 fn previous(path: &Path) -> Previous {
     let mut p = Previous::default();
     let Ok(text) = std::fs::read_to_string(path) else {
         return p;
     };
     let mut in_table = false;
+    let mut seen_table = false;
     for line in text.lines() {
         if line.starts_with("| operation | Aether (median)") {
             in_table = true;
+            seen_table = true;
             continue;
+        }
+        if !seen_table && line.starts_with("- ") {
+            p.header.push(line.to_string());
         }
         if in_table {
             if !line.starts_with('|') {
@@ -1006,6 +1035,29 @@ fn carried(prev: &Previous, key: (&str, &str), row_target: Target, changed: bool
     Some(Line {
         cells,
         carried_before,
+    })
+}
+
+/// A row of the file being replaced exactly as it stands (`--keep-rows`), found under its
+/// labels or, renamed, under its earlier ones. A row whose comparison changed is not kept:
+/// [`carried`] marks it.
+fn kept(prev: &Previous, r: &Row) -> Option<Line> {
+    let ref_label = r.reference.map_or("—", |x| x.0);
+    let key = |op: &str, reference: &str| (op.to_string(), reference.to_string());
+    let cells = match (prev.rows.get(&key(r.operation, ref_label)), r.earlier) {
+        (Some(cells), _) => cells.clone(),
+        (None, Earlier::Renamed(op, reference)) => {
+            let mut cells = prev.rows.get(&key(op, reference))?.clone();
+            cells[0] = r.operation.to_string();
+            cells[2] = ref_label.to_string();
+            cells[5] = r.target_text.to_string();
+            cells
+        }
+        _ => return None,
+    };
+    Some(Line {
+        carried_before: cells[6].contains("not rerun"),
+        cells,
     })
 }
 
@@ -1307,17 +1359,21 @@ fn probe_section(peer: &Value) -> String {
 fn main() {
     let mut positional = Vec::new();
     let mut peer_path = None;
+    let mut keep_rows = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--peer" {
             peer_path = args.next();
+        } else if a == "--keep-rows" {
+            keep_rows = true;
         } else {
             positional.push(a);
         }
     }
     if positional.len() < 2 {
         eprintln!(
-            "usage: bench-report <criterion dir> <output.md> [footprint.json] [--peer peer.json]"
+            "usage: bench-report <criterion dir> <output.md> [footprint.json] [--peer peer.json] \
+             [--keep-rows]"
         );
         std::process::exit(2);
     }
@@ -1350,8 +1406,10 @@ fn main() {
             lines.push(line);
             continue;
         }
-        let found =
-            carried(&prev, (r.operation, ref_label), r.target, false).or_else(|| match r.earlier {
+        let kept_line = if keep_rows { kept(&prev, r) } else { None };
+        let found = kept_line
+            .or_else(|| carried(&prev, (r.operation, ref_label), r.target, false))
+            .or_else(|| match r.earlier {
                 Earlier::Renamed(op, reference) => carried(&prev, (op, reference), r.target, false)
                     .map(|mut l| {
                         l.cells[0] = r.operation.to_string();
@@ -1379,9 +1437,19 @@ fn main() {
         }
     }
     for r in PROBE_ROWS {
+        let key = (r.operation.to_string(), r.reference.0.to_string());
+        let kept_line = match prev.rows.get(&key) {
+            Some(cells) if keep_rows => Some(Line {
+                carried_before: cells[6].contains("not rerun"),
+                cells: cells.clone(),
+            }),
+            _ => None,
+        };
         match peer.as_ref().and_then(|p| probe_line(p, r)) {
             Some(line) => lines.push(line),
-            None => match carried(&prev, (r.operation, r.reference.0), r.target, false) {
+            None => match kept_line
+                .or_else(|| carried(&prev, (r.operation, r.reference.0), r.target, false))
+            {
                 Some(line) => {
                     from_earlier |= line.carried_before;
                     from_prev_run |= !line.carried_before;
@@ -1409,12 +1477,21 @@ fn main() {
          work; \"unclear\" where the spread straddles the target. Written by `scripts/bench` \
          from real runs.\n"
     );
-    let _ = writeln!(md, "- nats-server: {server}");
-    let _ = writeln!(md, "- machine: {machine}");
-    if let Some(load) = &load {
-        let _ = writeln!(md, "- load average during this run: {load}");
+    // With --keep-rows, the rows kept as they stand still belong to the runs the description
+    // above the table names, so it stays too.
+    let keep_header = keep_rows && !prev.header.is_empty();
+    if keep_header {
+        for line in &prev.header {
+            let _ = writeln!(md, "{line}");
+        }
+    } else {
+        let _ = writeln!(md, "- nats-server: {server}");
+        let _ = writeln!(md, "- machine: {machine}");
+        if let Some(load) = &load {
+            let _ = writeln!(md, "- load average during this run: {load}");
+        }
     }
-    if from_prev_run || from_earlier {
+    if (from_prev_run || from_earlier) && !keep_header {
         let prev_run = format!(
             "nats-server: {}; machine: {}",
             prev.server.as_deref().unwrap_or("unknown"),
@@ -1486,22 +1563,31 @@ fn main() {
         }
     }
 
-    // Notes and figures measured by other runs (the soak, the PostgreSQL peer, the scale run)
-    // live in their own files and are carried over.
-    for extra in ["benchmark-notes.md", "soak.md", "postgres.md", "scale.md"] {
-        if let Ok(text) = std::fs::read_to_string(out.with_file_name(extra)) {
-            let _ = writeln!(md);
-            md.push_str(text.trim_end());
-            let _ = writeln!(md);
-        }
+    // The notes on the rows, and the figures of other runs (the soak, the PostgreSQL peer's
+    // method and earlier runs, the scale run), are written by hand in benches/notes and exist
+    // only on this page. A missing one is an error: the page would silently lose a section.
+    let notes = Path::new(env!("CARGO_MANIFEST_DIR")).join("notes");
+    for note in NOTES {
+        let path = notes.join(note);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("cannot read {}: {e}", path.display());
+                std::process::exit(1);
+            }
+        };
+        let _ = writeln!(md);
+        md.push_str(note_body(&text).trim_end());
+        let _ = writeln!(md);
     }
     let _ = writeln!(md, "\n## Reproduce\n");
     let _ = writeln!(
         md,
         "`scripts/bench` runs everything and rewrites this file; `scripts/bench --bench <name>` \
          runs one group, and `scripts/bench --report-only` rewrites it from the results on disk \
-         (rows whose results are missing keep their earlier figures, marked). One group at a \
-         time:\n"
+         (rows whose results are missing keep their earlier figures, marked; with \
+         `--keep-rows` they stay as they are, for carrying an edited note into the page). The \
+         notes on this page are written in `benches/notes/`. One group at a time:\n"
     );
     let mut cmds: Vec<&str> = ROWS.iter().map(|r| r.reproduce).collect();
     cmds.push(PEER);
