@@ -19,6 +19,10 @@ use super::{
     TRANSIENT_BACKOFF,
 };
 
+/// Reads again of a history that ended before the tip the leader reported, before the check
+/// of whether a refused save is stored gives up (see `history_holds`).
+const HISTORY_CHECK_RETRIES: u32 = 5;
+
 pub(super) enum PublishFailure {
     /// The actor's last message is not the one the publish expected.
     WrongLastSequence,
@@ -102,11 +106,25 @@ impl JetStreamEventStore {
                 // came from a former leader that had not yet learned it was deposed (right
                 // after a partition heals two servers can both answer for a moment, and the
                 // real leader stores what the old one refuses).
-                if (uncertain || (sent && self.replicated))
-                    && Box::pin(self.history_holds(actor_id, first.version, &last.id)).await
-                {
-                    // An attempt went in, and others have written after it.
-                    return Ok(());
+                if uncertain || (sent && self.replicated) {
+                    match Box::pin(self.history_holds(actor_id, first.version, &last.id, tip)).await
+                    {
+                        // An attempt went in, and others have written after it.
+                        Ok(true) => return Ok(()),
+                        Ok(false) => {}
+                        Err(e) => {
+                            // Whether an attempt went in cannot be told: a conflict would say
+                            // nothing was stored.
+                            self.cache.remove(actor_id);
+                            return Err(Error::unavailable(
+                                format!(
+                                    "saving events of actor {actor_id:?} (refused, and whether \
+                                     an earlier attempt was stored could not be read)"
+                                ),
+                                e,
+                            ));
+                        }
+                    }
                 }
                 return Err(Error::version_conflict(
                     actor_id,
@@ -235,15 +253,51 @@ impl JetStreamEventStore {
         ))
     }
 
-    /// Whether the actor's history from `from_version` holds the event `event_id` (a read
-    /// failure counts as no).
-    async fn history_holds(&self, actor_id: &str, from_version: u64, event_id: &str) -> bool {
-        match Box::pin(self.replay(actor_id, from_version)).await {
-            Ok(r) => r.events.iter().any(|e| e.id == event_id),
-            Err(e) => {
-                tracing::debug!(error = %e, "could not check whether an unanswered save went in");
-                false
+    /// Whether the actor's history from `from_version` holds the event `event_id`, read up to
+    /// at least `tip` (the actor's last message as the leader just reported it).
+    ///
+    /// A replay that stops short of `tip` was answered from behind: by a replica that lags,
+    /// or, right after a partition heals, by a former leader that has not yet learned it was
+    /// deposed (for a moment both answer). Such a replay proves nothing about the event, so
+    /// it is read again, and if no read reaches `tip` within a few seconds the answer is an
+    /// error: a conflict reported from a stale read could deny a save that is stored.
+    pub(super) async fn history_holds(
+        &self,
+        actor_id: &str,
+        from_version: u64,
+        event_id: &str,
+        tip: Tip,
+    ) -> Result<bool> {
+        // 100 ms doubling to 1.6 s: about 5 s in all, longer than a deposed leader takes to
+        // step down once it hears from the others.
+        let mut again = Backoff::new(TRANSIENT_BACKOFF * 2, MAX_TRANSIENT_BACKOFF);
+        loop {
+            let why = match Box::pin(self.replay(actor_id, from_version)).await {
+                Ok(r) => {
+                    if r.events.iter().any(|e| e.id == event_id) {
+                        return Ok(true);
+                    }
+                    let reached = r.events.iter().map(|e| e.version).max().unwrap_or(0);
+                    if reached >= tip.version {
+                        return Ok(false);
+                    }
+                    Error::unavailable(
+                        format!("reading the history of actor {actor_id:?}"),
+                        format!(
+                            "the history read ends at version {reached}, before version {} \
+                             that the stream leader reported",
+                            tip.version
+                        ),
+                    )
+                }
+                Err(e) if !e.is_retryable() => return Err(e),
+                Err(e) => e,
+            };
+            if again.attempts() >= HISTORY_CHECK_RETRIES {
+                return Err(why);
             }
+            tracing::debug!(error = %why, "history read from behind; reading it again");
+            again.wait().await;
         }
     }
 

@@ -15,6 +15,11 @@ use super::{
     TRANSIENT_BACKOFF,
 };
 
+/// Leader reads asked again while they answer from behind what the store has seen, before
+/// the read fails (100 ms doubling to 1.6 s: about 5 s, several times what a deposed leader
+/// takes to step down once the partition heals).
+const LEADER_BEHIND_RETRIES: u32 = 5;
+
 impl JetStreamEventStore {
     /// The last message on `subject`, `None` when there is none. `leader` forces a read from the
     /// stream leader (a direct get may be answered by a lagging replica).
@@ -69,9 +74,62 @@ impl JetStreamEventStore {
                     seen,
                     "a replica answered from behind; asking the leader"
                 );
-                self.last_message(subject, true).await
+                self.last_message_from_leader(actor_id, subject).await
             }
             _ => Ok(message),
+        }
+    }
+
+    /// The actor's last message as the stream leader reports it, never from behind what this
+    /// store has already seen of the actor unless the stream was recreated.
+    ///
+    /// Right after a partition heals, a former leader that has not yet heard of its successor
+    /// still answers leader reads, from where it was cut off, for about a second. Its answer
+    /// would make this store's reads go backwards (and a save's check think the actor has
+    /// fewer events than it has), so an answer from behind is asked again, and after a few
+    /// seconds of such answers the read fails with [`Error::Unavailable`]. A stream that was
+    /// deleted and created again (its creation time changed) legitimately starts over: its
+    /// answer is taken.
+    async fn last_message_from_leader(
+        &self,
+        actor_id: &str,
+        subject: &str,
+    ) -> Result<Option<StreamMessage>> {
+        let mut again = Backoff::new(TRANSIENT_BACKOFF * 2, MAX_TRANSIENT_BACKOFF);
+        loop {
+            let message = self.last_message(subject, true).await?;
+            let seen = if self.replicated {
+                self.seen.get(actor_id).map(|s| *s)
+            } else {
+                None
+            };
+            let at = message.as_ref().map_or(0, |m| m.sequence);
+            let Some(seen) = seen.filter(|seen| at < *seen) else {
+                return Ok(message);
+            };
+            let created = Box::pin(self.stream_info()).await?.created;
+            if created != self.stream.cached_info().created {
+                return Ok(message);
+            }
+            if again.attempts() >= LEADER_BEHIND_RETRIES {
+                return Err(Error::unavailable(
+                    format!(
+                        "reading the last message of {subject} on stream {}",
+                        self.stream_name
+                    ),
+                    format!(
+                        "the stream's leader answers from sequence {at}, behind sequence {seen} \
+                         already read (a leader change is under way)"
+                    ),
+                ));
+            }
+            tracing::debug!(
+                subject,
+                seen,
+                at,
+                "the leader answered from behind; asking again"
+            );
+            again.wait().await;
         }
     }
 
@@ -154,7 +212,7 @@ impl JetStreamEventStore {
     pub(super) async fn read_tip(&self, actor_id: &str, leader: bool) -> Result<TipRead> {
         let subject = self.subjects.events(actor_id);
         let last = if leader {
-            self.last_message(&subject, true).await?
+            self.last_message_from_leader(actor_id, &subject).await?
         } else {
             self.last_message_seen(actor_id, &subject).await?
         };

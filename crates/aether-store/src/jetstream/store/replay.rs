@@ -245,7 +245,15 @@ impl JetStreamEventStore {
                     remaining = None;
                     resumes.wait().await;
                 }
-                Ok(Drained::Done) => return Ok(result),
+                Ok(Drained::Done) => {
+                    // The consumer may have delivered past the last message read at the start
+                    // (that read can come from a replica that lags): later reads of this store
+                    // must not show less than this replay did.
+                    if next_seq > 1 {
+                        self.saw(actor_id, next_seq - 1);
+                    }
+                    return Ok(result);
+                }
                 Ok(Drained::Gap) => {
                     tracing::debug!(
                         subject,

@@ -99,7 +99,7 @@ impl JetStreamEventStore {
                     if let Err(conflict) = self.conflicts(txn, &fresh) {
                         // On a replicated stream a refusal may come from a deposed leader
                         // while the real one stored the batch (see `append`).
-                        if (uncertain || self.replicated) && self.holds(txn).await? {
+                        if (uncertain || self.replicated) && self.holds(txn, &fresh).await? {
                             self.forget_tips(txn);
                             return Ok(());
                         }
@@ -115,7 +115,7 @@ impl JetStreamEventStore {
                     if !(e.is_retryable() && retry.attempts() < MAX_TRANSIENT_RETRIES) {
                         self.forget_tips(txn);
                         // An unanswered commit may have been stored: say so only if it was.
-                        if e.is_retryable() && self.holds(txn).await.unwrap_or(false) {
+                        if e.is_retryable() && self.stored_after_all(txn).await {
                             return Ok(());
                         }
                         if uncertain && !e.is_retryable() {
@@ -139,7 +139,7 @@ impl JetStreamEventStore {
                     if let Err(conflict) = self.conflicts(txn, &tips) {
                         // The actors moved: maybe by our own unanswered commit. The tips were
                         // just read, so the server answers again and the check can be trusted.
-                        if self.holds(txn).await? {
+                        if self.holds(txn, &tips).await? {
                             self.forget_tips(txn);
                             return Ok(());
                         }
@@ -217,31 +217,51 @@ impl JetStreamEventStore {
         Ok(tips)
     }
 
-    /// Whether the transaction is stored: its first actor's history holds the last event of
-    /// its append (event ids are unique, and a batch is stored whole or not at all).
+    /// Whether the transaction is stored: the history of an actor whose tip moved past its
+    /// expectation holds the last event of that actor's append (event ids are unique, and a
+    /// batch is stored whole or not at all), read up to at least that tip. `tips` are the
+    /// leader's, in the transaction's order. No actor moved: not stored.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when the history cannot be read: the outcome stays unknown, and
-    /// no conflict may be reported for a transaction that might be stored.
-    async fn holds(&self, txn: &Transaction) -> Result<bool> {
-        let (Some(first), Some(last)) = (
-            txn.appends().first(),
-            txn.appends().first().and_then(|a| a.events.last()),
-        ) else {
+    /// [`Error::Unavailable`] when no read of the history reaches that tip: the outcome stays
+    /// unknown, and no conflict may be reported for a transaction that might be stored.
+    async fn holds(&self, txn: &Transaction, tips: &[Tip]) -> Result<bool> {
+        let moved = txn
+            .appends()
+            .iter()
+            .zip(tips)
+            .find(|(append, tip)| tip.version > append.expected_version);
+        let Some((append, tip)) = moved else {
             return Ok(false);
         };
-        match self
-            .replay(&first.actor_id, first.expected_version + 1)
-            .await
-        {
-            Ok(r) => Ok(r.events.iter().any(|e| e.id == last.id)),
-            Err(e) => Err(Error::unavailable(
+        let Some(last) = append.events.last() else {
+            return Ok(false);
+        };
+        self.history_holds(
+            &append.actor_id,
+            append.expected_version + 1,
+            &last.id,
+            *tip,
+        )
+        .await
+        .map_err(|e| {
+            Error::unavailable(
                 format!(
                     "checking whether transaction {} went in after its commit went unanswered",
                     txn.id()
                 ),
                 e,
-            )),
+            )
+        })
+    }
+
+    /// After the last unanswered attempt: whether the transaction is stored, as far as a read
+    /// of the leader's tips and a history can tell (any failure counts as no, and the caller
+    /// reports the outcome as unknown).
+    async fn stored_after_all(&self, txn: &Transaction) -> bool {
+        match self.leader_tips(txn).await {
+            Ok(tips) => self.holds(txn, &tips).await.unwrap_or(false),
+            Err(_) => false,
         }
     }
 
