@@ -14,7 +14,7 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::Subject;
 use bytes::Bytes;
 
-use super::append::PublishFailure;
+use super::publish::PublishFailure;
 use super::JetStreamEventStore;
 
 /// What the server acknowledged for a committed batch.

@@ -30,8 +30,8 @@ use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::append::PublishFailure;
 use super::batch::BatchMessage;
+use super::publish::PublishFailure;
 use super::JetStreamEventStore;
 use crate::jetstream::config::GroupCommit;
 

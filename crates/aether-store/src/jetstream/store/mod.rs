@@ -36,6 +36,7 @@ mod batch;
 mod errors;
 mod group;
 mod log;
+mod publish;
 mod read;
 mod replay;
 mod snapshot;

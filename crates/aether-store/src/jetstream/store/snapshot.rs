@@ -7,7 +7,7 @@ use async_nats::jetstream::message::StreamMessage;
 use async_trait::async_trait;
 
 use super::super::codec::{self, Encoded};
-use super::append::PublishFailure;
+use super::publish::PublishFailure;
 use super::{JetStreamEventStore, MAX_PUBLISH_ATTEMPTS};
 
 #[async_trait]

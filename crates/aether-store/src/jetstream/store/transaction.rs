@@ -11,8 +11,8 @@ use async_nats::header::HeaderMap;
 use bytes::Bytes;
 
 use super::super::codec::{self, HEADER_TRANSACTION};
-use super::append::PublishFailure;
 use super::batch::{Ack, BatchMessage};
+use super::publish::PublishFailure;
 use super::{
     server_older_than, JetStreamEventStore, Tip, MAX_PUBLISH_ATTEMPTS, MAX_TRANSIENT_BACKOFF,
     MAX_TRANSIENT_RETRIES, TRANSIENT_BACKOFF,
