@@ -1,0 +1,251 @@
+//! A local view of every actor's latest version ([`LatestVersions`]), kept current by a watch
+//! on the stream and answering reads with bounded staleness.
+//!
+//! Three parts: `Shared` (module `shared`: the map and the freshness stamp that readers use,
+//! lock-free on the read path), `Confirmations` (module `confirmations`, I/O-free: which
+//! confirmation rounds the watch has caught up with), and `Watch` (module `watch`, the task: an
+//! ordered push consumer on the events subjects plus a periodic confirmation round, both driven
+//! from one `select!` loop). This module holds the view readers use.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aether_core::{Error, EventStore, Result};
+use aether_nats::{classify, validate_actor_id};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::JetStreamEventStore;
+
+mod confirmations;
+mod shared;
+mod watch;
+
+use shared::Shared;
+use watch::Watch;
+
+/// A local view of the latest version of every actor in one store's stream, kept current by a
+/// watch on the stream, answering [`get_latest_version`](Self::get_latest_version) from memory
+/// when it can prove it is fresh enough and from the store otherwise.
+///
+/// [`JetStreamEventStore::get_latest_version`](aether_core::EventStore::get_latest_version)
+/// is one round trip to the server (on one server it sees every acknowledged save; on a
+/// replicated stream a replica may answer from behind, though one store's reads never go
+/// backwards). This view trades a bounded, documented staleness for a read that is a map
+/// lookup.
+///
+/// # How it stays current
+/// - **Watch.** An ordered push consumer on `<stream>.events.*`, starting with the last message
+///   of every actor (`DeliverPolicy::LastPerSubject`, so the initial load is one message per
+///   actor), then every new message in stream order. The version of a message is its
+///   `Aether-Version` header, or, for messages written without it, the last version in its
+///   payload (one event or an array). A message that decodes to neither is skipped and counted
+///   in [`malformed_messages`](Self::malformed_messages); the watch goes on.
+/// - **Confirmation.** Every `max_staleness / 2`, the view notes the time `t0`, then asks the
+///   stream leader for the last message on `<stream>.events.*` (its sequence `S`) and the
+///   stream's creation time. Once the watch has applied every message up to `S`, the view is
+///   *current as of `t0`*. Snapshot messages share the stream but are not in the filter, which
+///   is why `S` is the last *event* message and not the stream's last sequence.
+/// - **Reads.** A read starting at `now` answers from the map when the view was current as of
+///   some `t0 >= now - max_staleness`; otherwise it calls the store's `get_latest_version`
+///   (counted in [`fallbacks`](Self::fallbacks)) and folds the answer into the map.
+///
+/// # Guarantee
+/// For a read that starts at time `now` and returns `Ok(v)`:
+/// - `v` reflects every save of that actor acknowledged (to any writer, in any process) before
+///   `now - max_staleness`, and whatever the view has seen since: `v` is at least the version
+///   of each of those saves.
+/// - `v` is a version that was stored (or 0 when the actor had no events): the view never
+///   invents or predicts one.
+/// - Per view, answers never go backwards: a read that starts after another returned answers
+///   at least what that one did. Versions in the map only grow, and a fallback's answer is
+///   folded in.
+///
+/// Times are this process's monotonic clock; no clock agreement between machines is assumed.
+/// When the view cannot confirm (server paused or unreachable, watch lagging more than
+/// `max_staleness / 2`), reads fall back, and fail as the store fails
+/// ([`Error::Unavailable`] when the server cannot be reached) rather than answer from a map
+/// that is older than the bound.
+///
+/// Exceptions, by design: if the stream is deleted and created again, the view notices at its
+/// next confirmation (the creation time changed), empties the map and loads the new stream, so
+/// versions can go back then, as the stream itself did. With a `max_age`, versions of actors
+/// whose events have aged out stay in the view (the store then answers 0).
+///
+/// # Costs
+/// One ephemeral consumer (removed by the server 30 s after the view stops), every event
+/// message delivered to this process, two requests per `max_staleness / 2`, and memory for
+/// every actor id in the stream. Fallbacks use the store's read, so open the store without
+/// [`with_cached_reads`](JetStreamEventStore::with_cached_reads) for them to ask the server.
+///
+/// # Stopping
+/// The view's task stops when the view is dropped or [`shutdown`](Self::shutdown) is awaited
+/// (which also waits for the task to finish).
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use aether_core::{Event, EventStore};
+/// use aether_store::{JetStreamConfig, JetStreamEventStore, LatestVersions};
+///
+/// # async fn run() -> aether_core::Result<()> {
+/// let store = Arc::new(
+///     JetStreamEventStore::connect("nats://127.0.0.1:4222", JetStreamConfig::default()).await?,
+/// );
+/// let view = LatestVersions::start(Arc::clone(&store), Duration::from_millis(500)).await?;
+/// store.save_event(&Event::new("OrderPlaced", "order-1", 1)).await?;
+/// // At least every version acknowledged more than 500 ms ago; never one that was not stored.
+/// let version = view.get_latest_version("order-1").await?;
+/// assert!(version <= 1);
+/// view.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct LatestVersions {
+    store: Arc<JetStreamEventStore>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for LatestVersions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LatestVersions")
+            .field("stream_name", &self.store.stream_name())
+            .field("max_staleness", &self.shared.max_staleness)
+            .field("current", &self.is_current())
+            .field("actors", &self.actors())
+            .field("fallbacks", &self.fallbacks())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LatestVersions {
+    /// The smallest staleness bound accepted: below it a confirmation round (two requests to
+    /// the server) could not complete within the bound even on loopback.
+    pub const MIN_STALENESS: Duration = Duration::from_millis(1);
+
+    /// Starts a view of `store`'s stream that answers with at most `max_staleness` of
+    /// staleness (see the type's docs for the exact guarantee).
+    ///
+    /// Returns once the watch is set up; the initial load goes on in the background, and reads
+    /// fall back to the store until it is done and confirmed. Choose `max_staleness` well above
+    /// a round trip to the server (two requests must complete within half of it).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `max_staleness` is below
+    /// [`MIN_STALENESS`](Self::MIN_STALENESS);
+    /// [`Error::NotFound`] when the stream is gone; [`Error::Unavailable`] when the server
+    /// does not answer; other backend errors as typed variants.
+    pub async fn start(store: Arc<JetStreamEventStore>, max_staleness: Duration) -> Result<Self> {
+        if max_staleness < Self::MIN_STALENESS {
+            return Err(Error::invalid(format!(
+                "max_staleness of {max_staleness:?} is below the minimum of {:?}",
+                Self::MIN_STALENESS
+            )));
+        }
+        let stream_name = store.stream_name().to_string();
+        let context = store.context().clone();
+        let stream = context
+            .get_stream_no_info(&stream_name)
+            .await
+            .map_err(|e| classify(format!("opening stream {stream_name}"), e))?;
+        // The creation time tells this incarnation of the stream from a later one of the same
+        // name (see `Watch::on_round`).
+        let info = stream
+            .get_info()
+            .await
+            .map_err(|e| classify(format!("reading info of stream {stream_name}"), e))?;
+        let shared = Arc::new(Shared::new(max_staleness));
+        let (watch, first) = Watch::start(
+            stream,
+            context.client(),
+            stream_name.clone(),
+            info.created.unix_timestamp_nanos(),
+            Arc::clone(&shared),
+        )
+        .await?;
+        let cancel = CancellationToken::new();
+        let span = tracing::info_span!("latest_versions", stream = %stream_name);
+        let task = tokio::spawn(watch.run(first, cancel.clone()).instrument(span));
+        Ok(Self {
+            store,
+            shared,
+            cancel,
+            task: Some(task),
+        })
+    }
+
+    /// The latest version of `actor_id` (0 when it has no events), with the guarantee in the
+    /// type's docs: from the view when it was confirmed current within `max_staleness`,
+    /// otherwise from the store (counted in [`fallbacks`](Self::fallbacks)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an actor id the store does not accept; when the read falls
+    /// back, the store's errors ([`Error::Unavailable`] when the server cannot be reached).
+    pub async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
+        validate_actor_id(actor_id)?;
+        if let Some(version) = self.shared.answer(actor_id, Instant::now()) {
+            return Ok(version);
+        }
+        self.shared.fallbacks.fetch_add(1, Ordering::Relaxed);
+        let version = self.store.get_latest_version(actor_id).await?;
+        // Folding the answer in keeps later answers from the map from going below it while
+        // the watch catches up. An unknown actor is not inserted: lookups of ids that do not
+        // exist must not grow the map.
+        if version == 0 {
+            return Ok(self.shared.version(actor_id));
+        }
+        Ok(self.shared.raise(actor_id, version))
+    }
+
+    /// Whether a read starting now would answer from the view: it was confirmed current as of
+    /// a moment no more than `max_staleness` ago.
+    pub fn is_current(&self) -> bool {
+        self.shared.fresh(Instant::now())
+    }
+
+    /// The staleness bound the view was started with.
+    pub fn max_staleness(&self) -> Duration {
+        self.shared.max_staleness
+    }
+
+    /// How many reads went to the store because the view was not confirmed current.
+    pub fn fallbacks(&self) -> u64 {
+        self.shared.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// How many messages on the events subjects the watch skipped because neither their header
+    /// nor their payload gave a version (or their subject names no actor).
+    pub fn malformed_messages(&self) -> u64 {
+        self.shared.malformed.load(Ordering::Relaxed)
+    }
+
+    /// How many actors the view knows.
+    pub fn actors(&self) -> usize {
+        self.shared.versions.len()
+    }
+
+    /// Stops the watch and waits for its task to finish. Dropping the view stops it too,
+    /// without waiting.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    tracing::error!(error = %e, "the latest-versions watch panicked");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for LatestVersions {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
