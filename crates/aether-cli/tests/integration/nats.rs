@@ -683,13 +683,15 @@ authorization {{
         .start()
         .unwrap();
     let url = server.url();
-    let admin = JetStreamEventStore::connect_with_options(
+    let admin = aether_nats::Connection::connect(
         &url,
         async_nats::ConnectOptions::with_user_and_password("admin".into(), "admin".into()),
-        JetStreamConfig::default().namespace("secret"),
     )
     .await
     .unwrap();
+    let admin = JetStreamEventStore::open(&admin, JetStreamConfig::default().namespace("secret"))
+        .await
+        .unwrap();
     write_sample(&admin).await;
     let as_tenant = |rest: &[&str]| {
         let mut all = args(rest);

@@ -57,6 +57,14 @@ pub struct JetStreamConfig {
     /// Group commit: whether concurrent saves of different actors share one atomic batch
     /// (nats-server 2.12+). See [`GroupCommit`].
     pub group_commit: GroupCommit,
+    /// How long a JetStream request (a publish's acknowledgement, a read, a consumer's
+    /// creation) waits for its answer before it fails with `Error::Unavailable`; `None` (the
+    /// default) keeps the client's 5 s. Shorter fails faster when a server hangs; longer
+    /// rides out slow elections.
+    pub request_timeout: Option<Duration>,
+    /// The JetStream domain to use (a leaf node's, say): requests go to `$JS.<domain>.API`
+    /// instead of `$JS.API`. `None` (the default) uses the connected server's own.
+    pub domain: Option<String>,
 }
 
 /// When concurrent saves of different actors are coalesced into one atomic batch, so that one
@@ -125,6 +133,8 @@ impl Default for JetStreamConfig {
             storage: StorageKind::File,
             allow_replication_on_old_servers: false,
             group_commit: GroupCommit::default(),
+            request_timeout: None,
+            domain: None,
         }
     }
 }
@@ -164,6 +174,18 @@ impl JetStreamConfig {
     /// Sets the group commit mode (see [`GroupCommit`]).
     pub fn group_commit(mut self, mode: GroupCommitMode) -> Self {
         self.group_commit.mode = mode;
+        self
+    }
+
+    /// Sets [`request_timeout`](Self::request_timeout).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the JetStream [`domain`](Self::domain).
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
         self
     }
 

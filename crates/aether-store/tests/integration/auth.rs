@@ -32,11 +32,13 @@ async fn store_with(
     client: async_nats::Client,
     namespace: &str,
 ) -> Result<JetStreamEventStore, Error> {
-    let context = async_nats::jetstream::ContextBuilder::new()
-        .timeout(Duration::from_secs(2))
-        .build(client);
-    JetStreamEventStore::from_context(context, JetStreamConfig::default().namespace(namespace))
-        .await
+    JetStreamEventStore::new(
+        client,
+        JetStreamConfig::default()
+            .namespace(namespace)
+            .request_timeout(Duration::from_secs(2)),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -131,12 +133,22 @@ authorization {{
     )
 }
 
-/// The JetStream request timeout of a store opened with `connect_with_options`: an error that
+/// The JetStream request timeout of a store opened with `connect_as`: an error that
 /// comes sooner was not a timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn secret_stream() -> String {
     JetStreamEventStore::stream_name_for(&JetStreamConfig::default().namespace("secret"))
+}
+
+/// Opens a store on its own connection with `options`, as applications with credentials do.
+async fn connect_as(
+    url: &str,
+    options: async_nats::ConnectOptions,
+    config: JetStreamConfig,
+) -> aether_core::Result<JetStreamEventStore> {
+    let connection = aether_nats::Connection::connect(url, options).await?;
+    JetStreamEventStore::open(&connection, config).await
 }
 
 fn as_user(name: &str) -> async_nats::ConnectOptions {
@@ -170,7 +182,7 @@ async fn denied_namespace_cannot_be_read_or_written() {
         .start()
         .unwrap();
     let url = server.url();
-    let secret = JetStreamEventStore::connect_with_options(
+    let secret = connect_as(
         &url,
         as_user("admin"),
         JetStreamConfig::default().namespace("secret"),
@@ -183,7 +195,7 @@ async fn denied_namespace_cannot_be_read_or_written() {
         .unwrap();
 
     // The tenant's own namespace works.
-    let own = JetStreamEventStore::connect_with_options(
+    let own = connect_as(
         &url,
         as_user("tenant"),
         JetStreamConfig::default().namespace("mine"),
@@ -195,7 +207,7 @@ async fn denied_namespace_cannot_be_read_or_written() {
 
     // Opening the denied namespace is refused, as a permission error naming the subject.
     let started = std::time::Instant::now();
-    let err = JetStreamEventStore::connect_with_options(
+    let err = connect_as(
         &url,
         as_user("tenant"),
         JetStreamConfig::default().namespace("secret"),
@@ -205,7 +217,7 @@ async fn denied_namespace_cannot_be_read_or_written() {
     assert_denied(&err, started.elapsed(), "opening the denied namespace");
 
     // A reader may read the namespace, and its writes are refused as permission errors.
-    let reader = JetStreamEventStore::connect_with_options(
+    let reader = connect_as(
         &url,
         as_user("reader"),
         JetStreamConfig::default().namespace("secret"),

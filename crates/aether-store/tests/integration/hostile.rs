@@ -54,10 +54,7 @@ async fn store_on(
     config: JetStreamConfig,
 ) -> Result<JetStreamEventStore, Error> {
     let client = async_nats::connect(server.url()).await.unwrap();
-    let context = async_nats::jetstream::ContextBuilder::new()
-        .timeout(Duration::from_secs(5))
-        .build(client);
-    JetStreamEventStore::from_context(context, config).await
+    JetStreamEventStore::new(client, config.request_timeout(Duration::from_secs(5))).await
 }
 
 #[tokio::test]

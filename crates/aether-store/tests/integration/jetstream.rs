@@ -241,12 +241,22 @@ async fn actor_ids_are_checked_before_reaching_the_server() {
 async fn namespaces_are_isolated() {
     let server = start();
     let client = connect(&server).await;
-    let a = JetStreamEventStore::with_namespace(client.clone(), "EVENTS", "tenant-a")
-        .await
-        .unwrap();
-    let b = JetStreamEventStore::with_namespace(client.clone(), "EVENTS", "tenant b.*>")
-        .await
-        .unwrap();
+    let a = JetStreamEventStore::new(
+        client.clone(),
+        JetStreamConfig::default()
+            .stream_name("EVENTS")
+            .namespace("tenant-a"),
+    )
+    .await
+    .unwrap();
+    let b = JetStreamEventStore::new(
+        client.clone(),
+        JetStreamConfig::default()
+            .stream_name("EVENTS")
+            .namespace("tenant b.*>"),
+    )
+    .await
+    .unwrap();
     let plain = JetStreamEventStore::new(client, JetStreamConfig::default().stream_name("EVENTS"))
         .await
         .unwrap();
@@ -274,9 +284,14 @@ async fn namespaces_are_isolated() {
     assert!(plain.get_events("shared", 0).await.unwrap().is_empty());
 
     // A second store in the same namespace shares the stream.
-    let a2 = JetStreamEventStore::with_namespace(connect(&server).await, "EVENTS", "tenant-a")
-        .await
-        .unwrap();
+    let a2 = JetStreamEventStore::new(
+        connect(&server).await,
+        JetStreamConfig::default()
+            .stream_name("EVENTS")
+            .namespace("tenant-a"),
+    )
+    .await
+    .unwrap();
     assert_eq!(a2.get_latest_version("shared").await.unwrap(), 2);
 }
 
@@ -332,4 +347,24 @@ async fn the_stream_is_immutable_and_retained_by_age() {
     assert_eq!(c.max_age, Duration::ZERO, "no age limit");
     assert_eq!(c.num_replicas, 1);
     assert_eq!(c.storage, StorageType::Memory);
+}
+
+/// The domain setting reaches the requests: a domain no server serves gets a typed error (a
+/// store that ignored it would open on the server's own domain).
+#[tokio::test]
+async fn a_domain_nobody_serves_is_a_typed_error() {
+    let server = start();
+    let client = connect(&server).await;
+    let config = JetStreamConfig::default()
+        .domain("elsewhere")
+        .request_timeout(std::time::Duration::from_secs(1));
+    let err = JetStreamEventStore::new(client, config).await.unwrap_err();
+    assert!(
+        matches!(err, aether_core::Error::Unavailable { .. }),
+        "expected Unavailable, got {err:?}"
+    );
+    // The same settings without the domain open the store on the server's own.
+    let client = connect(&server).await;
+    let config = JetStreamConfig::default().request_timeout(std::time::Duration::from_secs(1));
+    JetStreamEventStore::new(client, config).await.unwrap();
 }

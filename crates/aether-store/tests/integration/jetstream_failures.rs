@@ -20,12 +20,12 @@ async fn restart_keeps_history(mut server: NatsServer, crash: bool) {
     let client = async_nats::connect(server.url()).await.unwrap();
     // A short request timeout keeps the test fast: the client only notices the restart when a
     // request goes unanswered, and the store retries that.
-    let context = async_nats::jetstream::ContextBuilder::new()
-        .timeout(Duration::from_secs(1))
-        .build(client);
-    let store = JetStreamEventStore::from_context(context, JetStreamConfig::default())
-        .await
-        .unwrap();
+    let store = JetStreamEventStore::new(
+        client,
+        JetStreamConfig::default().request_timeout(Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
     for v in 1..=5 {
         store.save_event(&ev("a", v)).await.unwrap();
     }
@@ -137,12 +137,12 @@ async fn a_missing_stream_is_not_found() {
     let server = NatsServer::start().unwrap();
     let client = async_nats::connect(server.url()).await.unwrap();
     // Servers before 2.10 let a direct get on a deleted stream time out; keep that short.
-    let context = async_nats::jetstream::ContextBuilder::new()
-        .timeout(Duration::from_secs(1))
-        .build(client.clone());
-    let store = JetStreamEventStore::from_context(context, JetStreamConfig::default())
-        .await
-        .unwrap();
+    let store = JetStreamEventStore::new(
+        client.clone(),
+        JetStreamConfig::default().request_timeout(Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
     store.save_event(&ev("a", 1)).await.unwrap();
     let js = async_nats::jetstream::new(client);
     js.delete_stream(store.stream_name()).await.unwrap();
@@ -169,12 +169,12 @@ async fn an_unreachable_server_gives_unavailable() {
     let mut server = NatsServer::start().unwrap();
     let url = server.url();
     let client = async_nats::connect(&url).await.unwrap();
-    let context = async_nats::jetstream::ContextBuilder::new()
-        .timeout(Duration::from_millis(500))
-        .build(client);
-    let store = JetStreamEventStore::from_context(context, JetStreamConfig::default())
-        .await
-        .unwrap();
+    let store = JetStreamEventStore::new(
+        client,
+        JetStreamConfig::default().request_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
     store.save_event(&ev("a", 1)).await.unwrap();
     server.kill().unwrap();
 
@@ -196,13 +196,13 @@ async fn an_unreachable_server_gives_unavailable() {
 async fn a_save_that_went_unanswered_is_stored_at_most_once() {
     let mut server = NatsServer::start().unwrap();
     let client = async_nats::connect(server.url()).await.unwrap();
-    let context = async_nats::jetstream::ContextBuilder::new()
-        .timeout(Duration::from_millis(300))
-        .build(client);
     let store = std::sync::Arc::new(
-        JetStreamEventStore::from_context(context, JetStreamConfig::default())
-            .await
-            .unwrap(),
+        JetStreamEventStore::new(
+            client,
+            JetStreamConfig::default().request_timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap(),
     );
     store.save_event(&ev("a", 1)).await.unwrap();
 
@@ -399,12 +399,12 @@ async fn a_full_filesystem_fails_saves_as_unavailable_and_loses_nothing_acknowle
     server.start_again().unwrap();
 
     let client = async_nats::connect(server.url()).await.unwrap();
-    let context = async_nats::jetstream::ContextBuilder::new()
-        .timeout(Duration::from_millis(500))
-        .build(client);
-    let store = JetStreamEventStore::from_context(context, JetStreamConfig::default())
-        .await
-        .unwrap();
+    let store = JetStreamEventStore::new(
+        client,
+        JetStreamConfig::default().request_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
     let event = |v: u64| Event::new("Filled", "full", v).with_field("pad", "y".repeat(2048));
     let mut acked = 0u64;
     let (unanswered, refusal) = loop {

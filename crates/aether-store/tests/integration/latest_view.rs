@@ -31,13 +31,13 @@ async fn open(server: &NatsServer) -> Arc<JetStreamEventStore> {
     let client = async_nats::connect(server.url())
         .await
         .expect("connect to the test server");
-    let context = async_nats::jetstream::ContextBuilder::new()
-        .timeout(Duration::from_secs(1))
-        .build(client);
     Arc::new(
-        JetStreamEventStore::from_context(context, JetStreamConfig::default())
-            .await
-            .expect("open the store"),
+        JetStreamEventStore::new(
+            client,
+            JetStreamConfig::default().request_timeout(Duration::from_secs(1)),
+        )
+        .await
+        .expect("open the store"),
     )
 }
 

@@ -611,13 +611,15 @@ async fn an_unanswered_commit_is_stored_at_most_once() {
         return;
     }
     let client = async_nats::connect(server.url()).await.unwrap();
-    let context = async_nats::jetstream::ContextBuilder::new()
-        .timeout(Duration::from_millis(300))
-        .build(client);
     let store = Arc::new(
-        JetStreamEventStore::from_context(context, JetStreamConfig::default().namespace("lost"))
-            .await
-            .unwrap(),
+        JetStreamEventStore::new(
+            client,
+            JetStreamConfig::default()
+                .namespace("lost")
+                .request_timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap(),
     );
     store.commit(&transfer("a", 0, "b", 0, 1)).await.unwrap();
     // The server stalls while the commit is in flight, and stays stalled until the commit has

@@ -175,39 +175,33 @@ impl fmt::Debug for JetStreamEventStore {
 }
 
 impl JetStreamEventStore {
-    /// Opens the store on `client`, creating the stream if it is missing and attaching to it if
-    /// it exists.
+    /// Opens the store on a bare `client`, creating the stream if it is missing and attaching
+    /// to it if it exists.
+    ///
+    /// Prefer [`open`](Self::open) on a [`Connection`]: a bare client does not report the
+    /// server's permission refusals, so an operation the server refuses fails as a timeout
+    /// ([`Error::Unavailable`]) instead of [`Error::PermissionDenied`]. Use this with a client
+    /// you set up yourself and watch it with
+    /// [`with_permission_watch`](Self::with_permission_watch).
     ///
     /// # Errors
     /// [`Error::Unavailable`] when JetStream does not answer, [`Error::InvalidInput`] when a
     /// stream of that name exists but captures other subjects, other backend errors as typed
     /// variants.
     pub async fn new(client: async_nats::Client, config: JetStreamConfig) -> Result<Self> {
-        Self::from_context(async_nats::jetstream::new(client), config).await
+        let builder = async_nats::jetstream::ContextBuilder::new();
+        let builder = match config.request_timeout {
+            Some(timeout) => builder.timeout(timeout),
+            None => builder,
+        };
+        let context = match &config.domain {
+            Some(domain) => builder.domain(domain.clone()).build(client),
+            None => builder.build(client),
+        };
+        Self::from_context(context, config).await
     }
 
-    /// Opens the store with a namespace: the stream is `<namespace>_<stream_name>` (sanitised),
-    /// and stores in other namespaces cannot see its events.
-    ///
-    /// # Errors
-    /// As [`new`](Self::new).
-    pub async fn with_namespace(
-        client: async_nats::Client,
-        stream_name: &str,
-        namespace: &str,
-    ) -> Result<Self> {
-        let config = JetStreamConfig::default()
-            .stream_name(stream_name)
-            .namespace(namespace);
-        Self::new(client, config).await
-    }
-
-    /// Opens the store on an existing JetStream context (to reuse its timeout, domain or API
-    /// prefix).
-    ///
-    /// # Errors
-    /// As [`new`](Self::new).
-    pub async fn from_context(context: Context, config: JetStreamConfig) -> Result<Self> {
+    async fn from_context(context: Context, config: JetStreamConfig) -> Result<Self> {
         if config.stream_name.is_empty() {
             return Err(Error::invalid("the stream name must not be empty"));
         }
@@ -277,40 +271,39 @@ impl JetStreamEventStore {
         })
     }
 
-    /// Connects to `url` and opens the store.
+    /// Connects to `url` and opens the store: the quick start. For credentials, TLS or a
+    /// connection shared with a bus, connect with
+    /// [`Connection::connect`](aether_nats::Connection::connect) and use [`open`](Self::open).
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when the server cannot be reached; otherwise as [`new`](Self::new).
+    /// [`Error::Unavailable`] when the server cannot be reached; otherwise as
+    /// [`open`](Self::open).
     pub async fn connect(url: &str, config: JetStreamConfig) -> Result<Self> {
-        Self::connect_with_options(url, async_nats::ConnectOptions::new(), config).await
-    }
-
-    /// Like [`connect`](Self::connect) with your own connect options (credentials, TLS,
-    /// reconnect policy...).
-    ///
-    /// The connection's [`ConnectionMonitor`](aether_nats::ConnectionMonitor) is installed as
-    /// its event callback (replacing any set in `options`), so that an operation the server's
-    /// permissions refuse fails with [`Error::PermissionDenied`] naming the refused subject,
-    /// rather than as a timeout.
-    ///
-    /// # Errors
-    /// [`Error::PermissionDenied`] when the server refuses the credentials or the user may not
-    /// use the stream; otherwise as [`connect`](Self::connect).
-    pub async fn connect_with_options(
-        url: &str,
-        options: async_nats::ConnectOptions,
-        config: JetStreamConfig,
-    ) -> Result<Self> {
-        let connection = Connection::connect(url, options).await?;
+        let connection = Connection::connect(url, async_nats::ConnectOptions::new()).await?;
         Self::open(&connection, config).await
     }
 
-    /// Opens the store on a [`Connection`] (shared, for example, with a bus), watching the
-    /// connection's permission violations as [`with_permission_watch`](Self::with_permission_watch)
-    /// does.
+    /// Opens the store on a [`Connection`] (shared, for example, with a bus), creating the
+    /// stream if it is missing and attaching to it if it exists, and watching the connection's
+    /// permission violations as [`with_permission_watch`](Self::with_permission_watch) does:
+    /// the way to open a store in production.
+    ///
+    /// ```no_run
+    /// # async fn run() -> aether_core::Result<()> {
+    /// use aether_nats::{async_nats::ConnectOptions, Connection};
+    /// use aether_store::{JetStreamConfig, JetStreamEventStore};
+    ///
+    /// let options = ConnectOptions::new().user_and_password("orders".into(), "secret".into());
+    /// let connection = Connection::connect("nats://127.0.0.1:4222", options).await?;
+    /// let store = JetStreamEventStore::open(&connection, JetStreamConfig::default()).await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
-    /// As [`connect_with_options`](Self::connect_with_options).
+    /// [`Error::PermissionDenied`] when the user may not use the stream; otherwise as
+    /// [`new`](Self::new).
     pub async fn open(connection: &Connection, config: JetStreamConfig) -> Result<Self> {
         let stream_name = setup::stream_name_for(&config);
         let watch = connection.permissions().clone();
@@ -331,8 +324,7 @@ impl JetStreamEventStore {
     /// reporting [`Error::Unavailable`]. NATS reports violations only to the event callback given at
     /// connect time, so `watch` must be that of a monitor installed on this store's client
     /// ([`ConnectionMonitor::install`](aether_nats::ConnectionMonitor::install));
-    /// [`connect`](Self::connect), [`connect_with_options`](Self::connect_with_options) and
-    /// [`open`](Self::open) do this themselves.
+    /// [`connect`](Self::connect) and [`open`](Self::open) do this themselves.
     pub fn with_permission_watch(mut self, watch: PermissionWatch) -> Self {
         self.permissions = Some(watch);
         self

@@ -458,10 +458,9 @@ pub(crate) async fn open_store(
 ) -> JetStreamEventStore {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let context = async_nats::jetstream::ContextBuilder::new()
-            .timeout(timeout)
-            .build(client.clone());
-        match JetStreamEventStore::from_context(context, config.clone()).await {
+        match JetStreamEventStore::new(client.clone(), config.clone().request_timeout(timeout))
+            .await
+        {
             Ok(s) => return s,
             // A fresh cluster may not place a replicated stream yet: any error is retried.
             Err(_) if Instant::now() < deadline => {
