@@ -336,14 +336,14 @@ async fn bus_requires_and_checks_credentials() {
         ),
     ] {
         let url = server.url();
-        let bus = NatsEventBus::connect_with_options(&url, good, NatsBusConfig::default())
+        let bus = crate::nats_support::connect_with(&url, good, NatsBusConfig::default())
             .await
             .unwrap();
         let mut sub = bus.subscribe(NS).await.unwrap();
         bus.publish(NS, &Event::new("T", "a", 1)).await.unwrap();
         assert!(matches!(sub.recv().await, Some(Delivery::Event(_))));
         for options in [bad, async_nats::ConnectOptions::new()] {
-            let err = NatsEventBus::connect_with_options(&url, options, NatsBusConfig::default())
+            let err = crate::nats_support::connect_with(&url, options, NatsBusConfig::default())
                 .await
                 .unwrap_err();
             assert!(chain(&err).contains("authorization"), "{err:?}");
@@ -370,14 +370,14 @@ authorization {
 "#;
     let server = NatsServer::builder().extra_config(config).start().unwrap();
     let url = server.url();
-    let admin = NatsEventBus::connect_with_options(
+    let admin = crate::nats_support::connect_with(
         &url,
         async_nats::ConnectOptions::with_user_and_password("admin".into(), "admin".into()),
         NatsBusConfig::default(),
     )
     .await
     .unwrap();
-    let tenant = NatsEventBus::connect_with_options(
+    let tenant = crate::nats_support::connect_with(
         &url,
         async_nats::ConnectOptions::with_user_and_password("tenant".into(), "tenant".into()),
         NatsBusConfig::default(),

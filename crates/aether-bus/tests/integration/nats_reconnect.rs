@@ -80,7 +80,7 @@ async fn subscriptions_survive_a_server_restart() {
     // then certainly reach no subscriber of `b`, and must come out as lag. (Left to the race
     // between the two clients' reconnects, `b` is usually back first and nothing is lost.)
     let proxy = TcpProxy::start(server.port()).expect("a proxy to the server");
-    let b = NatsEventBus::connect_with_options(
+    let b = crate::nats_support::connect_with(
         &proxy.nats_url(),
         async_nats::ConnectOptions::new().ignore_discovered_servers(),
         NatsBusConfig::default(),

@@ -45,3 +45,14 @@ pub(crate) async fn server_subscriptions(server: &NatsServer) -> u64 {
         .as_u64()
         .expect("subscriptions in /varz")
 }
+
+/// Opens a bus on a connection of its own made with `options` (credentials, say), as
+/// applications do.
+pub(crate) async fn connect_with(
+    url: &str,
+    options: async_nats::ConnectOptions,
+    config: aether_bus::NatsBusConfig,
+) -> aether_core::Result<aether_bus::NatsEventBus> {
+    let connection = aether_nats::Connection::connect(url, options).await?;
+    aether_bus::NatsEventBus::open(&connection, config).await
+}

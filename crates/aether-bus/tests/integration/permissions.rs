@@ -34,7 +34,7 @@ fn server() -> NatsServer {
 }
 
 async fn bus_as(server: &NatsServer, user: &str, config: NatsBusConfig) -> NatsEventBus {
-    NatsEventBus::connect_with_options(
+    crate::nats_support::connect_with(
         &server.url(),
         async_nats::ConnectOptions::with_user_and_password(user.into(), user.into()),
         config.request_timeout(REQUEST_TIMEOUT),

@@ -242,7 +242,10 @@ impl NatsEventBus {
     }
 
     /// Connects to `url` and builds a bus, with a [`ConnectionMonitor`] installed and the
-    /// client's per-subscription buffer set from [`NatsBusConfig::subscription_capacity`].
+    /// client's per-subscription buffer set from [`NatsBusConfig::subscription_capacity`]:
+    /// the quick start. For credentials, TLS or a connection shared with an event store,
+    /// connect with [`Connection::connect`] (set the options' `subscription_capacity` there)
+    /// and use [`open`](Self::open).
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the server cannot be reached;
@@ -253,19 +256,6 @@ impl NatsEventBus {
                 .subscription_capacity
                 .unwrap_or(DEFAULT_SUBSCRIPTION_CAPACITY),
         );
-        Self::connect_with_options(url, options, config).await
-    }
-
-    /// Like [`connect`](Self::connect) with your own connect options (credentials, TLS,
-    /// reconnect policy...). The monitor's event callback replaces any set in `options`.
-    ///
-    /// # Errors
-    /// As [`connect`](Self::connect).
-    pub async fn connect_with_options(
-        url: &str,
-        options: ConnectOptions,
-        config: NatsBusConfig,
-    ) -> Result<Self> {
         let connection = Connection::connect(url, options).await?;
         Self::open(&connection, config).await
     }
