@@ -2,7 +2,7 @@
 //!
 //! - [`InMemoryEventStore`]: thread-safe, embedded, the default; for tests, single-process
 //!   applications and as the reference behaviour every store must match.
-//! - `JetStreamEventStore` (feature `jetstream`): durable, on NATS JetStream, correct with any
+//! - `JetStreamEventStore` (feature `nats`): durable, on NATS JetStream, correct with any
 //!   number of writers on any number of machines.
 //!
 //! Both implement the append-only traits of `aether-core`: [`EventStore`](aether_core::EventStore),
@@ -13,7 +13,7 @@
 //! # Layout
 //! - `memory`: [`InMemoryEventStore`].
 //! - `notify`: [`Notify`], `EventStored` notifications around any store.
-//! - `jetstream` (feature `jetstream`): `JetStreamEventStore`, the actor-id subject codec, the
+//! - `jetstream` (feature `nats`): `JetStreamEventStore`, the actor-id subject codec, the
 //!   stream setup and the stored-message codec.
 //!
 //! # Example
@@ -44,20 +44,20 @@ mod notify;
 pub use memory::InMemoryEventStore;
 pub use notify::Notify;
 
-#[cfg(feature = "jetstream")]
+#[cfg(feature = "nats")]
 mod jetstream;
 /// The NATS client the JetStream store's API takes, re-exported so that applications use the
 /// same version.
-#[cfg(feature = "jetstream")]
+#[cfg(feature = "nats")]
 pub use aether_nats::async_nats;
 /// The NATS layer's connection, permission watch, storage kind and actor-id codec, re-exported
 /// because the JetStream store's API uses them.
-#[cfg(feature = "jetstream")]
+#[cfg(feature = "nats")]
 pub use aether_nats::{
     decode_actor_id, encode_actor_id, sanitize_stream_name, Connection, PermissionWatch,
     StorageKind, MAX_ACTOR_ID_BYTES,
 };
-#[cfg(feature = "jetstream")]
+#[cfg(feature = "nats")]
 pub use jetstream::{
     GroupCommit, GroupCommitMode, GroupCommitStats, JetStreamConfig, JetStreamEventStore,
     LatestVersions, DEFAULT_STREAM_NAME, MAX_TRANSACTION_EVENTS,

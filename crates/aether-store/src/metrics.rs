@@ -45,7 +45,7 @@ pub(crate) fn saved<T>(store: &'static str, events: usize, result: &Result<T>) {
 
 /// Runs `op` and records it (see [`record`]). Only the JetStream store's operations are
 /// futures worth timing this way; the in-memory store records its own.
-#[cfg(feature = "jetstream")]
+#[cfg(feature = "nats")]
 pub(crate) async fn timed<T>(
     store: &'static str,
     name: &'static str,

@@ -1,4 +1,4 @@
-//! The JetStream event store (feature `jetstream`).
+//! The JetStream event store (feature `nats`).
 //!
 //! # Layout
 //! - [`JetStreamEventStore`] (`store`): the store and its read and write paths.

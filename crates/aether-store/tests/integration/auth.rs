@@ -1,7 +1,7 @@
 //! Servers that require credentials: the JetStream store connects with the right ones,
 //! fail clearly with wrong ones, and a user whose permissions deny a namespace's subjects can
 //! neither read nor write that namespace through Aether.
-#![cfg(feature = "jetstream")]
+#![cfg(feature = "nats")]
 
 use std::time::Duration;
 

@@ -40,7 +40,7 @@ mod notifying {
     }
 }
 
-#[cfg(feature = "jetstream")]
+#[cfg(feature = "nats")]
 mod jetstream {
     use std::future::Future;
 

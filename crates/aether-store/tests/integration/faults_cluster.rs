@@ -3,7 +3,7 @@
 //! restarted, and the leader is frozen for longer than an election takes. Afterwards every
 //! acknowledged event is present exactly once (saved alone or in group commits), versions never repeat, every failure was typed
 //! as retryable, and a replay through each server alone is complete.
-#![cfg(feature = "jetstream")]
+#![cfg(feature = "nats")]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

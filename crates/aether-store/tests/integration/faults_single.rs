@@ -1,7 +1,7 @@
 //! One JetStream server killed with SIGKILL while writers append: every acknowledged event
 //! survives exactly once, versions never repeat, and saves during the outage fail with a typed,
 //! retryable error rather than a wrong success; with group commit on as well.
-#![cfg(feature = "jetstream")]
+#![cfg(feature = "nats")]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! (nats-server 2.12+). Every save keeps its own server-enforced check: a stale save in a group
 //! fails alone while the others are stored; a lone writer's saves never wait for a group;
 //! servers before 2.12 never group.
-#![cfg(feature = "jetstream")]
+#![cfg(feature = "nats")]
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! versions, oversized payloads, and malformed bytes in the stream. Each input either works
 //! safely (round-trips and stays with its own actor or namespace) or is refused with a typed
 //! error; no input panics a decoder or reaches another actor's data.
-#![cfg(feature = "jetstream")]
+#![cfg(feature = "nats")]
 
 use std::collections::HashSet;
 use std::time::Duration;

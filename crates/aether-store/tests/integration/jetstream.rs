@@ -2,7 +2,7 @@
 //! own): its version cache, long histories it did not write, malformed messages, namespaces,
 //! the stream's settings and the limits of its subjects. The behaviour every store shares is
 //! checked by the contract suites (`contract.rs`).
-#![cfg(feature = "jetstream")]
+#![cfg(feature = "nats")]
 
 use std::time::Duration;
 

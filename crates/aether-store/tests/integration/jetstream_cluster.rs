@@ -1,5 +1,5 @@
 //! The JetStream store on a three-node cluster with a replicated stream.
-#![cfg(feature = "jetstream")]
+#![cfg(feature = "nats")]
 
 use std::time::{Duration, Instant};
 

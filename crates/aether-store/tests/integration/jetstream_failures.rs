@@ -1,6 +1,6 @@
 //! The JetStream store when things go wrong: restarts, crashes, oversized payloads, missing
 //! streams, unreachable servers.
-#![cfg(feature = "jetstream")]
+#![cfg(feature = "nats")]
 
 use std::time::Duration;
 

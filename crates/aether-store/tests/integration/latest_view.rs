@@ -5,7 +5,7 @@
 //!
 //! Distributed steps are awaited by polling against generous deadlines; the only timed waits
 //! are for the bound itself, after which the guarantee must hold whatever the machine's load.
-#![cfg(feature = "jetstream")]
+#![cfg(feature = "nats")]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,7 +2,7 @@
 //! position while writers save single events, batches and transactions sees every event
 //! exactly once, in an order that keeps each actor's versions, with no gap at the point where
 //! catching up turns into following live writes.
-#![cfg(feature = "jetstream")]
+#![cfg(feature = "nats")]
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;

@@ -22,22 +22,22 @@ mod memory;
 mod notify;
 
 mod auth;
-#[cfg(feature = "jetstream")]
+#[cfg(feature = "nats")]
 mod faults_cluster;
-#[cfg(feature = "jetstream")]
+#[cfg(feature = "nats")]
 mod faults_single;
-#[cfg(feature = "jetstream")]
+#[cfg(feature = "nats")]
 mod faults_support;
-#[cfg(feature = "jetstream")]
+#[cfg(feature = "nats")]
 mod group_commit;
 mod hostile;
 mod jetstream;
 mod jetstream_cluster;
 mod jetstream_failures;
-#[cfg(feature = "jetstream")]
+#[cfg(feature = "nats")]
 mod latest_view;
 mod log;
-#[cfg(feature = "jetstream")]
+#[cfg(feature = "nats")]
 mod partitions;
 mod soak;
 mod transactions;

@@ -57,7 +57,7 @@ async fn in_memory_store_notifies_after_success_only_and_in_order() {
     notifies_after_success_only_and_in_order(InMemoryEventStore::new()).await;
 }
 
-#[cfg(feature = "jetstream")]
+#[cfg(feature = "nats")]
 #[tokio::test]
 async fn jetstream_store_notifies_after_success_only_and_in_order() {
     let server = crate::jetstream::start();

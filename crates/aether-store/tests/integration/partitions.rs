@@ -23,7 +23,7 @@
 //!
 //! Before 2.11 the store refuses replicated streams (see `faults_cluster`): each test then
 //! checks the refusal and returns.
-#![cfg(feature = "jetstream")]
+#![cfg(feature = "nats")]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};

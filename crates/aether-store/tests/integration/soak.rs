@@ -6,7 +6,7 @@
 //! (which sets `AETHER_SOAK=1` and passes `--ignored`). `AETHER_SOAK_SECS` sets the writing time
 //! (default 40 s, at most 100; checking every event afterwards takes about as long again on a
 //! fast server).
-#![cfg(feature = "jetstream")]
+#![cfg(feature = "nats")]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
