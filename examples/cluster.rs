@@ -20,7 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aether_actor::CommandError;
 use aether_cluster::{Actors, ClusterConfig, ClusterNode, ShardConfig};
 use aether_examples::bank::{Bank, BankCommand, BankError};
-use aether_store::{JetStreamConfig, JetStreamEventStore, StorageKind};
+use aether_nats::StorageKind;
+use aether_store::{JetStreamConfig, JetStreamEventStore};
 
 type BoxError = Box<dyn StdError>;
 

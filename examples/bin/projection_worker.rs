@@ -19,9 +19,10 @@ use std::time::Duration;
 use aether_actor::{Actor, EventCodec};
 use aether_examples::bank::{Bank, BankEvent};
 use aether_examples::read_model::SqlBalances;
+use aether_nats::StorageKind;
 use aether_projection::{
     InMemoryProjectionStore, NatsProjectionStore, Projection, ProjectionConfig, ProjectionWorker,
-    StorageKind, WorkerConfig, DEFAULT_PROJECTION_BUCKET,
+    WorkerConfig, DEFAULT_PROJECTION_BUCKET,
 };
 use aether_store::{JetStreamConfig, JetStreamEventStore};
 use tokio_util::sync::CancellationToken;
@@ -41,7 +42,7 @@ async fn main() -> Result<(), BoxError> {
         }
         _ => return Err(USAGE.into()),
     };
-    let client = aether_store::async_nats::connect(url.as_str()).await?;
+    let client = aether_nats::async_nats::connect(url.as_str()).await?;
     let store = Arc::new(
         JetStreamEventStore::new(
             client.clone(),

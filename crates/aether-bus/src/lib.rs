@@ -33,17 +33,6 @@ pub use nats::{
     DEFAULT_SUBSCRIPTION_CAPACITY, DENIED_PUBLISH_MEMORY, HEADER_PUBLISHER, HEADER_SEQUENCE,
 };
 
-/// The NATS client the bus's API takes, re-exported so that applications use the same version.
-#[cfg(feature = "nats")]
-pub use aether_nats::async_nats;
-/// The NATS layer's connection, its monitor and permission watch, the storage kind and the
-/// namespace <-> subject codec, re-exported because the bus's API uses them.
-#[cfg(feature = "nats")]
-pub use aether_nats::{
-    decode_namespace, namespace_subject, pattern_subject, validate_prefix, Connection,
-    ConnectionMonitor, Operation, PermissionViolation, PermissionWatch, StorageKind,
-};
-
 /// The per-subscription bookkeeping of incoming messages, reachable only with the `fuzzing`
 /// feature so that the fuzz targets can drive it with arbitrary headers. Not part of the
 /// supported API.

@@ -82,9 +82,6 @@ mod runner;
 mod store;
 mod worker;
 
-/// Where a [`NatsProjectionStore`]'s bucket keeps its data (re-exported from `aether-nats`).
-#[cfg(feature = "nats")]
-pub use aether_nats::StorageKind;
 pub use runner::{
     lag, CatchUpReport, Handler, OnFailure, Order, Park, Projected, Projection, ProjectionConfig,
     ProjectionStatus, SinkPosition,

@@ -46,17 +46,6 @@ pub use notify::Notify;
 
 #[cfg(feature = "nats")]
 mod jetstream;
-/// The NATS client the JetStream store's API takes, re-exported so that applications use the
-/// same version.
-#[cfg(feature = "nats")]
-pub use aether_nats::async_nats;
-/// The NATS layer's connection, permission watch, storage kind and actor-id codec, re-exported
-/// because the JetStream store's API uses them.
-#[cfg(feature = "nats")]
-pub use aether_nats::{
-    decode_actor_id, encode_actor_id, sanitize_stream_name, Connection, PermissionWatch,
-    StorageKind, MAX_ACTOR_ID_BYTES,
-};
 #[cfg(feature = "nats")]
 pub use jetstream::{
     GroupCommit, GroupCommitMode, GroupCommitStats, JetStreamConfig, JetStreamEventStore,

@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use aether_core::Backoff;
 use aether_core::{
     validate_pattern, Error, Event, Result, SubscriptionFilter, DEFAULT_SUBSCRIPTION_BUFFER,
 };
 use aether_nats::{
-    decode_namespace, pattern_subject, Backoff, ConsumerSpec, JsSubject, Operation,
-    PermissionWatch, StartAt,
+    decode_namespace, pattern_subject, ConsumerSpec, JsSubject, Operation, PermissionWatch, StartAt,
 };
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;

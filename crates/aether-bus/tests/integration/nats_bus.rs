@@ -9,8 +9,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::nats_support::*;
-use aether_bus::{Connection, ConnectionMonitor, NatsBusConfig, NatsEventBus};
+use aether_bus::{NatsBusConfig, NatsEventBus};
 use aether_core::{Delivery, Error, Event, EventBroadcaster, SubscribeOptions};
+use aether_nats::{Connection, ConnectionMonitor};
 use aether_testkit::contract::{broadcaster, BusBackend, BusCounts};
 use aether_testkit::NatsServer;
 

@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use crate::nats_support::{next_event, DEADLINE};
-use aether_bus::{BusStreamConfig, NatsBusConfig, NatsEventBus, Operation, StartFrom};
+use aether_bus::{BusStreamConfig, NatsBusConfig, NatsEventBus, StartFrom};
 use aether_core::{Error, Event, EventBroadcaster, SubscriptionFilter};
+use aether_nats::Operation;
 use aether_testkit::NatsServer;
 
 /// `tenant` may not publish or subscribe to the namespace `secret` (and below) on the default
@@ -45,7 +46,7 @@ async fn bus_as(server: &NatsServer, user: &str, config: NatsBusConfig) -> NatsE
 
 fn streamed() -> NatsBusConfig {
     NatsBusConfig::default()
-        .jetstream(BusStreamConfig::default().storage(aether_bus::StorageKind::Memory))
+        .jetstream(BusStreamConfig::default().storage(aether_nats::StorageKind::Memory))
 }
 
 /// The error and its sources, as one string.

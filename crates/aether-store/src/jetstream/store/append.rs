@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aether_core::Backoff;
 use aether_core::{Error, Event, Result};
-use aether_nats::{validate_actor_id as check_actor_id, Backoff};
+use aether_nats::validate_actor_id as check_actor_id;
 
 use super::super::codec;
 use super::group::{GroupOutcome, GroupSave};

@@ -2,8 +2,9 @@
 //! (sequence, version) it holds, and telling a missing stream from one that is only
 //! leaderless. Saves and snapshots start from here, so it is shared by both.
 
+use aether_core::Backoff;
 use aether_core::{Error, Result};
-use aether_nats::{classify, classify_api, Backoff};
+use aether_nats::{classify, classify_api};
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
 use async_nats::jetstream::ErrorCode;

@@ -5,8 +5,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use aether_core::Backoff;
 use aether_core::{Error, ReplayResult, Result};
-use aether_nats::{classify, validate_actor_id as check_actor_id, Backoff, ConsumerSpec, StartAt};
+use aether_nats::{classify, validate_actor_id as check_actor_id, ConsumerSpec, StartAt};
 use futures::StreamExt;
 
 use super::super::codec;

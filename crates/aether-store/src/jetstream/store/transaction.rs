@@ -5,8 +5,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use aether_core::Backoff;
 use aether_core::{Error, Result, Transaction, TransactionConflictError, VersionConflictError};
-use aether_nats::{validate_actor_id as check_actor_id, Backoff};
+use aether_nats::validate_actor_id as check_actor_id;
 use async_nats::header::HeaderMap;
 use bytes::Bytes;
 
