@@ -4,8 +4,6 @@ use std::time::{Duration, SystemTime};
 
 use aether_nats::StorageKind;
 
-use super::WireFormat;
-
 /// Default subject prefix: events of namespace `orders` travel on `aether.events.orders`.
 pub const DEFAULT_SUBJECT_PREFIX: &str = "aether.events";
 
@@ -174,4 +172,20 @@ pub enum StartFrom {
     Time(SystemTime),
     /// Only events stored after the subscription was made.
     New,
+}
+
+/// Which form of the wire format a [`NatsEventBus`](super::NatsEventBus) writes. Both are
+/// always read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireFormat {
+    /// One buffer: a binary prefix with the origin, then the event's JSON. The fastest;
+    /// readable by buses of this version and later.
+    #[default]
+    Framed,
+    /// The event's JSON with the origin in the `Aether-Publisher` and `Aether-Seq` headers:
+    /// what earlier versions write and read. Use it while buses of an earlier version still
+    /// subscribe (a rolling upgrade), or when programs outside Aether read the bus's subjects
+    /// and expect plain JSON.
+    Headers,
 }

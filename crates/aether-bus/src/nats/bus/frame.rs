@@ -1,7 +1,7 @@
 //! The bus's wire format: how an event and its origin (publisher id and per-namespace sequence
 //! number, for echo suppression and gap detection) travel in one NATS message.
 //!
-//! Two forms are read; [`WireFormat`] chooses which one is written:
+//! Two forms are read; [`WireFormat`](crate::WireFormat) chooses which one is written:
 //!
 //! - **Framed** (the default): no headers; the payload is a fixed binary prefix followed by
 //!   the event's JSON:
@@ -38,22 +38,6 @@ pub(crate) const MARKER: u8 = 0xAE;
 pub(crate) const VERSION: u8 = 1;
 /// Longest publisher id a frame can carry (its length is one byte).
 pub(crate) const MAX_PUBLISHER_LEN: usize = u8::MAX as usize;
-
-/// Which form of the wire format a [`NatsEventBus`](super::NatsEventBus) writes. Both are
-/// always read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WireFormat {
-    /// One buffer: a binary prefix with the origin, then the event's JSON. The fastest;
-    /// readable by buses of this version and later.
-    #[default]
-    Framed,
-    /// The event's JSON with the origin in the `Aether-Publisher` and `Aether-Seq` headers:
-    /// what earlier versions write and read. Use it while buses of an earlier version still
-    /// subscribe (a rolling upgrade), or when programs outside Aether read the bus's subjects
-    /// and expect plain JSON.
-    Headers,
-}
 
 /// Where a message came from: the publishing bus and its sequence number in the namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

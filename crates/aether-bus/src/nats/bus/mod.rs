@@ -38,18 +38,17 @@ mod subscribe;
 #[cfg(feature = "fuzzing")]
 pub(crate) use frame::encode as encode_frame;
 pub(crate) use frame::parse as parse_message;
-pub use frame::WireFormat;
 use gaps::GapTracker as Gaps;
 #[cfg(feature = "fuzzing")]
 pub(crate) use gaps::{GapTracker, MAX_TRACKED_SOURCES};
 use subscribe::{forward, watch_refusals, NamespaceCache, NatsSource, Refusals, Wants};
 
 /// Header naming the bus instance that published a message, in the
-/// [`WireFormat::Headers`] form.
+/// [`WireFormat::Headers`](crate::WireFormat::Headers) form.
 pub const HEADER_PUBLISHER: &str = "Aether-Publisher";
 /// Header carrying the publisher's sequence number within the message's namespace
 /// (1, 2, 3, ... per publisher and namespace), used to detect lost messages, in the
-/// [`WireFormat::Headers`] form.
+/// [`WireFormat::Headers`](crate::WireFormat::Headers) form.
 pub const HEADER_SEQUENCE: &str = "Aether-Seq";
 
 /// How long a publish refusal reported by the server makes further publishes to the same
@@ -123,7 +122,7 @@ impl Drop for Inner {
 ///   [`OverflowPolicy`](aether_core::OverflowPolicy). Backpressure holds back local publishers;
 ///   for events from other processes it holds back this bus's reading from NATS, and when the
 ///   NATS client's own buffer overflows the client drops messages (a "slow consumer"). Every
-///   message carries a per-publisher, per-namespace sequence number (see [`WireFormat`]): a gap is
+///   message carries a per-publisher, per-namespace sequence number (see [`WireFormat`](crate::WireFormat)): a gap is
 ///   reported to the subscription as [`Delivery::Lagged`](aether_core::Delivery::Lagged) and
 ///   counted as dropped, and the client's slow-consumer signal is counted in
 ///   [`transport_errors`](crate::MetricsSnapshot::transport_errors) (see
@@ -299,7 +298,7 @@ impl NatsEventBus {
     }
 
     /// This bus instance's publisher id (carried by every message it publishes, see
-    /// [`WireFormat`]).
+    /// [`WireFormat`](crate::WireFormat)).
     pub fn publisher_id(&self) -> &str {
         &self.inner.ctx.publisher_id
     }

@@ -6,7 +6,8 @@ use aether_core::{Error, Event, Result};
 use aether_nats::Operation;
 use bytes::Bytes;
 
-use super::frame::{self, WireFormat};
+use super::super::config::WireFormat;
+use super::frame;
 use super::{NamespaceSlot, NatsEventBus};
 
 /// An event encoded for the wire, before its sequence number is known.
