@@ -16,7 +16,7 @@
 //! - [`ProjectionWorker`]: one worker of a partitioned projection (split by actor shard,
 //!   each partition held by one worker at a time, rebalanced as workers join and leave), and
 //!   of a persistent subscription (competing consumers: [`ProjectionConfig::concurrency`],
-//!   [`Order`], retries and parking); [`Coordinator`] makes its decisions without I/O, with
+//!   [`Order`], retries and parking); an internal coordinator makes its decisions without I/O, with
 //!   the cluster's own placement rules (`aether-placement`: `rebalance`, `LeaseTracker`,
 //!   `shard_for`).
 //! - [`ProjectionStore`]: checkpoints, parked events, the status a projection whose sink keeps
@@ -92,6 +92,4 @@ pub use store::{
     InMemoryProjectionStore, ParkedEvent, PartitionLease, PositionKeeper, ProjectionStore,
     ProjectionSummary, ReportedStatus, WorkerHeartbeat, DEFAULT_PROJECTION_BUCKET,
 };
-pub use worker::{
-    Action, Coordinator, OwnershipChange, OwnershipObserver, ProjectionWorker, WorkerConfig,
-};
+pub use worker::{OwnershipChange, OwnershipObserver, ProjectionWorker, WorkerConfig};

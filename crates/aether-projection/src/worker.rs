@@ -32,7 +32,7 @@ use crate::{Handler, Projection, ProjectionConfig, ProjectionStatus};
 
 mod coordinator;
 
-pub use coordinator::{Action, Coordinator};
+use coordinator::{Action, Coordinator};
 
 /// Settings of a worker of a partitioned projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use crate::store::{PartitionLease, WorkerHeartbeat};
 
 /// What a worker does next for one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub(super) enum Action {
     /// Take the partition: write this worker into its lease if it is still at `expected`,
     /// then start handling it.
     Claim {
@@ -39,7 +39,7 @@ pub enum Action {
 /// The decisions of one worker of a partitioned projection, without I/O: given the
 /// heartbeats, the leases and what this worker holds, what to claim, renew and release.
 #[derive(Debug)]
-pub struct Coordinator {
+pub(super) struct Coordinator {
     me: String,
     /// The partition count (at least 1).
     pub(super) partitions: u32,
@@ -51,7 +51,7 @@ pub struct Coordinator {
 impl Coordinator {
     /// The coordinator of worker `me` for `partitions` partitions, taking a heartbeat or a
     /// lease unchanged for `timeout` as dead.
-    pub fn new(me: impl Into<String>, partitions: u32, timeout: Duration) -> Self {
+    pub(super) fn new(me: impl Into<String>, partitions: u32, timeout: Duration) -> Self {
         Self {
             me: me.into(),
             partitions: partitions.max(1),
@@ -63,7 +63,7 @@ impl Coordinator {
 
     /// The live workers as of `now`, sorted: this one, and every other whose heartbeat
     /// revision changed within the timeout (as seen by this worker).
-    pub fn live(&mut self, heartbeats: &[WorkerHeartbeat], now: Instant) -> Vec<String> {
+    pub(super) fn live(&mut self, heartbeats: &[WorkerHeartbeat], now: Instant) -> Vec<String> {
         let seen: BTreeSet<&str> = heartbeats.iter().map(|h| h.worker.as_str()).collect();
         self.workers.retain(|w, _| seen.contains(w.as_str()));
         let mut live = BTreeSet::from([self.me.clone()]);
@@ -84,7 +84,7 @@ impl Coordinator {
     /// Which worker each partition goes to, over `live` workers: a balanced assignment that
     /// depends on the live set alone, so every worker that sees the same set computes the
     /// same.
-    pub fn assignment(&self, live: &[String]) -> Vec<Option<String>> {
+    pub(super) fn assignment(&self, live: &[String]) -> Vec<Option<String>> {
         let empty = vec![Vec::new(); self.partitions as usize];
         aether_placement::rebalance(&empty, live, 1)
             .into_iter()
@@ -95,7 +95,7 @@ impl Coordinator {
     /// What to do now, given the workers' heartbeats, the partitions' leases (any missing one
     /// counts as never written) and the partitions this worker holds (with the revision of
     /// the lease as it last wrote it).
-    pub fn plan(
+    pub(super) fn plan(
         &mut self,
         now: Instant,
         heartbeats: &[WorkerHeartbeat],
