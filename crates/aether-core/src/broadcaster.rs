@@ -11,7 +11,7 @@ use crate::subscription::{SubscribeOptions, Subscription, SubscriptionFilter};
 /// Publishes events to namespaces and lets subscribers follow namespace patterns.
 ///
 /// Namespaces are dot-separated names (`orders`, `tenant-a.orders`). A subscription pattern is a
-/// namespace or a wildcard pattern (`*` one token, `>` the rest; see [`crate::pattern`]).
+/// namespace or a wildcard pattern (`*` one token, `>` the rest; see [`validate_pattern`](crate::validate_pattern)).
 /// Wildcard subscriptions cross namespaces, so they are for trusted, cross-cutting consumers
 /// (audit, metrics), not for isolating tenants.
 ///

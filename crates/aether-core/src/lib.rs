@@ -11,14 +11,15 @@
 //! - [`Snapshot`]: an actor's state at a version.
 //! - [`Error`], [`VersionConflictError`], [`Result`]: what can go wrong.
 //! - [`EventStore`], [`SnapshotStore`], [`EventStoreWithErrors`]: append-only storage (no update,
-//!   no delete; see [`store`] on immutability and versions).
+//!   no delete; see [`EventStore`] on immutability and versions).
 //! - [`EventLog`], [`LogPosition`], [`LoggedEvent`]: every actor's events in one global order,
 //!   for consumers of all actors (projections).
 //! - [`Transaction`]: events for several actors, appended all or nothing
 //!   ([`EventStore::commit`]).
 //! - [`EventBroadcaster`], [`Subscription`], [`SubscriptionFilter`], [`OverflowPolicy`]: pub/sub
 //!   with no silent loss.
-//! - [`pattern`]: `*` and `>` matching for namespaces and actor ids.
+//! - [`match_namespace_pattern`], [`match_actor_pattern`], [`validate_pattern`]: `*` and `>`
+//!   matching for namespaces and actor ids (see [`validate_pattern`] for the rules).
 //! - [`Backoff`], [`Jitter`]: the growing pauses between retries that every retry loop of the
 //!   library uses.
 //!
@@ -42,9 +43,9 @@ mod broadcaster;
 mod error;
 mod event;
 mod log;
-pub mod pattern;
+mod pattern;
 mod snapshot;
-pub mod store;
+mod store;
 mod subscription;
 mod trace;
 mod transaction;

@@ -11,11 +11,11 @@
 use crate::error::{Error, Result};
 
 /// Token that matches exactly one token.
-pub const SINGLE_TOKEN_WILDCARD: &str = "*";
+pub(crate) const SINGLE_TOKEN_WILDCARD: &str = "*";
 /// Token that matches one or more trailing tokens.
-pub const TAIL_WILDCARD: &str = ">";
+pub(crate) const TAIL_WILDCARD: &str = ">";
 
-/// Whether `namespace` matches `pattern` (see the [module docs](self) for the rules).
+/// Whether `namespace` matches `pattern` (see [`validate_pattern`] for the rules).
 ///
 /// An empty pattern matches nothing, a malformed one (`>` before the end) matches nothing.
 ///
@@ -51,6 +51,16 @@ pub fn is_wildcard_pattern(pattern: &str) -> bool {
 ///
 /// # Errors
 /// [`Error::InvalidInput`] saying what is wrong.
+///
+/// # Rules
+///
+/// Names are split into tokens on `.`. In a pattern, a token that is exactly `*` matches exactly
+/// one token, and a token that is exactly `>` matches one or more trailing tokens and is only
+/// valid as the last token. Any other token (including one that merely contains `*` or `>`, such
+/// as `order*`) matches itself literally.
+///
+/// Wildcard subscriptions cross namespace boundaries: they are meant for trusted, cross-cutting
+/// consumers (audit, metrics, logging), not for tenant-facing code.
 pub fn validate_pattern(pattern: &str) -> Result<()> {
     if pattern.is_empty() {
         return Err(Error::invalid("pattern must not be empty"));

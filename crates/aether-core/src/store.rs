@@ -1,17 +1,5 @@
 //! Append-only store traits.
 //!
-//! # Immutability
-//! There is no update and no delete: by design, not by omission. Once an event is stored it is
-//! part of the actor's history for good, which is what makes the history a trustworthy audit
-//! trail and lets any number of readers rebuild the same state. A mistake is corrected by
-//! appending a new event that compensates for it (`DepositCorrected`, `OrderCancelled`), never
-//! by rewriting the old one.
-//!
-//! # Versions
-//! Each actor's events carry strictly increasing versions, starting at 1. A save succeeds only
-//! if its version is greater than the actor's latest version; otherwise it fails with
-//! [`Error::VersionConflict`], which carries the current version
-//! so the caller can reload and retry. Versions need not be contiguous, but they never repeat.
 
 use std::sync::Arc;
 
@@ -25,6 +13,19 @@ use crate::transaction::Transaction;
 /// Persists events, append-only, with optimistic concurrency per actor.
 ///
 /// Implementations are thread-safe and usable as `Arc<dyn EventStore>`.
+///
+/// # Immutability
+/// There is no update and no delete: by design, not by omission. Once an event is stored it is
+/// part of the actor's history for good, which is what makes the history a trustworthy audit
+/// trail and lets any number of readers rebuild the same state. A mistake is corrected by
+/// appending a new event that compensates for it (`DepositCorrected`, `OrderCancelled`), never
+/// by rewriting the old one.
+///
+/// # Versions
+/// Each actor's events carry strictly increasing versions, starting at 1. A save succeeds only
+/// if its version is greater than the actor's latest version; otherwise it fails with
+/// [`Error::VersionConflict`], which carries the current version
+/// so the caller can reload and retry. Versions need not be contiguous, but they never repeat.
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Appends one event.
