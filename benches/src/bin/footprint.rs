@@ -10,7 +10,8 @@ use aether_benches::alloc::{live_bytes, CountingAllocator};
 use std::time::Duration;
 
 use aether_core::{Event, EventStore};
-use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore, StorageKind};
+use aether_nats::StorageKind;
+use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;

@@ -1,25 +1,24 @@
 //! `aether cluster members` and `aether cluster shards`: a running cluster seen from outside.
 //!
-//! Read-only: the command never joins the cluster. It reads the leader lease and the
-//! assignment table from the cluster's key-value bucket and listens to the members'
-//! heartbeats for a moment.
+//! Read-only: the command never joins the cluster. It reads it through
+//! [`aether_cluster::ClusterObserver`]: the leader lease and the assignment table, and the
+//! members' heartbeats for a moment.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aether_cluster::routing::{bucket_name, decode, Heartbeat, Subjects};
 use aether_cluster::{
-    Assignment, AssignmentTable, LeaderLease, ASSIGNMENT_KEY, DEFAULT_CLUSTER_NAME, LEADER_KEY,
+    Assignment, ClusterObserver, ClusterRecord, ClusterSnapshot, ObservedMember, ObserverConfig,
+    Presence, DEFAULT_CLUSTER_NAME,
 };
-use async_nats::jetstream::{self, kv};
+use aether_core::Error;
 use clap::{Args, Subcommand};
-use futures::StreamExt;
 use tokio::time::Instant;
 
-use crate::connect::{jetstream_hint, ConnectArgs};
+use crate::connect::ConnectArgs;
 use crate::error::{CliError, CliResult};
-use crate::output::{escape, ranges, Painter, Table};
+use crate::output::{escape, human_duration, ranges, Painter, Table};
 
 /// `aether cluster ...`.
 #[derive(Debug, Clone, Subcommand)]
@@ -67,7 +66,7 @@ pub struct ShardsArgs {
 /// Runs a `cluster` subcommand.
 ///
 /// # Errors
-/// Connection failures, an unknown cluster, undecodable bucket contents.
+/// Connection failures, an unknown cluster, an unreadable shard table.
 pub async fn run(cmd: ClusterCommand) -> CliResult<()> {
     match cmd {
         ClusterCommand::Members(args) => members(args).await,
@@ -75,193 +74,89 @@ pub async fn run(cmd: ClusterCommand) -> CliResult<()> {
     }
 }
 
-/// What the cluster's bucket says.
-#[derive(Debug, Clone)]
-pub struct ClusterState {
-    /// The assignment table, if one was written.
-    pub assignment: Option<Assignment>,
-    /// The leader lease, if held.
-    pub leader: Option<LeaderLease>,
-}
-
-fn check_name(name: &str) -> CliResult<()> {
-    Ok(aether_cluster::validate_name("cluster name", name)?)
-}
-
-/// Reads the leader lease and assignment table of cluster `name`.
+/// Connects as `args` say and opens an observer of the cluster they name.
 ///
 /// # Errors
-/// An unknown cluster (no bucket), server failures, undecodable values.
-pub async fn read_state(client: &async_nats::Client, name: &str) -> CliResult<ClusterState> {
-    check_name(name)?;
-    let js = jetstream::new(client.clone());
-    let bucket = bucket_name(name);
-    let kv = open(&js, &bucket, name).await?;
-    let assignment = match entry(&kv, ASSIGNMENT_KEY, &bucket).await? {
-        Some((value, revision)) => {
-            let table: AssignmentTable = decode(&value).map_err(|e| {
-                CliError::new(format!(
-                    "the assignment table in {bucket} is unreadable: {e}"
-                ))
-            })?;
-            Some(Assignment {
-                epoch: revision,
-                table,
-            })
-        }
-        None => None,
+/// Connection failures; the observer's errors as one line: a cluster name that breaks the
+/// naming rule, an unknown cluster (no node of it ever started on this server), refusals.
+pub async fn observe(args: &ClusterArgs) -> CliResult<ClusterObserver> {
+    let client = args.connect.connect().await?;
+    let connection = aether_nats::Connection::new(client, args.connect.monitor.clone());
+    ClusterObserver::open(
+        connection,
+        ObserverConfig::default().cluster_name(args.cluster.clone()),
+    )
+    .await
+    .map_err(|e| match e {
+        // Already a sentence about the cluster: "cluster x not found (...)".
+        Error::NotFound(message) => CliError::new(message),
+        other => CliError::from(other),
+    })
+}
+
+/// After every member of the table has been heard: how long to wait for nodes the table does
+/// not list (yet).
+const GRACE: Duration = Duration::from_millis(300);
+
+/// Listens for at most `window` and returns what is known then; stops early, after a short
+/// grace for nodes the table does not list, once every member of the table has been heard.
+pub async fn listen(observer: &ClusterObserver, window: Duration) -> ClusterSnapshot {
+    let deadline = Instant::now() + window;
+    let all_listed_heard = |s: &ClusterSnapshot| {
+        let mut listed = s.members.iter().filter(|m| m.listed).peekable();
+        listed.peek().is_some() && listed.all(|m| m.presence == Presence::Alive)
     };
-    let leader = match entry(&kv, LEADER_KEY, &bucket).await? {
-        Some((value, _)) => decode::<LeaderLease>(&value).ok(),
-        None => None,
-    };
-    Ok(ClusterState { assignment, leader })
-}
-
-async fn open(js: &jetstream::Context, bucket: &str, name: &str) -> CliResult<kv::Store> {
-    // Look for the bucket's stream first: asking for a missing bucket must not create one.
-    match js.get_stream(format!("KV_{bucket}")).await {
-        Ok(_) => {}
-        Err(e) => {
-            let text = e.to_string().to_lowercase();
-            if text.contains("not found") {
-                return Err(CliError::new(format!(
-                    "cluster {name} not found (no bucket {bucket}; has a node of it ever started?)"
-                )));
-            }
-            return Err(jetstream_hint(&format!("looking up cluster {name}"), &e));
-        }
+    if observer.wait_for(window, all_listed_heard).await.is_ok() {
+        tokio::time::sleep_until(deadline.min(Instant::now() + GRACE)).await;
     }
-    js.get_key_value(bucket)
-        .await
-        .map_err(|e| jetstream_hint(&format!("opening bucket {bucket}"), &e))
+    observer.snapshot()
 }
 
-async fn entry(kv: &kv::Store, key: &str, bucket: &str) -> CliResult<Option<(bytes::Bytes, u64)>> {
-    match kv.entry(key).await {
-        Ok(Some(e)) if e.operation == kv::Operation::Put => Ok(Some((e.value, e.revision))),
-        Ok(_) => Ok(None),
-        Err(e) => Err(jetstream_hint(&format!("reading {key} from {bucket}"), &e)),
-    }
-}
-
-/// A member as heard over a listening window.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeardMember {
-    /// The node.
-    pub node_id: String,
-    /// Its incarnation.
-    pub incarnation: String,
-    /// Its last heartbeat sequence number.
-    pub seq: u64,
-    /// Milliseconds between the start of listening and its last heartbeat.
-    pub last_heard_ms: u64,
-}
-
-/// The most distinct nodes [`listen`] keeps: anyone allowed to publish on the heartbeat
-/// subject can make up ids, and a listing must stay bounded.
-pub const MAX_HEARD: usize = 1024;
-
-/// Listens to the heartbeats of cluster `name` for at most `window`, stopping early once
-/// every node in `expected` has been heard (plus a short grace for others). Heartbeats whose
-/// node id breaks the naming rule are ignored, as the nodes themselves ignore them, and at
-/// most [`MAX_HEARD`] nodes are kept.
-///
-/// # Errors
-/// The subscription failing.
-pub async fn listen(
-    client: &async_nats::Client,
-    name: &str,
-    expected: &[String],
-    window: Duration,
-) -> CliResult<BTreeMap<String, HeardMember>> {
-    let subject = Subjects::new(name).heartbeat();
-    let mut sub = client
-        .subscribe(subject.clone())
-        .await
-        .map_err(|e| CliError::context(format!("subscribing to {subject}"), &e))?;
-    let started = Instant::now();
-    let mut deadline = started + window;
-    let mut heard: BTreeMap<String, HeardMember> = BTreeMap::new();
-    let mut grace_set = false;
-    loop {
-        let msg = match tokio::time::timeout_at(deadline, sub.next()).await {
-            Ok(Some(m)) => m,
-            Ok(None) | Err(_) => break,
-        };
-        let Ok(hb) = decode::<Heartbeat>(&msg.payload) else {
-            continue;
-        };
-        hear(&mut heard, hb, started.elapsed().as_millis() as u64);
-        if !grace_set && !expected.is_empty() && expected.iter().all(|n| heard.contains_key(n)) {
-            grace_set = true;
-            deadline = deadline.min(Instant::now() + Duration::from_millis(300));
-        }
-    }
-    Ok(heard)
-}
-
-/// Records one heartbeat, unless its node id breaks the naming rule or the listing is full.
-fn hear(heard: &mut BTreeMap<String, HeardMember>, hb: Heartbeat, at_ms: u64) {
-    if aether_cluster::validate_name("node id", &hb.node_id).is_err()
-        || (heard.len() >= MAX_HEARD && !heard.contains_key(&hb.node_id))
-    {
-        return;
-    }
-    heard.insert(
-        hb.node_id.clone(),
-        HeardMember {
-            node_id: hb.node_id,
-            incarnation: hb.incarnation,
-            seq: hb.seq,
-            last_heard_ms: at_ms,
-        },
-    );
+/// The error for a snapshot whose assignment table cannot be decoded, if it has one.
+fn unreadable_table(snapshot: &ClusterSnapshot) -> Option<CliError> {
+    snapshot
+        .unreadable
+        .iter()
+        .find(|u| u.record == ClusterRecord::AssignmentTable)
+        .map(|u| {
+            CliError::new(format!(
+                "the assignment table of cluster {} is unreadable (revision {}): {}",
+                snapshot.cluster, u.revision, u.reason
+            ))
+        })
 }
 
 async fn members(args: MembersArgs) -> CliResult<()> {
-    let name = &args.cluster.cluster;
-    let client = args.cluster.connect.connect().await?;
-    let state = read_state(&client, name).await?;
-    let expected: Vec<String> = state
-        .assignment
-        .as_ref()
-        .map(|a| a.table.members.clone())
-        .unwrap_or_default();
-    let heard = listen(
-        &client,
-        name,
-        &expected,
-        Duration::from_millis(args.listen.max(1)),
-    )
-    .await?;
-    print!(
-        "{}",
-        render_members(name, &state, &heard, Painter::stdout())
-    );
+    let observer = observe(&args.cluster).await?;
+    let snapshot = listen(&observer, Duration::from_millis(args.listen.max(1))).await;
+    if let Some(e) = unreadable_table(&snapshot) {
+        eprintln!("warning: {e}");
+    }
+    if let Some(u) = snapshot
+        .unreadable
+        .iter()
+        .find(|u| u.record == ClusterRecord::LeaderLease)
+    {
+        eprintln!(
+            "warning: the leader lease of cluster {} is unreadable (revision {}): {}",
+            escape(&snapshot.cluster),
+            u.revision,
+            escape(&u.reason)
+        );
+    }
+    print!("{}", render_members(&snapshot, Painter::stdout()));
     Ok(())
 }
 
-/// The members as a table: node, status, leader, shards owned, incarnation. Node ids and
-/// incarnations come from the members' heartbeats and the bucket: they are escaped
-/// ([`escape`]).
-pub fn render_members(
-    name: &str,
-    state: &ClusterState,
-    heard: &BTreeMap<String, HeardMember>,
-    painter: Painter,
-) -> String {
-    let mut nodes: Vec<String> = heard.keys().cloned().collect();
-    if let Some(a) = &state.assignment {
-        nodes.extend(a.table.members.iter().cloned());
-    }
-    nodes.sort();
-    nodes.dedup();
-    let leader = state.leader.as_ref().map(|l| l.node_id.as_str());
+/// The members as a table: node, status, leader, shards owned, incarnation, last heartbeat.
+/// Node ids from heartbeats follow the naming rule, but those of the assignment table and
+/// the lease are what the bucket says: everything is escaped ([`escape`]).
+pub fn render_members(snapshot: &ClusterSnapshot, painter: Painter) -> String {
+    let leader = snapshot.leader.as_ref().map(|l| l.node_id.as_str());
     let mut out = format!(
         "cluster {}: {} alive, leader {}\n",
-        painter.cyan(name),
-        heard.len(),
+        painter.cyan(&escape(&snapshot.cluster)),
+        snapshot.alive(),
         escape(leader.unwrap_or("none"))
     );
     let mut table = Table::new(&[
@@ -272,34 +167,30 @@ pub fn render_members(
         "INCARNATION",
         "LAST HEARTBEAT",
     ]);
-    for node in &nodes {
-        let h = heard.get(node);
-        let status = if h.is_some() {
-            painter.green("alive")
-        } else {
-            painter.red("silent")
-        };
-        let shards = state
-            .assignment
-            .as_ref()
-            .map(|a| a.primaries_of(node).len().to_string())
-            .unwrap_or_else(|| "-".into());
+    for m in &snapshot.members {
         table.row(vec![
-            escape(node).into_owned(),
-            status,
-            if leader == Some(node.as_str()) {
+            escape(&m.node_id).into_owned(),
+            status(m, painter),
+            if m.leader {
                 "yes".into()
             } else {
                 String::new()
             },
-            shards,
-            h.map(|h| escape(&h.incarnation).into_owned())
-                .unwrap_or_else(|| "-".into()),
-            h.map(|h| format!("seq {}", h.seq))
-                .unwrap_or_else(|| "not heard".into()),
+            if snapshot.assignment.is_some() {
+                m.primaries.to_string()
+            } else {
+                "-".into()
+            },
+            m.incarnation
+                .as_deref()
+                .map_or_else(|| "-".into(), |i| escape(i).into_owned()),
+            match (m.seq, m.since_heard) {
+                (Some(seq), Some(ago)) => format!("seq {seq}, {} ago", human_duration(ago)),
+                _ => "not heard".into(),
+            },
         ]);
     }
-    if nodes.is_empty() {
+    if snapshot.members.is_empty() {
         out.push_str("no members heard and no assignment table\n");
     } else {
         out.push_str(&table.render(painter));
@@ -307,18 +198,34 @@ pub fn render_members(
     out
 }
 
+fn status(m: &ObservedMember, painter: Painter) -> String {
+    match m.presence {
+        Presence::Alive => painter.green("alive"),
+        Presence::Left => painter.yellow("left"),
+        Presence::Silent | Presence::Unheard => painter.red("silent"),
+    }
+}
+
 async fn shards(args: ShardsArgs) -> CliResult<()> {
-    let name = &args.cluster.cluster;
-    let client = args.cluster.connect.connect().await?;
-    let state = read_state(&client, name).await?;
-    let Some(assignment) = &state.assignment else {
+    let observer = observe(&args.cluster).await?;
+    let snapshot = observer.snapshot();
+    if let Some(e) = unreadable_table(&snapshot) {
+        return Err(e);
+    }
+    let Some(assignment) = &snapshot.assignment else {
         return Err(CliError::new(format!(
-            "cluster {name} has no shard table yet (no leader has written one)"
+            "cluster {} has no shard table yet (no leader has written one)",
+            args.cluster.cluster
         )));
     };
     print!(
         "{}",
-        render_shards(name, assignment, args.all, Painter::stdout())
+        render_shards(
+            &args.cluster.cluster,
+            assignment,
+            args.all,
+            Painter::stdout()
+        )
     );
     Ok(())
 }
@@ -379,74 +286,82 @@ pub fn render_shards(name: &str, a: &Assignment, all: bool, painter: Painter) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aether_cluster::{AssignmentTable, ObservedLeader};
+    use std::sync::Arc;
 
     #[test]
-    fn heard_nodes_follow_the_naming_rule_and_stay_bounded() {
-        let sample = Heartbeat {
-            node_id: "n".into(),
-            incarnation: "i".into(),
-            seq: 1,
-        };
-        let mut heard = BTreeMap::new();
-        for id in ["<img src=x>", "", "a.b", &"x".repeat(65)] {
-            hear(
-                &mut heard,
-                Heartbeat {
-                    node_id: id.to_string(),
-                    ..sample.clone()
-                },
-                1,
-            );
-        }
-        assert!(heard.is_empty(), "{heard:?}");
-        for i in 0..MAX_HEARD + 50 {
-            hear(
-                &mut heard,
-                Heartbeat {
-                    node_id: format!("n-{i}"),
-                    ..sample.clone()
-                },
-                1,
-            );
-        }
-        assert_eq!(heard.len(), MAX_HEARD);
-        // Nodes already listed are still updated when the listing is full.
-        hear(
-            &mut heard,
-            Heartbeat {
-                node_id: "n-0".into(),
-                seq: 9,
-                ..sample
-            },
-            2,
-        );
-        assert_eq!(heard["n-0"].seq, 9);
-    }
-
-    #[test]
-    fn node_ids_from_heartbeats_are_escaped() {
+    fn node_ids_from_the_bucket_are_escaped() {
+        // Heartbeats with such ids are refused by the observer, but the table and the lease
+        // say what whoever wrote the bucket wrote.
         let evil = "node\u{1b}]0;owned\u{7}\u{9b}2J\u{202e}".to_string();
-        let heard = BTreeMap::from([(
-            evil.clone(),
-            HeardMember {
-                node_id: evil.clone(),
-                incarnation: format!("inc{evil}"),
-                seq: 3,
-                last_heard_ms: 10,
-            },
-        )]);
-        let state = ClusterState {
-            assignment: None,
-            leader: Some(LeaderLease {
+        let snapshot = ClusterSnapshot {
+            cluster: "c".into(),
+            leader: Some(ObservedLeader {
                 node_id: evil.clone(),
                 incarnation: "i".into(),
                 term: 1,
+                revision: 2,
+                since_renewal: Duration::ZERO,
+                expired: false,
             }),
+            assignment: Some(Arc::new(Assignment {
+                epoch: 3,
+                table: AssignmentTable {
+                    members: vec![evil.clone()],
+                    shards: vec![vec![evil.clone()]],
+                    ..AssignmentTable::empty(1, 1)
+                },
+            })),
+            members: vec![ObservedMember {
+                node_id: evil.clone(),
+                presence: Presence::Alive,
+                incarnation: Some(format!("inc{evil}")),
+                seq: Some(3),
+                since_heard: Some(Duration::from_millis(10)),
+                listed: true,
+                leader: true,
+                primaries: 1,
+            }],
+            ..ClusterSnapshot::default()
         };
-        let text = render_members("c", &state, &heard, Painter::plain());
-        for bad in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'] {
-            assert!(!text.contains(bad), "{text:?}");
+        let text = render_members(&snapshot, Painter::plain());
+        let shards = render_shards(
+            "c",
+            snapshot.assignment.as_ref().unwrap(),
+            true,
+            Painter::plain(),
+        );
+        for out in [&text, &shards] {
+            for bad in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'] {
+                assert!(!out.contains(bad), "{out:?}");
+            }
+            assert!(out.contains("node\\x1b]0;owned\\x07"), "{out}");
         }
-        assert!(text.contains("node\\x1b]0;owned\\x07"), "{text}");
+        assert!(text.contains("1 alive"), "{text}");
+        assert!(text.contains("seq 3, 10ms ago"), "{text}");
+    }
+
+    #[test]
+    fn members_not_heard_are_shown_silent_and_without_a_table_shards_are_unknown() {
+        let snapshot = ClusterSnapshot {
+            cluster: "c".into(),
+            members: vec![ObservedMember {
+                node_id: "a".into(),
+                ..ObservedMember::default()
+            }],
+            ..ClusterSnapshot::default()
+        };
+        let text = render_members(&snapshot, Painter::plain());
+        let row = text.lines().find(|l| l.starts_with("a ")).expect(&text);
+        assert!(
+            row.contains("silent") && row.contains("not heard") && row.contains(" - "),
+            "{row}"
+        );
+        assert!(
+            text.starts_with("cluster c: 0 alive, leader none"),
+            "{text}"
+        );
+        let empty = render_members(&ClusterSnapshot::default(), Painter::plain());
+        assert!(empty.contains("no members heard"), "{empty}");
     }
 }

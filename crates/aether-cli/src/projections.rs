@@ -87,8 +87,12 @@ struct Opened {
 
 async fn open(args: &ProjectionsArgs) -> CliResult<Opened> {
     let client = args.connect.connect().await?;
-    let context = async_nats::jetstream::new(client.clone());
-    if context.get_key_value(&args.bucket).await.is_err() {
+    // Asking for a missing bucket must not create one.
+    let connection = aether_nats::Connection::new(client.clone(), args.connect.monitor.clone());
+    if aether_nats::KvBucket::open_existing(&connection, &args.bucket)
+        .await?
+        .is_none()
+    {
         return Err(CliError::new(format!(
             "no projection state: bucket {} does not exist (no projection has run with it)",
             args.bucket

@@ -1,7 +1,8 @@
 //! `aether tail PATTERN`: live events from the NATS bus, one line each, until Ctrl-C.
 
-use aether_bus::{pattern_subject, NatsBusConfig, NatsEventBus, DEFAULT_SUBJECT_PREFIX};
+use aether_bus::{NatsBusConfig, NatsEventBus, DEFAULT_SUBJECT_PREFIX};
 use aether_core::{validate_pattern, Delivery, Event, EventBroadcaster, SubscriptionFilter};
+use aether_nats::pattern_subject;
 use async_nats::connection::State;
 use clap::Args;
 use std::time::Duration;

@@ -9,8 +9,10 @@
 use aether_placement::shard_for;
 use serde::{Deserialize, Serialize};
 
-/// The key of the table in the cluster's bucket.
-pub const ASSIGNMENT_KEY: &str = "assignment";
+/// The key of the table in the cluster's bucket (private: applications read the table
+/// through a node or an observer).
+#[cfg_attr(not(feature = "nats"), allow(dead_code))] // the NATS transport's and the observer's
+pub(crate) const ASSIGNMENT_KEY: &str = "assignment";
 
 /// The table as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,11 +10,16 @@
 //! the key so a successor does not have to wait. The decisions are the node core's
 //! (`core/`); this module holds the lease's data, and the expiry clock is
 //! [`aether_placement::LeaseTracker`].
+//!
+//! Private: applications see the lease through the observer (`ObservedLeader`). The lease is
+//! public only through `routing` with the feature `unstable-wire`, hence the lint setting.
+#![cfg_attr(not(feature = "unstable-wire"), allow(unreachable_pub))]
 
 use serde::{Deserialize, Serialize};
 
 /// The key of the lease in the cluster's bucket.
-pub const LEADER_KEY: &str = "leader";
+#[cfg_attr(not(feature = "nats"), allow(dead_code))] // the NATS transport's and the observer's
+pub(crate) const LEADER_KEY: &str = "leader";
 
 /// The value of the lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

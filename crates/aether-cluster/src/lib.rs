@@ -16,14 +16,20 @@
 //!   [`aether_actor::ActorHost`] for the actors of the shards the node owns: activation,
 //!   optimistic concurrency, command ids applied once, fencing, passivation).
 //!   [`ClusterClient`]: the node as an [`aether_actor::ActorClient`].
-//! - [`Assignment`], [`AssignmentTable`], [`LeaderLease`]: the data of the protocol (what the
-//!   bucket holds).
+//! - [`ClusterObserver`] (feature `nats`): a running cluster seen from outside, read-only:
+//!   its members, leader and assignment table as typed data ([`ClusterSnapshot`]), and their
+//!   changes as a stream ([`ClusterChange`]). Tools read a cluster through it, never through
+//!   the wire format.
+//! - [`Assignment`], [`AssignmentTable`]: which node owns which shard, as the leader wrote it.
 //! - The rules the core applies are [`aether_placement`]'s, shared with the partitioned
 //!   projections and re-exported here: [`Membership`] (what a node knows of its peers),
 //!   [`LeaseTracker`] (lease expiry), [`stable_hash64`], [`shard_for`], [`rebalance`],
 //!   [`diff`] (actors hash to shards; shards are spread over nodes, moving only what must
 //!   move), [`validate_name`].
-//! - [`routing`]: the versioned wire format and subjects.
+//! - `routing`, `leader`, `assignment`: the versioned wire format, the subjects and the
+//!   bucket's keys. They are the nodes' business and private; the feature `unstable-wire`
+//!   makes `routing` public for the fuzz targets, the benchmarks and the tests that speak the
+//!   protocol from outside a node. It is not part of the supported API.
 //!
 //! # Example
 //! Three nodes in one process, no server: an actor answers from whichever node owns it.
@@ -97,7 +103,13 @@ mod core;
 mod leader;
 mod membership;
 mod node;
+#[cfg(feature = "nats")]
+mod observer;
+#[cfg(feature = "unstable-wire")]
+#[doc(hidden)]
 pub mod routing;
+#[cfg(not(feature = "unstable-wire"))]
+mod routing;
 mod transport;
 
 /// Where the server keeps the cluster's bucket ([`ClusterConfig::storage`]).
@@ -109,13 +121,17 @@ pub use aether_nats::StorageKind;
 pub use async_nats;
 
 pub use actors::Actors;
-pub use assignment::{Assignment, AssignmentTable, ASSIGNMENT_KEY};
+pub use assignment::{Assignment, AssignmentTable};
 pub use config::{
     ClusterConfig, DEFAULT_CLUSTER_NAME, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_JOINS_PER_INTERVAL, DEFAULT_MAX_MEMBERS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_TIMEOUT,
 };
-pub use leader::{LeaderLease, LEADER_KEY};
 pub use node::{ClusterClient, ClusterNode};
+#[cfg(feature = "nats")]
+pub use observer::{
+    ClusterChange, ClusterObserver, ClusterRecord, ClusterSnapshot, GoneReason, ObservedLeader,
+    ObservedMember, ObserverConfig, ObserverCounts, Presence, Unreadable, DEFAULT_FORGET_AFTER,
+};
 pub use transport::LocalNetwork;
 
 // The pure placement rules live in `aether-placement`, shared with the partitioned

@@ -10,6 +10,13 @@
 //!
 //! Version 2 added the actor type, command metadata and typed rejections; nodes speaking
 //! version 1 cannot join a cluster of version-2 nodes.
+//!
+//! Private to the crate: applications and tools read a cluster through
+//! [`ClusterObserver`](crate::ClusterObserver). The feature `unstable-wire` makes this module
+//! public (hidden from the docs, not part of the supported API) for the fuzz targets, the
+//! benchmarks and the tests that speak the protocol from outside a node; the lint setting
+//! below is for the build without it.
+#![cfg_attr(not(feature = "unstable-wire"), allow(unreachable_pub))]
 
 use aether_actor::{CommandError, CommandMeta, DecodeError};
 use aether_core::{Error, VersionConflictError};
@@ -287,10 +294,12 @@ pub enum ActorResponse {
 
 /// The subjects of a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(feature = "nats"), allow(dead_code))] // the NATS transport's and the observer's
 pub struct Subjects {
     prefix: String,
 }
 
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 impl Subjects {
     /// Subjects of the cluster `cluster_name` (an already validated name).
     pub fn new(cluster_name: &str) -> Self {
@@ -326,9 +335,14 @@ impl Subjects {
 }
 
 /// The key-value bucket of a cluster.
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 pub fn bucket_name(cluster_name: &str) -> String {
     format!("AETHER_CLUSTER_{cluster_name}")
 }
+
+/// The bucket's values, for code that reads or forges them from outside a node.
+#[cfg(feature = "unstable-wire")]
+pub use crate::leader::LeaderLease;
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,9 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 
 use crate::errors::classify;
-use crate::{ensure_kv_bucket, Connection, JsSubject, Operation, PermissionWatch, StorageKind};
+use crate::{
+    ensure_kv_bucket, get_stream, Connection, JsSubject, Operation, PermissionWatch, StorageKind,
+};
 
 /// Rounds of [`KvBucket::create`] against writers that keep deleting and re-creating the key.
 const CREATE_ROUNDS: usize = 4;
@@ -189,6 +191,46 @@ impl KvBucket {
             stream,
             timeout: None,
         })
+    }
+
+    /// Opens the bucket `bucket` on `connection` if it exists; `None` if it does not. Never
+    /// creates it: for readers that must leave no trace (an observer, a command-line tool),
+    /// where [`open`](Self::open) would create the bucket they asked about.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub async fn open_existing(connection: &Connection, bucket: &str) -> Result<Option<Self>> {
+        let context = connection.jetstream();
+        let permissions = connection.permissions().clone();
+        let prefix = format!("$KV.{bucket}.");
+        let stream = format!("KV_{bucket}");
+        let what = format!("opening the key-value bucket {bucket}");
+        let store = permissions
+            .guard(
+                || what.clone(),
+                |op, subject| concerns(&prefix, &stream, op, subject),
+                None,
+                async {
+                    // The stream first: a missing one is a typed answer, where the client's
+                    // `get_key_value` only says that it failed.
+                    if get_stream(&context, &stream).await?.is_none() {
+                        return Ok(None);
+                    }
+                    match context.get_key_value(bucket).await {
+                        Ok(store) => Ok(Some(store)),
+                        Err(e) => Err(classify(&what, e)),
+                    }
+                },
+            )
+            .await?;
+        Ok(store.map(|store| Self {
+            store,
+            context,
+            permissions,
+            prefix,
+            stream,
+            timeout: None,
+        }))
     }
 
     /// Bounds every operation to `timeout` (`None`, the default: each request's own timeout,

@@ -27,13 +27,11 @@
 //! - `consumer`: [`ConsumerSpec`], reading a stream through a consumer (ephemeral pull,
 //!   ordered pull or ordered push) with a filter and a [`StartAt`], the one sorting of a
 //!   failed creation ([`consumer_error`]), and [`StartAt::resume_after`] a failure.
-//! - `kv`: [`KvBucket`], a key-value bucket under the permission guard: [`Versioned`] reads,
+//! - `kv`: [`KvBucket`], a key-value bucket under the permission guard (opened, created if
+//!   missing, or [only if it exists](KvBucket::open_existing)): [`Versioned`] reads,
 //!   compare-and-set and create-if-absent with a typed [`CasOutcome`], deletes, key listings
 //!   and watches.
 //! - `errors`: client errors sorted into typed [`aether_core::Error`] variants ([`classify`]).
-//! - [`Backoff`]: growing, optionally jittered pauses between retries, re-exported from
-//!   `aether-core` (where the actor runtime and the cluster use it too) for the NATS backends'
-//!   retry loops.
 //!
 //! The crate re-exports [`async_nats`], whose types its API takes.
 //!
@@ -79,7 +77,6 @@ mod url;
 
 pub use async_nats;
 
-pub use aether_core::{Backoff, Jitter};
 pub use api::JsSubject;
 pub use connect::{
     connect_error, error_chain, explain_connect_error, round_trip, subscribe_confirmed, Connection,

@@ -8,8 +8,9 @@ use aether_actor::{
     CommandError, CommandMeta, PassivationPolicy, RetryPolicy, RuntimeConfig, SnapshotPolicy,
 };
 use aether_bus::{NatsBusConfig, NatsEventBus};
-use aether_cluster::routing::bucket_name;
-use aether_cluster::{Actors, ClusterConfig, ClusterNode, LocalNetwork, ShardConfig};
+use aether_cluster::{
+    Actors, ClusterConfig, ClusterNode, LocalNetwork, ObserverConfig, ShardConfig,
+};
 use aether_core::{Error, EventStore, SnapshotStore};
 use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore, Notify};
 
@@ -155,7 +156,10 @@ impl DemoCluster {
         // The cluster's bucket was only for this run.
         if let Some((admin, cluster_name)) = self.bucket.take() {
             let js = async_nats::jetstream::new(admin);
-            if let Err(e) = js.delete_key_value(bucket_name(&cluster_name)).await {
+            let bucket = ObserverConfig::default()
+                .cluster_name(cluster_name)
+                .bucket_name();
+            if let Err(e) = js.delete_key_value(bucket).await {
                 tracing::debug!(error = %e, "removing the demo cluster bucket");
             }
         }

@@ -14,9 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aether_bus::NatsEventBus;
+use aether_cluster::{ClusterObserver, ClusterRecord, ObserverConfig, Presence};
 use aether_core::{validate_pattern, Delivery, Error, EventBroadcaster, EventLog, EventStore};
 use aether_core::{LogPosition, OverflowPolicy, SubscribeOptions, SubscriptionFilter};
-use aether_projection::{NatsProjectionStore, StorageKind};
+use aether_nats::StorageKind;
+use aether_projection::NatsProjectionStore;
 use aether_store::JetStreamEventStore;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -27,14 +29,10 @@ use axum::Json;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, Semaphore};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::access::Access;
-use super::sampler::HeardTable;
 use super::DashboardConfig;
-use crate::cluster::read_state;
-use crate::error::CliError;
 
 /// How long a member may stay silent before the page shows it as silent.
 pub(super) const SILENT_AFTER: Duration = Duration::from_secs(3);
@@ -76,7 +74,9 @@ pub(super) struct Shared {
     pub(super) config: DashboardConfig,
     pub(super) access: Access,
     pub(super) bus: NatsEventBus,
-    pub(super) heard: Mutex<HeardTable>,
+    /// The cluster, seen read-only; opened once the cluster exists (the dashboard never
+    /// creates its bucket).
+    observer: OnceCell<ClusterObserver>,
     pub(super) samples: Mutex<VecDeque<Sample>>,
     /// One permit per live tail that may be open.
     tails: Arc<Semaphore>,
@@ -96,10 +96,7 @@ impl Shared {
     ) -> Self {
         Self {
             client,
-            heard: Mutex::new(HeardTable::new(
-                config.max_heard_nodes,
-                config.forget_silent_after,
-            )),
+            observer: OnceCell::new(),
             tails: Arc::new(Semaphore::new(config.max_tails)),
             history_reads: Semaphore::new(HISTORY_READS),
             config,
@@ -111,15 +108,54 @@ impl Shared {
         }
     }
 
+    /// The cluster's observer, opened on first use (a cluster that does not exist yet is a
+    /// 404, tried again next time).
+    pub(super) async fn observer(&self) -> Result<&ClusterObserver, ApiError> {
+        self.observer
+            .get_or_try_init(|| {
+                // Members are shown alive when heard within `SILENT_AFTER`, and remembered
+                // within the dashboard's bounds.
+                let config = ObserverConfig::default()
+                    .cluster_name(self.config.cluster.clone())
+                    .failure_timeout(SILENT_AFTER)
+                    .forget_after(self.config.forget_silent_after.max(SILENT_AFTER))
+                    .max_members(self.config.max_heard_nodes.max(1));
+                ClusterObserver::open(self.client.clone(), config)
+            })
+            .await
+            .map_err(ApiError::from)
+    }
+
+    /// The cluster's observer, if it is open.
+    pub(super) fn observed(&self) -> Option<&ClusterObserver> {
+        self.observer.get()
+    }
+
+    /// The event stream, looked up without creating it: a missing one is a 404, the server
+    /// being unreachable a 503.
+    async fn find_stream(&self) -> Result<async_nats::jetstream::stream::Stream, ApiError> {
+        let context = async_nats::jetstream::new(self.client.clone());
+        let name = self.config.stream.stream_name();
+        aether_nats::get_stream(&context, &name)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    match &self.config.stream.namespace {
+                        Some(ns) => {
+                            format!("stream {name} not found (namespace {ns:?} has no event store)")
+                        }
+                        None => format!("stream {name} not found (no event store with this name)"),
+                    },
+                )
+            })
+    }
+
     /// The event store, opened once its stream exists (the dashboard never creates one).
     pub(super) async fn store(&self) -> Result<Arc<JetStreamEventStore>, ApiError> {
         self.store
             .get_or_try_init(|| async {
-                let context = async_nats::jetstream::new(self.client.clone());
-                // A missing stream is a 404; the server being unreachable a 503.
-                crate::events::find_stream(&context, &self.config.stream)
-                    .await
-                    .map_err(ApiError::from)?;
+                self.find_stream().await?;
                 let store =
                     JetStreamEventStore::new(self.client.clone(), self.config.stream.config())
                         .await
@@ -169,23 +205,6 @@ impl From<Error> for ApiError {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e.to_string())
-    }
-}
-
-/// The CLI's readers fail with one line of text: a missing stream, bucket or cluster says
-/// "not found" (a 404), a refused name "must" or "invalid" (a 400); anything else is the
-/// server being unreachable or failing (a 503).
-impl From<CliError> for ApiError {
-    fn from(e: CliError) -> Self {
-        let text = e.message().to_string();
-        let status = if text.contains("not found") {
-            StatusCode::NOT_FOUND
-        } else if text.contains("must") || text.contains("invalid") {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        Self::new(status, text)
     }
 }
 
@@ -242,37 +261,21 @@ pub(super) struct ClusterView {
 }
 
 pub(super) async fn cluster(State(s): State<Arc<Shared>>) -> ApiResult<ClusterView> {
-    let name = s.config.cluster.clone();
-    let state = read_state(&s.client, &name).await?;
-    let heard = lock(&s.heard).snapshot();
-    let mut nodes: Vec<String> = heard.keys().cloned().collect();
-    if let Some(a) = &state.assignment {
-        nodes.extend(a.table.members.iter().cloned());
+    let snapshot = s.observer().await?.snapshot();
+    if let Some(u) = snapshot
+        .unreadable
+        .iter()
+        .find(|u| u.record == ClusterRecord::AssignmentTable)
+    {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "the assignment table of cluster {} is unreadable (revision {}): {}",
+                snapshot.cluster, u.revision, u.reason
+            ),
+        ));
     }
-    nodes.sort();
-    nodes.dedup();
-    let leader = state.leader.as_ref().map(|l| l.node_id.clone());
-    let now = Instant::now();
-    let members = nodes
-        .into_iter()
-        .map(|node| {
-            let h = heard.get(&node);
-            let since = h.map(|h| now.saturating_duration_since(h.at));
-            MemberView {
-                alive: since.is_some_and(|d| d < SILENT_AFTER),
-                leader: leader.as_deref() == Some(node.as_str()),
-                shards: state
-                    .assignment
-                    .as_ref()
-                    .map_or(0, |a| a.primaries_of(&node).len()),
-                incarnation: h.map(|h| h.incarnation.clone()),
-                seq: h.map(|h| h.seq),
-                last_heartbeat_ms: since.map(|d| d.as_millis() as u64),
-                node,
-            }
-        })
-        .collect();
-    let shards = state
+    let shards = snapshot
         .assignment
         .as_ref()
         .map(|a| {
@@ -282,11 +285,23 @@ pub(super) async fn cluster(State(s): State<Arc<Shared>>) -> ApiResult<ClusterVi
         })
         .unwrap_or_default();
     Ok(Json(ClusterView {
-        name,
-        leader,
-        term: state.leader.as_ref().map(|l| l.term),
-        epoch: state.assignment.as_ref().map(|a| a.epoch),
-        members,
+        leader: snapshot.leader.as_ref().map(|l| l.node_id.clone()),
+        term: snapshot.leader.as_ref().map(|l| l.term),
+        epoch: snapshot.assignment.as_ref().map(|a| a.epoch),
+        members: snapshot
+            .members
+            .into_iter()
+            .map(|m| MemberView {
+                alive: m.presence == Presence::Alive,
+                leader: m.leader,
+                shards: m.primaries,
+                incarnation: m.incarnation,
+                seq: m.seq,
+                last_heartbeat_ms: m.since_heard.map(|d| d.as_millis() as u64),
+                node: m.node_id,
+            })
+            .collect(),
+        name: snapshot.cluster,
         shards,
     }))
 }
@@ -313,10 +328,7 @@ pub(super) struct StreamView {
 }
 
 pub(super) async fn stream(State(s): State<Arc<Shared>>) -> ApiResult<StreamView> {
-    let context = async_nats::jetstream::new(s.client.clone());
-    let stream = crate::events::find_stream(&context, &s.config.stream)
-        .await
-        .map_err(ApiError::from)?;
+    let stream = s.find_stream().await?;
     // The info `find_stream` read: one request, whatever the stream holds.
     let info = stream.cached_info().clone();
     let samples = lock(&s.samples).iter().copied().collect();
@@ -528,9 +540,12 @@ pub(super) struct ProjectionsView {
 
 pub(super) async fn projections(State(s): State<Arc<Shared>>) -> ApiResult<ProjectionsView> {
     let bucket = s.config.bucket.clone();
-    let context = async_nats::jetstream::new(s.client.clone());
     // Asking for a missing bucket must not create one: none means no projection ran yet.
-    if context.get_stream(format!("KV_{bucket}")).await.is_err() {
+    let connection = aether_nats::Connection::from(s.client.clone());
+    if aether_nats::KvBucket::open_existing(&connection, &bucket)
+        .await?
+        .is_none()
+    {
         return Ok(Json(ProjectionsView {
             bucket,
             head: None,

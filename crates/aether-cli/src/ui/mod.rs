@@ -20,8 +20,9 @@
 //!   [`Dashboard::router`]; [`serve`] and [`serve_with_limits`] serve it within
 //!   [`ServeLimits`].
 //! - `access`: the token, the session cookie and the `Host` check; `api`: the JSON and
-//!   server-sent-event handlers; `sampler`: what is watched in the background (heartbeats, the
-//!   stream's size over time); `server`: the HTTP server and its limits.
+//!   server-sent-event handlers; `sampler`: what is watched in the background (the cluster,
+//!   through an [`aether_cluster::ClusterObserver`]; the stream's size over time); `server`:
+//!   the HTTP server and its limits.
 //! - `assets/`: the page (HTML, CSS, JavaScript), compiled in.
 
 use std::net::SocketAddr;
@@ -168,8 +169,9 @@ pub struct DashboardConfig {
     /// Events a live tail holds for a page that does not read them; beyond, the newest are
     /// dropped and the page told how many.
     pub tail_buffer: usize,
-    /// Nodes the cluster page remembers from their heartbeats; when full, the one silent
-    /// longest is forgotten.
+    /// Nodes the cluster page remembers from their heartbeats (the observer's
+    /// [`max_members`](aether_cluster::ObserverConfig::max_members)); when full, those heard
+    /// longest ago make room, never the members of the shard table.
     pub max_heard_nodes: usize,
     /// How long a node that stopped sending heartbeats is remembered.
     pub forget_silent_after: Duration,

@@ -54,6 +54,20 @@ pub(crate) fn config(token: Option<&str>) -> DashboardConfig {
     }
 }
 
+/// A heartbeat of `node_id` at `incarnation` on the test cluster's heartbeat subject, written
+/// by hand as any client allowed on the cluster's subjects can write one (the library keeps
+/// its wire format private): the subject and the payload.
+pub(crate) fn forged_heartbeat(node_id: &str, incarnation: &str) -> (String, bytes::Bytes) {
+    let body = serde_json::json!({
+        "v": 2,
+        "body": { "nodeId": node_id, "incarnation": incarnation, "seq": 0 },
+    });
+    (
+        format!("aether.cluster.{CLUSTER}.members.heartbeat"),
+        serde_json::to_vec(&body).expect("encodes").into(),
+    )
+}
+
 /// Serves a dashboard on a free loopback port until `stop` is cancelled.
 pub(crate) async fn dashboard(
     url: &str,
@@ -344,18 +358,8 @@ async fn the_dashboard_in_a_browser_follows_a_cluster_losing_a_node() {
     // do, and runs nothing. A well-named node heard after it shows that it was read.
     let hostile_node = r#"<img src=x onerror="window.pwned=1">"#;
     for (node_id, incarnation) in [(hostile_node, "<b>i</b>"), ("after-markup", "i-1")] {
-        let heartbeat = aether_cluster::routing::Heartbeat {
-            node_id: node_id.into(),
-            incarnation: incarnation.into(),
-            seq: 0,
-        };
-        client
-            .publish(
-                aether_cluster::routing::Subjects::new(CLUSTER).heartbeat(),
-                aether_cluster::routing::encode(&heartbeat).unwrap().into(),
-            )
-            .await
-            .unwrap();
+        let (subject, payload) = forged_heartbeat(node_id, incarnation);
+        client.publish(subject, payload).await.unwrap();
     }
     let rows = wait_js(
         &c,

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use aether_bus::{NatsBusConfig, NatsEventBus};
 use aether_cli::ui::{DashboardConfig, ServeLimits, MAX_HISTORY_PAGE};
-use aether_cluster::routing::{Heartbeat, Subjects};
 use aether_core::{Event, EventBroadcaster, EventStore};
 use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
@@ -19,7 +18,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::ui::{config, dashboard, dashboard_with_limits, get, start_node, NAMESPACE, TOKEN};
+use crate::ui::{
+    config, dashboard, dashboard_with_limits, forged_heartbeat, get, start_node, NAMESPACE, TOKEN,
+};
 
 /// How long any one distributed step may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -655,32 +656,12 @@ async fn silent_nodes_are_forgotten_and_a_flood_of_node_names_stays_within_the_c
     };
     // Anyone who may publish on the heartbeat subject names any node, once each.
     let client = async_nats::connect(&url).await.unwrap();
-    let subject = Subjects::new(crate::ui::CLUSTER).heartbeat();
     // An id that breaks the naming rule first: the nodes ignore it, and so must the page.
     // Published on the same connection before the ghosts, it is read before the last ghost.
-    let bad = Heartbeat {
-        node_id: "<img src=x onerror=alert(1)>".into(),
-        incarnation: "x".into(),
-        seq: 0,
-    };
-    client
-        .publish(
-            subject.clone(),
-            aether_cluster::routing::encode(&bad).unwrap().into(),
-        )
-        .await
-        .unwrap();
-    let marker = Heartbeat {
-        node_id: "after-the-bad-one".into(),
-        ..bad
-    };
-    client
-        .publish(
-            subject.clone(),
-            aether_cluster::routing::encode(&marker).unwrap().into(),
-        )
-        .await
-        .unwrap();
+    for node_id in ["<img src=x onerror=alert(1)>", "after-the-bad-one"] {
+        let (subject, payload) = forged_heartbeat(node_id, "x");
+        client.publish(subject, payload).await.unwrap();
+    }
     let deadline = Instant::now() + DEADLINE;
     loop {
         let nodes = members().await;
@@ -692,18 +673,8 @@ async fn silent_nodes_are_forgotten_and_a_flood_of_node_names_stays_within_the_c
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for i in 0..200 {
-        let hb = Heartbeat {
-            node_id: format!("ghost-{i:03}"),
-            incarnation: "x".into(),
-            seq: 0,
-        };
-        client
-            .publish(
-                subject.clone(),
-                aether_cluster::routing::encode(&hb).unwrap().into(),
-            )
-            .await
-            .unwrap();
+        let (subject, payload) = forged_heartbeat(&format!("ghost-{i:03}"), "x");
+        client.publish(subject, payload).await.unwrap();
     }
     client.flush().await.unwrap();
     let deadline = Instant::now() + DEADLINE;

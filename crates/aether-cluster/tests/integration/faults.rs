@@ -10,10 +10,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aether_cluster::routing::{decode, ActorRequest, ActorResponse, Heartbeat, Leave, RemoteError};
-use aether_cluster::{
-    Actors, AssignmentTable, ClusterConfig, ClusterNode, LeaderLease, ShardConfig,
+use aether_cluster::routing::{
+    decode, ActorRequest, ActorResponse, Heartbeat, LeaderLease, Leave, RemoteError,
 };
+use aether_cluster::{Actors, AssignmentTable, ClusterConfig, ClusterNode, ShardConfig};
 use aether_core::{Error, EventStore};
 
 use crate::support::{Bank, Command};

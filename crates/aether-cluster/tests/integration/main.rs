@@ -7,6 +7,9 @@
 //!   fed arbitrary bytes.
 //! - `hostile` (feature `nats`): a client floods the heartbeat subject with made-up node ids
 //!   while real nodes run: no shard moves, refusals are counted, a real node still joins.
+//! - `observer` (feature `nats`): the read-only `ClusterObserver`: members, leader and table
+//!   seen without joining, a missing cluster not created, hostile heartbeats refused and
+//!   bounded, leader and table changes on its stream, the documented read-only permissions.
 //! - `permissions` (feature `nats`): the NATS permissions of `docs/operations.md` let nodes
 //!   work and applications only send commands.
 //! - `large_state` (feature `nats`): an actor with a 900 KB state taking commands with ids
@@ -24,6 +27,8 @@ mod faults;
 mod hostile;
 #[cfg(feature = "nats")]
 mod large_state;
+#[cfg(feature = "nats")]
+mod observer;
 #[cfg(feature = "nats")]
 mod permissions;
 #[cfg(feature = "nats")]
