@@ -25,8 +25,8 @@ use aether_cluster::{diff, rebalance, Assignment, AssignmentTable, Membership, M
 use aether_core::{
     is_wildcard_pattern, match_namespace_pattern, validate_namespace, Event, Snapshot,
 };
-use aether_nats::{decode_actor_id, encode_actor_id};
-use aether_nats::{decode_namespace, pattern_subject, validate_prefix};
+use aether_nats::subject::{decode_actor_id, encode_actor_id};
+use aether_nats::subject::{decode_namespace, pattern_subject, validate_prefix};
 use aether_store::fuzzing::{decode_message, encode_message};
 use serde_json::Value;
 
@@ -227,7 +227,7 @@ pub fn namespace_subject(data: &[u8]) {
         assert!(subject.starts_with(prefix));
         if !is_wildcard_pattern(&text) {
             assert_eq!(
-                aether_nats::namespace_subject(prefix, &text).ok(),
+                aether_nats::subject::namespace_subject(prefix, &text).ok(),
                 Some(subject)
             );
         }
@@ -235,7 +235,7 @@ pub fn namespace_subject(data: &[u8]) {
 }
 
 fn check_namespace(prefix: &str, namespace: &str) {
-    let Ok(subject) = aether_nats::namespace_subject(prefix, namespace) else {
+    let Ok(subject) = aether_nats::subject::namespace_subject(prefix, namespace) else {
         return;
     };
     let tail = subject
@@ -269,7 +269,7 @@ fn check_subject(prefix: &str, subject: &str) {
     );
     // Only the length limit may stop a decoded namespace from encoding again (the limit
     // applies to what this bus publishes, not to what it receives).
-    match aether_nats::namespace_subject(prefix, &namespace) {
+    match aether_nats::subject::namespace_subject(prefix, &namespace) {
         Ok(again) => assert_eq!(again, subject, "two subjects decode to one namespace"),
         Err(_) => assert!(subject.len() > 2048, "decoded namespace does not encode"),
     }

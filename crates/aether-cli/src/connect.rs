@@ -4,9 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aether_nats::{
-    explain_connect_error, ConnectionMonitor, JsSubject, NatsUrl, PermissionWatch, UrlCredentials,
-};
+use aether_nats::backend::{explain_connect_error, JsSubject};
+use aether_nats::{ConnectionMonitor, NatsUrl, PermissionWatch, UrlCredentials};
 use async_nats::{Client, ConnectErrorKind, ConnectOptions};
 use clap::Args;
 

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use aether_nats::{ConsumerSpec, StartAt};
+use aether_nats::backend::{ConsumerSpec, StartAt};
 use async_nats::jetstream::stream::{Info, StorageType};
 use async_nats::jetstream::{self, stream::Stream};
 use clap::Args;

@@ -2,7 +2,7 @@
 
 use aether_bus::{NatsBusConfig, NatsEventBus, DEFAULT_SUBJECT_PREFIX};
 use aether_core::{validate_pattern, Delivery, Event, EventBroadcaster, SubscriptionFilter};
-use aether_nats::pattern_subject;
+use aether_nats::subject::pattern_subject;
 use async_nats::connection::State;
 use clap::Args;
 use std::time::Duration;

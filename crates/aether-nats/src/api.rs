@@ -21,7 +21,7 @@
 /// A JetStream subject split into what it is about.
 ///
 /// ```
-/// use aether_nats::JsSubject;
+/// use aether_nats::backend::JsSubject;
 ///
 /// let s = JsSubject::parse("$JS.API.CONSUMER.CREATE.ORDERS.c1.ORDERS.events.QQ").unwrap();
 /// assert_eq!(s.verb, "CONSUMER.CREATE");

@@ -45,7 +45,7 @@ impl StartAt {
     /// repeated, or at `self` when nothing was handled.
     ///
     /// ```
-    /// use aether_nats::StartAt;
+    /// use aether_nats::backend::StartAt;
     ///
     /// assert_eq!(StartAt::New.resume_after(Some(41)), StartAt::Sequence(42));
     /// assert_eq!(StartAt::LastPerSubject.resume_after(None), StartAt::LastPerSubject);
@@ -86,7 +86,7 @@ impl StartAt {
 /// `start`.
 ///
 /// ```no_run
-/// use aether_nats::{ConsumerSpec, StartAt};
+/// use aether_nats::backend::{ConsumerSpec, StartAt};
 /// use futures::StreamExt;
 ///
 /// # async fn run(stream: async_nats::jetstream::stream::Stream) -> aether_core::Result<()> {

@@ -20,9 +20,8 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 
 use crate::errors::classify;
-use crate::{
-    ensure_kv_bucket, get_stream, Connection, JsSubject, Operation, PermissionWatch, StorageKind,
-};
+use crate::backend::{ensure_kv_bucket, get_stream, JsSubject};
+use crate::{Connection, Operation, PermissionWatch, StorageKind};
 
 /// Rounds of [`KvBucket::create`] against writers that keep deleting and re-creating the key.
 const CREATE_ROUNDS: usize = 4;

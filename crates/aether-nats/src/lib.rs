@@ -10,35 +10,33 @@
 //! subject, at once, instead of a timeout.
 //!
 //! # Layout
-//! - `connect`: [`Connection`] (a client and its monitor), [`connect_error`] and
-//!   [`explain_connect_error`] (a failed connection in words, its cause included),
-//!   [`round_trip`] (the proof that the server processed what was sent; `Client::flush` is
-//!   not one) and [`subscribe_confirmed`].
-//! - `url`: [`NatsUrl`], server addresses with the credentials written into them taken out
-//!   (and used), and [`redact_url`], what to show of a URL: never its password or token.
-//! - `monitor`: [`ConnectionMonitor`], the one listener to a connection's events.
-//! - `permission`: [`PermissionWatch`], refusals by subject, and its
-//!   [`guard`](PermissionWatch::guard) for operations that wait for an answer.
-//! - `api`: [`JsSubject`], which stream, consumer and data subject a JetStream subject names.
-//! - [`subject`]: user strings as subject tokens ([`namespace_subject`], [`encode_actor_id`]...),
-//!   stream names, and the length policy ([`MAX_SUBJECT_BYTES`]); its docs state the codecs'
-//!   rules.
-//! - `setup`: [`ensure_stream`], [`ensure_kv_bucket`], [`StorageKind`].
-//! - `consumer`: [`ConsumerSpec`], reading a stream through a consumer (ephemeral pull,
-//!   ordered pull or ordered push) with a filter and a [`StartAt`], the one sorting of a
-//!   failed creation ([`consumer_error`]), and [`StartAt::resume_after`] a failure.
-//! - `kv`: [`KvBucket`], a key-value bucket under the permission guard (opened, created if
-//!   missing, or [only if it exists](KvBucket::open_existing)): [`Versioned`] reads,
-//!   compare-and-set and create-if-absent with a typed [`CasOutcome`], deletes, key listings
-//!   and watches.
-//! - `errors`: client errors sorted into typed [`aether_core::Error`] variants ([`classify`]).
+//! What applications use, at the crate root:
+//! - [`Connection`] (a client and its monitor, shareable by a store and a bus), [`NatsUrl`]
+//!   (server addresses with the credentials written into them taken out, and used),
+//!   [`redact_url`] (what to show of a URL: never its password or token) and
+//!   [`error_chain`] (an error with its causes, in words).
+//! - [`ConnectionMonitor`], the one listener to a connection's events; [`PermissionWatch`],
+//!   refusals by subject, and its [`guard`](PermissionWatch::guard) for operations that wait
+//!   for an answer; [`Operation`], [`PermissionViolation`].
+//! - [`StorageKind`]: where the server keeps a stream or bucket Aether creates.
+//! - [`KvBucket`], a key-value bucket under the permission guard (opened, created if missing,
+//!   or [only if it exists](KvBucket::open_existing)): [`Versioned`] reads, compare-and-set
+//!   and create-if-absent with a typed [`CasOutcome`], deletes, key listings and watches.
+//!
+//! Two modules:
+//! - [`subject`]: user strings as subject tokens ([`namespace_subject`](subject::namespace_subject),
+//!   [`encode_actor_id`](subject::encode_actor_id)...), stream names, and the length policy;
+//!   its docs state the codecs' rules, which NATS permissions are written against.
+//! - [`backend`]: what Aether's own NATS backends share (error sorting, consumers, stream
+//!   setup, confirmed subscriptions, JetStream subject parsing). Applications do not need it.
 //!
 //! The crate re-exports [`async_nats`], whose types its API takes.
 //!
 //! # Example
 //! ```no_run
 //! use std::time::Duration;
-//! use aether_nats::{Connection, JsSubject, Operation};
+//! use aether_nats::backend::JsSubject;
+//! use aether_nats::{Connection, Operation};
 //!
 //! # async fn run() -> aether_core::Result<()> {
 //! let conn = Connection::connect("nats://127.0.0.1:4222", async_nats::ConnectOptions::new()).await?;
@@ -55,7 +53,7 @@
 //!         },
 //!         Some(Duration::from_secs(5)),
 //!         async {
-//!             aether_nats::get_stream(&js, "ORDERS").await
+//!             aether_nats::backend::get_stream(&js, "ORDERS").await
 //!         },
 //!     )
 //!     .await?;
@@ -77,19 +75,33 @@ mod url;
 
 pub use async_nats;
 
-pub use api::JsSubject;
-pub use connect::{
-    connect_error, error_chain, explain_connect_error, round_trip, subscribe_confirmed, Connection,
-};
-pub use consumer::{consumer_error, ConsumerSpec, StartAt};
-pub use errors::{classify, classify_api, has_api_code, timeout_error};
+pub use connect::{error_chain, Connection};
 pub use kv::{CasOutcome, KvBucket, Versioned};
 pub use monitor::ConnectionMonitor;
 pub use permission::{Operation, PermissionViolation, PermissionWatch};
-pub use setup::{ensure_kv_bucket, ensure_stream, get_stream, StorageKind};
-pub use subject::{
-    check_subject_length, decode_actor_id, decode_namespace, encode_actor_id, namespace_subject,
-    pattern_subject, sanitize_stream_name, validate_actor_id, validate_prefix, MAX_ACTOR_ID_BYTES,
-    MAX_STREAM_NAME_BYTES, MAX_SUBJECT_BYTES,
-};
+pub use setup::StorageKind;
+pub mod backend {
+    //! What Aether's own NATS backends (the event store, the bus, the cluster, projections and
+    //! the command-line tools) share beyond the client, each in one place. Applications do not
+    //! need it; it follows the backends' needs rather than a stability promise.
+    //!
+    //! - [`connect_error`], [`explain_connect_error`]: a failed connection in words, its cause
+    //!   included; [`round_trip`]: the proof that the server processed what was sent
+    //!   (`Client::flush` is not one); [`subscribe_confirmed`].
+    //! - [`JsSubject`]: which stream, consumer and data subject a JetStream subject names.
+    //! - [`ensure_stream`], [`ensure_kv_bucket`], [`get_stream`]: stream and bucket setup.
+    //! - [`ConsumerSpec`]: reading a stream through a consumer (ephemeral pull, ordered pull or
+    //!   ordered push) with a filter and a [`StartAt`], the one sorting of a failed creation
+    //!   ([`consumer_error`]), and [`StartAt::resume_after`] a failure.
+    //! - [`classify`], [`classify_api`], [`has_api_code`], [`timeout_error`]: client errors
+    //!   sorted into typed [`aether_core::Error`] variants.
+
+    pub use crate::api::JsSubject;
+    pub use crate::connect::{
+        connect_error, explain_connect_error, round_trip, subscribe_confirmed,
+    };
+    pub use crate::consumer::{consumer_error, ConsumerSpec, StartAt};
+    pub use crate::errors::{classify, classify_api, has_api_code, timeout_error};
+    pub use crate::setup::{ensure_kv_bucket, ensure_stream, get_stream};
+}
 pub use url::{redact_url, NatsUrl, UrlCredentials};

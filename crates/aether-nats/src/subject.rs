@@ -185,7 +185,7 @@ pub fn decode_namespace(prefix: &str, subject: &str) -> Option<String> {
 /// [`decode_actor_id`] to get the id back.
 ///
 /// ```
-/// use aether_nats::{decode_actor_id, encode_actor_id};
+/// use aether_nats::subject::{decode_actor_id, encode_actor_id};
 ///
 /// let token = encode_actor_id("orders.>");
 /// assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
@@ -238,7 +238,7 @@ pub fn validate_actor_id(actor_id: &str) -> Result<()> {
 /// in their letters and digits.
 ///
 /// ```
-/// assert_eq!(aether_nats::sanitize_stream_name("tenant a.orders>*"), "tenant_a_orders__");
+/// assert_eq!(aether_nats::subject::sanitize_stream_name("tenant a.orders>*"), "tenant_a_orders__");
 /// ```
 pub fn sanitize_stream_name(name: &str) -> String {
     name.chars()

@@ -9,9 +9,9 @@ use aether_core::Backoff;
 use aether_core::{
     validate_pattern, Error, Event, Result, SubscriptionFilter, DEFAULT_SUBSCRIPTION_BUFFER,
 };
-use aether_nats::{
-    decode_namespace, pattern_subject, ConsumerSpec, JsSubject, Operation, PermissionWatch, StartAt,
-};
+use aether_nats::backend::{ConsumerSpec, JsSubject, StartAt};
+use aether_nats::subject::{decode_namespace, pattern_subject};
+use aether_nats::{Operation, PermissionWatch};
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};

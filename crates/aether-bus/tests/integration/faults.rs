@@ -469,13 +469,13 @@ proptest::proptest! {
     #[test]
     fn subject_decoding_never_panics(subject in proptest::prelude::any::<String>(),
                                      tail in "[A-Za-z0-9_.*>%~ -]{0,40}") {
-        let _ = aether_nats::decode_namespace("aether.events", &subject);
-        let _ = aether_nats::decode_namespace("aether.events", &format!("aether.events.{tail}"));
-        let _ = aether_nats::decode_namespace("", &tail);
-        if let Ok(s) = aether_nats::namespace_subject("aether.events", &subject) {
-            proptest::prop_assert_eq!(aether_nats::decode_namespace("aether.events", &s), Some(subject.clone()));
+        let _ = aether_nats::subject::decode_namespace("aether.events", &subject);
+        let _ = aether_nats::subject::decode_namespace("aether.events", &format!("aether.events.{tail}"));
+        let _ = aether_nats::subject::decode_namespace("", &tail);
+        if let Ok(s) = aether_nats::subject::namespace_subject("aether.events", &subject) {
+            proptest::prop_assert_eq!(aether_nats::subject::decode_namespace("aether.events", &s), Some(subject.clone()));
         }
-        let _ = aether_nats::pattern_subject("aether.events", &subject);
+        let _ = aether_nats::subject::pattern_subject("aether.events", &subject);
     }
 }
 

@@ -136,7 +136,7 @@ impl Shared {
     async fn find_stream(&self) -> Result<async_nats::jetstream::stream::Stream, ApiError> {
         let context = async_nats::jetstream::new(self.client.clone());
         let name = self.config.stream.stream_name();
-        aether_nats::get_stream(&context, &name)
+        aether_nats::backend::get_stream(&context, &name)
             .await?
             .ok_or_else(|| {
                 ApiError::new(

@@ -160,7 +160,7 @@ impl ClusterObserver {
         };
         let kv = kv.with_timeout(Some(config.request_timeout));
         // Subscribed first, so that nothing said while the keys are read is missed.
-        let (members, _) = aether_nats::subscribe_confirmed(
+        let (members, _) = aether_nats::backend::subscribe_confirmed(
             connection.client(),
             connection.permissions(),
             &subjects.members_all(),

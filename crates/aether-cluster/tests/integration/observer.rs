@@ -153,7 +153,7 @@ async fn a_missing_cluster_is_not_found_and_is_not_created() {
     let js = async_nats::jetstream::new(c.clone());
     let stream = format!("KV_{}", bucket_name("nobody"));
     assert!(
-        aether_nats::get_stream(&js, &stream)
+        aether_nats::backend::get_stream(&js, &stream)
             .await
             .expect("looked up")
             .is_none(),

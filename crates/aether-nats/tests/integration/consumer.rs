@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use aether_core::Error;
-use aether_nats::{ConsumerSpec, StartAt, StorageKind};
+use aether_nats::backend::{ConsumerSpec, StartAt};
+use aether_nats::StorageKind;
 use aether_testkit::NatsServer;
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
@@ -14,7 +15,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A stream `S` holding `S.a` 1..=3 and `S.b` 1..=2, interleaved: sequences 1 a1, 2 b1, 3 a2,
 /// 4 b2, 5 a3.
 async fn stream_with_messages(js: &jetstream::Context) -> stream::Stream {
-    let s = aether_nats::ensure_stream(
+    let s = aether_nats::backend::ensure_stream(
         js,
         stream::Config {
             name: "S".into(),

@@ -37,7 +37,7 @@ authorization {
     client.publish("open.a", "fine".into()).await.unwrap();
     client.publish("secret.a", "no".into()).await.unwrap();
     let _sub = client.subscribe("secret.>").await.unwrap();
-    aether_nats::round_trip(&client, Duration::from_secs(5), "test")
+    aether_nats::backend::round_trip(&client, Duration::from_secs(5), "test")
         .await
         .unwrap();
 

@@ -15,7 +15,8 @@ pub const DEFAULT_STREAM_NAME: &str = "AETHER_EVENTS";
 ///
 /// ```
 /// use std::time::Duration;
-/// use aether_store::{JetStreamConfig, StorageKind};
+/// use aether_nats::StorageKind;
+/// use aether_store::JetStreamConfig;
 ///
 /// let config = JetStreamConfig {
 ///     namespace: Some("orders".into()),

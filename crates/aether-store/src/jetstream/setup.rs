@@ -1,7 +1,7 @@
 //! The store's stream: its name and configuration, and attaching to an existing one.
 
 use aether_core::{Error, Result};
-use aether_nats::sanitize_stream_name;
+use aether_nats::subject::sanitize_stream_name;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy};
 use async_nats::jetstream::Context;
 
@@ -58,7 +58,7 @@ pub(crate) async fn ensure_stream(
     context: &Context,
     desired: stream::Config,
 ) -> Result<stream::Stream> {
-    let stream = aether_nats::ensure_stream(context, desired.clone()).await?;
+    let stream = aether_nats::backend::ensure_stream(context, desired.clone()).await?;
     check_existing(&stream.cached_info().config, &desired)?;
     Ok(stream)
 }

@@ -1,8 +1,8 @@
 //! The subjects of the store's stream: `<stream>.events.<actor>` and `<stream>.snapshots.<actor>`,
-//! the actor id encoded into one token by [`aether_nats::encode_actor_id`] (see the codec rules
+//! the actor id encoded into one token by [`aether_nats::subject::encode_actor_id`] (see the codec rules
 //! and length policy in `aether_nats`).
 
-use aether_nats::encode_actor_id;
+use aether_nats::subject::encode_actor_id;
 
 /// The subjects of one stream: events and snapshots under separate prefixes, one token per actor.
 #[derive(Debug, Clone)]
@@ -44,7 +44,7 @@ impl Subjects {
         let token = subject
             .strip_prefix(&self.events_prefix)?
             .strip_prefix('.')?;
-        aether_nats::decode_actor_id(token).ok()
+        aether_nats::subject::decode_actor_id(token).ok()
     }
 
     pub(crate) fn snapshots(&self, actor_id: &str) -> String {

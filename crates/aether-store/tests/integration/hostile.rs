@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use aether_core::{Error, Event, EventStore, EventStoreWithErrors, Snapshot, SnapshotStore};
-use aether_nats::{decode_actor_id, encode_actor_id, MAX_ACTOR_ID_BYTES};
+use aether_nats::subject::{decode_actor_id, encode_actor_id, MAX_ACTOR_ID_BYTES};
 use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
 use proptest::prelude::*;
@@ -202,7 +202,7 @@ async fn hostile_namespaces_work_in_their_own_stream_or_are_refused() {
     ];
     let sanitised: HashSet<String> = namespaces
         .iter()
-        .map(|n| aether_nats::sanitize_stream_name(n))
+        .map(|n| aether_nats::subject::sanitize_stream_name(n))
         .collect();
     assert_eq!(sanitised.len(), namespaces.len(), "test namespaces collide");
 

@@ -228,12 +228,12 @@ async fn actor_ids_are_checked_before_reaching_the_server() {
         Err(Error::InvalidInput(_))
     ));
     // Too long an id does not fit a subject token and is refused with a clear error.
-    let long = "x".repeat(aether_nats::MAX_ACTOR_ID_BYTES + 1);
+    let long = "x".repeat(aether_nats::subject::MAX_ACTOR_ID_BYTES + 1);
     assert!(matches!(
         store.save_event(&ev(&long, 1)).await,
         Err(Error::InvalidInput(_))
     ));
-    let longest = "x".repeat(aether_nats::MAX_ACTOR_ID_BYTES);
+    let longest = "x".repeat(aether_nats::subject::MAX_ACTOR_ID_BYTES);
     store.save_event(&ev(&longest, 1)).await.unwrap();
     assert_eq!(store.get_latest_version(&longest).await.unwrap(), 1);
 }

@@ -14,10 +14,9 @@ use std::time::Duration;
 use aether_core::{
     Error, Event, EventBroadcaster, OverflowPolicy, Result, SubscribeOptions, Subscription,
 };
-use aether_nats::{
-    namespace_subject, pattern_subject, timeout_error, validate_prefix, Connection,
-    ConnectionMonitor, Operation,
-};
+use aether_nats::backend::timeout_error;
+use aether_nats::subject::{namespace_subject, pattern_subject, validate_prefix};
+use aether_nats::{Connection, ConnectionMonitor, Operation};
 use async_nats::jetstream::{self, stream};
 use async_nats::{Client, ConnectOptions};
 use async_trait::async_trait;
@@ -110,7 +109,7 @@ impl Drop for Inner {
 ///
 /// - **Subjects.** An event of namespace `ns` is published on `<prefix>.<ns>`, each namespace
 ///   token encoded so that no namespace can produce a wildcard or an extra token (see
-///   [`namespace_subject`](aether_nats::namespace_subject)); pattern tokens `*` and `>` become NATS's
+///   [`namespace_subject`](aether_nats::subject::namespace_subject)); pattern tokens `*` and `>` become NATS's
 ///   native wildcards. [`SubscriptionFilter`](aether_core::SubscriptionFilter)s apply on the
 ///   receiving side.
 /// - **Exactly once, locally too.** Subscribers of the publishing bus get the event directly
@@ -386,7 +385,7 @@ async fn ensure_stream(
         storage: stream_config.storage.into(),
         ..Default::default()
     };
-    aether_nats::ensure_stream(&js, wanted).await?;
+    aether_nats::backend::ensure_stream(&js, wanted).await?;
     Ok(js)
 }
 

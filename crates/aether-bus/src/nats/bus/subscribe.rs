@@ -12,7 +12,9 @@ use aether_core::{
     match_namespace_pattern, Delivery, DeliverySource, Event, Result, SendOutcome,
     SubscriptionFilter, SubscriptionSender,
 };
-use aether_nats::{decode_namespace, subscribe_confirmed, Operation, PermissionWatch};
+use aether_nats::backend::subscribe_confirmed;
+use aether_nats::subject::decode_namespace;
+use aether_nats::{Operation, PermissionWatch};
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aether_core::Backoff;
 use aether_core::{Error, Event, Result};
-use aether_nats::validate_actor_id as check_actor_id;
+use aether_nats::subject::validate_actor_id as check_actor_id;
 
 use super::super::codec;
 use super::group::{GroupOutcome, GroupSave};

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use aether_core::Error;
-use aether_nats::has_api_code;
+use aether_nats::backend::has_api_code;
 use async_nats::header::{HeaderMap, NATS_BATCH_COMMIT, NATS_BATCH_COMMIT_FINAL, NATS_BATCH_ID};
 use async_nats::header::{NATS_BATCH_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE};
 use async_nats::jetstream::context::PublishErrorKind;
@@ -135,7 +135,7 @@ impl JetStreamEventStore {
             Kind::TimedOut | Kind::BrokenPipe | Kind::MaxAckPending => {
                 PublishFailure::Other(Error::unavailable(context, e))
             }
-            _ => PublishFailure::Other(aether_nats::classify(context, e)),
+            _ => PublishFailure::Other(aether_nats::backend::classify(context, e)),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use aether_nats::JsSubject;
+use aether_nats::backend::JsSubject;
 
 /// Wraps the client's boxed errors so they can be classified and kept as a source.
 #[derive(Debug)]

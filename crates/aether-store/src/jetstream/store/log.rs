@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use aether_core::{EventLog, LogPosition, LoggedEvent, Result};
-use aether_nats::{classify, ConsumerSpec, StartAt};
+use aether_nats::backend::{classify, ConsumerSpec, StartAt};
 use async_trait::async_trait;
 use futures::StreamExt;
 

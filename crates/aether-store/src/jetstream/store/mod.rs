@@ -14,10 +14,9 @@ use aether_core::{
     validate_batch, Error, Event, EventStore, EventStoreWithErrors, ReplayResult, Result,
     Transaction,
 };
-use aether_nats::{
-    classify, validate_actor_id as check_actor_id, Connection, PermissionWatch,
-    MAX_STREAM_NAME_BYTES,
-};
+use aether_nats::backend::classify;
+use aether_nats::subject::{validate_actor_id as check_actor_id, MAX_STREAM_NAME_BYTES};
+use aether_nats::{Connection, PermissionWatch};
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Context;
 use async_trait::async_trait;
@@ -104,7 +103,7 @@ struct Tip {
 ///   see all of the batch or none of it. The batch must fit in the server's `max_payload`.
 /// - **Subjects.** Events go to `<stream>.events.<actor>` and snapshots to
 ///   `<stream>.snapshots.<actor>`, the actor id encoded by
-///   [`encode_actor_id`](aether_nats::encode_actor_id) into one wildcard-free token.
+///   [`encode_actor_id`](aether_nats::subject::encode_actor_id) into one wildcard-free token.
 /// - **Reads.** The latest version is one direct get of the actor's last message. Replays use a
 ///   short-lived pull consumer filtered to the actor's subject, starting at the first message
 ///   that holds `from_version` (found by a search of direct gets, several at once per round).

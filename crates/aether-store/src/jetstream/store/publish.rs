@@ -3,7 +3,7 @@
 //! it sits below them.
 
 use aether_core::Error;
-use aether_nats::{classify, has_api_code};
+use aether_nats::backend::{classify, has_api_code};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::ErrorCode;

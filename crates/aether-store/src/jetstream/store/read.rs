@@ -4,7 +4,7 @@
 
 use aether_core::Backoff;
 use aether_core::{Error, Result};
-use aether_nats::{classify, classify_api};
+use aether_nats::backend::{classify, classify_api};
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
 use async_nats::jetstream::ErrorCode;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use aether_core::Backoff;
 use aether_core::{Error, ReplayResult, Result};
-use aether_nats::{classify, validate_actor_id as check_actor_id, ConsumerSpec, StartAt};
+use aether_nats::backend::{classify, ConsumerSpec, StartAt};
+use aether_nats::subject::validate_actor_id as check_actor_id;
 use futures::StreamExt;
 
 use super::super::codec;

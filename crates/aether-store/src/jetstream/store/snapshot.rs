@@ -2,7 +2,7 @@
 //! expected-sequence check as events. Apart from events because nothing else reads them.
 
 use aether_core::{Error, Result, Snapshot, SnapshotStore};
-use aether_nats::validate_actor_id as check_actor_id;
+use aether_nats::subject::validate_actor_id as check_actor_id;
 use async_nats::jetstream::message::StreamMessage;
 use async_trait::async_trait;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aether_core::Backoff;
 use aether_core::{Error, Result, Transaction, TransactionConflictError, VersionConflictError};
-use aether_nats::validate_actor_id as check_actor_id;
+use aether_nats::subject::validate_actor_id as check_actor_id;
 use async_nats::header::HeaderMap;
 use bytes::Bytes;
 
@@ -166,7 +166,7 @@ impl JetStreamEventStore {
             .get_stream(&self.stream_name)
             .await
             .map_err(|e| {
-                aether_nats::classify(format!("reading stream {}", self.stream_name), e)
+                aether_nats::backend::classify(format!("reading stream {}", self.stream_name), e)
             })?;
         let mut config = stream.cached_info().config.clone();
         if !config.allow_atomic_publish {

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_core::{Error, EventStore, Result};
-use aether_nats::{classify, validate_actor_id};
+use aether_nats::backend::classify;
+use aether_nats::subject::validate_actor_id;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;

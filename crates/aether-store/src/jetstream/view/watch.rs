@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aether_core::Backoff;
 use aether_core::Result;
-use aether_nats::{classify, classify_api, timeout_error, ConsumerSpec, StartAt};
+use aether_nats::backend::{classify, classify_api, timeout_error, ConsumerSpec, StartAt};
 use async_nats::jetstream::consumer::push::{Ordered, OrderedError, OrderedErrorKind};
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::ErrorCode;
