@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_actor::{Actor, DomainEvent};
-use aether_cluster::{Actors, ClusterConfig, ClusterNode, ShardConfig, StorageKind};
+use aether_cluster::{Actors, ClusterConfig, ClusterNode};
+use aether_core::StorageKind;
+use aether_placement::ShardConfig;
 use aether_store::InMemoryEventStore;
 use aether_testkit::NatsServer;
 use criterion::{criterion_group, criterion_main, Criterion};

@@ -18,9 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aether_actor::CommandError;
-use aether_cluster::{Actors, ClusterConfig, ClusterNode, ShardConfig};
+use aether_cluster::{Actors, ClusterConfig, ClusterNode};
+use aether_core::StorageKind;
 use aether_examples::bank::{Bank, BankCommand, BankError};
-use aether_nats::StorageKind;
+use aether_placement::ShardConfig;
 use aether_store::{JetStreamConfig, JetStreamEventStore};
 
 type BoxError = Box<dyn StdError>;
@@ -32,7 +33,7 @@ fn node_config(id: &str) -> ClusterConfig {
         .heartbeat_interval(Duration::from_millis(200))
         .failure_timeout(Duration::from_secs(2))
         .shards(ShardConfig::default().shard_count(256))
-        .storage(aether_cluster::StorageKind::Memory)
+        .storage(aether_core::StorageKind::Memory)
 }
 
 async fn start_node(url: &str, id: &str) -> Result<ClusterNode, BoxError> {

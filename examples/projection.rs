@@ -81,7 +81,7 @@ async fn main() -> Result<(), BoxError> {
         NatsProjectionStore::open(
             client,
             &format!("PROJECTION_DEMO_{run}"),
-            aether_nats::StorageKind::Memory,
+            aether_core::StorageKind::Memory,
         )
         .await?,
     );

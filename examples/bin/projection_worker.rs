@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_actor::{Actor, EventCodec};
+use aether_core::StorageKind;
 use aether_examples::bank::{Bank, BankEvent};
 use aether_examples::read_model::SqlBalances;
-use aether_nats::StorageKind;
 use aether_projection::{
     InMemoryProjectionStore, NatsProjectionStore, Projection, ProjectionConfig, ProjectionWorker,
     WorkerConfig, DEFAULT_PROJECTION_BUCKET,

@@ -21,12 +21,13 @@ use aether_bus::fuzzing::{encode_frame, parse_message, GapTracker, MAX_TRACKED_S
 use aether_cluster::routing::{
     self, ActorRequest, ActorResponse, Heartbeat, LeaderLease, Leave, WireError,
 };
-use aether_cluster::{diff, rebalance, Assignment, AssignmentTable, Membership, MembershipChange};
+use aether_cluster::{Assignment, AssignmentTable};
 use aether_core::{
     is_wildcard_pattern, match_namespace_pattern, validate_namespace, Event, Snapshot,
 };
 use aether_nats::subject::{decode_actor_id, encode_actor_id};
 use aether_nats::subject::{decode_namespace, pattern_subject, validate_prefix};
+use aether_placement::{diff, rebalance, Membership, MembershipChange};
 use aether_store::fuzzing::{decode_message, encode_message};
 use serde_json::Value;
 
@@ -449,7 +450,7 @@ pub fn cluster_membership(data: &[u8]) {
                 };
                 let was_alive = view.is_alive(&hb.node_id);
                 let late = view.member(&hb.node_id).is_some_and(|m| {
-                    m.status == aether_cluster::MemberStatus::Left
+                    m.status == aether_placement::MemberStatus::Left
                         && m.incarnation == hb.incarnation
                 });
                 let change = view.observe_heartbeat(&hb.node_id, &hb.incarnation, now);

@@ -9,8 +9,8 @@
 use aether_benches::alloc::{live_bytes, CountingAllocator};
 use std::time::Duration;
 
+use aether_core::StorageKind;
 use aether_core::{Event, EventStore};
-use aether_nats::StorageKind;
 use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore};
 
 #[global_allocator]

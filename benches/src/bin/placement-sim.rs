@@ -21,7 +21,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use aether_cluster::{rebalance, Assignment, AssignmentTable, DEFAULT_SHARD_COUNT};
+use aether_cluster::{Assignment, AssignmentTable};
+use aether_placement::{rebalance, DEFAULT_SHARD_COUNT};
 
 struct Args {
     nodes: usize,

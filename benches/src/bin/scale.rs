@@ -33,9 +33,10 @@ use std::time::{Duration, Instant};
 
 use aether_benches::bank::{Bank, Command};
 use aether_cluster::{
-    diff, Actors, Assignment, ClusterConfig, ClusterNode, DEFAULT_FAILURE_TIMEOUT,
-    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_SHARD_COUNT,
+    Actors, Assignment, ClusterConfig, ClusterNode, DEFAULT_FAILURE_TIMEOUT,
+    DEFAULT_HEARTBEAT_INTERVAL,
 };
+use aether_placement::{diff, DEFAULT_SHARD_COUNT};
 use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsCluster;
 use futures::StreamExt;

@@ -99,7 +99,7 @@ async fn open(args: &ProjectionsArgs) -> CliResult<Opened> {
         )));
     }
     let state =
-        NatsProjectionStore::open(client.clone(), &args.bucket, aether_nats::StorageKind::File)
+        NatsProjectionStore::open(client.clone(), &args.bucket, aether_core::StorageKind::File)
             .await?;
     let log = JetStreamEventStore::new(client, args.stream.config()).await?;
     Ok(Opened {

@@ -66,10 +66,9 @@ pub struct ClusterConfig {
     /// made-up ids admits nobody; this bounds how fast even a sustained one could move
     /// shards. Nodes beyond it wait for the next interval.
     pub joins_per_interval: u32,
-    /// Where the server keeps the cluster's key-value bucket when a node creates it (feature
-    /// `nats`): on disk by default; in memory for tests.
-    #[cfg(feature = "nats")]
-    pub storage: aether_nats::StorageKind,
+    /// Where the server keeps the cluster's key-value bucket when a node creates it over NATS:
+    /// on disk by default; in memory for tests. (An in-process cluster has no bucket.)
+    pub storage: aether_core::StorageKind,
 }
 
 impl Default for ClusterConfig {
@@ -84,8 +83,7 @@ impl Default for ClusterConfig {
             shards: ShardConfig::default(),
             max_members: DEFAULT_MAX_MEMBERS,
             joins_per_interval: DEFAULT_JOINS_PER_INTERVAL,
-            #[cfg(feature = "nats")]
-            storage: aether_nats::StorageKind::default(),
+            storage: aether_core::StorageKind::default(),
         }
     }
 }
@@ -136,9 +134,8 @@ impl ClusterConfig {
         self.joins_per_interval = n;
         self
     }
-    /// Sets where the server keeps the cluster's bucket (feature `nats`).
-    #[cfg(feature = "nats")]
-    pub fn storage(mut self, storage: aether_nats::StorageKind) -> Self {
+    /// Sets where the server keeps the cluster's bucket.
+    pub fn storage(mut self, storage: aether_core::StorageKind) -> Self {
         self.storage = storage;
         self
     }

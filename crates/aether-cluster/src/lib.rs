@@ -22,10 +22,12 @@
 //!   the wire format.
 //! - [`Assignment`], [`AssignmentTable`]: which node owns which shard, as the leader wrote it.
 //! - The rules the core applies are [`aether_placement`]'s, shared with the partitioned
-//!   projections and re-exported here: [`Membership`] (what a node knows of its peers),
-//!   [`LeaseTracker`] (lease expiry), [`stable_hash64`], [`shard_for`], [`rebalance`],
-//!   [`diff`] (actors hash to shards; shards are spread over nodes, moving only what must
-//!   move), [`validate_name`].
+//!   projections: [`Membership`](aether_placement::Membership) (what a node knows of its
+//!   peers), [`LeaseTracker`](aether_placement::LeaseTracker) (lease expiry),
+//!   [`shard_for`](aether_placement::shard_for) and [`rebalance`](aether_placement::rebalance)
+//!   (actors hash to shards; shards are spread over nodes, moving only what must move), the
+//!   name rule. [`ShardConfig`](aether_placement::ShardConfig), a field of [`ClusterConfig`],
+//!   comes from there too.
 //! - `routing`, `leader`, `assignment`: the versioned wire format, the subjects and the
 //!   bucket's keys. They are the nodes' business and private; the feature `unstable-wire`
 //!   makes `routing` public for the fuzz targets, the benchmarks and the tests that speak the
@@ -112,14 +114,6 @@ pub mod routing;
 mod routing;
 mod transport;
 
-/// Where the server keeps the cluster's bucket ([`ClusterConfig::storage`]).
-#[cfg(feature = "nats")]
-pub use aether_nats::StorageKind;
-/// The NATS client this crate's API takes ([`ClusterNode::start`]), re-exported so that an
-/// application uses the matching version without pinning it by hand.
-#[cfg(feature = "nats")]
-pub use async_nats;
-
 pub use actors::Actors;
 pub use assignment::{Assignment, AssignmentTable};
 pub use config::{
@@ -133,10 +127,3 @@ pub use observer::{
     ObservedMember, ObserverConfig, ObserverCounts, Presence, Unreadable, DEFAULT_FORGET_AFTER,
 };
 pub use transport::LocalNetwork;
-
-// The pure placement rules live in `aether-placement`, shared with the partitioned
-// projections; re-exported so code written against the cluster keeps compiling.
-pub use aether_placement::{
-    diff, rebalance, shard_for, stable_hash64, validate_name, LeaseTracker, MemberInfo,
-    MemberStatus, Membership, MembershipChange, ShardConfig, ShardMove, DEFAULT_SHARD_COUNT,
-};

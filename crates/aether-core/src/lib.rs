@@ -9,6 +9,7 @@
 //! # Layout
 //! - [`Event`], [`Metadata`] and the metadata key constants: the immutable fact.
 //! - [`Snapshot`]: an actor's state at a version.
+//! - [`StorageKind`]: whether a backend keeps what it creates on disk or in memory.
 //! - [`Error`], [`VersionConflictError`], [`Result`]: what can go wrong.
 //! - [`EventStore`], [`SnapshotStore`], [`EventStoreWithErrors`]: append-only storage (no update,
 //!   no delete; see [`EventStore`] on immutability and versions).
@@ -45,6 +46,7 @@ mod event;
 mod log;
 mod pattern;
 mod snapshot;
+mod storage;
 mod store;
 mod subscription;
 mod trace;
@@ -64,6 +66,7 @@ pub use pattern::{
     validate_pattern,
 };
 pub use snapshot::Snapshot;
+pub use storage::StorageKind;
 pub use store::{
     validate_batch, EventStore, EventStoreWithErrors, ReplayError, ReplayResult, SnapshotStore,
 };

@@ -19,9 +19,10 @@ use async_nats::jetstream::Context;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 
-use crate::errors::classify;
 use crate::backend::{ensure_kv_bucket, get_stream, JsSubject};
-use crate::{Connection, Operation, PermissionWatch, StorageKind};
+use crate::errors::classify;
+use crate::{Connection, Operation, PermissionWatch};
+use aether_core::StorageKind;
 
 /// Rounds of [`KvBucket::create`] against writers that keep deleting and re-creating the key.
 const CREATE_ROUNDS: usize = 4;
@@ -122,7 +123,8 @@ impl CasOutcome {
 /// Cloning is cheap; clones share the bucket.
 ///
 /// ```no_run
-/// use aether_nats::{CasOutcome, Connection, KvBucket, StorageKind, Versioned};
+/// use aether_core::StorageKind;
+/// use aether_nats::{CasOutcome, Connection, KvBucket, Versioned};
 ///
 /// # async fn run() -> aether_core::Result<()> {
 /// let conn = Connection::connect("nats://127.0.0.1:4222", async_nats::ConnectOptions::new()).await?;

@@ -18,7 +18,6 @@
 //! - [`ConnectionMonitor`], the one listener to a connection's events; [`PermissionWatch`],
 //!   refusals by subject, and its [`guard`](PermissionWatch::guard) for operations that wait
 //!   for an answer; [`Operation`], [`PermissionViolation`].
-//! - [`StorageKind`]: where the server keeps a stream or bucket Aether creates.
 //! - [`KvBucket`], a key-value bucket under the permission guard (opened, created if missing,
 //!   or [only if it exists](KvBucket::open_existing)): [`Versioned`] reads, compare-and-set
 //!   and create-if-absent with a typed [`CasOutcome`], deletes, key listings and watches.
@@ -79,7 +78,6 @@ pub use connect::{error_chain, Connection};
 pub use kv::{CasOutcome, KvBucket, Versioned};
 pub use monitor::ConnectionMonitor;
 pub use permission::{Operation, PermissionViolation, PermissionWatch};
-pub use setup::StorageKind;
 pub mod backend {
     //! What Aether's own NATS backends (the event store, the bus, the cluster, projections and
     //! the command-line tools) share beyond the client, each in one place. Applications do not
@@ -89,7 +87,8 @@ pub mod backend {
     //!   included; [`round_trip`]: the proof that the server processed what was sent
     //!   (`Client::flush` is not one); [`subscribe_confirmed`].
     //! - [`JsSubject`]: which stream, consumer and data subject a JetStream subject names.
-    //! - [`ensure_stream`], [`ensure_kv_bucket`], [`get_stream`]: stream and bucket setup.
+    //! - [`ensure_stream`], [`ensure_kv_bucket`], [`get_stream`]: stream and bucket setup;
+    //!   [`storage_type`]: the client's form of an [`aether_core::StorageKind`].
     //! - [`ConsumerSpec`]: reading a stream through a consumer (ephemeral pull, ordered pull or
     //!   ordered push) with a filter and a [`StartAt`], the one sorting of a failed creation
     //!   ([`consumer_error`]), and [`StartAt::resume_after`] a failure.
@@ -102,6 +101,6 @@ pub mod backend {
     };
     pub use crate::consumer::{consumer_error, ConsumerSpec, StartAt};
     pub use crate::errors::{classify, classify_api, has_api_code, timeout_error};
-    pub use crate::setup::{ensure_kv_bucket, ensure_stream, get_stream};
+    pub use crate::setup::{ensure_kv_bucket, ensure_stream, get_stream, storage_type};
 }
 pub use url::{redact_url, NatsUrl, UrlCredentials};

@@ -1,30 +1,18 @@
 //! Creating or attaching to JetStream streams and key-value buckets, and where they are kept.
 
-use aether_core::{Error, Result};
+use aether_core::{Error, Result, StorageKind};
 use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 use async_nats::jetstream::{kv, Context, ErrorCode};
 
 use crate::errors::classify_api;
 
-/// Where JetStream keeps a stream's messages (the event store's stream, the bus stream, the
-/// cluster's bucket).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StorageKind {
-    /// On disk (the default; what an event store wants).
-    #[default]
-    File,
-    /// In server memory (tests, caches): lost when the server stops.
-    Memory,
-}
-
-impl From<StorageKind> for StorageType {
-    fn from(kind: StorageKind) -> Self {
-        match kind {
-            StorageKind::File => StorageType::File,
-            StorageKind::Memory => StorageType::Memory,
-        }
+/// The client's storage type for a [`StorageKind`].
+pub fn storage_type(kind: StorageKind) -> StorageType {
+    match kind {
+        StorageKind::Memory => StorageType::Memory,
+        // File, and any kind added later: the durable choice.
+        _ => StorageType::File,
     }
 }
 
@@ -124,7 +112,7 @@ pub async fn ensure_kv_bucket(
             description: Some(description.to_string()),
             subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: 1,
-            storage: storage.into(),
+            storage: storage_type(storage),
             allow_rollup: true,
             deny_delete: true,
             deny_purge: false,
@@ -151,8 +139,8 @@ mod tests {
 
     #[test]
     fn storage_kinds_map_to_the_client() {
-        assert_eq!(StorageType::from(StorageKind::File), StorageType::File);
-        assert_eq!(StorageType::from(StorageKind::Memory), StorageType::Memory);
-        assert_eq!(StorageKind::default(), StorageKind::File);
+        assert_eq!(storage_type(StorageKind::File), StorageType::File);
+        assert_eq!(storage_type(StorageKind::Memory), StorageType::Memory);
+        assert_eq!(storage_type(StorageKind::default()), StorageType::File);
     }
 }

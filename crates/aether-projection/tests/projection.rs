@@ -273,7 +273,7 @@ async fn a_crashed_projection_resumes_from_its_checkpoint_in_a_nats_bucket() {
         NatsProjectionStore::open(
             client.clone(),
             "PROJ_TEST",
-            aether_nats::StorageKind::Memory,
+            aether_core::StorageKind::Memory,
         )
         .await
         .unwrap(),
@@ -820,7 +820,7 @@ async fn the_bucket_lists_a_projection_whose_sink_keeps_its_position() {
         store.save_event(&deposit("a", v, 1)).await.unwrap();
     }
     let state = Arc::new(
-        NatsProjectionStore::open(client, "PROJ_KEPT", aether_nats::StorageKind::Memory)
+        NatsProjectionStore::open(client, "PROJ_KEPT", aether_core::StorageKind::Memory)
             .await
             .unwrap(),
     );

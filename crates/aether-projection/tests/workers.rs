@@ -448,7 +448,7 @@ async fn jetstream_workers_share_the_partitions_as_they_join_leave_and_die() {
     )
     .await
     .unwrap();
-    let state = NatsProjectionStore::open(client, "PARTS", aether_nats::StorageKind::Memory)
+    let state = NatsProjectionStore::open(client, "PARTS", aether_core::StorageKind::Memory)
         .await
         .unwrap();
     workers_share_the_partitions(Arc::new(store), Arc::new(state)).await;

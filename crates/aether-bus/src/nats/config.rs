@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use aether_nats::StorageKind;
+use aether_core::StorageKind;
 
 /// Default subject prefix: events of namespace `orders` travel on `aether.events.orders`.
 pub const DEFAULT_SUBJECT_PREFIX: &str = "aether.events";

@@ -46,7 +46,7 @@ async fn bus_as(server: &NatsServer, user: &str, config: NatsBusConfig) -> NatsE
 
 fn streamed() -> NatsBusConfig {
     NatsBusConfig::default()
-        .jetstream(BusStreamConfig::default().storage(aether_nats::StorageKind::Memory))
+        .jetstream(BusStreamConfig::default().storage(aether_core::StorageKind::Memory))
 }
 
 /// The error and its sources, as one string.

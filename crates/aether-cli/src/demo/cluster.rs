@@ -8,10 +8,9 @@ use aether_actor::{
     CommandError, CommandMeta, PassivationPolicy, RetryPolicy, RuntimeConfig, SnapshotPolicy,
 };
 use aether_bus::{NatsBusConfig, NatsEventBus};
-use aether_cluster::{
-    Actors, ClusterConfig, ClusterNode, LocalNetwork, ObserverConfig, ShardConfig,
-};
+use aether_cluster::{Actors, ClusterConfig, ClusterNode, LocalNetwork, ObserverConfig};
 use aether_core::{Error, EventStore, SnapshotStore};
+use aether_placement::ShardConfig;
 use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore, Notify};
 
 use super::model::{transfer_decision, Bank, BankCommand, BankError, Counters, CountingStore};
@@ -85,8 +84,8 @@ impl DemoCluster {
         actor: &str,
         command: BankCommand,
     ) -> std::result::Result<i64, CommandError<BankError>> {
-        let via = (aether_cluster::stable_hash64(actor.as_bytes()) % self.nodes.len().max(1) as u64)
-            as usize;
+        let via = (aether_placement::stable_hash64(actor.as_bytes())
+            % self.nodes.len().max(1) as u64) as usize;
         match self.nodes.get(via) {
             Some(node) => node.send::<Bank>(actor, command).await,
             None => Err(Error::Closed("no node is running".into()).into()),
@@ -101,7 +100,7 @@ impl DemoCluster {
         to: &str,
         amount: i64,
     ) -> std::result::Result<i64, CommandError<BankError>> {
-        let via = (aether_cluster::stable_hash64(to.as_bytes()) % self.nodes.len().max(1) as u64)
+        let via = (aether_placement::stable_hash64(to.as_bytes()) % self.nodes.len().max(1) as u64)
             as usize;
         let Some(node) = self.nodes.get(via) else {
             return Err(Error::Closed("no node is running".into()).into());
@@ -173,7 +172,7 @@ fn cluster_config(cluster: &str, node: &str) -> ClusterConfig {
         .heartbeat_interval(Duration::from_millis(200))
         .failure_timeout(Duration::from_millis(1500))
         .shards(ShardConfig::default().shard_count(SHARDS))
-        .storage(aether_nats::StorageKind::Memory)
+        .storage(aether_core::StorageKind::Memory)
 }
 
 pub(super) async fn start_over_nats(

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use aether_bus::NatsEventBus;
 use aether_cluster::{ClusterObserver, ClusterRecord, ObserverConfig, Presence};
+use aether_core::StorageKind;
 use aether_core::{validate_pattern, Delivery, Error, EventBroadcaster, EventLog, EventStore};
 use aether_core::{LogPosition, OverflowPolicy, SubscribeOptions, SubscriptionFilter};
-use aether_nats::StorageKind;
 use aether_projection::NatsProjectionStore;
 use aether_store::JetStreamEventStore;
 use axum::extract::rejection::QueryRejection;

@@ -222,7 +222,7 @@ impl Dashboard {
         config: DashboardConfig,
         shutdown: CancellationToken,
     ) -> CliResult<Self> {
-        aether_cluster::validate_name("cluster name", &config.cluster)?;
+        aether_placement::validate_name("cluster name", &config.cluster)?;
         let access = access::Access::new(config.token.clone())?;
         let bus = NatsEventBus::new(
             client.clone(),

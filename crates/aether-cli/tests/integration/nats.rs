@@ -472,8 +472,8 @@ async fn start_node(url: &str, cluster: &str, id: &str) -> ClusterNode {
         .node_id(id)
         .heartbeat_interval(Duration::from_millis(100))
         .failure_timeout(Duration::from_secs(1))
-        .shards(aether_cluster::ShardConfig::default().shard_count(16))
-        .storage(aether_nats::StorageKind::Memory);
+        .shards(aether_placement::ShardConfig::default().shard_count(16))
+        .storage(aether_core::StorageKind::Memory);
     ClusterNode::start(client, config, Actors::new(store).with(Bank))
         .await
         .unwrap()
@@ -968,7 +968,7 @@ async fn projections_are_listed_with_position_lag_and_parked_events_reset_and_re
         aether_projection::NatsProjectionStore::open(
             client,
             aether_projection::DEFAULT_PROJECTION_BUCKET,
-            aether_nats::StorageKind::Memory,
+            aether_core::StorageKind::Memory,
         )
         .await
         .unwrap(),
@@ -1102,7 +1102,7 @@ async fn a_projection_whose_sink_keeps_its_position_is_listed_with_its_position_
         aether_projection::NatsProjectionStore::open(
             client,
             aether_projection::DEFAULT_PROJECTION_BUCKET,
-            aether_nats::StorageKind::Memory,
+            aether_core::StorageKind::Memory,
         )
         .await
         .unwrap(),

@@ -148,8 +148,8 @@ pub(crate) async fn start_node(url: &str, id: &str) -> ClusterNode {
         .node_id(id)
         .heartbeat_interval(Duration::from_millis(100))
         .failure_timeout(Duration::from_secs(1))
-        .shards(aether_cluster::ShardConfig::default().shard_count(24))
-        .storage(aether_nats::StorageKind::Memory);
+        .shards(aether_placement::ShardConfig::default().shard_count(24))
+        .storage(aether_core::StorageKind::Memory);
     ClusterNode::start(client, config, Actors::new(store).with(Bank))
         .await
         .unwrap()
@@ -784,7 +784,7 @@ async fn the_projections_page_shows_a_projection_whose_sink_keeps_its_position()
         aether_projection::NatsProjectionStore::open(
             client,
             aether_projection::DEFAULT_PROJECTION_BUCKET,
-            aether_nats::StorageKind::Memory,
+            aether_core::StorageKind::Memory,
         )
         .await
         .unwrap(),

@@ -111,10 +111,10 @@ impl ObserverConfig {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a cluster name that breaks the naming rule
-    /// ([`validate_name`](crate::validate_name)), a zero timeout or member bound, or a
+    /// ([`validate_name`](aether_placement::validate_name)), a zero timeout or member bound, or a
     /// `forget_after` shorter than the failure timeout.
     pub fn validate(&self) -> Result<()> {
-        crate::validate_name("cluster name", &self.cluster_name)?;
+        aether_placement::validate_name("cluster name", &self.cluster_name)?;
         if self.failure_timeout.is_zero() || self.request_timeout.is_zero() {
             return Err(Error::invalid(
                 "failure_timeout and request_timeout must be above zero",

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use aether_actor::{CommandError, CommandMeta, PassivationPolicy, RuntimeConfig, SnapshotPolicy};
 use aether_cluster::routing::{decode, encode, ActorRequest, ActorResponse, RemoteError};
-use aether_cluster::{Actors, ClusterConfig, ClusterNode, ShardConfig};
+use aether_cluster::{Actors, ClusterConfig, ClusterNode};
 use aether_core::{Error, EventStore};
+use aether_placement::ShardConfig;
 use aether_store::InMemoryEventStore;
 use aether_testkit::NatsServer;
 
@@ -25,7 +26,7 @@ fn config(cluster: &str, node: &str) -> ClusterConfig {
         .request_timeout(Duration::from_secs(3))
         .send_timeout(Duration::from_secs(10))
         .shards(ShardConfig::default().shard_count(128))
-        .storage(aether_cluster::StorageKind::Memory)
+        .storage(aether_core::StorageKind::Memory)
 }
 
 async fn start(

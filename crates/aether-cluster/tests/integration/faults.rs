@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use aether_cluster::routing::{
     decode, ActorRequest, ActorResponse, Heartbeat, LeaderLease, Leave, RemoteError,
 };
-use aether_cluster::{Actors, AssignmentTable, ClusterConfig, ClusterNode, ShardConfig};
+use aether_cluster::{Actors, AssignmentTable, ClusterConfig, ClusterNode};
 use aether_core::{Error, EventStore};
+use aether_placement::ShardConfig;
 
 use crate::support::{Bank, Command};
 use aether_store::InMemoryEventStore;
@@ -41,7 +42,7 @@ fn config(node: &str) -> ClusterConfig {
         .request_timeout(Duration::from_secs(2))
         .send_timeout(Duration::from_secs(8))
         .shards(ShardConfig::default().shard_count(64))
-        .storage(aether_cluster::StorageKind::Memory)
+        .storage(aether_core::StorageKind::Memory)
 }
 
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {

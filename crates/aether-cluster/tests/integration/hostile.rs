@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_cluster::routing::{encode, Heartbeat, Subjects};
-use aether_cluster::{Actors, Assignment, ClusterConfig, ClusterNode, ShardConfig};
+use aether_cluster::{Actors, Assignment, ClusterConfig, ClusterNode};
+use aether_placement::ShardConfig;
 use aether_store::InMemoryEventStore;
 use aether_testkit::NatsServer;
 
@@ -36,7 +37,7 @@ fn config(node: &str) -> ClusterConfig {
         .send_timeout(Duration::from_secs(10))
         .shards(ShardConfig::default().shard_count(64))
         .max_members(MAX_MEMBERS)
-        .storage(aether_cluster::StorageKind::Memory)
+        .storage(aether_core::StorageKind::Memory)
 }
 
 async fn start(server: &NatsServer, node: &str, store: &Arc<InMemoryEventStore>) -> ClusterNode {

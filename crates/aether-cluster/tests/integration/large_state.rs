@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_actor::{Actor, CommandError, DomainEvent, Envelope, Handled};
-use aether_cluster::{Actors, ClusterConfig, ClusterNode, ShardConfig};
+use aether_cluster::{Actors, ClusterConfig, ClusterNode};
 use aether_core::{Error, EventStore};
+use aether_placement::ShardConfig;
 use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
 use serde::{Deserialize, Serialize};
@@ -66,7 +67,7 @@ fn config(cluster: &str, node: &str) -> ClusterConfig {
         .request_timeout(Duration::from_secs(5))
         .send_timeout(Duration::from_secs(15))
         .shards(ShardConfig::default().shard_count(16))
-        .storage(aether_cluster::StorageKind::Memory)
+        .storage(aether_core::StorageKind::Memory)
 }
 
 async fn store(server: &NatsServer) -> Arc<JetStreamEventStore> {

@@ -11,10 +11,12 @@ use std::time::Duration;
 use aether_cluster::routing::{bucket_name, encode, Heartbeat, LeaderLease, Subjects};
 use aether_cluster::{
     Actors, AssignmentTable, ClusterChange, ClusterConfig, ClusterNode, ClusterObserver,
-    ClusterRecord, ClusterSnapshot, GoneReason, ObserverConfig, Presence, ShardConfig,
+    ClusterRecord, ClusterSnapshot, GoneReason, ObserverConfig, Presence,
 };
 use aether_core::Error;
-use aether_nats::{Connection, KvBucket, Operation, StorageKind};
+use aether_core::StorageKind;
+use aether_nats::{Connection, KvBucket, Operation};
+use aether_placement::ShardConfig;
 use aether_store::InMemoryEventStore;
 use aether_testkit::NatsServer;
 use futures::stream::BoxStream;
@@ -278,7 +280,7 @@ async fn hostile_heartbeats_are_refused_counted_and_never_grow_the_table_past_it
     assert!(snap.members.len() <= MAX, "{} members", snap.members.len());
     for m in &snap.members {
         assert!(
-            aether_cluster::validate_name("node id", &m.node_id).is_ok(),
+            aether_placement::validate_name("node id", &m.node_id).is_ok(),
             "{m:?}"
         );
     }

@@ -11,8 +11,9 @@ use aether_actor::CommandMeta;
 use aether_cluster::routing::{
     bucket_name, decode, encode, ActorRequest, ActorResponse, Heartbeat, Subjects,
 };
-use aether_cluster::{Actors, ClusterConfig, ClusterNode, ShardConfig};
+use aether_cluster::{Actors, ClusterConfig, ClusterNode};
 use aether_nats::{Connection, Operation};
+use aether_placement::ShardConfig;
 use aether_store::InMemoryEventStore;
 use aether_testkit::NatsServer;
 
@@ -46,7 +47,7 @@ fn config(node: &str) -> ClusterConfig {
         .request_timeout(Duration::from_secs(3))
         .send_timeout(Duration::from_secs(10))
         .shards(ShardConfig::default().shard_count(32))
-        .storage(aether_cluster::StorageKind::Memory)
+        .storage(aether_core::StorageKind::Memory)
 }
 
 async fn login(server: &NatsServer, user: &str, password: &str) -> Connection {

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aether_actor::{CommandMeta, Envelope};
-use aether_cluster::{Actors, ClusterConfig, ClusterNode, ShardConfig};
+use aether_cluster::{Actors, ClusterConfig, ClusterNode};
 use aether_core::{EventStore, TraceContext, METADATA_SPAN_ID, METADATA_TRACE_ID};
+use aether_placement::ShardConfig;
 use aether_store::InMemoryEventStore;
 use aether_testkit::NatsServer;
 use tracing::field::{Field, Visit};
@@ -108,7 +109,7 @@ fn config(node: &str) -> ClusterConfig {
         .heartbeat_interval(Duration::from_millis(100))
         .failure_timeout(Duration::from_secs(1))
         .shards(ShardConfig::default().shard_count(32))
-        .storage(aether_cluster::StorageKind::Memory)
+        .storage(aether_core::StorageKind::Memory)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_actor::{replay, Actor, CommandError, DomainEvent, LoadError, Upcasters};
-use aether_cluster::{Actors, ClusterConfig, ClusterNode, ShardConfig};
+use aether_cluster::{Actors, ClusterConfig, ClusterNode};
 use aether_core::{Event, EventStore, Snapshot, SnapshotStore};
+use aether_placement::ShardConfig;
 use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
 use serde::{Deserialize, Serialize};
@@ -102,7 +103,7 @@ fn config(node: &str) -> ClusterConfig {
         .request_timeout(Duration::from_secs(3))
         .send_timeout(Duration::from_secs(10))
         .shards(ShardConfig::default().shard_count(32))
-        .storage(aether_cluster::StorageKind::Memory)
+        .storage(aether_core::StorageKind::Memory)
 }
 
 /// Puts an event on the store's stream as raw JSON, the way the first version of the
@@ -141,7 +142,7 @@ async fn old_schemas_are_upcast_old_snapshots_skipped_and_bad_events_typed_error
     let store = Arc::new(
         JetStreamEventStore::new(
             client.clone(),
-            JetStreamConfig::default().storage(aether_nats::StorageKind::Memory),
+            JetStreamConfig::default().storage(aether_core::StorageKind::Memory),
         )
         .await
         .unwrap(),

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_actor::RuntimeConfig;
-use aether_cluster::{Actors, ClusterConfig, ClusterNode, ShardConfig};
+use aether_cluster::{Actors, ClusterConfig, ClusterNode};
 use aether_core::EventStore;
+use aether_placement::ShardConfig;
 use aether_store::InMemoryEventStore;
 use aether_testkit::NatsServer;
 
@@ -38,7 +39,7 @@ fn config(cluster: &str, node: &str) -> ClusterConfig {
         .request_timeout(Duration::from_millis(700))
         .send_timeout(Duration::from_secs(10))
         .shards(ShardConfig::default().shard_count(128))
-        .storage(aether_cluster::StorageKind::Memory)
+        .storage(aether_core::StorageKind::Memory)
 }
 
 async fn start(

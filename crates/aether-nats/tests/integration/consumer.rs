@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use aether_core::Error;
 use aether_nats::backend::{ConsumerSpec, StartAt};
-use aether_nats::StorageKind;
 use aether_testkit::NatsServer;
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
@@ -20,7 +19,7 @@ async fn stream_with_messages(js: &jetstream::Context) -> stream::Stream {
         stream::Config {
             name: "S".into(),
             subjects: vec!["S.>".into()],
-            storage: StorageKind::Memory.into(),
+            storage: async_nats::jetstream::stream::StorageType::Memory,
             ..Default::default()
         },
     )

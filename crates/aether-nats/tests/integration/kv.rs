@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use aether_core::Error;
-use aether_nats::{CasOutcome, Connection, KvBucket, StorageKind, Versioned};
+use aether_core::StorageKind;
+use aether_nats::{CasOutcome, Connection, KvBucket, Versioned};
 use aether_testkit::NatsServer;
 use futures::stream::{BoxStream, StreamExt};
 use tokio::time::Instant;

@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use aether_core::StorageKind;
 use aether_core::{Error, LogPosition, Result};
-use aether_nats::{CasOutcome, Connection, KvBucket, StorageKind, Versioned};
+use aether_nats::{CasOutcome, Connection, KvBucket, Versioned};
 use async_trait::async_trait;
 use serde::Serialize;
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aether_nats::StorageKind;
+use aether_core::StorageKind;
 
 /// Default base name of the event stream.
 pub const DEFAULT_STREAM_NAME: &str = "AETHER_EVENTS";
@@ -15,7 +15,7 @@ pub const DEFAULT_STREAM_NAME: &str = "AETHER_EVENTS";
 ///
 /// ```
 /// use std::time::Duration;
-/// use aether_nats::StorageKind;
+/// use aether_core::StorageKind;
 /// use aether_store::JetStreamConfig;
 ///
 /// let config = JetStreamConfig {

@@ -35,7 +35,7 @@ pub(crate) fn desired_config(
         discard: DiscardPolicy::Old,
         // Zero is "no limit" to the server.
         max_age: config.max_age.unwrap_or_default(),
-        storage: config.storage.into(),
+        storage: aether_nats::backend::storage_type(config.storage),
         num_replicas: config.replica_count(),
         // O(1) last-by-subject reads from any replica.
         allow_direct: true,
@@ -117,7 +117,7 @@ fn check_existing(actual: &stream::Config, desired: &stream::Config) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aether_nats::StorageKind;
+    use aether_core::StorageKind;
     use async_nats::jetstream::stream::StorageType;
     use std::time::Duration;
 

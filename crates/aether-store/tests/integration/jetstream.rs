@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
+use aether_core::StorageKind;
 use aether_core::{Error, EventStore, EventStoreWithErrors};
-use aether_nats::StorageKind;
 use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::contract::{event as ev, versions};
 use aether_testkit::NatsServer;

@@ -382,7 +382,7 @@ async fn ensure_stream(
         max_age: stream_config.max_age.unwrap_or_default(),
         max_messages: stream_config.max_messages.unwrap_or(-1),
         num_replicas: stream_config.replicas.unwrap_or(1).max(1),
-        storage: stream_config.storage.into(),
+        storage: aether_nats::backend::storage_type(stream_config.storage),
         ..Default::default()
     };
     aether_nats::backend::ensure_stream(&js, wanted).await?;
