@@ -15,10 +15,8 @@ use std::time::Duration;
 
 use aether_bus::NatsEventBus;
 use aether_cluster::{ClusterObserver, ClusterRecord, ObserverConfig, Presence};
-use aether_core::StorageKind;
-use aether_core::{validate_pattern, Delivery, Error, EventBroadcaster, EventLog, EventStore};
-use aether_core::{LogPosition, OverflowPolicy, SubscribeOptions, SubscriptionFilter};
-use aether_projection::NatsProjectionStore;
+use aether_core::{validate_pattern, Delivery, Error, EventBroadcaster, EventStore};
+use aether_core::{OverflowPolicy, SubscribeOptions, SubscriptionFilter};
 use aether_store::JetStreamEventStore;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -230,7 +228,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// A member of the cluster as the page shows it.
 #[derive(Debug, Serialize)]
@@ -511,84 +509,6 @@ pub(super) async fn tail(
     let stop = s.shutdown.clone().cancelled_owned();
     Ok(Sse::new(ready.chain(events).take_until(stop))
         .keep_alive(KeepAlive::new().interval(TAIL_KEEP_ALIVE)))
-}
-
-/// A projection as the page shows it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct ProjectionView {
-    name: String,
-    position: Option<LogPosition>,
-    lag: u64,
-    parked: usize,
-    /// `checkpoint` or `sink` (the sink keeps the position; the figures are its last report).
-    kept_by: &'static str,
-    /// Seconds since a sink-kept projection last reported; `None` for checkpoints.
-    reported_secs_ago: Option<f64>,
-    /// A sink-kept projection that missed three reports (probably not running).
-    stale: bool,
-}
-
-/// The projections page's data.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct ProjectionsView {
-    bucket: String,
-    head: Option<LogPosition>,
-    projections: Vec<ProjectionView>,
-}
-
-pub(super) async fn projections(State(s): State<Arc<Shared>>) -> ApiResult<ProjectionsView> {
-    let bucket = s.config.bucket.clone();
-    // Asking for a missing bucket must not create one: none means no projection ran yet.
-    let connection = aether_nats::Connection::from(s.client.clone());
-    if aether_nats::KvBucket::open_existing(&connection, &bucket)
-        .await?
-        .is_none()
-    {
-        return Ok(Json(ProjectionsView {
-            bucket,
-            head: None,
-            projections: Vec::new(),
-        }));
-    }
-    let state = NatsProjectionStore::open(s.client.clone(), &bucket, StorageKind::File).await?;
-    let head = match s.store().await {
-        Ok(store) => store.head().await?,
-        Err(_) => None,
-    };
-    // Projections whose sink keeps the position write no checkpoint, only status reports:
-    // the summaries show both kinds.
-    let now = chrono::Utc::now();
-    let out = state
-        .summaries()
-        .await?
-        .into_iter()
-        .map(|s| {
-            let reported = s.reported.as_ref().map(|r| {
-                let ago = (now - r.reported_at).num_milliseconds().max(0) as f64 / 1000.0;
-                let stale = ago * 1000.0 > 3.0 * r.interval_ms.max(1) as f64;
-                (ago, stale)
-            });
-            ProjectionView {
-                lag: s.lag(head),
-                position: s.position,
-                parked: s.parked,
-                kept_by: match s.kept_by {
-                    aether_projection::PositionKeeper::Store => "checkpoint",
-                    aether_projection::PositionKeeper::Sink => "sink",
-                },
-                reported_secs_ago: reported.map(|(ago, _)| ago),
-                stale: reported.is_some_and(|(_, stale)| stale),
-                name: s.name,
-            }
-        })
-        .collect();
-    Ok(Json(ProjectionsView {
-        bucket,
-        head,
-        projections: out,
-    }))
 }
 
 pub(super) async fn metrics(State(s): State<Arc<Shared>>) -> Response {

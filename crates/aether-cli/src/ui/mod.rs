@@ -46,6 +46,7 @@ use crate::events::StreamArgs;
 
 mod access;
 mod api;
+mod projections;
 mod sampler;
 mod server;
 
@@ -250,7 +251,7 @@ impl Dashboard {
             .route("/api/stream", get(api::stream))
             .route("/api/actors/{id}", get(api::actor))
             .route("/api/tail", get(api::tail))
-            .route("/api/projections", get(api::projections))
+            .route("/api/projections", get(projections::projections))
             .route("/metrics", get(api::metrics))
             .fallback(not_found)
             .layer(axum::middleware::from_fn_with_state(
