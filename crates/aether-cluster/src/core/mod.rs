@@ -1,31 +1,43 @@
 //! The I/O-free core of a cluster node: membership, the leader lease, the assignment table and
 //! the fencing view, as one state machine.
 //!
-//! The core never touches the network or a clock. A driver (the node) feeds it [`Input`]s,
-//! each with the current `tokio::time::Instant`, and carries out the [`Action`]s it returns:
-//! publish a heartbeat, read or compare-and-set the lease or the table, apply a new view. The
-//! results of those actions come back as inputs. So the whole protocol (heartbeats, failure
+//! The core never touches the network or a clock. A driver (the node's one loop, which owns
+//! the core) feeds it [`Input`]s, each with the current `tokio::time::Instant`, and carries out
+//! the [`Action`]s it returns: publish a heartbeat, read or compare-and-set the lease or the
+//! table, apply a new view. The results of those actions come back as inputs, later: the
+//! driver never waits for a slow bucket while heartbeats are due, so other inputs can come
+//! between an action and its result, and the core remembers what it has asked for and not
+//! heard back about (a lease step, a table write). So the whole protocol (heartbeats, failure
 //! detection, leader change, rejoin, fencing) runs in a unit test with made-up instants, and in
 //! the node on whatever transport it was given.
 //!
-//! The core is the one source of truth of a node for "who owns what": routing, fencing and
-//! the public accessors all read [`NodeCore::view`].
+//! The core is the one source of truth of a node for "who owns what": the driver publishes
+//! [`NodeCore::view`] (with the leader and the serving deadline) after every step, and
+//! routing, fencing and the public accessors read that.
+//!
+//! Layout: this file holds the inputs, actions and state and dispatches each input;
+//! `election.rs` the lease, `table.rs` the view and the leader's duty, `refusals.rs` the
+//! counting of refused membership messages.
 //!
 //! The rules it applies are `aether_placement`'s ([`Membership`], [`LeaseTracker`],
-//! [`rebalance`]), which the partitioned projections share. They take `std::time::Instant`:
+//! [`aether_placement::rebalance`]), which the partitioned projections share. They take `std::time::Instant`:
 //! the core hands them `now.into_std()`, which is exact, paused test clocks included.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_placement::{rebalance, LeaseTracker};
+use aether_placement::LeaseTracker;
 use tokio::time::Instant;
 
 use crate::assignment::{Assignment, AssignmentTable};
 use crate::leader::LeaderLease;
 use crate::membership::{Admission, Membership, MembershipChange, Refusal};
 use crate::routing::{Heartbeat, Leave};
+
+mod election;
+mod refusals;
+mod table;
 
 /// What a node's core is fixed with when it starts.
 #[derive(Debug, Clone)]
@@ -39,14 +51,6 @@ pub(crate) struct CoreSettings {
     /// How the membership view admits nodes it has only heard of.
     pub(crate) admission: Admission,
 }
-
-/// At most one warning per this long about refused heartbeats: a flood must not become a
-/// flood of log lines. The counter counts every refusal.
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// How much of a refused id (or decoding error) a warning shows: enough to recognise it,
-/// never a whole message.
-const REFUSAL_SAMPLE_CHARS: usize = 64;
 
 /// The outcome of a compare-and-set write to the cluster's bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +180,11 @@ pub(crate) struct NodeCore {
     renewed_at: Option<Instant>,
     /// The leader as last seen.
     leader: Option<String>,
+    /// A lease step (a read, and the claim or renewal it leads to) was asked for and its
+    /// outcome has not come back. The driver carries the step out asynchronously, so that a
+    /// slow bucket never delays a heartbeat; meanwhile election ticks keep coming, and this
+    /// keeps them from piling reads on a bucket that is already slow. Also what tells a
+    /// stopping core to release a lease that lands after the stop.
     lease_in_flight: bool,
     // Self-fencing.
     /// When our own heartbeat last came back to us through the transport: proof that the
@@ -189,6 +198,9 @@ pub(crate) struct NodeCore {
     /// The newest revision of the table key seen, even of an undecodable value, so a leader
     /// can overwrite that with compare-and-set.
     table_revision: u64,
+    /// A table write was asked for and its outcome has not come back (asynchronous, like
+    /// the lease step): a membership change before then must not ask for a second write
+    /// from the same revision, which could only lose the compare-and-set.
     table_write_in_flight: bool,
     stopped: bool,
     // Refusals.
@@ -232,14 +244,6 @@ impl NodeCore {
         }
     }
 
-    pub(crate) fn node_id(&self) -> &str {
-        &self.settings.node_id
-    }
-
-    pub(crate) fn incarnation(&self) -> &str {
-        &self.settings.incarnation
-    }
-
     /// The newest table this node knows.
     pub(crate) fn view(&self) -> Arc<Assignment> {
         Arc::clone(&self.view)
@@ -251,8 +255,8 @@ impl NodeCore {
     }
 
     /// The leader as last seen.
-    pub(crate) fn leader(&self) -> Option<String> {
-        self.leader.clone()
+    pub(crate) fn leader(&self) -> Option<&str> {
+        self.leader.as_deref()
     }
 
     /// The live members, this node included, sorted.
@@ -308,7 +312,13 @@ impl NodeCore {
     pub(crate) fn step(&mut self, input: Input, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         if self.stopped {
-            return actions;
+            // Only the outcome of a lease write sent before the stop still matters.
+            return match input {
+                Input::LeaseWritten { term, outcome, .. } => {
+                    self.on_lease_written_after_stop(term, outcome)
+                }
+                _ => actions,
+            };
         }
         match input {
             Input::Tick => {
@@ -321,28 +331,12 @@ impl NodeCore {
                 self.sweep(now, &mut actions);
             }
             Input::Sweep => self.sweep(now, &mut actions),
-            Input::ElectionTick => {
-                if !self.lease_in_flight {
-                    self.lease_in_flight = true;
-                    actions.push(Action::ReadLease);
-                }
-            }
+            Input::ElectionTick => self.on_election_tick(&mut actions),
             Input::Heartbeat(hb)
                 if hb.node_id == self.settings.node_id
                     && hb.incarnation == self.settings.incarnation =>
             {
-                let lapsed = self.serving_until().is_none_or(|until| now >= until);
-                self.touched_at = Some(now);
-                if lapsed || self.refresh_pending {
-                    // Asked again on every heartbeat until a read gets through.
-                    if !self.refresh_pending {
-                        tracing::info!(
-                            "own heartbeats heard again; reading the table before serving"
-                        );
-                    }
-                    self.refresh_pending = true;
-                    actions.push(Action::ReadTable);
-                }
+                self.on_own_heartbeat(now, &mut actions)
             }
             Input::Heartbeat(hb) => {
                 match self
@@ -372,11 +366,7 @@ impl NodeCore {
             Input::LeaseRead { revision, lease } => {
                 self.on_lease_read(revision, lease, now, &mut actions)
             }
-            Input::LeaseReadFailed => {
-                // Unable to renew: behave as a follower until the bucket answers again.
-                self.lease_in_flight = false;
-                self.held = None;
-            }
+            Input::LeaseReadFailed => self.on_lease_read_failed(),
             Input::LeaseWritten {
                 write,
                 term,
@@ -387,31 +377,26 @@ impl NodeCore {
                 self.refresh_pending = false;
             }
             Input::TableWritten { table, outcome } => {
-                self.table_write_in_flight = false;
-                match outcome {
-                    Cas::Written(epoch) => {
-                        tracing::info!(
-                            epoch,
-                            term = table.term,
-                            members = ?table.members,
-                            "assignment table written"
-                        );
-                        self.take_table(epoch, Some(table), &mut actions);
-                    }
-                    // Someone wrote first (or the bucket failed): catch up, decide again on
-                    // the next tick.
-                    Cas::Stale | Cas::Failed => actions.push(Action::ReadTable),
-                }
+                self.on_table_written(table, outcome, &mut actions)
             }
-            Input::Shutdown => {
-                self.stopped = true;
-                if let Some((term, revision)) = self.held.take() {
-                    tracing::info!(term, "releasing the leader lease");
-                    actions.push(Action::ReleaseLease { revision });
-                }
-            }
+            Input::Shutdown => self.on_shutdown(&mut actions),
         }
         actions
+    }
+
+    /// Our own heartbeat came back through the transport: the others hear us. After a lapse
+    /// the table may have moved on without us, so serving waits for a fresh read.
+    fn on_own_heartbeat(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let lapsed = self.serving_until().is_none_or(|until| now >= until);
+        self.touched_at = Some(now);
+        if lapsed || self.refresh_pending {
+            // Asked again on every heartbeat until a read gets through.
+            if !self.refresh_pending {
+                tracing::info!("own heartbeats heard again; reading the table before serving");
+            }
+            self.refresh_pending = true;
+            actions.push(Action::ReadTable);
+        }
     }
 
     /// Looks for silent members (and, while leading, moves a failed one's shards), and drops
@@ -432,220 +417,7 @@ impl NodeCore {
                 actions,
             );
         }
-        for (reason, count) in std::mem::take(&mut self.refusals_pending) {
-            actions.push(Action::HeartbeatsRefused {
-                reason,
-                count,
-                log: None,
-            });
-        }
-    }
-
-    /// Reports `count` refusals for `reason` with a warning about `what` (a refused id or
-    /// error), or, when a warning was asked for less than [`REFUSAL_LOG_EVERY`] ago, keeps
-    /// them for the next sweep to report.
-    fn refused(
-        &mut self,
-        reason: Refusal,
-        count: u64,
-        what: &str,
-        now: Instant,
-        actions: &mut Vec<Action>,
-    ) {
-        let quiet = self
-            .refusal_logged_at
-            .is_none_or(|at| now.saturating_duration_since(at) >= REFUSAL_LOG_EVERY);
-        if quiet {
-            self.refusal_logged_at = Some(now);
-            let unlogged = std::mem::take(&mut self.refusals_unlogged);
-            let log = Some(RefusalLog {
-                sample: sample(what),
-                unlogged,
-            });
-            actions.push(Action::HeartbeatsRefused { reason, count, log });
-        } else {
-            self.refusals_unlogged = self.refusals_unlogged.saturating_add(count);
-            let pending = self.refusals_pending.entry(reason).or_insert(0);
-            *pending = pending.saturating_add(count);
-        }
-    }
-
-    fn on_lease_read(
-        &mut self,
-        revision: u64,
-        lease: Option<LeaderLease>,
-        now: Instant,
-        actions: &mut Vec<Action>,
-    ) {
-        self.max_term_seen = self.max_term_seen.max(self.view.table.term);
-        let Some(lease) = lease else {
-            // No lease (never taken, or released): claim it now.
-            let term = self.max_term_seen + 1;
-            self.claim(revision, term, LeaseWrite::Claim, actions);
-            return;
-        };
-        self.max_term_seen = self.max_term_seen.max(lease.term);
-        if lease.node_id == self.settings.node_id && lease.incarnation == self.settings.incarnation
-        {
-            self.claim(revision, lease.term, LeaseWrite::Renew, actions);
-            return;
-        }
-        self.held = None;
-        self.leader = Some(lease.node_id.clone());
-        if self.tracker.observe(revision, now.into_std()) {
-            tracing::info!(
-                expired = %lease.node_id,
-                term = lease.term + 1,
-                "leader lease expired; taking over"
-            );
-            self.claim(revision, lease.term + 1, LeaseWrite::Claim, actions);
-        } else {
-            self.lease_in_flight = false;
-        }
-    }
-
-    fn claim(&mut self, expected: u64, term: u64, write: LeaseWrite, actions: &mut Vec<Action>) {
-        actions.push(Action::WriteLease {
-            write,
-            lease: LeaderLease {
-                node_id: self.settings.node_id.clone(),
-                incarnation: self.settings.incarnation.clone(),
-                term,
-            },
-            expected_revision: expected,
-        });
-    }
-
-    fn on_lease_written(
-        &mut self,
-        write: LeaseWrite,
-        term: u64,
-        outcome: Cas,
-        now: Instant,
-        actions: &mut Vec<Action>,
-    ) {
-        self.lease_in_flight = false;
-        match outcome {
-            Cas::Written(revision) => {
-                if write == LeaseWrite::Claim {
-                    tracing::info!(term, "became leader");
-                    self.tracker.reset();
-                }
-                self.max_term_seen = self.max_term_seen.max(term);
-                self.held = Some((term, revision));
-                self.renewed_at = Some(now);
-                self.leader = Some(self.settings.node_id.clone());
-                self.lead(term, actions);
-            }
-            Cas::Stale => {
-                if write == LeaseWrite::Renew {
-                    tracing::info!("lost the leader lease");
-                }
-                self.held = None;
-            }
-            Cas::Failed => self.held = None,
-        }
-    }
-
-    /// The membership changed: while we lead, rebalance now rather than at the next renewal,
-    /// so a failed member's shards move as soon as it is declared failed (and a new member
-    /// gets its share as soon as it is seen). Only while our last renewal is recent enough
-    /// that no other node can have taken the lease since: a follower takes over only after
-    /// the lease went unrenewed for a whole failure timeout.
-    fn lead_now(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        let Some((term, _)) = self.held else { return };
-        let fresh = self.renewed_at.is_some_and(|at| {
-            now.saturating_duration_since(at) < self.settings.failure_timeout / 2
-        });
-        if fresh {
-            self.lead(term, actions);
-        }
-    }
-
-    /// The leader's duty: keep the table balanced over the live members, with our term.
-    fn lead(&mut self, term: u64, actions: &mut Vec<Action>) {
-        let base = &self.view.table;
-        if base.term > term {
-            // A leader of a newer term exists (a partition healed, say): stop renewing and
-            // hand the lease back so the cluster has one leader again.
-            tracing::info!(
-                term,
-                newer = base.term,
-                "a newer term wrote the table; stepping down"
-            );
-            if let Some((_, revision)) = self.held.take() {
-                actions.push(Action::ReleaseLease { revision });
-            }
-            return;
-        }
-        if base.shard_count != self.settings.shard_count || self.table_write_in_flight {
-            return;
-        }
-        let live = self.membership.alive();
-        let shards = rebalance(&base.shards, &live, self.settings.replication_factor);
-        if self.view.epoch != 0
-            && self.view.epoch == self.table_revision
-            && base.term == term
-            && base.members == live
-            && base.shards == shards
-        {
-            return;
-        }
-        self.table_write_in_flight = true;
-        actions.push(Action::WriteTable {
-            table: AssignmentTable {
-                term,
-                leader: self.settings.node_id.clone(),
-                members: live,
-                shard_count: self.settings.shard_count,
-                replication_factor: self.settings.replication_factor,
-                shards,
-            },
-            expected_revision: self.table_revision,
-        });
-    }
-
-    /// Applies a table seen at `revision` if it is newer than the view.
-    fn take_table(
-        &mut self,
-        revision: u64,
-        table: Option<AssignmentTable>,
-        actions: &mut Vec<Action>,
-    ) {
-        self.table_revision = self.table_revision.max(revision);
-        let Some(table) = table else { return };
-        if table.shard_count != self.settings.shard_count {
-            tracing::error!(
-                table = table.shard_count,
-                configured = self.settings.shard_count,
-                "assignment table has another shard count; ignoring it (check the configuration)"
-            );
-            return;
-        }
-        if revision <= self.view.epoch {
-            return;
-        }
-        self.max_term_seen = self.max_term_seen.max(table.term);
-        self.view = Arc::new(Assignment {
-            epoch: revision,
-            table,
-        });
-        tracing::debug!(
-            epoch = revision,
-            term = self.view.table.term,
-            leader = %self.view.table.leader,
-            members = ?self.view.table.members,
-            "assignment applied"
-        );
-        actions.push(Action::ViewChanged(Arc::clone(&self.view)));
-    }
-}
-
-/// The first [`REFUSAL_SAMPLE_CHARS`] characters of `text`, marked when cut.
-fn sample(text: &str) -> String {
-    match text.char_indices().nth(REFUSAL_SAMPLE_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
+        self.report_pending_refusals(actions);
     }
 }
 

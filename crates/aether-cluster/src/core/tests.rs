@@ -174,7 +174,7 @@ fn a_lone_node_claims_the_lease_and_assigns_every_shard_to_itself() {
     let (hbs, views, _) = drive(&mut a, &mut bucket, Input::ElectionTick, now);
     assert!(hbs.is_empty());
     assert_eq!(a.term(), Some(1));
-    assert_eq!(a.leader().as_deref(), Some("a"));
+    assert_eq!(a.leader(), Some("a"));
     let view = views.last().expect("a table");
     assert!(view.is_complete());
     assert_eq!(view.table.members, ["a"]);
@@ -202,7 +202,7 @@ fn three_nodes_agree_then_a_dead_leader_is_replaced_after_the_failure_timeout() 
     assert_eq!(c.view(), table);
     let leader = table.table.leader.clone();
     assert_eq!(leader, "a", "the first to tick claims the lease");
-    assert_eq!(b.leader().as_deref(), Some("a"));
+    assert_eq!(b.leader(), Some("a"));
 
     // `a` dies. Just before the failure timeout nothing moves.
     let died = now;
@@ -700,4 +700,103 @@ fn refusals_are_counted_every_time_and_warned_about_once_per_ten_seconds() {
     };
     assert_eq!(log.unlogged, 5);
     assert_eq!(log.sample, "malformed cluster message");
+}
+
+/// The driver carries writes out asynchronously, so inputs arrive between a write and its
+/// outcome: a second membership change then asks for no second table write (it could only
+/// lose the compare-and-set); the outcome, then the next renewal, bring the table up to date.
+#[test]
+fn a_leader_asks_for_one_table_write_at_a_time() {
+    let mut bucket = Bucket::default();
+    let mut a = core("a");
+    let mut now = Instant::now();
+    round(&mut [&mut a], &mut bucket, now);
+    assert_eq!(a.term(), Some(1));
+    let hb = |node: &str| {
+        Input::Heartbeat(Heartbeat {
+            node_id: node.into(),
+            incarnation: format!("{node}-1"),
+            seq: 0,
+        })
+    };
+    a.step(hb("b"), now);
+    a.step(hb("c"), now);
+    now += HB;
+    let writes = |actions: &[Action]| -> Vec<(AssignmentTable, u64)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::WriteTable {
+                    table,
+                    expected_revision,
+                } => Some((table.clone(), *expected_revision)),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = a.step(hb("b"), now);
+    assert!(first.contains(&Action::Membership(MembershipChange::Joined("b".into()))));
+    let asked = writes(&first);
+    let [(table, expected)] = &asked[..] else {
+        panic!("{first:?}")
+    };
+    assert_eq!(table.members, ["a", "b"]);
+    let second = a.step(hb("c"), now);
+    assert!(second.contains(&Action::Membership(MembershipChange::Joined("c".into()))));
+    assert!(writes(&second).is_empty(), "{second:?}");
+    // The first write lands; the next renewal writes c's share.
+    let outcome = bucket.cas_table(table.clone(), *expected);
+    drive(
+        &mut a,
+        &mut bucket,
+        Input::TableWritten {
+            table: table.clone(),
+            outcome,
+        },
+        now,
+    );
+    assert_eq!(a.view().table.members, ["a", "b"]);
+    drive(&mut a, &mut bucket, Input::ElectionTick, now);
+    assert_eq!(a.view().table.members, ["a", "b", "c"]);
+}
+
+/// A claim still under way when the node stops is handed back once it lands: the release
+/// asked for at the stop could not have known its revision.
+#[test]
+fn a_lease_claim_that_lands_after_the_stop_is_released() {
+    let mut bucket = Bucket::default();
+    let mut a = core("a");
+    let now = Instant::now();
+    assert_eq!(a.step(Input::ElectionTick, now), [Action::ReadLease]);
+    let claim = a.step(
+        Input::LeaseRead {
+            revision: 0,
+            lease: None,
+        },
+        now,
+    );
+    let [Action::WriteLease {
+        write,
+        lease,
+        expected_revision,
+    }] = &claim[..]
+    else {
+        panic!("{claim:?}")
+    };
+    assert!(a.step(Input::Shutdown, now).is_empty(), "nothing held yet");
+    let outcome = bucket.cas_lease(lease.clone(), *expected_revision);
+    let Cas::Written(revision) = outcome else {
+        panic!("{outcome:?}")
+    };
+    let after = a.step(
+        Input::LeaseWritten {
+            write: *write,
+            term: lease.term,
+            outcome,
+        },
+        now,
+    );
+    assert_eq!(after, [Action::ReleaseLease { revision }]);
+    assert_eq!(a.term(), None, "a stopped node does not lead");
+    assert!(a.step(Input::ElectionTick, now).is_empty());
 }

@@ -1,5 +1,6 @@
-//! A cluster node: the public face, and the driver that runs the I/O-free core
-//! ([`crate::core`]) over a [`Transport`] and routes messages to actors.
+//! A cluster node: the public face, the driver (one loop that owns the I/O-free core,
+//! [`crate::core`], and runs it over a [`Transport`]) and routing of messages to actors,
+//! which reads the view the loop publishes.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,7 +14,7 @@ use aether_actor::{
 };
 use aether_core::{Error, Result};
 use async_trait::async_trait;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +26,8 @@ use crate::config::ClusterConfig;
 use crate::core::{CoreSettings, NodeCore};
 use crate::routing::Leave;
 use crate::transport::{LocalNetwork, MemberMessage, Transport};
-use driver::{election_loop, heartbeat_loop, member_loop, request_loop, watch_loop};
+use driver::{Driver, Request, REQUESTS_QUEUED};
+use view::NodeView;
 
 /// A member of a cluster: hosts the actors of the shards it owns (of every actor type it was
 /// started with) and routes commands for any actor to its owner.
@@ -46,23 +48,26 @@ pub struct ClusterNode {
 
 struct Inner {
     node_id: String,
+    incarnation: String,
     config: ClusterConfig,
     transport: Arc<dyn Transport>,
-    /// The one source of truth for membership, leadership and ownership.
-    core: Mutex<NodeCore>,
-    /// Bumped to the newest epoch whenever the core applies a table, for waiters.
-    epoch_tx: watch::Sender<u64>,
+    /// The core's view as its loop last published it: what routing, fencing and the
+    /// accessors read, without waiting for the loop. Changes of the assignment wake
+    /// receivers.
+    view: watch::Receiver<NodeView>,
+    /// Requests for the loop (which alone steps the core).
+    to_loop: mpsc::Sender<Request>,
     hosts: Hosts,
 }
 
 impl fmt::Debug for ClusterNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let core = self.inner.core();
+        let view = self.inner.view.borrow();
         f.debug_struct("ClusterNode")
             .field("node_id", &self.inner.node_id)
             .field("cluster", &self.inner.config.cluster_name)
-            .field("epoch", &core.view().epoch)
-            .field("term", &core.term())
+            .field("epoch", &view.assignment.epoch)
+            .field("term", &view.term)
             .finish_non_exhaustive()
     }
 }
@@ -124,22 +129,28 @@ impl ClusterNode {
             format!("node-{}", &id[..12])
         });
         let span = tracing::info_span!("node", id = %node_id, cluster = %config.cluster_name);
-        let core = NodeCore::new(CoreSettings {
+        let incarnation = uuid::Uuid::new_v4().to_string();
+        let mut core = NodeCore::new(CoreSettings {
             node_id: node_id.clone(),
-            incarnation: uuid::Uuid::new_v4().to_string(),
+            incarnation: incarnation.clone(),
             failure_timeout: config.failure_timeout,
             heartbeat_interval: config.heartbeat_interval,
             shard_count: config.shards.shard_count,
             replication_factor: config.shards.replication_factor,
             admission: crate::membership::Admission::of(&config),
         });
+        let (revision, table) = transport.read_table().await?;
+        let started = core.start(revision, table, Instant::now());
+        let (view_tx, view) = watch::channel(Driver::view_of(&core));
+        let (to_loop, requests) = mpsc::channel(REQUESTS_QUEUED);
         let inner = Arc::new(Inner {
             node_id,
+            incarnation,
             hosts,
             config,
             transport,
-            core: Mutex::new(core),
-            epoch_tx: watch::channel(0).0,
+            view,
+            to_loop,
         });
 
         // Fence: serve an actor only while the newest table we know gives us its shard, and
@@ -148,32 +159,30 @@ impl ClusterNode {
             let weak = Arc::downgrade(&inner);
             host.set_fence(Arc::new(move |actor_id: &str| {
                 weak.upgrade().is_some_and(|i| {
-                    let (view, until) = {
-                        let core = i.core();
-                        (core.view(), core.serving_until())
-                    };
-                    until.is_some_and(|u| Instant::now() < u) && view.serves(&i.node_id, actor_id)
+                    i.view
+                        .borrow()
+                        .may_serve(&i.node_id, actor_id, Instant::now())
                 })
             }));
         }
-
-        let (revision, table) = inner.transport.read_table().await?;
-        let actions = inner.core().start(revision, table, Instant::now());
-        inner.carry_out(actions).await;
+        let driver = span.in_scope(|| Driver::new(Arc::clone(&inner), core, view_tx, started));
 
         // Listen before anyone can learn about us (our first heartbeat).
-        let requests = inner.transport.serve(&inner.node_id).await?;
+        let requests_in = inner.transport.serve(&inner.node_id).await?;
         let members = inner.transport.members().await?;
         inner.transport.settle().await?;
 
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let i = &inner;
-        tasks.spawn(heartbeat_loop(Arc::clone(i), cancel.clone()).instrument(span.clone()));
-        tasks.spawn(member_loop(Arc::clone(i), members, cancel.clone()).instrument(span.clone()));
-        tasks.spawn(election_loop(Arc::clone(i), cancel.clone()).instrument(span.clone()));
-        tasks.spawn(watch_loop(Arc::clone(i), cancel.clone()).instrument(span.clone()));
-        tasks.spawn(request_loop(Arc::clone(i), requests, cancel.clone()).instrument(span.clone()));
+        tasks.spawn(
+            driver
+                .run(members, requests, cancel.clone())
+                .instrument(span.clone()),
+        );
+        tasks.spawn(
+            route::serve_loop(Arc::clone(&inner), requests_in, cancel.clone())
+                .instrument(span.clone()),
+        );
         span.in_scope(|| tracing::info!("node started"));
         Ok(Self {
             inner,
@@ -194,32 +203,35 @@ impl ClusterNode {
 
     /// Whether this node currently holds the leader lease.
     pub fn is_leader(&self) -> bool {
-        self.inner.core().term().is_some()
+        self.inner.view.borrow().term.is_some()
     }
 
     /// The leader as this node last saw it.
     pub fn leader(&self) -> Option<String> {
-        self.inner.core().leader()
+        self.inner.view.borrow().leader.clone()
     }
 
     /// The live members in this node's view (itself included), sorted.
     pub fn members(&self) -> Vec<String> {
-        self.inner.core().alive()
+        self.inner.view.borrow().members.to_vec()
     }
 
     /// The newest assignment table this node knows, with its epoch.
     pub fn assignment(&self) -> Arc<Assignment> {
-        self.inner.view()
+        self.inner.assignment()
     }
 
     /// The shard of `actor_id`.
     pub fn shard_of(&self, actor_id: &str) -> u32 {
-        self.inner.view().shard_of(actor_id)
+        self.inner.assignment().shard_of(actor_id)
     }
 
     /// The node that serves `actor_id` under the newest table this node knows.
     pub fn owner_of(&self, actor_id: &str) -> Option<String> {
-        self.inner.view().owner_of(actor_id).map(str::to_string)
+        self.inner
+            .assignment()
+            .owner_of(actor_id)
+            .map(str::to_string)
     }
 
     /// The local runtime of actor type `A`, if this node hosts it.
@@ -359,10 +371,11 @@ impl ClusterNode {
         timeout: Duration,
         pred: impl Fn(&Assignment) -> bool,
     ) -> Result<Arc<Assignment>> {
-        let mut rx = self.inner.epoch_tx.subscribe();
+        let mut rx = self.inner.view.clone();
         let deadline = Instant::now() + timeout;
         loop {
-            let view = self.inner.view();
+            rx.mark_unchanged();
+            let view = self.inner.assignment();
             if pred(&view) {
                 return Ok(view);
             }
@@ -412,12 +425,9 @@ impl ClusterNode {
         if drained.is_err() {
             tasks.abort_all();
         }
-        let leave = {
-            let core = self.inner.core();
-            Leave {
-                node_id: core.node_id().to_string(),
-                incarnation: core.incarnation().to_string(),
-            }
+        let leave = Leave {
+            node_id: self.inner.node_id.clone(),
+            incarnation: self.inner.incarnation.clone(),
         };
         let result = async {
             self.inner
@@ -464,12 +474,18 @@ impl Drop for ClusterNode {
 }
 
 impl Inner {
-    fn core(&self) -> MutexGuard<'_, NodeCore> {
-        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    /// The newest assignment table this node knows.
+    fn assignment(&self) -> Arc<Assignment> {
+        Arc::clone(&self.view.borrow().assignment)
     }
 
-    fn view(&self) -> Arc<Assignment> {
-        self.core().view()
+    /// Has the loop read the table and applied it if newer; returns once it has (or at once
+    /// when the loop has stopped).
+    async fn refresh_table(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.to_loop.send(Request::RefreshTable(done)).await.is_ok() {
+            let _ = wait.await;
+        }
     }
 }
 
@@ -525,3 +541,4 @@ mod driver;
 mod route;
 #[cfg(test)]
 mod tests;
+mod view;

@@ -1,12 +1,18 @@
 //! Routing: `send` to wherever an actor lives, and serving the requests for this node's
-//! actors.
+//! actors. Both read the view the node's loop publishes and never wait for the loop, except
+//! to have the table refreshed when ownership looks stale.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aether_actor::{Actor, CommandError, Envelope, Handled};
 use aether_core::{Backoff, Error, TraceContext};
 use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Inner;
@@ -104,9 +110,10 @@ impl Inner {
         // From 10 ms, doubling up to a heartbeat interval (by then the failover being waited
         // for shows in the table, which wakes the wait anyway); each wait ends by the deadline.
         let mut backoff = Backoff::new(Duration::from_millis(10), self.config.heartbeat_interval);
-        let mut table_changed = self.epoch_tx.subscribe();
+        // Made on the first retry: most sends never wait for the table.
+        let mut table_changed = None;
         loop {
-            let view = self.view();
+            let view = self.assignment();
             let attempt = match view.owner_of(actor_id) {
                 None => Attempt::Retry("no node owns the actor's shard yet".into()),
                 Some(owner) if owner == self.node_id => {
@@ -133,10 +140,17 @@ impl Inner {
                     tracing::debug!(actor_id, reason = %reason, "retrying send");
                     // Wait for the table to change (the failover we are waiting for), but
                     // no longer than the backoff: the owner may just have been slow.
+                    let table_changed = table_changed.get_or_insert_with(|| self.view.clone());
                     table_changed.mark_unchanged();
                     let wake = (Instant::now() + backoff.next_delay()).min(deadline);
-                    let _ = tokio::time::timeout_at(wake, table_changed.changed()).await;
-                    self.refresh_view().await;
+                    let changed = async {
+                        if table_changed.changed().await.is_err() {
+                            // The node's loop has stopped: nothing will change; wait it out.
+                            std::future::pending::<()>().await;
+                        }
+                    };
+                    let _ = tokio::time::timeout_at(wake, changed).await;
+                    self.refresh_table().await;
                 }
             }
         }
@@ -270,15 +284,15 @@ impl Inner {
                 Err(_) => return,
             },
         };
-        if let Err(e) = self.transport.reply(reply_to, Bytes::from(bytes)).await {
+        if let Err(e) = reply_to.send(Bytes::from(bytes)).await {
             tracing::warn!(error = %e, "could not send a reply");
         }
     }
 
     async fn serve_request(&self, req: ActorRequest) -> ActorResponse {
-        if self.view().epoch < req.epoch {
+        if self.assignment().epoch < req.epoch {
             // The sender knows a newer table: catch up before deciding ownership.
-            self.refresh_view().await;
+            self.refresh_table().await;
         }
         let ActorRequest {
             actor_type,
@@ -297,7 +311,7 @@ impl Inner {
                 error: RemoteError::UnknownActorType { actor_type },
             };
         };
-        let view = self.view();
+        let view = self.assignment();
         if actor_id.is_empty() || !view.serves(&self.node_id, &actor_id) {
             if actor_id.is_empty() {
                 return ActorResponse::Error {
@@ -317,7 +331,7 @@ impl Inner {
             };
         }
         match host.serve(&actor_id, meta, command).await {
-            ActorResponse::NotOwner { .. } => not_owner(&self.view()),
+            ActorResponse::NotOwner { .. } => not_owner(&self.assignment()),
             other => other,
         }
     }
@@ -329,7 +343,7 @@ impl Inner {
     /// command. Best effort: an owner that does not hear it reloads at its next write anyway
     /// (a version conflict).
     pub(super) async fn refresh_remote(&self, actor_type: &str, actor_ids: &[&str]) {
-        let view = self.view();
+        let view = self.assignment();
         for actor_id in actor_ids {
             let Some(owner) = view.owner_of(actor_id) else {
                 continue;
@@ -359,4 +373,30 @@ impl Inner {
             }
         }
     }
+}
+
+/// Serves the requests for this node's actors until `cancel` fires.
+pub(super) async fn serve_loop(
+    inner: Arc<Inner>,
+    mut requests: BoxStream<'static, Incoming>,
+    cancel: CancellationToken,
+) {
+    // In-flight requests live in this set, so stopping the loop (or killing the node) stops
+    // them too.
+    let mut in_flight = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            msg = requests.next() => {
+                let Some(msg) = msg else { break };
+                let inner = Arc::clone(&inner);
+                in_flight.spawn(async move { inner.serve(msg).await }.in_current_span());
+            }
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+        }
+    }
+    // Stop listening first so senders see "no responders" and go elsewhere, then let the
+    // requests already taken finish.
+    drop(requests);
+    while in_flight.join_next().await.is_some() {}
 }

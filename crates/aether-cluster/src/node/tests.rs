@@ -2,19 +2,25 @@
 //! leader change, failover, rejoin and fencing, with no server, in milliseconds of real time.
 //! (`tests/integration/cluster.rs` runs the same protocol over a real nats-server.)
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aether_core::EventStore;
 use aether_store::InMemoryEventStore;
 use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use tokio::time::Instant;
 
 use aether_actor::{Actor, ActorClient, CommandError, CommandMeta, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::assignment::AssignmentTable;
+use crate::core::Cas;
+use crate::leader::LeaderLease;
 use crate::routing::{decode, encode, ActorRequest, ActorResponse};
-use crate::transport::{RequestFailure, Transport};
+use crate::transport::{Incoming, MemberMessage, RequestFailure, Transport, Versioned};
 use crate::{Actors, ClusterConfig, ClusterNode, LocalNetwork};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -121,7 +127,7 @@ fn config(node: &str) -> ClusterConfig {
         .failure_timeout(FAILURE)
         .request_timeout(REQUEST)
         .send_timeout(SEND)
-        .shards(crate::ShardConfig::default().shard_count(64))
+        .shards(aether_placement::ShardConfig::default().shard_count(64))
 }
 
 async fn start(net: &LocalNetwork, store: &Arc<InMemoryEventStore>, id: &str) -> ClusterNode {
@@ -587,5 +593,132 @@ async fn a_write_on_the_senders_own_node_ends_within_the_send_timeout() {
     }
     // On paused time the deadline is exact: no margin beyond the send timeout.
     assert_eq!(took, send_timeout, "the send took {took:?}");
+    node.kill().await;
+}
+
+/// A network whose bucket writes (lease and table) take far longer than a failure timeout
+/// while `slow` is set, as a key-value bucket whose stream lost its leader does until the
+/// client's request times out. It counts the lease operations.
+#[derive(Debug)]
+struct SlowWrites {
+    net: LocalNetwork,
+    slow: AtomicBool,
+    lease_reads: AtomicUsize,
+    lease_writes: AtomicUsize,
+}
+
+impl SlowWrites {
+    async fn maybe_stall(&self) {
+        if self.slow.load(Ordering::SeqCst) {
+            tokio::time::sleep(FAILURE * 100).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for SlowWrites {
+    async fn publish(&self, message: MemberMessage) -> aether_core::Result<()> {
+        self.net.publish(message).await
+    }
+    async fn members(&self) -> aether_core::Result<BoxStream<'static, MemberMessage>> {
+        self.net.members().await
+    }
+    async fn read_lease(&self) -> aether_core::Result<Versioned<LeaderLease>> {
+        self.lease_reads.fetch_add(1, Ordering::SeqCst);
+        self.net.read_lease().await
+    }
+    async fn write_lease(&self, lease: &LeaderLease, expected: u64) -> aether_core::Result<Cas> {
+        self.lease_writes.fetch_add(1, Ordering::SeqCst);
+        self.maybe_stall().await;
+        self.net.write_lease(lease, expected).await
+    }
+    async fn release_lease(&self, revision: u64) -> aether_core::Result<()> {
+        self.net.release_lease(revision).await
+    }
+    async fn read_table(&self) -> aether_core::Result<Versioned<AssignmentTable>> {
+        self.net.read_table().await
+    }
+    async fn write_table(
+        &self,
+        table: &AssignmentTable,
+        expected: u64,
+    ) -> aether_core::Result<Cas> {
+        self.maybe_stall().await;
+        self.net.write_table(table, expected).await
+    }
+    async fn watch_table(
+        &self,
+    ) -> aether_core::Result<BoxStream<'static, aether_core::Result<Versioned<AssignmentTable>>>>
+    {
+        self.net.watch_table().await
+    }
+    async fn request(
+        &self,
+        node: &str,
+        payload: Bytes,
+        traceparent: Option<String>,
+        timeout: Duration,
+    ) -> Result<Bytes, RequestFailure> {
+        self.net.request(node, payload, traceparent, timeout).await
+    }
+    async fn serve(&self, node: &str) -> aether_core::Result<BoxStream<'static, Incoming>> {
+        self.net.serve(node).await
+    }
+    async fn settle(&self) -> aether_core::Result<()> {
+        self.net.settle().await
+    }
+}
+
+/// The node's loop alone steps its core, and carries the bucket's work out beside its other
+/// inputs instead of waiting for it: while the leader's renewal hangs for longer than a
+/// failure timeout, its heartbeats still go out on every interval, its own heartbeats keep
+/// coming back (so it keeps serving), and the core asks for no second lease step on top of
+/// the hung one.
+#[tokio::test(start_paused = true)]
+async fn a_hung_bucket_write_delays_no_heartbeat_and_is_not_asked_for_again() {
+    let net = LocalNetwork::new();
+    let transport = Arc::new(SlowWrites {
+        net: net.clone(),
+        slow: AtomicBool::new(false),
+        lease_reads: AtomicUsize::new(0),
+        lease_writes: AtomicUsize::new(0),
+    });
+    let store = Arc::new(InMemoryEventStore::new());
+    let hosts = Actors::new(store as _).with(Bank).into_hosts().unwrap();
+    let node = ClusterNode::start_on(Arc::clone(&transport) as _, config("a"), hosts)
+        .await
+        .expect("node starts");
+    node.wait_for_members(&["a"], WAIT).await.unwrap();
+    eventually("a leads", || node.is_leader()).await;
+    assert_eq!(node.send::<Bank>("x", Cmd::Deposit(1)).await.unwrap(), 1);
+
+    let mut heard = net.members().await.unwrap();
+    transport.slow.store(true, Ordering::SeqCst);
+    let (reads, writes) = (
+        transport.lease_reads.load(Ordering::SeqCst),
+        transport.lease_writes.load(Ordering::SeqCst),
+    );
+    let window = FAILURE * 3;
+    let end = Instant::now() + window;
+    let mut beats = Vec::new();
+    while let Ok(Some(message)) = tokio::time::timeout_at(end, heard.next()).await {
+        if matches!(&message, MemberMessage::Heartbeat(hb) if hb.node_id == "a") {
+            beats.push(Instant::now());
+        }
+    }
+    let expected = (window.as_millis() / HEARTBEAT.as_millis()) as usize;
+    assert!(beats.len() >= expected - 1, "{} heartbeats", beats.len());
+    for pair in beats.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap <= HEARTBEAT + Duration::from_millis(1),
+            "a gap of {gap:?}"
+        );
+    }
+    // One renewal went out and hangs; the ticks since asked for nothing more.
+    assert_eq!(transport.lease_writes.load(Ordering::SeqCst) - writes, 1);
+    assert_eq!(transport.lease_reads.load(Ordering::SeqCst) - reads, 1);
+    // Its heartbeats still come back to it: it serves.
+    assert_eq!(node.send::<Bank>("x", Cmd::Deposit(1)).await.unwrap(), 2);
     node.kill().await;
 }

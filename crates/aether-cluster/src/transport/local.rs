@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::{Incoming, MemberMessage, ReplyTo, RequestFailure, Transport, Versioned};
+use super::{Incoming, MemberMessage, ReplyTo, RequestFailure, Responder, Transport, Versioned};
 use crate::assignment::AssignmentTable;
 use crate::core::Cas;
 use crate::leader::LeaderLease;
@@ -196,7 +196,7 @@ impl Transport for LocalNetwork {
         let (tx, rx) = oneshot::channel();
         let incoming = Incoming {
             payload,
-            reply_to: Some(ReplyTo::Local(tx)),
+            reply_to: Some(ReplyTo::new(LocalReply(tx))),
             traceparent,
         };
         let exchange = async {
@@ -229,21 +229,20 @@ impl Transport for LocalNetwork {
         .boxed())
     }
 
-    async fn reply(&self, to: ReplyTo, payload: Bytes) -> Result<()> {
-        match to {
-            ReplyTo::Local(tx) => {
-                // The sender may have given up (timed out): nothing to do then.
-                let _ = tx.send(payload);
-                Ok(())
-            }
-            #[cfg(feature = "nats")]
-            ReplyTo::Subject(s) => Err(aether_core::Error::invalid(format!(
-                "a NATS reply subject ({s}) on the local network"
-            ))),
-        }
-    }
-
     async fn settle(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The answer to a request goes to the sender waiting in this process.
+#[derive(Debug)]
+struct LocalReply(oneshot::Sender<Bytes>);
+
+#[async_trait]
+impl Responder for LocalReply {
+    async fn respond(self: Box<Self>, payload: Bytes) -> Result<()> {
+        // The sender may have given up (timed out): nothing to do then.
+        let _ = self.0.send(payload);
         Ok(())
     }
 }
@@ -306,13 +305,10 @@ mod tests {
             Err(RequestFailure::NoResponders)
         ));
         let mut served = net.serve("a").await.unwrap();
-        let answer = tokio::spawn({
-            let net = net.clone();
-            async move {
-                let req = served.next().await.unwrap();
-                net.reply(req.reply_to.unwrap(), req.payload).await.unwrap();
-                served
-            }
+        let answer = tokio::spawn(async move {
+            let req = served.next().await.unwrap();
+            req.reply_to.unwrap().send(req.payload).await.unwrap();
+            served
         });
         let r = net.request("a", Bytes::from_static(b"hi"), None, t).await;
         assert_eq!(r.unwrap(), Bytes::from_static(b"hi"));

@@ -3,9 +3,10 @@
 //!
 //! A [`Transport`] publishes and receives membership messages, reads and compare-and-sets the
 //! leader lease and the assignment table, and carries actor requests and their replies. The
-//! node's driver (`node.rs`) does nothing else with the outside world, so the same driver runs
-//! over NATS (`nats.rs`, feature `nats`) and over an in-process [`LocalNetwork`] (`local.rs`),
-//! which the embedded demo and the paused-time tests use.
+//! node (`node/`) does nothing else with the outside world, so the same node runs over NATS
+//! (`nats.rs`, feature `nats`) and over an in-process [`LocalNetwork`] (`local.rs`), which the
+//! embedded demo and the paused-time tests use. Nothing of a particular transport shows here:
+//! each carries its own way of answering a request behind [`ReplyTo`].
 
 use std::fmt;
 use std::time::Duration;
@@ -55,22 +56,28 @@ pub(crate) enum RequestFailure {
     Other(aether_core::Error),
 }
 
-/// Where the answer to an incoming request goes.
-pub(crate) enum ReplyTo {
-    /// A NATS reply subject.
-    #[cfg(feature = "nats")]
-    Subject(async_nats::Subject),
-    /// The waiting sender in this process.
-    Local(tokio::sync::oneshot::Sender<Bytes>),
+/// How a transport answers one request it delivered: a NATS reply subject, a waiting
+/// sender in this process. Used once.
+#[async_trait]
+pub(crate) trait Responder: Send + fmt::Debug + 'static {
+    /// Sends the answer.
+    async fn respond(self: Box<Self>, payload: Bytes) -> Result<()>;
 }
 
-impl fmt::Debug for ReplyTo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            #[cfg(feature = "nats")]
-            ReplyTo::Subject(s) => write!(f, "ReplyTo::Subject({s})"),
-            ReplyTo::Local(_) => f.write_str("ReplyTo::Local"),
-        }
+/// Where the answer to an incoming request goes: the transport that delivered the request
+/// made it, and knows how to answer.
+#[derive(Debug)]
+pub(crate) struct ReplyTo(Box<dyn Responder>);
+
+impl ReplyTo {
+    pub(crate) fn new(responder: impl Responder) -> Self {
+        Self(Box::new(responder))
+    }
+
+    /// Answers the request. A sender that gave up (timed out) is not an error: nobody
+    /// reads the answer then.
+    pub(crate) async fn send(self, payload: Bytes) -> Result<()> {
+        self.0.respond(payload).await
     }
 }
 
@@ -119,10 +126,8 @@ pub(crate) trait Transport: Send + Sync + fmt::Debug + 'static {
     ) -> std::result::Result<Bytes, RequestFailure>;
     /// The requests for `node`'s actors. Once this returns, senders reach the stream (the
     /// server has registered it); dropping the stream stops serving, and senders then see
-    /// [`RequestFailure::NoResponders`].
+    /// [`RequestFailure::NoResponders`]. Each request carries its [`ReplyTo`].
     async fn serve(&self, node: &str) -> Result<BoxStream<'static, Incoming>>;
-    /// Answers a request.
-    async fn reply(&self, to: ReplyTo, payload: Bytes) -> Result<()>;
     /// Returns once everything published before has reached the server (or the network).
     async fn settle(&self) -> Result<()>;
 }
@@ -266,7 +271,9 @@ pub(crate) mod contract {
             let req = served.next().await.unwrap();
             assert_eq!(req.payload, Bytes::from_static(b"ping"));
             assert_eq!(req.traceparent.as_deref(), Some(traceparent));
-            b.reply(req.reply_to.unwrap(), Bytes::from_static(b"pong"))
+            req.reply_to
+                .unwrap()
+                .send(Bytes::from_static(b"pong"))
                 .await
                 .unwrap();
         });

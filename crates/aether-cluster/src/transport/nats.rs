@@ -2,19 +2,20 @@
 //! key-value bucket ([`KvBucket`]) for the lease and the assignment table.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aether_core::{Error, Result};
 use aether_nats::{CasOutcome, Connection, KvBucket, PermissionWatch, Versioned as KvVersioned};
 use async_nats::client::RequestErrorKind;
-use async_nats::{Client, Request};
+use async_nats::{Client, Request, Subject};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Incoming, MemberMessage, ReplyTo, RequestFailure, Transport, Versioned};
+use super::{Incoming, MemberMessage, ReplyTo, RequestFailure, Responder, Transport, Versioned};
 use crate::assignment::{AssignmentTable, ASSIGNMENT_KEY};
 use crate::config::ClusterConfig;
 use crate::core::Cas;
@@ -218,37 +219,51 @@ impl Transport for NatsTransport {
 
     async fn serve(&self, node: &str) -> Result<BoxStream<'static, Incoming>> {
         let sub = self.subscribed(self.subjects.node_requests(node)).await?;
+        // One handle shared by every reply: cloning it is one reference count, not a clone
+        // of the client's channels.
+        let client = Arc::new(self.client.clone());
         Ok(sub
-            .map(|msg| Incoming {
+            .map(move |msg| Incoming {
                 traceparent: msg
                     .headers
                     .as_ref()
                     .and_then(|h| h.get(aether_core::TRACEPARENT_HEADER))
                     .map(|v| v.as_str().to_string()),
                 payload: msg.payload,
-                reply_to: msg.reply.map(ReplyTo::Subject),
+                reply_to: msg.reply.map(|subject| {
+                    ReplyTo::new(SubjectReply {
+                        client: Arc::clone(&client),
+                        subject,
+                    })
+                }),
             })
             .boxed())
-    }
-
-    async fn reply(&self, to: ReplyTo, payload: Bytes) -> Result<()> {
-        match to {
-            ReplyTo::Subject(s) => self
-                .client
-                .publish(s, payload)
-                .await
-                .map_err(|e| Error::unavailable("sending a reply", e)),
-            ReplyTo::Local(_) => Err(Error::invalid("a local reply channel on a NATS transport")),
-        }
     }
 
     async fn settle(&self) -> Result<()> {
         let context = "a round trip to the server";
         self.guarded(
             context,
-            aether_nats::round_trip(&self.client, ROUND_TRIP_TIMEOUT, context),
+            aether_nats::backend::round_trip(&self.client, ROUND_TRIP_TIMEOUT, context),
         )
         .await
+    }
+}
+
+/// The answer to a request goes to its reply subject.
+#[derive(Debug)]
+struct SubjectReply {
+    client: Arc<Client>,
+    subject: Subject,
+}
+
+#[async_trait]
+impl Responder for SubjectReply {
+    async fn respond(self: Box<Self>, payload: Bytes) -> Result<()> {
+        self.client
+            .publish(self.subject, payload)
+            .await
+            .map_err(|e| Error::unavailable("sending a reply", e))
     }
 }
 
@@ -256,7 +271,7 @@ impl NatsTransport {
     /// Subscribes to `subject` and returns once the server has the subscription, or with
     /// `PermissionDenied` if the server refused it.
     async fn subscribed(&self, subject: String) -> Result<async_nats::Subscriber> {
-        let (sub, _) = aether_nats::subscribe_confirmed(
+        let (sub, _) = aether_nats::backend::subscribe_confirmed(
             &self.client,
             &self.permissions,
             &subject,
@@ -275,7 +290,7 @@ mod tests {
         let client = async_nats::connect(server.url()).await.expect("connect");
         let config = ClusterConfig::default()
             .cluster_name(cluster)
-            .storage(aether_nats::StorageKind::Memory);
+            .storage(aether_core::StorageKind::Memory);
         NatsTransport::open(&client.into(), &config)
             .await
             .expect("bucket")
