@@ -25,6 +25,30 @@ use crate::upcast::Upcasters;
 /// kept stable when the Rust name changes). Struct variants and unit variants are supported;
 /// the payload of a struct variant is stored as a JSON object of its fields.
 ///
+/// The usual way to implement it is `#[derive(DomainEvent)]`, which names each variant by its
+/// serde name (`rename` and `rename_all` included), so the two cannot drift apart;
+/// `#[domain_event(schema_version = N)]` on the enum sets
+/// [`schema_version`](Self::schema_version).
+///
+/// ```
+/// use aether_actor::DomainEvent;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+/// enum AccountEvent {
+///     Opened { owner: String },
+///     #[serde(rename = "MoneyIn")]
+///     Deposited { amount: i64 },
+///     Closed,
+/// }
+///
+/// assert_eq!(AccountEvent::Deposited { amount: 5 }.event_type(), "MoneyIn");
+/// assert_eq!(AccountEvent::Closed.event_type(), "Closed");
+/// ```
+///
+/// A hand-written impl is still possible, for example to compute the schema version per
+/// variant; `event_type()` must then return exactly the serde name (encoding checks it):
+///
 /// ```
 /// use aether_actor::DomainEvent;
 /// use serde::{Deserialize, Serialize};
@@ -32,7 +56,6 @@ use crate::upcast::Upcasters;
 /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// enum AccountEvent {
 ///     Opened { owner: String },
-///     Deposited { amount: i64 },
 ///     Closed,
 /// }
 ///
@@ -40,7 +63,6 @@ use crate::upcast::Upcasters;
 ///     fn event_type(&self) -> &'static str {
 ///         match self {
 ///             Self::Opened { .. } => "Opened",
-///             Self::Deposited { .. } => "Deposited",
 ///             Self::Closed => "Closed",
 ///         }
 ///     }

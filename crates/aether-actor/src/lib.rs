@@ -11,7 +11,8 @@
 //! - [`Actor`]: the actor type an application writes: `decide` (async, may refuse with a typed
 //!   error), `apply`, `reply`. [`CommandMeta`] and [`Envelope`]: command ids (idempotence),
 //!   correlation, causation and user ids.
-//! - [`DomainEvent`], [`EventCodec`]: typed events and their stored form.
+//! - [`DomainEvent`] (the trait, and `#[derive(DomainEvent)]`), [`EventCodec`]: typed events
+//!   and their stored form.
 //! - [`Upcasters`]: schema evolution, per event type and version (renames included).
 //! - [`ActorHost`]: the runtime of one process (the embedded default), with
 //!   [`RuntimeConfig`]: [`SnapshotPolicy`], [`PassivationPolicy`], [`RetryPolicy`]. Counters
@@ -117,6 +118,31 @@ pub mod testing;
 mod upcast;
 
 pub use actor::{Actor, CommandMeta, Envelope};
+/// `#[derive(DomainEvent)]`: implements [`DomainEvent`](trait@DomainEvent) for a serde enum,
+/// each variant's event type being its serde name (`rename` and `rename_all` honoured);
+/// `#[domain_event(schema_version = N)]` on the enum sets the schema version. A struct, a
+/// union, an enum that is not externally tagged, or a skipped variant is a compile error.
+///
+/// ```
+/// use aether_actor::DomainEvent;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+/// #[serde(rename_all = "snake_case")]
+/// #[domain_event(schema_version = 2)]
+/// enum AccountEvent {
+///     Opened { owner: String },
+///     #[serde(rename = "money_in")]
+///     Deposited { cents: i64 },
+///     Closed,
+/// }
+///
+/// assert_eq!(AccountEvent::Opened { owner: "ann".into() }.event_type(), "opened");
+/// assert_eq!(AccountEvent::Deposited { cents: 5 }.event_type(), "money_in");
+/// assert_eq!(AccountEvent::Closed.event_type(), "closed");
+/// assert_eq!(AccountEvent::Closed.schema_version(), 2);
+/// ```
+pub use aether_derive::DomainEvent;
 pub use client::ActorClient;
 pub use config::{PassivationPolicy, RuntimeConfig, SnapshotPolicy};
 pub use error::{CommandError, DecodeError, LoadError};
@@ -124,4 +150,4 @@ pub use event::{DomainEvent, EncodeError, EncodedEvent, EventCodec};
 pub use host::{ActorHost, Decision, Fence, Handled, HostStats, PassivationHook};
 pub use replay::replay;
 pub use retry::RetryPolicy;
-pub use upcast::Upcasters;
+pub use upcast::{UpcasterClash, Upcasters};

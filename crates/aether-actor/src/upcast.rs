@@ -112,6 +112,63 @@ impl Upcasters {
         self
     }
 
+    /// Both sets of upcasters in one, for a codec over an enum that joins several actor
+    /// types' events (a projection, a bus subscriber): `A::upcasters().merge(B::upcasters())`.
+    ///
+    /// The two sets must not both register a step for the same event type and version:
+    /// decoding could not tell whose events those are, so that is an [`UpcasterClash`]
+    /// listing every such pair, not a silent choice. The same rename registered in both is
+    /// no clash (it means the same either way). Chains run across the sets: a rename in one
+    /// continues with the other's upcasters of the new type, as within one set.
+    ///
+    /// ```
+    /// use aether_actor::Upcasters;
+    ///
+    /// let accounts = Upcasters::new().rename("MoneyIn", 1, "Deposited");
+    /// let orders = Upcasters::new().rename("Ordered", 1, "OrderPlaced");
+    /// let both = accounts.merge(orders)?;
+    /// assert!(both.handles("MoneyIn", 1) && both.handles("Ordered", 1));
+    ///
+    /// let clash = Upcasters::new()
+    ///     .rename("Opened", 1, "AccountOpened")
+    ///     .merge(Upcasters::new().rename("Opened", 1, "OrderOpened"))
+    ///     .unwrap_err();
+    /// assert_eq!(clash.clashes, [("Opened".to_string(), 1)]);
+    /// # Ok::<(), aether_actor::UpcasterClash>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`UpcasterClash`] when a payload upcaster, or two different renames, are registered
+    /// for the same event type and version in both.
+    pub fn merge(mut self, other: Upcasters) -> Result<Upcasters, UpcasterClash> {
+        let mut clashes: Vec<(String, u32)> = other
+            .steps
+            .iter()
+            .filter_map(|(event_type, theirs)| {
+                Some((event_type, theirs, self.steps.get(event_type)?))
+            })
+            .flat_map(|(event_type, theirs, mine)| {
+                theirs
+                    .iter()
+                    .filter_map(move |(version, step)| match (mine.get(version)?, step) {
+                        (Step::Rename(a), Step::Rename(b)) if a == b => None,
+                        _ => Some((event_type.clone(), *version)),
+                    })
+            })
+            .collect();
+        if !clashes.is_empty() {
+            clashes.sort();
+            return Err(UpcasterClash { clashes });
+        }
+        for (event_type, theirs) in other.steps {
+            let mine = self.steps.entry(event_type).or_default();
+            for (version, step) in theirs {
+                mine.entry(version).or_insert(step);
+            }
+        }
+        Ok(self)
+    }
+
     /// Whether an upcaster is registered for `event_type` at `version`.
     pub fn handles(&self, event_type: &str, version: u32) -> bool {
         self.step(event_type, version).is_some()
@@ -152,6 +209,33 @@ impl Upcasters {
              the registrations loop"
         ))
     }
+}
+
+/// [`Upcasters::merge`] found steps registered in both sets for the same event type and
+/// schema version, so it cannot tell which applies.
+///
+/// Handling: a programming error in how actor types are combined, to fix in code, not to
+/// retry. It means both actor types store events under the same event type name, which one
+/// joined enum cannot tell apart anyway: decode each actor type with its own codec
+/// (`EventCodec::new(A::upcasters())`, choosing by the event's actor type), or, when the two
+/// steps are meant to be one, register it in one set only.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "both sets of upcasters register a step for {}; a joined codec cannot tell whose events \
+     these are",
+    list(clashes)
+)]
+pub struct UpcasterClash {
+    /// Each clashing event type and schema version, sorted.
+    pub clashes: Vec<(String, u32)>,
+}
+
+fn list(clashes: &[(String, u32)]) -> String {
+    clashes
+        .iter()
+        .map(|(event_type, version)| format!("{event_type} v{version}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -195,5 +279,74 @@ mod tests {
             .unwrap_err()
             .contains("loop"));
         assert!(format!("{looped:?}").contains("A v1 -> B v1"));
+    }
+
+    #[test]
+    fn merge_joins_disjoint_sets_and_chains_run_across_them() {
+        let accounts = Upcasters::new().rename("MoneyIn", 1, "Deposited").upcast(
+            "Deposited",
+            1,
+            |mut d: EventData| {
+                d.insert("cents".into(), json!(100));
+                Ok(d)
+            },
+        );
+        let orders = Upcasters::new()
+            .upcast("Deposited", 2, |mut d: EventData| {
+                d.insert("v3".into(), json!(true));
+                Ok(d)
+            })
+            .rename("Ordered", 1, "OrderPlaced");
+        let both = accounts.merge(orders).unwrap();
+        let (t, v, d) = both.apply("MoneyIn", 1, data(json!({}))).unwrap();
+        assert_eq!((t.as_str(), v), ("Deposited", 3));
+        assert_eq!(d, data(json!({"cents": 100, "v3": true})));
+        let (t, v, _) = both.apply("Ordered", 1, data(json!({}))).unwrap();
+        assert_eq!((t.as_str(), v), ("OrderPlaced", 1));
+        // Merging nothing changes nothing, on either side.
+        let both = both.merge(Upcasters::new()).unwrap();
+        let both = Upcasters::new().merge(both).unwrap();
+        assert_eq!(
+            format!("{both:?}"),
+            "Upcasters { steps: [\"Deposited v1 -> v2\", \"Deposited v2 -> v3\", \
+             \"MoneyIn v1 -> Deposited v1\", \"Ordered v1 -> OrderPlaced v1\"] }"
+        );
+    }
+
+    #[test]
+    fn merge_refuses_the_same_type_and_version_in_both() {
+        let reshape = || Upcasters::new().upcast("Deposited", 1, Ok);
+        // Two payload upcasters, a payload upcaster and a rename, two different renames: each
+        // clashes, and every clash is listed.
+        let e = reshape()
+            .rename("Opened", 1, "AccountOpened")
+            .rename("Closed", 2, "AccountClosed")
+            .merge(
+                reshape()
+                    .rename("Opened", 1, "OrderOpened")
+                    .upcast("Closed", 2, Ok)
+                    // Other versions of the same types do not clash.
+                    .upcast("Opened", 2, Ok),
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.clashes,
+            [
+                ("Closed".to_string(), 2),
+                ("Deposited".to_string(), 1),
+                ("Opened".to_string(), 1)
+            ]
+        );
+        let message = e.to_string();
+        assert!(
+            message.contains("Closed v2, Deposited v1, Opened v1"),
+            "{message}"
+        );
+        // The same rename in both means the same thing: no clash.
+        let both = Upcasters::new()
+            .rename("MoneyIn", 1, "Deposited")
+            .merge(Upcasters::new().rename("MoneyIn", 1, "Deposited"))
+            .unwrap();
+        assert!(both.handles("MoneyIn", 1));
     }
 }
