@@ -11,6 +11,7 @@
 //! Run with `cargo run -p aether-examples --example retry_patterns`. See `examples/README.md` for when to use
 //! which pattern.
 
+use aether_core::ActorKey;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -213,13 +214,13 @@ impl EventStore for SwitchableStore {
         self.check()?;
         self.inner.save_events(actor_id, events).await
     }
-    async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
+    async fn events_of(&self, actor: ActorKey<'_>, from_version: u64) -> Result<Vec<Event>> {
         self.check()?;
-        self.inner.get_events(actor_id, from_version).await
+        self.inner.events_of(actor, from_version).await
     }
-    async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
+    async fn latest_version_of(&self, actor: ActorKey<'_>) -> Result<u64> {
         self.check()?;
-        self.inner.get_latest_version(actor_id).await
+        self.inner.latest_version_of(actor).await
     }
 }
 

@@ -330,7 +330,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
-    use aether_core::{Event, Result as CoreResult};
+    use aether_core::{ActorKey, Event, Result as CoreResult};
     use aether_store::InMemoryEventStore;
     use async_trait::async_trait;
 
@@ -367,13 +367,13 @@ mod tests {
             self.check()?;
             self.inner.save_events(actor_id, events).await
         }
-        async fn get_events(&self, actor_id: &str, from: u64) -> CoreResult<Vec<Event>> {
+        async fn events_of(&self, actor: ActorKey<'_>, from: u64) -> CoreResult<Vec<Event>> {
             self.check()?;
-            self.inner.get_events(actor_id, from).await
+            self.inner.events_of(actor, from).await
         }
-        async fn get_latest_version(&self, actor_id: &str) -> CoreResult<u64> {
+        async fn latest_version_of(&self, actor: ActorKey<'_>) -> CoreResult<u64> {
             self.check()?;
-            self.inner.get_latest_version(actor_id).await
+            self.inner.latest_version_of(actor).await
         }
     }
 

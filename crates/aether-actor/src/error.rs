@@ -32,6 +32,33 @@ pub struct DecodeError {
     pub reason: String,
 }
 
+/// An actor's stored history was written by another actor type: a command or a read of type
+/// `expected` met an event of type `found` under the same actor.
+///
+/// With typed subjects every type has its own histories, so this only happens where types
+/// share subjects: a stream written before actor types, read with a declared legacy type
+/// (`JetStreamConfig::legacy_actor_type` in `aether-store`), whose id holds another type's
+/// events.
+///
+/// Handling: the command went to the wrong id or the wrong type; nothing was written. Send it
+/// to the right actor. Retrying fails the same way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[error(
+    "actor {actor_id:?} holds events of actor type {found:?} (version {version}), not of \
+     {expected:?}"
+)]
+pub struct WrongTypeError {
+    /// The actor id.
+    pub actor_id: String,
+    /// The type the command or read was for.
+    pub expected: String,
+    /// The type that wrote the stored event.
+    pub found: String,
+    /// The version of the first event of the other type.
+    pub version: u64,
+}
+
 /// Why an actor could not be rebuilt from its store.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -40,6 +67,11 @@ pub enum LoadError {
     /// Handling: see [`DecodeError`].
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// The actor's stored events were written by another actor type.
+    ///
+    /// Handling: see [`WrongTypeError`].
+    #[error(transparent)]
+    WrongType(#[from] WrongTypeError),
     /// The store failed.
     ///
     /// Handling: as the [`Error`] says (retry when [`Error::is_retryable`]).
@@ -79,6 +111,12 @@ pub enum CommandError<E> {
     #[error(transparent)]
     Decode(DecodeError),
 
+    /// The actor's stored events were written by another actor type. Nothing was written.
+    ///
+    /// Handling: see [`WrongTypeError`].
+    #[error(transparent)]
+    WrongType(WrongTypeError),
+
     /// The store, the network or the runtime failed. The command may or may not have been
     /// applied when the error is [`Error::Unavailable`].
     ///
@@ -104,7 +142,7 @@ impl<E> CommandError<E> {
         match self {
             Self::Conflict { .. } => true,
             Self::Infrastructure(e) => e.is_retryable(),
-            Self::Rejected(_) | Self::Decode(_) => false,
+            Self::Rejected(_) | Self::Decode(_) | Self::WrongType(_) => false,
         }
     }
 
@@ -125,6 +163,7 @@ impl<E> CommandError<E> {
                 last,
             },
             Self::Decode(e) => CommandError::Decode(e),
+            Self::WrongType(e) => CommandError::WrongType(e),
             Self::Infrastructure(e) => CommandError::Infrastructure(e),
         }
     }
@@ -134,6 +173,7 @@ impl<E> From<LoadError> for CommandError<E> {
     fn from(e: LoadError) -> Self {
         match e {
             LoadError::Decode(d) => Self::Decode(d),
+            LoadError::WrongType(w) => Self::WrongType(w),
             LoadError::Store(s) => Self::Infrastructure(s),
         }
     }
@@ -141,13 +181,15 @@ impl<E> From<LoadError> for CommandError<E> {
 
 /// For code that reports every failure as the workspace's [`Error`] (tools, tests): a
 /// rejection becomes [`Error::InvalidInput`] with its message, exhausted conflicts
-/// [`Error::VersionConflict`], a decoding failure [`Error::Decoding`].
+/// [`Error::VersionConflict`], a decoding failure [`Error::Decoding`], another type's history
+/// [`Error::InvalidInput`].
 impl<E: std::fmt::Display> From<CommandError<E>> for Error {
     fn from(e: CommandError<E>) -> Self {
         match e {
             CommandError::Rejected(r) => Error::InvalidInput(format!("command rejected: {r}")),
             CommandError::Conflict { last, .. } => Error::VersionConflict(last),
             CommandError::Decode(d) => Error::Decoding(d.to_string()),
+            CommandError::WrongType(w) => Error::InvalidInput(w.to_string()),
             CommandError::Infrastructure(e) => e,
         }
     }

@@ -10,12 +10,12 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use aether_core::{Event, EventData, METADATA_ACTOR_TYPE, METADATA_SCHEMA_VERSION};
+use aether_core::{ActorKey, Event, EventData, METADATA_ACTOR_TYPE, METADATA_SCHEMA_VERSION};
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::error::DecodeError;
+use crate::error::{DecodeError, WrongTypeError};
 use crate::upcast::Upcasters;
 
 /// An application's event type.
@@ -103,11 +103,20 @@ pub struct EncodedEvent {
 }
 
 impl EncodedEvent {
-    /// The stored [`Event`] for `actor_id` at `version`, with the schema version recorded.
+    /// The stored [`Event`] for the untyped actor `actor_id` at `version`, with the schema
+    /// version recorded.
     pub fn into_event(self, actor_id: &str, version: u64) -> Event {
         Event::new(self.event_type, actor_id, version)
             .with_data(self.data)
             .with_metadata(METADATA_SCHEMA_VERSION, self.schema_version.to_string())
+    }
+
+    /// The stored [`Event`] for `actor` (its type and id) at `version`, with the schema version
+    /// recorded.
+    pub fn into_event_of(self, actor: ActorKey<'_>, version: u64) -> Event {
+        let mut event = self.into_event(actor.actor_id, version);
+        event.actor_type = actor.actor_type.map(str::to_string);
+        event
     }
 }
 
@@ -197,6 +206,34 @@ impl<E: DomainEvent> EventCodec<E> {
             data,
             schema_version: event.schema_version(),
         })
+    }
+
+    /// Checks a stored event was written by actor type `actor_type`: its
+    /// [`Event::actor_type`] and, for events written before actor types, their `actorType`
+    /// metadata. An event that names no type passes.
+    ///
+    /// # Errors
+    /// [`WrongTypeError`] naming both types.
+    pub fn check_type(actor_type: &str, event: &Event) -> Result<(), WrongTypeError> {
+        // The writer's runtime recorded its type in the metadata before actor types were
+        // part of the event; on a stream of that time the store reports the declared legacy
+        // type, so both are checked.
+        let found = [
+            event.metadata_value(METADATA_ACTOR_TYPE),
+            event.actor_type.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|t| *t != actor_type);
+        match found {
+            Some(t) => Err(WrongTypeError {
+                actor_id: event.actor_id.clone(),
+                expected: actor_type.to_string(),
+                found: t.to_string(),
+                version: event.version,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Decodes a stored event for the actor type `actor_type`: as [`decode`](Self::decode),

@@ -145,7 +145,7 @@ pub use actor::{Actor, CommandMeta, Envelope};
 pub use aether_derive::DomainEvent;
 pub use client::ActorClient;
 pub use config::{PassivationPolicy, RuntimeConfig, SnapshotPolicy};
-pub use error::{CommandError, DecodeError, LoadError};
+pub use error::{CommandError, DecodeError, LoadError, WrongTypeError};
 pub use event::{DomainEvent, EncodeError, EncodedEvent, EventCodec};
 pub use host::{ActorHost, Decision, Fence, Handled, HostStats, PassivationHook};
 pub use replay::replay;

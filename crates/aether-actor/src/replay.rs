@@ -1,12 +1,12 @@
 //! Rebuilding an actor's state from its events alone.
 
-use aether_core::EventStore;
+use aether_core::{ActorKey, EventStore};
 
 use crate::actor::Actor;
 use crate::error::LoadError;
 use crate::event::EventCodec;
 
-/// Rebuilds `actor_id`'s state by decoding (through `codec`'s upcasters) and applying every
+/// Rebuilds the state of actor `actor_id` of type `A::TYPE` by decoding (through `codec`'s upcasters) and applying every
 /// stored event from version 1, ignoring snapshots. Returns the state and its version.
 ///
 /// This is what a snapshot saves; use it to check a snapshot, to rebuild a read model, or in
@@ -14,6 +14,7 @@ use crate::event::EventCodec;
 ///
 /// # Errors
 /// [`LoadError::Decode`] naming the first event that does not fit `A::Event`;
+/// [`LoadError::WrongType`] when the history was written by another actor type;
 /// [`LoadError::Store`] for store errors.
 pub async fn replay<A: Actor>(
     store: &dyn EventStore,
@@ -22,7 +23,8 @@ pub async fn replay<A: Actor>(
 ) -> Result<(A::State, u64), LoadError> {
     let mut state = A::State::default();
     let mut version = 0;
-    for stored in store.get_events(actor_id, 1).await? {
+    for stored in store.events_of(ActorKey::new(A::TYPE, actor_id), 1).await? {
+        EventCodec::<A::Event>::check_type(A::TYPE, &stored)?;
         let event = codec.decode_for(A::TYPE, &stored)?;
         A::apply(&mut state, &event);
         version = stored.version;

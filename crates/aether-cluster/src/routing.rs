@@ -18,7 +18,7 @@
 //! below is for the build without it.
 #![cfg_attr(not(feature = "unstable-wire"), allow(unreachable_pub))]
 
-use aether_actor::{CommandError, CommandMeta, DecodeError};
+use aether_actor::{CommandError, CommandMeta, DecodeError, WrongTypeError};
 use aether_core::{Error, VersionConflictError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -171,6 +171,11 @@ pub enum RemoteError {
         /// Which event, and why.
         error: DecodeError,
     },
+    /// The actor's stored events were written by another actor type.
+    WrongType {
+        /// The actor and both types.
+        error: WrongTypeError,
+    },
     /// The request could not be decoded.
     Decoding {
         /// The decoder's message.
@@ -216,6 +221,7 @@ impl RemoteError {
                 current_version: last.current_version,
             },
             CommandError::Decode(d) => Self::EventDecoding { error: d.clone() },
+            CommandError::WrongType(w) => Self::WrongType { error: w.clone() },
             CommandError::Infrastructure(e) => Self::from_error(e),
             CommandError::Rejected(_) => Self::Other {
                 message: "command rejected".into(),
@@ -245,6 +251,7 @@ impl RemoteError {
                 },
             },
             Self::EventDecoding { error } => CommandError::Decode(error),
+            Self::WrongType { error } => CommandError::WrongType(error),
             Self::Decoding { message } => Error::Decoding(format!(
                 "node {node} could not decode the request: {message}"
             ))

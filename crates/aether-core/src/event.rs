@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::actor::{validate_actor_type, ActorKey};
 use crate::error::{Error, Result};
 
 /// JSON object carried by an [`Event`] (and the state of a [`Snapshot`](crate::Snapshot)).
@@ -80,7 +81,13 @@ pub struct Event {
     pub id: String,
     /// What happened, for example `OrderPlaced`.
     pub event_type: String,
-    /// The actor (aggregate) this event belongs to.
+    /// The type of the actor this event belongs to; `None` for an untyped actor (raw events,
+    /// and every event written before actor types existed). Together with
+    /// [`actor_id`](Self::actor_id) it names the actor ([`Event::actor_key`]): two actors of
+    /// different types may share an id. Omitted from the JSON form when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_type: Option<String>,
+    /// The actor (aggregate) this event belongs to, within its type.
     pub actor_id: String,
     /// Position of this event in the actor's history; starts at 1 and strictly increases.
     pub version: u64,
@@ -112,11 +119,26 @@ impl Event {
         Self {
             id: Uuid::new_v4().to_string(),
             event_type: event_type.into(),
+            actor_type: None,
             actor_id: actor_id.into(),
             version,
             data: EventData::new(),
             timestamp: Utc::now(),
             metadata: Metadata::new(),
+        }
+    }
+
+    /// Sets the actor type (see [`actor_type`](Self::actor_type)).
+    pub fn with_actor_type(mut self, actor_type: impl Into<String>) -> Self {
+        self.actor_type = Some(actor_type.into());
+        self
+    }
+
+    /// The actor this event belongs to: its type and id.
+    pub fn actor_key(&self) -> ActorKey<'_> {
+        ActorKey {
+            actor_type: self.actor_type.as_deref(),
+            actor_id: &self.actor_id,
         }
     }
 
@@ -207,13 +229,17 @@ impl Event {
     }
 
     /// Checks what every store requires of an event before saving it: a non-empty actor id and
-    /// event type, and a version of at least 1.
+    /// event type, a valid actor type when one is set
+    /// ([`validate_actor_type`](crate::validate_actor_type)), and a version of at least 1.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] naming the offending field.
     pub fn validate(&self) -> Result<()> {
         if self.actor_id.is_empty() {
             return Err(Error::invalid("event actor id must not be empty"));
+        }
+        if let Some(t) = &self.actor_type {
+            validate_actor_type(t)?;
         }
         if self.event_type.is_empty() {
             return Err(Error::invalid("event type must not be empty"));
@@ -261,6 +287,7 @@ impl Event {
         let mut note = Event::new(EVENT_TYPE_EVENT_STORED, self.actor_id.clone(), self.version)
             .with_data(data)
             .with_metadata_from(self);
+        note.actor_type.clone_from(&self.actor_type);
         note.set_causation_id(self.id.clone());
         note
     }

@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`Event`], [`Metadata`] and the metadata key constants: the immutable fact.
+//! - [`ActorKey`]: which actor, by type and id ([`validate_actor_type`]).
 //! - [`Snapshot`]: an actor's state at a version.
 //! - [`StorageKind`]: whether a backend keeps what it creates on disk or in memory.
 //! - [`Error`], [`VersionConflictError`], [`Result`]: what can go wrong.
@@ -39,6 +40,7 @@
 //! # Ok::<(), Error>(())
 //! ```
 
+mod actor;
 mod backoff;
 mod broadcaster;
 mod error;
@@ -52,6 +54,7 @@ mod subscription;
 mod trace;
 mod transaction;
 
+pub use actor::{validate_actor_type, ActorKey, MAX_ACTOR_TYPE_BYTES};
 pub use backoff::{Backoff, Jitter};
 pub use broadcaster::EventBroadcaster;
 pub use error::{BoxError, Error, Result, TransactionConflictError, VersionConflictError};

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::actor::ActorKey;
 use crate::error::{Error, Result};
 use crate::event::EventData;
 
@@ -11,7 +12,11 @@ use crate::event::EventData;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
-    /// The actor the state belongs to.
+    /// The type of the actor the state belongs to (`None`: an untyped actor). Omitted from the
+    /// JSON form when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_type: Option<String>,
+    /// The actor the state belongs to, within its type.
     pub actor_id: String,
     /// The version of the last event folded into `state`.
     pub version: u64,
@@ -30,11 +35,26 @@ impl Snapshot {
     /// A snapshot taken now.
     pub fn new(actor_id: impl Into<String>, version: u64, state: EventData) -> Self {
         Self {
+            actor_type: None,
             actor_id: actor_id.into(),
             version,
             state,
             timestamp: Utc::now(),
             schema_version: None,
+        }
+    }
+
+    /// Sets the actor type.
+    pub fn with_actor_type(mut self, actor_type: impl Into<String>) -> Self {
+        self.actor_type = Some(actor_type.into());
+        self
+    }
+
+    /// The actor the snapshot belongs to: its type and id.
+    pub fn actor_key(&self) -> ActorKey<'_> {
+        ActorKey {
+            actor_type: self.actor_type.as_deref(),
+            actor_id: &self.actor_id,
         }
     }
 
@@ -51,6 +71,9 @@ impl Snapshot {
     pub fn validate(&self) -> Result<()> {
         if self.actor_id.is_empty() {
             return Err(Error::invalid("snapshot actor id must not be empty"));
+        }
+        if let Some(t) = &self.actor_type {
+            crate::actor::validate_actor_type(t)?;
         }
         if self.version == 0 {
             return Err(Error::invalid("snapshot version must be at least 1"));

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::actor::ActorKey;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::snapshot::Snapshot;
@@ -38,19 +39,34 @@ pub trait EventStore: Send + Sync {
 
     /// Appends several events of one actor, all or nothing: readers see either all of them or
     /// none. Versions must strictly increase within the batch and the first must be greater
-    /// than the actor's latest version. An empty batch does nothing.
+    /// than the actor's latest version. Every event names the same actor: `actor_id` and one
+    /// actor type (or none). An empty batch does nothing.
     ///
     /// # Errors
     /// As [`save_event`](Self::save_event); [`Error::InvalidInput`] also when an event belongs to
     /// another actor or versions do not increase within the batch (see [`validate_batch`]).
     async fn save_events(&self, actor_id: &str, events: &[Event]) -> Result<()>;
 
-    /// The actor's events with `version >= from_version`, in ascending version order. An
-    /// unknown actor has no events.
-    async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>>;
+    /// The events of `actor` (its type and id) with `version >= from_version`, in ascending
+    /// version order. An unknown actor has no events; an actor of another type with the same id
+    /// is another actor.
+    async fn events_of(&self, actor: ActorKey<'_>, from_version: u64) -> Result<Vec<Event>>;
 
-    /// The actor's latest version, 0 when it has no events.
-    async fn get_latest_version(&self, actor_id: &str) -> Result<u64>;
+    /// The latest version of `actor` (its type and id), 0 when it has no events.
+    async fn latest_version_of(&self, actor: ActorKey<'_>) -> Result<u64>;
+
+    /// The untyped actor's events with `version >= from_version`, in ascending version order
+    /// ([`events_of`](Self::events_of) with [`ActorKey::untyped`]).
+    async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
+        self.events_of(ActorKey::untyped(actor_id), from_version)
+            .await
+    }
+
+    /// The untyped actor's latest version, 0 when it has no events
+    /// ([`latest_version_of`](Self::latest_version_of) with [`ActorKey::untyped`]).
+    async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
+        self.latest_version_of(ActorKey::untyped(actor_id)).await
+    }
 
     /// Appends a transaction's events to all its actors, all or nothing, if every actor is at
     /// the version the transaction expects. Readers see all of it or none of it on every actor.
@@ -81,8 +97,15 @@ pub trait SnapshotStore: EventStore {
     /// Saves a snapshot. Snapshots are derived data; saving one never changes the events.
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()>;
 
-    /// The snapshot with the highest version for the actor, `Ok(None)` when there is none.
-    async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>>;
+    /// The snapshot with the highest version for `actor` (its type and id), `Ok(None)` when
+    /// there is none.
+    async fn latest_snapshot_of(&self, actor: ActorKey<'_>) -> Result<Option<Snapshot>>;
+
+    /// The untyped actor's latest snapshot ([`latest_snapshot_of`](Self::latest_snapshot_of)
+    /// with [`ActorKey::untyped`]).
+    async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
+        self.latest_snapshot_of(ActorKey::untyped(actor_id)).await
+    }
 }
 
 /// A stored message that could not be decoded as an event during replay.
@@ -129,17 +152,27 @@ impl ReplayResult {
 /// An [`EventStore`] whose replay reports malformed messages instead of skipping them silently.
 #[async_trait]
 pub trait EventStoreWithErrors: EventStore {
-    /// Like [`EventStore::get_events`], but every message that failed to decode is returned in
+    /// Like [`EventStore::events_of`], but every message that failed to decode is returned in
     /// [`ReplayResult::errors`] with its sequence, raw bytes and the decode error.
+    async fn events_with_errors_of(
+        &self,
+        actor: ActorKey<'_>,
+        from_version: u64,
+    ) -> Result<ReplayResult>;
+
+    /// [`events_with_errors_of`](Self::events_with_errors_of) for the untyped actor.
     async fn get_events_with_errors(
         &self,
         actor_id: &str,
         from_version: u64,
-    ) -> Result<ReplayResult>;
+    ) -> Result<ReplayResult> {
+        self.events_with_errors_of(ActorKey::untyped(actor_id), from_version)
+            .await
+    }
 }
 
-/// Checks a batch for [`EventStore::save_events`]: every event valid, all of `actor_id`, versions
-/// strictly increasing.
+/// Checks a batch for [`EventStore::save_events`]: every event valid, all of `actor_id` and of the
+/// first event's actor type, versions strictly increasing.
 ///
 /// # Errors
 /// [`Error::InvalidInput`] describing the first problem.
@@ -155,6 +188,14 @@ pub fn validate_batch(actor_id: &str, events: &[Event]) -> Result<()> {
                 "event {i} of the batch belongs to actor {:?}, not {actor_id:?}",
                 e.actor_id
             )));
+        }
+        if let Some(first) = events.first() {
+            if e.actor_type != first.actor_type {
+                return Err(Error::invalid(format!(
+                    "event {i} of the batch is of actor type {:?}, the first of {:?}",
+                    e.actor_type, first.actor_type
+                )));
+            }
         }
         if e.version <= prev {
             return Err(Error::invalid(format!(
@@ -177,11 +218,15 @@ macro_rules! forward_event_store {
             async fn save_events(&self, actor_id: &str, events: &[Event]) -> Result<()> {
                 (**self).save_events(actor_id, events).await
             }
-            async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
-                (**self).get_events(actor_id, from_version).await
+            async fn events_of(
+                &self,
+                actor: ActorKey<'_>,
+                from_version: u64,
+            ) -> Result<Vec<Event>> {
+                (**self).events_of(actor, from_version).await
             }
-            async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
-                (**self).get_latest_version(actor_id).await
+            async fn latest_version_of(&self, actor: ActorKey<'_>) -> Result<u64> {
+                (**self).latest_version_of(actor).await
             }
             async fn commit(&self, transaction: &Transaction) -> Result<()> {
                 (**self).commit(transaction).await
@@ -193,21 +238,19 @@ macro_rules! forward_event_store {
             async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
                 (**self).save_snapshot(snapshot).await
             }
-            async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
-                (**self).get_latest_snapshot(actor_id).await
+            async fn latest_snapshot_of(&self, actor: ActorKey<'_>) -> Result<Option<Snapshot>> {
+                (**self).latest_snapshot_of(actor).await
             }
         }
 
         #[async_trait]
         impl<T: EventStoreWithErrors + ?Sized> EventStoreWithErrors for $ty {
-            async fn get_events_with_errors(
+            async fn events_with_errors_of(
                 &self,
-                actor_id: &str,
+                actor: ActorKey<'_>,
                 from_version: u64,
             ) -> Result<ReplayResult> {
-                (**self)
-                    .get_events_with_errors(actor_id, from_version)
-                    .await
+                (**self).events_with_errors_of(actor, from_version).await
             }
         }
     };

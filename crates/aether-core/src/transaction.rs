@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use crate::actor::ActorKey;
 use crate::error::{Error, Result};
 use crate::event::Event;
 
@@ -17,6 +18,17 @@ pub struct ActorAppend {
     pub expected_version: u64,
     /// Its new events, at versions `expected_version + 1`, `+ 2`, ...
     pub events: Vec<Event>,
+}
+
+impl ActorAppend {
+    /// The actor: `actor_id` and the actor type of its events (the first event's; every event
+    /// of one append must name the same type, which [`Transaction::validate`] checks).
+    pub fn actor_key(&self) -> ActorKey<'_> {
+        ActorKey {
+            actor_type: self.events.first().and_then(|e| e.actor_type.as_deref()),
+            actor_id: &self.actor_id,
+        }
+    }
 }
 
 /// Events for several actors of one store, appended all or nothing, each actor at the version
@@ -64,7 +76,8 @@ impl Transaction {
     }
 
     /// Adds `events` for `actor_id`, which must be at `expected_version` when the transaction
-    /// commits.
+    /// commits. The actor's type is its events' [`Event::actor_type`], so one transaction may
+    /// hold actors of several types (and two actors of different types with the same id).
     pub fn append(
         mut self,
         actor_id: impl Into<String>,
@@ -123,10 +136,11 @@ impl Transaction {
             if a.actor_id.is_empty() {
                 return Err(Error::invalid("actor id must not be empty"));
             }
-            if !actors.insert(a.actor_id.as_str()) {
+            if !actors.insert(a.actor_key()) {
                 return Err(Error::invalid(format!(
-                    "actor {:?} appears twice in transaction {}; put all its events in one append",
-                    a.actor_id, self.id
+                    "actor {} appears twice in transaction {}; put all its events in one append",
+                    a.actor_key(),
+                    self.id
                 )));
             }
             if a.events.is_empty() {
@@ -137,10 +151,11 @@ impl Transaction {
             }
             for (e, want) in a.events.iter().zip(a.expected_version + 1..) {
                 e.validate()?;
-                if e.actor_id != a.actor_id {
+                if e.actor_key() != a.actor_key() {
                     return Err(Error::invalid(format!(
-                        "an event of actor {:?} is in the append of actor {:?}",
-                        e.actor_id, a.actor_id
+                        "an event of actor {} is in the append of actor {}",
+                        e.actor_key(),
+                        a.actor_key()
                     )));
                 }
                 if e.version != want {

@@ -56,5 +56,6 @@ pub use lease::LeaseTracker;
 pub use membership::{Admission, MemberInfo, MemberStatus, Membership, MembershipChange, Refusal};
 pub use name::{is_valid_name, validate_name};
 pub use shard::{
-    diff, rebalance, shard_for, ShardConfig, ShardManager, ShardMove, DEFAULT_SHARD_COUNT,
+    bucket_for, buckets_of_shard, diff, rebalance, shard_for, ShardConfig, ShardManager, ShardMove,
+    ACTOR_BUCKETS, DEFAULT_SHARD_COUNT,
 };

@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
 use aether_core::{
-    validate_batch, Error, Event, EventLog, EventStore, EventStoreWithErrors, LogPosition,
-    LoggedEvent, Metadata, ReplayResult, Result, Snapshot, SnapshotStore, Transaction,
+    validate_batch, ActorKey, Error, Event, EventLog, EventStore, EventStoreWithErrors,
+    LogPosition, LoggedEvent, Metadata, ReplayResult, Result, Snapshot, SnapshotStore, Transaction,
     TransactionConflictError, VersionConflictError,
 };
 use async_trait::async_trait;
@@ -17,6 +17,26 @@ use foldhash::fast::RandomState;
 /// An event as kept in memory: the payload as its JSON text and no copy of the actor id (the
 /// map key), which takes a fraction of the memory of a decoded [`Event`] (whose payload map
 /// allocates a whole B-tree node even for one field).
+/// The map key of an actor: `type NUL id` for a typed actor, `NUL id` for an untyped one. A type
+/// name never holds a NUL and is never empty, so the key is unambiguous whatever the id holds.
+fn map_key(actor: ActorKey<'_>) -> String {
+    let t = actor.actor_type.unwrap_or("");
+    let mut key = String::with_capacity(t.len() + 1 + actor.actor_id.len());
+    key.push_str(t);
+    key.push('\0');
+    key.push_str(actor.actor_id);
+    key
+}
+
+/// The actor a [`map_key`] names.
+fn split_key(key: &str) -> ActorKey<'_> {
+    match key.split_once('\0') {
+        Some(("", id)) => ActorKey::untyped(id),
+        Some((t, id)) => ActorKey::new(t, id),
+        None => ActorKey::untyped(key),
+    }
+}
+
 #[derive(Debug)]
 struct Stored {
     id: Box<str>,
@@ -41,11 +61,12 @@ impl Stored {
         })
     }
 
-    fn to_event(&self, actor_id: &str) -> Result<Event> {
+    fn to_event(&self, actor: ActorKey<'_>) -> Result<Event> {
         Ok(Event {
             id: self.id.to_string(),
             event_type: self.event_type.to_string(),
-            actor_id: actor_id.to_string(),
+            actor_type: actor.actor_type.map(str::to_string),
+            actor_id: actor.actor_id.to_string(),
             version: self.version,
             data: serde_json::from_str(&self.data).map_err(|e| Error::Decoding(e.to_string()))?,
             timestamp: self.timestamp,
@@ -95,24 +116,24 @@ impl InMemoryEventStore {
 
     /// The actor's latest version (0 when none), without going through the async trait: a
     /// single map lookup.
-    pub fn latest_version(&self, actor_id: &str) -> u64 {
+    pub fn latest_version<'a>(&self, actor: impl Into<ActorKey<'a>>) -> u64 {
         self.actors
-            .get(actor_id)
+            .get(&map_key(actor.into()))
             .map_or(0, |log| Self::latest(&log))
     }
 
-    /// Runs `f` on the actor's log under its shard lock, creating the log if needed. The key is
-    /// only allocated when the actor is new. Whatever `f` appends is added to the global order
-    /// before the lock is released.
-    fn with_log<R>(&self, actor_id: &str, f: impl FnOnce(&mut Vec<Stored>) -> R) -> R {
-        let mut log = match self.actors.get_mut(actor_id) {
+    /// Runs `f` on the actor's log under its shard lock, creating the log if needed. Whatever
+    /// `f` appends is added to the global order before the lock is released.
+    fn with_log<R>(&self, actor: ActorKey<'_>, f: impl FnOnce(&mut Vec<Stored>) -> R) -> R {
+        let key = map_key(actor);
+        let mut log = match self.actors.get_mut(&key) {
             Some(log) => log,
-            None => self.actors.entry(actor_id.to_string()).or_default(),
+            None => self.actors.entry(key.clone()).or_default(),
         };
         let before = log.len();
         let r = f(&mut log);
         if log.len() > before {
-            let actor: Arc<str> = Arc::from(actor_id);
+            let actor: Arc<str> = Arc::from(key);
             let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
             order.extend((before..log.len()).map(|i| (Arc::clone(&actor), i as u32)));
         }
@@ -135,7 +156,7 @@ impl InMemoryEventStore {
         event.validate()?;
         let stored = Stored::from_event(event)?;
         let _shared = self.shared();
-        self.with_log(&event.actor_id, |log| {
+        self.with_log(event.actor_key(), |log| {
             let current = Self::latest(log);
             if event.version <= current {
                 return Err(Error::version_conflict(
@@ -159,7 +180,7 @@ impl InMemoryEventStore {
             .map(Stored::from_event)
             .collect::<Result<Vec<_>>>()?;
         let _shared = self.shared();
-        self.with_log(actor_id, |log| {
+        self.with_log(first.actor_key(), |log| {
             let current = Self::latest(log);
             if first.version <= current {
                 return Err(Error::version_conflict(actor_id, first.version, current));
@@ -169,25 +190,25 @@ impl InMemoryEventStore {
         })
     }
 
-    fn get_events_now(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
+    fn get_events_now(&self, actor: ActorKey<'_>, from_version: u64) -> Result<Vec<Event>> {
         let _shared = self.shared();
-        Ok(match self.actors.get(actor_id) {
+        Ok(match self.actors.get(&map_key(actor)) {
             Some(log) => {
                 let start = log.partition_point(|e| e.version < from_version);
                 log[start..]
                     .iter()
-                    .map(|e| e.to_event(actor_id))
+                    .map(|e| e.to_event(actor))
                     .collect::<Result<Vec<_>>>()?
             }
             None => Vec::new(),
         })
     }
 
-    fn get_latest_version_now(&self, actor_id: &str) -> Result<u64> {
+    fn get_latest_version_now(&self, actor: ActorKey<'_>) -> Result<u64> {
         let _shared = self.shared();
         Ok(self
             .actors
-            .get(actor_id)
+            .get(&map_key(actor))
             .map_or(0, |log| Self::latest(&log)))
     }
 
@@ -209,7 +230,7 @@ impl InMemoryEventStore {
         let conflicts: Vec<VersionConflictError> = appends
             .iter()
             .filter_map(|(a, _)| {
-                let current = self.latest_version(&a.actor_id);
+                let current = self.latest_version(a.actor_key());
                 (current != a.expected_version).then(|| VersionConflictError {
                     actor_id: a.actor_id.clone(),
                     attempted_version: a.expected_version + 1,
@@ -225,7 +246,7 @@ impl InMemoryEventStore {
             .into());
         }
         for (a, stored) in appends {
-            self.with_log(&a.actor_id, |log| log.extend(stored));
+            self.with_log(a.actor_key(), |log| log.extend(stored));
         }
         Ok(())
     }
@@ -249,16 +270,16 @@ impl EventStore for InMemoryEventStore {
         result
     }
 
-    async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
+    async fn events_of(&self, actor: ActorKey<'_>, from_version: u64) -> Result<Vec<Event>> {
         let started = Instant::now();
-        let result = self.get_events_now(actor_id, from_version);
+        let result = self.get_events_now(actor, from_version);
         crate::metrics::record("memory", "get_events", started, &result);
         result
     }
 
-    async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
+    async fn latest_version_of(&self, actor: ActorKey<'_>) -> Result<u64> {
         // Not timed: a map lookup, on the hot path of every command.
-        self.get_latest_version_now(actor_id)
+        self.get_latest_version_now(actor)
     }
 
     async fn commit(&self, transaction: &Transaction) -> Result<()> {
@@ -289,7 +310,7 @@ impl EventLog for InMemoryEventStore {
             if let Some(stored) = log.get(*index as usize) {
                 events.push(LoggedEvent {
                     position: LogPosition::new((start + n + 1) as u64, 0),
-                    event: stored.to_event(actor)?,
+                    event: stored.to_event(split_key(actor))?,
                 });
             }
         }
@@ -308,7 +329,7 @@ impl SnapshotStore for InMemoryEventStore {
         snapshot.validate()?;
         let mut slot = self
             .snapshots
-            .entry(snapshot.actor_id.clone())
+            .entry(map_key(snapshot.actor_key()))
             .or_insert_with(|| snapshot.clone());
         if snapshot.version >= slot.version {
             *slot = snapshot.clone();
@@ -316,21 +337,21 @@ impl SnapshotStore for InMemoryEventStore {
         Ok(())
     }
 
-    async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
-        Ok(self.snapshots.get(actor_id).map(|s| s.clone()))
+    async fn latest_snapshot_of(&self, actor: ActorKey<'_>) -> Result<Option<Snapshot>> {
+        Ok(self.snapshots.get(&map_key(actor)).map(|s| s.clone()))
     }
 }
 
 #[async_trait]
 impl EventStoreWithErrors for InMemoryEventStore {
-    async fn get_events_with_errors(
+    async fn events_with_errors_of(
         &self,
-        actor_id: &str,
+        actor: ActorKey<'_>,
         from_version: u64,
     ) -> Result<ReplayResult> {
         // Events are kept decoded, so nothing here can be malformed.
         Ok(ReplayResult {
-            events: self.get_events(actor_id, from_version).await?,
+            events: self.events_of(actor, from_version).await?,
             errors: Vec::new(),
         })
     }

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aether_core::{
-    Event, EventBroadcaster, EventLog, EventStore, EventStoreWithErrors, LogPosition, LoggedEvent,
-    ReplayResult, Result, Snapshot, SnapshotStore, Transaction,
+    ActorKey, Event, EventBroadcaster, EventLog, EventStore, EventStoreWithErrors, LogPosition,
+    LoggedEvent, ReplayResult, Result, Snapshot, SnapshotStore, Transaction,
 };
 use async_trait::async_trait;
 
@@ -133,12 +133,12 @@ impl<S: EventStore> EventStore for Notify<S> {
         Ok(())
     }
 
-    async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
-        self.inner.get_events(actor_id, from_version).await
+    async fn events_of(&self, actor: ActorKey<'_>, from_version: u64) -> Result<Vec<Event>> {
+        self.inner.events_of(actor, from_version).await
     }
 
-    async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
-        self.inner.get_latest_version(actor_id).await
+    async fn latest_version_of(&self, actor: ActorKey<'_>) -> Result<u64> {
+        self.inner.latest_version_of(actor).await
     }
 
     async fn commit(&self, transaction: &Transaction) -> Result<()> {
@@ -167,20 +167,18 @@ impl<S: SnapshotStore> SnapshotStore for Notify<S> {
         self.inner.save_snapshot(snapshot).await
     }
 
-    async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
-        self.inner.get_latest_snapshot(actor_id).await
+    async fn latest_snapshot_of(&self, actor: ActorKey<'_>) -> Result<Option<Snapshot>> {
+        self.inner.latest_snapshot_of(actor).await
     }
 }
 
 #[async_trait]
 impl<S: EventStoreWithErrors> EventStoreWithErrors for Notify<S> {
-    async fn get_events_with_errors(
+    async fn events_with_errors_of(
         &self,
-        actor_id: &str,
+        actor: ActorKey<'_>,
         from_version: u64,
     ) -> Result<ReplayResult> {
-        self.inner
-            .get_events_with_errors(actor_id, from_version)
-            .await
+        self.inner.events_with_errors_of(actor, from_version).await
     }
 }

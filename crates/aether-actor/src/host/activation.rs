@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use aether_core::{Error, Event, Snapshot, METADATA_ACTOR_TYPE};
+use aether_core::{ActorKey, Error, Event, Snapshot};
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 
@@ -11,6 +11,7 @@ use super::stats::bump;
 use super::{Answer, Handled, Outcome, Request, Shared};
 use crate::actor::{Actor, Envelope};
 use crate::error::{CommandError, LoadError};
+use crate::event::EventCodec;
 
 /// An active actor's state.
 pub(crate) struct Loaded<S> {
@@ -115,7 +116,10 @@ async fn handle<A: Actor>(
             Err(rejection) => {
                 // A rejection writes nothing, so no version check would catch a decision on a
                 // stale state: confirm the state is current before answering.
-                let latest = shared.store.get_latest_version(actor_id).await?;
+                let latest = shared
+                    .store
+                    .latest_version_of(ActorKey::new(A::TYPE, actor_id))
+                    .await?;
                 if latest > l.version && attempts <= policy.max_retries {
                     bump(&shared.counters.stale_rejections);
                     tracing::debug!(actor_id, latest, seen = l.version, "stale rejection");
@@ -153,9 +157,8 @@ async fn handle<A: Actor>(
                 .codec
                 .encode(event)
                 .map_err(|e| Error::Encoding(e.to_string()))?;
-            let mut e = encoded.into_event(actor_id, version);
+            let mut e = encoded.into_event_of(ActorKey::new(A::TYPE, actor_id), version);
             envelope.meta.stamp(&mut e);
-            e.set_metadata(METADATA_ACTOR_TYPE, A::TYPE);
             stored.push(e);
         }
         // The events carry the command id and nothing of the reply, so what is stored per
@@ -213,7 +216,7 @@ async fn handle<A: Actor>(
 }
 
 fn failed<A: Actor>(shared: &Shared<A>, e: LoadError) -> CommandError<A::Error> {
-    if matches!(e, LoadError::Decode(_)) {
+    if matches!(e, LoadError::Decode(_) | LoadError::WrongType(_)) {
         bump(&shared.counters.decode_errors);
     }
     e.into()
@@ -256,7 +259,11 @@ pub(crate) async fn load<A: Actor>(
 ) -> Result<Loaded<A::State>, LoadError> {
     let mut state = A::State::default();
     let mut snapshot_version = 0;
-    if let Some(snap) = shared.store.get_latest_snapshot(actor_id).await? {
+    if let Some(snap) = shared
+        .store
+        .latest_snapshot_of(ActorKey::new(A::TYPE, actor_id))
+        .await?
+    {
         if snap.schema_version == Some(A::STATE_VERSION) {
             match serde_json::from_value::<A::State>(Value::Object(snap.state)) {
                 Ok(s) => {
@@ -309,7 +316,12 @@ async fn apply_stored<A: Actor>(
     l: &mut Loaded<A::State>,
     from: u64,
 ) -> Result<(), LoadError> {
-    for e in shared.store.get_events(actor_id, from).await? {
+    for e in shared
+        .store
+        .events_of(ActorKey::new(A::TYPE, actor_id), from)
+        .await?
+    {
+        EventCodec::<A::Event>::check_type(A::TYPE, &e)?;
         l.recent.record_event(&e);
         if e.version > l.version {
             let event = shared.codec.decode_for(A::TYPE, &e)?;
@@ -332,7 +344,9 @@ async fn save_snapshot<A: Actor>(shared: &Shared<A>, actor_id: &str, l: &mut Loa
             return;
         }
     };
-    let snapshot = Snapshot::new(actor_id, l.version, state).with_schema_version(A::STATE_VERSION);
+    let snapshot = Snapshot::new(actor_id, l.version, state)
+        .with_actor_type(A::TYPE)
+        .with_schema_version(A::STATE_VERSION);
     match shared.store.save_snapshot(&snapshot).await {
         Ok(()) => {
             l.snapshot_version = l.version;

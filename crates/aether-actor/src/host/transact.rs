@@ -1,6 +1,6 @@
 //! Commands that change several actors of one type at once, committed as one transaction.
 
-use aether_core::{Error, Transaction, METADATA_ACTOR_TYPE};
+use aether_core::{ActorKey, Error, Transaction};
 
 use super::activation::load;
 use super::stats::bump;
@@ -57,7 +57,10 @@ impl<A: Actor> ActorHost<A> {
             let mut versions = Vec::with_capacity(actor_ids.len());
             for id in actor_ids {
                 let loaded = load(shared, id).await.map_err(|e| {
-                    if matches!(e, crate::LoadError::Decode(_)) {
+                    if matches!(
+                        e,
+                        crate::LoadError::Decode(_) | crate::LoadError::WrongType(_)
+                    ) {
                         bump(&shared.counters.decode_errors);
                     }
                     CommandError::from(e)
@@ -71,7 +74,11 @@ impl<A: Actor> ActorHost<A> {
                 Err(rejection) => {
                     let mut stale = false;
                     for (id, seen) in actor_ids.iter().zip(&versions) {
-                        stale |= shared.store.get_latest_version(id).await? > *seen;
+                        stale |= shared
+                            .store
+                            .latest_version_of(ActorKey::new(A::TYPE, id))
+                            .await?
+                            > *seen;
                     }
                     if stale && attempts <= policy.max_retries {
                         bump(&shared.counters.stale_rejections);
@@ -103,9 +110,8 @@ impl<A: Actor> ActorHost<A> {
                         .codec
                         .encode(event)
                         .map_err(|e| Error::Encoding(e.to_string()))?;
-                    let mut e = encoded.into_event(id, v);
+                    let mut e = encoded.into_event_of(ActorKey::new(A::TYPE, id), v);
                     meta.stamp(&mut e);
-                    e.set_metadata(METADATA_ACTOR_TYPE, A::TYPE);
                     stored.push(e);
                 }
                 txn = txn.append(*id, *version, stored);

@@ -1,6 +1,7 @@
 //! The demo's actor model, bank accounts, and the store wrapper that counts what the stores
 //! saw: the parts of the demo that are plain logic, testable without a cluster.
 
+use aether_core::ActorKey;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -236,11 +237,11 @@ impl<S: EventStore> EventStore for CountingStore<S> {
         self.record(&r, events.len());
         r
     }
-    async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
-        self.inner.get_events(actor_id, from_version).await
+    async fn events_of(&self, actor: ActorKey<'_>, from_version: u64) -> Result<Vec<Event>> {
+        self.inner.events_of(actor, from_version).await
     }
-    async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
-        self.inner.get_latest_version(actor_id).await
+    async fn latest_version_of(&self, actor: ActorKey<'_>) -> Result<u64> {
+        self.inner.latest_version_of(actor).await
     }
     async fn commit(&self, transaction: &Transaction) -> Result<()> {
         let r = self.inner.commit(transaction).await;
@@ -264,8 +265,8 @@ impl<S: SnapshotStore> SnapshotStore for CountingStore<S> {
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         self.inner.save_snapshot(snapshot).await
     }
-    async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
-        self.inner.get_latest_snapshot(actor_id).await
+    async fn latest_snapshot_of(&self, actor: ActorKey<'_>) -> Result<Option<Snapshot>> {
+        self.inner.latest_snapshot_of(actor).await
     }
 }
 

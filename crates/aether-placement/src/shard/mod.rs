@@ -52,6 +52,50 @@ pub fn shard_for(actor_id: &str, shard_count: u32) -> u32 {
     (stable_hash64(actor_id.as_bytes()) % u64::from(shard_count.max(1))) as u32
 }
 
+/// How many buckets the store's subjects spread each actor type's actors over.
+///
+/// Part of the storage format: a typed actor's events subject carries its bucket
+/// ([`bucket_for`]), so a reader can ask the server for the actors of some buckets only. 64 is a
+/// power of two, so a split into 2, 4, ..., 64 partitions ([`shard_for`]) selects whole buckets
+/// ([`buckets_of_shard`]).
+pub const ACTOR_BUCKETS: u32 = 64;
+
+/// The bucket of `actor_id`: `shard_for(actor_id, ACTOR_BUCKETS)`.
+pub fn bucket_for(actor_id: &str) -> u32 {
+    shard_for(actor_id, ACTOR_BUCKETS)
+}
+
+/// The buckets that can hold actors of shard `shard` among `shard_count` ([`shard_for`]): every
+/// actor of the shard is in one of them, so a reader of the shard can leave the other buckets
+/// to the server to skip. Exact (only the shard's actors) when `shard_count` divides
+/// [`ACTOR_BUCKETS`]; otherwise a superset, and the reader still checks [`shard_for`] on what
+/// it gets. Empty when `shard >= shard_count`.
+///
+/// ```
+/// use aether_placement::{buckets_of_shard, ACTOR_BUCKETS};
+///
+/// assert_eq!(buckets_of_shard(0, 1).len(), ACTOR_BUCKETS as usize);
+/// assert_eq!(buckets_of_shard(3, 8), [3, 11, 19, 27, 35, 43, 51, 59]);
+/// assert_eq!(buckets_of_shard(1, 3).len(), ACTOR_BUCKETS as usize); // 3 does not divide 64
+/// ```
+pub fn buckets_of_shard(shard: u32, shard_count: u32) -> Vec<u32> {
+    let n = shard_count.max(1);
+    if shard >= n {
+        return Vec::new();
+    }
+    // hash % n == shard implies hash ≡ shard (mod g) for g = gcd(n, 64), and the bucket is
+    // hash % 64, so the bucket ≡ shard (mod g) too.
+    let g = gcd(n, ACTOR_BUCKETS);
+    (0..ACTOR_BUCKETS).filter(|b| b % g == shard % g).collect()
+}
+
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
 /// Which nodes hold which shards, and where actors go.
 ///
 /// The table maps each shard (`0..shard_count`) to the nodes that hold it, primary first. In a

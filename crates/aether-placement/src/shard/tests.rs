@@ -249,3 +249,29 @@ fn diff_lists_new_replicas() {
         }]
     );
 }
+
+#[test]
+fn a_shards_buckets_hold_every_actor_of_the_shard() {
+    for n in [1u32, 2, 3, 5, 8, 12, 64, 100, 128] {
+        for k in 0..n {
+            let buckets = buckets_of_shard(k, n);
+            let exact = ACTOR_BUCKETS % n == 0;
+            for i in 0..2_000 {
+                let id = format!("actor-{i}");
+                let in_shard = shard_for(&id, n) == k;
+                let in_buckets = buckets.contains(&bucket_for(&id));
+                if in_shard {
+                    assert!(in_buckets, "{id} of shard {k}/{n} outside its buckets");
+                }
+                if exact {
+                    assert_eq!(in_shard, in_buckets, "{id}: {k}/{n} should be exact");
+                }
+            }
+        }
+    }
+    assert!(buckets_of_shard(8, 8).is_empty());
+    // The union over the shards of a split covers every bucket.
+    let all: std::collections::BTreeSet<u32> =
+        (0..8).flat_map(|k| buckets_of_shard(k, 8)).collect();
+    assert_eq!(all.len(), ACTOR_BUCKETS as usize);
+}

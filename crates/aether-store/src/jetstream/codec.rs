@@ -102,13 +102,37 @@ pub(crate) fn header_last_event_id(headers: &HeaderMap) -> Option<String> {
         .map(|v| v.as_str().to_string())
 }
 
-/// Decodes the events of one stored message of `actor_id`.
+/// Whose subject a message was read from: the actor id, the type the subject names (`None` for
+/// an untyped subject) and the type reported for events of an untyped subject that carry none
+/// (the store's legacy actor type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Owner<'a> {
+    pub(crate) actor_id: &'a str,
+    pub(crate) subject_type: Option<&'a str>,
+    pub(crate) legacy_type: Option<&'a str>,
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl<'a> Owner<'a> {
+    /// The owner of an untyped subject of a store without a legacy type.
+    pub(crate) fn untyped(actor_id: &'a str) -> Self {
+        Self {
+            actor_id,
+            subject_type: None,
+            legacy_type: None,
+        }
+    }
+}
+
+/// Decodes the events of one stored message of `owner`'s subject. Events that carry no actor
+/// type get the subject's (or, on an untyped subject, the legacy type).
 ///
 /// # Errors
 /// A [`ReplayError`] with the message's sequence when the payload is not an event or an array
-/// of events of `actor_id` with strictly increasing versions.
+/// of events of the owner (its id, and its type on a typed subject) with strictly increasing
+/// versions.
 pub(crate) fn decode_message(
-    actor_id: &str,
+    owner: Owner<'_>,
     sequence: u64,
     payload: &[u8],
 ) -> std::result::Result<Vec<Event>, ReplayError> {
@@ -118,7 +142,7 @@ pub(crate) fn decode_message(
         error,
     };
     let first_byte = payload.iter().find(|b| !b.is_ascii_whitespace());
-    let events = if first_byte == Some(&b'[') {
+    let mut events = if first_byte == Some(&b'[') {
         let events: Vec<Event> =
             serde_json::from_slice(payload).map_err(|e| fail(e.to_string()))?;
         if events.is_empty() {
@@ -129,14 +153,25 @@ pub(crate) fn decode_message(
         vec![Event::from_json_bytes(payload).map_err(|e| fail(e.to_string()))?]
     };
     let mut prev = 0;
-    for e in &events {
+    for e in &mut events {
         // The subject already names the actor; a message whose events name another actor was
         // not written by this store and must not leak into this actor's history.
-        if e.actor_id != actor_id {
+        if e.actor_id != owner.actor_id {
             return Err(fail(format!(
-                "event {} belongs to actor {:?}, found on the subject of {actor_id:?}",
-                e.id, e.actor_id
+                "event {} belongs to actor {:?}, found on the subject of {:?}",
+                e.id, e.actor_id, owner.actor_id
             )));
+        }
+        match (owner.subject_type, e.actor_type.as_deref()) {
+            (Some(t), Some(u)) if t != u => {
+                return Err(fail(format!(
+                    "event {} is of actor type {u:?}, found on a subject of type {t:?}",
+                    e.id
+                )))
+            }
+            (Some(t), None) => e.actor_type = Some(t.to_string()),
+            (None, None) => e.actor_type = owner.legacy_type.map(str::to_string),
+            _ => {}
         }
         if e.version <= prev {
             return Err(fail(format!(
@@ -159,7 +194,10 @@ mod tests {
         let enc = encode_events(&one).unwrap();
         assert_eq!(enc.payload.first(), Some(&b'{'));
         assert_eq!(header_last_version(&enc.headers), Some(3));
-        assert_eq!(decode_message("a.b", 7, &enc.payload).unwrap(), one);
+        assert_eq!(
+            decode_message(Owner::untyped("a.b"), 7, &enc.payload).unwrap(),
+            one
+        );
 
         let batch = [
             Event::new("T", "a.b", 4),
@@ -169,7 +207,10 @@ mod tests {
         let enc = encode_events(&batch).unwrap();
         assert_eq!(enc.payload.first(), Some(&b'['));
         assert_eq!(header_last_version(&enc.headers), Some(9));
-        assert_eq!(decode_message("a.b", 8, &enc.payload).unwrap(), batch);
+        assert_eq!(
+            decode_message(Owner::untyped("a.b"), 8, &enc.payload).unwrap(),
+            batch
+        );
         assert!(encode_events(&[]).is_err());
     }
 
@@ -182,19 +223,48 @@ mod tests {
             b"[{\"oops\":1}]",
             b"\xff\xfe",
         ] {
-            let err = decode_message("a", 42, bad).unwrap_err();
+            let err = decode_message(Owner::untyped("a"), 42, bad).unwrap_err();
             assert_eq!(err.sequence, 42);
             assert_eq!(err.raw, bad);
             assert!(!err.error.is_empty());
         }
         let other = Event::new("T", "b", 1).to_json_bytes().unwrap();
-        assert!(decode_message("a", 1, &other)
+        assert!(decode_message(Owner::untyped("a"), 1, &other)
             .unwrap_err()
             .error
             .contains("belongs to actor"));
         let unordered =
             serde_json::to_vec(&[Event::new("T", "a", 2), Event::new("T", "a", 2)]).unwrap();
-        assert!(decode_message("a", 1, &unordered).is_err());
+        assert!(decode_message(Owner::untyped("a"), 1, &unordered).is_err());
+    }
+
+    #[test]
+    fn the_subject_gives_events_their_type() {
+        let typed = Owner {
+            actor_id: "a",
+            subject_type: Some("show"),
+            legacy_type: None,
+        };
+        let bare = encode_events(&[Event::new("T", "a", 1)]).unwrap().payload;
+        let got = decode_message(typed, 1, &bare).unwrap();
+        assert_eq!(got[0].actor_type.as_deref(), Some("show"));
+        let other = encode_events(&[Event::new("T", "a", 1).with_actor_type("customer")])
+            .unwrap()
+            .payload;
+        assert!(decode_message(typed, 1, &other)
+            .unwrap_err()
+            .error
+            .contains("actor type"));
+        let legacy = Owner {
+            actor_id: "a",
+            subject_type: None,
+            legacy_type: Some("account"),
+        };
+        let got = decode_message(legacy, 1, &bare).unwrap();
+        assert_eq!(got[0].actor_type.as_deref(), Some("account"));
+        // A stored type on an untyped subject is kept as stored.
+        let got = decode_message(legacy, 1, &other).unwrap();
+        assert_eq!(got[0].actor_type.as_deref(), Some("customer"));
     }
 
     #[test]

@@ -66,6 +66,16 @@ pub struct JetStreamConfig {
     /// The JetStream domain to use (a leaf node's, say): requests go to `$JS.<domain>.API`
     /// instead of `$JS.API`. `None` (the default) uses the connected server's own.
     pub domain: Option<String>,
+    /// The actor type whose actors stay on the id-only subjects of streams written before
+    /// actor types (`<stream>.events.<id>`); `None` (the default) keeps those subjects for
+    /// untyped actors only.
+    ///
+    /// Set it when upgrading an application whose stream holds one actor type's events: the
+    /// typed runtime then reads and appends that type's histories where they are, and events
+    /// read from id-only subjects report this type. Every other type goes to typed subjects.
+    /// The untyped actor with the same id is then the same actor. Must be a valid type name
+    /// (`aether_core::validate_actor_type`). See `docs/migration.md`.
+    pub legacy_actor_type: Option<String>,
 }
 
 /// When concurrent saves of different actors are coalesced into one atomic batch, so that one
@@ -136,11 +146,18 @@ impl Default for JetStreamConfig {
             group_commit: GroupCommit::default(),
             request_timeout: None,
             domain: None,
+            legacy_actor_type: None,
         }
     }
 }
 
 impl JetStreamConfig {
+    /// Sets [`legacy_actor_type`](Self::legacy_actor_type).
+    pub fn legacy_actor_type(mut self, actor_type: impl Into<String>) -> Self {
+        self.legacy_actor_type = Some(actor_type.into());
+        self
+    }
+
     /// Sets the base stream name.
     pub fn stream_name(mut self, name: impl Into<String>) -> Self {
         self.stream_name = name.into();

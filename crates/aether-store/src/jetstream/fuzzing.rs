@@ -29,7 +29,7 @@ pub fn decode_message(
     sequence: u64,
     payload: &[u8],
 ) -> std::result::Result<Vec<Event>, ReplayError> {
-    codec::decode_message(actor_id, sequence, payload)
+    codec::decode_message(codec::Owner::untyped(actor_id), sequence, payload)
 }
 
 /// Encodes a save of `events` exactly as the store's writes do.

@@ -58,9 +58,59 @@ pub(crate) async fn ensure_stream(
     context: &Context,
     desired: stream::Config,
 ) -> Result<stream::Stream> {
-    let stream = aether_nats::backend::ensure_stream(context, desired.clone()).await?;
+    let mut stream = aether_nats::backend::ensure_stream(context, desired.clone()).await?;
+    let actual = stream.cached_info().config.clone();
+    if let Some(widened) = widen_untyped(&actual, &desired) {
+        // A stream made before actor types captures only the id-only subjects: add the typed
+        // ones, keeping every other setting as the operator left it. Nothing stored moves.
+        match context.update_stream(&widened).await {
+            Ok(info) => {
+                tracing::info!(
+                    stream = %actual.name,
+                    "widened an event stream made before actor types to capture typed subjects"
+                );
+                stream = context.get_stream(&info.config.name).await.map_err(|e| {
+                    Error::unavailable(format!("reading stream {}", actual.name), e)
+                })?;
+            }
+            Err(e) => {
+                // A reader without the right to update streams still reads everything; typed
+                // saves fail until someone with the right opens the store once.
+                tracing::warn!(
+                    stream = %actual.name,
+                    error = %e,
+                    "could not widen an event stream made before actor types; typed actors \
+                     cannot be saved to it until a store with stream-update permission opens it"
+                );
+                return Ok(stream);
+            }
+        }
+    }
     check_existing(&stream.cached_info().config, &desired)?;
     Ok(stream)
+}
+
+/// The configuration that adds the typed subjects to a stream capturing only the untyped ones
+/// of the same store, or `None` when nothing needs adding (or the stream is someone else's).
+fn widen_untyped(actual: &stream::Config, desired: &stream::Config) -> Option<stream::Config> {
+    let missing: Vec<&String> = desired
+        .subjects
+        .iter()
+        .filter(|s| !actual.subjects.contains(s))
+        .collect();
+    // The untyped subjects are the ones ending in a single wildcard; a stream that has them
+    // all lacks only typed ones.
+    let untyped_present = desired
+        .subjects
+        .iter()
+        .filter(|s| !s.ends_with(".*.*.*"))
+        .all(|s| actual.subjects.contains(s));
+    if missing.is_empty() || !untyped_present {
+        return None;
+    }
+    let mut widened = actual.clone();
+    widened.subjects.extend(missing.into_iter().cloned());
+    Some(widened)
 }
 
 fn check_existing(actual: &stream::Config, desired: &stream::Config) -> Result<()> {
@@ -141,14 +191,32 @@ mod tests {
             .max_age(Duration::from_secs(60))
             .replicas(1)
             .storage(StorageKind::Memory);
-        let s = desired_config("S", &Subjects::new("S"), &cfg, true);
+        let s = desired_config("S", &Subjects::new("S", None), &cfg, true);
         assert!(s.allow_atomic_publish);
         assert!(s.deny_delete && s.deny_purge && s.allow_direct);
         assert_eq!(s.retention, RetentionPolicy::Limits);
         assert_eq!(s.max_age, Duration::from_secs(60));
         assert_eq!(s.num_replicas, 1);
         assert_eq!(s.storage, StorageType::Memory);
-        assert_eq!(s.subjects, ["S.events.*", "S.snapshots.*"]);
+        assert_eq!(
+            s.subjects,
+            [
+                "S.events.*",
+                "S.events.*.*.*",
+                "S.snapshots.*",
+                "S.snapshots.*.*.*"
+            ]
+        );
+        // A stream made before actor types is widened, nothing else changes.
+        let old = stream::Config {
+            subjects: vec!["S.events.*".into(), "S.snapshots.*".into()],
+            max_age: Duration::from_secs(5),
+            ..s.clone()
+        };
+        let widened = widen_untyped(&old, &s).expect("widened");
+        assert_eq!(widened.max_age, Duration::from_secs(5));
+        assert!(check_existing(&widened, &s).is_ok());
+        assert!(widen_untyped(&s, &s).is_none());
         assert!(check_existing(&s, &s).is_ok());
         let other = stream::Config {
             subjects: vec!["elsewhere.>".into()],
@@ -165,7 +233,12 @@ mod tests {
         };
         assert!(check_existing(&relaxed, &s).is_ok());
         // By default nothing expires.
-        let forever = desired_config("S", &Subjects::new("S"), &JetStreamConfig::default(), false);
+        let forever = desired_config(
+            "S",
+            &Subjects::new("S", None),
+            &JetStreamConfig::default(),
+            false,
+        );
         assert!(!forever.allow_atomic_publish);
         assert_eq!(forever.max_age, Duration::ZERO);
         assert_eq!(forever.num_replicas, 1);

@@ -66,7 +66,7 @@ async fn from_view(view: &LatestVersions, actors: &[&str]) -> Option<BTreeMap<St
     let before = view.fallbacks();
     let mut answers = BTreeMap::new();
     for actor in actors {
-        let version = view.get_latest_version(actor).await.ok()?;
+        let version = view.get_latest_version(*actor).await.ok()?;
         answers.insert((*actor).to_string(), version);
     }
     (view.fallbacks() == before).then_some(answers)

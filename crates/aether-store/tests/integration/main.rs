@@ -15,11 +15,15 @@
 //! - `transactions`: atomic appends across actors (transfers), on both stores; the R3
 //!   leader kill is in `faults_cluster`.
 //!
+//! - `types`: typed actors' subjects, and a stream written before actor types.
+//!
 //! The NATS tests start their own `nats-server` (see `aether-testkit`).
 
 mod contract;
 mod memory;
 mod notify;
+#[cfg(feature = "nats")]
+mod types;
 
 mod auth;
 #[cfg(feature = "nats")]

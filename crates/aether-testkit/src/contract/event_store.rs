@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aether_core::{Error, Event, EventStore, EventStoreWithErrors, METADATA_CORRELATION_ID};
+use aether_core::{
+    ActorKey, Error, Event, EventStore, EventStoreWithErrors, METADATA_CORRELATION_ID,
+};
 use serde_json::json;
 
 use super::{event as ev, versions, StoreBackend};
@@ -37,6 +39,8 @@ macro_rules! event_store_contract {
             concurrent_writers_never_duplicate_a_version,
             corrections_are_new_events,
             any_actor_id_is_its_own_history,
+            actors_of_two_types_with_one_id_have_two_histories,
+            invalid_actor_types_are_refused_and_store_nothing,
             from_version_finds_its_start_in_long_interleaved_histories,
             replay_with_errors_is_clean_for_well_formed_history,
             usable_as_trait_objects,
@@ -449,6 +453,87 @@ pub async fn any_actor_id_is_its_own_history<B: StoreBackend>(backend: &B) {
     assert_eq!(fresh.get_latest_version("a.>").await.expect("latest"), 4);
     assert_eq!(fresh.get_latest_version("a.b").await.expect("latest"), 2);
     assert_eq!(fresh.get_latest_version("a.c").await.expect("latest"), 0);
+}
+
+/// An actor is its type and its id: two types (and the untyped actor) with one id have three
+/// histories, with their own versions and conflicts, and every event comes back with its
+/// type. Batches and replays with errors name the type too.
+pub async fn actors_of_two_types_with_one_id_have_two_histories<B: StoreBackend>(backend: &B)
+where
+    B::Store: EventStoreWithErrors,
+{
+    let store = backend.open().await;
+    let show = ActorKey::new("show", "s-1");
+    let customer = ActorKey::new("customer", "s-1");
+    let typed = |t: &str, v: u64| ev("s-1", v).with_actor_type(t).with_field("by", t);
+    for v in 1..=3 {
+        store.save_event(&typed("show", v)).await.expect("save");
+    }
+    store
+        .save_events("s-1", &[typed("customer", 1), typed("customer", 2)])
+        .await
+        .expect("batch");
+    store.save_event(&ev("s-1", 1)).await.expect("untyped");
+    // Each actor conflicts on its own version only.
+    let stale = store.save_event(&typed("customer", 2)).await;
+    assert!(
+        matches!(&stale, Err(Error::VersionConflict(c)) if c.current_version == 2),
+        "{stale:?}"
+    );
+    let fresh = backend.open().await;
+    for (actor, count) in [(show, 3), (customer, 2), (ActorKey::untyped("s-1"), 1)] {
+        let events = fresh.events_of(actor, 0).await.expect("replay");
+        assert_eq!(versions(&events).len(), count, "{actor}");
+        assert!(
+            events.iter().all(|e| e.actor_key() == actor),
+            "{actor} read another actor's events: {events:?}"
+        );
+        assert_eq!(
+            fresh.latest_version_of(actor).await.expect("latest"),
+            count as u64
+        );
+        let checked = fresh.events_with_errors_of(actor, 0).await.expect("replay");
+        assert!(!checked.has_errors());
+        assert_eq!(checked.events, events);
+    }
+    assert_eq!(
+        versions(&fresh.events_of(show, 2).await.expect("replay")),
+        [2, 3]
+    );
+    assert_eq!(fresh.get_latest_version("s-1").await.expect("latest"), 1);
+    assert_eq!(
+        fresh
+            .latest_version_of(ActorKey::new("nobody", "s-1"))
+            .await
+            .expect("latest"),
+        0
+    );
+}
+
+/// An actor type must be a name of letters, digits, `-` and `_`; a batch names one type.
+/// Anything else is refused before a write.
+pub async fn invalid_actor_types_are_refused_and_store_nothing<B: StoreBackend>(backend: &B) {
+    let store = backend.open().await;
+    for bad in ["", "a.b", "a*", ">", "a b", "é"] {
+        let r = store.save_event(&ev("x", 1).with_actor_type(bad)).await;
+        assert!(matches!(r, Err(Error::InvalidInput(_))), "{bad:?}: {r:?}");
+    }
+    let mixed = [
+        ev("x", 1).with_actor_type("a"),
+        ev("x", 2).with_actor_type("b"),
+    ];
+    let r = store.save_events("x", &mixed).await;
+    assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+    for t in ["a", "b"] {
+        assert_eq!(
+            store
+                .latest_version_of(ActorKey::new(t, "x"))
+                .await
+                .expect("latest"),
+            0
+        );
+    }
+    assert_eq!(store.get_latest_version("x").await.expect("latest"), 0);
 }
 
 /// 600 versions saved in batches of three, interleaved with another actor's events: a replay

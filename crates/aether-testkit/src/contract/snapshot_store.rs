@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use aether_core::{Error, EventData, EventStore, Snapshot, SnapshotStore};
+use aether_core::{ActorKey, Error, EventData, EventStore, Snapshot, SnapshotStore};
 use serde_json::json;
 
 use super::StoreBackend;
@@ -19,6 +19,7 @@ macro_rules! snapshot_store_contract {
             latest_snapshot_wins,
             snapshots_are_not_events,
             invalid_snapshots_are_refused,
+            snapshots_of_two_types_with_one_id_are_apart,
             usable_as_trait_objects,
         );
     };
@@ -28,6 +29,40 @@ fn state(balance: i64) -> EventData {
     let mut data = EventData::new();
     data.insert("balance".into(), json!(balance));
     data
+}
+
+/// Snapshots are keyed by actor type and id: two types with one id (and the untyped actor)
+/// keep their own latest snapshot, and a snapshot comes back with its type.
+pub async fn snapshots_of_two_types_with_one_id_are_apart<B>(backend: &B)
+where
+    B: StoreBackend,
+    B::Store: SnapshotStore,
+{
+    let store = backend.open().await;
+    let show = Snapshot::new("s-1", 4, state(4)).with_actor_type("show");
+    let customer = Snapshot::new("s-1", 9, state(9)).with_actor_type("customer");
+    store.save_snapshot(&show).await.expect("save");
+    store.save_snapshot(&customer).await.expect("save");
+    assert_eq!(
+        store
+            .latest_snapshot_of(ActorKey::new("show", "s-1"))
+            .await
+            .expect("read"),
+        Some(show)
+    );
+    assert_eq!(
+        store
+            .latest_snapshot_of(ActorKey::new("customer", "s-1"))
+            .await
+            .expect("read"),
+        Some(customer)
+    );
+    assert_eq!(store.get_latest_snapshot("s-1").await.expect("read"), None);
+    let bad = Snapshot::new("s-1", 1, state(1)).with_actor_type("a.b");
+    assert!(matches!(
+        store.save_snapshot(&bad).await,
+        Err(Error::InvalidInput(_))
+    ));
 }
 
 /// No snapshot is `Ok(None)`; the snapshot with the highest version wins, also when an older

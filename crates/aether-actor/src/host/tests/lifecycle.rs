@@ -1,5 +1,6 @@
 //! An activation's life: passivation, the cap, fencing, commands queued and serialised.
 
+use super::stock;
 use super::*;
 
 #[tokio::test(start_paused = true)]
@@ -27,7 +28,11 @@ async fn idle_actors_passivate_and_snapshot_on_passivation() {
     assert!(passivated.load(Ordering::SeqCst));
     assert_eq!(h.stats().passivated_idle, 1);
     assert_eq!(
-        s.get_latest_snapshot("sku").await.unwrap().unwrap().version,
+        s.latest_snapshot_of(stock("sku"))
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
         1
     );
     assert_eq!(h.send("sku", StockCommand::Get).await.unwrap(), 4);
@@ -80,7 +85,7 @@ async fn a_fence_that_refuses_answers_not_owner_and_writes_nothing() {
         h.send("theirs", StockCommand::Restock(1)).await,
         Err(CommandError::Infrastructure(Error::Unavailable { .. }))
     ));
-    assert_eq!(s.get_latest_version("theirs").await.unwrap(), 0);
+    assert_eq!(s.latest_version_of(stock("theirs")).await.unwrap(), 0);
     assert_eq!(h.send("mine", StockCommand::Restock(1)).await.unwrap(), 1);
 }
 
@@ -99,7 +104,7 @@ async fn concurrent_commands_to_one_actor_are_serialised() {
         t.await.unwrap().unwrap();
     }
     assert_eq!(h.send("sku", StockCommand::Get).await.unwrap(), 50);
-    assert_eq!(s.get_latest_version("sku").await.unwrap(), 50);
+    assert_eq!(s.latest_version_of(stock("sku")).await.unwrap(), 50);
     assert_eq!(h.stats().conflicts, 0);
 }
 

@@ -2,7 +2,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use aether_core::{
-    Event, EventStore, Result as CoreResult, Snapshot, METADATA_ACTOR_TYPE,
+    ActorKey, Event, EventStore, Result as CoreResult, Snapshot, METADATA_ACTOR_TYPE,
     METADATA_CORRELATION_ID, METADATA_MESSAGE_ID, METADATA_REPLY, METADATA_SCHEMA_VERSION,
     METADATA_USER_ID,
 };
@@ -18,6 +18,11 @@ use crate::{
 mod lifecycle;
 mod stored;
 mod transactions;
+
+/// The key of the test shop's actor `id`.
+pub(super) fn stock(id: &str) -> ActorKey<'_> {
+    ActorKey::new("stock", id)
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Stock {
@@ -132,7 +137,7 @@ async fn commands_decide_save_apply_and_reply() {
         (5, 4)
     );
     assert_eq!(h.send("sku-1", StockCommand::Get).await.unwrap(), 5);
-    let events = s.get_events("sku-1", 1).await.unwrap();
+    let events = s.events_of(stock("sku-1"), 1).await.unwrap();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, ["Restocked", "Restocked", "Restocked", "Reserved"]);
     assert!(events
@@ -158,7 +163,7 @@ async fn a_rejection_is_typed_and_writes_nothing() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(s.get_latest_version("sku").await.unwrap(), 1);
+    assert_eq!(s.latest_version_of(stock("sku")).await.unwrap(), 1);
     assert_eq!(h.stats().rejections, 1);
 }
 
@@ -224,11 +229,11 @@ impl EventStore for AlwaysConflicts {
     async fn save_events(&self, actor_id: &str, events: &[Event]) -> CoreResult<()> {
         Err(Error::version_conflict(actor_id, events.len() as u64, 9))
     }
-    async fn get_events(&self, actor_id: &str, from: u64) -> CoreResult<Vec<Event>> {
-        self.0.get_events(actor_id, from).await
+    async fn events_of(&self, actor: ActorKey<'_>, from: u64) -> CoreResult<Vec<Event>> {
+        self.0.events_of(actor, from).await
     }
-    async fn get_latest_version(&self, actor_id: &str) -> CoreResult<u64> {
-        self.0.get_latest_version(actor_id).await
+    async fn latest_version_of(&self, actor: ActorKey<'_>) -> CoreResult<u64> {
+        self.0.latest_version_of(actor).await
     }
 }
 
@@ -237,8 +242,8 @@ impl SnapshotStore for AlwaysConflicts {
     async fn save_snapshot(&self, snapshot: &Snapshot) -> CoreResult<()> {
         self.0.save_snapshot(snapshot).await
     }
-    async fn get_latest_snapshot(&self, actor_id: &str) -> CoreResult<Option<Snapshot>> {
-        self.0.get_latest_snapshot(actor_id).await
+    async fn latest_snapshot_of(&self, actor: ActorKey<'_>) -> CoreResult<Option<Snapshot>> {
+        self.0.latest_snapshot_of(actor).await
     }
 }
 
@@ -300,7 +305,7 @@ async fn a_command_id_is_applied_once_and_its_retry_gets_the_first_outcome() {
         }))
     ));
     assert_eq!(h.stats().deduplicated, 2);
-    let events = s.get_events("sku", 1).await.unwrap();
+    let events = s.events_of(stock("sku"), 1).await.unwrap();
     assert_eq!(events.len(), 3);
     assert_eq!(events[0].metadata_value(METADATA_MESSAGE_ID), Some("c-1"));
     // Only the id is stored: no reply, on any event.
@@ -312,7 +317,11 @@ async fn a_command_id_is_applied_once_and_its_retry_gets_the_first_outcome() {
     // c-1 still recognises c-1 from the events' metadata: not applied again, answered as
     // already applied with the reply on the current state.
     assert_eq!(
-        s.get_latest_snapshot("sku").await.unwrap().unwrap().version,
+        s.latest_snapshot_of(stock("sku"))
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
         3
     );
     let other = host(&s, RuntimeConfig::default());
@@ -326,7 +335,7 @@ async fn a_command_id_is_applied_once_and_its_retry_gets_the_first_outcome() {
             version: 3
         })
     );
-    assert_eq!(s.get_latest_version("sku").await.unwrap(), 3);
+    assert_eq!(s.latest_version_of(stock("sku")).await.unwrap(), 3);
     assert_eq!(other.stats().deduplicated, 1);
 }
 
@@ -346,13 +355,14 @@ async fn a_multi_event_command_stores_its_id_and_metadata_on_every_event() {
         )
         .await;
     assert_eq!(reply(outcome), (6, 2));
-    let events = s.get_events("sku", 1).await.unwrap();
+    let events = s.events_of(stock("sku"), 1).await.unwrap();
     for e in &events {
         assert_eq!(e.metadata_value(METADATA_MESSAGE_ID), Some("c-9"));
         assert_eq!(e.metadata_value(METADATA_CORRELATION_ID), Some("corr"));
         assert_eq!(e.causation_id(), Some("cause"));
         assert_eq!(e.metadata_value(METADATA_USER_ID), Some("ada"));
-        assert_eq!(e.metadata_value(METADATA_ACTOR_TYPE), Some("stock"));
+        assert_eq!(e.actor_type.as_deref(), Some("stock"));
+        assert_eq!(e.metadata_value(METADATA_ACTOR_TYPE), None);
         assert_eq!(e.metadata_value(METADATA_REPLY), None);
     }
     let fresh = host(&s, RuntimeConfig::default());
@@ -368,13 +378,18 @@ async fn a_multi_event_command_stores_its_id_and_metadata_on_every_event() {
     );
     // Events written by an earlier release carry the reply; a small one is still the answer.
     let old = Event::new("Restocked", "old", 1)
+        .with_actor_type("stock")
         .with_field("n", 4)
         .with_metadata(METADATA_MESSAGE_ID, "c-old")
         .with_metadata(METADATA_REPLY, "4");
     s.save_event(&old).await.unwrap();
-    s.save_event(&Event::new("Restocked", "old", 2).with_field("n", 1))
-        .await
-        .unwrap();
+    s.save_event(
+        &Event::new("Restocked", "old", 2)
+            .with_actor_type("stock")
+            .with_field("n", 1),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         reply(
             fresh

@@ -32,7 +32,7 @@ async fn a_transaction_moves_stock_between_actors_all_or_nothing() {
     // The local activation was passivated, so it sees the committed events.
     assert_eq!(h.send("a", StockCommand::Get).await.unwrap(), 6);
     assert_eq!(h.send("b", StockCommand::Get).await.unwrap(), 4);
-    let moved = s.get_events("b", 1).await.unwrap();
+    let moved = s.events_of(stock("b"), 1).await.unwrap();
     assert_eq!(
         moved[0].metadata_value(METADATA_CORRELATION_ID),
         Some("move-1")
@@ -45,8 +45,8 @@ async fn a_transaction_moves_stock_between_actors_all_or_nothing() {
         Err(CommandError::Rejected(StockError::OutOfStock { available: 6 })) => {}
         other => panic!("{other:?}"),
     }
-    assert_eq!(s.get_latest_version("a").await.unwrap(), 2);
-    assert_eq!(s.get_latest_version("b").await.unwrap(), 1);
+    assert_eq!(s.latest_version_of(stock("a")).await.unwrap(), 2);
+    assert_eq!(s.latest_version_of(stock("b")).await.unwrap(), 1);
     // Bad shapes are refused.
     let none: &[&str] = &[];
     assert!(matches!(

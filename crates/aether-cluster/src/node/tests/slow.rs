@@ -2,6 +2,7 @@
 //! failure timeout, and what the node still does on time.
 
 use super::*;
+use aether_core::ActorKey;
 
 /// A store whose writes hang while `hang` is set, as a JetStream store does while its
 /// server is gone and the client waits for an acknowledgement.
@@ -32,15 +33,15 @@ impl EventStore for HangingWrites {
         self.maybe_hang().await;
         self.inner.save_events(actor_id, events).await
     }
-    async fn get_events(
+    async fn events_of(
         &self,
-        actor_id: &str,
+        actor: ActorKey<'_>,
         from: u64,
     ) -> aether_core::Result<Vec<aether_core::Event>> {
-        self.inner.get_events(actor_id, from).await
+        self.inner.events_of(actor, from).await
     }
-    async fn get_latest_version(&self, actor_id: &str) -> aether_core::Result<u64> {
-        self.inner.get_latest_version(actor_id).await
+    async fn latest_version_of(&self, actor: ActorKey<'_>) -> aether_core::Result<u64> {
+        self.inner.latest_version_of(actor).await
     }
 }
 
@@ -49,11 +50,11 @@ impl aether_core::SnapshotStore for HangingWrites {
     async fn save_snapshot(&self, snapshot: &aether_core::Snapshot) -> aether_core::Result<()> {
         self.inner.save_snapshot(snapshot).await
     }
-    async fn get_latest_snapshot(
+    async fn latest_snapshot_of(
         &self,
-        actor_id: &str,
+        actor: ActorKey<'_>,
     ) -> aether_core::Result<Option<aether_core::Snapshot>> {
-        self.inner.get_latest_snapshot(actor_id).await
+        self.inner.latest_snapshot_of(actor).await
     }
 }
 

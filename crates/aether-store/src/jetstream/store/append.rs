@@ -7,15 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_core::Backoff;
-use aether_core::{Error, Event, Result};
-use aether_nats::subject::validate_actor_id as check_actor_id;
+use aether_core::{ActorKey, Error, Event, Result};
 
 use super::super::codec;
 use super::group::{GroupOutcome, GroupSave};
 use super::publish::PublishFailure;
 use super::{
-    JetStreamEventStore, Tip, MAX_PUBLISH_ATTEMPTS, MAX_TRANSIENT_BACKOFF, MAX_TRANSIENT_RETRIES,
-    TRANSIENT_BACKOFF,
+    check_actor, JetStreamEventStore, Tip, MAX_PUBLISH_ATTEMPTS, MAX_TRANSIENT_BACKOFF,
+    MAX_TRANSIENT_RETRIES, TRANSIENT_BACKOFF,
 };
 
 /// Reads again of a history that ended before the tip the leader reported, before the check
@@ -24,17 +23,17 @@ const HISTORY_CHECK_RETRIES: u32 = 5;
 
 impl JetStreamEventStore {
     /// Records `tip` unless the cache already knows a later message (sequences only grow).
-    pub(super) fn remember(&self, actor_id: &str, tip: Tip) {
-        self.saw(actor_id, tip.seq);
+    pub(super) fn remember(&self, actor: ActorKey<'_>, tip: Tip) {
+        self.saw(actor, tip.seq);
         // The actor is usually known already: update in place, without allocating its key.
-        if let Some(mut known) = self.cache.get_mut(actor_id) {
+        if let Some(mut known) = self.cache.get_mut(&self.subjects.key(actor)) {
             if tip.seq > known.seq {
                 *known = tip;
             }
             return;
         }
         self.cache
-            .entry(actor_id.to_string())
+            .entry(self.subjects.key(actor))
             .and_modify(|t| {
                 if tip.seq > t.seq {
                     *t = tip;
@@ -45,36 +44,36 @@ impl JetStreamEventStore {
 
     /// Records that the actor's history reaches stream sequence `seq` (replicated streams
     /// only; see `seen`).
-    pub(super) fn saw(&self, actor_id: &str, seq: u64) {
+    pub(super) fn saw(&self, actor: ActorKey<'_>, seq: u64) {
         if !self.replicated {
             return;
         }
-        if let Some(mut known) = self.seen.get_mut(actor_id) {
+        if let Some(mut known) = self.seen.get_mut(&self.subjects.key(actor)) {
             *known = (*known).max(seq);
             return;
         }
         self.seen
-            .entry(actor_id.to_string())
+            .entry(self.subjects.key(actor))
             .and_modify(|s| *s = (*s).max(seq))
             .or_insert(seq);
     }
 
-    pub(super) async fn append(&self, actor_id: &str, events: &[Event]) -> Result<()> {
+    pub(super) async fn append(&self, actor: ActorKey<'_>, events: &[Event]) -> Result<()> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
-        check_actor_id(actor_id)?;
+        check_actor(actor)?;
         let encoded = codec::encode_events(events)?;
         codec::check_size(&encoded, self.client.max_payload())?;
-        let subject = async_nats::Subject::from(self.subjects.events(actor_id));
+        let subject = async_nats::Subject::from(self.subjects.events(actor));
 
-        let cached = self.cache.get(actor_id).map(|t| *t);
+        let cached = self.cache.get(&self.subjects.key(actor)).map(|t| *t);
         let mut from_cache = cached.is_some();
         let mut tip = match cached {
             Some(t) => t,
             // Boxed here and below: a future of a rarely taken path, kept out of the save's
             // own (every save pays for its size).
-            None => Box::pin(self.read_tip(actor_id, false)).await?.tip,
+            None => Box::pin(self.read_tip(actor, false)).await?.tip,
         };
         // Set once a publish failed without an answer: it may have been stored after all, and
         // then the actor's last message is ours.
@@ -90,7 +89,7 @@ impl JetStreamEventStore {
                 if from_cache {
                     // Report the server's current version, not the cached one (and a cache
                     // from before the stream was recreated must not refuse a valid save).
-                    tip = Box::pin(self.read_tip(actor_id, true)).await?.tip;
+                    tip = Box::pin(self.read_tip(actor, true)).await?.tip;
                     from_cache = false;
                     continue;
                 }
@@ -100,18 +99,17 @@ impl JetStreamEventStore {
                 // after a partition heals two servers can both answer for a moment, and the
                 // real leader stores what the old one refuses).
                 if uncertain || (sent && self.replicated) {
-                    match Box::pin(self.history_holds(actor_id, first.version, &last.id, tip)).await
-                    {
+                    match Box::pin(self.history_holds(actor, first.version, &last.id, tip)).await {
                         // An attempt went in, and others have written after it.
                         Ok(true) => return Ok(()),
                         Ok(false) => {}
                         Err(e) => {
                             // Whether an attempt went in cannot be told: a conflict would say
                             // nothing was stored.
-                            self.cache.remove(actor_id);
+                            self.cache.remove(&self.subjects.key(actor));
                             return Err(Error::unavailable(
                                 format!(
-                                    "saving events of actor {actor_id:?} (refused, and whether \
+                                    "saving events of actor {actor} (refused, and whether \
                                      an earlier attempt was stored could not be read)"
                                 ),
                                 e,
@@ -120,7 +118,7 @@ impl JetStreamEventStore {
                     }
                 }
                 return Err(Error::version_conflict(
-                    actor_id,
+                    actor.actor_id,
                     first.version,
                     tip.version,
                 ));
@@ -131,7 +129,7 @@ impl JetStreamEventStore {
             let grouped = match self.group.as_ref() {
                 Some(group) if attempt == 0 && self.atomic.load(Ordering::Relaxed) => {
                     let save = GroupSave {
-                        actor: Arc::from(actor_id),
+                        actor: Arc::from(self.subjects.key(actor)),
                         subject: subject.clone(),
                         headers: encoded.headers.clone(),
                         payload: encoded.payload.clone(),
@@ -149,7 +147,7 @@ impl JetStreamEventStore {
                 Some(GroupOutcome::Stored(seq)) => {
                     match seq {
                         Some(seq) => self.remember(
-                            actor_id,
+                            actor,
                             Tip {
                                 seq,
                                 version: last.version,
@@ -157,7 +155,7 @@ impl JetStreamEventStore {
                         ),
                         // Stored, at a sequence the acknowledgement did not tell: ask next time.
                         None => {
-                            self.cache.remove(actor_id);
+                            self.cache.remove(&self.subjects.key(actor));
                         }
                     }
                     return Ok(());
@@ -173,7 +171,7 @@ impl JetStreamEventStore {
             let failure = match published {
                 Ok(seq) => {
                     self.remember(
-                        actor_id,
+                        actor,
                         Tip {
                             seq,
                             version: last.version,
@@ -193,13 +191,13 @@ impl JetStreamEventStore {
                     } else {
                         // The outcome is unknown: forget what we knew so the next save asks
                         // the server.
-                        self.cache.remove(actor_id);
+                        self.cache.remove(&self.subjects.key(actor));
                         if uncertain && !e.is_retryable() {
                             // This attempt was refused, but an earlier one went unanswered and
                             // may be stored: a definite error would say nothing was.
                             return Err(Error::unavailable(
                                 format!(
-                                    "saving events of actor {actor_id:?} (an earlier attempt went \
+                                    "saving events of actor {actor} (an earlier attempt went \
                                      unanswered and may be stored)"
                                 ),
                                 e,
@@ -211,15 +209,16 @@ impl JetStreamEventStore {
             };
             // Someone (maybe our own earlier attempt) appended since our view: re-read the
             // truth from the stream leader and decide again.
-            let fresh = match Box::pin(self.read_tip(actor_id, true)).await {
+            let fresh = match Box::pin(self.read_tip(actor, true)).await {
                 Ok(f) => f,
                 Err(e) => {
-                    self.cache.remove(actor_id);
+                    self.cache.remove(&self.subjects.key(actor));
                     return Err(failure.unwrap_or(e));
                 }
             };
             if (uncertain || self.replicated)
-                && fresh.last_event_id(actor_id).as_deref() == Some(last.id.as_str())
+                && fresh.last_event_id(self.subjects.owner(actor)).as_deref()
+                    == Some(last.id.as_str())
             {
                 // Stored after all (see above for how a refusal can be wrong).
                 return Ok(());
@@ -239,7 +238,7 @@ impl JetStreamEventStore {
             );
         }
         Err(Error::unavailable(
-            format!("saving events of actor {actor_id:?}"),
+            format!("saving events of actor {actor}"),
             format!(
                 "the actor's history kept changing under {MAX_PUBLISH_ATTEMPTS} attempts to append"
             ),
@@ -256,7 +255,7 @@ impl JetStreamEventStore {
     /// error: a conflict reported from a stale read could deny a save that is stored.
     pub(super) async fn history_holds(
         &self,
-        actor_id: &str,
+        actor: ActorKey<'_>,
         from_version: u64,
         event_id: &str,
         tip: Tip,
@@ -265,7 +264,7 @@ impl JetStreamEventStore {
         // step down once it hears from the others.
         let mut again = Backoff::new(TRANSIENT_BACKOFF * 2, MAX_TRANSIENT_BACKOFF);
         loop {
-            let why = match Box::pin(self.replay(actor_id, from_version)).await {
+            let why = match Box::pin(self.replay(actor, from_version)).await {
                 Ok(r) => {
                     if r.events.iter().any(|e| e.id == event_id) {
                         return Ok(true);
@@ -275,7 +274,7 @@ impl JetStreamEventStore {
                         return Ok(false);
                     }
                     Error::unavailable(
-                        format!("reading the history of actor {actor_id:?}"),
+                        format!("reading the history of actor {actor}"),
                         format!(
                             "the history read ends at version {reached}, before version {} \
                              that the stream leader reported",

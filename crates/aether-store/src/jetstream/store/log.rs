@@ -52,10 +52,11 @@ impl EventLog for JetStreamEventStore {
                 let msg = msg.map_err(|e| classify(context(), BoxedCause(e)))?;
                 let info = msg.info().map_err(|e| classify(context(), BoxedCause(e)))?;
                 let sequence = info.stream_sequence;
-                let Some(actor_id) = self.subjects.actor_of(msg.subject.as_str()) else {
+                let Some(actor) = self.subjects.actor_of(msg.subject.as_str()) else {
                     continue;
                 };
-                match codec::decode_message(&actor_id, sequence, &msg.payload) {
+                match codec::decode_message(self.subjects.owner_of(&actor), sequence, &msg.payload)
+                {
                     Ok(events) => {
                         for (i, event) in events.into_iter().enumerate() {
                             let position = LogPosition::new(sequence, i as u32);

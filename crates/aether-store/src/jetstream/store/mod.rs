@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aether_core::{
-    validate_batch, Error, Event, EventStore, EventStoreWithErrors, ReplayResult, Result,
+    validate_batch, ActorKey, Error, Event, EventStore, EventStoreWithErrors, ReplayResult, Result,
     Transaction,
 };
 use aether_nats::backend::classify;
-use aether_nats::subject::{validate_actor_id as check_actor_id, MAX_STREAM_NAME_BYTES};
+use aether_nats::subject::{validate_actor_id, MAX_STREAM_NAME_BYTES};
 use aether_nats::{Connection, PermissionWatch};
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Context;
@@ -58,6 +58,15 @@ const TRANSIENT_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait between retries of a transient failure.
 const MAX_TRANSIENT_BACKOFF: Duration = Duration::from_secs(2);
 
+/// Checks an actor can be stored: its id under the length policy, its type a valid name.
+fn check_actor(actor: ActorKey<'_>) -> Result<()> {
+    validate_actor_id(actor.actor_id)?;
+    match actor.actor_type {
+        Some(t) => aether_core::validate_actor_type(t),
+        None => Ok(()),
+    }
+}
+
 /// What reading the actor's last message told: the tip, and what is needed to find the id of
 /// the last event in it.
 #[derive(Debug, Clone, Default)]
@@ -71,12 +80,12 @@ struct TipRead {
 
 impl TipRead {
     /// The id of the last event of the actor's last message, if it can be read.
-    fn last_event_id(&self, actor_id: &str) -> Option<String> {
+    fn last_event_id(&self, owner: codec::Owner<'_>) -> Option<String> {
         if let Some(id) = &self.header_id {
             return Some(id.clone());
         }
         let payload = self.payload.as_ref()?;
-        codec::decode_message(actor_id, self.tip.seq, payload)
+        codec::decode_message(owner, self.tip.seq, payload)
             .ok()?
             .pop()
             .map(|e| e.id)
@@ -101,9 +110,13 @@ struct Tip {
 /// - **Batches.** [`save_events`](EventStore::save_events) stores the whole batch in one message
 ///   (a JSON array of events), so it is appended atomically on every server version: readers
 ///   see all of the batch or none of it. The batch must fit in the server's `max_payload`.
-/// - **Subjects.** Events go to `<stream>.events.<actor>` and snapshots to
-///   `<stream>.snapshots.<actor>`, the actor id encoded by
-///   [`encode_actor_id`](aether_nats::subject::encode_actor_id) into one wildcard-free token.
+/// - **Subjects.** A typed actor's events go to `<stream>.events.<type>.<bucket>.<id>` and its
+///   snapshots to `<stream>.snapshots.<type>.<bucket>.<id>`; an untyped actor's to
+///   `<stream>.events.<id>` and `<stream>.snapshots.<id>` (the layout of streams written before
+///   actor types; see [`JetStreamConfig::legacy_actor_type`]). The id is encoded by
+///   [`encode_actor_id`](aether_nats::subject::encode_actor_id) into one wildcard-free token,
+///   the bucket is [`aether_placement::bucket_for`] of the id, so the server can select a
+///   type's events and the actors of some buckets.
 /// - **Reads.** The latest version is one direct get of the actor's last message. Replays use a
 ///   short-lived pull consumer filtered to the actor's subject, starting at the first message
 ///   that holds `from_version` (found by a search of direct gets, several at once per round).
@@ -135,7 +148,7 @@ pub struct JetStreamEventStore {
     stream: Stream,
     stream_name: String,
     config: JetStreamConfig,
-    subjects: Subjects,
+    pub(crate) subjects: Subjects,
     direct: bool,
     // Fast, randomly seeded hashing: the warm latest-version lookup is one map probe.
     cache: DashMap<String, Tip, foldhash::fast::RandomState>,
@@ -235,7 +248,10 @@ impl JetStreamEventStore {
                 );
             }
         }
-        let subjects = Subjects::new(&stream_name);
+        if let Some(t) = &config.legacy_actor_type {
+            aether_core::validate_actor_type(t)?;
+        }
+        let subjects = Subjects::new(&stream_name, config.legacy_actor_type.clone());
         // Servers from 2.12 can append atomically across actors (transactions).
         let atomic_capable = !server_older_than(&context.client().server_info().version, 2, 12);
         let desired = setup::desired_config(&stream_name, &subjects, &config, atomic_capable);
@@ -374,14 +390,14 @@ impl JetStreamEventStore {
         &self.config
     }
 
-    /// The subject an actor's events are stored on.
-    pub fn event_subject(&self, actor_id: &str) -> String {
-        self.subjects.events(actor_id)
+    /// The subject an actor's events are stored on (an id alone names the untyped actor).
+    pub fn event_subject<'a>(&self, actor: impl Into<ActorKey<'a>>) -> String {
+        self.subjects.events(actor.into())
     }
 
-    /// The subject an actor's snapshots are stored on.
-    pub fn snapshot_subject(&self, actor_id: &str) -> String {
-        self.subjects.snapshots(actor_id)
+    /// The subject an actor's snapshots are stored on (an id alone names the untyped actor).
+    pub fn snapshot_subject<'a>(&self, actor: impl Into<ActorKey<'a>>) -> String {
+        self.subjects.snapshots(actor.into())
     }
 
     /// How many malformed messages reads have met so far (skipped by
@@ -393,8 +409,10 @@ impl JetStreamEventStore {
 
     /// The latest version this store has seen for the actor, from memory, without asking the
     /// server (`None` when the actor is not cached). May lag behind other writers.
-    pub fn cached_latest_version(&self, actor_id: &str) -> Option<u64> {
-        self.cache.get(actor_id).map(|t| t.version)
+    pub fn cached_latest_version<'a>(&self, actor: impl Into<ActorKey<'a>>) -> Option<u64> {
+        self.cache
+            .get(&self.subjects.key(actor.into()))
+            .map(|t| t.version)
     }
 
     /// The stream's current info from the server (configuration and state).
@@ -421,12 +439,18 @@ impl JetStreamEventStore {
     async fn guard<T>(
         &self,
         name: &'static str,
-        actor_id: Option<&str>,
+        actor: Option<ActorKey<'_>>,
         writes: bool,
         what: impl Fn() -> String,
         op: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
-        let span = tracing::info_span!("store", op = name, stream = %self.stream_name, actor_id);
+        let span = tracing::info_span!(
+            "store",
+            op = name,
+            stream = %self.stream_name,
+            actor_type = actor.and_then(|a| a.actor_type),
+            actor_id = actor.map(|a| a.actor_id)
+        );
         // On the heap once: the wrappers below (and the caller's future) then move a pointer,
         // not the operation's whole state machine, which every call would copy and allocate.
         let op = Box::pin(crate::metrics::timed("jetstream", name, op));
@@ -436,7 +460,7 @@ impl JetStreamEventStore {
         // The actor's subjects are only needed when the server reports a refusal, which is
         // rare: build them then, not on every operation.
         let dooms_op = |_, subject: &str| {
-            let subjects = actor_id.map(|a| (self.subjects.events(a), self.subjects.snapshots(a)));
+            let subjects = actor.map(|a| (self.subjects.events(a), self.subjects.snapshots(a)));
             let own = subjects.as_ref().map(|(e, s)| (e.as_str(), s.as_str()));
             dooms(subject, &self.stream_name, own, writes)
         };
@@ -448,14 +472,14 @@ impl JetStreamEventStore {
 impl EventStore for JetStreamEventStore {
     async fn save_event(&self, event: &Event) -> Result<()> {
         event.validate()?;
-        let actor_id = event.actor_id.as_str();
+        let actor = event.actor_key();
         let result = self
             .guard(
                 "save_event",
-                Some(actor_id),
+                Some(actor),
                 true,
-                || format!("saving an event of actor {actor_id:?}"),
-                self.append(actor_id, std::slice::from_ref(event)),
+                || format!("saving an event of actor {actor}"),
+                self.append(actor, std::slice::from_ref(event)),
             )
             .await;
         crate::metrics::saved("jetstream", 1, &result);
@@ -464,39 +488,43 @@ impl EventStore for JetStreamEventStore {
 
     async fn save_events(&self, actor_id: &str, events: &[Event]) -> Result<()> {
         validate_batch(actor_id, events)?;
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let actor = first.actor_key();
         let result = self
             .guard(
                 "save_events",
-                Some(actor_id),
+                Some(actor),
                 true,
-                || format!("saving events of actor {actor_id:?}"),
-                self.append(actor_id, events),
+                || format!("saving events of actor {actor}"),
+                self.append(actor, events),
             )
             .await;
         crate::metrics::saved("jetstream", events.len(), &result);
         result
     }
 
-    async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
-        let result = self.guarded_replay(actor_id, from_version).await?;
-        self.count_malformed(actor_id, &result);
+    async fn events_of(&self, actor: ActorKey<'_>, from_version: u64) -> Result<Vec<Event>> {
+        let result = self.guarded_replay(actor, from_version).await?;
+        self.count_malformed(actor, &result);
         Ok(result.events)
     }
 
-    async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
-        check_actor_id(actor_id)?;
+    async fn latest_version_of(&self, actor: ActorKey<'_>) -> Result<u64> {
+        check_actor(actor)?;
         if self.cached_reads {
-            if let Some(v) = self.cached_latest_version(actor_id) {
+            if let Some(v) = self.cached_latest_version(actor) {
                 return Ok(v);
             }
         }
         let read = self
             .guard(
                 "get_latest_version",
-                Some(actor_id),
+                Some(actor),
                 false,
-                || format!("reading the latest version of actor {actor_id:?}"),
-                self.read_tip(actor_id, false),
+                || format!("reading the latest version of actor {actor}"),
+                self.read_tip(actor, false),
             )
             .await?;
         Ok(read.tip.version)
@@ -504,7 +532,7 @@ impl EventStore for JetStreamEventStore {
 
     async fn commit(&self, transaction: &Transaction) -> Result<()> {
         transaction.validate()?;
-        let first = transaction.appends().first().map(|a| a.actor_id.as_str());
+        let first = transaction.appends().first().map(|a| a.actor_key());
         let result = self
             .guard(
                 "commit",
@@ -522,12 +550,12 @@ impl EventStore for JetStreamEventStore {
 
 #[async_trait]
 impl EventStoreWithErrors for JetStreamEventStore {
-    async fn get_events_with_errors(
+    async fn events_with_errors_of(
         &self,
-        actor_id: &str,
+        actor: ActorKey<'_>,
         from_version: u64,
     ) -> Result<ReplayResult> {
-        let result = self.guarded_replay(actor_id, from_version).await?;
+        let result = self.guarded_replay(actor, from_version).await?;
         self.malformed
             .fetch_add(result.errors.len() as u64, Ordering::Relaxed);
         Ok(result)

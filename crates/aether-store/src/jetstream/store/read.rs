@@ -3,7 +3,7 @@
 //! leaderless. Saves and snapshots start from here, so it is shared by both.
 
 use aether_core::Backoff;
-use aether_core::{Error, Result};
+use aether_core::{ActorKey, Error, Result};
 use aether_nats::backend::{classify, classify_api};
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
@@ -59,11 +59,11 @@ impl JetStreamEventStore {
     /// client's reads could go backwards.
     pub(super) async fn last_message_seen(
         &self,
-        actor_id: &str,
+        actor: ActorKey<'_>,
         subject: &str,
     ) -> Result<Option<StreamMessage>> {
         let known = if self.replicated {
-            self.seen.get(actor_id).map(|s| *s)
+            self.seen.get(&self.subjects.key(actor)).map(|s| *s)
         } else {
             None
         };
@@ -75,7 +75,7 @@ impl JetStreamEventStore {
                     seen,
                     "a replica answered from behind; asking the leader"
                 );
-                self.last_message_from_leader(actor_id, subject).await
+                self.last_message_from_leader(actor, subject).await
             }
             _ => Ok(message),
         }
@@ -93,14 +93,14 @@ impl JetStreamEventStore {
     /// answer is taken.
     async fn last_message_from_leader(
         &self,
-        actor_id: &str,
+        actor: ActorKey<'_>,
         subject: &str,
     ) -> Result<Option<StreamMessage>> {
         let mut again = Backoff::new(TRANSIENT_BACKOFF * 2, MAX_TRANSIENT_BACKOFF);
         loop {
             let message = self.last_message(subject, true).await?;
             let seen = if self.replicated {
-                self.seen.get(actor_id).map(|s| *s)
+                self.seen.get(&self.subjects.key(actor)).map(|s| *s)
             } else {
                 None
             };
@@ -210,17 +210,17 @@ impl JetStreamEventStore {
     }
 
     /// Reads the actor's last (sequence, version) from the stream and caches it.
-    pub(super) async fn read_tip(&self, actor_id: &str, leader: bool) -> Result<TipRead> {
-        let subject = self.subjects.events(actor_id);
+    pub(super) async fn read_tip(&self, actor: ActorKey<'_>, leader: bool) -> Result<TipRead> {
+        let subject = self.subjects.events(actor);
         let last = if leader {
-            self.last_message_from_leader(actor_id, &subject).await?
+            self.last_message_from_leader(actor, &subject).await?
         } else {
-            self.last_message_seen(actor_id, &subject).await?
+            self.last_message_seen(actor, &subject).await?
         };
         let Some(msg) = last else {
             if leader {
-                self.cache.remove(actor_id);
-                self.seen.remove(actor_id);
+                self.cache.remove(&self.subjects.key(actor));
+                self.seen.remove(&self.subjects.key(actor));
             }
             return Ok(TipRead::default());
         };
@@ -228,25 +228,28 @@ impl JetStreamEventStore {
         let header_id = codec::header_last_event_id(&msg.headers);
         let (version, header_id) = match (header_version, header_id) {
             (Some(v), id) => (v, id),
-            (None, _) => match codec::decode_message(actor_id, msg.sequence, &msg.payload) {
-                Ok(events) => events
-                    .last()
-                    .map_or((0, None), |e| (e.version, Some(e.id.clone()))),
-                Err(bad) => {
-                    // A message this store did not write sits last: the actor's version is the
-                    // last one among the messages that do decode.
-                    tracing::warn!(
-                        sequence = bad.sequence,
-                        error = %bad.error,
-                        "the actor's last message is malformed; scanning its history for the latest version"
-                    );
-                    let replay = Box::pin(self.replay(actor_id, 0)).await?;
-                    (
-                        replay.events.iter().map(|e| e.version).max().unwrap_or(0),
-                        None,
-                    )
+            (None, _) => {
+                match codec::decode_message(self.subjects.owner(actor), msg.sequence, &msg.payload)
+                {
+                    Ok(events) => events
+                        .last()
+                        .map_or((0, None), |e| (e.version, Some(e.id.clone()))),
+                    Err(bad) => {
+                        // A message this store did not write sits last: the actor's version is the
+                        // last one among the messages that do decode.
+                        tracing::warn!(
+                            sequence = bad.sequence,
+                            error = %bad.error,
+                            "the actor's last message is malformed; scanning its history for the latest version"
+                        );
+                        let replay = Box::pin(self.replay(actor, 0)).await?;
+                        (
+                            replay.events.iter().map(|e| e.version).max().unwrap_or(0),
+                            None,
+                        )
+                    }
                 }
-            },
+            }
         };
         let tip = Tip {
             seq: msg.sequence,
@@ -255,12 +258,12 @@ impl JetStreamEventStore {
         if leader {
             // The leader's answer is authoritative, even over a later-looking cache entry
             // (which can only come from a stream that was deleted and recreated).
-            self.cache.insert(actor_id.to_string(), tip);
+            self.cache.insert(self.subjects.key(actor), tip);
             if self.replicated {
-                self.seen.insert(actor_id.to_string(), tip.seq);
+                self.seen.insert(self.subjects.key(actor), tip.seq);
             }
         } else {
-            self.remember(actor_id, tip);
+            self.remember(actor, tip);
         }
         Ok(TipRead {
             tip,

@@ -6,14 +6,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aether_core::Backoff;
-use aether_core::{Error, ReplayResult, Result};
+use aether_core::{ActorKey, Error, ReplayResult, Result};
 use aether_nats::backend::{classify, ConsumerSpec, StartAt};
-use aether_nats::subject::validate_actor_id as check_actor_id;
 use futures::StreamExt;
 
 use super::super::codec;
 use super::errors::BoxedCause;
-use super::{JetStreamEventStore, Tip, MAX_TRANSIENT_BACKOFF, TRANSIENT_BACKOFF};
+use super::{check_actor, JetStreamEventStore, Tip, MAX_TRANSIENT_BACKOFF, TRANSIENT_BACKOFF};
 
 /// Histories shorter than this (by their last version) are replayed from the start rather than
 /// searched for the first wanted message.
@@ -38,7 +37,7 @@ const REPLAY_CONSUMER_INACTIVITY: Duration = Duration::from_secs(30);
 
 impl JetStreamEventStore {
     /// The last version held by the first message on the actor's subject at or after `seq`.
-    async fn probe(&self, subject: &str, actor_id: &str, seq: u64) -> Option<(u64, u64)> {
+    async fn probe(&self, subject: &str, actor: ActorKey<'_>, seq: u64) -> Option<(u64, u64)> {
         let msg = self
             .stream
             .direct_get_next_for_subject(subject, Some(seq))
@@ -47,7 +46,7 @@ impl JetStreamEventStore {
         let version = match codec::header_last_version(&msg.headers) {
             Some(v) => v,
             None => {
-                codec::decode_message(actor_id, msg.sequence, &msg.payload)
+                codec::decode_message(self.subjects.owner(actor), msg.sequence, &msg.payload)
                     .ok()?
                     .last()?
                     .version
@@ -62,7 +61,7 @@ impl JetStreamEventStore {
     async fn start_sequence(
         &self,
         subject: &str,
-        actor_id: &str,
+        actor: ActorKey<'_>,
         from_version: u64,
         tip: u64,
         last_version: Option<u64>,
@@ -96,7 +95,7 @@ impl JetStreamEventStore {
                 .collect();
             let points = if points.is_empty() { vec![lo] } else { points };
             let probes =
-                futures::future::join_all(points.iter().map(|p| self.probe(subject, actor_id, *p)))
+                futures::future::join_all(points.iter().map(|p| self.probe(subject, actor, *p)))
                     .await;
             for (point, probe) in points.iter().zip(probes) {
                 match probe {
@@ -120,30 +119,34 @@ impl JetStreamEventStore {
     /// [`replay`](Self::replay) under the permission watch, as the public reads run it.
     pub(super) async fn guarded_replay(
         &self,
-        actor_id: &str,
+        actor: ActorKey<'_>,
         from_version: u64,
     ) -> Result<ReplayResult> {
         self.guard(
             "replay",
-            Some(actor_id),
+            Some(actor),
             false,
-            || format!("replaying actor {actor_id:?}"),
-            self.replay(actor_id, from_version),
+            || format!("replaying actor {actor}"),
+            self.replay(actor, from_version),
         )
         .await
     }
 
-    pub(super) async fn replay(&self, actor_id: &str, from_version: u64) -> Result<ReplayResult> {
+    pub(super) async fn replay(
+        &self,
+        actor: ActorKey<'_>,
+        from_version: u64,
+    ) -> Result<ReplayResult> {
         let mut result = ReplayResult::default();
-        check_actor_id(actor_id)?;
-        let subject = self.subjects.events(actor_id);
-        let Some(last) = self.last_message_seen(actor_id, &subject).await? else {
+        check_actor(actor)?;
+        let subject = self.subjects.events(actor);
+        let Some(last) = self.last_message_seen(actor, &subject).await? else {
             return Ok(result);
         };
         if let Some(version) = codec::header_last_version(&last.headers) {
             // What this replay will show, so that later reads of this store never show less.
             self.remember(
-                actor_id,
+                actor,
                 Tip {
                     seq: last.sequence,
                     version,
@@ -156,7 +159,7 @@ impl JetStreamEventStore {
         let mut next_seq = self
             .start_sequence(
                 &subject,
-                actor_id,
+                actor,
                 from_version,
                 last.sequence,
                 codec::header_last_version(&last.headers),
@@ -176,7 +179,7 @@ impl JetStreamEventStore {
         });
         if self.direct && short {
             match self
-                .read_directly(&subject, actor_id, from_version, next_seq, last.sequence)
+                .read_directly(&subject, actor, from_version, next_seq, last.sequence)
                 .await
             {
                 Some(read) => return Ok(read),
@@ -211,7 +214,7 @@ impl JetStreamEventStore {
             let outcome = self
                 .drain(
                     &consumer,
-                    actor_id,
+                    actor,
                     from_version,
                     &mut left,
                     &mut result,
@@ -252,7 +255,7 @@ impl JetStreamEventStore {
                     // (that read can come from a replica that lags): later reads of this store
                     // must not show less than this replay did.
                     if next_seq > 1 {
-                        self.saw(actor_id, next_seq - 1);
+                        self.saw(actor, next_seq - 1);
                     }
                     return Ok(result);
                 }
@@ -283,7 +286,7 @@ impl JetStreamEventStore {
     async fn read_directly(
         &self,
         subject: &str,
-        actor_id: &str,
+        actor: ActorKey<'_>,
         from_version: u64,
         from_seq: u64,
         last_seq: u64,
@@ -301,7 +304,7 @@ impl JetStreamEventStore {
                 // start, and the last message was below this one.
                 return Some(result);
             }
-            match codec::decode_message(actor_id, msg.sequence, &msg.payload) {
+            match codec::decode_message(self.subjects.owner(actor), msg.sequence, &msg.payload) {
                 Ok(events) => result
                     .events
                     .extend(events.into_iter().filter(|e| e.version >= from_version)),
@@ -318,18 +321,13 @@ impl JetStreamEventStore {
     async fn drain(
         &self,
         consumer: &async_nats::jetstream::consumer::PullConsumer,
-        actor_id: &str,
+        actor: ActorKey<'_>,
         from_version: u64,
         left: &mut u64,
         result: &mut ReplayResult,
         next_seq: &mut u64,
     ) -> Result<Drained> {
-        let context = || {
-            format!(
-                "replaying actor {actor_id:?} on stream {}",
-                self.stream_name
-            )
-        };
+        let context = || format!("replaying actor {actor} on stream {}", self.stream_name);
         let mut consumer_seq = 0u64;
         // A continuous pull stream keeps the next batch in flight while this one is decoded,
         // instead of one round trip per batch.
@@ -368,7 +366,7 @@ impl JetStreamEventStore {
             let caught_up = info.pending == 0;
             let sequence = info.stream_sequence;
             *left -= 1;
-            match codec::decode_message(actor_id, sequence, &msg.payload) {
+            match codec::decode_message(self.subjects.owner(actor), sequence, &msg.payload) {
                 Ok(events) => result
                     .events
                     .extend(events.into_iter().filter(|e| e.version >= from_version)),
@@ -381,11 +379,11 @@ impl JetStreamEventStore {
         Ok(Drained::Done)
     }
 
-    pub(super) fn count_malformed(&self, actor_id: &str, result: &ReplayResult) {
+    pub(super) fn count_malformed(&self, actor: ActorKey<'_>, result: &ReplayResult) {
         for bad in &result.errors {
             self.malformed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
-                actor_id,
+                actor = %actor,
                 stream = %self.stream_name,
                 sequence = bad.sequence,
                 bytes = bad.raw.len(),

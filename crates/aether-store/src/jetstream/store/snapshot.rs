@@ -1,36 +1,35 @@
 //! Snapshots: one subject per actor, the highest version kept, written with the same
 //! expected-sequence check as events. Apart from events because nothing else reads them.
 
-use aether_core::{Error, Result, Snapshot, SnapshotStore};
-use aether_nats::subject::validate_actor_id as check_actor_id;
+use aether_core::{ActorKey, Error, Result, Snapshot, SnapshotStore};
 use async_nats::jetstream::message::StreamMessage;
 use async_trait::async_trait;
 
 use super::super::codec::{self, Encoded};
 use super::publish::PublishFailure;
-use super::{JetStreamEventStore, MAX_PUBLISH_ATTEMPTS};
+use super::{check_actor, JetStreamEventStore, MAX_PUBLISH_ATTEMPTS};
 
 #[async_trait]
 impl SnapshotStore for JetStreamEventStore {
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
-        let actor_id = snapshot.actor_id.as_str();
+        let actor = snapshot.actor_key();
         self.guard(
             "save_snapshot",
-            Some(actor_id),
+            Some(actor),
             true,
-            || format!("saving a snapshot of actor {actor_id:?}"),
+            || format!("saving a snapshot of actor {actor}"),
             self.store_snapshot(snapshot),
         )
         .await
     }
 
-    async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
+    async fn latest_snapshot_of(&self, actor: ActorKey<'_>) -> Result<Option<Snapshot>> {
         self.guard(
             "get_latest_snapshot",
-            Some(actor_id),
+            Some(actor),
             false,
-            || format!("reading the latest snapshot of actor {actor_id:?}"),
-            self.load_snapshot(actor_id),
+            || format!("reading the latest snapshot of actor {actor}"),
+            self.load_snapshot(actor),
         )
         .await
     }
@@ -39,8 +38,8 @@ impl SnapshotStore for JetStreamEventStore {
 impl JetStreamEventStore {
     async fn store_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         snapshot.validate()?;
-        check_actor_id(&snapshot.actor_id)?;
-        let subject = self.subjects.snapshots(&snapshot.actor_id);
+        check_actor(snapshot.actor_key())?;
+        let subject = self.subjects.snapshots(snapshot.actor_key());
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             codec::HEADER_LAST_VERSION,
@@ -73,25 +72,40 @@ impl JetStreamEventStore {
             }
         }
         Err(Error::unavailable(
-            format!("saving a snapshot of actor {:?}", snapshot.actor_id),
+            format!("saving a snapshot of actor {}", snapshot.actor_key()),
             "snapshots kept changing under repeated attempts",
         ))
     }
 
-    async fn load_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
-        check_actor_id(actor_id)?;
-        let subject = self.subjects.snapshots(actor_id);
+    async fn load_snapshot(&self, actor: ActorKey<'_>) -> Result<Option<Snapshot>> {
+        check_actor(actor)?;
+        let subject = self.subjects.snapshots(actor);
         let Some(msg) = self.last_message(&subject, false).await? else {
             return Ok(None);
         };
+        let owner = self.subjects.owner(actor);
         match Snapshot::from_json_bytes(&msg.payload) {
-            Ok(s) if s.actor_id == actor_id => Ok(Some(s)),
+            // The subject names the actor; a snapshot naming another (or, on a typed subject,
+            // another type) was not written by this store.
+            Ok(mut s)
+                if s.actor_id == actor.actor_id
+                    && (owner.subject_type.is_none()
+                        || s.actor_type
+                            .as_deref()
+                            .is_none_or(|t| Some(t) == owner.subject_type)) =>
+            {
+                if s.actor_type.is_none() {
+                    s.actor_type = owner.subject_type.or(owner.legacy_type).map(str::to_string);
+                }
+                Ok(Some(s))
+            }
             Ok(s) => Err(Error::Decoding(format!(
-                "snapshot at sequence {} belongs to actor {:?}, not {actor_id:?}",
-                msg.sequence, s.actor_id
+                "snapshot at sequence {} belongs to actor {}, not {actor}",
+                msg.sequence,
+                s.actor_key()
             ))),
             Err(e) => Err(Error::Decoding(format!(
-                "snapshot at sequence {} of actor {actor_id:?}: {e}",
+                "snapshot at sequence {} of actor {actor}: {e}",
                 msg.sequence
             ))),
         }

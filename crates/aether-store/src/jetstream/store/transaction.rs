@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use aether_core::Backoff;
 use aether_core::{Error, Result, Transaction, TransactionConflictError, VersionConflictError};
-use aether_nats::subject::validate_actor_id as check_actor_id;
 use async_nats::header::HeaderMap;
 use bytes::Bytes;
 
@@ -15,8 +14,8 @@ use super::super::codec::{self, HEADER_TRANSACTION};
 use super::batch::{Ack, BatchMessage};
 use super::publish::PublishFailure;
 use super::{
-    server_older_than, JetStreamEventStore, Tip, MAX_PUBLISH_ATTEMPTS, MAX_TRANSIENT_BACKOFF,
-    MAX_TRANSIENT_RETRIES, TRANSIENT_BACKOFF,
+    check_actor, server_older_than, JetStreamEventStore, Tip, MAX_PUBLISH_ATTEMPTS,
+    MAX_TRANSIENT_BACKOFF, MAX_TRANSIENT_RETRIES, TRANSIENT_BACKOFF,
 };
 
 /// The server's default limit of messages in one atomic batch (`jetstream.limits.batch
@@ -54,8 +53,8 @@ impl JetStreamEventStore {
         let max_payload = self.client.server_info().max_payload;
         let mut parts: Vec<(usize, Part)> = Vec::with_capacity(txn.event_count());
         for (i, append) in txn.appends().iter().enumerate() {
-            check_actor_id(&append.actor_id)?;
-            let subject = async_nats::Subject::from(self.subjects.events(&append.actor_id));
+            check_actor(append.actor_key())?;
+            let subject = async_nats::Subject::from(self.subjects.events(append.actor_key()));
             for event in &append.events {
                 let encoded = codec::encode_events(std::slice::from_ref(event))?;
                 codec::check_size(&encoded, max_payload)?;
@@ -75,10 +74,13 @@ impl JetStreamEventStore {
         // checks it anyway), else from the stream leader.
         let mut tips = Vec::with_capacity(txn.appends().len());
         for append in txn.appends() {
-            let cached = self.cache.get(&append.actor_id).map(|t| *t);
+            let cached = self
+                .cache
+                .get(&self.subjects.key(append.actor_key()))
+                .map(|t| *t);
             let tip = match cached {
                 Some(t) if t.version == append.expected_version => t,
-                _ => self.read_tip(&append.actor_id, true).await?.tip,
+                _ => self.read_tip(append.actor_key(), true).await?.tip,
             };
             tips.push(tip);
         }
@@ -213,7 +215,7 @@ impl JetStreamEventStore {
     async fn leader_tips(&self, txn: &Transaction) -> Result<Vec<Tip>> {
         let mut tips = Vec::with_capacity(txn.appends().len());
         for append in txn.appends() {
-            tips.push(self.read_tip(&append.actor_id, true).await?.tip);
+            tips.push(self.read_tip(append.actor_key(), true).await?.tip);
         }
         Ok(tips)
     }
@@ -239,7 +241,7 @@ impl JetStreamEventStore {
             return Ok(false);
         };
         self.history_holds(
-            &append.actor_id,
+            append.actor_key(),
             append.expected_version + 1,
             &last.id,
             *tip,
@@ -270,7 +272,7 @@ impl JetStreamEventStore {
     /// when next needed.
     fn forget_tips(&self, txn: &Transaction) {
         for append in txn.appends() {
-            self.cache.remove(&append.actor_id);
+            self.cache.remove(&self.subjects.key(append.actor_key()));
         }
     }
 
@@ -290,7 +292,7 @@ impl JetStreamEventStore {
                 continue;
             };
             self.remember(
-                &append.actor_id,
+                append.actor_key(),
                 Tip {
                     seq: first_seq + last_index as u64,
                     version: last.version,

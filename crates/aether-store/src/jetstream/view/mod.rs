@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_core::{Error, EventStore, Result};
+use aether_core::{ActorKey, Error, EventStore, Result};
 use aether_nats::backend::classify;
 use aether_nats::subject::validate_actor_id;
 use tokio::task::JoinHandle;
@@ -166,6 +166,7 @@ impl LatestVersions {
             stream,
             context.client(),
             stream_name.clone(),
+            store.config().legacy_actor_type.clone(),
             info.created.unix_timestamp_nanos(),
             Arc::clone(&shared),
         )
@@ -188,20 +189,25 @@ impl LatestVersions {
     /// # Errors
     /// [`Error::InvalidInput`] for an actor id the store does not accept; when the read falls
     /// back, the store's errors ([`Error::Unavailable`] when the server cannot be reached).
-    pub async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
-        validate_actor_id(actor_id)?;
-        if let Some(version) = self.shared.answer(actor_id, Instant::now()) {
+    pub async fn get_latest_version<'a>(&self, actor: impl Into<ActorKey<'a>>) -> Result<u64> {
+        let actor = actor.into();
+        validate_actor_id(actor.actor_id)?;
+        if let Some(t) = actor.actor_type {
+            aether_core::validate_actor_type(t)?;
+        }
+        let key = self.store.subjects.key(actor);
+        if let Some(version) = self.shared.answer(&key, Instant::now()) {
             return Ok(version);
         }
         self.shared.fallbacks.fetch_add(1, Ordering::Relaxed);
-        let version = self.store.get_latest_version(actor_id).await?;
+        let version = self.store.latest_version_of(actor).await?;
         // Folding the answer in keeps later answers from the map from going below it while
         // the watch catches up. An unknown actor is not inserted: lookups of ids that do not
         // exist must not grow the map.
         if version == 0 {
-            return Ok(self.shared.version(actor_id));
+            return Ok(self.shared.version(&key));
         }
-        Ok(self.shared.raise(actor_id, version))
+        Ok(self.shared.raise(key, version))
     }
 
     /// Whether a read starting now would answer from the view: it was confirmed current as of

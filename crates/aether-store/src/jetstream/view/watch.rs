@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::confirmations::Confirmations;
 use super::shared::Shared;
 use super::LatestVersions;
-use crate::jetstream::codec;
+use crate::jetstream::codec::{self, Owner};
 use crate::jetstream::subject::Subjects;
 
 /// First pause before reopening a watch that ended or failed; doubles up to the maximum.
@@ -99,10 +99,11 @@ impl Watch {
         stream: Stream<()>,
         client: async_nats::Client,
         stream_name: String,
+        legacy_type: Option<String>,
         created: i128,
         shared: Arc<Shared>,
     ) -> Result<(Self, Box<Ordered>)> {
-        let subjects = Subjects::new(&stream_name);
+        let subjects = Subjects::new(&stream_name, legacy_type);
         let filter = subjects.events_filter();
         let first = open_watch(
             stream.clone(),
@@ -217,14 +218,14 @@ impl Watch {
             }
         };
         match self.subjects.actor_of(message.subject.as_str()) {
-            Some(actor_id) => match version_of(
-                &actor_id,
+            Some(actor) => match version_of(
+                self.subjects.owner_of(&actor),
                 sequence,
                 message.headers.as_ref(),
                 &message.payload,
             ) {
                 Ok(version) => {
-                    self.shared.raise(actor_id, version);
+                    self.shared.raise(self.subjects.key(actor.key()), version);
                 }
                 Err(error) => {
                     self.shared.malformed.fetch_add(1, Ordering::Relaxed);
@@ -342,7 +343,7 @@ async fn confirm_round(
 /// The version a stored message brings its actor to: the header, or the last event of the
 /// payload for messages written without it.
 fn version_of(
-    actor_id: &str,
+    owner: Owner<'_>,
     sequence: u64,
     headers: Option<&HeaderMap>,
     payload: &[u8],
@@ -350,7 +351,7 @@ fn version_of(
     if let Some(version) = headers.and_then(codec::header_last_version) {
         return Ok(version);
     }
-    let events = codec::decode_message(actor_id, sequence, payload).map_err(|bad| bad.error)?;
+    let events = codec::decode_message(owner, sequence, payload).map_err(|bad| bad.error)?;
     events
         .last()
         .map(|e| e.version)
@@ -367,19 +368,22 @@ mod tests {
     fn versions_come_from_the_header_or_the_payload() {
         let mut headers = HeaderMap::new();
         headers.insert(codec::HEADER_LAST_VERSION, "9");
-        assert_eq!(version_of("a", 1, Some(&headers), b"ignored"), Ok(9));
+        assert_eq!(
+            version_of(Owner::untyped("a"), 1, Some(&headers), b"ignored"),
+            Ok(9)
+        );
 
         let one = Event::new("T", "a", 3).to_json_bytes().unwrap();
-        assert_eq!(version_of("a", 1, None, &one), Ok(3));
+        assert_eq!(version_of(Owner::untyped("a"), 1, None, &one), Ok(3));
         let batch =
             serde_json::to_vec(&[Event::new("T", "a", 4), Event::new("T", "a", 7)]).unwrap();
-        assert_eq!(version_of("a", 1, None, &batch), Ok(7));
+        assert_eq!(version_of(Owner::untyped("a"), 1, None, &batch), Ok(7));
         // A header that does not parse falls back to the payload.
         let mut bad = HeaderMap::new();
         bad.insert(codec::HEADER_LAST_VERSION, "seven");
-        assert_eq!(version_of("a", 1, Some(&bad), &one), Ok(3));
+        assert_eq!(version_of(Owner::untyped("a"), 1, Some(&bad), &one), Ok(3));
 
-        assert!(version_of("a", 1, None, b"not json").is_err());
-        assert!(version_of("b", 1, None, &one).is_err());
+        assert!(version_of(Owner::untyped("a"), 1, None, b"not json").is_err());
+        assert!(version_of(Owner::untyped("b"), 1, None, &one).is_err());
     }
 }
