@@ -18,7 +18,10 @@
 //!   [`RuntimeConfig`]: [`SnapshotPolicy`], [`PassivationPolicy`], [`RetryPolicy`]. Counters
 //!   in [`HostStats`].
 //! - [`ActorClient`]: sending commands, whichever runtime hosts the actor.
-//!   [`ActorHost::transact`]: one decision over several actors, committed atomically.
+//!   [`ActorHost::transact`]: one decision over several actors of one type, committed
+//!   atomically. [`Transact`]: one decision over actors of several types (typed
+//!   [`Participant`] handles, the states and events through [`Decide`]), committed atomically,
+//!   answering [`Transacted`] or a [`Rejection`] that names the actor that refused.
 //! - [`CommandError`], [`DecodeError`], [`LoadError`]: what can go wrong, told apart.
 //! - [`replay`]: rebuild a state from events alone.
 //! - [`testing`]: given/when/then, and a replay check for property tests.
@@ -147,7 +150,10 @@ pub use client::ActorClient;
 pub use config::{PassivationPolicy, RuntimeConfig, SnapshotPolicy};
 pub use error::{CommandError, DecodeError, LoadError, WrongTypeError};
 pub use event::{DomainEvent, EncodeError, EncodedEvent, EventCodec};
-pub use host::{ActorHost, Decision, Fence, Handled, HostStats, PassivationHook};
+pub use host::{
+    ActorHost, Decide, Decision, Fence, Handled, HostStats, Participant, PassivationHook,
+    Rejection, Transact, Transacted,
+};
 pub use replay::replay;
 pub use retry::RetryPolicy;
 pub use upcast::{UpcasterClash, Upcasters};

@@ -19,7 +19,7 @@ pub(crate) struct Loaded<S> {
     pub(crate) version: u64,
     snapshot_version: u64,
     /// Outcomes of the actor's recent commands, by command id.
-    recent: RecentOutcomes,
+    pub(crate) recent: RecentOutcomes,
 }
 
 /// How many events before a snapshot activation reads for their command ids only, so that a

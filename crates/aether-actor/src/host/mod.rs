@@ -19,6 +19,7 @@ use lru::Lru;
 pub use stats::HostStats;
 use stats::{bump, Counters};
 
+mod across;
 mod activation;
 mod lru;
 mod recent;
@@ -27,6 +28,7 @@ mod stats;
 mod tests;
 mod transact;
 
+pub use across::{Decide, Participant, Rejection, Transact, Transacted};
 pub use transact::Decision;
 
 /// What handling a command came to, when the actor did not refuse it.

@@ -28,7 +28,9 @@ impl<A: Actor> ActorHost<A> {
     /// Afterwards this host's activations of the actors are passivated, so their next command
     /// sees the committed events. Activations on other nodes notice at their next write (a
     /// version conflict, then a reload); until then their read-only commands answer from the
-    /// state they had.
+    /// state they had (a cluster node's `transact` tells their owners to reload).
+    ///
+    /// For actors of several types at once, use [`Transact`](crate::Transact).
     ///
     /// # Errors
     /// [`CommandError::Rejected`]; [`CommandError::Conflict`] when conflicts outlast the retry

@@ -15,6 +15,7 @@ use crate::{
     ActorClient, CommandMeta, DomainEvent, PassivationPolicy, RetryPolicy, SnapshotPolicy,
 };
 
+mod across;
 mod lifecycle;
 mod stored;
 mod transactions;
