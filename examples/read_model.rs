@@ -296,6 +296,7 @@ mod tests {
         let deposit = |version: u64, amount: i64| Projected {
             projection: "balances".into(),
             position: LogPosition::new(version, 0),
+            actor_type: None,
             actor_id: "acc".to_string(),
             version,
             event_id: format!("e{version}"),

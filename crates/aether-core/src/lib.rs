@@ -15,7 +15,8 @@
 //! - [`EventStore`], [`SnapshotStore`], [`EventStoreWithErrors`]: append-only storage (no update,
 //!   no delete; see [`EventStore`] on immutability and versions).
 //! - [`EventLog`], [`LogPosition`], [`LoggedEvent`]: every actor's events in one global order,
-//!   for consumers of all actors (projections).
+//!   for consumers of all actors (projections); [`LogFilter`], [`LogPage`]: reading only some
+//!   types and shards of it.
 //! - [`Transaction`]: events for several actors, appended all or nothing
 //!   ([`EventStore::commit`]).
 //! - [`EventBroadcaster`], [`Subscription`], [`SubscriptionFilter`], [`OverflowPolicy`]: pub/sub
@@ -63,7 +64,7 @@ pub use event::{
     METADATA_CAUSATION_ID, METADATA_CORRELATION_ID, METADATA_MESSAGE_ID, METADATA_REPLY,
     METADATA_SCHEMA_VERSION, METADATA_SPAN_ID, METADATA_TRACE_ID, METADATA_USER_ID,
 };
-pub use log::{EventLog, LogPosition, LoggedEvent};
+pub use log::{EventLog, LogFilter, LogPage, LogPosition, LoggedEvent};
 pub use pattern::{
     is_wildcard_pattern, match_actor_pattern, match_namespace_pattern, validate_namespace,
     validate_pattern,

@@ -42,6 +42,75 @@ pub struct LoggedEvent {
     pub event: Event,
 }
 
+/// Which events of a log a reader wants ([`EventLog::read_filtered`]).
+///
+/// ```
+/// use aether_core::{Event, LogFilter};
+///
+/// let filter = LogFilter::types(["show", "customer"]).shard(3, 8);
+/// assert!(filter.matches_type(&Event::new("Reserved", "s-1", 1).with_actor_type("show")));
+/// assert!(!filter.matches_type(&Event::new("Opened", "s-1", 1)));
+/// assert!(LogFilter::all().matches_type(&Event::new("Opened", "s-1", 1)));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// The actor types to read; empty reads every actor, untyped ones included.
+    pub actor_types: Vec<String>,
+    /// Only the actors of shard `.0` of `.1` (`aether_placement::shard_for` of the actor id).
+    /// A store may use it to leave other shards' events out server-side; it may also return
+    /// some of them, so the reader still checks. `None`: every shard.
+    pub shard: Option<(u32, u32)>,
+}
+
+impl LogFilter {
+    /// Every event.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// The events of actors of `types`.
+    pub fn types<I, S>(types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            actor_types: types.into_iter().map(Into::into).collect(),
+            shard: None,
+        }
+    }
+
+    /// Narrows the filter to shard `index` of `count`.
+    pub fn shard(mut self, index: u32, count: u32) -> Self {
+        self.shard = Some((index, count));
+        self
+    }
+
+    /// Whether `event`'s actor type is one the filter reads (the shard is not checked here).
+    pub fn matches_type(&self, event: &Event) -> bool {
+        self.actor_types.is_empty()
+            || event
+                .actor_type
+                .as_deref()
+                .is_some_and(|t| self.actor_types.iter().any(|w| w == t))
+    }
+}
+
+/// A page of a filtered read ([`EventLog::read_filtered`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogPage {
+    /// The matching events, in order.
+    pub events: Vec<LoggedEvent>,
+    /// How far the log was read: every matching event at or before this position is in this
+    /// page or came before `after`. A reader resumes after it, so it moves past the events
+    /// other readers want. `None` when nothing was read past `after`.
+    pub read_to: Option<LogPosition>,
+}
+
+/// How many pages of `read_after` the default [`EventLog::read_filtered`] scans per call before
+/// returning what it has (so a reader of a rare type still returns in bounded time).
+const FILTER_SCAN_PAGES: usize = 16;
+
 /// The events of every actor of a store, in the order they were stored.
 ///
 /// Reading from a position is how a consumer catches up and then follows live writes with no
@@ -66,4 +135,42 @@ pub trait EventLog: Send + Sync {
     /// # Errors
     /// Backend errors.
     async fn head(&self) -> Result<Option<LogPosition>>;
+
+    /// Up to `max` events after `after` that `filter` selects, and how far the log was read
+    /// ([`LogPage::read_to`]). The default reads pages of [`read_after`](Self::read_after)
+    /// and keeps the events of the filter's types (not checking its shard); stores that can
+    /// select on the server (the JetStream store) read only what the filter wants.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn read_filtered(
+        &self,
+        after: Option<LogPosition>,
+        max: usize,
+        filter: &LogFilter,
+    ) -> Result<LogPage> {
+        let mut page = LogPage::default();
+        if max == 0 {
+            return Ok(page);
+        }
+        let mut cursor = after;
+        for _ in 0..FILTER_SCAN_PAGES {
+            let read = self.read_after(cursor, max).await?;
+            let complete = read.len() < max;
+            for logged in read {
+                cursor = Some(logged.position);
+                page.read_to = cursor;
+                if filter.matches_type(&logged.event) {
+                    page.events.push(logged);
+                    if page.events.len() >= max {
+                        return Ok(page);
+                    }
+                }
+            }
+            if complete {
+                break;
+            }
+        }
+        Ok(page)
+    }
 }

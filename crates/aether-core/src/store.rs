@@ -270,6 +270,14 @@ macro_rules! forward_event_log {
             async fn head(&self) -> Result<Option<crate::log::LogPosition>> {
                 (**self).head().await
             }
+            async fn read_filtered(
+                &self,
+                after: Option<crate::log::LogPosition>,
+                max: usize,
+                filter: &crate::log::LogFilter,
+            ) -> Result<crate::log::LogPage> {
+                (**self).read_filtered(after, max, filter).await
+            }
         }
     };
 }

@@ -104,6 +104,9 @@ impl StartAt {
 pub struct ConsumerSpec {
     /// The subject the consumer reads.
     pub filter_subject: String,
+    /// Several subjects the consumer reads instead of `filter_subject` (when not empty):
+    /// nats-server 2.10 and later only.
+    pub filter_subjects: Vec<String>,
     /// Where it starts.
     pub start: StartAt,
     /// What the server shows as the consumer's description.
@@ -117,9 +120,23 @@ impl ConsumerSpec {
     pub fn new(filter_subject: impl Into<String>, start: StartAt) -> Self {
         Self {
             filter_subject: filter_subject.into(),
+            filter_subjects: Vec::new(),
             start,
             description: None,
             headers_only: false,
+        }
+    }
+
+    /// Reads the subjects of `filters` from `start`: one filter as [`new`](Self::new) does,
+    /// several as one consumer with several filter subjects, which needs nats-server 2.10 or
+    /// later (older servers refuse the consumer).
+    pub fn with_filters(mut filters: Vec<String>, start: StartAt) -> Self {
+        if filters.len() == 1 {
+            return Self::new(filters.remove(0), start);
+        }
+        Self {
+            filter_subjects: filters,
+            ..Self::new(String::new(), start)
         }
     }
 
@@ -152,6 +169,7 @@ impl ConsumerSpec {
             deliver_policy: self.start.policy()?,
             ack_policy: AckPolicy::None,
             filter_subject: self.filter_subject.clone(),
+            filter_subjects: self.filter_subjects.clone(),
             description: self.description.clone(),
             headers_only: self.headers_only,
             inactive_threshold: inactive,

@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 
 use aether_actor::{DomainEvent, EventCodec};
-use aether_core::{EventLog, LogPosition, Result};
+use aether_core::{EventLog, LogFilter, LogPosition, Result};
 use aether_placement::validate_name;
 use chrono::Utc;
 use tokio::sync::watch;
@@ -47,6 +47,9 @@ pub struct Projection<E> {
     id: Arc<str>,
     /// `(partition, partitions)`: handle only the actors of this shard.
     partition: Option<(u32, u32)>,
+    /// What the projection reads of the log: its actor types (all when none are named) and
+    /// its partition's shard, selected by the store where it can.
+    filter: LogFilter,
     log: Arc<dyn EventLog>,
     store: Arc<dyn ProjectionStore>,
     handler: Arc<dyn Handler<E>>,
@@ -128,6 +131,10 @@ impl<E: DomainEvent> Projection<E> {
             None => name.as_str().into(),
             Some((p, _)) => format!("{name}.p{p}").into(),
         };
+        let filter = LogFilter {
+            actor_types: Vec::new(),
+            shard: partition,
+        };
         Ok(Self {
             status: Mutex::new(ProjectionStatus {
                 name: id.to_string(),
@@ -135,6 +142,7 @@ impl<E: DomainEvent> Projection<E> {
             }),
             id,
             partition,
+            filter,
             name,
             log,
             store,
@@ -145,6 +153,29 @@ impl<E: DomainEvent> Projection<E> {
             cursor: Mutex::new(None),
             reported: Mutex::new(None),
         })
+    }
+
+    /// Reads only the events of actors of `types` (every actor when none are given): the
+    /// store selects them where it can (the JetStream store on the server), so a projection
+    /// of one type in five reads about a fifth of the log. Events of other types are neither
+    /// decoded nor parked. Changing the types of a projection that has run needs a rebuild
+    /// from the start: its checkpoint has moved past the events it did not read.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a name that is not an actor type
+    /// ([`aether_core::validate_actor_type`]).
+    pub fn actor_types<I, S>(mut self, types: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.filter.actor_types = validated_types(types)?;
+        Ok(self)
+    }
+
+    /// The actor types the projection reads (empty: every actor).
+    pub fn types(&self) -> &[String] {
+        &self.filter.actor_types
     }
 
     /// The projection's name.
@@ -359,4 +390,21 @@ impl<E: DomainEvent> Projection<E> {
     fn lock_status(&self) -> std::sync::MutexGuard<'_, ProjectionStatus> {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Checks and collects actor type names.
+pub(crate) fn validated_types<I, S>(types: I) -> Result<Vec<String>>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut out: Vec<String> = Vec::new();
+    for t in types {
+        let t = t.into();
+        aether_core::validate_actor_type(&t)?;
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    Ok(out)
 }

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aether_core::{
-    ActorKey, Event, EventBroadcaster, EventLog, EventStore, EventStoreWithErrors, LogPosition,
-    LoggedEvent, ReplayResult, Result, Snapshot, SnapshotStore, Transaction,
+    ActorKey, Event, EventBroadcaster, EventLog, EventStore, EventStoreWithErrors, LogFilter,
+    LogPage, LogPosition, LoggedEvent, ReplayResult, Result, Snapshot, SnapshotStore, Transaction,
 };
 use async_trait::async_trait;
 
@@ -158,6 +158,15 @@ impl<S: EventLog> EventLog for Notify<S> {
 
     async fn head(&self) -> Result<Option<LogPosition>> {
         self.inner.head().await
+    }
+
+    async fn read_filtered(
+        &self,
+        after: Option<LogPosition>,
+        max: usize,
+        filter: &LogFilter,
+    ) -> Result<LogPage> {
+        self.inner.read_filtered(after, max, filter).await
     }
 }
 

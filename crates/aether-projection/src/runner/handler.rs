@@ -21,7 +21,9 @@ pub struct Projected<E> {
     pub projection: Arc<str>,
     /// Its position in the store's global order.
     pub position: LogPosition,
-    /// The actor.
+    /// The type of the actor (`None`: an untyped actor).
+    pub actor_type: Option<String>,
+    /// The actor, within its type.
     pub actor_id: String,
     /// Its version in the actor's history.
     pub version: u64,

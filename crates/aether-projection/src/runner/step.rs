@@ -52,13 +52,22 @@ impl<E: DomainEvent> Projection<E> {
         };
         let cursor = *self.cursor.lock().unwrap_or_else(|e| e.into_inner());
         let from = from.max(cursor);
-        let page = self
+        let read = self
             .log
-            .read_after(from, self.config.page_size)
+            .read_filtered(from, self.config.page_size, &self.filter)
             .await
             .map_err(StepError::Read)?;
+        let (page, read_to) = (read.events, read.read_to);
         let head = self.log.head().await.map_err(StepError::Read)?;
         let Some(last) = page.last().map(|l| l.position) else {
+            // Nothing this projection reads, but the log moved on: move past it.
+            let from = match read_to.filter(|p| Some(*p) > from) {
+                Some(to) => {
+                    self.advance(kept, to).await?;
+                    Some(to)
+                }
+                None => from,
+            };
             let mut status = self.lock_status();
             status.position = from;
             status.kept_by_sink = kept != SinkPosition::NotKept;
@@ -112,14 +121,13 @@ impl<E: DomainEvent> Projection<E> {
             handled_to = Some(last);
             newest = page.last().map(|l| l.event.timestamp);
         }
+        // A page handled to its end moves on to where the read went, past the events of
+        // types and shards this projection does not read.
+        if handled_to == Some(last) {
+            handled_to = handled_to.max(read_to);
+        }
         if let Some(position) = handled_to.filter(|p| Some(*p) != from) {
-            *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(position);
-            if kept == SinkPosition::NotKept {
-                self.store
-                    .save_checkpoint(&self.id, position)
-                    .await
-                    .map_err(StepError::Read)?;
-            }
+            self.advance(kept, position).await?;
         }
         let mut status = self.lock_status();
         status.position = handled_to;
@@ -135,6 +143,23 @@ impl<E: DomainEvent> Projection<E> {
     }
 
     /// Whether the event belongs to this projection (always, unless it is a partition).
+    /// Records that everything up to `position` is handled: in this run's cursor, and in the
+    /// checkpoint unless the sink keeps the position (it stores it with each event).
+    async fn advance(
+        &self,
+        kept: SinkPosition,
+        position: LogPosition,
+    ) -> std::result::Result<(), StepError> {
+        *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(position);
+        if kept == SinkPosition::NotKept {
+            self.store
+                .save_checkpoint(&self.id, position)
+                .await
+                .map_err(StepError::Read)?;
+        }
+        Ok(())
+    }
+
     fn mine(&self, logged: &LoggedEvent) -> bool {
         match self.partition {
             None => true,
@@ -194,6 +219,7 @@ impl<E: DomainEvent> Projection<E> {
         Ok(Projected {
             projection: self.id.clone(),
             position,
+            actor_type: event.actor_type.clone(),
             actor_id: event.actor_id.clone(),
             version: event.version,
             event_id: event.id.clone(),

@@ -109,7 +109,6 @@ impl Subjects {
     /// The filters selecting the events of `types` (every type when empty) whose actors are in
     /// `buckets` (every bucket when `None`). A type that is the legacy type also selects the
     /// untyped subjects, which carry no bucket (the reader checks those itself).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn events_filters(&self, types: &[String], buckets: Option<&[u32]>) -> Vec<String> {
         let p = &self.events_prefix;
         let mut out = Vec::new();

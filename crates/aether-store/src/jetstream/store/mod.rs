@@ -154,6 +154,8 @@ pub struct JetStreamEventStore {
     cache: DashMap<String, Tip, foldhash::fast::RandomState>,
     cached_reads: bool,
     malformed: AtomicU64,
+    /// Messages the global-order reads received from the server.
+    log_messages: AtomicU64,
     permissions: Option<PermissionWatch>,
     /// Best-effort clean-up of replay consumers, off the callers' path.
     cleanups: TaskTracker,
@@ -277,6 +279,7 @@ impl JetStreamEventStore {
             cache: DashMap::default(),
             cached_reads: false,
             malformed: AtomicU64::new(0),
+            log_messages: AtomicU64::new(0),
             permissions: None,
             cleanups: TaskTracker::new(),
             atomic: AtomicBool::new(atomic),
@@ -405,6 +408,15 @@ impl JetStreamEventStore {
     /// [`get_events_with_errors`](EventStoreWithErrors::get_events_with_errors)).
     pub fn malformed_events(&self) -> u64 {
         self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// How many messages this store's reads of the global order
+    /// ([`EventLog`](aether_core::EventLog)) have received from the server: what a projection
+    /// over some types or shards costs the server, since only what the filter selects is
+    /// delivered. A page resumes at the message the previous one ended with (a batch may hold
+    /// more events after the position), so each page after the first reads one message again.
+    pub fn log_messages_read(&self) -> u64 {
+        self.log_messages.load(Ordering::Relaxed)
     }
 
     /// The latest version this store has seen for the actor, from memory, without asking the
