@@ -11,6 +11,7 @@
 //! - [`Projection`]: the runner: catch up from the checkpoint, then follow live writes;
 //!   retries, parking, pause, resume, reset, status ([`ProjectionStatus`]), what a catch-up
 //!   did ([`CatchUpReport`]).
+//! - [`ActorEvents`]: decoding a projection over several actor types by each event's type.
 //! - [`Handler`], [`Projected`]: what the application writes, and what it is handed;
 //!   [`SinkPosition`]: exactly-once for a sink that stores the position with its updates.
 //! - [`ProjectionWorker`]: one worker of a partitioned projection (split by actor shard,
@@ -78,10 +79,12 @@
 //! # }
 //! ```
 
+mod by_type;
 mod runner;
 mod store;
 mod worker;
 
+pub use by_type::ActorEvents;
 pub use runner::{
     lag, CatchUpReport, Handler, OnFailure, Order, Park, Projected, Projection, ProjectionConfig,
     ProjectionStatus, SinkPosition,

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use aether_actor::{DomainEvent, EventCodec};
 use aether_core::{EventLog, LogFilter, LogPosition, Result};
+
+use crate::by_type::ActorEvents;
 use aether_placement::validate_name;
 use chrono::Utc;
 use tokio::sync::watch;
@@ -54,6 +56,8 @@ pub struct Projection<E> {
     store: Arc<dyn ProjectionStore>,
     handler: Arc<dyn Handler<E>>,
     codec: EventCodec<E>,
+    /// Decoding by actor type, when the projection reads several types' events.
+    by_type: Option<ActorEvents<E>>,
     config: ProjectionConfig,
     status: Mutex<ProjectionStatus>,
     paused: watch::Sender<bool>,
@@ -148,6 +152,7 @@ impl<E: DomainEvent> Projection<E> {
             store,
             handler,
             codec,
+            by_type: None,
             config,
             paused: watch::channel(false).0,
             cursor: Mutex::new(None),
@@ -170,6 +175,23 @@ impl<E: DomainEvent> Projection<E> {
         S: Into<String>,
     {
         self.filter.actor_types = validated_types(types)?;
+        Ok(self)
+    }
+
+    /// Decodes each event with the codec of the actor type that wrote it and reads only those
+    /// types (see [`ActorEvents`]): the way to project several types' events into one enum.
+    /// The codec given to [`new`](Self::new) is then not used.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `events` names no type.
+    pub fn decode_by_type(mut self, events: ActorEvents<E>) -> Result<Self> {
+        if events.types().is_empty() {
+            return Err(aether_core::Error::invalid(
+                "decoding by actor type needs at least one actor type",
+            ));
+        }
+        self.filter.actor_types = validated_types(events.types())?;
+        self.by_type = Some(events);
         Ok(self)
     }
 

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::by_type::ActorEvents;
 use crate::store::ProjectionStore;
 use crate::{Handler, Projection, ProjectionConfig, ProjectionStatus};
 
@@ -173,6 +174,8 @@ pub struct ProjectionWorker<E> {
     observer: Option<OwnershipObserver>,
     /// The actor types every partition reads (all when empty).
     actor_types: Vec<String>,
+    /// Decoding by actor type, handed to every partition.
+    by_type: Option<ActorEvents<E>>,
     owned: Mutex<BTreeMap<u32, Arc<Projection<E>>>>,
 }
 
@@ -229,6 +232,7 @@ impl<E: DomainEvent> ProjectionWorker<E> {
             worker_config,
             observer: None,
             actor_types: Vec::new(),
+            by_type: None,
             owned: Mutex::new(BTreeMap::new()),
         })
     }
@@ -246,6 +250,21 @@ impl<E: DomainEvent> ProjectionWorker<E> {
         S: Into<String>,
     {
         self.actor_types = crate::runner::validated_types(types)?;
+        Ok(self)
+    }
+
+    /// Decodes by actor type, as [`Projection::decode_by_type`] does, in every partition.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `events` names no type.
+    pub fn decode_by_type(mut self, events: ActorEvents<E>) -> Result<Self> {
+        if events.types().is_empty() {
+            return Err(Error::invalid(
+                "decoding by actor type needs at least one actor type",
+            ));
+        }
+        self.actor_types = crate::runner::validated_types(events.types())?;
+        self.by_type = Some(events);
         Ok(self)
     }
 

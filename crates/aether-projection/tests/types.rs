@@ -215,3 +215,135 @@ async fn eight_partitions_on_one_worker_read_their_type_once() {
         assert!(read <= 8 * (wanted + pages), "server {version}: {read}");
     }
 }
+
+mod by_type {
+    use super::*;
+    use aether_actor::{Actor, Upcasters};
+    use aether_projection::ActorEvents;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, aether_actor::DomainEvent)]
+    pub(crate) enum ShowEvent {
+        Created { seats: u32 },
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, aether_actor::DomainEvent)]
+    pub(crate) enum CustomerEvent {
+        Created { name: String },
+        Charged { cents: i64 },
+    }
+
+    /// The projection's view of both types. Never stored.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, aether_actor::DomainEvent)]
+    pub(crate) enum Booking {
+        Show(ShowEvent),
+        Customer(CustomerEvent),
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+    #[error("never")]
+    pub(crate) struct Never;
+
+    pub(crate) struct Shows;
+    pub(crate) struct Customers;
+
+    impl Actor for Shows {
+        type State = ();
+        type Command = ();
+        type Event = ShowEvent;
+        type Reply = ();
+        type Error = Never;
+        const TYPE: &'static str = "show";
+        async fn decide(&self, _: &str, _: &(), _: &()) -> Result<Vec<ShowEvent>, Never> {
+            Ok(Vec::new())
+        }
+        fn apply(_: &mut (), _: &ShowEvent) {}
+        fn reply(_: &(), _: &(), _: &[ShowEvent]) {}
+    }
+
+    impl Actor for Customers {
+        type State = ();
+        type Command = ();
+        type Event = CustomerEvent;
+        type Reply = ();
+        type Error = Never;
+        const TYPE: &'static str = "customer";
+        async fn decide(&self, _: &str, _: &(), _: &()) -> Result<Vec<CustomerEvent>, Never> {
+            Ok(Vec::new())
+        }
+        fn apply(_: &mut (), _: &CustomerEvent) {}
+        fn reply(_: &(), _: &(), _: &[CustomerEvent]) {}
+    }
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<(Option<String>, Booking)>>);
+
+    #[async_trait::async_trait]
+    impl Handler<Booking> for Collect {
+        async fn handle(&self, e: &Projected<Booking>) -> Result<(), BoxError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push((e.actor_type.clone(), e.event.clone()));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn two_types_with_an_event_of_one_name_decode_by_their_type() {
+        let store = Arc::new(InMemoryEventStore::new());
+        let saves = [
+            Event::new("Created", "x", 1)
+                .with_actor_type("show")
+                .with_field("seats", 40),
+            Event::new("Created", "x", 1)
+                .with_actor_type("customer")
+                .with_field("name", "Ada"),
+            Event::new("Charged", "x", 2)
+                .with_actor_type("customer")
+                .with_field("cents", 300),
+            Event::new("Created", "y", 1)
+                .with_actor_type("venue")
+                .with_field("whatever", true),
+        ];
+        for e in &saves {
+            store.save_event(e).await.unwrap();
+        }
+        let sink = Arc::new(Collect::default());
+        let p = Projection::new(
+            "bookings",
+            store.clone(),
+            Arc::new(InMemoryProjectionStore::new()),
+            sink.clone(),
+            EventCodec::<Booking>::new(Upcasters::new()),
+            config(),
+        )
+        .unwrap()
+        .decode_by_type(
+            ActorEvents::new()
+                .actor::<Shows>(Booking::Show)
+                .actor::<Customers>(Booking::Customer),
+        )
+        .unwrap();
+        assert_eq!(p.types(), ["show", "customer"]);
+        let report = p.catch_up().await.unwrap();
+        assert_eq!((report.handled, report.parked), (3, 0), "{report:?}");
+        assert_eq!(
+            *sink.0.lock().unwrap(),
+            [
+                (
+                    Some("show".to_string()),
+                    Booking::Show(ShowEvent::Created { seats: 40 })
+                ),
+                (
+                    Some("customer".to_string()),
+                    Booking::Customer(CustomerEvent::Created { name: "Ada".into() })
+                ),
+                (
+                    Some("customer".to_string()),
+                    Booking::Customer(CustomerEvent::Charged { cents: 300 })
+                ),
+            ]
+        );
+        assert!(ActorEvents::<Booking>::new().types().is_empty());
+    }
+}

@@ -215,7 +215,11 @@ impl<E: DomainEvent> Projection<E> {
         event: &Event,
         position: LogPosition,
     ) -> std::result::Result<Projected<E>, String> {
-        let typed = self.codec.decode(event).map_err(|e| e.to_string())?;
+        let typed = match &self.by_type {
+            Some(by_type) => by_type.decode(event),
+            None => self.codec.decode(event),
+        }
+        .map_err(|e| e.to_string())?;
         Ok(Projected {
             projection: self.id.clone(),
             position,
