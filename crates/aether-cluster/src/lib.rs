@@ -11,7 +11,10 @@
 //!   (`core`: membership, leader lease, assignment table and fencing decisions as one state
 //!   machine, inputs in, actions out) over a transport: NATS ([`ClusterNode::start`], feature
 //!   `nats`) or an in-process [`LocalNetwork`] ([`ClusterNode::start_local`]), and routes
-//!   messages to actors.
+//!   messages to actors. [`ClusterNode::transaction`] ([`ClusterTransact`]): one decision
+//!   over actors of several types, committed atomically, after which every participant's
+//!   owner reloads; [`ClusterNode::refresh`]: the same reload for applications that commit
+//!   with `EventStore::commit` themselves.
 //! - [`Actors`]: the actor types a node hosts (typed [`aether_actor::Actor`]s, each run by an
 //!   [`aether_actor::ActorHost`] for the actors of the shards the node owns: activation,
 //!   optimistic concurrency, command ids applied once, fencing, passivation).
@@ -120,7 +123,7 @@ pub use config::{
     ClusterConfig, DEFAULT_CLUSTER_NAME, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_JOINS_PER_INTERVAL, DEFAULT_MAX_MEMBERS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEND_TIMEOUT,
 };
-pub use node::{ClusterClient, ClusterNode};
+pub use node::{ClusterClient, ClusterNode, ClusterTransact};
 #[cfg(feature = "nats")]
 pub use observer::{
     ClusterChange, ClusterObserver, ClusterRecord, ClusterSnapshot, GoneReason, ObservedLeader,

@@ -12,7 +12,7 @@ use aether_actor::{
     Actor, ActorClient, ActorHost, CommandError, CommandMeta, Decision, Envelope, Handled,
     HostStats,
 };
-use aether_core::{Error, Result};
+use aether_core::{ActorKey, Error, Result};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -324,8 +324,9 @@ impl ClusterNode {
     /// Decides a change to several actors of type `A` at once and commits it atomically, on
     /// this node, wherever the actors are owned: see [`ActorHost::transact`]. The store checks
     /// every actor's version, so no owner's write can interleave; afterwards the owners are
-    /// told to reload the actors (best effort: an owner that misses it reloads at its next
-    /// write, and until then its read-only commands answer from the state before).
+    /// told to reload the actors (as [`refresh`](Self::refresh); best effort: an owner that
+    /// misses it reloads at its next write, and until then its read-only commands answer from
+    /// the state before). For actors of several types, see [`transaction`](Self::transaction).
     ///
     /// # Errors
     /// As [`ActorHost::transact`]; [`Error::NotFound`] when this node does not host `A`.
@@ -349,7 +350,14 @@ impl ClusterNode {
             .into());
         };
         let reply = host.transact(actor_ids, meta, decide).await?;
-        self.inner.refresh_remote(A::TYPE, actor_ids).await;
+        // `transact` passivated this node's activations already.
+        let keys: Vec<ActorKey<'_>> = actor_ids
+            .iter()
+            .map(|id| ActorKey::new(A::TYPE, id))
+            .collect();
+        if let Err(e) = self.inner.refresh_actors(&keys, false).await {
+            tracing::warn!(error = %e, "owners not all told to reload after a transaction");
+        }
         Ok(reply)
     }
 
@@ -538,7 +546,11 @@ fn reply_of<A: Actor>(
 }
 
 mod driver;
+mod refresh;
 mod route;
 #[cfg(test)]
 mod tests;
+mod transact;
 mod view;
+
+pub use transact::ClusterTransact;

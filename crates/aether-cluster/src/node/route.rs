@@ -338,44 +338,6 @@ impl Inner {
     }
 }
 
-impl Inner {
-    /// Tells the owners of `actor_ids` on other nodes that the actors changed outside their
-    /// activations (a transaction committed here), so that they reload before their next
-    /// command. Best effort: an owner that does not hear it reloads at its next write anyway
-    /// (a version conflict).
-    pub(super) async fn refresh_remote(&self, actor_type: &str, actor_ids: &[&str]) {
-        let view = self.assignment();
-        for actor_id in actor_ids {
-            let Some(owner) = view.owner_of(actor_id) else {
-                continue;
-            };
-            if owner == self.node_id {
-                continue;
-            }
-            let request = ActorRequest {
-                actor_type: actor_type.to_string(),
-                actor_id: actor_id.to_string(),
-                shard: view.shard_of(actor_id),
-                epoch: view.epoch,
-                meta: aether_actor::CommandMeta::default(),
-                command: serde_json::Value::Null,
-                refresh: true,
-            };
-            let Ok(payload) = encode(&request) else {
-                continue;
-            };
-            let timeout = self.config.request_timeout;
-            if let Err(e) = self
-                .transport
-                .request(owner, Bytes::from(payload), None, timeout)
-                .await
-            {
-                tracing::debug!(actor_id, owner, error = ?e, "owner not told of a transaction");
-            }
-        }
-    }
-}
-
 /// Serves the requests for this node's actors until `cancel` fires.
 pub(super) async fn serve_loop(
     inner: Arc<Inner>,

@@ -23,6 +23,7 @@ use crate::routing::{decode, encode, ActorRequest, ActorResponse};
 use crate::transport::{Incoming, MemberMessage, RequestFailure, Transport, Versioned};
 use crate::{Actors, ClusterConfig, ClusterNode, LocalNetwork};
 
+mod across;
 mod slow;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -152,6 +153,11 @@ async fn cluster(ids: &[&str]) -> (LocalNetwork, Arc<InMemoryEventStore>, Vec<Cl
     (net, store, nodes)
 }
 
+/// The key of the test bank's actor `id`.
+fn bank(id: &str) -> aether_core::ActorKey<'_> {
+    aether_core::ActorKey::new(Bank::TYPE, id)
+}
+
 /// An actor whose shard `owner` serves under `node`'s table.
 fn actor_of(node: &ClusterNode, owner: &str, prefix: &str) -> String {
     (0..)
@@ -216,7 +222,7 @@ async fn a_killed_leader_is_replaced_and_its_actors_answer_from_the_new_owner() 
     let owner = nodes[0].owner_of(&actor).unwrap();
     assert_ne!(owner, victim_id);
     assert_eq!(nodes[1].owner_of(&actor).as_deref(), Some(owner.as_str()));
-    assert_eq!(store.get_latest_version(&actor).await.unwrap(), 2);
+    assert_eq!(store.latest_version_of(bank(&actor)).await.unwrap(), 2);
     for n in nodes {
         n.shutdown().await.unwrap();
     }
@@ -253,7 +259,7 @@ async fn a_send_to_a_hung_owner_times_out_then_reroutes_to_the_new_owner_within_
         "the first request waited for its timeout: {took:?}"
     );
     assert!(took < SEND, "{took:?}");
-    assert_eq!(store.get_latest_version(&actor).await.unwrap(), 2);
+    assert_eq!(store.latest_version_of(bank(&actor)).await.unwrap(), 2);
     for n in nodes {
         n.shutdown().await.unwrap();
     }
@@ -373,7 +379,7 @@ async fn a_node_refuses_an_actor_it_does_not_own_and_writes_nothing() {
         other => panic!("{other:?}"),
     }
     assert!(!nodes[1].host::<Bank>().unwrap().is_active(&actor));
-    assert_eq!(store.get_latest_version(&actor).await.unwrap(), 0);
+    assert_eq!(store.latest_version_of(bank(&actor)).await.unwrap(), 0);
     // Nobody serves a node that never joined.
     assert!(matches!(
         net.request("x", Bytes::new(), None, REQUEST).await,
@@ -407,7 +413,7 @@ async fn rejections_arrive_typed_and_several_actor_types_share_the_nodes() {
         .await
         .unwrap();
     assert_eq!(echo, "HI");
-    assert_eq!(store.get_latest_version(&remote).await.unwrap(), 2);
+    assert_eq!(store.latest_version_of(bank(&remote)).await.unwrap(), 2);
     let stats = nodes[1].stats();
     assert_eq!(stats["bank"].rejections, 1);
     assert_eq!(stats["echo"].commands, 1);
@@ -424,7 +430,7 @@ async fn rejections_arrive_typed_and_several_actor_types_share_the_nodes() {
         nodes[1].send_envelope::<Bank>(&remote, env).await.unwrap(),
         13
     );
-    assert_eq!(store.get_latest_version(&remote).await.unwrap(), 3);
+    assert_eq!(store.latest_version_of(bank(&remote)).await.unwrap(), 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -481,8 +487,8 @@ async fn a_transfer_between_actors_on_two_nodes_is_atomic_and_both_owners_see_it
         Err(CommandError::Rejected(Refused::InsufficientFunds { balance: 6 })) => {}
         other => panic!("{other:?}"),
     }
-    assert_eq!(store.get_latest_version(&on_a).await.unwrap(), 2);
-    assert_eq!(store.get_latest_version(&on_b).await.unwrap(), 1);
+    assert_eq!(store.latest_version_of(bank(&on_a)).await.unwrap(), 2);
+    assert_eq!(store.latest_version_of(bank(&on_b)).await.unwrap(), 1);
     // A type the node does not host.
     struct Unknown;
     impl Actor for Unknown {
