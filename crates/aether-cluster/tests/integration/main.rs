@@ -1,5 +1,8 @@
 //! The cluster crate's integration tests, in one binary so the NATS client is linked once.
 //!
+//! - `across` (feature `nats`): transactions across actor types on the JetStream store: eight
+//!   writers on their own connections conserve a total across two types (2.12+), and a
+//!   server before 2.12 refuses with `Unsupported`.
 //! - `cluster` (feature `nats`): nodes forming a cluster over a real nats-server, routing,
 //!   failover, fencing, permissions (the failover under CPU load runs in its own binary,
 //!   `tests/loaded`).
@@ -19,6 +22,8 @@
 //! - `typed` (feature `nats`): typed actors over the JetStream store: upcasting events of an
 //!   older schema, skipping snapshots of an older state schema, typed decoding errors.
 
+#[cfg(feature = "nats")]
+mod across;
 #[cfg(feature = "nats")]
 mod cluster;
 #[cfg(feature = "nats")]
