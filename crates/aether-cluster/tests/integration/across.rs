@@ -5,7 +5,6 @@
 //! (Debian's 2.9) a commit is refused with the typed `Unsupported` error and nothing is
 //! written.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use aether_actor::{
@@ -299,10 +298,7 @@ async fn a_server_before_2_12_refuses_a_transaction_across_types_as_unsupported(
         eprintln!("no Debian nats-server; skipped");
         return;
     };
-    let server = NatsServer::builder()
-        .binary(PathBuf::from(binary))
-        .start()
-        .unwrap();
+    let server = NatsServer::builder().binary(binary).start().unwrap();
     if server.version().at_least(2, 12) {
         eprintln!(
             "{} supports atomic batches; skipped",
