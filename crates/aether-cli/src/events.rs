@@ -1,7 +1,8 @@
-//! `aether events ACTOR`: an actor's history from the JetStream event store, as a table or
-//! as JSON lines.
+//! `aether events [--type TYPE] ACTOR`: an actor's history from the JetStream event store, as
+//! a table or as JSON lines. An actor is its type and its id: without `--type` the untyped
+//! actor is read (raw events, and events written before actor types).
 
-use aether_core::{Event, EventStore};
+use aether_core::{ActorKey, Event, EventStore};
 use aether_store::DEFAULT_STREAM_NAME;
 use aether_store::{JetStreamConfig, JetStreamEventStore};
 use async_nats::jetstream::context::GetStreamErrorKind;
@@ -10,7 +11,8 @@ use clap::Args;
 
 use crate::connect::{jetstream_hint, ConnectArgs};
 use crate::error::{CliError, CliResult};
-use crate::output::{escape, Painter, Table};
+use crate::output::{actor_name, escape, Painter, Table};
+use crate::store_tail::check_actor_type;
 
 /// Which event stream to read (shared by `events` and `stats`).
 #[derive(Debug, Clone, Args)]
@@ -42,8 +44,11 @@ impl StreamArgs {
 /// Arguments of `aether events`.
 #[derive(Debug, Clone, Args)]
 pub struct EventsArgs {
-    /// The actor whose history to print.
+    /// The actor whose history to print (its id).
     pub actor: String,
+    /// The actor's type (without it, the untyped actor with this id).
+    #[arg(long = "type", visible_alias = "actor-type", value_name = "TYPE")]
+    pub actor_type: Option<String>,
     /// First version to print.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub from: u64,
@@ -89,28 +94,39 @@ pub(crate) async fn find_stream(
 /// # Errors
 /// Connection failures, a missing stream, an actor with no events.
 pub async fn run(args: EventsArgs) -> CliResult<()> {
+    if let Some(t) = &args.actor_type {
+        check_actor_type(t)?;
+    }
+    let actor = ActorKey {
+        actor_type: args.actor_type.as_deref(),
+        actor_id: &args.actor,
+    };
     let client = args.connect.connect().await?;
     let context = jetstream::new(client.clone());
     find_stream(&context, &args.stream).await?;
     let store = JetStreamEventStore::new(client, args.stream.config()).await?;
     let name = store.stream_name().to_string();
-    let events = store.get_events(&args.actor, args.from).await?;
+    let events = store.events_of(actor, args.from).await?;
     let malformed = store.malformed_events();
+    // Escaped here: error lines are printed as they are.
+    let who = escape(&actor_name(actor)).into_owned();
     if malformed > 0 {
-        eprintln!(
-            "warning: {malformed} message(s) of {} could not be decoded and were skipped",
-            escape(&args.actor)
-        );
+        eprintln!("warning: {malformed} message(s) of {who} could not be decoded and were skipped");
     }
     if events.is_empty() {
-        let latest = store.get_latest_version(&args.actor).await?;
+        let latest = store.latest_version_of(actor).await?;
+        let untyped = if actor.actor_type.is_none() {
+            " (an untyped actor: give --type for a typed one)"
+        } else {
+            ""
+        };
         return Err(CliError::new(if latest > 0 {
             format!(
-                "actor {} has no events from version {} in stream {name} (latest version {latest})",
-                args.actor, args.from
+                "actor {who} has no events from version {} in stream {name} (latest version {latest})",
+                args.from
             )
         } else {
-            format!("actor {} has no events in stream {name}", args.actor)
+            format!("actor {who} has no events in stream {name}{untyped}")
         }));
     }
     if args.json {
@@ -128,12 +144,14 @@ pub async fn run(args: EventsArgs) -> CliResult<()> {
     Ok(())
 }
 
-/// The events as a table: version, type, timestamp, data, escaped ([`escape`]).
+/// The events as a table: version, actor type (`-` for an untyped actor), event type,
+/// timestamp, data, escaped ([`escape`]).
 pub fn render_table(events: &[Event], painter: Painter) -> String {
-    let mut table = Table::new(&["VERSION", "TYPE", "TIMESTAMP", "DATA"]);
+    let mut table = Table::new(&["VERSION", "ACTOR TYPE", "TYPE", "TIMESTAMP", "DATA"]);
     for e in events {
         table.row(vec![
             e.version.to_string(),
+            e.actor_type.clone().unwrap_or_else(|| "-".into()),
             escape(&e.event_type).into_owned(),
             e.timestamp
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

@@ -12,6 +12,8 @@
 //! - [`events`], [`stats`], [`tail`], [`cluster`], [`projections`]: the inspection commands
 //!   (`projections reset` and `replay-parked` are the ones that change something: a
 //!   projection's checkpoint, a replay request).
+//! - [`store_tail`]: following the event store's stream, for `tail --source store` and the
+//!   dashboard's live tail.
 //! - [`ui`]: `aether ui`, the read-only web dashboard with `/metrics`.
 //! - [`output`]: colours (only on a terminal, never with `NO_COLOR`), tables, progress bars.
 //! - [`CliError`]: the one-line error every command fails with.
@@ -24,6 +26,7 @@ pub mod events;
 pub mod output;
 pub mod projections;
 pub mod stats;
+pub mod store_tail;
 pub mod tail;
 pub mod ui;
 
@@ -41,7 +44,9 @@ pub use error::{CliError, CliResult};
   aether demo                                   the demo in process, no server needed
   aether demo --nats nats://127.0.0.1:4222      the same on NATS JetStream
   aether events account-0001 --namespace orders an actor's history
-  aether tail 'orders.>' --type Deposited       live events until Ctrl-C
+  aether tail 'orders.>' --type Deposited       live events from the bus until Ctrl-C
+  aether tail --source store --actor-type show  every saved event of show actors
+  aether events --type show s-1                 the history of the show actor s-1
   aether stats --namespace orders               size and settings of a stream
   aether cluster members --cluster aether       live members of a cluster
   aether projections list --namespace orders    projections, their position, lag, parked
@@ -64,7 +69,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Print an actor's history from the JetStream event store.
     Events(events::EventsArgs),
-    /// Print live events from the NATS bus, one line each, until Ctrl-C.
+    /// Print live events from the NATS bus (or, with --source store, the event store's
+    /// stream), one line each, until Ctrl-C.
     Tail(tail::TailArgs),
     /// Print the size and settings of an event stream.
     Stats(stats::StatsArgs),

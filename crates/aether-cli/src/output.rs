@@ -44,6 +44,23 @@ pub fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// An actor as people read it: `type/id`, or the id alone for an untyped actor. Not escaped:
+/// print it through [`Painter`], [`Table`] or [`escape`].
+///
+/// ```
+/// use aether_cli::output::actor_name;
+/// use aether_core::ActorKey;
+///
+/// assert_eq!(actor_name(ActorKey::new("show", "s-1")), "show/s-1");
+/// assert_eq!(actor_name(ActorKey::untyped("s-1")), "s-1");
+/// ```
+pub fn actor_name(actor: aether_core::ActorKey<'_>) -> String {
+    match actor.actor_type {
+        Some(t) => format!("{t}/{}", actor.actor_id),
+        None => actor.actor_id.to_string(),
+    }
+}
+
 /// Whether a terminal would act on `c` rather than show it.
 fn needs_escape(c: char) -> bool {
     matches!(c,

@@ -37,7 +37,7 @@ pub enum ProjectionsCommand {
     /// Forget a projection's checkpoint, so that it handles every event again from the start
     /// (clear its read model first; stop the projection while doing it).
     Reset(NamedArgs),
-    /// A projection's parked events: position, actor, version, type, attempts, error.
+    /// A projection's parked events: position, actor (`type/id`), version, type, attempts, error.
     Parked(NamedArgs),
     /// Ask the running projection to handle its parked events again (after a fix); those
     /// that succeed leave the parked list.
@@ -240,7 +240,7 @@ pub async fn run(cmd: ProjectionsCommand) -> CliResult<()> {
             for p in parked {
                 t.row(vec![
                     p.position.to_string(),
-                    p.event.actor_id,
+                    crate::output::actor_name(p.event.actor_key()),
                     p.event.version.to_string(),
                     p.event.event_type,
                     p.attempts.to_string(),

@@ -4,7 +4,12 @@
 //! `save_events` is one message holding several events. Counting reads the headers of every
 //! event message (never the payloads) through a short-lived ordered consumer; `--fast` skips
 //! it on very large streams.
+//!
+//! Actors are counted per actor type from the stream's subjects (typed actors on
+//! `<stream>.events.<type>.<bucket>.<id>`, untyped ones on `<stream>.events.<id>`); `--type`
+//! narrows actors and events to one type.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aether_nats::backend::{ConsumerSpec, StartAt};
@@ -17,11 +22,17 @@ use crate::connect::{jetstream_hint, ConnectArgs};
 use crate::error::{CliError, CliResult};
 use crate::events::{find_stream, StreamArgs};
 use crate::output::{human_bytes, human_duration, Painter, Table};
+use crate::store_tail::{check_actor_type, events_prefix};
 
 /// The header the store writes with the number of events in a message.
 const HEADER_COUNT: &str = "Aether-Count";
 /// How long counting waits for the next message before giving up.
 const COUNT_STALL: Duration = Duration::from_secs(5);
+/// Actor types counted one by one; a stream with more (a hostile writer can make up types)
+/// has the rest counted together.
+const MAX_TYPES: usize = 1000;
+/// Actor types named on the `actor types` line; the rest are summed up.
+const TYPES_SHOWN: usize = 12;
 
 /// Arguments of `aether stats`.
 #[derive(Debug, Clone, Args)]
@@ -29,6 +40,9 @@ pub struct StatsArgs {
     /// The stream.
     #[command(flatten)]
     pub stream: StreamArgs,
+    /// Count only the actors (and events) of this actor type.
+    #[arg(long = "type", visible_alias = "actor-type", value_name = "TYPE")]
+    pub actor_type: Option<String>,
     /// Do not count events (reading every message's headers); show messages only.
     #[arg(long)]
     pub fast: bool,
@@ -44,12 +58,17 @@ pub struct StreamStats {
     pub stream: String,
     /// All messages (event and snapshot messages).
     pub messages: u64,
-    /// Messages on event subjects.
+    /// The actor type counted (`None`: every actor).
+    pub actor_type: Option<String>,
+    /// Messages on event subjects (of the actor type, when one was given).
     pub event_messages: u64,
     /// Events in them (`None` when not counted).
     pub events: Option<u64>,
-    /// Distinct actors with events.
+    /// Distinct actors with events (of the actor type, when one was given).
     pub actors: u64,
+    /// Actors with events per actor type (`None`: untyped actors), by type name; beyond
+    /// [`MAX_TYPES`] types the rest are counted under the last entry's name `"..."`.
+    pub actors_by_type: Vec<(Option<String>, u64)>,
     /// Messages on snapshot subjects.
     pub snapshot_messages: u64,
     /// Bytes stored.
@@ -61,6 +80,9 @@ pub struct StreamStats {
 /// # Errors
 /// Connection failures, a missing stream, a failed count.
 pub async fn run(args: StatsArgs) -> CliResult<()> {
+    if let Some(t) = &args.actor_type {
+        check_actor_type(t)?;
+    }
     let client = args.connect.connect().await?;
     let context = jetstream::new(client.clone());
     let mut stream = find_stream(&context, &args.stream).await?;
@@ -70,12 +92,20 @@ pub async fn run(args: StatsArgs) -> CliResult<()> {
         .await
         .map_err(|e| jetstream_hint(&format!("reading info of stream {name}"), &e))?
         .clone();
-    let stats = collect(&client, &stream, &info, !args.fast).await?;
+    let stats = collect(
+        &client,
+        &stream,
+        &info,
+        !args.fast,
+        args.actor_type.as_deref(),
+    )
+    .await?;
     print!("{}", render(&stats, &info, Painter::stdout()));
     Ok(())
 }
 
-/// Counts actors, messages and (when `count_events`) events of the stream.
+/// Counts actors, messages and (when `count_events`) events of the stream: of every actor, or
+/// of the actors of `actor_type`.
 ///
 /// # Errors
 /// The server's failures, or a count that stalled.
@@ -84,39 +114,100 @@ pub async fn collect(
     stream: &Stream,
     info: &Info,
     count_events: bool,
+    actor_type: Option<&str>,
 ) -> CliResult<StreamStats> {
     let name = info.config.name.clone();
-    let events_filter = format!("{name}.events.*");
+    let prefix = events_prefix(&name);
+    let all_events = format!("{prefix}.>");
     let mut subjects = stream
-        .info_with_subjects(&events_filter)
+        .info_with_subjects(&all_events)
         .await
         .map_err(|e| jetstream_hint(&format!("listing the actors of stream {name}"), &e))?;
-    let mut actors = 0u64;
-    let mut event_messages = 0u64;
-    while let Some((_, count)) = subjects
+    // Per type: actors and event messages.
+    let mut by_type: BTreeMap<Option<String>, (u64, u64)> = BTreeMap::new();
+    let mut all_event_messages = 0u64;
+    while let Some((subject, count)) = subjects
         .try_next()
         .await
         .map_err(|e| jetstream_hint(&format!("listing the actors of stream {name}"), &e))?
     {
-        actors += 1;
-        event_messages += count as u64;
+        all_event_messages += count as u64;
+        let Some(rest) = subject
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_prefix('.'))
+        else {
+            continue;
+        };
+        let tokens: Vec<&str> = rest.splitn(4, '.').collect();
+        let key = match tokens[..] {
+            [_] => None,
+            [t, _, _] => Some(t.to_string()),
+            // Not a subject the store writes.
+            _ => continue,
+        };
+        let key = if by_type.len() >= MAX_TYPES && !by_type.contains_key(&key) {
+            Some("...".to_string())
+        } else {
+            key
+        };
+        let entry = by_type.entry(key).or_default();
+        entry.0 += 1;
+        entry.1 += count as u64;
     }
+    let (actors, event_messages) = match actor_type {
+        Some(t) => by_type
+            .get(&Some(t.to_string()))
+            .copied()
+            .unwrap_or_default(),
+        None => (
+            by_type.values().map(|v| v.0).sum(),
+            by_type.values().map(|v| v.1).sum(),
+        ),
+    };
+    let filter = match actor_type {
+        Some(t) => format!("{prefix}.{t}.*.*"),
+        None => all_events,
+    };
     let events = if !count_events {
         None
     } else if event_messages == 0 {
         Some(0)
     } else {
-        Some(count(client, stream, &events_filter, &name).await?)
+        Some(count(client, stream, &filter, &name).await?)
     };
     Ok(StreamStats {
         stream: name,
         messages: info.state.messages,
+        actor_type: actor_type.map(str::to_string),
         event_messages,
         events,
         actors,
-        snapshot_messages: info.state.messages.saturating_sub(event_messages),
+        actors_by_type: by_type.into_iter().map(|(t, (a, _))| (t, a)).collect(),
+        snapshot_messages: info.state.messages.saturating_sub(all_event_messages),
         bytes: info.state.bytes,
     })
+}
+
+/// The `actor types` line: the types with the most actors first, `-` for untyped actors.
+fn actor_types_line(by_type: &[(Option<String>, u64)]) -> String {
+    if by_type.is_empty() {
+        return "-".into();
+    }
+    let mut sorted: Vec<&(Option<String>, u64)> = by_type.iter().collect();
+    sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut parts: Vec<String> = sorted
+        .iter()
+        .take(TYPES_SHOWN)
+        .map(|(t, n)| format!("{} {n}", t.as_deref().unwrap_or("(untyped)")))
+        .collect();
+    if sorted.len() > TYPES_SHOWN {
+        let rest: u64 = sorted[TYPES_SHOWN..].iter().map(|(_, n)| n).sum();
+        parts.push(format!(
+            "and {rest} in {} more types",
+            sorted.len() - TYPES_SHOWN
+        ));
+    }
+    parts.join(", ")
 }
 
 /// Reads the headers of every event message and adds up their event counts.
@@ -216,12 +307,17 @@ pub fn render(stats: &StreamStats, info: &Info, painter: Painter) -> String {
         StorageType::Memory => "memory",
     };
     let mut t = Table::new::<&str>(&[]);
+    let stream = match &stats.actor_type {
+        Some(ty) => format!("{} (actor type {ty})", painter.cyan(&stats.stream)),
+        None => painter.cyan(&stats.stream),
+    };
     for (k, v) in [
-        ("stream", painter.cyan(&stats.stream)),
+        ("stream", stream),
         ("subjects", c.subjects.join(", ")),
         ("messages", stats.messages.to_string()),
         ("events", events),
         ("actors", stats.actors.to_string()),
+        ("actor types", actor_types_line(&stats.actors_by_type)),
         ("snapshots", stats.snapshot_messages.to_string()),
         (
             "bytes",

@@ -1,35 +1,75 @@
-//! `aether tail PATTERN`: live events from the NATS bus, one line each, until Ctrl-C.
+//! `aether tail [PATTERN]`: live events, one line each, until Ctrl-C: from the NATS bus
+//! (`--source bus`, the default) or straight from the event store's stream (`--source store`,
+//! see [`crate::store_tail`]).
 
 use aether_bus::{NatsBusConfig, NatsEventBus, DEFAULT_SUBJECT_PREFIX};
-use aether_core::{validate_pattern, Delivery, Event, EventBroadcaster, SubscriptionFilter};
+use aether_core::{validate_pattern, Event, EventBroadcaster, SubscriptionFilter};
 use aether_nats::subject::pattern_subject;
 use async_nats::connection::State;
-use clap::Args;
+use async_nats::jetstream;
+use clap::{Args, ValueEnum};
 use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::connect::ConnectArgs;
 use crate::error::{CliError, CliResult};
-use crate::output::{escape, Painter};
+use crate::events::{find_stream, StreamArgs};
+use crate::output::{actor_name, escape, Painter};
+use crate::store_tail::{check_actor_type, StoreDelivery, StoreFilter, StoreTail, TailFeed};
+
+/// Where a tail takes its events from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum TailSource {
+    /// The NATS bus: what applications publish (a store wrapped in `Notify`, `publish`).
+    #[default]
+    Bus,
+    /// The event store's stream: every event saved, published or not (a cluster's actors).
+    Store,
+}
+
+impl TailSource {
+    /// The source as the command line and the dashboard name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bus => "bus",
+            Self::Store => "store",
+        }
+    }
+}
+
+/// Events a store tail holds for a terminal that does not keep up; beyond, the newest are
+/// dropped and counted.
+pub const STORE_TAIL_BUFFER: usize = 1024;
 
 /// Arguments of `aether tail`.
 #[derive(Debug, Clone, Args)]
 pub struct TailArgs {
-    /// Namespace pattern: a namespace, or one with `*` (one token) and `>` (the rest), e.g.
-    /// `orders`, `tenant.*`, `>`.
-    pub pattern: String,
-    /// Only events of this type (repeat for several).
+    /// Namespace pattern of the bus: a namespace, or one with `*` (one token) and `>` (the
+    /// rest), e.g. `orders`, `tenant.*`, `>`. Required with `--source bus`; with
+    /// `--source store` the stream is chosen with --namespace and --stream instead.
+    pub pattern: Option<String>,
+    /// Where to follow events: the bus (what applications publish) or the store's stream
+    /// (every event saved, also by a cluster that publishes nothing to the bus).
+    #[arg(long, value_enum, default_value_t = TailSource::Bus)]
+    pub source: TailSource,
+    /// Only events of this event type (repeat for several).
     #[arg(long = "type", value_name = "T")]
     pub types: Vec<String>,
     /// Only actors matching this pattern (`*` and `>` as for namespaces).
     #[arg(long, value_name = "PATTERN")]
     pub actor: Option<String>,
+    /// Only actors of this actor type (with --source store, selected by the server).
+    #[arg(long, value_name = "TYPE")]
+    pub actor_type: Option<String>,
     /// Give up (exit with an error) after the connection has been down this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub give_up_after: u64,
     /// Subject prefix of the bus.
     #[arg(long, value_name = "P", default_value = DEFAULT_SUBJECT_PREFIX)]
     pub prefix: String,
+    /// The event stream followed with --source store.
+    #[command(flatten)]
+    pub stream: StreamArgs,
     /// The connection.
     #[command(flatten)]
     pub connect: ConnectArgs,
@@ -43,28 +83,19 @@ const LISTENING_GRACE: Duration = Duration::from_millis(500);
 /// # Errors
 /// Connection failures, a bad pattern or prefix.
 pub async fn run(args: TailArgs) -> CliResult<()> {
-    validate_pattern(&args.pattern)
-        .map_err(|e| CliError::new(format!("invalid namespace pattern {:?}: {e}", args.pattern)))?;
     if let Some(actor) = &args.actor {
         validate_pattern(actor)
             .map_err(|e| CliError::new(format!("invalid actor pattern {actor:?}: {e}")))?;
     }
-    let subject = pattern_subject(&args.prefix, &args.pattern)?;
+    if let Some(t) = &args.actor_type {
+        check_actor_type(t)?;
+    }
+    check_source(&args)?;
     let client = args.connect.connect().await?;
-    let bus = NatsEventBus::new(
-        client.clone(),
-        NatsBusConfig::default().subject_prefix(args.prefix.clone()),
-    )
-    .await?;
-    let mut filter = SubscriptionFilter::new();
-    for t in &args.types {
-        filter = filter.event_type(t.clone());
-    }
-    if let Some(actor) = &args.actor {
-        filter = filter.actor_pattern(actor.clone());
-    }
-    // Returns once the server has the subscription (the bus confirms it with a round trip).
-    let mut subscription = bus.subscribe_with_filter(&args.pattern, filter).await?;
+    let (mut feed, bus, subject, note) = match args.source {
+        TailSource::Bus => open_bus(&args, &client).await?,
+        TailSource::Store => open_store(&args, &client).await?,
+    };
     // Say "listening" only once a refusal would have shown: the server sends it before the
     // subscription's confirming round trip, but the client hands it to the connection's event
     // task, which a loaded machine may run a little later. A refusal in the meantime ends the
@@ -74,7 +105,7 @@ pub async fn run(args: TailArgs) -> CliResult<()> {
     let mut announced = false;
     let announce = |announced: &mut bool| {
         if !*announced {
-            eprintln!("listening on {subject} (Ctrl-C to stop)");
+            eprintln!("listening on {subject} ({note}; Ctrl-C to stop)");
             *announced = true;
         }
     };
@@ -116,13 +147,19 @@ pub async fn run(args: TailArgs) -> CliResult<()> {
                 signal.map_err(|e| CliError::context("waiting for Ctrl-C", &e))?;
                 break;
             }
-            delivery = subscription.recv() => match delivery {
-                Some(Delivery::Event(event)) => {
+            delivery = feed.recv() => match delivery {
+                Some(StoreDelivery::Event(event)) => {
                     announce(&mut announced);
                     println!("{}", line(&event, painter));
                 }
-                Some(Delivery::Lagged(n)) => {
+                Some(StoreDelivery::Lagged(n)) => {
                     eprintln!("warning: {n} events were dropped before reaching this terminal");
+                }
+                Some(StoreDelivery::Malformed(n)) => {
+                    eprintln!(
+                        "warning: {n} message(s) on the store's events subjects were not events \
+                         the store wrote, and were skipped"
+                    );
                 }
                 None => {
                     return Err(CliError::new(format!(
@@ -132,12 +169,97 @@ pub async fn run(args: TailArgs) -> CliResult<()> {
             }
         }
     }
-    drop(subscription);
-    let _ = bus.close().await;
+    drop(feed);
+    if let Some(bus) = bus {
+        let _ = bus.close().await;
+    }
     Ok(())
 }
 
-/// One event as one line: time, actor, version, type, data, each escaped ([`escape`]: the
+/// Checks the options fit the source, before connecting.
+fn check_source(args: &TailArgs) -> CliResult<()> {
+    match (args.source, &args.pattern) {
+        (TailSource::Bus, None) => Err(CliError::new(
+            "a namespace pattern is required with --source bus (e.g. 'orders.>' or '>'); \
+             --source store follows the store's stream instead",
+        )),
+        (TailSource::Bus, Some(pattern)) => {
+            if args.stream.namespace.is_some() {
+                return Err(CliError::new(
+                    "--namespace chooses the store's stream, which only --source store \
+                     follows; the bus is chosen by the namespace pattern",
+                ));
+            }
+            validate_pattern(pattern)
+                .map_err(|e| CliError::new(format!("invalid namespace pattern {pattern:?}: {e}")))
+        }
+        (TailSource::Store, Some(pattern)) => Err(CliError::new(format!(
+            "--source store follows one event stream, chosen with --namespace and --stream; \
+             the namespace pattern {pattern:?} is for --source bus"
+        ))),
+        (TailSource::Store, None) => Ok(()),
+    }
+}
+
+/// Subscribes to the bus: what `aether tail` always did.
+async fn open_bus(
+    args: &TailArgs,
+    client: &async_nats::Client,
+) -> CliResult<(TailFeed, Option<NatsEventBus>, String, String)> {
+    // Checked by `check_source`.
+    let pattern = args.pattern.as_deref().unwrap_or(">");
+    let subject = pattern_subject(&args.prefix, pattern)?;
+    let bus = NatsEventBus::new(
+        client.clone(),
+        NatsBusConfig::default().subject_prefix(args.prefix.clone()),
+    )
+    .await?;
+    let mut filter = SubscriptionFilter::new();
+    for t in &args.types {
+        filter = filter.event_type(t.clone());
+    }
+    if let Some(actor) = &args.actor {
+        filter = filter.actor_pattern(actor.clone());
+    }
+    // Returns once the server has the subscription (the bus confirms it with a round trip).
+    let subscription = bus.subscribe_with_filter(pattern, filter).await?;
+    let feed = TailFeed::Bus {
+        subscription,
+        actor_type: args.actor_type.clone(),
+    };
+    // An application whose store does not publish (a cluster's actors) leaves the bus silent.
+    Ok((
+        feed,
+        Some(bus),
+        subject,
+        "the bus; --source store follows every saved event".into(),
+    ))
+}
+
+/// Opens a consumer on the store's events subjects.
+async fn open_store(
+    args: &TailArgs,
+    client: &async_nats::Client,
+) -> CliResult<(TailFeed, Option<NatsEventBus>, String, String)> {
+    let context = jetstream::new(client.clone());
+    let stream = find_stream(&context, &args.stream).await?;
+    let name = args.stream.stream_name();
+    let filter = StoreFilter {
+        actor_type: args.actor_type.clone(),
+        event_types: args.types.clone(),
+        actor_pattern: args.actor.clone(),
+    };
+    let tail = StoreTail::open(client, stream, &name, filter, STORE_TAIL_BUFFER).await?;
+    let subject = tail.subject().to_string();
+    Ok((
+        TailFeed::Store(tail),
+        None,
+        subject,
+        format!("the store's stream {name}"),
+    ))
+}
+
+/// One event as one line: time, actor (`type/id`, or the id of an untyped actor), version, type, data, each escaped ([`escape`]: the
 /// painter escapes what it styles).
 pub fn line(event: &Event, painter: Painter) -> String {
     format!(
@@ -147,7 +269,7 @@ pub fn line(event: &Event, painter: Painter) -> String {
                 .timestamp
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         ),
-        painter.cyan(&event.actor_id),
+        painter.cyan(&actor_name(event.actor_key())),
         event.version,
         painter.bold(&event.event_type),
         // JSON escapes C0 controls in strings, not DEL, C1 or bidirectional overrides.

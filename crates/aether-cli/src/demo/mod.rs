@@ -222,7 +222,8 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
     }
     if args.nats.is_some() {
         println!(
-            "look at one: aether events {prefix}-0000 --namespace {DEMO_STORE_NAMESPACE} --nats {}",
+            "look at one: aether events {prefix}-0000 --type {} --namespace {DEMO_STORE_NAMESPACE} --nats {}",
+            <Bank as aether_actor::Actor>::TYPE,
             aether_nats::redact_url(args.nats.as_deref().unwrap_or_default())
         );
     }

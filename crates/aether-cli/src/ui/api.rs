@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use aether_bus::NatsEventBus;
 use aether_cluster::{ClusterObserver, ClusterRecord, ObserverConfig, Presence};
-use aether_core::{validate_pattern, Delivery, Error, EventBroadcaster, EventStore};
+use aether_core::{validate_pattern, ActorKey, Error, EventBroadcaster, EventStore};
 use aether_core::{OverflowPolicy, SubscribeOptions, SubscriptionFilter};
 use aether_store::JetStreamEventStore;
 use axum::extract::rejection::QueryRejection;
@@ -28,6 +28,9 @@ use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, Semaphore};
 use tokio_util::sync::CancellationToken;
+
+use crate::store_tail::{check_actor_type, StoreDelivery, StoreFilter, StoreTail, TailFeed};
+use crate::tail::TailSource;
 
 use super::access::Access;
 use super::DashboardConfig;
@@ -350,6 +353,8 @@ pub(super) async fn stream(State(s): State<Arc<Shared>>) -> ApiResult<StreamView
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct ActorView {
+    /// The actor type (`None`: the untyped actor).
+    actor_type: Option<String>,
     actor_id: String,
     stream: String,
     /// The first version asked for.
@@ -370,6 +375,21 @@ pub(super) struct HistoryQuery {
     from: Option<u64>,
     /// Events in the page (default [`DEFAULT_HISTORY_PAGE`], at most [`MAX_HISTORY_PAGE`]).
     limit: Option<usize>,
+    /// The actor type (absent or empty: the untyped actor).
+    #[serde(rename = "type")]
+    actor_type: Option<String>,
+}
+
+/// An actor type from a query: `None` when absent or empty, a 400 when it is no type name.
+fn actor_type_param(actor_type: Option<String>) -> Result<Option<String>, ApiError> {
+    match actor_type.filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(t) => {
+            check_actor_type(&t)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.message()))?;
+            Ok(Some(t))
+        }
+    }
 }
 
 pub(super) async fn actor(
@@ -383,16 +403,27 @@ pub(super) async fn actor(
         .limit
         .unwrap_or(DEFAULT_HISTORY_PAGE)
         .clamp(1, MAX_HISTORY_PAGE);
+    let actor_type = actor_type_param(q.actor_type)?;
+    let actor = ActorKey {
+        actor_type: actor_type.as_deref(),
+        actor_id: &id,
+    };
     let store = s.store().await?;
     // The store checks the id (length, characters NATS subjects cannot carry): a 400.
-    let latest_version = store.get_latest_version(&id).await?;
+    let latest_version = store.latest_version_of(actor).await?;
     if latest_version == 0 {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            format!(
-                "actor {id:?} has no events in stream {}",
-                store.stream_name()
-            ),
+            match &actor_type {
+                Some(t) => format!(
+                    "actor {id:?} of type {t} has no events in stream {}",
+                    store.stream_name()
+                ),
+                None => format!(
+                    "actor {id:?} (untyped) has no events in stream {}",
+                    store.stream_name()
+                ),
+            },
         ));
     }
     let mut events = if from > latest_version {
@@ -407,7 +438,7 @@ pub(super) async fn actor(
                 )
             })?
             .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
-        store.get_events(&id, from).await?
+        store.events_of(actor, from).await?
     };
     let next = if events.len() > limit {
         events.truncate(limit);
@@ -416,6 +447,7 @@ pub(super) async fn actor(
         None
     };
     Ok(Json(ActorView {
+        actor_type,
         actor_id: id,
         stream: store.stream_name().to_string(),
         from,
@@ -426,16 +458,31 @@ pub(super) async fn actor(
     }))
 }
 
-/// The tail's filters.
+/// The tail's source and filters.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(super) struct TailQuery {
-    /// Namespace pattern (default `>`: every namespace).
+    /// `bus` (the default) or `store`.
+    source: Option<String>,
+    /// Namespace pattern of the bus (default `>`: every namespace); not used for the store.
     pattern: Option<String>,
     /// Event types, comma-separated.
     #[serde(rename = "type")]
     types: Option<String>,
     /// Actor pattern.
     actor: Option<String>,
+    /// Actor type.
+    actor_type: Option<String>,
+}
+
+/// What the page is told it follows (the `source` event).
+#[derive(Debug, Serialize)]
+struct SourceView {
+    source: &'static str,
+    /// The stream (store) or the namespace pattern (bus).
+    what: String,
+    /// The subject followed.
+    subject: String,
 }
 
 pub(super) async fn tail(
@@ -443,6 +490,16 @@ pub(super) async fn tail(
     query: Result<Query<TailQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let Query(q) = query?;
+    let source = match q.source.as_deref().filter(|v| !v.is_empty()) {
+        None | Some("bus") => TailSource::Bus,
+        Some("store") => TailSource::Store,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("unknown tail source {other:?}: bus or store"),
+            ))
+        }
+    };
     let pattern = q
         .pattern
         .filter(|p| !p.is_empty())
@@ -453,21 +510,23 @@ pub(super) async fn tail(
             format!("invalid namespace pattern {pattern:?}: {e}"),
         )
     })?;
-    let mut filter = SubscriptionFilter::new();
-    for t in q.types.iter().flat_map(|t| t.split(',')) {
-        let t = t.trim();
-        if !t.is_empty() {
-            filter = filter.event_type(t.to_string());
-        }
-    }
-    if let Some(actor) = q.actor.filter(|a| !a.is_empty()) {
-        validate_pattern(&actor).map_err(|e| {
+    let actor_type = actor_type_param(q.actor_type)?;
+    let event_types: Vec<String> = q
+        .types
+        .iter()
+        .flat_map(|t| t.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    let actor = q.actor.filter(|a| !a.is_empty());
+    if let Some(actor) = &actor {
+        validate_pattern(actor).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("invalid actor pattern {actor:?}: {e}"),
             )
         })?;
-        filter = filter.actor_pattern(actor);
     }
     let permit = s.tails.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
@@ -482,30 +541,83 @@ pub(super) async fn tail(
     // A reader that stops reading costs at most this buffer: beyond it the newest events are
     // dropped, counted, and the page told how many (`lagged`). Under back-pressure every event
     // would wait in the NATS client's buffer (65 536 messages) of each stalled tail; now that
-    // buffer only holds what arrives faster than the bus's forwarding task can decode.
-    let options = SubscribeOptions::default()
-        .filter(filter)
-        .buffer_size(s.config.tail_buffer.max(1))
-        .overflow(OverflowPolicy::DropNewest);
-    let subscription = s.bus.subscribe_with_options(&pattern, options).await?;
-    // The subscription (and the tail's permit) end with the stream: when the page goes away,
-    // the connection is closed for being idle, or the dashboard stops.
-    let events = futures::stream::unfold((subscription, permit), |(mut sub, permit)| async move {
-        let event = match sub.recv().await? {
-            Delivery::Event(e) => SseEvent::default()
+    // buffer only holds what arrives faster than the bus's (or the store tail's) forwarding
+    // task can decode.
+    let buffer = s.config.tail_buffer.max(1);
+    let (feed, view) = match source {
+        TailSource::Bus => {
+            let mut filter = SubscriptionFilter::new();
+            for t in event_types {
+                filter = filter.event_type(t);
+            }
+            if let Some(actor) = actor {
+                filter = filter.actor_pattern(actor);
+            }
+            let options = SubscribeOptions::default()
+                .filter(filter)
+                .buffer_size(buffer)
+                .overflow(OverflowPolicy::DropNewest);
+            let subscription = s.bus.subscribe_with_options(&pattern, options).await?;
+            let subject = aether_nats::subject::pattern_subject(&s.config.prefix, &pattern)
+                .unwrap_or_else(|_| pattern.clone());
+            (
+                TailFeed::Bus {
+                    subscription,
+                    actor_type,
+                },
+                SourceView {
+                    source: TailSource::Bus.name(),
+                    what: pattern,
+                    subject,
+                },
+            )
+        }
+        TailSource::Store => {
+            let stream = s.find_stream().await?;
+            let name = s.config.stream.stream_name();
+            let filter = StoreFilter {
+                actor_type,
+                event_types,
+                actor_pattern: actor,
+            };
+            let tail = StoreTail::open(&s.client, stream, &name, filter, buffer).await?;
+            let subject = tail.subject().to_string();
+            (
+                TailFeed::Store(tail),
+                SourceView {
+                    source: TailSource::Store.name(),
+                    what: name,
+                    subject,
+                },
+            )
+        }
+    };
+    // The feed (and the tail's permit) end with the stream: when the page goes away, the
+    // connection is closed for being idle, or the dashboard stops.
+    let events = futures::stream::unfold((feed, permit), |(mut feed, permit)| async move {
+        let event = match feed.recv().await? {
+            StoreDelivery::Event(e) => SseEvent::default()
                 .event("event")
                 .json_data(&*e)
                 .unwrap_or_else(|_| SseEvent::default().event("error").data("undecodable")),
-            Delivery::Lagged(n) => SseEvent::default().event("lagged").data(n.to_string()),
+            StoreDelivery::Lagged(n) => SseEvent::default().event("lagged").data(n.to_string()),
+            StoreDelivery::Malformed(n) => {
+                SseEvent::default().event("malformed").data(n.to_string())
+            }
         };
-        Some((Ok(event), (sub, permit)))
+        Some((Ok(event), (feed, permit)))
     });
-    // Browsers drop an event with no data: "ok" says the subscription is in place; the buffer
-    // size lets the page say how much a slow page may miss.
-    let ready = futures::stream::once({
-        let buffer = s.config.tail_buffer.max(1);
-        async move { Ok(SseEvent::default().event("ready").data(buffer.to_string())) }
-    });
+    // What the tail follows, for the page to say; then "ready": browsers drop an event with no
+    // data, so its data is the buffer size, which lets the page say how much a slow page may
+    // miss.
+    let source = SseEvent::default()
+        .event("source")
+        .json_data(&view)
+        .unwrap_or_else(|_| SseEvent::default().event("source").data("{}"));
+    let ready = futures::stream::iter([
+        Ok(source),
+        Ok(SseEvent::default().event("ready").data(buffer.to_string())),
+    ]);
     let stop = s.shutdown.clone().cancelled_owned();
     Ok(Sse::new(ready.chain(events).take_until(stop))
         .keep_alive(KeepAlive::new().interval(TAIL_KEEP_ALIVE)))

@@ -1,11 +1,13 @@
 //! The `aether` binary's integration tests, in one binary so that the suite links
 //! `async-nats` once.
 //!
+//! - `actor_types`: actor types in `events`, `stats`, the dashboard, and tails of the store.
 //! - `cli`: without a server (help, usage errors, the in-process demo, connection failures).
 //! - `nats`: against real nats-servers started by each test.
 //! - `ui`: the dashboard, in a headless browser and over plain HTTP.
 //! - `ui_hostile`: the dashboard under careless and hostile clients.
 
+mod actor_types;
 mod cli;
 mod nats;
 mod ui;

@@ -98,21 +98,20 @@ async fn demo_over_nats() {
     let parts: Vec<&str> = verified.split_whitespace().collect();
     assert_eq!(parts[2], parts[4], "{verified}");
     // The events are in JetStream for `aether events`.
-    let account = text
+    // The actor and its type, as the demo says them (the accounts are typed actors).
+    let hint: Vec<String> = text
         .lines()
         .find_map(|l| l.strip_prefix("look at one: aether events "))
-        .and_then(|l| l.split_whitespace().next())
         .unwrap()
-        .to_string();
-    let out = run(args(&[
-        "events",
-        &account,
-        "--namespace",
-        "aether_demo",
-        "--nats",
-        &server.url(),
-    ]))
-    .await;
+        .split_whitespace()
+        .take_while(|w| *w != "--nats")
+        .map(str::to_string)
+        .collect();
+    assert!(hint.contains(&"--type".to_string()), "{hint:?}");
+    let mut command = vec!["events".to_string()];
+    command.extend(hint);
+    command.extend(["--nats".to_string(), server.url()]);
+    let out = run(command).await;
     assert!(out.status.success(), "{out:?}");
     assert!(stdout(&out).contains("AccountOpened"), "{}", stdout(&out));
 }

@@ -474,8 +474,10 @@ async fn the_dashboard_in_a_browser_follows_a_cluster_losing_a_node() {
     no_errors(&c, "tail").await;
     screenshot(&c, "tail").await;
 
-    // An actor's history, decoded, with metadata.
-    c.goto(&format!("{base}#actor/acc-1")).await.unwrap();
+    // An actor's history, decoded, with metadata: the accounts are actors of type `bank`.
+    c.goto(&format!("{base}#actor/acc-1?type=bank"))
+        .await
+        .unwrap();
     let types = wait_js(
         &c,
         "acc-1's history",
@@ -488,6 +490,14 @@ async fn the_dashboard_in_a_browser_follows_a_cluster_losing_a_node() {
         types,
         serde_json::json!(["AccountOpened", "Deposited", "Withdrawn"])
     );
+    let shown_type = c
+        .execute(
+            "return document.getElementById('actor-type').dataset.actorType;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown_type, "bank");
     no_errors(&c, "actor").await;
     screenshot(&c, "actor").await;
 

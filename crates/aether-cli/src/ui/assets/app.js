@@ -197,13 +197,34 @@ async function streamView() {
   }
 }
 
+// The page of an actor: its id and, for a typed actor, its type. Every part is
+// percent-encoded, so an id or a type cannot end the hash's path or add to its query.
+function actorHref(actorType, actorId, from) {
+  const query = new URLSearchParams();
+  if (actorType) query.set("type", actorType);
+  if (from) query.set("from", String(from));
+  const q = query.toString();
+  return "#actor/" + encodeURIComponent(actorId) + (q ? "?" + q : "");
+}
+
+// An actor as people read it: type/id, or the id alone for an untyped actor.
+function actorName(actorType, actorId) {
+  return actorType ? actorType + "/" + actorId : actorId;
+}
+
 function tailView() {
   const params = new URLSearchParams(location.hash.split("?")[1] || "");
   const list = el("tbody", { id: "tail-list", "aria-live": "polite" });
   const status = el("p", { class: "muted", id: "tail-status" }, "Not started.");
+  const chosen = params.get("source") === "store" ? "store" : "bus";
+  const sourceSelect = el("select", { name: "source" },
+    el("option", { value: "bus", selected: chosen === "bus" ? "selected" : null }, "bus (published events)"),
+    el("option", { value: "store", selected: chosen === "store" ? "selected" : null }, "store (every saved event)"));
   const form = el("form", { id: "tail-form" },
-    el("label", {}, "Namespace pattern", el("input", { name: "pattern", value: params.get("pattern") || ">" })),
+    el("label", {}, "Source", sourceSelect),
+    el("label", {}, "Namespace pattern (bus)", el("input", { name: "pattern", value: params.get("pattern") || ">" })),
     el("label", {}, "Event types (comma-separated)", el("input", { name: "type", value: params.get("type") || "" })),
+    el("label", {}, "Actor type", el("input", { name: "actorType", value: params.get("actorType") || "" })),
     el("label", {}, "Actor pattern", el("input", { name: "actor", value: params.get("actor") || "" })),
     el("button", { type: "submit" }, "Follow"));
   const start = () => {
@@ -211,13 +232,30 @@ function tailView() {
     list.replaceChildren();
     const data = new FormData(form);
     const query = new URLSearchParams();
-    for (const k of ["pattern", "type", "actor"]) if (data.get(k)) query.set(k, data.get(k));
-    const following = "Following " + (data.get("pattern") || ">");
+    for (const k of ["source", "pattern", "type", "actorType", "actor"]) if (data.get(k)) query.set(k, data.get(k));
+    let following = "Following the " + (data.get("source") === "store" ? "store" : "bus");
     let dropped = 0;
+    let skipped = 0;
     let buffer = "";
+    const warn = () => {
+      const parts = [];
+      if (dropped) parts.push(dropped + " events dropped so far because this page did not keep up (the dashboard holds " +
+        (buffer || "a few hundred") + " for it)");
+      if (skipped) parts.push(skipped + " messages on the store's subjects skipped: not events the store wrote");
+      status.textContent = following + ": " + parts.join("; ") + ".";
+      status.className = "warning";
+    };
     status.textContent = "Connecting…";
     status.className = "muted";
     source = new EventSource("api/tail?" + query.toString());
+    source.addEventListener("source", (m) => {
+      let v = {};
+      try { v = JSON.parse(m.data); } catch (_) { v = {}; }
+      following = v.source === "store"
+        ? "Following the store: stream " + v.what + " (" + v.subject + ")"
+        : "Following the bus: " + v.what + " (" + v.subject + ")";
+      status.dataset.source = v.source === "store" ? "store" : "bus";
+    });
     source.addEventListener("ready", (m) => {
       buffer = m.data;
       status.textContent = following;
@@ -225,22 +263,27 @@ function tailView() {
     });
     source.addEventListener("event", (m) => {
       const e = JSON.parse(m.data);
-      list.prepend(el("tr", { class: "tail-row", "data-actor": e.actorId, "data-type": e.eventType },
-        el("td", {}, e.timestamp), el("td", {}, e.actorId), el("td", {}, e.version),
+      list.prepend(el("tr", { class: "tail-row", "data-actor": e.actorId, "data-actor-type": e.actorType || "", "data-type": e.eventType },
+        el("td", {}, e.timestamp),
+        el("td", {}, el("a", { href: actorHref(e.actorType, e.actorId) }, actorName(e.actorType, e.actorId))),
+        el("td", {}, e.version),
         el("td", {}, e.eventType), el("td", { class: "data" }, JSON.stringify(e.data))));
       while (list.children.length > 500) list.lastChild.remove();
     });
     source.addEventListener("lagged", (m) => {
       dropped += Number(m.data) || 0;
-      status.textContent = following + ": " + dropped + " events dropped so far because this page " +
-        "did not keep up (the dashboard holds " + (buffer || "a few hundred") + " for it).";
-      status.className = "warning";
       status.dataset.dropped = String(dropped);
+      warn();
+    });
+    source.addEventListener("malformed", (m) => {
+      skipped += Number(m.data) || 0;
+      status.dataset.malformed = String(skipped);
+      warn();
     });
     source.onerror = () => {
       // A refused tail (too many open, or no access) is not retried by the browser.
       if (source.readyState === EventSource.CLOSED) {
-        status.textContent = "The dashboard refused the live tail (too many open, or no access): press Follow to retry.";
+        status.textContent = "The dashboard refused the live tail (too many open, no access, or no such stream): press Follow to retry.";
       } else {
         status.textContent = "Connection lost; reconnecting…";
       }
@@ -256,37 +299,46 @@ function tailView() {
 async function actorView() {
   const [path, query] = location.hash.slice(1).split("?");
   const id = decodeURIComponent(path.split("/")[1] || "");
-  const from = Number(new URLSearchParams(query || "").get("from")) || 1;
+  const params = new URLSearchParams(query || "");
+  const from = Number(params.get("from")) || 1;
+  const actorType = params.get("type") || "";
   const input = el("input", { name: "actor", value: id, required: "required" });
-  const form = el("form", { id: "actor-form" }, el("label", {}, "Actor id", input), el("button", { type: "submit" }, "Show"));
+  const typeInput = el("input", { name: "type", value: actorType, placeholder: "untyped" });
+  const form = el("form", { id: "actor-form" }, el("label", {}, "Actor type", typeInput),
+    el("label", {}, "Actor id", input), el("button", { type: "submit" }, "Show"));
   form.addEventListener("submit", (e) => {
     e.preventDefault();
-    location.hash = "#actor/" + encodeURIComponent(input.value.trim());
+    location.hash = actorHref(typeInput.value.trim(), input.value.trim());
   });
   if (!id) {
     show(el("h2", {}, "Actor"), form);
     return;
   }
+  const name = actorName(actorType, id);
   try {
-    const a = await api("api/actors/" + encodeURIComponent(id) + "?from=" + from);
+    const q = new URLSearchParams();
+    q.set("from", String(from));
+    if (actorType) q.set("type", actorType);
+    const a = await api("api/actors/" + encodeURIComponent(id) + "?" + q.toString());
     const rows = a.events.map((e) => el("tr", { class: "actor-event" },
       el("td", {}, e.version), el("td", {}, e.eventType), el("td", {}, e.timestamp),
       el("td", { class: "data" }, JSON.stringify(e.data)),
       el("td", { class: "data" }, JSON.stringify(e.metadata || {}))));
-    const here = "#actor/" + encodeURIComponent(a.actorId);
     const shown = a.events.length
       ? "Versions " + a.events[0].version + " to " + a.events[a.events.length - 1].version
       : "No events from version " + a.from;
     const pages = el("nav", { class: "pages", id: "actor-pages", "aria-label": "Pages of the history" },
-      a.from > 1 ? el("a", { href: here, id: "first-page" }, "First page") : null,
-      a.next !== null ? el("a", { href: here + "?from=" + a.next, id: "next-page" }, "Next page") : null);
-    show(el("h2", {}, "Actor " + a.actorId), form,
+      a.from > 1 ? el("a", { href: actorHref(a.actorType, a.actorId), id: "first-page" }, "First page") : null,
+      a.next !== null ? el("a", { href: actorHref(a.actorType, a.actorId, a.next), id: "next-page" }, "Next page") : null);
+    show(el("h2", {}, "Actor " + actorName(a.actorType, a.actorId)), form,
+      el("p", { class: "muted", id: "actor-type", "data-actor-type": a.actorType || "" },
+        a.actorType ? "Actor type " + a.actorType : "Untyped actor (no actor type)"),
       el("p", { class: "muted", id: "actor-summary" }, shown + " of " + a.latestVersion +
         " in stream " + a.stream + " (" + a.limit + " per page)"),
       pages,
       table(["Version", "Type", "Time", "Data", "Metadata"], rows, { id: "actor-events" }));
   } catch (err) {
-    show(...failure("Actor " + id, err), form);
+    show(...failure("Actor " + name, err), form);
   }
 }
 
