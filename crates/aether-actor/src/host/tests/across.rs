@@ -369,7 +369,7 @@ async fn bad_shapes_are_invalid_input() {
 }
 
 /// A store where another writer funds `customer/c-1` just before each of the first
-/// `interferences` commits.
+/// `interferences` commits, and other tasks run between reads and commits.
 struct Interferes {
     inner: InMemoryEventStore,
     interferences: AtomicU32,
@@ -384,12 +384,15 @@ impl EventStore for Interferes {
         self.inner.save_events(actor_id, events).await
     }
     async fn events_of(&self, actor: ActorKey<'_>, from: u64) -> CoreResult<Vec<Event>> {
+        // Other tasks run between a read and the commit, as they would over a network.
+        tokio::task::yield_now().await;
         self.inner.events_of(actor, from).await
     }
     async fn latest_version_of(&self, actor: ActorKey<'_>) -> CoreResult<u64> {
         self.inner.latest_version_of(actor).await
     }
     async fn commit(&self, transaction: &Transaction) -> CoreResult<()> {
+        tokio::task::yield_now().await;
         let left = self.interferences.load(Ordering::SeqCst);
         if left > 0 {
             self.interferences.store(left - 1, Ordering::SeqCst);
@@ -520,7 +523,10 @@ async fn a_command_id_makes_a_retry_apply_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_writers_moving_money_across_two_types_conserve_the_total() {
-    let s = store();
+    let s = Arc::new(Interferes {
+        inner: InMemoryEventStore::new(),
+        interferences: AtomicU32::new(0),
+    });
     let (shows, customers) = hosts(
         s.clone(),
         RuntimeConfig::default().retry(RetryPolicy::default().max_retries(100)),
@@ -533,14 +539,17 @@ async fn eight_writers_moving_money_across_two_types_conserve_the_total() {
     }
     for i in 0..3 {
         customers
-            .send(&format!("c-{i}"), WalletCommand::Fund(100))
+            .send(&format!("c-{i}"), WalletCommand::Fund(1000))
             .await
             .unwrap();
     }
+    let start = Arc::new(tokio::sync::Barrier::new(8));
     let mut tasks = Vec::new();
     for w in 0..8usize {
         let (shows, customers) = (shows.clone(), customers.clone());
+        let start = Arc::clone(&start);
         tasks.push(tokio::spawn(async move {
+            start.wait().await;
             let mut acknowledged = Vec::new();
             for k in 0..25usize {
                 let id = format!("w{w}-k{k}");
@@ -592,7 +601,7 @@ async fn eight_writers_moving_money_across_two_types_conserve_the_total() {
                 .unwrap(),
         );
     }
-    assert_eq!(total, 300);
+    assert_eq!(total, 3000);
     // Every acknowledged transaction is whole: one event on the show, one on the customer;
     // nothing else carries a transaction's id.
     assert!(!acknowledged.is_empty());
