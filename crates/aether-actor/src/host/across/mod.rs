@@ -5,26 +5,32 @@
 //! typed handle, a [`Participant`]. The decision reads each participant's state and records
 //! its events through its handle ([`Decide`]), and refuses through a handle too, so a
 //! [`Rejection`] always names its actor and gives back that actor's typed error.
+//!
+//! The module is split by concept: [`Transact`] and its outcome [`Transacted`] here, the
+//! handles and the decision's view in `decide`, a refusal in `rejection`, and the
+//! type-erased participant a transaction drives in `part`.
 
-use std::any::Any;
 use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use aether_core::{
-    ActorKey, Error, Event, SnapshotStore, Transaction, TransactionConflictError,
-    VersionConflictError,
-};
-use async_trait::async_trait;
+use aether_core::{ActorKey, Error, Transaction, TransactionConflictError, VersionConflictError};
 
-use super::activation::load;
-use super::stats::{bump, Count, Counters};
 use super::ActorHost;
 use crate::actor::{Actor, CommandMeta};
-use crate::error::{CommandError, LoadError};
+use crate::error::CommandError;
 use crate::retry::RetryPolicy;
+
+mod decide;
+mod part;
+mod rejection;
+
+pub use decide::{Decide, Participant};
+pub use rejection::Rejection;
+
+use part::{Member, Part};
 
 /// Tells the handles of one [`Transact`] from those of another.
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
@@ -419,331 +425,5 @@ impl<R> Transacted<R> {
     /// Whether the command id had been committed before.
     pub fn is_already_applied(&self) -> bool {
         matches!(self, Self::AlreadyApplied)
-    }
-}
-
-/// A typed handle on one participant of a [`Transact`]: reads its state and records its
-/// events in the decision ([`Decide`]), and makes its rejection ([`reject`](Self::reject)).
-/// Cheap to clone.
-pub struct Participant<A: Actor> {
-    token: u64,
-    index: usize,
-    actor_id: Arc<str>,
-    _actor: PhantomData<fn() -> A>,
-}
-
-impl<A: Actor> Clone for Participant<A> {
-    fn clone(&self) -> Self {
-        Self {
-            token: self.token,
-            index: self.index,
-            actor_id: Arc::clone(&self.actor_id),
-            _actor: PhantomData,
-        }
-    }
-}
-
-impl<A: Actor> fmt::Debug for Participant<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Participant")
-            .field("actor_type", &A::TYPE)
-            .field("actor_id", &self.actor_id)
-            .finish()
-    }
-}
-
-impl<A: Actor> Participant<A> {
-    /// The actor's id.
-    pub fn id(&self) -> &str {
-        &self.actor_id
-    }
-
-    /// The actor: its type and id.
-    pub fn key(&self) -> ActorKey<'_> {
-        ActorKey::new(A::TYPE, &self.actor_id)
-    }
-
-    /// This actor's refusal, for the decision to return: the transaction writes nothing and
-    /// answers [`CommandError::Rejected`] with it.
-    pub fn reject(&self, error: A::Error) -> Rejection {
-        Rejection {
-            actor_type: A::TYPE,
-            actor_id: Arc::clone(&self.actor_id),
-            token: self.token,
-            index: self.index,
-            error: Box::new(error),
-        }
-    }
-}
-
-/// The participants' states, and the events the decision records for them: what the decision
-/// of [`Transact::run`] gets.
-pub struct Decide<'t> {
-    token: u64,
-    states: &'t [Box<dyn Any + Send + Sync>],
-    versions: &'t [u64],
-    /// Per participant, its events so far (a `Vec<A::Event>`).
-    events: Vec<Option<Box<dyn Any + Send>>>,
-    /// A handle of another transaction was used: reported once the decision returns.
-    misuse: Option<String>,
-}
-
-impl fmt::Debug for Decide<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Decide")
-            .field("versions", &self.versions)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Decide<'_> {
-    /// The participant's current state, rebuilt from the store.
-    ///
-    /// # Panics
-    /// If `participant` was added to another [`Transact`]: a programming error, like an index
-    /// out of bounds.
-    pub fn state<A: Actor>(&self, participant: &Participant<A>) -> &A::State {
-        let state = (participant.token == self.token)
-            .then(|| self.states.get(participant.index))
-            .flatten()
-            .and_then(|s| s.downcast_ref::<A::State>());
-        match state {
-            Some(state) => state,
-            None => panic!(
-                "participant {} belongs to another transaction",
-                participant.key()
-            ),
-        }
-    }
-
-    /// The participant's version when its state was read (0: no events yet).
-    ///
-    /// # Panics
-    /// As [`state`](Self::state).
-    pub fn version<A: Actor>(&self, participant: &Participant<A>) -> u64 {
-        match (participant.token == self.token)
-            .then(|| self.versions.get(participant.index))
-            .flatten()
-        {
-            Some(v) => *v,
-            None => panic!(
-                "participant {} belongs to another transaction",
-                participant.key()
-            ),
-        }
-    }
-
-    /// Records events for the participant, after any recorded before. A handle of another
-    /// transaction is reported by [`Transact::run`] as [`Error::InvalidInput`].
-    pub fn emit<A: Actor>(
-        &mut self,
-        participant: &Participant<A>,
-        events: impl IntoIterator<Item = A::Event>,
-    ) {
-        let slot = if participant.token == self.token {
-            self.events.get_mut(participant.index)
-        } else {
-            None
-        };
-        let recorded = slot.and_then(|slot| {
-            slot.get_or_insert_with(|| Box::new(Vec::<A::Event>::new()))
-                .downcast_mut::<Vec<A::Event>>()
-        });
-        match recorded {
-            Some(recorded) => recorded.extend(events),
-            None => {
-                self.misuse.get_or_insert_with(|| {
-                    format!(
-                        "the decision recorded events for {}, a participant of another \
-                         transaction",
-                        participant.key()
-                    )
-                });
-            }
-        }
-    }
-}
-
-/// A participant's refusal in a [`Transact`]: which actor refused, and its typed error.
-///
-/// Handling: a business answer, as [`CommandError::Rejected`] says; nothing was written. Get
-/// the typed error back with [`of`](Self::of) (`Some` only for the participant that refused)
-/// or [`downcast_ref`](Self::downcast_ref).
-pub struct Rejection {
-    actor_type: &'static str,
-    actor_id: Arc<str>,
-    token: u64,
-    index: usize,
-    error: Box<dyn std::error::Error + Send + Sync>,
-}
-
-impl fmt::Debug for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Rejection")
-            .field("actor_type", &self.actor_type)
-            .field("actor_id", &self.actor_id)
-            .field("error", &self.error)
-            .finish()
-    }
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} refused: {}", self.key(), self.error)
-    }
-}
-
-impl std::error::Error for Rejection {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.error)
-    }
-}
-
-impl Rejection {
-    /// The actor that refused.
-    pub fn key(&self) -> ActorKey<'_> {
-        ActorKey::new(self.actor_type, &self.actor_id)
-    }
-
-    /// Whether `participant` refused.
-    pub fn is_from<A: Actor>(&self, participant: &Participant<A>) -> bool {
-        self.token == participant.token && self.index == participant.index
-    }
-
-    /// The typed error, when `participant` is the one that refused.
-    pub fn of<A: Actor>(&self, participant: &Participant<A>) -> Option<&A::Error> {
-        if self.is_from(participant) {
-            self.error.downcast_ref::<A::Error>()
-        } else {
-            None
-        }
-    }
-
-    /// The error, when it is an `E` (whichever participant refused).
-    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
-        self.error.downcast_ref::<E>()
-    }
-
-    /// The error, when it is an `E`; otherwise the rejection back.
-    ///
-    /// # Errors
-    /// The rejection itself, when its error is not an `E`.
-    pub fn downcast<E: std::error::Error + 'static>(self) -> Result<E, Self> {
-        if self.error.is::<E>() {
-            match self.error.downcast::<E>() {
-                Ok(e) => Ok(*e),
-                // Checked just above; rebuilt to keep the signature total.
-                Err(error) => Err(Self { error, ..self }),
-            }
-        } else {
-            Err(self)
-        }
-    }
-
-    /// The error, untyped.
-    pub fn error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        &*self.error
-    }
-}
-
-/// A participant as loaded for one decision.
-struct LoadedPart {
-    state: Box<dyn Any + Send + Sync>,
-    version: u64,
-    /// Its recent history holds the transaction's command id.
-    applied: bool,
-}
-
-/// One participant with its type erased: what a transaction over several types needs.
-#[async_trait]
-trait Part: Send + Sync {
-    fn actor_type(&self) -> &'static str;
-    fn actor_id(&self) -> &str;
-    fn store(&self) -> &Arc<dyn SnapshotStore>;
-    fn retry(&self) -> RetryPolicy;
-    async fn load(&self, command_id: Option<&str>) -> Result<LoadedPart, CommandError<Rejection>>;
-    /// The stored form of the events (a `Vec<A::Event>`) after `version`, `meta` stamped.
-    fn encode(
-        &self,
-        events: Box<dyn Any + Send>,
-        version: u64,
-        meta: &CommandMeta,
-    ) -> Result<Vec<Event>, Error>;
-    fn passivate(&self);
-    fn bump(&self, counter: fn(&Counters) -> &Count);
-}
-
-struct Member<A: Actor> {
-    host: ActorHost<A>,
-    actor_id: Arc<str>,
-}
-
-#[async_trait]
-impl<A: Actor> Part for Member<A> {
-    fn actor_type(&self) -> &'static str {
-        A::TYPE
-    }
-
-    fn actor_id(&self) -> &str {
-        &self.actor_id
-    }
-
-    fn store(&self) -> &Arc<dyn SnapshotStore> {
-        &self.host.shared.store
-    }
-
-    fn retry(&self) -> RetryPolicy {
-        self.host.shared.config.retry
-    }
-
-    async fn load(&self, command_id: Option<&str>) -> Result<LoadedPart, CommandError<Rejection>> {
-        let shared = &self.host.shared;
-        let loaded = load(shared, &self.actor_id).await.map_err(|e| {
-            if matches!(e, LoadError::Decode(_) | LoadError::WrongType(_)) {
-                bump(&shared.counters.decode_errors);
-            }
-            CommandError::from(e)
-        })?;
-        Ok(LoadedPart {
-            applied: command_id.is_some_and(|id| loaded.recent.get(id).is_some()),
-            version: loaded.version,
-            state: Box::new(loaded.state),
-        })
-    }
-
-    fn encode(
-        &self,
-        events: Box<dyn Any + Send>,
-        version: u64,
-        meta: &CommandMeta,
-    ) -> Result<Vec<Event>, Error> {
-        let Ok(events) = events.downcast::<Vec<A::Event>>() else {
-            return Err(Error::invalid(format!(
-                "events recorded for {} are not of its type",
-                ActorKey::new(A::TYPE, &self.actor_id)
-            )));
-        };
-        let key = ActorKey::new(A::TYPE, &self.actor_id);
-        let mut stored = Vec::with_capacity(events.len());
-        for (event, v) in events.iter().zip(version + 1..) {
-            let encoded = self
-                .host
-                .shared
-                .codec
-                .encode(event)
-                .map_err(|e| Error::Encoding(e.to_string()))?;
-            let mut e = encoded.into_event_of(key, v);
-            meta.stamp(&mut e);
-            stored.push(e);
-        }
-        Ok(stored)
-    }
-
-    fn passivate(&self) {
-        self.host.passivate(&self.actor_id);
-    }
-
-    fn bump(&self, counter: fn(&Counters) -> &Count) {
-        bump(counter(&self.host.shared.counters));
     }
 }
