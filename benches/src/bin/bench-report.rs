@@ -127,6 +127,7 @@ const RING: &str = "cargo bench -p aether-benches --bench cluster";
 const ACTORS: &str = "cargo bench -p aether-benches --bench actors";
 const TXN: &str = "cargo bench -p aether-benches --bench transactions";
 const PROJ: &str = "cargo bench -p aether-benches --bench projections";
+const TYPES: &str = "cargo bench -p aether-benches --bench types";
 const SEND: &str = "cargo bench -p aether-benches --bench cluster_send";
 const ACTIVATION: &str = "cargo bench -p aether-benches --bench activation";
 const FAILOVER: &str = "cargo bench -p aether-benches --bench failover";
@@ -388,6 +389,55 @@ const ROWS: &[Row] = &[
         "reported",
         SEND,
         Earlier::Same,
+    ),
+    row(
+        "projection of one actor type in five (2 000 of 10 000 events)",
+        "projection_types",
+        "one_type_of_five",
+        Some((
+            "a projection of the whole log (10 000 events)",
+            "whole_log",
+        )),
+        Target::TimeAtMost(0.3),
+        "≤ 0.3× (about a fifth)",
+        TYPES,
+        Earlier::New,
+    ),
+    row(
+        "a worker holding 8 partitions of one type (20 000 events; the server selects each partition's buckets)",
+        "worker_partitions",
+        "8_partitions",
+        Some((
+            "8 partitions each reading the whole type, as before buckets",
+            "8_partitions_client_side",
+        )),
+        Target::Report,
+        "reported",
+        TYPES,
+        Earlier::New,
+    ),
+    row(
+        "a worker holding 8 partitions of one type (20 000 events; the server selects each partition's buckets)",
+        "worker_partitions",
+        "8_partitions",
+        Some(("a worker holding the only partition", "1_partitions")),
+        Target::Report,
+        "reported",
+        TYPES,
+        Earlier::New,
+    ),
+    row(
+        "a transaction across two actor types (`Transact`), two new actors",
+        "transact_types",
+        "cross_type",
+        Some((
+            "`ActorHost::transact` over two actors of one type",
+            "same_type",
+        )),
+        Target::TimeAtMost(1.1),
+        "≤ 1.1×",
+        TYPES,
+        Earlier::New,
     ),
     row(
         "projection of 10 000 events into a no-op sink",

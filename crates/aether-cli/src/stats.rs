@@ -67,7 +67,7 @@ pub struct StreamStats {
     /// Distinct actors with events (of the actor type, when one was given).
     pub actors: u64,
     /// Actors with events per actor type (`None`: untyped actors), by type name; beyond
-    /// [`MAX_TYPES`] types the rest are counted under the last entry's name `"..."`.
+    /// 1 000 types the rest are counted under the last entry's name `"..."`.
     pub actors_by_type: Vec<(Option<String>, u64)>,
     /// Messages on snapshot subjects.
     pub snapshot_messages: u64,

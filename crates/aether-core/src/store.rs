@@ -228,6 +228,12 @@ macro_rules! forward_event_store {
             async fn latest_version_of(&self, actor: ActorKey<'_>) -> Result<u64> {
                 (**self).latest_version_of(actor).await
             }
+            async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
+                (**self).get_events(actor_id, from_version).await
+            }
+            async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
+                (**self).get_latest_version(actor_id).await
+            }
             async fn commit(&self, transaction: &Transaction) -> Result<()> {
                 (**self).commit(transaction).await
             }
@@ -240,6 +246,9 @@ macro_rules! forward_event_store {
             }
             async fn latest_snapshot_of(&self, actor: ActorKey<'_>) -> Result<Option<Snapshot>> {
                 (**self).latest_snapshot_of(actor).await
+            }
+            async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
+                (**self).get_latest_snapshot(actor_id).await
             }
         }
 

@@ -40,8 +40,9 @@ use coordinator::{Action, Coordinator};
 pub struct WorkerConfig {
     /// Partitions of the projection: every worker of it must use the same number (the first
     /// one to start stores it, and a worker configured otherwise refuses to start). More
-    /// partitions than workers lets the load spread; each partition reads the whole log and
-    /// keeps its own actors.
+    /// partitions than workers lets the load spread. Each partition asks the store for its own
+    /// shard's actors (the JetStream store selects them on the server from 2.10) and checks
+    /// what it gets.
     pub partitions: u32,
     /// How often a worker sends its heartbeat, renews its leases and looks at the assignment.
     pub heartbeat: Duration,

@@ -37,6 +37,7 @@
 //! # }
 //! ```
 
+mod key;
 mod memory;
 mod metrics;
 mod notify;

@@ -29,17 +29,6 @@ pub(crate) struct Subjects {
     legacy_type: Option<String>,
 }
 
-/// The key of an actor in the store's caches: `type NUL id`, or `NUL id` for an untyped actor
-/// (a type name is never empty and holds no NUL, so keys of different actors never meet).
-fn cache_key(actor: ActorKey<'_>) -> String {
-    let t = actor.actor_type.unwrap_or("");
-    let mut key = String::with_capacity(t.len() + 1 + actor.actor_id.len());
-    key.push_str(t);
-    key.push('\0');
-    key.push_str(actor.actor_id);
-    key
-}
-
 /// An actor as read back from a subject: owned type and id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SubjectActor {
@@ -174,7 +163,12 @@ impl Subjects {
     /// The key of `actor` in the store's caches: one per subject, so the legacy type's actor
     /// and the untyped one with the same id share it.
     pub(crate) fn key(&self, actor: ActorKey<'_>) -> String {
-        cache_key(self.stored_key(actor))
+        crate::key::owned_key(self.stored_key(actor))
+    }
+
+    /// Runs `f` with [`key`](Self::key) of `actor`, built without allocating.
+    pub(crate) fn with_key<R>(&self, actor: ActorKey<'_>, f: impl FnOnce(&str) -> R) -> R {
+        crate::key::with_key(self.stored_key(actor), f)
     }
 
     /// Who owns the messages of `actor`'s subjects, for decoding them.

@@ -26,7 +26,7 @@ impl JetStreamEventStore {
     pub(super) fn remember(&self, actor: ActorKey<'_>, tip: Tip) {
         self.saw(actor, tip.seq);
         // The actor is usually known already: update in place, without allocating its key.
-        if let Some(mut known) = self.cache.get_mut(&self.subjects.key(actor)) {
+        if let Some(mut known) = self.subjects.with_key(actor, |k| self.cache.get_mut(k)) {
             if tip.seq > known.seq {
                 *known = tip;
             }
@@ -48,7 +48,7 @@ impl JetStreamEventStore {
         if !self.replicated {
             return;
         }
-        if let Some(mut known) = self.seen.get_mut(&self.subjects.key(actor)) {
+        if let Some(mut known) = self.subjects.with_key(actor, |k| self.seen.get_mut(k)) {
             *known = (*known).max(seq);
             return;
         }
@@ -67,7 +67,9 @@ impl JetStreamEventStore {
         codec::check_size(&encoded, self.client.max_payload())?;
         let subject = async_nats::Subject::from(self.subjects.events(actor));
 
-        let cached = self.cache.get(&self.subjects.key(actor)).map(|t| *t);
+        let cached = self
+            .subjects
+            .with_key(actor, |k| self.cache.get(k).map(|t| *t));
         let mut from_cache = cached.is_some();
         let mut tip = match cached {
             Some(t) => t,
@@ -129,7 +131,7 @@ impl JetStreamEventStore {
             let grouped = match self.group.as_ref() {
                 Some(group) if attempt == 0 && self.atomic.load(Ordering::Relaxed) => {
                     let save = GroupSave {
-                        actor: Arc::from(self.subjects.key(actor)),
+                        actor: self.subjects.with_key(actor, |k| Arc::<str>::from(k)),
                         subject: subject.clone(),
                         headers: encoded.headers.clone(),
                         payload: encoded.payload.clone(),

@@ -422,9 +422,8 @@ impl JetStreamEventStore {
     /// The latest version this store has seen for the actor, from memory, without asking the
     /// server (`None` when the actor is not cached). May lag behind other writers.
     pub fn cached_latest_version<'a>(&self, actor: impl Into<ActorKey<'a>>) -> Option<u64> {
-        self.cache
-            .get(&self.subjects.key(actor.into()))
-            .map(|t| t.version)
+        self.subjects
+            .with_key(actor.into(), |k| self.cache.get(k).map(|t| t.version))
     }
 
     /// The stream's current info from the server (configuration and state).
@@ -480,6 +479,29 @@ impl JetStreamEventStore {
     }
 }
 
+impl JetStreamEventStore {
+    /// The latest version of `actor`: from the cache when cached reads are on, else one
+    /// direct get of its last message.
+    async fn latest_version_now(&self, actor: ActorKey<'_>) -> Result<u64> {
+        check_actor(actor)?;
+        if self.cached_reads {
+            if let Some(v) = self.cached_latest_version(actor) {
+                return Ok(v);
+            }
+        }
+        let read = self
+            .guard(
+                "get_latest_version",
+                Some(actor),
+                false,
+                || format!("reading the latest version of actor {actor}"),
+                self.read_tip(actor, false),
+            )
+            .await?;
+        Ok(read.tip.version)
+    }
+}
+
 #[async_trait]
 impl EventStore for JetStreamEventStore {
     async fn save_event(&self, event: &Event) -> Result<()> {
@@ -524,22 +546,18 @@ impl EventStore for JetStreamEventStore {
     }
 
     async fn latest_version_of(&self, actor: ActorKey<'_>) -> Result<u64> {
-        check_actor(actor)?;
-        if self.cached_reads {
-            if let Some(v) = self.cached_latest_version(actor) {
-                return Ok(v);
-            }
-        }
-        let read = self
-            .guard(
-                "get_latest_version",
-                Some(actor),
-                false,
-                || format!("reading the latest version of actor {actor}"),
-                self.read_tip(actor, false),
-            )
-            .await?;
-        Ok(read.tip.version)
+        self.latest_version_now(actor).await
+    }
+
+    // The id-only reads are overridden (not left to the trait's defaults) so that a call
+    // boxes one future, not two: the warm latest-version read is a map lookup.
+    async fn get_latest_version(&self, actor_id: &str) -> Result<u64> {
+        self.latest_version_now(ActorKey::untyped(actor_id)).await
+    }
+
+    async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
+        self.events_of(ActorKey::untyped(actor_id), from_version)
+            .await
     }
 
     async fn commit(&self, transaction: &Transaction) -> Result<()> {

@@ -63,7 +63,8 @@ impl JetStreamEventStore {
         subject: &str,
     ) -> Result<Option<StreamMessage>> {
         let known = if self.replicated {
-            self.seen.get(&self.subjects.key(actor)).map(|s| *s)
+            self.subjects
+                .with_key(actor, |k| self.seen.get(k).map(|s| *s))
         } else {
             None
         };
@@ -100,7 +101,8 @@ impl JetStreamEventStore {
         loop {
             let message = self.last_message(subject, true).await?;
             let seen = if self.replicated {
-                self.seen.get(&self.subjects.key(actor)).map(|s| *s)
+                self.subjects
+                    .with_key(actor, |k| self.seen.get(k).map(|s| *s))
             } else {
                 None
             };

@@ -195,10 +195,15 @@ impl LatestVersions {
         if let Some(t) = actor.actor_type {
             aether_core::validate_actor_type(t)?;
         }
-        let key = self.store.subjects.key(actor);
-        if let Some(version) = self.shared.answer(&key, Instant::now()) {
+        let now = Instant::now();
+        if let Some(version) = self
+            .store
+            .subjects
+            .with_key(actor, |k| self.shared.answer(k, now))
+        {
             return Ok(version);
         }
+        let key = self.store.subjects.key(actor);
         self.shared.fallbacks.fetch_add(1, Ordering::Relaxed);
         let version = self.store.latest_version_of(actor).await?;
         // Folding the answer in keeps later answers from the map from going below it while
