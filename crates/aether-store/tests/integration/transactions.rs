@@ -4,14 +4,15 @@
 //!
 //! Every test event carries the id of its transaction in its metadata (`txn`), so that the
 //! checks can tell, from the replays alone, that every acknowledged transaction is stored once
-//! on each of its actors and none is stored on only some of them.
+//! on each of its actors and none is stored on only some of them. The accounts of the transfer
+//! runs are of two actor types (`checking`, `savings`), so most transfers span both.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aether_core::{Error, Event, EventStore, Transaction};
+use aether_core::{ActorKey, Error, Event, EventStore, Transaction};
 use aether_store::{
     InMemoryEventStore, JetStreamConfig, JetStreamEventStore, MAX_TRANSACTION_EVENTS,
 };
@@ -23,6 +24,26 @@ const WRITERS: usize = 8;
 
 fn account(i: usize) -> String {
     format!("account-{i}")
+}
+
+/// The actor type of an account of the transfer runs: even accounts are `checking`, odd ones
+/// `savings`, so that most transfers span two actor types.
+fn typed(account: &str) -> ActorKey<'_> {
+    let odd = account.bytes().last().is_some_and(|b| b % 2 == 1);
+    ActorKey::new(if odd { "savings" } else { "checking" }, account)
+}
+
+/// A transfer between two accounts of the transfer runs, each of its actor type.
+fn typed_transfer(from: &str, vf: u64, to: &str, vt: u64, amount: i64) -> Transaction {
+    let txn = Transaction::new();
+    let id = txn.id().to_string();
+    let event = |account: &str, version: u64, amount: i64| {
+        let key = typed(account);
+        moved(account, version, amount, &id).with_actor_type(key.actor_type.unwrap_or_default())
+    };
+    let (on_from, on_to) = (event(from, vf + 1, -amount), event(to, vt + 1, amount));
+    txn.append(from, vf, vec![on_from])
+        .append(to, vt, vec![on_to])
 }
 
 fn moved(actor: &str, version: u64, amount: i64, txn: &str) -> Event {
@@ -245,13 +266,13 @@ async fn write_transfers<S: EventStore>(seed: u64, store: Arc<S>, per_writer: us
         for _attempt in 0..ATTEMPTS {
             // Reads fail while a replicated stream elects a leader: try again.
             let (Ok(vf), Ok(vt)) = (
-                store.get_latest_version(&from).await,
-                store.get_latest_version(&to).await,
+                store.latest_version_of(typed(&from)).await,
+                store.latest_version_of(typed(&to)).await,
             ) else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            let txn = transfer(&from, vf, &to, vt, amount);
+            let txn = typed_transfer(&from, vf, &to, vt, amount);
             w.in_flight.fetch_add(1, Ordering::SeqCst);
             let invoked = Instant::now();
             let result = store.commit(&txn).await;
@@ -319,7 +340,7 @@ async fn check_reads_while_writing<S: EventStore>(
             let store = Arc::clone(&store);
             async move {
                 store
-                    .get_events(&actor, 1)
+                    .events_of(typed(&actor), 1)
                     .await
                     .unwrap_or_else(|e| panic!("the reader could not read {actor}: {e:?}"))
             }
@@ -379,7 +400,11 @@ pub(crate) async fn check_histories<S: EventStore>(store: &S, ledger: &Ledger) {
     let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for i in 0..ACCOUNTS {
         let a = account(i);
-        let events = store.get_events(&a, 1).await.unwrap();
+        let events = store.events_of(typed(&a), 1).await.unwrap();
+        assert!(
+            events.iter().all(|e| e.actor_key() == typed(&a)),
+            "{a} holds another actor's events"
+        );
         let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
         let want: Vec<u64> = (1..=events.len() as u64).collect();
         assert_eq!(versions, want, "versions of {a}");
