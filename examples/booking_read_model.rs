@@ -71,11 +71,7 @@ impl SqlBookings {
     /// # Errors
     /// SQLite errors.
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
-        let db = Connection::open(path)?;
-        db.busy_timeout(std::time::Duration::from_secs(10))?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "NORMAL")?;
-        Self::with(db)
+        Self::with(crate::sql_position::open_file(path)?)
     }
 
     /// A database in memory.
@@ -106,13 +102,9 @@ impl SqlBookings {
                  seats INTEGER NOT NULL,
                  amount INTEGER NOT NULL,
                  PRIMARY KEY (show, version)
-             );
-             CREATE TABLE IF NOT EXISTS checkpoint (
-                 projection TEXT PRIMARY KEY,
-                 sequence INTEGER NOT NULL,
-                 idx INTEGER NOT NULL
              );",
         )?;
+        db.execute_batch(crate::sql_position::CHECKPOINT_TABLE)?;
         Ok(Self { db: Mutex::new(db) })
     }
 
@@ -181,21 +173,7 @@ impl SqlBookings {
     /// # Errors
     /// SQLite errors, or a stored position out of range.
     pub fn checkpoint(&self, projection: &str) -> Result<Option<LogPosition>, BoxError> {
-        let row: Option<(i64, i64)> = self
-            .db()
-            .query_row(
-                "SELECT sequence, idx FROM checkpoint WHERE projection = ?1",
-                params![projection],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        match row {
-            None => Ok(None),
-            Some((sequence, idx)) => Ok(Some(LogPosition::new(
-                u64::try_from(sequence)?,
-                u32::try_from(idx)?,
-            ))),
-        }
+        crate::sql_position::read_position(&self.db(), projection)
     }
 }
 
@@ -283,15 +261,7 @@ impl Handler<BookingEvent> for SqlBookings {
             BookingEvent::Customer(event) => apply_customer(&tx, &e.actor_id, version, event)?,
         }
         // The position goes in the same transaction: both are stored, or neither.
-        tx.execute(
-            "INSERT INTO checkpoint (projection, sequence, idx) VALUES (?1, ?2, ?3)
-             ON CONFLICT(projection) DO UPDATE SET sequence = excluded.sequence, idx = excluded.idx",
-            params![
-                e.projection.as_ref(),
-                i64::try_from(e.position.sequence)?,
-                i64::from(e.position.index)
-            ],
-        )?;
+        crate::sql_position::write_position(&tx, e.projection.as_ref(), e.position)?;
         tx.commit()?;
         Ok(())
     }

@@ -23,3 +23,4 @@ pub mod booking;
 pub mod booking_read_model;
 pub mod read_model;
 pub mod retry;
+mod sql_position;

@@ -37,15 +37,7 @@ impl SqlBalances {
     /// # Errors
     /// SQLite errors.
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
-        let db = Connection::open(path)?;
-        // Several processes (the workers of a partitioned projection) may share the file.
-        db.busy_timeout(std::time::Duration::from_secs(10))?;
-        // Write-ahead log, synced at checkpoints rather than at every commit: a power cut may
-        // undo the last commits, but each undoes an update together with its position, so the
-        // projection applies those events again, still exactly once.
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "NORMAL")?;
-        Self::with(db)
+        Self::with(crate::sql_position::open_file(path)?)
     }
 
     /// A database in memory (for tests).
@@ -71,13 +63,9 @@ impl SqlBalances {
                  owner TEXT NOT NULL DEFAULT '',
                  balance INTEGER NOT NULL DEFAULT 0,
                  version INTEGER NOT NULL DEFAULT 0
-             );
-             CREATE TABLE IF NOT EXISTS checkpoint (
-                 projection TEXT PRIMARY KEY,
-                 sequence INTEGER NOT NULL,
-                 idx INTEGER NOT NULL
              );",
         )?;
+        db.execute_batch(crate::sql_position::CHECKPOINT_TABLE)?;
         Ok(Self {
             db: Mutex::new(db),
             keep_position: true,
@@ -106,21 +94,7 @@ impl SqlBalances {
     /// # Errors
     /// SQLite errors, or a stored position out of range.
     pub fn checkpoint(&self, projection: &str) -> Result<Option<LogPosition>, BoxError> {
-        let row: Option<(i64, i64)> = self
-            .db()
-            .query_row(
-                "SELECT sequence, idx FROM checkpoint WHERE projection = ?1",
-                params![projection],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        match row {
-            None => Ok(None),
-            Some((sequence, idx)) => Ok(Some(LogPosition::new(
-                u64::try_from(sequence)?,
-                u32::try_from(idx)?,
-            ))),
-        }
+        crate::sql_position::read_position(&self.db(), projection)
     }
 }
 
@@ -169,15 +143,7 @@ impl Handler<BankEvent> for SqlBalances {
             return Ok(());
         }
         // The position goes in the same transaction: both are stored, or neither.
-        tx.execute(
-            "INSERT INTO checkpoint (projection, sequence, idx) VALUES (?1, ?2, ?3)
-             ON CONFLICT(projection) DO UPDATE SET sequence = excluded.sequence, idx = excluded.idx",
-            params![
-                e.projection.as_ref(),
-                i64::try_from(e.position.sequence)?,
-                i64::from(e.position.index)
-            ],
-        )?;
+        crate::sql_position::write_position(&tx, e.projection.as_ref(), e.position)?;
         tx.commit()?;
         Ok(())
     }
