@@ -9,53 +9,20 @@ use aether_cli::events::StreamArgs;
 use aether_cli::ui::DashboardConfig;
 use aether_core::{Event, EventStore};
 use aether_nats::subject::encode_actor_id;
-use aether_store::{JetStreamConfig, JetStreamEventStore};
+use aether_store::JetStreamEventStore;
 use aether_testkit::NatsServer;
-use assert_cmd::Command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-const BIN: &str = env!("CARGO_BIN_EXE_aether");
+use crate::nats::{aether, assert_one_line_error, stdout, store, BIN};
+
 /// How long a test waits for what it expects before failing.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn aether() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("NATS_URL")
-        .env_remove("NATS_TOKEN")
-        .env_remove("NATS_PASSWORD")
-        .env("NO_COLOR", "1")
-        .timeout(Duration::from_secs(60));
-    cmd
-}
 
 async fn run(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || aether().args(&args).output().unwrap())
-        .await
-        .unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn one_line_error(out: &Output, contains: &str) {
-    assert!(!out.status.success(), "expected failure: {out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "one line expected, got {err:?}");
-    assert!(lines[0].starts_with("error: "), "{err:?}");
-    assert!(
-        lines[0].contains(contains),
-        "{err:?} should contain {contains:?}"
-    );
-}
-
-async fn store(url: &str, namespace: &str) -> JetStreamEventStore {
-    let client = async_nats::connect(url).await.unwrap();
-    JetStreamEventStore::new(client, JetStreamConfig::default().namespace(namespace))
         .await
         .unwrap()
 }
@@ -151,7 +118,7 @@ async fn events_and_stats_with_a_type_show_only_that_types_actor() {
         &url,
     ])
     .await;
-    one_line_error(
+    assert_one_line_error(
         &out,
         "actor venue/s-1 has no events in stream types_AETHER_EVENTS",
     );
@@ -166,13 +133,13 @@ async fn events_and_stats_with_a_type_show_only_that_types_actor() {
         &url,
     ])
     .await;
-    one_line_error(&out, "actor type \"sh.ow\" must be 1 to 64 ASCII letters");
+    assert_one_line_error(&out, "actor type \"sh.ow\" must be 1 to 64 ASCII letters");
     let out = run(&["events", "--type", "a\u{1b}[2J", "s-1", "--nats", &url]).await;
     assert!(
         !String::from_utf8_lossy(&out.stderr).contains('\u{1b}'),
         "{out:?}"
     );
-    one_line_error(&out, "actor type");
+    assert_one_line_error(&out, "actor type");
 
     // Stats count actors per type, and narrow to one type.
     let out = run(&["stats", "--namespace", "types", "--nats", &url]).await;
@@ -223,7 +190,7 @@ async fn events_and_stats_with_a_type_show_only_that_types_actor() {
         &url,
     ])
     .await;
-    one_line_error(&out, "actor type");
+    assert_one_line_error(&out, "actor type");
 }
 
 #[tokio::test]
@@ -231,11 +198,11 @@ async fn tail_options_that_do_not_fit_the_source_are_refused_before_connecting()
     // Nothing listens on port 1: these fail before any connection is tried.
     let nowhere = "nats://127.0.0.1:1";
     let out = run(&["tail", "--nats", nowhere]).await;
-    one_line_error(&out, "a namespace pattern is required with --source bus");
+    assert_one_line_error(&out, "a namespace pattern is required with --source bus");
     let out = run(&["tail", "orders", "--source", "store", "--nats", nowhere]).await;
-    one_line_error(&out, "is for --source bus");
+    assert_one_line_error(&out, "is for --source bus");
     let out = run(&["tail", "orders", "--namespace", "shop", "--nats", nowhere]).await;
-    one_line_error(&out, "only --source store");
+    assert_one_line_error(&out, "only --source store");
     let out = run(&[
         "tail",
         "--source",
@@ -246,7 +213,7 @@ async fn tail_options_that_do_not_fit_the_source_are_refused_before_connecting()
         nowhere,
     ])
     .await;
-    one_line_error(&out, "actor type \"a.b\"");
+    assert_one_line_error(&out, "actor type \"a.b\"");
     let out = run(&["tail", "--source", "disk", "--nats", nowhere]).await;
     assert!(!out.status.success());
     assert!(

@@ -15,9 +15,9 @@ use aether_store::{InMemoryEventStore, JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
 use assert_cmd::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_aether");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_aether");
 
-fn aether() -> Command {
+pub(crate) fn aether() -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_remove("NATS_URL")
         .env_remove("NATS_TOKEN")
@@ -38,11 +38,11 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn assert_one_line_error(out: &Output, contains: &str) {
+pub(crate) fn assert_one_line_error(out: &Output, contains: &str) {
     assert!(!out.status.success(), "expected failure: {out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err.lines().collect();
@@ -54,7 +54,7 @@ fn assert_one_line_error(out: &Output, contains: &str) {
     );
 }
 
-async fn store(url: &str, namespace: &str) -> JetStreamEventStore {
+pub(crate) async fn store(url: &str, namespace: &str) -> JetStreamEventStore {
     let client = async_nats::connect(url).await.unwrap();
     JetStreamEventStore::new(client, JetStreamConfig::default().namespace(namespace))
         .await
