@@ -57,6 +57,7 @@ pub(crate) fn desired_config(
 pub(crate) async fn ensure_stream(
     context: &Context,
     desired: stream::Config,
+    legacy_declared: bool,
 ) -> Result<stream::Stream> {
     let mut stream = aether_nats::backend::ensure_stream(context, desired.clone()).await?;
     let actual = stream.cached_info().config.clone();
@@ -69,6 +70,16 @@ pub(crate) async fn ensure_stream(
                     stream = %actual.name,
                     "widened an event stream made before actor types to capture typed subjects"
                 );
+                if !legacy_declared {
+                    // The upgrade hazard: typed actors start empty next to their old histories.
+                    tracing::warn!(
+                        stream = %actual.name,
+                        "this event stream was written before actor types: its actors are \
+                         untyped, and typed actors will not see their histories unless \
+                         JetStreamConfig::legacy_actor_type declares their type \
+                         (docs/migration.md)"
+                    );
+                }
                 stream = context.get_stream(&info.config.name).await.map_err(|e| {
                     Error::unavailable(format!("reading stream {}", actual.name), e)
                 })?;

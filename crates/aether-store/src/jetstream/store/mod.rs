@@ -257,7 +257,8 @@ impl JetStreamEventStore {
         // Servers from 2.12 can append atomically across actors (transactions).
         let atomic_capable = !server_older_than(&context.client().server_info().version, 2, 12);
         let desired = setup::desired_config(&stream_name, &subjects, &config, atomic_capable);
-        let stream = setup::ensure_stream(&context, desired).await?;
+        let stream =
+            setup::ensure_stream(&context, desired, config.legacy_actor_type.is_some()).await?;
         let direct = stream.cached_info().config.allow_direct;
         let atomic = stream.cached_info().config.allow_atomic_publish;
         let replicated = stream.cached_info().config.num_replicas > 1;
