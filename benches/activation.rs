@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_actor::{Actor, ActorHost, DomainEvent, RuntimeConfig};
-use aether_core::{EventStore, Snapshot, SnapshotStore};
+use aether_core::{ActorKey, EventStore, Snapshot, SnapshotStore};
 use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
 use async_nats::jetstream::consumer;
@@ -179,7 +179,7 @@ fn activation(c: &mut Criterion) {
             codec
                 .encode(&Counted::Added { n: 1 })
                 .expect("encode")
-                .into_event(actor, v)
+                .into_event_of(ActorKey::new(Tally::TYPE, actor), v)
         };
         // One message per event, as commands save them: the replay reads the 32 events before
         // the snapshot as 32 messages, like an actor's real history.
@@ -190,7 +190,9 @@ fn activation(c: &mut Criterion) {
         state.insert("total".into(), SNAPSHOT_AT.into());
         store
             .save_snapshot(
-                &Snapshot::new(actor, SNAPSHOT_AT, state).with_schema_version(Tally::STATE_VERSION),
+                &Snapshot::new(actor, SNAPSHOT_AT, state)
+                    .with_actor_type(Tally::TYPE)
+                    .with_schema_version(Tally::STATE_VERSION),
             )
             .await
             .expect("snapshot");
@@ -223,12 +225,12 @@ fn activation(c: &mut Criterion) {
     assert_eq!(host.stats().snapshots_ignored, 0);
     // The replay's range, as the store reads it: from the lookback's first version to the last.
     let replayed = rt
-        .block_on(store.get_events(actor, lookback_start))
+        .block_on(store.events_of(ActorKey::new(Tally::TYPE, actor), lookback_start))
         .expect("replay");
     assert_eq!(replayed.len() as u64, LOOKBACK + AFTER);
 
-    let events_subject = store.event_subject(actor);
-    let snapshot_subject = store.snapshot_subject(actor);
+    let events_subject = store.event_subject(ActorKey::new(Tally::TYPE, actor));
+    let snapshot_subject = store.snapshot_subject(ActorKey::new(Tally::TYPE, actor));
     let mut g = c.benchmark_group("activation_snapshot_100");
     g.bench_function("aether", |b| {
         b.to_async(&rt).iter_custom(|iters| {

@@ -12,7 +12,7 @@ use std::hint::black_box;
 
 use aether_actor::{replay, Actor, DomainEvent, EventCodec, Upcasters};
 use aether_benches::setup::OrFail;
-use aether_core::{Event, EventStore, METADATA_SCHEMA_VERSION};
+use aether_core::{ActorKey, Event, EventStore, METADATA_SCHEMA_VERSION};
 use aether_store::InMemoryEventStore;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde::{Deserialize, Serialize};
@@ -127,9 +127,10 @@ fn store_with_history(rt: &tokio::runtime::Runtime, deposit_version: u32) -> InM
                 codec
                     .encode(&Moved::Withdrawn { amount: 1 })
                     .or_fail("encode a withdrawal")
-                    .into_event("acc", v)
+                    .into_event_of(ActorKey::new(Bank::TYPE, "acc"), v)
             } else if deposit_version == 1 {
                 Event::new("Deposited", "acc", v)
+                    .with_actor_type(Bank::TYPE)
                     .with_field("amount", 3)
                     .with_metadata(METADATA_SCHEMA_VERSION, "1")
             } else {
@@ -139,7 +140,7 @@ fn store_with_history(rt: &tokio::runtime::Runtime, deposit_version: u32) -> InM
                         note: "payday".into(),
                     })
                     .or_fail("encode a deposit")
-                    .into_event("acc", v)
+                    .into_event_of(ActorKey::new(Bank::TYPE, "acc"), v)
             };
             store.save_event(&event).await.or_fail("save the history");
         }
@@ -160,7 +161,11 @@ fn rebuild(c: &mut Criterion) {
     let untyped = |store: &InMemoryEventStore| {
         rt.block_on(async {
             let mut state = Account::default();
-            for e in store.get_events("acc", 1).await.or_fail("replay") {
+            for e in store
+                .events_of(ActorKey::new(Bank::TYPE, "acc"), 1)
+                .await
+                .or_fail("replay")
+            {
                 untyped_apply(&mut state, &e).or_fail("untyped apply");
             }
             black_box(state)

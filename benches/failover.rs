@@ -91,7 +91,10 @@ async fn seed_histories<S: SnapshotStore + ?Sized>(store: &S, actors: &[String])
                 let event = codec
                     .encode(&Moved::Deposited { amount: 1 })
                     .or_fail("encode a deposit")
-                    .into_event(actor, v);
+                    .into_event_of(
+                        aether_core::ActorKey::new(<Bank as aether_actor::Actor>::TYPE, actor),
+                        v,
+                    );
                 store
                     .save_event(&event)
                     .await
@@ -102,6 +105,7 @@ async fn seed_histories<S: SnapshotStore + ?Sized>(store: &S, actors: &[String])
                     serde_json::to_value(Account { balance: at as i64 }).or_fail("encode a state");
                 let state = state.as_object().cloned().or_fail("a state object");
                 let snapshot = Snapshot::new(actor.as_str(), at, state)
+                    .with_actor_type(<Bank as aether_actor::Actor>::TYPE)
                     .with_schema_version(<Bank as aether_actor::Actor>::STATE_VERSION);
                 store
                     .save_snapshot(&snapshot)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use aether_actor::{CommandError, CommandMeta, PassivationPolicy, RuntimeConfig, SnapshotPolicy};
 use aether_cluster::routing::{decode, encode, ActorRequest, ActorResponse, RemoteError};
 use aether_cluster::{Actors, ClusterConfig, ClusterNode};
-use aether_core::{Error, EventStore};
+use aether_core::{ActorKey, Error, EventStore};
 use aether_placement::ShardConfig;
 use aether_store::InMemoryEventStore;
 use aether_testkit::NatsServer;
@@ -164,7 +164,13 @@ async fn three_nodes_form_a_cluster_agree_on_assignments_and_route_from_anywhere
             );
             assert_eq!(n.owner_of(&actor).as_deref(), Some(owner.as_str()));
         }
-        assert_eq!(store.get_latest_version(&actor).await.unwrap(), 2);
+        assert_eq!(
+            store
+                .latest_version_of(ActorKey::new("bank", &actor))
+                .await
+                .unwrap(),
+            2
+        );
     }
 
     // The actor's rejection crosses the wire as a typed error.
@@ -264,7 +270,13 @@ async fn a_killed_node_fails_over_and_its_actors_are_rebuilt_on_the_new_owner() 
         let owner_node = nodes.iter().find(|n| n.node_id() == new_owner).unwrap();
         assert!(owner_node.host::<Bank>().unwrap().is_active(actor));
     }
-    assert_eq!(store.get_latest_version(&theirs[0]).await.unwrap(), 4);
+    assert_eq!(
+        store
+            .latest_version_of(ActorKey::new("bank", &theirs[0]))
+            .await
+            .unwrap(),
+        4
+    );
     for n in nodes {
         n.shutdown().await.unwrap();
     }
@@ -396,7 +408,13 @@ async fn nodes_refuse_actors_they_do_not_own_and_survive_garbage() {
         }
         other => panic!("expected NotOwner, got {other:?}"),
     }
-    assert_eq!(store.get_latest_version(actor).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .latest_version_of(ActorKey::new("bank", actor))
+            .await
+            .unwrap(),
+        0
+    );
     assert!(!other.host::<Bank>().unwrap().is_active(actor));
 
     // Garbage and future versions get typed errors back, and the node keeps serving.
@@ -446,7 +464,7 @@ async fn idle_actors_passivate_and_come_back_from_a_snapshot() {
     assert_eq!(node.host::<Bank>().unwrap().active_count(), 0);
     use aether_core::SnapshotStore;
     eventually("a snapshot", || {
-        futures::executor::block_on(store.get_latest_snapshot("p-1"))
+        futures::executor::block_on(store.latest_snapshot_of(ActorKey::new("bank", "p-1")))
             .unwrap()
             .is_some_and(|s| s.version == 3)
     })

@@ -14,7 +14,7 @@ use aether_cluster::routing::{
     decode, ActorRequest, ActorResponse, Heartbeat, LeaderLease, Leave, RemoteError,
 };
 use aether_cluster::{Actors, AssignmentTable, ClusterConfig, ClusterNode};
-use aether_core::{Error, EventStore};
+use aether_core::{ActorKey, Error, EventStore};
 use aether_placement::ShardConfig;
 
 use crate::support::{Bank, Command};
@@ -189,7 +189,7 @@ async fn a_node_cut_off_or_frozen_gives_up_its_shards_when_it_returns() {
             ok[i],
             unsure[i]
         );
-        let events = store.get_events(a, 0).await.unwrap();
+        let events = store.events_of(ActorKey::new("bank", a), 0).await.unwrap();
         assert_eq!(events.len() as i64, total, "{a}");
         assert!(events.windows(2).all(|w| w[0].version < w[1].version));
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use aether_actor::{Actor, CommandError, DomainEvent, Envelope, Handled};
 use aether_cluster::{Actors, ClusterConfig, ClusterNode};
-use aether_core::{Error, EventStore};
+use aether_core::{ActorKey, Error, EventStore};
 use aether_placement::ShardConfig;
 use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
@@ -137,7 +137,10 @@ async fn an_actor_with_a_900_kb_state_takes_commands_with_ids_on_every_node() {
             other => panic!("retry of booking {i}: {other:?}"),
         }
     }
-    let events = store.get_events(show, 1).await.unwrap();
+    let events = store
+        .events_of(ActorKey::new("show", show), 1)
+        .await
+        .unwrap();
     assert_eq!(events.len(), 21);
     // Each small booking's stored form is small: nothing of the 900 KB state rides along.
     for e in &events[15..] {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aether_actor::{CommandMeta, Envelope};
 use aether_cluster::{Actors, ClusterConfig, ClusterNode};
-use aether_core::{EventStore, TraceContext, METADATA_SPAN_ID, METADATA_TRACE_ID};
+use aether_core::{ActorKey, EventStore, TraceContext, METADATA_SPAN_ID, METADATA_TRACE_ID};
 use aether_placement::ShardConfig;
 use aether_store::InMemoryEventStore;
 use aether_testkit::NatsServer;
@@ -127,7 +127,10 @@ async fn a_commands_trace_reaches_the_owning_nodes_span_and_the_stored_events() 
         .await
         .expect("deposit");
 
-    let events = store.get_events(&actor, 1).await.expect("events");
+    let events = store
+        .events_of(ActorKey::new("bank", &actor), 1)
+        .await
+        .expect("events");
     assert_eq!(events.len(), 1);
     assert_eq!(
         events[0].metadata_value(METADATA_TRACE_ID),
@@ -177,7 +180,10 @@ async fn with_opentelemetry_a_command_joins_the_current_spans_trace() {
         .instrument(caller)
         .await
         .expect("deposit");
-    let events = store.get_events(&actor, 1).await.expect("events");
+    let events = store
+        .events_of(ActorKey::new("bank", &actor), 1)
+        .await
+        .expect("events");
     assert_eq!(
         events[0].metadata_value(METADATA_TRACE_ID),
         Some(remote.trace_id())

@@ -142,7 +142,11 @@ async fn old_schemas_are_upcast_old_snapshots_skipped_and_bad_events_typed_error
     let store = Arc::new(
         JetStreamEventStore::new(
             client.clone(),
-            JetStreamConfig::default().storage(aether_core::StorageKind::Memory),
+            // The events below are written as the first version wrote them, before actor
+            // types: on id-only subjects, which the declared legacy type reads.
+            JetStreamConfig::default()
+                .storage(aether_core::StorageKind::Memory)
+                .legacy_actor_type("wallet"),
         )
         .await
         .unwrap(),
