@@ -67,8 +67,8 @@
 //! # impl aether_core::EventStore for MyStore {
 //! #     async fn save_event(&self, _: &aether_core::Event) -> aether_core::Result<()> { Ok(()) }
 //! #     async fn save_events(&self, _: &str, _: &[aether_core::Event]) -> aether_core::Result<()> { Ok(()) }
-//! #     async fn get_events(&self, _: &str, _: u64) -> aether_core::Result<Vec<aether_core::Event>> { Ok(vec![]) }
-//! #     async fn get_latest_version(&self, _: &str) -> aether_core::Result<u64> { Ok(0) }
+//! #     async fn events_of(&self, _: aether_core::ActorKey<'_>, _: u64) -> aether_core::Result<Vec<aether_core::Event>> { Ok(vec![]) }
+//! #     async fn latest_version_of(&self, _: aether_core::ActorKey<'_>) -> aether_core::Result<u64> { Ok(0) }
 //! # }
 //! contract::event_store::batches_are_all_or_nothing(&Shared::new(MyStore)).await;
 //!
