@@ -153,7 +153,13 @@ async fn a_send_during_failover_is_answered_by_the_new_owner_on_a_loaded_machine
             },
             "round {round}"
         );
-        assert_eq!(store.get_latest_version(&actor).await.unwrap(), 3);
+        assert_eq!(
+            store
+                .latest_version_of(aether_core::ActorKey::new("bank", &actor))
+                .await
+                .unwrap(),
+            3
+        );
         drop(zombie);
         for n in nodes {
             n.shutdown().await.unwrap();
