@@ -3,13 +3,14 @@
 use std::future::Future;
 
 use aether_core::{
-    Event, TraceContext, METADATA_CAUSATION_ID, METADATA_CORRELATION_ID, METADATA_MESSAGE_ID,
-    METADATA_SPAN_ID, METADATA_TRACE_ID, METADATA_USER_ID,
+    Event, TimerFire, TraceContext, METADATA_CAUSATION_ID, METADATA_CORRELATION_ID,
+    METADATA_MESSAGE_ID, METADATA_SPAN_ID, METADATA_TRACE_ID, METADATA_USER_ID,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::event::DomainEvent;
+use crate::reaction::{Effect, Timer};
 use crate::upcast::Upcasters;
 
 /// An event-sourced actor type: its state, the commands it takes, the events it records, what
@@ -124,6 +125,36 @@ pub trait Actor: Send + Sync + 'static {
     fn upcasters() -> Upcasters {
         Upcasters::new()
     }
+
+    /// The timers this actor wants pending in `state` ([`Timer`]); none by default.
+    ///
+    /// After every decision the runtime compares the timers declared before and after it and
+    /// records the changes on the decision's last event (set, replaced, cancelled, by name):
+    /// atomic with the events, rebuilt with the state. A reactor started with timers
+    /// (`aether-reactions`) sets the schedules and sends each timer's command when it is due.
+    /// Without one, a decision that sets a timer is refused with
+    /// [`ReactionError::TimersUnavailable`](aether_core::ReactionError::TimersUnavailable).
+    ///
+    /// Must be a pure function of the state (no clock): due times live in the state, taken
+    /// from events. At most [`MAX_TIMERS_PER_ACTOR`](aether_core::MAX_TIMERS_PER_ACTOR) per
+    /// actor; a timer being set must be due within an hour before and 400 days after the
+    /// decision (see [`aether_core::ReactionError`] for every refusal).
+    fn timers(actor_id: &str, state: &Self::State) -> Vec<Timer<Self::Command>> {
+        let _ = (actor_id, state);
+        Vec::new()
+    }
+
+    /// The messages `event` sends once it is stored ([`Effect`]): commands to other actors,
+    /// publishes to NATS subjects; none by default.
+    ///
+    /// Recorded on the event when it is decided (so stored with it, all or nothing) and
+    /// carried out by a reactor after the commit, at least once, each with an id derived from
+    /// the event ([`aether_core::effect_id`]) that the receiver deduplicates by. Must be a
+    /// pure function of the event.
+    fn effects(actor_id: &str, event: &Self::Event) -> Vec<Effect> {
+        let _ = (actor_id, event);
+        Vec::new()
+    }
 }
 
 /// What travels with a command besides its content. Every event the command causes carries
@@ -150,6 +181,11 @@ pub struct CommandMeta {
     /// [`METADATA_TRACE_ID`] and [`METADATA_SPAN_ID`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceContext>,
+    /// Set on the command a timer sends when it fires: which timer. The actor drops the
+    /// command, undecided, when that timer is no longer pending
+    /// ([`ReactionError::StaleTimer`](aether_core::ReactionError::StaleTimer)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer: Option<TimerFire>,
 }
 
 impl CommandMeta {

@@ -1,6 +1,6 @@
 //! What handling a command or rebuilding an actor can fail with.
 
-use aether_core::{Error, VersionConflictError};
+use aether_core::{Error, ReactionError, VersionConflictError};
 use serde::{Deserialize, Serialize};
 
 /// A stored event that does not fit its typed form. Nothing is guessed: the event is not
@@ -117,6 +117,15 @@ pub enum CommandError<E> {
     #[error(transparent)]
     WrongType(WrongTypeError),
 
+    /// The decision's timers or effects were refused (a timer too far in the past or future,
+    /// too many timers, an unknown target type, timers with no timer service), or the
+    /// command came from a timer that is no longer pending. Nothing was written.
+    ///
+    /// Handling: see [`ReactionError`]; retrying the same command on the same state fails
+    /// the same way.
+    #[error(transparent)]
+    Reaction(ReactionError),
+
     /// The store, the network or the runtime failed. The command may or may not have been
     /// applied when the error is [`Error::Unavailable`].
     ///
@@ -142,7 +151,7 @@ impl<E> CommandError<E> {
         match self {
             Self::Conflict { .. } => true,
             Self::Infrastructure(e) => e.is_retryable(),
-            Self::Rejected(_) | Self::Decode(_) | Self::WrongType(_) => false,
+            Self::Rejected(_) | Self::Decode(_) | Self::WrongType(_) | Self::Reaction(_) => false,
         }
     }
 
@@ -164,6 +173,7 @@ impl<E> CommandError<E> {
             },
             Self::Decode(e) => CommandError::Decode(e),
             Self::WrongType(e) => CommandError::WrongType(e),
+            Self::Reaction(e) => CommandError::Reaction(e),
             Self::Infrastructure(e) => CommandError::Infrastructure(e),
         }
     }
@@ -182,7 +192,8 @@ impl<E> From<LoadError> for CommandError<E> {
 /// For code that reports every failure as the workspace's [`Error`] (tools, tests): a
 /// rejection becomes [`Error::InvalidInput`] with its message, exhausted conflicts
 /// [`Error::VersionConflict`], a decoding failure [`Error::Decoding`], another type's history
-/// [`Error::InvalidInput`].
+/// [`Error::InvalidInput`], a refused reaction [`Error::InvalidInput`] (timers unavailable:
+/// [`Error::Unsupported`]).
 impl<E: std::fmt::Display> From<CommandError<E>> for Error {
     fn from(e: CommandError<E>) -> Self {
         match e {
@@ -190,6 +201,13 @@ impl<E: std::fmt::Display> From<CommandError<E>> for Error {
             CommandError::Conflict { last, .. } => Error::VersionConflict(last),
             CommandError::Decode(d) => Error::Decoding(d.to_string()),
             CommandError::WrongType(w) => Error::InvalidInput(w.to_string()),
+            CommandError::Reaction(ReactionError::TimersUnavailable { reason }) => {
+                Error::Unsupported {
+                    operation: "setting a timer".into(),
+                    reason,
+                }
+            }
+            CommandError::Reaction(r) => Error::InvalidInput(r.to_string()),
             CommandError::Infrastructure(e) => e,
         }
     }

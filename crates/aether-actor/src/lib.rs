@@ -22,6 +22,9 @@
 //!   atomically. [`Transact`]: one decision over actors of several types (typed
 //!   [`Participant`] handles, the states and events through [`Decide`]), committed atomically,
 //!   answering [`Transacted`] or a [`Rejection`] that names the actor that refused.
+//! - [`Timer`], [`Effect`]: what an actor declares to react over time and on other actors
+//!   ([`Actor::timers`], [`Actor::effects`]), recorded on its events and carried out by a
+//!   reactor (`aether-reactions`) that tells the host what it supports ([`ReactionSupport`]).
 //! - [`CommandError`], [`DecodeError`], [`LoadError`]: what can go wrong, told apart.
 //! - [`replay`]: rebuild a state from events alone.
 //! - [`testing`]: given/when/then, and a replay check for property tests.
@@ -115,6 +118,7 @@ mod event;
 mod host;
 #[cfg(feature = "opentelemetry")]
 pub mod otel;
+mod reaction;
 mod replay;
 mod retry;
 pub mod testing;
@@ -154,6 +158,7 @@ pub use host::{
     ActorHost, Decide, Decision, Fence, Handled, HostStats, Participant, PassivationHook,
     Rejection, Transact, Transacted,
 };
+pub use reaction::{Effect, ReactionSupport, Timer};
 pub use replay::replay;
 pub use retry::RetryPolicy;
 pub use upcast::{UpcasterClash, Upcasters};

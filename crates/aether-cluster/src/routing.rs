@@ -19,7 +19,7 @@
 #![cfg_attr(not(feature = "unstable-wire"), allow(unreachable_pub))]
 
 use aether_actor::{CommandError, CommandMeta, DecodeError, WrongTypeError};
-use aether_core::{Error, VersionConflictError};
+use aether_core::{Error, ReactionError, VersionConflictError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -176,6 +176,11 @@ pub enum RemoteError {
         /// The actor and both types.
         error: WrongTypeError,
     },
+    /// The decision's timers or effects were refused, or a fired timer was stale.
+    Reaction {
+        /// The refusal.
+        error: ReactionError,
+    },
     /// The request could not be decoded.
     Decoding {
         /// The decoder's message.
@@ -222,6 +227,7 @@ impl RemoteError {
             },
             CommandError::Decode(d) => Self::EventDecoding { error: d.clone() },
             CommandError::WrongType(w) => Self::WrongType { error: w.clone() },
+            CommandError::Reaction(r) => Self::Reaction { error: r.clone() },
             CommandError::Infrastructure(e) => Self::from_error(e),
             CommandError::Rejected(_) => Self::Other {
                 message: "command rejected".into(),
@@ -252,6 +258,7 @@ impl RemoteError {
             },
             Self::EventDecoding { error } => CommandError::Decode(error),
             Self::WrongType { error } => CommandError::WrongType(error),
+            Self::Reaction { error } => CommandError::Reaction(error),
             Self::Decoding { message } => Error::Decoding(format!(
                 "node {node} could not decode the request: {message}"
             ))

@@ -10,6 +10,8 @@
 //! - [`Event`], [`Metadata`] and the metadata key constants: the immutable fact.
 //! - [`ActorKey`]: which actor, by type and id ([`validate_actor_type`]).
 //! - [`Snapshot`]: an actor's state at a version.
+//! - [`Reactions`] ([`TimerOp`], [`TimerRecord`], [`EffectRecord`], [`ReactionError`]): the
+//!   timers and effects a decision records on its events, carried out after the commit.
 //! - [`StorageKind`]: whether a backend keeps what it creates on disk or in memory.
 //! - [`Error`], [`VersionConflictError`], [`Result`]: what can go wrong.
 //! - [`EventStore`], [`SnapshotStore`], [`EventStoreWithErrors`]: append-only storage (no update,
@@ -48,6 +50,7 @@ mod error;
 mod event;
 mod log;
 mod pattern;
+mod reaction;
 mod snapshot;
 mod storage;
 mod store;
@@ -68,6 +71,12 @@ pub use log::{EventLog, LogFilter, LogPage, LogPosition, LoggedEvent};
 pub use pattern::{
     is_wildcard_pattern, match_actor_pattern, match_namespace_pattern, validate_namespace,
     validate_pattern,
+};
+pub use reaction::{
+    effect_id, max_timer_delay, max_timer_lateness, timer_command_id, validate_effect_subject,
+    validate_timer_due, validate_timer_name, EffectRecord, ReactionError, Reactions, TimerFire,
+    TimerOp, TimerRecord, MAX_EFFECTS_PER_EVENT, MAX_TIMERS_PER_ACTOR, MAX_TIMER_NAME_BYTES,
+    METADATA_REACTIONS,
 };
 pub use snapshot::Snapshot;
 pub use storage::StorageKind;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use aether_core::{ActorKey, Error, Event, Snapshot};
+use aether_core::{ActorKey, Error, Event, ReactionError, Snapshot, TimerRecord};
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 
@@ -12,6 +12,7 @@ use super::{Answer, Handled, Outcome, Request, Shared};
 use crate::actor::{Actor, Envelope};
 use crate::error::{CommandError, LoadError};
 use crate::event::EventCodec;
+use crate::reaction;
 
 /// An active actor's state.
 pub(crate) struct Loaded<S> {
@@ -20,6 +21,8 @@ pub(crate) struct Loaded<S> {
     snapshot_version: u64,
     /// Outcomes of the actor's recent commands, by command id.
     pub(crate) recent: RecentOutcomes,
+    /// The timers the state declares ([`Actor::timers`]).
+    pub(crate) timers: Vec<TimerRecord>,
 }
 
 /// How many events before a snapshot activation reads for their command ids only, so that a
@@ -110,6 +113,21 @@ async fn handle<A: Actor>(
                 return remembered::<A>(seen, l, command);
             }
         }
+        if let Some(fire) = &envelope.meta.timer {
+            // A timer replaced or cancelled after it fired must not act in its old form: only
+            // a fire of a timer still pending (same name, same due time) is decided.
+            if !l
+                .timers
+                .iter()
+                .any(|t| t.name == fire.name && t.due == fire.due)
+            {
+                bump(&shared.counters.stale_timers);
+                tracing::debug!(actor_id, timer = %fire, "dropping the command of a timer no longer pending");
+                return Err(CommandError::Reaction(ReactionError::StaleTimer {
+                    fire: fire.clone(),
+                }));
+            }
+        }
         attempts += 1;
         let events = match shared.actor.decide(actor_id, &l.state, command).await {
             Ok(events) => events,
@@ -161,6 +179,28 @@ async fn handle<A: Actor>(
             envelope.meta.stamp(&mut e);
             stored.push(e);
         }
+        // The state after the decision, to learn which timers it declares: applied before the
+        // save, and dropped (reloaded) if the save or the reactions' checks fail.
+        for event in &events {
+            A::apply(&mut l.state, event);
+        }
+        let support = shared.reactions();
+        let timers = match reaction::record::<A>(
+            &*support,
+            actor_id,
+            &l.timers,
+            &l.state,
+            &events,
+            &mut stored,
+            chrono::Utc::now(),
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                *loaded = None;
+                bump(&shared.counters.reactions_refused);
+                return Err(CommandError::Reaction(e));
+            }
+        };
         // The events carry the command id and nothing of the reply, so what is stored per
         // event never grows with the state or the reply.
         let saved = match stored.as_slice() {
@@ -174,9 +214,7 @@ async fn handle<A: Actor>(
                     return Err(Error::Closed("actor state lost".into()).into());
                 };
                 l.version = stored.last().map_or(l.version, |e| e.version);
-                for event in &events {
-                    A::apply(&mut l.state, event);
-                }
+                l.timers = timers;
                 let reply = A::reply(&l.state, command, &events);
                 if let Some(id) = command_id {
                     l.recent
@@ -291,12 +329,14 @@ pub(crate) async fn load<A: Actor>(
         version: snapshot_version,
         snapshot_version,
         recent: RecentOutcomes::default(),
+        timers: Vec::new(),
     };
     // Read a few events before the snapshot for their command ids only.
     let from = (snapshot_version + 1)
         .saturating_sub(COMMAND_ID_LOOKBACK)
         .max(1);
     apply_stored(shared, actor_id, &mut l, from).await?;
+    l.timers = reaction::pending_after_load::<A>(actor_id, &l.state);
     Ok(l)
 }
 
@@ -307,7 +347,9 @@ async fn catch_up<A: Actor>(
     l: &mut Loaded<A::State>,
 ) -> Result<(), LoadError> {
     let from = l.version + 1;
-    apply_stored(shared, actor_id, l, from).await
+    apply_stored(shared, actor_id, l, from).await?;
+    l.timers = reaction::pending_after_load::<A>(actor_id, &l.state);
+    Ok(())
 }
 
 async fn apply_stored<A: Actor>(

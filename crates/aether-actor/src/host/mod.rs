@@ -14,6 +14,7 @@ use crate::actor::{Actor, Envelope};
 use crate::config::RuntimeConfig;
 use crate::error::{CommandError, LoadError};
 use crate::event::EventCodec;
+use crate::reaction::{NoReactor, ReactionSupport, SupportHandle};
 use activation::{load, run_actor};
 use lru::Lru;
 pub use stats::HostStats;
@@ -104,6 +105,8 @@ pub(crate) struct Shared<A: Actor> {
     fence: RwLock<Fence>,
     on_passivate: RwLock<Option<PassivationHook>>,
     generation: AtomicU64,
+    /// What the reactor serving this host carries out (timers, effect targets).
+    reactions: RwLock<SupportHandle>,
     pub(crate) counters: Counters,
 }
 
@@ -135,6 +138,11 @@ impl<A: Actor> Shared<A> {
         if removed {
             self.counters.active.decrement(1.0);
         }
+    }
+
+    /// The reaction support set now.
+    pub(crate) fn reactions(&self) -> SupportHandle {
+        Arc::clone(&self.reactions.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub(crate) fn passivated(&self, actor_id: &str) {
@@ -246,6 +254,7 @@ impl<A: Actor> ActorHost<A> {
                 fence: RwLock::new(Arc::new(|_: &str| true)),
                 on_passivate: RwLock::new(None),
                 generation: AtomicU64::new(0),
+                reactions: RwLock::new(Arc::new(NoReactor)),
                 counters: Counters::new(A::TYPE),
             }),
         }
@@ -278,6 +287,30 @@ impl<A: Actor> ActorHost<A> {
             .on_passivate
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// Tells the host what the reactor serving it carries out: whether timers fire, and which
+    /// actor types effects can be sent to. Until it is told, decisions that set a timer are
+    /// refused (`TimersUnavailable`) and effects may only go to this host's own type.
+    pub fn set_reactions(&self, support: Arc<dyn ReactionSupport>) {
+        *self
+            .shared
+            .reactions
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = support;
+    }
+
+    /// The timers `actor_id` has pending, as its runtime knows them (the active state's, or
+    /// rebuilt from the store when it is not active), without activating it.
+    ///
+    /// # Errors
+    /// As [`load_state`](Self::load_state).
+    pub async fn pending_timers(
+        &self,
+        actor_id: &str,
+    ) -> Result<Vec<aether_core::TimerRecord>, LoadError> {
+        let l = load(&self.shared, actor_id).await?;
+        Ok(l.timers)
     }
 
     /// Handles `envelope` on `actor_id`, activating the actor if needed.

@@ -39,6 +39,10 @@ pub struct HostStats {
     pub snapshots_ignored: u64,
     /// Commands or rebuilds that failed because a stored event did not decode.
     pub decode_errors: u64,
+    /// Commands of timers no longer pending, dropped undecided.
+    pub stale_timers: u64,
+    /// Decisions refused for their timers or effects.
+    pub reactions_refused: u64,
 }
 
 /// One counter, kept here and handed to the metrics exporter.
@@ -72,6 +76,8 @@ pub(crate) struct Counters {
     pub(crate) snapshots_saved: Count,
     pub(crate) snapshots_ignored: Count,
     pub(crate) decode_errors: Count,
+    pub(crate) stale_timers: Count,
+    pub(crate) reactions_refused: Count,
     /// Actors active now, for the exporter.
     pub(crate) active: metrics::Gauge,
 }
@@ -98,6 +104,8 @@ impl Counters {
             snapshots_saved: c("aether_actor_snapshots_saved_total"),
             snapshots_ignored: c("aether_actor_snapshots_ignored_total"),
             decode_errors: c("aether_actor_decode_errors_total"),
+            stale_timers: c("aether_actor_stale_timers_total"),
+            reactions_refused: c("aether_actor_reactions_refused_total"),
             active: metrics::gauge!("aether_actor_active", "actor_type" => actor_type),
         }
     }
@@ -119,6 +127,8 @@ impl Counters {
             snapshots_saved: get(&self.snapshots_saved),
             snapshots_ignored: get(&self.snapshots_ignored),
             decode_errors: get(&self.decode_errors),
+            stale_timers: get(&self.stale_timers),
+            reactions_refused: get(&self.reactions_refused),
         }
     }
 }

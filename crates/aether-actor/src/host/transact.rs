@@ -7,6 +7,7 @@ use super::stats::bump;
 use super::ActorHost;
 use crate::actor::{Actor, CommandMeta};
 use crate::error::CommandError;
+use crate::reaction;
 
 /// What a multi-actor decision returns: the events of each actor (in the order of the actor
 /// ids given) and the reply.
@@ -102,7 +103,9 @@ impl<A: Actor> ActorHost<A> {
                 Some(id) => Transaction::with_id(id.clone()),
                 None => Transaction::new(),
             };
-            for ((id, version), decided) in actor_ids.iter().zip(&versions).zip(&events) {
+            for (((id, version), state), decided) in
+                actor_ids.iter().zip(&versions).zip(&states).zip(&events)
+            {
                 if decided.is_empty() {
                     continue;
                 }
@@ -116,6 +119,18 @@ impl<A: Actor> ActorHost<A> {
                     meta.stamp(&mut e);
                     stored.push(e);
                 }
+                reaction::record_from::<A>(
+                    &*shared.reactions(),
+                    id,
+                    state,
+                    decided,
+                    &mut stored,
+                    chrono::Utc::now(),
+                )
+                .map_err(|e| {
+                    bump(&shared.counters.reactions_refused);
+                    CommandError::Reaction(e)
+                })?;
                 txn = txn.append(*id, *version, stored);
             }
             if txn.appends().is_empty() {

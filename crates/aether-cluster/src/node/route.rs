@@ -73,6 +73,7 @@ impl Inner {
             Err(CommandError::Conflict { .. }) => "conflict",
             Err(CommandError::Decode(_)) => "decode",
             Err(CommandError::WrongType(_)) => "wrong_type",
+            Err(CommandError::Reaction(_)) => "reaction",
             Err(CommandError::Infrastructure(e)) => e.kind(),
         };
         metrics::histogram!("aether_cluster_send_seconds", "actor_type" => A::TYPE, "outcome" => label)

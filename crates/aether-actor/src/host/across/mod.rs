@@ -295,9 +295,11 @@ impl Transact {
                 Some(id) => Transaction::with_id(id),
                 None => Transaction::new(),
             };
-            for ((part, version), decided) in parts.iter().zip(&versions).zip(events) {
+            for (((part, version), state), decided) in
+                parts.iter().zip(&versions).zip(&states).zip(events)
+            {
                 let Some(decided) = decided else { continue };
-                let stored = part.encode(decided, *version, &self.meta)?;
+                let stored = part.encode(&**state, decided, *version, &self.meta)?;
                 if !stored.is_empty() {
                     txn = txn.append(part.actor_id(), *version, stored);
                 }

@@ -13,6 +13,7 @@ use super::super::ActorHost;
 use super::rejection::Rejection;
 use crate::actor::{Actor, CommandMeta};
 use crate::error::{CommandError, LoadError};
+use crate::reaction;
 use crate::retry::RetryPolicy;
 
 /// A participant as loaded for one decision.
@@ -31,13 +32,15 @@ pub(super) trait Part: Send + Sync {
     fn store(&self) -> &Arc<dyn SnapshotStore>;
     fn retry(&self) -> RetryPolicy;
     async fn load(&self, command_id: Option<&str>) -> Result<LoadedPart, CommandError<Rejection>>;
-    /// The stored form of the events (a `Vec<A::Event>`) after `version`, `meta` stamped.
+    /// The stored form of the events (a `Vec<A::Event>`) after `version`, decided on `state`
+    /// (an `A::State`), `meta` stamped, their timers and effects recorded.
     fn encode(
         &self,
+        state: &(dyn Any + Send + Sync),
         events: Box<dyn Any + Send>,
         version: u64,
         meta: &CommandMeta,
-    ) -> Result<Vec<Event>, Error>;
+    ) -> Result<Vec<Event>, CommandError<Rejection>>;
     fn passivate(&self);
     fn bump(&self, counter: fn(&Counters) -> &Count);
 }
@@ -82,15 +85,20 @@ impl<A: Actor> Part for Member<A> {
 
     fn encode(
         &self,
+        state: &(dyn Any + Send + Sync),
         events: Box<dyn Any + Send>,
         version: u64,
         meta: &CommandMeta,
-    ) -> Result<Vec<Event>, Error> {
-        let Ok(events) = events.downcast::<Vec<A::Event>>() else {
+    ) -> Result<Vec<Event>, CommandError<Rejection>> {
+        let (Ok(events), Some(state)) = (
+            events.downcast::<Vec<A::Event>>(),
+            state.downcast_ref::<A::State>(),
+        ) else {
             return Err(Error::invalid(format!(
                 "events recorded for {} are not of its type",
                 ActorKey::new(A::TYPE, &self.actor_id)
-            )));
+            ))
+            .into());
         };
         let key = ActorKey::new(A::TYPE, &self.actor_id);
         let mut stored = Vec::with_capacity(events.len());
@@ -105,6 +113,19 @@ impl<A: Actor> Part for Member<A> {
             meta.stamp(&mut e);
             stored.push(e);
         }
+        let shared = &self.host.shared;
+        reaction::record_from::<A>(
+            &*shared.reactions(),
+            &self.actor_id,
+            state,
+            &events,
+            &mut stored,
+            chrono::Utc::now(),
+        )
+        .map_err(|e| {
+            bump(&shared.counters.reactions_refused);
+            CommandError::Reaction(e)
+        })?;
         Ok(stored)
     }
 

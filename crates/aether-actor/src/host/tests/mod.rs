@@ -17,6 +17,7 @@ use crate::{
 
 mod across;
 mod lifecycle;
+mod reactions;
 mod stored;
 mod transactions;
 
