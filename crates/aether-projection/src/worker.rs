@@ -437,19 +437,21 @@ impl<E: DomainEvent> ProjectionWorker<E> {
         revision: u64,
         renewed: Instant,
     ) -> Result<()> {
-        let projection = Arc::new(
-            Projection::partition(
-                self.name.clone(),
-                partition,
-                self.worker_config.partitions,
-                self.log.clone(),
-                self.store.clone(),
-                self.handler.clone(),
-                self.codec.clone(),
-                self.config,
-            )?
-            .actor_types(self.actor_types.iter().cloned())?,
-        );
+        let mut projection = Projection::partition(
+            self.name.clone(),
+            partition,
+            self.worker_config.partitions,
+            self.log.clone(),
+            self.store.clone(),
+            self.handler.clone(),
+            self.codec.clone(),
+            self.config,
+        )?
+        .actor_types(self.actor_types.iter().cloned())?;
+        if let Some(by_type) = &self.by_type {
+            projection = projection.decode_by_type(by_type.clone())?;
+        }
+        let projection = Arc::new(projection);
         let stop = CancellationToken::new();
         let task = {
             let (projection, stop) = (projection.clone(), stop.clone());

@@ -346,4 +346,68 @@ mod by_type {
         );
         assert!(ActorEvents::<Booking>::new().types().is_empty());
     }
+
+    /// Every partition of a worker decodes by type too (it once decoded with the plain codec
+    /// and parked everything).
+    #[tokio::test]
+    async fn a_partitioned_worker_decodes_by_type_in_every_partition() {
+        let store = Arc::new(InMemoryEventStore::new());
+        for (i, actor_type) in ["show", "customer", "show", "customer"].iter().enumerate() {
+            let e = match *actor_type {
+                "show" => Event::new("Created", format!("a-{i}"), 1).with_field("seats", 40),
+                _ => Event::new("Created", format!("a-{i}"), 1).with_field("name", "Ada"),
+            };
+            store
+                .save_event(&e.with_actor_type(*actor_type))
+                .await
+                .unwrap();
+        }
+        let sink = Arc::new(Collect::default());
+        let checkpoints = Arc::new(InMemoryProjectionStore::new());
+        let worker = ProjectionWorker::new(
+            "bookings",
+            "w1",
+            store.clone(),
+            checkpoints.clone(),
+            sink.clone(),
+            EventCodec::<Booking>::new(Upcasters::new()),
+            config(),
+            WorkerConfig {
+                partitions: 4,
+                ..WorkerConfig::default()
+            },
+        )
+        .unwrap()
+        .decode_by_type(
+            ActorEvents::new()
+                .actor::<Shows>(Booking::Show)
+                .actor::<Customers>(Booking::Customer),
+        )
+        .unwrap();
+        let worker = Arc::new(worker);
+        let stop = CancellationToken::new();
+        let running = tokio::spawn({
+            let (worker, stop) = (worker.clone(), stop.clone());
+            async move { worker.run(stop).await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sink.0.lock().unwrap().len() < 4 {
+            assert!(Instant::now() < deadline, "{:?}", worker.status());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        running.await.unwrap().unwrap();
+        let mut seen = sink.0.lock().unwrap().clone();
+        seen.sort_by_key(|(t, _)| t.clone());
+        assert_eq!(seen.len(), 4);
+        assert!(seen[..2]
+            .iter()
+            .all(|(t, e)| t.as_deref() == Some("customer") && matches!(e, Booking::Customer(_))));
+        assert!(seen[2..]
+            .iter()
+            .all(|(t, e)| t.as_deref() == Some("show") && matches!(e, Booking::Show(_))));
+        for status in worker.status() {
+            assert_eq!(status.parked, 0, "{status:?}");
+        }
+    }
 }

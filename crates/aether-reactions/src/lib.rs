@@ -13,6 +13,8 @@
 //!   stream of its own, and its dispatchers deliver a due timer's command to its actor with a
 //!   command id derived from the timer (a repeat is absorbed) and the timer's identity (a
 //!   timer replaced or cancelled since is dropped by the actor);
+//! - a [`ProcessRouter`] feeds a [`Process`] (a saga: an actor keyed by a correlation id) the
+//!   events of the types it hears, each as a command with an id derived from the event;
 //! - [`Targets`] are the actor types commands are delivered to, through an embedded
 //!   [`ActorHost`](aether_actor::ActorHost) or a cluster node.
 //!
@@ -25,6 +27,8 @@
 //! - [`Reactor`], [`ReactorConfig`], [`Recorded`]: following the log.
 //! - [`JetStreamTimers`], [`TimersConfig`]: the timers stream and its dispatchers.
 //! - [`Targets`], [`Target`], [`Delivered`]: where commands go.
+//! - [`Process`], [`ProcessRouter`]: process managers (sagas), actors whose commands come from
+//!   other actors' events, routed with ids derived from those events.
 //!
 //! # Example
 //! ```no_run
@@ -48,10 +52,12 @@
 //! # }
 //! ```
 
+mod process;
 mod reactor;
 mod target;
 mod timers;
 
+pub use process::{routed_command_id, Process, ProcessRouter};
 pub use reactor::{Reactor, ReactorConfig, Recorded};
 pub use target::{Delivered, Target, Targets};
 pub use timers::{JetStreamTimers, TimersConfig};
