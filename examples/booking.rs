@@ -38,9 +38,13 @@
 //! # }
 //! ```
 
+use std::collections::BTreeMap;
+
 use aether_actor::{Actor, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+pub mod node;
+pub mod order;
 mod reservation;
 
 pub use reservation::{
@@ -54,6 +58,9 @@ pub struct Seating {
     pub seats: u32,
     /// How many of them are not reserved.
     pub free: u32,
+    /// Seats held for orders awaiting payment ([`order`]), by order; they are not free.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub holds: BTreeMap<String, u32>,
 }
 
 impl Seating {
@@ -111,6 +118,23 @@ pub enum ShowCommand {
         /// How many seats.
         seats: u32,
     },
+    /// Holds `seats` for `order` until it is paid or expires (idempotent per order).
+    Hold {
+        /// The order.
+        order: String,
+        /// How many seats.
+        seats: u32,
+    },
+    /// Frees the seats held for `order` (nothing when none are held).
+    ReleaseHold {
+        /// The order.
+        order: String,
+    },
+    /// Turns the seats held for `order` into sold seats (nothing when none are held).
+    ConfirmHold {
+        /// The order.
+        order: String,
+    },
     /// Changes nothing; the reply is the seating.
     Seating,
 }
@@ -136,6 +160,25 @@ pub enum ShowEvent {
     Released {
         /// How many seats.
         seats: u32,
+    },
+    /// Seats were held for an order.
+    Held {
+        /// The order.
+        order: String,
+        /// How many seats.
+        seats: u32,
+    },
+    /// An order's held seats were freed (it was not paid in time).
+    HoldReleased {
+        /// The order.
+        order: String,
+        /// How many seats.
+        seats: u32,
+    },
+    /// An order's held seats were sold (it was paid).
+    HoldConfirmed {
+        /// The order.
+        order: String,
     },
 }
 
@@ -211,6 +254,31 @@ impl Actor for Show {
                 }
                 Ok(vec![ShowEvent::Released { seats }])
             }
+            ShowCommand::Hold { order, .. } if state.holds.contains_key(order) => Ok(Vec::new()),
+            ShowCommand::Hold { order, seats } => {
+                state.reserve(order, *seats, 0)?;
+                Ok(vec![ShowEvent::Held {
+                    order: order.clone(),
+                    seats: *seats,
+                }])
+            }
+            ShowCommand::ReleaseHold { order } => Ok(state
+                .holds
+                .get(order)
+                .map(|&seats| ShowEvent::HoldReleased {
+                    order: order.clone(),
+                    seats,
+                })
+                .into_iter()
+                .collect()),
+            ShowCommand::ConfirmHold { order } => Ok(state
+                .holds
+                .contains_key(order)
+                .then(|| ShowEvent::HoldConfirmed {
+                    order: order.clone(),
+                })
+                .into_iter()
+                .collect()),
             ShowCommand::Seating => Ok(Vec::new()),
         }
     }
@@ -226,6 +294,17 @@ impl Actor for Show {
             ShowEvent::Reserved { seats, .. } => state.free = state.free.saturating_sub(*seats),
             ShowEvent::Released { seats } => {
                 state.free = state.free.saturating_add(*seats).min(state.seats)
+            }
+            ShowEvent::Held { order, seats } => {
+                state.free = state.free.saturating_sub(*seats);
+                state.holds.insert(order.clone(), *seats);
+            }
+            ShowEvent::HoldReleased { order, seats } => {
+                state.free = state.free.saturating_add(*seats).min(state.seats);
+                state.holds.remove(order);
+            }
+            ShowEvent::HoldConfirmed { order } => {
+                state.holds.remove(order);
             }
         }
     }
@@ -262,6 +341,7 @@ impl Wallet {
         Ok(CustomerEvent::Charged {
             show: show.to_string(),
             amount,
+            order: None,
         })
     }
 }
@@ -276,6 +356,15 @@ pub enum CustomerCommand {
     },
     /// Takes `amount` (positive, at most the balance) for seats at `show`.
     Charge {
+        /// The show paid for.
+        show: String,
+        /// How much.
+        amount: i64,
+    },
+    /// Pays `amount` for the order `order` of seats at `show` (the order process hears it).
+    PayOrder {
+        /// The order paid.
+        order: String,
         /// The show paid for.
         show: String,
         /// How much.
@@ -299,6 +388,10 @@ pub enum CustomerEvent {
         show: String,
         /// How much.
         amount: i64,
+        /// The order paid, for a payment of an [`order`](crate::booking::order) (absent in
+        /// events stored before orders existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        order: Option<String>,
     },
 }
 
@@ -359,6 +452,18 @@ impl Actor for Customer {
                 }),
             },
             CustomerCommand::Charge { show, amount } => Ok(vec![state.charge(show, *amount)?]),
+            CustomerCommand::PayOrder {
+                order,
+                show,
+                amount,
+            } => match state.charge(show, *amount)? {
+                CustomerEvent::Charged { show, amount, .. } => Ok(vec![CustomerEvent::Charged {
+                    show,
+                    amount,
+                    order: Some(order.clone()),
+                }]),
+                other => Ok(vec![other]),
+            },
             CustomerCommand::Balance => Ok(Vec::new()),
         }
     }
@@ -431,7 +536,11 @@ mod tests {
             .when(ShowCommand::Release { seats: 2 })
             .await
             .then_expect_events(&[ShowEvent::Released { seats: 2 }])
-            .then_expect_reply(&Seating { seats: 4, free: 3 });
+            .then_expect_reply(&Seating {
+                seats: 4,
+                free: 3,
+                ..Seating::default()
+            });
         ActorTest::new(Show)
             .given([ShowEvent::Created { seats: 4 }, reserved("ada", 1, 0)])
             .when(ShowCommand::Release { seats: 2 })

@@ -218,10 +218,22 @@ fn apply_show(
                 params![show, version, customer, seats, amount],
             )?;
         }
-        ShowEvent::Released { seats } => {
+        ShowEvent::Released { seats } | ShowEvent::HoldReleased { seats, .. } => {
             tx.execute(
                 "UPDATE shows SET free = free + ?2, version = ?3 WHERE show = ?1",
                 params![show, seats, version],
+            )?;
+        }
+        ShowEvent::Held { seats, .. } => {
+            tx.execute(
+                "UPDATE shows SET free = free - ?2, version = ?3 WHERE show = ?1",
+                params![show, seats, version],
+            )?;
+        }
+        ShowEvent::HoldConfirmed { .. } => {
+            tx.execute(
+                "UPDATE shows SET version = ?2 WHERE show = ?1",
+                params![show, version],
             )?;
         }
     }
