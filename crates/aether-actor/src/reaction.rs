@@ -229,10 +229,12 @@ pub(crate) fn record<A: Actor>(
     if set_any {
         support.timers()?;
     }
-    let mut per_event: Vec<Reactions> = Vec::with_capacity(stored.len());
+    // Stamped as checked: on a refusal the caller drops every event, stamped or not.
     // Effect ids are derived from each event's key and version when they are carried out
     // ([`aether_core::effect_id`]), so nothing of them is stored but the records.
-    for event in events {
+    let last = events.len().saturating_sub(1);
+    let mut ops = Some(ops);
+    for (i, (event, stored)) in events.iter().zip(stored.iter_mut()).enumerate() {
         let effects = A::effects(actor_id, event);
         if effects.len() > MAX_EFFECTS_PER_EVENT {
             return Err(ReactionError::TooManyEffects {
@@ -264,16 +266,16 @@ pub(crate) fn record<A: Actor>(
             }
             records.push(record);
         }
-        per_event.push(Reactions {
-            timers: Vec::new(),
+        let timers = if i == last {
+            ops.take().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Reactions {
+            timers,
             effects: records,
-        });
-    }
-    if let Some(last) = per_event.last_mut() {
-        last.timers = ops;
-    }
-    for (r, e) in per_event.iter().zip(stored.iter_mut()) {
-        r.stamp(e);
+        }
+        .stamp(stored);
     }
     Ok(after)
 }
