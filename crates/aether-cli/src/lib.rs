@@ -12,6 +12,7 @@
 //! - [`events`], [`stats`], [`tail`], [`cluster`], [`projections`]: the inspection commands
 //!   (`projections reset` and `replay-parked` are the ones that change something: a
 //!   projection's checkpoint, a replay request).
+//! - [`timers`]: `aether timers`, the pending timers and the reactor's backlog.
 //! - [`store_tail`]: following the event store's stream, for `tail --source store` and the
 //!   dashboard's live tail.
 //! - [`ui`]: `aether ui`, the read-only web dashboard with `/metrics`.
@@ -28,6 +29,7 @@ pub mod projections;
 pub mod stats;
 pub mod store_tail;
 pub mod tail;
+pub mod timers;
 pub mod ui;
 
 use clap::{Parser, Subcommand};
@@ -50,6 +52,7 @@ pub use error::{CliError, CliResult};
   aether stats --namespace orders               size and settings of a stream
   aether cluster members --cluster aether       live members of a cluster
   aether projections list --namespace orders    projections, their position, lag, parked
+  aether timers --actor-type hold --limit 20    the next timers due, and the reactor's backlog
   aether ui --cluster aether                    web dashboard on http://127.0.0.1:8484/
 
 Networked commands read NATS_URL (default nats://127.0.0.1:4222); colours only on a
@@ -81,6 +84,9 @@ pub enum Command {
     /// replay-parked.
     #[command(subcommand)]
     Projections(projections::ProjectionsCommand),
+    /// The durable timers pending (the earliest due first), those fired awaiting delivery,
+    /// and the reactor's backlog (read-only).
+    Timers(timers::TimersArgs),
     /// Serve a read-only web dashboard: cluster, stream, live tail, actors, projections,
     /// and /metrics for Prometheus.
     Ui(ui::UiArgs),
@@ -103,6 +109,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             | cluster::ClusterCommand::Shards(cluster::ShardsArgs { cluster, .. }),
         ) => Some(cluster.connect.permissions().clone()),
         Command::Projections(cmd) => Some(cmd.connect().permissions().clone()),
+        Command::Timers(args) => Some(args.connect.permissions().clone()),
         // A long-running server: a refused subject shows on the page that needs it.
         Command::Ui(_) => None,
     };
@@ -114,6 +121,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             Command::Stats(args) => stats::run(args).await,
             Command::Cluster(cmd) => cluster::run(cmd).await,
             Command::Projections(cmd) => projections::run(cmd).await,
+            Command::Timers(args) => timers::run(args).await,
             Command::Ui(args) => ui::run(args).await,
         }
     };

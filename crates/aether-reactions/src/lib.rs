@@ -27,6 +27,8 @@
 //! - [`Reactor`], [`ReactorConfig`], [`Recorded`]: following the log.
 //! - [`JetStreamTimers`], [`TimersConfig`]: the timers stream and its dispatchers.
 //! - [`Targets`], [`Target`], [`Delivered`]: where commands go.
+//! - [`TimersView`], [`PendingFilter`], [`PendingTimers`], [`ReactorBacklog`]: a read-only
+//!   view of the pending timers and the reactor's backlog, for operators' tools.
 //! - [`Process`], [`ProcessRouter`]: process managers (sagas), actors whose commands come from
 //!   other actors' events, routed with ids derived from those events.
 //!
@@ -52,11 +54,16 @@
 //! # }
 //! ```
 
+mod inspect;
 mod process;
 mod reactor;
 mod target;
 mod timers;
 
+pub use inspect::{
+    PendingFilter, PendingTimer, PendingTimers, ReactorBacklog, ReactorPartition, TimersView,
+    DEFAULT_PENDING_LIMIT, MAX_PENDING_LIMIT,
+};
 pub use process::{routed_command_id, Process, ProcessRouter};
 pub use reactor::{Reactor, ReactorConfig, Recorded};
 pub use target::{Delivered, Target, Targets};

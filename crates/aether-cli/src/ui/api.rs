@@ -17,6 +17,7 @@ use aether_bus::NatsEventBus;
 use aether_cluster::{ClusterObserver, ClusterRecord, ObserverConfig, Presence};
 use aether_core::{validate_pattern, ActorKey, Error, EventBroadcaster, EventStore};
 use aether_core::{OverflowPolicy, SubscribeOptions, SubscriptionFilter};
+use aether_reactions::TimersView;
 use aether_store::JetStreamEventStore;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -52,7 +53,11 @@ pub const MAX_HISTORY_PAGE: usize = 500;
 /// [`HISTORY_WAIT`]) rather than each holding a long history in memory.
 const HISTORY_READS: usize = 4;
 /// How long a history read waits for its turn.
-const HISTORY_WAIT: Duration = Duration::from_secs(10);
+pub(super) const HISTORY_WAIT: Duration = Duration::from_secs(10);
+
+/// Reads of the timers stream at once: each reads every pending timer the page selects, so
+/// pages beyond these wait (and give up after [`HISTORY_WAIT`]).
+const TIMER_READS: usize = 2;
 
 /// How often a live tail writes a comment when no event comes: a reader that went away is
 /// noticed, and the connection never looks idle to the server's idle timeout.
@@ -82,9 +87,13 @@ pub(super) struct Shared {
     /// One permit per live tail that may be open.
     tails: Arc<Semaphore>,
     history_reads: Semaphore,
+    /// One permit per read of the timers stream that may run at once.
+    pub(super) timer_reads: Semaphore,
     /// Ends the live tails when the dashboard stops.
     shutdown: CancellationToken,
     store: OnceCell<Arc<JetStreamEventStore>>,
+    /// The timers stream, seen read-only; opened once it exists.
+    timers: OnceCell<TimersView>,
 }
 
 impl Shared {
@@ -100,13 +109,28 @@ impl Shared {
             observer: OnceCell::new(),
             tails: Arc::new(Semaphore::new(config.max_tails)),
             history_reads: Semaphore::new(HISTORY_READS),
+            timer_reads: Semaphore::new(TIMER_READS),
             config,
             access,
             bus,
             samples: Mutex::new(VecDeque::with_capacity(SAMPLES)),
             shutdown,
             store: OnceCell::new(),
+            timers: OnceCell::new(),
         }
+    }
+
+    /// The view of the timers stream, opened once the stream exists (the dashboard never
+    /// creates it): a missing stream is [`Error::NotFound`], tried again next time.
+    pub(super) async fn timers(&self) -> Result<&TimersView, Error> {
+        self.timers
+            .get_or_try_init(|| {
+                TimersView::open(
+                    async_nats::jetstream::new(self.client.clone()),
+                    self.config.timers.clone(),
+                )
+            })
+            .await
     }
 
     /// The cluster's observer, opened on first use (a cluster that does not exist yet is a
@@ -180,7 +204,7 @@ pub(super) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -381,7 +405,7 @@ pub(super) struct HistoryQuery {
 }
 
 /// An actor type from a query: `None` when absent or empty, a 400 when it is no type name.
-fn actor_type_param(actor_type: Option<String>) -> Result<Option<String>, ApiError> {
+pub(super) fn actor_type_param(actor_type: Option<String>) -> Result<Option<String>, ApiError> {
     match actor_type.filter(|t| !t.is_empty()) {
         None => Ok(None),
         Some(t) => {

@@ -4,7 +4,8 @@
 //! Pages: the cluster (members with status and last heartbeat, the leader, the shard map
 //! coloured by owner), the event stream (size, settings, event rate over the last minutes),
 //! a live tail (server-sent events, with namespace, type and actor filters, saying when it
-//! lagged), an actor's history (in pages), and the projections with position and lag.
+//! lagged), an actor's history (in pages), the projections with position and lag, and the
+//! timers (pending, fired awaiting delivery, the next due, the reactor's backlog).
 //! `/metrics` serves the process's metrics in the Prometheus text format.
 //!
 //! It is built to face careless and hostile clients: it listens on loopback unless told
@@ -20,7 +21,7 @@
 //!   [`Dashboard::router`]; [`serve`] and [`serve_with_limits`] serve it within
 //!   [`ServeLimits`].
 //! - `access`: the token, the session cookie and the `Host` check; `api`: the JSON and
-//!   server-sent-event handlers; `sampler`: what is watched in the background (the cluster,
+//!   server-sent-event handlers; `projections` and `timers`: those pages' data; `sampler`: what is watched in the background (the cluster,
 //!   through an [`aether_cluster::ClusterObserver`]; the stream's size over time); `server`:
 //!   the HTTP server and its limits.
 //! - `assets/`: the page (HTML, CSS, JavaScript), compiled in.
@@ -32,6 +33,7 @@ use std::time::Duration;
 use aether_bus::{NatsBusConfig, NatsEventBus, DEFAULT_SUBJECT_PREFIX};
 use aether_cluster::DEFAULT_CLUSTER_NAME;
 use aether_projection::DEFAULT_PROJECTION_BUCKET;
+use aether_reactions::TimersConfig;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -49,10 +51,12 @@ mod api;
 mod projections;
 mod sampler;
 mod server;
+mod timers;
 
 pub use access::{validate_token, MAX_TOKEN_LEN, MIN_TOKEN_LEN};
 pub use api::{DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE};
 pub use server::{serve, serve_with_limits, ServeLimits};
+pub use timers::{DEFAULT_TIMERS_PAGE, MAX_TIMERS_PAGE};
 
 /// Where the dashboard listens unless told otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8484";
@@ -140,6 +144,15 @@ pub struct UiArgs {
     /// Subject prefix of the bus (for the live tail).
     #[arg(long, value_name = "P", default_value = DEFAULT_SUBJECT_PREFIX)]
     pub prefix: String,
+    /// The timers stream (for the timers page).
+    #[arg(long, value_name = "NAME", default_value_t = TimersConfig::default().stream)]
+    pub timers_stream: String,
+    /// Subject prefix of the timers stream.
+    #[arg(long, value_name = "P", default_value_t = TimersConfig::default().prefix)]
+    pub timers_prefix: String,
+    /// The reactor's projection name (its backlog, on the timers page).
+    #[arg(long, value_name = "NAME", default_value_t = crate::timers::default_reactor())]
+    pub reactor: String,
     /// The event stream to show.
     #[command(flatten)]
     pub stream: StreamArgs,
@@ -159,6 +172,10 @@ pub struct DashboardConfig {
     pub bucket: String,
     /// The bus's subject prefix.
     pub prefix: String,
+    /// The timers stream (its `stream` and `prefix`; the dispatchers' `consumer`).
+    pub timers: TimersConfig,
+    /// The reactor's projection name, whose backlog the timers page shows.
+    pub reactor: String,
     /// The access token, if one is required (see [`validate_token`]). Without one, only
     /// requests for a loopback name or the connection's own address get an answer.
     pub token: Option<String>,
@@ -188,6 +205,8 @@ impl Default for DashboardConfig {
             },
             bucket: DEFAULT_PROJECTION_BUCKET.into(),
             prefix: DEFAULT_SUBJECT_PREFIX.into(),
+            timers: TimersConfig::default(),
+            reactor: crate::timers::default_reactor(),
             token: None,
             metrics: None,
             max_tails: DEFAULT_MAX_TAILS,
@@ -252,6 +271,7 @@ impl Dashboard {
             .route("/api/actors/{id}", get(api::actor))
             .route("/api/tail", get(api::tail))
             .route("/api/projections", get(projections::projections))
+            .route("/api/timers", get(timers::timers))
             .route("/metrics", get(api::metrics))
             .fallback(not_found)
             .layer(axum::middleware::from_fn_with_state(
@@ -336,6 +356,12 @@ pub async fn run(args: UiArgs) -> CliResult<()> {
         stream: args.stream,
         bucket: args.bucket,
         prefix: args.prefix,
+        timers: TimersConfig {
+            stream: args.timers_stream,
+            prefix: args.timers_prefix,
+            ..TimersConfig::default()
+        },
+        reactor: args.reactor,
         token,
         metrics: Some(metrics),
         ..DashboardConfig::default()

@@ -46,6 +46,7 @@ fn help_for_every_subcommand() {
         vec!["cluster", "shards", "--help"],
         vec!["projections", "--help"],
         vec!["projections", "replay-parked", "--help"],
+        vec!["timers", "--help"],
         vec!["ui", "--help"],
     ] {
         let out = aether().args(&args).output().unwrap();

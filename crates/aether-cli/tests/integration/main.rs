@@ -4,11 +4,13 @@
 //! - `actor_types`: actor types in `events`, `stats`, the dashboard, and tails of the store.
 //! - `cli`: without a server (help, usage errors, the in-process demo, connection failures).
 //! - `nats`: against real nats-servers started by each test.
+//! - `timers`: `aether timers` against real nats-servers.
 //! - `ui`: the dashboard, in a headless browser and over plain HTTP.
 //! - `ui_hostile`: the dashboard under careless and hostile clients.
 
 mod actor_types;
 mod cli;
 mod nats;
+mod timers;
 mod ui;
 mod ui_hostile;

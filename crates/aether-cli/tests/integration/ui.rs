@@ -564,6 +564,58 @@ async fn the_dashboard_in_a_browser_follows_a_cluster_losing_a_node() {
     .await;
     no_errors(&c, "projections").await;
     screenshot(&c, "projections").await;
+    // The timers page: a timer whose actor id is markup (from 2.12, which has timers); before,
+    // the page says there is no timers stream.
+    let with_timers = server.version().at_least(2, 12);
+    if with_timers {
+        let client = async_nats::connect(&url).await.unwrap();
+        let timers = aether_reactions::JetStreamTimers::open(
+            async_nats::jetstream::new(client),
+            aether_reactions::TimersConfig {
+                storage: aether_core::StorageKind::Memory,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let record = aether_core::TimerRecord {
+            name: "expire".into(),
+            due: chrono::Utc::now() + chrono::Duration::minutes(10),
+            command: serde_json::json!("Expire"),
+        };
+        timers
+            .set(
+                aether_core::ActorKey::new("hold", "<img src=x onerror=\"window.pwned=1\">"),
+                &record,
+            )
+            .await
+            .unwrap();
+    }
+    c.goto(&format!("{base}#timers")).await.unwrap();
+    wait_js(
+        &c,
+        "the timers page",
+        "return document.querySelector('#timers-cards') ? 'timers'\
+         : document.querySelector('#timers-missing') ? 'missing' : '';",
+        |v| v == if with_timers { "timers" } else { "missing" },
+    )
+    .await;
+    if with_timers {
+        let listed = c
+            .execute(
+                "return [...document.querySelectorAll('#timers tr.timer')].map(r => r.dataset.actor);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            listed,
+            serde_json::json!(["<img src=x onerror=\"window.pwned=1\">"])
+        );
+    }
+    assert_no_markup_ran(&c).await;
+    no_errors(&c, "timers").await;
+    screenshot(&c, "timers").await;
 
     c.close().await.unwrap();
     stop.cancel();
@@ -826,5 +878,81 @@ async fn the_projections_page_shows_a_projection_whose_sink_keeps_its_position()
     assert_eq!(listed["parked"], 0, "{body}");
     assert_eq!(listed["position"]["sequence"], 3, "{body}");
     assert_eq!(listed["stale"], false, "{body}");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timers_page_lists_the_next_timers_within_its_bound_and_the_reactors_backlog() {
+    let server = NatsServer::start().unwrap();
+    let url = server.url();
+    let stop = CancellationToken::new();
+    let addr = dashboard(&url, config(None), &stop).await;
+
+    // No timers stream: the page says why, and still shows the reactor (no bucket yet).
+    let (status, _, body) = get(addr, "/api/timers", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let missing = page["missing"].as_str().unwrap_or_default();
+    assert!(missing.contains("AETHER_TIMERS"), "{body}");
+    assert!(
+        page["reactor"]["missing"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not exist")),
+        "{body}"
+    );
+    if !server.version().at_least(2, 12) {
+        assert!(missing.contains("2.12"), "{body}");
+        stop.cancel();
+        return;
+    }
+
+    let client = async_nats::connect(&url).await.unwrap();
+    let timers = aether_reactions::JetStreamTimers::open(
+        async_nats::jetstream::new(client),
+        aether_reactions::TimersConfig {
+            storage: aether_core::StorageKind::Memory,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let markup = "<img src=x onerror=\"window.pwned=1\">";
+    for (i, id) in [markup, "h-1", "h-2"].into_iter().enumerate() {
+        let record = aether_core::TimerRecord {
+            name: "expire".into(),
+            due: chrono::Utc::now() + chrono::Duration::minutes(10 + i as i64),
+            command: serde_json::json!("Expire"),
+        };
+        timers
+            .set(aether_core::ActorKey::new("hold", id), &record)
+            .await
+            .unwrap();
+    }
+
+    // Asking for more than the bound gets the bound; the earliest first, as JSON strings.
+    let (status, _, body) = get(addr, "/api/timers?limit=100000", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["limit"], aether_cli::ui::MAX_TIMERS_PAGE, "{body}");
+    assert_eq!(page["missing"], serde_json::Value::Null, "{body}");
+    assert_eq!(page["total"], 3, "{body}");
+    assert_eq!(page["next"][0]["actorId"], markup, "{body}");
+    assert!(
+        page["next"][0]["dueInSecs"]
+            .as_f64()
+            .is_some_and(|s| s > 500.0),
+        "{body}"
+    );
+
+    let (_, _, body) = get(addr, "/api/timers?actorType=hold&actor=h-2&limit=1", &[]).await;
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["total"], 1, "{body}");
+    assert_eq!(page["next"][0]["actorId"], "h-2", "{body}");
+
+    for bad in ["/api/timers?actorType=a.b", "/api/timers?limit=many"] {
+        let (status, _, body) = get(addr, bad, &[]).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains("\"error\""), "{body}");
+    }
     stop.cancel();
 }

@@ -1,4 +1,4 @@
-// The Aether dashboard: one page, five views chosen by the URL's hash. Every value from the
+// The Aether dashboard: one page, six views chosen by the URL's hash. Every value from the
 // server goes into the page as text (textContent), never as HTML.
 "use strict";
 
@@ -361,7 +361,78 @@ async function projectionsView() {
   }
 }
 
-const views = { cluster: clusterView, stream: streamView, tail: tailView, actor: actorView, projections: projectionsView };
+// How long until a timer is due, or how late it is: "in 4.2 s", "late 3 min".
+function dueIn(secs) {
+  const a = Math.abs(secs);
+  const span = a < 60 ? a.toFixed(1) + " s"
+    : a < 3600 ? Math.floor(a / 60) + " min " + Math.floor(a % 60) + " s"
+    : a < 172800 ? Math.floor(a / 3600) + " h " + Math.floor((a % 3600) / 60) + " min"
+    : Math.floor(a / 86400) + " d " + Math.floor((a % 86400) / 3600) + " h";
+  return secs >= 0 ? "in " + span : "late " + span;
+}
+
+// The timers page: its filter form is drawn once, the figures below it refreshed (so what is
+// being typed in the form is never redrawn away). Every value from the stream goes in as text.
+function timersView() {
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const actorType = el("input", { name: "actorType", value: params.get("actorType") || "", placeholder: "every type" });
+  const actor = el("input", { name: "actor", value: params.get("actor") || "", placeholder: "every actor" });
+  const limit = el("input", { name: "limit", type: "number", min: "0", max: "200", value: params.get("limit") || "50" });
+  const form = el("form", { id: "timers-form" },
+    el("label", {}, "Actor type", actorType), el("label", {}, "Actor id", actor),
+    el("label", {}, "Timers listed", limit), el("button", { type: "submit" }, "Show"));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const q = new URLSearchParams();
+    if (actorType.value.trim()) q.set("actorType", actorType.value.trim());
+    if (actor.value) q.set("actor", actor.value);
+    if (limit.value) q.set("limit", limit.value);
+    location.hash = "#timers" + (q.toString() ? "?" + q.toString() : "");
+  });
+  const body = el("div", { id: "timers-body" }, el("p", { class: "muted" }, "Loading…"));
+  show(el("h2", {}, "Timers"), form, body);
+  const query = new URLSearchParams();
+  for (const k of ["actorType", "actor", "limit"]) if (params.get(k)) query.set(k, params.get(k));
+  every(1000, async () => {
+    try {
+      const t = await api("api/timers" + (query.toString() ? "?" + query.toString() : ""));
+      const r = t.reactor;
+      const reactor = [el("h2", {}, "Reactor " + r.name)];
+      if (r.missing) {
+        reactor.push(el("p", { class: "muted", id: "reactor-missing" }, r.missing));
+      } else {
+        reactor.push(table(["Partition", "Position", "Lag", "Parked"], r.partitions.map((p) =>
+          el("tr", { "data-partition": p.name },
+            el("td", {}, p.name),
+            el("td", {}, p.position ? p.position.sequence + "." + p.position.index : "-"),
+            el("td", {}, p.lag === null ? "-" : p.lag),
+            el("td", {}, p.parked))), { id: "reactor-partitions" }));
+      }
+      const rows = t.next.map((x) => el("tr", { class: "timer", "data-actor": x.actorId, "data-actor-type": x.actorType },
+        el("td", {}, isNaN(Date.parse(x.due)) ? x.due : new Date(x.due).toISOString()),
+        el("td", {}, el("a", { href: actorHref(x.actorType, x.actorId) }, actorName(x.actorType, x.actorId))),
+        el("td", {}, x.name),
+        el("td", { class: x.dueInSecs < 0 ? "warning" : "" }, dueIn(x.dueInSecs))));
+      const timers = t.missing
+        ? [el("p", { class: "warning", id: "timers-missing" }, t.missing)]
+        : [el("div", { class: "cards", id: "timers-cards" },
+            card("pending", t.total),
+            card("fired, awaiting delivery", t.firedAwaitingDelivery),
+            card("unreadable messages", t.unreadable),
+            card("reactor lag (max)", r.maxLag === null ? "-" : r.maxLag),
+            card("reactor parked", r.parked)),
+          el("p", { class: "muted" }, "Stream " + t.stream + ": " + (t.next.length < t.total
+            ? "the " + t.next.length + " due first of " + t.total + " pending." : t.total + " pending.")),
+          rows.length ? table(["Due", "Actor", "Timer", "When"], rows, { id: "timers" })
+            : el("p", { class: "muted" }, "No pending timers.")];
+      body.replaceChildren(...timers, ...reactor);
+    } catch (err) {
+      body.replaceChildren(el("p", { class: "error", role: "alert" }, err.message));
+    }
+  });
+}
+
+const views = { cluster: clusterView, stream: streamView, tail: tailView, actor: actorView, projections: projectionsView, timers: timersView };
 const refreshed = new Set(["cluster", "stream", "projections"]);
 
 function route() {
