@@ -113,6 +113,21 @@ impl<E: 'static> ActorEvents<E> {
         self
     }
 
+    /// Adds actor type `actor_type`, its events handed over by `decode` from their stored form
+    /// (for a reader that needs no typed payload, such as one that reads only metadata, or a
+    /// type whose Rust events are not at hand). Adding a type twice keeps the first.
+    #[must_use]
+    pub fn stored<F>(mut self, actor_type: &'static str, decode: F) -> Self
+    where
+        F: Fn(&Event) -> Result<E, DecodeError> + Send + Sync + 'static,
+    {
+        if self.decoders.iter().any(|(t, _)| *t == actor_type) {
+            return self;
+        }
+        self.decoders.push((actor_type, Arc::new(decode)));
+        self
+    }
+
     /// The actor types, in the order they were added.
     pub fn types(&self) -> Vec<&'static str> {
         self.decoders.iter().map(|(t, _)| *t).collect()

@@ -11,7 +11,8 @@ use aether_core::{
 };
 use aether_nats::backend::classify;
 use aether_projection::{
-    Handler, Park, Projected, ProjectionConfig, ProjectionStore, ProjectionWorker, WorkerConfig,
+    ActorEvents, Handler, Park, Projected, ProjectionConfig, ProjectionStore, ProjectionWorker,
+    WorkerConfig,
 };
 use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
@@ -23,7 +24,8 @@ use crate::target::{Delivered, Targets};
 use crate::timers::JetStreamTimers;
 
 /// An event as the reactor reads it: its payload is not decoded (the reactions are in its
-/// metadata), so the reactor reads every actor type's events without their Rust types.
+/// metadata), so the reactor reads every actor type's events, of any schema version, without
+/// their Rust types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Recorded;
 
@@ -178,6 +180,15 @@ impl Reactor {
         shutdown: CancellationToken,
     ) -> Result<()> {
         self.attach();
+        // Every event of the target types, whatever its payload or schema version: the
+        // reactions are in its metadata.
+        let events = self
+            .targets
+            .types()
+            .into_iter()
+            .fold(ActorEvents::new(), |events, t| {
+                events.stored(t, |_| Ok(Recorded))
+            });
         let worker = ProjectionWorker::new(
             config.name,
             config.worker,
@@ -188,7 +199,7 @@ impl Reactor {
             config.projection,
             config.worker_config,
         )?
-        .actor_types(self.targets.types())?;
+        .decode_by_type(events)?;
         let dispatcher = async {
             match &self.timers {
                 Ok(t) => {
