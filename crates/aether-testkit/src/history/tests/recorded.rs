@@ -62,9 +62,14 @@ fn passes_a_recorded_history_from_threads() {
     type Store = Mutex<BTreeMap<String, Vec<(u64, String)>>>;
     let store: Arc<Store> = Arc::default();
     let history = History::new();
+    // Every thread reads before any writes, each round: with four threads on three actors two
+    // always meet, so conflicts happen however the threads are scheduled (on a loaded machine
+    // one thread could otherwise run all its rounds alone).
+    let round = Arc::new(std::sync::Barrier::new(4));
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
             let store = Arc::clone(&store);
+            let round = Arc::clone(&round);
             let rec = history.recorder();
             std::thread::spawn(move || {
                 let mut seed = t * 7919 + 1;
@@ -82,6 +87,7 @@ fn passes_a_recorded_history_from_threads() {
                         s.get(&actor).and_then(|e| e.last()).map_or(0, |e| e.0)
                     };
                     read.ok(latest);
+                    round.wait();
                     let ids = [format!("{t}-{k}-a"), format!("{t}-{k}-b")];
                     let n = 1 + random(2) as usize;
                     let pending = rec.append(actor.clone(), latest + 1, ids[..n].iter().cloned());
