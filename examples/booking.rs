@@ -388,7 +388,7 @@ pub enum CustomerEvent {
         show: String,
         /// How much.
         amount: i64,
-        /// The order paid, for a payment of an [`order`](crate::booking::order) (absent in
+        /// The order paid, for a payment of an [`order`] (absent in
         /// events stored before orders existed).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         order: Option<String>,
