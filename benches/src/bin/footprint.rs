@@ -2,7 +2,8 @@
 //! - resident memory per stored event in the in-memory store at 1 M events, compared with the
 //!   events' JSON size;
 //! - heap bytes per actor in the JetStream store's version cache (the only per-actor state the
-//!   store keeps), against a nats-server the program starts itself.
+//!   store keeps), against a nats-server the program starts itself;
+//! - heap bytes per idle active actor in the actor runtime (`ActorHost`), its state aside.
 //!
 //! Run with `cargo run --release -p aether-benches --bin footprint`.
 
@@ -28,7 +29,7 @@ fn resident_bytes() -> u64 {
 }
 
 fn main() {
-    let mut rows = vec![in_memory_store()];
+    let mut rows = vec![in_memory_store(), active_actors()];
     match jetstream_cache() {
         Ok(row) => rows.push(row),
         Err(e) => {
@@ -99,6 +100,89 @@ fn jetstream_cache() -> Result<serde_json::Value, Box<dyn std::error::Error>> {
         "target": "reported (no target)",
         "met": "—",
     }))
+}
+
+/// An actor whose state is one number and whose command reads it: what the runtime keeps per
+/// active actor is then nearly all its own.
+struct Counter;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Never {}
+
+impl aether_actor::DomainEvent for Never {
+    fn event_type(&self) -> &'static str {
+        match *self {}
+    }
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[error("refused")]
+struct Refused;
+
+impl aether_actor::Actor for Counter {
+    type State = u64;
+    type Command = ();
+    type Event = Never;
+    type Reply = u64;
+    type Error = Refused;
+    const TYPE: &'static str = "counter";
+
+    async fn decide(&self, _: &str, _: &u64, _: &()) -> Result<Vec<Never>, Refused> {
+        Ok(Vec::new())
+    }
+
+    fn apply(_: &mut u64, event: &Never) {
+        match *event {}
+    }
+
+    fn reply(state: &u64, _: &(), _: &[Never]) -> u64 {
+        *state
+    }
+}
+
+/// Heap bytes per idle active actor in an `ActorHost`: the growth of live heap bytes while
+/// `ACTORS` more actors are activated (one read-only command each) and left idle, divided by
+/// them. The state is 8 bytes; the rest is the runtime's (the mailbox, the actor's task, its
+/// entry in the host's map, its id).
+fn active_actors() -> serde_json::Value {
+    use aether_actor::{ActorClient, ActorHost, RuntimeConfig};
+    const WARM: u64 = 2_000;
+    const ACTORS: u64 = 50_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (per_actor, active) = rt.block_on(async {
+        let host = ActorHost::new(
+            Counter,
+            std::sync::Arc::new(InMemoryEventStore::new()),
+            RuntimeConfig::default(),
+        );
+        let ids: Vec<String> = (0..WARM + ACTORS).map(|i| format!("counter-{i}")).collect();
+        for id in &ids[..WARM as usize] {
+            let _ = host.send(id, ()).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = live_bytes();
+        for id in &ids[WARM as usize..] {
+            let _ = host.send(id, ()).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = live_bytes();
+        let per_actor = after.saturating_sub(before) as f64 / ACTORS as f64;
+        (per_actor, host.active_count())
+    });
+    if active as u64 != WARM + ACTORS {
+        eprintln!("expected {} active actors, found {active}", WARM + ACTORS);
+        std::process::exit(1);
+    }
+    serde_json::json!({
+        "measure": format!("actor runtime, heap bytes per idle active actor ({} actors, an 8-byte state, ids like \"counter-12345\")", WARM + ACTORS),
+        "value": format!("{per_actor:.0} B"),
+        "target": "≤ 1 024 B",
+        "met": if per_actor <= 1024.0 { "yes" } else { "**no**" },
+    })
 }
 
 fn in_memory_store() -> serde_json::Value {

@@ -34,7 +34,7 @@ pub(crate) async fn run_actor<A: Actor>(
     actor_id: String,
     generation: u64,
     stop: Arc<Notify>,
-    mut rx: mpsc::Receiver<Request<A>>,
+    mut rx: mpsc::Receiver<Box<Request<A>>>,
 ) {
     let mut loaded: Option<Loaded<A::State>> = None;
     let idle = shared.config.passivation.idle_timeout;
@@ -49,7 +49,9 @@ pub(crate) async fn run_actor<A: Actor>(
             }
         };
         let Some(request) = next else { break };
-        let result = handle(&shared, &actor_id, &mut loaded, &request.envelope).await;
+        // Boxed: an idle actor's task then holds only this loop's state, not the largest
+        // state of a command being handled (most actors are idle most of the time).
+        let result = Box::pin(handle(&shared, &actor_id, &mut loaded, &request.envelope)).await;
         bump(&shared.counters.commands);
         let _ = request.reply.send(Answer::Done(result));
     }

@@ -89,7 +89,9 @@ pub(crate) struct Request<A: Actor> {
 }
 
 struct Cell<A: Actor> {
-    tx: mpsc::Sender<Request<A>>,
+    /// Requests are boxed: the channel allocates its slots 32 at a time, and an unboxed
+    /// request (a command with its metadata) would make that block several KiB per actor.
+    tx: mpsc::Sender<Box<Request<A>>>,
     stop: Arc<Notify>,
     generation: u64,
 }
@@ -346,10 +348,10 @@ impl<A: Actor> ActorHost<A> {
             };
             self.touch(actor_id, activated);
             let (reply_tx, reply_rx) = oneshot::channel();
-            let request = Request {
+            let request = Box::new(Request {
                 envelope,
                 reply: reply_tx,
-            };
+            });
             match tx.send(request).await {
                 Ok(()) => match reply_rx.await {
                     Ok(Answer::Done(result)) => return result,
