@@ -250,13 +250,15 @@ pub fn validate_timer_due(
 }
 
 /// Checks the subject of a publish effect: NATS tokens separated by dots, no wildcards, no
-/// whitespace, at most 255 bytes.
+/// whitespace, at most 255 bytes, and not a system subject (`$JS.API...`, `$KV...`: an effect
+/// is data for an application, never a request to the server).
 ///
 /// # Errors
 /// [`ReactionError::InvalidSubject`].
 pub fn validate_effect_subject(subject: &str) -> Result<(), ReactionError> {
     let bad = subject.is_empty()
         || subject.len() > 255
+        || subject.starts_with('$')
         || subject.split('.').any(|t| {
             t.is_empty()
                 || t == "*"
@@ -354,7 +356,8 @@ pub enum ReactionError {
     },
     /// A publish effect's subject is not a plain NATS subject.
     ///
-    /// Handling: fix the subject (dot-separated tokens, no wildcards, no spaces).
+    /// Handling: fix the subject (dot-separated tokens, no wildcards, no spaces, not starting
+    /// with `$`).
     #[error("effect subject {subject:?} is not a valid NATS subject without wildcards")]
     InvalidSubject {
         /// The subject (cut to 120 characters).
@@ -455,7 +458,15 @@ mod tests {
         ));
         validate_timer_due("t", now - Duration::minutes(5), now).expect("a little late");
         validate_timer_due("t", now + Duration::days(399), now).expect("within a year");
-        for bad in ["", "a..b", "a.*", "a.>", "a b", ".a"] {
+        for bad in [
+            "",
+            "a..b",
+            "a.*",
+            "a.>",
+            "a b",
+            ".a",
+            "$JS.API.STREAM.DELETE.X",
+        ] {
             assert!(validate_effect_subject(bad).is_err(), "{bad:?}");
         }
         validate_effect_subject("orders.placed.eu").expect("valid");

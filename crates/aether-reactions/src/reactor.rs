@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use aether_actor::{CommandMeta, DomainEvent, EventCodec};
 use aether_core::{
-    effect_id, ActorKey, BoxError, EffectRecord, Error, EventLog, Reactions, Result, TimerOp,
-    METADATA_CORRELATION_ID,
+    effect_id, validate_effect_subject, ActorKey, BoxError, EffectRecord, Error, EventLog,
+    Reactions, Result, TimerOp, METADATA_CORRELATION_ID,
 };
 use aether_nats::backend::classify;
 use aether_projection::{
@@ -255,6 +255,10 @@ impl Reactor {
                 Ok(())
             }
             EffectRecord::Publish { subject, payload } => {
+                // Checked when decided; checked again here because the record comes from the
+                // store, where anyone who may write could have put any subject.
+                validate_effect_subject(subject)
+                    .map_err(|e| Error::invalid(format!("effect {id}: {e}")))?;
                 let Some(js) = &self.publisher else {
                     return Err(Error::NotFound(format!(
                         "effect {id} publishes to {subject}, and the reactor has no publisher"

@@ -271,6 +271,10 @@ impl JetStreamTimers {
     }
 }
 
+/// How many times a fired timer of a type no dispatcher here delivers to is given back before
+/// it is dropped (about a minute at one attempt every 5 s).
+const MAX_UNROUTABLE_DELIVERIES: i64 = 12;
+
 /// Delivers one fired timer and settles its message.
 async fn dispatch(targets: &Targets, message: async_nats::jetstream::Message) {
     let fired: Fired = match serde_json::from_slice(&message.payload) {
@@ -287,9 +291,18 @@ async fn dispatch(targets: &Targets, message: async_nats::jetstream::Message) {
         .to_std()
         .unwrap_or(Duration::ZERO);
     let Some(target) = targets.get(&fired.actor_type) else {
-        // Another dispatcher may deliver to this type; give it back.
-        tracing::debug!(actor_type = %fired.actor_type, "no target for a fired timer here");
-        settle(&message, AckKind::Nak(Some(Duration::from_secs(5)))).await;
+        // Another dispatcher may deliver to this type: give it back, a bounded number of
+        // times, so that a message no dispatcher can deliver (a type nobody hosts any more, or
+        // one written by hand) does not come back forever.
+        let delivered = message.info().map(|i| i.delivered).unwrap_or(i64::MAX);
+        if delivered >= MAX_UNROUTABLE_DELIVERIES {
+            tracing::warn!(actor_type = %fired.actor_type, actor_id = %fired.actor_id, timer = %fired.timer.name, delivered, "no dispatcher delivers to this actor type; dropping the fired timer");
+            metrics::counter!("aether_timers_failed_total").increment(1);
+            settle(&message, AckKind::Term).await;
+        } else {
+            tracing::debug!(actor_type = %fired.actor_type, "no target for a fired timer here");
+            settle(&message, AckKind::Nak(Some(Duration::from_secs(5)))).await;
+        }
         return;
     };
     let meta = CommandMeta {

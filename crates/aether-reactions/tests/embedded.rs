@@ -1,6 +1,7 @@
 //! The reactor with embedded hosts over the in-memory store, no server: effects of events of
-//! any schema version are delivered once, and an effect that cannot be carried out is parked
-//! where operators see it, never dropped.
+//! any schema version are delivered once, and an effect that cannot be carried out (no
+//! publisher, or a forged record publishing to the server's API) is parked where operators see
+//! it, never dropped or carried out.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -125,6 +126,17 @@ async fn effects_of_any_schema_version_are_delivered_once_and_undeliverable_ones
         .send("b-publish", ("x".to_string(), true))
         .await
         .expect("rang");
+    // Written by hand, past the decision's checks: a publish to the server's API. The reactor
+    // checks again and parks it.
+    let mut forged = aether_core::Event::new("Rang", "b-forged", 1)
+        .with_actor_type("bell")
+        .with_field("to", "x")
+        .with_field("publish", true);
+    forged.set_metadata(
+        aether_core::METADATA_REACTIONS,
+        r#"{"effects":[{"kind":"publish","subject":"$JS.API.STREAM.DELETE.EVENTS","payload":1}]}"#,
+    );
+    store.save_event(&forged).await.expect("saved");
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -144,9 +156,16 @@ async fn effects_of_any_schema_version_are_delivered_once_and_undeliverable_ones
                     .expect("parked"),
             );
         }
-        if heard == 10 && parked.len() == 1 {
-            assert!(parked[0].error.contains("no publisher"), "{:?}", parked[0]);
-            assert_eq!(parked[0].event.actor_id, "b-publish");
+        if heard == 10 && parked.len() == 2 {
+            parked.sort_by(|a, b| a.event.actor_id.cmp(&b.event.actor_id));
+            assert_eq!(parked[0].event.actor_id, "b-forged");
+            assert!(
+                parked[0].error.contains("not a valid NATS subject"),
+                "{:?}",
+                parked[0]
+            );
+            assert_eq!(parked[1].event.actor_id, "b-publish");
+            assert!(parked[1].error.contains("no publisher"), "{:?}", parked[1]);
             break;
         }
         assert!(
