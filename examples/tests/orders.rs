@@ -2,8 +2,9 @@
 //! nats-server with the JetStream store, the cluster, the reactor and the order process:
 //! - an order paid in time sells its seats; an unpaid one releases them when its timer fires;
 //!   a payment after that is given back;
-//! - a `booking-node` process killed with SIGKILL while its orders' timers are pending: every
-//!   timer fires on the surviving nodes, once, and every hold is released once.
+//! - a `booking-node` process killed with SIGKILL as its orders' timers fire: every timer
+//!   fires, once (those it held unacknowledged through the survivors), and every hold is
+//!   released once.
 //!
 //! Before 2.12 (no message schedules) placing an order is refused, typed, and writes nothing.
 
@@ -208,14 +209,14 @@ async fn a_node_killed_with_sigkill_leaves_its_timers_to_the_others_and_each_fir
     node.send::<Show>("hamlet", ShowCommand::Create { seats: 1_000 })
         .await
         .expect("created");
-    // Orders owned by the node about to die, due in 3 s.
+    // Orders owned by the node about to die, due in 2 s.
     let orders: Vec<String> = (0..)
         .map(|i| format!("o-{i}"))
         .filter(|id| node.owner_of(id).as_deref() == Some("victim"))
         .take(20)
         .collect();
     for id in &orders {
-        node.send::<Order>(id, place("hamlet", "ada", 1, 3))
+        node.send::<Order>(id, place("hamlet", "ada", 1, 2))
             .await
             .expect("placed");
     }
@@ -223,6 +224,20 @@ async fn a_node_killed_with_sigkill_leaves_its_timers_to_the_others_and_each_fir
         node.send::<Show>("hamlet", ShowCommand::Seating)
             .await
             .is_ok_and(|s| s.holds.len() == orders.len())
+    })
+    .await;
+    // Killed as its timers fire: the first expiry shows the victim's dispatcher at work, and
+    // the fired timers it holds unacknowledged go to the others after the ack wait.
+    eventually("the first expiry", || async {
+        for id in &orders {
+            if event_types(&app, "order", id)
+                .await
+                .contains(&"Expired".to_string())
+            {
+                return true;
+            }
+        }
+        false
     })
     .await;
     victim.kill();
