@@ -134,6 +134,8 @@ const FAILOVER: &str = "cargo bench -p aether-benches --bench failover";
 const PG: &str = "cargo bench -p aether-benches --bench postgres";
 const GROUP: &str = "cargo bench -p aether-benches --bench group_commit";
 const PEER: &str = "cargo run --release -p aether-benches --bin peer-throughput";
+const REACT: &str = "cargo bench -p aether-benches --bench reactions";
+const LATENESS: &str = "cargo run --release -p aether-benches --bin reaction-lateness -- --json target/reaction-lateness.json";
 
 const PG_DURABLE: &str = "PostgreSQL events table, `synchronous_commit=on`";
 const PG_RELAXED: &str = "PostgreSQL events table, `synchronous_commit=off`";
@@ -725,6 +727,73 @@ const ROWS: &[Row] = &[
         "reported",
         PG,
         Earlier::Same,
+    ),
+    Row {
+        operation: "decision that sets (replaces) a timer, `ActorHost::send` to one active actor, no reactor running, measured in both orders",
+        group: "reaction_decision",
+        aether: "sets_timer",
+        reference: Some(("the same decision setting no timer", "no_timer")),
+        orders: &[("timer first", "timer_first"), ("no timer first", "no_timer_first")],
+        target: Target::TimeAtMost(1.2),
+        target_text: "≤ 1.2×",
+        reproduce: REACT,
+        earlier: Earlier::New,
+    },
+    Row {
+        operation: "decision that sets (replaces) a timer, the reactor running on the same cores (setting each schedule), both orders",
+        group: "reaction_decision",
+        aether: "sets_timer",
+        reference: Some((
+            "the same decision setting no timer, the reactor running",
+            "no_timer",
+        )),
+        orders: &[
+            ("timer first", "reactor_timer_first"),
+            ("no timer first", "reactor_no_timer_first"),
+        ],
+        target: Target::Report,
+        target_text: "reported",
+        reproduce: REACT,
+        earlier: Earlier::New,
+    },
+    row(
+        "process-manager steps: a `ProcessRouter` (one partition) over 4 000 stored events, one event decided per step, steady state",
+        "process_steps",
+        "router_1_partition",
+        Some((
+            "raw durable pull consumer over the same events calling the same host, same commands and ids",
+            "raw_consumer",
+        )),
+        Target::ThroughputAtLeast(0.7),
+        "≥ 0.7× throughput",
+        REACT,
+        Earlier::New,
+    ),
+    row(
+        "process-manager steps (as above), next to an ordered consumer",
+        "process_steps",
+        "router_1_partition",
+        Some((
+            "raw ordered consumer (nothing to acknowledge) calling the same host, same commands and ids",
+            "raw_ordered_consumer",
+        )),
+        Target::Report,
+        "reported",
+        REACT,
+        Earlier::New,
+    ),
+    row(
+        "process-manager steps (as above), next to reads in pages",
+        "process_steps",
+        "router_1_partition",
+        Some((
+            "raw fetches of up to 1 000 events, then their steps, same host, commands and ids",
+            "raw_fetched_pages",
+        )),
+        Target::Report,
+        "reported",
+        REACT,
+        Earlier::New,
     ),
 ];
 
@@ -1425,6 +1494,83 @@ fn probe_section(peer: &Value) -> String {
     md.trim_end().to_string()
 }
 
+/// A row from the timer-lateness run (`reaction-lateness`): how late timers' commands are
+/// decided, with a number of timers pending. No ratio: lateness is measured against the due
+/// time, and the reference column gives the server's share (its schedule firing).
+struct LatenessRow {
+    operation: &'static str,
+    pending: u64,
+    /// The target on the p99 in ms, if the row is judged.
+    p99_ms: Option<f64>,
+    target_text: &'static str,
+}
+
+const LATENESS_ROWS: &[LatenessRow] = &[
+    LatenessRow {
+        operation: "timer lateness, 1 000 pending (1 000 timers due 2–4 s ahead per round): the timer's command decided − due",
+        pending: 1_000,
+        p99_ms: Some(100.0),
+        target_text: "p99 ≤ 100 ms",
+    },
+    LatenessRow {
+        operation: "timer lateness, 100 000 pending (the same 1 000 per round, 99 000 more due an hour or two ahead)",
+        pending: 100_000,
+        p99_ms: None,
+        target_text: "reported",
+    },
+];
+
+const LATENESS_REFERENCE: &str = "the server's share: the fired message's stored time − due";
+
+fn fmt_ms(ms: f64) -> String {
+    fmt_ns(ms * 1_000_000.0)
+}
+
+/// The line of a lateness row, if the run's results hold its scenario.
+fn lateness_line(run: &Value, r: &LatenessRow) -> Option<Line> {
+    let s = run["scenarios"]
+        .as_array()?
+        .iter()
+        .find(|s| s["pending"].as_u64() == Some(r.pending))?;
+    let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
+    let rounds: Vec<f64> = s["round_p99_ms"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    let (lo, hi) = min_max(&rounds);
+    let p99 = f("p99_ms");
+    let met = match r.p99_ms {
+        Some(t) if p99 <= t => "yes".to_string(),
+        Some(_) => "**no**".to_string(),
+        None => "—".to_string(),
+    };
+    Some(Line {
+        carried_before: false,
+        cells: [
+            r.operation.to_string(),
+            format!(
+                "p50 {}, p99 {} (max {}; rounds' p99 {}–{}; {} timers in {} rounds)",
+                fmt_ms(f("p50_ms")),
+                fmt_ms(p99),
+                fmt_ms(f("max_ms")),
+                fmt_ms(lo),
+                fmt_ms(hi),
+                fmt_count(f("timers")),
+                s["rounds"].as_u64().unwrap_or(0),
+            ),
+            LATENESS_REFERENCE.to_string(),
+            format!(
+                "p50 {}, p99 {} (server)",
+                fmt_ms(f("server_p50_ms")),
+                fmt_ms(f("server_p99_ms"))
+            ),
+            "—".to_string(),
+            r.target_text.to_string(),
+            met,
+        ],
+    })
+}
+
 fn main() {
     let mut positional = Vec::new();
     let mut peer_path = None;
@@ -1529,6 +1675,41 @@ fn main() {
                     r.operation, r.aether
                 )),
                 None => missing.push(format!("{} (`peer-throughput`)", r.operation)),
+            },
+        }
+    }
+
+    // The timer-lateness run writes its results beside the criterion directory.
+    let lateness: Option<Value> = dir
+        .parent()
+        .map(|p| p.join("reaction-lateness.json"))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| serde_json::from_str(&t).ok());
+    for r in LATENESS_ROWS {
+        let key = (r.operation.to_string(), LATENESS_REFERENCE.to_string());
+        let kept_line = match prev.rows.get(&key) {
+            Some(cells) if keep_rows => Some(Line {
+                carried_before: cells[6].contains("not rerun"),
+                cells: cells.clone(),
+            }),
+            _ => None,
+        };
+        let target = if r.p99_ms.is_some() {
+            Target::AbsoluteNs(0.0)
+        } else {
+            Target::Report
+        };
+        match lateness.as_ref().and_then(|v| lateness_line(v, r)) {
+            Some(line) => lines.push(line),
+            None => match kept_line
+                .or_else(|| carried(&prev, (r.operation, LATENESS_REFERENCE), target, false))
+            {
+                Some(line) => {
+                    from_earlier |= line.carried_before;
+                    from_prev_run |= !line.carried_before;
+                    lines.push(line);
+                }
+                None => missing.push(format!("{} (`reaction-lateness`)", r.operation)),
             },
         }
     }
@@ -1660,6 +1841,7 @@ fn main() {
     );
     let mut cmds: Vec<&str> = ROWS.iter().map(|r| r.reproduce).collect();
     cmds.push(PEER);
+    cmds.push(LATENESS);
     cmds.sort();
     cmds.dedup();
     for c in cmds {
