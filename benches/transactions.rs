@@ -9,6 +9,11 @@
 //! then `raw_atomic_batch/raw_first` and `aether/raw_first`. `bench-report` gives the ratio of
 //! each order; a drift that is linear in time weighs on both sides equally over the four.
 //!
+//! A second group runs the transaction and the two single saves on a stream with three
+//! replicas (a three-server cluster started by the bench), also A B B A: on one server the
+//! server stages an atomic batch on disk before its commit, which a replicated stream does not
+//! need to (the batch goes through the stream's Raft log as one proposal).
+//!
 //! Needs nats-server 2.12+ (atomic batch publish); on an older server it says so and measures
 //! nothing.
 
@@ -17,7 +22,7 @@ use std::sync::Arc;
 use aether_benches::setup::OrFail;
 use aether_core::{Event, EventStore, Transaction};
 use aether_store::{JetStreamConfig, JetStreamEventStore};
-use aether_testkit::NatsServer;
+use aether_testkit::{NatsCluster, NatsServer};
 use async_nats::jetstream::{self, message::PublishMessage};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
@@ -178,6 +183,63 @@ fn transactions(c: &mut Criterion) {
         })
     });
 
+    g.finish();
+    drop(server);
+    replicated(c, &rt);
+}
+
+/// The transaction against two single saves on a stream with three replicas.
+fn replicated(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let cluster = NatsCluster::start(3).or_fail("a three-server cluster for benchmarks");
+    let store = rt.block_on(async {
+        let servers: Vec<async_nats::ServerAddr> = cluster
+            .url_list()
+            .iter()
+            .map(|u| u.parse().or_fail("a server address"))
+            .collect();
+        let client = async_nats::connect(servers).await.or_fail("connect");
+        let store = JetStreamEventStore::new(
+            client,
+            JetStreamConfig::default().namespace("r3").replicas(3),
+        )
+        .await
+        .or_fail("store");
+        Arc::new(store)
+    });
+    let mut txn = StoreTransfer {
+        store: store.clone(),
+        version: 0,
+    };
+    let mut w = 0u64;
+    let mut saves = move |store: Arc<JetStreamEventStore>| {
+        w += 1;
+        let v = w;
+        async move {
+            store.save_event(&moved("a", v, -1)).await.or_fail("save");
+            store.save_event(&moved("b", v, 1)).await.or_fail("save");
+        }
+    };
+    rt.block_on(async {
+        for _ in 0..WARM_UP_BATCHES {
+            txn.once().await;
+            saves(store.clone()).await;
+        }
+    });
+    let mut g = c.benchmark_group("js_transaction_2_actors_r3");
+    // A B B A, as above.
+    g.bench_function(BenchmarkId::new("aether", "transaction_first"), |b| {
+        b.iter(|| rt.block_on(txn.once()))
+    });
+    g.bench_function(
+        BenchmarkId::new("two_save_event", "transaction_first"),
+        |b| b.iter(|| rt.block_on(saves(store.clone()))),
+    );
+    g.bench_function(BenchmarkId::new("two_save_event", "saves_first"), |b| {
+        b.iter(|| rt.block_on(saves(store.clone())))
+    });
+    g.bench_function(BenchmarkId::new("aether", "saves_first"), |b| {
+        b.iter(|| rt.block_on(txn.once()))
+    });
     g.finish();
 }
 

@@ -507,6 +507,23 @@ const ROWS: &[Row] = &[
         TXN,
         Earlier::Same,
     ),
+    Row {
+        operation: "transaction over two actors (one atomic batch) on a stream with 3 replicas, measured in both orders",
+        group: "js_transaction_2_actors_r3",
+        aether: "aether",
+        reference: Some((
+            "two sequential `save_event` on the same stream (not atomic)",
+            "two_save_event",
+        )),
+        orders: &[
+            ("transaction first", "transaction_first"),
+            ("saves first", "saves_first"),
+        ],
+        target: Target::TimeAtMost(2.0),
+        target_text: "≤ 2×",
+        reproduce: TXN,
+        earlier: Earlier::New,
+    },
     row(
         "typed rebuild of a 10 000-event actor (decode + apply)",
         "actor_rebuild_10k",
