@@ -208,26 +208,29 @@ pub(crate) fn pending_after_load<A: Actor>(actor_id: &str, state: &A::State) -> 
 ///
 /// # Errors
 /// A [`ReactionError`] for a declaration the rules refuse; nothing is stamped then.
+///
+/// `support` is asked for only when a timer is set or an effect goes to another type, and the
+/// clock read only when a timer is set: a decision without reactions pays for neither.
 pub(crate) fn record<A: Actor>(
-    support: &dyn ReactionSupport,
+    support: &dyn Fn() -> SupportHandle,
     actor_id: &str,
     before: &[TimerRecord],
     state_after: &A::State,
     events: &[A::Event],
     stored: &mut [Event],
-    now: DateTime<Utc>,
 ) -> Result<Vec<TimerRecord>, ReactionError> {
     let after = declared_timers::<A>(actor_id, state_after)?;
     let ops = diff(before, &after);
-    let mut set_any = false;
-    for op in &ops {
-        if let TimerOp::Set(t) = op {
-            validate_timer_due(&t.name, t.due, now)?;
-            set_any = true;
+    let mut held: Option<SupportHandle> = None;
+    let mut supported = || held.get_or_insert_with(support).clone();
+    if ops.iter().any(|op| matches!(op, TimerOp::Set(_))) {
+        let now = Utc::now();
+        for op in &ops {
+            if let TimerOp::Set(t) = op {
+                validate_timer_due(&t.name, t.due, now)?;
+            }
         }
-    }
-    if set_any {
-        support.timers()?;
+        supported().timers()?;
     }
     // Stamped as checked: on a refusal the caller drops every event, stamped or not.
     // Effect ids are derived from each event's key and version when they are carried out
@@ -251,7 +254,7 @@ pub(crate) fn record<A: Actor>(
                     actor_id: target,
                     ..
                 } => {
-                    if actor_type != A::TYPE && !support.knows(actor_type) {
+                    if actor_type != A::TYPE && !supported().knows(actor_type) {
                         return Err(ReactionError::UnknownTarget {
                             actor_type: actor_type.chars().take(80).collect(),
                         });
@@ -283,19 +286,18 @@ pub(crate) fn record<A: Actor>(
 /// As [`record`], for a decision made outside an activation (a transaction): the timers
 /// before come from `state_before`, the state after is `state_before` with `events` applied.
 pub(crate) fn record_from<A: Actor>(
-    support: &dyn ReactionSupport,
+    support: &dyn Fn() -> SupportHandle,
     actor_id: &str,
     state_before: &A::State,
     events: &[A::Event],
     stored: &mut [Event],
-    now: DateTime<Utc>,
 ) -> Result<(), ReactionError> {
     let before = pending_after_load::<A>(actor_id, state_before);
     let mut after = state_before.clone();
     for event in events {
         A::apply(&mut after, event);
     }
-    record::<A>(support, actor_id, &before, &after, events, stored, now).map(|_| ())
+    record::<A>(support, actor_id, &before, &after, events, stored).map(|_| ())
 }
 
 /// What changed from `before` to `after`: sets for new and changed timers, cancels for the

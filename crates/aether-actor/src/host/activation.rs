@@ -186,15 +186,13 @@ async fn handle<A: Actor>(
         for event in &events {
             A::apply(&mut l.state, event);
         }
-        let support = shared.reactions();
         let timers = match reaction::record::<A>(
-            &*support,
+            &|| shared.reactions(),
             actor_id,
             &l.timers,
             &l.state,
             &events,
             &mut stored,
-            chrono::Utc::now(),
         ) {
             Ok(t) => t,
             Err(e) => {

@@ -119,18 +119,11 @@ impl<A: Actor> ActorHost<A> {
                     meta.stamp(&mut e);
                     stored.push(e);
                 }
-                reaction::record_from::<A>(
-                    &*shared.reactions(),
-                    id,
-                    state,
-                    decided,
-                    &mut stored,
-                    chrono::Utc::now(),
-                )
-                .map_err(|e| {
-                    bump(&shared.counters.reactions_refused);
-                    CommandError::Reaction(e)
-                })?;
+                reaction::record_from::<A>(&|| shared.reactions(), id, state, decided, &mut stored)
+                    .map_err(|e| {
+                        bump(&shared.counters.reactions_refused);
+                        CommandError::Reaction(e)
+                    })?;
                 txn = txn.append(*id, *version, stored);
             }
             if txn.appends().is_empty() {

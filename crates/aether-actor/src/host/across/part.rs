@@ -115,12 +115,11 @@ impl<A: Actor> Part for Member<A> {
         }
         let shared = &self.host.shared;
         reaction::record_from::<A>(
-            &*shared.reactions(),
+            &|| shared.reactions(),
             &self.actor_id,
             state,
             &events,
             &mut stored,
-            chrono::Utc::now(),
         )
         .map_err(|e| {
             bump(&shared.counters.reactions_refused);
