@@ -1,19 +1,19 @@
 //! Activation: rebuilding an actor the way `ActorHost` activates it (its latest snapshot, then
-//! its events from 32 versions before the snapshot, whose command ids it keeps, to the last,
-//! decoded and applied) on the JetStream store, next to raw reads of the same messages.
+//! its events after the snapshot, decoded and applied) on the JetStream store, next to raw
+//! reads of the same messages.
 //!
-//! The actor has 1 100 events, saved one per message as commands save them, and a snapshot at
-//! version 1 000. Activation reads the snapshot, then replays versions 969 to 1 100: 132
-//! messages, through one consumer. The store must first find where that replay starts and
-//! ends (a direct get of the last event, then a search of direct gets over stream sequences);
-//! that search is the store's own cost, so it is on the store's side only.
+//! The actor has 1 100 events, saved one per message as commands save them (each with its
+//! command id), and a snapshot at version 1 000 that kept the ids of the 32 latest commands.
+//! Activation reads the snapshot and the actor's last message at once, then versions 1 001 to
+//! 1 100 through one consumer from right after the snapshot's message (checked: the first
+//! event read must be version 1 001). The raw reference does the reads a rebuild cannot do
+//! without: a direct get of the snapshot, then one pull consumer over the 100 messages from a
+//! start known in advance.
 //!
-//! Two raw references, each a direct get of the snapshot and one pull consumer from a start
-//! known in advance, deleted after use off the caller's path as the store deletes its own:
-//! - `raw_same_reads`: the 132 messages the store reads (the row with the verdict);
-//! - `raw_after_snapshot_only`: the 100 messages after the snapshot, the floor of a design not
-//!   built, where the snapshot keeps the recent command ids and records where the replay
-//!   starts (reported only).
+//! A second actor, in a stream of its own, has the same history and a snapshot of an earlier
+//! release, which kept no command ids: its activation also reads the 32 events before the
+//! snapshot for their ids, and must search the stream for where they start. Its reference
+//! reads the same 132 messages from a start known in advance (reported only).
 //!
 //! Both sides leave their consumer deletions running in the background, so a deletion
 //! overlaps the next activation on both alike. Each sample starts once the stream has no
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_actor::{Actor, ActorHost, DomainEvent, RuntimeConfig};
-use aether_core::{ActorKey, EventStore, Snapshot, SnapshotStore};
+use aether_core::{ActorKey, EventStore, Snapshot, SnapshotStore, METADATA_MESSAGE_ID};
 use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
 use async_nats::jetstream::consumer;
@@ -35,8 +35,9 @@ use serde::{Deserialize, Serialize};
 
 const SNAPSHOT_AT: u64 = 1_000;
 const AFTER: u64 = 100;
-/// How many events before the snapshot activation reads for their command ids (the host's
-/// `COMMAND_ID_LOOKBACK`, private to aether-actor; the assertions below check the effect).
+/// How many command ids the snapshot keeps, and how many events before a snapshot without
+/// them activation reads for their ids (the host's `COMMAND_ID_LOOKBACK`, private to
+/// aether-actor; the assertions below check the effect).
 const LOOKBACK: u64 = 32;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -156,6 +157,63 @@ where
     start.elapsed()
 }
 
+/// Stores an actor's history (1 100 events, one message each, each with its command id) and
+/// a snapshot at version 1 000, in a stream of its own; `with_ids`: the snapshot keeps the
+/// latest command ids (this release), else not (an earlier one).
+async fn history(
+    client: &async_nats::Client,
+    namespace: &str,
+    actor: &str,
+    with_ids: bool,
+) -> (Arc<JetStreamEventStore>, Stream) {
+    let store = Arc::new(
+        JetStreamEventStore::new(
+            client.clone(),
+            JetStreamConfig::default().namespace(namespace),
+        )
+        .await
+        .expect("store"),
+    );
+    let codec = aether_actor::EventCodec::<Counted>::default();
+    let command = |v: u64| format!("command-{v}");
+    let stored = |v: u64| {
+        codec
+            .encode(&Counted::Added { n: 1 })
+            .expect("encode")
+            .into_event_of(ActorKey::new(Tally::TYPE, actor), v)
+            .with_metadata(METADATA_MESSAGE_ID, command(v))
+    };
+    for v in 1..=SNAPSHOT_AT {
+        store.save_event(&stored(v)).await.expect("save");
+    }
+    let mut state = serde_json::Map::new();
+    state.insert("total".into(), SNAPSHOT_AT.into());
+    let mut snapshot = Snapshot::new(actor, SNAPSHOT_AT, state)
+        .with_actor_type(Tally::TYPE)
+        .with_schema_version(Tally::STATE_VERSION);
+    if with_ids {
+        snapshot =
+            snapshot.with_command_ids((SNAPSHOT_AT + 1 - LOOKBACK..=SNAPSHOT_AT).map(command));
+    }
+    store.save_snapshot(&snapshot).await.expect("snapshot");
+    for v in SNAPSHOT_AT + 1..=SNAPSHOT_AT + AFTER {
+        store.save_event(&stored(v)).await.expect("save");
+    }
+    let stream = async_nats::jetstream::new(client.clone())
+        .get_stream(store.stream_name())
+        .await
+        .expect("stream");
+    // The stream holds this actor only: versions 1 to 1 000 at sequences 1 to 1 000, the
+    // snapshot at 1 001, versions 1 001 to 1 100 at 1 002 to 1 101. The raw sides know their
+    // starts from that layout; the store finds its own.
+    let info = stream.get_info().await.expect("stream info").state;
+    assert_eq!(
+        (info.messages, info.last_sequence),
+        (SNAPSHOT_AT + 1 + AFTER, SNAPSHOT_AT + 1 + AFTER)
+    );
+    (store, stream)
+}
+
 fn activation(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -164,89 +222,69 @@ fn activation(c: &mut Criterion) {
         .expect("runtime");
     let server = NatsServer::start().expect("nats-server for benchmarks");
     let actor = "tally-1";
-    let (store, stream) = rt.block_on(async {
+    let (store, stream, old_store, old_stream) = rt.block_on(async {
         let client = async_nats::connect(server.url()).await.expect("connect");
-        let store = Arc::new(
-            JetStreamEventStore::new(
-                client.clone(),
-                JetStreamConfig::default().namespace("activation"),
-            )
-            .await
-            .expect("store"),
-        );
-        let codec = aether_actor::EventCodec::<Counted>::default();
-        let stored = |v: u64| {
-            codec
-                .encode(&Counted::Added { n: 1 })
-                .expect("encode")
-                .into_event_of(ActorKey::new(Tally::TYPE, actor), v)
-        };
-        // One message per event, as commands save them: the replay reads the 32 events before
-        // the snapshot as 32 messages, like an actor's real history.
-        for v in 1..=SNAPSHOT_AT {
-            store.save_event(&stored(v)).await.expect("save");
-        }
-        let mut state = serde_json::Map::new();
-        state.insert("total".into(), SNAPSHOT_AT.into());
-        store
-            .save_snapshot(
-                &Snapshot::new(actor, SNAPSHOT_AT, state)
-                    .with_actor_type(Tally::TYPE)
-                    .with_schema_version(Tally::STATE_VERSION),
-            )
-            .await
-            .expect("snapshot");
-        for v in SNAPSHOT_AT + 1..=SNAPSHOT_AT + AFTER {
-            store.save_event(&stored(v)).await.expect("save");
-        }
-        let stream = async_nats::jetstream::new(client)
-            .get_stream(store.stream_name())
-            .await
-            .expect("stream");
-        (store, stream)
+        let (store, stream) = history(&client, "activation", actor, true).await;
+        let (old_store, old_stream) = history(&client, "activation-earlier", actor, false).await;
+        (store, stream, old_store, old_stream)
     });
-    // The stream holds this actor only: versions 1 to 1 000 at sequences 1 to 1 000, the
-    // snapshot at 1 001, versions 1 001 to 1 100 at 1 002 to 1 101. The raw sides know their
-    // starts from that layout; the store finds its own.
-    let state = rt.block_on(stream.get_info()).expect("stream info").state;
-    assert_eq!(
-        (state.messages, state.last_sequence),
-        (SNAPSHOT_AT + 1 + AFTER, SNAPSHOT_AT + 1 + AFTER)
-    );
     let lookback_start = SNAPSHOT_AT + 1 - LOOKBACK;
     let after_snapshot_start = SNAPSHOT_AT + 2;
     let host = ActorHost::new(Tally, store.clone(), RuntimeConfig::default());
-    // The rebuild uses the snapshot: state and version as the full history says.
-    let (state, version) = rt.block_on(host.load_state(actor)).expect("load");
-    assert_eq!(
-        (state.total, version),
-        ((SNAPSHOT_AT + AFTER) as i64, SNAPSHOT_AT + AFTER)
-    );
-    assert_eq!(host.stats().snapshots_ignored, 0);
-    // The replay's range, as the store reads it: from the lookback's first version to the last.
+    let old_host = ActorHost::new(Tally, old_store.clone(), RuntimeConfig::default());
+    // Both rebuilds use their snapshot: state and version as the full history says.
+    for h in [&host, &old_host] {
+        let (state, version) = rt.block_on(h.load_state(actor)).expect("load");
+        assert_eq!(
+            (state.total, version),
+            ((SNAPSHOT_AT + AFTER) as i64, SNAPSHOT_AT + AFTER)
+        );
+        assert_eq!(h.stats().snapshots_ignored, 0);
+    }
+    // The reads the rebuild makes: with the ids kept, the events after the snapshot only.
+    let key = ActorKey::new(Tally::TYPE, actor);
+    let read = rt
+        .block_on(store.snapshot_and_events_of(key, &|s| s.map_or(1, |s| s.version + 1)))
+        .expect("read");
+    assert_eq!(read.events.len() as u64, AFTER);
     let replayed = rt
-        .block_on(store.events_of(ActorKey::new(Tally::TYPE, actor), lookback_start))
+        .block_on(old_store.events_of(key, lookback_start))
         .expect("replay");
     assert_eq!(replayed.len() as u64, LOOKBACK + AFTER);
 
-    let events_subject = store.event_subject(ActorKey::new(Tally::TYPE, actor));
-    let snapshot_subject = store.snapshot_subject(ActorKey::new(Tally::TYPE, actor));
     let mut g = c.benchmark_group("activation_snapshot_100");
-    g.bench_function("aether", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            timed(&stream, iters, || async {
-                black_box(host.load_state(actor).await.expect("load"));
-            })
-        })
-    });
-    for (id, start, count) in [
-        ("raw_same_reads", lookback_start, LOOKBACK + AFTER),
-        ("raw_after_snapshot_only", after_snapshot_start, AFTER),
+    for (id, h, st, raw, start, count) in [
+        (
+            "aether",
+            &host,
+            &store,
+            "raw_after_snapshot",
+            after_snapshot_start,
+            AFTER,
+        ),
+        (
+            "aether_snapshot_without_ids",
+            &old_host,
+            &old_store,
+            "raw_same_reads_without_ids",
+            lookback_start,
+            LOOKBACK + AFTER,
+        ),
     ] {
+        let s = if id == "aether" { &stream } else { &old_stream };
         g.bench_function(id, |b| {
             b.to_async(&rt).iter_custom(|iters| {
-                timed(&stream, iters, || {
-                    raw_reads(&stream, &snapshot_subject, &events_subject, start, count)
+                timed(s, iters, || async {
+                    black_box(h.load_state(actor).await.expect("load"));
+                })
+            })
+        });
+        let events_subject = st.event_subject(key);
+        let snapshot_subject = st.snapshot_subject(key);
+        g.bench_function(raw, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                timed(s, iters, || {
+                    raw_reads(s, &snapshot_subject, &events_subject, start, count)
                 })
             })
         });

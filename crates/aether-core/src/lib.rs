@@ -78,10 +78,11 @@ pub use reaction::{
     TimerOp, TimerRecord, MAX_EFFECTS_PER_EVENT, MAX_TIMERS_PER_ACTOR, MAX_TIMER_NAME_BYTES,
     METADATA_REACTIONS,
 };
-pub use snapshot::Snapshot;
+pub use snapshot::{Snapshot, SNAPSHOT_COMMAND_IDS, SNAPSHOT_COMMAND_ID_BYTES};
 pub use storage::StorageKind;
 pub use store::{
-    validate_batch, EventStore, EventStoreWithErrors, ReplayError, ReplayResult, SnapshotStore,
+    validate_batch, EventStore, EventStoreWithErrors, ReplayError, ReplayResult, ReplayStart,
+    SnapshotAndEvents, SnapshotStore,
 };
 pub use subscription::{
     Delivery, DeliverySource, OverflowPolicy, SendOutcome, SubscribeOptions, Subscription,

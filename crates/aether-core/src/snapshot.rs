@@ -29,7 +29,20 @@ pub struct Snapshot {
     /// another version ignores the snapshot and rebuilds from the events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<u32>,
+    /// The ids of the commands behind the actor's latest events, oldest first, when the writer
+    /// recorded them (`None`: not recorded, as by writers before this field existed). A rebuild
+    /// from the snapshot learns them here, so a command retried after the snapshot was taken is
+    /// still recognised without reading the events before the snapshot for their ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_ids: Option<Vec<String>>,
 }
+
+/// The most command ids a snapshot keeps ([`Snapshot::with_command_ids`]).
+pub const SNAPSHOT_COMMAND_IDS: usize = 32;
+
+/// The longest command id a snapshot keeps; a longer one is left out (a retry of that command
+/// after a rebuild is then decided again, as before snapshots kept ids).
+pub const SNAPSHOT_COMMAND_ID_BYTES: usize = 256;
 
 impl Snapshot {
     /// A snapshot taken now.
@@ -41,6 +54,7 @@ impl Snapshot {
             state,
             timestamp: Utc::now(),
             schema_version: None,
+            command_ids: None,
         }
     }
 
@@ -64,6 +78,26 @@ impl Snapshot {
         self
     }
 
+    /// Records the ids of the commands behind the actor's latest events, oldest first: the
+    /// last [`SNAPSHOT_COMMAND_IDS`] of them, leaving out ids longer than
+    /// [`SNAPSHOT_COMMAND_ID_BYTES`]. An empty list is recorded too: it says the actor's latest
+    /// events carry no command id, so a rebuild need not look for any.
+    pub fn with_command_ids<I, S>(mut self, ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut kept: Vec<String> = ids
+            .into_iter()
+            .map(Into::into)
+            .filter(|id| id.len() <= SNAPSHOT_COMMAND_ID_BYTES)
+            .collect();
+        let excess = kept.len().saturating_sub(SNAPSHOT_COMMAND_IDS);
+        kept.drain(..excess);
+        self.command_ids = Some(kept);
+        self
+    }
+
     /// Checks the snapshot names an actor and a version of at least 1.
     ///
     /// # Errors
@@ -77,6 +111,19 @@ impl Snapshot {
         }
         if self.version == 0 {
             return Err(Error::invalid("snapshot version must be at least 1"));
+        }
+        if let Some(ids) = &self.command_ids {
+            if ids.len() > SNAPSHOT_COMMAND_IDS {
+                return Err(Error::invalid(format!(
+                    "a snapshot keeps at most {SNAPSHOT_COMMAND_IDS} command ids, not {}",
+                    ids.len()
+                )));
+            }
+            if ids.iter().any(|id| id.len() > SNAPSHOT_COMMAND_ID_BYTES) {
+                return Err(Error::invalid(format!(
+                    "a snapshot keeps command ids of at most {SNAPSHOT_COMMAND_ID_BYTES} bytes"
+                )));
+            }
         }
         Ok(())
     }
@@ -122,6 +169,34 @@ mod tests {
         let versioned = s.with_schema_version(3);
         let back = Snapshot::from_json_bytes(&versioned.to_json_bytes().unwrap()).unwrap();
         assert_eq!(back.schema_version, Some(3));
+        assert!(
+            v.get("commandIds").is_none(),
+            "not written when not recorded"
+        );
+    }
+
+    #[test]
+    fn command_ids_keep_the_latest_and_read_back() {
+        let ids = (0..40).map(|i| format!("cmd-{i}"));
+        let s = Snapshot::new("a", 7, EventData::new())
+            .with_command_ids(ids.chain(std::iter::once("x".repeat(300))));
+        let kept = s.command_ids.clone().unwrap();
+        assert_eq!(kept.len(), SNAPSHOT_COMMAND_IDS);
+        assert_eq!(kept.first().map(String::as_str), Some("cmd-8"));
+        assert_eq!(kept.last().map(String::as_str), Some("cmd-39"));
+        s.validate().unwrap();
+        let back = Snapshot::from_json_bytes(&s.to_json_bytes().unwrap()).unwrap();
+        assert_eq!(back, s);
+        // None and an empty list differ: the second says there is nothing to look for.
+        let none = Snapshot::new("a", 7, EventData::new()).with_command_ids(Vec::<String>::new());
+        let back = Snapshot::from_json_bytes(&none.to_json_bytes().unwrap()).unwrap();
+        assert_eq!(back.command_ids, Some(vec![]));
+        // A snapshot written before the field existed reads as not recorded.
+        let old = br#"{"actorId":"a","version":3,"state":{},"timestamp":"2026-01-01T00:00:00Z"}"#;
+        assert_eq!(Snapshot::from_json_bytes(old).unwrap().command_ids, None);
+        let mut bad = Snapshot::new("a", 7, EventData::new());
+        bad.command_ids = Some(vec!["y".into(); SNAPSHOT_COMMAND_IDS + 1]);
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -106,6 +106,48 @@ pub trait SnapshotStore: EventStore {
     async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
         self.latest_snapshot_of(ActorKey::untyped(actor_id)).await
     }
+
+    /// A rebuild's reads in one call: the latest snapshot of `actor` and its events from the
+    /// version `start` picks for that snapshot (`None`: there is none), in ascending version
+    /// order.
+    ///
+    /// The default reads [`latest_snapshot_of`](Self::latest_snapshot_of), then
+    /// [`events_of`](Self::events_of). A store that keeps snapshots in the same ordered log as
+    /// events can do better: the JetStream store reads the snapshot and the actor's last
+    /// message at once, and starts reading events where the snapshot lies (checked, never
+    /// trusted) instead of searching the stream for the first one wanted.
+    ///
+    /// # Errors
+    /// As [`latest_snapshot_of`](Self::latest_snapshot_of) and [`events_of`](Self::events_of).
+    async fn snapshot_and_events_of(
+        &self,
+        actor: ActorKey<'_>,
+        start: &ReplayStart,
+    ) -> Result<SnapshotAndEvents> {
+        let snapshot = self.latest_snapshot_of(actor).await?;
+        let from_version = start(snapshot.as_ref());
+        let events = self.events_of(actor, from_version).await?;
+        Ok(SnapshotAndEvents {
+            snapshot,
+            from_version,
+            events,
+        })
+    }
+}
+
+/// Picks the version a rebuild reads events from, given the actor's latest snapshot (`None`:
+/// there is none); see [`SnapshotStore::snapshot_and_events_of`].
+pub type ReplayStart = dyn for<'a> Fn(Option<&'a Snapshot>) -> u64 + Send + Sync;
+
+/// What [`SnapshotStore::snapshot_and_events_of`] read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotAndEvents {
+    /// The actor's latest snapshot, if any.
+    pub snapshot: Option<Snapshot>,
+    /// The version the events were read from (what `start` picked).
+    pub from_version: u64,
+    /// The actor's events with versions from `from_version`, in ascending version order.
+    pub events: Vec<Event>,
 }
 
 /// A stored message that could not be decoded as an event during replay.
@@ -249,6 +291,13 @@ macro_rules! forward_event_store {
             }
             async fn get_latest_snapshot(&self, actor_id: &str) -> Result<Option<Snapshot>> {
                 (**self).get_latest_snapshot(actor_id).await
+            }
+            async fn snapshot_and_events_of(
+                &self,
+                actor: ActorKey<'_>,
+                start: &ReplayStart,
+            ) -> Result<SnapshotAndEvents> {
+                (**self).snapshot_and_events_of(actor, start).await
             }
         }
 

@@ -179,6 +179,14 @@ impl<S: SnapshotStore> SnapshotStore for Notify<S> {
     async fn latest_snapshot_of(&self, actor: ActorKey<'_>) -> Result<Option<Snapshot>> {
         self.inner.latest_snapshot_of(actor).await
     }
+
+    async fn snapshot_and_events_of(
+        &self,
+        actor: ActorKey<'_>,
+        start: &aether_core::ReplayStart,
+    ) -> Result<aether_core::SnapshotAndEvents> {
+        self.inner.snapshot_and_events_of(actor, start).await
+    }
 }
 
 #[async_trait]

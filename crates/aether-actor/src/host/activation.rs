@@ -25,8 +25,9 @@ pub(crate) struct Loaded<S> {
     pub(crate) timers: Vec<TimerRecord>,
 }
 
-/// How many events before a snapshot activation reads for their command ids only, so that a
-/// command applied just before a snapshot is still recognised when its sender retries it.
+/// How many events before a snapshot that kept no command ids (one of an earlier release)
+/// activation reads for their command ids only, so that a command applied just before the
+/// snapshot is still recognised when its sender retries it.
 const COMMAND_ID_LOOKBACK: u64 = 32;
 
 pub(crate) async fn run_actor<A: Actor>(
@@ -218,7 +219,7 @@ async fn handle<A: Actor>(
                 let reply = A::reply(&l.state, command, &events);
                 if let Some(id) = command_id {
                     l.recent
-                        .remember(id, Remembered::Applied(keepable_json(&reply)));
+                        .remember_stored(id, Remembered::Applied(keepable_json(&reply)));
                 }
                 if let Some(every) = shared.config.snapshot.every {
                     if every > 0 && l.version - l.snapshot_version >= every {
@@ -295,23 +296,39 @@ pub(crate) async fn load<A: Actor>(
     shared: &Shared<A>,
     actor_id: &str,
 ) -> Result<Loaded<A::State>, LoadError> {
+    let key = ActorKey::new(A::TYPE, actor_id);
+    // Where to read events from, given the snapshot: right after it when it kept the ids of
+    // the latest commands; a few events before it for their ids when it did not (a snapshot
+    // of an earlier release); from the start when it is of another state schema.
+    let start = |snap: Option<&Snapshot>| match snap {
+        Some(s) if s.schema_version == Some(A::STATE_VERSION) => match s.command_ids {
+            Some(_) => s.version + 1,
+            None => (s.version + 1).saturating_sub(COMMAND_ID_LOOKBACK).max(1),
+        },
+        _ => 1,
+    };
+    let read = shared.store.snapshot_and_events_of(key, &start).await?;
     let mut state = A::State::default();
     let mut snapshot_version = 0;
-    if let Some(snap) = shared
-        .store
-        .latest_snapshot_of(ActorKey::new(A::TYPE, actor_id))
-        .await?
-    {
+    let mut events = read.events;
+    let mut recent = RecentOutcomes::default();
+    if let Some(snap) = read.snapshot {
         if snap.schema_version == Some(A::STATE_VERSION) {
             match serde_json::from_value::<A::State>(Value::Object(snap.state)) {
                 Ok(s) => {
                     state = s;
                     snapshot_version = snap.version;
+                    for id in snap.command_ids.iter().flatten() {
+                        recent.learn_stored(id);
+                    }
                 }
                 Err(e) => {
                     // A snapshot is derived data: replaying everything gives the same state.
                     bump(&shared.counters.snapshots_ignored);
                     tracing::warn!(actor_id, error = %e, "ignoring an undecodable snapshot");
+                    if read.from_version > 1 {
+                        events = shared.store.events_of(key, 1).await?;
+                    }
                 }
             }
         } else {
@@ -328,14 +345,10 @@ pub(crate) async fn load<A: Actor>(
         state,
         version: snapshot_version,
         snapshot_version,
-        recent: RecentOutcomes::default(),
+        recent,
         timers: Vec::new(),
     };
-    // Read a few events before the snapshot for their command ids only.
-    let from = (snapshot_version + 1)
-        .saturating_sub(COMMAND_ID_LOOKBACK)
-        .max(1);
-    apply_stored(shared, actor_id, &mut l, from).await?;
+    apply_events::<A>(shared, &mut l, events)?;
     l.timers = reaction::pending_after_load::<A>(actor_id, &l.state);
     Ok(l)
 }
@@ -358,11 +371,21 @@ async fn apply_stored<A: Actor>(
     l: &mut Loaded<A::State>,
     from: u64,
 ) -> Result<(), LoadError> {
-    for e in shared
+    let events = shared
         .store
         .events_of(ActorKey::new(A::TYPE, actor_id), from)
-        .await?
-    {
+        .await?;
+    apply_events::<A>(shared, l, events)
+}
+
+/// Applies stored events after the loaded version; events up to it only teach their command
+/// ids.
+fn apply_events<A: Actor>(
+    shared: &Shared<A>,
+    l: &mut Loaded<A::State>,
+    events: Vec<Event>,
+) -> Result<(), LoadError> {
+    for e in events {
         EventCodec::<A::Event>::check_type(A::TYPE, &e)?;
         l.recent.record_event(&e);
         if e.version > l.version {
@@ -388,7 +411,8 @@ async fn save_snapshot<A: Actor>(shared: &Shared<A>, actor_id: &str, l: &mut Loa
     };
     let snapshot = Snapshot::new(actor_id, l.version, state)
         .with_actor_type(A::TYPE)
-        .with_schema_version(A::STATE_VERSION);
+        .with_schema_version(A::STATE_VERSION)
+        .with_command_ids(l.recent.stored_ids());
     match shared.store.save_snapshot(&snapshot).await {
         Ok(()) => {
             l.snapshot_version = l.version;

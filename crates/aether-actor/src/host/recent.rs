@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::Arc;
 
-use aether_core::{Event, METADATA_MESSAGE_ID, METADATA_REPLY};
+use aether_core::{Event, METADATA_MESSAGE_ID, METADATA_REPLY, SNAPSHOT_COMMAND_IDS};
 use serde::Serialize;
 
 /// How many command ids an activation remembers.
@@ -54,6 +54,10 @@ pub(crate) struct RecentOutcomes {
     /// outcome has since been dropped or replaced are skipped when met.
     kept: VecDeque<Arc<str>>,
     kept_bytes: usize,
+    /// The ids of the latest commands whose events are stored, oldest first, at most
+    /// [`SNAPSHOT_COMMAND_IDS`]: what a snapshot keeps so that a rebuild from it recognises
+    /// them without reading the events before it.
+    stored: VecDeque<Arc<str>>,
 }
 
 impl RecentOutcomes {
@@ -119,6 +123,40 @@ impl RecentOutcomes {
         }
     }
 
+    /// Remembers the outcome of a command whose events were just stored.
+    pub(crate) fn remember_stored(&mut self, id: &str, outcome: Remembered) {
+        self.remember(id, outcome);
+        self.note_stored(id);
+    }
+
+    /// Learns the id of a command whose events are stored, from a snapshot that kept it.
+    pub(crate) fn learn_stored(&mut self, id: &str) {
+        if !self.outcomes.contains_key(id) {
+            self.remember(id, Remembered::Applied(None));
+        }
+        self.note_stored(id);
+    }
+
+    /// The ids of the latest commands whose events are stored, oldest first.
+    pub(crate) fn stored_ids(&self) -> impl Iterator<Item = &str> {
+        self.stored.iter().map(|id| &**id)
+    }
+
+    fn note_stored(&mut self, id: &str) {
+        // A command of several events is seen once per event, one after another.
+        if self.stored.back().is_some_and(|last| &**last == id) {
+            return;
+        }
+        let key = match self.outcomes.get_key_value(id) {
+            Some((key, _)) => Arc::clone(key),
+            None => Arc::from(id),
+        };
+        self.stored.push_back(key);
+        while self.stored.len() > SNAPSHOT_COMMAND_IDS {
+            self.stored.pop_front();
+        }
+    }
+
     /// Learns from a stored event: its command id (and, for events written by releases that
     /// stored replies, the reply on the command's last event, when small enough to keep).
     pub(crate) fn record_event(&mut self, e: &Event) {
@@ -134,6 +172,7 @@ impl RecentOutcomes {
             (Some(_), None) => {}
             _ => self.remember(id, Remembered::Applied(reply)),
         }
+        self.note_stored(id);
     }
 }
 
@@ -189,6 +228,30 @@ mod tests {
         assert_eq!(r.get("c"), Some(&Remembered::Applied(None)));
         r.record_event(&Event::new("A", "x", 3));
         assert_eq!(r.outcomes.len(), RECENT_IDS);
+    }
+
+    #[test]
+    fn stored_ids_keep_the_latest_commands_with_events() {
+        let mut r = RecentOutcomes::default();
+        for i in 0..SNAPSHOT_COMMAND_IDS + 5 {
+            let id = format!("c{i}");
+            // Two events of one command count once; a command that stored nothing not at all.
+            r.record_event(&Event::new("A", "x", 1).with_metadata(METADATA_MESSAGE_ID, &id));
+            r.record_event(&Event::new("A", "x", 2).with_metadata(METADATA_MESSAGE_ID, &id));
+            r.remember(&format!("read{i}"), Remembered::Applied(None));
+        }
+        let ids: Vec<&str> = r.stored_ids().collect();
+        assert_eq!(ids.len(), SNAPSHOT_COMMAND_IDS);
+        assert_eq!(ids.first(), Some(&"c5"));
+        assert_eq!(
+            ids.last(),
+            Some(&format!("c{}", SNAPSHOT_COMMAND_IDS + 4).as_str())
+        );
+        let mut fresh = RecentOutcomes::default();
+        fresh.learn_stored("c1");
+        fresh.remember_stored("c2", Remembered::Applied(Some(Arc::from("1"))));
+        assert_eq!(fresh.get("c1"), Some(&Remembered::Applied(None)));
+        assert_eq!(fresh.stored_ids().collect::<Vec<_>>(), ["c1", "c2"]);
     }
 
     #[test]

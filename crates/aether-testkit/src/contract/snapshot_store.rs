@@ -6,7 +6,7 @@ use std::sync::Arc;
 use aether_core::{ActorKey, Error, EventData, EventStore, Snapshot, SnapshotStore};
 use serde_json::json;
 
-use super::StoreBackend;
+use super::{event, versions, StoreBackend};
 
 /// Expands to one `#[tokio::test]` per case of the [`SnapshotStore`] contract
 /// ([`contract::snapshot_store`](crate::contract::snapshot_store)), each on a backend built by
@@ -21,6 +21,7 @@ macro_rules! snapshot_store_contract {
             invalid_snapshots_are_refused,
             snapshots_of_two_types_with_one_id_are_apart,
             usable_as_trait_objects,
+            snapshot_and_events_read_what_a_rebuild_needs,
         );
     };
 }
@@ -169,4 +170,132 @@ where
             .map(|s| s.version),
         Some(1)
     );
+}
+
+/// [`SnapshotStore::snapshot_and_events_of`] reads the latest snapshot and the events from the
+/// version `start` picks, exactly as the two reads one after the other would: whether the
+/// events after the snapshot follow it in the store, were stored before it (a late snapshot),
+/// lie in one batch with older ones, skip versions or are many.
+pub async fn snapshot_and_events_read_what_a_rebuild_needs<B>(backend: &B)
+where
+    B: StoreBackend,
+    B::Store: SnapshotStore,
+{
+    let store = backend.open().await;
+    let after_snapshot = |s: Option<&Snapshot>| s.map_or(1, |s| s.version + 1);
+    let one = |actor: &str, v: u64| event(actor, v).with_actor_type("acct");
+    let many = |actor: &str, vs: std::ops::RangeInclusive<u64>| {
+        vs.map(|v| one(actor, v)).collect::<Vec<_>>()
+    };
+    let snapshot = |actor: &str, v: u64| {
+        Snapshot::new(actor, v, state(v as i64))
+            .with_actor_type("acct")
+            .with_command_ids(["c"])
+    };
+
+    // Nothing stored: `start` sees no snapshot, and there are no events.
+    let read = store
+        .snapshot_and_events_of(ActorKey::new("acct", "none"), &|s| {
+            assert!(s.is_none());
+            1
+        })
+        .await
+        .expect("read");
+    assert_eq!((read.snapshot, read.from_version), (None, 1));
+    assert!(read.events.is_empty());
+
+    // Events after the snapshot follow it: few (read one by one) and many (a consumer).
+    for (actor, after) in [("few", 2), ("lots", 12)] {
+        for e in many(actor, 1..=3) {
+            store.save_event(&e).await.expect("save");
+        }
+        let saved = snapshot(actor, 3);
+        store.save_snapshot(&saved).await.expect("snapshot");
+        for e in many(actor, 4..=3 + after) {
+            store.save_event(&e).await.expect("save");
+        }
+        let read = store
+            .snapshot_and_events_of(ActorKey::new("acct", actor), &after_snapshot)
+            .await
+            .expect("read");
+        assert_eq!(read.snapshot, Some(saved), "{actor}");
+        assert_eq!(read.from_version, 4);
+        assert_eq!(versions(&read.events), (4..=3 + after).collect::<Vec<_>>());
+        // A start before the snapshot reads from there.
+        let read = store
+            .snapshot_and_events_of(ActorKey::new("acct", actor), &|_| 2)
+            .await
+            .expect("read");
+        assert_eq!(versions(&read.events), (2..=3 + after).collect::<Vec<_>>());
+    }
+
+    // A late snapshot: the events after its version were stored before it.
+    for e in many("late", 1..=6) {
+        store.save_event(&e).await.expect("save");
+    }
+    store
+        .save_snapshot(&snapshot("late", 2))
+        .await
+        .expect("snapshot");
+    let read = store
+        .snapshot_and_events_of(ActorKey::new("acct", "late"), &after_snapshot)
+        .await
+        .expect("read");
+    assert_eq!(versions(&read.events), vec![3, 4, 5, 6]);
+
+    // The snapshot's version inside a batch stored before it, then more events.
+    store
+        .save_events("batch", &many("batch", 1..=3))
+        .await
+        .expect("save");
+    store
+        .save_snapshot(&snapshot("batch", 2))
+        .await
+        .expect("snapshot");
+    store.save_event(&one("batch", 4)).await.expect("save");
+    let read = store
+        .snapshot_and_events_of(ActorKey::new("acct", "batch"), &after_snapshot)
+        .await
+        .expect("read");
+    assert_eq!(versions(&read.events), vec![3, 4]);
+
+    // Versions that skip: the first event after the snapshot is not the next version.
+    for v in [1, 2] {
+        store.save_event(&one("gaps", v)).await.expect("save");
+    }
+    store
+        .save_snapshot(&snapshot("gaps", 2))
+        .await
+        .expect("snapshot");
+    for v in [5, 9] {
+        store.save_event(&one("gaps", v)).await.expect("save");
+    }
+    let read = store
+        .snapshot_and_events_of(ActorKey::new("acct", "gaps"), &after_snapshot)
+        .await
+        .expect("read");
+    assert_eq!(versions(&read.events), vec![5, 9]);
+
+    // A snapshot of the last version: nothing after it.
+    for e in many("tip", 1..=3) {
+        store.save_event(&e).await.expect("save");
+    }
+    store
+        .save_snapshot(&snapshot("tip", 3))
+        .await
+        .expect("snapshot");
+    let fresh = backend.open().await;
+    let read = fresh
+        .snapshot_and_events_of(ActorKey::new("acct", "tip"), &after_snapshot)
+        .await
+        .expect("read");
+    assert_eq!(read.snapshot.map(|s| s.version), Some(3));
+    assert!(read.events.is_empty());
+    // Through a trait object too.
+    let shared: Arc<dyn SnapshotStore> = Arc::new(fresh);
+    let read = shared
+        .snapshot_and_events_of(ActorKey::new("acct", "few"), &after_snapshot)
+        .await
+        .expect("read");
+    assert_eq!(versions(&read.events), vec![4, 5]);
 }

@@ -266,3 +266,114 @@ async fn a_snapshot_of_another_state_version_is_ignored_and_the_actor_rebuilt() 
     let fresh = host(&s, RuntimeConfig::default());
     assert_eq!(fresh.send("sku", StockCommand::Get).await.unwrap(), 3);
 }
+
+/// A store that records the versions its event reads start from.
+struct ReadsFrom {
+    inner: Arc<InMemoryEventStore>,
+    from: std::sync::Mutex<Vec<u64>>,
+}
+
+impl ReadsFrom {
+    fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.from.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl EventStore for ReadsFrom {
+    async fn save_event(&self, event: &Event) -> CoreResult<()> {
+        self.inner.save_event(event).await
+    }
+    async fn save_events(&self, actor_id: &str, events: &[Event]) -> CoreResult<()> {
+        self.inner.save_events(actor_id, events).await
+    }
+    async fn events_of(&self, actor: ActorKey<'_>, from: u64) -> CoreResult<Vec<Event>> {
+        self.from.lock().unwrap().push(from);
+        self.inner.events_of(actor, from).await
+    }
+    async fn latest_version_of(&self, actor: ActorKey<'_>) -> CoreResult<u64> {
+        self.inner.latest_version_of(actor).await
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for ReadsFrom {
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> CoreResult<()> {
+        self.inner.save_snapshot(snapshot).await
+    }
+    async fn latest_snapshot_of(&self, actor: ActorKey<'_>) -> CoreResult<Option<Snapshot>> {
+        self.inner.latest_snapshot_of(actor).await
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_keeps_the_latest_command_ids_so_a_rebuild_reads_only_what_follows_it() {
+    let s = store();
+    let h = host(
+        &s,
+        RuntimeConfig::default().snapshot(SnapshotPolicy::every(40)),
+    );
+    // 40 commands with ids, a read without events between them: the snapshot at 40 keeps the
+    // ids of the 32 latest commands that stored events, oldest first.
+    for i in 0..40 {
+        h.dispatch("sku", with_id(StockCommand::Restock(1), &format!("c-{i}")))
+            .await
+            .unwrap();
+        h.dispatch("sku", with_id(StockCommand::Get, &format!("read-{i}")))
+            .await
+            .unwrap();
+    }
+    let snap = s.latest_snapshot_of(stock("sku")).await.unwrap().unwrap();
+    assert_eq!(snap.version, 40);
+    let expected: Vec<String> = (8..40).map(|i| format!("c-{i}")).collect();
+    assert_eq!(snap.command_ids.as_ref(), Some(&expected));
+    h.send("sku", StockCommand::Restock(1)).await.unwrap();
+
+    // A new activation reads the events after the snapshot only, and still knows a command
+    // applied before it: its retry is not applied again.
+    let reads = Arc::new(ReadsFrom {
+        inner: Arc::clone(&s),
+        from: Default::default(),
+    });
+    let fresh = ActorHost::new(
+        Shop,
+        Arc::clone(&reads) as Arc<dyn SnapshotStore>,
+        RuntimeConfig::default(),
+    );
+    assert_eq!(
+        fresh
+            .dispatch("sku", with_id(StockCommand::Restock(1), "c-10"))
+            .await
+            .ok(),
+        Some(Handled::AlreadyApplied {
+            reply: 41,
+            version: 41
+        })
+    );
+    assert_eq!(reads.take(), [41]);
+    assert_eq!(s.latest_version_of(stock("sku")).await.unwrap(), 41);
+
+    // A snapshot of an earlier release kept no ids: the rebuild reads 32 events before it for
+    // theirs, and still knows the same commands.
+    let mut earlier = snap.clone();
+    earlier.command_ids = None;
+    earlier.version = 41;
+    earlier.state = serde_json::json!({"available": 41})
+        .as_object()
+        .cloned()
+        .unwrap();
+    s.save_snapshot(&earlier).await.unwrap();
+    let fresh = ActorHost::new(
+        Shop,
+        Arc::clone(&reads) as Arc<dyn SnapshotStore>,
+        RuntimeConfig::default(),
+    );
+    assert!(matches!(
+        fresh
+            .dispatch("sku", with_id(StockCommand::Restock(1), "c-39"))
+            .await,
+        Ok(Handled::AlreadyApplied { version: 41, .. })
+    ));
+    assert_eq!(reads.take(), [10]);
+    assert_eq!(s.latest_version_of(stock("sku")).await.unwrap(), 41);
+}

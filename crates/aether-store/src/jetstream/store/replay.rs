@@ -8,6 +8,7 @@ use std::time::Duration;
 use aether_core::Backoff;
 use aether_core::{ActorKey, Error, ReplayResult, Result};
 use aether_nats::backend::{classify, ConsumerSpec, StartAt};
+use async_nats::jetstream::message::StreamMessage;
 use futures::StreamExt;
 
 use super::super::codec;
@@ -137,13 +138,32 @@ impl JetStreamEventStore {
         actor: ActorKey<'_>,
         from_version: u64,
     ) -> Result<ReplayResult> {
-        let mut result = ReplayResult::default();
         check_actor(actor)?;
         let subject = self.subjects.events(actor);
-        let Some(last) = self.last_message_seen(actor, &subject).await? else {
-            return Ok(result);
+        let last = self.last_message_seen(actor, &subject).await?;
+        self.replay_to(actor, &subject, from_version, last, None)
+            .await
+    }
+
+    /// Reads the actor's messages with versions from `from_version` up to `last`, its last
+    /// message as read when the replay began (`None`: it has none). `hint` is a stream
+    /// sequence at or after which the wanted messages probably start (right after a snapshot
+    /// of version `from_version - 1`): it is tried first and kept only if the first event read
+    /// there is the one at `from_version`, which proves nothing wanted lies before it
+    /// (versions grow with the stream sequence); otherwise the replay searches as usual.
+    pub(super) async fn replay_to(
+        &self,
+        actor: ActorKey<'_>,
+        subject: &str,
+        from_version: u64,
+        last: Option<StreamMessage>,
+        hint: Option<u64>,
+    ) -> Result<ReplayResult> {
+        let Some(last) = last else {
+            return Ok(ReplayResult::default());
         };
-        if let Some(version) = codec::header_last_version(&last.headers) {
+        let last_version = codec::header_last_version(&last.headers);
+        if let Some(version) = last_version {
             // What this replay will show, so that later reads of this store never show less.
             self.remember(
                 actor,
@@ -153,25 +173,53 @@ impl JetStreamEventStore {
                 },
             );
         }
-        if codec::header_last_version(&last.headers).is_some_and(|v| v < from_version) {
-            return Ok(result);
+        if last_version.is_some_and(|v| v < from_version) {
+            return Ok(ReplayResult::default());
         }
-        let mut next_seq = self
-            .start_sequence(
-                &subject,
-                actor,
+        if let Some(start) = hint.filter(|s| from_version > 1 && *s > 1 && *s <= last.sequence) {
+            let read = self
+                .replay_from(actor, subject, from_version, &last, start)
+                .await?;
+            let found = read.errors.is_empty()
+                && read
+                    .events
+                    .first()
+                    .is_some_and(|e| e.version == from_version);
+            if found {
+                return Ok(read);
+            }
+            tracing::debug!(
+                subject,
+                start,
                 from_version,
-                last.sequence,
-                codec::header_last_version(&last.headers),
-            )
+                "the wanted events did not start at the hint; searching"
+            );
+        }
+        let start = self
+            .start_sequence(subject, actor, from_version, last.sequence, last_version)
             .await;
+        self.replay_from(actor, subject, from_version, &last, start)
+            .await
+    }
+
+    /// Reads the actor's messages from stream sequence `next_seq` up to `last`, keeping the
+    /// events with versions from `from_version`.
+    async fn replay_from(
+        &self,
+        actor: ActorKey<'_>,
+        subject: &str,
+        from_version: u64,
+        last: &StreamMessage,
+        mut next_seq: u64,
+    ) -> Result<ReplayResult> {
+        let mut result = ReplayResult::default();
         // A short history is read with direct gets, one round trip per message, instead of a
         // consumer (created, read and deleted: several round trips and server work that
         // dominate the rebuild of a young actor, as after a failover of many of them).
         // Versions grow by at least one per message this store writes, so a last version of
         // `v` bounds the messages to read: `v` from the start, `v - from_version + 1` from a
-        // start the search found. (Messages of other writers can break the bound: then the
-        // direct reads give up and the consumer reads everything.)
+        // later start. (Messages of other writers can break the bound: then the direct reads
+        // give up and the consumer reads everything.)
         let last_version = codec::header_last_version(&last.headers);
         let short = last_version.is_some_and(|v| {
             v <= SHORT_HISTORY_MESSAGES
@@ -179,7 +227,7 @@ impl JetStreamEventStore {
         });
         if self.direct && short {
             match self
-                .read_directly(&subject, actor, from_version, next_seq, last.sequence)
+                .read_directly(subject, actor, from_version, next_seq, last.sequence)
                 .await
             {
                 Some(read) => return Ok(read),
@@ -196,7 +244,7 @@ impl JetStreamEventStore {
         let mut resumes = Backoff::new(TRANSIENT_BACKOFF * 2, MAX_TRANSIENT_BACKOFF * 2);
         loop {
             // From the search's start, then right after the last message received.
-            let created = ConsumerSpec::new(subject.clone(), StartAt::Sequence(next_seq))
+            let created = ConsumerSpec::new(subject.to_string(), StartAt::Sequence(next_seq))
                 .create_pull(&self.stream, REPLAY_CONSUMER_INACTIVITY, &context())
                 .await;
             let consumer = match created {

@@ -1,7 +1,7 @@
 //! Snapshots: one subject per actor, the highest version kept, written with the same
 //! expected-sequence check as events. Apart from events because nothing else reads them.
 
-use aether_core::{ActorKey, Error, Result, Snapshot, SnapshotStore};
+use aether_core::{ActorKey, Error, Result, Snapshot, SnapshotAndEvents, SnapshotStore};
 use async_nats::jetstream::message::StreamMessage;
 use async_trait::async_trait;
 
@@ -30,6 +30,21 @@ impl SnapshotStore for JetStreamEventStore {
             false,
             || format!("reading the latest snapshot of actor {actor}"),
             self.load_snapshot(actor),
+        )
+        .await
+    }
+
+    async fn snapshot_and_events_of(
+        &self,
+        actor: ActorKey<'_>,
+        start: &aether_core::ReplayStart,
+    ) -> Result<SnapshotAndEvents> {
+        self.guard(
+            "snapshot_and_events",
+            Some(actor),
+            false,
+            || format!("reading the snapshot and events of actor {actor}"),
+            self.load_snapshot_and_events(actor, start),
         )
         .await
     }
@@ -77,7 +92,46 @@ impl JetStreamEventStore {
         ))
     }
 
+    /// A rebuild's reads: the snapshot and the actor's last message at once (two direct gets,
+    /// one round trip), then the events from where the snapshot lies in the stream. The
+    /// actor's writer saves a snapshot right after the event of its version and before the
+    /// next one, so the events after a snapshot usually start right after its message; the
+    /// replay checks that (see [`replay_to`](Self::replay_to)) and searches when it is not so.
+    async fn load_snapshot_and_events(
+        &self,
+        actor: ActorKey<'_>,
+        start: &aether_core::ReplayStart,
+    ) -> Result<SnapshotAndEvents> {
+        check_actor(actor)?;
+        let subject = self.subjects.events(actor);
+        let (snapshot, last) = futures::future::join(
+            self.load_snapshot_at(actor),
+            self.last_message_seen(actor, &subject),
+        )
+        .await;
+        let (snapshot, last) = (snapshot?, last?);
+        let from_version = start(snapshot.as_ref().map(|(s, _)| s));
+        let hint = snapshot
+            .as_ref()
+            .filter(|(s, _)| from_version == s.version.saturating_add(1))
+            .map(|(_, seq)| seq + 1);
+        let read = self
+            .replay_to(actor, &subject, from_version, last, hint)
+            .await?;
+        self.count_malformed(actor, &read);
+        Ok(SnapshotAndEvents {
+            snapshot: snapshot.map(|(s, _)| s),
+            from_version,
+            events: read.events,
+        })
+    }
+
     async fn load_snapshot(&self, actor: ActorKey<'_>) -> Result<Option<Snapshot>> {
+        Ok(self.load_snapshot_at(actor).await?.map(|(s, _)| s))
+    }
+
+    /// The actor's latest snapshot and its stream sequence.
+    async fn load_snapshot_at(&self, actor: ActorKey<'_>) -> Result<Option<(Snapshot, u64)>> {
         check_actor(actor)?;
         let subject = self.subjects.snapshots(actor);
         let Some(msg) = self.last_message(&subject, false).await? else {
@@ -97,7 +151,7 @@ impl JetStreamEventStore {
                 if s.actor_type.is_none() {
                     s.actor_type = owner.subject_type.or(owner.legacy_type).map(str::to_string);
                 }
-                Ok(Some(s))
+                Ok(Some((s, msg.sequence)))
             }
             Ok(s) => Err(Error::Decoding(format!(
                 "snapshot at sequence {} belongs to actor {}, not {actor}",
