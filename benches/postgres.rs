@@ -27,11 +27,6 @@
 //! with the expected-last-subject-sequence check, without the store, to tell the store's cost
 //! from the server's.
 //!
-//! The write groups of the durable pair also hold `aether_grouped`: the same saves through a
-//! second store with group commit on (`GroupCommitMode::Always`; on a single server it is off
-//! by default), so concurrent saves of different actors share atomic batches (nats-server
-//! 2.12+; on older servers the store saves alone and the row measures that).
-//!
 //! The write groups are reported, not judged: criterion runs a group's functions one after
 //! another, a few seconds each, and a durable append's cost follows the disk's sync latency
 //! and the machine's load of that moment, which drift by more than the margins being judged.
@@ -57,7 +52,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_core::{Event, EventStore};
-use aether_store::{GroupCommitMode, JetStreamConfig, JetStreamEventStore};
+use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
 use async_nats::jetstream;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -77,8 +72,6 @@ struct Env {
     rt: Runtime,
     // Dropped after the clients that use them (fields drop in declaration order).
     store: Arc<JetStreamEventStore>,
-    /// A store with group commit on, on its own stream.
-    grouped: Arc<JetStreamEventStore>,
     js: jetstream::Context,
     pg: Vec<Arc<PgConn>>,
     _nats: NatsServer,
@@ -115,35 +108,21 @@ fn env(durable: bool) -> Env {
         },
     );
     let config = pg_server.config();
-    let (store, grouped, js, pg) = rt.block_on(async {
+    let (store, js, pg) = rt.block_on(async {
         let client = async_nats::connect(nats.url()).await.or_fail("connect");
         let store = JetStreamEventStore::new(client.clone(), JetStreamConfig::default())
             .await
             .or_fail("store");
-        let grouped = JetStreamEventStore::new(
-            client.clone(),
-            JetStreamConfig::default()
-                .namespace("grouped")
-                .group_commit(GroupCommitMode::Always),
-        )
-        .await
-        .or_fail("grouped store");
         pg_server.create_schema().await;
         let mut pg = Vec::new();
         for _ in 0..WRITERS {
             pg.push(Arc::new(PgConn::open(&config).await));
         }
-        (
-            Arc::new(store),
-            Arc::new(grouped),
-            jetstream::new(client),
-            pg,
-        )
+        (Arc::new(store), jetstream::new(client), pg)
     });
     Env {
         rt,
         store,
-        grouped,
         js,
         pg,
         _nats: nats,
@@ -178,18 +157,6 @@ fn writes(c: &mut Criterion, durable: bool) {
         })
     });
     eprintln!("aether: {} appends", next.load(Ordering::Relaxed) - 1);
-    if durable {
-        // A lone writer with group commit on: it must not wait for a group.
-        let next = AtomicU64::new(1);
-        g.bench_function("aether_grouped", |b| {
-            b.to_async(&env.rt).iter_custom(|iters| {
-                let first = next.fetch_add(iters, Ordering::Relaxed);
-                let events: Vec<Event> = (first..first + iters).map(|v| event("one", v)).collect();
-                let store = env.grouped.clone();
-                async move { saves::in_turn(&*store, &events).await }
-            })
-        });
-    }
     // The floor under Aether: the raw JetStream publish + ack the store makes, with the same
     // expected-last-subject-sequence check, without the store around it.
     let next = AtomicU64::new(1);
@@ -242,17 +209,6 @@ fn writes(c: &mut Criterion, durable: bool) {
         "aether: {} appends",
         rounds.load(Ordering::Relaxed) * PER_WRITER * WRITERS as u64
     );
-    if durable {
-        let rounds = AtomicU64::new(0);
-        g.bench_function("aether_grouped", |b| {
-            b.to_async(&env.rt).iter_custom(|iters| {
-                let chains = chains(&rounds, iters);
-                let store = env.grouped.clone();
-                saves::chains(store, chains)
-            })
-        });
-        eprintln!("aether_grouped: {:?}", env.grouped.group_commit_stats());
-    }
     let rounds = AtomicU64::new(0);
     let raws: Vec<RawWriter> = (0..WRITERS)
         .map(|w| RawWriter::new(&env, &format!("raw-writer-{w}")))

@@ -132,7 +132,6 @@ const SEND: &str = "cargo bench -p aether-benches --bench cluster_send";
 const ACTIVATION: &str = "cargo bench -p aether-benches --bench activation";
 const FAILOVER: &str = "cargo bench -p aether-benches --bench failover";
 const PG: &str = "cargo bench -p aether-benches --bench postgres";
-const GROUP: &str = "cargo bench -p aether-benches --bench group_commit";
 const PEER: &str = "cargo run --release -p aether-benches --bin peer-throughput";
 const REACT: &str = "cargo bench -p aether-benches --bench reactions";
 const LATENESS: &str = "cargo run --release -p aether-benches --bin reaction-lateness -- --json target/reaction-lateness.json";
@@ -654,19 +653,6 @@ const ROWS: &[Row] = &[
         ),
     ),
     row(
-        "durable appends, 8 writers, group commit on (criterion, functions one after another)",
-        "pg_durable_8_writers",
-        "aether_grouped",
-        Some((PG_DURABLE, "postgres")),
-        Target::Report,
-        "reported",
-        PG,
-        Earlier::Renamed(
-            "durable appends, 8 writers, group commit on (one server)",
-            PG_DURABLE,
-        ),
-    ),
-    row(
         "durable append, one writer (criterion, functions one after another)",
         "pg_durable_1_writer",
         "aether",
@@ -675,39 +661,6 @@ const ROWS: &[Row] = &[
         "reported (verdict: steady-state row)",
         PG,
         Earlier::Renamed("durable append, one writer (latency)", PG_DURABLE),
-    ),
-    row(
-        "durable append, one writer, group commit on (criterion, functions one after another)",
-        "pg_durable_1_writer",
-        "aether_grouped",
-        Some(("the same store with group commit off", "aether")),
-        Target::Report,
-        "reported (verdict: steady-state row)",
-        PG,
-        Earlier::Renamed(
-            "durable append, one writer, group commit on (a lone writer waits for no group)",
-            "the same store with group commit off",
-        ),
-    ),
-    row(
-        "group commit, R3 on three servers, 8 writers",
-        "group_commit_r3_8_writers",
-        "grouped",
-        Some(("every save its own publish (`GroupCommitMode::Never`)", "alone")),
-        Target::Report,
-        "reported",
-        GROUP,
-        Earlier::Same,
-    ),
-    row(
-        "group commit, R3 on three servers, one writer (latency)",
-        "group_commit_r3_1_writer",
-        "grouped",
-        Some(("every save its own publish (`GroupCommitMode::Never`)", "alone")),
-        Target::TimeAtMost(1.1),
-        "≤ 1.1×",
-        GROUP,
-        Earlier::Same,
     ),
     row(
         "relaxed appends, 8 writers on 8 actors (criterion, functions one after another)",
@@ -855,7 +808,8 @@ const PROBE_ROWS: &[ProbeRow] = &[
         target_text: "≥ 1.0× throughput",
     },
     ProbeRow {
-        operation: "durable appends, 8 writers, a store and NATS connection per writer, steady state",
+        operation:
+            "durable appends, 8 writers, a store and NATS connection per writer, steady state",
         mode: "durable",
         writers: 8,
         aether: "aether_connection_per_writer",
@@ -881,19 +835,6 @@ const PROBE_ROWS: &[ProbeRow] = &[
         target_text: "reported",
     },
     ProbeRow {
-        operation: "durable appends, 8 writers, group commit on, steady state",
-        mode: "durable",
-        writers: 8,
-        aether: "aether_grouped",
-        reference: (
-            "PostgreSQL events table, `synchronous_commit=on`, a connection per writer",
-            "postgres",
-        ),
-        measure: Measure::Throughput,
-        target: Target::Report,
-        target_text: "reported",
-    },
-    ProbeRow {
         operation: "durable append, one writer, steady state (latency: p50 per round)",
         mode: "durable",
         writers: 1,
@@ -905,16 +846,6 @@ const PROBE_ROWS: &[ProbeRow] = &[
         measure: Measure::MedianLatency,
         target: Target::TimeAtMost(1.2),
         target_text: "≤ 1.2×",
-    },
-    ProbeRow {
-        operation: "durable append, one writer, group commit on, steady state (a lone writer waits for no group)",
-        mode: "durable",
-        writers: 1,
-        aether: "aether_grouped",
-        reference: ("the same store with group commit off", "aether"),
-        measure: Measure::MedianLatency,
-        target: Target::TimeAtMost(1.1),
-        target_text: "≤ 1.1×",
     },
     ProbeRow {
         operation: "relaxed appends, 8 writers on 8 actors, steady state (interleaved rounds)",

@@ -17,8 +17,6 @@
 //!   writers, as an application holds it;
 //! - `aether_connection_per_writer`: `save_event`, each writer with a store and a NATS
 //!   connection of its own (the shape a PostgreSQL pool gives the other side);
-//! - `aether_grouped` (durable only): `save_event` with group commit on
-//!   (`GroupCommitMode::Always`), one store shared;
 //! - `nats_raw`: the raw JetStream publish + ack `save_event` makes (the store's header, the
 //!   expected last subject sequence), one connection shared: the floor under the store;
 //! - `postgres`: a prepared `INSERT` in its own transaction, each writer with a connection of
@@ -26,9 +24,9 @@
 //! - `postgres_one_connection`: the same `INSERT`s, all writers on one connection
 //!   (tokio-postgres pipelines them).
 //!
-//! With one writer, the last two are the same as `aether` and `postgres` and are left out;
-//! group commit is measured in the durable mode only. For PostgreSQL sides, the WAL syncs per
-//! insert are counted over their rounds (`pg_stat_wal.wal_sync`).
+//! With one writer, the last two are the same as `aether` and `postgres` and are left out.
+//! For PostgreSQL sides, the WAL syncs per insert are counted over their rounds
+//! (`pg_stat_wal.wal_sync`).
 //!
 //! Usage: `peer-throughput [--seconds S] [--rounds N] [--modes durable,relaxed]
 //! [--writers 8,1] [--sides aether,postgres,...] [--json FILE]`. The JSON (for `bench-report`)
@@ -42,19 +40,17 @@ use std::time::{Duration, Instant};
 use aether_benches::pg::{self, PgConn, PgServer};
 use aether_benches::setup::{fail, OrFail};
 use aether_core::EventStore;
-use aether_store::{GroupCommitMode, JetStreamConfig, JetStreamEventStore};
+use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
 use async_nats::jetstream;
 use serde_json::{json, Value};
 
 /// The sides a scenario runs when `--sides` is not given. With one writer, the two that
-/// differ from another only in how writers share connections are left out; in the relaxed
-/// mode, group commit is.
+/// differ from another only in how writers share connections are left out.
 const DEFAULT_SIDES: &[&str] = &[
     "aether",
     "postgres",
     "nats_raw",
-    "aether_grouped",
     "aether_connection_per_writer",
     "postgres_one_connection",
 ];
@@ -226,7 +222,6 @@ fn load_average() -> String {
 /// The sides of one scenario, their servers already running.
 async fn sides(
     wanted: &[String],
-    durable: bool,
     writers: usize,
     nats_url: &str,
     pg_config: &str,
@@ -262,23 +257,6 @@ async fn sides(
                     Kind::Store(stores),
                 )
             }
-            "aether_grouped" if durable => {
-                let grouped = Arc::new(
-                    JetStreamEventStore::new(
-                        client.clone(),
-                        JetStreamConfig::default()
-                            .namespace("grouped")
-                            .group_commit(GroupCommitMode::Always),
-                    )
-                    .await
-                    .or_fail("grouped store"),
-                );
-                (
-                    "`save_event` with group commit on, one store shared by the writers",
-                    Kind::Store(vec![grouped; writers]),
-                )
-            }
-            "aether_grouped" => continue,
             "nats_raw" => {
                 let js = jetstream::new(client.clone());
                 (
@@ -337,7 +315,7 @@ async fn scenario(
 ) -> Value {
     let mode = if durable { "durable" } else { "relaxed" };
     let tag = format!("{mode}{writers}");
-    let sides = sides(&o.sides, durable, writers, nats_url, pg_config, &tag).await;
+    let sides = sides(&o.sides, writers, nats_url, pg_config, &tag).await;
     let length = Duration::from_secs_f64(o.seconds);
     let load_before = load_average();
     eprintln!("== {mode}, {writers} writer(s): load average {load_before}");

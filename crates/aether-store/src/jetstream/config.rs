@@ -55,9 +55,6 @@ pub struct JetStreamConfig {
     /// JetStream store therefore refuses a replicated stream on such servers unless this is
     /// set; set it only to run on an old cluster knowingly, until it is upgraded.
     pub allow_replication_on_old_servers: bool,
-    /// Group commit: whether concurrent saves of different actors share one atomic batch
-    /// (nats-server 2.12+). See [`GroupCommit`].
-    pub group_commit: GroupCommit,
     /// How long a JetStream request (a publish's acknowledgement, a read, a consumer's
     /// creation) waits for its answer before it fails with `Error::Unavailable`; `None` (the
     /// default) keeps the client's 5 s. Shorter fails faster when a server hangs; longer
@@ -78,62 +75,6 @@ pub struct JetStreamConfig {
     pub legacy_actor_type: Option<String>,
 }
 
-/// When concurrent saves of different actors are coalesced into one atomic batch, so that one
-/// server write acknowledges many of them.
-///
-/// Every save keeps its own server-enforced check (its own message, with the expected last
-/// sequence of its actor), a group never holds two saves of one actor, and a conflict fails
-/// only the save it concerns: when the server refuses a group, each save is published again on
-/// its own. A save that finds the store idle is published at once, so a lone writer waits for
-/// nothing. Servers before 2.12, and streams that do not allow atomic publish, never group.
-///
-/// ```
-/// use aether_store::{GroupCommit, GroupCommitMode, JetStreamConfig};
-///
-/// let config = JetStreamConfig {
-///     group_commit: GroupCommit { mode: GroupCommitMode::Always, ..Default::default() },
-///     ..Default::default()
-/// };
-/// # let _ = config;
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupCommit {
-    /// On which streams saves are grouped ([`GroupCommitMode::Never`] by default: measured on
-    /// nats-server 2.15, grouping did not beat separate publishes on either a single server or
-    /// a three-server replicated stream; see `docs/jetstream.md`).
-    pub mode: GroupCommitMode,
-    /// Most saves in one group (128 by default; the server allows 1000 messages per batch).
-    pub max_saves: usize,
-    /// Publishes of one store under way at once before further saves wait to be grouped (2 by
-    /// default). Higher lets more saves go out alone; lower groups more of them.
-    pub max_in_flight: usize,
-}
-
-impl Default for GroupCommit {
-    fn default() -> Self {
-        Self {
-            mode: GroupCommitMode::Never,
-            max_saves: 128,
-            max_in_flight: 2,
-        }
-    }
-}
-
-/// On which streams [`GroupCommit`] groups saves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum GroupCommitMode {
-    /// Never: every save is its own publish (the default).
-    #[default]
-    Never,
-    /// On replicated streams (`replicas > 1`), where one batch is one replicated proposal. A
-    /// single server stages every atomic batch on disk before applying it, which costs more
-    /// than the publishes it would save.
-    Replicated,
-    /// On every stream, single-replica ones included.
-    Always,
-}
-
 impl Default for JetStreamConfig {
     fn default() -> Self {
         Self {
@@ -143,7 +84,6 @@ impl Default for JetStreamConfig {
             replicas: None,
             storage: StorageKind::File,
             allow_replication_on_old_servers: false,
-            group_commit: GroupCommit::default(),
             request_timeout: None,
             domain: None,
             legacy_actor_type: None,
@@ -186,12 +126,6 @@ impl JetStreamConfig {
     /// Sets [`allow_replication_on_old_servers`](Self::allow_replication_on_old_servers).
     pub fn allow_replication_on_old_servers(mut self, allow: bool) -> Self {
         self.allow_replication_on_old_servers = allow;
-        self
-    }
-
-    /// Sets the group commit mode (see [`GroupCommit`]).
-    pub fn group_commit(mut self, mode: GroupCommitMode) -> Self {
-        self.group_commit.mode = mode;
         self
     }
 

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - [`JetStreamEventStore`] (`store`): the store and its read and write paths.
-//! - `config`: [`JetStreamConfig`], [`GroupCommit`].
+//! - `config`: [`JetStreamConfig`].
 //! - `setup`: the stream's name and configuration, attaching to an existing one.
 //! - `subject`: the stream's subjects (the actor-id codec itself is in `aether_nats`).
 //! - `codec`: how a save is laid out in one message (headers, single event or batch).
@@ -32,6 +32,6 @@ mod view;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 
-pub use config::{GroupCommit, GroupCommitMode, JetStreamConfig, DEFAULT_STREAM_NAME};
-pub use store::{GroupCommitStats, JetStreamEventStore, MAX_TRANSACTION_EVENTS};
+pub use config::{JetStreamConfig, DEFAULT_STREAM_NAME};
+pub use store::{JetStreamEventStore, MAX_TRANSACTION_EVENTS};
 pub use view::LatestVersions;

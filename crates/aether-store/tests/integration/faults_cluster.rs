@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::faults_support::{
     actor_names, assert_all_retryable, connect_with, open_store, verify, Load, Outcome,
 };
-use aether_store::{GroupCommitMode, JetStreamConfig, JetStreamEventStore};
+use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsCluster;
 
 const WRITERS: usize = 4;
@@ -134,35 +134,19 @@ async fn replicated_store_loses_nothing_across_leader_kill_follower_kill_and_pau
     }
 
     // Stores spread over the servers (each prefers a different one), all given every URL.
-    // Half save alone, one writer each; the other half group commit (the default on a
-    // replicated stream), four writers each (more than the two publishes that may be under way at once), so their concurrent saves share atomic batches.
+    // Half have one writer each; the other half four writers each, whose concurrent saves
+    // share the store's connection.
     let mut stores = Vec::new();
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let mut ordered = urls.clone();
         ordered.rotate_left(w % urls.len());
         let client = connect_with(&ordered, true).await;
-        let grouped = w % 2 == 1;
-        let mode = if grouped {
-            GroupCommitMode::Replicated
-        } else {
-            GroupCommitMode::Never
-        };
-        let store = Arc::new(
-            open_store(
-                client,
-                config.clone().group_commit(mode),
-                Duration::from_secs(1),
-            )
-            .await,
-        );
-        assert_eq!(
-            store.group_commit_active(),
-            grouped && version.at_least(2, 12)
-        );
+        let shared = w % 2 == 1;
+        let store = Arc::new(open_store(client, config.clone(), Duration::from_secs(1)).await);
         writers.extend(std::iter::repeat_n(
             store.clone(),
-            if grouped { 4 } else { 1 },
+            if shared { 4 } else { 1 },
         ));
         stores.push(store);
     }
@@ -214,17 +198,6 @@ async fn replicated_store_loses_nothing_across_leader_kill_follower_kill_and_pau
     load.wait_for_acks(STEADY, PHASE).await;
 
     let outcome: Outcome = load.finish().await;
-    let stats: Vec<_> = stores
-        .iter()
-        .filter_map(|s| s.group_commit_stats())
-        .collect();
-    eprintln!("group commit: {stats:?}");
-    if version.at_least(2, 12) {
-        assert!(
-            stats.iter().map(|g| g.groups).sum::<u64>() > 0,
-            "no save went out in a group"
-        );
-    }
     eprintln!(
         "{} acked, {} failures ({} conflicts) in {:?}",
         outcome.acked.len(),

@@ -11,7 +11,6 @@
 //! - `faults_single`, `faults_cluster`: real faults (SIGKILL, SIGSTOP) under load.
 //! - `partitions`: network partitions on a replicated stream, judged by the history checker.
 //! - `soak`: the bounded soak, ignored unless run through `scripts/soak`.
-//! - `group_commit`: concurrent saves sharing atomic batches, and a stale one failing alone.
 //! - `transactions`: atomic appends across actors (transfers), on both stores; the R3
 //!   leader kill is in `faults_cluster`.
 //!
@@ -33,7 +32,6 @@ mod faults_single;
 #[cfg(feature = "nats")]
 mod faults_support;
 #[cfg(feature = "nats")]
-mod group_commit;
 mod hostile;
 mod jetstream;
 mod jetstream_cluster;

@@ -5,8 +5,8 @@
 //! three-server cluster (through that server's client proxy, never moving to a server it hears
 //! of), save events one at a time and now and then in batches, read latest versions and replay
 //! now and then, and record every operation with its outcome in one `History`. One writer per
-//! server runs four tasks on its store, so that its concurrent saves share group commits
-//! through the faults too. The faults, one test each:
+//! server runs four tasks on its store, so that several of its saves are in flight on one
+//! connection through the faults too. The faults, one test each:
 //!
 //! 1. a follower isolated from the other two servers while writers on both sides write;
 //! 2. the stream leader isolated until a new leader is elected among the other two, and healed
@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aether_core::{Event, EventStore, Transaction};
-use aether_store::{GroupCommitMode, GroupCommitStats, JetStreamConfig, JetStreamEventStore};
+use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::history::{
     CheckOptions, CheckReport, FinalState, History, Recorder, Rule, Violation,
 };
@@ -46,8 +46,8 @@ const SERVERS: usize = 3;
 const ALL: [usize; SERVERS] = [0, 1, 2];
 /// Writers, each with its own connection; writer `w` is pinned to server `w % SERVERS`.
 const WRITERS: usize = 6;
-/// Tasks sharing the store of each of the first `SERVERS` writers: more saves under way at
-/// once than the store publishes alone (two), so the rest go out in groups.
+/// Tasks sharing the store of each of the first `SERVERS` writers, so that several saves are
+/// under way at once on one connection.
 const SHARED_TASKS: usize = 4;
 const ACTORS: usize = 24;
 /// Saves acknowledged between steps.
@@ -440,11 +440,7 @@ struct Setup {
 async fn start(namespace: &str) -> Option<Setup> {
     let cluster =
         NatsCluster::start_partitionable(SERVERS, NatsServer::builder().sync_always(true)).unwrap();
-    // Group commit is opt-in: on here, so that the shared stores' saves go out in groups.
-    let config = JetStreamConfig::default()
-        .namespace(namespace)
-        .replicas(3)
-        .group_commit(GroupCommitMode::Replicated);
+    let config = JetStreamConfig::default().namespace(namespace).replicas(3);
     let version = cluster.servers()[0].version();
     if !version.at_least(2, 11) {
         // Replicated streams are refused before 2.11: a new leader could accept a stale save
@@ -465,7 +461,6 @@ async fn start(namespace: &str) -> Option<Setup> {
         let server = w % SERVERS;
         let client = connect_pinned(&cluster.client_url(server)).await;
         let store = Arc::new(open_store(client, config.clone(), REQUEST_TIMEOUT).await);
-        assert!(store.group_commit_active() || !version.at_least(2, 12));
         pinned.push((server, Arc::clone(&store)));
         stores.push(store);
     }
@@ -519,13 +514,6 @@ impl Setup {
         // Only now: a replica that was cut off catches up slowly while the writers go on.
         wait_for_replicas_current_within(&self.urls, &self.stream, CATCH_UP).await;
         self.step("replicas current");
-        let mut groups = GroupCommitStats::default();
-        for g in self.stores.iter().filter_map(|s| s.group_commit_stats()) {
-            groups.groups += g.groups;
-            groups.grouped_saves += g.grouped_saves;
-            groups.refused += g.refused;
-            groups.failed += g.failed;
-        }
         drop(self.stores);
         let final_state = agreed_final_state(&self.urls, &self.config, &self.actors).await;
         // Reads are not linearizable on a replicated stream, by design: `get_latest_version` is
@@ -543,13 +531,8 @@ impl Setup {
         };
         let (report, violations) = self.history.check_all(&final_state, &options);
         eprintln!(
-            "{name}: {report}; {} transactions committed; group commits: {} groups of {} saves, \
-             {} refused, {} failed",
+            "{name}: {report}; {} transactions committed",
             self.writers.progress.transactions.load(Ordering::Relaxed),
-            groups.groups,
-            groups.grouped_saves,
-            groups.refused,
-            groups.failed
         );
         let mut by_rule: BTreeMap<Rule, Vec<&Violation>> = BTreeMap::new();
         for v in &violations {

@@ -2,15 +2,12 @@
 //! that turns the server's rejections into retries or version conflicts. Kept apart because
 //! it is where the store's correctness under concurrent writers is decided.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use aether_core::Backoff;
 use aether_core::{ActorKey, Error, Event, Result};
 
 use super::super::codec;
-use super::group::{GroupOutcome, GroupSave};
 use super::publish::PublishFailure;
 use super::{
     check_actor, JetStreamEventStore, Tip, MAX_PUBLISH_ATTEMPTS, MAX_TRANSIENT_BACKOFF,
@@ -86,7 +83,7 @@ impl JetStreamEventStore {
         // 1, 2, 4 ... ms up to 64 ms, jittered so that contending writers spread out.
         let mut contention =
             Backoff::new(Duration::from_millis(2), Duration::from_millis(64)).with_jitter();
-        for attempt in 0..MAX_PUBLISH_ATTEMPTS {
+        for _ in 0..MAX_PUBLISH_ATTEMPTS {
             if first.version <= tip.version {
                 if from_cache {
                     // Report the server's current version, not the cached one (and a cache
@@ -125,51 +122,10 @@ impl JetStreamEventStore {
                     tip.version,
                 ));
             }
-            // The first attempt of a save that expects the actor's cached tip may share a
-            // group with other actors' saves; retries go alone.
             sent = true;
-            let grouped = match self.group.as_ref() {
-                Some(group) if attempt == 0 && self.atomic.load(Ordering::Relaxed) => {
-                    let save = GroupSave {
-                        actor: self.subjects.with_key(actor, |k| Arc::<str>::from(k)),
-                        subject: subject.clone(),
-                        headers: encoded.headers.clone(),
-                        payload: encoded.payload.clone(),
-                        expected_seq: tip.seq,
-                    };
-                    Some(self.publish_grouped(group, save).await)
-                }
-                _ => None,
-            };
-            let published = match grouped {
-                None => {
-                    self.publish(&subject, &encoded.payload, &encoded.headers, tip.seq)
-                        .await
-                }
-                Some(GroupOutcome::Stored(seq)) => {
-                    match seq {
-                        Some(seq) => self.remember(
-                            actor,
-                            Tip {
-                                seq,
-                                version: last.version,
-                            },
-                        ),
-                        // Stored, at a sequence the acknowledgement did not tell: ask next time.
-                        None => {
-                            self.cache.remove(&self.subjects.key(actor));
-                        }
-                    }
-                    return Ok(());
-                }
-                Some(GroupOutcome::Failed(failure)) => Err(failure),
-                Some(GroupOutcome::Alone { uncertain: maybe }) => {
-                    // The group was refused or went unanswered: nothing is known about this
-                    // save's own check, so publish it again on its own at once.
-                    uncertain |= maybe;
-                    continue;
-                }
-            };
+            let published = self
+                .publish(&subject, &encoded.payload, &encoded.headers, tip.seq)
+                .await;
             let failure = match published {
                 Ok(seq) => {
                     self.remember(

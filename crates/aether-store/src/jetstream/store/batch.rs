@@ -1,6 +1,6 @@
 //! Sending one atomic batch (nats-server 2.12+): every message but the last published without
 //! waiting, the last carrying the commit and waiting for the server's single acknowledgement.
-//! Transactions and group commit both send their messages through here.
+//! Transactions send their messages through here.
 
 use std::sync::atomic::Ordering;
 

@@ -26,14 +26,13 @@ use tracing::Instrument;
 
 use self::errors::dooms;
 use super::codec;
-use super::config::{GroupCommitMode, JetStreamConfig};
+use super::config::JetStreamConfig;
 use super::setup;
 use super::subject::Subjects;
 
 mod append;
 mod batch;
 mod errors;
-mod group;
 mod log;
 mod publish;
 mod read;
@@ -43,7 +42,6 @@ mod snapshot;
 mod tests;
 mod transaction;
 
-pub use group::GroupCommitStats;
 pub use transaction::MAX_TRANSACTION_EVENTS;
 
 /// How often a save is retried when the server rejects it because another writer appended an
@@ -159,10 +157,8 @@ pub struct JetStreamEventStore {
     permissions: Option<PermissionWatch>,
     /// Best-effort clean-up of replay consumers, off the callers' path.
     cleanups: TaskTracker,
-    /// Whether the stream is known to allow atomic batch publish (transactions, groups).
+    /// Whether the stream is known to allow atomic batch publish (transactions).
     atomic: AtomicBool,
-    /// Group commit, when the configuration and the server allow it.
-    group: Option<group::Group>,
     /// Whether the stream has more than one replica: then a refused publish may still have
     /// been stored (by the real leader, while a deposed one refused it), and the store checks.
     replicated: bool,
@@ -183,7 +179,6 @@ impl fmt::Debug for JetStreamEventStore {
             .field("cached_reads", &self.cached_reads)
             .field("malformed_events", &self.malformed_events())
             .field("pending_cleanups", &self.cleanups.len())
-            .field("group_commit", &self.group.is_some())
             .finish()
     }
 }
@@ -262,13 +257,6 @@ impl JetStreamEventStore {
         let direct = stream.cached_info().config.allow_direct;
         let atomic = stream.cached_info().config.allow_atomic_publish;
         let replicated = stream.cached_info().config.num_replicas > 1;
-        let grouped = atomic_capable
-            && match config.group_commit.mode {
-                GroupCommitMode::Never => false,
-                GroupCommitMode::Replicated => replicated,
-                _ => true,
-            };
-        let group = grouped.then(|| group::Group::new(config.group_commit.clone()));
         Ok(Self {
             client: context.client(),
             context,
@@ -284,7 +272,6 @@ impl JetStreamEventStore {
             permissions: None,
             cleanups: TaskTracker::new(),
             atomic: AtomicBool::new(atomic),
-            group,
             replicated,
             seen: DashMap::default(),
         })
@@ -358,18 +345,6 @@ impl JetStreamEventStore {
     pub fn with_cached_reads(mut self, on: bool) -> Self {
         self.cached_reads = on;
         self
-    }
-
-    /// Whether concurrent saves are grouped into atomic batches: the configuration's
-    /// [`GroupCommit`](super::config::GroupCommit) mode applies to this stream, the server is
-    /// 2.12 or later and the stream allows atomic publish.
-    pub fn group_commit_active(&self) -> bool {
-        self.group.is_some() && self.atomic.load(Ordering::Acquire)
-    }
-
-    /// What group commit has done in this store so far (`None` when it is not active).
-    pub fn group_commit_stats(&self) -> Option<GroupCommitStats> {
-        self.group.as_ref().map(group::Group::stats)
     }
 
     /// The namespace the store was opened with, if any.

@@ -1,5 +1,5 @@
 //! Publishing one message with the expected last sequence of its subject, and how its
-//! failures are told apart. The save path, group commit and transactions all build on it, so
+//! failures are told apart. The save path and transactions build on it, so
 //! it sits below them.
 
 use aether_core::Error;
