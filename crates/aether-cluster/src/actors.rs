@@ -10,7 +10,7 @@ use aether_actor::{
 };
 use aether_core::{Error, Result, SnapshotStore};
 use async_trait::async_trait;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::config::validate_name;
 use crate::routing::{ActorResponse, RemoteError};
@@ -114,8 +114,8 @@ impl Hosts {
 pub(crate) trait Hosted: Send + Sync {
     fn actor_type(&self) -> &'static str;
     fn as_any(&self) -> &dyn Any;
-    /// Handles a command that arrived in its serde form.
-    async fn serve(&self, actor_id: &str, meta: CommandMeta, command: Value) -> ActorResponse;
+    /// Handles a command that arrived as JSON, decoding it straight into the type's command.
+    async fn serve(&self, actor_id: &str, meta: CommandMeta, command: &RawValue) -> ActorResponse;
     fn set_fence(&self, fence: Fence);
     /// Drops the actor's activation, if any, so that its next command reloads it.
     fn refresh(&self, actor_id: &str);
@@ -133,8 +133,8 @@ impl<A: Actor> Hosted for ActorHost<A> {
         self
     }
 
-    async fn serve(&self, actor_id: &str, meta: CommandMeta, command: Value) -> ActorResponse {
-        let command: A::Command = match serde_json::from_value(command) {
+    async fn serve(&self, actor_id: &str, meta: CommandMeta, command: &RawValue) -> ActorResponse {
+        let command: A::Command = match serde_json::from_str(command.get()) {
             Ok(c) => c,
             Err(e) => {
                 return ActorResponse::Error {

@@ -20,8 +20,11 @@
 
 use aether_actor::{CommandError, CommandMeta, DecodeError, WrongTypeError};
 use aether_core::{Error, ReactionError, VersionConflictError};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// The wire format version this crate writes and reads.
@@ -54,14 +57,74 @@ struct EnvelopeOut<'a, T> {
     body: &'a T,
 }
 
+/// A field name of the envelope.
 #[derive(Deserialize)]
-struct EnvelopeHeader {
-    v: Option<u64>,
+#[serde(field_identifier, rename_all = "lowercase")]
+enum EnvelopeField {
+    V,
+    Body,
+    #[serde(other)]
+    Other,
 }
 
-#[derive(Deserialize)]
-struct EnvelopeIn<T> {
-    body: T,
+/// What an envelope held, before it is judged.
+enum Opened<T> {
+    Body(T),
+    Unsupported(u64),
+    MissingVersion,
+}
+
+/// Reads an envelope in one pass: the body is decoded straight into `T` when the version came
+/// before it (as this crate writes it); when the body came first it is only checked as JSON
+/// and decoded once the version is known, so the version is always judged before the body.
+struct EnvelopeVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for EnvelopeVisitor<T> {
+    type Value = Opened<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a cluster message envelope")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Opened<T>, M::Error> {
+        let mut version: Option<Option<u64>> = None;
+        let mut body: Option<T> = None;
+        let mut early: Option<&'de RawValue> = None;
+        while let Some(field) = map.next_key::<EnvelopeField>()? {
+            match field {
+                EnvelopeField::V => {
+                    if version.is_some() {
+                        return Err(de::Error::duplicate_field("v"));
+                    }
+                    version = Some(map.next_value::<Option<u64>>()?);
+                }
+                EnvelopeField::Body => {
+                    if body.is_some() || early.is_some() {
+                        return Err(de::Error::duplicate_field("body"));
+                    }
+                    if version == Some(Some(u64::from(WIRE_VERSION))) {
+                        body = Some(map.next_value::<T>()?);
+                    } else {
+                        early = Some(map.next_value::<&'de RawValue>()?);
+                    }
+                }
+                EnvelopeField::Other => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        match version.flatten() {
+            None => Ok(Opened::MissingVersion),
+            Some(v) if v != u64::from(WIRE_VERSION) => Ok(Opened::Unsupported(v)),
+            Some(_) => match (body, early) {
+                (Some(body), _) => Ok(Opened::Body(body)),
+                (None, Some(raw)) => T::deserialize(raw)
+                    .map(Opened::Body)
+                    .map_err(de::Error::custom),
+                (None, None) => Err(de::Error::missing_field("body")),
+            },
+        }
+    }
 }
 
 /// Encodes `body` in a current-version envelope.
@@ -76,22 +139,24 @@ pub fn encode<T: Serialize>(body: &T) -> Result<Vec<u8>, Error> {
     .map_err(|e| Error::Encoding(e.to_string()))
 }
 
-/// Decodes an envelope holding a `T`.
+/// Decodes an envelope holding a `T`, which may borrow from `bytes` (the [`RawValue`] parts of
+/// [`ActorRequestIn`] and [`ActorResponseIn`] do).
 ///
 /// # Errors
 /// [`WireError::UnsupportedVersion`] for another version, [`WireError::Malformed`] for
 /// anything else that is not a current-version envelope of a `T`.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    let header: EnvelopeHeader =
-        serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
-    match header.v {
-        Some(v) if v == u64::from(WIRE_VERSION) => {}
-        Some(found) => return Err(WireError::UnsupportedVersion { found }),
-        None => return Err(WireError::Malformed("missing version field `v`".into())),
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, WireError> {
+    let malformed = |e: serde_json::Error| WireError::Malformed(e.to_string());
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let opened = de
+        .deserialize_struct("Envelope", &["v", "body"], EnvelopeVisitor(PhantomData))
+        .map_err(malformed)?;
+    de.end().map_err(malformed)?;
+    match opened {
+        Opened::Body(body) => Ok(body),
+        Opened::Unsupported(found) => Err(WireError::UnsupportedVersion { found }),
+        Opened::MissingVersion => Err(WireError::Malformed("missing version field `v`".into())),
     }
-    let env: EnvelopeIn<T> =
-        serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
-    Ok(env.body)
 }
 
 /// "I am alive", published every heartbeat interval.
@@ -306,6 +371,125 @@ pub enum ActorResponse {
     },
 }
 
+/// An [`ActorRequest`] as the owner reads it: the command stays as its JSON text, borrowed
+/// from the message, and is decoded once, straight into the actor type's command.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActorRequestIn<'a> {
+    /// The actor type.
+    pub actor_type: String,
+    /// The actor.
+    pub actor_id: String,
+    /// The actor's shard as the sender computed it: read so that a request without one is
+    /// refused as before, though the owner computes the shard itself.
+    #[allow(dead_code)]
+    pub shard: u32,
+    /// The assignment epoch the sender routed with.
+    pub epoch: u64,
+    /// The command's metadata.
+    #[serde(default)]
+    pub meta: CommandMeta,
+    /// The command's JSON.
+    #[serde(borrow)]
+    pub command: &'a RawValue,
+    /// A refresh rather than a command.
+    #[serde(default)]
+    pub refresh: bool,
+}
+
+/// An [`ActorResponse`] as the sender reads it: the reply or rejection stays as its JSON text,
+/// borrowed from the message, and is decoded once, straight into the actor type's own.
+#[derive(Debug)]
+pub enum ActorResponseIn<'a> {
+    /// See [`ActorResponse::Reply`].
+    Reply {
+        /// The reply's JSON.
+        reply: &'a RawValue,
+        /// The actor's version after the command.
+        version: u64,
+        /// The reply is on the current state.
+        already_applied: bool,
+    },
+    /// See [`ActorResponse::Rejected`].
+    Rejected {
+        /// The rejection's JSON.
+        error: &'a RawValue,
+    },
+    /// See [`ActorResponse::NotOwner`].
+    NotOwner {
+        /// The receiver's assignment epoch.
+        epoch: u64,
+        /// The owner under that assignment, if any.
+        owner: Option<String>,
+    },
+    /// See [`ActorResponse::Error`].
+    Error {
+        /// What went wrong.
+        error: RemoteError,
+    },
+}
+
+/// The tags of [`ActorResponse`].
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum ResponseStatus {
+    Reply,
+    Rejected,
+    NotOwner,
+    Error,
+}
+
+/// Every field any [`ActorResponse`] variant has, in one struct: read in one pass whatever
+/// the order of the fields (the tag need not come first), then checked against the tag as
+/// the tagged enum's own decoding does. A present field is `Some` even when its JSON is
+/// `null` (a reply of `()` is `null`). The field names are as the enum writes them: its
+/// `rename_all` renames the variants (the tag's values), not their fields.
+#[derive(Deserialize)]
+struct ResponseFields<'a> {
+    status: ResponseStatus,
+    #[serde(borrow, default, deserialize_with = "present")]
+    reply: Option<&'a RawValue>,
+    #[serde(default)]
+    version: Option<u64>,
+    #[serde(default)]
+    already_applied: bool,
+    #[serde(borrow, default, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+    #[serde(default)]
+    epoch: Option<u64>,
+    #[serde(default)]
+    owner: Option<String>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ActorResponseIn<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = ResponseFields::deserialize(d)?;
+        let missing = de::Error::missing_field;
+        Ok(match f.status {
+            ResponseStatus::Reply => Self::Reply {
+                reply: f.reply.ok_or_else(|| missing("reply"))?,
+                version: f.version.ok_or_else(|| missing("version"))?,
+                already_applied: f.already_applied,
+            },
+            ResponseStatus::Rejected => Self::Rejected {
+                error: f.error.ok_or_else(|| missing("error"))?,
+            },
+            ResponseStatus::NotOwner => Self::NotOwner {
+                epoch: f.epoch.ok_or_else(|| missing("epoch"))?,
+                owner: f.owner,
+            },
+            ResponseStatus::Error => Self::Error {
+                error: serde_json::from_str(f.error.ok_or_else(|| missing("error"))?.get())
+                    .map_err(de::Error::custom)?,
+            },
+        })
+    }
+}
+
 /// The subjects of a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(not(feature = "nats"), allow(dead_code))] // the NATS transport's and the observer's
@@ -416,6 +600,127 @@ mod tests {
     }
 
     #[test]
+    fn responses_read_as_written() {
+        let reply = |already_applied| ActorResponse::Reply {
+            reply: serde_json::json!({"b": 1, "a": [null]}),
+            version: 9,
+            already_applied,
+        };
+        for resp in [
+            reply(false),
+            reply(true),
+            ActorResponse::Reply {
+                reply: Value::Null,
+                version: 0,
+                already_applied: false,
+            },
+            ActorResponse::Rejected {
+                error: serde_json::json!({"InsufficientFunds": {"balance": 3}}),
+            },
+            ActorResponse::NotOwner {
+                epoch: 3,
+                owner: Some("n".into()),
+            },
+            ActorResponse::NotOwner {
+                epoch: 4,
+                owner: None,
+            },
+            ActorResponse::Error {
+                error: RemoteError::Conflict {
+                    actor_id: "a".into(),
+                    attempts: 2,
+                    attempted_version: 3,
+                    current_version: 4,
+                },
+            },
+        ] {
+            let bytes = encode(&resp).unwrap();
+            let read = decode::<ActorResponseIn<'_>>(&bytes).unwrap();
+            let back = match read {
+                ActorResponseIn::Reply {
+                    reply,
+                    version,
+                    already_applied,
+                } => ActorResponse::Reply {
+                    reply: serde_json::from_str(reply.get()).unwrap(),
+                    version,
+                    already_applied,
+                },
+                ActorResponseIn::Rejected { error } => ActorResponse::Rejected {
+                    error: serde_json::from_str(error.get()).unwrap(),
+                },
+                ActorResponseIn::NotOwner { epoch, owner } => {
+                    ActorResponse::NotOwner { epoch, owner }
+                }
+                ActorResponseIn::Error { error } => ActorResponse::Error { error },
+            };
+            assert_eq!(back, resp, "{}", String::from_utf8_lossy(&bytes));
+        }
+        // The tag need not come first; a field the tag needs must be there.
+        let moved = br#"{"v":2,"body":{"version":5,"reply":"x","status":"reply"}}"#;
+        assert!(matches!(
+            decode::<ActorResponseIn<'_>>(moved),
+            Ok(ActorResponseIn::Reply { version: 5, .. })
+        ));
+        for bad in [
+            &br#"{"v":2,"body":{"status":"reply","reply":1}}"#[..],
+            br#"{"v":2,"body":{"status":"rejected"}}"#,
+            br#"{"v":2,"body":{"status":"other"}}"#,
+            br#"{"v":2,"body":{"status":"error","error":{"kind":"nope"}}}"#,
+        ] {
+            assert!(matches!(
+                decode::<ActorResponseIn<'_>>(bad),
+                Err(WireError::Malformed(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn requests_read_as_written_with_the_version_anywhere() {
+        let req = ActorRequest {
+            actor_type: "account".into(),
+            actor_id: "acc-1".into(),
+            shard: 7,
+            epoch: 42,
+            meta: CommandMeta::new().command_id("m-1"),
+            command: serde_json::json!({"Deposit": {"amount": 5}}),
+            refresh: false,
+        };
+        let bytes = encode(&req).unwrap();
+        let read = decode::<ActorRequestIn<'_>>(&bytes).unwrap();
+        assert_eq!(
+            (read.actor_type.as_str(), read.actor_id.as_str(), read.epoch),
+            ("account", "acc-1", 42)
+        );
+        assert_eq!(read.command.get(), r#"{"Deposit":{"amount":5}}"#);
+        assert_eq!(read.meta, req.meta);
+        // The body before the version: decoded once the version is known.
+        let body = serde_json::to_string(&req).unwrap();
+        let swapped = format!(r#"{{"body":{body},"v":2}}"#);
+        assert_eq!(decode::<ActorRequest>(swapped.as_bytes()).unwrap(), req);
+        let other = format!(r#"{{"body":{body},"v":7}}"#);
+        assert_eq!(
+            decode::<ActorRequest>(other.as_bytes()),
+            Err(WireError::UnsupportedVersion { found: 7 })
+        );
+        for bad in [
+            format!(r#"{{"v":2,"body":{body},"v":2}}"#),
+            format!(r#"{{"v":2,"body":{body},"body":{body}}}"#),
+            r#"{"v":2}"#.to_string(),
+            format!(r#"{{"v":null,"body":{body}}}"#),
+            format!(r#"{{"v":2,"body":{body}}} x"#),
+        ] {
+            assert!(
+                matches!(
+                    decode::<ActorRequest>(bad.as_bytes()),
+                    Err(WireError::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn wrong_version_and_garbage_are_typed_errors() {
         assert_eq!(
             decode::<Heartbeat>(br#"{"v":3,"body":{}}"#),
@@ -498,13 +803,17 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode::<ActorRequest>(&bytes);
+            let _ = decode::<ActorRequestIn<'_>>(&bytes);
             let _ = decode::<ActorResponse>(&bytes);
+            let _ = decode::<ActorResponseIn<'_>>(&bytes);
             let _ = decode::<Heartbeat>(&bytes);
         }
 
         #[test]
         fn arbitrary_json_never_panics(s in "\\{\"v\":2,\"body\":.{0,40}\\}") {
             let _ = decode::<ActorRequest>(s.as_bytes());
+            let _ = decode::<ActorRequestIn<'_>>(s.as_bytes());
+            let _ = decode::<ActorResponseIn<'_>>(s.as_bytes());
         }
     }
 }

@@ -17,7 +17,9 @@ use tracing::Instrument;
 
 use super::Inner;
 use crate::assignment::Assignment;
-use crate::routing::{decode, encode, ActorRequest, ActorResponse, RemoteError};
+use crate::routing::{
+    decode, encode, ActorRequest, ActorRequestIn, ActorResponse, ActorResponseIn, RemoteError,
+};
 use crate::transport::{Incoming, RequestFailure};
 
 type Outcome<A> = Result<Handled<<A as Actor>::Reply>, CommandError<<A as Actor>::Error>>;
@@ -202,29 +204,32 @@ impl Inner {
             .request(owner, payload, traceparent, timeout)
             .await
         {
-            Ok(payload) => match decode::<ActorResponse>(&payload) {
-                Ok(ActorResponse::Reply {
+            // The reply and rejection are decoded once, from their JSON in the message.
+            Ok(payload) => match decode::<ActorResponseIn<'_>>(&payload) {
+                Ok(ActorResponseIn::Reply {
                     reply,
                     version,
                     already_applied,
-                }) => match serde_json::from_value(reply) {
+                }) => match serde_json::from_str(reply.get()) {
                     Ok(reply) if already_applied => {
                         Attempt::Done(Ok(Handled::AlreadyApplied { reply, version }))
                     }
                     Ok(reply) => Attempt::Done(Ok(Handled::Reply { reply, version })),
                     Err(e) => undecodable("reply", e),
                 },
-                Ok(ActorResponse::Rejected { error }) => match serde_json::from_value(error) {
-                    Ok(rejection) => Attempt::Done(Err(CommandError::Rejected(rejection))),
-                    Err(e) => undecodable("rejection", e),
-                },
-                Ok(ActorResponse::NotOwner {
+                Ok(ActorResponseIn::Rejected { error }) => {
+                    match serde_json::from_str(error.get()) {
+                        Ok(rejection) => Attempt::Done(Err(CommandError::Rejected(rejection))),
+                        Err(e) => undecodable("rejection", e),
+                    }
+                }
+                Ok(ActorResponseIn::NotOwner {
                     epoch,
                     owner: theirs,
                 }) => Attempt::Retry(format!(
                     "{owner} does not own the actor at epoch {epoch} (owner there: {theirs:?})"
                 )),
-                Ok(ActorResponse::Error { error }) => {
+                Ok(ActorResponseIn::Error { error }) => {
                     Attempt::Done(Err(error.into_command_error(owner)))
                 }
                 Err(e) => Attempt::Done(Err(Error::from(e).into())),
@@ -250,7 +255,8 @@ impl Inner {
         let Some(reply_to) = msg.reply_to else {
             return;
         };
-        let response = match decode::<ActorRequest>(&msg.payload) {
+        // The command stays as its JSON in the message until the actor type decodes it.
+        let response = match decode::<ActorRequestIn<'_>>(&msg.payload) {
             Err(e) => ActorResponse::Error {
                 error: RemoteError::from_error(&e.into()),
             },
@@ -291,12 +297,12 @@ impl Inner {
         }
     }
 
-    async fn serve_request(&self, req: ActorRequest) -> ActorResponse {
+    async fn serve_request(&self, req: ActorRequestIn<'_>) -> ActorResponse {
         if self.assignment().epoch < req.epoch {
             // The sender knows a newer table: catch up before deciding ownership.
             self.refresh_table().await;
         }
-        let ActorRequest {
+        let ActorRequestIn {
             actor_type,
             actor_id,
             meta,
