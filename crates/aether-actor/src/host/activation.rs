@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use aether_core::{ActorKey, Error, Event, ReactionError, Snapshot, TimerRecord};
 use serde_json::Value;
-use tokio::sync::{mpsc, Notify};
 
 use super::recent::{keepable_json, RecentOutcomes, Remembered};
+use super::slot::{Next, Slot};
 use super::stats::bump;
-use super::{Answer, Handled, Outcome, Request, Shared};
+use super::{Answer, Handled, Outcome, Shared};
 use crate::actor::{Actor, Envelope};
 use crate::error::{CommandError, LoadError};
 use crate::event::EventCodec;
@@ -30,58 +30,73 @@ pub(crate) struct Loaded<S> {
 /// snapshot is still recognised when its sender retries it.
 const COMMAND_ID_LOOKBACK: u64 = 32;
 
-pub(crate) async fn run_actor<A: Actor>(
-    shared: Arc<Shared<A>>,
-    actor_id: String,
-    generation: u64,
-    stop: Arc<Notify>,
-    mut rx: mpsc::Receiver<Box<Request<A>>>,
-) {
-    let mut loaded: Option<Loaded<A::State>> = None;
-    let idle = shared.config.passivation.idle_timeout;
+/// Drains an actor's mailbox: started when a command reaches an actor with no runner (or an
+/// idle actor is asked to passivate), it ends when the queue is empty, leaving the state in
+/// the slot, or when it has passivated the actor.
+pub(crate) async fn run_actor<A: Actor>(shared: Arc<Shared<A>>, slot: Arc<Slot<A>>) {
+    let abandoned = Abandoned {
+        shared: &shared,
+        slot: &slot,
+    };
+    let mut loaded = None;
+    let mut waited = false;
     loop {
-        let next = tokio::select! {
-            biased;
-            () = stop.notified() => None,
-            request = rx.recv() => request,
-            () = sleep_or_forever(idle) => {
-                bump(&shared.counters.passivated_idle);
-                None
+        let request = match slot.next(&mut loaded, !waited) {
+            Next::Handle(request) => request,
+            Next::Empty => {
+                // A sender that awaits each reply before sending again (a request-response
+                // loop) queues its next command within one turn of the scheduler: looking
+                // once more after a yield saves ending this task and starting another.
+                waited = true;
+                tokio::task::yield_now().await;
+                continue;
             }
+            Next::Idle => {
+                std::mem::forget(abandoned);
+                return;
+            }
+            Next::Passivate => break,
         };
-        let Some(request) = next else { break };
-        // Boxed: an idle actor's task then holds only this loop's state, not the largest
-        // state of a command being handled (most actors are idle most of the time).
-        let result = Box::pin(handle(&shared, &actor_id, &mut loaded, &request.envelope)).await;
+        waited = false;
+        let result = handle(&shared, &slot.id, &mut loaded, &request.envelope).await;
         bump(&shared.counters.commands);
         let _ = request.reply.send(Answer::Done(result));
     }
+    std::mem::forget(abandoned);
 
     // Leave the map first so new commands start a new activation, then hand back whatever
     // was already queued here.
-    shared.forget(&actor_id, generation);
-    rx.close();
-    while let Ok(request) = rx.try_recv() {
+    shared.forget(&slot.id, slot.generation);
+    for request in slot.close() {
         let _ = request.reply.send(Answer::Retry(request.envelope));
     }
     if let Some(l) = &mut loaded {
         if shared.config.snapshot.on_passivation && l.version > l.snapshot_version {
-            save_snapshot(&shared, &actor_id, l).await;
+            save_snapshot(&shared, &slot.id, l).await;
         }
     }
-    shared.passivated(&actor_id);
+    shared.passivated(&slot.id);
     tracing::debug!(
         actor_type = A::TYPE,
-        actor_id,
-        generation,
+        actor_id = &*slot.id,
+        generation = slot.generation,
         "actor passivated"
     );
 }
 
-async fn sleep_or_forever(d: Option<std::time::Duration>) {
-    match d {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending::<()>().await,
+/// Ends the activation when its runner is dropped before it is done (the actor's code
+/// panicked, or the runtime is shutting down): otherwise the slot would keep saying a runner
+/// is draining it, and commands would wait there forever. The commands queued are dropped,
+/// so their senders learn the actor stopped.
+struct Abandoned<'a, A: Actor> {
+    shared: &'a Shared<A>,
+    slot: &'a Slot<A>,
+}
+
+impl<A: Actor> Drop for Abandoned<'_, A> {
+    fn drop(&mut self) {
+        self.shared.forget(&self.slot.id, self.slot.generation);
+        drop(self.slot.close());
     }
 }
 

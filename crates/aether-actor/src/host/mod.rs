@@ -4,11 +4,14 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
 use aether_core::{Error, SnapshotStore};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::actor::{Actor, Envelope};
 use crate::config::RuntimeConfig;
@@ -17,6 +20,7 @@ use crate::event::EventCodec;
 use crate::reaction::{NoReactor, ReactionSupport, SupportHandle};
 use activation::{load, run_actor};
 use lru::Lru;
+use slot::{Pushed, Slot, Stopped};
 pub use stats::HostStats;
 use stats::{bump, Counters};
 
@@ -24,6 +28,7 @@ mod across;
 mod activation;
 mod lru;
 mod recent;
+mod slot;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -88,25 +93,33 @@ pub(crate) struct Request<A: Actor> {
     pub(crate) reply: oneshot::Sender<Answer<A>>,
 }
 
-struct Cell<A: Actor> {
-    /// Requests are boxed: the channel allocates its slots 32 at a time, and an unboxed
-    /// request (a command with its metadata) would make that block several KiB per actor.
-    tx: mpsc::Sender<Box<Request<A>>>,
-    stop: Arc<Notify>,
-    generation: u64,
+/// The host's background work: what is started from an activation, and kept here so that a
+/// passivation asked for outside any runtime can still be carried out.
+#[derive(Default)]
+struct Background {
+    /// The idle sweeper, while there are active actors to sweep.
+    sweeper: Option<JoinHandle<()>>,
+    /// The runtime the latest activation ran in.
+    runtime: Option<Handle>,
 }
+
+/// How many sweeps for idle actors per idle timeout: an actor is passivated after being idle
+/// for between 16 and 17 sixteenths of the timeout.
+const SWEEPS_PER_TIMEOUT: u32 = 16;
 
 pub(crate) struct Shared<A: Actor> {
     pub(crate) actor: A,
     pub(crate) codec: EventCodec<A::Event>,
     pub(crate) store: Arc<dyn SnapshotStore>,
     pub(crate) config: RuntimeConfig,
-    cells: DashMap<String, Cell<A>>,
+    /// The active actors. An idle actor is only its slot here: no task, no timer.
+    cells: DashMap<Arc<str>, Arc<Slot<A>>>,
     /// Use order of the active actors; kept only under a cap on active actors.
     lru: Option<Mutex<Lru>>,
     fence: RwLock<Fence>,
     on_passivate: RwLock<Option<PassivationHook>>,
     generation: AtomicU64,
+    background: Mutex<Background>,
     /// What the reactor serving this host carries out (timers, effect targets).
     reactions: RwLock<SupportHandle>,
     pub(crate) counters: Counters,
@@ -142,6 +155,85 @@ impl<A: Actor> Shared<A> {
         }
     }
 
+    fn background(&self) -> MutexGuard<'_, Background> {
+        self.background.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes an activation: starts the idle sweeper if none is running (the previous one ends
+    /// when no actor is left, or with its runtime), and keeps the runtime for later
+    /// passivations.
+    fn activated(self: &Arc<Self>) {
+        let Ok(runtime) = Handle::try_current() else {
+            return;
+        };
+        let mut background = self.background();
+        if let Some(idle) = self.config.passivation.idle_timeout {
+            if background
+                .sweeper
+                .as_ref()
+                .is_none_or(JoinHandle::is_finished)
+            {
+                background.sweeper = Some(runtime.spawn(sweep_idle(Arc::downgrade(self), idle)));
+            }
+        }
+        background.runtime = Some(runtime);
+    }
+
+    /// Starts a runner for `slot`.
+    fn start(self: &Arc<Self>, slot: Arc<Slot<A>>) {
+        let run = run_actor(Arc::clone(self), slot);
+        // A passivation may be asked for outside the runtime (by a plain thread).
+        match Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(run);
+            }
+            Err(_) => match self.background().runtime.clone() {
+                Some(runtime) => {
+                    runtime.spawn(run);
+                }
+                None => tracing::warn!(actor_type = A::TYPE, "no runtime to passivate an actor in"),
+            },
+        }
+    }
+
+    /// Asks the actor of `slot` to passivate; returns whether this call did (it was not
+    /// passivating already).
+    fn stop(self: &Arc<Self>, slot: &Arc<Slot<A>>) -> bool {
+        match slot.stop() {
+            Stopped::Start => {
+                self.start(Arc::clone(slot));
+                true
+            }
+            Stopped::Asked => true,
+            Stopped::Already => false,
+        }
+    }
+
+    /// One sweep for idle actors: passivates those idle for the timeout. Returns `false`, and
+    /// the sweeper ends, when no actor is active (the next activation starts another).
+    fn sweep(self: &Arc<Self>) -> bool {
+        let idle: Vec<Arc<Slot<A>>> = self
+            .cells
+            .iter()
+            .filter(|c| c.value().idle_for(SWEEPS_PER_TIMEOUT))
+            .map(|c| Arc::clone(c.value()))
+            .collect();
+        for slot in &idle {
+            if self.stop(slot) {
+                bump(&self.counters.passivated_idle);
+                tracing::debug!(actor_id = &*slot.id, "passivating an idle actor");
+            }
+        }
+        // Decided under the lock activations start the sweeper under, so that an activation
+        // never counts on a sweeper that is leaving.
+        let mut background = self.background();
+        if self.cells.is_empty() {
+            background.sweeper = None;
+            return false;
+        }
+        true
+    }
+
     /// The reaction support set now.
     pub(crate) fn reactions(&self) -> SupportHandle {
         Arc::clone(&self.reactions.read().unwrap_or_else(|e| e.into_inner()))
@@ -160,7 +252,8 @@ impl<A: Actor> Shared<A> {
 }
 
 /// Runs the actors of one type in this process: at most one activation per actor, each
-/// handling its commands one at a time in its own task. It is the embedded runtime, and what a
+/// handling its commands one at a time, in a task that exists only while it has commands
+/// (an idle actor is its state in the host's map). It is the embedded runtime, and what a
 /// cluster node runs for the actors it owns.
 ///
 /// - **Activation**: on an actor's first command its state is rebuilt from its latest
@@ -256,6 +349,7 @@ impl<A: Actor> ActorHost<A> {
                 fence: RwLock::new(Arc::new(|_: &str| true)),
                 on_passivate: RwLock::new(None),
                 generation: AtomicU64::new(0),
+                background: Mutex::default(),
                 reactions: RwLock::new(Arc::new(NoReactor)),
                 counters: Counters::new(A::TYPE),
             }),
@@ -337,14 +431,14 @@ impl<A: Actor> ActorHost<A> {
         // A command meets a passivating actor at most a few times in a row; more means the
         // actor cannot stay up (for example its store keeps failing).
         for _ in 0..8 {
-            let (tx, activated) = match self.shared.cells.entry(actor_id.to_string()) {
-                Entry::Occupied(cell) => (cell.get().tx.clone(), false),
-                Entry::Vacant(slot) => {
-                    let cell = self.spawn(actor_id);
-                    let tx = cell.tx.clone();
-                    slot.insert(cell);
-                    (tx, true)
-                }
+            let found = self
+                .shared
+                .cells
+                .get(actor_id)
+                .map(|c| Arc::clone(c.value()));
+            let (slot, activated) = match found {
+                Some(slot) => (slot, false),
+                None => self.activate(actor_id),
             };
             self.touch(actor_id, activated);
             let (reply_tx, reply_rx) = oneshot::channel();
@@ -352,13 +446,21 @@ impl<A: Actor> ActorHost<A> {
                 envelope,
                 reply: reply_tx,
             });
-            match tx.send(request).await {
-                Ok(()) => match reply_rx.await {
-                    Ok(Answer::Done(result)) => return result,
-                    Ok(Answer::Retry(e)) => envelope = e,
-                    Err(_) => return Err(Error::Closed(format!("actor {actor_id} stopped")).into()),
-                },
-                Err(mpsc::error::SendError(request)) => envelope = request.envelope,
+            match slot.push(request).await {
+                Pushed::Start => {
+                    tokio::spawn(run_actor(Arc::clone(&self.shared), slot));
+                }
+                Pushed::Queued => {}
+                Pushed::Closed(request) => {
+                    envelope = request.envelope;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            }
+            match reply_rx.await {
+                Ok(Answer::Done(result)) => return result,
+                Ok(Answer::Retry(e)) => envelope = e,
+                Err(_) => return Err(Error::Closed(format!("actor {actor_id} stopped")).into()),
             }
             tokio::task::yield_now().await;
         }
@@ -386,58 +488,60 @@ impl<A: Actor> ActorHost<A> {
             }
         };
         if let Some(victim) = victim {
-            if self.stop(&victim) {
+            if self.stop(&victim) == Some(true) {
                 bump(&self.shared.counters.passivated_evicted);
                 tracing::debug!(actor_id = %victim, "passivating the least recently used actor");
             }
         }
     }
 
-    fn spawn(&self, actor_id: &str) -> Cell<A> {
-        let capacity = self.shared.config.mailbox_capacity.max(1);
-        let (tx, rx) = mpsc::channel(capacity);
-        let stop = Arc::new(Notify::new());
-        let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed);
-        bump(&self.shared.counters.activations);
-        self.shared.counters.active.increment(1.0);
-        tokio::spawn(run_actor(
-            Arc::clone(&self.shared),
-            actor_id.to_string(),
-            generation,
-            Arc::clone(&stop),
-            rx,
-        ));
+    /// The slot of `actor_id`, made (the actor activated) if there is none.
+    fn activate(&self, actor_id: &str) -> (Arc<Slot<A>>, bool) {
+        let made = match self.shared.cells.entry(Arc::from(actor_id)) {
+            Entry::Occupied(cell) => return (Arc::clone(cell.get()), false),
+            Entry::Vacant(cell) => {
+                let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed);
+                let capacity = self.shared.config.mailbox_capacity;
+                let slot = Arc::new(Slot::new(Arc::clone(cell.key()), generation, capacity));
+                bump(&self.shared.counters.activations);
+                self.shared.counters.active.increment(1.0);
+                cell.insert(Arc::clone(&slot));
+                slot
+            }
+        };
+        self.shared.activated();
         tracing::debug!(
             actor_type = A::TYPE,
             actor_id,
-            generation,
+            generation = made.generation,
             "actor activated"
         );
-        Cell {
-            tx,
-            stop,
-            generation,
-        }
+        (made, true)
     }
 
-    fn stop(&self, actor_id: &str) -> bool {
-        match self.shared.cells.get(actor_id) {
-            Some(cell) => {
-                cell.stop.notify_one();
-                true
-            }
-            None => false,
-        }
+    /// Asks `actor_id` to passivate: `None` if it is not active, else whether this call asked
+    /// (it was not passivating already).
+    fn stop(&self, actor_id: &str) -> Option<bool> {
+        let slot = self
+            .shared
+            .cells
+            .get(actor_id)
+            .map(|c| Arc::clone(c.value()))?;
+        Some(self.shared.stop(&slot))
     }
 
     /// Asks `actor_id` to passivate (after the command it is handling); returns whether it was
     /// active.
     pub fn passivate(&self, actor_id: &str) -> bool {
-        let stopped = self.stop(actor_id);
-        if stopped {
-            bump(&self.shared.counters.passivated_requested);
+        match self.stop(actor_id) {
+            Some(asked) => {
+                if asked {
+                    bump(&self.shared.counters.passivated_requested);
+                }
+                true
+            }
+            None => false,
         }
-        stopped
     }
 
     /// Passivates every active actor for which `pred` holds; returns them.
@@ -447,7 +551,7 @@ impl<A: Actor> ActorHost<A> {
             .cells
             .iter()
             .filter(|c| pred(c.key()))
-            .map(|c| c.key().clone())
+            .map(|c| c.key().to_string())
             .collect();
         for id in &ids {
             self.passivate(id);
@@ -467,7 +571,12 @@ impl<A: Actor> ActorHost<A> {
 
     /// The active actors, sorted.
     pub fn active_actors(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.shared.cells.iter().map(|c| c.key().clone()).collect();
+        let mut v: Vec<String> = self
+            .shared
+            .cells
+            .iter()
+            .map(|c| c.key().to_string())
+            .collect();
         v.sort();
         v
     }
@@ -491,5 +600,20 @@ impl<A: Actor> ActorHost<A> {
     pub async fn load_state(&self, actor_id: &str) -> Result<(A::State, u64), LoadError> {
         let l = load(&self.shared, actor_id).await?;
         Ok((l.state, l.version))
+    }
+}
+
+/// Passivates the host's idle actors, sweeping them a number of times per idle timeout. Ends
+/// with the host, or when no actor is left active.
+async fn sweep_idle<A: Actor>(shared: std::sync::Weak<Shared<A>>, idle_timeout: Duration) {
+    let every = (idle_timeout / SWEEPS_PER_TIMEOUT).max(Duration::from_millis(1));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if !shared.sweep() {
+            return;
+        }
     }
 }

@@ -127,3 +127,162 @@ async fn passivate_on_request_hands_queued_commands_to_the_next_activation() {
     assert_eq!(h.send("sku", StockCommand::Get).await.unwrap(), 21);
     assert_eq!(h.passivate_all().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_actor_keeps_no_task_and_the_sweeper_ends_with_the_host() {
+    let s = store();
+    let h = host(
+        &s,
+        RuntimeConfig::default()
+            .passivation(PassivationPolicy::never().idle_timeout(Duration::from_secs(10))),
+    );
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    for id in ["a", "b", "c"] {
+        h.send(id, StockCommand::Restock(1)).await.unwrap();
+    }
+    // The three actors are active and idle: only the host's idle sweeper is a task.
+    wait_until(|| tasks() == 1).await;
+    assert_eq!(h.active_count(), 3);
+    // Used again, an idle actor answers from the state it kept.
+    assert_eq!(h.send("a", StockCommand::Get).await.unwrap(), 1);
+    assert_eq!(h.stats().activations, 3);
+    drop(h);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_until(|| tasks() == 0).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_leaves_busy_actors_alone_and_ends_when_none_is_active() {
+    let s = store();
+    let h = host(
+        &s,
+        RuntimeConfig::default()
+            .passivation(PassivationPolicy::never().idle_timeout(Duration::from_secs(10))),
+    );
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    h.send("a", StockCommand::Restock(1)).await.unwrap();
+    // Used every 6 seconds, "a" never reaches the timeout; "b", left alone, passivates.
+    h.send("b", StockCommand::Restock(1)).await.unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        h.send("a", StockCommand::Get).await.unwrap();
+    }
+    assert_eq!(h.active_actors(), ["a"]);
+    assert_eq!(h.stats().passivated_idle, 1);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    wait_until(|| !h.is_active("a")).await;
+    // No actor left: the sweeper has ended (the next activation starts another).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_until(|| tasks() == 0).await;
+    assert_eq!(h.send("a", StockCommand::Get).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    wait_until(|| !h.is_active("a")).await;
+    assert_eq!(h.stats().passivated_idle, 3);
+}
+
+#[tokio::test]
+async fn senders_wait_for_room_in_a_full_mailbox_in_arrival_order() {
+    let s = store();
+    let h = host(&s, RuntimeConfig::default().mailbox_capacity(1));
+    // On this one-thread runtime the senders reach the mailbox in the order they are spawned,
+    // all but the first finding it full.
+    let mut tasks = Vec::new();
+    for n in 1..=30 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            h.send("sku", StockCommand::Restock(n)).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let events = s.events_of(stock("sku"), 1).await.unwrap();
+    let order: Vec<u64> = events.iter().filter_map(|e| e.data["n"].as_u64()).collect();
+    assert_eq!(order, (1..=30).collect::<Vec<u64>>());
+    assert_eq!(h.stats().activations, 1);
+}
+
+#[tokio::test]
+async fn an_idle_actor_asked_to_passivate_from_outside_the_runtime_passivates() {
+    let s = store();
+    let h = host(
+        &s,
+        RuntimeConfig::default().snapshot(SnapshotPolicy::on_passivation()),
+    );
+    h.send("sku", StockCommand::Restock(3)).await.unwrap();
+    let other = h.clone();
+    let asked = std::thread::spawn(move || other.passivate("sku"))
+        .join()
+        .unwrap();
+    assert!(asked);
+    wait_until(|| !h.is_active("sku")).await;
+    assert_eq!(h.stats().passivated_requested, 1);
+    assert_eq!(
+        s.latest_snapshot_of(stock("sku"))
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
+}
+
+/// The shop, except that reserving panics.
+struct Fragile;
+
+impl Actor for Fragile {
+    type State = Stock;
+    type Command = StockCommand;
+    type Event = StockEvent;
+    type Reply = u32;
+    type Error = StockError;
+    const TYPE: &'static str = "stock";
+
+    async fn decide(
+        &self,
+        id: &str,
+        state: &Stock,
+        command: &StockCommand,
+    ) -> Result<Vec<StockEvent>, StockError> {
+        if matches!(command, StockCommand::Reserve(_)) {
+            panic!("reserving is broken");
+        }
+        Shop.decide(id, state, command).await
+    }
+
+    fn apply(state: &mut Stock, event: &StockEvent) {
+        Shop::apply(state, event);
+    }
+
+    fn reply(state: &Stock, command: &StockCommand, events: &[StockEvent]) -> u32 {
+        Shop::reply(state, command, events)
+    }
+}
+
+#[tokio::test]
+async fn an_actor_whose_code_panics_ends_its_activation_and_comes_back() {
+    let s = store();
+    let h = ActorHost::new(
+        Fragile,
+        Arc::clone(&s) as Arc<dyn SnapshotStore>,
+        RuntimeConfig::default(),
+    );
+    h.send("sku", StockCommand::Restock(2)).await.unwrap();
+    assert!(matches!(
+        h.send("sku", StockCommand::Reserve(1)).await,
+        Err(CommandError::Infrastructure(Error::Closed(_)))
+    ));
+    wait_until(|| !h.is_active("sku")).await;
+    assert_eq!(h.stats().active, 0);
+    // The next command activates it again, from the store.
+    assert_eq!(h.send("sku", StockCommand::Get).await.unwrap(), 2);
+    assert_eq!(h.stats().activations, 2);
+}
