@@ -142,8 +142,9 @@ impl aether_actor::Actor for Counter {
 
 /// Heap bytes per idle active actor in an `ActorHost`: the growth of live heap bytes while
 /// `ACTORS` more actors are activated (one read-only command each) and left idle, divided by
-/// them. The state is 8 bytes; the rest is the runtime's (the mailbox, the actor's task, its
-/// entry in the host's map, its id).
+/// them. The state is 8 bytes; the rest is the runtime's (the actor's slot with its empty
+/// mailbox and the state's bookkeeping, its entry in the host's map, its id; an idle actor has
+/// no task).
 fn active_actors() -> serde_json::Value {
     use aether_actor::{ActorClient, ActorHost, RuntimeConfig};
     const WARM: u64 = 2_000;
