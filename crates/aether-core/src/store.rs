@@ -56,7 +56,7 @@ pub trait EventStore: Send + Sync {
     async fn latest_version_of(&self, actor: ActorKey<'_>) -> Result<u64>;
 
     /// The untyped actor's events with `version >= from_version`, in ascending version order
-    /// ([`events_of`](Self::events_of) with [`ActorKey::untyped`]).
+    /// ([`events_of`](EventStore::events_of) with [`ActorKey::untyped`]).
     async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
         self.events_of(ActorKey::untyped(actor_id), from_version)
             .await
@@ -112,13 +112,14 @@ pub trait SnapshotStore: EventStore {
     /// order.
     ///
     /// The default reads [`latest_snapshot_of`](Self::latest_snapshot_of), then
-    /// [`events_of`](Self::events_of). A store that keeps snapshots in the same ordered log as
-    /// events can do better: the JetStream store reads the snapshot and the actor's last
-    /// message at once, and starts reading events where the snapshot lies (checked, never
-    /// trusted) instead of searching the stream for the first one wanted.
+    /// [`events_of`](EventStore::events_of). A store that keeps snapshots in the same ordered
+    /// log as events can do better: the JetStream store reads the snapshot and the actor's
+    /// last message at once, and starts reading events where the snapshot lies (checked,
+    /// never trusted) instead of searching the stream for the first one wanted.
     ///
     /// # Errors
-    /// As [`latest_snapshot_of`](Self::latest_snapshot_of) and [`events_of`](Self::events_of).
+    /// As [`latest_snapshot_of`](Self::latest_snapshot_of) and
+    /// [`events_of`](EventStore::events_of).
     async fn snapshot_and_events_of(
         &self,
         actor: ActorKey<'_>,
