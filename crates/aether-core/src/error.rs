@@ -49,6 +49,31 @@ pub struct TransactionConflictError {
     pub conflicts: Vec<VersionConflictError>,
 }
 
+/// A transaction named actors that live in different partitions of a partitioned event log,
+/// which cannot be appended all or nothing. Nothing was written.
+///
+/// Handling: keep actors that must change together in one partition (a partition key the
+/// application chooses, such as a tenant), or split the work into steps that each touch one
+/// partition and coordinate them with a process manager (`aether-reactions`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "transaction {transaction_id} spans partitions of the event log ({}): a transaction is \
+     all or nothing only within one partition; keep these actors together with a partition key, \
+     or coordinate the steps with a process manager",
+    actors
+        .iter()
+        .map(|(actor, partition)| format!("{actor} in partition {partition}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+)]
+pub struct CrossPartitionError {
+    /// The transaction.
+    pub transaction_id: String,
+    /// Every actor of the transaction (as `type/id`, or the id of an untyped actor) with the
+    /// partition it lives in.
+    pub actors: Vec<(String, u32)>,
+}
+
 /// Everything a store, bus or cluster operation can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -64,6 +89,12 @@ pub enum Error {
     /// Handling: reload the actors named, decide again, commit again.
     #[error(transparent)]
     TransactionConflict(#[from] TransactionConflictError),
+
+    /// A transaction spans partitions of the event log; nothing was written.
+    ///
+    /// Handling: see [`CrossPartitionError`].
+    #[error(transparent)]
+    CrossPartition(#[from] CrossPartitionError),
 
     /// The backend cannot do this at all (for example atomic multi-actor appends on a NATS
     /// server older than 2.12). Nothing was written.
@@ -221,6 +252,15 @@ impl Error {
         }
     }
 
+    /// The partitions of a transaction refused for spanning them, when this is an
+    /// [`Error::CrossPartition`].
+    pub fn as_cross_partition(&self) -> Option<&CrossPartitionError> {
+        match self {
+            Self::CrossPartition(c) => Some(c),
+            _ => None,
+        }
+    }
+
     /// An [`Error::Unsupported`].
     pub fn unsupported(operation: impl fmt::Display, reason: impl fmt::Display) -> Self {
         Self::Unsupported {
@@ -245,6 +285,7 @@ impl Error {
         match self {
             Self::VersionConflict(_) => "version_conflict",
             Self::TransactionConflict(_) => "transaction_conflict",
+            Self::CrossPartition(_) => "cross_partition",
             Self::Unsupported { .. } => "unsupported",
             Self::InvalidInput(_) => "invalid_input",
             Self::PayloadTooLarge { .. } => "payload_too_large",

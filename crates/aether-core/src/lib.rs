@@ -61,13 +61,15 @@ mod transaction;
 pub use actor::{validate_actor_type, ActorKey, MAX_ACTOR_TYPE_BYTES};
 pub use backoff::{Backoff, Jitter};
 pub use broadcaster::EventBroadcaster;
-pub use error::{BoxError, Error, Result, TransactionConflictError, VersionConflictError};
+pub use error::{
+    BoxError, CrossPartitionError, Error, Result, TransactionConflictError, VersionConflictError,
+};
 pub use event::{
     Event, EventData, Metadata, EVENT_TYPE_EVENT_STORED, METADATA_ACTOR_TYPE,
     METADATA_CAUSATION_ID, METADATA_CORRELATION_ID, METADATA_MESSAGE_ID, METADATA_REPLY,
     METADATA_SCHEMA_VERSION, METADATA_SPAN_ID, METADATA_TRACE_ID, METADATA_USER_ID,
 };
-pub use log::{EventLog, LogFilter, LogPage, LogPosition, LoggedEvent};
+pub use log::{log_partitions, EventLog, LogFilter, LogPage, LogPosition, LoggedEvent};
 pub use pattern::{
     is_wildcard_pattern, match_actor_pattern, match_namespace_pattern, validate_namespace,
     validate_pattern,

@@ -1,5 +1,7 @@
 //! A store's events in one global order, for consumers of every actor at once (projections).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -172,5 +174,42 @@ pub trait EventLog: Send + Sync {
             }
         }
         Ok(page)
+    }
+
+    /// The log's partitions when the store spreads actors over several independent logs (the
+    /// JetStream store with [`partitions`](https://docs.rs/aether-store) above 1): each is an
+    /// `EventLog` of its own, with its own positions, holding every event of its actors in
+    /// order; there is no order across partitions. Empty (the default) when the log is one
+    /// order, to be read directly.
+    ///
+    /// A reader of a partitioned log keeps one position per partition; the reads of this log
+    /// itself ([`read_after`](Self::read_after), [`head`](Self::head),
+    /// [`read_filtered`](Self::read_filtered)) fail with
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) there. [`log_partitions`] gives
+    /// either kind of log as a list.
+    fn partitions(&self) -> Vec<Arc<dyn EventLog>> {
+        Vec::new()
+    }
+}
+
+/// The independent logs `log` is made of: its [`partitions`](EventLog::partitions), or `log`
+/// itself when it is one order. Reading each from its own position reads every event once.
+///
+/// ```
+/// use std::sync::Arc;
+/// use aether_core::{log_partitions, EventLog};
+/// # fn of(log: Arc<dyn EventLog>) {
+/// for (index, part) in log_partitions(&log).into_iter().enumerate() {
+///     // Keep one position per `index`.
+///     # let _ = (index, part);
+/// }
+/// # }
+/// ```
+pub fn log_partitions(log: &Arc<dyn EventLog>) -> Vec<Arc<dyn EventLog>> {
+    let parts = log.partitions();
+    if parts.is_empty() {
+        vec![log.clone()]
+    } else {
+        parts
     }
 }

@@ -168,6 +168,10 @@ impl<S: EventLog> EventLog for Notify<S> {
     ) -> Result<LogPage> {
         self.inner.read_filtered(after, max, filter).await
     }
+
+    fn partitions(&self) -> Vec<std::sync::Arc<dyn EventLog>> {
+        self.inner.partitions()
+    }
 }
 
 #[async_trait]
