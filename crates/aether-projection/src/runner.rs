@@ -45,33 +45,68 @@ use step::StepError;
 pub struct Projection<E> {
     name: String,
     /// The name its checkpoint and parked events are kept under: `name`, or
-    /// `<name>.p<partition>` for a partition.
+    /// `<name>.p<partition>` for a partition (`<name>.l<l>.p<partition>` for a partition of
+    /// log partition `l`). On a partitioned log each lane has its own name.
     id: Arc<str>,
     /// `(partition, partitions)`: handle only the actors of this shard.
     partition: Option<(u32, u32)>,
     /// What the projection reads of the log: its actor types (all when none are named) and
     /// its partition's shard, selected by the store where it can.
     filter: LogFilter,
-    log: Arc<dyn EventLog>,
+    /// The independent logs it reads, each from its own position: the log itself, or each
+    /// partition of a partitioned log.
+    lanes: Vec<Lane>,
     store: Arc<dyn ProjectionStore>,
     handler: Arc<dyn Handler<E>>,
     codec: EventCodec<E>,
     /// Decoding by actor type, when the projection reads several types' events.
     by_type: Option<ActorEvents<E>>,
     config: ProjectionConfig,
-    status: Mutex<ProjectionStatus>,
     paused: watch::Sender<bool>,
+}
+
+/// One independent log a projection reads with its own position, checkpoint, parked events
+/// and status: the whole log when it is one order, or one partition of a partitioned log.
+pub(crate) struct Lane {
+    pub(crate) log: Arc<dyn EventLog>,
+    /// The name its checkpoint, parked events and sink position are kept under.
+    pub(crate) id: Arc<str>,
+    pub(crate) status: Mutex<ProjectionStatus>,
     /// Past the last event handled or parked in this run: a sink that keeps its own position
     /// stays behind a parked event, which must not be read again and again.
-    cursor: Mutex<Option<LogPosition>>,
+    pub(crate) cursor: Mutex<Option<LogPosition>>,
     /// When the status was last reported to the store (sink-kept positions only).
-    reported: Mutex<Option<Instant>>,
+    pub(crate) reported: Mutex<Option<Instant>>,
+}
+
+impl Lane {
+    fn new(log: Arc<dyn EventLog>, id: Arc<str>) -> Self {
+        Self {
+            log,
+            status: Mutex::new(ProjectionStatus {
+                name: id.to_string(),
+                ..ProjectionStatus::default()
+            }),
+            id,
+            cursor: Mutex::new(None),
+            reported: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn lock_status(&self) -> std::sync::MutexGuard<'_, ProjectionStatus> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn lock_cursor(&self) -> std::sync::MutexGuard<'_, Option<LogPosition>> {
+        self.cursor.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl<E> std::fmt::Debug for Projection<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Projection")
             .field("name", &self.name)
+            .field("log_partitions", &self.lanes.len())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -81,6 +116,10 @@ impl<E: DomainEvent> Projection<E> {
     /// A projection named `name` (letters, digits, `-` and `_`) of the events in `log`,
     /// decoded with `codec` (its upcasters applied), handled by `handler`, with its state in
     /// `store`.
+    ///
+    /// On a partitioned log ([`aether_core::log_partitions`] gives more than one) it reads
+    /// each partition concurrently from its own checkpoint, kept under `<name>.l<k>` for
+    /// partition `k`; on a log that is one order, under `<name>`.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a bad name, or a page size or concurrency of 0.
@@ -92,14 +131,34 @@ impl<E: DomainEvent> Projection<E> {
         codec: EventCodec<E>,
         config: ProjectionConfig,
     ) -> Result<Self> {
-        Self::build(name.into(), None, log, store, handler, codec, config)
+        let name = name.into();
+        // Checked before it goes into the lanes' names.
+        validate_name("projection name", &name)?;
+        let parts = log_parts(&log);
+        let lanes = if parts.len() == 1 {
+            vec![Lane::new(log, name.as_str().into())]
+        } else {
+            parts
+                .into_iter()
+                .enumerate()
+                .map(|(l, part)| {
+                    let l = lane_index(l)?;
+                    Ok(Lane::new(part, log_partition_id(&name, l).into()))
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        let id: Arc<str> = name.as_str().into();
+        Self::build(name, id, None, lanes, store, handler, codec, config)
     }
 
-    /// One partition of a partitioned projection: the actors whose shard among `partitions`
-    /// is `partition`, checkpointed as `<name>.p<partition>`.
+    /// One partition of a partitioned projection over one log partition: the actors whose
+    /// shard among `partitions` is `partition`, read from `log` (the log, or log partition
+    /// `l` of it), checkpointed as `id` (`<name>.p<partition>` on a log that is one order,
+    /// `<name>.l<l>.p<partition>` on a partitioned one).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn partition(
+    pub(crate) fn unit(
         name: String,
+        id: String,
         partition: u32,
         partitions: u32,
         log: Arc<dyn EventLog>,
@@ -108,10 +167,14 @@ impl<E: DomainEvent> Projection<E> {
         codec: EventCodec<E>,
         config: ProjectionConfig,
     ) -> Result<Self> {
+        validate_name("projection name", &name)?;
+        let id: Arc<str> = id.into();
+        let lanes = vec![Lane::new(log, id.clone())];
         Self::build(
             name,
+            id,
             Some((partition, partitions)),
-            log,
+            lanes,
             store,
             handler,
             codec,
@@ -119,44 +182,34 @@ impl<E: DomainEvent> Projection<E> {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         name: String,
+        id: Arc<str>,
         partition: Option<(u32, u32)>,
-        log: Arc<dyn EventLog>,
+        lanes: Vec<Lane>,
         store: Arc<dyn ProjectionStore>,
         handler: Arc<dyn Handler<E>>,
         codec: EventCodec<E>,
         config: ProjectionConfig,
     ) -> Result<Self> {
-        // The name goes into key-value keys and checkpoint names.
-        validate_name("projection name", &name)?;
         config.validate()?;
-        let id: Arc<str> = match partition {
-            None => name.as_str().into(),
-            Some((p, _)) => format!("{name}.p{p}").into(),
-        };
         let filter = LogFilter {
             actor_types: Vec::new(),
             shard: partition,
         };
         Ok(Self {
-            status: Mutex::new(ProjectionStatus {
-                name: id.to_string(),
-                ..ProjectionStatus::default()
-            }),
             id,
             partition,
             filter,
             name,
-            log,
+            lanes,
             store,
             handler,
             codec,
             by_type: None,
             config,
             paused: watch::channel(false).0,
-            cursor: Mutex::new(None),
-            reported: Mutex::new(None),
         })
     }
 
@@ -206,62 +259,137 @@ impl<E: DomainEvent> Projection<E> {
     }
 
     /// The name its checkpoint and parked events are kept under: its name, or
-    /// `<name>.p<partition>` for a partition of a partitioned projection.
+    /// `<name>.p<partition>` for a partition of a partitioned projection
+    /// (`<name>.l<l>.p<partition>` on log partition `l`). On a partitioned log each log
+    /// partition has a name of its own: see [`checkpoint_names`](Self::checkpoint_names).
     pub fn id(&self) -> &str {
         &self.id
     }
 
-    /// Where it is.
-    pub fn status(&self) -> ProjectionStatus {
-        self.lock_status().clone()
+    /// How many independent logs it reads, each from its own position: the number of
+    /// partitions of a partitioned log, 1 for a log that is one order.
+    pub fn log_partitions(&self) -> usize {
+        self.lanes.len()
     }
 
-    /// Stops handling events after the current one, until [`resume`](Self::resume).
+    /// The names its checkpoints, parked events and sink positions are kept under, one per
+    /// log partition in order: `[id]` on a log that is one order, `<name>.l<k>` for
+    /// partition `k` of a partitioned log.
+    pub fn checkpoint_names(&self) -> Vec<String> {
+        self.lanes.iter().map(|l| l.id.to_string()).collect()
+    }
+
+    /// Where it is. On a partitioned log, the sum over its log partitions: events handled
+    /// and parked, and the lag, summed (known once every partition's is); the largest time
+    /// lag; no single `position` or `head` (each partition has its own: see
+    /// [`partition_status`](Self::partition_status)).
+    pub fn status(&self) -> ProjectionStatus {
+        let paused = *self.paused.borrow();
+        if let [lane] = self.lanes.as_slice() {
+            let mut status = lane.lock_status().clone();
+            status.paused = paused;
+            return status;
+        }
+        let parts = self.partition_status();
+        ProjectionStatus {
+            name: self.id.to_string(),
+            position: None,
+            kept_by_sink: parts.iter().any(|s| s.kept_by_sink),
+            head: None,
+            lag: parts.iter().map(|s| s.lag).sum(),
+            lag_time: parts
+                .iter()
+                .map(|s| s.lag_time)
+                .collect::<Option<Vec<_>>>()
+                .map(|t| t.into_iter().max().unwrap_or_default()),
+            handled: parts.iter().map(|s| s.handled).sum(),
+            parked: parts.iter().map(|s| s.parked).sum(),
+            last_error: parts.iter().find_map(|s| s.last_error.clone()),
+            paused,
+        }
+    }
+
+    /// The status of each log partition it reads, in order, each named after its checkpoint
+    /// (one entry, equal to [`status`](Self::status), on a log that is one order).
+    pub fn partition_status(&self) -> Vec<ProjectionStatus> {
+        let paused = *self.paused.borrow();
+        self.lanes
+            .iter()
+            .map(|lane| {
+                let mut status = lane.lock_status().clone();
+                status.paused = paused;
+                status
+            })
+            .collect()
+    }
+
+    /// Stops handling events after the current one (in every log partition), until
+    /// [`resume`](Self::resume).
     pub fn pause(&self) {
         self.paused.send_replace(true);
-        self.lock_status().paused = true;
+        for lane in &self.lanes {
+            lane.lock_status().paused = true;
+        }
     }
 
     /// Goes on after [`pause`](Self::pause).
     pub fn resume(&self) {
         self.paused.send_replace(false);
-        self.lock_status().paused = false;
+        for lane in &self.lanes {
+            lane.lock_status().paused = false;
+        }
     }
 
-    /// Forgets the checkpoint, so that the projection handles every event again from the start
-    /// (into a fresh read model: clear the sink first). Do it while the projection is not
-    /// running.
+    /// Forgets the checkpoint (of every log partition), so that the projection handles every
+    /// event again from the start (into a fresh read model: clear the sink first). Do it
+    /// while the projection is not running.
     ///
     /// # Errors
     /// Store errors.
     pub async fn reset(&self) -> Result<()> {
-        self.store.clear_checkpoint(&self.id).await?;
-        *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        let mut status = self.lock_status();
-        status.position = None;
-        // Not known again until it next looks at the log.
-        status.lag = None;
-        status.lag_time = None;
+        for lane in &self.lanes {
+            self.store.clear_checkpoint(&lane.id).await?;
+            *lane.lock_cursor() = None;
+            let mut status = lane.lock_status();
+            status.position = None;
+            // Not known again until it next looks at the log.
+            status.lag = None;
+            status.lag_time = None;
+        }
         Ok(())
     }
 
-    /// The parked events.
+    /// The parked events: of each log partition in turn, each in order (a position is one
+    /// partition's own; [`ProjectionStore::parked`] of a name of
+    /// [`checkpoint_names`](Self::checkpoint_names) gives one partition's).
     ///
     /// # Errors
     /// Store errors.
     pub async fn parked(&self) -> Result<Vec<ParkedEvent>> {
-        self.store.parked(&self.id).await
+        let mut out = Vec::new();
+        for lane in &self.lanes {
+            out.extend(self.store.parked(&lane.id).await?);
+        }
+        Ok(out)
     }
 
-    /// Handles every parked event again (once each, after a fix); those that succeed are
-    /// removed from the parked list. Returns how many succeeded.
+    /// Handles every parked event again (once each, after a fix), in every log partition;
+    /// those that succeed are removed from the parked list. Returns how many succeeded.
     ///
     /// # Errors
     /// Store errors; a parked event that fails again stays parked with its new error.
     pub async fn replay_parked(&self) -> Result<usize> {
         let mut done = 0;
-        for mut parked in self.store.parked(&self.id).await? {
-            let outcome = match self.decode(&parked.event, parked.position) {
+        for lane in &self.lanes {
+            done += self.replay_lane(lane).await?;
+        }
+        Ok(done)
+    }
+
+    async fn replay_lane(&self, lane: &Lane) -> Result<usize> {
+        let mut done = 0;
+        for mut parked in self.store.parked(&lane.id).await? {
+            let outcome = match self.decode(lane, &parked.event, parked.position) {
                 Ok(projected) => self
                     .handler
                     .handle(&projected)
@@ -270,37 +398,62 @@ impl<E: DomainEvent> Projection<E> {
                 Err(e) => Err(e),
             };
             tracing::info!(
-                projection = %self.id,
+                projection = %lane.id,
                 position = %parked.position,
                 ok = outcome.is_ok(),
                 "replayed a parked event"
             );
             match outcome {
                 Ok(()) => {
-                    self.store.unpark(&self.id, parked.position).await?;
+                    self.store.unpark(&lane.id, parked.position).await?;
                     done += 1;
                 }
                 Err(e) => {
                     parked.error = e;
                     parked.attempts += 1;
-                    self.store.park(&self.id, &parked).await?;
+                    self.store.park(&lane.id, &parked).await?;
                 }
             }
         }
         Ok(done)
     }
 
-    /// Runs until `shutdown` is cancelled: catches up, then follows live writes. Read errors
+    /// Runs until `shutdown` is cancelled: catches up, then follows live writes; on a
+    /// partitioned log, every partition at once, each from its own checkpoint. Read errors
     /// are recorded in the status and retried after the poll interval.
     ///
     /// # Errors
     /// Only when configured to stop on a failing event ([`OnFailure::Stop`]): the handler's
-    /// error, as [`Error::Backend`].
+    /// error, as [`Error::Backend`] (the other log partitions stop too).
     pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        if let [lane] = self.lanes.as_slice() {
+            return self.run_lane(lane, &shutdown).await;
+        }
+        // One lane stopping on a failing event stops the others, not the caller's token.
+        let stop = shutdown.child_token();
+        let runs = self.lanes.iter().map(|lane| {
+            let stop = stop.clone();
+            async move {
+                let outcome = self.run_lane(lane, &stop).await;
+                if outcome.is_err() {
+                    stop.cancel();
+                }
+                outcome
+            }
+        });
+        futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>>>()
+            .map(drop)
+    }
+
+    /// One log partition's read loop (see [`run`](Self::run)).
+    async fn run_lane(&self, lane: &Lane, shutdown: &CancellationToken) -> Result<()> {
         let mut paused = self.paused.subscribe();
         loop {
             if *paused.borrow_and_update() {
-                self.report_status(false).await;
+                self.report_status(lane, false).await;
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     _ = paused.changed() => continue,
@@ -308,24 +461,24 @@ impl<E: DomainEvent> Projection<E> {
                     () = tokio::time::sleep(self.config.status_interval) => continue,
                 }
             }
-            let progressed = match self.step(&shutdown).await {
+            let progressed = match self.step(lane, shutdown).await {
                 Ok(step) => step.read > 0,
                 Err(StepError::Stopped(e)) => {
-                    self.report_status(true).await;
+                    self.report_status(lane, true).await;
                     return Err(e);
                 }
                 Err(StepError::Read(e)) => {
-                    tracing::warn!(projection = %self.id, error = %e, "projection read failed; retrying");
-                    self.lock_status().last_error = Some(e.to_string());
+                    tracing::warn!(projection = %lane.id, error = %e, "projection read failed; retrying");
+                    lane.lock_status().last_error = Some(e.to_string());
                     false
                 }
             };
-            self.report_status(false).await;
+            self.report_status(lane, false).await;
             if shutdown.is_cancelled() {
                 return Ok(());
             }
             if !progressed {
-                self.replay_if_requested().await;
+                self.replay_if_requested(lane).await;
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     () = tokio::time::sleep(self.config.poll_interval) => {}
@@ -335,53 +488,68 @@ impl<E: DomainEvent> Projection<E> {
         }
     }
 
-    /// Replays the parked events if an operator asked for it through the store
-    /// ([`ProjectionStore::request_replay`]); errors are recorded in the status.
-    pub(crate) async fn replay_if_requested(&self) {
-        let outcome = match self.store.take_replay_request(&self.id).await {
+    /// Replays a log partition's parked events if an operator asked for it through the store
+    /// ([`ProjectionStore::request_replay`] of its checkpoint name); errors are recorded in
+    /// the status.
+    async fn replay_if_requested(&self, lane: &Lane) {
+        let outcome = match self.store.take_replay_request(&lane.id).await {
             Ok(false) => return,
-            Ok(true) => self.replay_parked().await,
+            Ok(true) => self.replay_lane(lane).await,
             Err(e) => Err(e),
         };
         if let Err(e) = outcome {
-            tracing::warn!(projection = %self.id, error = %e, "replaying parked events failed");
-            self.lock_status().last_error = Some(e.to_string());
+            tracing::warn!(projection = %lane.id, error = %e, "replaying parked events failed");
+            lane.lock_status().last_error = Some(e.to_string());
         }
     }
 
-    /// Handles what is stored now and says how many events it read, handled and parked: a
-    /// rebuild, or a test. Returns early, with what it did so far, when paused.
+    /// Handles what is stored now and says how many events it read, handled and parked
+    /// (summed over the log partitions, read at once): a rebuild, or a test. Returns early,
+    /// with what it did so far, when paused.
     ///
     /// # Errors
     /// Read and store errors; with [`OnFailure::Stop`], the failing handler's error.
     pub async fn catch_up(&self) -> Result<CatchUpReport> {
+        if let [lane] = self.lanes.as_slice() {
+            return self.catch_up_lane(lane).await;
+        }
+        let outcomes =
+            futures::future::join_all(self.lanes.iter().map(|lane| self.catch_up_lane(lane))).await;
+        let mut total = CatchUpReport::default();
+        for outcome in outcomes {
+            total.add(outcome?);
+        }
+        Ok(total)
+    }
+
+    async fn catch_up_lane(&self, lane: &Lane) -> Result<CatchUpReport> {
         let mut total = CatchUpReport::default();
         let never = CancellationToken::new();
         let outcome = loop {
-            match self.step(&never).await {
+            match self.step(lane, &never).await {
                 Ok(step) if step.read == 0 => break Ok(total),
                 Ok(step) => {
                     total.add(step);
-                    self.report_status(false).await;
+                    self.report_status(lane, false).await;
                 }
                 Err(StepError::Stopped(e) | StepError::Read(e)) => break Err(e),
             }
         };
         // Where a rebuild ended is worth reporting at once: nothing may run after it.
-        self.report_status(true).await;
+        self.report_status(lane, true).await;
         outcome
     }
 
-    /// Reports the status to the store if the sink keeps the position (the store has no
-    /// checkpoint to show then) and the last report is older than the status interval, or at
-    /// once with `now`. A failure is logged: the projection goes on.
-    async fn report_status(&self, now: bool) {
+    /// Reports a log partition's status to the store if the sink keeps the position (the
+    /// store has no checkpoint to show then) and the last report is older than the status
+    /// interval, or at once with `now`. A failure is logged: the projection goes on.
+    async fn report_status(&self, lane: &Lane, now: bool) {
         // Checked before copying the status: this runs after every page.
-        if !self.lock_status().kept_by_sink {
+        if !lane.lock_status().kept_by_sink {
             return;
         }
         {
-            let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+            let mut reported = lane.reported.lock().unwrap_or_else(|e| e.into_inner());
             let due = match *reported {
                 None => true,
                 Some(at) => now || at.elapsed() >= self.config.status_interval,
@@ -391,7 +559,7 @@ impl<E: DomainEvent> Projection<E> {
             }
             *reported = Some(Instant::now());
         }
-        let status = self.status();
+        let status = lane.lock_status().clone();
         let report = ReportedStatus {
             position_kept_by: PositionKeeper::Sink,
             position: status.position,
@@ -400,18 +568,39 @@ impl<E: DomainEvent> Projection<E> {
             handled: status.handled,
             parked: status.parked,
             last_error: status.last_error,
-            paused: status.paused,
+            paused: *self.paused.borrow(),
             reported_at: Utc::now(),
             interval_ms: u64::try_from(self.config.status_interval.as_millis()).unwrap_or(u64::MAX),
         };
-        if let Err(e) = self.store.report_status(&self.id, &report).await {
-            tracing::warn!(projection = %self.id, error = %e, "reporting the projection's status failed");
+        if let Err(e) = self.store.report_status(&lane.id, &report).await {
+            tracing::warn!(projection = %lane.id, error = %e, "reporting the projection's status failed");
         }
     }
+}
 
-    fn lock_status(&self) -> std::sync::MutexGuard<'_, ProjectionStatus> {
-        self.status.lock().unwrap_or_else(|e| e.into_inner())
+/// The independent logs `log` is made of, as [`aether_core::log_partitions`] gives them:
+/// its partitions, or `log` itself when it is one order.
+///
+/// Asks the log behind the `Arc` (`(**log).partitions()`): called on the `Arc` itself,
+/// method resolution picks `aether_core`'s forwarding `impl EventLog for Arc<T>`, which does
+/// not forward `partitions` and so always answers "one order".
+pub(crate) fn log_parts(log: &Arc<dyn EventLog>) -> Vec<Arc<dyn EventLog>> {
+    let parts = (**log).partitions();
+    if parts.is_empty() {
+        vec![log.clone()]
+    } else {
+        parts
     }
+}
+
+/// The checkpoint name of log partition `l` of projection `name` on a partitioned log.
+pub(crate) fn log_partition_id(name: &str, l: u32) -> String {
+    format!("{name}.l{l}")
+}
+
+/// A log partition's index as a `u32`.
+pub(crate) fn lane_index(l: usize) -> Result<u32> {
+    u32::try_from(l).map_err(|_| aether_core::Error::invalid("too many log partitions"))
 }
 
 /// Checks and collects actor type names.

@@ -32,8 +32,10 @@ use crate::store::ProjectionStore;
 use crate::{Handler, Projection, ProjectionConfig, ProjectionStatus};
 
 mod coordinator;
+mod layout;
 
 use coordinator::{Action, Coordinator};
+use layout::UnitLayout;
 
 /// Settings of a worker of a partitioned projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +168,9 @@ struct Held {
 pub struct ProjectionWorker<E> {
     name: String,
     worker: String,
-    log: Arc<dyn EventLog>,
+    /// The independent logs it reads ([`aether_core::log_partitions`]): one for a log that is
+    /// one order.
+    logs: Vec<Arc<dyn EventLog>>,
     store: Arc<dyn ProjectionStore>,
     handler: Arc<dyn Handler<E>>,
     codec: EventCodec<E>,
@@ -185,6 +189,7 @@ impl<E> std::fmt::Debug for ProjectionWorker<E> {
         f.debug_struct("ProjectionWorker")
             .field("name", &self.name)
             .field("worker", &self.worker)
+            .field("log_partitions", &self.logs.len())
             .field("config", &self.config)
             .field("worker_config", &self.worker_config)
             .finish_non_exhaustive()
@@ -196,9 +201,15 @@ impl<E: DomainEvent> ProjectionWorker<E> {
     /// the partitioned projection `name`. The other arguments are a [`Projection`]'s; the
     /// handler is shared by the partitions this worker holds, which run at once.
     ///
+    /// On a partitioned log ([`aether_core::log_partitions`] gives N > 1), its units of work
+    /// are the pairs (log partition `l`, partition `k`): N × [`WorkerConfig::partitions`]
+    /// of them, leased and rebalanced like partitions, unit `l × partitions + k`
+    /// checkpointed as `<name>.l<l>.p<k>`.
+    ///
     /// # Errors
     /// [`Error::InvalidInput`] for a bad name or worker id, a page size or concurrency of 0,
-    /// no partitions, or a lease timeout not above twice the heartbeat.
+    /// no partitions, a lease timeout not above twice the heartbeat, or, on a partitioned
+    /// log, more than 65 535 log partitions or partitions.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: impl Into<String>,
@@ -222,10 +233,12 @@ impl<E: DomainEvent> ProjectionWorker<E> {
                 "the lease timeout must be more than twice the heartbeat interval",
             ));
         }
+        let logs = crate::runner::log_parts(&log);
+        UnitLayout::of(logs.len(), worker_config.partitions)?;
         Ok(Self {
             name,
             worker,
-            log,
+            logs,
             store,
             handler,
             codec,
@@ -281,12 +294,39 @@ impl<E: DomainEvent> ProjectionWorker<E> {
         &self.worker
     }
 
-    /// The partitions this worker handles now.
+    /// The partitions this worker handles now; on a partitioned log, its units of work, unit
+    /// `l × partitions + k` being partition `k` of log partition `l` (see
+    /// [`owned_units`](Self::owned_units)).
     pub fn owned(&self) -> Vec<u32> {
         self.lock_owned().keys().copied().collect()
     }
 
-    /// The status of each partition this worker handles now (named `<name>.p<partition>`).
+    /// The units of work this worker handles now, as (log partition, partition) pairs (log
+    /// partition 0 throughout on a log that is one order).
+    pub fn owned_units(&self) -> Vec<(u32, u32)> {
+        let shards = self.worker_config.partitions;
+        self.owned()
+            .into_iter()
+            .map(|u| (u / shards, u % shards))
+            .collect()
+    }
+
+    /// How many independent logs the projection reads: the number of partitions of a
+    /// partitioned log, 1 for a log that is one order.
+    pub fn log_partitions(&self) -> usize {
+        self.logs.len()
+    }
+
+    /// Its units of work: [`WorkerConfig::partitions`] times [`log_partitions`](Self::log_partitions).
+    pub fn units(&self) -> u32 {
+        // Checked in `new`: at most 65 535 of each on a partitioned log.
+        self.worker_config
+            .partitions
+            .saturating_mul(u32::try_from(self.logs.len()).unwrap_or(u32::MAX))
+    }
+
+    /// The status of each partition this worker handles now (named `<name>.p<partition>`, or
+    /// `<name>.l<l>.p<partition>` on a partitioned log).
     pub fn status(&self) -> Vec<ProjectionStatus> {
         self.lock_owned().values().map(|p| p.status()).collect()
     }
@@ -298,22 +338,29 @@ impl<E: DomainEvent> ProjectionWorker<E> {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when the store holds another partition count for this
-    /// projection; a partition's error when it is configured to stop on a failing event
+    /// projection, or another number of log partitions (a worker of a log of another
+    /// partitioning); a partition's error when it is configured to stop on a failing event
     /// ([`OnFailure::Stop`](crate::OnFailure::Stop)).
     pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
-        let partitions = self
+        let layout = UnitLayout::of(self.logs.len(), self.worker_config.partitions)?;
+        let stored = self
             .store
-            .partition_count(&self.name, self.worker_config.partitions)
+            .partition_count(&self.name, layout.stored())
             .await?;
-        if partitions != self.worker_config.partitions {
+        if stored != layout.stored() {
             return Err(Error::invalid(format!(
-                "projection {} has {partitions} partitions, and worker {} is configured with {}",
-                self.name, self.worker, self.worker_config.partitions
+                "projection {} is split into {} in the projection store, and worker {} is \
+                 configured for {}: every worker of a projection needs the same partitions \
+                 over the same log",
+                self.name,
+                UnitLayout::describe_stored(stored),
+                self.worker,
+                layout
             )));
         }
         let mut core = Coordinator::new(
             self.worker.clone(),
-            partitions,
+            layout.units(),
             self.worker_config.lease_timeout,
         );
         // Dropped with this future, which aborts the partitions' tasks.
@@ -437,11 +484,23 @@ impl<E: DomainEvent> ProjectionWorker<E> {
         revision: u64,
         renewed: Instant,
     ) -> Result<()> {
-        let mut projection = Projection::partition(
+        let shards = self.worker_config.partitions;
+        let (l, k) = (partition / shards, partition % shards);
+        let log = self
+            .logs
+            .get(l as usize)
+            .ok_or_else(|| Error::invalid(format!("no log partition {l}")))?;
+        let id = if self.logs.len() == 1 {
+            format!("{}.p{k}", self.name)
+        } else {
+            format!("{}.l{l}.p{k}", self.name)
+        };
+        let mut projection = Projection::unit(
             self.name.clone(),
-            partition,
-            self.worker_config.partitions,
-            self.log.clone(),
+            id,
+            k,
+            shards,
+            log.clone(),
             self.store.clone(),
             self.handler.clone(),
             self.codec.clone(),

@@ -16,10 +16,14 @@ use super::OnFailure;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Projected<E> {
     /// The name its position is kept under: the projection's name, or `<name>.p<partition>`
-    /// in a partitioned projection (see [`ProjectionWorker`](crate::ProjectionWorker)). A sink
-    /// that keeps its own position ([`SinkPosition::Kept`]) keeps one per name.
+    /// in a partitioned projection (see [`ProjectionWorker`](crate::ProjectionWorker)); on a
+    /// partitioned log, `<name>.l<log_partition>` (and `<name>.l<log_partition>.p<partition>`
+    /// in a partitioned projection). A sink that keeps its own position
+    /// ([`SinkPosition::Kept`]) keeps one per name, so one per log partition.
     pub projection: Arc<str>,
-    /// Its position in the store's global order.
+    /// Its position in its log partition's order (the store's global order when the log is
+    /// one order; see [`log_partition`](Self::log_partition)): positions of different
+    /// partitions are not comparable.
     pub position: LogPosition,
     /// The type of the actor (`None`: an untyped actor).
     pub actor_type: Option<String>,
@@ -37,7 +41,37 @@ pub struct Projected<E> {
     pub event: E,
 }
 
-/// Where a sink stands, for exactly-once delivery.
+impl<E> Projected<E> {
+    /// The partition of the log it was read from ([`aether_core::log_partitions`]), as
+    /// [`projection`](Self::projection) names it (`.l<log_partition>`); 0 on a log that is
+    /// one order. [`position`](Self::position) is a position in that partition.
+    ///
+    /// ```
+    /// # use aether_core::LogPosition;
+    /// # use aether_projection::Projected;
+    /// # let at = |projection: &str| Projected {
+    /// #     projection: projection.into(), position: LogPosition::new(1, 0), actor_type: None,
+    /// #     actor_id: "a".into(), version: 1, event_id: "e".into(),
+    /// #     timestamp: chrono::Utc::now(), metadata: Default::default(), event: (),
+    /// # };
+    /// assert_eq!(at("balances").log_partition(), 0);
+    /// assert_eq!(at("balances.p3").log_partition(), 0);
+    /// assert_eq!(at("balances.l2").log_partition(), 2);
+    /// assert_eq!(at("balances.l2.p3").log_partition(), 2);
+    /// ```
+    pub fn log_partition(&self) -> u32 {
+        // Projection names have no '.': what follows the first is the name's suffixes.
+        self.projection
+            .split('.')
+            .skip(1)
+            .find_map(|part| part.strip_prefix('l')?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Where a sink stands, for exactly-once delivery. On a partitioned log the sink keeps one
+/// position per log partition, under each event's [`Projected::projection`] (which names
+/// the partition), and answers [`Handler::position`] for that name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkPosition {
     /// The sink keeps no position: the projection's store keeps the checkpoint, and delivery

@@ -11,7 +11,9 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::status::export;
-use super::{lag, CatchUpReport, OnFailure, Order, Park, Projected, Projection, SinkPosition};
+use super::{
+    lag, CatchUpReport, Lane, OnFailure, Order, Park, Projected, Projection, SinkPosition,
+};
 use crate::store::ParkedEvent;
 
 /// What became of one event.
@@ -21,17 +23,18 @@ enum Outcome {
 }
 
 impl<E: DomainEvent> Projection<E> {
-    /// One page: read after the checkpoint, handle, checkpoint. Says how many events it read
-    /// (0: nothing new), handled and parked.
+    /// One page of one log partition (`lane`): read after its checkpoint, handle,
+    /// checkpoint. Says how many events it read (0: nothing new), handled and parked.
     pub(super) async fn step(
         &self,
+        lane: &Lane,
         stop: &CancellationToken,
     ) -> std::result::Result<CatchUpReport, StepError> {
-        let kept = match self.handler.position(&self.id).await {
+        let kept = match self.handler.position(&lane.id).await {
             Ok(p) => p,
             Err(e) => {
                 return Err(StepError::Read(Error::backend(
-                    format!("reading the position of projection {}'s sink", self.id),
+                    format!("reading the position of projection {}'s sink", lane.id),
                     e,
                 )))
             }
@@ -39,36 +42,36 @@ impl<E: DomainEvent> Projection<E> {
         if kept != SinkPosition::NotKept && self.config.concurrency > 1 {
             return Err(StepError::Stopped(Error::invalid(format!(
                 "projection {}: a sink that keeps its own position needs a concurrency of 1",
-                self.id
+                lane.id
             ))));
         }
         let from = match kept {
             SinkPosition::NotKept => self
                 .store
-                .checkpoint(&self.id)
+                .checkpoint(&lane.id)
                 .await
                 .map_err(StepError::Read)?,
             SinkPosition::Kept(p) => p,
         };
-        let cursor = *self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        let cursor = *lane.lock_cursor();
         let from = from.max(cursor);
-        let read = self
+        let read = lane
             .log
             .read_filtered(from, self.config.page_size, &self.filter)
             .await
             .map_err(StepError::Read)?;
         let (page, read_to) = (read.events, read.read_to);
-        let head = self.log.head().await.map_err(StepError::Read)?;
+        let head = lane.log.head().await.map_err(StepError::Read)?;
         let Some(last) = page.last().map(|l| l.position) else {
             // Nothing this projection reads, but the log moved on: move past it.
             let from = match read_to.filter(|p| Some(*p) > from) {
                 Some(to) => {
-                    self.advance(kept, to).await?;
+                    self.advance(lane, kept, to).await?;
                     Some(to)
                 }
                 None => from,
             };
-            let mut status = self.lock_status();
+            let mut status = lane.lock_status();
             status.position = from;
             status.kept_by_sink = kept != SinkPosition::NotKept;
             status.head = head;
@@ -80,7 +83,7 @@ impl<E: DomainEvent> Projection<E> {
         {
             // The page is not handled yet: until it is, the lag counts it (a lag of 0 while
             // half of it is applied would tell a reader the read model is complete).
-            let mut status = self.lock_status();
+            let mut status = lane.lock_status();
             status.kept_by_sink = kept != SinkPosition::NotKept;
             status.head = head;
             status.lag = Some(lag(from, head));
@@ -102,7 +105,7 @@ impl<E: DomainEvent> Projection<E> {
                     break;
                 }
                 if self.mine(logged) {
-                    match self.handle_one(logged).await? {
+                    match self.handle_one(lane, logged).await? {
                         Outcome::Handled => report.handled += 1,
                         Outcome::Parked => report.parked += 1,
                     }
@@ -112,7 +115,7 @@ impl<E: DomainEvent> Projection<E> {
                 newest = Some(logged.event.timestamp);
             }
         } else {
-            let (handled, parked) = self.handle_page(&page).await?;
+            let (handled, parked) = self.handle_page(lane, &page).await?;
             report = CatchUpReport {
                 read: page.len() as u64,
                 handled,
@@ -127,9 +130,9 @@ impl<E: DomainEvent> Projection<E> {
             handled_to = handled_to.max(read_to);
         }
         if let Some(position) = handled_to.filter(|p| Some(*p) != from) {
-            self.advance(kept, position).await?;
+            self.advance(lane, kept, position).await?;
         }
-        let mut status = self.lock_status();
+        let mut status = lane.lock_status();
         status.position = handled_to;
         status.head = head;
         let behind = lag(handled_to, head);
@@ -147,13 +150,14 @@ impl<E: DomainEvent> Projection<E> {
     /// checkpoint unless the sink keeps the position (it stores it with each event).
     async fn advance(
         &self,
+        lane: &Lane,
         kept: SinkPosition,
         position: LogPosition,
     ) -> std::result::Result<(), StepError> {
-        *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(position);
+        *lane.lock_cursor() = Some(position);
         if kept == SinkPosition::NotKept {
             self.store
-                .save_checkpoint(&self.id, position)
+                .save_checkpoint(&lane.id, position)
                 .await
                 .map_err(StepError::Read)?;
         }
@@ -173,6 +177,7 @@ impl<E: DomainEvent> Projection<E> {
     /// projection wins.
     async fn handle_page(
         &self,
+        lane: &Lane,
         page: &[LoggedEvent],
     ) -> std::result::Result<(u64, u64), StepError> {
         // Chains of indices into the page (owned, so the futures borrow only `page`).
@@ -192,7 +197,7 @@ impl<E: DomainEvent> Projection<E> {
                 .map(|chain| async move {
                     let (mut handled, mut parked) = (0, 0);
                     for i in chain {
-                        match self.handle_one(&page[i]).await? {
+                        match self.handle_one(lane, &page[i]).await? {
                             Outcome::Handled => handled += 1,
                             Outcome::Parked => parked += 1,
                         }
@@ -212,6 +217,7 @@ impl<E: DomainEvent> Projection<E> {
 
     pub(super) fn decode(
         &self,
+        lane: &Lane,
         event: &Event,
         position: LogPosition,
     ) -> std::result::Result<Projected<E>, String> {
@@ -221,7 +227,7 @@ impl<E: DomainEvent> Projection<E> {
         }
         .map_err(|e| e.to_string())?;
         Ok(Projected {
-            projection: self.id.clone(),
+            projection: lane.id.clone(),
             position,
             actor_type: event.actor_type.clone(),
             actor_id: event.actor_id.clone(),
@@ -233,8 +239,12 @@ impl<E: DomainEvent> Projection<E> {
         })
     }
 
-    async fn handle_one(&self, logged: &LoggedEvent) -> std::result::Result<Outcome, StepError> {
-        let (error, attempts) = match self.decode(&logged.event, logged.position) {
+    async fn handle_one(
+        &self,
+        lane: &Lane,
+        logged: &LoggedEvent,
+    ) -> std::result::Result<Outcome, StepError> {
+        let (error, attempts) = match self.decode(lane, &logged.event, logged.position) {
             // A payload that does not decode fails the same way every time: no retries.
             Err(e) => (e, 1),
             Ok(projected) => {
@@ -253,8 +263,8 @@ impl<E: DomainEvent> Projection<E> {
                     .await;
                 match outcome {
                     Ok(()) => {
-                        self.lock_status().handled += 1;
-                        metrics::counter!("aether_projection_handled_total", "projection" => self.id.to_string())
+                        lane.lock_status().handled += 1;
+                        metrics::counter!("aether_projection_handled_total", "projection" => lane.id.to_string())
                             .increment(1);
                         return Ok(Outcome::Handled);
                     }
@@ -263,19 +273,19 @@ impl<E: DomainEvent> Projection<E> {
             }
         };
         tracing::warn!(
-            projection = %self.id,
+            projection = %lane.id,
             position = %logged.position,
             actor_id = %logged.event.actor_id,
             version = logged.event.version,
             error = %error,
             "projection could not handle an event"
         );
-        self.lock_status().last_error = Some(error.clone());
+        lane.lock_status().last_error = Some(error.clone());
         match self.config.on_failure {
             OnFailure::Stop => Err(StepError::Stopped(Error::backend(
                 format!(
                     "projection {} stopped at {} (actor {:?}, version {})",
-                    self.id, logged.position, logged.event.actor_id, logged.event.version
+                    lane.id, logged.position, logged.event.actor_id, logged.event.version
                 ),
                 error,
             ))),
@@ -287,11 +297,11 @@ impl<E: DomainEvent> Projection<E> {
                     attempts,
                 };
                 self.store
-                    .park(&self.id, &parked)
+                    .park(&lane.id, &parked)
                     .await
                     .map_err(StepError::Read)?;
-                self.lock_status().parked += 1;
-                metrics::counter!("aether_projection_parked_total", "projection" => self.id.to_string())
+                lane.lock_status().parked += 1;
+                metrics::counter!("aether_projection_parked_total", "projection" => lane.id.to_string())
                     .increment(1);
                 Ok(Outcome::Parked)
             }
