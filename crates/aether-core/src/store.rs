@@ -337,6 +337,9 @@ macro_rules! forward_event_log {
             ) -> Result<crate::log::LogPage> {
                 (**self).read_filtered(after, max, filter).await
             }
+            fn partitions(&self) -> Vec<Arc<dyn crate::log::EventLog>> {
+                (**self).partitions()
+            }
         }
     };
 }

@@ -49,8 +49,8 @@ pub use notify::Notify;
 mod jetstream;
 #[cfg(feature = "nats")]
 pub use jetstream::{
-    JetStreamConfig, JetStreamEventStore, LatestVersions, DEFAULT_STREAM_NAME,
-    MAX_TRANSACTION_EVENTS,
+    JetStreamConfig, JetStreamEventStore, LatestVersions, PartitionKey, DEFAULT_STREAM_NAME,
+    MAX_PARTITIONS, MAX_TRANSACTION_EVENTS,
 };
 
 /// The stored-message codec, reachable only with the `fuzzing` feature so that the fuzz targets

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use aether_core::StorageKind;
 
+use super::partition::PartitionKey;
+
 /// Default base name of the event stream.
 pub const DEFAULT_STREAM_NAME: &str = "AETHER_EVENTS";
 
@@ -73,6 +75,21 @@ pub struct JetStreamConfig {
     /// The untyped actor with the same id is then the same actor. Must be a valid type name
     /// (`aether_core::validate_actor_type`). See `docs/migration.md`.
     pub legacy_actor_type: Option<String>,
+    /// How many streams the log is spread over; `None` (the default) or 1 is one stream, the
+    /// layout of every earlier release. Fixed when the streams are created: a store opened
+    /// later with another count is refused. See `docs/jetstream.md` ("Partitioned log") for
+    /// choosing it.
+    ///
+    /// With N above 1, partition `k` is the stream `<stream>_P<k>` (same subjects under its
+    /// own name), each actor lives in one partition ([`partition_key`](Self::partition_key)),
+    /// saves of actors in different partitions are appended and synced in parallel (and on a
+    /// cluster by different leaders), transactions hold actors of one partition only
+    /// ([`Error::CrossPartition`](aether_core::Error::CrossPartition)), and the global order
+    /// becomes one order per partition ([`EventLog::partitions`](aether_core::EventLog::partitions)).
+    pub partitions: Option<u32>,
+    /// What decides an actor's partition (the whole id by default). Fixed with
+    /// [`partitions`](Self::partitions).
+    pub partition_key: PartitionKey,
 }
 
 impl Default for JetStreamConfig {
@@ -87,6 +104,8 @@ impl Default for JetStreamConfig {
             request_timeout: None,
             domain: None,
             legacy_actor_type: None,
+            partitions: None,
+            partition_key: PartitionKey::ActorId,
         }
     }
 }
@@ -96,6 +115,23 @@ impl JetStreamConfig {
     pub fn legacy_actor_type(mut self, actor_type: impl Into<String>) -> Self {
         self.legacy_actor_type = Some(actor_type.into());
         self
+    }
+
+    /// Sets [`partitions`](Self::partitions).
+    pub fn partitions(mut self, partitions: u32) -> Self {
+        self.partitions = Some(partitions);
+        self
+    }
+
+    /// Sets [`partition_key`](Self::partition_key).
+    pub fn partition_key(mut self, key: PartitionKey) -> Self {
+        self.partition_key = key;
+        self
+    }
+
+    /// The partition count (1 when not set).
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.unwrap_or(1)
     }
 
     /// Sets the base stream name.

@@ -1,8 +1,11 @@
 //! The JetStream event store (feature `nats`).
 //!
 //! # Layout
-//! - [`JetStreamEventStore`] (`store`): the store and its read and write paths.
-//! - `config`: [`JetStreamConfig`].
+//! - [`JetStreamEventStore`] (`event_store`): the public store, routing each actor to its
+//!   partition's stream.
+//! - `store`: one stream's store and its read and write paths.
+//! - `config`: [`JetStreamConfig`]; `partition`: [`PartitionKey`], which partition an actor
+//!   lives in.
 //! - `setup`: the stream's name and configuration, attaching to an existing one.
 //! - `subject`: the stream's subjects (the actor-id codec itself is in `aether_nats`).
 //! - `codec`: how a save is laid out in one message (headers, single event or batch).
@@ -24,6 +27,8 @@
 
 mod codec;
 mod config;
+mod event_store;
+mod partition;
 mod setup;
 mod store;
 mod subject;
@@ -33,5 +38,7 @@ mod view;
 pub mod fuzzing;
 
 pub use config::{JetStreamConfig, DEFAULT_STREAM_NAME};
-pub use store::{JetStreamEventStore, MAX_TRANSACTION_EVENTS};
+pub use event_store::JetStreamEventStore;
+pub use partition::{PartitionKey, MAX_PARTITIONS};
+pub use store::MAX_TRANSACTION_EVENTS;
 pub use view::LatestVersions;

@@ -24,10 +24,18 @@ pub(crate) fn desired_config(
     subjects: &Subjects,
     config: &JetStreamConfig,
     atomic: bool,
+    partition: Option<(u32, u32)>,
 ) -> stream::Config {
+    let description = match partition {
+        None => "Aether event store: append-only actor histories".to_string(),
+        Some((index, count)) => format!(
+            "Aether event store: append-only actor histories, {}",
+            super::partition::description_marker(index, count)
+        ),
+    };
     stream::Config {
         name: name.to_string(),
-        description: Some("Aether event store: append-only actor histories".into()),
+        description: Some(description),
         subjects: subjects.stream_subjects(),
         // Retention only by age, and only when asked for: nothing is removed because it was
         // read or because a limit on count or size was hit.
@@ -125,6 +133,29 @@ fn widen_untyped(actual: &stream::Config, desired: &stream::Config) -> Option<st
 }
 
 fn check_existing(actual: &stream::Config, desired: &stream::Config) -> Result<()> {
+    // A partition belongs to a store of one partition count: another count spreads actors
+    // differently, and reading with it would miss histories.
+    let wanted = desired
+        .description
+        .as_deref()
+        .and_then(super::partition::parse_marker);
+    if let Some((index, count)) = wanted {
+        let found = actual
+            .description
+            .as_deref()
+            .and_then(super::partition::parse_marker);
+        if found != Some((index, count)) {
+            return Err(Error::invalid(format!(
+                "stream {} exists as {} but this store wants it as partition {index} of \
+                 {count}: the partition count of a store is fixed when its streams are \
+                 created; open it with the count it was created with",
+                actual.name,
+                found.map_or("an unpartitioned stream".to_string(), |(i, c)| format!(
+                    "partition {i} of {c}"
+                )),
+            )));
+        }
+    }
     let missing: Vec<&String> = desired
         .subjects
         .iter()
@@ -202,7 +233,7 @@ mod tests {
             .max_age(Duration::from_secs(60))
             .replicas(1)
             .storage(StorageKind::Memory);
-        let s = desired_config("S", &Subjects::new("S", None), &cfg, true);
+        let s = desired_config("S", &Subjects::new("S", None), &cfg, true, None);
         assert!(s.allow_atomic_publish);
         assert!(s.deny_delete && s.deny_purge && s.allow_direct);
         assert_eq!(s.retention, RetentionPolicy::Limits);
@@ -249,9 +280,29 @@ mod tests {
             &Subjects::new("S", None),
             &JetStreamConfig::default(),
             false,
+            None,
         );
         assert!(!forever.allow_atomic_publish);
         assert_eq!(forever.max_age, Duration::ZERO);
         assert_eq!(forever.num_replicas, 1);
+    }
+
+    #[test]
+    fn a_partition_is_refused_under_another_count() {
+        let cfg = JetStreamConfig::default();
+        let part = |i, n| {
+            desired_config(
+                "S_P1",
+                &Subjects::new("S_P1", None),
+                &cfg,
+                true,
+                Some((i, n)),
+            )
+        };
+        assert!(check_existing(&part(1, 4), &part(1, 4)).is_ok());
+        let err = check_existing(&part(1, 8), &part(1, 4)).unwrap_err();
+        assert!(err.to_string().contains("partition 1 of 8"), "{err}");
+        let plain = desired_config("S_P1", &Subjects::new("S_P1", None), &cfg, true, None);
+        assert!(check_existing(&plain, &part(1, 4)).is_err());
     }
 }

@@ -53,13 +53,24 @@ mod jetstream {
     /// starts with a cold cache.
     pub(crate) struct JetStream {
         server: NatsServer,
+        config: JetStreamConfig,
     }
 
     impl JetStream {
         pub(crate) fn start() -> Self {
+            Self::with(JetStreamConfig::default())
+        }
+
+        fn with(config: JetStreamConfig) -> Self {
             Self {
                 server: crate::jetstream::start(),
+                config,
             }
+        }
+
+        /// The log spread over four streams.
+        pub(crate) fn partitioned() -> Self {
+            Self::with(JetStreamConfig::default().partitions(4))
         }
     }
 
@@ -67,7 +78,7 @@ mod jetstream {
         type Store = JetStreamEventStore;
 
         fn open(&self) -> impl Future<Output = Self::Store> + Send {
-            crate::jetstream::open(&self.server, JetStreamConfig::default())
+            crate::jetstream::open(&self.server, self.config.clone())
         }
     }
 
@@ -77,5 +88,13 @@ mod jetstream {
 
     mod snapshots {
         aether_testkit::snapshot_store_contract!(super::JetStream::start());
+    }
+
+    mod partitioned_events {
+        aether_testkit::event_store_contract!(super::JetStream::partitioned());
+    }
+
+    mod partitioned_snapshots {
+        aether_testkit::snapshot_store_contract!(super::JetStream::partitioned());
     }
 }

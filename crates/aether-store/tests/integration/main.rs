@@ -9,6 +9,7 @@
 //! - `latest_view`: `LatestVersions`, the latest-version view with bounded staleness.
 //! - `auth`, `hostile`: credentials and hostile input.
 //! - `faults_single`, `faults_cluster`: real faults (SIGKILL, SIGSTOP) under load.
+//! - `partitioned`: the log spread over several streams (`JetStreamConfig::partitions`).
 //! - `partitions`: network partitions on a replicated stream, judged by the history checker.
 //! - `soak`: the bounded soak, ignored unless run through `scripts/soak`.
 //! - `transactions`: atomic appends across actors (transfers), on both stores; the R3
@@ -39,6 +40,8 @@ mod jetstream_failures;
 #[cfg(feature = "nats")]
 mod latest_view;
 mod log;
+#[cfg(feature = "nats")]
+mod partitioned;
 #[cfg(feature = "nats")]
 mod partitions;
 mod soak;

@@ -585,6 +585,55 @@ async fn jetstream_transfers_conserve_the_total_and_are_never_seen_half_done() {
     assert_eq!(info.state.messages, 2 * ledger.acked.len() as u64);
 }
 
+/// On a partitioned log a transaction is whole within its partition: the accounts share one
+/// through their partition key (the id up to the first `-`), next to partitions left idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_transfers_conserve_the_total_and_are_never_seen_half_done() {
+    let server = NatsServer::start().unwrap();
+    let open = || async {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let config = JetStreamConfig::default()
+            .namespace("ptxn")
+            .partitions(4)
+            .partition_key(aether_store::PartitionKey::IdPrefix('-'));
+        JetStreamEventStore::new(client, config).await.unwrap()
+    };
+    if !server.version().at_least(2, 12) {
+        // Within one partition: unsupported, as on an unpartitioned store.
+        let store = open().await;
+        let err = store
+            .commit(&transfer(&account(1), 0, &account(2), 0, 1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+        return;
+    }
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(Arc::new(open().await));
+    }
+    let ledger = run_transfers(stores, 15, true).await;
+    assert_eq!(ledger.acked.len() as u64, ledger.transfers);
+    let reader = open().await;
+    check_histories(&reader, &ledger).await;
+    let part = reader.partition_of(account(0).as_str()) as usize;
+    let messages: Vec<u64> = reader
+        .stream_infos()
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.state.messages)
+        .collect();
+    for (k, m) in messages.iter().enumerate() {
+        let want = if k == part {
+            2 * ledger.acked.len() as u64
+        } else {
+            0
+        };
+        assert_eq!(*m, want, "partition {k} of {messages:?}");
+    }
+}
+
 #[tokio::test]
 async fn jetstream_conflicts_and_bad_input() {
     let server = NatsServer::start().unwrap();

@@ -10,7 +10,7 @@ use aether_core::{ActorKey, Error, Event, Result};
 use super::super::codec;
 use super::publish::PublishFailure;
 use super::{
-    check_actor, JetStreamEventStore, Tip, MAX_PUBLISH_ATTEMPTS, MAX_TRANSIENT_BACKOFF,
+    check_actor, StreamStore, Tip, MAX_PUBLISH_ATTEMPTS, MAX_TRANSIENT_BACKOFF,
     MAX_TRANSIENT_RETRIES, TRANSIENT_BACKOFF,
 };
 
@@ -18,7 +18,7 @@ use super::{
 /// of whether a refused save is stored gives up (see `history_holds`).
 const HISTORY_CHECK_RETRIES: u32 = 5;
 
-impl JetStreamEventStore {
+impl StreamStore {
     /// Records `tip` unless the cache already knows a later message (sequences only grow).
     pub(super) fn remember(&self, actor: ActorKey<'_>, tip: Tip) {
         self.saw(actor, tip.seq);

@@ -15,7 +15,7 @@ use async_nats::Subject;
 use bytes::Bytes;
 
 use super::publish::PublishFailure;
-use super::JetStreamEventStore;
+use super::StreamStore;
 
 /// What the server acknowledged for a committed batch.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +45,7 @@ pub(super) struct BatchMessage {
     pub(super) expected_seq: Option<u64>,
 }
 
-impl JetStreamEventStore {
+impl StreamStore {
     /// Publishes `messages` as the atomic batch `batch_id` and waits for the commit's
     /// acknowledgement. `operation` names what is committed, for errors.
     pub(super) async fn send_batch(

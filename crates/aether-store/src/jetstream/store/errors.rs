@@ -41,7 +41,7 @@ pub(super) fn no_responders(e: &(dyn std::error::Error + 'static)) -> bool {
 /// them, so a concurrent refused save must not fail it), and JetStream API subjects naming the stream that are
 /// either about the actor's subjects or about no data subject at all (stream info, message
 /// gets, pulls). Deleting a replay consumer is best effort, so refusing it is not fatal.
-pub(super) fn dooms(
+pub(crate) fn dooms(
     subject: &str,
     stream_name: &str,
     own: Option<(&str, &str)>,

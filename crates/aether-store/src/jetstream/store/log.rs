@@ -12,7 +12,7 @@ use futures::StreamExt;
 
 use super::super::codec;
 use super::errors::BoxedCause;
-use super::{server_older_than, JetStreamEventStore};
+use super::{server_older_than, StreamStore};
 
 /// How long one page may wait for messages the server counted as pending.
 const PAGE_EXPIRY: Duration = Duration::from_secs(5);
@@ -28,7 +28,7 @@ struct Page {
     complete: bool,
 }
 
-impl JetStreamEventStore {
+impl StreamStore {
     /// Reads up to `max` events after `after` from the stream's messages on `filters`,
     /// keeping those `keep` accepts.
     async fn read_page(
@@ -133,7 +133,7 @@ impl JetStreamEventStore {
 /// so sequences have gaps. A message that does not decode is skipped and counted, as
 /// [`get_events`](aether_core::EventStore::get_events) does.
 #[async_trait]
-impl EventLog for JetStreamEventStore {
+impl EventLog for StreamStore {
     async fn read_after(&self, after: Option<LogPosition>, max: usize) -> Result<Vec<LoggedEvent>> {
         let page = self
             .read_page(after, max, vec![self.subjects.events_filter()], |_| true)

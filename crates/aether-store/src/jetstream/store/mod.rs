@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use aether_core::{
@@ -15,8 +16,8 @@ use aether_core::{
     Transaction,
 };
 use aether_nats::backend::classify;
-use aether_nats::subject::{validate_actor_id, MAX_STREAM_NAME_BYTES};
-use aether_nats::{Connection, PermissionWatch};
+use aether_nats::subject::validate_actor_id;
+use aether_nats::PermissionWatch;
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Context;
 use async_trait::async_trait;
@@ -24,7 +25,7 @@ use dashmap::DashMap;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use self::errors::dooms;
+pub(crate) use self::errors::dooms;
 use super::codec;
 use super::config::JetStreamConfig;
 use super::setup;
@@ -97,64 +98,25 @@ struct Tip {
     version: u64,
 }
 
-/// A durable event store on NATS JetStream, correct with any number of writers on any number of
-/// machines.
-///
-/// - **Concurrency.** Every save is published with the `Nats-Expected-Last-Subject-Sequence`
-///   header set to the stream sequence of the actor's last message, so the server rejects a
-///   write based on a stale view; the rejection becomes [`Error::VersionConflict`] with the
-///   current version read fresh from the stream. A per-actor cache of the last (sequence,
-///   version) saves a read before each write; it is only ever a guess the server checks.
-/// - **Batches.** [`save_events`](EventStore::save_events) stores the whole batch in one message
-///   (a JSON array of events), so it is appended atomically on every server version: readers
-///   see all of the batch or none of it. The batch must fit in the server's `max_payload`.
-/// - **Subjects.** A typed actor's events go to `<stream>.events.<type>.<bucket>.<id>` and its
-///   snapshots to `<stream>.snapshots.<type>.<bucket>.<id>`; an untyped actor's to
-///   `<stream>.events.<id>` and `<stream>.snapshots.<id>` (the layout of streams written before
-///   actor types; see [`JetStreamConfig::legacy_actor_type`]). The id is encoded by
-///   [`encode_actor_id`](aether_nats::subject::encode_actor_id) into one wildcard-free token,
-///   the bucket is [`aether_placement::bucket_for`] of the id, so the server can select a
-///   type's events and the actors of some buckets.
-/// - **Reads.** The latest version is one direct get of the actor's last message. Replays use a
-///   short-lived pull consumer filtered to the actor's subject, starting at the first message
-///   that holds `from_version` (found by a search of direct gets, several at once per round).
-/// - **Immutability.** The stream denies deletes and purges; events leave it only by age, and
-///   only when [`JetStreamConfig::max_age`] sets one (by default they are kept forever).
-/// - **Replication.** `replicas > 1` needs nats-server 2.11 or later; older servers are refused
-///   (see [`JetStreamConfig::allow_replication_on_old_servers`]).
-/// - **Permissions.** NATS never answers a request its permissions refuse. With a
-///   [`PermissionWatch`] (installed by [`connect`](Self::connect)), such an operation fails
-///   with [`Error::PermissionDenied`] naming the refused subject as soon as the server reports
-///   the refusal.
-///
-/// ```no_run
-/// use aether_core::{Event, EventStore};
-/// use aether_store::{JetStreamConfig, JetStreamEventStore};
-///
-/// # async fn run() -> aether_core::Result<()> {
-/// let store =
-///     JetStreamEventStore::connect("nats://127.0.0.1:4222", JetStreamConfig::default().namespace("orders"))
-///         .await?;
-/// store.save_event(&Event::new("OrderPlaced", "order-1", 1)).await?;
-/// assert_eq!(store.get_latest_version("order-1").await?, 1);
-/// # Ok(())
-/// # }
-/// ```
-pub struct JetStreamEventStore {
+/// One stream of the store: the whole log of an unpartitioned store, or one partition of a
+/// partitioned one ([`JetStreamEventStore`](super::super::JetStreamEventStore) routes each
+/// actor to its partition's `StreamStore`). Everything about a single stream lives here: the
+/// concurrency checks, the caches, the reads, the transactions.
+pub(crate) struct StreamStore {
     client: async_nats::Client,
     context: Context,
     stream: Stream,
     stream_name: String,
-    config: JetStreamConfig,
     pub(crate) subjects: Subjects,
     direct: bool,
     // Fast, randomly seeded hashing: the warm latest-version lookup is one map probe.
     cache: DashMap<String, Tip, foldhash::fast::RandomState>,
-    cached_reads: bool,
+    cached_reads: AtomicBool,
     malformed: AtomicU64,
     /// Messages the global-order reads received from the server.
     log_messages: AtomicU64,
-    permissions: Option<PermissionWatch>,
+    /// Set once, when the store is opened on a connection (or given a watch).
+    permissions: OnceLock<PermissionWatch>,
     /// Best-effort clean-up of replay consumers, off the callers' path.
     cleanups: TaskTracker,
     /// Whether the stream is known to allow atomic batch publish (transactions).
@@ -169,62 +131,28 @@ pub struct JetStreamEventStore {
     seen: DashMap<String, u64, foldhash::fast::RandomState>,
 }
 
-impl fmt::Debug for JetStreamEventStore {
+impl fmt::Debug for StreamStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JetStreamEventStore")
+        f.debug_struct("StreamStore")
             .field("stream_name", &self.stream_name)
-            .field("namespace", &self.namespace())
             .field("direct_get", &self.direct)
             .field("cached_actors", &self.cache.len())
-            .field("cached_reads", &self.cached_reads)
+            .field("cached_reads", &self.cached_reads.load(Ordering::Relaxed))
             .field("malformed_events", &self.malformed_events())
             .field("pending_cleanups", &self.cleanups.len())
             .finish()
     }
 }
 
-impl JetStreamEventStore {
-    /// Opens the store on a bare `client`, creating the stream if it is missing and attaching
-    /// to it if it exists.
-    ///
-    /// Prefer [`open`](Self::open) on a [`Connection`]: a bare client does not report the
-    /// server's permission refusals, so an operation the server refuses fails as a timeout
-    /// ([`Error::Unavailable`]) instead of [`Error::PermissionDenied`]. Use this with a client
-    /// you set up yourself and watch it with
-    /// [`with_permission_watch`](Self::with_permission_watch).
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`] when JetStream does not answer, [`Error::InvalidInput`] when a
-    /// stream of that name exists but captures other subjects, other backend errors as typed
-    /// variants.
-    pub async fn new(client: async_nats::Client, config: JetStreamConfig) -> Result<Self> {
-        let builder = async_nats::jetstream::ContextBuilder::new();
-        let builder = match config.request_timeout {
-            Some(timeout) => builder.timeout(timeout),
-            None => builder,
-        };
-        let context = match &config.domain {
-            Some(domain) => builder.domain(domain.clone()).build(client),
-            None => builder.build(client),
-        };
-        Self::from_context(context, config).await
-    }
-
-    async fn from_context(context: Context, config: JetStreamConfig) -> Result<Self> {
-        if config.stream_name.is_empty() {
-            return Err(Error::invalid("the stream name must not be empty"));
-        }
-        let stream_name = setup::stream_name_for(&config);
-        // The server keeps a stream in a directory of that name, so names are limited; say so
-        // plainly instead of letting the request fail obscurely.
-        if stream_name.len() > MAX_STREAM_NAME_BYTES {
-            return Err(Error::invalid(format!(
-                "stream name for namespace {:?} would be {} bytes; the limit is {} (use a shorter namespace or stream name)",
-                config.namespace_in_use().unwrap_or(""),
-                stream_name.len(),
-                MAX_STREAM_NAME_BYTES
-            )));
-        }
+impl StreamStore {
+    /// Opens (creating it when missing) the stream `stream_name`: the whole log, or
+    /// partition `.0` of `.1`.
+    pub(crate) async fn open_stream(
+        context: Context,
+        config: JetStreamConfig,
+        stream_name: String,
+        partition: Option<(u32, u32)>,
+    ) -> Result<Self> {
         if config.replica_count() > 1 {
             let version = context.client().server_info().version;
             if server_older_than(&version, 2, 11) {
@@ -251,7 +179,8 @@ impl JetStreamEventStore {
         let subjects = Subjects::new(&stream_name, config.legacy_actor_type.clone());
         // Servers from 2.12 can append atomically across actors (transactions).
         let atomic_capable = !server_older_than(&context.client().server_info().version, 2, 12);
-        let desired = setup::desired_config(&stream_name, &subjects, &config, atomic_capable);
+        let desired =
+            setup::desired_config(&stream_name, &subjects, &config, atomic_capable, partition);
         let stream =
             setup::ensure_stream(&context, desired, config.legacy_actor_type.is_some()).await?;
         let direct = stream.cached_info().config.allow_direct;
@@ -262,14 +191,13 @@ impl JetStreamEventStore {
             context,
             stream,
             stream_name,
-            config,
             subjects,
             direct,
             cache: DashMap::default(),
-            cached_reads: false,
+            cached_reads: AtomicBool::new(false),
             malformed: AtomicU64::new(0),
             log_messages: AtomicU64::new(0),
-            permissions: None,
+            permissions: OnceLock::new(),
             cleanups: TaskTracker::new(),
             atomic: AtomicBool::new(atomic),
             replicated,
@@ -277,112 +205,40 @@ impl JetStreamEventStore {
         })
     }
 
-    /// Connects to `url` and opens the store: the quick start. For credentials, TLS or a
-    /// connection shared with a bus, connect with
-    /// [`Connection::connect`](aether_nats::Connection::connect) and use [`open`](Self::open).
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`] when the server cannot be reached; otherwise as
-    /// [`open`](Self::open).
-    pub async fn connect(url: &str, config: JetStreamConfig) -> Result<Self> {
-        let connection = Connection::connect(url, async_nats::ConnectOptions::new()).await?;
-        Self::open(&connection, config).await
+    /// Uses `watch` for permission refusals (see
+    /// [`JetStreamEventStore::with_permission_watch`](super::super::JetStreamEventStore::with_permission_watch));
+    /// the first watch set stays.
+    pub(crate) fn set_permission_watch(&self, watch: PermissionWatch) {
+        if self.permissions.set(watch).is_err() {
+            tracing::debug!(stream = %self.stream_name, "a permission watch was already set");
+        }
     }
 
-    /// Opens the store on a [`Connection`] (shared, for example, with a bus), creating the
-    /// stream if it is missing and attaching to it if it exists, and watching the connection's
-    /// permission violations as [`with_permission_watch`](Self::with_permission_watch) does:
-    /// the way to open a store in production.
-    ///
-    /// ```no_run
-    /// # async fn run() -> aether_core::Result<()> {
-    /// use aether_nats::{async_nats::ConnectOptions, Connection};
-    /// use aether_store::{JetStreamConfig, JetStreamEventStore};
-    ///
-    /// let options = ConnectOptions::new().user_and_password("orders".into(), "secret".into());
-    /// let connection = Connection::connect("nats://127.0.0.1:4222", options).await?;
-    /// let store = JetStreamEventStore::open(&connection, JetStreamConfig::default()).await?;
-    /// # let _ = store;
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::PermissionDenied`] when the user may not use the stream; otherwise as
-    /// [`new`](Self::new).
-    pub async fn open(connection: &Connection, config: JetStreamConfig) -> Result<Self> {
-        let stream_name = setup::stream_name_for(&config);
-        let watch = connection.permissions().clone();
-        let opened = watch
-            .guard(
-                || format!("opening stream {stream_name}"),
-                |_, subject| dooms(subject, &stream_name, None, false),
-                None,
-                Self::new(connection.client().clone(), config),
-            )
-            .await?;
-        Ok(opened.with_permission_watch(watch))
-    }
-
-    /// Uses `watch` to tell refused operations from slow ones: when the server reports refusing
-    /// a subject an operation uses, the operation fails at once with
-    /// [`Error::PermissionDenied`] naming the subject, instead of waiting for its timeout and
-    /// reporting [`Error::Unavailable`]. NATS reports violations only to the event callback given at
-    /// connect time, so `watch` must be that of a monitor installed on this store's client
-    /// ([`ConnectionMonitor::install`](aether_nats::ConnectionMonitor::install));
-    /// [`connect`](Self::connect) and [`open`](Self::open) do this themselves.
-    pub fn with_permission_watch(mut self, watch: PermissionWatch) -> Self {
-        self.permissions = Some(watch);
-        self
-    }
-
-    /// Lets [`get_latest_version`](EventStore::get_latest_version) answer from the per-actor
-    /// cache when it knows the actor (off by default).
-    ///
-    /// Saves are checked by the server either way. With this on, the latest version can lag
-    /// behind writes made by other processes until this store writes or reads that actor's
-    /// history again; leave it off when several processes write the same actors.
-    pub fn with_cached_reads(mut self, on: bool) -> Self {
-        self.cached_reads = on;
-        self
-    }
-
-    /// The namespace the store was opened with, if any.
-    pub fn namespace(&self) -> Option<&str> {
-        self.config.namespace_in_use()
-    }
-
-    /// The name of the stream a store opened with `config` uses: the sanitised stream name,
-    /// prefixed with the sanitised namespace and `_` when there is one. Lets tools look the
-    /// stream up without opening a store (which would create it).
-    pub fn stream_name_for(config: &JetStreamConfig) -> String {
-        setup::stream_name_for(config)
+    /// Lets the latest-version read answer from the cache (see
+    /// [`JetStreamEventStore::with_cached_reads`](super::super::JetStreamEventStore::with_cached_reads)).
+    pub(crate) fn set_cached_reads(&self, on: bool) {
+        self.cached_reads.store(on, Ordering::Relaxed);
     }
 
     /// The JetStream stream holding the events (namespace prefix included).
-    pub fn stream_name(&self) -> &str {
+    pub(crate) fn stream_name(&self) -> &str {
         &self.stream_name
     }
 
-    /// The configuration the store was opened with.
-    pub fn config(&self) -> &JetStreamConfig {
-        &self.config
-    }
-
     /// The subject an actor's events are stored on (an id alone names the untyped actor).
-    pub fn event_subject<'a>(&self, actor: impl Into<ActorKey<'a>>) -> String {
+    pub(crate) fn event_subject<'a>(&self, actor: impl Into<ActorKey<'a>>) -> String {
         self.subjects.events(actor.into())
     }
 
     /// The subject an actor's snapshots are stored on (an id alone names the untyped actor).
-    pub fn snapshot_subject<'a>(&self, actor: impl Into<ActorKey<'a>>) -> String {
+    pub(crate) fn snapshot_subject<'a>(&self, actor: impl Into<ActorKey<'a>>) -> String {
         self.subjects.snapshots(actor.into())
     }
 
     /// How many malformed messages reads have met so far (skipped by
     /// [`get_events`](EventStore::get_events), reported by
     /// [`get_events_with_errors`](EventStoreWithErrors::get_events_with_errors)).
-    pub fn malformed_events(&self) -> u64 {
+    pub(crate) fn malformed_events(&self) -> u64 {
         self.malformed.load(Ordering::Relaxed)
     }
 
@@ -391,13 +247,13 @@ impl JetStreamEventStore {
     /// over some types or shards costs the server, since only what the filter selects is
     /// delivered. A page resumes at the message the previous one ended with (a batch may hold
     /// more events after the position), so each page after the first reads one message again.
-    pub fn log_messages_read(&self) -> u64 {
+    pub(crate) fn log_messages_read(&self) -> u64 {
         self.log_messages.load(Ordering::Relaxed)
     }
 
     /// The latest version this store has seen for the actor, from memory, without asking the
     /// server (`None` when the actor is not cached). May lag behind other writers.
-    pub fn cached_latest_version<'a>(&self, actor: impl Into<ActorKey<'a>>) -> Option<u64> {
+    pub(crate) fn cached_latest_version<'a>(&self, actor: impl Into<ActorKey<'a>>) -> Option<u64> {
         self.subjects
             .with_key(actor.into(), |k| self.cache.get(k).map(|t| t.version))
     }
@@ -406,7 +262,7 @@ impl JetStreamEventStore {
     ///
     /// # Errors
     /// Backend errors as typed variants.
-    pub async fn stream_info(&self) -> Result<async_nats::jetstream::stream::Info> {
+    pub(crate) async fn stream_info(&self) -> Result<async_nats::jetstream::stream::Info> {
         self.stream
             .get_info()
             .await
@@ -414,7 +270,7 @@ impl JetStreamEventStore {
     }
 
     /// The JetStream context the store uses.
-    pub fn context(&self) -> &Context {
+    pub(crate) fn context(&self) -> &Context {
         &self.context
     }
 
@@ -441,7 +297,7 @@ impl JetStreamEventStore {
         // On the heap once: the wrappers below (and the caller's future) then move a pointer,
         // not the operation's whole state machine, which every call would copy and allocate.
         let op = Box::pin(crate::metrics::timed("jetstream", name, op));
-        let Some(watch) = &self.permissions else {
+        let Some(watch) = self.permissions.get() else {
             return op.instrument(span).await;
         };
         // The actor's subjects are only needed when the server reports a refusal, which is
@@ -455,12 +311,12 @@ impl JetStreamEventStore {
     }
 }
 
-impl JetStreamEventStore {
+impl StreamStore {
     /// The latest version of `actor`: from the cache when cached reads are on, else one
     /// direct get of its last message.
     async fn latest_version_now(&self, actor: ActorKey<'_>) -> Result<u64> {
         check_actor(actor)?;
-        if self.cached_reads {
+        if self.cached_reads.load(Ordering::Relaxed) {
             if let Some(v) = self.cached_latest_version(actor) {
                 return Ok(v);
             }
@@ -479,7 +335,7 @@ impl JetStreamEventStore {
 }
 
 #[async_trait]
-impl EventStore for JetStreamEventStore {
+impl EventStore for StreamStore {
     async fn save_event(&self, event: &Event) -> Result<()> {
         event.validate()?;
         let actor = event.actor_key();
@@ -555,7 +411,7 @@ impl EventStore for JetStreamEventStore {
 }
 
 #[async_trait]
-impl EventStoreWithErrors for JetStreamEventStore {
+impl EventStoreWithErrors for StreamStore {
     async fn events_with_errors_of(
         &self,
         actor: ActorKey<'_>,

@@ -9,7 +9,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::ErrorCode;
 
 use super::super::codec;
-use super::JetStreamEventStore;
+use super::StreamStore;
 
 /// Why a publish stored nothing (as far as its answer tells).
 pub(super) enum PublishFailure {
@@ -19,7 +19,7 @@ pub(super) enum PublishFailure {
     Other(Error),
 }
 
-impl JetStreamEventStore {
+impl StreamStore {
     /// Publishes one message with the expected last sequence of its subject and waits for
     /// the server's acknowledgement: the stream sequence it was stored at.
     pub(super) async fn publish(

@@ -12,8 +12,7 @@ use async_nats::jetstream::ErrorCode;
 use super::super::codec;
 use super::errors::no_responders;
 use super::{
-    JetStreamEventStore, Tip, TipRead, MAX_TRANSIENT_BACKOFF, MAX_TRANSIENT_RETRIES,
-    TRANSIENT_BACKOFF,
+    StreamStore, Tip, TipRead, MAX_TRANSIENT_BACKOFF, MAX_TRANSIENT_RETRIES, TRANSIENT_BACKOFF,
 };
 
 /// Leader reads asked again while they answer from behind what the store has seen, before
@@ -21,7 +20,7 @@ use super::{
 /// takes to step down once the partition heals).
 const LEADER_BEHIND_RETRIES: u32 = 5;
 
-impl JetStreamEventStore {
+impl StreamStore {
     /// The last message on `subject`, `None` when there is none. `leader` forces a read from the
     /// stream leader (a direct get may be answered by a lagging replica).
     pub(super) async fn last_message(

@@ -13,7 +13,7 @@ use futures::StreamExt;
 
 use super::super::codec;
 use super::errors::BoxedCause;
-use super::{check_actor, JetStreamEventStore, Tip, MAX_TRANSIENT_BACKOFF, TRANSIENT_BACKOFF};
+use super::{check_actor, StreamStore, Tip, MAX_TRANSIENT_BACKOFF, TRANSIENT_BACKOFF};
 
 /// Histories shorter than this (by their last version) are replayed from the start rather than
 /// searched for the first wanted message.
@@ -36,7 +36,7 @@ const MAX_REPLAY_RESUMES: u32 = 5;
 /// How long the server keeps a replay consumer whose reader vanished.
 const REPLAY_CONSUMER_INACTIVITY: Duration = Duration::from_secs(30);
 
-impl JetStreamEventStore {
+impl StreamStore {
     /// The last version held by the first message on the actor's subject at or after `seq`.
     async fn probe(&self, subject: &str, actor: ActorKey<'_>, seq: u64) -> Option<(u64, u64)> {
         let msg = self

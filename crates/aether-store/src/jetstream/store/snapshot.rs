@@ -7,10 +7,10 @@ use async_trait::async_trait;
 
 use super::super::codec::{self, Encoded};
 use super::publish::PublishFailure;
-use super::{check_actor, JetStreamEventStore, MAX_PUBLISH_ATTEMPTS};
+use super::{check_actor, StreamStore, MAX_PUBLISH_ATTEMPTS};
 
 #[async_trait]
-impl SnapshotStore for JetStreamEventStore {
+impl SnapshotStore for StreamStore {
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         let actor = snapshot.actor_key();
         self.guard(
@@ -50,7 +50,7 @@ impl SnapshotStore for JetStreamEventStore {
     }
 }
 
-impl JetStreamEventStore {
+impl StreamStore {
     async fn store_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         snapshot.validate()?;
         check_actor(snapshot.actor_key())?;

@@ -14,8 +14,8 @@ use super::super::codec::{self, HEADER_TRANSACTION};
 use super::batch::{Ack, BatchMessage};
 use super::publish::PublishFailure;
 use super::{
-    check_actor, server_older_than, JetStreamEventStore, Tip, MAX_PUBLISH_ATTEMPTS,
-    MAX_TRANSIENT_BACKOFF, MAX_TRANSIENT_RETRIES, TRANSIENT_BACKOFF,
+    check_actor, server_older_than, StreamStore, Tip, MAX_PUBLISH_ATTEMPTS, MAX_TRANSIENT_BACKOFF,
+    MAX_TRANSIENT_RETRIES, TRANSIENT_BACKOFF,
 };
 
 /// The server's default limit of messages in one atomic batch (`jetstream.limits.batch
@@ -29,7 +29,7 @@ struct Part {
     payload: Bytes,
 }
 
-impl JetStreamEventStore {
+impl StreamStore {
     pub(super) async fn commit_transaction(&self, txn: &Transaction) -> Result<()> {
         let operation = || format!("transaction {}", txn.id());
         let version = self.client.server_info().version;

@@ -72,6 +72,10 @@ use watch::Watch;
 /// ([`Error::Unavailable`] when the server cannot be reached) rather than answer from a map
 /// that is older than the bound.
 ///
+/// On a partitioned store the view watches and confirms each partition's stream on its own
+/// (one consumer and one confirmation round per partition), and answers for an actor from its
+/// partition's part, with the same guarantee.
+///
 /// Exceptions, by design: if the stream is deleted and created again, the view notices at its
 /// next confirmation (the creation time changed), empties the map and loads the new stream, so
 /// versions can go back then, as the stream itself did. With a `max_age`, versions of actors
@@ -108,16 +112,18 @@ use watch::Watch;
 /// ```
 pub struct LatestVersions {
     store: Arc<JetStreamEventStore>,
-    shared: Arc<Shared>,
+    /// One part per partition of the store, in partition order.
+    parts: Vec<Arc<Shared>>,
     cancel: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl fmt::Debug for LatestVersions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LatestVersions")
             .field("stream_name", &self.store.stream_name())
-            .field("max_staleness", &self.shared.max_staleness)
+            .field("partitions", &self.parts.len())
+            .field("max_staleness", &self.max_staleness())
             .field("current", &self.is_current())
             .field("actors", &self.actors())
             .field("fallbacks", &self.fallbacks())
@@ -130,17 +136,17 @@ impl LatestVersions {
     /// the server) could not complete within the bound even on loopback.
     pub const MIN_STALENESS: Duration = Duration::from_millis(1);
 
-    /// Starts a view of `store`'s stream that answers with at most `max_staleness` of
+    /// Starts a view of `store`'s streams that answers with at most `max_staleness` of
     /// staleness (see the type's docs for the exact guarantee).
     ///
-    /// Returns once the watch is set up; the initial load goes on in the background, and reads
-    /// fall back to the store until it is done and confirmed. Choose `max_staleness` well above
-    /// a round trip to the server (two requests must complete within half of it).
+    /// Returns once the watches are set up; the initial load goes on in the background, and
+    /// reads fall back to the store until it is done and confirmed. Choose `max_staleness`
+    /// well above a round trip to the server (two requests must complete within half of it).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when `max_staleness` is below
     /// [`MIN_STALENESS`](Self::MIN_STALENESS);
-    /// [`Error::NotFound`] when the stream is gone; [`Error::Unavailable`] when the server
+    /// [`Error::NotFound`] when a stream is gone; [`Error::Unavailable`] when the server
     /// does not answer; other backend errors as typed variants.
     pub async fn start(store: Arc<JetStreamEventStore>, max_staleness: Duration) -> Result<Self> {
         if max_staleness < Self::MIN_STALENESS {
@@ -149,37 +155,50 @@ impl LatestVersions {
                 Self::MIN_STALENESS
             )));
         }
-        let stream_name = store.stream_name().to_string();
-        let context = store.context().clone();
-        let stream = context
-            .get_stream_no_info(&stream_name)
-            .await
-            .map_err(|e| classify(format!("opening stream {stream_name}"), e))?;
-        // The creation time tells this incarnation of the stream from a later one of the same
-        // name (see `Watch::on_round`).
-        let info = stream
-            .get_info()
-            .await
-            .map_err(|e| classify(format!("reading info of stream {stream_name}"), e))?;
-        let shared = Arc::new(Shared::new(max_staleness));
-        let (watch, first) = Watch::start(
-            stream,
-            context.client(),
-            stream_name.clone(),
-            store.config().legacy_actor_type.clone(),
-            info.created.unix_timestamp_nanos(),
-            Arc::clone(&shared),
-        )
-        .await?;
         let cancel = CancellationToken::new();
-        let span = tracing::info_span!("latest_versions", stream = %stream_name);
-        let task = tokio::spawn(watch.run(first, cancel.clone()).instrument(span));
-        Ok(Self {
-            store,
-            shared,
-            cancel,
-            task: Some(task),
-        })
+        let mut view = Self {
+            store: Arc::clone(&store),
+            parts: Vec::new(),
+            cancel: cancel.clone(),
+            tasks: Vec::new(),
+        };
+        // Dropping `view` on an error below stops the watches already started.
+        for stream_name in store.stream_names() {
+            let stream_name = stream_name.to_string();
+            let context = store.context().clone();
+            let stream = context
+                .get_stream_no_info(&stream_name)
+                .await
+                .map_err(|e| classify(format!("opening stream {stream_name}"), e))?;
+            // The creation time tells this incarnation of the stream from a later one of the
+            // same name (see `Watch::on_round`).
+            let info = stream
+                .get_info()
+                .await
+                .map_err(|e| classify(format!("reading info of stream {stream_name}"), e))?;
+            let shared = Arc::new(Shared::new(max_staleness));
+            let (watch, first) = Watch::start(
+                stream,
+                context.client(),
+                stream_name.clone(),
+                store.config().legacy_actor_type.clone(),
+                info.created.unix_timestamp_nanos(),
+                Arc::clone(&shared),
+            )
+            .await?;
+            let span = tracing::info_span!("latest_versions", stream = %stream_name);
+            view.tasks.push(tokio::spawn(
+                watch.run(first, cancel.clone()).instrument(span),
+            ));
+            view.parts.push(shared);
+        }
+        Ok(view)
+    }
+
+    /// The part of the view that watches `actor`'s partition.
+    fn part(&self, actor: ActorKey<'_>) -> &Arc<Shared> {
+        let index = self.store.partition_of(actor) as usize;
+        &self.parts[index.min(self.parts.len().saturating_sub(1))]
     }
 
     /// The latest version of `actor_id` (0 when it has no events), with the guarantee in the
@@ -196,57 +215,75 @@ impl LatestVersions {
             aether_core::validate_actor_type(t)?;
         }
         let now = Instant::now();
-        if let Some(version) = self
-            .store
-            .subjects
-            .with_key(actor, |k| self.shared.answer(k, now))
-        {
+        let index = self.store.partition_of(actor);
+        let (Some(stream), Some(shared)) =
+            (self.store.partition(index), self.parts.get(index as usize))
+        else {
+            return Err(Error::invalid(format!(
+                "actor {actor} maps to partition {index}, which this view does not watch"
+            )));
+        };
+        if let Some(version) = stream.subjects.with_key(actor, |k| shared.answer(k, now)) {
             return Ok(version);
         }
-        let key = self.store.subjects.key(actor);
-        self.shared.fallbacks.fetch_add(1, Ordering::Relaxed);
+        let key = stream.subjects.key(actor);
+        shared.fallbacks.fetch_add(1, Ordering::Relaxed);
         let version = self.store.latest_version_of(actor).await?;
         // Folding the answer in keeps later answers from the map from going below it while
         // the watch catches up. An unknown actor is not inserted: lookups of ids that do not
         // exist must not grow the map.
         if version == 0 {
-            return Ok(self.shared.version(&key));
+            return Ok(shared.version(&key));
         }
-        Ok(self.shared.raise(key, version))
+        Ok(shared.raise(key, version))
     }
 
-    /// Whether a read starting now would answer from the view: it was confirmed current as of
-    /// a moment no more than `max_staleness` ago.
+    /// Whether a read starting now would answer from the view: every partition's part was
+    /// confirmed current as of a moment no more than `max_staleness` ago.
     pub fn is_current(&self) -> bool {
-        self.shared.fresh(Instant::now())
+        let now = Instant::now();
+        self.parts.iter().all(|p| p.fresh(now))
+    }
+
+    /// Whether a read of `actor` starting now would answer from the view.
+    pub fn is_current_for<'a>(&self, actor: impl Into<ActorKey<'a>>) -> bool {
+        self.part(actor.into()).fresh(Instant::now())
     }
 
     /// The staleness bound the view was started with.
     pub fn max_staleness(&self) -> Duration {
-        self.shared.max_staleness
+        self.parts
+            .first()
+            .map_or(Duration::ZERO, |p| p.max_staleness)
     }
 
     /// How many reads went to the store because the view was not confirmed current.
     pub fn fallbacks(&self) -> u64 {
-        self.shared.fallbacks.load(Ordering::Relaxed)
+        self.parts
+            .iter()
+            .map(|p| p.fallbacks.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// How many messages on the events subjects the watch skipped because neither their header
     /// nor their payload gave a version (or their subject names no actor).
     pub fn malformed_messages(&self) -> u64 {
-        self.shared.malformed.load(Ordering::Relaxed)
+        self.parts
+            .iter()
+            .map(|p| p.malformed.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// How many actors the view knows.
     pub fn actors(&self) -> usize {
-        self.shared.versions.len()
+        self.parts.iter().map(|p| p.versions.len()).sum()
     }
 
-    /// Stops the watch and waits for its task to finish. Dropping the view stops it too,
-    /// without waiting.
+    /// Stops the watches and waits for their tasks to finish. Dropping the view stops them
+    /// too, without waiting.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
-        if let Some(task) = self.task.take() {
+        for task in std::mem::take(&mut self.tasks) {
             if let Err(e) = task.await {
                 if e.is_panic() {
                     tracing::error!(error = %e, "the latest-versions watch panicked");

@@ -1,0 +1,149 @@
+//! How actors are spread over the partitions of a partitioned log: a pure function of the
+//! actor id, so every process (and the CLI) agrees without asking anyone.
+
+use aether_core::{ActorKey, Error, Result};
+use aether_placement::stable_hash64;
+
+/// The most partitions a store may have. Each partition is a stream (a Raft group on a
+/// cluster) with its own consumers for every projection: past a few dozen they cost the
+/// servers more than they give.
+pub const MAX_PARTITIONS: u32 = 256;
+
+/// What decides an actor's partition in a partitioned store
+/// ([`JetStreamConfig::partitions`](super::JetStreamConfig::partitions)). The actor type plays
+/// no part: actors of every type with the same key share a partition.
+///
+/// Only actors of one partition can be in one transaction, so actors that must change together
+/// (an account's orders and its balance, a tenant's data) need one key.
+///
+/// ```
+/// use aether_store::PartitionKey;
+///
+/// let key = PartitionKey::IdPrefix('/');
+/// assert_eq!(key.key_of("tenant-7/order-12"), "tenant-7");
+/// assert_eq!(key.partition_of("tenant-7/order-12", 8), key.partition_of("tenant-7/cart", 8));
+/// assert_eq!(PartitionKey::ActorId.key_of("order-12"), "order-12");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PartitionKey {
+    /// The whole actor id: actors spread evenly, and a transaction can only hold actors that
+    /// happen to share a partition.
+    #[default]
+    ActorId,
+    /// The part of the id before the first occurrence of the character (the whole id when it
+    /// has none): `IdPrefix('/')` puts `tenant-7/order-12` and `tenant-7/cart` in the
+    /// partition of `tenant-7`, so one transaction can hold both.
+    IdPrefix(char),
+}
+
+impl PartitionKey {
+    /// The key of the actor `actor_id`: what its partition is a hash of.
+    pub fn key_of<'a>(&self, actor_id: &'a str) -> &'a str {
+        match self {
+            Self::ActorId => actor_id,
+            Self::IdPrefix(separator) => actor_id
+                .split_once(*separator)
+                .map_or(actor_id, |(prefix, _)| prefix),
+        }
+    }
+
+    /// The partition (`0..partitions`) of the actor `actor_id`: Aether's stable hash of its
+    /// key ([`aether_placement::stable_hash64`]), modulo `partitions`. Fixed for a store's
+    /// life: changing the function or the count moves actors between streams.
+    pub fn partition_of(&self, actor_id: &str, partitions: u32) -> u32 {
+        if partitions <= 1 {
+            return 0;
+        }
+        (stable_hash64(self.key_of(actor_id).as_bytes()) % u64::from(partitions)) as u32
+    }
+}
+
+/// Checks a partition count: 1 to [`MAX_PARTITIONS`].
+pub(crate) fn validate_partitions(partitions: u32) -> Result<()> {
+    if partitions == 0 || partitions > MAX_PARTITIONS {
+        return Err(Error::invalid(format!(
+            "a store has 1 to {MAX_PARTITIONS} partitions, not {partitions}"
+        )));
+    }
+    Ok(())
+}
+
+/// The name of partition `index`'s stream of a store whose unpartitioned stream would be
+/// `base`.
+pub(crate) fn partition_stream_name(base: &str, index: u32) -> String {
+    format!("{base}_P{index}")
+}
+
+/// How an actor is shown in errors: `type/id`, or the id of an untyped actor.
+pub(crate) fn describe(actor: ActorKey<'_>) -> String {
+    match actor.actor_type {
+        Some(t) => format!("{t}/{}", actor.actor_id),
+        None => actor.actor_id.to_string(),
+    }
+}
+
+/// The marker a partition's stream description carries, so a store opened later with another
+/// count is refused instead of reading a different spread of actors.
+pub(crate) fn description_marker(index: u32, partitions: u32) -> String {
+    format!("partition {index} of {partitions}")
+}
+
+/// The `(index, count)` a stream description's marker names, if it has one.
+pub(crate) fn parse_marker(description: &str) -> Option<(u32, u32)> {
+    let rest = &description[description.rfind("partition ")? + "partition ".len()..];
+    let (index, rest) = rest.split_once(" of ")?;
+    let count: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((index.parse().ok()?, count.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        // Pinned: changing the function would move every actor of every partitioned store.
+        let key = PartitionKey::ActorId;
+        let pinned: Vec<u32> = ["a", "order-1", "order-2", "tenant-7/x"]
+            .iter()
+            .map(|id| key.partition_of(id, 8))
+            .collect();
+        assert_eq!(pinned, [3, 5, 3, 4]);
+        assert_eq!(key.partition_of("anything", 1), 0);
+        let mut counts = [0u32; 8];
+        for i in 0..8000 {
+            counts[key.partition_of(&format!("actor-{i}"), 8) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn a_prefix_key_keeps_a_group_together() {
+        let key = PartitionKey::IdPrefix('/');
+        for n in [2, 4, 8, 64] {
+            assert_eq!(key.partition_of("t-1/a", n), key.partition_of("t-1/b", n));
+            assert_eq!(key.partition_of("t-1/a", n), key.partition_of("t-1", n));
+        }
+        assert_eq!(key.key_of("no-separator"), "no-separator");
+        assert_eq!(key.key_of("/leading"), "");
+    }
+
+    #[test]
+    fn markers_round_trip() {
+        let d = format!("Aether event store: {}", description_marker(3, 8));
+        assert_eq!(parse_marker(&d), Some((3, 8)));
+        assert_eq!(
+            parse_marker("Aether event store: append-only actor histories"),
+            None
+        );
+        assert_eq!(parse_marker("partition x of 8"), None);
+        assert!(validate_partitions(0).is_err());
+        assert!(validate_partitions(MAX_PARTITIONS + 1).is_err());
+        assert!(validate_partitions(1).is_ok());
+        assert_eq!(partition_stream_name("NS_EVENTS", 2), "NS_EVENTS_P2");
+    }
+}
