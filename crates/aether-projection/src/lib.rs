@@ -10,7 +10,9 @@
 //! # Layout
 //! - [`Projection`]: the runner: catch up from the checkpoint, then follow live writes;
 //!   retries, parking, pause, resume, reset, status ([`ProjectionStatus`]), what a catch-up
-//!   did ([`CatchUpReport`]).
+//!   did ([`CatchUpReport`]). On a partitioned log
+//!   ([`EventLog::partitions`](aether_core::EventLog::partitions)) it reads every partition
+//!   at once, each from its own checkpoint (`<name>.l<k>`), and sums their status.
 //! - [`ActorEvents`]: decoding a projection over several actor types by each event's type.
 //! - [`Handler`], [`Projected`]: what the application writes, and what it is handed;
 //!   [`SinkPosition`]: exactly-once for a sink that stores the position with its updates.
@@ -19,7 +21,8 @@
 //!   of a persistent subscription (competing consumers: [`ProjectionConfig::concurrency`],
 //!   [`Order`], retries and parking); an internal coordinator makes its decisions without I/O, with
 //!   the cluster's own placement rules (`aether-placement`: `rebalance`, `LeaseTracker`,
-//!   `shard_for`).
+//!   `shard_for`). On a partitioned log its units are (log partition, partition) pairs
+//!   (`<name>.l<l>.p<k>`), numbered and counted by an internal `layout` module.
 //! - [`ProjectionStore`]: checkpoints, parked events, the status a projection whose sink keeps
 //!   its position reports ([`ReportedStatus`]), workers' heartbeats and partition leases;
 //!   [`InMemoryProjectionStore`], and `NatsProjectionStore` (a JetStream key-value bucket,

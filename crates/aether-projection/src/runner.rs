@@ -2,7 +2,9 @@
 //! retries, park what keeps failing, checkpoint, follow live writes.
 //!
 //! - this module: [`Projection`], how it is made, controlled (pause, resume, reset, parked
-//!   events) and run (catch up, follow live writes, report its status).
+//!   events) and run (catch up, follow live writes, report its status), and its lanes: one
+//!   per independent log it reads (the log, or each partition of a partitioned log), each
+//!   with its own position, checkpoint, parked events and status.
 //! - `step`: one page: read, handle (at once or in order), retry, park, checkpoint.
 //! - `handler`: [`Handler`], [`Projected`], [`SinkPosition`], [`Park`].
 //! - `config`: [`ProjectionConfig`], [`Order`], [`OnFailure`].
@@ -40,7 +42,14 @@ use step::StepError;
 ///
 /// Delivery is at least once: the checkpoint is saved after each page, so after a crash the
 /// events of the unfinished page are handed over again; handlers use the actor and version to
-/// ignore them. Events that do not decode (a payload that fits no version of `E`) or whose
+/// ignore them.
+///
+/// On a partitioned log ([`EventLog::partitions`]: actors spread over several independent
+/// logs, each with its own positions) it reads every partition at once, each from its own
+/// checkpoint (`<name>.l<k>` for partition `k`, see
+/// [`checkpoint_names`](Self::checkpoint_names)): each actor's events still come in order,
+/// but there is no order across partitions (an event of one actor may be handled before an
+/// event of another that was stored earlier in another partition). Events that do not decode (a payload that fits no version of `E`) or whose
 /// handler keeps failing are parked (see [`OnFailure`]).
 pub struct Projection<E> {
     name: String,
@@ -582,8 +591,9 @@ impl<E: DomainEvent> Projection<E> {
 /// its partitions, or `log` itself when it is one order.
 ///
 /// Asks the log behind the `Arc` (`(**log).partitions()`): called on the `Arc` itself,
-/// method resolution picks `aether_core`'s forwarding `impl EventLog for Arc<T>`, which does
-/// not forward `partitions` and so always answers "one order".
+/// method resolution picks the forwarding `impl EventLog for Arc<T>`, and the answer would
+/// then depend on that impl passing `partitions` on (at first it did not, and every log
+/// looked like one order).
 pub(crate) fn log_parts(log: &Arc<dyn EventLog>) -> Vec<Arc<dyn EventLog>> {
     let parts = (**log).partitions();
     if parts.is_empty() {

@@ -111,7 +111,12 @@ pub struct PartitionLease {
 /// `Arc<dyn ProjectionStore>`.
 ///
 /// The checkpoint of a partition of a partitioned projection is kept under the name
-/// `<projection>.p<partition>`.
+/// `<projection>.p<partition>`. On a partitioned log
+/// ([`EventLog::partitions`](aether_core::EventLog::partitions)) each log partition has its
+/// own: `<projection>.l<l>` for log partition `l` of a [`Projection`](crate::Projection),
+/// `<projection>.l<l>.p<partition>` for a partition of a
+/// [`ProjectionWorker`](crate::ProjectionWorker) (its parked events, replay requests and
+/// reported status too).
 #[async_trait]
 pub trait ProjectionStore: Send + Sync {
     /// The checkpoint of `projection`, `None` before its first event.
@@ -148,6 +153,8 @@ pub trait ProjectionStore: Send + Sync {
 
     /// The number of partitions of the partitioned projection `projection`: the one stored,
     /// or `proposed` when none is stored yet (and then stored). All its workers must agree.
+    /// Over a partitioned log a worker proposes `log_partitions << 16 | partitions` (at least
+    /// 131 072), so that workers of different log partitionings disagree too.
     async fn partition_count(&self, projection: &str, proposed: u32) -> Result<u32>;
     /// Records that `worker` is alive.
     async fn heartbeat(&self, projection: &str, worker: &str) -> Result<()>;
@@ -155,7 +162,8 @@ pub trait ProjectionStore: Send + Sync {
     async fn workers(&self, projection: &str) -> Result<Vec<WorkerHeartbeat>>;
     /// Removes `worker` (it stops cleanly).
     async fn leave(&self, projection: &str, worker: &str) -> Result<()>;
-    /// The lease of `partition`.
+    /// The lease of `partition` (a unit of work: over a partitioned log, unit
+    /// `l × partitions + k` is partition `k` of log partition `l`).
     async fn lease(&self, projection: &str, partition: u32) -> Result<PartitionLease>;
     /// Sets the holder of `partition` (`None`: frees it) if its lease is still at revision
     /// `expected` (compare-and-set); returns the new revision, or `None` when the lease had
@@ -173,7 +181,8 @@ pub trait ProjectionStore: Send + Sync {
 /// (`NatsProjectionStore::summaries`, feature `nats`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectionSummary {
-    /// The projection's name (`<name>.p<partition>` for a partition).
+    /// The projection's name (`<name>.p<partition>` for a partition; `<name>.l<l>` and
+    /// `<name>.l<l>.p<partition>` on log partition `l` of a partitioned log).
     pub name: String,
     /// Who keeps its position.
     pub kept_by: PositionKeeper,

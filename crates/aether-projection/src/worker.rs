@@ -13,6 +13,10 @@
 //! or none has succeeded for half the timeout, so it has stopped before anyone else can take
 //! the partition over.
 //!
+//! On a partitioned log ([`EventLog::partitions`]) the unit of work is a (log partition,
+//! partition) pair, numbered `l × partitions + k`; everything above applies to units. Module
+//! `layout` numbers them and says what the workers store as the count.
+//!
 //! The decisions are [`Coordinator::plan`]'s (module `coordinator`), which does no I/O;
 //! [`ProjectionWorker::run`] (this module) carries them out.
 
@@ -44,7 +48,8 @@ pub struct WorkerConfig {
     /// one to start stores it, and a worker configured otherwise refuses to start). More
     /// partitions than workers lets the load spread. Each partition asks the store for its own
     /// shard's actors (the JetStream store selects them on the server from 2.10) and checks
-    /// what it gets.
+    /// what it gets. On a partitioned log each log partition is split into this many: the
+    /// workers share log partitions × `partitions` units.
     pub partitions: u32,
     /// How often a worker sends its heartbeat, renews its leases and looks at the assignment.
     pub heartbeat: Duration,
@@ -65,7 +70,8 @@ impl Default for WorkerConfig {
 }
 
 /// A partition changing hands at this worker, as reported to an observer
-/// ([`ProjectionWorker::with_observer`]).
+/// ([`ProjectionWorker::with_observer`]). On a partitioned log the number is the unit's
+/// (`l × partitions + k`: partition `k` of log partition `l`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OwnershipChange {
     /// The worker holds the partition's lease and has started handling it.
@@ -90,7 +96,10 @@ struct Held {
 }
 
 /// One worker of a partitioned projection: it handles the partitions assigned to it, each as
-/// a [`Projection`] of the actors in that shard, checkpointed as `<name>.p<partition>`.
+/// a [`Projection`] of the actors in that shard, checkpointed as `<name>.p<partition>`. On a
+/// partitioned log ([`EventLog::partitions`]) its units are (log partition `l`, partition
+/// `k`) pairs instead, each a [`Projection`] of that shard's actors in that log partition,
+/// checkpointed as `<name>.l<l>.p<k>` ([`owned_units`](Self::owned_units)).
 ///
 /// Run several (in one process or many, sharing the [`ProjectionStore`]) with distinct worker
 /// ids: each partition is handled by one worker at a time, each actor's events in order;

@@ -8,28 +8,34 @@ use aether_core::LogPosition;
 #[cfg(doc)]
 use super::{OnFailure, Projection, ProjectionConfig, SinkPosition};
 
-/// Where a projection is.
+/// Where a projection is. On a partitioned log, [`Projection::status`] sums its partitions'
+/// (each one's is in [`Projection::partition_status`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProjectionStatus {
     /// The projection's name.
     pub name: String,
     /// The last event it handled or parked (its checkpoint, or the position its sink keeps),
-    /// `None` before the first.
+    /// `None` before the first; `None` too in the sum over a partitioned log's partitions
+    /// (a position belongs to one partition).
     pub position: Option<LogPosition>,
     /// Whether its sink keeps the position ([`SinkPosition::Kept`]): it then writes no
     /// checkpoint and reports its status to the store instead
     /// ([`ProjectionConfig::status_interval`]). Known from its first look at the log.
     pub kept_by_sink: bool,
     /// The last stored message when it last looked (`None`: the log was empty, or it has not
-    /// looked yet; [`lag`](Self::lag) tells which).
+    /// looked yet; [`lag`](Self::lag) tells which; always `None` in the sum over a
+    /// partitioned log's partitions).
     pub head: Option<LogPosition>,
     /// Stored messages after its position when it last looked (`Some(0)`: caught up). `None`
     /// until it has read the log's head: right after it starts, how far behind it is is not
     /// known. While it handles a page, the page's events count as not yet handled, so a lag
-    /// of 0 means everything up to the head was handled (or parked).
+    /// of 0 means everything up to the head was handled (or parked). On a partitioned log,
+    /// the sum of each partition's lag (its head against its own position), known once every
+    /// partition's is.
     pub lag: Option<u64>,
     /// How far behind the newest event it handled is, by the events' timestamps (zero when
-    /// caught up; `None`, like `lag`, until it has looked).
+    /// caught up; `None`, like `lag`, until it has looked). On a partitioned log, the largest
+    /// of its partitions'.
     pub lag_time: Option<Duration>,
     /// Events handled since it started (successfully: parked events are not counted here).
     pub handled: u64,
@@ -41,7 +47,8 @@ pub struct ProjectionStatus {
     pub paused: bool,
 }
 
-/// What [`Projection::catch_up`] did: events read, handled and parked, separately.
+/// What [`Projection::catch_up`] did: events read, handled and parked, separately (summed
+/// over the partitions of a partitioned log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CatchUpReport {
     /// Events read from the log: handled, parked, or (in a partition) another partition's.

@@ -20,7 +20,9 @@ use super::{
 /// for partitioned projections `parts.<projection>` the partition count,
 /// `worker.<projection>.<worker>` each worker's heartbeat and `lease.<projection>.<partition>`
 /// each partition's lease (projection and worker names are letters, digits, `-` and `_`;
-/// a partition's checkpoint is `cp.<projection>.p<partition>`).
+/// a partition's checkpoint is `cp.<projection>.p<partition>`; on a partitioned log, log
+/// partition `l`'s is `cp.<projection>.l<l>`, or `cp.<projection>.l<l>.p<partition>` for a
+/// partition of it, and `lease.<projection>.<unit>` is unit `l × partitions + partition`).
 ///
 /// Every operation runs under the connection's permission guard ([`KvBucket`]): one the
 /// server refuses fails with [`Error::PermissionDenied`] at once, when the connection has
