@@ -12,6 +12,8 @@
 //! - [`events`], [`stats`], [`tail`], [`cluster`], [`projections`]: the inspection commands
 //!   (`projections reset` and `replay-parked` are the ones that change something: a
 //!   projection's checkpoint, a replay request).
+//! - [`heads`]: the event log's heads, one per partition, and which one a projection's
+//!   checkpoint lags behind.
 //! - [`timers`]: `aether timers`, the pending timers and the reactor's backlog.
 //! - [`store_tail`]: following the event store's stream, for `tail --source store` and the
 //!   dashboard's live tail.
@@ -24,6 +26,7 @@ pub mod connect;
 pub mod demo;
 mod error;
 pub mod events;
+pub mod heads;
 pub mod output;
 pub mod projections;
 pub mod stats;

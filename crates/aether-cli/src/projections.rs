@@ -10,21 +10,25 @@
 //! A projection whose sink keeps its own position writes no checkpoint; it reports its status
 //! to the bucket instead, every few seconds at most, and is listed with that position, marked
 //! as kept by the sink, with how old the report is.
+//!
+//! On a partitioned store (`--partitions`, detected when not given) a projection keeps one
+//! checkpoint per log partition, `<name>.l<k>` (`<name>.l<k>.p<j>` for a worker's partition
+//! `j`): each is listed, and its lag is measured against partition `k`'s head alone
+//! ([`crate::heads`]). The footer gives every partition's head.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use aether_core::{EventLog, LogPosition};
+use aether_core::LogPosition;
 use aether_projection::{
     NatsProjectionStore, PositionKeeper, ProjectionStore, ProjectionSummary,
     DEFAULT_PROJECTION_BUCKET,
 };
-use aether_store::JetStreamEventStore;
 use clap::{Args, Subcommand};
 
 use crate::connect::ConnectArgs;
 use crate::error::{CliError, CliResult};
 use crate::events::StreamArgs;
+use crate::heads::LogHeads;
 use crate::output::{human_duration, Painter, Table};
 
 /// `aether projections ...`.
@@ -82,7 +86,32 @@ impl ProjectionsCommand {
 
 struct Opened {
     state: NatsProjectionStore,
-    log: Arc<JetStreamEventStore>,
+    client: async_nats::Client,
+}
+
+impl Opened {
+    /// The log's heads, read now (unknown when the event stream does not exist).
+    async fn heads(&self, stream: &StreamArgs) -> CliResult<LogHeads> {
+        heads_of(&self.client, stream).await
+    }
+}
+
+/// The heads of the event log `stream` describes, partition by partition: unknown when the
+/// store does not exist (it is never created).
+///
+/// # Errors
+/// `--partitions` disagreeing with the streams; the server's failures.
+pub async fn heads_of(client: &async_nats::Client, stream: &StreamArgs) -> CliResult<LogHeads> {
+    let context = async_nats::jetstream::new(client.clone());
+    match stream.find(&context).await {
+        Ok(streams) => {
+            let store = streams.open_store(client).await?;
+            Ok(LogHeads::read(std::sync::Arc::new(store)).await?)
+        }
+        Err(aether_core::Error::NotFound(_)) => Ok(LogHeads::unknown()),
+        Err(aether_core::Error::InvalidInput(m)) => Err(CliError::new(m)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn open(args: &ProjectionsArgs) -> CliResult<Opened> {
@@ -101,11 +130,7 @@ async fn open(args: &ProjectionsArgs) -> CliResult<Opened> {
     let state =
         NatsProjectionStore::open(client.clone(), &args.bucket, aether_core::StorageKind::File)
             .await?;
-    let log = JetStreamEventStore::new(client, args.stream.config()).await?;
-    Ok(Opened {
-        state,
-        log: Arc::new(log),
-    })
+    Ok(Opened { state, client })
 }
 
 fn position(p: Option<LogPosition>) -> String {
@@ -126,8 +151,9 @@ const COLUMNS: [&str; 5] = [
 const STALE_AFTER_INTERVALS: u32 = 3;
 
 /// One projection's row. The lag of a position kept by the sink is counted from its last
-/// report to the head now: at most one status interval's events more than the truth.
-fn row(s: &ProjectionSummary, head: Option<LogPosition>) -> Vec<String> {
+/// report to the head now: at most one status interval's events more than the truth. On a
+/// partitioned log the head is that of the checkpoint's log partition; `-` when none applies.
+fn row(s: &ProjectionSummary, heads: &LogHeads) -> Vec<String> {
     let kept_by = match (&s.kept_by, &s.reported) {
         (PositionKeeper::Sink, Some(r)) => {
             let age = (chrono::Utc::now() - r.reported_at)
@@ -152,19 +178,34 @@ fn row(s: &ProjectionSummary, head: Option<LogPosition>) -> Vec<String> {
     vec![
         s.name.clone(),
         position(s.position),
-        s.lag(head).to_string(),
+        heads
+            .lag_of(&s.name, s.position)
+            .map_or_else(|| "-".to_string(), |l| l.to_string()),
         s.parked.to_string(),
         kept_by,
     ]
 }
 
-/// The closing lines under a table: the head, and what "sink" means when a row says it.
-fn footer(summaries: &[ProjectionSummary], head: Option<LogPosition>) -> String {
-    let mut out = format!(
-        "head of the stream: {}
-",
-        position(head)
-    );
+/// The closing lines under a table: the head (every partition's), and what "sink" means
+/// when a row says it.
+fn footer(summaries: &[ProjectionSummary], heads: &LogHeads) -> String {
+    let mut out = if !heads.known() {
+        "head of the stream: - (no event stream)\n".to_string()
+    } else if heads.partitioned() {
+        let each: Vec<String> = heads
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(k, h)| format!("l{k} {}", position(*h)))
+            .collect();
+        format!(
+            "heads of the {} log partitions: {} (a checkpoint <name>.l<k> lags behind partition k's)\n",
+            heads.partitions.len(),
+            each.join(", ")
+        )
+    } else {
+        format!("head of the stream: {}\n", position(heads.single()))
+    };
     if summaries.iter().any(|s| s.kept_by == PositionKeeper::Sink) {
         out.push_str(
             "sink: the position is kept by the projection's sink, with its updates; shown as \
@@ -183,27 +224,27 @@ pub async fn run(cmd: ProjectionsCommand) -> CliResult<()> {
     match cmd {
         ProjectionsCommand::List(args) => {
             let o = open(&args).await?;
-            let head = o.log.head().await?;
+            let heads = o.heads(&args.stream).await?;
             let summaries = o.state.summaries().await?;
             let mut t = Table::new(&COLUMNS);
             for s in &summaries {
-                t.row(row(s, head));
+                t.row(row(s, &heads));
             }
             if t.is_empty() {
                 println!("no projections in bucket {}", args.bucket);
             } else {
                 print!("{}", t.render(painter));
-                print!("{}", footer(&summaries, head));
+                print!("{}", footer(&summaries, &heads));
             }
         }
         ProjectionsCommand::Status(args) => {
             let o = open(&args.at).await?;
             let summary = known(&o, &args.name).await?;
-            let head = o.log.head().await?;
+            let heads = o.heads(&args.at.stream).await?;
             let mut t = Table::new(&COLUMNS);
-            t.row(row(&summary, head));
+            t.row(row(&summary, &heads));
             print!("{}", t.render(painter));
-            print!("{}", footer(std::slice::from_ref(&summary), head));
+            print!("{}", footer(std::slice::from_ref(&summary), &heads));
             if let Some(r) = &summary.reported {
                 if let Some(e) = &r.last_error {
                     println!("last error: {}", crate::output::escape(e));

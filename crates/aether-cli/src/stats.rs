@@ -8,6 +8,10 @@
 //! Actors are counted per actor type from the stream's subjects (typed actors on
 //! `<stream>.events.<type>.<bucket>.<id>`, untyped ones on `<stream>.events.<id>`); `--type`
 //! narrows actors and events to one type.
+//!
+//! A partitioned store (streams `<stream>_P0` to `<stream>_P<N-1>`, the count detected or
+//! given with `--partitions`) is counted partition by partition: the totals first, then one
+//! line per partition's stream.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,7 +24,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::connect::{jetstream_hint, ConnectArgs};
 use crate::error::{CliError, CliResult};
-use crate::events::{find_stream, StreamArgs};
+use crate::events::{find_streams, StreamArgs};
 use crate::output::{human_bytes, human_duration, Painter, Table};
 use crate::store_tail::{check_actor_type, events_prefix};
 
@@ -75,6 +79,9 @@ pub struct StreamStats {
     pub bytes: u64,
 }
 
+/// Partitions counted at once.
+const COUNTS_AT_ONCE: usize = 4;
+
 /// Runs `aether stats`.
 ///
 /// # Errors
@@ -85,22 +92,28 @@ pub async fn run(args: StatsArgs) -> CliResult<()> {
     }
     let client = args.connect.connect().await?;
     let context = jetstream::new(client.clone());
-    let mut stream = find_stream(&context, &args.stream).await?;
-    let name = args.stream.stream_name();
-    let info = stream
-        .info()
-        .await
-        .map_err(|e| jetstream_hint(&format!("reading info of stream {name}"), &e))?
-        .clone();
-    let stats = collect(
-        &client,
-        &stream,
-        &info,
-        !args.fast,
-        args.actor_type.as_deref(),
-    )
-    .await?;
-    print!("{}", render(&stats, &info, Painter::stdout()));
+    let streams = find_streams(&context, &args.stream).await?;
+    let client = &client;
+    let actor_type = args.actor_type.as_deref();
+    let parts: Vec<(StreamStats, Info)> = futures::stream::iter(streams.streams.iter().cloned())
+        .map(|mut stream| async move {
+            let name = stream.cached_info().config.name.clone();
+            let info = stream
+                .info()
+                .await
+                .map_err(|e| jetstream_hint(&format!("reading info of stream {name}"), &e))?
+                .clone();
+            let stats = collect(client, &stream, &info, !args.fast, actor_type).await?;
+            Ok::<_, CliError>((stats, info))
+        })
+        .buffered(COUNTS_AT_ONCE)
+        .try_collect()
+        .await?;
+    let painter = Painter::stdout();
+    match parts.as_slice() {
+        [(stats, info)] => print!("{}", render(stats, info, painter)),
+        _ => print!("{}", render_partitioned(&streams.base, &parts, painter)),
+    }
     Ok(())
 }
 
@@ -264,7 +277,15 @@ async fn count(
     Ok(events)
 }
 
-fn format_time(t: &async_nats::jetstream::stream::Info, first: bool) -> String {
+/// A server timestamp (nanoseconds since the epoch) as RFC 3339 with milliseconds.
+fn rfc3339(nanos: i128) -> Option<String> {
+    let secs = i64::try_from(nanos.div_euclid(1_000_000_000)).ok()?;
+    let sub = nanos.rem_euclid(1_000_000_000) as u32;
+    chrono::DateTime::from_timestamp(secs, sub)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+fn format_time(t: &Info, first: bool) -> String {
     let (ts, seq) = if first {
         (t.state.first_timestamp, t.state.first_sequence)
     } else {
@@ -273,19 +294,13 @@ fn format_time(t: &async_nats::jetstream::stream::Info, first: bool) -> String {
     if t.state.messages == 0 {
         return "-".into();
     }
-    let nanos = ts.unix_timestamp_nanos();
-    let secs = nanos.div_euclid(1_000_000_000) as i64;
-    let sub = nanos.rem_euclid(1_000_000_000) as u32;
-    let when = chrono::DateTime::from_timestamp(secs, sub)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ts.to_string());
+    let when = rfc3339(ts.unix_timestamp_nanos()).unwrap_or_else(|| ts.to_string());
     format!("{when} (sequence {seq})")
 }
 
-/// The stats and settings as `key  value` lines.
-pub fn render(stats: &StreamStats, info: &Info, painter: Painter) -> String {
-    let c = &info.config;
-    let events = match stats.events {
+/// The `events` line.
+fn events_line(stats: &StreamStats) -> String {
+    match stats.events {
         Some(n) => format!(
             "{n} in {} messages (a batch is one message; counted from message headers)",
             stats.event_messages
@@ -294,7 +309,12 @@ pub fn render(stats: &StreamStats, info: &Info, painter: Painter) -> String {
             "not counted (--fast); {} event messages, a batch being one message",
             stats.event_messages
         ),
-    };
+    }
+}
+
+/// The settings lines, from a stream's configuration.
+fn settings(info: &Info) -> Vec<(&'static str, String)> {
+    let c = &info.config;
     let retention = if c.max_age.is_zero() {
         "forever (no max age)".to_string()
     } else if c.max_age.as_secs() >= 86_400 && c.max_age.as_secs() % 86_400 == 0 {
@@ -306,16 +326,20 @@ pub fn render(stats: &StreamStats, info: &Info, painter: Painter) -> String {
         StorageType::File => "file",
         StorageType::Memory => "memory",
     };
-    let mut t = Table::new::<&str>(&[]);
-    let stream = match &stats.actor_type {
-        Some(ty) => format!("{} (actor type {ty})", painter.cyan(&stats.stream)),
-        None => painter.cyan(&stats.stream),
-    };
-    for (k, v) in [
-        ("stream", stream),
-        ("subjects", c.subjects.join(", ")),
+    vec![
+        ("retention", retention),
+        ("replicas", c.num_replicas.to_string()),
+        ("storage", storage.to_string()),
+        ("deny delete", c.deny_delete.to_string()),
+        ("deny purge", c.deny_purge.to_string()),
+    ]
+}
+
+/// The counted lines, from `actors` to `bytes`.
+fn counts(stats: &StreamStats) -> Vec<(&'static str, String)> {
+    vec![
         ("messages", stats.messages.to_string()),
-        ("events", events),
+        ("events", events_line(stats)),
         ("actors", stats.actors.to_string()),
         ("actor types", actor_types_line(&stats.actors_by_type)),
         ("snapshots", stats.snapshot_messages.to_string()),
@@ -323,15 +347,135 @@ pub fn render(stats: &StreamStats, info: &Info, painter: Painter) -> String {
             "bytes",
             format!("{} ({})", stats.bytes, human_bytes(stats.bytes)),
         ),
-        ("first", format_time(info, true)),
-        ("last", format_time(info, false)),
-        ("retention", retention),
-        ("replicas", c.num_replicas.to_string()),
-        ("storage", storage.to_string()),
-        ("deny delete", c.deny_delete.to_string()),
-        ("deny purge", c.deny_purge.to_string()),
-    ] {
+    ]
+}
+
+fn key_values(rows: Vec<(&'static str, String)>, painter: Painter) -> String {
+    let mut t = Table::new::<&str>(&[]);
+    for (k, v) in rows {
         t.row(vec![format!("{k}:"), v]);
     }
     t.render(painter)
+}
+
+/// The stats and settings as `key  value` lines.
+pub fn render(stats: &StreamStats, info: &Info, painter: Painter) -> String {
+    let stream = match &stats.actor_type {
+        Some(ty) => format!("{} (actor type {ty})", painter.cyan(&stats.stream)),
+        None => painter.cyan(&stats.stream),
+    };
+    let mut rows = vec![
+        ("stream", stream),
+        ("subjects", info.config.subjects.join(", ")),
+    ];
+    rows.extend(counts(stats));
+    rows.push(("first", format_time(info, true)));
+    rows.push(("last", format_time(info, false)));
+    rows.extend(settings(info));
+    key_values(rows, painter)
+}
+
+/// The totals of a partitioned store's partitions (named `base`): sums, and the actors per
+/// type added up (an actor lives in one partition).
+pub fn total(base: &str, parts: &[StreamStats]) -> StreamStats {
+    let mut by_type: BTreeMap<Option<String>, u64> = BTreeMap::new();
+    for p in parts {
+        for (t, n) in &p.actors_by_type {
+            *by_type.entry(t.clone()).or_default() += n;
+        }
+    }
+    StreamStats {
+        stream: base.to_string(),
+        messages: parts.iter().map(|p| p.messages).sum(),
+        actor_type: parts.first().and_then(|p| p.actor_type.clone()),
+        event_messages: parts.iter().map(|p| p.event_messages).sum(),
+        events: parts.iter().map(|p| p.events).sum(),
+        actors: parts.iter().map(|p| p.actors).sum(),
+        actors_by_type: by_type.into_iter().collect(),
+        snapshot_messages: parts.iter().map(|p| p.snapshot_messages).sum(),
+        bytes: parts.iter().map(|p| p.bytes).sum(),
+    }
+}
+
+/// A partitioned store's stats (its partitions' streams, in partition order, with their
+/// info): the totals and settings as `key  value` lines, then one row per partition. The
+/// settings are partition 0's (the store gives every partition the same).
+pub fn render_partitioned(base: &str, parts: &[(StreamStats, Info)], painter: Painter) -> String {
+    let stats: Vec<StreamStats> = parts.iter().map(|(s, _)| s.clone()).collect();
+    let all = total(base, &stats);
+    let n = parts.len();
+    let named = format!(
+        "{} ({n} partitions: streams {base}_P0 to {base}_P{})",
+        painter.cyan(base),
+        n.saturating_sub(1)
+    );
+    let stream = match &all.actor_type {
+        Some(ty) => format!("{named} (actor type {ty})"),
+        None => named,
+    };
+    let mut rows = vec![
+        ("stream", stream),
+        (
+            "partitions",
+            format!("{n} (events are ordered within a partition, not across partitions)"),
+        ),
+    ];
+    if let Some((_, info)) = parts.first() {
+        let own = &info.config.name;
+        let subjects: Vec<String> = info
+            .config
+            .subjects
+            .iter()
+            .map(|s| s.replacen(own.as_str(), &format!("{base}_P<k>"), 1))
+            .collect();
+        rows.push(("subjects", subjects.join(", ")));
+    }
+    rows.extend(counts(&all));
+    let stored = || {
+        parts
+            .iter()
+            .map(|(_, i)| i)
+            .filter(|i| i.state.messages > 0)
+    };
+    let first = stored()
+        .map(|i| i.state.first_timestamp.unix_timestamp_nanos())
+        .min()
+        .and_then(rfc3339);
+    let last = stored()
+        .map(|i| i.state.last_timestamp.unix_timestamp_nanos())
+        .max()
+        .and_then(rfc3339);
+    rows.push(("first", first.unwrap_or_else(|| "-".into())));
+    rows.push(("last", last.unwrap_or_else(|| "-".into())));
+    if let Some((_, info)) = parts.first() {
+        rows.extend(settings(info));
+    }
+    let mut out = key_values(rows, painter);
+    out.push('\n');
+    let mut t = Table::new(&[
+        "PARTITION",
+        "STREAM",
+        "MESSAGES",
+        "EVENTS",
+        "ACTORS",
+        "SNAPSHOTS",
+        "BYTES",
+        "FIRST SEQ",
+        "LAST SEQ",
+    ]);
+    for (k, (s, info)) in parts.iter().enumerate() {
+        t.row(vec![
+            k.to_string(),
+            s.stream.clone(),
+            s.messages.to_string(),
+            s.events.map_or_else(|| "-".into(), |e| e.to_string()),
+            s.actors.to_string(),
+            s.snapshot_messages.to_string(),
+            human_bytes(s.bytes),
+            info.state.first_sequence.to_string(),
+            info.state.last_sequence.to_string(),
+        ]);
+    }
+    out.push_str(&t.render(painter));
+    out
 }

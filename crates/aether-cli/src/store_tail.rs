@@ -22,6 +22,11 @@
 //! subject that does not decode, an `Aether-Version` header that disagrees) is counted and
 //! skipped. Events go into a [`Subscription`] of bounded size: a reader that does not keep up
 //! loses the newest events and is told how many ([`StoreDelivery::Lagged`]).
+//!
+//! A partitioned store's log is several streams (`<stream>_P<k>`): the tail then has one
+//! consumer per partition's stream, all feeding the one subscription. Events of one actor
+//! keep their order (an actor lives in one partition); the order of events of different
+//! partitions is the order they reach this process, which is not defined.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -178,27 +183,30 @@ struct Malformed {
     notify: Notify,
 }
 
-/// Aborts the reading task when the tail is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Aborts the reading tasks when the tail is dropped.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 
-/// A live tail of the store's stream: [`recv`](Self::recv) until it ends.
+/// A live tail of the store's stream (or a partitioned store's streams): [`recv`](Self::recv)
+/// until it ends.
 pub struct StoreTail {
     subscription: Subscription,
     malformed: Arc<Malformed>,
     reported: u64,
-    subject: String,
+    subjects: Vec<String>,
 }
 
 impl std::fmt::Debug for StoreTail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreTail")
-            .field("subject", &self.subject)
+            .field("subjects", &self.subjects)
             .finish_non_exhaustive()
     }
 }
@@ -218,40 +226,88 @@ impl StoreTail {
         filter: StoreFilter,
         buffer: usize,
     ) -> aether_core::Result<Self> {
+        Self::open_all(
+            client,
+            vec![(stream, stream_name.to_string())],
+            filter,
+            buffer,
+        )
+        .await
+    }
+
+    /// Opens a tail of several streams at once, each given with its name: the partitions'
+    /// streams of a partitioned store, one consumer each, merged into one subscription (the
+    /// order across streams is not defined; see the module docs). Returns once every consumer
+    /// exists.
+    ///
+    /// # Errors
+    /// No stream, a bad filter ([`Error::InvalidInput`](aether_core::Error::InvalidInput)),
+    /// or the server refusing a consumer.
+    pub async fn open_all(
+        client: &async_nats::Client,
+        streams: Vec<(Stream, String)>,
+        filter: StoreFilter,
+        buffer: usize,
+    ) -> aether_core::Result<Self> {
         filter.validate()?;
-        let subject = filter.subject(stream_name);
-        let context = format!("following {subject}");
-        let messages = ConsumerSpec::new(subject.clone(), StartAt::New)
-            .description("aether tail --source store")
-            .open_ordered_push(&stream, client, &context)
-            .await?;
+        if streams.is_empty() {
+            return Err(aether_core::Error::invalid("a store tail needs a stream"));
+        }
+        let subjects: Vec<String> = streams.iter().map(|(_, n)| filter.subject(n)).collect();
+        // Every consumer first: a refusal of any fails the tail before anything runs.
+        let opened = futures::future::try_join_all(streams.iter().zip(&subjects).map(
+            |((stream, _), subject)| async move {
+                ConsumerSpec::new(subject.clone(), StartAt::New)
+                    .description("aether tail --source store")
+                    .open_ordered_push(stream, client, &format!("following {subject}"))
+                    .await
+            },
+        ))
+        .await?;
         let options = SubscribeOptions::default()
             .filter(filter.subscription_filter())
             .buffer_size(buffer.max(1))
             .overflow(OverflowPolicy::DropNewest);
-        let (sender, subscription) = Subscription::channel(&subject, options);
+        let (sender, subscription) = Subscription::channel(&subjects[0], options);
         let malformed = Arc::new(Malformed::default());
-        let pump = Pump {
-            client: client.clone(),
-            stream,
-            subject: subject.clone(),
-            prefix: events_prefix(stream_name),
-            filter,
-            sender,
-            malformed: malformed.clone(),
-        };
-        let task = tokio::spawn(pump.run(messages));
+        let tasks = streams
+            .into_iter()
+            .zip(&subjects)
+            .zip(opened)
+            .map(|(((stream, name), subject), messages)| {
+                let pump = Pump {
+                    client: client.clone(),
+                    stream,
+                    subject: subject.clone(),
+                    prefix: events_prefix(&name),
+                    filter: filter.clone(),
+                    sender: sender.clone(),
+                    malformed: malformed.clone(),
+                };
+                tokio::spawn(pump.run(messages))
+            })
+            .collect();
         Ok(Self {
-            subscription: subscription.with_guard(AbortOnDrop(task)),
+            subscription: subscription.with_guard(AbortOnDrop(tasks)),
             malformed,
             reported: 0,
-            subject,
+            subjects,
         })
     }
 
-    /// The subject the tail's consumer reads.
+    /// The subject the tail's (first) consumer reads.
     pub fn subject(&self) -> &str {
-        &self.subject
+        self.subjects.first().map_or("", String::as_str)
+    }
+
+    /// The subjects the tail's consumers read, one per stream.
+    pub fn subjects(&self) -> &[String] {
+        &self.subjects
+    }
+
+    /// The subjects as people read them: the one subject, or the list of them.
+    pub fn describe_subjects(&self) -> String {
+        self.subjects.join(", ")
     }
 
     /// The next delivery; `None` once the tail has ended.

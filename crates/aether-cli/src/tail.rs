@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::connect::ConnectArgs;
 use crate::error::{CliError, CliResult};
-use crate::events::{find_stream, StreamArgs};
+use crate::events::{find_streams, StreamArgs};
 use crate::output::{actor_name, escape, Painter};
 use crate::store_tail::{check_actor_type, StoreDelivery, StoreFilter, StoreTail, TailFeed};
 
@@ -190,6 +190,12 @@ fn check_source(args: &TailArgs) -> CliResult<()> {
                      follows; the bus is chosen by the namespace pattern",
                 ));
             }
+            if args.stream.partitions.is_some() {
+                return Err(CliError::new(
+                    "--partitions describes the store's streams, which only --source store \
+                     follows",
+                ));
+            }
             validate_pattern(pattern)
                 .map_err(|e| CliError::new(format!("invalid namespace pattern {pattern:?}: {e}")))
         }
@@ -236,27 +242,38 @@ async fn open_bus(
     ))
 }
 
-/// Opens a consumer on the store's events subjects.
+/// Opens a consumer on the store's events subjects: one per partition's stream of a
+/// partitioned store, merged (the order across partitions is not defined).
 async fn open_store(
     args: &TailArgs,
     client: &async_nats::Client,
 ) -> CliResult<(TailFeed, Option<NatsEventBus>, String, String)> {
     let context = jetstream::new(client.clone());
-    let stream = find_stream(&context, &args.stream).await?;
-    let name = args.stream.stream_name();
+    let streams = find_streams(&context, &args.stream).await?;
+    let names = streams.names();
     let filter = StoreFilter {
         actor_type: args.actor_type.clone(),
         event_types: args.types.clone(),
         actor_pattern: args.actor.clone(),
     };
-    let tail = StoreTail::open(client, stream, &name, filter, STORE_TAIL_BUFFER).await?;
-    let subject = tail.subject().to_string();
-    Ok((
-        TailFeed::Store(tail),
-        None,
-        subject,
-        format!("the store's stream {name}"),
-    ))
+    let tail = StoreTail::open_all(
+        client,
+        streams.streams.iter().cloned().zip(names).collect(),
+        filter,
+        STORE_TAIL_BUFFER,
+    )
+    .await?;
+    let subject = tail.describe_subjects();
+    let note = match streams.partitions() {
+        1 => format!("the store's stream {}", streams.base),
+        n => format!(
+            "the store's {n} partition streams {base}_P0 to {base}_P{last}, merged: events of \
+             one actor in order, of different partitions in no defined order",
+            base = streams.base,
+            last = n - 1
+        ),
+    };
+    Ok((TailFeed::Store(tail), None, subject, note))
 }
 
 /// One event as one line: time, actor (`type/id`, or the id of an untyped actor), version, type, data, each escaped ([`escape`]: the

@@ -6,22 +6,27 @@
 //! missing one is a one-line error. Everything read from the stream (actor types, ids, timer
 //! names) is escaped before it is printed; messages there that are not timers are counted as
 //! unreadable.
+//!
+//! On a partitioned event store the reactor keeps a checkpoint per log partition
+//! (`<reactor>.l<k>`, `<reactor>.l<k>.p<j>` for a worker's partition): each is listed with
+//! its lag behind its own partition's head ([`crate::heads`]).
 
 use std::time::Duration;
 
-use aether_core::{EventLog, LogPosition, StorageKind};
-use aether_projection::{NatsProjectionStore, DEFAULT_PROJECTION_BUCKET};
+use aether_core::StorageKind;
+use aether_projection::{NatsProjectionStore, ProjectionSummary, DEFAULT_PROJECTION_BUCKET};
 use aether_reactions::{
-    PendingFilter, PendingTimers, ReactorBacklog, ReactorConfig, TimersConfig, TimersView,
-    DEFAULT_PENDING_LIMIT, MAX_PENDING_LIMIT,
+    PendingFilter, PendingTimers, ReactorBacklog, ReactorConfig, ReactorPartition, TimersConfig,
+    TimersView, DEFAULT_PENDING_LIMIT, MAX_PENDING_LIMIT,
 };
-use aether_store::{JetStreamEventStore, DEFAULT_STREAM_NAME};
+use aether_store::{DEFAULT_STREAM_NAME, MAX_PARTITIONS};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Args;
 
 use crate::connect::ConnectArgs;
 use crate::error::{CliError, CliResult};
 use crate::events::StreamArgs;
+use crate::heads::{log_partition_of, LogHeads};
 use crate::output::{escape, human_duration, Painter, Table};
 use crate::store_tail::check_actor_type;
 
@@ -61,6 +66,13 @@ pub struct TimersArgs {
     /// Base name of the event stream the reactor reads (for its lag).
     #[arg(long = "event-stream", value_name = "NAME", default_value = DEFAULT_STREAM_NAME)]
     pub event_stream: String,
+    /// How many partitions the event store's log is spread over; detected when not given.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<u32>::new().range(1..=u64::from(MAX_PARTITIONS))
+    )]
+    pub partitions: Option<u32>,
     /// The connection.
     #[command(flatten)]
     pub connect: ConnectArgs,
@@ -86,6 +98,8 @@ impl TimersArgs {
         StreamArgs {
             namespace: self.namespace.clone(),
             stream: self.event_stream.clone(),
+            partitions: self.partitions,
+            ..StreamArgs::default()
         }
     }
 
@@ -99,8 +113,8 @@ impl TimersArgs {
     }
 }
 
-/// The reactor's backlog from the projections' bucket `bucket`, with the lag behind `head`;
-/// `None` when the bucket does not exist (it is never created).
+/// The reactor's backlog from the projections' bucket `bucket`, with the lag behind the
+/// log's `heads`; `None` when the bucket does not exist (it is never created).
 ///
 /// # Errors
 /// The server's failure reading the bucket.
@@ -108,7 +122,7 @@ pub async fn reactor_backlog(
     client: &async_nats::Client,
     bucket: &str,
     reactor: &str,
-    head: Option<LogPosition>,
+    heads: &LogHeads,
 ) -> Result<Option<ReactorBacklog>, aether_core::Error> {
     let connection = aether_nats::Connection::from(client.clone());
     if aether_nats::KvBucket::open_existing(&connection, bucket)
@@ -119,23 +133,66 @@ pub async fn reactor_backlog(
     }
     let state = NatsProjectionStore::open(client.clone(), bucket, StorageKind::File).await?;
     let summaries = state.summaries().await?;
-    Ok(Some(ReactorBacklog::from_summaries(
-        reactor, &summaries, head,
-    )))
+    Ok(Some(backlog_of(reactor, &summaries, heads)))
 }
 
-/// The head of the event stream `stream` (`LogPosition::new(0, 0)` when it is empty), or
-/// `None` when it does not exist (it is never created) or cannot be read.
-async fn head_of(client: &async_nats::Client, stream: &StreamArgs) -> Option<LogPosition> {
-    let js = async_nats::jetstream::new(client.clone());
-    aether_nats::backend::get_stream(&js, &stream.stream_name())
-        .await
-        .ok()??;
-    let store = JetStreamEventStore::new(client.clone(), stream.config())
-        .await
-        .ok()?;
-    let head = store.head().await.ok()?;
-    Some(head.unwrap_or(LogPosition::new(0, 0)))
+/// The reactor's backlog from the projections' summaries: on an unpartitioned log as
+/// [`ReactorBacklog::from_summaries`] reads it; on a partitioned one, its checkpoint of each
+/// log partition (`<reactor>.l<k>`, `<reactor>.l<k>.p<j>`), each with its lag behind that
+/// partition's head, in (log partition, partition) order.
+pub fn backlog_of(
+    reactor: &str,
+    summaries: &[ProjectionSummary],
+    heads: &LogHeads,
+) -> ReactorBacklog {
+    if !heads.partitioned() {
+        return ReactorBacklog::from_summaries(
+            reactor,
+            summaries,
+            heads.single().or_else(|| {
+                // Known and empty: lag counted from nothing.
+                heads.known().then_some(aether_core::LogPosition::new(0, 0))
+            }),
+        );
+    }
+    let mut partitions: Vec<(u32, ReactorPartition)> = summaries
+        .iter()
+        .filter_map(|s| {
+            let rest = s.name.strip_prefix(reactor)?.strip_prefix('.')?;
+            let l = log_partition_of(&s.name)?;
+            // `l<l>` or `l<l>.p<j>`, exactly as the projection crate writes them.
+            let partition = match rest.split_once('.') {
+                None if rest == format!("l{l}") => None,
+                Some((head, p)) if head == format!("l{l}") => {
+                    let j = p.strip_prefix('p')?;
+                    let exact = !j.is_empty()
+                        && j.bytes().all(|b| b.is_ascii_digit())
+                        && (j.len() == 1 || !j.starts_with('0'));
+                    Some(if exact {
+                        j.parse::<u32>().ok()?
+                    } else {
+                        return None;
+                    })
+                }
+                _ => return None,
+            };
+            Some((
+                l,
+                ReactorPartition {
+                    name: s.name.clone(),
+                    partition,
+                    position: s.position,
+                    lag: heads.lag_of(&s.name, s.position),
+                    parked: s.parked,
+                },
+            ))
+        })
+        .collect();
+    partitions.sort_by_key(|(l, p)| (*l, p.partition));
+    ReactorBacklog {
+        name: reactor.to_string(),
+        partitions: partitions.into_iter().map(|(_, p)| p).collect(),
+    }
 }
 
 /// Runs `aether timers`.
@@ -159,8 +216,8 @@ pub async fn run(args: TimersArgs) -> CliResult<()> {
             other => CliError::from(other),
         })?;
     let pending = view.pending(&args.filter()).await?;
-    let head = head_of(&client, &args.event_stream()).await;
-    let backlog = reactor_backlog(&client, &args.bucket, &args.reactor, head).await?;
+    let heads = crate::projections::heads_of(&client, &args.event_stream()).await?;
+    let backlog = reactor_backlog(&client, &args.bucket, &args.reactor, &heads).await?;
     print!(
         "{}",
         render(

@@ -260,7 +260,7 @@ async fn serve_dashboard(
         cluster: cluster_name.to_string(),
         stream: crate::events::StreamArgs {
             namespace: Some(DEMO_STORE_NAMESPACE.into()),
-            stream: aether_store::DEFAULT_STREAM_NAME.into(),
+            ..crate::events::StreamArgs::default()
         },
         token,
         metrics,

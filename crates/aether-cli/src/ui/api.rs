@@ -3,8 +3,8 @@
 //! a crash: a bad actor id, pattern or query is a 400, an unknown actor or cluster a 404, NATS
 //! being unreachable or too many live tails a 503.
 //!
-//! Every answer costs a bounded amount: the stream page reads the stream's info only (one
-//! request, whatever the number of actors), an actor's history comes in pages of at most
+//! Every answer costs a bounded amount: the stream page reads the streams' info only (one
+//! request per partition's stream, whatever the number of actors), an actor's history comes in pages of at most
 //! [`MAX_HISTORY_PAGE`] events, and a live tail holds at most its buffer of events for a
 //! reader that does not keep up, dropping the newest and telling the page how many.
 
@@ -30,6 +30,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::events::EventStreams;
+use crate::heads::LogHeads;
 use crate::store_tail::{check_actor_type, StoreDelivery, StoreFilter, StoreTail, TailFeed};
 use crate::tail::TailSource;
 
@@ -156,39 +158,46 @@ impl Shared {
         self.observer.get()
     }
 
-    /// The event stream, looked up without creating it: a missing one is a 404, the server
-    /// being unreachable a 503.
-    async fn find_stream(&self) -> Result<async_nats::jetstream::stream::Stream, ApiError> {
+    /// The event store's streams (a partitioned store's every partition), looked up without
+    /// creating any: a missing one is a 404, the server being unreachable a 503, a
+    /// `--partitions` that disagrees with the streams a 500 saying so.
+    pub(super) async fn find_streams(&self) -> Result<EventStreams, ApiError> {
         let context = async_nats::jetstream::new(self.client.clone());
-        let name = self.config.stream.stream_name();
-        aether_nats::backend::get_stream(&context, &name)
-            .await?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    match &self.config.stream.namespace {
-                        Some(ns) => {
-                            format!("stream {name} not found (namespace {ns:?} has no event store)")
-                        }
-                        None => format!("stream {name} not found (no event store with this name)"),
-                    },
-                )
+        self.config
+            .stream
+            .find(&context)
+            .await
+            .map_err(|e| match e {
+                Error::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
+                Error::InvalidInput(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+                other => ApiError::from(other),
             })
     }
 
-    /// The event store, opened once its stream exists (the dashboard never creates one).
+    /// The event store, opened once its streams exist (the dashboard never creates one), with
+    /// the partition count found.
     pub(super) async fn store(&self) -> Result<Arc<JetStreamEventStore>, ApiError> {
         self.store
             .get_or_try_init(|| async {
-                self.find_stream().await?;
-                let store =
-                    JetStreamEventStore::new(self.client.clone(), self.config.stream.config())
-                        .await
-                        .map_err(ApiError::from)?;
+                let streams = self.find_streams().await?;
+                let store = JetStreamEventStore::new(self.client.clone(), streams.config)
+                    .await
+                    .map_err(ApiError::from)?;
                 Ok(Arc::new(store))
             })
             .await
             .cloned()
+    }
+
+    /// The log's heads, one per partition: unknown while the event store does not exist.
+    ///
+    /// # Errors
+    /// A head that could not be read.
+    pub(super) async fn heads(&self) -> Result<LogHeads, ApiError> {
+        match self.store().await {
+            Ok(store) => Ok(LogHeads::read(store).await?),
+            Err(_) => Ok(LogHeads::unknown()),
+        }
     }
 }
 
@@ -331,14 +340,33 @@ pub(super) async fn cluster(State(s): State<Arc<Shared>>) -> ApiResult<ClusterVi
     }))
 }
 
-/// The stream page's data.
+/// One partition's stream on the stream page.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct StreamView {
+pub(super) struct PartitionStreamView {
+    partition: u32,
     name: String,
     messages: u64,
     bytes: u64,
     first_seq: u64,
+    last_seq: u64,
+    subjects: u64,
+}
+
+/// The stream page's data: the store's figures, added up over its partitions when it is
+/// partitioned, with each partition's stream in `partitionStreams`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct StreamView {
+    /// The stream's name; a partitioned store's base name, which its streams extend.
+    name: String,
+    /// How many partitions (streams) the log is spread over: 1 when unpartitioned.
+    partitions: u32,
+    messages: u64,
+    bytes: u64,
+    /// The stream's first sequence; the lowest of the partitions' (each has its own).
+    first_seq: u64,
+    /// The stream's last sequence (messages ever stored); the sum of the partitions'.
     last_seq: u64,
     /// Subjects holding messages: one per actor with events, one more per actor with
     /// snapshots (the stream's own count: actors are not listed, which costs seconds on a
@@ -349,26 +377,50 @@ pub(super) struct StreamView {
     max_bytes: i64,
     replicas: usize,
     storage: String,
+    /// Each partition's stream, in partition order (one when unpartitioned).
+    partition_streams: Vec<PartitionStreamView>,
     samples: Vec<Sample>,
 }
 
 pub(super) async fn stream(State(s): State<Arc<Shared>>) -> ApiResult<StreamView> {
-    let stream = s.find_stream().await?;
-    // The info `find_stream` read: one request, whatever the stream holds.
-    let info = stream.cached_info().clone();
+    let streams = s.find_streams().await?;
+    // The info the lookup read: one request per stream, whatever the streams hold.
+    let parts: Vec<PartitionStreamView> = streams
+        .streams
+        .iter()
+        .enumerate()
+        .map(|(k, stream)| {
+            let info = stream.cached_info();
+            PartitionStreamView {
+                partition: k as u32,
+                name: info.config.name.clone(),
+                messages: info.state.messages,
+                bytes: info.state.bytes,
+                first_seq: info.state.first_sequence,
+                last_seq: info.state.last_sequence,
+                subjects: info.state.subjects_count,
+            }
+        })
+        .collect();
+    let Some(first) = streams.streams.first() else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no event stream"));
+    };
+    let config = &first.cached_info().config;
     let samples = lock(&s.samples).iter().copied().collect();
     Ok(Json(StreamView {
-        name: info.config.name.clone(),
-        messages: info.state.messages,
-        bytes: info.state.bytes,
-        first_seq: info.state.first_sequence,
-        last_seq: info.state.last_sequence,
-        subjects: info.state.subjects_count,
-        retention: format!("{:?}", info.config.retention),
-        max_age_secs: info.config.max_age.as_secs(),
-        max_bytes: info.config.max_bytes,
-        replicas: info.config.num_replicas,
-        storage: format!("{:?}", info.config.storage),
+        name: streams.base.clone(),
+        partitions: streams.partitions(),
+        messages: parts.iter().map(|p| p.messages).sum(),
+        bytes: parts.iter().map(|p| p.bytes).sum(),
+        first_seq: parts.iter().map(|p| p.first_seq).min().unwrap_or(0),
+        last_seq: parts.iter().map(|p| p.last_seq).sum(),
+        subjects: parts.iter().map(|p| p.subjects).sum(),
+        retention: format!("{:?}", config.retention),
+        max_age_secs: config.max_age.as_secs(),
+        max_bytes: config.max_bytes,
+        replicas: config.num_replicas,
+        storage: format!("{:?}", config.storage),
+        partition_streams: parts,
         samples,
     }))
 }
@@ -380,7 +432,12 @@ pub(super) struct ActorView {
     /// The actor type (`None`: the untyped actor).
     actor_type: Option<String>,
     actor_id: String,
+    /// The stream holding the actor's events (its partition's, on a partitioned store).
     stream: String,
+    /// The actor's partition (0 when unpartitioned).
+    partition: u32,
+    /// How many partitions the store has.
+    partitions: u32,
     /// The first version asked for.
     from: u64,
     /// Events at most in this page.
@@ -435,18 +492,17 @@ pub(super) async fn actor(
     let store = s.store().await?;
     // The store checks the id (length, characters NATS subjects cannot carry): a 400.
     let latest_version = store.latest_version_of(actor).await?;
+    let partition = store.partition_of(actor);
+    let stream = store
+        .stream_names()
+        .get(partition as usize)
+        .map_or_else(|| store.stream_name().to_string(), |n| n.to_string());
     if latest_version == 0 {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             match &actor_type {
-                Some(t) => format!(
-                    "actor {id:?} of type {t} has no events in stream {}",
-                    store.stream_name()
-                ),
-                None => format!(
-                    "actor {id:?} (untyped) has no events in stream {}",
-                    store.stream_name()
-                ),
+                Some(t) => format!("actor {id:?} of type {t} has no events in stream {stream}"),
+                None => format!("actor {id:?} (untyped) has no events in stream {stream}"),
             },
         ));
     }
@@ -473,7 +529,9 @@ pub(super) async fn actor(
     Ok(Json(ActorView {
         actor_type,
         actor_id: id,
-        stream: store.stream_name().to_string(),
+        stream,
+        partition,
+        partitions: store.partition_count(),
         from,
         limit,
         latest_version,
@@ -503,10 +561,14 @@ pub(super) struct TailQuery {
 #[derive(Debug, Serialize)]
 struct SourceView {
     source: &'static str,
-    /// The stream (store) or the namespace pattern (bus).
+    /// The stream (store; `<base> (N partitions)` when partitioned) or the namespace
+    /// pattern (bus).
     what: String,
-    /// The subject followed.
+    /// The subject followed; the partitions' subjects, comma-separated, when partitioned.
     subject: String,
+    /// The store's partitions, one consumer each, merged in no defined order across them
+    /// (1 for the bus and an unpartitioned store).
+    partitions: u32,
 }
 
 pub(super) async fn tail(
@@ -593,25 +655,38 @@ pub(super) async fn tail(
                     source: TailSource::Bus.name(),
                     what: pattern,
                     subject,
+                    partitions: 1,
                 },
             )
         }
         TailSource::Store => {
-            let stream = s.find_stream().await?;
-            let name = s.config.stream.stream_name();
+            let streams = s.find_streams().await?;
             let filter = StoreFilter {
                 actor_type,
                 event_types,
                 actor_pattern: actor,
             };
-            let tail = StoreTail::open(&s.client, stream, &name, filter, buffer).await?;
-            let subject = tail.subject().to_string();
+            // One consumer per partition's stream, merged.
+            let tail = StoreTail::open_all(
+                &s.client,
+                streams
+                    .streams
+                    .iter()
+                    .cloned()
+                    .zip(streams.names())
+                    .collect(),
+                filter,
+                buffer,
+            )
+            .await?;
+            let subject = tail.describe_subjects();
             (
                 TailFeed::Store(tail),
                 SourceView {
                     source: TailSource::Store.name(),
-                    what: name,
+                    what: streams.describe(),
                     subject,
+                    partitions: streams.partitions(),
                 },
             )
         }

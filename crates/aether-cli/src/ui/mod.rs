@@ -199,10 +199,7 @@ impl Default for DashboardConfig {
     fn default() -> Self {
         Self {
             cluster: DEFAULT_CLUSTER_NAME.into(),
-            stream: StreamArgs {
-                namespace: None,
-                stream: aether_store::DEFAULT_STREAM_NAME.into(),
-            },
+            stream: StreamArgs::default(),
             bucket: DEFAULT_PROJECTION_BUCKET.into(),
             prefix: DEFAULT_SUBJECT_PREFIX.into(),
             timers: TimersConfig::default(),
@@ -351,6 +348,14 @@ pub async fn run(args: UiArgs) -> CliResult<()> {
         .connect
         .connect_with_capacity(SUBSCRIPTION_CAPACITY)
         .await?;
+    // A --partitions that disagrees with the streams is a mistake to say at once, not on
+    // every page; a store that does not exist yet may come.
+    if args.stream.partitions.is_some() {
+        let context = async_nats::jetstream::new(client.clone());
+        if let Err(aether_core::Error::InvalidInput(m)) = args.stream.find(&context).await {
+            return Err(CliError::new(m));
+        }
+    }
     let config = DashboardConfig {
         cluster: args.cluster,
         stream: args.stream,

@@ -1,10 +1,13 @@
 //! The projections page's data: every projection of the dashboard's bucket with its position,
 //! lag and parked events, whether a checkpoint or the sink keeps its position, and how fresh a
 //! sink's last report is.
+//!
+//! On a partitioned store each checkpoint named `<name>.l<k>` (or `<name>.l<k>.p<j>`) lags
+//! behind log partition `k`'s head alone ([`crate::heads`]); the page gets every head.
 
 use std::sync::Arc;
 
-use aether_core::{EventLog, LogPosition, StorageKind};
+use aether_core::{LogPosition, StorageKind};
 use aether_projection::NatsProjectionStore;
 use axum::extract::State;
 use axum::Json;
@@ -18,7 +21,9 @@ use super::api::{ApiResult, Shared};
 pub(super) struct ProjectionView {
     name: String,
     position: Option<LogPosition>,
-    lag: u64,
+    /// Stored messages behind its head (its log partition's on a partitioned store); `None`
+    /// when no head applies (no event stream, or a name of no log partition the log has).
+    lag: Option<u64>,
     parked: usize,
     /// `checkpoint` or `sink` (the sink keeps the position; the figures are its last report).
     kept_by: &'static str,
@@ -33,7 +38,13 @@ pub(super) struct ProjectionView {
 #[serde(rename_all = "camelCase")]
 pub(super) struct ProjectionsView {
     bucket: String,
+    /// The head of an unpartitioned log (`None`: empty, partitioned or unknown).
     head: Option<LogPosition>,
+    /// Every log partition's head, in partition order (one when unpartitioned, none when
+    /// there is no event stream).
+    heads: Vec<Option<LogPosition>>,
+    /// How many partitions the log has (0 when there is no event stream).
+    log_partitions: usize,
     projections: Vec<ProjectionView>,
 }
 
@@ -49,14 +60,13 @@ pub(super) async fn projections(State(s): State<Arc<Shared>>) -> ApiResult<Proje
         return Ok(Json(ProjectionsView {
             bucket,
             head: None,
+            heads: Vec::new(),
+            log_partitions: 0,
             projections: Vec::new(),
         }));
     }
     let state = NatsProjectionStore::open(s.client.clone(), &bucket, StorageKind::File).await?;
-    let head = match s.store().await {
-        Ok(store) => store.head().await?,
-        Err(_) => None,
-    };
+    let heads = s.heads().await?;
     // Projections whose sink keeps the position write no checkpoint, only status reports:
     // the summaries show both kinds.
     let now = chrono::Utc::now();
@@ -71,7 +81,7 @@ pub(super) async fn projections(State(s): State<Arc<Shared>>) -> ApiResult<Proje
                 (ago, stale)
             });
             ProjectionView {
-                lag: s.lag(head),
+                lag: heads.lag_of(&s.name, s.position),
                 position: s.position,
                 parked: s.parked,
                 kept_by: match s.kept_by {
@@ -86,7 +96,9 @@ pub(super) async fn projections(State(s): State<Arc<Shared>>) -> ApiResult<Proje
         .collect();
     Ok(Json(ProjectionsView {
         bucket,
-        head,
+        head: heads.single(),
+        log_partitions: heads.partitions.len(),
+        heads: heads.partitions,
         projections: out,
     }))
 }

@@ -1,7 +1,9 @@
 //! What the dashboard watches in the background: the cluster, through its observer (opened as
 //! soon as the cluster exists, so that the page knows the members heard since then), and the
 //! stream's size over time (for the event rate), also handed to the metrics exporter as
-//! `aether_stream_messages`, `aether_stream_bytes` and `aether_cluster_members_heard`.
+//! `aether_stream_messages`, `aether_stream_bytes` and `aether_cluster_members_heard`. A
+//! partitioned store's figures are added up over its partitions' streams (labelled with the
+//! base name), and given per partition too (labelled with each partition's stream).
 //!
 //! The observer keeps the nodes heard within the dashboard's bounds
 //! ([`DashboardConfig::max_heard_nodes`](super::DashboardConfig::max_heard_nodes) and
@@ -39,10 +41,10 @@ async fn observe(state: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
-/// Samples the stream's last sequence and size, and the number of live members.
+/// Samples the stream's last sequence and size (summed over a partitioned store's streams),
+/// and the number of live members.
 async fn sample(state: Arc<Shared>, shutdown: CancellationToken) {
     let context = async_nats::jetstream::new(state.client.clone());
-    let name = state.config.stream.stream_name();
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     loop {
         tokio::select! {
@@ -53,26 +55,36 @@ async fn sample(state: Arc<Shared>, shutdown: CancellationToken) {
             metrics::gauge!("aether_cluster_members_heard", "cluster" => state.config.cluster.clone())
                 .set(observer.snapshot().alive() as f64);
         }
-        let info = match context.get_stream(&name).await {
-            Ok(mut stream) => match stream.info().await {
-                Ok(info) => info.clone(),
-                Err(_) => continue,
-            },
-            // No stream yet: nothing to sample.
-            Err(_) => continue,
+        // Looked up again each time (the info is read with the lookup); no store yet:
+        // nothing to sample.
+        let Ok(streams) = state.config.stream.find(&context).await else {
+            continue;
         };
-        metrics::gauge!("aether_stream_messages", "stream" => name.clone())
-            .set(info.state.messages as f64);
-        metrics::gauge!("aether_stream_bytes", "stream" => name.clone())
-            .set(info.state.bytes as f64);
+        let (mut messages, mut bytes, mut last_seq) = (0u64, 0u64, 0u64);
+        for stream in &streams.streams {
+            let info = stream.cached_info();
+            messages += info.state.messages;
+            bytes += info.state.bytes;
+            last_seq += info.state.last_sequence;
+            if streams.partitions() > 1 {
+                let name = info.config.name.clone();
+                metrics::gauge!("aether_stream_messages", "stream" => name.clone())
+                    .set(info.state.messages as f64);
+                metrics::gauge!("aether_stream_bytes", "stream" => name)
+                    .set(info.state.bytes as f64);
+            }
+        }
+        metrics::gauge!("aether_stream_messages", "stream" => streams.base.clone())
+            .set(messages as f64);
+        metrics::gauge!("aether_stream_bytes", "stream" => streams.base.clone()).set(bytes as f64);
         let mut samples = state.samples.lock().unwrap_or_else(|e| e.into_inner());
         if samples.len() == SAMPLES {
             samples.pop_front();
         }
         samples.push_back(Sample {
             at_ms: chrono::Utc::now().timestamp_millis(),
-            last_seq: info.state.last_sequence,
-            bytes: info.state.bytes,
+            last_seq,
+            bytes,
         });
     }
 }

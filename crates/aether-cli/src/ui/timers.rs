@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use aether_core::{Error, EventLog, LogPosition};
+use aether_core::Error;
 use aether_reactions::{PendingFilter, PendingTimer, ReactorPartition};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -143,12 +143,10 @@ fn seconds_until(due: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
 async fn reactor(s: &Shared) -> Result<ReactorView, ApiError> {
     let name = s.config.reactor.clone();
     let bucket = s.config.bucket.clone();
-    // The log's head for the lag: unknown while the event stream does not exist.
-    let head = match s.store().await {
-        Ok(store) => Some(store.head().await?.unwrap_or(LogPosition::new(0, 0))),
-        Err(_) => None,
-    };
-    let backlog = crate::timers::reactor_backlog(&s.client, &bucket, &name, head).await?;
+    // The log's heads for the lag (each log partition's checkpoint against its own):
+    // unknown while the event stream does not exist.
+    let heads = s.heads().await?;
+    let backlog = crate::timers::reactor_backlog(&s.client, &bucket, &name, &heads).await?;
     let missing = match &backlog {
         None => Some(format!("bucket {bucket} does not exist")),
         Some(b) if b.partitions.is_empty() => Some(format!(

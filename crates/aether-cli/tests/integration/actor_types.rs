@@ -387,7 +387,7 @@ fn dashboard_config(namespace: &str) -> DashboardConfig {
     DashboardConfig {
         stream: StreamArgs {
             namespace: Some(namespace.into()),
-            stream: aether_store::DEFAULT_STREAM_NAME.into(),
+            ..StreamArgs::default()
         },
         ..DashboardConfig::default()
     }

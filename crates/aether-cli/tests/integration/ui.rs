@@ -46,7 +46,7 @@ pub(crate) fn config(token: Option<&str>) -> DashboardConfig {
         cluster: CLUSTER.into(),
         stream: StreamArgs {
             namespace: Some(NAMESPACE.into()),
-            stream: aether_store::DEFAULT_STREAM_NAME.into(),
+            ..StreamArgs::default()
         },
         token: token.map(str::to_string),
         metrics: Some(recorder()),

@@ -179,9 +179,21 @@ async function streamView() {
     const s = await api("api/stream");
     const last = s.samples.length > 1 ? s.samples.slice(-2) : null;
     const rate = last ? Math.max(0, last[1].lastSeq - last[0].lastSeq) / Math.max(0.001, (last[1].atMs - last[0].atMs) / 1000) : 0;
+    // A partitioned store: its figures are the partitions' added up, each partition listed.
+    const partitioned = s.partitions > 1;
+    const parts = partitioned
+      ? [el("h2", {}, "Partitions"),
+        el("p", { class: "muted" }, "Events are ordered within a partition, not across partitions."),
+        table(["Partition", "Stream", "Messages", "Subjects", "Bytes", "First sequence", "Last sequence"],
+          s.partitionStreams.map((p) => el("tr", { "data-partition": p.partition },
+            el("td", {}, p.partition), el("td", {}, p.name), el("td", {}, p.messages),
+            el("td", {}, p.subjects), el("td", {}, bytes(p.bytes)), el("td", {}, p.firstSeq),
+            el("td", {}, p.lastSeq))), { id: "stream-partitions" })]
+      : [];
     show(
-      el("h2", {}, "Stream " + s.name),
+      el("h2", {}, "Stream " + s.name + (partitioned ? " (" + s.partitions + " partitions)" : "")),
       el("div", { class: "cards", id: "stream-cards" },
+        card("partitions", s.partitions),
         card("messages (a batch is one)", s.messages),
         card("subjects (actors, snapshots)", s.subjects),
         card("bytes", bytes(s.bytes)),
@@ -190,6 +202,7 @@ async function streamView() {
         card("max age", s.maxAgeSecs ? s.maxAgeSecs + " s" : "unlimited"),
         card("replicas", s.replicas),
         card("storage", s.storage)),
+      ...parts,
       el("h2", {}, "Messages per second"),
       chart(s.samples));
   } catch (err) {
@@ -334,7 +347,8 @@ async function actorView() {
       el("p", { class: "muted", id: "actor-type", "data-actor-type": a.actorType || "" },
         a.actorType ? "Actor type " + a.actorType : "Untyped actor (no actor type)"),
       el("p", { class: "muted", id: "actor-summary" }, shown + " of " + a.latestVersion +
-        " in stream " + a.stream + " (" + a.limit + " per page)"),
+        " in stream " + a.stream + (a.partitions > 1 ? " (partition " + a.partition + " of " + a.partitions + ")" : "") +
+        " (" + a.limit + " per page)"),
       pages,
       table(["Version", "Type", "Time", "Data", "Metadata"], rows, { id: "actor-events" }));
   } catch (err) {
@@ -351,9 +365,13 @@ async function projectionsView() {
     const rows = p.projections.map((x) => el("tr", { "data-projection": x.name },
       el("td", {}, x.name),
       el("td", {}, x.position ? x.position.sequence + "." + x.position.index : "-"),
-      el("td", {}, x.lag), el("td", {}, x.parked), el("td", {}, keptBy(x))));
+      el("td", {}, x.lag === null ? "-" : x.lag), el("td", {}, x.parked), el("td", {}, keptBy(x))));
+    // On a partitioned log each checkpoint <name>.l<k> lags behind partition k's head.
+    const heads = p.logPartitions > 1
+      ? "log partition heads " + p.heads.map((h, k) => "l" + k + " " + (h ? h.sequence : "-")).join(", ")
+      : "stream head " + (p.head ? p.head.sequence : "-");
     show(el("h2", {}, "Projections"),
-      el("p", { class: "muted" }, "Bucket " + p.bucket + ", stream head " + (p.head ? p.head.sequence : "-")),
+      el("p", { class: "muted", id: "projection-heads" }, "Bucket " + p.bucket + ", " + heads),
       rows.length ? table(["Projection", "Position", "Lag", "Parked", "Position kept by"], rows, { id: "projections" })
         : el("p", { class: "muted" }, "No projection has reported to this bucket yet."));
   } catch (err) {
