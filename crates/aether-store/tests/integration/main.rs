@@ -9,7 +9,9 @@
 //! - `latest_view`: `LatestVersions`, the latest-version view with bounded staleness.
 //! - `auth`, `hostile`: credentials and hostile input.
 //! - `faults_single`, `faults_cluster`: real faults (SIGKILL, SIGSTOP) under load.
-//! - `partitioned`: the log spread over several streams (`JetStreamConfig::partitions`).
+//! - `partitioned`: the log spread over several streams (`JetStreamConfig::partitions`);
+//!   `faults_partitioned`: that log under a partition leader's kill and a server's freeze and
+//!   kill, judged by the history checker.
 //! - `partitions`: network partitions on a replicated stream, judged by the history checker.
 //! - `soak`: the bounded soak, ignored unless run through `scripts/soak`.
 //! - `transactions`: atomic appends across actors (transfers), on both stores; the R3
@@ -28,6 +30,8 @@ mod types;
 mod auth;
 #[cfg(feature = "nats")]
 mod faults_cluster;
+#[cfg(feature = "nats")]
+mod faults_partitioned;
 #[cfg(feature = "nats")]
 mod faults_single;
 #[cfg(feature = "nats")]
