@@ -808,6 +808,19 @@ const PROBE_ROWS: &[ProbeRow] = &[
         target_text: "≥ 1.0× throughput",
     },
     ProbeRow {
+        operation: "durable appends, 8 writers, the log over 8 partitions, steady state",
+        mode: "durable",
+        writers: 8,
+        aether: "aether_partitioned",
+        reference: (
+            "PostgreSQL events table, `synchronous_commit=on`, a connection per writer",
+            "postgres",
+        ),
+        measure: Measure::Throughput,
+        target: Target::ThroughputAtLeast(1.5),
+        target_text: "≥ 1.5× throughput",
+    },
+    ProbeRow {
         operation:
             "durable appends, 8 writers, a store and NATS connection per writer, steady state",
         mode: "durable",

@@ -17,6 +17,10 @@
 //!   writers, as an application holds it;
 //! - `aether_connection_per_writer`: `save_event`, each writer with a store and a NATS
 //!   connection of its own (the shape a PostgreSQL pool gives the other side);
+//! - `aether_partitioned`: `save_event` on one store whose log is spread over
+//!   [`PARTITIONS`] streams (`JetStreamConfig::partitions`), one NATS connection; each writer's
+//!   actor is picked in a partition of its own (writer `w` in partition `w mod N`), as many
+//!   writers over many actors spread on average;
 //! - `nats_raw`: the raw JetStream publish + ack `save_event` makes (the store's header, the
 //!   expected last subject sequence), one connection shared: the floor under the store;
 //! - `postgres`: a prepared `INSERT` in its own transaction, each writer with a connection of
@@ -50,10 +54,14 @@ use serde_json::{json, Value};
 const DEFAULT_SIDES: &[&str] = &[
     "aether",
     "postgres",
+    "aether_partitioned",
     "nats_raw",
     "aether_connection_per_writer",
     "postgres_one_connection",
 ];
+
+/// The partitions of the `aether_partitioned` side's log.
+const PARTITIONS: u32 = 8;
 
 struct Options {
     seconds: f64,
@@ -235,13 +243,41 @@ async fn sides(
     );
     let mut out = Vec::new();
     for id in wanted {
-        let actors: Vec<String> = (0..writers).map(|w| format!("{tag}-{id}-{w}")).collect();
+        let mut actors: Vec<String> = (0..writers).map(|w| format!("{tag}-{id}-{w}")).collect();
         let (what, kind) = match id.as_str() {
             "aether" => (
                 "`save_event`, one store (one NATS connection) shared by the writers",
                 Kind::Store(vec![store.clone(); writers]),
             ),
-            "aether_connection_per_writer" | "postgres_one_connection" if writers == 1 => continue,
+            "aether_connection_per_writer" | "postgres_one_connection" | "aether_partitioned"
+                if writers == 1 =>
+            {
+                continue
+            }
+            "aether_partitioned" => {
+                let config = JetStreamConfig::default()
+                    .namespace(format!("{tag}_partitioned"))
+                    .partitions(PARTITIONS);
+                let store = Arc::new(
+                    JetStreamEventStore::new(client.clone(), config)
+                        .await
+                        .or_fail("partitioned store"),
+                );
+                // Writer `w`'s actor in partition `w mod N`: the first id of the form
+                // `<tag>-<side>-<w>-<n>` that lands there.
+                for (w, actor) in actors.iter_mut().enumerate() {
+                    let wanted = w as u32 % PARTITIONS;
+                    *actor = (0..)
+                        .map(|n| format!("{tag}-{id}-{w}-{n}"))
+                        .find(|a| store.partition_of(a.as_str()) == wanted)
+                        .or_fail("an actor id in the partition");
+                }
+                (
+                    "`save_event`, one store over 8 partitions (streams), one NATS connection \
+                     shared by the writers, each writer's actor in its own partition",
+                    Kind::Store(vec![store; writers]),
+                )
+            }
             "aether_connection_per_writer" => {
                 let mut stores = Vec::new();
                 for _ in 0..writers {

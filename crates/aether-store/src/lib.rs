@@ -48,6 +48,8 @@ pub use notify::Notify;
 #[cfg(feature = "nats")]
 mod jetstream;
 #[cfg(feature = "nats")]
+pub use jetstream::leaders;
+#[cfg(feature = "nats")]
 pub use jetstream::{
     JetStreamConfig, JetStreamEventStore, LatestVersions, PartitionKey, DEFAULT_STREAM_NAME,
     MAX_PARTITIONS, MAX_TRANSACTION_EVENTS,

@@ -15,6 +15,7 @@ use async_nats::jetstream::Context;
 use async_trait::async_trait;
 
 use super::config::JetStreamConfig;
+use super::leaders::{self, LeaderMove, PartitionLeader};
 use super::partition::{self, PartitionKey};
 use super::setup;
 use super::store::{dooms, StreamStore};
@@ -360,6 +361,69 @@ impl JetStreamEventStore {
     /// The JetStream context the store uses.
     pub fn context(&self) -> &Context {
         self.parts[0].context()
+    }
+
+    /// Where each partition's stream leader is, and which servers hold a current replica that
+    /// could lead it (none on a single server).
+    ///
+    /// # Errors
+    /// Backend errors as typed variants.
+    pub async fn partition_leaders(&self) -> Result<Vec<PartitionLeader>> {
+        let infos = self.stream_infos().await?;
+        Ok(infos
+            .into_iter()
+            .enumerate()
+            .map(|(k, info)| {
+                let cluster = info.cluster.unwrap_or_default();
+                PartitionLeader {
+                    partition: k as u32,
+                    stream: info.config.name,
+                    leader: cluster.leader,
+                    followers: cluster
+                        .replicas
+                        .into_iter()
+                        .filter(|r| r.current && !r.offline)
+                        .map(|r| r.name)
+                        .collect(),
+                }
+            })
+            .collect())
+    }
+
+    /// Spreads the partitions' stream leaders over the cluster's servers, so that no server
+    /// leads more than its share (the partitions over the servers, rounded up) while others
+    /// only follow: asks each leader over its share to step down in favour of the least loaded
+    /// server holding a current replica ([`leaders::plan`](crate::leaders::plan)), and returns
+    /// the moves asked for (none on a single server or a balanced cluster). The server elects
+    /// the new leaders in the next moments; call it again to check. nats-server honours the
+    /// preferred server from 2.11; older ones elect any follower.
+    ///
+    /// Leaders drift after servers restart; run this (or `aether streams spread-leaders`)
+    /// after maintenance. See `docs/jetstream.md` ("Partitioned log").
+    ///
+    /// # Errors
+    /// Backend errors as typed variants; a step-down the server refuses is
+    /// [`Error::Backend`] naming the stream.
+    pub async fn spread_leaders(&self) -> Result<Vec<LeaderMove>> {
+        let moves = leaders::plan(&self.partition_leaders().await?);
+        for m in &moves {
+            let body = serde_json::json!({ "placement": { "preferred": m.to } });
+            let response: serde_json::Value = self
+                .context()
+                .request(format!("STREAM.LEADER.STEPDOWN.{}", m.stream), &body)
+                .await
+                .map_err(|e| {
+                    Error::unavailable(format!("asking the leader of {} to step down", m.stream), e)
+                })?;
+            if let Some(error) = response.get("error") {
+                return Err(Error::backend(
+                    format!("moving the leader of {} to {}", m.stream, m.to),
+                    error.to_string(),
+                ));
+            }
+            tracing::info!(stream = %m.stream, from = %m.from, to = %m.to, "moved a partition's leader");
+        }
+        Ok(moves)
     }
 
     /// The refusal of a whole-log read on a partitioned store.

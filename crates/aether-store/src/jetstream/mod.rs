@@ -5,7 +5,7 @@
 //!   partition's stream.
 //! - `store`: one stream's store and its read and write paths.
 //! - `config`: [`JetStreamConfig`]; `partition`: [`PartitionKey`], which partition an actor
-//!   lives in.
+//!   lives in; [`leaders`]: spreading the partitions' stream leaders over a cluster.
 //! - `setup`: the stream's name and configuration, attaching to an existing one.
 //! - `subject`: the stream's subjects (the actor-id codec itself is in `aether_nats`).
 //! - `codec`: how a save is laid out in one message (headers, single event or batch).
@@ -28,6 +28,7 @@
 mod codec;
 mod config;
 mod event_store;
+pub mod leaders;
 mod partition;
 mod setup;
 mod store;

@@ -387,3 +387,95 @@ async fn the_latest_version_view_watches_every_partition() {
     assert!(format!("{view:?}").contains("partitions: 4"));
     view.shutdown().await;
 }
+
+/// Asks partition `stream`'s leader to hand over to `to` (a test's way to pile leaders up).
+async fn move_leader(store: &JetStreamEventStore, stream: &str, to: &str) {
+    let body = serde_json::json!({ "placement": { "preferred": to } });
+    let _: serde_json::Value = store
+        .context()
+        .request(format!("STREAM.LEADER.STEPDOWN.{stream}"), &body)
+        .await
+        .expect("a step-down answer");
+}
+
+/// Polls the partitions' leaders until `done` holds of the count per server.
+async fn leaders_until(
+    store: &JetStreamEventStore,
+    what: &str,
+    done: impl Fn(&BTreeMap<String, usize>) -> bool,
+) -> BTreeMap<String, usize> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut count = BTreeMap::new();
+        let mut leaderless = false;
+        for p in store.partition_leaders().await.unwrap_or_default() {
+            match p.leader {
+                Some(l) => *count.entry(l).or_insert(0) += 1,
+                None => leaderless = true,
+            }
+        }
+        if !leaderless && done(&count) {
+            return count;
+        }
+        assert!(Instant::now() < deadline, "leaders never {what}: {count:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_leaders_are_spread_over_the_servers() {
+    let cluster = aether_testkit::NatsCluster::start(3).unwrap();
+    let client = async_nats::ConnectOptions::new()
+        .connect(cluster.url_list())
+        .await
+        .unwrap();
+    if !cluster.servers()[0].version().at_least(2, 11) {
+        // Replicated event streams are refused before 2.11 (see `jetstream_cluster`); on one
+        // replica there is nothing to spread.
+        let store = JetStreamEventStore::new(client, partitioned("lead"))
+            .await
+            .unwrap();
+        assert!(store.spread_leaders().await.unwrap().is_empty());
+        return;
+    }
+    let config = JetStreamConfig::default()
+        .namespace("lead")
+        .replicas(3)
+        .partitions(6);
+    let store = JetStreamEventStore::new(client, config).await.unwrap();
+    // Pile every leader onto one server, as a rolling restart can leave them.
+    let first = store.partition_leaders().await.unwrap();
+    let target = first
+        .iter()
+        .find_map(|p| p.leader.clone())
+        .expect("a leader");
+    for p in &first {
+        if p.leader.as_deref() != Some(target.as_str()) {
+            move_leader(&store, &p.stream, &target).await;
+        }
+    }
+    leaders_until(&store, "gathered on one server", |c| {
+        c.get(&target) == Some(&6)
+    })
+    .await;
+    // Spread them: two each, every partition still writable.
+    let moves = store.spread_leaders().await.unwrap();
+    assert_eq!(moves.len(), 4, "{moves:?}");
+    assert!(moves.iter().all(|m| m.from == target && m.to != target));
+    let spread = leaders_until(&store, "spread two per server", |c| {
+        c.len() == 3 && c.values().all(|&n| n == 2)
+    })
+    .await;
+    eprintln!("leaders per server after spreading: {spread:?}");
+    for i in 0..12 {
+        let id = format!("after-{i}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = store.save_event(&ev(&id, 1)).await {
+            assert!(e.is_retryable(), "{e:?}");
+            assert!(Instant::now() < deadline, "no save after the moves: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Balanced, it moves nothing more.
+    assert!(store.spread_leaders().await.unwrap().is_empty());
+}
