@@ -10,6 +10,10 @@
 //!   version). A killed worker's partitions are taken over by the others once its leases
 //!   expire (2 s here).
 //!
+//! - `--log-partitions N` (last): the store's log is spread over N streams
+//!   (`JetStreamConfig::partitions`); the projection reads them in parallel, one position per
+//!   partition.
+//!
 //! The test `examples/tests/worker_crash.rs` kills it with SIGKILL mid-stream and starts it
 //! (or another worker) again.
 
@@ -30,11 +34,18 @@ use tokio_util::sync::CancellationToken;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "usage: projection-worker <NATS URL> <store namespace> <database file> \
-                     [partitioned <worker id>]";
+                     [partitioned <worker id>] [--log-partitions N]";
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let mut log_partitions = 1;
+    if let [.., flag, n] = args.as_slice() {
+        if flag == "--log-partitions" {
+            log_partitions = n.parse::<u32>().map_err(|_| USAGE)?;
+            args.truncate(args.len() - 2);
+        }
+    }
     let (url, namespace, db, worker) = match args.as_slice() {
         [_, url, namespace, db] => (url, namespace, db, None),
         [_, url, namespace, db, mode, worker] if mode == "partitioned" => {
@@ -46,7 +57,9 @@ async fn main() -> Result<(), BoxError> {
     let store = Arc::new(
         JetStreamEventStore::new(
             client.clone(),
-            JetStreamConfig::default().namespace(namespace.clone()),
+            JetStreamConfig::default()
+                .namespace(namespace.clone())
+                .partitions(log_partitions),
         )
         .await?,
     );

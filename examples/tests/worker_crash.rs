@@ -47,15 +47,31 @@ impl Drop for Worker {
 }
 
 fn start(url: &str, db: &std::path::Path) -> Worker {
+    start_over(url, db, 1)
+}
+
+/// The exactly-once worker over a log of `log_partitions` streams.
+fn start_over(url: &str, db: &std::path::Path, log_partitions: u32) -> Worker {
     Worker(
         Command::new(worker_binary())
             .args([url, "crash", db.to_str().expect("utf-8 path")])
+            .args(["--log-partitions", &log_partitions.to_string()])
             .spawn()
             .expect("the worker starts"),
     )
 }
 
 fn start_partitioned(url: &str, db: &std::path::Path, id: &str) -> Worker {
+    start_partitioned_over(url, db, id, 1)
+}
+
+/// A worker of the partitioned projection over a log of `log_partitions` streams.
+fn start_partitioned_over(
+    url: &str,
+    db: &std::path::Path,
+    id: &str,
+    log_partitions: u32,
+) -> Worker {
     Worker(
         Command::new(worker_binary())
             .args([
@@ -65,6 +81,7 @@ fn start_partitioned(url: &str, db: &std::path::Path, id: &str) -> Worker {
                 "partitioned",
                 id,
             ])
+            .args(["--log-partitions", &log_partitions.to_string()])
             .spawn()
             .expect("the worker starts"),
     )
@@ -208,6 +225,92 @@ async fn a_partitioned_worker_killed_mid_stream_is_replaced_and_nothing_is_lost(
     let deadline = Instant::now() + Duration::from_secs(120);
     // Deposits only add, and the read model ignores an event at or below an account's
     // version: a balance equal to the sum means each deposit was applied once.
+    while balances(&db) != expected {
+        assert!(
+            Instant::now() < deadline,
+            "the second worker did not take over: {:?}",
+            balances(&db)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The exactly-once projection over a log of four streams, killed mid-stream and started
+/// again: each partition resumes from the position its sink stored (one per partition), and
+/// the read model ends equal to a rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_partitioned_log_a_killed_worker_resumes_every_partition_exactly_once() {
+    let server = NatsServer::start().unwrap();
+    let url = server.url();
+    let client = async_nats::connect(&url).await.unwrap();
+    let config = JetStreamConfig::default().namespace("crash").partitions(4);
+    let store = JetStreamEventStore::new(client, config).await.unwrap();
+    let mut expected = write_accounts(&store, 0..ACCOUNTS, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("balances.db");
+    let mut worker = start_over(&url, &db, 4);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while balances(&db).values().sum::<i64>() == 0 {
+        assert!(Instant::now() < deadline, "the worker made no progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    worker.kill(); // SIGKILL
+    expected.extend(write_accounts(&store, LATER, false).await);
+    let at_kill: i64 = balances(&db).values().sum();
+    assert!(at_kill > 0 && at_kill < expected.values().sum());
+
+    let _worker = start_over(&url, &db, 4);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Deposits only add and this sink applies each event once with its position: a balance
+    // equal to the sum means no deposit was skipped or applied twice.
+    while balances(&db) != expected {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted worker did not catch up: {:?}",
+            balances(&db)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One position per partition, each at its partition's head.
+    let sink = SqlBalances::open(&db).unwrap();
+    assert_eq!(sink.checkpoint("balances").unwrap(), None);
+    let log: std::sync::Arc<dyn EventLog> = std::sync::Arc::new(store);
+    for (k, part) in aether_core::log_partitions(&log).into_iter().enumerate() {
+        let head = part.head().await.unwrap();
+        let at = sink.checkpoint(&format!("balances.l{k}")).unwrap();
+        assert_eq!(
+            at.map(|p| p.sequence),
+            head.map(|h| h.sequence),
+            "partition {k}"
+        );
+    }
+}
+
+/// Workers of a partitioned projection over a log of four streams: one is killed mid-stream
+/// and another takes its units (log partition and shard) over; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_partitioned_log_a_killed_worker_is_replaced_and_nothing_is_lost() {
+    let server = NatsServer::start().unwrap();
+    let url = server.url();
+    let client = async_nats::connect(&url).await.unwrap();
+    let config = JetStreamConfig::default().namespace("crash").partitions(4);
+    let store = JetStreamEventStore::new(client, config).await.unwrap();
+    let mut expected = write_accounts(&store, 0..ACCOUNTS, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("balances.db");
+    let mut first = start_partitioned_over(&url, &db, "first", 4);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while balances(&db).values().sum::<i64>() == 0 {
+        assert!(Instant::now() < deadline, "the worker made no progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill(); // SIGKILL: its leases stay until they expire
+    expected.extend(write_accounts(&store, LATER, false).await);
+    let at_kill: i64 = balances(&db).values().sum();
+    assert!(at_kill > 0 && at_kill < expected.values().sum());
+
+    let _second = start_partitioned_over(&url, &db, "second", 4);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while balances(&db) != expected {
         assert!(
             Instant::now() < deadline,
