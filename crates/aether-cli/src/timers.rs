@@ -347,7 +347,67 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aether_reactions::{PendingTimer, ReactorPartition};
+    use aether_core::LogPosition;
+    use aether_projection::PositionKeeper;
+    use aether_reactions::PendingTimer;
+
+    fn summary(name: &str, at: Option<u64>, parked: usize) -> ProjectionSummary {
+        ProjectionSummary {
+            name: name.into(),
+            kept_by: PositionKeeper::Store,
+            position: at.map(|s| LogPosition::new(s, 0)),
+            parked,
+            reported: None,
+        }
+    }
+
+    #[test]
+    fn a_partitioned_logs_backlog_measures_each_checkpoint_against_its_partition() {
+        let summaries = [
+            summary("aether-reactor.l1.p0", Some(5), 0),
+            summary("aether-reactor.l0", Some(2), 1),
+            summary("aether-reactor.l1", None, 0),
+            summary("aether-reactor.l9", Some(1), 0),
+            summary("aether-reactor.l01", Some(1), 0),
+            summary("aether-reactor.l1.px", Some(1), 0),
+            summary("aether-reactor-2.l0", Some(1), 0),
+            summary("other.l0", Some(1), 0),
+        ];
+        let heads = LogHeads {
+            partitions: vec![Some(LogPosition::new(10, 0)), Some(LogPosition::new(7, 0))],
+        };
+        let b = backlog_of("aether-reactor", &summaries, &heads);
+        let rows: Vec<(&str, Option<u32>, Option<u64>)> = b
+            .partitions
+            .iter()
+            .map(|p| (p.name.as_str(), p.partition, p.lag))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("aether-reactor.l0", None, Some(8)),
+                ("aether-reactor.l1", None, Some(7)),
+                ("aether-reactor.l1.p0", Some(0), Some(2)),
+                // A partition the log does not have: no head applies.
+                ("aether-reactor.l9", None, None),
+            ]
+        );
+        assert_eq!((b.max_lag(), b.parked()), (Some(8), 1));
+        // Unpartitioned: as the reactions crate reads it, an empty log counting from 0.
+        let one = LogHeads::whole(None);
+        let b = backlog_of(
+            "aether-reactor",
+            &[summary("aether-reactor.p3", Some(4), 0)],
+            &one,
+        );
+        assert_eq!(b.partitions[0].lag, Some(0));
+        let b = backlog_of(
+            "aether-reactor",
+            &[summary("aether-reactor", None, 0)],
+            &LogHeads::unknown(),
+        );
+        assert_eq!(b.partitions[0].lag, None);
+    }
 
     fn at(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(s, 0).unwrap()

@@ -223,7 +223,9 @@ async fn tail_options_that_do_not_fit_the_source_are_refused_before_connecting()
 }
 
 /// Reads a child's pipe line by line on a thread.
-fn lines_of(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+pub(crate) fn lines_of(
+    pipe: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
     use std::io::BufRead;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -238,7 +240,7 @@ fn lines_of(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Recei
 }
 
 /// Waits (off the runtime) for a line of `rx` that `wanted` accepts, keeping every line read.
-async fn wait_line(
+pub(crate) async fn wait_line(
     rx: std::sync::mpsc::Receiver<String>,
     seen: Vec<String>,
     wanted: impl Fn(&str) -> bool + Send + 'static,
@@ -394,7 +396,11 @@ fn dashboard_config(namespace: &str) -> DashboardConfig {
 }
 
 /// Reads a server-sent-event stream until `until` appears in it, or the deadline.
-async fn read_until(s: &mut tokio::net::TcpStream, seen: &mut String, until: &str) -> bool {
+pub(crate) async fn read_until(
+    s: &mut tokio::net::TcpStream,
+    seen: &mut String,
+    until: &str,
+) -> bool {
     let deadline = Instant::now() + DEADLINE;
     let mut buf = [0u8; 4096];
     while !seen.contains(until) {

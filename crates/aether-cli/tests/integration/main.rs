@@ -4,6 +4,7 @@
 //! - `actor_types`: actor types in `events`, `stats`, the dashboard, and tails of the store.
 //! - `cli`: without a server (help, usage errors, the in-process demo, connection failures).
 //! - `nats`: against real nats-servers started by each test.
+//! - `partitions`: every command and the dashboard over a partitioned store.
 //! - `timers`: `aether timers` against real nats-servers.
 //! - `ui`: the dashboard, in a headless browser and over plain HTTP.
 //! - `ui_hostile`: the dashboard under careless and hostile clients.
@@ -11,6 +12,7 @@
 mod actor_types;
 mod cli;
 mod nats;
+mod partitions;
 mod timers;
 mod ui;
 mod ui_hostile;
