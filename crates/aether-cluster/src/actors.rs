@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 
 use crate::config::validate_name;
-use crate::routing::{ActorResponse, RemoteError};
+use crate::routing::{encode, ActorResponse, ActorResponseOut, RemoteError};
 
 /// The actor types a node hosts, each with its runtime settings, over one store (which every
 /// node of the cluster must share: the JetStream store in production).
@@ -110,12 +110,22 @@ impl Hosts {
 
 /// One actor type's host, with its types erased: what serving a request from another node
 /// needs.
+/// What serving a command gave: the response's bytes, encoded straight from the actor type's
+/// reply or rejection, or a response the router completes or encodes itself.
+#[derive(Debug)]
+pub(crate) enum Served {
+    /// A reply or rejection, already encoded.
+    Encoded(Vec<u8>),
+    /// Anything else (not the owner, an error).
+    Response(ActorResponse),
+}
+
 #[async_trait]
 pub(crate) trait Hosted: Send + Sync {
     fn actor_type(&self) -> &'static str;
     fn as_any(&self) -> &dyn Any;
     /// Handles a command that arrived as JSON, decoding it straight into the type's command.
-    async fn serve(&self, actor_id: &str, meta: CommandMeta, command: &RawValue) -> ActorResponse;
+    async fn serve(&self, actor_id: &str, meta: CommandMeta, command: &RawValue) -> Served;
     fn set_fence(&self, fence: Fence);
     /// Drops the actor's activation, if any, so that its next command reloads it.
     fn refresh(&self, actor_id: &str);
@@ -133,15 +143,15 @@ impl<A: Actor> Hosted for ActorHost<A> {
         self
     }
 
-    async fn serve(&self, actor_id: &str, meta: CommandMeta, command: &RawValue) -> ActorResponse {
+    async fn serve(&self, actor_id: &str, meta: CommandMeta, command: &RawValue) -> Served {
         let command: A::Command = match serde_json::from_str(command.get()) {
             Ok(c) => c,
             Err(e) => {
-                return ActorResponse::Error {
+                return Served::Response(ActorResponse::Error {
                     error: RemoteError::Invalid {
                         message: format!("not a command of actor type {}: {e}", A::TYPE),
                     },
-                }
+                })
             }
         };
         let outcome = self
@@ -169,43 +179,43 @@ impl<A: Actor> Hosted for ActorHost<A> {
 
 fn response<A: Actor>(
     outcome: std::result::Result<Handled<A::Reply>, CommandError<A::Error>>,
-) -> ActorResponse {
-    let encoding = |what: &str, e: serde_json::Error| ActorResponse::Error {
-        error: RemoteError::Other {
-            message: format!(
-                "the {what} of actor type {} cannot be encoded: {e}",
-                A::TYPE
-            ),
-        },
+) -> Served {
+    let encoded = |what: &str, bytes: Result<Vec<u8>>| match bytes {
+        Ok(bytes) => Served::Encoded(bytes),
+        Err(e) => Served::Response(ActorResponse::Error {
+            error: RemoteError::Other {
+                message: format!(
+                    "the {what} of actor type {} cannot be encoded: {e}",
+                    A::TYPE
+                ),
+            },
+        }),
+    };
+    let reply = |reply: &A::Reply, version, already_applied| {
+        let out: ActorResponseOut<'_, A::Reply, A::Error> = ActorResponseOut::Reply {
+            reply,
+            version,
+            already_applied,
+        };
+        encode(&out)
     };
     match outcome {
-        Ok(Handled::Reply { reply, version }) => match serde_json::to_value(&reply) {
-            Ok(reply) => ActorResponse::Reply {
-                reply,
-                version,
-                already_applied: false,
-            },
-            Err(e) => encoding("reply", e),
-        },
-        Ok(Handled::AlreadyApplied { reply, version }) => match serde_json::to_value(&reply) {
-            Ok(reply) => ActorResponse::Reply {
-                reply,
-                version,
-                already_applied: true,
-            },
-            Err(e) => encoding("reply", e),
-        },
+        Ok(Handled::Reply { reply: r, version }) => encoded("reply", reply(&r, version, false)),
+        Ok(Handled::AlreadyApplied { reply: r, version }) => {
+            encoded("reply", reply(&r, version, true))
+        }
         // The caller fills in its view of the owner.
-        Ok(Handled::NotOwner) => ActorResponse::NotOwner {
+        Ok(Handled::NotOwner) => Served::Response(ActorResponse::NotOwner {
             epoch: 0,
             owner: None,
-        },
-        Err(CommandError::Rejected(rejection)) => match serde_json::to_value(&rejection) {
-            Ok(error) => ActorResponse::Rejected { error },
-            Err(e) => encoding("rejection", e),
-        },
-        Err(e) => ActorResponse::Error {
+        }),
+        Err(CommandError::Rejected(rejection)) => {
+            let out: ActorResponseOut<'_, A::Reply, A::Error> =
+                ActorResponseOut::Rejected { error: &rejection };
+            encoded("rejection", encode(&out))
+        }
+        Err(e) => Served::Response(ActorResponse::Error {
             error: RemoteError::from_command_error(&e),
-        },
+        }),
     }
 }

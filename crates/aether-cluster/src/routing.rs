@@ -206,6 +206,20 @@ pub struct ActorRequest {
     pub refresh: bool,
 }
 
+/// An [`ActorRequest`] as the sender writes it: every field borrowed and the command
+/// serialised straight from the actor type's own, in one pass (no JSON value in between). The
+/// bytes are an [`ActorRequest`]'s.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ActorRequestOut<'a, C: Serialize> {
+    pub(crate) actor_type: &'a str,
+    pub(crate) actor_id: &'a str,
+    pub(crate) shard: u32,
+    pub(crate) epoch: u64,
+    pub(crate) meta: &'a CommandMeta,
+    pub(crate) command: &'a C,
+}
+
 /// An error a node reports back for a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
@@ -369,6 +383,22 @@ pub enum ActorResponse {
         /// What went wrong.
         error: RemoteError,
     },
+}
+
+/// An [`ActorResponse`] as the owner writes it: the reply or rejection serialised straight from
+/// the actor type's own, in one pass. The bytes are an [`ActorResponse`]'s.
+#[derive(Debug, Serialize)]
+#[serde(tag = "status", rename_all = "camelCase")]
+pub(crate) enum ActorResponseOut<'a, R: Serialize, E: Serialize> {
+    /// See [`ActorResponse::Reply`].
+    Reply {
+        reply: &'a R,
+        version: u64,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        already_applied: bool,
+    },
+    /// See [`ActorResponse::Rejected`].
+    Rejected { error: &'a E },
 }
 
 /// An [`ActorRequest`] as the owner reads it: the command stays as its JSON text, borrowed
@@ -553,6 +583,68 @@ mod tests {
         assert_eq!(
             decode::<ActorRequest>(old),
             Err(WireError::UnsupportedVersion { found: 1 })
+        );
+    }
+
+    #[test]
+    fn the_borrowed_forms_write_what_the_owned_ones_read() {
+        #[derive(Serialize)]
+        enum Command {
+            Deposit { amount: i64, note: String },
+        }
+        let meta = CommandMeta::new().command_id("m-1").user_id("ada");
+        let command = Command::Deposit {
+            amount: 5,
+            note: "rent".into(),
+        };
+        let bytes = encode(&ActorRequestOut {
+            actor_type: "account",
+            actor_id: "acc-1",
+            shard: 7,
+            epoch: 42,
+            meta: &meta,
+            command: &command,
+        })
+        .unwrap();
+        let back: ActorRequest = decode(&bytes).unwrap();
+        assert_eq!(
+            back,
+            ActorRequest {
+                actor_type: "account".into(),
+                actor_id: "acc-1".into(),
+                shard: 7,
+                epoch: 42,
+                meta: meta.clone(),
+                command: serde_json::json!({"Deposit": {"amount": 5, "note": "rent"}}),
+                refresh: false,
+            }
+        );
+        let reply = |already_applied| {
+            let out: ActorResponseOut<'_, u64, String> = ActorResponseOut::Reply {
+                reply: &5,
+                version: 9,
+                already_applied,
+            };
+            decode::<ActorResponse>(&encode(&out).unwrap()).unwrap()
+        };
+        for applied in [false, true] {
+            assert_eq!(
+                reply(applied),
+                ActorResponse::Reply {
+                    reply: serde_json::json!(5),
+                    version: 9,
+                    already_applied: applied,
+                }
+            );
+        }
+        let out: ActorResponseOut<'_, u64, String> = ActorResponseOut::Rejected {
+            error: &"no".to_string(),
+        };
+        assert_eq!(
+            decode::<ActorResponse>(&encode(&out).unwrap()).unwrap(),
+            ActorResponse::Rejected {
+                error: serde_json::json!("no")
+            }
         );
     }
 

@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Inner;
+use crate::actors::Served;
 use crate::assignment::Assignment;
 use crate::routing::{
-    decode, encode, ActorRequest, ActorRequestIn, ActorResponse, ActorResponseIn, RemoteError,
+    decode, encode, ActorRequestIn, ActorRequestOut, ActorResponse, ActorResponseIn, RemoteError,
 };
 use crate::transport::{Incoming, RequestFailure};
 
@@ -168,18 +169,14 @@ impl Inner {
         envelope: &Envelope<A::Command>,
         deadline: Instant,
     ) -> Attempt<A> {
-        let command = match serde_json::to_value(&envelope.command) {
-            Ok(c) => c,
-            Err(e) => return Attempt::Done(Err(Error::Encoding(e.to_string()).into())),
-        };
-        let request = ActorRequest {
-            actor_type: A::TYPE.to_string(),
-            actor_id: actor_id.to_string(),
+        // One serde pass, straight from the command: the bytes are an `ActorRequest`'s.
+        let request = ActorRequestOut {
+            actor_type: A::TYPE,
+            actor_id,
             shard: view.shard_of(actor_id),
             epoch: view.epoch,
-            meta: envelope.meta.clone(),
-            command,
-            refresh: false,
+            meta: &envelope.meta,
+            command: &envelope.command,
         };
         let payload = match encode(&request) {
             Ok(p) => Bytes::from(p),
@@ -256,10 +253,10 @@ impl Inner {
             return;
         };
         // The command stays as its JSON in the message until the actor type decodes it.
-        let response = match decode::<ActorRequestIn<'_>>(&msg.payload) {
-            Err(e) => ActorResponse::Error {
+        let served = match decode::<ActorRequestIn<'_>>(&msg.payload) {
+            Err(e) => Served::Response(ActorResponse::Error {
                 error: RemoteError::from_error(&e.into()),
-            },
+            }),
             Ok(mut req) => {
                 // The header stands for the trace when the body carries none (a sender that
                 // only speaks the header); a malformed header is ignored.
@@ -283,13 +280,16 @@ impl Inner {
                 self.serve_request(req).instrument(span).await
             }
         };
-        let bytes = match encode(&response) {
-            Ok(b) => b,
-            Err(e) => match encode(&ActorResponse::Error {
-                error: RemoteError::from_error(&e),
-            }) {
+        let bytes = match served {
+            Served::Encoded(b) => b,
+            Served::Response(response) => match encode(&response) {
                 Ok(b) => b,
-                Err(_) => return,
+                Err(e) => match encode(&ActorResponse::Error {
+                    error: RemoteError::from_error(&e),
+                }) {
+                    Ok(b) => b,
+                    Err(_) => return,
+                },
             },
         };
         if let Err(e) = reply_to.send(Bytes::from(bytes)).await {
@@ -297,7 +297,7 @@ impl Inner {
         }
     }
 
-    async fn serve_request(&self, req: ActorRequestIn<'_>) -> ActorResponse {
+    async fn serve_request(&self, req: ActorRequestIn<'_>) -> Served {
         if self.assignment().epoch < req.epoch {
             // The sender knows a newer table: catch up before deciding ownership.
             self.refresh_table().await;
@@ -315,31 +315,33 @@ impl Inner {
             owner: view.owner_of(&actor_id).map(str::to_string),
         };
         let Some(host) = self.hosts.get(&actor_type) else {
-            return ActorResponse::Error {
+            return Served::Response(ActorResponse::Error {
                 error: RemoteError::UnknownActorType { actor_type },
-            };
+            });
         };
         let view = self.assignment();
         if actor_id.is_empty() || !view.serves(&self.node_id, &actor_id) {
             if actor_id.is_empty() {
-                return ActorResponse::Error {
+                return Served::Response(ActorResponse::Error {
                     error: RemoteError::Invalid {
                         message: "actor id must not be empty".into(),
                     },
-                };
+                });
             }
-            return not_owner(&view);
+            return Served::Response(not_owner(&view));
         }
         if refresh {
             host.refresh(&actor_id);
-            return ActorResponse::Reply {
+            return Served::Response(ActorResponse::Reply {
                 reply: serde_json::Value::Null,
                 version: 0,
                 already_applied: false,
-            };
+            });
         }
         match host.serve(&actor_id, meta, command).await {
-            ActorResponse::NotOwner { .. } => not_owner(&self.assignment()),
+            Served::Response(ActorResponse::NotOwner { .. }) => {
+                Served::Response(not_owner(&self.assignment()))
+            }
             other => other,
         }
     }

@@ -58,9 +58,19 @@ impl NatsTransport {
     /// Runs `op`, failing with `PermissionDenied` as soon as the server reports refusing one
     /// of this cluster's subjects during it.
     async fn guarded<T>(&self, what: &str, op: impl Future<Output = Result<T>>) -> Result<T> {
+        self.guarded_lazy(|| what.to_string(), op).await
+    }
+
+    /// [`guarded`](Self::guarded) with the operation's description built only when it is
+    /// needed (a refusal): for the per-request path, where it would be an allocation each.
+    async fn guarded_lazy<T>(
+        &self,
+        what: impl Fn() -> String,
+        op: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         self.permissions
             .guard(
-                || what.to_string(),
+                what,
                 |_, subject| subject.starts_with(&self.prefix),
                 None,
                 op,
@@ -193,16 +203,16 @@ impl Transport for NatsTransport {
         timeout: Duration,
     ) -> std::result::Result<Bytes, RequestFailure> {
         let subject = self.subjects.node_requests(node);
-        let context = format!("request to node {node}");
+        let context = || format!("request to node {node}");
         let sent = self
-            .guarded(&context, async {
+            .guarded_lazy(context, async move {
                 let mut request = Request::new().payload(payload).timeout(Some(timeout));
                 if let Some(tp) = traceparent {
                     let mut headers = async_nats::HeaderMap::new();
                     headers.insert(aether_core::TRACEPARENT_HEADER, tp.as_str());
                     request = request.headers(headers);
                 }
-                Ok(self.client.send_request(subject.clone(), request).await)
+                Ok(self.client.send_request(subject, request).await)
             })
             .await;
         match sent {
@@ -213,7 +223,7 @@ impl Transport for NatsTransport {
                 Err(RequestFailure::NoResponders)
             }
             Ok(Err(e)) if e.kind() == RequestErrorKind::TimedOut => Err(RequestFailure::TimedOut),
-            Ok(Err(e)) => Err(RequestFailure::Other(Error::unavailable(context, e))),
+            Ok(Err(e)) => Err(RequestFailure::Other(Error::unavailable(context(), e))),
         }
     }
 
