@@ -45,7 +45,7 @@ pub struct StreamArgs {
     )]
     pub partitions: Option<u32>,
     /// What decides an actor's partition, as the application sets it: `id` (the whole actor
-    /// id) or `prefix:<char>` (the part of the id before the first <char>). Only `events`
+    /// id) or `prefix:<char>` (the part of the id before the first `<char>`). Only `events`
     /// and the dashboard's actor page use it, to find an actor's partition.
     #[arg(long, value_name = "KEY", default_value = "id", value_parser = parse_partition_key)]
     pub partition_key: PartitionKey,

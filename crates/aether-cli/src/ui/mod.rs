@@ -6,6 +6,10 @@
 //! a live tail (server-sent events, with namespace, type and actor filters, saying when it
 //! lagged), an actor's history (in pages), the projections with position and lag, and the
 //! timers (pending, fired awaiting delivery, the next due, the reactor's backlog).
+//! A partitioned store is read across its partitions: the stream page gives the totals and
+//! each partition's stream, the actor page reads the actor's partition, the store tail
+//! follows every partition, and each projection checkpoint lags behind its own log
+//! partition's head.
 //! `/metrics` serves the process's metrics in the Prometheus text format.
 //!
 //! It is built to face careless and hostile clients: it listens on loopback unless told
