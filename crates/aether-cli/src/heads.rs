@@ -93,19 +93,7 @@ impl LogHeads {
 /// `<name>.l<k>.p<j>`, `None` for a name without such a part. Only the exact digits the
 /// projection crate writes count (no sign, no leading zero).
 pub fn log_partition_of(name: &str) -> Option<u32> {
-    // The projection's own name never holds a '.': every token after the first is a
-    // partition part.
-    name.split('.').skip(1).find_map(|token| {
-        let digits = token.strip_prefix('l')?;
-        let exact = !digits.is_empty()
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && (digits.len() == 1 || !digits.starts_with('0'));
-        if exact {
-            digits.parse().ok()
-        } else {
-            None
-        }
-    })
+    aether_projection::CheckpointName::parse(name)?.log_partition
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ use std::time::Duration;
 use aether_core::StorageKind;
 use aether_projection::{NatsProjectionStore, ProjectionSummary, DEFAULT_PROJECTION_BUCKET};
 use aether_reactions::{
-    PendingFilter, PendingTimers, ReactorBacklog, ReactorConfig, ReactorPartition, TimersConfig,
-    TimersView, DEFAULT_PENDING_LIMIT, MAX_PENDING_LIMIT,
+    PendingFilter, PendingTimers, ReactorBacklog, ReactorConfig, TimersConfig, TimersView,
+    DEFAULT_PENDING_LIMIT, MAX_PENDING_LIMIT,
 };
 use aether_store::{DEFAULT_STREAM_NAME, MAX_PARTITIONS};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -26,7 +26,7 @@ use clap::Args;
 use crate::connect::ConnectArgs;
 use crate::error::{CliError, CliResult};
 use crate::events::StreamArgs;
-use crate::heads::{log_partition_of, LogHeads};
+use crate::heads::LogHeads;
 use crate::output::{escape, human_duration, Painter, Table};
 use crate::store_tail::check_actor_type;
 
@@ -136,63 +136,20 @@ pub async fn reactor_backlog(
     Ok(Some(backlog_of(reactor, &summaries, heads)))
 }
 
-/// The reactor's backlog from the projections' summaries: on an unpartitioned log as
-/// [`ReactorBacklog::from_summaries`] reads it; on a partitioned one, its checkpoint of each
-/// log partition (`<reactor>.l<k>`, `<reactor>.l<k>.p<j>`), each with its lag behind that
-/// partition's head, in (log partition, partition) order.
+/// The reactor's backlog from the projections' summaries, each checkpoint's lag behind its
+/// own log partition's head ([`ReactorBacklog::from_summaries_per_log_partition`]); a known
+/// but empty partition counts from nothing.
 pub fn backlog_of(
     reactor: &str,
     summaries: &[ProjectionSummary],
     heads: &LogHeads,
 ) -> ReactorBacklog {
-    if !heads.partitioned() {
-        return ReactorBacklog::from_summaries(
-            reactor,
-            summaries,
-            heads.single().or_else(|| {
-                // Known and empty: lag counted from nothing.
-                heads.known().then_some(aether_core::LogPosition::new(0, 0))
-            }),
-        );
-    }
-    let mut partitions: Vec<(u32, ReactorPartition)> = summaries
+    let heads: Vec<Option<aether_core::LogPosition>> = heads
+        .partitions
         .iter()
-        .filter_map(|s| {
-            let rest = s.name.strip_prefix(reactor)?.strip_prefix('.')?;
-            let l = log_partition_of(&s.name)?;
-            // `l<l>` or `l<l>.p<j>`, exactly as the projection crate writes them.
-            let partition = match rest.split_once('.') {
-                None if rest == format!("l{l}") => None,
-                Some((head, p)) if head == format!("l{l}") => {
-                    let j = p.strip_prefix('p')?;
-                    let exact = !j.is_empty()
-                        && j.bytes().all(|b| b.is_ascii_digit())
-                        && (j.len() == 1 || !j.starts_with('0'));
-                    Some(if exact {
-                        j.parse::<u32>().ok()?
-                    } else {
-                        return None;
-                    })
-                }
-                _ => return None,
-            };
-            Some((
-                l,
-                ReactorPartition {
-                    name: s.name.clone(),
-                    partition,
-                    position: s.position,
-                    lag: heads.lag_of(&s.name, s.position),
-                    parked: s.parked,
-                },
-            ))
-        })
+        .map(|h| Some(h.unwrap_or(aether_core::LogPosition::new(0, 0))))
         .collect();
-    partitions.sort_by_key(|(l, p)| (*l, p.partition));
-    ReactorBacklog {
-        name: reactor.to_string(),
-        partitions: partitions.into_iter().map(|(_, p)| p).collect(),
-    }
+    ReactorBacklog::from_summaries_per_log_partition(reactor, summaries, &heads)
 }
 
 /// Runs `aether timers`.
@@ -447,8 +404,9 @@ mod tests {
         };
         let backlog = ReactorBacklog {
             name: "aether-reactor".into(),
-            partitions: vec![ReactorPartition {
+            partitions: vec![aether_reactions::ReactorPartition {
                 name: "aether-reactor.p0".into(),
+                log_partition: None,
                 partition: Some(0),
                 position: Some(LogPosition::new(7, 0)),
                 lag: Some(3),

@@ -23,6 +23,8 @@
 //!   the cluster's own placement rules (`aether-placement`: `rebalance`, `LeaseTracker`,
 //!   `shard_for`). On a partitioned log its units are (log partition, partition) pairs
 //!   (`<name>.l<l>.p<k>`), numbered and counted by an internal `layout` module.
+//! - [`CheckpointName`]: the names a projection's state is kept under (per shard, per log
+//!   partition), written and read in one place.
 //! - [`ProjectionStore`]: checkpoints, parked events, the status a projection whose sink keeps
 //!   its position reports ([`ReportedStatus`]), workers' heartbeats and partition leases;
 //!   [`InMemoryProjectionStore`], and `NatsProjectionStore` (a JetStream key-value bucket,
@@ -83,11 +85,13 @@
 //! ```
 
 mod by_type;
+mod name;
 mod runner;
 mod store;
 mod worker;
 
 pub use by_type::ActorEvents;
+pub use name::CheckpointName;
 pub use runner::{
     lag, CatchUpReport, Handler, OnFailure, Order, Park, Projected, Projection, ProjectionConfig,
     ProjectionStatus, SinkPosition,

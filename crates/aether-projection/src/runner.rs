@@ -16,6 +16,7 @@ use aether_actor::{DomainEvent, EventCodec};
 use aether_core::{EventLog, LogFilter, LogPosition, Result};
 
 use crate::by_type::ActorEvents;
+use crate::CheckpointName;
 use aether_placement::validate_name;
 use chrono::Utc;
 use tokio::sync::watch;
@@ -605,7 +606,7 @@ pub(crate) fn log_parts(log: &Arc<dyn EventLog>) -> Vec<Arc<dyn EventLog>> {
 
 /// The checkpoint name of log partition `l` of projection `name` on a partitioned log.
 pub(crate) fn log_partition_id(name: &str, l: u32) -> String {
-    format!("{name}.l{l}")
+    CheckpointName::new(name, Some(l), None).to_string()
 }
 
 /// A log partition's index as a `u32`.

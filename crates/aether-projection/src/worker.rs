@@ -33,7 +33,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::by_type::ActorEvents;
 use crate::store::ProjectionStore;
-use crate::{Handler, Projection, ProjectionConfig, ProjectionStatus};
+use crate::{CheckpointName, Handler, Projection, ProjectionConfig, ProjectionStatus};
 
 mod coordinator;
 mod layout;
@@ -499,11 +499,8 @@ impl<E: DomainEvent> ProjectionWorker<E> {
             .logs
             .get(l as usize)
             .ok_or_else(|| Error::invalid(format!("no log partition {l}")))?;
-        let id = if self.logs.len() == 1 {
-            format!("{}.p{k}", self.name)
-        } else {
-            format!("{}.l{l}.p{k}", self.name)
-        };
+        let log_partition = (self.logs.len() > 1).then_some(l);
+        let id = CheckpointName::new(&self.name, log_partition, Some(k)).to_string();
         let mut projection = Projection::unit(
             self.name.clone(),
             id,

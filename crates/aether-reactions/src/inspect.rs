@@ -14,7 +14,7 @@ use std::time::Duration;
 use aether_core::{validate_actor_type, Error, LogPosition, Result};
 use aether_nats::backend::{classify_api, get_stream, ConsumerSpec, StartAt};
 use aether_nats::subject::{decode_actor_id, encode_actor_id, validate_actor_id, validate_prefix};
-use aether_projection::ProjectionSummary;
+use aether_projection::{CheckpointName, ProjectionSummary};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::stream;
 use async_nats::jetstream::Context;
@@ -421,8 +421,13 @@ impl<T: Ord> Earliest<T> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReactorPartition {
-    /// Its name in the projection store (`<reactor>.p<partition>`).
+    /// Its name in the projection store (`<reactor>.p<partition>`, or
+    /// `<reactor>.l<log partition>.p<partition>` on a partitioned log: see
+    /// [`CheckpointName`]).
     pub name: String,
+    /// The log partition it reads, on a partitioned log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_partition: Option<u32>,
     /// The partition (`None`: the reactor's own, unpartitioned, checkpoint).
     pub partition: Option<u32>,
     /// The position of the last event it handled (`None`: none yet).
@@ -475,32 +480,62 @@ impl ReactorBacklog {
         summaries: &[ProjectionSummary],
         head: Option<LogPosition>,
     ) -> Self {
+        Self::from_summaries_per_log_partition(name, summaries, &[head])
+    }
+
+    /// The backlog of reactor `name` on a log of `heads.len()` partitions (`heads[l]`: log
+    /// partition `l`'s last position, `LogPosition::new(0, 0)` when empty, `None` when
+    /// unknown): each checkpoint's lag is behind its own log partition's head. With one head
+    /// this is [`from_summaries`](Self::from_summaries); with none, every lag is unknown.
+    ///
+    /// ```
+    /// use aether_core::LogPosition;
+    /// use aether_projection::{PositionKeeper, ProjectionSummary};
+    /// use aether_reactions::ReactorBacklog;
+    ///
+    /// let summary = |name: &str, at: u64| ProjectionSummary {
+    ///     name: name.into(),
+    ///     kept_by: PositionKeeper::Store,
+    ///     position: Some(LogPosition::new(at, 0)),
+    ///     parked: 0,
+    ///     reported: None,
+    /// };
+    /// let all = [summary("aether-reactor.l1.p0", 4), summary("aether-reactor.l0.p0", 9)];
+    /// let heads = [Some(LogPosition::new(10, 0)), Some(LogPosition::new(4, 0))];
+    /// let backlog = ReactorBacklog::from_summaries_per_log_partition("aether-reactor", &all, &heads);
+    /// assert_eq!(backlog.partitions[0].log_partition, Some(0));
+    /// assert_eq!(backlog.partitions[0].lag, Some(1));
+    /// assert_eq!(backlog.partitions[1].lag, Some(0));
+    /// ```
+    pub fn from_summaries_per_log_partition(
+        name: &str,
+        summaries: &[ProjectionSummary],
+        heads: &[Option<LogPosition>],
+    ) -> Self {
+        let partitioned = heads.len() > 1;
         let mut partitions: Vec<ReactorPartition> = summaries
             .iter()
             .filter_map(|s| {
-                let partition = if s.name == name {
-                    None
-                } else {
-                    let k = s.name.strip_prefix(name)?.strip_prefix(".p")?;
-                    // Exactly the digits `ProjectionWorker` writes (no sign, no leading zero).
-                    if k.is_empty() || (k.len() > 1 && k.starts_with('0')) {
-                        return None;
-                    }
-                    if !k.bytes().all(|b| b.is_ascii_digit()) {
-                        return None;
-                    }
-                    Some(k.parse::<u32>().ok()?)
+                let parsed = CheckpointName::parse(&s.name)?;
+                if parsed.projection != name || parsed.log_partition.is_some() != partitioned {
+                    return None;
+                }
+                // A log partition the log does not have keeps its row, with no lag.
+                let head = match parsed.log_partition {
+                    Some(l) => heads.get(l as usize).copied().flatten(),
+                    None => heads.first().copied().flatten(),
                 };
                 Some(ReactorPartition {
                     name: s.name.clone(),
-                    partition,
+                    log_partition: parsed.log_partition,
+                    partition: parsed.shard,
                     position: s.position,
                     lag: head.map(|h| s.lag(Some(h))),
                     parked: s.parked,
                 })
             })
             .collect();
-        partitions.sort_by_key(|p| p.partition);
+        partitions.sort_by_key(|p| (p.log_partition, p.partition));
         Self {
             name: name.to_string(),
             partitions,

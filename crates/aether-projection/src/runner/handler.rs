@@ -60,11 +60,8 @@ impl<E> Projected<E> {
     /// assert_eq!(at("balances.l2.p3").log_partition(), 2);
     /// ```
     pub fn log_partition(&self) -> u32 {
-        // Projection names have no '.': what follows the first is the name's suffixes.
-        self.projection
-            .split('.')
-            .skip(1)
-            .find_map(|part| part.strip_prefix('l')?.parse().ok())
+        crate::CheckpointName::parse(&self.projection)
+            .and_then(|name| name.log_partition)
             .unwrap_or(0)
     }
 }
