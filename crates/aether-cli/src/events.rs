@@ -8,7 +8,10 @@
 
 use aether_core::{ActorKey, Event, EventStore};
 use aether_store::DEFAULT_STREAM_NAME;
-use aether_store::{JetStreamConfig, JetStreamEventStore, PartitionKey, MAX_PARTITIONS};
+use aether_store::{
+    partition_marker, partition_stream_name, JetStreamConfig, JetStreamEventStore, PartitionKey,
+    MAX_PARTITIONS,
+};
 use async_nats::jetstream::{self, stream::Stream};
 use clap::Args;
 use futures::{StreamExt, TryStreamExt};
@@ -116,14 +119,14 @@ impl StreamArgs {
     pub async fn find(&self, context: &jetstream::Context) -> aether_core::Result<EventStreams> {
         use aether_core::Error;
         let base = self.stream_name();
-        let p0 = aether_store_partition_name(&base, 0);
+        let p0 = partition_stream_name(&base, 0);
         let (base_stream, first) = futures::try_join!(
             aether_nats::backend::get_stream(context, &base),
             aether_nats::backend::get_stream(context, &p0)
         )?;
         let marked = first
             .as_ref()
-            .and_then(|s| parse_marker(&description(s)))
+            .and_then(|s| partition_marker(&description(s)))
             .filter(|(index, _)| *index == 0)
             .map(|(_, count)| count);
         let base_holds_events = base_stream
@@ -188,7 +191,7 @@ impl StreamArgs {
             let (base, spread) = (&base, &spread);
             let rest: Vec<Stream> = futures::stream::iter(1..count)
                 .map(|k| {
-                    let name = aether_store_partition_name(base, k);
+                    let name = partition_stream_name(base, k);
                     async move {
                         let stream = aether_nats::backend::get_stream(context, &name)
                             .await?
@@ -198,7 +201,7 @@ impl StreamArgs {
                                     spread(count)
                                 ))
                             })?;
-                        if parse_marker(&description(&stream)) != Some((k, count)) {
+                        if partition_marker(&description(&stream)) != Some((k, count)) {
                             return Err(Error::invalid(format!(
                                 "stream {name} does not say it is partition {k} of {count}, as \
                                  {base}_P0 says the store has: not the streams of one store"
@@ -224,12 +227,6 @@ impl StreamArgs {
     }
 }
 
-/// The name of partition `index`'s stream of the store whose unpartitioned stream is `base`
-/// (the store's layout: `<base>_P<index>`).
-fn aether_store_partition_name(base: &str, index: u32) -> String {
-    format!("{base}_P{index}")
-}
-
 /// A stream's description as the server last reported it.
 fn description(stream: &Stream) -> String {
     stream
@@ -238,16 +235,6 @@ fn description(stream: &Stream) -> String {
         .description
         .clone()
         .unwrap_or_default()
-}
-
-/// The `(index, count)` of a partition stream's description, which ends with
-/// `partition <index> of <count>` (the store's marker).
-pub fn parse_marker(description: &str) -> Option<(u32, u32)> {
-    let at = description.rfind("partition ")?;
-    let rest = &description[at + "partition ".len()..];
-    let (index, rest) = rest.split_once(" of ")?;
-    let count: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    Some((index.parse().ok()?, count.parse().ok()?))
 }
 
 /// A store's streams as the server has them: what [`StreamArgs::find`] found.

@@ -12,6 +12,8 @@
 //! - [`events`], [`stats`], [`tail`], [`cluster`], [`projections`]: the inspection commands
 //!   (`projections reset` and `replay-parked` are the ones that change something: a
 //!   projection's checkpoint, a replay request).
+//! - [`leaders`]: `aether leaders`, where a partitioned store's stream leaders are, and
+//!   `--spread` to move them over the cluster's servers.
 //! - [`heads`]: the event log's heads, one per partition, and which one a projection's
 //!   checkpoint lags behind.
 //! - [`timers`]: `aether timers`, the pending timers and the reactor's backlog.
@@ -27,6 +29,7 @@ pub mod demo;
 mod error;
 pub mod events;
 pub mod heads;
+pub mod leaders;
 pub mod output;
 pub mod projections;
 pub mod stats;
@@ -80,6 +83,9 @@ pub enum Command {
     Tail(tail::TailArgs),
     /// Print the size and settings of an event stream.
     Stats(stats::StatsArgs),
+    /// Where each partition's stream leader is on a NATS cluster; with --spread, move
+    /// leaders so that no server leads more than its share.
+    Leaders(leaders::LeadersArgs),
     /// Look at a running cluster (read-only: never joins it).
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -107,6 +113,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Events(args) => Some(args.connect.permissions().clone()),
         Command::Tail(args) => Some(args.connect.permissions().clone()),
         Command::Stats(args) => Some(args.connect.permissions().clone()),
+        Command::Leaders(args) => Some(args.connect.permissions().clone()),
         Command::Cluster(
             cluster::ClusterCommand::Members(cluster::MembersArgs { cluster, .. })
             | cluster::ClusterCommand::Shards(cluster::ShardsArgs { cluster, .. }),
@@ -122,6 +129,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             Command::Events(args) => events::run(args).await,
             Command::Tail(args) => tail::run(args).await,
             Command::Stats(args) => stats::run(args).await,
+            Command::Leaders(args) => leaders::run(args).await,
             Command::Cluster(cmd) => cluster::run(cmd).await,
             Command::Projections(cmd) => projections::run(cmd).await,
             Command::Timers(args) => timers::run(args).await,

@@ -51,8 +51,8 @@ mod jetstream;
 pub use jetstream::leaders;
 #[cfg(feature = "nats")]
 pub use jetstream::{
-    JetStreamConfig, JetStreamEventStore, LatestVersions, PartitionKey, DEFAULT_STREAM_NAME,
-    MAX_PARTITIONS, MAX_TRANSACTION_EVENTS,
+    partition_marker, partition_stream_name, JetStreamConfig, JetStreamEventStore, LatestVersions,
+    PartitionKey, DEFAULT_STREAM_NAME, MAX_PARTITIONS, MAX_TRANSACTION_EVENTS,
 };
 
 /// The stored-message codec, reachable only with the `fuzzing` feature so that the fuzz targets

@@ -518,3 +518,29 @@ async fn the_dashboard_refuses_a_partition_count_that_disagrees() {
     );
     stop.cancel();
 }
+
+/// `aether leaders` lists each partition's leader; `--spread` on a single server has nothing
+/// to move (the cluster case is the store's own test, `partition_leaders_are_spread_over_the_servers`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_lists_every_partitions_leader() {
+    let server = NatsServer::start().unwrap();
+    let url = server.url();
+    let _store = partitioned(&url, "lead", PartitionKey::ActorId).await;
+    let out = run(&["leaders", "--namespace", "lead", "--nats", &url]).await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    for k in 0..PARTITIONS {
+        let row = text
+            .lines()
+            .find(|l| l.contains(&format!("lead_AETHER_EVENTS_P{k}")))
+            .unwrap_or_else(|| panic!("no row for partition {k}: {text}"));
+        // One server: it leads everything, and no replica could take over.
+        assert!(row.trim_end().ends_with('-'), "{row}");
+    }
+    let out = run(&["leaders", "--spread", "--namespace", "lead", "--nats", &url]).await;
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("nothing to move"), "{}", stdout(&out));
+    // No store: one line, nothing created.
+    let out = run(&["leaders", "--namespace", "none", "--nats", &url]).await;
+    assert_one_line_error(&out, "not found");
+}

@@ -398,7 +398,7 @@ impl JetStreamEventStore {
     /// the new leaders in the next moments; call it again to check. nats-server honours the
     /// preferred server from 2.11; older ones elect any follower.
     ///
-    /// Leaders drift after servers restart; run this (or `aether streams spread-leaders`)
+    /// Leaders drift after servers restart; run this (or `aether leaders --spread`)
     /// after maintenance. See `docs/jetstream.md` ("Partitioned log").
     ///
     /// # Errors

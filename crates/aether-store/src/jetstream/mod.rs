@@ -40,6 +40,6 @@ pub mod fuzzing;
 
 pub use config::{JetStreamConfig, DEFAULT_STREAM_NAME};
 pub use event_store::JetStreamEventStore;
-pub use partition::{PartitionKey, MAX_PARTITIONS};
+pub use partition::{partition_marker, partition_stream_name, PartitionKey, MAX_PARTITIONS};
 pub use store::MAX_TRANSACTION_EVENTS;
 pub use view::LatestVersions;

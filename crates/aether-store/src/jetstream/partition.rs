@@ -70,8 +70,12 @@ pub(crate) fn validate_partitions(partitions: u32) -> Result<()> {
 }
 
 /// The name of partition `index`'s stream of a store whose unpartitioned stream would be
-/// `base`.
-pub(crate) fn partition_stream_name(base: &str, index: u32) -> String {
+/// `base` (`<base>_P<index>`): how tools find a partitioned store's streams.
+///
+/// ```
+/// assert_eq!(aether_store::partition_stream_name("orders_AETHER_EVENTS", 3), "orders_AETHER_EVENTS_P3");
+/// ```
+pub fn partition_stream_name(base: &str, index: u32) -> String {
     format!("{base}_P{index}")
 }
 
@@ -89,8 +93,16 @@ pub(crate) fn description_marker(index: u32, partitions: u32) -> String {
     format!("partition {index} of {partitions}")
 }
 
-/// The `(index, count)` a stream description's marker names, if it has one.
-pub(crate) fn parse_marker(description: &str) -> Option<(u32, u32)> {
+/// The `(index, count)` a partition stream's description names (it ends with
+/// `partition <index> of <count>`), if it has one: how tools tell a partition's place and
+/// its store's partition count without opening the store.
+///
+/// ```
+/// let description = "Aether event store: append-only actor histories, partition 2 of 8";
+/// assert_eq!(aether_store::partition_marker(description), Some((2, 8)));
+/// assert_eq!(aether_store::partition_marker("Aether event store: append-only actor histories"), None);
+/// ```
+pub fn partition_marker(description: &str) -> Option<(u32, u32)> {
     let rest = &description[description.rfind("partition ")? + "partition ".len()..];
     let (index, rest) = rest.split_once(" of ")?;
     let count: String = rest.chars().take_while(char::is_ascii_digit).collect();
@@ -135,12 +147,12 @@ mod tests {
     #[test]
     fn markers_round_trip() {
         let d = format!("Aether event store: {}", description_marker(3, 8));
-        assert_eq!(parse_marker(&d), Some((3, 8)));
+        assert_eq!(partition_marker(&d), Some((3, 8)));
         assert_eq!(
-            parse_marker("Aether event store: append-only actor histories"),
+            partition_marker("Aether event store: append-only actor histories"),
             None
         );
-        assert_eq!(parse_marker("partition x of 8"), None);
+        assert_eq!(partition_marker("partition x of 8"), None);
         assert!(validate_partitions(0).is_err());
         assert!(validate_partitions(MAX_PARTITIONS + 1).is_err());
         assert!(validate_partitions(1).is_ok());

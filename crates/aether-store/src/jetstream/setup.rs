@@ -138,12 +138,12 @@ fn check_existing(actual: &stream::Config, desired: &stream::Config) -> Result<(
     let wanted = desired
         .description
         .as_deref()
-        .and_then(super::partition::parse_marker);
+        .and_then(super::partition::partition_marker);
     if let Some((index, count)) = wanted {
         let found = actual
             .description
             .as_deref()
-            .and_then(super::partition::parse_marker);
+            .and_then(super::partition::partition_marker);
         if found != Some((index, count)) {
             return Err(Error::invalid(format!(
                 "stream {} exists as {} but this store wants it as partition {index} of \

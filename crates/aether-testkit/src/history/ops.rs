@@ -121,7 +121,7 @@ impl Outcome {
     /// The outcome a failed store call implies: [`Conflict`](Self::Conflict) for version and
     /// transaction conflicts; [`Error`](Self::Error) for the errors documented as "nothing was
     /// written" ([`StoreError::InvalidInput`], [`StoreError::Unsupported`],
-    /// [`StoreError::PayloadTooLarge`], [`StoreError::Encoding`]); [`Unknown`](Self::Unknown)
+    /// [`StoreError::PayloadTooLarge`], [`StoreError::Encoding`], [`StoreError::CrossPartition`]); [`Unknown`](Self::Unknown)
     /// for everything else, since a backend that failed or did not answer may have stored the
     /// write anyway.
     pub fn of_error(error: &StoreError) -> Self {
@@ -133,6 +133,7 @@ impl Outcome {
             | StoreError::Unsupported { .. }
             | StoreError::PayloadTooLarge { .. }
             | StoreError::StorageFull { .. }
+            | StoreError::CrossPartition(_)
             | StoreError::Encoding(_) => Self::Error(error.to_string()),
             _ => Self::Unknown,
         }

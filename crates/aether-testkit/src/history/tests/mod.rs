@@ -367,3 +367,18 @@ fn catches_a_partial_transaction() {
         Rule::PartialWrite
     );
 }
+
+#[test]
+fn errors_that_write_nothing_are_definite_failures() {
+    let cross = StoreError::CrossPartition(aether_core::CrossPartitionError {
+        transaction_id: "t".into(),
+        actors: vec![("a".into(), 0), ("b".into(), 1)],
+    });
+    assert!(matches!(Outcome::of_error(&cross), Outcome::Error(_)));
+    assert!(matches!(
+        Outcome::of_error(&StoreError::invalid("bad")),
+        Outcome::Error(_)
+    ));
+    let lost = StoreError::unavailable("publish", "timed out");
+    assert_eq!(Outcome::of_error(&lost), Outcome::Unknown);
+}
