@@ -821,6 +821,29 @@ const PROBE_ROWS: &[ProbeRow] = &[
         target_text: "≥ 1.5× throughput",
     },
     ProbeRow {
+        operation: "durable appends, 8 writers, the log over 8 partitions, next to its floor",
+        mode: "durable",
+        writers: 8,
+        aether: "aether_partitioned",
+        reference: (
+            "raw JetStream publish + ack to the 8 partitions' streams, one connection",
+            "nats_raw_partitioned",
+        ),
+        measure: Measure::Throughput,
+        target: Target::Report,
+        target_text: "reported",
+    },
+    ProbeRow {
+        operation: "durable appends, 8 writers, the log over 8 partitions against one stream",
+        mode: "durable",
+        writers: 8,
+        aether: "aether_partitioned",
+        reference: ("the same store on one stream", "aether"),
+        measure: Measure::Throughput,
+        target: Target::Report,
+        target_text: "reported",
+    },
+    ProbeRow {
         operation:
             "durable appends, 8 writers, a store and NATS connection per writer, steady state",
         mode: "durable",

@@ -21,6 +21,8 @@
 //!   [`PARTITIONS`] streams (`JetStreamConfig::partitions`), one NATS connection; each writer's
 //!   actor is picked in a partition of its own (writer `w` in partition `w mod N`), as many
 //!   writers over many actors spread on average;
+//! - `nats_raw_partitioned`: the raw publishes of `nats_raw` to the same 8 partitions'
+//!   streams (each writer's actor picked as for `aether_partitioned`): the floor under it;
 //! - `nats_raw`: the raw JetStream publish + ack `save_event` makes (the store's header, the
 //!   expected last subject sequence), one connection shared: the floor under the store;
 //! - `postgres`: a prepared `INSERT` in its own transaction, each writer with a connection of
@@ -55,6 +57,7 @@ const DEFAULT_SIDES: &[&str] = &[
     "aether",
     "postgres",
     "aether_partitioned",
+    "nats_raw_partitioned",
     "nats_raw",
     "aether_connection_per_writer",
     "postgres_one_connection",
@@ -227,6 +230,33 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// A store over [`PARTITIONS`] streams in a namespace of side `id`'s own, and each writer's
+/// actor moved into a partition of its own (writer `w` in partition `w mod N`: the first id
+/// `<tag>-<side>-<w>-<n>` that lands there).
+async fn partitioned_store(
+    client: &async_nats::Client,
+    tag: &str,
+    actors: &mut [String],
+    id: &str,
+) -> Arc<JetStreamEventStore> {
+    let config = JetStreamConfig::default()
+        .namespace(format!("{tag}_{id}"))
+        .partitions(PARTITIONS);
+    let store = Arc::new(
+        JetStreamEventStore::new(client.clone(), config)
+            .await
+            .or_fail("partitioned store"),
+    );
+    for (w, actor) in actors.iter_mut().enumerate() {
+        let wanted = w as u32 % PARTITIONS;
+        *actor = (0..)
+            .map(|n| format!("{tag}-{id}-{w}-{n}"))
+            .find(|a| store.partition_of(a.as_str()) == wanted)
+            .or_fail("an actor id in the partition");
+    }
+    store
+}
+
 /// The sides of one scenario, their servers already running.
 async fn sides(
     wanted: &[String],
@@ -255,42 +285,30 @@ async fn sides(
                 continue
             }
             "aether_partitioned" => {
-                let config = JetStreamConfig::default()
-                    .namespace(format!("{tag}_partitioned"))
-                    .partitions(PARTITIONS);
-                let store = Arc::new(
-                    JetStreamEventStore::new(client.clone(), config)
-                        .await
-                        .or_fail("partitioned store"),
-                );
-                // Writer `w`'s actor in partition `w mod N`: the first id of the form
-                // `<tag>-<side>-<w>-<n>` that lands there.
-                for (w, actor) in actors.iter_mut().enumerate() {
-                    let wanted = w as u32 % PARTITIONS;
-                    *actor = (0..)
-                        .map(|n| format!("{tag}-{id}-{w}-{n}"))
-                        .find(|a| store.partition_of(a.as_str()) == wanted)
-                        .or_fail("an actor id in the partition");
-                }
+                let store = partitioned_store(&client, tag, &mut actors, id).await;
                 (
                     "`save_event`, one store over 8 partitions (streams), one NATS connection \
                      shared by the writers, each writer's actor in its own partition",
                     Kind::Store(vec![store; writers]),
                 )
             }
-            "aether_connection_per_writer" => {
-                let mut stores = Vec::new();
-                for _ in 0..writers {
-                    let c = async_nats::connect(nats_url).await.or_fail("connect");
-                    stores.push(Arc::new(
-                        JetStreamEventStore::new(c, JetStreamConfig::default())
-                            .await
-                            .or_fail("store"),
-                    ));
-                }
+            "nats_raw_partitioned" if writers == 1 => continue,
+            "nats_raw_partitioned" => {
+                let store = partitioned_store(&client, tag, &mut actors, id).await;
+                let js = jetstream::new(client.clone());
                 (
-                    "`save_event`, each writer its own store and NATS connection",
-                    Kind::Store(stores),
+                    "raw JetStream publish + ack with the store's header and expected-sequence \
+                     check, to the 8 partitions' streams, one connection shared",
+                    Kind::Raw(
+                        actors
+                            .iter()
+                            .map(|a| RawWriter {
+                                js: js.clone(),
+                                subject: store.event_subject(a.as_str()),
+                                last_seq: AtomicU64::new(0),
+                            })
+                            .collect(),
+                    ),
                 )
             }
             "nats_raw" => {
