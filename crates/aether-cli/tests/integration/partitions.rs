@@ -368,6 +368,16 @@ async fn projections_lag_behind_their_own_log_partitions_head() {
     let url = server.url();
     let s = partitioned(&url, "proj", PartitionKey::ActorId).await;
     write_accounts(&s).await;
+    // One more actor in each partition, so that every head is past the checkpoints below.
+    for k in 0..PARTITIONS {
+        let id = (0..)
+            .map(|n| format!("extra-{n}"))
+            .find(|id| s.partition_of(id.as_str()) == k)
+            .unwrap();
+        s.save_event(&Event::new("Opened", id.as_str(), 1))
+            .await
+            .unwrap();
+    }
     let heads: Vec<u64> = s
         .stream_infos()
         .await

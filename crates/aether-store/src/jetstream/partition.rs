@@ -2,7 +2,14 @@
 //! actor id, so every process (and the CLI) agrees without asking anyone.
 
 use aether_core::{ActorKey, Error, Result};
-use aether_placement::stable_hash64;
+use aether_placement::stable_hash64_parts;
+
+/// Prefixed to the key before hashing, so that an actor's partition is independent of its
+/// shard and bucket (`aether_placement::shard_for`, the plain hash of the id modulo a count):
+/// with the same hash, partition `l` of 8 would hold only shard `l mod 4` of 4, leaving three
+/// quarters of a partitioned projection's units with nothing to do, and a cluster node's
+/// actors would crowd into a few partitions.
+const PARTITION_SALT: &[u8] = b"aether-partition\0";
 
 /// The most partitions a store may have. Each partition is a stream (a Raft group on a
 /// cluster) with its own consumers for every projection: past a few dozen they cost the
@@ -48,14 +55,17 @@ impl PartitionKey {
         }
     }
 
-    /// The partition (`0..partitions`) of the actor `actor_id`: Aether's stable hash of its
-    /// key ([`aether_placement::stable_hash64`]), modulo `partitions`. Fixed for a store's
-    /// life: changing the function or the count moves actors between streams.
+    /// The partition (`0..partitions`) of the actor `actor_id`: Aether's stable hash
+    /// ([`aether_placement::stable_hash64_parts`]) of a fixed prefix and its key, modulo
+    /// `partitions`. The prefix keeps partitions independent of shards and buckets, which hash
+    /// the id alone. Fixed for a store's life: changing the function or the count moves actors
+    /// between streams.
     pub fn partition_of(&self, actor_id: &str, partitions: u32) -> u32 {
         if partitions <= 1 {
             return 0;
         }
-        (stable_hash64(self.key_of(actor_id).as_bytes()) % u64::from(partitions)) as u32
+        let key = self.key_of(actor_id).as_bytes();
+        (stable_hash64_parts(&[PARTITION_SALT, key]) % u64::from(partitions)) as u32
     }
 }
 
@@ -121,7 +131,7 @@ mod tests {
             .iter()
             .map(|id| key.partition_of(id, 8))
             .collect();
-        assert_eq!(pinned, [3, 5, 3, 4]);
+        assert_eq!(pinned, [4, 5, 0, 6]);
         assert_eq!(key.partition_of("anything", 1), 0);
         let mut counts = [0u32; 8];
         for i in 0..8000 {
@@ -131,6 +141,21 @@ mod tests {
             counts.iter().all(|&c| (800..1200).contains(&c)),
             "{counts:?}"
         );
+    }
+
+    #[test]
+    fn partitions_are_independent_of_shards() {
+        // Every (partition of 8, shard of 4) pair holds actors: with one hash for both,
+        // partition l would hold shard l mod 4 only.
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..2000 {
+            let id = format!("actor-{i}");
+            seen.insert((
+                PartitionKey::ActorId.partition_of(&id, 8),
+                aether_placement::shard_for(&id, 4),
+            ));
+        }
+        assert_eq!(seen.len(), 32);
     }
 
     #[test]
