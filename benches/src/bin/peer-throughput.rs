@@ -311,6 +311,21 @@ async fn sides(
                     ),
                 )
             }
+            "aether_connection_per_writer" => {
+                let mut stores = Vec::new();
+                for _ in 0..writers {
+                    let c = async_nats::connect(nats_url).await.or_fail("connect");
+                    stores.push(Arc::new(
+                        JetStreamEventStore::new(c, JetStreamConfig::default())
+                            .await
+                            .or_fail("store"),
+                    ));
+                }
+                (
+                    "`save_event`, each writer its own store and NATS connection",
+                    Kind::Store(stores),
+                )
+            }
             "nats_raw" => {
                 let js = jetstream::new(client.clone());
                 (
