@@ -347,22 +347,50 @@ impl Inner {
     }
 }
 
+/// The most requests a node serves at once. Past it the loop stops taking requests off the
+/// subscription until one finishes: a flood of requests (many senders, or one hostile client
+/// on the cluster's subjects) then waits in the subscription's bounded buffer, where the
+/// client library drops what does not fit (senders time out and retry), instead of growing a
+/// task per request without limit. Commands to one actor run one at a time anyway, so this
+/// bounds only how many actors are busy at once.
+pub(super) const MAX_IN_FLIGHT_REQUESTS: usize = 1024;
+
 /// Serves the requests for this node's actors until `cancel` fires.
 pub(super) async fn serve_loop(
     inner: Arc<Inner>,
-    mut requests: BoxStream<'static, Incoming>,
+    requests: BoxStream<'static, Incoming>,
     cancel: CancellationToken,
 ) {
+    serve_bounded(requests, MAX_IN_FLIGHT_REQUESTS, cancel, move |msg| {
+        let inner = Arc::clone(&inner);
+        async move { inner.serve(msg).await }
+    })
+    .await;
+}
+
+/// Takes requests off `requests` and serves each on a task of its own, at most
+/// `max_in_flight` at once, until `cancel` fires or the stream ends; then stops listening and
+/// lets the requests already taken finish.
+async fn serve_bounded<T, F, Fut>(
+    mut requests: BoxStream<'static, T>,
+    max_in_flight: usize,
+    cancel: CancellationToken,
+    serve: F,
+) where
+    T: Send + 'static,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     // In-flight requests live in this set, so stopping the loop (or killing the node) stops
     // them too.
     let mut in_flight = JoinSet::new();
+    let max_in_flight = max_in_flight.max(1);
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
-            msg = requests.next() => {
+            msg = requests.next(), if in_flight.len() < max_in_flight => {
                 let Some(msg) = msg else { break };
-                let inner = Arc::clone(&inner);
-                in_flight.spawn(async move { inner.serve(msg).await }.in_current_span());
+                in_flight.spawn(serve(msg).in_current_span());
             }
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
         }
@@ -371,4 +399,60 @@ pub(super) async fn serve_loop(
     // requests already taken finish.
     drop(requests);
     while in_flight.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Requests that wait until released: never more than the bound run at once, and every
+    /// request is served once the waiting ones finish.
+    #[tokio::test]
+    async fn no_more_than_the_bound_are_served_at_once() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let served = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let requests = futures::stream::iter(0..20u32).boxed();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn({
+            let (running, most, served, release) = (
+                Arc::clone(&running),
+                Arc::clone(&most),
+                Arc::clone(&served),
+                Arc::clone(&release),
+            );
+            serve_bounded(requests, 3, cancel.clone(), move |_| {
+                let (running, most, served, release) = (
+                    Arc::clone(&running),
+                    Arc::clone(&most),
+                    Arc::clone(&served),
+                    Arc::clone(&release),
+                );
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    if let Ok(permit) = release.acquire().await {
+                        permit.forget();
+                    }
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        });
+        // Let the loop take all it may.
+        while running.load(Ordering::SeqCst) < 3 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(running.load(Ordering::SeqCst), 3, "the bound holds");
+        release.add_permits(20);
+        task.await.expect("the loop ends with its stream");
+        assert_eq!(served.load(Ordering::SeqCst), 20);
+        assert_eq!(most.load(Ordering::SeqCst), 3);
+    }
 }
