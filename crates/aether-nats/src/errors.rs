@@ -10,7 +10,9 @@ use std::fmt::Display;
 
 use aether_core::Error;
 use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
-use async_nats::jetstream::context::{RequestError as JsRequestError, RequestErrorKind};
+use async_nats::jetstream::context::{
+    ConsumerInfoError, ConsumerInfoErrorKind, RequestError as JsRequestError, RequestErrorKind,
+};
 use async_nats::jetstream::ErrorCode;
 
 /// An operation that got no answer in time, as [`Error::Unavailable`] (retryable) with
@@ -121,6 +123,21 @@ fn kind_of_one(e: &(dyn StdError + 'static)) -> Option<Kind> {
             _ => None,
         };
     }
+    if let Some(c) = e.downcast_ref::<ConsumerInfoError>() {
+        // The client turns the server's answer into a kind and drops it: sort by the kind. A
+        // consumer that is gone or offline went with the server that held it (Aether's
+        // consumers are short-lived or recreated on demand): a new one on a live server will
+        // do. A missing stream is missing.
+        return match c.kind() {
+            ConsumerInfoErrorKind::NotFound
+            | ConsumerInfoErrorKind::Offline
+            | ConsumerInfoErrorKind::TimedOut
+            | ConsumerInfoErrorKind::NoResponders => Some(Kind::Unavailable),
+            ConsumerInfoErrorKind::StreamNotFound => Some(Kind::NotFound),
+            ConsumerInfoErrorKind::JetStream(api) => Some(api_error_kind(&api)),
+            ConsumerInfoErrorKind::InvalidName | ConsumerInfoErrorKind::Request => None,
+        };
+    }
     if e.is::<std::io::Error>() || e.is::<tokio::time::error::Elapsed>() {
         return Some(Kind::Unavailable);
     }
@@ -211,6 +228,26 @@ mod tests {
             pull::MessagesError::new(MessagesErrorKind::PushBasedConsumer),
         );
         assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_replay_consumer_gone_with_its_server_is_unavailable() {
+        // After a server restart, the consumer a replay was reading no longer exists; asking
+        // for its info answers "consumer not found", which is a reason to read again.
+        for kind in [
+            ConsumerInfoErrorKind::NotFound,
+            ConsumerInfoErrorKind::Offline,
+            ConsumerInfoErrorKind::TimedOut,
+        ] {
+            let e = classify("replaying", ConsumerInfoError::new(kind));
+            assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+            assert!(e.is_retryable());
+        }
+        let e = classify(
+            "replaying",
+            ConsumerInfoError::new(ConsumerInfoErrorKind::StreamNotFound),
+        );
+        assert!(matches!(e, Error::NotFound(_)), "{e:?}");
     }
 
     #[test]

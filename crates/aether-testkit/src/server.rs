@@ -330,24 +330,35 @@ impl NatsServer {
     }
 
     /// Freezes the process (SIGSTOP): it keeps its sockets but answers nothing, like a machine
-    /// that stalls.
+    /// that stalls. Returns once every thread of the process is stopped.
+    ///
+    /// The signal is delivered asynchronously (a thread on another core, or a sandboxed
+    /// kernel, may run on for a moment): without the wait, a request sent right after this
+    /// call could still be answered, and a test of what a stalled server does would pass or
+    /// fail by chance.
     ///
     /// # Errors
-    /// I/O errors running `kill`.
+    /// I/O errors running `kill`; the process not stopped within 20 s.
     pub fn pause(&mut self) -> Result<()> {
         match self.child.as_ref() {
-            Some(c) => signal(c.id(), "STOP"),
+            Some(c) => {
+                signal(c.id(), "STOP")?;
+                wait_for_state(c.id(), true)
+            }
             None => Ok(()),
         }
     }
 
-    /// Resumes a paused process (SIGCONT).
+    /// Resumes a paused process (SIGCONT), and returns once no thread of it is stopped.
     ///
     /// # Errors
-    /// I/O errors running `kill`.
+    /// I/O errors running `kill`; the process still stopped after 20 s.
     pub fn resume(&mut self) -> Result<()> {
         match self.child.as_ref() {
-            Some(c) => signal(c.id(), "CONT"),
+            Some(c) => {
+                signal(c.id(), "CONT")?;
+                wait_for_state(c.id(), false)
+            }
             None => Ok(()),
         }
     }
@@ -539,6 +550,59 @@ fn http_get(port: u16, path: &str) -> Result<String> {
         return Err(fail(format!("answered {status:?}")));
     }
     Ok(body.to_string())
+}
+
+/// Waits until every thread of process `pid` is stopped (`stopped`) or none is, as
+/// `/proc/<pid>/task/*/stat` tells. Where `/proc` cannot be read, returns at once: the signal
+/// was sent, and nothing better can be known.
+fn wait_for_state(pid: u32, stopped: bool) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let Some(states) = thread_states(pid) else {
+            return Ok(());
+        };
+        // 'T': stopped by a signal; 't': stopped under a tracer.
+        let is_stopped = |s: &char| matches!(s, 'T' | 't');
+        let done = if stopped {
+            states.iter().all(is_stopped)
+        } else {
+            !states.iter().any(is_stopped)
+        };
+        if done {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(TestkitError::Io {
+                context: format!(
+                    "waiting for process {pid} to be {}",
+                    if stopped { "stopped" } else { "running" }
+                ),
+                source: std::io::Error::other(format!(
+                    "thread states after {READY_TIMEOUT:?}: {states:?}"
+                )),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The state letter of each thread of process `pid`; `None` when `/proc` cannot tell.
+fn thread_states(pid: u32) -> Option<Vec<char>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut states = Vec::new();
+    for task in tasks.flatten() {
+        // A thread that exited between the listing and the read is skipped.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may hold spaces: the state follows the
+        // last closing one.
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].trim_start().chars().next())?;
+        states.push(state);
+    }
+    (!states.is_empty()).then_some(states)
 }
 
 fn signal(pid: u32, sig: &str) -> Result<()> {
