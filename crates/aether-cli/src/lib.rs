@@ -19,10 +19,13 @@
 //! - [`timers`]: `aether timers`, the pending timers and the reactor's backlog.
 //! - [`store_tail`]: following the event store's stream, for `tail --source store` and the
 //!   dashboard's live tail.
+//! - [`backup`]: `aether backup` and `aether restore`, a namespace's event streams and the
+//!   projections bucket copied to a directory and put back on an empty server.
 //! - [`ui`]: `aether ui`, the read-only web dashboard with `/metrics`.
 //! - [`output`]: colours (only on a terminal, never with `NO_COLOR`), tables, progress bars.
 //! - [`CliError`]: the one-line error every command fails with.
 
+pub mod backup;
 pub mod cluster;
 pub mod connect;
 pub mod demo;
@@ -60,6 +63,8 @@ pub use error::{CliError, CliResult};
   aether projections list --namespace orders    projections, their position, lag, parked
   aether timers --actor-type hold --limit 20    the next timers due, and the reactor's backlog
   aether ui --cluster aether                    web dashboard on http://127.0.0.1:8484/
+  aether backup --namespace orders --out b1     event streams and checkpoints to ./b1
+  aether restore --from b1 --nats nats://new:4222  the same into an empty server
 
 Networked commands read NATS_URL (default nats://127.0.0.1:4222); colours only on a
 terminal, never with NO_COLOR set."
@@ -99,6 +104,12 @@ pub enum Command {
     /// Serve a read-only web dashboard: cluster, stream, live tail, actors, projections,
     /// and /metrics for Prometheus.
     Ui(ui::UiArgs),
+    /// Copy a namespace's event streams (every partition) and the projections bucket to a
+    /// new directory, consistent as of the start of each stream's copy.
+    Backup(backup::BackupArgs),
+    /// Put a backup back on a server that has none of its streams and buckets, at the same
+    /// sequences.
+    Restore(backup::RestoreArgs),
 }
 
 /// Runs a parsed command line.
@@ -120,6 +131,8 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         ) => Some(cluster.connect.permissions().clone()),
         Command::Projections(cmd) => Some(cmd.connect().permissions().clone()),
         Command::Timers(args) => Some(args.connect.permissions().clone()),
+        Command::Backup(args) => Some(args.connect.permissions().clone()),
+        Command::Restore(args) => Some(args.connect.permissions().clone()),
         // A long-running server: a refused subject shows on the page that needs it.
         Command::Ui(_) => None,
     };
@@ -134,6 +147,8 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             Command::Projections(cmd) => projections::run(cmd).await,
             Command::Timers(args) => timers::run(args).await,
             Command::Ui(args) => ui::run(args).await,
+            Command::Backup(args) => backup::backup(args).await,
+            Command::Restore(args) => backup::restore(args).await,
         }
     };
     match permissions {

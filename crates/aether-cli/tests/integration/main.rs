@@ -2,6 +2,7 @@
 //! `async-nats` once.
 //!
 //! - `actor_types`: actor types in `events`, `stats`, the dashboard, and tails of the store.
+//! - `backup`: `backup` and `restore`, under write load, with bad input, interrupted.
 //! - `cli`: without a server (help, usage errors, the in-process demo, connection failures).
 //! - `nats`: against real nats-servers started by each test.
 //! - `partitions`: every command and the dashboard over a partitioned store.
@@ -10,6 +11,7 @@
 //! - `ui_hostile`: the dashboard under careless and hostile clients.
 
 mod actor_types;
+mod backup;
 mod cli;
 mod nats;
 mod partitions;

@@ -1,0 +1,393 @@
+//! `aether backup` and `aether restore` against real nats-servers: a backup taken while
+//! actors are written, restored into an empty server and compared with the original; bad
+//! input refused with one line and nothing written; a backup interrupted with Ctrl-C leaving
+//! no directory behind.
+
+use std::path::Path;
+use std::process::{Command as StdCommand, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aether_core::{ActorKey, Error, Event, EventStore, LogPosition, StorageKind};
+use aether_projection::{NatsProjectionStore, ProjectionStore};
+use aether_store::{JetStreamConfig, JetStreamEventStore};
+use aether_testkit::NatsServer;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::nats::{aether, assert_one_line_error, stdout, BIN};
+
+async fn run(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || aether().args(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn open_store(url: &str, namespace: &str, partitions: u32) -> JetStreamEventStore {
+    let client = async_nats::connect(url).await.unwrap();
+    let config = JetStreamConfig::default().namespace(namespace);
+    let config = if partitions > 1 {
+        config.partitions(partitions)
+    } else {
+        config
+    };
+    JetStreamEventStore::new(client, config).await.unwrap()
+}
+
+async fn history(store: &JetStreamEventStore, id: &str) -> Vec<Event> {
+    store.events_of(ActorKey::untyped(id), 1).await.unwrap()
+}
+
+/// The names of the streams on a server.
+async fn stream_names(url: &str) -> Vec<String> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut names: Vec<String> = js
+        .stream_names()
+        .map(|n| n.unwrap())
+        .collect::<Vec<_>>()
+        .await;
+    names.sort();
+    names
+}
+
+fn one_line(out: &Output, starts: &str) -> String {
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text:?}");
+    assert!(lines[0].starts_with(starts), "{text:?}");
+    lines[0].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_under_write_load_restores_a_prefix_of_every_history_at_the_same_sequences() {
+    let source = NatsServer::start().unwrap();
+    let target = NatsServer::start().unwrap();
+    let (src, dst) = (source.url(), target.url());
+    const PARTS: u32 = 2;
+    let store = Arc::new(open_store(&src, "bk", PARTS).await);
+    // Quiet actors: written before the backup only.
+    for a in 0..6 {
+        let id = format!("quiet-{a}");
+        store
+            .save_event(&Event::new("Opened", id.as_str(), 1))
+            .await
+            .unwrap();
+        let batch: Vec<Event> = (2..=3)
+            .map(|v| Event::new("Deposited", id.as_str(), v).with_field("amount", v))
+            .collect();
+        store.save_events(&id, &batch).await.unwrap();
+    }
+    let checkpoint = LogPosition::new(3, 0);
+    let client = async_nats::connect(&src).await.unwrap();
+    let state = NatsProjectionStore::open(client, "AETHER_PROJECTIONS", StorageKind::File)
+        .await
+        .unwrap();
+    state
+        .save_checkpoint("ledger.l0", checkpoint)
+        .await
+        .unwrap();
+
+    // Busy actors: written all through the backup.
+    let stop = CancellationToken::new();
+    let written = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        let (store, stop, written) = (store.clone(), stop.clone(), written.clone());
+        writers.push(tokio::spawn(async move {
+            let id = format!("busy-{w}");
+            let mut version = 0;
+            while !stop.is_cancelled() {
+                version += 1;
+                store
+                    .save_event(
+                        &Event::new("Ticked", id.as_str(), version).with_field("n", version),
+                    )
+                    .await
+                    .unwrap();
+                written.fetch_add(1, Ordering::SeqCst);
+            }
+            version
+        }));
+    }
+    // Writers under way before the backup starts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while written.load(Ordering::SeqCst) < 30 {
+        assert!(Instant::now() < deadline, "writers made no progress");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("b1");
+    let out = out_dir.to_str().unwrap().to_string();
+    let started = written.load(Ordering::SeqCst);
+    let before: Vec<u64> = {
+        let mut v = Vec::new();
+        for w in 0..3 {
+            v.push(history(&store, &format!("busy-{w}")).await.len() as u64);
+        }
+        v
+    };
+    let backup = run(&["backup", "--namespace", "bk", "--out", &out, "--nats", &src]).await;
+    let during = written.load(Ordering::SeqCst) - started;
+    stop.cancel();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let line = one_line(&backup, "backed up 2 streams (");
+    assert!(line.contains("and 1 bucket (1 keys)"), "{line}");
+    assert!(during > 0, "nothing was written while the backup ran");
+    assert!(out_dir.join("manifest.json").is_file());
+    assert!(!dir.path().join("b1.partial").exists());
+
+    // Nothing on the target yet; restore into it.
+    assert!(stream_names(&dst).await.is_empty());
+    let restore = run(&["restore", "--from", &out, "--nats", &dst]).await;
+    one_line(&restore, "restored 2 streams (");
+    assert_eq!(
+        stream_names(&dst).await,
+        vec![
+            "KV_AETHER_PROJECTIONS",
+            "bk_AETHER_EVENTS_P0",
+            "bk_AETHER_EVENTS_P1"
+        ]
+    );
+
+    let restored = open_store(&dst, "bk", PARTS).await;
+    for a in 0..6 {
+        let id = format!("quiet-{a}");
+        let original = history(&store, &id).await;
+        assert_eq!(original.len(), 3);
+        assert_eq!(history(&restored, &id).await, original, "{id}");
+    }
+    for (w, before) in before.iter().enumerate() {
+        let id = format!("busy-{w}");
+        let original = history(&store, &id).await;
+        let copy = history(&restored, &id).await;
+        assert!(
+            copy.len() as u64 >= *before,
+            "{id}: {} < {before}",
+            copy.len()
+        );
+        assert_eq!(copy[..], original[..copy.len()], "{id} is not a prefix");
+    }
+
+    // Every restored message is the original's at the same sequence.
+    let (a, b) = (
+        async_nats::jetstream::new(async_nats::connect(&src).await.unwrap()),
+        async_nats::jetstream::new(async_nats::connect(&dst).await.unwrap()),
+    );
+    for p in 0..PARTS {
+        let name = format!("bk_AETHER_EVENTS_P{p}");
+        let (sa, mut sb) = (
+            a.get_stream(&name).await.unwrap(),
+            b.get_stream(&name).await.unwrap(),
+        );
+        let info = sb.info().await.unwrap().clone();
+        assert!(info.state.messages > 0, "{name} is empty");
+        assert_eq!(info.state.first_sequence, 1);
+        assert!(info.config.deny_delete && info.config.deny_purge);
+        for seq in 1..=info.state.last_sequence {
+            let (x, y) = (
+                sa.get_raw_message(seq).await.unwrap(),
+                sb.get_raw_message(seq).await.unwrap(),
+            );
+            assert_eq!((x.sequence, &x.subject), (y.sequence, &y.subject), "{name}");
+            assert_eq!(x.payload, y.payload, "{name} at {seq}");
+            let h = |m: &async_nats::jetstream::message::StreamMessage, k: &str| {
+                m.headers.get(k).map(|v| v.as_str().to_string())
+            };
+            assert_eq!(h(&x, "Aether-Version"), h(&y, "Aether-Version"));
+            assert!(h(&y, "Nats-Expected-Last-Subject-Sequence").is_none());
+        }
+    }
+
+    // The checkpoint is back, and the restored store keeps its concurrency checks.
+    let client = async_nats::connect(&dst).await.unwrap();
+    let state = NatsProjectionStore::open(client, "AETHER_PROJECTIONS", StorageKind::File)
+        .await
+        .unwrap();
+    assert_eq!(
+        state.checkpoint("ledger.l0").await.unwrap(),
+        Some(checkpoint)
+    );
+    let stale = restored
+        .save_event(&Event::new("Deposited", "quiet-0", 3))
+        .await;
+    assert!(
+        matches!(stale, Err(Error::VersionConflict { .. })),
+        "{stale:?}"
+    );
+    restored
+        .save_event(&Event::new("Deposited", "quiet-0", 4))
+        .await
+        .unwrap();
+    assert_eq!(history(&restored, "quiet-0").await.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_refuses_bad_input_and_existing_streams_with_one_line_and_writes_nothing() {
+    let source = NatsServer::start().unwrap();
+    let target = NatsServer::start().unwrap();
+    let (src, dst) = (source.url(), target.url());
+    let store = open_store(&src, "bad", 1).await;
+    for v in 1..=3 {
+        store
+            .save_event(&Event::new("Ticked", "a", v))
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    let good_s = good.to_str().unwrap();
+    let out = run(&[
+        "backup",
+        "--namespace",
+        "bad",
+        "--out",
+        good_s,
+        "--nats",
+        &src,
+    ])
+    .await;
+    // No projections bucket on this server: the streams alone.
+    one_line(&out, "backed up 1 stream (3 messages) and 0 buckets");
+
+    // Into a directory that is not empty: refused, left as it was.
+    let out = run(&[
+        "backup",
+        "--namespace",
+        "bad",
+        "--out",
+        good_s,
+        "--nats",
+        &src,
+    ])
+    .await;
+    assert_one_line_error(&out, "exists and is not empty");
+    assert!(!dir.path().join("good.partial").exists());
+    assert!(good.join("manifest.json").is_file());
+    // A bucket named that does not exist.
+    let other = dir.path().join("other");
+    let out = run(&[
+        "backup",
+        "--namespace",
+        "bad",
+        "--bucket",
+        "NOPE",
+        "--out",
+        other.to_str().unwrap(),
+        "--nats",
+        &src,
+    ])
+    .await;
+    assert_one_line_error(&out, "bucket NOPE does not exist");
+    assert!(!other.exists() && !dir.path().join("other.partial").exists());
+
+    let missing = dir.path().join("missing");
+    let out = run(&[
+        "restore",
+        "--from",
+        missing.to_str().unwrap(),
+        "--nats",
+        &dst,
+    ])
+    .await;
+    assert_one_line_error(&out, "no backup at");
+
+    let copy = |name: &str| {
+        let to = dir.path().join(name);
+        std::fs::create_dir_all(to.join("streams")).unwrap();
+        std::fs::create_dir_all(to.join("buckets")).unwrap();
+        for f in ["manifest.json", "streams/bad_AETHER_EVENTS.jsonl"] {
+            std::fs::copy(good.join(f), to.join(f)).unwrap();
+        }
+        to
+    };
+    let restore_from = |p: &Path| {
+        let p = p.to_str().unwrap().to_string();
+        let dst = dst.clone();
+        async move { run(&["restore", "--from", &p, "--nats", &dst]).await }
+    };
+
+    let not_json = copy("not-json");
+    std::fs::write(not_json.join("manifest.json"), "{ not json").unwrap();
+    assert_one_line_error(&restore_from(&not_json).await, "corrupt backup");
+
+    let future = copy("future");
+    let text = std::fs::read_to_string(future.join("manifest.json")).unwrap();
+    std::fs::write(
+        future.join("manifest.json"),
+        text.replacen("\"format\": 1", "\"format\": 99", 1),
+    )
+    .unwrap();
+    assert_one_line_error(&restore_from(&future).await, "unsupported backup format 99");
+
+    let bad_line = copy("bad-line");
+    let data = bad_line.join("streams/bad_AETHER_EVENTS.jsonl");
+    let mut text = std::fs::read_to_string(&data).unwrap();
+    text.push_str("{\"seq\": 4, \"oops\n");
+    std::fs::write(&data, text).unwrap();
+    assert_one_line_error(&restore_from(&bad_line).await, "line 4 is");
+
+    let tampered = copy("tampered");
+    let data = tampered.join("streams/bad_AETHER_EVENTS.jsonl");
+    let text = std::fs::read_to_string(&data).unwrap();
+    std::fs::write(&data, text.replacen("\"seq\":2", "\"seq\":5", 1)).unwrap();
+    assert_one_line_error(&restore_from(&tampered).await, "sequence 5");
+    assert!(
+        stream_names(&dst).await.is_empty(),
+        "bad input wrote something"
+    );
+
+    // A target that has the stream already: refused before anything is written.
+    open_store(&dst, "bad", 1).await;
+    assert_one_line_error(&restore_from(&good).await, "already exists");
+    assert_eq!(stream_names(&dst).await, vec!["bad_AETHER_EVENTS"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_backup_leaves_no_directory() {
+    let mut server = NatsServer::start().unwrap();
+    let url = server.url();
+    let store = open_store(&url, "int", 1).await;
+    store
+        .save_event(&Event::new("Ticked", "a", 1))
+        .await
+        .unwrap();
+    drop(store);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b");
+    let partial = dir.path().join("b.partial");
+    // A stalled server holds the backup at its first request: it cannot finish before Ctrl-C.
+    server.pause().unwrap();
+    let child = StdCommand::new(BIN)
+        .args(["backup", "--namespace", "int", "--out"])
+        .arg(&out)
+        .args(["--nats", &url])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !partial.exists() {
+        assert!(Instant::now() < deadline, "the backup never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = StdCommand::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    server.resume().unwrap();
+    assert_one_line_error(&output, "interrupted");
+    assert!(!out.exists(), "the target was written");
+    assert!(!partial.exists(), "the partial backup was left");
+}
