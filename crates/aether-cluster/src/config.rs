@@ -69,6 +69,17 @@ pub struct ClusterConfig {
     /// Where the server keeps the cluster's key-value bucket when a node creates it over NATS:
     /// on disk by default; in memory for tests. (An in-process cluster has no bucket.)
     pub storage: aether_core::StorageKind,
+    /// Replicas of the cluster's key-value bucket (1 to 5), which holds the assignment table
+    /// and the leader's lease: with one replica, the NATS server holding it is a single point
+    /// of failure for membership changes and the leader's duties. `None`: 3 when the NATS
+    /// server is part of a cluster and runs 2.11 or later, 1 otherwise (on a cluster that
+    /// cannot place 3, the bucket is created with 1 and a warning logged).
+    ///
+    /// Set, a node starting with it moves an existing bucket to this count; unset, an
+    /// existing bucket is used as it is. More than one replica needs nats-server 2.11 or
+    /// later (the node fails to start with [`Error::Unsupported`] otherwise): before it,
+    /// compare-and-set on a replicated stream is not safe across leader changes.
+    pub bucket_replicas: Option<usize>,
 }
 
 impl Default for ClusterConfig {
@@ -84,6 +95,7 @@ impl Default for ClusterConfig {
             max_members: DEFAULT_MAX_MEMBERS,
             joins_per_interval: DEFAULT_JOINS_PER_INTERVAL,
             storage: aether_core::StorageKind::default(),
+            bucket_replicas: None,
         }
     }
 }
@@ -139,6 +151,11 @@ impl ClusterConfig {
         self.storage = storage;
         self
     }
+    /// Sets the replicas of the cluster's bucket.
+    pub fn bucket_replicas(mut self, replicas: usize) -> Self {
+        self.bucket_replicas = Some(replicas);
+        self
+    }
 
     /// Checks the settings; a node refuses to start with settings that fail it.
     ///
@@ -147,7 +164,7 @@ impl ClusterConfig {
     /// other than letters, digits, `-` and `_` (they become NATS subject tokens and key
     /// names); a zero interval or timeout; a failure timeout shorter than two heartbeat
     /// intervals (one late heartbeat would declare a live member failed); a zero shard count,
-    /// replication factor, member bound or join rate.
+    /// replication factor, member bound or join rate; bucket replicas outside 1 to 5.
     pub fn validate(&self) -> Result<()> {
         validate_name("cluster name", &self.cluster_name)?;
         if let Some(id) = &self.node_id {
@@ -180,6 +197,13 @@ impl ClusterConfig {
                 "max_members and joins_per_interval must be at least 1",
             ));
         }
+        if let Some(n) = self.bucket_replicas {
+            if n == 0 || n > 5 {
+                return Err(Error::invalid(format!(
+                    "bucket_replicas must be between 1 and 5, not {n}"
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -210,6 +234,8 @@ mod tests {
             ClusterConfig::default().shards(ShardConfig::default().replication_factor(0)),
             ClusterConfig::default().max_members(0),
             ClusterConfig::default().joins_per_interval(0),
+            ClusterConfig::default().bucket_replicas(0),
+            ClusterConfig::default().bucket_replicas(6),
         ] {
             assert!(
                 matches!(bad.validate(), Err(Error::InvalidInput(_))),

@@ -21,6 +21,7 @@ use futures::stream::{BoxStream, StreamExt};
 
 use crate::backend::{ensure_kv_bucket, get_stream, JsSubject};
 use crate::errors::classify;
+use crate::setup::BucketConfig;
 use crate::{Connection, Operation, PermissionWatch};
 use aether_core::StorageKind;
 
@@ -161,16 +162,35 @@ impl fmt::Debug for KvBucket {
 
 impl KvBucket {
     /// Opens the bucket `bucket` on `connection`, creating it when missing as
-    /// [`ensure_kv_bucket`] does (with `description`, kept as `storage` says).
+    /// [`ensure_kv_bucket`] does (with `description`, kept as `storage` says, and the default
+    /// replicas: see [`BucketConfig::replicas`]).
     ///
     /// # Errors
-    /// [`Error::PermissionDenied`] when the server refuses the bucket's stream;
-    /// [`Error::Unavailable`] when it does not answer; as [`ensure_kv_bucket`].
+    /// As [`open_with`](Self::open_with).
     pub async fn open(
         connection: &Connection,
         bucket: &str,
         description: &str,
         storage: StorageKind,
+    ) -> Result<Self> {
+        Self::open_with(
+            connection,
+            bucket,
+            &BucketConfig::new(description).storage(storage),
+        )
+        .await
+    }
+
+    /// Opens the bucket `bucket` on `connection`, creating it when missing (and setting its
+    /// replicas when `config` names them) as [`ensure_kv_bucket`] does.
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] when the server refuses the bucket's stream;
+    /// [`Error::Unavailable`] when it does not answer; as [`ensure_kv_bucket`].
+    pub async fn open_with(
+        connection: &Connection,
+        bucket: &str,
+        config: &BucketConfig,
     ) -> Result<Self> {
         let context = connection.jetstream();
         let permissions = connection.permissions().clone();
@@ -181,7 +201,7 @@ impl KvBucket {
                 || format!("opening the key-value bucket {bucket}"),
                 |op, subject| concerns(&prefix, &stream, op, subject),
                 None,
-                ensure_kv_bucket(&context, bucket, description, storage),
+                ensure_kv_bucket(&context, bucket, config),
             )
             .await?;
         Ok(Self {

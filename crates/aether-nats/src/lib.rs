@@ -78,6 +78,7 @@ pub use connect::{error_chain, Connection};
 pub use kv::{CasOutcome, KvBucket, Versioned};
 pub use monitor::ConnectionMonitor;
 pub use permission::{Operation, PermissionViolation, PermissionWatch};
+pub use setup::{BucketConfig, CLUSTERED_BUCKET_REPLICAS, MAX_REPLICAS};
 pub mod backend {
     //! What Aether's own NATS backends (the event store, the bus, the cluster, projections and
     //! the command-line tools) share beyond the client, each in one place. Applications do not
@@ -88,7 +89,9 @@ pub mod backend {
     //!   (`Client::flush` is not one); [`subscribe_confirmed`].
     //! - [`JsSubject`]: which stream, consumer and data subject a JetStream subject names.
     //! - [`ensure_stream`], [`ensure_kv_bucket`], [`get_stream`]: stream and bucket setup;
-    //!   [`storage_type`]: the client's form of an [`aether_core::StorageKind`].
+    //!   [`storage_type`]: the client's form of an [`aether_core::StorageKind`];
+    //!   [`bucket_replicas`], [`validate_replicas`]: how many replicas a bucket gets;
+    //!   [`server_older_than`]: a server version compared with a release.
     //! - [`ConsumerSpec`]: reading a stream through a consumer (ephemeral pull, ordered pull or
     //!   ordered push) with a filter and a [`StartAt`], the one sorting of a failed creation
     //!   ([`consumer_error`]), and [`StartAt::resume_after`] a failure.
@@ -101,6 +104,9 @@ pub mod backend {
     };
     pub use crate::consumer::{consumer_error, ConsumerSpec, StartAt};
     pub use crate::errors::{classify, classify_api, has_api_code, timeout_error};
-    pub use crate::setup::{ensure_kv_bucket, ensure_stream, get_stream, storage_type};
+    pub use crate::setup::{
+        bucket_replicas, ensure_kv_bucket, ensure_stream, get_stream, server_older_than,
+        storage_type, validate_replicas,
+    };
 }
 pub use url::{redact_url, NatsUrl, UrlCredentials};

@@ -101,8 +101,9 @@ impl ObserverConfig {
     }
 
     /// The name of the cluster's key-value bucket (`AETHER_CLUSTER_<cluster>`): for the NATS
-    /// permissions of an observer or a node, for creating it with replicas beforehand, and for
-    /// removing the bucket of a cluster that is gone for good.
+    /// permissions of an observer or a node, for backups, and for removing the bucket of a
+    /// cluster that is gone for good. (Its replicas are a node setting:
+    /// [`ClusterConfig::bucket_replicas`](crate::ClusterConfig::bucket_replicas).)
     pub fn bucket_name(&self) -> String {
         bucket_name(&self.cluster_name)
     }

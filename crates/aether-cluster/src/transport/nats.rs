@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_core::{Error, Result};
-use aether_nats::{CasOutcome, Connection, KvBucket, PermissionWatch, Versioned as KvVersioned};
+use aether_nats::{
+    BucketConfig, CasOutcome, Connection, KvBucket, PermissionWatch, Versioned as KvVersioned,
+};
 use async_nats::client::RequestErrorKind;
 use async_nats::{Client, Request, Subject};
 use async_trait::async_trait;
@@ -45,7 +47,9 @@ impl NatsTransport {
         let bucket = bucket_name(&config.cluster_name);
         let subjects = Subjects::new(&config.cluster_name);
         let description = format!("Aether cluster {}", config.cluster_name);
-        let kv = KvBucket::open(connection, &bucket, &description, config.storage).await?;
+        let mut bucket_config = BucketConfig::new(description).storage(config.storage);
+        bucket_config.replicas = config.bucket_replicas;
+        let kv = KvBucket::open_with(connection, &bucket, &bucket_config).await?;
         Ok(Self {
             client: connection.client().clone(),
             permissions: connection.permissions().clone(),

@@ -3,6 +3,8 @@
 //! - `across` (feature `nats`): transactions across actor types on the JetStream store: eight
 //!   writers on their own connections conserve a total across two types (2.12+), and a
 //!   server before 2.12 refuses with `Unsupported`.
+//! - `bucket` (feature `nats`): the cluster's bucket on a three-server NATS cluster, three
+//!   replicas by default, outliving the server that leads it (a typed refusal before 2.11).
 //! - `cluster` (feature `nats`): nodes forming a cluster over a real nats-server, routing,
 //!   failover, fencing, permissions (the failover under CPU load runs in its own binary,
 //!   `tests/loaded`).
@@ -24,6 +26,8 @@
 
 #[cfg(feature = "nats")]
 mod across;
+#[cfg(feature = "nats")]
+mod bucket;
 #[cfg(feature = "nats")]
 mod cluster;
 #[cfg(feature = "nats")]

@@ -16,6 +16,7 @@ use aether_core::{
     Transaction,
 };
 use aether_nats::backend::classify;
+pub(super) use aether_nats::backend::server_older_than;
 use aether_nats::subject::validate_actor_id;
 use aether_nats::PermissionWatch;
 use async_nats::jetstream::stream::Stream;
@@ -421,18 +422,5 @@ impl EventStoreWithErrors for StreamStore {
         self.malformed
             .fetch_add(result.errors.len() as u64, Ordering::Relaxed);
         Ok(result)
-    }
-}
-
-/// Whether a server version string (`2.9.10`, `2.12.0-RC.1`) is older than `major.minor`.
-fn server_older_than(version: &str, major: u32, minor: u32) -> bool {
-    let mut parts = version
-        .trim_start_matches('v')
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|p| !p.is_empty())
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    match (parts.next(), parts.next()) {
-        (Some(a), Some(b)) => (a, b) < (major, minor),
-        _ => false,
     }
 }

@@ -1,20 +1,9 @@
-//! Unit tests of the store's pure helpers (server version parsing, which refusals doom an
-//! operation): kept out of the store's files so the paths read without them.
+//! Unit tests of the store's pure helpers (which refusals doom an operation): kept out of the
+//! store's files so the paths read without them.
 
 use super::errors::dooms;
-use super::server_older_than;
 
 const OWN: Option<(&str, &str)> = Some(("S.events.QQ", "S.snapshots.QQ"));
-
-#[test]
-fn compares_server_versions() {
-    assert!(server_older_than("2.9.10", 2, 11));
-    assert!(server_older_than("2.10.22", 2, 11));
-    assert!(!server_older_than("2.11.0", 2, 11));
-    assert!(!server_older_than("2.15.1", 2, 11));
-    assert!(!server_older_than("v3.0.0-beta", 2, 11));
-    assert!(!server_older_than("garbage", 2, 11));
-}
 
 #[test]
 fn an_operation_is_doomed_only_by_subjects_it_uses() {
