@@ -6,8 +6,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aether_nats::backend::{get_stream, ConsumerSpec, StartAt};
+use aether_nats::backend::{consumer_error, get_stream};
 use aether_projection::DEFAULT_PROJECTION_BUCKET;
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::{self, stream::Stream};
 use clap::Args;
 use futures::StreamExt;
@@ -23,6 +24,9 @@ use crate::output::{human_bytes, human_duration, progress};
 
 /// How long a read waits for the next message before giving up.
 const STALL: Duration = Duration::from_secs(10);
+/// Messages asked for at once: what the server can make a backup hold in memory is this many
+/// messages of its largest payload.
+const READ_BATCH: i64 = 32;
 
 /// Arguments of `aether backup`.
 #[derive(Debug, Clone, Args)]
@@ -279,11 +283,14 @@ struct Copied {
     file: DataFile,
 }
 
-/// Writes the stream's messages, from its first, up to sequence `last` (every message when
-/// `last` is `None`: a bucket, read as its last value per key), to `rel` under `dir`.
+/// Writes the stream's messages on `filter` (every subject when empty) as `policy` delivers
+/// them, up to sequence `last` (when `None`: until nothing is pending, for a bucket read as
+/// its last value per key), to `rel` under `dir`.
+#[allow(clippy::too_many_arguments)]
 async fn copy(
     stream: &Stream,
-    spec: ConsumerSpec,
+    filter: String,
+    policy: DeliverPolicy,
     last: Option<u64>,
     expected: u64,
     dir: &Path,
@@ -298,10 +305,21 @@ async fn copy(
     let mut copied = (None, None, 0u64);
     if expected > 0 {
         let bar = progress(expected, &crate::output::escape(&name));
-        let mut messages = spec
-            .description("aether backup")
-            .open_ordered_pull(stream, &what)
-            .await?;
+        let config = pull::OrderedConfig {
+            deliver_policy: policy,
+            filter_subject: filter,
+            description: Some("aether backup".into()),
+            max_batch: READ_BATCH,
+            ..Default::default()
+        };
+        let consumer = stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| CliError::from(consumer_error(&what, e)))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| jetstream_hint(&what, &e))?;
         loop {
             let next = tokio::time::timeout(STALL, messages.next())
                 .await
@@ -361,7 +379,8 @@ async fn save_stream(mut stream: Stream, dir: &Path, index: usize) -> CliResult<
     let expected = info.state.messages;
     let copied = copy(
         &stream,
-        ConsumerSpec::new("", StartAt::First),
+        String::new(),
+        DeliverPolicy::All,
         Some(end),
         expected,
         dir,
@@ -400,7 +419,8 @@ async fn save_bucket(
         .clone();
     let copied = copy(
         &stream,
-        ConsumerSpec::new(format!("$KV.{bucket}.>"), StartAt::LastPerSubject),
+        format!("$KV.{bucket}.>"),
+        DeliverPolicy::LastPerSubject,
         None,
         info.state.messages,
         dir,

@@ -132,7 +132,14 @@ async fn a_backup_under_write_load_restores_a_prefix_of_every_history_at_the_sam
         v
     };
     let backup = run(&["backup", "--namespace", "bk", "--out", &out, "--nats", &src]).await;
-    let during = written.load(Ordering::SeqCst) - started;
+    let after = written.load(Ordering::SeqCst);
+    let during = after - started;
+    // Events written once the backup finished are certainly not in it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while written.load(Ordering::SeqCst) < after + 3 {
+        assert!(Instant::now() < deadline, "writers stopped");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     stop.cancel();
     for w in writers {
         w.await.unwrap();
@@ -163,10 +170,13 @@ async fn a_backup_under_write_load_restores_a_prefix_of_every_history_at_the_sam
         assert_eq!(original.len(), 3);
         assert_eq!(history(&restored, &id).await, original, "{id}");
     }
+    let (mut original_total, mut copy_total) = (0, 0);
     for (w, before) in before.iter().enumerate() {
         let id = format!("busy-{w}");
         let original = history(&store, &id).await;
         let copy = history(&restored, &id).await;
+        original_total += original.len();
+        copy_total += copy.len();
         assert!(
             copy.len() as u64 >= *before,
             "{id}: {} < {before}",
@@ -174,6 +184,10 @@ async fn a_backup_under_write_load_restores_a_prefix_of_every_history_at_the_sam
         );
         assert_eq!(copy[..], original[..copy.len()], "{id} is not a prefix");
     }
+    assert!(
+        copy_total < original_total,
+        "the backup holds events written after it"
+    );
 
     // Every restored message is the original's at the same sequence.
     let (a, b) = (
@@ -390,4 +404,122 @@ async fn an_interrupted_backup_leaves_no_directory() {
     assert_one_line_error(&output, "interrupted");
     assert!(!out.exists(), "the target was written");
     assert!(!partial.exists(), "the partial backup was left");
+}
+
+/// Rewrites the only stream of the backup in `dir`: each record (a JSON object) through
+/// `edit`, the manifest's sequences, size and checksum made to match.
+fn rewrite_stream(dir: &Path, edit: impl Fn(usize, &mut serde_json::Value)) {
+    use sha2::Digest;
+    let manifest_path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let entry = &mut manifest["streams"][0];
+    let data = dir.join(entry["file"]["path"].as_str().unwrap());
+    let mut text = String::new();
+    let mut seqs = Vec::new();
+    for (i, line) in std::fs::read_to_string(&data).unwrap().lines().enumerate() {
+        let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
+        edit(i, &mut record);
+        seqs.push(record["seq"].as_u64().unwrap());
+        text.push_str(&serde_json::to_string(&record).unwrap());
+        text.push('\n');
+    }
+    std::fs::write(&data, &text).unwrap();
+    entry["first_seq"] = seqs[0].into();
+    entry["last_seq"] = seqs[seqs.len() - 1].into();
+    entry["file"]["bytes"] = (text.len() as u64).into();
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    entry["file"]["sha256"] = hex.into();
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_keeps_a_first_sequence_past_one_and_removes_what_a_failed_restore_created() {
+    let source = NatsServer::start().unwrap();
+    let target = NatsServer::start().unwrap();
+    let (src, dst) = (source.url(), target.url());
+    let store = open_store(&src, "seq", 1).await;
+    for v in 1..=3 {
+        store
+            .save_event(&Event::new("Ticked", "a", v))
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backup_dir = |name: &str| dir.path().join(name);
+    for name in ["late", "broken"] {
+        let out = backup_dir(name);
+        let out = run(&[
+            "backup",
+            "--namespace",
+            "seq",
+            "--out",
+            out.to_str().unwrap(),
+            "--nats",
+            &src,
+        ])
+        .await;
+        one_line(&out, "backed up 1 stream (3 messages)");
+    }
+
+    // A stream whose oldest messages expired: it starts at sequence 5.
+    rewrite_stream(&backup_dir("late"), |_, r| {
+        r["seq"] = (r["seq"].as_u64().unwrap() + 4).into();
+    });
+    let out = run(&[
+        "restore",
+        "--from",
+        backup_dir("late").to_str().unwrap(),
+        "--nats",
+        &dst,
+    ])
+    .await;
+    let client = async_nats::connect(&dst).await.unwrap();
+    let old_server = aether_nats::backend::server_older_than(&client.server_info().version, 2, 10);
+    if old_server {
+        assert_one_line_error(
+            &out,
+            "unsupported: stream seq_AETHER_EVENTS must start at sequence 5",
+        );
+        assert!(stream_names(&dst).await.is_empty(), "left a stream behind");
+    } else {
+        one_line(&out, "restored 1 stream (3 messages)");
+        let js = async_nats::jetstream::new(client.clone());
+        let mut stream = js.get_stream("seq_AETHER_EVENTS").await.unwrap();
+        let state = stream.info().await.unwrap().state.clone();
+        assert_eq!((state.first_sequence, state.last_sequence), (5, 7));
+        let restored = open_store(&dst, "seq", 1).await;
+        assert_eq!(history(&restored, "a").await, history(&store, "a").await);
+        restored
+            .save_event(&Event::new("Ticked", "a", 4))
+            .await
+            .unwrap();
+        js.delete_stream("seq_AETHER_EVENTS").await.unwrap();
+    }
+
+    // A message the server cannot store (no stream takes its subject) fails the restore after
+    // its stream was created: the stream is removed again.
+    rewrite_stream(&backup_dir("broken"), |i, r| {
+        if i == 1 {
+            r["subject"] = "nowhere.at.all".into();
+        }
+    });
+    let out = run(&[
+        "restore",
+        "--from",
+        backup_dir("broken").to_str().unwrap(),
+        "--nats",
+        &dst,
+    ])
+    .await;
+    assert_one_line_error(
+        &out,
+        "removed what the restore had created (seq_AETHER_EVENTS)",
+    );
+    assert!(stream_names(&dst).await.is_empty(), "left a stream behind");
 }
