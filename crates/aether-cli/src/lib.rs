@@ -64,7 +64,7 @@ pub use error::{CliError, CliResult};
   aether timers --actor-type hold --limit 20    the next timers due, and the reactor's backlog
   aether ui --cluster aether                    web dashboard on http://127.0.0.1:8484/
   aether backup --namespace orders --out b1     event streams and checkpoints to ./b1
-  aether restore --from b1 --nats nats://new:4222  the same into an empty server
+  aether restore --from b1 --nats nats://b:4222 b1 into a server without those streams
 
 Networked commands read NATS_URL (default nats://127.0.0.1:4222); colours only on a
 terminal, never with NO_COLOR set."

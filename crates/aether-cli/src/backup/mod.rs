@@ -145,8 +145,9 @@ impl Record {
                     pairs.push((name.to_string(), v.as_str().to_string()));
                 }
             }
-            // The client's header map is unordered: sorted, two backups of one stream match.
-            pairs.sort();
+            // The client's header map is unordered: sorted by name, two backups of one stream
+            // match; a stable sort keeps the order of one name's values.
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
         }
         Self {
             seq,

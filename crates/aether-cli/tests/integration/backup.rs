@@ -523,3 +523,26 @@ async fn restore_keeps_a_first_sequence_past_one_and_removes_what_a_failed_resto
     );
     assert!(stream_names(&dst).await.is_empty(), "left a stream behind");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_without_a_server_or_into_a_file_fails_with_one_line_and_leaves_nothing() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b");
+    let started = Instant::now();
+    let output = run(&["backup", "--out", out.to_str().unwrap(), "--nats", &url]).await;
+    assert_one_line_error(&output, "cannot connect to NATS");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!out.exists() && !dir.path().join("b.partial").exists());
+
+    let file = dir.path().join("f");
+    std::fs::write(&file, "x").unwrap();
+    let output = run(&["backup", "--out", file.to_str().unwrap(), "--nats", &url]).await;
+    assert_one_line_error(&output, "exists and is not a directory");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+}
