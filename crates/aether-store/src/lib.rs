@@ -14,7 +14,8 @@
 //! - `memory`: [`InMemoryEventStore`].
 //! - `notify`: [`Notify`], `EventStored` notifications around any store.
 //! - `jetstream` (feature `nats`): `JetStreamEventStore`, the actor-id subject codec, the
-//!   stream setup and the stored-message codec.
+//!   stream setup and the stored-message codec; `leaders` (spreading partition leaders) and
+//!   `mirror` (a standby copy in another JetStream domain, for disaster recovery).
 //!
 //! # Example
 //! ```
@@ -49,6 +50,8 @@ pub use notify::Notify;
 mod jetstream;
 #[cfg(feature = "nats")]
 pub use jetstream::leaders;
+#[cfg(feature = "nats")]
+pub use jetstream::mirror;
 #[cfg(feature = "nats")]
 pub use jetstream::{
     partition_marker, partition_stream_name, JetStreamConfig, JetStreamEventStore, LatestVersions,

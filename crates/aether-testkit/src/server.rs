@@ -26,6 +26,9 @@ pub struct NatsServerBuilder {
     max_payload: Option<usize>,
     max_file_store: Option<u64>,
     monitoring: bool,
+    jetstream_domain: Option<String>,
+    leafnode_port: Option<u16>,
+    leafnode_remotes: Vec<u16>,
     pub(crate) cluster: Option<ClusterSettings>,
 }
 
@@ -80,6 +83,26 @@ impl NatsServerBuilder {
     /// loopback port; read them with [`NatsServer::monitor`].
     pub fn monitoring(mut self, on: bool) -> Self {
         self.monitoring = on;
+        self
+    }
+
+    /// Puts the server's JetStream in the domain `domain`: clients of other domains reach it
+    /// under `$JS.<domain>.API` (across a leafnode connection, say).
+    pub fn jetstream_domain(mut self, domain: impl Into<String>) -> Self {
+        self.jetstream_domain = Some(domain.into());
+        self
+    }
+
+    /// Accepts leafnode connections on loopback `port` (take one from [`free_port`]).
+    pub fn leafnode_listen(mut self, port: u16) -> Self {
+        self.leafnode_port = Some(port);
+        self
+    }
+
+    /// Connects as a leafnode to the server accepting leafnodes on loopback `port` (and keeps
+    /// trying, every second, while it is gone).
+    pub fn leafnode_remote(mut self, port: u16) -> Self {
+        self.leafnode_remotes.push(port);
         self
     }
 
@@ -386,7 +409,25 @@ impl NatsServer {
         if let Some(bytes) = o.max_file_store {
             let _ = writeln!(c, "  max_file_store: {bytes}");
         }
+        if let Some(domain) = &o.jetstream_domain {
+            let _ = writeln!(c, "  domain: {domain:?}");
+        }
         let _ = writeln!(c, "}}");
+        if o.leafnode_port.is_some() || !o.leafnode_remotes.is_empty() {
+            let _ = writeln!(c, "leafnodes {{");
+            if let Some(port) = o.leafnode_port {
+                let _ = writeln!(c, "  listen: \"127.0.0.1:{port}\"");
+            }
+            if !o.leafnode_remotes.is_empty() {
+                let remotes: Vec<String> = o
+                    .leafnode_remotes
+                    .iter()
+                    .map(|p| format!("{{ url: \"nats-leaf://127.0.0.1:{p}\" }}"))
+                    .collect();
+                let _ = writeln!(c, "  remotes: [{}]", remotes.join(", "));
+            }
+            let _ = writeln!(c, "}}");
+        }
         if let Some(port) = self.monitor_port {
             let _ = writeln!(c, "http: \"127.0.0.1:{port}\"");
         }

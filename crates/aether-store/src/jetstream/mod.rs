@@ -6,6 +6,8 @@
 //! - `store`: one stream's store and its read and write paths.
 //! - `config`: [`JetStreamConfig`]; `partition`: [`PartitionKey`], which partition an actor
 //!   lives in; [`leaders`]: spreading the partitions' stream leaders over a cluster.
+//! - [`mirror`]: a standby copy of the streams in another JetStream domain, its lag, and its
+//!   promotion when the primary is gone.
 //! - `setup`: the stream's name and configuration, attaching to an existing one.
 //! - `subject`: the stream's subjects (the actor-id codec itself is in `aether_nats`).
 //! - `codec`: how a save is laid out in one message (headers, single event or batch).
@@ -29,6 +31,7 @@ mod codec;
 mod config;
 mod event_store;
 pub mod leaders;
+pub mod mirror;
 mod partition;
 mod setup;
 mod store;

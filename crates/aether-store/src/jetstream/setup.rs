@@ -133,6 +133,13 @@ fn widen_untyped(actual: &stream::Config, desired: &stream::Config) -> Option<st
 }
 
 fn check_existing(actual: &stream::Config, desired: &stream::Config) -> Result<()> {
+    if let Some(m) = &actual.mirror {
+        return Err(Error::invalid(format!(
+            "stream {} is a mirror of {} (a standby copy): it takes no writes until it is \
+             promoted (aether_store::mirror::promote_mirrors, or `aether mirror promote`)",
+            actual.name, m.name
+        )));
+    }
     // A partition belongs to a store of one partition count: another count spreads actors
     // differently, and reading with it would miss histories.
     let wanted = desired

@@ -12,6 +12,8 @@
 //! - `partitioned`: the log spread over several streams (`JetStreamConfig::partitions`);
 //!   `faults_partitioned`: that log under a partition leader's kill and a server's freeze and
 //!   kill, judged by the history checker.
+//! - `mirror`: disaster recovery: a standby in another JetStream domain mirrors the streams
+//!   over a leafnode connection, and is promoted when the primary is killed.
 //! - `partitions`: network partitions on a replicated stream, judged by the history checker.
 //! - `soak`: the bounded soak, ignored unless run through `scripts/soak`.
 //! - `transactions`: atomic appends across actors (transfers), on both stores; the R3
@@ -44,6 +46,8 @@ mod jetstream_failures;
 #[cfg(feature = "nats")]
 mod latest_view;
 mod log;
+#[cfg(feature = "nats")]
+mod mirror;
 #[cfg(feature = "nats")]
 mod partitioned;
 #[cfg(feature = "nats")]
