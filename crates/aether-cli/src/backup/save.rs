@@ -283,20 +283,29 @@ struct Copied {
     file: DataFile,
 }
 
-/// Writes the stream's messages on `filter` (every subject when empty) as `policy` delivers
-/// them, up to sequence `last` (when `None`: until nothing is pending, for a bucket read as
-/// its last value per key), to `rel` under `dir`.
-#[allow(clippy::too_many_arguments)]
-async fn copy(
-    stream: &Stream,
+/// What to read from a stream.
+struct Read {
+    /// The subjects (every one when empty).
     filter: String,
+    /// Where to start: every message, or a bucket's last value per key.
     policy: DeliverPolicy,
+    /// The last sequence to copy (`None`: until nothing is pending).
     last: Option<u64>,
+    /// Messages expected, for the progress bar (none: nothing is read).
     expected: u64,
-    dir: &Path,
-    rel: String,
+    /// Leave out a bucket's delete and purge markers.
     skip_deletions: bool,
-) -> CliResult<Copied> {
+}
+
+/// Writes the messages `read` selects to `rel` under `dir`, one at a time.
+async fn copy(stream: &Stream, read: Read, dir: &Path, rel: String) -> CliResult<Copied> {
+    let Read {
+        filter,
+        policy,
+        last,
+        expected,
+        skip_deletions,
+    } = read;
     let name = stream.cached_info().config.name.clone();
     let what = format!("backing up stream {name}");
     let path = dir.join(&rel);
@@ -377,17 +386,14 @@ async fn save_stream(mut stream: Stream, dir: &Path, index: usize) -> CliResult<
     // The end of the copy: what the stream held when its copy began.
     let end = info.state.last_sequence;
     let expected = info.state.messages;
-    let copied = copy(
-        &stream,
-        String::new(),
-        DeliverPolicy::All,
-        Some(end),
+    let read = Read {
+        filter: String::new(),
+        policy: DeliverPolicy::All,
+        last: Some(end),
         expected,
-        dir,
-        file_name("streams", index, &name),
-        false,
-    )
-    .await?;
+        skip_deletions: false,
+    };
+    let copied = copy(&stream, read, dir, file_name("streams", index, &name)).await?;
     let first_seq = copied.first.unwrap_or_else(|| end.saturating_add(1));
     let last_seq = copied.last.unwrap_or(first_seq.saturating_sub(1));
     if last_seq.saturating_add(1).saturating_sub(first_seq) != copied.count {
@@ -417,17 +423,14 @@ async fn save_bucket(
         .await
         .map_err(|e| jetstream_hint(&format!("reading bucket {bucket}"), &e))?
         .clone();
-    let copied = copy(
-        &stream,
-        format!("$KV.{bucket}.>"),
-        DeliverPolicy::LastPerSubject,
-        None,
-        info.state.messages,
-        dir,
-        file_name("buckets", index, bucket),
-        true,
-    )
-    .await?;
+    let read = Read {
+        filter: format!("$KV.{bucket}.>"),
+        policy: DeliverPolicy::LastPerSubject,
+        last: None,
+        expected: info.state.messages,
+        skip_deletions: true,
+    };
+    let copied = copy(&stream, read, dir, file_name("buckets", index, bucket)).await?;
     Ok(BucketEntry {
         name: bucket.to_string(),
         config: info.config,
