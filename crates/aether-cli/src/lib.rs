@@ -132,7 +132,8 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Projections(cmd) => Some(cmd.connect().permissions().clone()),
         Command::Timers(args) => Some(args.connect.permissions().clone()),
         Command::Backup(args) => Some(args.connect.permissions().clone()),
-        Command::Restore(args) => Some(args.connect.permissions().clone()),
+        // Watches for refusals itself, so that it can delete what it created before failing.
+        Command::Restore(_) => None,
         // A long-running server: a refused subject shows on the page that needs it.
         Command::Ui(_) => None,
     };

@@ -16,7 +16,7 @@ use clap::Args;
 
 use super::save::plural;
 use super::{read_manifest, DataFile, LineReader, Manifest};
-use crate::connect::{jetstream_hint, ConnectArgs};
+use crate::connect::{jetstream_hint, refusals_fail, ConnectArgs};
 use crate::error::{CliError, CliResult};
 use crate::output::{escape, human_bytes, human_duration, progress};
 
@@ -91,21 +91,28 @@ pub async fn run(args: RestoreArgs) -> CliResult<()> {
     let client = args.connect.connect().await?;
     let context = jetstream::new(client.clone());
     let version = client.server_info().version;
-    for name in targets(&manifest) {
-        if get_stream(&context, &name).await?.is_some() {
-            return Err(CliError::new(format!(
-                "stream {} already exists on the server: restore only into a server without \
-                 the backup's streams and buckets (nothing was written)",
-                escape(&name)
-            )));
+    // A request the server refuses is never answered: each phase fails as soon as the server
+    // reports a refusal, and a refusal while writing is cleaned up like any failure.
+    let watch = args.connect.permissions().clone();
+    refusals_fail(&watch, async {
+        for name in targets(&manifest) {
+            if get_stream(&context, &name).await?.is_some() {
+                return Err(CliError::new(format!(
+                    "stream {} already exists on the server: restore only into a server \
+                     without the backup's streams and buckets (nothing was written)",
+                    escape(&name)
+                )));
+            }
         }
-    }
+        Ok(())
+    })
+    .await?;
 
     let created = Mutex::new(Vec::new());
     let outcome = tokio::select! {
         biased;
         () = super::interrupted() => Err(CliError::new("interrupted")),
-        r = restore(&context, &args.from, &manifest, &version, &created) => r,
+        r = refusals_fail(&watch, restore(&context, &args.from, &manifest, &version, &created)) => r,
     };
     match outcome {
         Ok(()) => {

@@ -546,3 +546,78 @@ async fn a_backup_without_a_server_or_into_a_file_fails_with_one_line_and_leaves
     assert_one_line_error(&output, "exists and is not a directory");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_the_server_refuses_midway_removes_what_it_created() {
+    let source = NatsServer::start().unwrap();
+    let store = open_store(&source.url(), "perm", 1).await;
+    store
+        .save_event(&Event::new("Ticked", "a", 1))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b");
+    let out = out.to_str().unwrap();
+    let backup = run(&[
+        "backup",
+        "--namespace",
+        "perm",
+        "--out",
+        out,
+        "--nats",
+        &source.url(),
+    ])
+    .await;
+    one_line(&backup, "backed up 1 stream");
+    // This user may create streams but not publish events into them.
+    let target = NatsServer::builder()
+        .extra_config(
+            r#"
+authorization {
+  users = [
+    { user: admin, password: admin }
+    { user: restorer, password: restorer, permissions: {
+        publish: { deny: ["perm_AETHER_EVENTS.events.>"] }
+    } }
+  ]
+}
+"#,
+        )
+        .start()
+        .unwrap();
+    let url = target.url();
+    let started = Instant::now();
+    let output = run(&[
+        "restore",
+        "--from",
+        out,
+        "--nats",
+        &url,
+        "--user",
+        "restorer",
+        "--password",
+        "restorer",
+    ])
+    .await;
+    assert_one_line_error(&output, "permission denied");
+    assert_one_line_error(
+        &output,
+        "removed what the restore had created (perm_AETHER_EVENTS)",
+    );
+    // Refused at once, not after the request timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let admin = async_nats::ConnectOptions::with_user_and_password("admin".into(), "admin".into())
+        .connect(url.trim_start_matches("nats://"))
+        .await
+        .unwrap();
+    let names: Vec<String> = async_nats::jetstream::new(admin)
+        .stream_names()
+        .map(|n| n.unwrap())
+        .collect()
+        .await;
+    assert!(names.is_empty(), "left {names:?}");
+}
