@@ -39,6 +39,8 @@ mod faults_single;
 #[cfg(feature = "nats")]
 mod faults_support;
 #[cfg(feature = "nats")]
+mod golden;
+#[cfg(feature = "nats")]
 mod hostile;
 mod jetstream;
 mod jetstream_cluster;
