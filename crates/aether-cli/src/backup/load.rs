@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aether_nats::backend::{get_stream, has_api_code, server_older_than};
-use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::context::{CreateStreamErrorKind, PublishAckFuture};
 use async_nats::jetstream::stream::Config;
 use async_nats::jetstream::{self, Context, ErrorCode};
 use clap::Args;
@@ -268,10 +268,25 @@ async fn create(
     if let Ok(mut c) = created.lock() {
         c.push(name.clone());
     }
-    let stream = context
-        .create_stream(config)
-        .await
-        .map_err(|e| jetstream_hint(&format!("creating stream {}", escape(&name)), &e))?;
+    let stream = match context.create_stream(config).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            // Refused by the server (one of that name appeared meanwhile, a setting it does
+            // not take): not ours to delete. Unanswered, it may exist and is removed.
+            if !matches!(
+                e.kind(),
+                CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::Response
+            ) {
+                if let Ok(mut c) = created.lock() {
+                    c.retain(|n| n != &name);
+                }
+            }
+            return Err(jetstream_hint(
+                &format!("creating stream {}", escape(&name)),
+                &e,
+            ));
+        }
+    };
     if let Some(f) = first.filter(|f| *f > 1) {
         let next = stream.cached_info().state.last_sequence.saturating_add(1);
         if next != f {

@@ -621,3 +621,78 @@ authorization {
         .await;
     assert!(names.is_empty(), "left {names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_restore_removes_what_it_created() {
+    let source = NatsServer::start().unwrap();
+    let target = NatsServer::start().unwrap();
+    let store = open_store(&source.url(), "stop", 1).await;
+    for v in 1..=3 {
+        store
+            .save_event(&Event::new("Ticked", "a", v))
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b");
+    let backup = run(&[
+        "backup",
+        "--namespace",
+        "stop",
+        "--out",
+        out.to_str().unwrap(),
+        "--nats",
+        &source.url(),
+    ])
+    .await;
+    one_line(&backup, "backed up 1 stream");
+    // The stream's data comes through a named pipe: the restore reads it once to check it,
+    // then, having created the stream, waits to open it again until the test writes it.
+    let data = out.join("streams/stop_AETHER_EVENTS.jsonl");
+    let content = std::fs::read(&data).unwrap();
+    std::fs::remove_file(&data).unwrap();
+    let made = StdCommand::new("mkfifo").arg(&data).status().unwrap();
+    assert!(made.success());
+    let feed = {
+        let (data, content) = (data.clone(), content.clone());
+        move || std::fs::write(&data, &content).unwrap()
+    };
+    let child = StdCommand::new(BIN)
+        .args(["restore", "--from"])
+        .arg(&out)
+        .args(["--nats", &target.url()])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The check's read.
+    tokio::task::spawn_blocking(feed.clone()).await.unwrap();
+    // The stream exists: the restore is writing, with Ctrl-C watched.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stream_names(&target.url())
+        .await
+        .contains(&"stop_AETHER_EVENTS".to_string())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the restore never created its stream"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = StdCommand::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Let it go on; it stops at its next wait.
+    tokio::task::spawn_blocking(feed).await.unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_one_line_error(
+        &output,
+        "interrupted; removed what the restore had created (stop_AETHER_EVENTS)",
+    );
+    assert!(stream_names(&target.url()).await.is_empty());
+}
