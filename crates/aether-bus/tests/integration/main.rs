@@ -14,6 +14,7 @@ mod contract;
 mod nats_support;
 
 mod faults;
+mod golden;
 mod nats_bus;
 mod nats_catchup;
 mod nats_cluster;
