@@ -1,7 +1,7 @@
 //! `aether backup` and `aether restore` against real nats-servers: a backup taken while
 //! actors are written, restored into an empty server and compared with the original; bad
 //! input refused with one line and nothing written; a backup interrupted with Ctrl-C leaving
-//! no directory behind.
+//! no directory behind, and a restore interrupted or refused midway leaving no stream.
 
 use std::path::Path;
 use std::process::{Command as StdCommand, Output, Stdio};
