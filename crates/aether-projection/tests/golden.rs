@@ -1,0 +1,278 @@
+//! Golden files of what the NATS projection store keeps in its key-value bucket
+//! (`tests/golden/<release>/bucket.kv`).
+//!
+//! The rule: a released golden file is never edited. A change to what the store keeps adds a
+//! new release directory next to the old ones, and every old directory must keep reading back
+//! to the same checkpoints, parked events, status and partition state, so that a rolling
+//! upgrade (or a rollback) finds the projections where they were. The current release's file
+//! (the crate's `major.minor`) must also be exactly what the current code writes, so that no
+//! format change goes unnoticed.
+//!
+//! `bucket.kv` holds one entry per line, sorted by key: the key, one space, and the value's
+//! exact bytes (every value is one line: compact JSON, a digit, a worker id or nothing). The
+//! expected values are written out below, not produced by the encoder under test. Every
+//! release's file holds the same fixture; should a later release's fixture differ, make
+//! `expected` depend on the release.
+//!
+//! `AETHER_BLESS_GOLDEN=1` rewrites the current release's file from what the store writes;
+//! older directories are never written. Without it, the test never writes.
+#![cfg(feature = "nats")]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aether_core::{Event, LogPosition, StorageKind};
+use aether_projection::{
+    NatsProjectionStore, ParkedEvent, PositionKeeper, ProjectionStore, ReportedStatus,
+};
+use aether_testkit::NatsServer;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+const BLESS: &str = "AETHER_BLESS_GOLDEN";
+const BUCKET: &str = "PROJ_GOLDEN";
+const FILE: &str = "bucket.kv";
+
+fn golden_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// The current release: the crate version's `major.minor`.
+fn current_release() -> String {
+    let mut parts = env!("CARGO_PKG_VERSION").split('.');
+    format!(
+        "{}.{}",
+        parts.next().unwrap_or("0"),
+        parts.next().unwrap_or("0")
+    )
+}
+
+fn releases() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(golden_root())
+        .expect("tests/golden exists")
+        .map(|e| e.expect("directory entry"))
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+type Entries = BTreeMap<String, Vec<u8>>;
+
+fn read_entries(release: &str) -> Entries {
+    let file = golden_root().join(release).join(FILE);
+    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let space = l
+                .iter()
+                .position(|&b| b == b' ')
+                .unwrap_or_else(|| panic!("{}: a line without a space", file.display()));
+            (
+                String::from_utf8(l[..space].to_vec()).expect("utf-8 key"),
+                l[space + 1..].to_vec(),
+            )
+        })
+        .collect()
+}
+
+fn render(entries: &Entries) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (key, value) in entries {
+        out.extend_from_slice(key.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(value);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// What the fixture keeps, written out by hand.
+struct Fixture {
+    checkpoint: LogPosition,
+    partition_checkpoint: LogPosition,
+    parked: ParkedEvent,
+    status: ReportedStatus,
+}
+
+fn expected() -> Fixture {
+    let mut event = Event::new("OrderPlaced", "order-1", 3).with_actor_type("order");
+    event.id = "00000000-0000-4000-8000-000000000021".into();
+    event.timestamp = "2026-01-02T03:04:05.000000001Z".parse().expect("time");
+    if let Value::Object(data) = json!({"sku": "A-1", "qty": 2}) {
+        event.data = data;
+    }
+    event.metadata = [("correlationId".to_string(), "corr-3".to_string())].into();
+    Fixture {
+        checkpoint: LogPosition {
+            sequence: 42,
+            index: 1,
+        },
+        partition_checkpoint: LogPosition {
+            sequence: 17,
+            index: 0,
+        },
+        parked: ParkedEvent {
+            position: LogPosition {
+                sequence: 40,
+                index: 2,
+            },
+            event,
+            error: "handler failed: \"boom\"".into(),
+            attempts: 5,
+        },
+        status: ReportedStatus {
+            position_kept_by: PositionKeeper::Sink,
+            position: Some(LogPosition {
+                sequence: 100,
+                index: 0,
+            }),
+            head: Some(LogPosition {
+                sequence: 120,
+                index: 3,
+            }),
+            lag: Some(20),
+            handled: 100,
+            parked: 1,
+            last_error: Some("sink timeout".into()),
+            paused: false,
+            reported_at: "2026-01-02T03:04:05.500Z".parse().expect("time"),
+            interval_ms: 5000,
+        },
+    }
+}
+
+async fn open(client: &async_nats::Client) -> NatsProjectionStore {
+    NatsProjectionStore::open(client.clone(), BUCKET, StorageKind::Memory)
+        .await
+        .expect("open the projection store")
+}
+
+async fn raw_bucket(client: &async_nats::Client) -> async_nats::jetstream::kv::Store {
+    async_nats::jetstream::new(client.clone())
+        .get_key_value(BUCKET)
+        .await
+        .expect("the bucket")
+}
+
+#[tokio::test]
+async fn golden_current_release_is_what_the_store_writes() {
+    let release = current_release();
+    let server = NatsServer::start().expect("nats-server");
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let store = open(&client).await;
+    let f = expected();
+    store.save_checkpoint("orders", f.checkpoint).await.unwrap();
+    store
+        .save_checkpoint("orders.p3", f.partition_checkpoint)
+        .await
+        .unwrap();
+    store.park("orders", &f.parked).await.unwrap();
+    store.request_replay("orders").await.unwrap();
+    store.report_status("audit", &f.status).await.unwrap();
+    assert_eq!(store.partition_count("workers", 4).await.unwrap(), 4);
+    store.heartbeat("workers", "w-1").await.unwrap();
+    assert!(store
+        .write_lease("workers", 2, Some("w-1"), 0)
+        .await
+        .unwrap()
+        .is_some());
+
+    let kv = raw_bucket(&client).await;
+    let mut keys = kv.keys().await.unwrap();
+    let mut written = Entries::new();
+    while let Some(key) = keys.next().await {
+        let key = key.unwrap();
+        let value = kv.get(&key).await.unwrap().expect("a value");
+        written.insert(key, value.to_vec());
+    }
+    let dir = golden_root().join(&release);
+    if std::env::var_os(BLESS).is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(&dir).expect("create the release directory");
+        std::fs::write(dir.join(FILE), render(&written)).expect("write");
+    }
+    let golden = read_entries(&release);
+    assert_eq!(
+        golden.keys().collect::<Vec<_>>(),
+        written.keys().collect::<Vec<_>>(),
+        "{release}/{FILE}: keys"
+    );
+    for (key, value) in &golden {
+        assert_eq!(
+            String::from_utf8_lossy(value),
+            String::from_utf8_lossy(&written[key]),
+            "{release}/{FILE}: {key}: the store now writes something else. A released format \
+             is never changed in place: add a new release directory ({BLESS}=1) and keep \
+             reading this one"
+        );
+        assert_eq!(value, &written[key], "{release}/{FILE}: {key}");
+    }
+}
+
+#[tokio::test]
+async fn golden_every_release_reads_back() {
+    let f = expected();
+    let releases = releases();
+    assert!(releases.contains(&current_release()), "{releases:?}");
+    for release in releases {
+        let server = NatsServer::start().expect("nats-server");
+        let client = async_nats::connect(server.url()).await.unwrap();
+        // The store creates the bucket; the golden entries go in raw.
+        drop(open(&client).await);
+        let kv = raw_bucket(&client).await;
+        for (key, value) in read_entries(&release) {
+            kv.put(key, value.into()).await.unwrap();
+        }
+        let store = open(&client).await;
+        let r = &release;
+        assert_eq!(
+            store.checkpoint("orders").await.unwrap(),
+            Some(f.checkpoint),
+            "{r}"
+        );
+        assert_eq!(
+            store.checkpoint("orders.p3").await.unwrap(),
+            Some(f.partition_checkpoint),
+            "{r}"
+        );
+        assert_eq!(
+            store.parked("orders").await.unwrap(),
+            std::slice::from_ref(&f.parked),
+            "{r}"
+        );
+        assert_eq!(
+            store.reported_status("audit").await.unwrap().as_ref(),
+            Some(&f.status),
+            "{r}"
+        );
+        assert_eq!(store.partition_count("workers", 9).await.unwrap(), 4, "{r}");
+        let workers: Vec<String> = store
+            .workers("workers")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|w| w.worker)
+            .collect();
+        assert_eq!(workers, ["w-1"], "{r}");
+        let lease = store.lease("workers", 2).await.unwrap();
+        assert_eq!(lease.owner.as_deref(), Some("w-1"), "{r}");
+        assert_eq!(store.projections().await.unwrap(), ["orders", "orders.p3"]);
+        let summaries = store.summaries().await.unwrap();
+        let audit = summaries.iter().find(|s| s.name == "audit").expect("audit");
+        assert_eq!(audit.kept_by, PositionKeeper::Sink, "{r}");
+        assert_eq!(audit.reported.as_ref(), Some(&f.status), "{r}");
+        let orders = summaries
+            .iter()
+            .find(|s| s.name == "orders")
+            .expect("orders");
+        assert_eq!(
+            (orders.kept_by, orders.position, orders.parked),
+            (PositionKeeper::Store, Some(f.checkpoint), 1),
+            "{r}"
+        );
+        assert!(store.take_replay_request("orders").await.unwrap(), "{r}");
+    }
+}
