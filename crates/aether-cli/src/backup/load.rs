@@ -31,6 +31,10 @@ pub struct RestoreArgs {
     /// The backup directory, as `aether backup` wrote it.
     #[arg(long, value_name = "DIR")]
     pub from: PathBuf,
+    /// Only check the backup (its manifest, every file's size and checksum, every line) and
+    /// say what it holds, without connecting to a server.
+    #[arg(long)]
+    pub check: bool,
     /// The connection (to a server without the backup's streams and buckets).
     #[command(flatten)]
     pub connect: ConnectArgs,
@@ -87,6 +91,23 @@ pub async fn run(args: RestoreArgs) -> CliResult<()> {
     tokio::task::spawn_blocking(move || verify(&dir, &checked))
         .await
         .map_err(|e| CliError::new(format!("checking the backup: {e}")))??;
+    if args.check {
+        println!(
+            "backup {} is complete: {} stream{} ({} messages) and {} bucket{} ({} keys) of {}, \
+             taken {} from nats-server {}",
+            escape(&args.from.display().to_string()),
+            manifest.streams.len(),
+            plural(manifest.streams.len()),
+            manifest.streams.iter().map(|s| s.messages).sum::<u64>(),
+            manifest.buckets.len(),
+            plural(manifest.buckets.len()),
+            manifest.buckets.iter().map(|b| b.keys).sum::<u64>(),
+            escape(&manifest.stream_base),
+            escape(&manifest.created),
+            escape(&manifest.server_version),
+        );
+        return Ok(());
+    }
 
     let client = args.connect.connect().await?;
     let context = jetstream::new(client.clone());

@@ -340,6 +340,21 @@ async fn restore_refuses_bad_input_and_existing_streams_with_one_line_and_writes
     .unwrap();
     assert_one_line_error(&restore_from(&future).await, "unsupported backup format 99");
 
+    // --check reads everything and connects to nothing.
+    let check = run(&[
+        "restore",
+        "--from",
+        good_s,
+        "--check",
+        "--nats",
+        "nats://127.0.0.1:1",
+    ])
+    .await;
+    one_line(
+        &check,
+        &format!("backup {good_s} is complete: 1 stream (3 messages) and 0 buckets (0 keys) of bad_AETHER_EVENTS, taken "),
+    );
+
     let bad_line = copy("bad-line");
     let data = bad_line.join("streams/bad_AETHER_EVENTS.jsonl");
     let mut text = std::fs::read_to_string(&data).unwrap();
@@ -352,6 +367,8 @@ async fn restore_refuses_bad_input_and_existing_streams_with_one_line_and_writes
     let text = std::fs::read_to_string(&data).unwrap();
     std::fs::write(&data, text.replacen("\"seq\":2", "\"seq\":5", 1)).unwrap();
     assert_one_line_error(&restore_from(&tampered).await, "sequence 5");
+    let check = run(&["restore", "--from", tampered.to_str().unwrap(), "--check"]).await;
+    assert_one_line_error(&check, "sequence 5");
     assert!(
         stream_names(&dst).await.is_empty(),
         "bad input wrote something"
