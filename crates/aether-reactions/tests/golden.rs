@@ -1,0 +1,349 @@
+//! Golden files of what reactions persist (`tests/golden/<release>/`):
+//!
+//! - `01-timer-schedule.msg`: a timer as `JetStreamTimers::set` stores it in the timers stream
+//!   (a message schedule): the subject on the first line, the `Nats-Schedule*` headers
+//!   (`Name: value`, sorted by name), an empty line, and the payload's exact bytes. The server
+//!   copies the payload to the `due` subject when the timer fires, and dispatchers decode it
+//!   there.
+//! - `reactions.json`: the `reactions` metadata value an event records its timer changes and
+//!   effects in (read by the reactor from the event store, whatever release wrote it).
+//! - `ids.txt`: the deterministic command ids of a timer's fire, an effect and a process
+//!   step. They are stored (in actors' idempotency records and snapshots), so an id computed
+//!   by a new release for the same timer or effect must equal the old one: these are checked
+//!   against the current code for every release.
+//!
+//! The rule: a released golden file is never edited. A change to a persisted format adds a
+//! new release directory next to the old ones, and every old directory must keep reading back
+//! to the same values, so that a rolling upgrade carries out what the previous release
+//! recorded. The current release's files (the crate's `major.minor`) must also be exactly what
+//! the current code writes. The expected values are written out below, not produced by the
+//! encoder under test; every release's files hold the same fixture (should a later release's
+//! differ, make the expectations depend on the release).
+//!
+//! `AETHER_BLESS_GOLDEN=1` rewrites the current release's files from what the code writes;
+//! older directories are never written. Without it, the test never writes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aether_core::{
+    effect_id, timer_command_id, ActorKey, EffectRecord, Event, Reactions, StorageKind, TimerOp,
+    TimerRecord, METADATA_REACTIONS,
+};
+use aether_reactions::{
+    routed_command_id, JetStreamTimers, PendingFilter, PendingTimer, TimersConfig, TimersView,
+};
+use aether_testkit::NatsServer;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+const BLESS: &str = "AETHER_BLESS_GOLDEN";
+const TIMER_FILE: &str = "01-timer-schedule.msg";
+const REACTIONS_FILE: &str = "reactions.json";
+const IDS_FILE: &str = "ids.txt";
+
+fn golden_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// The current release: the crate version's `major.minor`.
+fn current_release() -> String {
+    let mut parts = env!("CARGO_PKG_VERSION").split('.');
+    format!(
+        "{}.{}",
+        parts.next().unwrap_or("0"),
+        parts.next().unwrap_or("0")
+    )
+}
+
+fn releases() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(golden_root())
+        .expect("tests/golden exists")
+        .map(|e| e.expect("directory entry"))
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    assert!(out.contains(&current_release()), "{out:?}");
+    out
+}
+
+fn read(release: &str, name: &str) -> Vec<u8> {
+    let file = golden_root().join(release).join(name);
+    std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// Writes the current release's file `name` when blessing; never otherwise.
+fn bless(name: &str, bytes: &[u8]) {
+    if std::env::var_os(BLESS).is_some_and(|v| v == "1") {
+        let dir = golden_root().join(current_release());
+        std::fs::create_dir_all(&dir).expect("create the release directory");
+        std::fs::write(dir.join(name), bytes).expect("write");
+    }
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    s.parse().expect("a time")
+}
+
+// The fixture, written out by hand.
+
+const OWNER_TYPE: &str = "order";
+const OWNER_ID: &str = "order 1/ü";
+
+/// Far in the future, so that the schedule never fires while a test runs.
+fn timer() -> TimerRecord {
+    TimerRecord {
+        name: "expire-hold".into(),
+        due: at("2099-01-02T03:04:05.678Z"),
+        command: json!({"Expire": {"reason": "timeout", "attempt": 1}}),
+    }
+}
+
+fn reactions() -> Reactions {
+    Reactions {
+        timers: vec![
+            TimerOp::Set(TimerRecord {
+                name: "remind".into(),
+                due: at("2026-01-02T03:04:05.250Z"),
+                command: json!("Remind"),
+            }),
+            TimerOp::Cancel {
+                name: "expire-hold".into(),
+            },
+        ],
+        effects: vec![
+            EffectRecord::Command {
+                actor_type: "payment".into(),
+                actor_id: "pay-9".into(),
+                command: json!({"Capture": {"amount": 12.5}}),
+            },
+            EffectRecord::Publish {
+                subject: "shop.emails".into(),
+                payload: json!({"to": "ada@example.com", "template": "receipt"}),
+            },
+        ],
+    }
+}
+
+/// The ids, as `kind value` lines.
+fn ids_now() -> String {
+    let owner = ActorKey::new(OWNER_TYPE, OWNER_ID);
+    let t = timer();
+    format!(
+        "timer {}\ntimer-record {}\neffect {}\nrouted {}\n",
+        timer_command_id(&t.name, t.due),
+        t.command_id(),
+        effect_id(owner, 7, 1),
+        routed_command_id(owner, 7),
+    )
+}
+
+fn config() -> TimersConfig {
+    TimersConfig {
+        storage: StorageKind::Memory,
+        ..TimersConfig::default()
+    }
+}
+
+/// One stored message: subject, the `Nats-Schedule*` headers and the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Message {
+    subject: String,
+    headers: BTreeMap<String, String>,
+    payload: Vec<u8>,
+}
+
+impl Message {
+    fn parse(bytes: &[u8]) -> Self {
+        let mut rest = bytes;
+        let mut line = || {
+            let end = rest.iter().position(|&b| b == b'\n').expect("a line");
+            let l = String::from_utf8(rest[..end].to_vec()).expect("utf-8 line");
+            rest = &rest[end + 1..];
+            l
+        };
+        let subject = line();
+        let mut headers = BTreeMap::new();
+        loop {
+            let l = line();
+            if l.is_empty() {
+                break;
+            }
+            let (name, value) = l.split_once(": ").expect("a header line");
+            headers.insert(name.to_string(), value.to_string());
+        }
+        Self {
+            subject,
+            headers,
+            payload: rest.to_vec(),
+        }
+    }
+
+    fn render(&self) -> Vec<u8> {
+        let mut out = format!("{}\n", self.subject).into_bytes();
+        for (name, value) in &self.headers {
+            out.extend_from_slice(format!("{name}: {value}\n").as_bytes());
+        }
+        out.push(b'\n');
+        out.extend_from_slice(&self.payload);
+        out
+    }
+}
+
+#[tokio::test]
+async fn golden_timer_schedule_is_what_timers_write() {
+    let server = NatsServer::start().expect("nats-server");
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let timers = JetStreamTimers::open(js.clone(), config()).await.unwrap();
+    timers
+        .set(ActorKey::new(OWNER_TYPE, OWNER_ID), &timer())
+        .await
+        .unwrap();
+    let stream = js.get_stream(&config().stream).await.unwrap();
+    let stored = stream.get_raw_message(1).await.unwrap();
+    let written = Message {
+        subject: stored.subject.to_string(),
+        headers: stored
+            .headers
+            .iter()
+            .filter(|(n, _)| AsRef::<str>::as_ref(*n).starts_with("Nats-Schedule"))
+            .map(|(n, v)| {
+                (
+                    AsRef::<str>::as_ref(n).to_string(),
+                    v.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(","),
+                )
+            })
+            .collect(),
+        payload: stored.payload.to_vec(),
+    };
+    bless(TIMER_FILE, &written.render());
+    let release = current_release();
+    let golden = Message::parse(&read(&release, TIMER_FILE));
+    assert_eq!(
+        golden,
+        written,
+        "{release}/{TIMER_FILE}: timers now store something else. A released format is never \
+         changed in place: add a new release directory ({BLESS}=1) and keep reading this one.\n\
+         golden payload: {}\nwritten payload: {}",
+        String::from_utf8_lossy(&golden.payload),
+        String::from_utf8_lossy(&written.payload)
+    );
+}
+
+#[tokio::test]
+async fn golden_timer_schedules_of_every_release_read_back() {
+    for release in releases() {
+        let server = NatsServer::start().expect("nats-server");
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        // The timers create their stream; the golden schedule goes in raw.
+        drop(JetStreamTimers::open(js.clone(), config()).await.unwrap());
+        let m = Message::parse(&read(&release, TIMER_FILE));
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, value) in &m.headers {
+            headers.insert(name.as_str(), value.as_str());
+        }
+        js.publish_with_headers(m.subject.clone(), headers, m.payload.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let view = TimersView::open(js.clone(), config()).await.unwrap();
+        let pending = view.pending(&PendingFilter::default()).await.unwrap();
+        let t = timer();
+        assert_eq!(
+            (pending.total, pending.unreadable, pending.next),
+            (
+                1,
+                0,
+                vec![PendingTimer {
+                    actor_type: OWNER_TYPE.into(),
+                    actor_id: OWNER_ID.into(),
+                    name: t.name.clone(),
+                    due: t.due,
+                }]
+            ),
+            "{release}/{TIMER_FILE}"
+        );
+        // What the dispatcher decodes when the server delivers the payload on the due
+        // subject, field by field.
+        let payload: Value = serde_json::from_slice(&m.payload).expect("json");
+        assert_eq!(
+            payload,
+            json!({
+                "actorType": OWNER_TYPE,
+                "actorId": OWNER_ID,
+                "name": "expire-hold",
+                "due": "2099-01-02T03:04:05.678Z",
+                "command": {"Expire": {"reason": "timeout", "attempt": 1}},
+            }),
+            "{release}/{TIMER_FILE}"
+        );
+        assert!(
+            m.headers
+                .get("Nats-Schedule-Target")
+                .is_some_and(|t| t.starts_with("aether.timers.due.order.")),
+            "{release}/{TIMER_FILE}: {:?}",
+            m.headers
+        );
+    }
+}
+
+#[test]
+fn golden_reactions_metadata_is_what_events_record() {
+    let mut event = Event::new("Held", OWNER_ID, 1);
+    reactions().stamp(&mut event);
+    let written = event
+        .metadata
+        .get(METADATA_REACTIONS)
+        .expect("stamped")
+        .clone();
+    bless(REACTIONS_FILE, written.as_bytes());
+    let release = current_release();
+    let golden = read(&release, REACTIONS_FILE);
+    assert_eq!(
+        String::from_utf8_lossy(&golden),
+        written,
+        "{release}/{REACTIONS_FILE}: events now record reactions differently. A released \
+         format is never changed in place: add a new release directory ({BLESS}=1) and keep \
+         reading this one"
+    );
+}
+
+#[test]
+fn golden_reactions_metadata_of_every_release_reads_back() {
+    for release in releases() {
+        let golden = String::from_utf8(read(&release, REACTIONS_FILE)).expect("utf-8");
+        let mut event = Event::new("Held", OWNER_ID, 1);
+        event.set_metadata(METADATA_REACTIONS, golden);
+        assert_eq!(
+            Reactions::of(&event).expect("readable"),
+            Some(reactions()),
+            "{release}/{REACTIONS_FILE}"
+        );
+    }
+}
+
+#[test]
+fn golden_command_ids_stay_the_same() {
+    let now = ids_now();
+    bless(IDS_FILE, now.as_bytes());
+    for release in releases() {
+        let golden = String::from_utf8(read(&release, IDS_FILE)).expect("utf-8");
+        assert_eq!(
+            golden, now,
+            "{release}/{IDS_FILE}: a stored command id is computed differently now, so a \
+             timer or effect recorded by that release would be applied twice"
+        );
+    }
+    // Spelled out, independently of the functions under test.
+    assert_eq!(
+        now,
+        "timer timer:expire-hold@4071006245678\n\
+         timer-record timer:expire-hold@4071006245678\n\
+         effect effect:order/order 1/ü@7#1\n\
+         routed routed:order/order 1/ü@7\n"
+    );
+}
