@@ -128,7 +128,7 @@ fn cluster_send(c: &mut Criterion) {
         let request = aether_cluster::routing::ActorRequest {
             actor_type: Echo::TYPE.into(),
             actor_id: remote.clone(),
-            shard: nodes[0].shard_of(&remote),
+            shard: Some(nodes[0].shard_of(&remote)),
             epoch: nodes[0].assignment().epoch,
             meta: aether_actor::CommandMeta::new()
                 .command_id(uuid::Uuid::new_v4().simple().to_string()),

@@ -80,6 +80,13 @@ pub struct ClusterConfig {
     /// later (the node fails to start with [`Error::Unsupported`] otherwise): before it,
     /// compare-and-set on a replicated stream is not safe across leader changes.
     pub bucket_replicas: Option<usize>,
+    /// The newest cluster wire version this node speaks (from
+    /// [`MIN_WIRE_VERSION`](crate::MIN_WIRE_VERSION) to [`WIRE_VERSION`](crate::WIRE_VERSION)).
+    /// `None`: the newest. Nodes agree on a version pair by pair from what their heartbeats
+    /// announce, so a rolling upgrade needs no setting; this holds a node at the previous
+    /// release's version, for a cautious upgrade that moves every node to the new binary
+    /// before any speaks the new format, or to run a mixed cluster in a test.
+    pub wire_version: Option<u16>,
 }
 
 impl Default for ClusterConfig {
@@ -96,6 +103,7 @@ impl Default for ClusterConfig {
             joins_per_interval: DEFAULT_JOINS_PER_INTERVAL,
             storage: aether_core::StorageKind::default(),
             bucket_replicas: None,
+            wire_version: None,
         }
     }
 }
@@ -151,6 +159,16 @@ impl ClusterConfig {
         self.storage = storage;
         self
     }
+    /// Sets the newest wire version this node speaks.
+    pub fn wire_version(mut self, version: u16) -> Self {
+        self.wire_version = Some(version);
+        self
+    }
+    /// The newest wire version this node speaks: [`wire_version`](Self::wire_version), or the
+    /// newest this release knows.
+    pub fn wire_max(&self) -> u16 {
+        self.wire_version.unwrap_or(crate::WIRE_VERSION)
+    }
     /// Sets the replicas of the cluster's bucket.
     pub fn bucket_replicas(mut self, replicas: usize) -> Self {
         self.bucket_replicas = Some(replicas);
@@ -164,7 +182,8 @@ impl ClusterConfig {
     /// other than letters, digits, `-` and `_` (they become NATS subject tokens and key
     /// names); a zero interval or timeout; a failure timeout shorter than two heartbeat
     /// intervals (one late heartbeat would declare a live member failed); a zero shard count,
-    /// replication factor, member bound or join rate; bucket replicas outside 1 to 5.
+    /// replication factor, member bound or join rate; bucket replicas outside 1 to 5; a wire
+    /// version this release does not speak.
     pub fn validate(&self) -> Result<()> {
         validate_name("cluster name", &self.cluster_name)?;
         if let Some(id) = &self.node_id {
@@ -196,6 +215,15 @@ impl ClusterConfig {
             return Err(Error::invalid(
                 "max_members and joins_per_interval must be at least 1",
             ));
+        }
+        if let Some(v) = self.wire_version {
+            if !(crate::MIN_WIRE_VERSION..=crate::WIRE_VERSION).contains(&v) {
+                return Err(Error::invalid(format!(
+                    "wire_version must be between {} and {}, not {v}",
+                    crate::MIN_WIRE_VERSION,
+                    crate::WIRE_VERSION
+                )));
+            }
         }
         if let Some(n) = self.bucket_replicas {
             if n == 0 || n > 5 {
@@ -236,6 +264,8 @@ mod tests {
             ClusterConfig::default().joins_per_interval(0),
             ClusterConfig::default().bucket_replicas(0),
             ClusterConfig::default().bucket_replicas(6),
+            ClusterConfig::default().wire_version(1),
+            ClusterConfig::default().wire_version(crate::WIRE_VERSION + 1),
         ] {
             assert!(
                 matches!(bad.validate(), Err(Error::InvalidInput(_))),

@@ -129,4 +129,7 @@ pub use observer::{
     ClusterChange, ClusterObserver, ClusterRecord, ClusterSnapshot, GoneReason, ObservedLeader,
     ObservedMember, ObserverConfig, ObserverCounts, Presence, Unreadable, DEFAULT_FORGET_AFTER,
 };
+/// The newest and oldest cluster wire versions this release speaks (see
+/// [`ClusterConfig::wire_version`]).
+pub use routing::{MIN_WIRE_VERSION, WIRE_VERSION};
 pub use transport::LocalNetwork;

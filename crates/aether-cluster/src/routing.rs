@@ -1,7 +1,7 @@
 //! Routing: the wire format of everything nodes say to each other, and the subjects they say
 //! it on.
 //!
-//! Every message is a versioned JSON envelope `{"v": 2, "body": ...}` whose body is a concrete
+//! Every message is a versioned JSON envelope `{"v": 3, "body": ...}` whose body is a concrete
 //! serde type. An actor request names the actor type and carries the command in that type's
 //! own serde form; the receiving node decodes it as the type's command, and the sender decodes
 //! the reply or rejection as the type's reply or error. Decoding checks the version first, so
@@ -9,7 +9,18 @@
 //! panic.
 //!
 //! Version 2 added the actor type, command metadata and typed rejections; nodes speaking
-//! version 1 cannot join a cluster of version-2 nodes.
+//! version 1 cannot join a cluster of version-2 nodes. Version 3 drops the shard from actor
+//! requests (the owner computes it from the actor id and never used the sender's).
+//!
+//! # Versions in a cluster of mixed releases
+//! A node reads every version from [`MIN_WIRE_VERSION`] to [`WIRE_VERSION`], and says in its
+//! heartbeats which ones it speaks ([`Heartbeat::wire`]; a heartbeat without it comes from a
+//! node that speaks version 2 only). It sends each actor request in the highest version both
+//! it and the receiving node speak (the oldest it reads while it has not heard the receiver).
+//! Messages that every node reads are written in [`MIN_WIRE_VERSION`]: heartbeats, leave
+//! notices, the bucket's table and lease, and answers to requests (whose form is the same in
+//! versions 2 and 3). So a cluster can be upgraded one node at a time: nodes of the new
+//! release speak the old version to nodes of the old one, and the new one among themselves.
 //!
 //! Private to the crate: applications and tools read a cluster through
 //! [`ClusterObserver`](crate::ClusterObserver). The feature `unstable-wire` makes this module
@@ -27,8 +38,39 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-/// The wire format version this crate writes and reads.
-pub const WIRE_VERSION: u16 = 2;
+/// The newest wire format version this crate writes and reads.
+pub const WIRE_VERSION: u16 = 3;
+
+/// The oldest wire format version this crate still reads and speaks to nodes that know no
+/// newer one: the previous release's.
+pub const MIN_WIRE_VERSION: u16 = 2;
+
+/// Whether this crate reads wire version `v`.
+pub fn reads_version(v: u64) -> bool {
+    (u64::from(MIN_WIRE_VERSION)..=u64::from(WIRE_VERSION)).contains(&v)
+}
+
+/// The wire versions a node speaks, as its heartbeats announce them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRange {
+    /// The oldest version it reads.
+    pub min: u16,
+    /// The newest version it reads and speaks.
+    pub max: u16,
+}
+
+impl WireRange {
+    /// The range of a node that announces none: a node of the release before ranges were
+    /// announced, which speaks version 2 only.
+    pub const UNANNOUNCED: Self = Self { min: 2, max: 2 };
+
+    /// The version to speak to a node of this range, from a node that speaks up to `own_max`:
+    /// the highest both speak, or `None` when they share none.
+    pub fn common(self, own_max: u16) -> Option<u16> {
+        let top = self.max.min(own_max);
+        (top >= self.min.max(MIN_WIRE_VERSION)).then_some(top)
+    }
+}
 
 /// Why bytes from the network could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,7 +80,10 @@ pub enum WireError {
     #[error("malformed cluster message: {0}")]
     Malformed(String),
     /// An envelope of a format version this node does not speak.
-    #[error("unsupported cluster message version {found} (this node speaks {WIRE_VERSION})")]
+    #[error(
+        "unsupported cluster message version {found} (this release reads {MIN_WIRE_VERSION} to \
+         {WIRE_VERSION}; a node held at an older version reads only up to it)"
+    )]
     UnsupportedVersion {
         /// The version in the envelope.
         found: u64,
@@ -69,7 +114,7 @@ enum EnvelopeField {
 
 /// What an envelope held, before it is judged.
 enum Opened<T> {
-    Body(T),
+    Body(u16, T),
     Unsupported(u64),
     MissingVersion,
 }
@@ -102,7 +147,7 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for EnvelopeVisitor<T> {
                     if body.is_some() || early.is_some() {
                         return Err(de::Error::duplicate_field("body"));
                     }
-                    if version == Some(Some(u64::from(WIRE_VERSION))) {
+                    if version.flatten().is_some_and(reads_version) {
                         body = Some(map.next_value::<T>()?);
                     } else {
                         early = Some(map.next_value::<&'de RawValue>()?);
@@ -115,37 +160,56 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for EnvelopeVisitor<T> {
         }
         match version.flatten() {
             None => Ok(Opened::MissingVersion),
-            Some(v) if v != u64::from(WIRE_VERSION) => Ok(Opened::Unsupported(v)),
-            Some(_) => match (body, early) {
-                (Some(body), _) => Ok(Opened::Body(body)),
-                (None, Some(raw)) => T::deserialize(raw)
-                    .map(Opened::Body)
-                    .map_err(de::Error::custom),
-                (None, None) => Err(de::Error::missing_field("body")),
-            },
+            Some(v) if !reads_version(v) => Ok(Opened::Unsupported(v)),
+            Some(v) => {
+                // In range, so it fits.
+                let v = u16::try_from(v).unwrap_or(WIRE_VERSION);
+                match (body, early) {
+                    (Some(body), _) => Ok(Opened::Body(v, body)),
+                    (None, Some(raw)) => T::deserialize(raw)
+                        .map(|body| Opened::Body(v, body))
+                        .map_err(de::Error::custom),
+                    (None, None) => Err(de::Error::missing_field("body")),
+                }
+            }
         }
     }
 }
 
-/// Encodes `body` in a current-version envelope.
+/// Encodes `body` in an envelope every node reads ([`MIN_WIRE_VERSION`]): for messages to all
+/// nodes (heartbeats, leave notices) and the bucket's values.
 ///
 /// # Errors
 /// [`Error::Encoding`] if `body` cannot be serialised.
 pub fn encode<T: Serialize>(body: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(&EnvelopeOut {
-        v: WIRE_VERSION,
-        body,
-    })
-    .map_err(|e| Error::Encoding(e.to_string()))
+    encode_at(MIN_WIRE_VERSION, body)
+}
+
+/// Encodes `body` in an envelope of version `v` (which the caller chose from the receiver's
+/// range; the body must be of that version's form).
+///
+/// # Errors
+/// [`Error::Encoding`] if `body` cannot be serialised.
+pub fn encode_at<T: Serialize>(v: u16, body: &T) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(&EnvelopeOut { v, body }).map_err(|e| Error::Encoding(e.to_string()))
 }
 
 /// Decodes an envelope holding a `T`, which may borrow from `bytes` (the [`RawValue`] parts of
 /// [`ActorRequestIn`] and [`ActorResponseIn`] do).
 ///
 /// # Errors
-/// [`WireError::UnsupportedVersion`] for another version, [`WireError::Malformed`] for
-/// anything else that is not a current-version envelope of a `T`.
+/// As [`decode_versioned`].
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, WireError> {
+    decode_versioned(bytes).map(|(_, body)| body)
+}
+
+/// [`decode`], with the envelope's version.
+///
+/// # Errors
+/// [`WireError::UnsupportedVersion`] for a version outside [`MIN_WIRE_VERSION`] to
+/// [`WIRE_VERSION`], [`WireError::Malformed`] for anything else that is not such an envelope of
+/// a `T`.
+pub fn decode_versioned<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<(u16, T), WireError> {
     let malformed = |e: serde_json::Error| WireError::Malformed(e.to_string());
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let opened = de
@@ -153,7 +217,7 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, WireError> {
         .map_err(malformed)?;
     de.end().map_err(malformed)?;
     match opened {
-        Opened::Body(body) => Ok(body),
+        Opened::Body(v, body) => Ok((v, body)),
         Opened::Unsupported(found) => Err(WireError::UnsupportedVersion { found }),
         Opened::MissingVersion => Err(WireError::Malformed("missing version field `v`".into())),
     }
@@ -169,6 +233,10 @@ pub struct Heartbeat {
     pub incarnation: String,
     /// Counts up from 0 within an incarnation.
     pub seq: u64,
+    /// The wire versions the node speaks; absent from nodes of releases before it was added
+    /// ([`WireRange::UNANNOUNCED`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<WireRange>,
 }
 
 /// "I am leaving", published once on a clean shutdown.
@@ -189,8 +257,10 @@ pub struct ActorRequest {
     pub actor_type: String,
     /// The actor.
     pub actor_id: String,
-    /// The actor's shard as the sender computed it.
-    pub shard: u32,
+    /// The actor's shard as the sender computed it: version-2 receivers require it; from
+    /// version 3 it is left out (the owner computes the shard from the actor id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
     /// The assignment epoch the sender routed with: a receiver that knows an older one
     /// refreshes before deciding whether it owns the shard.
     pub epoch: u64,
@@ -214,7 +284,9 @@ pub struct ActorRequest {
 pub(crate) struct ActorRequestOut<'a, C: Serialize> {
     pub(crate) actor_type: &'a str,
     pub(crate) actor_id: &'a str,
-    pub(crate) shard: u32,
+    /// Version 2 only, where receivers require it (see [`ActorRequest::shard`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) shard: Option<u32>,
     pub(crate) epoch: u64,
     pub(crate) meta: &'a CommandMeta,
     pub(crate) command: &'a C,
@@ -410,10 +482,11 @@ pub struct ActorRequestIn<'a> {
     pub actor_type: String,
     /// The actor.
     pub actor_id: String,
-    /// The actor's shard as the sender computed it: read so that a request without one is
-    /// refused as before, though the owner computes the shard itself.
-    #[allow(dead_code)]
-    pub shard: u32,
+    /// The actor's shard as the sender computed it: required in version 2 (a version-2
+    /// request without one is refused, as nodes of that release refuse it), absent from
+    /// version 3. The owner computes the shard itself.
+    #[serde(default)]
+    pub shard: Option<u32>,
     /// The assignment epoch the sender routed with.
     pub epoch: u64,
     /// The command's metadata.
@@ -425,6 +498,28 @@ pub struct ActorRequestIn<'a> {
     /// A refresh rather than a command.
     #[serde(default)]
     pub refresh: bool,
+}
+
+/// Decodes an actor request for a node that speaks up to version `own_max`, with the version
+/// it came in.
+///
+/// # Errors
+/// [`WireError::UnsupportedVersion`] for a version outside [`MIN_WIRE_VERSION`] to `own_max`;
+/// [`WireError::Malformed`] for a version-2 request without its shard, or anything else that is
+/// not a request.
+pub fn decode_request(bytes: &[u8], own_max: u16) -> Result<(u16, ActorRequestIn<'_>), WireError> {
+    let (v, request) = decode_versioned::<ActorRequestIn<'_>>(bytes)?;
+    if v > own_max {
+        return Err(WireError::UnsupportedVersion {
+            found: u64::from(v),
+        });
+    }
+    if v == 2 && request.shard.is_none() {
+        return Err(WireError::Malformed(
+            "missing field `shard` (required in version 2)".into(),
+        ));
+    }
+    Ok((v, request))
 }
 
 /// An [`ActorResponse`] as the sender reads it: the reply or rejection stays as its JSON text,
@@ -587,6 +682,76 @@ mod tests {
     }
 
     #[test]
+    fn both_versions_are_read_and_each_node_is_spoken_to_in_one_it_knows() {
+        let v2 =
+            br#"{"v":2,"body":{"actorType":"t","actorId":"a","shard":3,"epoch":1,"command":null}}"#;
+        let v3 = br#"{"v":3,"body":{"actorType":"t","actorId":"a","epoch":1,"command":null}}"#;
+        let (v, req) = decode_request(v2, WIRE_VERSION).unwrap();
+        assert_eq!((v, req.shard), (2, Some(3)));
+        let (v, req) = decode_request(v3, WIRE_VERSION).unwrap();
+        assert_eq!((v, req.shard), (3, None));
+        // A node of the previous release refuses what it does not know, typed.
+        assert_eq!(
+            decode_request(v3, 2).map(|(v, _)| v),
+            Err(WireError::UnsupportedVersion { found: 3 })
+        );
+        // Version 2 receivers require the shard: a version-2 request without one is refused.
+        let v2_without =
+            br#"{"v":2,"body":{"actorType":"t","actorId":"a","epoch":1,"command":null}}"#;
+        assert!(matches!(
+            decode_request(v2_without, WIRE_VERSION),
+            Err(WireError::Malformed(_))
+        ));
+        // A later version than this release knows is refused, naming it.
+        let v4 = br#"{"v":4,"body":{"nodeId":"n","incarnation":"i","seq":0}}"#;
+        assert_eq!(
+            decode::<Heartbeat>(v4),
+            Err(WireError::UnsupportedVersion { found: 4 })
+        );
+        // The version each pair speaks.
+        let new = WireRange { min: 2, max: 3 };
+        assert_eq!(new.common(3), Some(3));
+        assert_eq!(new.common(2), Some(2));
+        assert_eq!(WireRange::UNANNOUNCED.common(3), Some(2));
+        assert_eq!(WireRange { min: 4, max: 5 }.common(3), None);
+        // Heartbeats of the previous release carry no range and still decode; this
+        // release's are written in the oldest version, with the range.
+        let old_hb = br#"{"v":2,"body":{"nodeId":"n","incarnation":"i","seq":4}}"#;
+        assert_eq!(decode::<Heartbeat>(old_hb).unwrap().wire, None);
+        let hb = Heartbeat {
+            node_id: "n".into(),
+            incarnation: "i".into(),
+            seq: 4,
+            wire: Some(new),
+        };
+        let bytes = encode(&hb).unwrap();
+        assert!(
+            bytes.starts_with(br#"{"v":2,"#),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_eq!(decode::<Heartbeat>(&bytes).unwrap(), hb);
+    }
+
+    #[test]
+    fn a_version_3_request_leaves_the_shard_out() {
+        let meta = CommandMeta::new();
+        let out = |shard| ActorRequestOut {
+            actor_type: "t",
+            actor_id: "a",
+            shard,
+            epoch: 1,
+            meta: &meta,
+            command: &(),
+        };
+        let v3 = encode_at(3, &out(None)).unwrap();
+        assert!(!String::from_utf8_lossy(&v3).contains("shard"));
+        let v2 = encode_at(2, &out(Some(5))).unwrap();
+        assert_eq!(decode_request(&v2, 2).unwrap().1.shard, Some(5));
+        assert_eq!(decode_request(&v3, 3).unwrap().1.shard, None);
+    }
+
+    #[test]
     fn the_borrowed_forms_write_what_the_owned_ones_read() {
         #[derive(Serialize)]
         enum Command {
@@ -600,7 +765,7 @@ mod tests {
         let bytes = encode(&ActorRequestOut {
             actor_type: "account",
             actor_id: "acc-1",
-            shard: 7,
+            shard: Some(7),
             epoch: 42,
             meta: &meta,
             command: &command,
@@ -612,7 +777,7 @@ mod tests {
             ActorRequest {
                 actor_type: "account".into(),
                 actor_id: "acc-1".into(),
-                shard: 7,
+                shard: Some(7),
                 epoch: 42,
                 meta: meta.clone(),
                 command: serde_json::json!({"Deposit": {"amount": 5, "note": "rent"}}),
@@ -653,7 +818,7 @@ mod tests {
         let req = ActorRequest {
             actor_type: "account".into(),
             actor_id: "acc-1".into(),
-            shard: 7,
+            shard: Some(7),
             epoch: 42,
             meta: CommandMeta::new().command_id("m-1").user_id("ada"),
             command: serde_json::json!({"Deposit": {"amount": 5}}),
@@ -772,7 +937,7 @@ mod tests {
         let req = ActorRequest {
             actor_type: "account".into(),
             actor_id: "acc-1".into(),
-            shard: 7,
+            shard: Some(7),
             epoch: 42,
             meta: CommandMeta::new().command_id("m-1"),
             command: serde_json::json!({"Deposit": {"amount": 5}}),
@@ -815,8 +980,8 @@ mod tests {
     #[test]
     fn wrong_version_and_garbage_are_typed_errors() {
         assert_eq!(
-            decode::<Heartbeat>(br#"{"v":3,"body":{}}"#),
-            Err(WireError::UnsupportedVersion { found: 3 })
+            decode::<Heartbeat>(br#"{"v":4,"body":{}}"#),
+            Err(WireError::UnsupportedVersion { found: 4 })
         );
         assert!(matches!(
             decode::<Heartbeat>(br#"{"body":{}}"#),

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use crate::assignment::{Assignment, AssignmentTable};
 use crate::leader::LeaderLease;
 use crate::membership::{Admission, Membership, MembershipChange, Refusal};
-use crate::routing::{Heartbeat, Leave};
+use crate::routing::{Heartbeat, Leave, WireRange, MIN_WIRE_VERSION};
 
 mod election;
 mod refusals;
@@ -50,6 +50,8 @@ pub(crate) struct CoreSettings {
     pub(crate) replication_factor: u32,
     /// How the membership view admits nodes it has only heard of.
     pub(crate) admission: Admission,
+    /// The newest wire version this node speaks (announced in its heartbeats).
+    pub(crate) wire_max: u16,
 }
 
 /// The outcome of a compare-and-set write to the cluster's bucket.
@@ -210,6 +212,10 @@ pub(crate) struct NodeCore {
     refusals_unlogged: u64,
     /// Refusals not reported yet, by reason.
     refusals_pending: BTreeMap<Refusal, u64>,
+    // Wire versions.
+    /// The wire versions each live member announced (only live members: bounded by the
+    /// membership view's own bound).
+    peer_wire: Arc<BTreeMap<String, WireRange>>,
 }
 
 impl NodeCore {
@@ -241,6 +247,31 @@ impl NodeCore {
             refusal_logged_at: None,
             refusals_unlogged: 0,
             refusals_pending: BTreeMap::new(),
+            peer_wire: Arc::default(),
+        }
+    }
+
+    /// The wire versions each live member announced in its heartbeats.
+    pub(crate) fn peer_wire(&self) -> Arc<BTreeMap<String, WireRange>> {
+        Arc::clone(&self.peer_wire)
+    }
+
+    /// Records the versions a live member announced.
+    fn note_wire(&mut self, node: &str, announced: Option<WireRange>) {
+        if !self.membership.is_alive(node) {
+            return;
+        }
+        let range = announced.unwrap_or(WireRange::UNANNOUNCED);
+        if self.peer_wire.get(node) != Some(&range) {
+            Arc::make_mut(&mut self.peer_wire).insert(node.to_string(), range);
+        }
+    }
+
+    /// Forgets the versions of nodes that are no longer live members.
+    fn prune_wire(&mut self) {
+        if self.peer_wire.keys().any(|n| !self.membership.is_alive(n)) {
+            let membership = &self.membership;
+            Arc::make_mut(&mut self.peer_wire).retain(|n, _| membership.is_alive(n));
         }
     }
 
@@ -326,6 +357,10 @@ impl NodeCore {
                     node_id: self.settings.node_id.clone(),
                     incarnation: self.settings.incarnation.clone(),
                     seq: self.heartbeat_seq,
+                    wire: Some(WireRange {
+                        min: MIN_WIRE_VERSION,
+                        max: self.settings.wire_max,
+                    }),
                 }));
                 self.heartbeat_seq += 1;
                 self.sweep(now, &mut actions);
@@ -345,9 +380,10 @@ impl NodeCore {
                 {
                     Ok(Some(change)) => {
                         actions.push(Action::Membership(change));
+                        self.note_wire(&hb.node_id, hb.wire);
                         self.lead_now(now, &mut actions);
                     }
-                    Ok(None) => {}
+                    Ok(None) => self.note_wire(&hb.node_id, hb.wire),
                     Err(reason) => self.refused(reason, 1, &hb.node_id, now, &mut actions),
                 }
             }
@@ -359,6 +395,7 @@ impl NodeCore {
                     .membership
                     .observe_leave(&leave.node_id, &leave.incarnation)
                 {
+                    self.prune_wire();
                     actions.push(Action::Membership(change));
                     self.lead_now(now, &mut actions);
                 }
@@ -404,6 +441,7 @@ impl NodeCore {
     fn sweep(&mut self, now: Instant, actions: &mut Vec<Action>) {
         let changes = self.membership.sweep(now.into_std());
         if !changes.is_empty() {
+            self.prune_wire();
             actions.extend(changes.into_iter().map(Action::Membership));
             self.lead_now(now, actions);
         }

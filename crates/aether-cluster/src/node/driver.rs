@@ -149,6 +149,7 @@ impl Driver {
             leader: core.leader().map(str::to_string),
             members: core.alive().into(),
             serving_until: core.serving_until(),
+            peer_wire: core.peer_wire(),
         }
     }
 
@@ -257,10 +258,12 @@ impl Driver {
         let core = &self.core;
         let assignment = core.view();
         let (term, serving_until) = (core.term(), core.serving_until());
+        let peer_wire = core.peer_wire();
         let unchanged = {
             let v = self.view.borrow();
             !members_changed
                 && Arc::ptr_eq(&v.assignment, &assignment)
+                && Arc::ptr_eq(&v.peer_wire, &peer_wire)
                 && v.term == term
                 && v.leader.as_deref() == core.leader()
                 && v.serving_until == serving_until
@@ -277,6 +280,7 @@ impl Driver {
                 v.leader = core.leader().map(str::to_string);
             }
             v.serving_until = serving_until;
+            v.peer_wire = peer_wire;
             if let Some(members) = members {
                 v.members = members;
             }

@@ -138,6 +138,7 @@ impl ClusterNode {
             shard_count: config.shards.shard_count,
             replication_factor: config.shards.replication_factor,
             admission: crate::membership::Admission::of(&config),
+            wire_max: config.wire_max(),
         });
         let (revision, table) = transport.read_table().await?;
         let started = core.start(revision, table, Instant::now());

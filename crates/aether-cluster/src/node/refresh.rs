@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::Inner;
-use crate::routing::{decode, encode, ActorRequest, ActorResponse, RemoteError};
+use crate::routing::{decode, encode_at, ActorRequest, ActorResponse, RemoteError};
 use crate::transport::RequestFailure;
 
 /// What one attempt to tell an owner came to.
@@ -76,7 +76,8 @@ impl Inner {
                     let request = ActorRequest {
                         actor_type: actor_type.to_string(),
                         actor_id: actor_id.to_string(),
-                        shard: view.shard_of(actor_id),
+                        // Kept in every version: version-2 receivers require it.
+                        shard: Some(view.shard_of(actor_id)),
                         epoch: view.epoch,
                         meta: aether_actor::CommandMeta::default(),
                         command: serde_json::Value::Null,
@@ -113,7 +114,11 @@ impl Inner {
         request: &ActorRequest,
         deadline: Instant,
     ) -> Told {
-        let payload = match encode(request) {
+        let wire = self
+            .view
+            .borrow()
+            .wire_version_for(owner, self.config.wire_max());
+        let payload = match encode_at(wire, request) {
             Ok(p) => Bytes::from(p),
             Err(e) => return Told::Done(Err(e)),
         };

@@ -19,7 +19,8 @@ use super::Inner;
 use crate::actors::Served;
 use crate::assignment::Assignment;
 use crate::routing::{
-    decode, encode, ActorRequestIn, ActorRequestOut, ActorResponse, ActorResponseIn, RemoteError,
+    decode, decode_request, encode, encode_at, ActorRequestOut, ActorResponse, ActorResponseIn,
+    RemoteError,
 };
 use crate::transport::{Incoming, RequestFailure};
 
@@ -169,16 +170,21 @@ impl Inner {
         envelope: &Envelope<A::Command>,
         deadline: Instant,
     ) -> Attempt<A> {
-        // One serde pass, straight from the command: the bytes are an `ActorRequest`'s.
+        // One serde pass, straight from the command: the bytes are an `ActorRequest`'s, in
+        // the newest version both nodes speak.
+        let wire = self
+            .view
+            .borrow()
+            .wire_version_for(owner, self.config.wire_max());
         let request = ActorRequestOut {
             actor_type: A::TYPE,
             actor_id,
-            shard: view.shard_of(actor_id),
+            shard: (wire == 2).then(|| view.shard_of(actor_id)),
             epoch: view.epoch,
             meta: &envelope.meta,
             command: &envelope.command,
         };
-        let payload = match encode(&request) {
+        let payload = match encode_at(wire, &request) {
             Ok(p) => Bytes::from(p),
             Err(e) => return Attempt::Done(Err(e.into())),
         };
@@ -253,11 +259,11 @@ impl Inner {
             return;
         };
         // The command stays as its JSON in the message until the actor type decodes it.
-        let served = match decode::<ActorRequestIn<'_>>(&msg.payload) {
+        let served = match decode_request(&msg.payload, self.config.wire_max()) {
             Err(e) => Served::Response(ActorResponse::Error {
                 error: RemoteError::from_error(&e.into()),
             }),
-            Ok(mut req) => {
+            Ok((_, mut req)) => {
                 // The header stands for the trace when the body carries none (a sender that
                 // only speaks the header); a malformed header is ignored.
                 if req.meta.trace.is_none() {
@@ -297,12 +303,12 @@ impl Inner {
         }
     }
 
-    async fn serve_request(&self, req: ActorRequestIn<'_>) -> Served {
+    async fn serve_request(&self, req: crate::routing::ActorRequestIn<'_>) -> Served {
         if self.assignment().epoch < req.epoch {
             // The sender knows a newer table: catch up before deciding ownership.
             self.refresh_table().await;
         }
-        let ActorRequestIn {
+        let crate::routing::ActorRequestIn {
             actor_type,
             actor_id,
             meta,

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use std::collections::BTreeMap;
+
 use crate::assignment::Assignment;
+use crate::routing::{WireRange, MIN_WIRE_VERSION};
 
 /// This node's view as of the core's last step.
 ///
@@ -26,9 +29,21 @@ pub(super) struct NodeView {
     /// Until when this node may serve the actors its table gives it (`None`: not now; see
     /// `NodeCore::serving_until`).
     pub(super) serving_until: Option<Instant>,
+    /// The wire versions each live member announced.
+    pub(super) peer_wire: Arc<BTreeMap<String, WireRange>>,
 }
 
 impl NodeView {
+    /// The wire version to send `node` a request in, from a node that speaks up to
+    /// `own_max`: the highest both speak; the oldest this node reads while `node` has not
+    /// been heard (or shares none, when its refusal will say so).
+    pub(super) fn wire_version_for(&self, node: &str, own_max: u16) -> u16 {
+        self.peer_wire
+            .get(node)
+            .and_then(|range| range.common(own_max))
+            .unwrap_or(MIN_WIRE_VERSION)
+    }
+
     /// Whether `node` may serve `actor_id` at `now`: the table gives it the actor's shard, and
     /// its own heartbeats still reach the others (self-fencing).
     pub(super) fn may_serve(&self, node: &str, actor_id: &str, now: Instant) -> bool {

@@ -301,6 +301,7 @@ mod tests {
             node_id: node.into(),
             incarnation: format!("{node}-1"),
             seq,
+            wire: None,
         };
         Input::Member(
             MemberSubject::Heartbeat,

@@ -240,6 +240,7 @@ pub(crate) mod contract {
             node_id: "a".into(),
             incarnation: "a-1".into(),
             seq: 7,
+            wire: None,
         };
         a.publish(MemberMessage::Heartbeat(hb.clone()))
             .await

@@ -391,7 +391,7 @@ async fn nodes_refuse_actors_they_do_not_own_and_survive_garbage() {
     let request = ActorRequest {
         actor_type: "bank".into(),
         actor_id: actor.to_string(),
-        shard: other.shard_of(actor),
+        shard: Some(other.shard_of(actor)),
         epoch,
         meta: CommandMeta::default(),
         command: serde_json::to_value(Command::Deposit { amount: 1 }).unwrap(),

@@ -201,6 +201,7 @@ async fn a_flood_of_made_up_heartbeats_moves_no_shard_and_a_real_node_still_join
             node_id,
             incarnation: format!("{i:08x}-0000-4000-8000-000000000000"),
             seq: 0,
+            wire: None,
         };
         let payload = bytes::Bytes::from(encode(&hb).expect("encodes"));
         let copies = if !bad && i % 10 == 2 { 2 } else { 1 };

@@ -15,6 +15,8 @@
 //! - `observer` (feature `nats`): the read-only `ClusterObserver`: members, leader and table
 //!   seen without joining, a missing cluster not created, hostile heartbeats refused and
 //!   bounded, leader and table changes on its stream, the documented read-only permissions.
+//! - `mixed` (feature `nats`): a rolling upgrade: a node held at the previous wire version
+//!   among nodes of the new one, through commands, transactions, a failover and its upgrade.
 //! - `permissions` (feature `nats`): the NATS permissions of `docs/operations.md` let nodes
 //!   work and applications only send commands.
 //! - `large_state` (feature `nats`): an actor with a 900 KB state taking commands with ids
@@ -36,6 +38,8 @@ mod faults;
 mod hostile;
 #[cfg(feature = "nats")]
 mod large_state;
+#[cfg(feature = "nats")]
+mod mixed;
 #[cfg(feature = "nats")]
 mod observer;
 #[cfg(feature = "nats")]

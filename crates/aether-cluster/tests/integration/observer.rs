@@ -203,6 +203,7 @@ async fn hostile_heartbeats_are_refused_counted_and_never_grow_the_table_past_it
             node_id: node.into(),
             incarnation: incarnation.into(),
             seq: 0,
+            wire: None,
         })
         .expect("encodes")
     };

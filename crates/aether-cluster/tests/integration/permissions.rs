@@ -126,7 +126,7 @@ async fn the_documented_permissions_let_nodes_work_and_applications_only_send_co
     let request = ActorRequest {
         actor_type: "bank".into(),
         actor_id: actor.clone(),
-        shard: view.shard_of(&actor),
+        shard: Some(view.shard_of(&actor)),
         epoch: view.epoch,
         meta: CommandMeta::default(),
         command: serde_json::to_value(Command::Deposit { amount: 3 }).expect("encodes"),
@@ -154,6 +154,7 @@ async fn the_documented_permissions_let_nodes_work_and_applications_only_send_co
         node_id: "app-pretending".into(),
         incarnation: "1".into(),
         seq: 0,
+        wire: None,
     };
     refused(&app, &subjects.heartbeat(), encode(&fake).expect("encodes")).await;
     let table_key = format!("$KV.{}.assignment", bucket_name(CLUSTER));

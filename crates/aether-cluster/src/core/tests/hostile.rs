@@ -12,12 +12,14 @@ fn flood(nodes: &mut [&mut NodeCore], bucket: &mut Bucket, now: Instant) -> Vec<
             node_id: format!("node-{i:05}"),
             incarnation: format!("{i}"),
             seq: 0,
+            wire: None,
         }];
         if i % 4 == 0 {
             fakes.push(Heartbeat {
                 node_id: format!("<img src=x onerror=alert({i})>"),
                 incarnation: "x".into(),
                 seq: 0,
+                wire: None,
             });
         }
         if i % 10 == 0 {
@@ -132,6 +134,7 @@ fn refusals_are_counted_every_time_and_warned_about_once_per_ten_seconds() {
         node_id: "x".repeat(10_000),
         incarnation: "1".into(),
         seq: 0,
+        wire: None,
     };
     let refusals =
         |a: &mut NodeCore, input: Input, at| -> Vec<(Refusal, u64, Option<RefusalLog>)> {

@@ -123,6 +123,7 @@ fn a_leader_asks_for_one_table_write_at_a_time() {
             node_id: node.into(),
             incarnation: format!("{node}-1"),
             seq: 0,
+            wire: None,
         })
     };
     a.step(hb("b"), now);

@@ -3,12 +3,13 @@ use super::*;
 
 mod hostile;
 mod leadership;
+mod wire;
 
 const HB: Duration = Duration::from_millis(100);
 const FAIL: Duration = Duration::from_secs(1);
 
-fn core(id: &str) -> NodeCore {
-    NodeCore::new(CoreSettings {
+fn settings(id: &str) -> CoreSettings {
+    CoreSettings {
         node_id: id.into(),
         incarnation: format!("{id}-1"),
         failure_timeout: FAIL,
@@ -20,7 +21,12 @@ fn core(id: &str) -> NodeCore {
             joins_per_interval: 4,
             heartbeat_interval: HB,
         }),
-    })
+        wire_max: crate::routing::WIRE_VERSION,
+    }
+}
+
+fn core(id: &str) -> NodeCore {
+    NodeCore::new(settings(id))
 }
 
 /// A lease and table store with compare-and-set, like the key-value bucket.

@@ -283,6 +283,7 @@ async fn a_send_gives_up_with_unavailable_only_when_its_send_timeout_runs_out() 
                     node_id: "b".into(),
                     incarnation: "stand-in".into(),
                     seq,
+                    wire: None,
                 };
                 net.publish(crate::transport::MemberMessage::Heartbeat(hb))
                     .await
@@ -361,7 +362,7 @@ async fn a_node_refuses_an_actor_it_does_not_own_and_writes_nothing() {
     let request = ActorRequest {
         actor_type: "bank".into(),
         actor_id: actor.clone(),
-        shard: view.shard_of(&actor),
+        shard: Some(view.shard_of(&actor)),
         epoch: view.epoch,
         meta: CommandMeta::default(),
         command: serde_json::to_value(Cmd::Deposit(1)).unwrap(),
