@@ -105,6 +105,8 @@ mod actors;
 mod assignment;
 mod config;
 mod core;
+#[cfg(test)]
+mod golden;
 mod leader;
 mod membership;
 mod node;
