@@ -21,6 +21,8 @@
 //!   dashboard's live tail.
 //! - [`backup`]: `aether backup` and `aether restore`, a namespace's event streams and the
 //!   projections bucket copied to a directory and put back on an empty server.
+//! - [`mirror`]: `aether mirror create|status|promote`, a standby copy of the event streams in
+//!   another JetStream domain, for disaster recovery.
 //! - [`ui`]: `aether ui`, the read-only web dashboard with `/metrics`.
 //! - [`output`]: colours (only on a terminal, never with `NO_COLOR`), tables, progress bars.
 //! - [`CliError`]: the one-line error every command fails with.
@@ -33,6 +35,7 @@ mod error;
 pub mod events;
 pub mod heads;
 pub mod leaders;
+pub mod mirror;
 pub mod output;
 pub mod projections;
 pub mod stats;
@@ -65,6 +68,7 @@ pub use error::{CliError, CliResult};
   aether ui --cluster aether                    web dashboard on http://127.0.0.1:8484/
   aether backup --namespace orders --out b1     event streams and checkpoints to ./b1
   aether restore --from b1 --nats nats://b:4222 b1 into a server without those streams
+  aether mirror status --from-domain primary    the standby copy's lag (on the standby)
 
 Networked commands read NATS_URL (default nats://127.0.0.1:4222); colours only on a
 terminal, never with NO_COLOR set."
@@ -110,6 +114,10 @@ pub enum Command {
     /// Put a backup back on a server that has none of its streams and buckets, at the same
     /// sequences.
     Restore(backup::RestoreArgs),
+    /// A standby copy of the event streams in another JetStream domain (run on the
+    /// standby): create, status, promote.
+    #[command(subcommand)]
+    Mirror(mirror::MirrorCommand),
 }
 
 /// Runs a parsed command line.
@@ -132,6 +140,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Projections(cmd) => Some(cmd.connect().permissions().clone()),
         Command::Timers(args) => Some(args.connect.permissions().clone()),
         Command::Backup(args) => Some(args.connect.permissions().clone()),
+        Command::Mirror(cmd) => Some(cmd.connect().permissions().clone()),
         // Watches for refusals itself, so that it can delete what it created before failing.
         Command::Restore(_) => None,
         // A long-running server: a refused subject shows on the page that needs it.
@@ -150,6 +159,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             Command::Ui(args) => ui::run(args).await,
             Command::Backup(args) => backup::backup(args).await,
             Command::Restore(args) => backup::restore(args).await,
+            Command::Mirror(cmd) => mirror::run(cmd).await,
         }
     };
     match permissions {

@@ -4,6 +4,7 @@
 //! - `actor_types`: actor types in `events`, `stats`, the dashboard, and tails of the store.
 //! - `backup`: `backup` and `restore`, under write load, with bad input, interrupted.
 //! - `cli`: without a server (help, usage errors, the in-process demo, connection failures).
+//! - `mirror`: `mirror create|status|promote` across two servers joined by a leafnode.
 //! - `nats`: against real nats-servers started by each test.
 //! - `partitions`: every command and the dashboard over a partitioned store.
 //! - `timers`: `aether timers` against real nats-servers.
@@ -13,6 +14,7 @@
 mod actor_types;
 mod backup;
 mod cli;
+mod mirror;
 mod nats;
 mod partitions;
 mod timers;

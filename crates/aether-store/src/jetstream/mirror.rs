@@ -8,6 +8,7 @@
 //!   store's concurrency checks mean the same on both.
 //! - [`mirror_status`]: what each mirror holds, how many messages it knows it lacks, and how
 //!   long ago it last heard from the primary.
+//! - [`validate_domain`]: a JetStream domain name, checked before it reaches a subject.
 //! - [`promote_mirrors`]: the mirrors become the store's streams (nats-server 2.12 or later,
 //!   which lets a stream drop its mirror); a store opened on the standby then writes there.
 //!
@@ -106,7 +107,11 @@ fn origin_context(client: &async_nats::Client, origin_domain: &str) -> Context {
         .build(client.clone())
 }
 
-fn check_domain(origin_domain: &str) -> Result<()> {
+/// Checks a JetStream domain name: letters, digits, `-` and `_` (it becomes a subject token).
+///
+/// # Errors
+/// [`Error::InvalidInput`] otherwise.
+pub fn validate_domain(origin_domain: &str) -> Result<()> {
     let valid = !origin_domain.is_empty()
         && origin_domain
             .chars()
@@ -135,7 +140,7 @@ pub async fn create_mirrors(
     config: &JetStreamConfig,
     origin_domain: &str,
 ) -> Result<Vec<MirrorStatus>> {
-    check_domain(origin_domain)?;
+    validate_domain(origin_domain)?;
     let standby = standby_context(client, config);
     let origin = origin_context(client, origin_domain);
     for name in JetStreamEventStore::stream_names_for(config) {
@@ -208,7 +213,7 @@ pub async fn mirror_status(
     origin_domain: Option<&str>,
 ) -> Result<Vec<MirrorStatus>> {
     if let Some(d) = origin_domain {
-        check_domain(d)?;
+        validate_domain(d)?;
     }
     let standby = standby_context(client, config);
     let origin = origin_domain.map(|d| origin_context(client, d));
@@ -281,7 +286,7 @@ pub async fn promote_mirrors(
     }
     let names = JetStreamEventStore::stream_names_for(config);
     if let Some(domain) = &options.origin_domain {
-        check_domain(domain)?;
+        validate_domain(domain)?;
         if !options.even_if_primary_answers {
             let origin = origin_context(client, domain);
             for name in &names {
