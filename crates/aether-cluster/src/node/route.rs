@@ -19,8 +19,8 @@ use super::Inner;
 use crate::actors::Served;
 use crate::assignment::Assignment;
 use crate::routing::{
-    decode, decode_request, encode, encode_at, ActorRequestOut, ActorResponse, ActorResponseIn,
-    RemoteError,
+    decode, decode_request, encode, encode_at, ActorRequestIn, ActorRequestOut, ActorResponse,
+    ActorResponseIn, RemoteError,
 };
 use crate::transport::{Incoming, RequestFailure};
 
@@ -179,6 +179,7 @@ impl Inner {
         let request = ActorRequestOut {
             actor_type: A::TYPE,
             actor_id,
+            // Required by version-2 receivers only.
             shard: (wire == 2).then(|| view.shard_of(actor_id)),
             epoch: view.epoch,
             meta: &envelope.meta,
@@ -303,12 +304,12 @@ impl Inner {
         }
     }
 
-    async fn serve_request(&self, req: crate::routing::ActorRequestIn<'_>) -> Served {
+    async fn serve_request(&self, req: ActorRequestIn<'_>) -> Served {
         if self.assignment().epoch < req.epoch {
             // The sender knows a newer table: catch up before deciding ownership.
             self.refresh_table().await;
         }
-        let crate::routing::ActorRequestIn {
+        let ActorRequestIn {
             actor_type,
             actor_id,
             meta,

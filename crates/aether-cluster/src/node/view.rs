@@ -1,11 +1,10 @@
 //! What the node's loop publishes after every step of its core: an immutable view that
 //! routing, fencing and the public accessors read without waiting for the loop.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::time::Instant;
-
-use std::collections::BTreeMap;
 
 use crate::assignment::Assignment;
 use crate::routing::{WireRange, MIN_WIRE_VERSION};
