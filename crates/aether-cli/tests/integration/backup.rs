@@ -639,6 +639,21 @@ authorization {
     assert!(names.is_empty(), "left {names:?}");
 }
 
+/// Opens the named pipe at `path` for writing without waiting: `None` while nobody has it
+/// open for reading.
+#[cfg(target_os = "linux")]
+fn open_pipe_for_writing(path: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK on Linux.
+    const NONBLOCK: i32 = 0o4000;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(NONBLOCK)
+        .open(path)
+        .ok()
+}
+
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_restore_removes_what_it_created() {
     let source = NatsServer::start().unwrap();
@@ -664,27 +679,31 @@ async fn an_interrupted_restore_removes_what_it_created() {
     .await;
     one_line(&backup, "backed up 1 stream");
     // The stream's data comes through a named pipe: the restore reads it once to check it,
-    // then, having created the stream, waits to open it again until the test writes it.
+    // then, having created the stream, waits to read it again until the test writes it. The
+    // restore reaches the server through a proxy the test freezes, so that it waits for its
+    // acknowledgements for as long as the test likes.
     let data = out.join("streams/stop_AETHER_EVENTS.jsonl");
     let content = std::fs::read(&data).unwrap();
     std::fs::remove_file(&data).unwrap();
     let made = StdCommand::new("mkfifo").arg(&data).status().unwrap();
     assert!(made.success());
-    let feed = {
-        let (data, content) = (data.clone(), content.clone());
-        move || std::fs::write(&data, &content).unwrap()
-    };
+    let proxy = aether_testkit::TcpProxy::start(target.port()).unwrap();
     let child = StdCommand::new(BIN)
         .args(["restore", "--from"])
         .arg(&out)
-        .args(["--nats", &target.url()])
+        .args(["--nats", &proxy.nats_url()])
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // The check's read.
-    tokio::task::spawn_blocking(feed.clone()).await.unwrap();
+    {
+        let (data, content) = (data.clone(), content.clone());
+        tokio::task::spawn_blocking(move || std::fs::write(&data, &content).unwrap())
+            .await
+            .unwrap();
+    }
     // The stream exists: the restore is writing, with Ctrl-C watched.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !stream_names(&target.url())
@@ -697,13 +716,31 @@ async fn an_interrupted_restore_removes_what_it_created() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    proxy.freeze();
+    let wait_for = |what: &'static str, done: &mut dyn FnMut() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    // Its messages, written once it opened the pipe: it publishes them and waits.
+    let mut pipe = None;
+    wait_for("the restore never read its data", &mut || {
+        pipe = open_pipe_for_writing(&data);
+        pipe.is_some()
+    });
+    std::io::Write::write_all(&mut pipe.take().unwrap(), &content).unwrap();
     let status = StdCommand::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    // Let it go on; it stops at its next wait.
-    tokio::task::spawn_blocking(feed).await.unwrap();
+    // Handling Ctrl-C, it drops its work and with it the pipe; then the server may answer.
+    wait_for("the restore did not stop on Ctrl-C", &mut || {
+        open_pipe_for_writing(&data).is_none()
+    });
+    proxy.thaw();
     let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
