@@ -20,7 +20,6 @@
 //! `AETHER_BLESS_GOLDEN=1` rewrites the current release's files from what the runtime
 //! writes; older directories are never written. Without it, the test never writes.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aether_actor::{
@@ -29,42 +28,15 @@ use aether_actor::{
 };
 use aether_core::{ActorKey, Event, EventStore, Snapshot, SnapshotStore};
 use aether_store::InMemoryEventStore;
+use aether_testkit::golden::GoldenFiles;
 use serde::{Deserialize, Serialize};
 
-const BLESS: &str = "AETHER_BLESS_GOLDEN";
 const EVENTS_FILE: &str = "events.jsonl";
 const SNAPSHOT_FILE: &str = "snapshot.json";
 const ACTOR_ID: &str = "ledger-1";
 
-fn golden_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-/// The current release: the crate version's `major.minor`.
-fn current_release() -> String {
-    let mut parts = env!("CARGO_PKG_VERSION").split('.');
-    format!(
-        "{}.{}",
-        parts.next().unwrap_or("0"),
-        parts.next().unwrap_or("0")
-    )
-}
-
-fn releases() -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(golden_root())
-        .expect("tests/golden exists")
-        .map(|e| e.expect("directory entry"))
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    out.sort();
-    assert!(out.contains(&current_release()), "{out:?}");
-    out
-}
-
-fn read(release: &str, name: &str) -> Vec<u8> {
-    let file = golden_root().join(release).join(name);
-    std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+fn golden() -> GoldenFiles {
+    GoldenFiles::new(env!("CARGO_MANIFEST_DIR"), env!("CARGO_PKG_VERSION"))
 }
 
 // The actor of the fixture.
@@ -235,35 +207,23 @@ async fn golden_current_release_is_what_the_runtime_stores() {
     snapshot.timestamp = fixed_time();
     let snapshot = snapshot.to_json_bytes().unwrap();
 
-    let release = current_release();
-    if std::env::var_os(BLESS).is_some_and(|v| v == "1") {
-        let dir = golden_root().join(&release);
-        std::fs::create_dir_all(&dir).expect("create the release directory");
-        std::fs::write(dir.join(EVENTS_FILE), &events).expect("write");
-        std::fs::write(dir.join(SNAPSHOT_FILE), &snapshot).expect("write");
-    }
-    for (name, written) in [(EVENTS_FILE, events), (SNAPSHOT_FILE, snapshot)] {
-        let golden = read(&release, name);
-        assert_eq!(
-            String::from_utf8_lossy(&golden),
-            String::from_utf8_lossy(&written),
-            "{release}/{name}: the runtime now stores something else. A released format is \
-             never changed in place: add a new release directory ({BLESS}=1) and keep reading \
-             this one"
-        );
-        assert_eq!(golden, written, "{release}/{name}");
-    }
+    let golden = golden();
+    golden.pin(EVENTS_FILE, &events);
+    golden.pin(SNAPSHOT_FILE, &snapshot);
 }
 
 #[tokio::test]
 async fn golden_every_release_reads_back() {
-    for release in releases() {
-        let events: Vec<Event> = read(&release, EVENTS_FILE)
+    let golden = golden();
+    for release in golden.releases() {
+        let events: Vec<Event> = golden
+            .read(&release, EVENTS_FILE)
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
             .map(|l| Event::from_json_bytes(l).expect("a stored event"))
             .collect();
-        let snapshot = Snapshot::from_json_bytes(&read(&release, SNAPSHOT_FILE)).expect("snapshot");
+        let snapshot =
+            Snapshot::from_json_bytes(&golden.read(&release, SNAPSHOT_FILE)).expect("snapshot");
 
         // Each event decodes to its typed value.
         let codec = EventCodec::<LedgerEvent>::default();

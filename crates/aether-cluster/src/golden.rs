@@ -11,9 +11,8 @@
 //! `AETHER_BLESS_GOLDEN=1` rewrites the newest directory from what the code writes; older
 //! directories are never written. Without it, the test never writes.
 
-use std::path::{Path, PathBuf};
-
 use aether_actor::CommandMeta;
+use aether_testkit::golden::GoldenFiles;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -25,33 +24,25 @@ use crate::routing::{
     WIRE_VERSION,
 };
 
-const BLESS: &str = "AETHER_BLESS_GOLDEN";
-
-fn dir(version: u16) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(format!("wire-{version}"))
+/// The golden files, named by wire version; the current directory is this release's.
+fn golden() -> GoldenFiles {
+    GoldenFiles::with_current(env!("CARGO_MANIFEST_DIR"), dir(WIRE_VERSION))
 }
 
+fn dir(version: u16) -> String {
+    format!("wire-{version}")
+}
+
+#[track_caller]
 fn read(version: u16, file: &str) -> Vec<u8> {
-    let path = dir(version).join(file);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    golden().read(&dir(version), file)
 }
 
-/// Checks that the newest directory's `file` is exactly `bytes` (or writes it when blessing).
+/// Checks that the newest directory's `file` is exactly `bytes`, after writing it when
+/// blessing.
+#[track_caller]
 fn pin(file: &str, bytes: &[u8]) {
-    let path = dir(WIRE_VERSION).join(file);
-    if std::env::var_os(BLESS).is_some() {
-        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        return;
-    }
-    let golden = read(WIRE_VERSION, file);
-    assert_eq!(
-        String::from_utf8_lossy(bytes),
-        String::from_utf8_lossy(&golden),
-        "{file}: this release writes another form than its golden file; a format change needs \
-         a new wire version and directory"
-    );
+    golden().pin(file, bytes);
 }
 
 /// Checks that `file` of wire version `version` decodes to `expected`, in that version.
@@ -274,12 +265,11 @@ fn every_golden_file_is_checked() {
         "error.json",
     ];
     for version in [MIN_WIRE_VERSION, WIRE_VERSION] {
-        let mut files: Vec<String> = std::fs::read_dir(dir(version))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        let files: Vec<String> = golden()
+            .files(&dir(version))
+            .into_iter()
             .filter(|n| n.ends_with(".json"))
             .collect();
-        files.sort();
         let mut expected: Vec<String> = checked_2.iter().map(|s| s.to_string()).collect();
         if version == WIRE_VERSION {
             expected.push("request-to-version-2.json".into());

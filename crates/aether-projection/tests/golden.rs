@@ -19,58 +19,35 @@
 #![cfg(feature = "nats")]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use aether_core::{Event, LogPosition, StorageKind};
 use aether_projection::{
     NatsProjectionStore, ParkedEvent, PositionKeeper, ProjectionStore, ReportedStatus,
 };
+use aether_testkit::golden::GoldenFiles;
 use aether_testkit::NatsServer;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-const BLESS: &str = "AETHER_BLESS_GOLDEN";
 const BUCKET: &str = "PROJ_GOLDEN";
 const FILE: &str = "bucket.kv";
 
-fn golden_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-/// The current release: the crate version's `major.minor`.
-fn current_release() -> String {
-    let mut parts = env!("CARGO_PKG_VERSION").split('.');
-    format!(
-        "{}.{}",
-        parts.next().unwrap_or("0"),
-        parts.next().unwrap_or("0")
-    )
-}
-
-fn releases() -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(golden_root())
-        .expect("tests/golden exists")
-        .map(|e| e.expect("directory entry"))
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    out.sort();
-    out
+fn golden() -> GoldenFiles {
+    GoldenFiles::new(env!("CARGO_MANIFEST_DIR"), env!("CARGO_PKG_VERSION"))
 }
 
 type Entries = BTreeMap<String, Vec<u8>>;
 
-fn read_entries(release: &str) -> Entries {
-    let file = golden_root().join(release).join(FILE);
-    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    bytes
+fn read_entries(golden: &GoldenFiles, release: &str) -> Entries {
+    golden
+        .read(release, FILE)
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|l| {
             let space = l
                 .iter()
                 .position(|&b| b == b' ')
-                .unwrap_or_else(|| panic!("{}: a line without a space", file.display()));
+                .unwrap_or_else(|| panic!("{release}/{FILE}: a line without a space"));
             (
                 String::from_utf8(l[..space].to_vec()).expect("utf-8 key"),
                 l[space + 1..].to_vec(),
@@ -160,7 +137,6 @@ async fn raw_bucket(client: &async_nats::Client) -> async_nats::jetstream::kv::S
 
 #[tokio::test]
 async fn golden_current_release_is_what_the_store_writes() {
-    let release = current_release();
     let server = NatsServer::start().expect("nats-server");
     let client = async_nats::connect(server.url()).await.unwrap();
     let store = open(&client).await;
@@ -189,41 +165,20 @@ async fn golden_current_release_is_what_the_store_writes() {
         let value = kv.get(&key).await.unwrap().expect("a value");
         written.insert(key, value.to_vec());
     }
-    let dir = golden_root().join(&release);
-    if std::env::var_os(BLESS).is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(&dir).expect("create the release directory");
-        std::fs::write(dir.join(FILE), render(&written)).expect("write");
-    }
-    let golden = read_entries(&release);
-    assert_eq!(
-        golden.keys().collect::<Vec<_>>(),
-        written.keys().collect::<Vec<_>>(),
-        "{release}/{FILE}: keys"
-    );
-    for (key, value) in &golden {
-        assert_eq!(
-            String::from_utf8_lossy(value),
-            String::from_utf8_lossy(&written[key]),
-            "{release}/{FILE}: {key}: the store now writes something else. A released format \
-             is never changed in place: add a new release directory ({BLESS}=1) and keep \
-             reading this one"
-        );
-        assert_eq!(value, &written[key], "{release}/{FILE}: {key}");
-    }
+    golden().pin(FILE, &render(&written));
 }
 
 #[tokio::test]
 async fn golden_every_release_reads_back() {
     let f = expected();
-    let releases = releases();
-    assert!(releases.contains(&current_release()), "{releases:?}");
-    for release in releases {
+    let golden = golden();
+    for release in golden.releases() {
         let server = NatsServer::start().expect("nats-server");
         let client = async_nats::connect(server.url()).await.unwrap();
         // The store creates the bucket; the golden entries go in raw.
         drop(open(&client).await);
         let kv = raw_bucket(&client).await;
-        for (key, value) in read_entries(&release) {
+        for (key, value) in read_entries(&golden, &release) {
             kv.put(key, value.into()).await.unwrap();
         }
         let store = open(&client).await;

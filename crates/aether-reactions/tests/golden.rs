@@ -24,7 +24,6 @@
 //! older directories are never written. Without it, the test never writes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use aether_core::{
     effect_id, timer_command_id, ActorKey, EffectRecord, Event, Reactions, StorageKind, TimerOp,
@@ -33,53 +32,17 @@ use aether_core::{
 use aether_reactions::{
     routed_command_id, JetStreamTimers, PendingFilter, PendingTimer, TimersConfig, TimersView,
 };
+use aether_testkit::golden::GoldenFiles;
 use aether_testkit::NatsServer;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-const BLESS: &str = "AETHER_BLESS_GOLDEN";
 const TIMER_FILE: &str = "01-timer-schedule.msg";
 const REACTIONS_FILE: &str = "reactions.json";
 const IDS_FILE: &str = "ids.txt";
 
-fn golden_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-/// The current release: the crate version's `major.minor`.
-fn current_release() -> String {
-    let mut parts = env!("CARGO_PKG_VERSION").split('.');
-    format!(
-        "{}.{}",
-        parts.next().unwrap_or("0"),
-        parts.next().unwrap_or("0")
-    )
-}
-
-fn releases() -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(golden_root())
-        .expect("tests/golden exists")
-        .map(|e| e.expect("directory entry"))
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    out.sort();
-    assert!(out.contains(&current_release()), "{out:?}");
-    out
-}
-
-fn read(release: &str, name: &str) -> Vec<u8> {
-    let file = golden_root().join(release).join(name);
-    std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-}
-
-/// Writes the current release's file `name` when blessing; never otherwise.
-fn bless(name: &str, bytes: &[u8]) {
-    if std::env::var_os(BLESS).is_some_and(|v| v == "1") {
-        let dir = golden_root().join(current_release());
-        std::fs::create_dir_all(&dir).expect("create the release directory");
-        std::fs::write(dir.join(name), bytes).expect("write");
-    }
+fn golden() -> GoldenFiles {
+    GoldenFiles::new(env!("CARGO_MANIFEST_DIR"), env!("CARGO_PKG_VERSION"))
 }
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -218,29 +181,19 @@ async fn golden_timer_schedule_is_what_timers_write() {
             .collect(),
         payload: stored.payload.to_vec(),
     };
-    bless(TIMER_FILE, &written.render());
-    let release = current_release();
-    let golden = Message::parse(&read(&release, TIMER_FILE));
-    assert_eq!(
-        golden,
-        written,
-        "{release}/{TIMER_FILE}: timers now store something else. A released format is never \
-         changed in place: add a new release directory ({BLESS}=1) and keep reading this one.\n\
-         golden payload: {}\nwritten payload: {}",
-        String::from_utf8_lossy(&golden.payload),
-        String::from_utf8_lossy(&written.payload)
-    );
+    golden().pin(TIMER_FILE, &written.render());
 }
 
 #[tokio::test]
 async fn golden_timer_schedules_of_every_release_read_back() {
-    for release in releases() {
+    let golden = golden();
+    for release in golden.releases() {
         let server = NatsServer::start().expect("nats-server");
         let client = async_nats::connect(server.url()).await.unwrap();
         let js = async_nats::jetstream::new(client);
         // The timers create their stream; the golden schedule goes in raw.
         drop(JetStreamTimers::open(js.clone(), config()).await.unwrap());
-        let m = Message::parse(&read(&release, TIMER_FILE));
+        let m = Message::parse(&golden.read(&release, TIMER_FILE));
         let mut headers = async_nats::HeaderMap::new();
         for (name, value) in &m.headers {
             headers.insert(name.as_str(), value.as_str());
@@ -300,22 +253,14 @@ fn golden_reactions_metadata_is_what_events_record() {
         .get(METADATA_REACTIONS)
         .expect("stamped")
         .clone();
-    bless(REACTIONS_FILE, written.as_bytes());
-    let release = current_release();
-    let golden = read(&release, REACTIONS_FILE);
-    assert_eq!(
-        String::from_utf8_lossy(&golden),
-        written,
-        "{release}/{REACTIONS_FILE}: events now record reactions differently. A released \
-         format is never changed in place: add a new release directory ({BLESS}=1) and keep \
-         reading this one"
-    );
+    golden().pin(REACTIONS_FILE, written.as_bytes());
 }
 
 #[test]
 fn golden_reactions_metadata_of_every_release_reads_back() {
-    for release in releases() {
-        let golden = String::from_utf8(read(&release, REACTIONS_FILE)).expect("utf-8");
+    let files = golden();
+    for release in files.releases() {
+        let golden = String::from_utf8(files.read(&release, REACTIONS_FILE)).expect("utf-8");
         let mut event = Event::new("Held", OWNER_ID, 1);
         event.set_metadata(METADATA_REACTIONS, golden);
         assert_eq!(
@@ -329,9 +274,10 @@ fn golden_reactions_metadata_of_every_release_reads_back() {
 #[test]
 fn golden_command_ids_stay_the_same() {
     let now = ids_now();
-    bless(IDS_FILE, now.as_bytes());
-    for release in releases() {
-        let golden = String::from_utf8(read(&release, IDS_FILE)).expect("utf-8");
+    let files = golden();
+    files.bless(IDS_FILE, now.as_bytes());
+    for release in files.releases() {
+        let golden = String::from_utf8(files.read(&release, IDS_FILE)).expect("utf-8");
         assert_eq!(
             golden, now,
             "{release}/{IDS_FILE}: a stored command id is computed differently now, so a \

@@ -45,6 +45,9 @@
 //!   [`contract::broadcaster`]), the backend traits ([`contract::StoreBackend`],
 //!   [`contract::BusBackend`]) and delivery helpers; the macros [`event_store_contract!`],
 //!   [`snapshot_store_contract!`], [`broadcaster_contract!`].
+//! - [`golden`]: a crate's golden files under `tests/golden/<release>/`
+//!   ([`golden::GoldenFiles`]): the current release, the release directories, reading,
+//!   blessing (`AETHER_BLESS_GOLDEN=1`) and pinning the current release's bytes.
 //!
 //! # Example
 //! A store's test file runs the whole suite on its backend; each case becomes its own test:
@@ -80,6 +83,7 @@
 mod binary;
 mod cluster;
 pub mod contract;
+pub mod golden;
 pub mod history;
 mod proxy;
 mod server;

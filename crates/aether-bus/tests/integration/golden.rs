@@ -21,47 +21,23 @@
 #![cfg(feature = "nats")]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use aether_bus::{NatsBusConfig, WireFormat, HEADER_PUBLISHER, HEADER_SEQUENCE};
 use aether_core::{Event, EventBroadcaster};
+use aether_testkit::golden::GoldenFiles;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::nats_support::*;
 
-#[cfg(feature = "fuzzing")]
-const BLESS: &str = "AETHER_BLESS_GOLDEN";
 const PUBLISHER: &str = "golden-publisher";
 const NAMESPACE: &str = "orders";
 const SUBJECT: &str = "aether.events.orders";
 const FRAMED: &str = "01-framed.msg";
 const HEADERS: &str = "02-headers.msg";
 
-fn golden_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-/// The current release: the crate version's `major.minor`.
-fn current_release() -> String {
-    let mut parts = env!("CARGO_PKG_VERSION").split('.');
-    format!(
-        "{}.{}",
-        parts.next().unwrap_or("0"),
-        parts.next().unwrap_or("0")
-    )
-}
-
-/// Every release directory present.
-fn releases() -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(golden_root())
-        .expect("tests/golden exists")
-        .map(|e| e.expect("directory entry"))
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    out.sort();
-    out
+fn golden() -> GoldenFiles {
+    GoldenFiles::new(env!("CARGO_MANIFEST_DIR"), env!("CARGO_PKG_VERSION"))
 }
 
 /// One message as a golden file holds it.
@@ -73,15 +49,14 @@ struct Message {
 }
 
 impl Message {
-    fn read(release: &str, name: &str) -> Self {
-        let file = golden_root().join(release).join(name);
-        let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    fn read(golden: &GoldenFiles, release: &str, name: &str) -> Self {
+        let bytes = golden.read(release, name);
         let mut rest = &bytes[..];
         let mut line = || {
             let end = rest
                 .iter()
                 .position(|&b| b == b'\n')
-                .unwrap_or_else(|| panic!("{}: truncated", file.display()));
+                .unwrap_or_else(|| panic!("{release}/{name}: truncated"));
             let l = String::from_utf8(rest[..end].to_vec()).expect("utf-8 line");
             rest = &rest[end + 1..];
             l
@@ -166,31 +141,20 @@ fn encoded_now() -> (Message, Message) {
 #[cfg(feature = "fuzzing")]
 #[test]
 fn golden_current_release_is_what_the_bus_encodes() {
-    let release = current_release();
     let (framed, headers) = encoded_now();
-    let dir = golden_root().join(&release);
-    if std::env::var_os(BLESS).is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(&dir).expect("create the release directory");
-        std::fs::write(dir.join(FRAMED), framed.render()).expect("write");
-        std::fs::write(dir.join(HEADERS), headers.render()).expect("write");
-    }
-    for (name, now) in [(FRAMED, framed), (HEADERS, headers)] {
-        let golden = Message::read(&release, name);
-        assert_eq!(
-            golden, now,
-            "{release}/{name}: the bus now sends something else. A released format is never \
-             changed in place: add a new release directory ({BLESS}=1) and keep reading this one"
-        );
-    }
+    let golden = golden();
+    golden.pin(FRAMED, &framed.render());
+    golden.pin(HEADERS, &headers.render());
 }
 
 #[cfg(feature = "fuzzing")]
 #[test]
 fn golden_every_release_parses_without_a_server() {
     let (placed, shipped) = expected();
-    for release in releases() {
+    let golden = golden();
+    for release in golden.releases() {
         for (name, event, seq) in [(FRAMED, &placed, 7), (HEADERS, &shipped, 8)] {
-            let m = Message::read(&release, name);
+            let m = Message::read(&golden, &release, name);
             assert_eq!(m.subject, SUBJECT, "{release}/{name}");
             let (origin, json) = aether_bus::fuzzing::parse_message(
                 &m.payload,
@@ -217,8 +181,8 @@ fn golden_every_release_parses_without_a_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_every_release_reads_back_through_a_bus() {
     let (placed, shipped) = expected();
-    let releases = releases();
-    assert!(releases.contains(&current_release()), "{releases:?}");
+    let golden = golden();
+    let releases = golden.releases();
     let server = server();
     let raw = async_nats::connect(server.url()).await.unwrap();
     for release in &releases {
@@ -229,7 +193,7 @@ async fn golden_every_release_reads_back_through_a_bus() {
         let mut sub = subscriber.subscribe(NAMESPACE).await.unwrap();
         subscriber.client().flush().await.unwrap();
         for name in [FRAMED, HEADERS] {
-            let m = Message::read(release, name);
+            let m = Message::read(&golden, release, name);
             if m.headers.is_empty() {
                 raw.publish(m.subject.clone(), m.payload.clone().into())
                     .await
@@ -247,8 +211,8 @@ async fn golden_every_release_reads_back_through_a_bus() {
     }
 
     // What real buses send: the golden bytes but for their own publisher id and sequence.
-    let golden_framed = Message::read(&current_release(), FRAMED);
-    let golden_headers = Message::read(&current_release(), HEADERS);
+    let golden_framed = Message::read(&golden, golden.current(), FRAMED);
+    let golden_headers = Message::read(&golden, golden.current(), HEADERS);
     let mut wire = raw.subscribe(SUBJECT).await.unwrap();
     raw.flush().await.unwrap();
     let framed = bus(&server).await;

@@ -19,45 +19,27 @@
 #![cfg(feature = "nats")]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use aether_core::{ActorKey, Event, EventLog, EventStore, Snapshot, SnapshotStore, Transaction};
 use aether_store::{JetStreamConfig, JetStreamEventStore};
+use aether_testkit::golden::GoldenFiles;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::jetstream::{connect, open, start};
 
-const BLESS: &str = "AETHER_BLESS_GOLDEN";
+/// The golden files of a release, in the order the fixture writes them.
+const FILES: [&str; 6] = [
+    "01-event.msg",
+    "02-batch.msg",
+    "03-untyped-event.msg",
+    "04-snapshot.msg",
+    "05-transaction-1.msg",
+    "06-transaction-2.msg",
+];
 
-fn golden_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-/// The current release: the crate version's `major.minor`.
-fn current_release() -> String {
-    let mut parts = env!("CARGO_PKG_VERSION").split('.');
-    format!(
-        "{}.{}",
-        parts.next().unwrap_or("0"),
-        parts.next().unwrap_or("0")
-    )
-}
-
-/// Every release directory present, oldest first.
-fn releases() -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(golden_root())
-        .expect("tests/golden exists")
-        .map(|e| e.expect("directory entry"))
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    out.sort_by_key(|r| {
-        r.split('.')
-            .map(|p| p.parse::<u64>().unwrap_or(u64::MAX))
-            .collect::<Vec<_>>()
-    });
-    out
+fn golden() -> GoldenFiles {
+    GoldenFiles::new(env!("CARGO_MANIFEST_DIR"), env!("CARGO_PKG_VERSION"))
 }
 
 /// One stored message as a golden file holds it.
@@ -69,13 +51,14 @@ struct Message {
 }
 
 impl Message {
-    fn parse(bytes: &[u8], file: &Path) -> Self {
+    /// Parses a golden file's bytes; `file` names it in panic messages.
+    fn parse(bytes: &[u8], file: &str) -> Self {
         let mut rest = bytes;
         let mut line = || {
             let end = rest
                 .iter()
                 .position(|&b| b == b'\n')
-                .unwrap_or_else(|| panic!("{}: truncated", file.display()));
+                .unwrap_or_else(|| panic!("{file}: truncated"));
             let l = std::str::from_utf8(&rest[..end])
                 .expect("utf-8 line")
                 .to_string();
@@ -91,7 +74,7 @@ impl Message {
             }
             let (name, value) = l
                 .split_once(": ")
-                .unwrap_or_else(|| panic!("{}: bad header line {l:?}", file.display()));
+                .unwrap_or_else(|| panic!("{file}: bad header line {l:?}"));
             headers
                 .entry(name.to_string())
                 .or_default()
@@ -136,24 +119,14 @@ impl Message {
 }
 
 /// The `.msg` files of a release directory, in file-name order.
-fn messages(release: &str) -> Vec<(String, Message)> {
-    let dir = golden_root().join(release);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "msg"))
-        .collect();
-    files.sort();
-    files
+fn messages(golden: &GoldenFiles, release: &str) -> Vec<(String, Message)> {
+    golden
+        .files(release)
         .into_iter()
-        .map(|p| {
-            let bytes = std::fs::read(&p).expect("read golden file");
-            let name = p
-                .file_name()
-                .expect("file name")
-                .to_string_lossy()
-                .into_owned();
-            (name, Message::parse(&bytes, &p))
+        .filter(|name| name.ends_with(".msg"))
+        .map(|name| {
+            let m = Message::parse(&golden.read(release, &name), &format!("{release}/{name}"));
+            (name, m)
         })
         .collect()
 }
@@ -336,7 +309,6 @@ async fn stored_messages(store: &JetStreamEventStore) -> Vec<Message> {
 
 #[tokio::test]
 async fn golden_current_release_is_what_the_store_writes() {
-    let release = current_release();
     let server = start();
     let store = open(&server, JetStreamConfig::default()).await;
     let f = expected();
@@ -351,56 +323,37 @@ async fn golden_current_release_is_what_the_store_writes() {
         )
     );
     let written = stored_messages(&store).await;
-    let dir = golden_root().join(&release);
-    if std::env::var_os(BLESS).is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(&dir).expect("create the release directory");
-        let names = [
-            "01-event.msg",
-            "02-batch.msg",
-            "03-untyped-event.msg",
-            "04-snapshot.msg",
-            "05-transaction-1.msg",
-            "06-transaction-2.msg",
-        ];
-        assert_eq!(
-            written.len(),
-            names.len(),
-            "messages written by the fixture"
-        );
-        for (name, m) in names.iter().zip(&written) {
-            std::fs::write(dir.join(name), m.render()).expect("write golden file");
-        }
-    }
-    let golden = messages(&release);
     assert_eq!(
-        golden.len(),
         written.len(),
-        "golden files of release {release} (run with {BLESS}=1 to create them)"
+        FILES.len(),
+        "messages written by the fixture"
     );
-    for ((name, g), w) in golden.iter().zip(&written) {
-        assert_eq!(
-            g,
-            w,
-            "{release}/{name}: the store now writes something else. A released format is \
-             never changed in place: add a new release directory ({BLESS}=1) and keep \
-             reading this one.\n golden payload: {}\nwritten payload: {}",
-            String::from_utf8_lossy(&g.payload),
-            String::from_utf8_lossy(&w.payload)
-        );
+    let golden = golden();
+    for (name, m) in FILES.iter().zip(&written) {
+        golden.pin(name, &m.render());
     }
+    // A file nothing writes any more would still be published by the read-back test.
+    let current = golden.current();
+    assert_eq!(
+        messages(&golden, current)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect::<Vec<_>>(),
+        FILES,
+        "golden files of release {current}"
+    );
 }
 
 #[tokio::test]
 async fn golden_every_release_reads_back() {
     let f = expected();
-    let releases = releases();
-    assert!(releases.contains(&current_release()), "{releases:?}");
-    for release in releases {
+    let golden = golden();
+    for release in golden.releases() {
         let server = start();
         // The store creates the stream; the golden messages go in raw.
         let store = open(&server, JetStreamConfig::default()).await;
         let js = async_nats::jetstream::new(connect(&server).await);
-        for (_, m) in messages(&release) {
+        for (_, m) in messages(&golden, &release) {
             let mut headers = async_nats::HeaderMap::new();
             for (name, values) in &m.headers {
                 for v in values {
