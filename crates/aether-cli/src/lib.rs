@@ -1,5 +1,6 @@
-//! The `aether` command: a guided demo of Aether, and read-only tools for operators to look at
-//! event streams, live events and running clusters on NATS.
+//! The `aether` command: a guided demo of Aether, tools for operators to look at event streams,
+//! live events and running clusters on NATS, and the few that change something, each said so
+//! in its help (a projection's reset, backup and restore, a standby's promotion).
 //!
 //! The binary (`src/main.rs`) only parses the command line and prints the error; everything
 //! else lives here so tests can call it.

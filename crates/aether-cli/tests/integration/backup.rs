@@ -414,9 +414,7 @@ async fn an_interrupted_backup_leaves_no_directory() {
         .status()
         .unwrap();
     assert!(status.success());
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let output = exited(child).await;
     server.resume().unwrap();
     assert_one_line_error(&output, "interrupted");
     assert!(!out.exists(), "the target was written");
@@ -642,6 +640,24 @@ authorization {
 /// Opens the named pipe at `path` for writing without waiting: `None` while nobody has it
 /// open for reading.
 #[cfg(target_os = "linux")]
+/// Waits for `child` to exit, for at most 30 s (then kills it and fails the test): a command
+/// that ignored Ctrl-C or hung must fail the test, never hold the suite up.
+async fn exited(mut child: std::process::Child) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match child.try_wait().unwrap() {
+            Some(_) => break,
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the command did not exit within 30 s");
+            }
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
 fn open_pipe_for_writing(path: &Path) -> Option<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     // O_NONBLOCK on Linux.
@@ -697,13 +713,21 @@ async fn an_interrupted_restore_removes_what_it_created() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The check's read.
-    {
-        let (data, content) = (data.clone(), content.clone());
-        tokio::task::spawn_blocking(move || std::fs::write(&data, &content).unwrap())
-            .await
-            .unwrap();
-    }
+    let wait_for = |what: &'static str, done: &mut dyn FnMut() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    // The check's read (written without blocking: a restore that failed before reading makes
+    // the test fail, not wait forever).
+    let mut pipe = None;
+    wait_for("the restore never checked its data", &mut || {
+        pipe = open_pipe_for_writing(&data);
+        pipe.is_some()
+    });
+    std::io::Write::write_all(&mut pipe.take().unwrap(), &content).unwrap();
     // The stream exists: the restore is writing, with Ctrl-C watched.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !stream_names(&target.url())
@@ -716,20 +740,15 @@ async fn an_interrupted_restore_removes_what_it_created() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    proxy.freeze();
-    let wait_for = |what: &'static str, done: &mut dyn FnMut() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done() {
-            assert!(Instant::now() < deadline, "{what}");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    };
-    // Its messages, written once it opened the pipe: it publishes them and waits.
-    let mut pipe = None;
+    // It opens its data again once the server has answered the stream's creation; only then
+    // is the proxy frozen (frozen earlier, the creation's answer could be held back, and the
+    // restore would never get to its data). Its messages then go out and their
+    // acknowledgements are held back.
     wait_for("the restore never read its data", &mut || {
         pipe = open_pipe_for_writing(&data);
         pipe.is_some()
     });
+    proxy.freeze();
     std::io::Write::write_all(&mut pipe.take().unwrap(), &content).unwrap();
     let status = StdCommand::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -741,9 +760,7 @@ async fn an_interrupted_restore_removes_what_it_created() {
         open_pipe_for_writing(&data).is_none()
     });
     proxy.thaw();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let output = exited(child).await;
     assert_one_line_error(
         &output,
         "interrupted; removed what the restore had created (stop_AETHER_EVENTS)",
