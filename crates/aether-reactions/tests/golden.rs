@@ -23,8 +23,6 @@
 //! `AETHER_BLESS_GOLDEN=1` rewrites the current release's files from what the code writes;
 //! older directories are never written. Without it, the test never writes.
 
-use std::collections::BTreeMap;
-
 use aether_core::{
     effect_id, timer_command_id, ActorKey, EffectRecord, Event, Reactions, StorageKind, TimerOp,
     TimerRecord, METADATA_REACTIONS,
@@ -32,7 +30,7 @@ use aether_core::{
 use aether_reactions::{
     routed_command_id, JetStreamTimers, PendingFilter, PendingTimer, TimersConfig, TimersView,
 };
-use aether_testkit::golden::GoldenFiles;
+use aether_testkit::golden::{GoldenFiles, GoldenMessage};
 use aether_testkit::NatsServer;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -109,51 +107,6 @@ fn config() -> TimersConfig {
     }
 }
 
-/// One stored message: subject, the `Nats-Schedule*` headers and the payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Message {
-    subject: String,
-    headers: BTreeMap<String, String>,
-    payload: Vec<u8>,
-}
-
-impl Message {
-    fn parse(bytes: &[u8]) -> Self {
-        let mut rest = bytes;
-        let mut line = || {
-            let end = rest.iter().position(|&b| b == b'\n').expect("a line");
-            let l = String::from_utf8(rest[..end].to_vec()).expect("utf-8 line");
-            rest = &rest[end + 1..];
-            l
-        };
-        let subject = line();
-        let mut headers = BTreeMap::new();
-        loop {
-            let l = line();
-            if l.is_empty() {
-                break;
-            }
-            let (name, value) = l.split_once(": ").expect("a header line");
-            headers.insert(name.to_string(), value.to_string());
-        }
-        Self {
-            subject,
-            headers,
-            payload: rest.to_vec(),
-        }
-    }
-
-    fn render(&self) -> Vec<u8> {
-        let mut out = format!("{}\n", self.subject).into_bytes();
-        for (name, value) in &self.headers {
-            out.extend_from_slice(format!("{name}: {value}\n").as_bytes());
-        }
-        out.push(b'\n');
-        out.extend_from_slice(&self.payload);
-        out
-    }
-}
-
 #[tokio::test]
 async fn golden_timer_schedule_is_what_timers_write() {
     let server = NatsServer::start().expect("nats-server");
@@ -166,7 +119,8 @@ async fn golden_timer_schedule_is_what_timers_write() {
         .unwrap();
     let stream = js.get_stream(&config().stream).await.unwrap();
     let stored = stream.get_raw_message(1).await.unwrap();
-    let written = Message {
+    // Only the schedule's headers: the others are the server's bookkeeping.
+    let written = GoldenMessage {
         subject: stored.subject.to_string(),
         headers: stored
             .headers
@@ -175,7 +129,7 @@ async fn golden_timer_schedule_is_what_timers_write() {
             .map(|(n, v)| {
                 (
                     AsRef::<str>::as_ref(n).to_string(),
-                    v.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(","),
+                    v.iter().map(|v| v.as_str().to_string()).collect(),
                 )
             })
             .collect(),
@@ -193,10 +147,12 @@ async fn golden_timer_schedules_of_every_release_read_back() {
         let js = async_nats::jetstream::new(client);
         // The timers create their stream; the golden schedule goes in raw.
         drop(JetStreamTimers::open(js.clone(), config()).await.unwrap());
-        let m = Message::parse(&golden.read(&release, TIMER_FILE));
+        let m = golden.read_message(&release, TIMER_FILE);
         let mut headers = async_nats::HeaderMap::new();
-        for (name, value) in &m.headers {
-            headers.insert(name.as_str(), value.as_str());
+        for (name, values) in &m.headers {
+            for value in values {
+                headers.append(name.as_str(), value.as_str());
+            }
         }
         js.publish_with_headers(m.subject.clone(), headers, m.payload.clone().into())
             .await
@@ -235,8 +191,7 @@ async fn golden_timer_schedules_of_every_release_read_back() {
             "{release}/{TIMER_FILE}"
         );
         assert!(
-            m.headers
-                .get("Nats-Schedule-Target")
+            m.header("Nats-Schedule-Target")
                 .is_some_and(|t| t.starts_with("aether.timers.due.order.")),
             "{release}/{TIMER_FILE}: {:?}",
             m.headers

@@ -2,8 +2,9 @@
 //! directory per release (or per wire version), so that a format change cannot go unnoticed
 //! and every older directory keeps being read back.
 //!
-//! See [`GoldenFiles`].
+//! See [`GoldenFiles`], and [`GoldenMessage`] for the `.msg` files of messaging crates.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The environment variable that turns blessing on, when set to exactly `1`.
@@ -143,6 +144,15 @@ impl GoldenFiles {
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
+    /// File `name` of directory `dir`, parsed as a [`GoldenMessage`].
+    ///
+    /// # Panics
+    /// When the file cannot be read or is not in the `.msg` form, naming it.
+    #[track_caller]
+    pub fn read_message(&self, dir: &str, name: &str) -> GoldenMessage {
+        GoldenMessage::parse(&self.read(dir, name), &format!("{dir}/{name}"))
+    }
+
     /// Whether this run rewrites the current directory's files: [`BLESS_ENV`] is exactly `1`.
     pub fn blessing() -> bool {
         std::env::var_os(BLESS_ENV).is_some_and(|v| v == "1")
@@ -189,6 +199,99 @@ impl GoldenFiles {
     }
 }
 
+/// One NATS message as a golden `.msg` file holds it: the subject on the first line, then
+/// one `Name: value` line per header value (sorted by name, a name's values in order), an
+/// empty line, and the payload's exact bytes (no newline added).
+///
+/// [`render`](Self::render) writes that form and [`parse`](Self::parse) reads it back, so a
+/// file written by rendering compares byte for byte with [`GoldenFiles::pin`].
+///
+/// ```
+/// use aether_testkit::golden::GoldenMessage;
+///
+/// let m = GoldenMessage {
+///     subject: "orders.1".into(),
+///     headers: [("Aether-Type".to_string(), vec!["Placed".to_string()])].into(),
+///     payload: br#"{"qty":2}"#.to_vec(),
+/// };
+/// assert_eq!(m.render(), b"orders.1\nAether-Type: Placed\n\n{\"qty\":2}");
+/// assert_eq!(GoldenMessage::parse(&m.render(), "example.msg"), m);
+/// assert_eq!(m.header("Aether-Type"), Some("Placed"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GoldenMessage {
+    /// The subject.
+    pub subject: String,
+    /// Each header's values, by name.
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// The payload's exact bytes.
+    pub payload: Vec<u8>,
+}
+
+impl GoldenMessage {
+    /// Parses the bytes of a `.msg` file; `file` names it in panic messages.
+    ///
+    /// # Panics
+    /// When the bytes end before the empty line, a line is not UTF-8, or a header line has
+    /// no `": "`.
+    #[track_caller]
+    pub fn parse(bytes: &[u8], file: &str) -> Self {
+        let mut rest = bytes;
+        let mut line = || {
+            let end = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .unwrap_or_else(|| panic!("{file}: truncated"));
+            let l = std::str::from_utf8(&rest[..end])
+                .unwrap_or_else(|e| panic!("{file}: a line that is not UTF-8: {e}"))
+                .to_string();
+            rest = &rest[end + 1..];
+            l
+        };
+        let subject = line();
+        let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        loop {
+            let l = line();
+            if l.is_empty() {
+                break;
+            }
+            let (name, value) = l
+                .split_once(": ")
+                .unwrap_or_else(|| panic!("{file}: bad header line {l:?}"));
+            headers
+                .entry(name.to_string())
+                .or_default()
+                .push(value.to_string());
+        }
+        Self {
+            subject,
+            headers,
+            payload: rest.to_vec(),
+        }
+    }
+
+    /// The bytes of the `.msg` file of this message.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = format!("{}\n", self.subject).into_bytes();
+        for (name, values) in &self.headers {
+            for v in values {
+                out.extend_from_slice(format!("{name}: {v}\n").as_bytes());
+            }
+        }
+        out.push(b'\n');
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+}
+
 /// The sort key of a directory name: each dot-separated part as a number when it is one
 /// (after any number), then as text.
 fn release_order(name: &str) -> Vec<(u64, String)> {
@@ -229,6 +332,17 @@ mod tests {
         let crate_dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(crate_dir.path().join("tests/golden/0.1")).unwrap();
         GoldenFiles::new(crate_dir.path(), "0.2.0").releases();
+    }
+
+    #[test]
+    fn messages_keep_every_header_value_in_order() {
+        let bytes = b"s\nA: 2\nA: 1\nB: x: y\n\nline\n\nend";
+        let m = GoldenMessage::parse(bytes, "m.msg");
+        assert_eq!(m.subject, "s");
+        assert_eq!(m.headers["A"], ["2", "1"]);
+        assert_eq!(m.header("B"), Some("x: y"));
+        assert_eq!(m.payload, b"line\n\nend");
+        assert_eq!(m.render(), bytes);
     }
 
     #[test]

@@ -47,7 +47,8 @@
 //!   [`snapshot_store_contract!`], [`broadcaster_contract!`].
 //! - [`golden`]: a crate's golden files under `tests/golden/<release>/`
 //!   ([`golden::GoldenFiles`]): the current release, the release directories, reading,
-//!   blessing (`AETHER_BLESS_GOLDEN=1`) and pinning the current release's bytes.
+//!   blessing (`AETHER_BLESS_GOLDEN=1`) and pinning the current release's bytes;
+//!   [`golden::GoldenMessage`] for a NATS message kept as a `.msg` file.
 //!
 //! # Example
 //! A store's test file runs the whole suite on its backend; each case becomes its own test:

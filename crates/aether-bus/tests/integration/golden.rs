@@ -20,11 +20,9 @@
 //! older directories are never written. Without it, the test never writes.
 #![cfg(feature = "nats")]
 
-use std::collections::BTreeMap;
-
 use aether_bus::{NatsBusConfig, WireFormat, HEADER_PUBLISHER, HEADER_SEQUENCE};
 use aether_core::{Event, EventBroadcaster};
-use aether_testkit::golden::GoldenFiles;
+use aether_testkit::golden::{GoldenFiles, GoldenMessage};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -40,62 +38,15 @@ fn golden() -> GoldenFiles {
     GoldenFiles::new(env!("CARGO_MANIFEST_DIR"), env!("CARGO_PKG_VERSION"))
 }
 
-/// One message as a golden file holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Message {
-    subject: String,
-    headers: BTreeMap<String, String>,
-    payload: Vec<u8>,
-}
-
-impl Message {
-    fn read(golden: &GoldenFiles, release: &str, name: &str) -> Self {
-        let bytes = golden.read(release, name);
-        let mut rest = &bytes[..];
-        let mut line = || {
-            let end = rest
-                .iter()
-                .position(|&b| b == b'\n')
-                .unwrap_or_else(|| panic!("{release}/{name}: truncated"));
-            let l = String::from_utf8(rest[..end].to_vec()).expect("utf-8 line");
-            rest = &rest[end + 1..];
-            l
-        };
-        let subject = line();
-        let mut headers = BTreeMap::new();
-        loop {
-            let l = line();
-            if l.is_empty() {
-                break;
-            }
-            let (name, value) = l.split_once(": ").expect("a header line");
-            headers.insert(name.to_string(), value.to_string());
-        }
-        Self {
-            subject,
-            headers,
-            payload: rest.to_vec(),
+/// The headers of a golden message, to publish it raw.
+fn header_map(m: &GoldenMessage) -> async_nats::HeaderMap {
+    let mut h = async_nats::HeaderMap::new();
+    for (name, values) in &m.headers {
+        for value in values {
+            h.append(name.as_str(), value.as_str());
         }
     }
-
-    #[cfg(feature = "fuzzing")]
-    fn render(&self) -> Vec<u8> {
-        let mut out = format!("{}\n", self.subject).into_bytes();
-        for (name, value) in &self.headers {
-            out.extend_from_slice(format!("{name}: {value}\n").as_bytes());
-        }
-        out.push(b'\n');
-        out.extend_from_slice(&self.payload);
-        out
-    }
-
-    fn header_map(&self) -> async_nats::HeaderMap {
-        let mut h = async_nats::HeaderMap::new();
-        for (name, value) in &self.headers {
-            h.insert(name.as_str(), value.as_str());
-        }
-        h
-    }
+    h
 }
 
 /// The two events of the fixture, written out by hand: the framed message's and the header
@@ -119,18 +70,18 @@ fn expected() -> (Event, Event) {
 
 /// The files of the current release as the current code encodes the fixture.
 #[cfg(feature = "fuzzing")]
-fn encoded_now() -> (Message, Message) {
+fn encoded_now() -> (GoldenMessage, GoldenMessage) {
     let (placed, shipped) = expected();
-    let framed = Message {
+    let framed = GoldenMessage {
         subject: SUBJECT.into(),
-        headers: BTreeMap::new(),
+        headers: Default::default(),
         payload: aether_bus::fuzzing::encode_frame(PUBLISHER, 7, &placed).expect("frame"),
     };
-    let headers = Message {
+    let headers = GoldenMessage {
         subject: SUBJECT.into(),
         headers: [
-            (HEADER_PUBLISHER.to_string(), PUBLISHER.to_string()),
-            (HEADER_SEQUENCE.to_string(), "8".to_string()),
+            (HEADER_PUBLISHER.to_string(), vec![PUBLISHER.to_string()]),
+            (HEADER_SEQUENCE.to_string(), vec!["8".to_string()]),
         ]
         .into(),
         payload: shipped.to_json_bytes().expect("json"),
@@ -154,12 +105,12 @@ fn golden_every_release_parses_without_a_server() {
     let golden = golden();
     for release in golden.releases() {
         for (name, event, seq) in [(FRAMED, &placed, 7), (HEADERS, &shipped, 8)] {
-            let m = Message::read(&golden, &release, name);
+            let m = golden.read_message(&release, name);
             assert_eq!(m.subject, SUBJECT, "{release}/{name}");
             let (origin, json) = aether_bus::fuzzing::parse_message(
                 &m.payload,
-                m.headers.get(HEADER_PUBLISHER).map(String::as_str),
-                m.headers.get(HEADER_SEQUENCE).map(String::as_str),
+                m.header(HEADER_PUBLISHER),
+                m.header(HEADER_SEQUENCE),
             )
             .unwrap_or_else(|e| panic!("{release}/{name}: {e}"));
             assert_eq!(
@@ -193,13 +144,13 @@ async fn golden_every_release_reads_back_through_a_bus() {
         let mut sub = subscriber.subscribe(NAMESPACE).await.unwrap();
         subscriber.client().flush().await.unwrap();
         for name in [FRAMED, HEADERS] {
-            let m = Message::read(&golden, release, name);
+            let m = golden.read_message(release, name);
             if m.headers.is_empty() {
                 raw.publish(m.subject.clone(), m.payload.clone().into())
                     .await
                     .unwrap();
             } else {
-                raw.publish_with_headers(m.subject.clone(), m.header_map(), m.payload.into())
+                raw.publish_with_headers(m.subject.clone(), header_map(&m), m.payload.into())
                     .await
                     .unwrap();
             }
@@ -211,8 +162,8 @@ async fn golden_every_release_reads_back_through_a_bus() {
     }
 
     // What real buses send: the golden bytes but for their own publisher id and sequence.
-    let golden_framed = Message::read(&golden, golden.current(), FRAMED);
-    let golden_headers = Message::read(&golden, golden.current(), HEADERS);
+    let golden_framed = golden.read_message(golden.current(), FRAMED);
+    let golden_headers = golden.read_message(golden.current(), HEADERS);
     let mut wire = raw.subscribe(SUBJECT).await.unwrap();
     raw.flush().await.unwrap();
     let framed = bus(&server).await;

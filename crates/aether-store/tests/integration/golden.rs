@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use aether_core::{ActorKey, Event, EventLog, EventStore, Snapshot, SnapshotStore, Transaction};
 use aether_store::{JetStreamConfig, JetStreamEventStore};
-use aether_testkit::golden::GoldenFiles;
+use aether_testkit::golden::{GoldenFiles, GoldenMessage};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
@@ -42,90 +42,33 @@ fn golden() -> GoldenFiles {
     GoldenFiles::new(env!("CARGO_MANIFEST_DIR"), env!("CARGO_PKG_VERSION"))
 }
 
-/// One stored message as a golden file holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Message {
-    subject: String,
-    headers: BTreeMap<String, Vec<String>>,
-    payload: Vec<u8>,
-}
-
-impl Message {
-    /// Parses a golden file's bytes; `file` names it in panic messages.
-    fn parse(bytes: &[u8], file: &str) -> Self {
-        let mut rest = bytes;
-        let mut line = || {
-            let end = rest
-                .iter()
-                .position(|&b| b == b'\n')
-                .unwrap_or_else(|| panic!("{file}: truncated"));
-            let l = std::str::from_utf8(&rest[..end])
-                .expect("utf-8 line")
-                .to_string();
-            rest = &rest[end + 1..];
-            l
-        };
-        let subject = line();
-        let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        loop {
-            let l = line();
-            if l.is_empty() {
-                break;
-            }
-            let (name, value) = l
-                .split_once(": ")
-                .unwrap_or_else(|| panic!("{file}: bad header line {l:?}"));
+/// One stored message as a golden file holds it, from what the stream stores.
+fn from_stored(m: &async_nats::jetstream::message::StreamMessage) -> GoldenMessage {
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, values) in m.headers.iter() {
+        let name: &str = name.as_ref();
+        if name.starts_with("Aether-") {
             headers
                 .entry(name.to_string())
                 .or_default()
-                .push(value.to_string());
-        }
-        Self {
-            subject,
-            headers,
-            payload: rest.to_vec(),
+                .extend(values.iter().map(|v| v.as_str().to_string()));
         }
     }
-
-    fn render(&self) -> Vec<u8> {
-        let mut out = format!("{}\n", self.subject).into_bytes();
-        for (name, values) in &self.headers {
-            for v in values {
-                out.extend_from_slice(format!("{name}: {v}\n").as_bytes());
-            }
-        }
-        out.push(b'\n');
-        out.extend_from_slice(&self.payload);
-        out
-    }
-
-    fn from_stored(m: &async_nats::jetstream::message::StreamMessage) -> Self {
-        let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (name, values) in m.headers.iter() {
-            let name: &str = name.as_ref();
-            if name.starts_with("Aether-") {
-                headers
-                    .entry(name.to_string())
-                    .or_default()
-                    .extend(values.iter().map(|v| v.as_str().to_string()));
-            }
-        }
-        Self {
-            subject: m.subject.to_string(),
-            headers,
-            payload: m.payload.to_vec(),
-        }
+    GoldenMessage {
+        subject: m.subject.to_string(),
+        headers,
+        payload: m.payload.to_vec(),
     }
 }
 
 /// The `.msg` files of a release directory, in file-name order.
-fn messages(golden: &GoldenFiles, release: &str) -> Vec<(String, Message)> {
+fn messages(golden: &GoldenFiles, release: &str) -> Vec<(String, GoldenMessage)> {
     golden
         .files(release)
         .into_iter()
         .filter(|name| name.ends_with(".msg"))
         .map(|name| {
-            let m = Message::parse(&golden.read(release, &name), &format!("{release}/{name}"));
+            let m = golden.read_message(release, &name);
             (name, m)
         })
         .collect()
@@ -292,7 +235,7 @@ async fn write_fixture(store: &JetStreamEventStore, f: &Fixture) {
 }
 
 /// Every message of the store's stream, in order.
-async fn stored_messages(store: &JetStreamEventStore) -> Vec<Message> {
+async fn stored_messages(store: &JetStreamEventStore) -> Vec<GoldenMessage> {
     let stream = store
         .context()
         .get_stream(store.stream_name())
@@ -302,7 +245,7 @@ async fn stored_messages(store: &JetStreamEventStore) -> Vec<Message> {
     let mut out = Vec::new();
     for seq in 1..=last {
         let m = stream.get_raw_message(seq).await.expect("raw message");
-        out.push(Message::from_stored(&m));
+        out.push(from_stored(&m));
     }
     out
 }
