@@ -170,6 +170,7 @@ pub fn reservation_outcome(
         Err(CommandError::Decode(e)) => Err(CommandError::Decode(e)),
         Err(CommandError::WrongType(e)) => Err(CommandError::WrongType(e)),
         Err(CommandError::Reaction(e)) => Err(CommandError::Reaction(e)),
+        Err(CommandError::Retired(e)) => Err(CommandError::Retired(e)),
         Err(CommandError::Infrastructure(e)) => Err(CommandError::Infrastructure(e)),
     }
 }

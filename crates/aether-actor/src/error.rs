@@ -59,9 +59,28 @@ pub struct WrongTypeError {
     pub version: u64,
 }
 
+/// The actor was retired: its history ends with the final event
+/// ([`aether_core::EVENT_TYPE_RETIRED`]) and it takes no more commands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[error("actor {actor_type}/{actor_id} is retired (at version {version})")]
+#[serde(rename_all = "camelCase")]
+pub struct RetiredError {
+    /// The actor's type.
+    pub actor_type: String,
+    /// The actor.
+    pub actor_id: String,
+    /// The version of its final event.
+    pub version: u64,
+}
+
 /// Why an actor could not be rebuilt from its store.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The actor was retired: nothing loads it for writing any more.
+    ///
+    /// Handling: see [`RetiredError`]; a final answer.
+    #[error(transparent)]
+    Retired(RetiredError),
     /// A stored event does not fit the actor's event type.
     ///
     /// Handling: see [`DecodeError`].
@@ -126,6 +145,13 @@ pub enum CommandError<E> {
     #[error(transparent)]
     Reaction(ReactionError),
 
+    /// The actor was retired ([`ActorHost::retire`](crate::ActorHost::retire)): it takes no
+    /// more commands. Nothing was written.
+    ///
+    /// Handling: a final answer; the actor's history stays readable.
+    #[error(transparent)]
+    Retired(RetiredError),
+
     /// The store, the network or the runtime failed. The command may or may not have been
     /// applied when the error is [`Error::Unavailable`].
     ///
@@ -151,7 +177,11 @@ impl<E> CommandError<E> {
         match self {
             Self::Conflict { .. } => true,
             Self::Infrastructure(e) => e.is_retryable(),
-            Self::Rejected(_) | Self::Decode(_) | Self::WrongType(_) | Self::Reaction(_) => false,
+            Self::Rejected(_)
+            | Self::Decode(_)
+            | Self::WrongType(_)
+            | Self::Reaction(_)
+            | Self::Retired(_) => false,
         }
     }
 
@@ -174,6 +204,7 @@ impl<E> CommandError<E> {
             Self::Decode(e) => CommandError::Decode(e),
             Self::WrongType(e) => CommandError::WrongType(e),
             Self::Reaction(e) => CommandError::Reaction(e),
+            Self::Retired(e) => CommandError::Retired(e),
             Self::Infrastructure(e) => CommandError::Infrastructure(e),
         }
     }
@@ -182,6 +213,7 @@ impl<E> CommandError<E> {
 impl<E> From<LoadError> for CommandError<E> {
     fn from(e: LoadError) -> Self {
         match e {
+            LoadError::Retired(r) => Self::Retired(r),
             LoadError::Decode(d) => Self::Decode(d),
             LoadError::WrongType(w) => Self::WrongType(w),
             LoadError::Store(s) => Self::Infrastructure(s),
@@ -193,7 +225,7 @@ impl<E> From<LoadError> for CommandError<E> {
 /// rejection becomes [`Error::InvalidInput`] with its message, exhausted conflicts
 /// [`Error::VersionConflict`], a decoding failure [`Error::Decoding`], another type's history
 /// [`Error::InvalidInput`], a refused reaction [`Error::InvalidInput`] (timers unavailable:
-/// [`Error::Unsupported`]).
+/// [`Error::Unsupported`]), a retired actor [`Error::InvalidInput`].
 impl<E: std::fmt::Display> From<CommandError<E>> for Error {
     fn from(e: CommandError<E>) -> Self {
         match e {
@@ -208,6 +240,7 @@ impl<E: std::fmt::Display> From<CommandError<E>> for Error {
                 }
             }
             CommandError::Reaction(r) => Error::InvalidInput(r.to_string()),
+            CommandError::Retired(r) => Error::InvalidInput(r.to_string()),
             CommandError::Infrastructure(e) => e,
         }
     }

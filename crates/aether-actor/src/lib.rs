@@ -152,7 +152,7 @@ pub use actor::{Actor, CommandMeta, Envelope};
 pub use aether_derive::DomainEvent;
 pub use client::ActorClient;
 pub use config::{PassivationPolicy, RuntimeConfig, SnapshotPolicy};
-pub use error::{CommandError, DecodeError, LoadError, WrongTypeError};
+pub use error::{CommandError, DecodeError, LoadError, RetiredError, WrongTypeError};
 pub use event::{DomainEvent, EncodeError, EncodedEvent, EventCodec};
 pub use host::{
     ActorHost, Decide, Decision, Fence, Handled, HostStats, Participant, PassivationHook,

@@ -10,7 +10,8 @@ use crate::event::EventCodec;
 /// stored event from version 1, ignoring snapshots. Returns the state and its version.
 ///
 /// This is what a snapshot saves; use it to check a snapshot, to rebuild a read model, or in
-/// tests.
+/// tests. A retired actor's final event ends the history: the state is the one it was retired
+/// with, and the version the final event's.
 ///
 /// # Errors
 /// [`LoadError::Decode`] naming the first event that does not fit `A::Event`;
@@ -25,6 +26,10 @@ pub async fn replay<A: Actor>(
     let mut version = 0;
     for stored in store.events_of(ActorKey::new(A::TYPE, actor_id), 1).await? {
         EventCodec::<A::Event>::check_type(A::TYPE, &stored)?;
+        if stored.is_retirement() {
+            version = stored.version;
+            break;
+        }
         let event = codec.decode_for(A::TYPE, &stored)?;
         A::apply(&mut state, &event);
         version = stored.version;

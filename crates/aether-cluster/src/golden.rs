@@ -11,7 +11,7 @@
 //! `AETHER_BLESS_GOLDEN=1` rewrites the newest directory from what the code writes; older
 //! directories are never written. Without it, the test never writes.
 
-use aether_actor::CommandMeta;
+use aether_actor::{CommandMeta, RetiredError};
 use aether_testkit::golden::GoldenFiles;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -204,20 +204,41 @@ fn this_release_writes_its_golden_files_and_reads_them() {
     };
     let meta = meta();
     let command = json!({"Deposit": {"amount": 5}});
-    let out = |shard| ActorRequestOut {
+    let out = |shard, speaks| ActorRequestOut {
         actor_type: "account",
         actor_id: "acc-1",
         shard,
         epoch: 9,
         meta: &meta,
         command: &command,
+        speaks,
     };
-    // Requests in the newest version, and in the oldest for nodes that speak only it.
-    pin("request.json", &encode_at(v, &out(None)).unwrap());
+    // Requests in the newest version, and in the oldest for nodes that speak only it (saying
+    // which version the answer may use).
+    pin("request.json", &encode_at(v, &out(None, None)).unwrap());
     pin(
         "request-to-version-2.json",
-        &encode_at(MIN_WIRE_VERSION, &out(Some(17))).unwrap(),
+        &encode_at(MIN_WIRE_VERSION, &out(Some(17), Some(v))).unwrap(),
     );
+    // What version 3 added to answers, and its form for a version-2 sender.
+    let retired = ActorResponse::Error {
+        error: RemoteError::Retired {
+            error: RetiredError {
+                actor_type: "account".into(),
+                actor_id: "acc-1".into(),
+                version: 7,
+            },
+        },
+    };
+    pin("error-retired.json", &encode(&retired).unwrap());
+    reads(v, "error-retired.json", &retired);
+    assert!(matches!(
+        retired.clone().for_version(MIN_WIRE_VERSION),
+        ActorResponse::Error {
+            error: RemoteError::Other { .. }
+        }
+    ));
+    assert_eq!(retired.clone().for_version(v), retired);
     pin("refresh.json", &encode_at(v, &refresh()).unwrap());
     // What every node reads goes out in the oldest version.
     pin("heartbeat.json", &encode(&heartbeat(Some(range))).unwrap());
@@ -240,6 +261,9 @@ fn this_release_writes_its_golden_files_and_reads_them() {
     reads(v, "request.json", &request(None));
     reads(MIN_WIRE_VERSION, "request.json", &request(Some(17)));
     reads(v, "request-to-version-2.json", &request(Some(17)));
+    let to_old = read(v, "request-to-version-2.json");
+    let (version, req) = decode_request(&to_old, MIN_WIRE_VERSION).expect("a version-2 request");
+    assert_eq!(req.answer_version(version), v);
     let newest = read(v, "request.json");
     let (version, req) = decode_request(&newest, v).expect("a request");
     assert_eq!((version, req.shard), (v, None));
@@ -273,6 +297,7 @@ fn every_golden_file_is_checked() {
         let mut expected: Vec<String> = checked_2.iter().map(|s| s.to_string()).collect();
         if version == WIRE_VERSION {
             expected.push("request-to-version-2.json".into());
+            expected.push("error-retired.json".into());
         }
         expected.sort();
         assert_eq!(files, expected, "wire-{version}");

@@ -29,7 +29,7 @@
 //! below is for the build without it.
 #![cfg_attr(not(feature = "unstable-wire"), allow(unreachable_pub))]
 
-use aether_actor::{CommandError, CommandMeta, DecodeError, WrongTypeError};
+use aether_actor::{CommandError, CommandMeta, DecodeError, RetiredError, WrongTypeError};
 use aether_core::{Error, ReactionError, VersionConflictError};
 use std::marker::PhantomData;
 
@@ -290,6 +290,10 @@ pub(crate) struct ActorRequestOut<'a, C: Serialize> {
     pub(crate) epoch: u64,
     pub(crate) meta: &'a CommandMeta,
     pub(crate) command: &'a C,
+    /// The newest version the sender reads, when it writes an older one (to a receiver it
+    /// has not heard announce a newer one): the answer may then use what that version added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) speaks: Option<u16>,
 }
 
 /// An error a node reports back for a request.
@@ -331,6 +335,12 @@ pub enum RemoteError {
     Reaction {
         /// The refusal.
         error: ReactionError,
+    },
+    /// The actor is retired and takes no more commands (wire version 3; answered to a
+    /// version-2 sender as [`Other`](Self::Other), which it can read).
+    Retired {
+        /// The actor, and its final event's version.
+        error: RetiredError,
     },
     /// The request could not be decoded.
     Decoding {
@@ -379,6 +389,7 @@ impl RemoteError {
             CommandError::Decode(d) => Self::EventDecoding { error: d.clone() },
             CommandError::WrongType(w) => Self::WrongType { error: w.clone() },
             CommandError::Reaction(r) => Self::Reaction { error: r.clone() },
+            CommandError::Retired(r) => Self::Retired { error: r.clone() },
             CommandError::Infrastructure(e) => Self::from_error(e),
             CommandError::Rejected(_) => Self::Other {
                 message: "command rejected".into(),
@@ -410,6 +421,7 @@ impl RemoteError {
             Self::EventDecoding { error } => CommandError::Decode(error),
             Self::WrongType { error } => CommandError::WrongType(error),
             Self::Reaction { error } => CommandError::Reaction(error),
+            Self::Retired { error } => CommandError::Retired(error),
             Self::Decoding { message } => Error::Decoding(format!(
                 "node {node} could not decode the request: {message}"
             ))
@@ -457,6 +469,23 @@ pub enum ActorResponse {
     },
 }
 
+impl ActorResponse {
+    /// This answer in a form a sender of wire version `v` reads: what a version added is
+    /// told to older senders in words ([`RemoteError::Other`]).
+    pub fn for_version(self, v: u16) -> Self {
+        match self {
+            Self::Error {
+                error: RemoteError::Retired { error },
+            } if v < 3 => Self::Error {
+                error: RemoteError::Other {
+                    message: error.to_string(),
+                },
+            },
+            other => other,
+        }
+    }
+}
+
 /// An [`ActorResponse`] as the owner writes it: the reply or rejection serialised straight from
 /// the actor type's own, in one pass. The bytes are an [`ActorResponse`]'s.
 #[derive(Debug, Serialize)]
@@ -498,6 +527,18 @@ pub struct ActorRequestIn<'a> {
     /// A refresh rather than a command.
     #[serde(default)]
     pub refresh: bool,
+    /// The newest version the sender reads, when newer than the request's (see
+    /// [`ActorRequestIn::answer_version`]).
+    #[serde(default)]
+    pub speaks: Option<u16>,
+}
+
+impl ActorRequestIn<'_> {
+    /// The version to answer a request of version `v` in: the newest the sender reads, as far
+    /// as this release knows versions.
+    pub fn answer_version(&self, v: u16) -> u16 {
+        v.max(self.speaks.unwrap_or(v)).min(WIRE_VERSION)
+    }
 }
 
 /// Decodes an actor request for a node that speaks up to version `own_max`, with the version
@@ -743,6 +784,7 @@ mod tests {
             epoch: 1,
             meta: &meta,
             command: &(),
+            speaks: None,
         };
         let v3 = encode_at(3, &out(None)).unwrap();
         assert!(!String::from_utf8_lossy(&v3).contains("shard"));
@@ -769,6 +811,7 @@ mod tests {
             epoch: 42,
             meta: &meta,
             command: &command,
+            speaks: None,
         })
         .unwrap();
         let back: ActorRequest = decode(&bytes).unwrap();

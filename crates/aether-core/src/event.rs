@@ -53,6 +53,13 @@ pub const METADATA_ACTOR_TYPE: &str = "actorType";
 /// event; see [`Event::event_stored`].
 pub const EVENT_TYPE_EVENT_STORED: &str = "EventStored";
 
+/// The event type of the final event of a retired actor: after it, the actor takes no more
+/// commands and is never activated for writing (`aether_actor::ActorHost::retire`). Its data
+/// is empty; its metadata says who retired it, as a command's would. Readers that decode every
+/// event of an actor type skip it ([`Event::is_retirement`]): it belongs to no actor's own
+/// event type.
+pub const EVENT_TYPE_RETIRED: &str = "aether.Retired";
+
 /// Something that happened to an actor, recorded once and never changed.
 ///
 /// Events of one actor carry strictly increasing versions; an actor's state is whatever replaying
@@ -126,6 +133,21 @@ impl Event {
             timestamp: Utc::now(),
             metadata: Metadata::new(),
         }
+    }
+
+    /// The final event of a retired actor of type `actor_type`, at `version` (the one after its
+    /// last): see [`EVENT_TYPE_RETIRED`].
+    pub fn retirement(
+        actor_type: impl Into<String>,
+        actor_id: impl Into<String>,
+        version: u64,
+    ) -> Self {
+        Self::new(EVENT_TYPE_RETIRED, actor_id, version).with_actor_type(actor_type)
+    }
+
+    /// Whether this is the final event of a retired actor ([`EVENT_TYPE_RETIRED`]).
+    pub fn is_retirement(&self) -> bool {
+        self.event_type == EVENT_TYPE_RETIRED
     }
 
     /// Sets the actor type (see [`actor_type`](Self::actor_type)).

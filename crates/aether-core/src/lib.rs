@@ -65,7 +65,7 @@ pub use error::{
     BoxError, CrossPartitionError, Error, Result, TransactionConflictError, VersionConflictError,
 };
 pub use event::{
-    Event, EventData, Metadata, EVENT_TYPE_EVENT_STORED, METADATA_ACTOR_TYPE,
+    Event, EventData, Metadata, EVENT_TYPE_EVENT_STORED, EVENT_TYPE_RETIRED, METADATA_ACTOR_TYPE,
     METADATA_CAUSATION_ID, METADATA_CORRELATION_ID, METADATA_MESSAGE_ID, METADATA_REPLY,
     METADATA_SCHEMA_VERSION, METADATA_SPAN_ID, METADATA_TRACE_ID, METADATA_USER_ID,
 };

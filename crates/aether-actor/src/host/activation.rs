@@ -7,10 +7,10 @@ use serde_json::Value;
 
 use super::recent::{keepable_json, RecentOutcomes, Remembered};
 use super::slot::{Next, Slot};
-use super::stats::bump;
+use super::stats::{bump, Counters};
 use super::{Answer, Handled, Outcome, Shared};
 use crate::actor::{Actor, Envelope};
-use crate::error::{CommandError, LoadError};
+use crate::error::{CommandError, LoadError, RetiredError};
 use crate::event::EventCodec;
 use crate::reaction;
 
@@ -270,10 +270,17 @@ async fn handle<A: Actor>(
 }
 
 fn failed<A: Actor>(shared: &Shared<A>, e: LoadError) -> CommandError<A::Error> {
-    if matches!(e, LoadError::Decode(_) | LoadError::WrongType(_)) {
-        bump(&shared.counters.decode_errors);
-    }
+    count_load_error(&shared.counters, &e);
     e.into()
+}
+
+/// Counts a failed load: an undecodable history, or a retired actor asked to act.
+pub(crate) fn count_load_error(counters: &Counters, e: &LoadError) {
+    match e {
+        LoadError::Decode(_) | LoadError::WrongType(_) => bump(&counters.decode_errors),
+        LoadError::Retired(_) => bump(&counters.retired_refusals),
+        LoadError::Store(_) => {}
+    }
 }
 
 /// The first outcome of a command seen before.
@@ -402,6 +409,15 @@ fn apply_events<A: Actor>(
 ) -> Result<(), LoadError> {
     for e in events {
         EventCodec::<A::Event>::check_type(A::TYPE, &e)?;
+        if e.is_retirement() {
+            // The history ends here: nothing loads the actor for writing any more, so no
+            // activation, command or transaction can append after its final event.
+            return Err(LoadError::Retired(RetiredError {
+                actor_type: A::TYPE.to_string(),
+                actor_id: e.actor_id,
+                version: e.version,
+            }));
+        }
         l.recent.record_event(&e);
         if e.version > l.version {
             let event = shared.codec.decode_for(A::TYPE, &e)?;

@@ -28,6 +28,7 @@ mod across;
 mod activation;
 mod lru;
 mod recent;
+mod retire;
 mod slot;
 mod stats;
 #[cfg(test)]

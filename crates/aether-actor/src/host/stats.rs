@@ -43,6 +43,10 @@ pub struct HostStats {
     pub stale_timers: u64,
     /// Decisions refused for their timers or effects.
     pub reactions_refused: u64,
+    /// Actors retired through this host.
+    pub retired: u64,
+    /// Commands and transactions refused because their actor is retired.
+    pub retired_refusals: u64,
 }
 
 /// One counter, kept here and handed to the metrics exporter.
@@ -78,6 +82,8 @@ pub(crate) struct Counters {
     pub(crate) decode_errors: Count,
     pub(crate) stale_timers: Count,
     pub(crate) reactions_refused: Count,
+    pub(crate) retired: Count,
+    pub(crate) retired_refusals: Count,
     /// Actors active now, for the exporter.
     pub(crate) active: metrics::Gauge,
 }
@@ -106,6 +112,8 @@ impl Counters {
             decode_errors: c("aether_actor_decode_errors_total"),
             stale_timers: c("aether_actor_stale_timers_total"),
             reactions_refused: c("aether_actor_reactions_refused_total"),
+            retired: c("aether_actor_retired_total"),
+            retired_refusals: c("aether_actor_retired_refusals_total"),
             active: metrics::gauge!("aether_actor_active", "actor_type" => actor_type),
         }
     }
@@ -129,6 +137,8 @@ impl Counters {
             decode_errors: get(&self.decode_errors),
             stale_timers: get(&self.stale_timers),
             reactions_refused: get(&self.reactions_refused),
+            retired: get(&self.retired),
+            retired_refusals: get(&self.retired_refusals),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use aether_core::{ActorKey, Error, Transaction};
 
-use super::activation::load;
+use super::activation::{count_load_error, load};
 use super::stats::bump;
 use super::ActorHost;
 use crate::actor::{Actor, CommandMeta};
@@ -60,12 +60,7 @@ impl<A: Actor> ActorHost<A> {
             let mut versions = Vec::with_capacity(actor_ids.len());
             for id in actor_ids {
                 let loaded = load(shared, id).await.map_err(|e| {
-                    if matches!(
-                        e,
-                        crate::LoadError::Decode(_) | crate::LoadError::WrongType(_)
-                    ) {
-                        bump(&shared.counters.decode_errors);
-                    }
+                    count_load_error(&shared.counters, &e);
                     CommandError::from(e)
                 })?;
                 versions.push(loaded.version);

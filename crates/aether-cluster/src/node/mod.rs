@@ -362,6 +362,42 @@ impl ClusterNode {
         Ok(reply)
     }
 
+    /// Retires the actor `actor_id` of type `A` for good, on this node, wherever it is owned:
+    /// see [`ActorHost::retire`]. Its final event is appended with `meta`; then its owner is
+    /// told to drop its activation (as after a transaction), so that from then on every
+    /// command to it, through any node and after any failover, fails with
+    /// [`CommandError::Retired`]: each owner loads the actor from the store, and loading stops
+    /// at the final event. Returns the final event's version.
+    ///
+    /// # Errors
+    /// As [`ActorHost::retire`]; [`Error::NotFound`] when this node does not host `A`.
+    pub async fn retire<A: Actor>(
+        &self,
+        actor_id: &str,
+        meta: CommandMeta,
+    ) -> std::result::Result<u64, CommandError<A::Error>> {
+        let Some(host) = self.inner.hosts.typed::<A>() else {
+            return Err(Error::NotFound(format!(
+                "node {} hosts no actor type {:?}",
+                self.inner.node_id,
+                A::TYPE
+            ))
+            .into());
+        };
+        let version = host.retire(actor_id, meta).await?;
+        // Best effort: an owner that misses it refuses at its next write (a version conflict,
+        // then a reload that stops at the final event); until then its read-only commands
+        // answer from the state before.
+        if let Err(e) = self
+            .inner
+            .refresh_actors(&[ActorKey::new(A::TYPE, actor_id)], false)
+            .await
+        {
+            tracing::warn!(error = %e, "the owner was not told to reload after a retirement");
+        }
+        Ok(version)
+    }
+
     /// A client for actors of type `A` through this node, for code written against
     /// [`ActorClient`] (which the embedded [`ActorHost`] implements too).
     pub fn client<A: Actor>(&self) -> ClusterClient<A> {

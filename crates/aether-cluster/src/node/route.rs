@@ -20,7 +20,7 @@ use crate::actors::Served;
 use crate::assignment::Assignment;
 use crate::routing::{
     decode, decode_request, encode, encode_at, ActorRequestIn, ActorRequestOut, ActorResponse,
-    ActorResponseIn, RemoteError,
+    ActorResponseIn, RemoteError, MIN_WIRE_VERSION,
 };
 use crate::transport::{Incoming, RequestFailure};
 
@@ -78,6 +78,7 @@ impl Inner {
             Err(CommandError::Decode(_)) => "decode",
             Err(CommandError::WrongType(_)) => "wrong_type",
             Err(CommandError::Reaction(_)) => "reaction",
+            Err(CommandError::Retired(_)) => "retired",
             Err(CommandError::Infrastructure(e)) => e.kind(),
         };
         metrics::histogram!("aether_cluster_send_seconds", "actor_type" => A::TYPE, "outcome" => label)
@@ -184,6 +185,7 @@ impl Inner {
             epoch: view.epoch,
             meta: &envelope.meta,
             command: &envelope.command,
+            speaks: (wire < self.config.wire_max()).then(|| self.config.wire_max()),
         };
         let payload = match encode_at(wire, &request) {
             Ok(p) => Bytes::from(p),
@@ -260,11 +262,15 @@ impl Inner {
             return;
         };
         // The command stays as its JSON in the message until the actor type decodes it.
-        let served = match decode_request(&msg.payload, self.config.wire_max()) {
-            Err(e) => Served::Response(ActorResponse::Error {
-                error: RemoteError::from_error(&e.into()),
-            }),
-            Ok((_, mut req)) => {
+        let (version, served) = match decode_request(&msg.payload, self.config.wire_max()) {
+            Err(e) => (
+                MIN_WIRE_VERSION,
+                Served::Response(ActorResponse::Error {
+                    error: RemoteError::from_error(&e.into()),
+                }),
+            ),
+            Ok((version, mut req)) => {
+                let version = req.answer_version(version);
                 // The header stands for the trace when the body carries none (a sender that
                 // only speaks the header); a malformed header is ignored.
                 if req.meta.trace.is_none() {
@@ -284,12 +290,12 @@ impl Inner {
                     #[cfg(feature = "opentelemetry")]
                     aether_actor::otel::set_parent(&span, t);
                 }
-                self.serve_request(req).instrument(span).await
+                (version, self.serve_request(req).instrument(span).await)
             }
         };
         let bytes = match served {
             Served::Encoded(b) => b,
-            Served::Response(response) => match encode(&response) {
+            Served::Response(response) => match encode(&response.for_version(version)) {
                 Ok(b) => b,
                 Err(e) => match encode(&ActorResponse::Error {
                     error: RemoteError::from_error(&e),

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use aether_core::{ActorKey, Error, Event, SnapshotStore};
 use async_trait::async_trait;
 
-use super::super::activation::load;
+use super::super::activation::{count_load_error, load};
 use super::super::stats::{bump, Count, Counters};
 use super::super::ActorHost;
 use super::rejection::Rejection;
 use crate::actor::{Actor, CommandMeta};
-use crate::error::{CommandError, LoadError};
+use crate::error::CommandError;
 use crate::reaction;
 use crate::retry::RetryPolicy;
 
@@ -71,9 +71,7 @@ impl<A: Actor> Part for Member<A> {
     async fn load(&self, command_id: Option<&str>) -> Result<LoadedPart, CommandError<Rejection>> {
         let shared = &self.host.shared;
         let loaded = load(shared, &self.actor_id).await.map_err(|e| {
-            if matches!(e, LoadError::Decode(_) | LoadError::WrongType(_)) {
-                bump(&shared.counters.decode_errors);
-            }
+            count_load_error(&shared.counters, &e);
             CommandError::from(e)
         })?;
         Ok(LoadedPart {

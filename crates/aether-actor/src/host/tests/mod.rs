@@ -18,6 +18,7 @@ use crate::{
 mod across;
 mod lifecycle;
 mod reactions;
+mod retire;
 mod stored;
 mod transactions;
 

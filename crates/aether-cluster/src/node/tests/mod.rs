@@ -517,3 +517,47 @@ async fn a_transfer_between_actors_on_two_nodes_is_atomic_and_both_owners_see_it
         )))
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retired_actor_refuses_commands_through_every_node_and_after_its_owner_fails() {
+    let (_net, store, mut nodes) = cluster(&["a", "b", "c"]).await;
+    let actor = actor_of(&nodes[0], "b", "closing");
+    // Active on its owner, b.
+    assert_eq!(
+        nodes[0]
+            .send::<Bank>(&actor, Cmd::Deposit(5))
+            .await
+            .unwrap(),
+        5
+    );
+    assert!(nodes[1].host::<Bank>().unwrap().is_active(&actor));
+    // Retired through c, which does not own it.
+    let at = nodes[2]
+        .retire::<Bank>(&actor, CommandMeta::new().user_id("ops"))
+        .await
+        .unwrap();
+    assert_eq!(at, 2);
+    let refused = |outcome: std::result::Result<i64, CommandError<Refused>>| match outcome {
+        Err(CommandError::Retired(r)) => {
+            assert_eq!((r.actor_id.as_str(), r.version), (actor.as_str(), 2))
+        }
+        other => panic!("{other:?}"),
+    };
+    // Read-only or not, through every node: the owner was told to drop its activation.
+    for n in &nodes {
+        refused(n.send::<Bank>(&actor, Cmd::Balance).await);
+        refused(n.send::<Bank>(&actor, Cmd::Deposit(1)).await);
+    }
+    // The owner fails; the new owner loads the actor from the store and refuses too.
+    nodes.remove(1).kill().await;
+    refused(nodes[0].send::<Bank>(&actor, Cmd::Deposit(1)).await);
+    assert_ne!(nodes[0].owner_of(&actor).as_deref(), Some("b"));
+    assert!(matches!(
+        nodes[1].retire::<Bank>(&actor, CommandMeta::new()).await,
+        Err(CommandError::Retired(_))
+    ));
+    assert_eq!(store.latest_version_of(bank(&actor)).await.unwrap(), 2);
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
