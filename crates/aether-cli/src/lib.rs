@@ -20,6 +20,7 @@
 //! - [`timers`]: `aether timers`, the pending timers and the reactor's backlog.
 //! - [`store_tail`]: following the event store's stream, for `tail --source store` and the
 //!   dashboard's live tail.
+//! - [`actors`]: `aether actors retire`, an actor closed for good by its final event.
 //! - [`backup`]: `aether backup` and `aether restore`, a namespace's event streams and the
 //!   projections bucket copied to a directory and put back on an empty server.
 //! - [`mirror`]: `aether mirror create|status|promote`, a standby copy of the event streams in
@@ -28,6 +29,7 @@
 //! - [`output`]: colours (only on a terminal, never with `NO_COLOR`), tables, progress bars.
 //! - [`CliError`]: the one-line error every command fails with.
 
+pub mod actors;
 pub mod backup;
 pub mod cluster;
 pub mod connect;
@@ -70,6 +72,7 @@ pub use error::{CliError, CliResult};
   aether backup --namespace orders --out b1     event streams and checkpoints to ./b1
   aether restore --from b1 --nats nats://b:4222 b1 into a server without those streams
   aether mirror status --from-domain primary    the standby copy's lag (on the standby)
+  aether actors retire a-7 --type acct --yes    close an actor for good (its final event)
 
 Networked commands read NATS_URL (default nats://127.0.0.1:4222); colours only on a
 terminal, never with NO_COLOR set."
@@ -119,6 +122,9 @@ pub enum Command {
     /// standby): create, status, promote.
     #[command(subcommand)]
     Mirror(mirror::MirrorCommand),
+    /// Change an actor's life: retire (close it for good).
+    #[command(subcommand)]
+    Actors(actors::ActorsCommand),
 }
 
 /// Runs a parsed command line.
@@ -142,6 +148,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Timers(args) => Some(args.connect.permissions().clone()),
         Command::Backup(args) => Some(args.connect.permissions().clone()),
         Command::Mirror(cmd) => Some(cmd.connect().permissions().clone()),
+        Command::Actors(cmd) => Some(cmd.connect().permissions().clone()),
         // Watches for refusals itself, so that it can delete what it created before failing.
         Command::Restore(_) => None,
         // A long-running server: a refused subject shows on the page that needs it.
@@ -161,6 +168,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             Command::Backup(args) => backup::backup(args).await,
             Command::Restore(args) => backup::restore(args).await,
             Command::Mirror(cmd) => mirror::run(cmd).await,
+            Command::Actors(cmd) => actors::run(cmd).await,
         }
     };
     match permissions {

@@ -34,6 +34,14 @@ fn assert_one_line_error(out: &std::process::Output, contains: &str) {
 }
 
 #[test]
+fn every_command_s_definition_is_sound() {
+    // Clap's own checks over every subcommand (clashing flag names, say), which otherwise
+    // only fail when that subcommand is first run.
+    use clap::CommandFactory;
+    aether_cli::Cli::command().debug_assert();
+}
+
+#[test]
 fn help_for_every_subcommand() {
     for args in [
         vec!["--help"],
@@ -48,6 +56,13 @@ fn help_for_every_subcommand() {
         vec!["projections", "replay-parked", "--help"],
         vec!["timers", "--help"],
         vec!["ui", "--help"],
+        vec!["leaders", "--help"],
+        vec!["backup", "--help"],
+        vec!["restore", "--help"],
+        vec!["mirror", "create", "--help"],
+        vec!["mirror", "status", "--help"],
+        vec!["mirror", "promote", "--help"],
+        vec!["actors", "retire", "--help"],
     ] {
         let out = aether().args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}: {out:?}");

@@ -6,6 +6,7 @@
 //! - `cli`: without a server (help, usage errors, the in-process demo, connection failures).
 //! - `mirror`: `mirror create|status|promote` across two servers joined by a leafnode.
 //! - `nats`: against real nats-servers started by each test.
+//! - `retire`: `actors retire`, refused without `--yes` and for bad input, then enforced.
 //! - `partitions`: every command and the dashboard over a partitioned store.
 //! - `timers`: `aether timers` against real nats-servers.
 //! - `ui`: the dashboard, in a headless browser and over plain HTTP.
@@ -17,6 +18,7 @@ mod cli;
 mod mirror;
 mod nats;
 mod partitions;
+mod retire;
 mod timers;
 mod ui;
 mod ui_hostile;
