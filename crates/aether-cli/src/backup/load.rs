@@ -3,7 +3,6 @@
 //! on failure or Ctrl-C, deletes what it created.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,11 +13,11 @@ use async_nats::jetstream::stream::Config;
 use async_nats::jetstream::{self, Context, ErrorCode};
 use clap::Args;
 
-use super::save::plural;
+use super::{plural, Direction, Summary};
 use super::{read_manifest, DataFile, LineReader, Manifest};
 use crate::connect::{jetstream_hint, refusals_fail, ConnectArgs};
 use crate::error::{CliError, CliResult};
-use crate::output::{escape, human_bytes, human_duration, progress};
+use crate::output::{escape, progress};
 
 /// Messages published ahead of their acknowledgements.
 const IN_FLIGHT: usize = 256;
@@ -38,43 +37,6 @@ pub struct RestoreArgs {
     /// The connection (to a server without the backup's streams and buckets).
     #[command(flatten)]
     pub connect: ConnectArgs,
-}
-
-/// What a restore wrote: its one-line summary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestoreSummary {
-    /// The backup directory.
-    pub dir: PathBuf,
-    /// Streams restored.
-    pub streams: usize,
-    /// Their messages.
-    pub messages: u64,
-    /// Buckets restored.
-    pub buckets: usize,
-    /// Their keys.
-    pub keys: u64,
-    /// Bytes of the data files read.
-    pub bytes: u64,
-    /// How long it took.
-    pub elapsed: Duration,
-}
-
-impl fmt::Display for RestoreSummary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "restored {} stream{} ({} messages) and {} bucket{} ({} keys) from {}: {} in {}",
-            self.streams,
-            plural(self.streams),
-            self.messages,
-            self.buckets,
-            plural(self.buckets),
-            self.keys,
-            escape(&self.dir.display().to_string()),
-            human_bytes(self.bytes),
-            human_duration(self.elapsed)
-        )
-    }
 }
 
 /// Runs `aether restore`, printing its summary.
@@ -137,21 +99,7 @@ pub async fn run(args: RestoreArgs) -> CliResult<()> {
     };
     match outcome {
         Ok(()) => {
-            let bytes = manifest
-                .streams
-                .iter()
-                .map(|s| s.file.bytes)
-                .chain(manifest.buckets.iter().map(|b| b.file.bytes))
-                .sum();
-            let summary = RestoreSummary {
-                dir: args.from.clone(),
-                streams: manifest.streams.len(),
-                messages: manifest.streams.iter().map(|s| s.messages).sum(),
-                buckets: manifest.buckets.len(),
-                keys: manifest.buckets.iter().map(|b| b.keys).sum(),
-                bytes,
-                elapsed: started.elapsed(),
-            };
+            let summary = Summary::of(Direction::Restore, &args.from, &manifest, started.elapsed());
             println!("{summary}");
             Ok(())
         }

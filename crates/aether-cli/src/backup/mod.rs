@@ -28,7 +28,8 @@ mod save;
 
 use std::fs::File;
 use std::io::{BufRead, Read, Write};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use async_nats::jetstream::stream;
 use async_nats::HeaderMap;
@@ -38,8 +39,90 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{CliError, CliResult};
 
-pub use load::{run as restore, RestoreArgs, RestoreSummary};
-pub use save::{run as backup, BackupArgs, BackupSummary};
+pub use load::{run as restore, RestoreArgs};
+pub use save::{run as backup, BackupArgs};
+
+/// Which way a [`Summary`]'s copy went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `aether backup`: from the server to the directory.
+    Backup,
+    /// `aether restore`: from the directory to the server.
+    Restore,
+}
+
+/// What a backup or a restore copied: its one-line summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Backup or restore.
+    pub direction: Direction,
+    /// The backup directory.
+    pub dir: PathBuf,
+    /// Streams copied.
+    pub streams: usize,
+    /// Their messages.
+    pub messages: u64,
+    /// Buckets copied.
+    pub buckets: usize,
+    /// Their keys.
+    pub keys: u64,
+    /// Bytes of the data files.
+    pub bytes: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    /// The summary of copying what `manifest` lists, to or from `dir`.
+    pub fn of(direction: Direction, dir: &Path, manifest: &Manifest, elapsed: Duration) -> Self {
+        Self {
+            direction,
+            dir: dir.to_path_buf(),
+            streams: manifest.streams.len(),
+            messages: manifest.streams.iter().map(|s| s.messages).sum(),
+            buckets: manifest.buckets.len(),
+            keys: manifest.buckets.iter().map(|b| b.keys).sum(),
+            bytes: manifest
+                .streams
+                .iter()
+                .map(|s| s.file.bytes)
+                .chain(manifest.buckets.iter().map(|b| b.file.bytes))
+                .sum(),
+            elapsed,
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (done, way) = match self.direction {
+            Direction::Backup => ("backed up", "to"),
+            Direction::Restore => ("restored", "from"),
+        };
+        write!(
+            f,
+            "{done} {} stream{} ({} messages) and {} bucket{} ({} keys) {way} {}: {} in {}",
+            self.streams,
+            plural(self.streams),
+            self.messages,
+            self.buckets,
+            plural(self.buckets),
+            self.keys,
+            crate::output::escape(&self.dir.display().to_string()),
+            crate::output::human_bytes(self.bytes),
+            crate::output::human_duration(self.elapsed)
+        )
+    }
+}
+
+/// `"s"` unless `n` is one.
+pub(crate) fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
 
 /// The format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;

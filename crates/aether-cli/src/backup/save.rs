@@ -2,7 +2,6 @@
 //! message to `<DIR>.partial`, renamed to `<DIR>` once complete and removed on failure or
 //! Ctrl-C.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,13 +13,13 @@ use clap::Args;
 use futures::StreamExt;
 
 use super::{
-    file_name, is_deletion, BucketEntry, DataFile, HashingWriter, Manifest, Record, StreamEntry,
-    FORMAT_VERSION, MANIFEST,
+    file_name, is_deletion, BucketEntry, DataFile, Direction, HashingWriter, Manifest, Record,
+    StreamEntry, Summary, FORMAT_VERSION, MANIFEST,
 };
 use crate::connect::{jetstream_hint, ConnectArgs};
 use crate::error::{CliError, CliResult};
 use crate::events::{find_streams, StreamArgs};
-use crate::output::{human_bytes, human_duration, progress};
+use crate::output::progress;
 
 /// How long a read waits for the next message before giving up.
 const STALL: Duration = Duration::from_secs(10);
@@ -48,51 +47,6 @@ pub struct BackupArgs {
     /// The connection.
     #[command(flatten)]
     pub connect: ConnectArgs,
-}
-
-/// What a backup wrote: its one-line summary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackupSummary {
-    /// The backup directory.
-    pub dir: PathBuf,
-    /// Streams backed up.
-    pub streams: usize,
-    /// Their messages.
-    pub messages: u64,
-    /// Buckets backed up.
-    pub buckets: usize,
-    /// Their keys.
-    pub keys: u64,
-    /// Bytes of the data files.
-    pub bytes: u64,
-    /// How long it took.
-    pub elapsed: Duration,
-}
-
-impl fmt::Display for BackupSummary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "backed up {} stream{} ({} messages) and {} bucket{} ({} keys) to {}: {} in {}",
-            self.streams,
-            plural(self.streams),
-            self.messages,
-            self.buckets,
-            plural(self.buckets),
-            self.keys,
-            crate::output::escape(&self.dir.display().to_string()),
-            human_bytes(self.bytes),
-            human_duration(self.elapsed)
-        )
-    }
-}
-
-pub(super) fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
 }
 
 /// Runs `aether backup`, printing its summary.
@@ -178,7 +132,7 @@ fn prepare(out: &Path) -> CliResult<Partial> {
     Ok(partial)
 }
 
-async fn write(args: &BackupArgs, started: Instant) -> CliResult<BackupSummary> {
+async fn write(args: &BackupArgs, started: Instant) -> CliResult<Summary> {
     let mut partial = prepare(&args.out)?;
     let manifest = collect(args, &partial.path).await.map_err(|e| {
         CliError::new(format!(
@@ -204,21 +158,12 @@ async fn write(args: &BackupArgs, started: Instant) -> CliResult<BackupSummary> 
         ))
     })?;
     partial.keep = true;
-    let bytes = manifest
-        .streams
-        .iter()
-        .map(|s| s.file.bytes)
-        .chain(manifest.buckets.iter().map(|b| b.file.bytes))
-        .sum();
-    Ok(BackupSummary {
-        dir: args.out.clone(),
-        streams: manifest.streams.len(),
-        messages: manifest.streams.iter().map(|s| s.messages).sum(),
-        buckets: manifest.buckets.len(),
-        keys: manifest.buckets.iter().map(|b| b.keys).sum(),
-        bytes,
-        elapsed: started.elapsed(),
-    })
+    Ok(Summary::of(
+        Direction::Backup,
+        &args.out,
+        &manifest,
+        started.elapsed(),
+    ))
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
