@@ -444,6 +444,8 @@ pub(super) struct ActorView {
     limit: usize,
     /// The actor's latest version.
     latest_version: u64,
+    /// The version of its final event when the actor is retired (it takes no more commands).
+    retired: Option<u64>,
     events: Vec<aether_core::Event>,
     /// The `from` of the next page (`None`: this is the last).
     next: Option<u64>,
@@ -520,6 +522,17 @@ pub(super) async fn actor(
             .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
         store.events_of(actor, from).await?
     };
+    // A retired actor's final event is its last: the page holds it when it reaches the end,
+    // otherwise the latest message is read (one message).
+    let last_is_retirement = match events.last() {
+        Some(e) if e.version == latest_version => e.is_retirement(),
+        _ => store
+            .events_of(actor, latest_version)
+            .await?
+            .last()
+            .is_some_and(aether_core::Event::is_retirement),
+    };
+    let retired = last_is_retirement.then_some(latest_version);
     let next = if events.len() > limit {
         events.truncate(limit);
         events.last().map(|e| e.version + 1)
@@ -535,6 +548,7 @@ pub(super) async fn actor(
         from,
         limit,
         latest_version,
+        retired,
         events,
         next,
     }))

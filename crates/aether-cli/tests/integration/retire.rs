@@ -149,6 +149,37 @@ async fn an_actor_retired_from_the_command_line_refuses_its_commands() {
     ])
     .await;
     assert!(stdout(&out).contains("aether.Retired"), "{out:?}");
+    // And the dashboard.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let config = aether_cli::ui::DashboardConfig {
+        stream: aether_cli::events::StreamArgs {
+            namespace: Some("life".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let addr = crate::ui::dashboard(&url, config, &stop).await;
+    for (path, retired) in [
+        ("/api/actors/acc-1?type=account", serde_json::json!(3)),
+        (
+            "/api/actors/acc-1?type=account&limit=1",
+            serde_json::json!(3),
+        ),
+        (
+            "/api/actors/nobody-else?type=account",
+            serde_json::Value::Null,
+        ),
+    ] {
+        let (status, _, body) = crate::ui::get(addr, path, &[]).await;
+        if retired.is_null() {
+            assert_eq!(status, 404, "{body}");
+            continue;
+        }
+        assert_eq!(status, 200, "{body}");
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(view["retired"], retired, "{path}: {body}");
+    }
+    stop.cancel();
     // The host's activation notices at its next write; a new one refuses at once.
     match host.send("acc-1", ()).await {
         Err(CommandError::Retired(r)) => assert_eq!(r.version, 3),

@@ -349,6 +349,9 @@ async function actorView() {
       el("p", { class: "muted", id: "actor-summary" }, shown + " of " + a.latestVersion +
         " in stream " + a.stream + (a.partitions > 1 ? " (partition " + a.partition + " of " + a.partitions + ")" : "") +
         " (" + a.limit + " per page)"),
+      a.retired !== null && a.retired !== undefined
+        ? el("p", { class: "retired", id: "actor-retired" }, "Retired at version " + a.retired + ": it takes no more commands")
+        : null,
       pages,
       table(["Version", "Type", "Time", "Data", "Metadata"], rows, { id: "actor-events" }));
   } catch (err) {
