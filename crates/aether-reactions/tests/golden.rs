@@ -107,11 +107,26 @@ fn config() -> TimersConfig {
     }
 }
 
+/// On a server without message schedules (before 2.12) timers are refused, typed: checks
+/// that, and says the test ends there.
+async fn refused_before_2_12(server: &NatsServer, js: &async_nats::jetstream::Context) -> bool {
+    if server.version().at_least(2, 12) {
+        return false;
+    }
+    match JetStreamTimers::open(js.clone(), config()).await {
+        Err(aether_core::Error::Unsupported { .. }) => true,
+        other => panic!("timers on a server before 2.12: {:?}", other.err()),
+    }
+}
+
 #[tokio::test]
 async fn golden_timer_schedule_is_what_timers_write() {
     let server = NatsServer::start().expect("nats-server");
     let client = async_nats::connect(server.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
+    if refused_before_2_12(&server, &js).await {
+        return;
+    }
     let timers = JetStreamTimers::open(js.clone(), config()).await.unwrap();
     timers
         .set(ActorKey::new(OWNER_TYPE, OWNER_ID), &timer())
@@ -145,6 +160,9 @@ async fn golden_timer_schedules_of_every_release_read_back() {
         let server = NatsServer::start().expect("nats-server");
         let client = async_nats::connect(server.url()).await.unwrap();
         let js = async_nats::jetstream::new(client);
+        if refused_before_2_12(&server, &js).await {
+            return;
+        }
         // The timers create their stream; the golden schedule goes in raw.
         drop(JetStreamTimers::open(js.clone(), config()).await.unwrap());
         let m = golden.read_message(&release, TIMER_FILE);

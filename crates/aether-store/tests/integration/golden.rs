@@ -216,8 +216,9 @@ fn acct(id: &str) -> ActorKey<'_> {
     ActorKey::new("account", id)
 }
 
-/// Writes the fixture through the store, in the order of the golden files.
-async fn write_fixture(store: &JetStreamEventStore, f: &Fixture) {
+/// Writes the fixture through the store, in the order of the golden files; returns whether
+/// the transaction was written (servers before 2.12 refuse it, typed, and write nothing).
+async fn write_fixture(store: &JetStreamEventStore, f: &Fixture) -> bool {
     store.save_event(&f.opened).await.expect("save_event");
     store
         .save_events("acct-1", &f.batch)
@@ -231,7 +232,11 @@ async fn write_fixture(store: &JetStreamEventStore, f: &Fixture) {
     let txn = Transaction::with_id(TXN_ID)
         .append("acct-1", 3, vec![f.txn[0].clone()])
         .append("acct-2", 0, vec![f.txn[1].clone()]);
-    store.commit(&txn).await.expect("commit");
+    match store.commit(&txn).await {
+        Ok(_) => true,
+        Err(aether_core::Error::Unsupported { .. }) => false,
+        Err(e) => panic!("commit: {e:?}"),
+    }
 }
 
 /// Every message of the store's stream, in order.
@@ -255,7 +260,14 @@ async fn golden_current_release_is_what_the_store_writes() {
     let server = start();
     let store = open(&server, JetStreamConfig::default()).await;
     let f = expected();
-    write_fixture(&store, &f).await;
+    let transactions = write_fixture(&store, &f).await;
+    assert_eq!(transactions, server.version().at_least(2, 12));
+    // Without transactions (before 2.12) the files up to the snapshot are compared.
+    let files = if transactions {
+        &FILES[..]
+    } else {
+        &FILES[..4]
+    };
     // The subjects are part of the layout: pin them along with the messages.
     assert_eq!(
         store.event_subject(acct("acct-1")),
@@ -268,11 +280,11 @@ async fn golden_current_release_is_what_the_store_writes() {
     let written = stored_messages(&store).await;
     assert_eq!(
         written.len(),
-        FILES.len(),
+        files.len(),
         "messages written by the fixture"
     );
     let golden = golden();
-    for (name, m) in FILES.iter().zip(&written) {
+    for (name, m) in files.iter().zip(&written) {
         golden.pin(name, &m.render());
     }
     // A file nothing writes any more would still be published by the read-back test.
