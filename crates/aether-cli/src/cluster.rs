@@ -165,6 +165,7 @@ pub fn render_members(snapshot: &ClusterSnapshot, painter: Painter) -> String {
         "LEADER",
         "SHARDS",
         "INCARNATION",
+        "WIRE",
         "LAST HEARTBEAT",
     ]);
     for m in &snapshot.members {
@@ -184,6 +185,7 @@ pub fn render_members(snapshot: &ClusterSnapshot, painter: Painter) -> String {
             m.incarnation
                 .as_deref()
                 .map_or_else(|| "-".into(), |i| escape(i).into_owned()),
+            m.speaks.map_or_else(|| "-".into(), |v| format!("v{v}")),
             match (m.seq, m.since_heard) {
                 (Some(seq), Some(ago)) => format!("seq {seq}, {} ago", human_duration(ago)),
                 _ => "not heard".into(),
@@ -317,6 +319,7 @@ mod tests {
                 presence: Presence::Alive,
                 incarnation: Some(format!("inc{evil}")),
                 seq: Some(3),
+                speaks: Some(3),
                 since_heard: Some(Duration::from_millis(10)),
                 listed: true,
                 leader: true,

@@ -36,6 +36,8 @@ pub(super) struct Heard {
     pub(super) incarnation: String,
     /// The sequence number of its last heartbeat.
     pub(super) seq: u64,
+    /// The newest wire version its last heartbeat announced.
+    pub(super) speaks: u16,
     /// When it was last heard (its last heartbeat, or its leave notice).
     pub(super) at: Instant,
     pub(super) status: Status,
@@ -79,12 +81,15 @@ impl HeardMembers {
         self.nodes.len()
     }
 
-    /// Records a heartbeat of `node` (at `incarnation`, sequence `seq`) heard at `now`.
+    /// Records a heartbeat of `node` (at `incarnation`, sequence `seq`, speaking wire
+    /// versions up to `speaks`) heard at `now`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn heartbeat(
         &mut self,
         node: &str,
         incarnation: &str,
         seq: u64,
+        speaks: u16,
         now: Instant,
         counts: &mut ObserverCounts,
         changes: &mut Vec<ClusterChange>,
@@ -104,6 +109,7 @@ impl HeardMembers {
                 h.incarnation.replace_range(.., incarnation);
             }
             h.seq = seq;
+            h.speaks = speaks;
             h.at = now;
             h.status = Status::Alive;
             if seen {
@@ -123,6 +129,7 @@ impl HeardMembers {
             Heard {
                 incarnation: incarnation.to_string(),
                 seq,
+                speaks,
                 at: now,
                 status: Status::Alive,
             },
@@ -260,7 +267,7 @@ mod tests {
             ("ok", "<b>"),
             ("ok", ""),
         ] {
-            t.heartbeat(node, inc, 0, Instant::now(), &mut counts, &mut changes);
+            t.heartbeat(node, inc, 0, 3, Instant::now(), &mut counts, &mut changes);
             t.leave(node, inc, Instant::now(), &mut counts, &mut changes);
         }
         assert_eq!(t.len(), 0);
@@ -272,14 +279,14 @@ mod tests {
     async fn members_are_seen_go_silent_leave_and_are_forgotten() {
         let mut t = table(8);
         let (mut counts, mut changes) = (ObserverCounts::default(), Vec::new());
-        t.heartbeat("a", "a-1", 0, Instant::now(), &mut counts, &mut changes);
-        t.heartbeat("a", "a-1", 1, Instant::now(), &mut counts, &mut changes);
-        t.heartbeat("b", "b-1", 0, Instant::now(), &mut counts, &mut changes);
+        t.heartbeat("a", "a-1", 0, 3, Instant::now(), &mut counts, &mut changes);
+        t.heartbeat("a", "a-1", 1, 3, Instant::now(), &mut counts, &mut changes);
+        t.heartbeat("b", "b-1", 0, 3, Instant::now(), &mut counts, &mut changes);
         assert_eq!(seen(&changes), ["a", "b"], "a second heartbeat is no news");
         changes.clear();
 
         tokio::time::advance(Duration::from_millis(1500)).await;
-        t.heartbeat("b", "b-1", 1, Instant::now(), &mut counts, &mut changes);
+        t.heartbeat("b", "b-1", 1, 3, Instant::now(), &mut counts, &mut changes);
         t.sweep(Instant::now(), &mut changes);
         assert_eq!(
             changes,
@@ -290,8 +297,8 @@ mod tests {
         );
         changes.clear();
         // Back: seen again. A new incarnation of a live node is news too.
-        t.heartbeat("a", "a-1", 2, Instant::now(), &mut counts, &mut changes);
-        t.heartbeat("b", "b-2", 0, Instant::now(), &mut counts, &mut changes);
+        t.heartbeat("a", "a-1", 2, 3, Instant::now(), &mut counts, &mut changes);
+        t.heartbeat("b", "b-2", 0, 3, Instant::now(), &mut counts, &mut changes);
         assert_eq!(seen(&changes), ["a", "b"]);
         changes.clear();
 
@@ -301,7 +308,7 @@ mod tests {
         assert!(changes.is_empty());
         t.leave("b", "b-2", Instant::now(), &mut counts, &mut changes);
         t.leave("b", "b-2", Instant::now(), &mut counts, &mut changes);
-        t.heartbeat("b", "b-2", 1, Instant::now(), &mut counts, &mut changes);
+        t.heartbeat("b", "b-2", 1, 3, Instant::now(), &mut counts, &mut changes);
         assert_eq!(
             changes,
             [ClusterChange::MemberGone {
@@ -321,14 +328,31 @@ mod tests {
         let mut t = table(16);
         let (mut counts, mut changes) = (ObserverCounts::default(), Vec::new());
         t.protect(&["real-a".into(), "real-b".into()]);
-        t.heartbeat("real-a", "1", 0, Instant::now(), &mut counts, &mut changes);
-        t.heartbeat("real-b", "1", 0, Instant::now(), &mut counts, &mut changes);
+        t.heartbeat(
+            "real-a",
+            "1",
+            0,
+            3,
+            Instant::now(),
+            &mut counts,
+            &mut changes,
+        );
+        t.heartbeat(
+            "real-b",
+            "1",
+            0,
+            3,
+            Instant::now(),
+            &mut counts,
+            &mut changes,
+        );
         for i in 0..10_000 {
             tokio::time::advance(Duration::from_micros(10)).await;
             t.heartbeat(
                 &format!("ghost-{i}"),
                 "x",
                 0,
+                3,
                 Instant::now(),
                 &mut counts,
                 &mut changes,
@@ -343,14 +367,46 @@ mod tests {
         // Full of the table's own members: a new id is refused, not one of them dropped.
         let mut t = table(2);
         t.protect(&["real-a".into(), "real-b".into()]);
-        t.heartbeat("real-a", "1", 0, Instant::now(), &mut counts, &mut changes);
-        t.heartbeat("real-b", "1", 0, Instant::now(), &mut counts, &mut changes);
-        t.heartbeat("ghost", "1", 0, Instant::now(), &mut counts, &mut changes);
+        t.heartbeat(
+            "real-a",
+            "1",
+            0,
+            3,
+            Instant::now(),
+            &mut counts,
+            &mut changes,
+        );
+        t.heartbeat(
+            "real-b",
+            "1",
+            0,
+            3,
+            Instant::now(),
+            &mut counts,
+            &mut changes,
+        );
+        t.heartbeat(
+            "ghost",
+            "1",
+            0,
+            3,
+            Instant::now(),
+            &mut counts,
+            &mut changes,
+        );
         assert_eq!(t.len(), 2);
         assert_eq!(counts.refused, 1);
         // Silent for longer than `forget_after`: room is made by forgetting first.
         tokio::time::advance(Duration::from_secs(11)).await;
-        t.heartbeat("ghost", "1", 0, Instant::now(), &mut counts, &mut changes);
+        t.heartbeat(
+            "ghost",
+            "1",
+            0,
+            3,
+            Instant::now(),
+            &mut counts,
+            &mut changes,
+        );
         assert_eq!(t.nodes.keys().collect::<Vec<_>>(), ["ghost"]);
     }
 }

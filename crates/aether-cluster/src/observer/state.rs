@@ -19,7 +19,7 @@ use super::{
 };
 use crate::assignment::{Assignment, AssignmentTable};
 use crate::leader::LeaderLease;
-use crate::routing::{decode, Heartbeat, Leave, WireError};
+use crate::routing::{decode, Heartbeat, Leave, WireError, WireRange};
 
 /// Which membership subject a message came on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +107,7 @@ impl ObservedState {
                     &hb.node_id,
                     &hb.incarnation,
                     hb.seq,
+                    hb.wire.unwrap_or(WireRange::UNANNOUNCED).max,
                     now,
                     counts,
                     changes,
@@ -272,6 +273,7 @@ fn members_view(
                 },
                 incarnation: h.map(|h| h.incarnation.clone()),
                 seq: h.map(|h| h.seq),
+                speaks: h.map(|h| h.speaks),
                 since_heard,
                 listed: listed.contains(node),
                 leader: leader == Some(node),
@@ -307,6 +309,27 @@ mod tests {
             MemberSubject::Heartbeat,
             encode(&hb).expect("encodes").into(),
         )
+    }
+
+    #[test]
+    fn members_show_the_wire_version_their_heartbeats_announce() {
+        let mut s = state();
+        let hb = Heartbeat {
+            node_id: "n".into(),
+            incarnation: "n-1".into(),
+            seq: 0,
+            wire: Some(WireRange { min: 2, max: 3 }),
+        };
+        let input = Input::Member(MemberSubject::Heartbeat, encode(&hb).unwrap().into());
+        s.apply(input, Instant::now());
+        s.apply(heartbeat("old", 0), Instant::now());
+        let snap = s.snapshot(Instant::now());
+        let speaks: Vec<(&str, Option<u16>)> = snap
+            .members
+            .iter()
+            .map(|m| (m.node_id.as_str(), m.speaks))
+            .collect();
+        assert_eq!(speaks, [("n", Some(3)), ("old", Some(2))]);
     }
 
     fn value(bytes: Vec<u8>, revision: u64) -> Versioned {
@@ -360,6 +383,9 @@ mod tests {
         );
         let a = &snap.members[0];
         assert_eq!((a.seq, a.incarnation.as_deref()), (Some(4), Some("a-1")));
+        // Its heartbeats announce no wire versions (a node of the previous release): 2.
+        assert_eq!(a.speaks, Some(2));
+        assert_eq!(snap.members[1].speaks, None, "not heard");
         assert_eq!(
             snap.members.iter().map(|m| m.primaries).sum::<usize>(),
             8,

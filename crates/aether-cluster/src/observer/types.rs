@@ -35,6 +35,10 @@ pub struct ObservedMember {
     pub incarnation: Option<String>,
     /// The sequence number of its last heartbeat (`None`: not heard).
     pub seq: Option<u64>,
+    /// The newest cluster wire version its heartbeats announce (2 from a node of a release
+    /// that announced none; `None`: not heard): during a rolling upgrade, which nodes run
+    /// the new release.
+    pub speaks: Option<u16>,
     /// How long before the snapshot it was last heard (`None`: not heard, or forgotten).
     pub since_heard: Option<Duration>,
     /// Whether the assignment table lists it among the members the leader balanced over.
