@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::faults_support::{
     actor_names, assert_all_retryable, connect_with, open_store, verify, Load, Outcome,
 };
+use crate::jetstream::retrying;
 use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsCluster;
 
@@ -151,7 +152,10 @@ async fn replicated_store_loses_nothing_across_leader_kill_follower_kill_and_pau
         stores.push(store);
     }
     assert_eq!(
-        stores[0].stream_info().await.unwrap().config.num_replicas,
+        retrying("the stream's info", || stores[0].stream_info())
+            .await
+            .config
+            .num_replicas,
         3
     );
     let actors = actor_names("acct", ACTORS);

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::jetstream::retrying;
 use aether_core::{Error, Event, EventStore, Transaction};
 use aether_store::{JetStreamConfig, JetStreamEventStore, PartitionKey};
 use aether_testkit::history::{CheckOptions, CheckReport, FinalState, History, Recorder, Rule};
@@ -673,7 +674,7 @@ async fn a_partition_leader_kill_stops_only_its_partitions_and_loses_nothing() {
         let store = Arc::new(open_store(client, config.clone(), REQUEST_TIMEOUT).await);
         stores.push((store, w % 2 == 1));
     }
-    let infos = stores[0].0.stream_infos().await.unwrap();
+    let infos = retrying("the partitions' info", || stores[0].0.stream_infos()).await;
     assert!(
         infos.iter().all(|i| i.config.num_replicas == 3),
         "{infos:?}"
@@ -935,7 +936,7 @@ async fn a_partitioned_history_through_a_freeze_and_a_kill_is_linearizable() {
     let transactions = progress.writes_on(&all, |w| w.transaction && w.acked).len();
     assert_eq!(transactions > 0, transfers, "{transactions} transfers");
     // Every partition's stream holds events.
-    let infos = store.stream_infos().await.unwrap();
+    let infos = retrying("the partitions' info", || store.stream_infos()).await;
     assert!(
         infos.iter().all(|i| i.state.messages > 0),
         "{:?}",

@@ -30,6 +30,30 @@ pub(crate) fn start() -> NatsServer {
     NatsServer::start().expect("start nats-server")
 }
 
+/// Retries `op` while it fails with a retryable error, for up to a minute: a three-server
+/// cluster that has just created replicated streams, on a loaded machine, can let an API
+/// request time out while it elects their leaders.
+pub(crate) async fn retrying<T, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => {
+                assert!(e.is_retryable(), "{what}: {e:?}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{what} never answered: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_second_instance_makes_the_first_one_stale() {
     let server = start();

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::jetstream::retrying;
 use aether_core::{Error, Event, EventStore};
 use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsCluster;
@@ -38,7 +39,7 @@ async fn writers_on_different_servers_share_one_replicated_history() {
     for url in cluster.url_list() {
         stores.push(open(&url, config.clone()).await);
     }
-    let info = stores[0].stream_info().await.unwrap();
+    let info = retrying("the stream's info", || stores[0].stream_info()).await;
     assert_eq!(info.config.num_replicas, 3);
 
     // One writer per server races on one actor. Direct gets may be answered by a lagging
@@ -90,7 +91,13 @@ async fn replicated_streams_are_refused_on_servers_older_than_2_11() {
     let version = cluster.server(0).version();
     if version.at_least(2, 11) {
         let store = open(url, config).await;
-        assert_eq!(store.stream_info().await.unwrap().config.num_replicas, 3);
+        assert_eq!(
+            retrying("the stream's info", || store.stream_info())
+                .await
+                .config
+                .num_replicas,
+            3
+        );
         return;
     }
     let err = JetStreamEventStore::connect(url, config.clone())
@@ -109,5 +116,11 @@ async fn replicated_streams_are_refused_on_servers_older_than_2_11() {
     let single = open(url, JetStreamConfig::default().namespace("r1")).await;
     assert_eq!(single.stream_info().await.unwrap().config.num_replicas, 1);
     let accepted = open(url, config.allow_replication_on_old_servers(true)).await;
-    assert_eq!(accepted.stream_info().await.unwrap().config.num_replicas, 3);
+    assert_eq!(
+        retrying("the stream's info", || accepted.stream_info())
+            .await
+            .config
+            .num_replicas,
+        3
+    );
 }

@@ -17,7 +17,7 @@ use aether_store::{JetStreamConfig, JetStreamEventStore, LatestVersions, Partiti
 use aether_testkit::contract::event as ev;
 use tokio::time::Instant;
 
-use crate::jetstream::{connect, open, start};
+use crate::jetstream::{connect, open, retrying, start};
 
 const PARTITIONS: u32 = 4;
 
@@ -386,27 +386,6 @@ async fn the_latest_version_view_watches_every_partition() {
     }
     assert!(format!("{view:?}").contains("partitions: 4"));
     view.shutdown().await;
-}
-
-/// Retries `op` while it fails with a retryable error, for up to a minute: a three-server
-/// cluster that has just created replicated streams, on a loaded machine, can let an API
-/// request time out while it elects their leaders.
-async fn retrying<T, F, Fut>(what: &str, mut op: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, Error>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match op().await {
-            Ok(v) => return v,
-            Err(e) => {
-                assert!(e.is_retryable(), "{what}: {e:?}");
-                assert!(Instant::now() < deadline, "{what} never answered: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
 }
 
 /// Asks partition `stream`'s leader to hand over to `to` (a test's way to pile leaders up),
