@@ -252,7 +252,8 @@ impl Event {
 
     /// Checks what every store requires of an event before saving it: a non-empty actor id and
     /// event type, a valid actor type when one is set
-    /// ([`validate_actor_type`](crate::validate_actor_type)), and a version of at least 1.
+    /// ([`validate_actor_type`](crate::validate_actor_type)), a version of at least 1, and no
+    /// personal field in clear in its data ([`personal`](crate::personal)).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] naming the offending field.
@@ -270,6 +271,13 @@ impl Event {
             return Err(Error::invalid(format!(
                 "event version must be at least 1 (actor {:?})",
                 self.actor_id
+            )));
+        }
+        if crate::personal::holds_clear_personal(&self.data) {
+            return Err(Error::invalid(format!(
+                "event {} of actor {:?} holds a personal field in clear (or a malformed one): \
+                 save it through a store that seals personal data (aether-privacy's PrivateStore)",
+                self.event_type, self.actor_id
             )));
         }
         Ok(())

@@ -25,6 +25,8 @@
 //!   with no silent loss.
 //! - [`match_namespace_pattern`], [`match_actor_pattern`], [`validate_pattern`]: `*` and `>`
 //!   matching for namespaces and actor ids (see [`validate_pattern`] for the rules).
+//! - [`personal`]: the stored form of personal data (fields sealed with a data subject's key,
+//!   erased with it), which stores refuse to write in clear.
 //! - [`Backoff`], [`Jitter`]: the growing pauses between retries that every retry loop of the
 //!   library uses.
 //!
@@ -50,6 +52,7 @@ mod error;
 mod event;
 mod log;
 mod pattern;
+pub mod personal;
 mod reaction;
 mod snapshot;
 mod storage;

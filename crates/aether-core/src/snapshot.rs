@@ -98,7 +98,8 @@ impl Snapshot {
         self
     }
 
-    /// Checks the snapshot names an actor and a version of at least 1.
+    /// Checks the snapshot names an actor and a version of at least 1, and that its state holds
+    /// no personal field in clear ([`personal`](crate::personal)).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] naming the offending field.
@@ -111,6 +112,13 @@ impl Snapshot {
         }
         if self.version == 0 {
             return Err(Error::invalid("snapshot version must be at least 1"));
+        }
+        if crate::personal::holds_clear_personal(&self.state) {
+            return Err(Error::invalid(format!(
+                "the snapshot of actor {:?} holds a personal field in clear (or a malformed one): \
+                 save it through a store that seals personal data (aether-privacy's PrivateStore)",
+                self.actor_id
+            )));
         }
         if let Some(ids) = &self.command_ids {
             if ids.len() > SNAPSHOT_COMMAND_IDS {

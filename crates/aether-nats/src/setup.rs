@@ -114,6 +114,13 @@ pub struct BucketConfig {
     /// Set, it also applies to an existing bucket with another count: the server moves it to
     /// the new count. Unset, an existing bucket is used as it is.
     pub replicas: Option<usize>,
+    /// Values kept per key, the latest included: `None` is 1 (compare-and-set needs only the
+    /// latest). Applies when the bucket is created.
+    pub history: Option<u8>,
+    /// Whether single messages of the bucket's stream may be deleted, which a secure erase
+    /// (`STREAM.MSG.DELETE` overwriting the stored bytes) needs; denied by default. Applies
+    /// when the bucket is created.
+    pub erasable: bool,
 }
 
 impl BucketConfig {
@@ -134,6 +141,18 @@ impl BucketConfig {
     /// Sets the replicas of the bucket's stream.
     pub fn replicas(mut self, replicas: usize) -> Self {
         self.replicas = Some(replicas);
+        self
+    }
+
+    /// Sets the values kept per key (at least 1).
+    pub fn history(mut self, history: u8) -> Self {
+        self.history = Some(history.max(1));
+        self
+    }
+
+    /// Allows deleting (and securely erasing) single messages of the bucket's stream.
+    pub fn erasable(mut self, erasable: bool) -> Self {
+        self.erasable = erasable;
         self
     }
 }
@@ -229,10 +248,10 @@ pub async fn ensure_kv_bucket(
         name: stream_name.clone(),
         description: Some(config.description.clone()),
         subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
+        max_messages_per_subject: i64::from(config.history.unwrap_or(1)),
         storage: storage_type(config.storage),
         allow_rollup: true,
-        deny_delete: true,
+        deny_delete: !config.erasable,
         deny_purge: false,
         allow_direct: true,
         discard: DiscardPolicy::New,
