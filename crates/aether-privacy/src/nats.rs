@@ -30,6 +30,9 @@ const KEY_TAG: &[u8] = b"k1";
 const ERASED_TAG: &[u8] = b"erased:";
 /// A key and its tombstone: the bucket keeps both until the erasure has wiped the key.
 const HISTORY: u8 = 2;
+/// The server's "message delete failed" code (`JSStreamMsgDeleteFailedF`), which carries
+/// the reason in its description.
+const STREAM_MSG_DELETE_FAILED: ErrorCode = ErrorCode(10057);
 /// Rounds of a create or an erasure racing other writers of the same subject.
 const ROUNDS: usize = 5;
 
@@ -297,8 +300,12 @@ impl NatsKeyStore {
         match stream.delete_message(revision).await {
             Ok(_) => Ok(()),
             Err(e) => match e.kind() {
+                // Gone already (wiped by an earlier erasure): the server says so with the
+                // general delete failure and its reason.
                 DeleteMessageErrorKind::JetStream(api)
-                    if api.error_code() == ErrorCode::NO_MESSAGE_FOUND =>
+                    if api.error_code() == ErrorCode::NO_MESSAGE_FOUND
+                        || (api.error_code() == STREAM_MSG_DELETE_FAILED
+                            && api.to_string().contains("no message found")) =>
                 {
                     Ok(())
                 }
