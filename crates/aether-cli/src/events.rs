@@ -1,6 +1,7 @@
 //! `aether events [--type TYPE] ACTOR`: an actor's history from the JetStream event store, as
 //! a table or as JSON lines. An actor is its type and its id: without `--type` the untyped
-//! actor is read (raw events, and events written before actor types).
+//! actor is read (raw events, and events written before actor types). Personal fields show
+//! as erased when their subject was erased, sealed otherwise ([`ShownKeys`]).
 //!
 //! Also where every command finds the event store's streams ([`StreamArgs::find`]): one
 //! stream, or the streams `<stream>_P0` to `<stream>_P<N-1>` of a partitioned store, whose
@@ -17,6 +18,7 @@ use clap::Args;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::connect::ConnectArgs;
+use crate::erase::ShownKeys;
 use crate::error::{CliError, CliResult};
 use crate::output::{actor_name, escape, Painter, Table};
 use crate::store_tail::check_actor_type;
@@ -322,7 +324,8 @@ pub struct EventsArgs {
 /// Runs `aether events`.
 ///
 /// # Errors
-/// Connection failures, a missing stream, an actor with no events.
+/// Connection failures, a missing stream, an actor with no events, a key bucket that cannot
+/// be read.
 pub async fn run(args: EventsArgs) -> CliResult<()> {
     if let Some(t) = &args.actor_type {
         check_actor_type(t)?;
@@ -341,7 +344,17 @@ pub async fn run(args: EventsArgs) -> CliResult<()> {
         .stream_names()
         .get(partition as usize)
         .map_or_else(|| store.stream_name().to_string(), |n| n.to_string());
-    let events = store.events_of(actor, args.from).await?;
+    let mut events = store.events_of(actor, args.from).await?;
+    // Personal fields of erased subjects show as erased, the others sealed (never opened).
+    if events
+        .iter()
+        .any(|e| aether_core::personal::holds_personal(&e.data))
+    {
+        let connection = aether_nats::Connection::new(client.clone(), args.connect.monitor.clone());
+        if let Some(keys) = ShownKeys::open(&connection, args.stream.namespace.as_deref()).await? {
+            keys.redact_all(&mut events).await?;
+        }
+    }
     let malformed = store.malformed_events();
     // Escaped here: error lines are printed as they are.
     let who = escape(&actor_name(actor)).into_owned();

@@ -21,6 +21,9 @@
 //! - [`store_tail`]: following the event store's stream, for `tail --source store` and the
 //!   dashboard's live tail.
 //! - [`actors`]: `aether actors retire`, an actor closed for good by its final event.
+//! - [`erase`]: `aether erase`, a data subject's key deleted for good (crypto-shredding), and
+//!   how every tool shows personal data: erased subjects as erased, the rest sealed, never
+//!   opened.
 //! - [`backup`]: `aether backup` and `aether restore`, a namespace's event streams and the
 //!   projections bucket copied to a directory and put back on an empty server.
 //! - [`mirror`]: `aether mirror create|status|promote`, a standby copy of the event streams in
@@ -34,6 +37,7 @@ pub mod backup;
 pub mod cluster;
 pub mod connect;
 pub mod demo;
+pub mod erase;
 mod error;
 pub mod events;
 pub mod heads;
@@ -73,6 +77,7 @@ pub use error::{CliError, CliResult};
   aether restore --from b1 --nats nats://b:4222 b1 into a server without those streams
   aether mirror status --from-domain primary    the standby copy's lag (on the standby)
   aether actors retire a-7 --type acct --yes    close an actor for good (its final event)
+  aether erase person-42 --namespace shop --yes erase a data subject's personal fields
 
 Networked commands read NATS_URL (default nats://127.0.0.1:4222); colours only on a
 terminal, never with NO_COLOR set."
@@ -125,6 +130,9 @@ pub enum Command {
     /// Change an actor's life: retire (close it for good).
     #[command(subcommand)]
     Actors(actors::ActorsCommand),
+    /// Erase a data subject for good: its key is deleted, so its personal fields in every
+    /// event read as erased from then on. Cannot be undone: asks for --yes.
+    Erase(erase::EraseArgs),
 }
 
 /// Runs a parsed command line.
@@ -149,6 +157,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Backup(args) => Some(args.connect.permissions().clone()),
         Command::Mirror(cmd) => Some(cmd.connect().permissions().clone()),
         Command::Actors(cmd) => Some(cmd.connect().permissions().clone()),
+        Command::Erase(args) => Some(args.connect.permissions().clone()),
         // Watches for refusals itself, so that it can delete what it created before failing.
         Command::Restore(_) => None,
         // A long-running server: a refused subject shows on the page that needs it.
@@ -169,6 +178,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             Command::Restore(args) => backup::restore(args).await,
             Command::Mirror(cmd) => mirror::run(cmd).await,
             Command::Actors(cmd) => actors::run(cmd).await,
+            Command::Erase(args) => erase::run(args).await,
         }
     };
     match permissions {

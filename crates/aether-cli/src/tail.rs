@@ -1,6 +1,11 @@
 //! `aether tail [PATTERN]`: live events, one line each, until Ctrl-C: from the NATS bus
 //! (`--source bus`, the default) or straight from the event store's stream (`--source store`,
 //! see [`crate::store_tail`]).
+//!
+//! Events from the store show their personal fields as erased when their subject was erased,
+//! sealed otherwise ([`LazyShownKeys`], the namespace's key bucket). Events from the bus are
+//! shown as they were published: the bus's namespaces are not the store's, so no key bucket
+//! is known for them (personal fields published there are sealed or erased, never clear).
 
 use aether_bus::{NatsBusConfig, NatsEventBus, DEFAULT_SUBJECT_PREFIX};
 use aether_core::{validate_pattern, Event, EventBroadcaster, SubscriptionFilter};
@@ -12,6 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::connect::ConnectArgs;
+use crate::erase::LazyShownKeys;
 use crate::error::{CliError, CliResult};
 use crate::events::{find_streams, StreamArgs};
 use crate::output::{actor_name, escape, Painter};
@@ -96,6 +102,14 @@ pub async fn run(args: TailArgs) -> CliResult<()> {
         TailSource::Bus => open_bus(&args, &client).await?,
         TailSource::Store => open_store(&args, &client).await?,
     };
+    // Opened when the first personal field comes.
+    let keys = (args.source == TailSource::Store).then(|| {
+        LazyShownKeys::new(
+            aether_nats::Connection::new(client.clone(), args.connect.monitor.clone()),
+            args.stream.namespace.clone(),
+        )
+    });
+    let mut keys_warned = false;
     // Say "listening" only once a refusal would have shown: the server sends it before the
     // subscription's confirming round trip, but the client hands it to the connection's event
     // task, which a loaded machine may run a little later. A refusal in the meantime ends the
@@ -150,6 +164,26 @@ pub async fn run(args: TailArgs) -> CliResult<()> {
             delivery = feed.recv() => match delivery {
                 Some(StoreDelivery::Event(event)) => {
                     announce(&mut announced);
+                    let event = match &keys {
+                        Some(keys) => match keys.redact_shared(event.clone()).await {
+                            Ok(shown) => shown,
+                            Err(e) => {
+                                if !keys_warned {
+                                    eprintln!(
+                                        "warning: {}",
+                                        CliError::new(format!(
+                                            "could not check which data subjects were erased \
+                                             (personal fields are shown sealed): {}",
+                                            crate::error::chain(&e)
+                                        ))
+                                    );
+                                    keys_warned = true;
+                                }
+                                event
+                            }
+                        },
+                        None => event,
+                    };
                     println!("{}", line(&event, painter));
                 }
                 Some(StoreDelivery::Lagged(n)) => {

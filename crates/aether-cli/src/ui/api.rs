@@ -7,6 +7,12 @@
 //! request per partition's stream, whatever the number of actors), an actor's history comes in pages of at most
 //! [`MAX_HISTORY_PAGE`] events, and a live tail holds at most its buffer of events for a
 //! reader that does not keep up, dropping the newest and telling the page how many.
+//!
+//! Personal fields of events from the store (an actor's history, the store tail) are served
+//! as erased when their subject was erased, sealed otherwise, checked in the namespace's key
+//! bucket ([`LazyShownKeys`]); a sealed field is never opened. When the erasures cannot be
+//! checked, the fields are served sealed and the failure logged. Events from the bus are
+//! served as they were published.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -30,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::erase::LazyShownKeys;
 use crate::events::EventStreams;
 use crate::heads::LogHeads;
 use crate::store_tail::{check_actor_type, StoreDelivery, StoreFilter, StoreTail, TailFeed};
@@ -96,6 +103,9 @@ pub(super) struct Shared {
     store: OnceCell<Arc<JetStreamEventStore>>,
     /// The timers stream, seen read-only; opened once it exists.
     timers: OnceCell<TimersView>,
+    /// The namespace's key bucket, to serve erased subjects' fields as erased; opened once it
+    /// exists.
+    keys: LazyShownKeys,
 }
 
 impl Shared {
@@ -106,6 +116,10 @@ impl Shared {
         bus: NatsEventBus,
         shutdown: CancellationToken,
     ) -> Self {
+        let keys = LazyShownKeys::new(
+            aether_nats::Connection::from(client.clone()),
+            config.stream.namespace.clone(),
+        );
         Self {
             client,
             observer: OnceCell::new(),
@@ -119,6 +133,7 @@ impl Shared {
             shutdown,
             store: OnceCell::new(),
             timers: OnceCell::new(),
+            keys,
         }
     }
 
@@ -539,6 +554,10 @@ pub(super) async fn actor(
     } else {
         None
     };
+    if let Err(e) = s.keys.redact_all(&mut events).await {
+        // Served sealed: ciphertext, whose subject may have been erased.
+        tracing::warn!(error = %e, "dashboard: could not check erased data subjects; personal fields served sealed");
+    }
     Ok(Json(ActorView {
         actor_type,
         actor_id: id,
@@ -707,18 +726,34 @@ pub(super) async fn tail(
     };
     // The feed (and the tail's permit) end with the stream: when the page goes away, the
     // connection is closed for being idle, or the dashboard stops.
-    let events = futures::stream::unfold((feed, permit), |(mut feed, permit)| async move {
+    // Events from the store show erased subjects' fields as erased.
+    let shown = (source == TailSource::Store).then(|| s.clone());
+    let state = (feed, permit, shown);
+    let events = futures::stream::unfold(state, |(mut feed, permit, shown)| async move {
         let event = match feed.recv().await? {
-            StoreDelivery::Event(e) => SseEvent::default()
-                .event("event")
-                .json_data(&*e)
-                .unwrap_or_else(|_| SseEvent::default().event("error").data("undecodable")),
+            StoreDelivery::Event(e) => {
+                let e = match &shown {
+                    Some(s) => match s.keys.redact_shared(e.clone()).await {
+                        Ok(redacted) => redacted,
+                        Err(error) => {
+                            // Served sealed: ciphertext, whose subject may have been erased.
+                            tracing::warn!(%error, "dashboard tail: could not check erased data subjects; personal fields served sealed");
+                            e
+                        }
+                    },
+                    None => e,
+                };
+                SseEvent::default()
+                    .event("event")
+                    .json_data(&*e)
+                    .unwrap_or_else(|_| SseEvent::default().event("error").data("undecodable"))
+            }
             StoreDelivery::Lagged(n) => SseEvent::default().event("lagged").data(n.to_string()),
             StoreDelivery::Malformed(n) => {
                 SseEvent::default().event("malformed").data(n.to_string())
             }
         };
-        Some((Ok(event), (feed, permit)))
+        Some((Ok(event), (feed, permit, shown)))
     });
     // What the tail follows, for the page to say; then "ready": browsers drop an event with no
     // data, so its data is the buffer size, which lets the page say how much a slow page may

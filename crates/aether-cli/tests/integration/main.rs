@@ -4,6 +4,8 @@
 //! - `actor_types`: actor types in `events`, `stats`, the dashboard, and tails of the store.
 //! - `backup`: `backup` and `restore`, under write load, with bad input, interrupted.
 //! - `cli`: without a server (help, usage errors, the in-process demo, connection failures).
+//! - `erase`: `erase` of a data subject, refused, done, interrupted by SIGKILL and finished;
+//!   `events`, `tail --source store` and the dashboard showing its fields as erased.
 //! - `mirror`: `mirror create|status|promote` across two servers joined by a leafnode.
 //! - `nats`: against real nats-servers started by each test.
 //! - `retire`: `actors retire`, refused without `--yes` and for bad input, then enforced.
@@ -15,6 +17,7 @@
 mod actor_types;
 mod backup;
 mod cli;
+mod erase;
 mod mirror;
 mod nats;
 mod partitions;
