@@ -300,10 +300,12 @@ impl NatsKeyStore {
         match stream.delete_message(revision).await {
             Ok(_) => Ok(()),
             Err(e) => match e.kind() {
-                // Gone already (wiped by an earlier erasure): the server says so with the
-                // general delete failure and its reason.
+                // Gone already (wiped by an earlier erasure): depending on where the message
+                // sat in the stream, the server says "sequence not found", or the general
+                // delete failure with "no message found".
                 DeleteMessageErrorKind::JetStream(api)
                     if api.error_code() == ErrorCode::NO_MESSAGE_FOUND
+                        || api.error_code() == ErrorCode::SEQUENCE_NOT_FOUND
                         || (api.error_code() == STREAM_MSG_DELETE_FAILED
                             && api.to_string().contains("no message found")) =>
                 {

@@ -1,13 +1,12 @@
 //! Sealing and revealing the personal fields of event data and snapshot state.
 
-use std::collections::HashMap;
-
-use aether_core::personal::{holds_personal, visit_personal_in_mut, PersonalField};
+use aether_core::personal::{PersonalField, PERSONAL_FIELD};
 use aether_core::{Error, EventData, Result};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde_json::Value;
 
 use crate::keys::{DataKey, KeyState, KeyStore};
 
@@ -25,17 +24,64 @@ fn associated_data(subject: &str) -> Vec<u8> {
     aad
 }
 
-/// The distinct subjects of the fields in `data` that are in the wanted form.
-fn subjects(data: &mut EventData, wanted: fn(&PersonalField) -> bool) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    visit_personal_in_mut(data, &mut |v| {
-        if let Some(Ok(field)) = PersonalField::parse(v) {
-            if wanted(&field) && !out.iter().any(|s| s == field.subject()) {
-                out.push(field.subject().to_owned());
-            }
+/// The personal fields of `data`, as mutable references into it (a payload that is one
+/// marker as a whole is not a field: see [`whole_marker`]).
+fn markers(data: &mut EventData) -> Vec<&mut Value> {
+    fn collect<'a>(v: &'a mut Value, out: &mut Vec<&'a mut Value>) {
+        let marker =
+            matches!(v, Value::Object(o) if o.len() == 1 && o.contains_key(PERSONAL_FIELD));
+        if marker {
+            out.push(v);
+            return;
         }
-    });
+        match v {
+            Value::Object(o) => o.values_mut().for_each(|x| collect(x, out)),
+            Value::Array(a) => a.iter_mut().for_each(|x| collect(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for v in data.values_mut() {
+        collect(v, &mut out);
+    }
     out
+}
+
+/// Whether the whole payload is one marker (a rare shape, handled by wrapping it).
+fn whole_marker(data: &EventData) -> bool {
+    data.len() == 1 && data.contains_key(PERSONAL_FIELD)
+}
+
+/// Runs `f` on `data` seen as one value holding it, for a payload that is one marker.
+async fn as_wrapped<F, Fut>(data: &mut EventData, f: F) -> Result<()>
+where
+    F: FnOnce(EventData) -> Fut,
+    Fut: std::future::Future<Output = Result<EventData>>,
+{
+    let mut wrapper = EventData::new();
+    wrapper.insert("whole".into(), Value::Object(std::mem::take(data)));
+    let result = f(wrapper).await;
+    match result {
+        Ok(mut done) => {
+            if let Some(Value::Object(o)) = done.remove("whole") {
+                *data = o;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The keys met so far in one call, by subject (few per event: a linear search).
+struct Found<T>(Vec<(String, T)>);
+
+impl<T: Clone> Found<T> {
+    fn get(&self, subject: &str) -> Option<T> {
+        self.0
+            .iter()
+            .find(|(s, _)| s == subject)
+            .map(|(_, t)| t.clone())
+    }
 }
 
 /// Seals every clear personal field of `data` with its subject's key (created when the
@@ -46,40 +92,41 @@ fn subjects(data: &mut EventData, wanted: fn(&PersonalField) -> bool) -> Vec<Str
 /// personal field is [`Error::InvalidInput`]; [`Error::Encoding`] if a value cannot be
 /// encoded. Nothing is changed on error.
 pub async fn seal(data: &mut EventData, keys: &dyn KeyStore) -> Result<()> {
-    if !holds_personal(data) {
+    if whole_marker(data) {
+        let keys_ref = keys;
+        return as_wrapped(data, |mut w| async move {
+            Box::pin(seal(&mut w, keys_ref)).await?;
+            Ok(w)
+        })
+        .await;
+    }
+    let mut fields = markers(data);
+    if fields.is_empty() {
         return Ok(());
     }
-    let wanted = subjects(data, |f| matches!(f, PersonalField::Clear { .. }));
-    let mut found = HashMap::with_capacity(wanted.len());
-    for subject in wanted {
-        let key = keys.key_for(&subject).await?;
-        found.insert(subject, key);
-    }
-    let mut sealed = data.clone();
-    let mut failure = None;
-    visit_personal_in_mut(&mut sealed, &mut |v| {
-        if failure.is_some() {
-            return;
-        }
+    // Everything is computed before anything is replaced, so an error changes nothing.
+    let mut found: Found<DataKey> = Found(Vec::new());
+    let mut sealed = Vec::with_capacity(fields.len());
+    for (i, v) in fields.iter().enumerate() {
         match PersonalField::parse(v) {
-            Some(Ok(PersonalField::Clear { subject, value })) => match found.get(&subject) {
-                Some(key) => match seal_value(&subject, &value, key) {
-                    Ok(field) => *v = field.to_value(),
-                    Err(e) => failure = Some(e),
-                },
-                None => failure = Some(Error::invalid("a personal field changed while sealing")),
-            },
-            Some(Ok(_)) => {}
-            Some(Err(e)) => {
-                failure = Some(Error::invalid(format!("malformed personal field: {e}")))
+            Some(Ok(PersonalField::Clear { subject, value })) => {
+                let key = match found.get(&subject) {
+                    Some(key) => key,
+                    None => {
+                        let key = keys.key_for(&subject).await?;
+                        found.0.push((subject.clone(), key.clone()));
+                        key
+                    }
+                };
+                sealed.push((i, seal_value(&subject, &value, &key)?.to_value()));
             }
-            None => {}
+            Some(Ok(_)) | None => {}
+            Some(Err(e)) => return Err(Error::invalid(format!("malformed personal field: {e}"))),
         }
-    });
-    if let Some(e) = failure {
-        return Err(e);
     }
-    *data = sealed;
+    for (i, value) in sealed {
+        *fields[i] = value;
+    }
     Ok(())
 }
 
@@ -159,49 +206,66 @@ fn open_value(subject: &str, alg: &str, sealed: &str, key: &DataKey) -> Result<s
 /// [`Error::Decoding`] for a sealed field that does not open with its subject's key (altered,
 /// or of an unknown cipher) or a malformed marker; as [`KeyStore::lookup`].
 pub async fn reveal(data: &mut EventData, keys: &dyn KeyStore) -> Result<()> {
-    if !holds_personal(data) {
+    if whole_marker(data) {
+        let keys_ref = keys;
+        return as_wrapped(data, |mut w| async move {
+            Box::pin(reveal(&mut w, keys_ref)).await?;
+            Ok(w)
+        })
+        .await;
+    }
+    let fields = markers(data);
+    if fields.is_empty() {
         return Ok(());
     }
-    let wanted = subjects(data, |f| matches!(f, PersonalField::Sealed { .. }));
-    let mut found = HashMap::with_capacity(wanted.len());
-    for subject in wanted {
-        let state = keys.lookup(&subject).await?;
-        if state == KeyState::Unknown {
-            tracing::warn!(
-                subject = %subject,
-                "a sealed personal field names a subject the key store never held; it reads as \
-                 erased (is the key store the one the data was written with?)"
-            );
-        }
-        found.insert(subject, state);
-    }
-    let mut failure = None;
-    visit_personal_in_mut(data, &mut |v| {
-        if failure.is_some() {
-            return;
-        }
-        match PersonalField::parse(v) {
-            Some(Ok(PersonalField::Sealed {
-                subject,
-                alg,
-                sealed,
-            })) => match found.get(&subject) {
-                Some(KeyState::Active(key)) => match open_value(&subject, &alg, &sealed, key) {
-                    Ok(value) => *v = PersonalField::Clear { subject, value }.to_value(),
-                    Err(e) => failure = Some(e),
-                },
-                _ => *v = PersonalField::Erased { subject }.to_value(),
-            },
-            Some(Ok(_)) | None => {}
-            Some(Err(e)) => {
-                failure = Some(Error::Decoding(format!("malformed personal field: {e}")))
+    let mut found: Found<Option<DataKey>> = Found(Vec::new());
+    for v in fields {
+        let Some(body) = v.get_mut(PERSONAL_FIELD).and_then(Value::as_object_mut) else {
+            return Err(Error::Decoding(format!(
+                "malformed personal field: {PERSONAL_FIELD} must hold an object"
+            )));
+        };
+        let (Some(Value::String(subject)), Some(Value::String(alg)), Some(Value::String(sealed))) =
+            (body.get("subject"), body.get("alg"), body.get("sealed"))
+        else {
+            // Clear or erased (or malformed, which typed decoding reports).
+            continue;
+        };
+        let key = match found.get(subject) {
+            Some(key) => key,
+            None => {
+                let key = match keys.lookup(subject).await? {
+                    KeyState::Active(key) => Some(key),
+                    KeyState::Erased => None,
+                    KeyState::Unknown => {
+                        tracing::warn!(
+                            subject = %subject,
+                            "a sealed personal field names a subject the key store never \
+                             held; it reads as erased (is the key store the one the data was \
+                             written with?)"
+                        );
+                        None
+                    }
+                };
+                found.0.push((subject.clone(), key.clone()));
+                key
+            }
+        };
+        match key {
+            Some(key) => {
+                let value = open_value(subject, alg, sealed, &key)?;
+                body.remove("alg");
+                body.remove("sealed");
+                body.insert("value".into(), value);
+            }
+            None => {
+                body.remove("alg");
+                body.remove("sealed");
+                body.insert("erased".into(), Value::Bool(true));
             }
         }
-    });
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
     }
+    Ok(())
 }
 
 /// Marks every sealed personal field of `data` as what a tool may show without opening it:
@@ -211,23 +275,31 @@ pub async fn reveal(data: &mut EventData, keys: &dyn KeyStore) -> Result<()> {
 /// # Errors
 /// As [`KeyStore::lookup`].
 pub async fn redact(data: &mut EventData, keys: &dyn KeyStore) -> Result<()> {
-    if !holds_personal(data) {
-        return Ok(());
+    if whole_marker(data) {
+        let keys_ref = keys;
+        return as_wrapped(data, |mut w| async move {
+            Box::pin(redact(&mut w, keys_ref)).await?;
+            Ok(w)
+        })
+        .await;
     }
-    let wanted = subjects(data, |f| matches!(f, PersonalField::Sealed { .. }));
-    let mut erased = Vec::new();
-    for subject in wanted {
-        if !matches!(keys.lookup(&subject).await?, KeyState::Active(_)) {
-            erased.push(subject);
-        }
-    }
-    visit_personal_in_mut(data, &mut |v| {
-        if let Some(Ok(PersonalField::Sealed { subject, .. })) = PersonalField::parse(v) {
-            if erased.contains(&subject) {
-                *v = PersonalField::Erased { subject }.to_value();
+    let mut erased: Found<bool> = Found(Vec::new());
+    for v in markers(data) {
+        let Some(Ok(PersonalField::Sealed { subject, .. })) = PersonalField::parse(v) else {
+            continue;
+        };
+        let gone = match erased.get(&subject) {
+            Some(gone) => gone,
+            None => {
+                let gone = !matches!(keys.lookup(&subject).await?, KeyState::Active(_));
+                erased.0.push((subject.clone(), gone));
+                gone
             }
+        };
+        if gone {
+            *v = PersonalField::Erased { subject }.to_value();
         }
-    });
+    }
     Ok(())
 }
 
