@@ -4,7 +4,7 @@
 //!
 //! A personal field is one JSON object with a single key, [`PERSONAL_FIELD`]:
 //! - clear, in memory only: `{"$personal": {"subject": "p-42", "value": <any JSON>}}`;
-//! - sealed, as stored: `{"$personal": {"subject": "p-42", "alg": "xchacha20poly1305",
+//! - sealed, as stored: `{"$personal": {"subject": "p-42", "alg": "aes256gcm",
 //!   "sealed": "<base64 nonce and ciphertext>"}}`;
 //! - erased, once the subject's key is gone: `{"$personal": {"subject": "p-42", "erased": true}}`.
 //!
@@ -35,7 +35,7 @@ pub enum PersonalField {
     Sealed {
         /// The data subject the value belongs to.
         subject: String,
-        /// The cipher (today always `xchacha20poly1305`).
+        /// The cipher (today always `aes256gcm`).
         alg: String,
         /// The nonce and the ciphertext with its tag, base64.
         sealed: String,
@@ -239,7 +239,7 @@ mod tests {
             },
             PersonalField::Sealed {
                 subject: "p-1".into(),
-                alg: "xchacha20poly1305".into(),
+                alg: "aes256gcm".into(),
                 sealed: "AAAA".into(),
             },
             PersonalField::Erased {

@@ -8,7 +8,7 @@ use aether_core::{Error, Result};
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
-/// The length of a data key in bytes (XChaCha20-Poly1305 keys are 256 bits).
+/// The length of a data key in bytes (AES-256-GCM keys are 256 bits).
 pub const KEY_BYTES: usize = 32;
 
 /// One data subject's key. Its bytes are wiped from memory when it is dropped, and neither

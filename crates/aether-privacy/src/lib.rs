@@ -3,7 +3,7 @@
 //! An event log keeps every event forever; a person can still ask to be erased. Fields that
 //! belong to a data subject (a person, named by an opaque id the application gives) are
 //! written as [`Personal`] values. A [`PrivateStore`] in front of the event store seals them
-//! with the subject's own key (XChaCha20-Poly1305) before they are stored, and opens them
+//! with the subject's own key (AES-256-GCM) before they are stored, and opens them
 //! when they are read. Erasing the subject deletes its key from the [`KeyStore`]: from then
 //! on every reader through a private store sees those fields as erased ([`Personal::is_erased`]),
 //! while the events themselves, their ids, versions and every other field stay as they were.

@@ -11,7 +11,7 @@ use aether_core::{
 use async_trait::async_trait;
 
 use crate::keys::KeyStore;
-use crate::seal::{reveal, seal};
+use crate::seal::{reveal, seal, Opener};
 
 /// A store that seals personal fields ([`Personal`](crate::Personal)) with their subjects'
 /// keys before the inner store writes them, and opens them when it reads: an erased subject's
@@ -81,20 +81,18 @@ impl<S: ?Sized> PrivateStore<S> {
         Ok(Some(sealed))
     }
 
-    async fn open(&self, event: &mut Event) -> Result<()> {
-        reveal(&mut event.data, &*self.keys).await
-    }
-
     async fn open_all(&self, events: &mut [Event]) -> Result<()> {
+        let mut opener = Opener::default();
         for e in events {
-            self.open(e).await?;
+            opener.reveal(&mut e.data, &*self.keys).await?;
         }
         Ok(())
     }
 
     async fn open_logged(&self, events: &mut [LoggedEvent]) -> Result<()> {
+        let mut opener = Opener::default();
         for e in events {
-            self.open(&mut e.event).await?;
+            opener.reveal(&mut e.event.data, &*self.keys).await?;
         }
         Ok(())
     }
