@@ -90,6 +90,18 @@ pub struct JetStreamConfig {
     /// What decides an actor's partition (the whole id by default). Fixed with
     /// [`partitions`](Self::partitions).
     pub partition_key: PartitionKey,
+    /// Whether actors' old events may be moved out of the stream (`false`, the default: the
+    /// stream denies purges, and no one can ever remove an event from it).
+    ///
+    /// A compactable stream is created allowing purges (deletes stay denied), so that
+    /// [`JetStreamEventStore::compact`] can make an actor's latest snapshot the start of its
+    /// history in the stream: the events before it are copied to the archive store (the
+    /// stream `<stream>_ARCHIVE`, immutable) and then removed from this one. Reads of an
+    /// actor's events from before the cut read the archive too, so replays and versions stay
+    /// whole. Fixed when the stream is created (a stream that denies purges can never be
+    /// changed to allow them). Not available with [`partitions`](Self::partitions) above 1.
+    /// See `docs/data-lifecycle.md`.
+    pub compactable: bool,
 }
 
 impl Default for JetStreamConfig {
@@ -106,6 +118,7 @@ impl Default for JetStreamConfig {
             legacy_actor_type: None,
             partitions: None,
             partition_key: PartitionKey::ActorId,
+            compactable: false,
         }
     }
 }
@@ -121,6 +134,22 @@ impl JetStreamConfig {
     pub fn partitions(mut self, partitions: u32) -> Self {
         self.partitions = Some(partitions);
         self
+    }
+
+    /// Sets [`compactable`](Self::compactable).
+    pub fn compactable(mut self, compactable: bool) -> Self {
+        self.compactable = compactable;
+        self
+    }
+
+    /// The configuration of this store's archive: the stream `<stream>_ARCHIVE` of the same
+    /// namespace, immutable and unpartitioned, where compaction moves old events.
+    pub fn archive_config(&self) -> Self {
+        let mut archive = self.clone();
+        archive.stream_name = format!("{}_ARCHIVE", self.stream_name);
+        archive.compactable = false;
+        archive.partitions = None;
+        archive
     }
 
     /// Sets [`partition_key`](Self::partition_key).

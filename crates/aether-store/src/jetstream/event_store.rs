@@ -75,6 +75,8 @@ pub struct JetStreamEventStore {
     /// The unpartitioned stream's name, which partitions' names extend.
     base_name: String,
     config: JetStreamConfig,
+    /// The archive store of a compactable history, opened when first needed.
+    pub(super) archive: tokio::sync::OnceCell<Arc<JetStreamEventStore>>,
 }
 
 impl fmt::Debug for JetStreamEventStore {
@@ -116,12 +118,18 @@ impl JetStreamEventStore {
         Self::from_context(context, config).await
     }
 
-    async fn from_context(context: Context, config: JetStreamConfig) -> Result<Self> {
+    pub(super) async fn from_context(context: Context, config: JetStreamConfig) -> Result<Self> {
         if config.stream_name.is_empty() {
             return Err(Error::invalid("the stream name must not be empty"));
         }
         let count = config.partition_count();
         partition::validate_partitions(count)?;
+        if config.compactable && count > 1 {
+            return Err(Error::invalid(
+                "a compactable history is not available on a partitioned log yet: use one \
+                 partition, or leave compactable off",
+            ));
+        }
         let base_name = setup::stream_name_for(&config);
         let names = Self::stream_names_for(&config);
         // The server keeps a stream in a directory of that name, so names are limited; say so
@@ -153,6 +161,7 @@ impl JetStreamEventStore {
             key: config.partition_key,
             base_name,
             config,
+            archive: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -287,7 +296,7 @@ impl JetStreamEventStore {
     }
 
     /// The stream of `actor`'s partition.
-    fn part(&self, actor: ActorKey<'_>) -> &Arc<StreamStore> {
+    pub(super) fn part(&self, actor: ActorKey<'_>) -> &Arc<StreamStore> {
         if self.parts.len() == 1 {
             return &self.parts[0];
         }
@@ -475,7 +484,8 @@ impl EventStore for JetStreamEventStore {
     }
 
     async fn events_of(&self, actor: ActorKey<'_>, from_version: u64) -> Result<Vec<Event>> {
-        self.part(actor).events_of(actor, from_version).await
+        let hot = self.part(actor).events_of(actor, from_version).await?;
+        self.with_archived(actor, from_version, hot).await
     }
 
     async fn latest_version_of(&self, actor: ActorKey<'_>) -> Result<u64> {
@@ -489,7 +499,8 @@ impl EventStore for JetStreamEventStore {
 
     async fn get_events(&self, actor_id: &str, from_version: u64) -> Result<Vec<Event>> {
         let actor = ActorKey::untyped(actor_id);
-        self.part(actor).get_events(actor_id, from_version).await
+        let hot = self.part(actor).get_events(actor_id, from_version).await?;
+        self.with_archived(actor, from_version, hot).await
     }
 
     /// All or nothing within one partition; a transaction whose actors live in different
@@ -529,9 +540,14 @@ impl EventStoreWithErrors for JetStreamEventStore {
         actor: ActorKey<'_>,
         from_version: u64,
     ) -> Result<ReplayResult> {
-        self.part(actor)
+        let mut read = self
+            .part(actor)
             .events_with_errors_of(actor, from_version)
-            .await
+            .await?;
+        read.events = self
+            .with_archived(actor, from_version, std::mem::take(&mut read.events))
+            .await?;
+        Ok(read)
     }
 }
 
@@ -552,7 +568,14 @@ impl SnapshotStore for JetStreamEventStore {
         actor: ActorKey<'_>,
         start: &ReplayStart,
     ) -> Result<SnapshotAndEvents> {
-        self.part(actor).snapshot_and_events_of(actor, start).await
+        let mut read = self
+            .part(actor)
+            .snapshot_and_events_of(actor, start)
+            .await?;
+        read.events = self
+            .with_archived(actor, read.from_version, std::mem::take(&mut read.events))
+            .await?;
+        Ok(read)
     }
 }
 

@@ -28,6 +28,7 @@
 //! expect an event. Reads expand it into its events.
 
 mod codec;
+mod compaction;
 mod config;
 mod event_store;
 pub mod leaders;
@@ -41,6 +42,7 @@ mod view;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 
+pub use compaction::Compaction;
 pub use config::{JetStreamConfig, DEFAULT_STREAM_NAME};
 pub use event_store::JetStreamEventStore;
 pub use partition::{partition_marker, partition_stream_name, PartitionKey, MAX_PARTITIONS};

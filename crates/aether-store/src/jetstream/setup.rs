@@ -48,9 +48,10 @@ pub(crate) fn desired_config(
         // O(1) last-by-subject reads from any replica.
         allow_direct: true,
         // Immutability at the storage level: no message can be deleted or purged through the
-        // JetStream API, whoever asks.
+        // JetStream API, whoever asks. A compactable stream allows purges (of an actor's
+        // events before its snapshot, once they are archived); deletes stay denied.
         deny_delete: true,
-        deny_purge: true,
+        deny_purge: !config.compactable,
         allow_rollup: false,
         // Transactions: one atomic batch across actors (servers 2.12+; older ones refuse the
         // setting, so it is only asked for where it exists).
@@ -197,8 +198,11 @@ fn check_existing(actual: &stream::Config, desired: &stream::Config) -> Result<(
     if actual.retention != desired.retention {
         differences.push(format!("retention {:?}", actual.retention));
     }
-    if !actual.deny_delete || !actual.deny_purge {
+    if !actual.deny_delete || (!actual.deny_purge && desired.deny_purge) {
         differences.push("deletes or purges allowed".to_string());
+    }
+    if actual.deny_purge && !desired.deny_purge {
+        differences.push("purges denied (the history cannot be compacted)".to_string());
     }
     if !actual.allow_direct {
         differences.push("direct get disabled (reads go to the stream leader)".to_string());

@@ -1,6 +1,8 @@
 //! The store's integration tests, in one binary so that the suite links `async-nats` once.
 //!
-//! - `contract`: the `aether-testkit` contract suites, on the in-memory and the JetStream store.
+//! - `contract`: the `aether-testkit` contract suites, on the in-memory and the JetStream store
+//!   (also on a compactable stream compacting at every snapshot).
+//! - `compaction`: history that does not grow forever (`compact`, the archive).
 //! - `notify`: `EventStored` notifications around either store.
 //! - `memory`: what only the in-memory store has (its counters, a property test).
 //! - `jetstream`: JetStream-only behaviour (caches, namespaces, the stream's settings,
@@ -23,6 +25,8 @@
 //!
 //! The NATS tests start their own `nats-server` (see `aether-testkit`).
 
+#[cfg(feature = "nats")]
+mod compaction;
 mod contract;
 mod memory;
 mod notify;

@@ -34,6 +34,7 @@ use super::subject::Subjects;
 
 mod append;
 mod batch;
+pub(crate) mod compact;
 mod errors;
 mod log;
 mod publish;
