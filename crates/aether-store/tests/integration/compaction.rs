@@ -164,7 +164,7 @@ async fn compaction_moves_old_events_to_the_archive_and_every_read_stays_whole()
     let moved = archive.read_after(None::<LogPosition>, 100).await.unwrap();
     assert_eq!(moved.len(), 10);
     assert!(moved.iter().all(|l| l.event.actor_id == "a"));
-    assert!(archive.config().compactable == false);
+    assert!(!archive.config().compactable);
 
     // An actor without a snapshot is refused, and so is a store that is not compactable.
     assert!(matches!(
