@@ -55,7 +55,8 @@ pub use jetstream::mirror;
 #[cfg(feature = "nats")]
 pub use jetstream::{
     partition_marker, partition_stream_name, Compaction, JetStreamConfig, JetStreamEventStore,
-    LatestVersions, PartitionKey, DEFAULT_STREAM_NAME, MAX_PARTITIONS, MAX_TRANSACTION_EVENTS,
+    LatestVersions, PartitionKey, Removal, DEFAULT_STREAM_NAME, MAX_PARTITIONS,
+    MAX_TRANSACTION_EVENTS,
 };
 
 /// The stored-message codec, reachable only with the `fuzzing` feature so that the fuzz targets

@@ -28,6 +28,13 @@ pub struct Compaction {
 }
 
 impl JetStreamEventStore {
+    /// Whether the store's history is compactable: its config says so, or its stream was
+    /// created compactable (so that every reader of a compacted history, the tools included,
+    /// reads it whole whatever its own config).
+    pub fn compactable(&self) -> bool {
+        self.config().compactable || self.parts_purgeable()
+    }
+
     /// The archive store of this store's compactable history: the immutable stream
     /// `<stream>_ARCHIVE` ([`JetStreamConfig::archive_config`](super::JetStreamConfig::archive_config)),
     /// opened (and created when missing) on first use. It holds every event compaction moved
@@ -39,7 +46,7 @@ impl JetStreamEventStore {
     /// [`Error::InvalidInput`] when this store's history is not compactable; as
     /// [`new`](Self::new).
     pub async fn archive(&self) -> Result<Arc<JetStreamEventStore>> {
-        if !self.config().compactable {
+        if !self.compactable() {
             return Err(Error::invalid(format!(
                 "stream {} is not compactable, so it has no archive",
                 self.stream_name()
@@ -66,7 +73,7 @@ impl JetStreamEventStore {
         from_version: u64,
         hot: Vec<Event>,
     ) -> Result<Vec<Event>> {
-        if !self.config().compactable {
+        if !self.compactable() {
             return Ok(hot);
         }
         let Some(first) = hot.first().map(|e| e.version) else {
@@ -107,7 +114,7 @@ impl JetStreamEventStore {
     pub async fn compact(&self, actor: ActorKey<'_>, dry_run: bool) -> Result<Compaction> {
         actor.validate()?;
         let part = self.part(actor);
-        if !self.config().compactable || !part.allows_purge().await? {
+        if !self.compactable() || !part.allows_purge().await? {
             return Err(Error::invalid(format!(
                 "the history of stream {} cannot be compacted: open the store with \
                  JetStreamConfig::compactable(true) on a stream created that way (a stream \
@@ -187,13 +194,95 @@ impl JetStreamEventStore {
         if !before.messages.is_empty() {
             report.removed_messages = part.purge_events_below(actor, cut).await?;
         }
-        report.removed_snapshots = part.purge_older_snapshots(actor).await?;
+        report.removed_snapshots = part.purge_snapshots(actor, 1).await?;
         tracing::info!(
             actor = %report.actor,
             snapshot_version = report.snapshot_version,
             archived = report.archived_events,
             removed = report.removed_messages,
             "compacted an actor's history"
+        );
+        Ok(report)
+    }
+}
+
+/// What [`JetStreamEventStore::remove_retired`] did to one actor, or would do on a dry run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// The actor, as `type/id` (or the id of an untyped actor).
+    pub actor: String,
+    /// The version of its final event (`aether.Retired`), which stays.
+    pub retired_version: u64,
+    /// Messages of the actor removed from the stream (on a dry run: that would be).
+    pub removed_messages: u64,
+    /// Snapshots of the actor removed; 0 on a dry run.
+    pub removed_snapshots: u64,
+    /// Whether nothing was written.
+    pub dry_run: bool,
+}
+
+impl JetStreamEventStore {
+    /// Removes a retired actor's events from a compactable stream once `grace` has passed
+    /// since its retirement: every message before its final event (`aether.Retired`, which
+    /// stays, so the actor stays retired at the same version and no write can reuse a
+    /// version), and all its snapshots. Nothing is archived: this is removal. Events an earlier
+    /// [`compact`](Self::compact) moved to the archive stay there (the archive is immutable);
+    /// erase personal data with its subject's key instead (`aether-privacy`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the history is not compactable, the actor is not retired
+    /// (its last event is not the final event), or it was retired less than `grace` ago;
+    /// backend errors as typed variants (run it again).
+    pub async fn remove_retired(
+        &self,
+        actor: ActorKey<'_>,
+        grace: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<Removal> {
+        actor.validate()?;
+        let part = self.part(actor);
+        if !self.compactable() || !part.allows_purge().await? {
+            return Err(Error::invalid(format!(
+                "the events of stream {} cannot be removed: open the store with \
+                 JetStreamConfig::compactable(true) on a stream created that way",
+                self.stream_name()
+            )));
+        }
+        let latest = part.latest_version_of(actor).await?;
+        let last = part.events_of(actor, latest.max(1)).await?;
+        let Some(final_event) = last.last().filter(|e| e.is_retirement()) else {
+            return Err(Error::invalid(format!(
+                "actor {actor} is not retired: only a retired actor's events can be removed"
+            )));
+        };
+        let retired_at = final_event.timestamp;
+        let grace_ends = chrono::Duration::from_std(grace)
+            .ok()
+            .and_then(|g| retired_at.checked_add_signed(g));
+        if grace_ends.is_none_or(|end| chrono::Utc::now() < end) {
+            return Err(Error::invalid(format!(
+                "actor {actor} was retired at {retired_at}, within the grace period of {grace:?}"
+            )));
+        }
+        let before = part.messages_before(actor, final_event.version).await?;
+        let mut report = Removal {
+            actor: actor.to_string(),
+            retired_version: final_event.version,
+            removed_messages: before.messages.len() as u64,
+            removed_snapshots: 0,
+            dry_run,
+        };
+        if dry_run {
+            return Ok(report);
+        }
+        if let (Some(cut), false) = (before.cut, before.messages.is_empty()) {
+            report.removed_messages = part.purge_events_below(actor, cut).await?;
+        }
+        report.removed_snapshots = part.purge_snapshots(actor, 0).await?;
+        tracing::info!(
+            actor = %report.actor,
+            removed = report.removed_messages,
+            "removed a retired actor's events"
         );
         Ok(report)
     }

@@ -296,6 +296,11 @@ impl JetStreamEventStore {
     }
 
     /// The stream of `actor`'s partition.
+    /// Whether the (unpartitioned) stream allows purges.
+    pub(super) fn parts_purgeable(&self) -> bool {
+        self.parts.len() == 1 && self.parts[0].purgeable()
+    }
+
     pub(super) fn part(&self, actor: ActorKey<'_>) -> &Arc<StreamStore> {
         if self.parts.len() == 1 {
             return &self.parts[0];

@@ -42,7 +42,7 @@ mod view;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 
-pub use compaction::Compaction;
+pub use compaction::{Compaction, Removal};
 pub use config::{JetStreamConfig, DEFAULT_STREAM_NAME};
 pub use event_store::JetStreamEventStore;
 pub use partition::{partition_marker, partition_stream_name, PartitionKey, MAX_PARTITIONS};

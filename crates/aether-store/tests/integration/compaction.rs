@@ -109,7 +109,10 @@ async fn compaction_moves_old_events_to_the_archive_and_every_read_stays_whole()
     // Every read is what it was: from the start, from inside the archive, from the cut,
     // from after it; by a fresh store too; and with errors.
     let fresh = open(&server, compactable("cut")).await;
-    for reader in [&store, &fresh] {
+    // A reader opened without asking for compaction (a tool) sees the stream is compactable.
+    let tool = open(&server, JetStreamConfig::default().namespace("cut")).await;
+    assert!(tool.compactable());
+    for reader in [&store, &fresh, &tool] {
         assert_eq!(reader.events_of(key("a"), 1).await.unwrap(), before[0]);
         assert_eq!(reader.events_of(key("a"), 0).await.unwrap(), before[0]);
         assert_eq!(reader.events_of(key("a"), 3).await.unwrap(), before[0][2..]);
@@ -223,4 +226,74 @@ async fn only_a_compactable_stream_compacts() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_retired_actor_is_removed_after_its_grace_period_and_others_are_untouched() {
+    let server = start();
+    let store = open(&server, compactable("retire")).await;
+    for id in ["gone", "kept"] {
+        for v in 1..=5 {
+            store.save_event(&ev(id, v)).await.unwrap();
+        }
+    }
+    store.save_snapshot(&snapshot("gone", 5)).await.unwrap();
+    let kept = store.events_of(key("kept"), 1).await.unwrap();
+    // Not retired: refused.
+    assert!(matches!(
+        store.remove_retired(key("gone"), std::time::Duration::ZERO, false).await,
+        Err(Error::InvalidInput(m)) if m.contains("not retired")
+    ));
+    store
+        .save_event(&Event::retirement("account", "gone", 6))
+        .await
+        .unwrap();
+    // Within the grace period: refused.
+    assert!(matches!(
+        store.remove_retired(key("gone"), std::time::Duration::from_secs(3600), false).await,
+        Err(Error::InvalidInput(m)) if m.contains("grace")
+    ));
+    let dry = store
+        .remove_retired(key("gone"), std::time::Duration::ZERO, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (dry.retired_version, dry.removed_messages, dry.dry_run),
+        (6, 5, true)
+    );
+    assert_eq!(store.events_of(key("gone"), 1).await.unwrap().len(), 6);
+    let removed = store
+        .remove_retired(key("gone"), std::time::Duration::ZERO, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (removed.removed_messages, removed.removed_snapshots),
+        (5, 1)
+    );
+    // Only the final event is left: the actor stays retired at its version, and no write
+    // can take a version it had.
+    let left = store.events_of(key("gone"), 1).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].is_retirement());
+    assert!(store
+        .latest_snapshot_of(key("gone"))
+        .await
+        .unwrap()
+        .is_none());
+    for fresh in [&store, &open(&server, compactable("retire")).await] {
+        assert_eq!(fresh.latest_version_of(key("gone")).await.unwrap(), 6);
+        let stale = fresh.save_event(&ev("gone", 3)).await.unwrap_err();
+        assert_eq!(
+            stale.as_version_conflict().map(|c| c.current_version),
+            Some(6)
+        );
+    }
+    // Every other actor's history and checks are as they were.
+    assert_eq!(store.events_of(key("kept"), 1).await.unwrap(), kept);
+    let stale = store.save_event(&ev("kept", 5)).await.unwrap_err();
+    assert_eq!(
+        stale.as_version_conflict().map(|c| c.current_version),
+        Some(5)
+    );
+    store.save_event(&ev("kept", 6)).await.unwrap();
 }

@@ -110,24 +110,18 @@ impl StreamStore {
         Ok(purged.purged)
     }
 
-    /// Removes every snapshot of the actor but the latest; returns how many went.
-    pub(crate) async fn purge_older_snapshots(&self, actor: ActorKey<'_>) -> Result<u64> {
+    /// Removes the actor's snapshots, all but the latest `keep` (every one with 0); returns
+    /// how many went.
+    pub(crate) async fn purge_snapshots(&self, actor: ActorKey<'_>, keep: u64) -> Result<u64> {
         let subject = self.subjects.snapshots(actor);
-        let purged = self
-            .stream
-            .purge()
-            .filter(subject.clone())
-            .keep(1)
-            .await
-            .map_err(|e| {
-                classify(
-                    format!(
-                        "purging old snapshots {subject} on stream {}",
-                        self.stream_name
-                    ),
-                    e,
-                )
-            })?;
+        let what = || format!("purging snapshots {subject} on stream {}", self.stream_name);
+        let purge = self.stream.purge().filter(subject.clone());
+        let purged = if keep == 0 {
+            purge.await
+        } else {
+            purge.keep(keep).await
+        }
+        .map_err(|e| classify(what(), e))?;
         Ok(purged.purged)
     }
 }

@@ -126,6 +126,8 @@ pub(crate) struct StreamStore {
     /// Whether the stream has more than one replica: then a refused publish may still have
     /// been stored (by the real leader, while a deposed one refused it), and the store checks.
     replicated: bool,
+    /// The stream allows purges (a compactable history).
+    purgeable: bool,
     /// On a replicated stream, the highest stream sequence this store has seen of each actor
     /// (written, read or replayed). Unlike the tip cache it is never dropped on an error, so
     /// a read answered by a replica that is behind it can always be told and sent to the
@@ -188,6 +190,7 @@ impl StreamStore {
         let direct = stream.cached_info().config.allow_direct;
         let atomic = stream.cached_info().config.allow_atomic_publish;
         let replicated = stream.cached_info().config.num_replicas > 1;
+        let purgeable = !stream.cached_info().config.deny_purge;
         Ok(Self {
             client: context.client(),
             context,
@@ -203,8 +206,15 @@ impl StreamStore {
             cleanups: TaskTracker::new(),
             atomic: AtomicBool::new(atomic),
             replicated,
+            purgeable,
             seen: DashMap::default(),
         })
+    }
+
+    /// Whether the stream allowed purges when the store opened it: a compactable stream,
+    /// whatever the config of the store that reads it.
+    pub(crate) fn purgeable(&self) -> bool {
+        self.purgeable
     }
 
     /// Uses `watch` for permission refusals (see
