@@ -134,6 +134,7 @@ const FAILOVER: &str = "cargo bench -p aether-benches --bench failover";
 const PG: &str = "cargo bench -p aether-benches --bench postgres";
 const PEER: &str = "cargo run --release -p aether-benches --bin peer-throughput";
 const REACT: &str = "cargo bench -p aether-benches --bench reactions";
+const PRIVACY: &str = "cargo bench -p aether-benches --bench privacy";
 const LATENESS: &str = "cargo run --release -p aether-benches --bin reaction-lateness -- --json target/reaction-lateness.json";
 
 const PG_DURABLE: &str = "PostgreSQL events table, `synchronous_commit=on`";
@@ -432,6 +433,26 @@ const ROWS: &[Row] = &[
         Target::Report,
         "reported",
         TYPES,
+        Earlier::New,
+    ),
+    row(
+        "`save_event` with two personal fields sealed (`aether-privacy`'s `PrivateStore`, AES-256-GCM, keys cached)",
+        "privacy_save",
+        "sealed",
+        Some(("the same event with the fields in clear, same store", "plain")),
+        Target::TimeAtMost(1.3),
+        "≤ 1.3×",
+        PRIVACY,
+        Earlier::New,
+    ),
+    row(
+        "replay of 100 events with two sealed personal fields each (opened)",
+        "privacy_replay",
+        "sealed",
+        Some(("the same 100 events in clear, same store", "plain")),
+        Target::TimeAtMost(1.3),
+        "≤ 1.3×",
+        PRIVACY,
         Earlier::New,
     ),
     row(
