@@ -21,6 +21,9 @@
 //! - [`store_tail`]: following the event store's stream, for `tail --source store` and the
 //!   dashboard's live tail.
 //! - [`actors`]: `aether actors retire`, an actor closed for good by its final event.
+//! - [`history`]: `aether history compact|remove-retired`, histories that do not grow
+//!   forever on a compactable stream: old events moved to the archive behind a snapshot, a
+//!   retired actor's events removed after a grace period.
 //! - [`erase`]: `aether erase`, a data subject's key deleted for good (crypto-shredding), and
 //!   how every tool shows personal data: erased subjects as erased, the rest sealed, never
 //!   opened.
@@ -41,6 +44,7 @@ pub mod erase;
 mod error;
 pub mod events;
 pub mod heads;
+pub mod history;
 pub mod leaders;
 pub mod mirror;
 pub mod output;
@@ -77,6 +81,7 @@ pub use error::{CliError, CliResult};
   aether restore --from b1 --nats nats://b:4222 b1 into a server without those streams
   aether mirror status --from-domain primary    the standby copy's lag (on the standby)
   aether actors retire a-7 --type acct --yes    close an actor for good (its final event)
+  aether history compact a-7 --type acct        archive the events before its snapshot
   aether erase person-42 --namespace shop --yes erase a data subject's personal fields
 
 Networked commands read NATS_URL (default nats://127.0.0.1:4222); colours only on a
@@ -130,6 +135,11 @@ pub enum Command {
     /// Change an actor's life: retire (close it for good).
     #[command(subcommand)]
     Actors(actors::ActorsCommand),
+    /// Keep histories from growing forever on a compactable stream: compact (events before
+    /// an actor's snapshot moved to the archive), remove-retired (a retired actor's events
+    /// deleted after a grace period).
+    #[command(subcommand)]
+    History(history::HistoryCommand),
     /// Erase a data subject for good: its key is deleted, so its personal fields in every
     /// event read as erased from then on. Cannot be undone: asks for --yes.
     Erase(erase::EraseArgs),
@@ -157,6 +167,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Backup(args) => Some(args.connect.permissions().clone()),
         Command::Mirror(cmd) => Some(cmd.connect().permissions().clone()),
         Command::Actors(cmd) => Some(cmd.connect().permissions().clone()),
+        Command::History(cmd) => Some(cmd.connect().permissions().clone()),
         Command::Erase(args) => Some(args.connect.permissions().clone()),
         // Watches for refusals itself, so that it can delete what it created before failing.
         Command::Restore(_) => None,
@@ -178,6 +189,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             Command::Restore(args) => backup::restore(args).await,
             Command::Mirror(cmd) => mirror::run(cmd).await,
             Command::Actors(cmd) => actors::run(cmd).await,
+            Command::History(cmd) => history::run(cmd).await,
             Command::Erase(args) => erase::run(args).await,
         }
     };

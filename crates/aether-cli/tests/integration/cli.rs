@@ -63,6 +63,9 @@ fn help_for_every_subcommand() {
         vec!["mirror", "status", "--help"],
         vec!["mirror", "promote", "--help"],
         vec!["actors", "retire", "--help"],
+        vec!["history", "--help"],
+        vec!["history", "compact", "--help"],
+        vec!["history", "remove-retired", "--help"],
     ] {
         let out = aether().args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}: {out:?}");

@@ -6,6 +6,8 @@
 //! - `cli`: without a server (help, usage errors, the in-process demo, connection failures).
 //! - `erase`: `erase` of a data subject, refused, done, interrupted by SIGKILL and finished;
 //!   `events`, `tail --source store` and the dashboard showing its fields as erased.
+//! - `history`: `history compact|remove-retired` on compactable and other streams, dry runs,
+//!   refusals, `events` reading across the cut, bad input refused before connecting.
 //! - `mirror`: `mirror create|status|promote` across two servers joined by a leafnode.
 //! - `nats`: against real nats-servers started by each test.
 //! - `retire`: `actors retire`, refused without `--yes` and for bad input, then enforced.
@@ -18,6 +20,7 @@ mod actor_types;
 mod backup;
 mod cli;
 mod erase;
+mod history;
 mod mirror;
 mod nats;
 mod partitions;
