@@ -260,8 +260,14 @@ impl JetStreamEventStore {
             .ok()
             .and_then(|g| retired_at.checked_add_signed(g));
         if grace_ends.is_none_or(|end| chrono::Utc::now() < end) {
+            let seconds = chrono::SecondsFormat::Secs;
+            let until = grace_ends.map_or_else(
+                || "never".to_string(),
+                |end| end.to_rfc3339_opts(seconds, true),
+            );
             return Err(Error::invalid(format!(
-                "actor {actor} was retired at {retired_at}, within the grace period of {grace:?}"
+                "actor {actor} was retired at {}, within the grace period (it ends {until})",
+                retired_at.to_rfc3339_opts(seconds, true)
             )));
         }
         let before = part.messages_before(actor, final_event.version).await?;
