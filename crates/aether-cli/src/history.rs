@@ -35,7 +35,7 @@ const NAMED: usize = 5;
 #[derive(Debug, Clone, Subcommand)]
 pub enum HistoryCommand {
     /// Make each actor's latest snapshot the start of its history in the stream: the events
-    /// before it move to the archive stream (<stream>_ARCHIVE), where reads of the actor's
+    /// before it move to the archive stream (`<stream>_ARCHIVE`), where reads of the actor's
     /// history still find them. Needs a compactable stream.
     Compact(CompactArgs),
     /// Delete a retired actor's events, all but its final one, and its snapshots, once the

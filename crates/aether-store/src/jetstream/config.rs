@@ -94,7 +94,7 @@ pub struct JetStreamConfig {
     /// stream denies purges, and no one can ever remove an event from it).
     ///
     /// A compactable stream is created allowing purges (deletes stay denied), so that
-    /// [`JetStreamEventStore::compact`] can make an actor's latest snapshot the start of its
+    /// [`JetStreamEventStore::compact`](super::JetStreamEventStore::compact) can make an actor's latest snapshot the start of its
     /// history in the stream: the events before it are copied to the archive store (the
     /// stream `<stream>_ARCHIVE`, immutable) and then removed from this one. Reads of an
     /// actor's events from before the cut read the archive too, so replays and versions stay
