@@ -149,43 +149,33 @@ pub fn validate_subject(subject: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Calls `visit` on every personal field in `value` (depth first, in document order), with
-/// mutable access so a caller can seal or reveal it in place. A marker is not searched
-/// further.
-pub fn visit_personal_mut(value: &mut Value, visit: &mut dyn FnMut(&mut Value)) {
-    match value {
-        Value::Object(object) => {
-            if marker_body(object).is_some() {
-                visit(value);
-            } else {
-                for v in object.values_mut() {
-                    visit_personal_mut(v, visit);
-                }
-            }
+/// The personal fields of `data` (markers anywhere in its values, depth first, in document
+/// order), as mutable references, so a caller can seal or reveal them in place. A marker is
+/// not searched further. A payload that is one marker as a whole ([`is_whole_marker`]) is not
+/// listed: wrap it first.
+pub fn personal_fields_mut(data: &mut Map<String, Value>) -> Vec<&mut Value> {
+    fn collect<'a>(v: &'a mut Value, out: &mut Vec<&'a mut Value>) {
+        let marker = matches!(v, Value::Object(o) if marker_body(o).is_some());
+        if marker {
+            out.push(v);
+            return;
         }
-        Value::Array(items) => {
-            for v in items {
-                visit_personal_mut(v, visit);
-            }
+        match v {
+            Value::Object(o) => o.values_mut().for_each(|x| collect(x, out)),
+            Value::Array(a) => a.iter_mut().for_each(|x| collect(x, out)),
+            _ => {}
         }
-        _ => {}
     }
+    let mut out = Vec::new();
+    for v in data.values_mut() {
+        collect(v, &mut out);
+    }
+    out
 }
 
-/// [`visit_personal_mut`] over every value of an event's data or a snapshot's state.
-pub fn visit_personal_in_mut(data: &mut Map<String, Value>, visit: &mut dyn FnMut(&mut Value)) {
-    if marker_body(data).is_some() {
-        // A whole payload that is one marker is a field too.
-        let mut whole = Value::Object(std::mem::take(data));
-        visit(&mut whole);
-        if let Value::Object(o) = whole {
-            *data = o;
-        }
-        return;
-    }
-    for v in data.values_mut() {
-        visit_personal_mut(v, visit);
-    }
+/// Whether the whole payload is one marker object.
+pub fn is_whole_marker(data: &Map<String, Value>) -> bool {
+    marker_body(data).is_some()
 }
 
 /// Whether `data` holds a personal field in any form.
@@ -286,23 +276,21 @@ mod tests {
     }
 
     #[test]
-    fn visiting_reaches_every_marker_once() {
+    fn every_marker_is_listed_once() {
         let field = json!({"$personal": {"subject": "p", "value": 1}});
         let mut data = map(json!({"a": field.clone(), "b": [field.clone(), {"c": field}]}));
-        let mut seen = 0;
-        visit_personal_in_mut(&mut data, &mut |v| {
-            seen += 1;
+        let fields = personal_fields_mut(&mut data);
+        assert_eq!(fields.len(), 3);
+        for v in fields {
             *v = PersonalField::Erased {
                 subject: "p".into(),
             }
             .to_value();
-        });
-        assert_eq!(seen, 3);
+        }
         assert!(!holds_clear_personal(&data));
         let mut whole = map(json!({"$personal": {"subject": "p", "value": 1}}));
-        let mut seen = 0;
-        visit_personal_in_mut(&mut whole, &mut |_| seen += 1);
-        assert_eq!(seen, 1);
+        assert!(is_whole_marker(&whole));
+        assert!(personal_fields_mut(&mut whole).is_empty());
     }
 
     #[test]

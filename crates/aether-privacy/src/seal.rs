@@ -2,7 +2,7 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use aether_core::personal::{PersonalField, PERSONAL_FIELD};
+use aether_core::personal::{is_whole_marker, personal_fields_mut, PersonalField, PERSONAL_FIELD};
 use aether_core::{Error, EventData, Result};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -29,34 +29,6 @@ fn associated_data(subject: &str) -> Vec<u8> {
     let mut aad = b"aether.personal.1\0".to_vec();
     aad.extend_from_slice(subject.as_bytes());
     aad
-}
-
-/// The personal fields of `data`, as mutable references into it (a payload that is one
-/// marker as a whole is not a field: see [`whole_marker`]).
-fn markers(data: &mut EventData) -> Vec<&mut Value> {
-    fn collect<'a>(v: &'a mut Value, out: &mut Vec<&'a mut Value>) {
-        let marker =
-            matches!(v, Value::Object(o) if o.len() == 1 && o.contains_key(PERSONAL_FIELD));
-        if marker {
-            out.push(v);
-            return;
-        }
-        match v {
-            Value::Object(o) => o.values_mut().for_each(|x| collect(x, out)),
-            Value::Array(a) => a.iter_mut().for_each(|x| collect(x, out)),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    for v in data.values_mut() {
-        collect(v, &mut out);
-    }
-    out
-}
-
-/// Whether the whole payload is one marker (a rare shape, handled by wrapping it).
-fn whole_marker(data: &EventData) -> bool {
-    data.len() == 1 && data.contains_key(PERSONAL_FIELD)
 }
 
 /// Runs `f` on `data` seen as one value holding it, for a payload that is one marker.
@@ -105,7 +77,7 @@ impl<T: Clone> Found<T> {
 /// personal field is [`Error::InvalidInput`]; [`Error::Encoding`] if a value cannot be
 /// encoded. Nothing is changed on error.
 pub async fn seal(data: &mut EventData, keys: &dyn KeyStore) -> Result<()> {
-    if whole_marker(data) {
+    if is_whole_marker(data) {
         let keys_ref = keys;
         return as_wrapped(data, |mut w| async move {
             Box::pin(seal(&mut w, keys_ref)).await?;
@@ -113,7 +85,7 @@ pub async fn seal(data: &mut EventData, keys: &dyn KeyStore) -> Result<()> {
         })
         .await;
     }
-    let mut fields = markers(data);
+    let mut fields = personal_fields_mut(data);
     if fields.is_empty() {
         return Ok(());
     }
@@ -234,14 +206,14 @@ pub(crate) struct Opener {
 impl Opener {
     /// [`reveal`] with the subjects met so far.
     pub(crate) async fn reveal(&mut self, data: &mut EventData, keys: &dyn KeyStore) -> Result<()> {
-        if whole_marker(data) {
+        if is_whole_marker(data) {
             return as_wrapped(data, |mut w| async move {
                 Box::pin(self.reveal(&mut w, keys)).await?;
                 Ok(w)
             })
             .await;
         }
-        for v in markers(data) {
+        for v in personal_fields_mut(data) {
             let Some(body) = v.get_mut(PERSONAL_FIELD).and_then(Value::as_object_mut) else {
                 return Err(Error::Decoding(format!(
                     "malformed personal field: {PERSONAL_FIELD} must hold an object"
@@ -302,7 +274,7 @@ impl Opener {
 /// # Errors
 /// As [`KeyStore::lookup`].
 pub async fn redact(data: &mut EventData, keys: &dyn KeyStore) -> Result<()> {
-    if whole_marker(data) {
+    if is_whole_marker(data) {
         let keys_ref = keys;
         return as_wrapped(data, |mut w| async move {
             Box::pin(redact(&mut w, keys_ref)).await?;
@@ -311,7 +283,7 @@ pub async fn redact(data: &mut EventData, keys: &dyn KeyStore) -> Result<()> {
         .await;
     }
     let mut erased: Found<bool> = Found(Vec::new());
-    for v in markers(data) {
+    for v in personal_fields_mut(data) {
         let Some(Ok(PersonalField::Sealed { subject, .. })) = PersonalField::parse(v) else {
             continue;
         };
