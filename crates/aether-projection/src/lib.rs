@@ -96,10 +96,10 @@ pub use runner::{
     lag, CatchUpReport, Handler, OnFailure, Order, Park, Projected, Projection, ProjectionConfig,
     ProjectionStatus, SinkPosition,
 };
-#[cfg(feature = "nats")]
-pub use store::NatsProjectionStore;
 pub use store::{
     InMemoryProjectionStore, ParkedEvent, PartitionLease, PositionKeeper, ProjectionStore,
     ProjectionSummary, ReportedStatus, WorkerHeartbeat, DEFAULT_PROJECTION_BUCKET,
 };
+#[cfg(feature = "nats")]
+pub use store::{NatsProjectionStore, PROJECTION_BUCKET_FORMAT};
 pub use worker::{OwnershipChange, OwnershipObserver, ProjectionWorker, WorkerConfig};

@@ -13,7 +13,7 @@ mod nats;
 
 pub use memory::InMemoryProjectionStore;
 #[cfg(feature = "nats")]
-pub use nats::NatsProjectionStore;
+pub use nats::{NatsProjectionStore, PROJECTION_BUCKET_FORMAT};
 
 /// An event a projection gave up on: its handler kept failing (or it did not decode), so it
 /// was set aside and the projection went on. It can be listed and replayed.

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use aether_core::{Event, LogPosition, StorageKind};
 use aether_projection::{
     NatsProjectionStore, ParkedEvent, PositionKeeper, ProjectionStore, ReportedStatus,
+    PROJECTION_BUCKET_FORMAT,
 };
 use aether_testkit::golden::GoldenFiles;
 use aether_testkit::NatsServer;
@@ -230,4 +231,56 @@ async fn golden_every_release_reads_back() {
         );
         assert!(store.take_replay_request("orders").await.unwrap(), "{r}");
     }
+}
+
+/// The bucket records its format: a bucket kept before the record existed reads as format 1
+/// and gets the record; a newer format is refused before anything is read or written, and a
+/// malformed record is a decoding error.
+#[tokio::test]
+async fn the_bucket_records_its_format_and_a_newer_one_is_refused() {
+    let server = NatsServer::start().expect("nats-server");
+    let client = async_nats::connect(server.url()).await.unwrap();
+    drop(open(&client).await);
+    let kv = raw_bucket(&client).await;
+    let format = kv.get("format").await.unwrap().expect("the format record");
+    assert_eq!(
+        &format[..],
+        format!("{{\"version\":{PROJECTION_BUCKET_FORMAT}}}").as_bytes()
+    );
+
+    // A bucket without the record, as the first release kept it: read, and the record added.
+    kv.purge("format").await.unwrap();
+    let f = expected();
+    kv.put(
+        "cp.orders",
+        serde_json::to_vec(&f.checkpoint).unwrap().into(),
+    )
+    .await
+    .unwrap();
+    let store = open(&client).await;
+    assert_eq!(
+        store.checkpoint("orders").await.unwrap(),
+        Some(f.checkpoint)
+    );
+    assert!(kv.get("format").await.unwrap().is_some());
+
+    // A newer release's format: refused, with nothing written.
+    kv.put("format", r#"{"version":2}"#.into()).await.unwrap();
+    let revision = kv.status().await.unwrap().values();
+    let refused = NatsProjectionStore::open(client.clone(), BUCKET, StorageKind::Memory).await;
+    match refused {
+        Err(aether_core::Error::Unsupported { reason, .. }) => {
+            assert!(reason.contains("format 2"), "{reason}")
+        }
+        other => panic!("a newer format must be refused: {other:?}"),
+    }
+    assert_eq!(kv.status().await.unwrap().values(), revision);
+
+    // A malformed record.
+    kv.put("format", "two".into()).await.unwrap();
+    let malformed = NatsProjectionStore::open(client.clone(), BUCKET, StorageKind::Memory).await;
+    assert!(
+        matches!(malformed, Err(aether_core::Error::Decoding(_))),
+        "{malformed:?}"
+    );
 }

@@ -145,7 +145,7 @@ async fn a_backup_under_write_load_restores_a_prefix_of_every_history_at_the_sam
         w.await.unwrap();
     }
     let line = one_line(&backup, "backed up 2 streams (");
-    assert!(line.contains("and 1 bucket (1 keys)"), "{line}");
+    assert!(line.contains("and 1 bucket (2 keys)"), "{line}");
     assert!(during > 0, "nothing was written while the backup ran");
     assert!(out_dir.join("manifest.json").is_file());
     assert!(!dir.path().join("b1.partial").exists());

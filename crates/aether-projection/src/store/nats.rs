@@ -13,6 +13,26 @@ use super::{
     ReportedStatus, WorkerHeartbeat,
 };
 
+/// The format of what a [`NatsProjectionStore`] keeps in its bucket, recorded in the bucket
+/// under the key `format` as `{"version":1}`.
+///
+/// [`NatsProjectionStore::open`] writes it into a bucket that has none and refuses a bucket
+/// of a newer format with [`Error::Unsupported`], so that a worker of an older release never
+/// misreads the state a newer one keeps. A bucket without the key is of version 1 (the
+/// release that introduced the key kept the same entries). A release that changes what the
+/// bucket holds raises the version, reads both, and writes the new one only once told to,
+/// as a rolling upgrade needs (`docs/migration.md`, "Golden files").
+pub const PROJECTION_BUCKET_FORMAT: u32 = 1;
+
+/// The key of the bucket's format record.
+const FORMAT_KEY: &str = "format";
+
+/// The bucket's format record.
+#[derive(Debug, serde::Deserialize, Serialize)]
+struct Format {
+    version: u32,
+}
+
 /// Projection state in a NATS JetStream key-value bucket: `cp.<projection>` holds the
 /// checkpoint, `parked.<projection>.<sequence>_<index>` each parked event, `replay.<projection>`
 /// a replay request, `status.<projection>` the status reported by a projection whose sink
@@ -22,7 +42,8 @@ use super::{
 /// each partition's lease (projection and worker names are letters, digits, `-` and `_`;
 /// a partition's checkpoint is `cp.<projection>.p<partition>`; on a partitioned log, log
 /// partition `l`'s is `cp.<projection>.l<l>`, or `cp.<projection>.l<l>.p<partition>` for a
-/// partition of it, and `lease.<projection>.<unit>` is unit `l × partitions + partition`).
+/// partition of it, and `lease.<projection>.<unit>` is unit `l × partitions + partition`);
+/// `format` records the bucket's [`PROJECTION_BUCKET_FORMAT`].
 ///
 /// Every operation runs under the connection's permission guard ([`KvBucket`]): one the
 /// server refuses fails with [`Error::PermissionDenied`] at once, when the connection has
@@ -38,8 +59,13 @@ impl NatsProjectionStore {
     /// Opens (creating if needed) the bucket `bucket` on `connection` (a [`Connection`],
     /// or a bare `async_nats::Client`).
     ///
+    /// Records the bucket's [`PROJECTION_BUCKET_FORMAT`] when it has none (a client that may
+    /// not write the bucket reads it without).
+    ///
     /// # Errors
-    /// [`Error::Unavailable`] or [`Error::PermissionDenied`] from the server.
+    /// [`Error::Unavailable`] or [`Error::PermissionDenied`] from the server;
+    /// [`Error::Unsupported`] for a bucket a newer release keeps in a format this one does not
+    /// read; [`Error::Decoding`] for a malformed format record.
     pub async fn open(
         connection: impl Into<Connection>,
         bucket: &str,
@@ -52,6 +78,7 @@ impl NatsProjectionStore {
             storage,
         )
         .await?;
+        check_format(&kv, bucket).await?;
         Ok(Self { kv })
     }
 
@@ -179,6 +206,44 @@ impl NatsProjectionStore {
     async fn delete(&self, key: &str) -> Result<()> {
         self.kv.delete(key, None).await.map(drop)
     }
+}
+
+/// Reads the bucket's format record, writing this release's when there is none; refuses a
+/// newer format.
+async fn check_format(kv: &KvBucket, bucket: &str) -> Result<()> {
+    // Twice at most: a record another process writes between the read and the create is read
+    // on the second round.
+    for _ in 0..2 {
+        match kv.read(FORMAT_KEY).await? {
+            Versioned::Value { value, .. } => {
+                let format: Format = decode(FORMAT_KEY, &value)?;
+                if format.version > PROJECTION_BUCKET_FORMAT {
+                    return Err(Error::unsupported(
+                        format!("reading the projections bucket {bucket}"),
+                        format!(
+                            "it is kept in format {} by a newer release; this release reads format {PROJECTION_BUCKET_FORMAT}: upgrade this process",
+                            format.version
+                        ),
+                    ));
+                }
+                return Ok(());
+            }
+            Versioned::Absent | Versioned::Deleted { .. } => {
+                let record = encode(&Format {
+                    version: PROJECTION_BUCKET_FORMAT,
+                })?;
+                match kv.create(FORMAT_KEY, record).await {
+                    Ok(CasOutcome::Written(_)) => return Ok(()),
+                    Ok(CasOutcome::Conflict { .. }) => continue,
+                    // A reader without write permission: the bucket is of the format every
+                    // release before the record was kept in.
+                    Err(Error::PermissionDenied { .. }) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
