@@ -29,6 +29,8 @@
 //!   opened.
 //! - [`backup`]: `aether backup` and `aether restore`, a namespace's event streams and the
 //!   projections bucket copied to a directory and put back on an empty server.
+//! - [`repartition`]: `aether repartition`, a namespace's event history copied into a new
+//!   namespace over another number of partitions.
 //! - [`mirror`]: `aether mirror create|status|promote`, a standby copy of the event streams in
 //!   another JetStream domain, for disaster recovery.
 //! - [`ui`]: `aether ui`, the read-only web dashboard with `/metrics`.
@@ -49,6 +51,7 @@ pub mod leaders;
 pub mod mirror;
 pub mod output;
 pub mod projections;
+pub mod repartition;
 pub mod stats;
 pub mod store_tail;
 pub mod tail;
@@ -79,6 +82,8 @@ pub use error::{CliError, CliResult};
   aether ui --cluster aether                    web dashboard on http://127.0.0.1:8484/
   aether backup --namespace orders --out b1     event streams and checkpoints to ./b1
   aether restore --from b1 --nats nats://b:4222 b1 into a server without those streams
+  aether repartition --namespace orders --to-namespace orders2 --partitions 4
+                                                orders' history copied over 4 partitions
   aether mirror status --from-domain primary    the standby copy's lag (on the standby)
   aether actors retire a-7 --type acct --yes    close an actor for good (its final event)
   aether history compact a-7 --type acct        archive the events before its snapshot
@@ -128,6 +133,9 @@ pub enum Command {
     /// Put a backup back on a server that has none of its streams and buckets, at the same
     /// sequences.
     Restore(backup::RestoreArgs),
+    /// Copy a namespace's event history into a new namespace spread over N partitions (the
+    /// way to change a store's partition count); the source must not be written meanwhile.
+    Repartition(repartition::RepartitionArgs),
     /// A standby copy of the event streams in another JetStream domain (run on the
     /// standby): create, status, promote.
     #[command(subcommand)]
@@ -170,7 +178,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::History(cmd) => Some(cmd.connect().permissions().clone()),
         Command::Erase(args) => Some(args.connect.permissions().clone()),
         // Watches for refusals itself, so that it can delete what it created before failing.
-        Command::Restore(_) => None,
+        Command::Restore(_) | Command::Repartition(_) => None,
         // A long-running server: a refused subject shows on the page that needs it.
         Command::Ui(_) => None,
     };
@@ -187,6 +195,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             Command::Ui(args) => ui::run(args).await,
             Command::Backup(args) => backup::backup(args).await,
             Command::Restore(args) => backup::restore(args).await,
+            Command::Repartition(args) => repartition::run(args).await,
             Command::Mirror(cmd) => mirror::run(cmd).await,
             Command::Actors(cmd) => actors::run(cmd).await,
             Command::History(cmd) => history::run(cmd).await,

@@ -10,6 +10,7 @@
 //!   refusals, `events` reading across the cut, bad input refused before connecting.
 //! - `mirror`: `mirror create|status|promote` across two servers joined by a leafnode.
 //! - `nats`: against real nats-servers started by each test.
+//! - `repartition`: `repartition` over more and fewer partitions, and its refusals.
 //! - `retire`: `actors retire`, refused without `--yes` and for bad input, then enforced.
 //! - `partitions`: every command and the dashboard over a partitioned store.
 //! - `timers`: `aether timers` against real nats-servers.
@@ -24,6 +25,7 @@ mod history;
 mod mirror;
 mod nats;
 mod partitions;
+mod repartition;
 mod retire;
 mod timers;
 mod ui;
