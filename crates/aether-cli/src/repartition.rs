@@ -63,10 +63,6 @@ pub struct RepartitionArgs {
     /// `<char>`).
     #[arg(long, value_name = "KEY", default_value = "id", value_parser = parse_partition_key)]
     pub partition_key: PartitionKey,
-    /// Accepted for scripts: the command never asks (it writes only into a namespace that
-    /// has no event streams yet, and deletes what it created when it fails).
-    #[arg(long)]
-    pub yes: bool,
     /// The connection.
     #[command(flatten)]
     pub connect: ConnectArgs,
@@ -169,6 +165,8 @@ pub async fn run(args: RepartitionArgs) -> CliResult<()> {
 
 /// What the copy needs, found before anything is written.
 struct Prepared {
+    /// The source store (for its count of messages that did not decode).
+    source: Arc<JetStreamEventStore>,
     /// The source's log partitions, in order.
     parts: Vec<Arc<dyn EventLog>>,
     /// Their streams' names.
@@ -236,10 +234,12 @@ async fn prepare(
             streams.describe()
         )));
     }
-    let log: Arc<dyn EventLog> = Arc::new(store);
+    let store = Arc::new(store);
+    let log: Arc<dyn EventLog> = store.clone();
     let parts = log_partitions(&log);
     let heads = heads(&parts).await?;
     Ok(Prepared {
+        source: store,
         parts,
         source_names,
         heads,
@@ -300,6 +300,16 @@ async fn copy(
             events += save(&target, &batch, &mut actors).await?;
         }
         bar.finish_and_clear();
+    }
+    // A read of the log skips a message that does not decode; a copy must not lose it.
+    let malformed = prepared.source.malformed_events();
+    if malformed > 0 {
+        return Err(CliError::new(format!(
+            "{malformed} stored message{} of namespace {source_namespace:?} did not decode as \
+             events and would be missing from the copy (`aether events` shows where): repair \
+             them and run the command again",
+            if malformed == 1 { "" } else { "s" }
+        )));
     }
     let after = heads(&prepared.parts).await?;
     if let Some(moved) = moved(&prepared.source_names, &prepared.heads, &after) {

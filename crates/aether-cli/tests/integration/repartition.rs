@@ -277,11 +277,31 @@ async fn repartition_refuses_with_one_line_and_creates_nothing() {
     assert_one_line_error(&out, "is compactable");
     assert_eq!(stream_names(&url).await, before);
 
+    // A stored message that does not decode as events: the copy would lack it, so the
+    // command fails and deletes the target it made.
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let bad = open(&url, JetStreamConfig::default().namespace("bad")).await;
+    bad.save_event(&Event::new("Opened", "a", 1)).await.unwrap();
+    js.publish(
+        bad.event_subject(ActorKey::untyped("b")),
+        "not an event".into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    bad.save_event(&Event::new("Opened", "c", 1)).await.unwrap();
+    let with_bad = stream_names(&url).await;
+    let out = repartition("bad", "dst", "2").await;
+    assert_one_line_error(&out, "1 stored message of namespace \"bad\" did not decode");
+    assert_eq!(stream_names(&url).await, with_bad);
+
     // A target that exists: the second run is refused and leaves the first's streams alone.
     let out = repartition("src", "dst", "2").await;
     assert!(out.status.success(), "{out:?}");
     let made = stream_names(&url).await;
-    assert_eq!(made.len(), before.len() + 2, "{made:?}");
+    assert_eq!(made.len(), with_bad.len() + 2, "{made:?}");
     let out = repartition("src", "dst", "2").await;
     assert_one_line_error(&out, "dst_AETHER_EVENTS_P0, dst_AETHER_EVENTS_P1");
     // Another count for the same namespace is refused too.
