@@ -1,5 +1,6 @@
 //! The cluster's own paths: `ClusterNode::send` to an actor active on another node next to a
-//! raw NATS request/reply of the same request size (its floor), and to an actor active on the
+//! raw NATS request/reply of the same request size, the responder on a connection of its own
+//! as the owner node is (its floor), and to an actor active on the
 //! same node (no NATS hop; the goal is an absolute time) next to a raw round trip through a
 //! task's channel and a oneshot reply (the floor of two task hops, measured the same way).
 //!
@@ -14,64 +15,10 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
-use aether_actor::{Actor, DomainEvent};
-use aether_cluster::{Actors, ClusterConfig, ClusterNode};
-use aether_core::StorageKind;
-use aether_placement::ShardConfig;
-use aether_store::InMemoryEventStore;
+use aether_benches::echo::{raw_responder, request_size, two_nodes, Echo};
 use aether_testkit::NatsServer;
 use criterion::{criterion_group, criterion_main, Criterion};
-use futures::StreamExt;
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum Never {}
-
-impl DomainEvent for Never {
-    fn event_type(&self) -> &'static str {
-        match *self {}
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize, thiserror::Error)]
-#[error("refused")]
-struct Refused;
-
-/// An actor that answers with its name: a read, no events.
-struct Echo;
-
-impl Actor for Echo {
-    type State = ();
-    type Command = String;
-    type Event = Never;
-    type Reply = String;
-    type Error = Refused;
-    const TYPE: &'static str = "echo";
-
-    async fn decide(&self, _: &str, _: &(), _: &String) -> Result<Vec<Never>, Refused> {
-        Ok(Vec::new())
-    }
-
-    fn apply(_: &mut (), event: &Never) {
-        match *event {}
-    }
-
-    fn reply(_: &(), command: &String, _: &[Never]) -> String {
-        command.clone()
-    }
-}
-
-fn config(node: &str) -> ClusterConfig {
-    ClusterConfig::default()
-        .cluster_name("bench")
-        .node_id(node)
-        .heartbeat_interval(Duration::from_millis(200))
-        .failure_timeout(Duration::from_secs(5))
-        .shards(ShardConfig::default().shard_count(64))
-        .storage(StorageKind::Memory)
-}
 
 fn cluster_send(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -81,63 +28,14 @@ fn cluster_send(c: &mut Criterion) {
         .expect("runtime");
     let server = NatsServer::start().expect("nats-server for benchmarks");
     let (nodes, remote, local, raw, payload) = rt.block_on(async {
-        let store = Arc::new(InMemoryEventStore::new());
-        let mut nodes = Vec::new();
-        for id in ["a", "b"] {
-            let client = async_nats::connect(server.url()).await.expect("connect");
-            let actors = Actors::new(store.clone() as _).with(Echo);
-            nodes.push(Arc::new(
-                ClusterNode::start(client, config(id), actors)
-                    .await
-                    .expect("node"),
-            ));
-        }
-        for n in &nodes {
-            n.wait_for_members(&["a", "b"], Duration::from_secs(30))
-                .await
-                .expect("members");
-        }
-        let owned_by = |node: &str| {
-            (0..10_000)
-                .map(|i| format!("echo-{i}"))
-                .find(|a| nodes[0].owner_of(a).as_deref() == Some(node))
-                .expect("an actor")
-        };
-        let (remote, local) = (owned_by("b"), owned_by("a"));
-        // Activate both before measuring.
-        for actor in [&remote, &local] {
-            nodes[0]
-                .send::<Echo>(actor, "warm".into())
-                .await
-                .expect("send");
-        }
-        // The raw floor: a responder echoing a payload as large as the node's request.
+        let (nodes, remote, local) = two_nodes(&server.url()).await.expect("two nodes");
+        // The raw floor: a responder on a connection of its own, as the owner node is,
+        // echoing a payload as large as the node's request.
+        raw_responder(&server.url(), "raw.echo")
+            .await
+            .expect("raw responder");
         let client = async_nats::connect(server.url()).await.expect("connect");
-        let mut sub = client.subscribe("raw.echo").await.expect("subscribe");
-        let responder = client.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = sub.next().await {
-                if let Some(reply) = msg.reply {
-                    let _ = responder.publish(reply, msg.payload).await;
-                }
-            }
-        });
-        client.flush().await.expect("flush");
-        // As large as a routed request for this actor and command (the ActorRequest's JSON,
-        // with the command id every send carries).
-        let request = aether_cluster::routing::ActorRequest {
-            actor_type: Echo::TYPE.into(),
-            actor_id: remote.clone(),
-            shard: Some(nodes[0].shard_of(&remote)),
-            epoch: nodes[0].assignment().epoch,
-            meta: aether_actor::CommandMeta::new()
-                .command_id(uuid::Uuid::new_v4().simple().to_string()),
-            command: serde_json::json!("ping"),
-            refresh: false,
-        };
-        let size = aether_cluster::routing::encode(&request)
-            .expect("encode")
-            .len();
+        let size = request_size(&nodes[0], &remote, "ping").expect("request size");
         let payload = bytes::Bytes::from(vec![b'x'; size]);
         (nodes, remote, local, client, payload)
     });

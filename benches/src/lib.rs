@@ -5,6 +5,8 @@
 //!
 //! What several benchmarks and binaries share lives here:
 //! - [`bank`]: the actor the cluster measurements send commands to;
+//! - [`echo`]: the actor the send-path measurements send a read to, and the two-node cluster
+//!   they run on;
 //! - [`alloc`]: a counting allocator, for memory per item;
 //! - [`setup`]: how a benchmark stops when something it cannot go on without fails;
 //! - [`saves`]: timed runs of saves, by one writer or by several at once;
@@ -90,6 +92,159 @@ pub mod saves {
             t.await.or_fail("writer task");
         }
         start.elapsed()
+    }
+}
+
+pub mod echo {
+    //! An actor that answers a command with the command itself (a read: no events), and the
+    //! cluster of two nodes in one process that the send-path measurements run on
+    //! (`benches/cluster_send.rs`, the `remote-send` probe).
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use aether_actor::{Actor, DomainEvent};
+    use aether_cluster::{Actors, ClusterConfig, ClusterNode};
+    use aether_core::StorageKind;
+    use aether_placement::ShardConfig;
+    use aether_store::InMemoryEventStore;
+    use serde::{Deserialize, Serialize};
+
+    /// The actor records nothing.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub enum Never {}
+
+    impl DomainEvent for Never {
+        fn event_type(&self) -> &'static str {
+            match *self {}
+        }
+    }
+
+    /// The actor never refuses; its error type says so.
+    #[derive(Debug, Serialize, Deserialize, thiserror::Error)]
+    #[error("refused")]
+    pub struct Refused;
+
+    /// An actor that answers with the command it was sent: a read, no events.
+    pub struct Echo;
+
+    impl Actor for Echo {
+        type State = ();
+        type Command = String;
+        type Event = Never;
+        type Reply = String;
+        type Error = Refused;
+        const TYPE: &'static str = "echo";
+
+        async fn decide(&self, _: &str, _: &(), _: &String) -> Result<Vec<Never>, Refused> {
+            Ok(Vec::new())
+        }
+
+        fn apply(_: &mut (), event: &Never) {
+            match *event {}
+        }
+
+        fn reply(_: &(), command: &String, _: &[Never]) -> String {
+            command.clone()
+        }
+    }
+
+    /// The nodes' configuration: in-memory storage, 64 shards, heartbeats every 200 ms.
+    pub fn config(node: &str) -> ClusterConfig {
+        ClusterConfig::default()
+            .cluster_name("bench")
+            .node_id(node)
+            .heartbeat_interval(Duration::from_millis(200))
+            .failure_timeout(Duration::from_secs(5))
+            .shards(ShardConfig::default().shard_count(64))
+            .storage(StorageKind::Memory)
+    }
+
+    /// Two nodes `a` and `b` hosting [`Echo`] on the server at `url`, each on a connection of
+    /// its own, once each lists both; then an actor owned by `b` and one owned by `a`, both
+    /// activated.
+    ///
+    /// # Errors
+    /// A connection, a node or the membership that failed, as text.
+    pub async fn two_nodes(url: &str) -> Result<(Vec<Arc<ClusterNode>>, String, String), String> {
+        let store = Arc::new(InMemoryEventStore::new());
+        let mut nodes = Vec::new();
+        for id in ["a", "b"] {
+            let client = async_nats::connect(url)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let actors = Actors::new(store.clone() as _).with(Echo);
+            let node = ClusterNode::start(client, config(id), actors)
+                .await
+                .map_err(|e| format!("node {id}: {e}"))?;
+            nodes.push(Arc::new(node));
+        }
+        for n in &nodes {
+            n.wait_for_members(&["a", "b"], Duration::from_secs(30))
+                .await
+                .map_err(|e| format!("members: {e}"))?;
+        }
+        let owned_by = |node: &str| {
+            (0..10_000)
+                .map(|i| format!("echo-{i}"))
+                .find(|a| nodes[0].owner_of(a).as_deref() == Some(node))
+                .ok_or_else(|| format!("no actor owned by {node}"))
+        };
+        let (remote, local) = (owned_by("b")?, owned_by("a")?);
+        for actor in [&remote, &local] {
+            nodes[0]
+                .send::<Echo>(actor, "warm".into())
+                .await
+                .map_err(|e| format!("send: {e}"))?;
+        }
+        Ok((nodes, remote, local))
+    }
+
+    /// The size of the request a send of `command` to `actor` makes from `node` (the
+    /// routed `ActorRequest`'s JSON with the command id every send carries): the raw floor
+    /// sends a payload this large.
+    ///
+    /// # Errors
+    /// The request could not be encoded.
+    pub fn request_size(node: &ClusterNode, actor: &str, command: &str) -> Result<usize, String> {
+        let request = aether_cluster::routing::ActorRequest {
+            actor_type: Echo::TYPE.into(),
+            actor_id: actor.to_string(),
+            shard: Some(node.shard_of(actor)),
+            epoch: node.assignment().epoch,
+            // As long as the id a send makes (a uuid's 32 hex digits).
+            meta: aether_actor::CommandMeta::new().command_id("0".repeat(32)),
+            command: serde_json::json!(command),
+            refresh: false,
+        };
+        aether_cluster::routing::encode(&request)
+            .map(|b| b.len())
+            .map_err(|e| e.to_string())
+    }
+
+    /// A responder on a connection of its own (as the owner node has) that answers each
+    /// request on `subject` with its payload: the raw floor of a remote send.
+    ///
+    /// # Errors
+    /// The connection or subscription failed, as text.
+    pub async fn raw_responder(url: &str, subject: &str) -> Result<(), String> {
+        use futures::StreamExt;
+        let client = async_nats::connect(url)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut sub = client
+            .subscribe(subject.to_string())
+            .await
+            .map_err(|e| format!("subscribe: {e}"))?;
+        client.flush().await.map_err(|e| format!("flush: {e}"))?;
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                if let Some(reply) = msg.reply {
+                    let _ = client.publish(reply, msg.payload).await;
+                }
+            }
+        });
+        Ok(())
     }
 }
 

@@ -362,13 +362,16 @@ const ROWS: &[Row] = &[
         "cluster_send_remote",
         "aether",
         Some((
-            "raw NATS request/reply of the same request size",
+            "raw NATS request/reply of the same request size, the responder on a connection of its own (as the owner node)",
             "raw_request_reply",
         )),
         Target::TimeAtMost(1.15),
         "≤ 1.15×",
         SEND,
-        Earlier::Same,
+        Earlier::Changed(
+            "`ClusterNode::send` to an actor active on another node (a read, no write)",
+            "raw NATS request/reply of the same request size",
+        ),
     ),
     row(
         "`ClusterNode::send` to an actor active on the same node, from a task of the runtime",
