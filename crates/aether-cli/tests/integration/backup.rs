@@ -16,7 +16,7 @@ use aether_testkit::NatsServer;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::nats::{aether, assert_one_line_error, stdout, BIN};
+use crate::nats::{aether, assert_one_line_error, exited, stdout, BIN};
 
 async fn run(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -640,24 +640,6 @@ authorization {
 /// Opens the named pipe at `path` for writing without waiting: `None` while nobody has it
 /// open for reading.
 #[cfg(target_os = "linux")]
-/// Waits for `child` to exit, for at most 30 s (then kills it and fails the test): a command
-/// that ignored Ctrl-C or hung must fail the test, never hold the suite up.
-async fn exited(mut child: std::process::Child) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match child.try_wait().unwrap() {
-            Some(_) => break,
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the command did not exit within 30 s");
-            }
-            None => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
-    child.wait_with_output().unwrap()
-}
-
 fn open_pipe_for_writing(path: &Path) -> Option<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     // O_NONBLOCK on Linux.

@@ -1250,3 +1250,21 @@ async fn the_demo_with_ui_keeps_its_cluster_running_behind_the_dashboard_until_c
     .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// Waits for `child` to exit, for at most 30 s (then kills it and fails the test): a command
+/// that ignored Ctrl-C or hung must fail the test, never hold the suite up.
+pub(crate) async fn exited(mut child: std::process::Child) -> Output {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match child.try_wait().unwrap() {
+            Some(_) => break,
+            None if std::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the command did not exit within 30 s");
+            }
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    child.wait_with_output().unwrap()
+}

@@ -12,7 +12,7 @@ use aether_store::{JetStreamConfig, JetStreamEventStore};
 use aether_testkit::NatsServer;
 use futures::TryStreamExt;
 
-use crate::nats::{aether, assert_one_line_error, stdout, BIN};
+use crate::nats::{aether, assert_one_line_error, exited, stdout, BIN};
 
 async fn run(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -321,23 +321,6 @@ async fn repartition_refuses_with_one_line_and_creates_nothing() {
             .len(),
         2
     );
-}
-
-/// Waits for `child` to exit, for at most 30 s (then kills it and fails the test).
-async fn exited(mut child: std::process::Child) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match child.try_wait().unwrap() {
-            Some(_) => break,
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the command did not exit within 30 s");
-            }
-            None => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
-    child.wait_with_output().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
