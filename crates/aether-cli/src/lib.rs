@@ -39,6 +39,7 @@
 
 pub mod actors;
 pub mod backup;
+mod cleanup;
 pub mod cluster;
 pub mod connect;
 pub mod demo;

@@ -19,15 +19,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_core::{log_partitions, Event, EventLog, EventStore, LogPosition, StorageKind};
-use aether_nats::backend::{get_stream, has_api_code};
+use aether_nats::backend::get_stream;
 use aether_store::{
     partition_stream_name, JetStreamConfig, JetStreamEventStore, PartitionKey, DEFAULT_STREAM_NAME,
     MAX_PARTITIONS,
 };
-use async_nats::jetstream::{self, stream::StorageType, Context, ErrorCode};
+use async_nats::jetstream::{self, stream::StorageType, Context};
 use clap::Args;
 
 use crate::backup::plural;
+use crate::cleanup::{interrupted, remove_streams, Removed};
 use crate::connect::{refusals_fail, ConnectArgs};
 use crate::error::{CliError, CliResult};
 use crate::events::{find_streams, parse_partition_key, StreamArgs};
@@ -35,8 +36,6 @@ use crate::output::{actor_name, escape, human_duration, progress};
 
 /// Events read from a source partition at once.
 const PAGE: usize = 256;
-/// How long removing one created stream may take.
-const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Arguments of `aether repartition`.
 #[derive(Debug, Clone, Args)]
@@ -404,18 +403,9 @@ fn moved(
     (!changes.is_empty()).then(|| changes.join(", "))
 }
 
-/// Deletes the target streams this run created, and says what became of them.
+/// Deletes the target streams after a failure or Ctrl-C, and says how that went.
 async fn remove(context: &Context, names: &[String]) -> String {
-    let mut deleted = Vec::new();
-    let mut left = Vec::new();
-    for name in names {
-        let done = tokio::time::timeout(REMOVE_TIMEOUT, context.delete_stream(name)).await;
-        match done {
-            Ok(Ok(_)) => deleted.push(escape(name).into_owned()),
-            Ok(Err(e)) if has_api_code(&e, ErrorCode::STREAM_NOT_FOUND) => {}
-            _ => left.push(escape(name).into_owned()),
-        }
-    }
+    let Removed { deleted, left } = remove_streams(context, names).await;
     match (deleted.is_empty(), left.is_empty()) {
         (true, true) => "no target stream had been created".to_string(),
         (false, true) => format!(
@@ -430,13 +420,6 @@ async fn remove(context: &Context, names: &[String]) -> String {
             left.join(", "),
             if left.len() == 1 { "it" } else { "them" }
         ),
-    }
-}
-
-/// Returns when Ctrl-C is pressed; never, when the signal cannot be watched.
-async fn interrupted() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
     }
 }
 

@@ -5,24 +5,23 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use aether_nats::backend::{get_stream, has_api_code, server_older_than};
+use aether_nats::backend::{get_stream, server_older_than};
 use async_nats::jetstream::context::{CreateStreamErrorKind, PublishAckFuture};
 use async_nats::jetstream::stream::Config;
-use async_nats::jetstream::{self, Context, ErrorCode};
+use async_nats::jetstream::{self, Context};
 use clap::Args;
 
 use super::{plural, Direction, Summary};
 use super::{read_manifest, DataFile, LineReader, Manifest};
+use crate::cleanup::{interrupted, remove_streams};
 use crate::connect::{jetstream_hint, refusals_fail, ConnectArgs};
 use crate::error::{CliError, CliResult};
 use crate::output::{escape, progress};
 
 /// Messages published ahead of their acknowledgements.
 const IN_FLIGHT: usize = 256;
-/// How long removing one created stream may take.
-const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Arguments of `aether restore`.
 #[derive(Debug, Clone, Args)]
@@ -94,7 +93,7 @@ pub async fn run(args: RestoreArgs) -> CliResult<()> {
     let created = Mutex::new(Vec::new());
     let outcome = tokio::select! {
         biased;
-        () = super::interrupted() => Err(CliError::new("interrupted")),
+        () = interrupted() => Err(CliError::new("interrupted")),
         r = refusals_fail(&watch, restore(&context, &args.from, &manifest, &version, &created)) => r,
     };
     match outcome {
@@ -361,18 +360,7 @@ async fn remove(context: &Context, names: &[String]) -> String {
     if names.is_empty() {
         return "nothing had been written".into();
     }
-    let mut left = Vec::new();
-    for name in names {
-        let deleted = tokio::time::timeout(REMOVE_TIMEOUT, context.delete_stream(name)).await;
-        let gone = match deleted {
-            Ok(Ok(_)) => true,
-            Ok(Err(e)) => has_api_code(&e, ErrorCode::STREAM_NOT_FOUND),
-            Err(_) => false,
-        };
-        if !gone {
-            left.push(escape(name).into_owned());
-        }
-    }
+    let left = remove_streams(context, names).await.left;
     if left.is_empty() {
         format!(
             "removed what the restore had created ({})",

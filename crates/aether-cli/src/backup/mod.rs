@@ -279,13 +279,6 @@ fn is_deletion(headers: Option<&HeaderMap>) -> bool {
         .is_some_and(|v| matches!(v.as_str(), "DEL" | "PURGE"))
 }
 
-/// Returns when Ctrl-C is pressed; never, when the signal cannot be watched.
-async fn interrupted() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
 /// A server timestamp (nanoseconds since the epoch) as RFC 3339 with nanoseconds.
 fn rfc3339(nanos: i128) -> String {
     let secs = i64::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(0);

@@ -62,7 +62,7 @@ pub async fn run(args: BackupArgs) -> CliResult<()> {
     // it fires, the work is dropped and with it the partial directory.
     let summary = tokio::select! {
         biased;
-        () = super::interrupted() => Err(CliError::new(format!(
+        () = crate::cleanup::interrupted() => Err(CliError::new(format!(
             "interrupted: the partial backup was removed, nothing was written to {}",
             out.display()
         ))),
