@@ -295,12 +295,12 @@ impl JetStreamEventStore {
             .partition_of(actor.into().actor_id, self.partition_count())
     }
 
-    /// The stream of `actor`'s partition.
     /// Whether the (unpartitioned) stream allows purges.
     pub(super) fn parts_purgeable(&self) -> bool {
         self.parts.len() == 1 && self.parts[0].purgeable()
     }
 
+    /// The stream of `actor`'s partition.
     pub(super) fn part(&self, actor: ActorKey<'_>) -> &Arc<StreamStore> {
         if self.parts.len() == 1 {
             return &self.parts[0];
