@@ -11,6 +11,8 @@
 //! and quartiles of the per-round ratios; `--json FILE` writes them too.
 //!
 //! Run with `cargo run --release -p aether-benches --bin remote-send [-- --rounds N --block M]`.
+//! `--only aether` or `--only raw` times one side alone (no ratio), for counting what one
+//! side does with `perf stat` or `strace -c`.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -43,6 +45,19 @@ fn number(name: &str, default: usize) -> usize {
     }
 }
 
+/// This process's user and system CPU time so far, in seconds (`/proc/self/stat`, Linux
+/// only; `None` elsewhere). The server is another process, so it is not counted.
+fn process_cpu() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command's closing parenthesis; utime and stime are the 12th and
+    // 13th of them, in clock ticks (100 per second on Linux).
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split(' ').skip(11);
+    let mut ticks = || fields.next()?.parse::<f64>().ok();
+    let (user, system) = (ticks()?, ticks()?);
+    Some((user / 100.0, system / 100.0))
+}
+
 /// The `q` quantile of `v` (sorted here), `v` not empty.
 fn quantile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -52,6 +67,12 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
 
 fn main() {
     let (rounds, block) = (number("--rounds", ROUNDS), number("--block", BLOCK));
+    let only = match arg("--only").as_deref() {
+        None => None,
+        Some("aether") => Some(0),
+        Some("raw") => Some(1),
+        Some(other) => fail(format!("--only takes aether or raw, not {other:?}")),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -59,7 +80,7 @@ fn main() {
         .or_fail("a runtime");
     let server = NatsServer::start().or_fail("nats-server");
     let url = server.url();
-    let (mut aether, mut raw, mut ratios) = rt.block_on(async move {
+    let (mut aether, mut raw, mut ratios, cpu) = rt.block_on(async move {
         let (nodes, remote, _) = two_nodes(&url).await.or_fail("two nodes");
         raw_responder(&url, "raw.echo")
             .await
@@ -75,14 +96,22 @@ fn main() {
             black_box(client.request("raw.echo", payload.clone()).await).or_fail("request");
         };
         for _ in 0..WARM_UP {
-            send().await;
-            request().await;
+            if only != Some(1) {
+                send().await;
+            }
+            if only != Some(0) {
+                request().await;
+            }
         }
         let (mut aether, mut raw, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let cpu_before = process_cpu();
         for round in 0..rounds {
             let mut micros = [0f64; 2];
             for k in 0..2 {
                 let side = (k + round) % 2;
+                if only.is_some_and(|o| o != side) {
+                    continue;
+                }
                 let started = Instant::now();
                 for _ in 0..block {
                     if side == 0 {
@@ -97,9 +126,25 @@ fn main() {
             raw.push(micros[1]);
             ratios.push(micros[0] / micros[1]);
         }
-        (aether, raw, ratios)
+        let cpu = cpu_before.zip(process_cpu()).map(|((u0, s0), (u1, s1))| {
+            let per_send = |d: f64| d * 1e6 / (rounds * block) as f64;
+            (per_send(u1 - u0), per_send(s1 - s0))
+        });
+        (aether, raw, ratios, cpu)
     });
     let (a, r) = (quantile(&mut aether, 0.5), quantile(&mut raw, 0.5));
+    if let Some(side) = only {
+        let (name, us) = if side == 0 {
+            ("remote send", a)
+        } else {
+            ("raw request/reply", r)
+        };
+        println!("{name} alone: {us:.1} µs per send (median of {rounds} rounds of {block})");
+        if let Some((user, system)) = cpu {
+            println!("this process's CPU per send (nats-server's not counted): {user:.1} µs user, {system:.1} µs system");
+        }
+        return;
+    }
     let (q1, median, q3) = (
         quantile(&mut ratios, 0.25),
         quantile(&mut ratios, 0.5),

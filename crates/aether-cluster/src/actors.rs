@@ -154,8 +154,11 @@ impl<A: Actor> Hosted for ActorHost<A> {
                 })
             }
         };
+        // The request's own task runs the command when the actor is idle: the serve loop
+        // gives every request a task of its own, and only killing the node drops one before
+        // it has answered.
         let outcome = self
-            .dispatch(actor_id, Envelope::new(command).with_meta(meta))
+            .dispatch_inline(actor_id, Envelope::new(command).with_meta(meta))
             .await;
         response::<A>(outcome)
     }

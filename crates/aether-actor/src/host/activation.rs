@@ -84,6 +84,31 @@ pub(crate) async fn run_actor<A: Actor>(shared: Arc<Shared<A>>, slot: Arc<Slot<A
     );
 }
 
+/// Handles the command a sender has just queued on an idle actor, on the sender's own task
+/// (see `ActorHost::dispatch_inline`): the same steps as [`run_actor`]'s, for that one
+/// command. Then the actor goes idle, or, if more commands were queued meanwhile (or a
+/// passivation was asked for), a runner task takes it over. Unlike a runner, it does not look
+/// again after a yield: the sender it serves is elsewhere and cannot send again that soon.
+pub(crate) async fn run_first<A: Actor>(shared: &Arc<Shared<A>>, slot: &Arc<Slot<A>>) {
+    let abandoned = Abandoned {
+        shared,
+        slot: slot.as_ref(),
+    };
+    let mut loaded = None;
+    // The sender's command is the only one queued: a sender starts a runner only on an
+    // empty queue. A passivation asked for since then is left to the runner below.
+    if let Next::Handle(request) = slot.next(&mut loaded, true) {
+        let result = handle(shared, &slot.id, &mut loaded, &request.envelope).await;
+        bump(&shared.counters.commands);
+        let _ = request.reply.send(Answer::Done(result));
+    }
+    let more = slot.hand_back(&mut loaded);
+    std::mem::forget(abandoned);
+    if more {
+        tokio::spawn(run_actor(Arc::clone(shared), Arc::clone(slot)));
+    }
+}
+
 /// Ends the activation when its runner is dropped before it is done (the actor's code
 /// panicked, or the runtime is shutting down): otherwise the slot would keep saying a runner
 /// is draining it, and commands would wait there forever. The commands queued are dropped,

@@ -2,6 +2,7 @@
 //! concurrency, snapshots and passivation.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use aether_core::{Error, SnapshotStore};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use futures::FutureExt;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -18,7 +20,7 @@ use crate::config::RuntimeConfig;
 use crate::error::{CommandError, LoadError};
 use crate::event::EventCodec;
 use crate::reaction::{NoReactor, ReactionSupport, SupportHandle};
-use activation::{load, run_actor};
+use activation::{load, run_actor, run_first};
 use lru::Lru;
 use slot::{Pushed, Slot, Stopped};
 pub use stats::HostStats;
@@ -82,6 +84,15 @@ pub type PassivationHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 pub(crate) type Outcome<A> =
     Result<Handled<<A as Actor>::Reply>, CommandError<<A as Actor>::Error>>;
+
+/// Where a command that finds its actor idle runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// On a task of the actor's own, which the sender waits for.
+    OnItsOwnTask,
+    /// On the sender's task ([`ActorHost::dispatch_inline`]).
+    OnTheCaller,
+}
 
 pub(crate) enum Answer<A: Actor> {
     Done(Outcome<A>),
@@ -420,6 +431,41 @@ impl<A: Actor> ActorHost<A> {
     /// ([`Error::InvalidInput`]) or an actor that stopped without answering
     /// ([`Error::Closed`]).
     pub async fn dispatch(&self, actor_id: &str, envelope: Envelope<A::Command>) -> Outcome<A> {
+        self.dispatch_with(actor_id, envelope, Run::OnItsOwnTask)
+            .await
+    }
+
+    /// [`dispatch`](Self::dispatch) for a task that exists to serve one request (a node
+    /// answering another node's request, say): when the actor is idle, its command runs on
+    /// the calling task instead of on a task of the actor's own. That saves handing the
+    /// command to another task and the reply back, a thread wake-up each on a busy runtime.
+    /// Commands that arrive meanwhile queue as usual and are handed to a task of the actor's
+    /// own when this one is done; a command that finds the actor busy waits in its mailbox,
+    /// as with `dispatch`. A panic in the actor's code ends its activation and is answered
+    /// with [`Error::Closed`], as with `dispatch`.
+    ///
+    /// Dropping the returned future mid-command ends the actor's activation (its next command
+    /// loads it again from the store), and the commands queued behind it get
+    /// [`Error::Closed`]: use `dispatch` where the caller may give up early, such as a send
+    /// with a timeout.
+    ///
+    /// # Errors
+    /// As [`dispatch`](Self::dispatch).
+    pub async fn dispatch_inline(
+        &self,
+        actor_id: &str,
+        envelope: Envelope<A::Command>,
+    ) -> Outcome<A> {
+        self.dispatch_with(actor_id, envelope, Run::OnTheCaller)
+            .await
+    }
+
+    async fn dispatch_with(
+        &self,
+        actor_id: &str,
+        envelope: Envelope<A::Command>,
+        run: Run,
+    ) -> Outcome<A> {
         if actor_id.is_empty() {
             return Err(Error::invalid("actor id must not be empty").into());
         }
@@ -448,6 +494,15 @@ impl<A: Actor> ActorHost<A> {
                 reply: reply_tx,
             });
             match slot.push(request).await {
+                Pushed::Start if run == Run::OnTheCaller => {
+                    // A panic in the actor's code is the actor's: it ends the activation (the
+                    // runner's guard sees to that while unwinding) and drops the request, so
+                    // the reply below reads as a stopped actor, as from a task of its own.
+                    let first = AssertUnwindSafe(run_first(&self.shared, &slot));
+                    if first.catch_unwind().await.is_err() {
+                        tracing::warn!(actor_type = A::TYPE, actor_id, "the actor's code panicked");
+                    }
+                }
                 Pushed::Start => {
                     tokio::spawn(run_actor(Arc::clone(&self.shared), slot));
                 }

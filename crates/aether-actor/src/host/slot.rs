@@ -132,6 +132,21 @@ impl<A: Actor> Slot<A> {
         }
     }
 
+    /// Puts the state a runner holds back here. Returns whether a runner is still needed
+    /// (commands are queued, or a passivation was asked for): the caller must then start
+    /// one, which takes the state from here. Otherwise the actor is idle.
+    pub(crate) fn hand_back(&self, loaded: &mut Option<Loaded<A::State>>) -> bool {
+        let mut inner = self.lock();
+        inner.loaded = loaded.take();
+        if inner.queue.is_empty() && !inner.stopping {
+            inner.running = false;
+            inner.idle_sweeps = 0;
+            false
+        } else {
+            true
+        }
+    }
+
     /// Counts one sweep of the idle sweeper; whether the actor has now been idle for more
     /// than `sweeps` of them (a busy or passivating actor never is).
     pub(crate) fn idle_for(&self, sweeps: u32) -> bool {

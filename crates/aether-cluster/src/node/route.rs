@@ -399,13 +399,21 @@ async fn serve_bounded<T, F, Fut>(
     let mut in_flight = JoinSet::new();
     let max_in_flight = max_in_flight.max(1);
     loop {
+        // Finished requests are reaped without waiting: a loop that also waited for them would
+        // be woken once more for every request it serves.
+        while in_flight.try_join_next().is_some() {}
+        if in_flight.len() >= max_in_flight {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = in_flight.join_next() => continue,
+            }
+        }
         tokio::select! {
             () = cancel.cancelled() => break,
-            msg = requests.next(), if in_flight.len() < max_in_flight => {
+            msg = requests.next() => {
                 let Some(msg) = msg else { break };
                 in_flight.spawn(serve(msg).in_current_span());
             }
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
         }
     }
     // Stop listening first so senders see "no responders" and go elsewhere, then let the

@@ -16,6 +16,7 @@ use crate::{
 };
 
 mod across;
+mod inline;
 mod lifecycle;
 mod reactions;
 mod retire;
