@@ -67,19 +67,20 @@ impl NatsTransport {
 
     /// [`guarded`](Self::guarded) with the operation's description built only when it is
     /// needed (a refusal): for the per-request path, where it would be an allocation each.
-    async fn guarded_lazy<T>(
-        &self,
-        what: impl Fn() -> String,
-        op: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        self.permissions
-            .guard(
-                what,
-                |_, subject| subject.starts_with(&self.prefix),
-                None,
-                op,
-            )
-            .await
+    ///
+    /// Not an `async fn` of its own: a layer that took `op` by value would hold another copy
+    /// of its state.
+    fn guarded_lazy<'a, T: 'a>(
+        &'a self,
+        what: impl Fn() -> String + 'a,
+        op: impl Future<Output = Result<T>> + 'a,
+    ) -> impl Future<Output = Result<T>> + 'a {
+        self.permissions.guard(
+            what,
+            |_, subject| subject.starts_with(&self.prefix),
+            None,
+            op,
+        )
     }
 
     async fn read<T: DeserializeOwned>(&self, key: &str, what: &str) -> Result<Versioned<T>> {
