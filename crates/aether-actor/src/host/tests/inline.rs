@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Mutex as StdMutex;
 
 use tokio::sync::Semaphore;
-use tokio::task::Id;
+use tokio::task::{Id, JoinHandle};
 
 use super::stock;
 use super::*;
@@ -96,31 +96,45 @@ async fn until(cond: impl Fn() -> bool) {
     assert!(cond(), "condition never held");
 }
 
+/// How a test's sender hands its command to the host.
+#[derive(Clone, Copy)]
+enum Via {
+    Inline,
+    Dispatch,
+}
+
+/// Sends `command` to actor `sku` from a task of its own: the outcome and that task's id.
+/// `sent` counts the sender just before it queues, which it does in the same poll (nothing
+/// waits in between), so once `sent` has counted every sender, all have queued.
+fn from_a_task(
+    h: &ActorHost<Watched>,
+    command: StockCommand,
+    via: Via,
+    sent: &Arc<AtomicUsize>,
+) -> JoinHandle<(Outcome<Watched>, Id)> {
+    let (h, sent) = (h.clone(), Arc::clone(sent));
+    tokio::spawn(async move {
+        sent.fetch_add(1, Ordering::SeqCst);
+        let outcome = match via {
+            Via::Inline => h.dispatch_inline("sku", command.into()).await,
+            Via::Dispatch => h.dispatch("sku", command.into()).await,
+        };
+        (outcome, tokio::task::id())
+    })
+}
+
 #[tokio::test]
 async fn an_idle_actors_command_runs_on_the_callers_task_and_a_busy_ones_on_its_runner() {
     let s = store();
     let (h, actor) = watched(&s);
-    let inline = {
-        let h = h.clone();
-        tokio::spawn(async move {
-            let outcome = h
-                .dispatch_inline("sku", StockCommand::Restock(2).into())
-                .await;
-            (outcome, tokio::task::id())
-        })
-    };
+    let sent = Arc::new(AtomicUsize::new(0));
+    let inline = from_a_task(&h, StockCommand::Restock(2), Via::Inline, &sent);
     let (outcome, caller) = inline.await.unwrap();
     assert_eq!(reply(outcome), (2, 1));
     assert_eq!(actor.tasks_of("Restock(2)"), [Some(caller)]);
 
     // `dispatch` hands the command to a task of the actor's own.
-    let spawned = {
-        let h = h.clone();
-        tokio::spawn(async move {
-            let outcome = h.dispatch("sku", StockCommand::Restock(3).into()).await;
-            (outcome, tokio::task::id())
-        })
-    };
+    let spawned = from_a_task(&h, StockCommand::Restock(3), Via::Dispatch, &sent);
     let (outcome, caller) = spawned.await.unwrap();
     assert_eq!(reply(outcome), (5, 2));
     let ran = actor.tasks_of("Restock(3)");
@@ -135,36 +149,20 @@ async fn commands_queued_behind_an_inline_command_go_to_a_runner_and_keep_its_st
     // Inline, so the actor is idle once it has answered.
     let first = h.dispatch_inline("sku", StockCommand::Restock(10).into());
     assert_eq!(reply(first.await), (10, 1));
-    let inline = {
-        let h = h.clone();
-        tokio::spawn(async move {
-            let outcome = h
-                .dispatch_inline("sku", StockCommand::Reserve(1).into())
-                .await;
-            (outcome, tokio::task::id())
-        })
-    };
+    let sent = Arc::new(AtomicUsize::new(0));
+    let inline = from_a_task(&h, StockCommand::Reserve(1), Via::Inline, &sent);
     // Wait for the inline command to hold the actor, then queue more behind it.
     until(|| actor.tasks_of("Reserve(1)").len() == 1).await;
-    // A sender queues its command in the poll that counts it (nothing waits in between).
-    let sent = Arc::new(AtomicUsize::new(0));
     let queued: Vec<_> = (0..5)
-        .map(|_| {
-            let (h, sent) = (h.clone(), Arc::clone(&sent));
-            tokio::spawn(async move {
-                sent.fetch_add(1, Ordering::SeqCst);
-                h.dispatch_inline("sku", StockCommand::Restock(1).into())
-                    .await
-            })
-        })
+        .map(|_| from_a_task(&h, StockCommand::Restock(1), Via::Inline, &sent))
         .collect();
-    until(|| sent.load(Ordering::SeqCst) == 5).await;
+    until(|| sent.load(Ordering::SeqCst) == 6).await;
     actor.gate.add_permits(1);
     let (outcome, caller) = inline.await.unwrap();
     assert_eq!(reply(outcome), (9, 2));
     let mut versions = Vec::new();
     for q in queued {
-        versions.push(reply(q.await.unwrap()).1);
+        versions.push(reply(q.await.unwrap().0).1);
     }
     versions.sort_unstable();
     assert_eq!(versions, [3, 4, 5, 6, 7]);
@@ -182,23 +180,11 @@ async fn a_caller_dropped_mid_command_ends_the_activation_and_the_queued_hear_it
     let (h, actor) = watched(&s);
     let first = h.dispatch_inline("sku", StockCommand::Restock(4).into());
     assert_eq!(reply(first.await), (4, 1));
-    let inline = {
-        let h = h.clone();
-        tokio::spawn(async move {
-            h.dispatch_inline("sku", StockCommand::Reserve(1).into())
-                .await
-        })
-    };
-    until(|| actor.tasks_of("Reserve(1)").len() == 1).await;
     let sent = Arc::new(AtomicUsize::new(0));
-    let behind = {
-        let (h, sent) = (h.clone(), Arc::clone(&sent));
-        tokio::spawn(async move {
-            sent.fetch_add(1, Ordering::SeqCst);
-            h.dispatch("sku", StockCommand::Restock(1).into()).await
-        })
-    };
-    until(|| sent.load(Ordering::SeqCst) == 1).await;
+    let inline = from_a_task(&h, StockCommand::Reserve(1), Via::Inline, &sent);
+    until(|| actor.tasks_of("Reserve(1)").len() == 1).await;
+    let behind = from_a_task(&h, StockCommand::Restock(1), Via::Dispatch, &sent);
+    until(|| sent.load(Ordering::SeqCst) == 2).await;
     inline.abort();
     assert!(inline.await.unwrap_err().is_cancelled());
     let behind = tokio::time::timeout(Duration::from_secs(10), behind)
@@ -206,7 +192,7 @@ async fn a_caller_dropped_mid_command_ends_the_activation_and_the_queued_hear_it
         .expect("the queued command is answered, not left waiting");
     assert!(
         matches!(
-            behind.unwrap(),
+            behind.unwrap().0,
             Err(CommandError::Infrastructure(Error::Closed(_)))
         ),
         "a command queued behind a dropped caller is told the actor stopped"
@@ -225,15 +211,8 @@ async fn a_panic_in_an_inline_command_is_answered_as_a_stopped_actor() {
     let first = h.dispatch_inline("sku", StockCommand::Restock(2).into());
     assert_eq!(reply(first.await), (2, 1));
     actor.gate.add_permits(1);
-    let panicking = {
-        let h = h.clone();
-        tokio::spawn(async move {
-            let outcome = h
-                .dispatch_inline("sku", StockCommand::Reserve(0).into())
-                .await;
-            (outcome, tokio::task::id())
-        })
-    };
+    let sent = Arc::new(AtomicUsize::new(0));
+    let panicking = from_a_task(&h, StockCommand::Reserve(0), Via::Inline, &sent);
     let (outcome, caller) = panicking
         .await
         .expect("the caller's task survives the panic");
