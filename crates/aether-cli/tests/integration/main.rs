@@ -14,6 +14,8 @@
 //! - `retire`: `actors retire`, refused without `--yes` and for bad input, then enforced.
 //! - `partitions`: every command and the dashboard over a partitioned store.
 //! - `timers`: `aether timers` against real nats-servers.
+//! - `serve`: a dashboard on a free port and plain HTTP requests to it (shared with
+//!   `tests/metrics.rs`, the `/metrics` test in a binary of its own).
 //! - `ui`: the dashboard, in a headless browser and over plain HTTP.
 //! - `ui_hostile`: the dashboard under careless and hostile clients.
 
@@ -27,6 +29,7 @@ mod nats;
 mod partitions;
 mod repartition;
 mod retire;
+mod serve;
 mod timers;
 mod ui;
 mod ui_hostile;

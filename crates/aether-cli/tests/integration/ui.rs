@@ -1,58 +1,28 @@
 //! The dashboard (`aether ui`): in a real headless Chromium against a three-node cluster on a
-//! real nats-server, its answers to bad input, and `/metrics` parsed as Prometheus text.
+//! real nats-server, and its answers to bad input. `/metrics` is tested in a binary of its
+//! own (`tests/metrics.rs`).
 //!
 //! The browser test needs Debian's `chromium` and `chromium-driver` (scripts/test installs
 //! them); `AETHER_CHROMIUM` and `AETHER_CHROMEDRIVER` point elsewhere. Screenshots of every
 //! page go to `target/ui-screenshots/`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aether_bus::{NatsBusConfig, NatsEventBus};
 use aether_cli::demo::{Bank, BankCommand};
-use aether_cli::events::StreamArgs;
-use aether_cli::ui::{serve_with_limits, Dashboard, DashboardConfig, ServeLimits};
 use aether_cluster::{Actors, ClusterConfig, ClusterNode};
 use aether_core::{Event, EventBroadcaster, EventStore, SnapshotStore};
 use aether_store::{JetStreamConfig, JetStreamEventStore, Notify};
 use aether_testkit::NatsServer;
 use fantoccini::{Client, ClientBuilder};
-use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-pub(crate) const NAMESPACE: &str = "ui";
-pub(crate) const CLUSTER: &str = "ui";
+pub(crate) use crate::serve::{config, dashboard, dashboard_with_limits, get, CLUSTER, NAMESPACE};
 /// An access token the dashboard accepts.
 pub(crate) const TOKEN: &str = "s3cret-0123456789";
-
-/// The process's Prometheus recorder (one per test binary).
-fn recorder() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            aether_cli::ui::prometheus_builder()
-                .install_recorder()
-                .expect("the only recorder of this test binary")
-        })
-        .clone()
-}
-
-pub(crate) fn config(token: Option<&str>) -> DashboardConfig {
-    DashboardConfig {
-        cluster: CLUSTER.into(),
-        stream: StreamArgs {
-            namespace: Some(NAMESPACE.into()),
-            ..StreamArgs::default()
-        },
-        token: token.map(str::to_string),
-        metrics: Some(recorder()),
-        ..DashboardConfig::default()
-    }
-}
 
 /// A heartbeat of `node_id` at `incarnation` on the test cluster's heartbeat subject, written
 /// by hand as any client allowed on the cluster's subjects can write one (the library keeps
@@ -66,66 +36,6 @@ pub(crate) fn forged_heartbeat(node_id: &str, incarnation: &str) -> (String, byt
         format!("aether.cluster.{CLUSTER}.members.heartbeat"),
         serde_json::to_vec(&body).expect("encodes").into(),
     )
-}
-
-/// Serves a dashboard on a free loopback port until `stop` is cancelled.
-pub(crate) async fn dashboard(
-    url: &str,
-    config: DashboardConfig,
-    stop: &CancellationToken,
-) -> SocketAddr {
-    dashboard_with_limits(url, config, ServeLimits::default(), stop).await
-}
-
-/// Serves a dashboard within `limits` on a free loopback port until `stop` is cancelled.
-pub(crate) async fn dashboard_with_limits(
-    url: &str,
-    config: DashboardConfig,
-    limits: ServeLimits,
-    stop: &CancellationToken,
-) -> SocketAddr {
-    let client = async_nats::connect(url).await.unwrap();
-    let dashboard = Dashboard::start(client, config, stop.clone())
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve_with_limits(
-        listener,
-        dashboard.router(),
-        limits,
-        stop.clone(),
-    ));
-    addr
-}
-
-/// A plain HTTP GET: status, headers (lower-cased) and body.
-pub(crate) async fn get(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    // HTTP/1.0: the server closes the connection after the answer, which ends the read.
-    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut raw))
-        .await
-        .expect("an answer within a minute")
-        .unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_lowercase(), body.to_string())
 }
 
 pub(crate) async fn start_node(url: &str, id: &str) -> ClusterNode {
@@ -686,117 +596,6 @@ async fn the_dashboard_answers_bad_input_a_wrong_token_and_a_lost_server_with_cl
     assert_eq!(status, 503, "{body}");
     assert!(body.starts_with("{\"error\":"), "{body}");
     assert_eq!(get(addr, "/", &bearer).await.0, 200);
-    stop.cancel();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_are_served_in_the_prometheus_format_and_move_with_saves_conflicts_and_publishes() {
-    let server = NatsServer::start().unwrap();
-    let url = server.url();
-    let stop = CancellationToken::new();
-    let client = async_nats::connect(&url).await.unwrap();
-    let store = JetStreamEventStore::new(
-        client.clone(),
-        JetStreamConfig::default().namespace(NAMESPACE),
-    )
-    .await
-    .unwrap();
-    let addr = dashboard(&url, config(None), &stop).await;
-    let scrape = || async move {
-        let (status, head, body) = get(addr, "/metrics", &[]).await;
-        assert_eq!(status, 200);
-        assert!(
-            head.contains("content-type: text/plain; version=0.0.4"),
-            "{head}"
-        );
-        let lines = body.lines().map(|l| Ok(l.to_string()));
-        prometheus_parse::Scrape::parse(lines).expect("Prometheus text format")
-    };
-    let value = |scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]| -> f64 {
-        scrape
-            .samples
-            .iter()
-            .filter(|s| s.metric == name)
-            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => 0.0,
-            })
-            .sum()
-    };
-    let ok = [
-        ("store", "jetstream"),
-        ("op", "save_event"),
-        ("outcome", "ok"),
-    ];
-    let conflict = [
-        ("store", "jetstream"),
-        ("op", "save_event"),
-        ("outcome", "conflict"),
-    ];
-    let published = [("namespace", "metrics-test")];
-    let bus = NatsEventBus::new(client, NatsBusConfig::default())
-        .await
-        .unwrap();
-
-    // The registry is the process's: other tests of this binary saving at the same time move
-    // the store's counters too. Each attempt saves twice and conflicts once on an actor of its
-    // own and needs the counters to have moved by exactly that; an attempt another test's
-    // saves interfered with is made again. Counting nothing, or twice, fails every attempt.
-    let mut attempts = Vec::new();
-    let after = loop {
-        let actor = format!("m-{}", attempts.len());
-        let before = scrape().await;
-        store
-            .save_event(&Event::new("Opened", actor.as_str(), 1))
-            .await
-            .unwrap();
-        store
-            .save_event(&Event::new("Deposited", actor.as_str(), 2))
-            .await
-            .unwrap();
-        let err = store
-            .save_event(&Event::new("Deposited", actor.as_str(), 2))
-            .await;
-        assert!(err.is_err());
-        bus.publish("metrics-test", &Event::new("Ping", actor.as_str(), 3))
-            .await
-            .unwrap();
-        let after = scrape().await;
-        let delta = |name: &str, labels: &[(&str, &str)]| {
-            value(&after, name, labels) - value(&before, name, labels)
-        };
-        let moved = (
-            delta("aether_store_operations_total", &ok),
-            delta("aether_store_operations_total", &conflict),
-            delta("aether_bus_published_total", &published),
-        );
-        // The bus counter is this test's namespace alone: exact on every attempt.
-        assert_eq!(moved.2, 1.0, "bus publishes counted");
-        if moved == (2.0, 1.0, 1.0) {
-            break after;
-        }
-        attempts.push(moved);
-        assert!(
-            attempts.len() < 10,
-            "the store's counters never moved by exactly 2 saves and 1 conflict: {attempts:?}"
-        );
-    };
-    assert!(
-        value(
-            &after,
-            "aether_store_errors_total",
-            &[("kind", "version_conflict")]
-        ) >= 1.0
-    );
-    // Latency histograms, with buckets.
-    assert!(after
-        .samples
-        .iter()
-        .any(|s| s.metric == "aether_store_operation_seconds"
-            && matches!(s.value, prometheus_parse::Value::Histogram(_))));
     stop.cancel();
 }
 
